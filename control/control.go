@@ -1,0 +1,239 @@
+// Package control defines the versioned messages that a node and the coordination server exchange, and
+// their framing on a QUIC stream. It is a leaf: standard library only, no knowledge of either side.
+//
+// # Wire format
+//
+// The node opens one bidirectional stream on its control connection (ALPN "warren-control/1"). Each
+// message is a frame: a 4-byte big-endian length followed by that many bytes of JSON encoding one Msg.
+// A frame longer than MaxFrameSize is refused and the connection is closed.
+//
+// # Conversation
+//
+//	node  → coord  Login            (first frame, exactly once)
+//	coord → node   Welcome          (or Reply with an error, then close)
+//	coord → node   PeerMap          (the full list of visible peers, then ...)
+//	coord → node   PeerDelta        (... changes only, for as long as the connection lives)
+//	node  → coord  Request{ID}      (network create/join/leave)
+//	coord → node   Reply{ID}        (answer to the request with the same ID)
+//	node  → coord  Endpoints        (the node's candidate addresses changed)
+package control
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+)
+
+// Version is the protocol version a node sends in Login.
+const Version = 1
+
+// ALPN is the TLS application protocol of the control connection.
+const ALPN = "warren-control/1"
+
+// MaxFrameSize bounds one frame. A full peer map of a few thousand peers fits; anything larger is an
+// error, never an allocation.
+const MaxFrameSize = 4 << 20
+
+// Limits on lists inside messages.
+const (
+	MaxPeers     = 10000
+	MaxEndpoints = 16
+	MaxNetworks  = 256
+	MaxIPs       = 4
+	MaxNameLen   = 64
+	MaxPassword  = 1024
+	MaxErrorLen  = 1024
+)
+
+// Type names a message kind.
+type Type string
+
+// Message types.
+const (
+	TypeLogin     Type = "login"
+	TypeWelcome   Type = "welcome"
+	TypePeerMap   Type = "peermap"
+	TypePeerDelta Type = "peerdelta"
+	TypeRequest   Type = "request"
+	TypeReply     Type = "reply"
+	TypeEndpoints Type = "endpoints"
+)
+
+// Msg is one control message: Type says which one of the pointer fields is set.
+type Msg struct {
+	Type      Type       `json:"type"`
+	Login     *Login     `json:"login,omitempty"`
+	Welcome   *Welcome   `json:"welcome,omitempty"`
+	PeerMap   *PeerMap   `json:"peermap,omitempty"`
+	PeerDelta *PeerDelta `json:"peerdelta,omitempty"`
+	Request   *Request   `json:"request,omitempty"`
+	Reply     *Reply     `json:"reply,omitempty"`
+	Endpoints *Endpoints `json:"endpoints,omitempty"`
+}
+
+// Login is the node's first message. The node's identity is its TLS client key, not a field here.
+type Login struct {
+	Version   int              `json:"version"`
+	Name      string           `json:"name"`
+	Endpoints []netip.AddrPort `json:"endpoints,omitempty"` // local candidate addresses of the node's UDP socket
+}
+
+// Welcome accepts a login.
+type Welcome struct {
+	IPv4     netip.Addr     `json:"ipv4"`
+	IPv6     netip.Addr     `json:"ipv6"`
+	Prefix4  netip.Prefix   `json:"prefix4"`  // the overlay's IPv4 pool
+	Prefix6  netip.Prefix   `json:"prefix6"`  // the overlay's IPv6 pool
+	Observed netip.AddrPort `json:"observed"` // the node's address as the coord sees it (reflexive)
+	Networks []string       `json:"networks"`
+}
+
+// Peer describes one node visible to the receiver (they share at least one network).
+type Peer struct {
+	Key       []byte           `json:"key"` // Ed25519 public key, 32 bytes
+	Name      string           `json:"name"`
+	IPs       []netip.Addr     `json:"ips"`
+	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
+	Online    bool             `json:"online"`
+	Networks  []string         `json:"networks"` // networks shared with the receiver
+}
+
+// PeerMap replaces the receiver's whole view of its peers.
+type PeerMap struct {
+	Peers []Peer `json:"peers"`
+}
+
+// PeerDelta changes the receiver's view: peers in Upsert are added or replaced (matched by key), keys
+// in Remove are no longer visible (no shared network left).
+type PeerDelta struct {
+	Upsert []Peer   `json:"upsert,omitempty"`
+	Remove [][]byte `json:"remove,omitempty"`
+}
+
+// Op is a network operation.
+type Op string
+
+// Network operations.
+const (
+	OpCreate Op = "create"
+	OpJoin   Op = "join"
+	OpLeave  Op = "leave"
+)
+
+// Request asks the coord to act on a network for the sending node.
+type Request struct {
+	ID       uint64 `json:"id"`
+	Op       Op     `json:"op"`
+	Network  string `json:"network"`
+	Password string `json:"password,omitempty"`
+}
+
+// Code classifies an error in a Reply so callers can react without parsing text.
+type Code string
+
+// Reply error codes.
+const (
+	CodeNotFound      Code = "not_found"
+	CodeExists        Code = "exists"
+	CodeWrongPassword Code = "wrong_password"
+	CodeNotMember     Code = "not_member"
+	CodeInvalid       Code = "invalid"
+	CodeRefused       Code = "refused"
+	CodeInternal      Code = "internal"
+	CodeVersion       Code = "version"
+)
+
+// Reply answers a Request with the same ID (or a Login, with ID 0). Code is empty on success.
+type Reply struct {
+	ID       uint64   `json:"id"`
+	Code     Code     `json:"code,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	Networks []string `json:"networks,omitempty"` // the node's networks after the operation
+}
+
+// Err returns the reply's error, or nil on success.
+func (r *Reply) Err() error {
+	if r.Code == "" {
+		return nil
+	}
+	return &Error{Code: r.Code, Message: r.Error}
+}
+
+// Error is a failed request as seen by the node.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Endpoints updates the node's local candidate addresses.
+type Endpoints struct {
+	Endpoints []netip.AddrPort `json:"endpoints"`
+}
+
+// ErrFrameTooLarge is returned when a frame exceeds MaxFrameSize, on reading or writing.
+var ErrFrameTooLarge = errors.New("control frame too large")
+
+// ReadMsg reads one frame from r and decodes and validates it.
+func ReadMsg(r io.Reader) (*Msg, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxFrameSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("read control frame: %w", io.ErrUnexpectedEOF)
+	}
+	return Decode(buf)
+}
+
+// Decode parses and validates one frame body.
+func Decode(b []byte) (*Msg, error) {
+	if len(b) > MaxFrameSize {
+		return nil, ErrFrameTooLarge
+	}
+	var m Msg
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("decode control message: %w", err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid control message: %w", err)
+	}
+	return &m, nil
+}
+
+// WriteMsg validates m, encodes it and writes it to w as one frame.
+func WriteMsg(w io.Writer, m *Msg) error {
+	b, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// Encode returns m as one frame (length prefix included).
+func Encode(m *Msg) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("encode control message: %w", err)
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode control message: %w", err)
+	}
+	if len(body) > MaxFrameSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(body))
+	}
+	out := make([]byte, 4+len(body))
+	binary.BigEndian.PutUint32(out, uint32(len(body)))
+	copy(out[4:], body)
+	return out, nil
+}

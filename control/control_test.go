@@ -1,0 +1,92 @@
+package control
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func samples() []*Msg {
+	key := bytes.Repeat([]byte{7}, 32)
+	return []*Msg{
+		{Type: TypeLogin, Login: &Login{Version: Version, Name: "a", Endpoints: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:4000")}}},
+		{Type: TypeWelcome, Welcome: &Welcome{IPv4: netip.MustParseAddr("100.64.0.1"), IPv6: netip.MustParseAddr("fd7a:7761:7272::1"),
+			Prefix4: netip.MustParsePrefix("100.64.0.0/10"), Prefix6: netip.MustParsePrefix("fd7a:7761:7272::/48"),
+			Observed: netip.MustParseAddrPort("127.0.0.1:4000"), Networks: []string{"lan"}}},
+		{Type: TypePeerMap, PeerMap: &PeerMap{Peers: []Peer{{Key: key, Name: "b", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.2")}, Online: true, Networks: []string{"lan"}}}}},
+		{Type: TypePeerDelta, PeerDelta: &PeerDelta{Remove: [][]byte{key}}},
+		{Type: TypeRequest, Request: &Request{ID: 3, Op: OpJoin, Network: "lan", Password: "pw"}},
+		{Type: TypeReply, Reply: &Reply{ID: 3, Code: CodeWrongPassword, Error: "wrong password"}},
+		{Type: TypeEndpoints, Endpoints: &Endpoints{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:9")}}},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	for _, m := range samples() {
+		if err := WriteMsg(&buf, m); err != nil {
+			t.Fatalf("write %s: %v", m.Type, err)
+		}
+	}
+	for _, want := range samples() {
+		got, err := ReadMsg(&buf)
+		if err != nil {
+			t.Fatalf("read %s: %v", want.Type, err)
+		}
+		if got.Type != want.Type {
+			t.Fatalf("got %s, want %s", got.Type, want.Type)
+		}
+	}
+	if _, err := ReadMsg(&buf); err == nil {
+		t.Fatal("read past end succeeded")
+	}
+}
+
+func TestRejects(t *testing.T) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], MaxFrameSize+1)
+	if _, err := ReadMsg(bytes.NewReader(hdr[:])); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("oversized frame: got %v", err)
+	}
+	bad := []string{
+		`{"type":"login"}`,
+		`{"type":"login","login":{"name":""}}`,
+		`{"type":"nope","login":{"name":"a"}}`,
+		`{"type":"login","login":{"name":"a"},"reply":{}}`,
+		`{"type":"request","request":{"op":"explode","network":"x"}}`,
+		`{"type":"peerdelta","peerdelta":{"remove":["AAAA"]}}`,
+		`{"type":"login","login":{"name":"` + strings.Repeat("x", 65) + `"}}`,
+		`[1,2,3]`,
+	}
+	for _, s := range bad {
+		if _, err := Decode([]byte(s)); err == nil {
+			t.Errorf("Decode(%s) succeeded", s)
+		}
+	}
+	if _, err := Encode(&Msg{Type: TypeLogin}); err == nil {
+		t.Error("Encode of invalid message succeeded")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, m := range samples() {
+		b, err := Encode(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ReadMsg(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		// Whatever decodes must re-encode.
+		if _, err := Encode(m); err != nil {
+			t.Fatalf("decoded message does not re-encode: %v", err)
+		}
+	})
+}

@@ -1,0 +1,157 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Validate checks that exactly the field named by Type is set and that every list and string is within
+// its limit. It never trusts the peer that sent the message.
+func (m *Msg) Validate() error {
+	set := 0
+	for _, p := range []bool{m.Login != nil, m.Welcome != nil, m.PeerMap != nil, m.PeerDelta != nil,
+		m.Request != nil, m.Reply != nil, m.Endpoints != nil} {
+		if p {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("message %q must carry exactly one body, has %d", m.Type, set)
+	}
+	switch m.Type {
+	case TypeLogin:
+		if m.Login == nil {
+			return errMissing(m.Type)
+		}
+		if err := checkName("name", m.Login.Name); err != nil {
+			return err
+		}
+		return checkEndpoints(m.Login.Endpoints)
+	case TypeWelcome:
+		if m.Welcome == nil {
+			return errMissing(m.Type)
+		}
+		w := m.Welcome
+		if !w.IPv4.Is4() || !w.IPv6.Is6() || !w.Prefix4.IsValid() || !w.Prefix6.IsValid() {
+			return errors.New("welcome: missing or wrong-family address")
+		}
+		return checkNames(w.Networks)
+	case TypePeerMap:
+		if m.PeerMap == nil {
+			return errMissing(m.Type)
+		}
+		return checkPeers(m.PeerMap.Peers)
+	case TypePeerDelta:
+		if m.PeerDelta == nil {
+			return errMissing(m.Type)
+		}
+		if err := checkPeers(m.PeerDelta.Upsert); err != nil {
+			return err
+		}
+		if len(m.PeerDelta.Remove) > MaxPeers {
+			return errors.New("peerdelta: too many removals")
+		}
+		for _, k := range m.PeerDelta.Remove {
+			if len(k) != 32 {
+				return errors.New("peerdelta: bad key length")
+			}
+		}
+		return nil
+	case TypeRequest:
+		r := m.Request
+		if r == nil {
+			return errMissing(m.Type)
+		}
+		switch r.Op {
+		case OpCreate, OpJoin, OpLeave:
+		default:
+			return fmt.Errorf("request: unknown op %q", r.Op)
+		}
+		if err := checkName("network", r.Network); err != nil {
+			return err
+		}
+		if len(r.Password) > MaxPassword {
+			return errors.New("request: password too long")
+		}
+		return nil
+	case TypeReply:
+		if m.Reply == nil {
+			return errMissing(m.Type)
+		}
+		if len(m.Reply.Error) > MaxErrorLen {
+			return errors.New("reply: error text too long")
+		}
+		return checkNames(m.Reply.Networks)
+	case TypeEndpoints:
+		if m.Endpoints == nil {
+			return errMissing(m.Type)
+		}
+		return checkEndpoints(m.Endpoints.Endpoints)
+	default:
+		return fmt.Errorf("unknown message type %q", m.Type)
+	}
+}
+
+func errMissing(t Type) error { return fmt.Errorf("message %q without its body", t) }
+
+func checkName(what, s string) error {
+	if s == "" || len(s) > MaxNameLen {
+		return fmt.Errorf("%s must be 1-%d bytes", what, MaxNameLen)
+	}
+	return nil
+}
+
+func checkNames(names []string) error {
+	if len(names) > MaxNetworks {
+		return errors.New("too many networks")
+	}
+	for _, n := range names {
+		if err := checkName("network", n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkEndpoints(eps []netip.AddrPort) error {
+	if len(eps) > MaxEndpoints {
+		return fmt.Errorf("too many endpoints (%d > %d)", len(eps), MaxEndpoints)
+	}
+	for _, ep := range eps {
+		if !ep.IsValid() || ep.Port() == 0 {
+			return fmt.Errorf("invalid endpoint %v", ep)
+		}
+	}
+	return nil
+}
+
+func checkPeers(peers []Peer) error {
+	if len(peers) > MaxPeers {
+		return errors.New("too many peers")
+	}
+	for i := range peers {
+		p := &peers[i]
+		if len(p.Key) != 32 {
+			return errors.New("peer: bad key length")
+		}
+		if err := checkName("peer name", p.Name); err != nil {
+			return err
+		}
+		if len(p.IPs) == 0 || len(p.IPs) > MaxIPs {
+			return errors.New("peer: needs 1-4 IPs")
+		}
+		for _, ip := range p.IPs {
+			if !ip.IsValid() {
+				return errors.New("peer: invalid IP")
+			}
+		}
+		if err := checkEndpoints(p.Endpoints); err != nil {
+			return err
+		}
+		if err := checkNames(p.Networks); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+// Package identity holds a node's or coordination server's long-term Ed25519 identity key: how it is
+// stored on disk, how it is presented in TLS (a self-signed certificate carrying the key), how a
+// remote key is read back out of a TLS handshake, and how keys are shown to people (fingerprints).
+//
+// It does not decide which keys to trust; callers pass a verify function.
+package identity
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// KeySize is the length of a public key in bytes.
+const KeySize = ed25519.PublicKeySize
+
+// Key is a private Ed25519 identity key. It is safe for concurrent use.
+type Key struct {
+	priv ed25519.PrivateKey
+}
+
+// Generate returns a new random identity key.
+func Generate() (*Key, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate identity key: %w", err)
+	}
+	return &Key{priv: priv}, nil
+}
+
+// LoadOrCreate reads the key stored at path (PEM, PKCS#8) or, if the file does not exist, generates a
+// key and writes it there with mode 0600. created reports whether a new key was made.
+func LoadOrCreate(path string) (k *Key, created bool, err error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		k, err := parsePEM(data)
+		if err != nil {
+			return nil, false, fmt.Errorf("read identity key %s: %w", path, err)
+		}
+		return k, false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, false, fmt.Errorf("read identity key: %w", err)
+	}
+	k, err = Generate()
+	if err != nil {
+		return nil, false, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k.priv)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode identity key: %w", err)
+	}
+	if err := WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, false, fmt.Errorf("save identity key: %w", err)
+	}
+	return k, true, nil
+}
+
+func parsePEM(data []byte) (*Key, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, errors.New("no PEM private key block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("key is %T, want ed25519", k)
+	}
+	return &Key{priv: priv}, nil
+}
+
+// Public returns the public half of k.
+func (k *Key) Public() ed25519.PublicKey { return k.priv.Public().(ed25519.PublicKey) }
+
+// Fingerprint returns the fingerprint of k's public key; see Fingerprint.
+func (k *Key) Fingerprint() string { return Fingerprint(k.Public()) }
+
+// Certificate returns a self-signed TLS certificate whose public key is k. The certificate carries no
+// names: peers identify each other by key, never by a CA.
+func (k *Key) Certificate() (tls.Certificate, error) {
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "warren"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(100 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k.priv)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("create certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k.priv}, nil
+}
+
+// Fingerprint renders a public key for people to compare and paste: "SHA256:" followed by the
+// unpadded base64url SHA-256 of the key.
+func Fingerprint(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return "SHA256:" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// ShortID renders a public key compactly for logs (not for trust decisions).
+func ShortID(pub []byte) string {
+	if len(pub) < 6 {
+		return fmt.Sprintf("%x", pub)
+	}
+	return base64.RawURLEncoding.EncodeToString(pub[:6])
+}
+
+// ParseFingerprint normalises a fingerprint given by a person (with or without the "SHA256:" prefix).
+func ParseFingerprint(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	s = strings.TrimPrefix(s, "SHA256:")
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(raw) != sha256.Size {
+		return "", fmt.Errorf("invalid key fingerprint %q: want SHA256:<43 base64url characters>", s)
+	}
+	return "SHA256:" + s, nil
+}
+
+// PeerKey returns the Ed25519 key in the first certificate of a TLS peer's chain. TLS has already proved
+// that the peer holds the private key (CertificateVerify), so the key is the peer's identity.
+func PeerKey(rawCerts [][]byte) (ed25519.PublicKey, error) {
+	if len(rawCerts) == 0 {
+		return nil, errors.New("peer sent no certificate")
+	}
+	cert, err := x509.ParseCertificate(rawCerts[0])
+	if err != nil {
+		return nil, fmt.Errorf("parse peer certificate: %w", err)
+	}
+	pub, ok := cert.PublicKey.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("peer key is %T, want ed25519", cert.PublicKey)
+	}
+	return pub, nil
+}
+
+// TLSConfig returns a TLS 1.3 config for mutual authentication by identity key. Both sides present
+// their certificate; verify decides whether the remote key is acceptable (it must not be nil).
+// server selects the listener side (client certificates required).
+func TLSConfig(k *Key, alpn string, server bool, verify func(remote ed25519.PublicKey) error) (*tls.Config, error) {
+	cert, err := k.Certificate()
+	if err != nil {
+		return nil, err
+	}
+	conf := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{alpn},
+		// Trust comes from the identity key, not from a CA: verification is done by the callback.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+			pub, err := PeerKey(rawCerts)
+			if err != nil {
+				return err
+			}
+			return verify(pub)
+		},
+	}
+	if server {
+		conf.ClientAuth = tls.RequireAnyClientCert
+	}
+	return conf, nil
+}
+
+// Equal reports whether two public keys are the same.
+func Equal(a, b []byte) bool { return bytes.Equal(a, b) }
+
+// WriteFileAtomic writes data to path via a temporary file in the same directory, fsync and rename,
+// so readers see either the old or the new content, never a torn file.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
