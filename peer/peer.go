@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
 
+	"github.com/warren-net/warren/backoff"
 	"github.com/warren-net/warren/identity"
 )
 
@@ -332,7 +333,7 @@ func sameEndpoints(a, b []netip.AddrPort) bool {
 // peers never race to build two connections.
 func (e *Endpoint) dialLoop(ctx context.Context, k Key, ps *peerState) {
 	defer e.wg.Done()
-	backoff := newBackoff(250*time.Millisecond, 10*time.Second)
+	bo := backoff.New(250*time.Millisecond, 10*time.Second)
 	for {
 		e.mu.RLock()
 		link, eps := ps.link, ps.info.Endpoints
@@ -341,7 +342,7 @@ func (e *Endpoint) dialLoop(ctx context.Context, k Key, ps *peerState) {
 		if link == nil && len(eps) > 0 {
 			conn, err := e.dialAny(ctx, k, eps)
 			if err == nil {
-				backoff.reset()
+				bo.Reset()
 				if !e.install(k, conn) {
 					conn.CloseWithError(0, "not a peer")
 				}
@@ -350,7 +351,7 @@ func (e *Endpoint) dialLoop(ctx context.Context, k Key, ps *peerState) {
 			if ctx.Err() != nil {
 				return
 			}
-			d := backoff.next()
+			d := bo.Next()
 			e.log.Debug("dial failed", "peer", k, "retry_in", d, "error", err)
 			wait = time.After(d)
 		}
@@ -358,7 +359,7 @@ func (e *Endpoint) dialLoop(ctx context.Context, k Key, ps *peerState) {
 		case <-ctx.Done():
 			return
 		case <-ps.wake:
-			backoff.reset()
+			bo.Reset()
 		case <-wait:
 		}
 	}

@@ -144,18 +144,3 @@ func waitGoroutines(t *testing.T, want int) {
 		t.Fatalf("%d goroutines left, want <= %d:\n%s", n, want, buf[:runtime.Stack(buf, true)])
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	b := newBackoff(100*time.Millisecond, time.Second)
-	prev := time.Duration(0)
-	for i := 0; i < 10; i++ {
-		d := b.next()
-		if d < 75*time.Millisecond || d > 1250*time.Millisecond {
-			t.Fatalf("delay %v out of range", d)
-		}
-		prev = d
-	}
-	if prev < 750*time.Millisecond {
-		t.Errorf("backoff did not grow to its cap: %v", prev)
-	}
-}

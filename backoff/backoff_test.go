@@ -1,0 +1,24 @@
+package backoff
+
+import (
+	"testing"
+	"time"
+)
+
+func TestGrowsToCapWithJitter(t *testing.T) {
+	b := New(100*time.Millisecond, time.Second)
+	var last time.Duration
+	for i := 0; i < 10; i++ {
+		last = b.Next()
+		if last < 75*time.Millisecond || last > 1250*time.Millisecond {
+			t.Fatalf("delay %v out of range", last)
+		}
+	}
+	if last < 750*time.Millisecond {
+		t.Errorf("did not reach the cap: %v", last)
+	}
+	b.Reset()
+	if d := b.Next(); d > 125*time.Millisecond {
+		t.Errorf("after Reset: %v", d)
+	}
+}

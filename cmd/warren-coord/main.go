@@ -1,0 +1,111 @@
+// Command warren-coord is the coordination server: nodes log in to it, it keeps networks and
+// memberships in a SQLite file under --data and tells nodes about their peers.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/warren-net/warren/coord"
+	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
+)
+
+const usage = `usage: warren-coord --listen HOST:PORT --data DIR [flags]
+
+Runs the warren coordination server on one UDP port (QUIC). Its identity key and
+SQLite database live in DIR; the key fingerprint printed at start is what nodes pin
+with 'warren up --coord-key'.
+
+flags:
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "warren-coord:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("warren-coord", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	listen := fs.String("listen", "0.0.0.0:7400", "UDP `address` to serve on")
+	data := fs.String("data", "", "data `dir`ectory (identity key, database); required")
+	pool4 := fs.String("pool4", "100.64.0.0/10", "IPv4 `prefix` node addresses are allocated from")
+	pool6 := fs.String("pool6", "fd7a:7761:7272::/48", "IPv6 ULA `prefix` node addresses are allocated from")
+	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
+	logJSON := fs.Bool("log-json", false, "log as JSON lines")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *data == "" {
+		return errors.New("--data DIR is required")
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "warren-coord", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
+	pools, err := parsePools(*pool4, *pool6)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	key, _, err := identity.LoadOrCreate(filepath.Join(*data, "key.pem"))
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(filepath.Join(*data, "warren.db"), pools)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer st.Close()
+	uaddr, err := net.ResolveUDPAddr("udp", *listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", *listen, err)
+	}
+	pc, err := net.ListenUDP("udp", uaddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: pools, Conn: pc, Logger: log})
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	fmt.Printf("warren-coord listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
+	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down")
+	return srv.Close()
+}
+
+func parsePools(v4, v6 string) (store.Pools, error) {
+	p4, err := netip.ParsePrefix(v4)
+	if err != nil || !p4.Addr().Is4() {
+		return store.Pools{}, fmt.Errorf("--pool4 %q: want an IPv4 prefix like 100.64.0.0/10", v4)
+	}
+	p6, err := netip.ParsePrefix(v6)
+	if err != nil || !p6.Addr().Is6() || p6.Addr().Is4In6() {
+		return store.Pools{}, fmt.Errorf("--pool6 %q: want an IPv6 prefix like fd7a:7761:7272::/48", v6)
+	}
+	return store.Pools{V4: p4.Masked(), V6: p6.Masked()}, nil
+}

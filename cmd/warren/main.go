@@ -1,0 +1,116 @@
+// Command warren runs a warren node (`warren up`) and talks to a running one (`warren status`,
+// `warren network ...`) through the local API socket in the node's state directory.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+const usage = `usage: warren COMMAND [flags]
+
+commands:
+  up                         run a node in the foreground (no root needed)
+  status [--json]            show this node and its peers
+  network create NAME        create a network (--password P to require one)
+  network join NAME          join a network (--password P if it has one)
+  network leave NAME         leave a network
+  version                    print the version
+
+Every command takes --state DIR (default: $XDG_STATE_HOME/warren). Flags may come
+before or after arguments. 'warren COMMAND -h' lists a command's flags.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "warren:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("no command given")
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "up":
+		return cmdUp(rest)
+	case "status":
+		return cmdStatus(rest)
+	case "network", "net":
+		return cmdNetwork(rest)
+	case "version", "--version":
+		fmt.Println("warren", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+// parse parses flags that may appear before, between or after positional arguments and returns the
+// positional ones.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func stateFlag(fs *flag.FlagSet) *string {
+	return fs.String("state", defaultStateDir(), "state `dir`ectory of the node (identity key, coord pin, API socket)")
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "warren")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "warren")
+	}
+	return ".warren"
+}
+
+func newFlagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: warren %s\n\nflags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// listFlag collects comma-separated or repeated flag values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/warren-net/warren/node"
+)
+
+func cmdUp(args []string) error {
+	fs := newFlagSet("up", "up --coord HOST:PORT --name NAME [--socks 127.0.0.1:1080] [--expose tcp:22,tcp:8080]")
+	state := stateFlag(fs)
+	coordAddr := fs.String("coord", "", "coordination server `HOST:PORT` (required)")
+	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
+	name := fs.String("name", "", "this node's `name` (a DNS label; default: the host name)")
+	socksAddr := fs.String("socks", "127.0.0.1:1080", "SOCKS5 proxy `address` (loopback only; empty disables)")
+	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
+	var expose listFlag
+	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,tcp:8080`")
+	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
+	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
+	logJSON := fs.Bool("log-json", false, "log as JSON lines")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("up: unexpected argument %q", pos[0])
+	}
+	if *coordAddr == "" {
+		return errors.New("up: --coord HOST:PORT is required")
+	}
+	if *name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return errors.New("up: --name is required")
+		}
+		*name = strings.ToLower(strings.Split(h, ".")[0])
+	}
+	ports, err := parseExpose(expose)
+	if err != nil {
+		return err
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "warren", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.New(node.Config{
+		StateDir: *state, Coord: *coordAddr, CoordKey: *coordKey, Name: *name, Listen: *listen,
+		SOCKS: *socksAddr, Expose: ports, Logger: log, CoordTimeout: *coordTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	st := n.Status()
+	fmt.Printf("warren node %q up: %s", st.Self.Name, joinAddrs(st.Self.IPs))
+	if st.Self.SOCKS != "" {
+		fmt.Printf(", SOCKS5 on %s", st.Self.SOCKS)
+	}
+	fmt.Println()
+	<-ctx.Done()
+	log.Info("shutting down")
+	return n.Close()
+}
+
+func parseExpose(specs []string) ([]node.Port, error) {
+	var out []node.Port
+	for _, s := range specs {
+		proto, port, ok := strings.Cut(s, ":")
+		if !ok {
+			proto, port = "tcp", s
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 || proto != "tcp" {
+			return nil, fmt.Errorf("--expose %q: want tcp:PORT with PORT 1-65535", s)
+		}
+		out = append(out, node.Port{Proto: proto, Port: uint16(p)})
+	}
+	return out, nil
+}
+
+func flagErr(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	return err
+}

@@ -1,0 +1,137 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
+)
+
+// handleRequest performs a network operation for sess and returns the reply.
+func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+
+	before, err := s.peerSet(ctx, sess.key)
+	if err != nil {
+		return s.failed(r.ID, err)
+	}
+	if err := s.apply(ctx, sess, r); err != nil {
+		return s.failed(r.ID, err)
+	}
+	if err := s.refreshPeers(sess.key, before); err != nil {
+		return s.failed(r.ID, err)
+	}
+	nets, err := s.cfg.Store.NetworksOf(ctx, sess.key[:])
+	if err != nil {
+		return s.failed(r.ID, err)
+	}
+	sess.log.Info("network request done", "op", r.Op, "network", r.Network)
+	return &control.Reply{ID: r.ID, Networks: nonNil(nets)}
+}
+
+func (s *Server) apply(ctx context.Context, sess *session, r *control.Request) error {
+	if err := store.ValidNetworkName(r.Network); err != nil {
+		return &control.Error{Code: control.CodeInvalid, Message: err.Error()}
+	}
+	switch r.Op {
+	case control.OpCreate:
+		hash := ""
+		if r.Password != "" {
+			var err error
+			if hash, err = store.HashPassword(r.Password); err != nil {
+				return err
+			}
+		}
+		err := s.cfg.Store.CreateNetwork(ctx, r.Network, hash, sess.key[:])
+		if errors.Is(err, store.ErrExists) {
+			return &control.Error{Code: control.CodeExists, Message: fmt.Sprintf("network %q already exists", r.Network)}
+		}
+		return err
+	case control.OpJoin:
+		n, err := s.cfg.Store.Network(ctx, r.Network)
+		if errors.Is(err, store.ErrNotFound) {
+			return &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("network %q does not exist", r.Network)}
+		}
+		if err != nil {
+			return err
+		}
+		if n.PasswordHash != "" {
+			ok, err := store.VerifyPassword(n.PasswordHash, r.Password)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				sess.log.Info("join refused: wrong password", "network", r.Network)
+				return &control.Error{Code: control.CodeWrongPassword, Message: fmt.Sprintf("wrong password for network %q", r.Network)}
+			}
+		}
+		return s.cfg.Store.AddMember(ctx, r.Network, sess.key[:])
+	case control.OpLeave:
+		err := s.cfg.Store.RemoveMember(ctx, r.Network, sess.key[:])
+		if errors.Is(err, store.ErrNotMember) || errors.Is(err, store.ErrNotFound) {
+			return &control.Error{Code: control.CodeNotMember, Message: fmt.Sprintf("not a member of network %q", r.Network)}
+		}
+		return err
+	}
+	return &control.Error{Code: control.CodeInvalid, Message: "unknown operation"}
+}
+
+// failed turns an error into a reply; store failures are logged and reported without details.
+func (s *Server) failed(id uint64, err error) *control.Reply {
+	var cerr *control.Error
+	if !errors.As(err, &cerr) {
+		cerr = s.storeError("network request", err).(*control.Error)
+		s.log.Error("request failed", "error", err)
+	}
+	return &control.Reply{ID: id, Code: cerr.Code, Error: cerr.Message}
+}
+
+func (s *Server) peerSet(ctx context.Context, key nodeKey) (map[nodeKey]bool, error) {
+	rows, err := s.cfg.Store.Peers(ctx, key[:])
+	if err != nil {
+		return nil, err
+	}
+	set := make(map[nodeKey]bool, len(rows))
+	for _, r := range rows {
+		set[keyOf(r.Node.Key)] = true
+	}
+	return set, nil
+}
+
+// refreshPeers recomputes what node x and each of its peers see of each other after a change, and
+// queues the differences: upserts for every pair that shares a network, removals for pairs in before
+// that no longer do. The caller holds changeMu.
+func (s *Server) refreshPeers(x nodeKey, before map[nodeKey]bool) error {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	me, err := s.cfg.Store.Node(ctx, x[:])
+	if err != nil {
+		return err
+	}
+	rows, err := s.cfg.Store.Peers(ctx, x[:])
+	if err != nil {
+		return err
+	}
+	now := make(map[nodeKey]bool, len(rows))
+	for _, r := range rows {
+		k := keyOf(r.Node.Key)
+		now[k] = true
+		theirs := s.peerRecord(r.Node.Key, r.Node.Name, r.Node.IPv4, r.Node.IPv6, r.Networks)
+		mine := s.peerRecord(me.Key, me.Name, me.IPv4, me.IPv6, r.Networks)
+		s.enqueue(x, k, &theirs)
+		s.enqueue(k, x, &mine)
+	}
+	for k := range before {
+		if !now[k] {
+			s.enqueue(x, k, nil)
+			s.enqueue(k, x, nil)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+// Package coord is the coordination server: it authenticates nodes by their identity keys, keeps
+// accounts, networks and memberships in its store, allocates overlay IPs, tells every node which peers
+// it may talk to (a full peer map at login, then deltas) and answers network requests.
+//
+// It never carries overlay traffic (the relay comes with NAT traversal) and knows nothing about
+// netstacks or SOCKS. It speaks only the control protocol.
+package coord
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/quic-go/quic-go"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Key is the server's identity; nodes pin its fingerprint. Required.
+	Key *identity.Key
+	// Store holds the state. Required; the caller closes it after the Server.
+	Store *store.Store
+	// Pools are the overlay address pools the store allocates from (reported to nodes). Required.
+	Pools store.Pools
+	// Conn is the UDP socket to serve on. Required; the Server closes it.
+	Conn net.PacketConn
+	// Logger; nil = silent.
+	Logger hclog.Logger
+	// LoginTimeout bounds how long a new connection may take to log in. Default 10s.
+	LoginTimeout time.Duration
+	// IdleTimeout is how long a silent node stays online. Default 12s (nodes send keep-alives every 4s).
+	IdleTimeout time.Duration
+}
+
+type nodeKey [identity.KeySize]byte
+
+func (k nodeKey) String() string { return identity.ShortID(k[:]) }
+
+// Server is a running coordination server.
+type Server struct {
+	cfg    Config
+	log    hclog.Logger
+	tr     *quic.Transport
+	ln     *quic.Listener
+	ctx    context.Context // alive until Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// changeMu serialises membership changes so each one computes its peer diffs on a stable store.
+	changeMu sync.Mutex
+
+	// mu guards the following.
+	mu       sync.Mutex
+	sessions map[nodeKey]*session
+	closed   bool
+}
+
+// New validates cfg and starts serving on cfg.Conn.
+func New(cfg Config) (*Server, error) {
+	if cfg.Key == nil || cfg.Store == nil || cfg.Conn == nil {
+		return nil, errors.New("coord: Key, Store and Conn are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.LoginTimeout == 0 {
+		cfg.LoginTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 12 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session)}
+	tlsConf, err := identity.TLSConfig(cfg.Key, control.ALPN, true, func(ed25519.PublicKey) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	s.tr = &quic.Transport{Conn: cfg.Conn}
+	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
+		HandshakeIdleTimeout: 5 * time.Second,
+		MaxIdleTimeout:       cfg.IdleTimeout,
+		MaxIncomingStreams:   2,
+		MaxIncomingUniStreams: -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("coord: listen: %w", err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// Addr returns the UDP address the server listens on.
+func (s *Server) Addr() net.Addr { return s.cfg.Conn.LocalAddr() }
+
+// Close disconnects every node, stops the server and waits for its goroutines. Idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel() // ends sessions: their loops watch s.ctx
+	s.ln.Close()
+	s.wg.Wait()
+	err := s.tr.Close()
+	s.cfg.Conn.Close()
+	return err
+}
+
+// OnlineCount returns how many nodes are logged in.
+func (s *Server) OnlineCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.Accept(s.ctx)
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(conn)
+		}()
+	}
+}

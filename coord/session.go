@@ -1,0 +1,382 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/quic-go/quic-go"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+)
+
+// session is one logged-in node's control connection.
+type session struct {
+	key      nodeKey
+	name     string
+	conn     *quic.Conn
+	stream   *quic.Stream
+	log      hclog.Logger
+	observed netip.AddrPort
+
+	// mu guards the following. The outbox coalesces peer changes per peer key so a slow node gets the
+	// latest state of each peer, never an unbounded backlog.
+	mu        sync.Mutex
+	endpoints []netip.AddrPort
+	pending   map[nodeKey]*control.Peer // nil value = remove
+	replies   []*control.Msg
+	wake      chan struct{}
+}
+
+// Error codes for closing control connections.
+const (
+	closeOK       quic.ApplicationErrorCode = 0
+	closeProtocol quic.ApplicationErrorCode = 1
+	closeRefused  quic.ApplicationErrorCode = 2
+	closeReplaced quic.ApplicationErrorCode = 3
+)
+
+func (s *Server) serveConn(conn *quic.Conn) {
+	pub, err := identity.PeerKey(rawCerts(conn))
+	if err != nil {
+		conn.CloseWithError(closeProtocol, "bad identity")
+		return
+	}
+	var key nodeKey
+	copy(key[:], pub)
+	log := s.log.With("node", key.String(), "remote", conn.RemoteAddr().String())
+
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LoginTimeout)
+	stream, err := conn.AcceptStream(ctx)
+	cancel()
+	if err != nil {
+		conn.CloseWithError(closeProtocol, "no control stream")
+		return
+	}
+	stream.SetReadDeadline(time.Now().Add(s.cfg.LoginTimeout))
+	msg, err := control.ReadMsg(stream)
+	if err != nil || msg.Type != control.TypeLogin {
+		log.Warn("bad login", "error", err)
+		conn.CloseWithError(closeProtocol, "expected login")
+		return
+	}
+	stream.SetReadDeadline(time.Time{})
+	sess, err := s.login(key, conn, stream, msg.Login, log)
+	if err != nil {
+		log.Info("login refused", "error", err)
+		var cerr *control.Error
+		if errors.As(err, &cerr) {
+			control.WriteMsg(stream, &control.Msg{Type: control.TypeReply, Reply: &control.Reply{Code: cerr.Code, Error: cerr.Message}})
+		}
+		stream.Close()
+		time.Sleep(50 * time.Millisecond) // let the reply leave before the close frame
+		conn.CloseWithError(closeRefused, "login refused")
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.writeLoop(sess)
+	}()
+	s.readLoop(sess)
+	conn.CloseWithError(closeOK, "")
+	wg.Wait()
+	s.logout(sess)
+}
+
+func rawCerts(conn *quic.Conn) [][]byte {
+	certs := conn.ConnectionState().TLS.PeerCertificates
+	out := make([][]byte, len(certs))
+	for i, c := range certs {
+		out[i] = c.Raw
+	}
+	return out
+}
+
+// login registers the session and sends Welcome and the full peer map, then tells the node's peers
+// that it is online.
+func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *control.Login, log hclog.Logger) (*session, error) {
+	if l.Version != control.Version {
+		return nil, &control.Error{Code: control.CodeVersion, Message: fmt.Sprintf("protocol version %d not supported (server speaks %d)", l.Version, control.Version)}
+	}
+	ctx := s.ctx
+	node, err := s.cfg.Store.UpsertNode(ctx, key[:], l.Name)
+	if err != nil {
+		return nil, s.storeError("register node", err)
+	}
+	observed := addrPort(conn.RemoteAddr())
+	sess := &session{
+		key: key, name: node.Name, conn: conn, stream: stream, observed: observed,
+		log:       log.With("name", node.Name),
+		endpoints: candidateEndpoints(observed, l.Endpoints),
+		pending:   make(map[nodeKey]*control.Peer),
+		wake:      make(chan struct{}, 1),
+	}
+
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("server closing")
+	}
+	old := s.sessions[key]
+	s.sessions[key] = sess
+	s.mu.Unlock()
+	if old != nil {
+		old.conn.CloseWithError(closeReplaced, "logged in elsewhere")
+	}
+
+	nets, err := s.cfg.Store.NetworksOf(ctx, key[:])
+	if err != nil {
+		s.dropSession(sess)
+		return nil, s.storeError("list networks", err)
+	}
+	rows, err := s.cfg.Store.Peers(ctx, key[:])
+	if err != nil {
+		s.dropSession(sess)
+		return nil, s.storeError("list peers", err)
+	}
+	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
+		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
+		Observed: observed, Networks: nonNil(nets),
+	}}
+	pm := &control.PeerMap{Peers: make([]control.Peer, 0, len(rows))}
+	for _, r := range rows {
+		pm.Peers = append(pm.Peers, s.peerRecord(r.Node.Key, r.Node.Name, r.Node.IPv4, r.Node.IPv6, r.Networks))
+	}
+	for _, m := range []*control.Msg{welcome, {Type: control.TypePeerMap, PeerMap: pm}} {
+		if err := control.WriteMsg(stream, m); err != nil {
+			s.dropSession(sess)
+			return nil, fmt.Errorf("send %s: %w", m.Type, err)
+		}
+	}
+	// Tell every online peer that this node is here now.
+	me := func(networks []string) *control.Peer {
+		p := s.peerRecord(key[:], node.Name, node.IPv4, node.IPv6, networks)
+		return &p
+	}
+	for _, r := range rows {
+		s.enqueue(keyOf(r.Node.Key), keyOf(key[:]), me(r.Networks))
+	}
+	sess.log.Info("node logged in", "ipv4", node.IPv4, "observed", observed, "networks", len(nets), "peers", len(rows))
+	return sess, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func keyOf(b []byte) nodeKey {
+	var k nodeKey
+	copy(k[:], b)
+	return k
+}
+
+func (s *Server) storeError(step string, err error) error {
+	s.log.Error("store failure", "step", step, "error", err)
+	return &control.Error{Code: control.CodeInternal, Message: step + ": internal error"}
+}
+
+// dropSession unregisters sess if it is still the current session of its key; it reports whether it was.
+func (s *Server) dropSession(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[sess.key] != sess {
+		return false
+	}
+	delete(s.sessions, sess.key)
+	return true
+}
+
+// logout tells the node's peers that it went offline.
+func (s *Server) logout(sess *session) {
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	if !s.dropSession(sess) {
+		return // replaced by a newer login, which already announced itself
+	}
+	sess.log.Info("node offline")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	node, err := s.cfg.Store.Node(ctx, sess.key[:])
+	if err != nil {
+		s.log.Error("logout: load node", "error", err)
+		return
+	}
+	rows, err := s.cfg.Store.Peers(ctx, sess.key[:])
+	if err != nil {
+		s.log.Error("logout: list peers", "error", err)
+		return
+	}
+	for _, r := range rows {
+		p := s.peerRecord(node.Key, node.Name, node.IPv4, node.IPv6, r.Networks)
+		s.enqueue(keyOf(r.Node.Key), sess.key, &p)
+	}
+}
+
+// peerRecord builds the control view of a node, with its online state and endpoints if logged in.
+func (s *Server) peerRecord(key []byte, name string, ip4, ip6 netip.Addr, networks []string) control.Peer {
+	p := control.Peer{Key: key, Name: name, IPs: []netip.Addr{ip4, ip6}, Networks: networks}
+	s.mu.Lock()
+	if sess := s.sessions[keyOf(key)]; sess != nil {
+		p.Online = true
+		sess.mu.Lock()
+		p.Endpoints = slices.Clone(sess.endpoints)
+		sess.mu.Unlock()
+	}
+	s.mu.Unlock()
+	return p
+}
+
+// enqueue queues a peer change (p nil = remove) for the node `to`, if it is online. The latest change
+// per peer wins.
+func (s *Server) enqueue(to, about nodeKey, p *control.Peer) {
+	s.mu.Lock()
+	sess := s.sessions[to]
+	s.mu.Unlock()
+	if sess == nil {
+		return
+	}
+	sess.mu.Lock()
+	sess.pending[about] = p
+	sess.mu.Unlock()
+	poke(sess.wake)
+}
+
+func (s *Server) reply(sess *session, r *control.Reply) {
+	sess.mu.Lock()
+	sess.replies = append(sess.replies, &control.Msg{Type: control.TypeReply, Reply: r})
+	sess.mu.Unlock()
+	poke(sess.wake)
+}
+
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop sends queued replies and coalesced peer deltas until the connection ends.
+func (s *Server) writeLoop(sess *session) {
+	ctx := sess.conn.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ctx.Done():
+			return
+		case <-sess.wake:
+		}
+		sess.mu.Lock()
+		replies := sess.replies
+		sess.replies = nil
+		pending := sess.pending
+		sess.pending = make(map[nodeKey]*control.Peer)
+		sess.mu.Unlock()
+		for _, m := range replies {
+			if err := control.WriteMsg(sess.stream, m); err != nil {
+				return
+			}
+		}
+		var delta control.PeerDelta
+		for k, p := range pending {
+			if p == nil {
+				delta.Remove = append(delta.Remove, k[:])
+			} else {
+				delta.Upsert = append(delta.Upsert, *p)
+			}
+			if len(delta.Upsert)+len(delta.Remove) == control.MaxPeers {
+				if err := control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: &delta}); err != nil {
+					return
+				}
+				delta = control.PeerDelta{}
+			}
+		}
+		if len(delta.Upsert)+len(delta.Remove) > 0 {
+			if err := control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: &delta}); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// readLoop handles the node's requests until the connection ends or the node misbehaves.
+func (s *Server) readLoop(sess *session) {
+	go func() {
+		// Unblock the read when the server shuts down.
+		select {
+		case <-s.ctx.Done():
+			sess.conn.CloseWithError(closeOK, "server shutting down")
+		case <-sess.conn.Context().Done():
+		}
+	}()
+	for {
+		msg, err := control.ReadMsg(sess.stream)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && sess.conn.Context().Err() == nil {
+				sess.log.Warn("closing control connection: bad frame", "error", err)
+				sess.conn.CloseWithError(closeProtocol, "malformed control frame")
+			}
+			return
+		}
+		switch msg.Type {
+		case control.TypeRequest:
+			s.reply(sess, s.handleRequest(sess, msg.Request))
+		case control.TypeEndpoints:
+			s.updateEndpoints(sess, msg.Endpoints.Endpoints)
+		default:
+			sess.log.Warn("closing control connection: unexpected message", "type", msg.Type)
+			sess.conn.CloseWithError(closeProtocol, "unexpected message")
+			return
+		}
+	}
+}
+
+func (s *Server) updateEndpoints(sess *session, eps []netip.AddrPort) {
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	sess.mu.Lock()
+	sess.endpoints = candidateEndpoints(sess.observed, eps)
+	sess.mu.Unlock()
+	if err := s.refreshPeers(sess.key, nil); err != nil {
+		s.log.Error("endpoints: refresh peers", "error", err)
+	}
+}
+
+// candidateEndpoints returns the address the server observed followed by the node's own, without
+// duplicates.
+func candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(local)+1)
+	if observed.IsValid() {
+		out = append(out, observed)
+	}
+	for _, ep := range local {
+		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+		if !slices.Contains(out, ep) && len(out) < control.MaxEndpoints {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}

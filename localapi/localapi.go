@@ -1,0 +1,143 @@
+// Package localapi is the contract between a running node and its CLI: JSON types and a client for
+// the HTTP API the node serves on a unix socket in its state directory. The server side lives in the
+// node package. Standard library only.
+package localapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"time"
+)
+
+// SocketName is the file name of the API socket inside the state directory.
+const SocketName = "warren.sock"
+
+// Status is a node's view of itself and its peers.
+type Status struct {
+	Self  Self   `json:"self"`
+	Coord Coord  `json:"coord"`
+	Peers []Peer `json:"peers"`
+}
+
+// Self describes the node itself.
+type Self struct {
+	Name     string       `json:"name"`
+	IPs      []netip.Addr `json:"ips"`
+	Networks []string     `json:"networks"`
+	Key      string       `json:"key"`   // fingerprint of the node's identity key
+	SOCKS    string       `json:"socks"` // SOCKS5 listen address, "" if disabled
+	Endpoint string       `json:"endpoint"`
+}
+
+// Coord describes the control connection.
+type Coord struct {
+	Addr      string `json:"addr"`
+	Key       string `json:"key"`       // pinned fingerprint
+	Connected bool   `json:"connected"` //
+}
+
+// Peer describes one visible peer and the link to it.
+type Peer struct {
+	Name     string       `json:"name"`
+	IPs      []netip.Addr `json:"ips"`
+	Online   bool         `json:"online"` // logged in at the coord
+	Path     string       `json:"path"`   // "direct", "relay" or "none"
+	Endpoint string       `json:"endpoint"`
+	RTTms    float64      `json:"rtt_ms"`
+	Networks []string     `json:"networks"`
+}
+
+// NetworkRequest asks the node to create, join or leave a network.
+type NetworkRequest struct {
+	Op       string `json:"op"` // "create", "join" or "leave"
+	Name     string `json:"name"`
+	Password string `json:"password,omitempty"`
+}
+
+// NetworkReply answers a NetworkRequest.
+type NetworkReply struct {
+	Networks []string `json:"networks"`
+}
+
+// ErrorReply is the body of every non-2xx answer.
+type ErrorReply struct {
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}
+
+// ErrNotRunning is returned when no node answers on the state directory's socket.
+var ErrNotRunning = errors.New("no node is running with this state directory (start one with 'warren up')")
+
+// Client talks to the node whose state directory it was made for.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the node using stateDir.
+func NewClient(stateDir string) *Client {
+	sock := filepath.Join(stateDir, SocketName)
+	return &Client{socket: sock, hc: &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}},
+	}}
+}
+
+// Status fetches the node's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	return &st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+}
+
+// Network performs a network operation through the node.
+func (c *Client) Network(ctx context.Context, req NetworkRequest) (*NetworkReply, error) {
+	var rep NetworkReply
+	return &rep, c.do(ctx, http.MethodPost, "/v1/network", req, &rep)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	// The host is fixed: the node refuses any other Host header (no DNS rebinding via a browser).
+	req, err := http.NewRequestWithContext(ctx, method, "http://local.warren"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return ErrNotRunning
+		}
+		return fmt.Errorf("local API: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("local API: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e ErrorReply
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("local API: %s", resp.Status)
+	}
+	return json.Unmarshal(data, out)
+}

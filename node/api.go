@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/peer"
+)
+
+// apiServer serves the local API on a unix socket in the state directory (mode 0600: only the node's
+// user can talk to it).
+type apiServer struct {
+	srv  *http.Server
+	ln   net.Listener
+	path string
+	done chan struct{}
+}
+
+func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another node is already running with state dir %s", n.cfg.StateDir)
+	}
+	os.Remove(path) // a stale socket from a crash
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("local API socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("local API socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	mux.HandleFunc("POST /v1/network", func(w http.ResponseWriter, r *http.Request) {
+		var req localapi.NetworkRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, localapi.ErrorReply{Error: "bad request: " + err.Error()})
+			return
+		}
+		nets, err := n.Network(r.Context(), req.Op, req.Name, req.Password)
+		if err != nil {
+			rep := localapi.ErrorReply{Error: err.Error()}
+			var cerr *control.Error
+			if errors.As(err, &cerr) {
+				rep.Code = string(cerr.Code)
+			}
+			writeJSON(w, http.StatusConflict, rep)
+			return
+		}
+		writeJSON(w, http.StatusOK, localapi.NetworkReply{Networks: nets})
+	})
+	a := &apiServer{ln: ln, path: path, done: make(chan struct{}),
+		srv: &http.Server{Handler: hostCheck(mux), ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.StandardLogger(nil)}}
+	go func() {
+		defer close(a.done)
+		a.srv.Serve(ln)
+	}()
+	return a, nil
+}
+
+// hostCheck refuses requests whose Host is not the fixed local name, so a web page cannot reach the
+// API through DNS rebinding even if the socket were ever bridged to TCP.
+func hostCheck(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "local.warren" {
+			writeJSON(w, http.StatusForbidden, localapi.ErrorReply{Error: "forbidden host"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (a *apiServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	a.srv.Shutdown(ctx)
+	<-a.done
+	os.Remove(a.path)
+}
+
+// Network creates, joins or leaves a network through the coordination server.
+func (n *Node) Network(ctx context.Context, op, name, password string) ([]string, error) {
+	var o control.Op
+	switch op {
+	case "create":
+		o = control.OpCreate
+	case "join":
+		o = control.OpJoin
+	case "leave":
+		o = control.OpLeave
+	default:
+		return nil, fmt.Errorf("unknown network operation %q (want create, join or leave)", op)
+	}
+	if n.coord == nil {
+		return nil, errCoordOffline
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	rep, err := n.coord.request(ctx, control.Request{Op: o, Network: name, Password: password})
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	if n.welcome != nil {
+		n.welcome.Networks = rep.Networks
+	}
+	n.mu.Unlock()
+	return rep.Networks, nil
+}
+
+// Status reports the node and its peers.
+func (n *Node) Status() localapi.Status {
+	st := localapi.Status{Self: localapi.Self{Name: n.cfg.Name, Networks: []string{}}, Peers: []localapi.Peer{}}
+	if n.key != nil {
+		st.Self.Key = n.key.Fingerprint()
+	}
+	if a := n.SOCKSAddr(); a != nil {
+		st.Self.SOCKS = a.String()
+	}
+	if n.ep != nil {
+		st.Self.Endpoint = n.ep.LocalAddr().String()
+	}
+	if n.coord != nil {
+		st.Coord = localapi.Coord{Addr: n.cfg.Coord, Connected: n.coord.connected()}
+		n.coord.mu.Lock()
+		st.Coord.Key = n.coord.pin
+		n.coord.mu.Unlock()
+	}
+	n.mu.Lock()
+	if w := n.welcome; w != nil {
+		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
+		st.Self.Networks = append(st.Self.Networks, w.Networks...)
+	}
+	n.mu.Unlock()
+	for _, p := range n.sortedPeers() {
+		ps := localapi.Peer{Name: p.Name, IPs: p.IPs, Online: p.Online, Path: "none", Networks: p.Networks}
+		if k, ok := peer.KeyOf(p.Key); ok && n.ep != nil {
+			ls := n.ep.Status(k)
+			ps.Path = ls.Path
+			if ls.Endpoint.IsValid() {
+				ps.Endpoint = ls.Endpoint.String()
+			}
+			ps.RTTms = float64(ls.RTT.Microseconds()) / 1000
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st
+}

@@ -1,0 +1,271 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/quic-go/quic-go"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+)
+
+// ErrCoordKeyMismatch is returned when the coordination server presents a key other than the pinned one.
+var ErrCoordKeyMismatch = errors.New("coordination server key does not match the pinned key")
+
+// coordClient keeps the node's control connection: login, the peer map stream, and requests.
+type coordClient struct {
+	addr    string
+	key     *identity.Key
+	pinPath string
+	log     hclog.Logger
+	dial    func(ctx context.Context, addr netip.AddrPort, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error)
+	// loginMsg builds the Login message (endpoints may change between logins).
+	loginMsg func() *control.Login
+	// handle receives every message after Welcome (PeerMap, PeerDelta) from the read loop.
+	handle func(*control.Msg)
+
+	nextID atomic.Uint64
+
+	// mu guards the following.
+	mu      sync.Mutex
+	pin     string // pinned fingerprint, "" until first use
+	conn    *quic.Conn
+	stream  *quic.Stream
+	waiters map[uint64]chan *control.Reply
+}
+
+// loadPin returns the pinned coord fingerprint: the flag wins; else the saved pin; else "" (TOFU).
+// A flag that disagrees with a saved pin is an error.
+func loadPin(path, flag string) (string, error) {
+	saved := ""
+	if b, err := os.ReadFile(path); err == nil {
+		saved = strings.TrimSpace(string(b))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read coord pin: %w", err)
+	}
+	if flag != "" {
+		fp, err := identity.ParseFingerprint(flag)
+		if err != nil {
+			return "", err
+		}
+		if saved != "" && saved != fp {
+			return "", fmt.Errorf("%w: --coord-key %s, but %s pins %s (delete that file to re-pin)", ErrCoordKeyMismatch, fp, path, saved)
+		}
+		return fp, nil
+	}
+	return saved, nil
+}
+
+// connect dials the coord, logs in and reads Welcome and the first peer map.
+func (c *coordClient) connect(ctx context.Context) (*control.Welcome, error) {
+	ap, err := resolveUDP(ctx, c.addr)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	pin := c.pin
+	c.mu.Unlock()
+	var seen string
+	tlsConf, err := identity.TLSConfig(c.key, control.ALPN, false, func(pub ed25519.PublicKey) error {
+		seen = identity.Fingerprint(pub)
+		if pin != "" && seen != pin {
+			return fmt.Errorf("%w: pinned %s, server presented %s (if the server's key really changed, remove %s or pass the new --coord-key)",
+				ErrCoordKeyMismatch, pin, seen, c.pinPath)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := c.dial(ctx, ap, tlsConf, &quic.Config{
+		HandshakeIdleTimeout: 5 * time.Second,
+		MaxIdleTimeout:       12 * time.Second,
+		KeepAlivePeriod:      4 * time.Second,
+	})
+	if err != nil {
+		if pin != "" && seen != "" && seen != pin {
+			return nil, fmt.Errorf("%w: pinned %s, server presented %s (if the server's key really changed, remove %s or pass the new --coord-key)",
+				ErrCoordKeyMismatch, pin, seen, c.pinPath)
+		}
+		return nil, fmt.Errorf("connect to coordination server %s: %w", c.addr, err)
+	}
+	if pin == "" {
+		if err := identity.WriteFileAtomic(c.pinPath, []byte(seen+"\n"), 0o600); err != nil {
+			conn.CloseWithError(0, "")
+			return nil, fmt.Errorf("save coord pin: %w", err)
+		}
+		c.log.Info("trusting coordination server on first use", "key", seen, "pin_file", c.pinPath)
+		c.mu.Lock()
+		c.pin = seen
+		c.mu.Unlock()
+	}
+	w, stream, err := c.doLogin(ctx, conn)
+	if err != nil {
+		conn.CloseWithError(0, "")
+		return nil, err
+	}
+	c.mu.Lock()
+	c.conn, c.stream = conn, stream
+	c.waiters = make(map[uint64]chan *control.Reply)
+	c.mu.Unlock()
+	return w, nil
+}
+
+func (c *coordClient) doLogin(ctx context.Context, conn *quic.Conn) (*control.Welcome, *quic.Stream, error) {
+	stream, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open control stream: %w", err)
+	}
+	if err := control.WriteMsg(stream, &control.Msg{Type: control.TypeLogin, Login: c.loginMsg()}); err != nil {
+		return nil, nil, fmt.Errorf("send login: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		stream.SetReadDeadline(dl)
+	}
+	defer stream.SetReadDeadline(time.Time{})
+	m, err := control.ReadMsg(stream)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read login answer: %w", err)
+	}
+	switch m.Type {
+	case control.TypeWelcome:
+	case control.TypeReply:
+		return nil, nil, fmt.Errorf("login refused: %w", m.Reply.Err())
+	default:
+		return nil, nil, fmt.Errorf("login: unexpected %q", m.Type)
+	}
+	pm, err := control.ReadMsg(stream)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read peer map: %w", err)
+	}
+	if pm.Type != control.TypePeerMap {
+		return nil, nil, fmt.Errorf("login: expected peer map, got %q", pm.Type)
+	}
+	c.handle(pm)
+	return m.Welcome, stream, nil
+}
+
+// readLoop dispatches messages until the connection ends; it returns the reason.
+func (c *coordClient) readLoop() error {
+	c.mu.Lock()
+	stream := c.stream
+	c.mu.Unlock()
+	for {
+		m, err := control.ReadMsg(stream)
+		if err != nil {
+			c.failWaiters()
+			return err
+		}
+		switch m.Type {
+		case control.TypeReply:
+			c.mu.Lock()
+			ch := c.waiters[m.Reply.ID]
+			delete(c.waiters, m.Reply.ID)
+			c.mu.Unlock()
+			if ch != nil {
+				ch <- m.Reply
+			}
+		case control.TypePeerMap, control.TypePeerDelta:
+			c.handle(m)
+		default:
+			c.log.Warn("ignoring unexpected control message", "type", m.Type)
+		}
+	}
+}
+
+func (c *coordClient) failWaiters() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, ch := range c.waiters {
+		close(ch)
+		delete(c.waiters, id)
+	}
+	c.conn, c.stream = nil, nil
+}
+
+// errCoordOffline is returned by requests while there is no control connection.
+var errCoordOffline = errors.New("not connected to the coordination server (retrying in the background); try again shortly")
+
+// request sends r and waits for its reply.
+func (c *coordClient) request(ctx context.Context, r control.Request) (*control.Reply, error) {
+	r.ID = c.nextID.Add(1)
+	ch := make(chan *control.Reply, 1)
+	c.mu.Lock()
+	if c.stream == nil {
+		c.mu.Unlock()
+		return nil, errCoordOffline
+	}
+	c.waiters[r.ID] = ch
+	err := control.WriteMsg(c.stream, &control.Msg{Type: control.TypeRequest, Request: &r})
+	c.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("send request: %w", err)
+	}
+	select {
+	case rep, ok := <-ch:
+		if !ok {
+			return nil, errCoordOffline
+		}
+		return rep, rep.Err()
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiters, r.ID)
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// sendEndpoints tells the coord about changed local candidates; best effort.
+func (c *coordClient) sendEndpoints(eps []netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stream != nil {
+		control.WriteMsg(c.stream, &control.Msg{Type: control.TypeEndpoints, Endpoints: &control.Endpoints{Endpoints: eps}})
+	}
+}
+
+func (c *coordClient) close() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		conn.CloseWithError(0, "node shutting down")
+	}
+}
+
+func (c *coordClient) connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stream != nil
+}
+
+func resolveUDP(ctx context.Context, hostport string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(hostport); err == nil {
+		return ap, nil
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("coordination server address %q: %w", hostport, err)
+	}
+	ua, err := (&net.Resolver{}).LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ua) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("resolve coordination server %q: %w", host, err)
+	}
+	p, err := net.LookupPort("udp", port)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("coordination server port %q: %w", port, err)
+	}
+	return netip.AddrPortFrom(ua[0].Unmap(), uint16(p)), nil
+}

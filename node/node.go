@@ -1,0 +1,362 @@
+// Package node is the warren daemon: it ties together the control connection to the coordination
+// server, the peer links (package peer), the userspace network stack (package netstack), the local
+// SOCKS5 proxy (package socks) and the local API for the CLI. It routes IP packets between the netstack
+// and the peer links by virtual IP and enforces who may send what.
+//
+// It knows no wire details of any part: those live in control, peer and netstack.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/warren-net/warren/backoff"
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/netstack"
+	"github.com/warren-net/warren/peer"
+	"github.com/warren-net/warren/socks"
+)
+
+// Port is a local service exposed on the node's virtual IPs.
+type Port struct {
+	Proto string // "tcp"
+	Port  uint16
+}
+
+// Config configures a Node. Fields are read once by Start.
+type Config struct {
+	StateDir string // required: identity key, coord pin and the API socket live here
+	Coord    string // required: coordination server HOST:PORT
+	CoordKey string // pinned coord fingerprint; "" = the saved pin, or trust on first use
+	Name     string // required: the node's name (a DNS label)
+	Listen   string // UDP address for the node's socket; default ":0"
+	SOCKS    string // SOCKS5 listen address (loopback only); "" = no proxy
+	Expose   []Port // local services reachable from peers
+	Logger   hclog.Logger
+	// CoordTimeout is how long Start keeps trying to reach the coordination server. Default 30s.
+	CoordTimeout time.Duration
+}
+
+// Node is a running warren node.
+type Node struct {
+	cfg     Config
+	log     hclog.Logger
+	key     *identity.Key
+	ep      *peer.Endpoint
+	coord   *coordClient
+	stack   atomic.Pointer[netstack.Stack]
+	routes  atomic.Pointer[routeTable]
+	socks   *socks.Server
+	socksLn net.Listener
+	api     *apiServer
+	exposed map[Port]bool
+	ctx     context.Context // alive until Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	// mu guards the following.
+	mu      sync.Mutex
+	welcome *control.Welcome
+	peers   map[peer.Key]control.Peer
+	closed  bool
+
+	dropSpoofed atomic.Uint64
+	dropNoRoute atomic.Uint64
+}
+
+// New validates cfg. Nothing runs until Start.
+func New(cfg Config) (*Node, error) {
+	if cfg.StateDir == "" || cfg.Coord == "" || cfg.Name == "" {
+		return nil, errors.New("node: state dir, coordination server and name are required")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = ":0"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.CoordTimeout == 0 {
+		cfg.CoordTimeout = 30 * time.Second
+	}
+	if cfg.SOCKS != "" {
+		if err := checkLoopback(cfg.SOCKS); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[peer.Key]control.Peer), exposed: make(map[Port]bool)}
+	for _, p := range cfg.Expose {
+		if p.Proto != "tcp" || p.Port == 0 {
+			return nil, fmt.Errorf("node: cannot expose %s:%d (only tcp ports 1-65535)", p.Proto, p.Port)
+		}
+		n.exposed[p] = true
+	}
+	n.routes.Store(&routeTable{})
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	return n, nil
+}
+
+// checkLoopback refuses proxy addresses beyond loopback: without authentication the proxy would be
+// open to the network.
+func checkLoopback(hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("proxy address %q: %w", hostport, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("refusing to serve the proxy on %q: only loopback addresses (127.0.0.1, ::1) are allowed without authentication", hostport)
+	}
+	return nil
+}
+
+// Start brings the node up: identity, UDP socket, login (retrying up to CoordTimeout), netstack, proxy
+// and local API. On error everything started so far is closed again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := os.MkdirAll(n.cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	key, created, err := identity.LoadOrCreate(filepath.Join(n.cfg.StateDir, "key.pem"))
+	if err != nil {
+		return err
+	}
+	n.key = key
+	if created {
+		n.log.Info("created identity key", "key", key.Fingerprint())
+	}
+	pinPath := filepath.Join(n.cfg.StateDir, "coord.pin")
+	pin, err := loadPin(pinPath, n.cfg.CoordKey)
+	if err != nil {
+		return err
+	}
+	// The API socket comes first: it also tells us whether another node already uses this state dir.
+	if n.api, err = startAPI(n, filepath.Join(n.cfg.StateDir, "warren.sock"), n.log.Named("api")); err != nil {
+		return err
+	}
+
+	udpAddr, err := net.ResolveUDPAddr("udp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w", n.cfg.Listen, err)
+	}
+	pc, err := net.ListenUDP("udp", udpAddr)
+	if err != nil {
+		return fmt.Errorf("open UDP socket: %w", err)
+	}
+	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receive, Logger: n.log.Named("peer")})
+	if err != nil {
+		pc.Close()
+		return err
+	}
+
+	n.coord = &coordClient{
+		addr: n.cfg.Coord, key: key, pinPath: pinPath, pin: pin, log: n.log.Named("coord"),
+		dial: n.ep.DialControl,
+		loginMsg: func() *control.Login {
+			return &control.Login{Version: control.Version, Name: n.cfg.Name, Endpoints: n.localEndpoints()}
+		},
+		handle: n.handleControl,
+	}
+	w, err := n.firstLogin(ctx)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.welcome = w
+	n.mu.Unlock()
+	n.log.Info("logged in", "name", n.cfg.Name, "ipv4", w.IPv4, "ipv6", w.IPv6, "networks", w.Networks, "observed", w.Observed)
+
+	stack, err := netstack.New(netstack.Config{
+		Addrs:   []netip.Addr{w.IPv4, w.IPv6},
+		Routes:  []netip.Prefix{w.Prefix4, w.Prefix6},
+		MTU:     peer.MaxPacketSize,
+		Output:  n.output,
+		Exposed: func(proto string, port uint16) bool { return n.exposed[Port{proto, port}] },
+		Logger:  n.log.Named("netstack"),
+	})
+	if err != nil {
+		return fmt.Errorf("start netstack: %w", err)
+	}
+	n.stack.Store(stack)
+
+	n.wg.Add(1)
+	go n.coordLoop()
+
+	if n.cfg.SOCKS != "" {
+		if err := n.startSOCKS(stack); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) startSOCKS(stack *netstack.Stack) error {
+	srv, err := socks.New(socks.Config{Dial: stack.DialContext, Resolve: n.resolve, Logger: n.log.Named("socks")})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", n.cfg.SOCKS)
+	if err != nil {
+		return fmt.Errorf("SOCKS listener: %w", err)
+	}
+	n.socks, n.socksLn = srv, ln
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(ln); err != nil {
+			n.log.Error("SOCKS proxy stopped", "error", err)
+		}
+	}()
+	n.log.Info("SOCKS5 proxy listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// SOCKSAddr returns the proxy's listen address, or nil if it is disabled or not started.
+func (n *Node) SOCKSAddr() net.Addr {
+	if n.socksLn == nil {
+		return nil
+	}
+	return n.socksLn.Addr()
+}
+
+// firstLogin connects to the coord, retrying with backoff for up to CoordTimeout. A key mismatch or
+// a refused login is final.
+func (n *Node) firstLogin(ctx context.Context) (*control.Welcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.CoordTimeout)
+	defer cancel()
+	bo := backoff.New(500*time.Millisecond, 5*time.Second)
+	tries := 0
+	for {
+		tries++
+		w, err := n.coord.connect(ctx)
+		if err == nil {
+			return w, nil
+		}
+		var cerr *control.Error
+		if errors.Is(err, ErrCoordKeyMismatch) || errors.As(err, &cerr) {
+			return nil, err
+		}
+		if tries == 1 {
+			n.log.Warn("coordination server not reachable yet, retrying", "coord", n.cfg.Coord, "error", err, "giving_up_after", n.cfg.CoordTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cannot reach the coordination server at %s after %d tries in %s: %w", n.cfg.Coord, tries, n.cfg.CoordTimeout, err)
+		case <-time.After(bo.Next()):
+		}
+	}
+}
+
+// coordLoop reads the control connection and reconnects with jittered backoff when it drops; peer
+// links keep working in the meantime. State changes are logged once, not per try.
+func (n *Node) coordLoop() {
+	defer n.wg.Done()
+	bo := backoff.New(time.Second, 30*time.Second)
+	for {
+		err := n.coord.readLoop()
+		if n.ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("lost the coordination server; tunnels stay up, reconnecting in the background", "error", err)
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(bo.Next()):
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			w, err := n.coord.connect(ctx)
+			cancel()
+			if err == nil {
+				bo.Reset()
+				n.mu.Lock()
+				if n.welcome != nil && (w.IPv4 != n.welcome.IPv4 || w.IPv6 != n.welcome.IPv6) {
+					n.log.Error("coordination server assigned different addresses; restart the node to use them", "ipv4", w.IPv4)
+				}
+				n.welcome.Networks = w.Networks
+				n.mu.Unlock()
+				n.log.Info("reconnected to the coordination server")
+				break
+			}
+			if errors.Is(err, ErrCoordKeyMismatch) {
+				n.log.Error("coordination server key changed; not reconnecting", "error", err)
+				return
+			}
+		}
+	}
+}
+
+// localEndpoints lists the UDP socket's addresses peers may reach it on.
+func (n *Node) localEndpoints() []netip.AddrPort {
+	la := n.ep.LocalAddr()
+	if !la.Addr().IsUnspecified() {
+		return []netip.AddrPort{la}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.AddrPort
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr().Unmap()
+		if ip.IsLinkLocalUnicast() || ip.IsMulticast() {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ip, la.Port()))
+		if len(out) == control.MaxEndpoints-1 {
+			break
+		}
+	}
+	return out
+}
+
+// Close stops the node: API, proxy, control connection, peer links, netstack, in that order (users
+// first, so nothing new starts while the data plane goes away). Idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	n.cancel()
+	if n.api != nil {
+		n.api.close()
+	}
+	if n.socks != nil {
+		n.socks.Close()
+	}
+	if n.coord != nil {
+		n.coord.close()
+	}
+	if n.ep != nil {
+		n.ep.Close()
+	}
+	n.wg.Wait()
+	if s := n.stack.Load(); s != nil {
+		s.Close()
+	}
+	return nil
+}

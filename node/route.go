@@ -1,0 +1,159 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/peer"
+	"github.com/warren-net/warren/socks"
+)
+
+// routeTable is an immutable snapshot of who owns which virtual IP and name. It is replaced as a whole
+// on every peer-map change and read without locks on the packet path.
+type routeTable struct {
+	owner  map[netip.Addr]peer.Key // virtual IP → the peer it belongs to
+	byName map[string]netip.Addr   // lower-case peer name → its IPv4
+}
+
+// handleControl applies a peer map or delta from the coord, then rebuilds routes and peer links.
+func (n *Node) handleControl(m *control.Msg) {
+	n.mu.Lock()
+	switch m.Type {
+	case control.TypePeerMap:
+		clear(n.peers)
+		for _, p := range m.PeerMap.Peers {
+			if k, ok := peer.KeyOf(p.Key); ok {
+				n.peers[k] = p
+			}
+		}
+	case control.TypePeerDelta:
+		for _, p := range m.PeerDelta.Upsert {
+			if k, ok := peer.KeyOf(p.Key); ok {
+				n.peers[k] = p
+			}
+		}
+		for _, kb := range m.PeerDelta.Remove {
+			if k, ok := peer.KeyOf(kb); ok {
+				delete(n.peers, k)
+			}
+		}
+	}
+	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr)}
+	infos := make([]peer.Info, 0, len(n.peers))
+	for k, p := range n.peers {
+		for _, ip := range p.IPs {
+			rt.owner[ip] = k
+		}
+		if len(p.IPs) > 0 {
+			rt.byName[strings.ToLower(p.Name)] = p.IPs[0]
+		}
+		info := peer.Info{Key: k}
+		if p.Online {
+			info.Endpoints = p.Endpoints
+		}
+		infos = append(infos, info)
+	}
+	n.routes.Store(rt)
+	n.mu.Unlock()
+	if n.ep != nil {
+		n.ep.SetPeers(infos)
+	}
+}
+
+// output sends one packet from the netstack to the peer that owns its destination.
+func (n *Node) output(pkt []byte) {
+	_, dst, ok := addrs(pkt)
+	if !ok {
+		n.dropNoRoute.Add(1)
+		return
+	}
+	k, ok := n.routes.Load().owner[dst]
+	if !ok {
+		n.dropNoRoute.Add(1)
+		return
+	}
+	if err := n.ep.Send(k, pkt); err != nil {
+		n.dropNoRoute.Add(1)
+		if n.log.IsTrace() {
+			n.log.Trace("drop outbound packet", "dst", dst, "error", err)
+		}
+	}
+}
+
+// receive accepts a packet from peer `from` only if its source is one of that peer's virtual IPs
+// (anti-spoofing); a peer not in the route table shares no network with us and is dropped too.
+func (n *Node) receive(from peer.Key, pkt []byte) {
+	src, _, ok := addrs(pkt)
+	if !ok {
+		n.dropSpoofed.Add(1)
+		return
+	}
+	if owner, ok := n.routes.Load().owner[src]; !ok || owner != from {
+		n.dropSpoofed.Add(1)
+		if n.log.IsTrace() {
+			n.log.Trace("drop spoofed packet", "from", from, "src", src)
+		}
+		return
+	}
+	if s := n.stack.Load(); s != nil {
+		s.Inject(pkt)
+	}
+}
+
+// addrs reads the source and destination of an IPv4 or IPv6 packet without allocating.
+func addrs(pkt []byte) (src, dst netip.Addr, ok bool) {
+	if len(pkt) < 1 {
+		return src, dst, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < 20 {
+			return src, dst, false
+		}
+		return netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20])), true
+	case 6:
+		if len(pkt) < 40 {
+			return src, dst, false
+		}
+		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40])), true
+	}
+	return src, dst, false
+}
+
+// resolve maps "NAME.warren" or a bare peer name to the peer's IPv4, from the peer map only: no DNS
+// query leaves the host for overlay names.
+func (n *Node) resolve(_ context.Context, name string) (netip.Addr, error) {
+	if ip, err := netip.ParseAddr(name); err == nil {
+		return ip, nil
+	}
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	name = strings.TrimSuffix(name, ".warren")
+	if ip, ok := n.routes.Load().byName[name]; ok {
+		return ip, nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.welcome != nil && strings.EqualFold(name, n.cfg.Name) {
+		return n.welcome.IPv4, nil
+	}
+	return netip.Addr{}, fmt.Errorf("%w: %q is not a peer in any of this node's networks", socks.ErrUnknownName, name)
+}
+
+// sortedPeers returns a copy of the peer map sorted by name.
+func (n *Node) sortedPeers() []control.Peer {
+	n.mu.Lock()
+	out := make([]control.Peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		out = append(out, p)
+	}
+	n.mu.Unlock()
+	slices.SortFunc(out, func(a, b control.Peer) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+var errClosed = errors.New("node is shutting down")
