@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -86,9 +85,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.tr = &quic.Transport{Conn: cfg.Conn}
 	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
-		HandshakeIdleTimeout: 5 * time.Second,
-		MaxIdleTimeout:       cfg.IdleTimeout,
-		MaxIncomingStreams:   2,
+		HandshakeIdleTimeout:  5 * time.Second,
+		MaxIdleTimeout:        cfg.IdleTimeout,
+		MaxIncomingStreams:    2,
 		MaxIncomingUniStreams: -1,
 	})
 	if err != nil {

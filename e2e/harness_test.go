@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/proxy"
+
+	"github.com/warren-net/warren/coord"
+	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node"
+)
+
+// testLogger sends hclog output to t.Log.
+func testLogger(t testing.TB, name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: tWriter{t}})
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+type testCoord struct {
+	srv  *coord.Server
+	addr string
+	key  string
+}
+
+func startCoord(t testing.TB, dir string) *testCoord {
+	t.Helper()
+	pools := store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")}
+	st, err := store.Open(filepath.Join(dir, "warren.db"), pools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := identity.LoadOrCreate(filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: pools, Conn: pc, Logger: testLogger(t, "coord")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Close()
+		st.Close()
+	})
+	return &testCoord{srv: srv, addr: srv.Addr().String(), key: key.Fingerprint()}
+}
+
+type testNode struct {
+	*node.Node
+	name  string
+	state string
+	api   *localapi.Client
+}
+
+func startNode(t testing.TB, c *testCoord, name string, expose ...uint16) *testNode {
+	t.Helper()
+	state := t.TempDir()
+	var ports []node.Port
+	for _, p := range expose {
+		ports = append(ports, node.Port{Proto: "tcp", Port: p})
+	}
+	n, err := node.New(node.Config{
+		StateDir: state, Coord: c.addr, CoordKey: c.key, Name: name, Listen: "127.0.0.1:0",
+		SOCKS: "127.0.0.1:0", Expose: ports, Logger: testLogger(t, name), CoordTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return &testNode{Node: n, name: name, state: state, api: localapi.NewClient(state)}
+}
+
+func (n *testNode) network(t testing.TB, op, name, password string) {
+	t.Helper()
+	if _, err := n.Network(context.Background(), op, name, password); err != nil {
+		t.Fatalf("%s: network %s %s: %v", n.name, op, name, err)
+	}
+}
+
+// waitPath waits until n sees peer with the given path.
+func (n *testNode) waitPath(t testing.TB, peerName, path string) localapi.Peer {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var last localapi.Status
+	for time.Now().Before(deadline) {
+		last = n.Status()
+		for _, p := range last.Peers {
+			if p.Name == peerName && p.Path == path {
+				return p
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never saw %s with path %q; status: %+v", n.name, peerName, path, last)
+	return localapi.Peer{}
+}
+
+// socksDialer returns a dialer through n's SOCKS5 proxy.
+func (n *testNode) socksDialer(t testing.TB) proxy.ContextDialer {
+	d, err := proxy.SOCKS5("tcp", n.SOCKSAddr().String(), nil, &net.Dialer{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.(proxy.ContextDialer)
+}
+
+func (n *testNode) httpClient(t testing.TB) *http.Client {
+	d := n.socksDialer(t)
+	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+// blobServer serves a random blob of size bytes on 127.0.0.1 and returns its port and sha256.
+func blobServer(t testing.TB, size int) (port uint16, sum [32]byte) {
+	t.Helper()
+	blob := make([]byte, size)
+	rand.Read(blob)
+	sum = sha256.Sum256(blob)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hello" {
+			fmt.Fprintln(w, "hello from b")
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(blob)))
+		w.Write(blob)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return uint16(ln.Addr().(*net.TCPAddr).Port), sum
+}
+
+func fetch(t testing.TB, c *http.Client, url string) ([]byte, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return b, time.Since(start)
+}

@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestThreeNodes: A and B share a network, C is in another. A reaches B's exposed HTTP service by name
+// through its SOCKS proxy and moves 64 MiB intact; A cannot reach C; an unexposed port is refused at
+// once; a wrong password is refused.
+func TestThreeNodes(t *testing.T) {
+	const size = 64 << 20
+	port, sum := blobServer(t, size)
+	c := startCoord(t, t.TempDir())
+	a := startNode(t, c, "a")
+	b := startNode(t, c, "b", port)
+	cc := startNode(t, c, "c", port)
+
+	a.network(t, "create", "lan", "s3cret")
+	b.network(t, "join", "lan", "s3cret")
+	cc.network(t, "create", "other", "")
+	if _, err := cc.Network(context.Background(), "join", "lan", "wrong"); err == nil || !strings.Contains(err.Error(), "wrong password") {
+		t.Fatalf("join with wrong password: %v", err)
+	}
+	if _, err := cc.Network(context.Background(), "join", "nope", ""); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("join unknown network: %v", err)
+	}
+
+	pb := a.waitPath(t, "b", "direct")
+	t.Logf("a sees b: %+v", pb)
+	client := a.httpClient(t)
+
+	body, _ := fetch(t, client, fmt.Sprintf("http://b.warren:%d/hello", port))
+	if string(body) != "hello from b\n" {
+		t.Fatalf("hello: got %q", body)
+	}
+
+	body, took := fetch(t, client, fmt.Sprintf("http://b.warren:%d/blob", port))
+	if len(body) != size || sha256.Sum256(body) != sum {
+		t.Fatalf("64 MiB transfer corrupted: got %d bytes", len(body))
+	}
+	t.Logf("64 MiB through SOCKS → a → QUIC → b → localhost: %v, %.1f MB/s", took.Round(time.Millisecond), float64(size)/took.Seconds()/1e6)
+
+	d := a.socksDialer(t)
+	// An unexposed port on b is refused quickly with SOCKS "connection refused".
+	start := time.Now()
+	_, err := d.DialContext(context.Background(), "tcp", fmt.Sprintf("b.warren:%d", port+1))
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("unexposed port: got %v, want connection refused", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("refusal took %v", time.Since(start))
+	}
+	// c is not a peer of a: its name is unknown and its IP unreachable.
+	if _, err := d.DialContext(context.Background(), "tcp", fmt.Sprintf("c.warren:%d", port)); err == nil {
+		t.Error("a reached c by name")
+	}
+	cIP := cc.Status().Self.IPs[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(cIP.String(), fmt.Sprint(port))); err == nil {
+		conn.Close()
+		t.Error("a reached c by IP")
+	}
+	for _, p := range a.Status().Peers {
+		if p.Name == "c" {
+			t.Error("c appears in a's peer map")
+		}
+	}
+
+	// Leaving the network removes the peer on both sides.
+	b.network(t, "leave", "lan", "")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(a.Status().Peers) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("b still visible to a after leaving: %+v", a.Status().Peers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+
+	"github.com/warren-net/warren/localapi"
+)
+
+// binaries builds warren and warren-coord once per test run.
+var binaries = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "warren-bin")
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/warren-net/warren/cmd/warren", "github.com/warren-net/warren/cmd/warren-coord")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return dir, nil
+})
+
+func bin(t *testing.T, name string) string {
+	t.Helper()
+	dir, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name)
+}
+
+// proc is a started binary whose output goes to the test log.
+type proc struct {
+	cmd   *exec.Cmd
+	lines chan string // stdout lines
+	done  chan struct{}
+}
+
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin(t, name), args...)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = tWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			t.Logf("%s stdout: %s", name, sc.Text())
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// line waits for a stdout line with the given prefix.
+func (p *proc) line(t *testing.T, prefix string) string {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l := <-p.lines:
+			if strings.HasPrefix(l, prefix) {
+				return strings.TrimSpace(strings.TrimPrefix(l, prefix))
+			}
+		case <-p.done:
+			t.Fatalf("process exited before printing %q", prefix)
+		case <-timeout:
+			t.Fatalf("no %q line", prefix)
+		}
+	}
+}
+
+// warren runs one CLI command and returns its output; it fails the test if the exit status is not wantOK.
+func warren(t *testing.T, wantOK bool, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin(t, "warren"), args...).CombinedOutput()
+	if (err == nil) != wantOK {
+		t.Fatalf("warren %s: err=%v, want ok=%v\n%s", strings.Join(args, " "), err, wantOK, out)
+	}
+	return string(out)
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestBinaries drives warren-coord and two warren nodes the way the README does.
+func TestBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	tmp := t.TempDir()
+	coord := startProc(t, "warren-coord", "--listen", "127.0.0.1:0", "--data", filepath.Join(tmp, "coord"))
+	addr := coord.line(t, "warren-coord listening on")
+	fp := coord.line(t, "key")
+
+	httpPort, _ := blobServer(t, 1<<20)
+	socksPort := freePort(t)
+	stateA, stateB := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
+	// Flags after the positional-free command, in any order.
+	startProc(t, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice",
+		"--socks", fmt.Sprintf("127.0.0.1:%d", socksPort))
+	startProc(t, "warren", "up", "--state", stateB, "--name", "bob", "--coord", addr, "--socks", "",
+		"--expose", fmt.Sprintf("tcp:%d", httpPort))
+	waitAPI(t, stateA)
+	waitAPI(t, stateB)
+
+	warren(t, true, "network", "create", "demo", "--state", stateA, "--password", "pw")
+	warren(t, true, "network", "--state", stateB, "join", "--password", "pw", "demo")
+	out := warren(t, false, "network", "join", "nope", "--state", stateB)
+	if !strings.Contains(out, "does not exist") {
+		t.Errorf("join unknown network said: %s", out)
+	}
+
+	// status --json has the documented shape and eventually shows a direct path.
+	var st localapi.Status
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if err := json.Unmarshal([]byte(warren(t, true, "status", "--json", "--state", stateA)), &st); err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Peers) == 1 && st.Peers[0].Path == "direct" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob never direct: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st.Self.Name != "alice" || len(st.Self.IPs) != 2 || st.Peers[0].Name != "bob" || !st.Peers[0].Online {
+		t.Errorf("status: %+v", st)
+	}
+	table := warren(t, true, "status", "--state", stateA)
+	if !strings.Contains(table, "bob") || !strings.Contains(table, "direct") {
+		t.Errorf("status table:\n%s", table)
+	}
+
+	d, _ := proxy.SOCKS5("tcp", fmt.Sprintf("127.0.0.1:%d", socksPort), nil, proxy.Direct)
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: d.(proxy.ContextDialer).DialContext}}
+	body, _ := fetch(t, client, fmt.Sprintf("http://bob.warren:%d/hello", httpPort))
+	if string(body) != "hello from b\n" {
+		t.Errorf("fetch: %q", body)
+	}
+
+	// A node that pins another key is refused with a clear error.
+	out = warren(t, false, "up", "--coord", addr, "--coord-key", "SHA256:"+strings.Repeat("A", 43), "--state", filepath.Join(tmp, "c"), "--name", "carol", "--socks", "")
+	if !strings.Contains(out, "does not match the pinned key") {
+		t.Errorf("key mismatch said: %s", out)
+	}
+	// An unreachable coord gives up after the bounded retry with a message.
+	start := time.Now()
+	out = warren(t, false, "up", "--coord", "127.0.0.1:1", "--state", filepath.Join(tmp, "d"), "--name", "dave", "--socks", "", "--coord-timeout", "2s")
+	if !strings.Contains(out, "cannot reach the coordination server") || time.Since(start) > 15*time.Second {
+		t.Errorf("unreachable coord (%v): %s", time.Since(start), out)
+	}
+	// The CLI without a node says so.
+	out = warren(t, false, "status", "--state", filepath.Join(tmp, "nobody"))
+	if !strings.Contains(out, "no node is running") {
+		t.Errorf("status without node: %s", out)
+	}
+}
+
+func waitAPI(t *testing.T, state string) {
+	t.Helper()
+	c := localapi.NewClient(state)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := c.Status(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node with state %s never answered: %v", state, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
