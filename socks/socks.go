@@ -1,0 +1,249 @@
+// Package socks is the node's local proxy front end: a SOCKS5 server (RFC 1928, CONNECT) that resolves
+// overlay names and dials through a function it is given. It never imports the netstack or gVisor, and
+// it does not decide where it listens: the caller enforces loopback.
+//
+// The SOCKS wire protocol is parsed by github.com/things-go/go-socks5; this package adds what a VPN
+// front end needs around it: name resolution from the peer map, reply codes that say why a dial
+// failed, a handshake deadline, a bound on concurrent clients, and a Close that tears every client
+// connection down and waits for it.
+package socks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	socks5 "github.com/things-go/go-socks5"
+	"github.com/things-go/go-socks5/statute"
+)
+
+// ErrUnknownName is returned (wrapped) by a resolver for names that are not peers.
+var ErrUnknownName = errors.New("unknown name")
+
+// Config configures a Server.
+type Config struct {
+	// Dial opens a connection to a literal "ip:port". Required. Errors whose text contains
+	// "connection refused" become SOCKS reply 0x05, "network is unreachable" 0x03, anything else 0x04.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Resolve maps a name (e.g. "b.warren" or "b") to an address. nil = only literal IPs are accepted.
+	Resolve func(ctx context.Context, name string) (netip.Addr, error)
+	// Logger; nil = silent. One debug line per failed connection at most.
+	Logger hclog.Logger
+	// DialTimeout bounds one dial. Default 10s.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds the time from accept to a complete request. Default 10s.
+	HandshakeTimeout time.Duration
+	// MaxConns bounds concurrent client connections; beyond it new ones are closed at once. Default 16384.
+	MaxConns int
+}
+
+// Server is a SOCKS5 server. Its methods are safe for concurrent use.
+type Server struct {
+	cfg  Config
+	log  hclog.Logger
+	impl *socks5.Server
+	wg   sync.WaitGroup
+
+	// mu guards the following.
+	mu     sync.Mutex
+	lns    map[net.Listener]struct{}
+	conns  map[net.Conn]struct{}
+	closed bool
+
+	rejected atomic.Uint64
+}
+
+// New returns a Server; it serves nothing until Serve.
+func New(cfg Config) (*Server, error) {
+	if cfg.Dial == nil {
+		return nil, errors.New("socks: Dial is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 16384
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}), conns: make(map[net.Conn]struct{})}
+	s.impl = socks5.NewServer(
+		socks5.WithResolver(resolver{s}),
+		socks5.WithRule(socks5.NewPermitConnAndAss()),
+		socks5.WithConnectHandle(s.handleConnect),
+		socks5.WithLogger(logAdapter{s.log}),
+	)
+	return s, nil
+}
+
+// Serve accepts clients on ln until ln fails or the Server is closed; after Close it returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.lns, ln)
+		s.mu.Unlock()
+	}()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("socks: accept: %w", err)
+		}
+		if !s.track(conn) {
+			s.rejected.Add(1)
+			conn.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(conn)
+			conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+			if err := s.impl.ServeConn(conn); err != nil && s.log.IsDebug() {
+				s.log.Debug("client connection ended", "client", conn.RemoteAddr().String(), "error", err)
+			}
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.conns) >= s.cfg.MaxConns {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	c.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// ActiveConns returns the number of client connections being served.
+func (s *Server) ActiveConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Rejected returns how many clients were turned away because MaxConns was reached.
+func (s *Server) Rejected() uint64 { return s.rejected.Load() }
+
+// Close stops every Serve loop, closes every client connection and waits for their goroutines.
+// It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// handleConnect dials the target and relays bytes both ways with correct half-close.
+func (s *Server) handleConnect(_ context.Context, w io.Writer, req *socks5.Request) error {
+	client, ok := w.(net.Conn)
+	if !ok {
+		return errors.New("socks: writer is not a connection")
+	}
+	client.SetDeadline(time.Time{}) // the handshake is over
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
+	target, err := s.cfg.Dial(ctx, "tcp", req.DestAddr.String())
+	cancel()
+	if err != nil {
+		socks5.SendReply(w, replyCode(err), nil)
+		return fmt.Errorf("connect to %v: %w", req.RawDestAddr, err)
+	}
+	defer target.Close()
+	if err := socks5.SendReply(w, statute.RepSuccess, target.LocalAddr()); err != nil {
+		return fmt.Errorf("send reply: %w", err)
+	}
+	relay(client, req.Reader, target)
+	return nil
+}
+
+// replyCode maps a dial error to a SOCKS5 reply code.
+func replyCode(err error) uint8 {
+	switch msg := err.Error(); {
+	case containsAny(msg, "connection refused", "connection was refused"):
+		return statute.RepConnectionRefused
+	case containsAny(msg, "network is unreachable"):
+		return statute.RepNetworkUnreachable
+	}
+	return statute.RepHostUnreachable
+}
+
+func containsAny(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolver adapts Config.Resolve to go-socks5.
+type resolver struct{ s *Server }
+
+func (r resolver) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
+	if r.s.cfg.Resolve == nil {
+		return ctx, nil, fmt.Errorf("%w: %q (names are not supported)", ErrUnknownName, name)
+	}
+	ip, err := r.s.cfg.Resolve(ctx, name)
+	if err != nil {
+		return ctx, nil, err
+	}
+	return ctx, ip.AsSlice(), nil
+}
+
+// logAdapter sends go-socks5's own error lines to debug level: they are per-client noise.
+type logAdapter struct{ l hclog.Logger }
+
+func (a logAdapter) Errorf(format string, args ...any) {
+	if a.l.IsDebug() {
+		a.l.Debug(fmt.Sprintf(format, args...))
+	}
+}

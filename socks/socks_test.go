@@ -1,0 +1,261 @@
+package socks
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startServer runs a Server whose Dial reaches real loopback listeners; names map via the table.
+func startServer(t testing.TB, names map[string]netip.Addr, maxConns int) (*Server, string) {
+	t.Helper()
+	s, err := New(Config{
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+		Resolve: func(_ context.Context, name string) (netip.Addr, error) {
+			if ip, ok := names[name]; ok {
+				return ip, nil
+			}
+			return netip.Addr{}, fmt.Errorf("%w: %s", ErrUnknownName, name)
+		},
+		MaxConns: maxConns,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return s, ln.Addr().String()
+}
+
+// connect performs a SOCKS5 CONNECT and returns the connection and the reply code.
+func connect(t testing.TB, proxy, host string, port uint16) (net.Conn, byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	req := []byte{5, 1, 0, 5, 1, 0}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is4() {
+		req = append(req, 1)
+		req = append(req, ip.AsSlice()...)
+	} else {
+		req = append(req, 3, byte(len(host)))
+		req = append(req, host...)
+	}
+	req = binary.BigEndian.AppendUint16(req, port)
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	var resp [2 + 10]byte
+	if _, err := io.ReadFull(c, resp[:]); err != nil {
+		t.Fatalf("read reply: %v", err)
+	}
+	if resp[0] != 5 || resp[1] != 0 {
+		t.Fatalf("method reply %v", resp[:2])
+	}
+	c.SetDeadline(time.Time{})
+	return c, resp[3]
+}
+
+// echoServer echoes until EOF, then closes its write side.
+func echoServer(t testing.TB) (netip.AddrPort, func() int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String()), nil
+}
+
+func TestConnectByIPAndNameWithHalfClose(t *testing.T) {
+	echo, _ := echoServer(t)
+	_, proxy := startServer(t, map[string]netip.Addr{"b.warren": echo.Addr()}, 0)
+	for _, host := range []string{echo.Addr().String(), "b.warren"} {
+		c, code := connect(t, proxy, host, echo.Port())
+		if code != 0 {
+			t.Fatalf("%s: reply %d", host, code)
+		}
+		msg := make([]byte, 256<<10)
+		rand.Read(msg)
+		go func() {
+			c.Write(msg)
+			c.(*net.TCPConn).CloseWrite() // half-close: the answer must still arrive in full
+		}()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("%s: echo got %d bytes, err %v", host, len(got), err)
+		}
+	}
+}
+
+func TestReplyCodes(t *testing.T) {
+	_, proxy := startServer(t, map[string]netip.Addr{"dead.warren": netip.MustParseAddr("127.0.0.1")}, 0)
+	// A closed loopback port: connection refused (5).
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	c, code := connect(t, proxy, "dead.warren", port)
+	c.Close()
+	if code != 5 {
+		t.Errorf("refused: reply %d, want 5", code)
+	}
+	c, code = connect(t, proxy, "nobody.warren", 80)
+	c.Close()
+	if code != 4 {
+		t.Errorf("unknown name: reply %d, want 4", code)
+	}
+	if got := replyCode(errors.New("dial: network is unreachable")); got != 3 {
+		t.Errorf("unreachable network maps to %d", got)
+	}
+}
+
+func TestMaxConnsAndClose(t *testing.T) {
+	before := runtime.NumGoroutine()
+	echo, _ := echoServer(t)
+	s, proxy := startServer(t, nil, 2)
+	var open []net.Conn
+	for i := 0; i < 2; i++ {
+		c, code := connect(t, proxy, echo.Addr().String(), echo.Port())
+		if code != 0 {
+			t.Fatalf("reply %d", code)
+		}
+		open = append(open, c)
+	}
+	// The third is closed at once.
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	c.Write([]byte{5, 1, 0})
+	if n, err := c.Read(make([]byte, 2)); err == nil {
+		t.Errorf("third client got %d bytes, want closed", n)
+	}
+	c.Close()
+	if s.Rejected() != 1 || s.ActiveConns() != 2 {
+		t.Errorf("rejected %d active %d", s.Rejected(), s.ActiveConns())
+	}
+	s.Close()
+	s.Close()
+	for _, c := range open {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+			t.Errorf("client not closed by Close: %v", err)
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) { // +2: the echo server's accept loop and its test cleanup
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before+2 {
+		t.Errorf("%d goroutines left, started with %d", n, before)
+	}
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	s, err := New(Config{Dial: func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no") }, HandshakeTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(ln)
+	defer s.Close()
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Errorf("silent client was not dropped: %v", err)
+	}
+}
+
+// FuzzHandshake feeds arbitrary client bytes; the server must answer or close, never panic or hang.
+func FuzzHandshake(f *testing.F) {
+	f.Add([]byte{5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80})
+	f.Add([]byte{5, 1, 0, 5, 1, 0, 3, 8, 'b', '.', 'w', 'a', 'r', 'r', 'e', 'n', 0, 22})
+	f.Add([]byte{5, 1, 0, 5, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 53})
+	f.Add([]byte{4, 1, 0, 80, 127, 0, 0, 1, 0})
+	s, err := New(Config{
+		Dial:             func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("connection refused") },
+		Resolve:          func(context.Context, string) (netip.Addr, error) { return netip.Addr{}, ErrUnknownName },
+		HandshakeTimeout: 200 * time.Millisecond,
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(ln)
+	defer s.Close()
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Skip(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write(in)
+		_, err = io.Copy(io.Discard, c)
+		if err != nil && strings.Contains(err.Error(), "timeout") {
+			t.Fatal("server neither answered nor closed")
+		}
+	})
+}
+
+func BenchmarkConnectThroughput(b *testing.B) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	_, proxy := startServer(b, nil, 0)
+	sink := netip.MustParseAddrPort(ln.Addr().String())
+	c, code := connect(b, proxy, sink.Addr().String(), sink.Port())
+	if code != 0 {
+		b.Fatal(code)
+	}
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.Close()
+}
