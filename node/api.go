@@ -8,13 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/control"
-	"github.com/warren-net/warren/identity"
+
 	"github.com/warren-net/warren/localapi"
 	"github.com/warren-net/warren/peer"
 )

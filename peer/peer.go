@@ -31,12 +31,17 @@ import (
 // ALPN is the TLS application protocol of peer links.
 const ALPN = "warren-peer/1"
 
-// MaxPacketSize is the largest packet Send accepts: what one QUIC DATAGRAM frame carries from the first
-// packet of a link on, at quic-go's initial packet size of 1280 bytes. The overlay MTU must not exceed
-// it (TestMaxPacketSizeFits proves a packet of exactly this size is sent on a fresh link). quic-go
-// allows 1280-37 bytes of payload at first; after a connection migrates it falls back to 1200-37, so
-// links are replaced rather than migrated when a path changes.
-const MaxPacketSize = 1200
+// InitialPacketSize is the UDP payload size of peer-link QUIC packets from the first packet on (Chrome
+// uses the same). It assumes a path MTU of at least 1378 bytes for IPv4 and 1398 for IPv6, which any
+// Ethernet-sized path (1500, or 1492 with PPPoE) provides.
+const InitialPacketSize = 1350
+
+// MaxPacketSize is the largest packet Send accepts and so the overlay MTU: 1280, the IPv6 minimum link
+// MTU, which gVisor's IPv6 needs. A DATAGRAM frame in an InitialPacketSize packet carries up to
+// 1350-37-3 = 1310 bytes (quic-go reserves 37 bytes of packet overhead, the frame header takes 3), so
+// it fits from the first packet of a link on (TestMaxPacketSizeFits). After a connection migrates
+// quic-go falls back to 1200-byte packets, so links are replaced rather than migrated when a path changes.
+const MaxPacketSize = 1280
 
 // Key is a peer's identity public key as a comparable value.
 type Key [identity.KeySize]byte
@@ -142,6 +147,7 @@ func New(cfg Config) (*Endpoint, error) {
 		tr:    &quic.Transport{Conn: cfg.Conn},
 		quicConf: &quic.Config{
 			EnableDatagrams:      true,
+			InitialPacketSize:    InitialPacketSize,
 			HandshakeIdleTimeout: cfg.DialTimeout,
 			MaxIdleTimeout:       cfg.IdleTimeout,
 			KeepAlivePeriod:      cfg.IdleTimeout / 3,

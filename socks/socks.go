@@ -23,6 +23,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	socks5 "github.com/things-go/go-socks5"
 	"github.com/things-go/go-socks5/statute"
+
+	"github.com/warren-net/warren/relay"
 )
 
 // ErrUnknownName is returned (wrapped) by a resolver for names that are not peers.
@@ -201,7 +203,7 @@ func (s *Server) handleConnect(_ context.Context, w io.Writer, req *socks5.Reque
 	if err := socks5.SendReply(w, statute.RepSuccess, target.LocalAddr()); err != nil {
 		return fmt.Errorf("send reply: %w", err)
 	}
-	relay(client, req.Reader, target)
+	relay.Copy(client, req.Reader, target)
 	return nil
 }
 
