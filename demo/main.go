@@ -69,11 +69,11 @@ func run() error {
 	socks := freePort()
 	alice, bob := filepath.Join(dir, "alice"), filepath.Join(dir, "bob")
 	step("alice and bob bring their nodes up (no root), pinning the server's key")
-	if _, err := d.start("alice", "warren", "up", "--coord", addr, "--coord-key", key, "--name", "alice", "--state", alice,
+	if _, err := d.start("alice", "warren", "up", "--coord", addr, "--coord-key", key, "--name", "alice", "--state", alice, "--listen", "127.0.0.1:0",
 		"--socks", fmt.Sprintf("127.0.0.1:%d", socks)); err != nil {
 		return err
 	}
-	if _, err := d.start("bob", "warren", "up", "--coord", addr, "--coord-key", key, "--name", "bob", "--state", bob,
+	if _, err := d.start("bob", "warren", "up", "--coord", addr, "--coord-key", key, "--name", "bob", "--state", bob, "--listen", "127.0.0.1:0",
 		"--socks", "", "--expose", fmt.Sprintf("tcp:%d", webPort)); err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func step(s string) { fmt.Printf("\n== %s\n", s) }
 
 // start launches a binary; its stdout lines arrive on the returned channel, stderr goes to a log file.
 func (d *demo) start(name, binary string, args ...string) (<-chan string, error) {
-	fmt.Printf("$ %s %s &\n", binary, strings.Join(args, " "))
+	fmt.Printf("$ %s %s &\n", binary, shellJoin(args))
 	logf, err := os.Create(filepath.Join(d.dir, name+".log"))
 	if err != nil {
 		return nil, err
@@ -156,7 +156,7 @@ func (d *demo) start(name, binary string, args ...string) (<-chan string, error)
 }
 
 func (d *demo) cli(args ...string) error {
-	fmt.Printf("$ warren %s\n", strings.Join(args, " "))
+	fmt.Printf("$ warren %s\n", shellJoin(args))
 	cmd := exec.Command(filepath.Join(d.bin, "warren"), args...)
 	cmd.Stdout, cmd.Stderr = indent{os.Stdout}, indent{os.Stderr}
 	return cmd.Run()
@@ -219,4 +219,16 @@ func (i indent) Write(p []byte) (int, error) {
 	s := strings.ReplaceAll(strings.TrimRight(string(p), "\n"), "\n", "\n  ")
 	_, err := fmt.Fprintf(i.w, "  %s\n", s)
 	return len(p), err
+}
+
+// shellJoin quotes empty arguments so the printed command can be pasted.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "" {
+			a = "''"
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }

@@ -136,9 +136,9 @@ func TestBinaries(t *testing.T) {
 	socksPort := freePort(t)
 	stateA, stateB := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
 	// Flags after the positional-free command, in any order.
-	startProc(t, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice",
+	startProc(t, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "127.0.0.1:0",
 		"--socks", fmt.Sprintf("127.0.0.1:%d", socksPort))
-	startProc(t, "warren", "up", "--state", stateB, "--name", "bob", "--coord", addr, "--socks", "",
+	startProc(t, "warren", "up", "--state", stateB, "--name", "bob", "--coord", addr, "--listen", "127.0.0.1:0", "--socks", "",
 		"--expose", fmt.Sprintf("tcp:%d", httpPort))
 	waitAPI(t, stateA)
 	waitAPI(t, stateB)
@@ -181,13 +181,13 @@ func TestBinaries(t *testing.T) {
 	}
 
 	// A node that pins another key is refused with a clear error.
-	out = warren(t, false, "up", "--coord", addr, "--coord-key", "SHA256:"+strings.Repeat("A", 43), "--state", filepath.Join(tmp, "c"), "--name", "carol", "--socks", "")
+	out = warren(t, false, "up", "--coord", addr, "--coord-key", "SHA256:"+strings.Repeat("A", 43), "--state", filepath.Join(tmp, "c"), "--name", "carol", "--socks", "", "--listen", "127.0.0.1:0")
 	if !strings.Contains(out, "does not match the pinned key") {
 		t.Errorf("key mismatch said: %s", out)
 	}
 	// An unreachable coord gives up after the bounded retry with a message.
 	start := time.Now()
-	out = warren(t, false, "up", "--coord", "127.0.0.1:1", "--state", filepath.Join(tmp, "d"), "--name", "dave", "--socks", "", "--coord-timeout", "2s")
+	out = warren(t, false, "up", "--coord", "127.0.0.1:1", "--state", filepath.Join(tmp, "d"), "--name", "dave", "--socks", "", "--listen", "127.0.0.1:0", "--coord-timeout", "2s")
 	if !strings.Contains(out, "cannot reach the coordination server") || time.Since(start) > 15*time.Second {
 		t.Errorf("unreachable coord (%v): %s", time.Since(start), out)
 	}

@@ -49,9 +49,14 @@ func newTestNode(t *testing.T) *testNode {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(bytes.TrimRight(p, "\n"))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
 
-func (n *testNode) info() Info { return Info{Key: n.key, Endpoints: []netip.AddrPort{n.ep.LocalAddr()}} }
+func (n *testNode) info() Info {
+	return Info{Key: n.key, Endpoints: []netip.AddrPort{n.ep.LocalAddr()}}
+}
 
 // sendUntil retries Send until the link is up and the packet arrives, or fails the test.
 func sendUntil(t *testing.T, from, to *testNode, pkt []byte) {
