@@ -83,7 +83,7 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: pools, Conn: pc, Logger: log})
+	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log})
 	if err != nil {
 		pc.Close()
 		return err

@@ -6,12 +6,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
 )
 
-// argon2id parameters for new hashes: OWASP's recommended minimum (19 MiB, 2 passes, 1 lane).
+// Parameters for new hashes: OWASP's minimum recommendation for argon2id (19 MiB, 2 passes, 1 lane),
+// about 20-40 ms on one core, modest enough for tests and for a coord that verifies on every join.
 const (
 	argonMemory  = 19 * 1024 // KiB
 	argonTime    = 2
@@ -20,16 +22,24 @@ const (
 	argonSaltLen = 16
 )
 
-// Bounds on parameters read back from a stored hash, so a corrupt row cannot make us allocate
-// gigabytes or spin for minutes.
+// Bounds on parameters read back from a stored hash, so that a corrupt or hostile row cannot make a
+// verification allocate gigabytes or run for minutes: at worst 64 MiB and 8 passes.
 const (
-	maxArgonMemory  = 256 * 1024 // KiB
-	maxArgonTime    = 10
-	maxArgonThreads = 16
+	maxArgonMemory  = 64 * 1024 // KiB
+	maxArgonTime    = 8
+	maxArgonThreads = 8
+	maxEncodedLen   = 256 // bytes of the whole string; ours are about 100
 )
 
-// HashPassword returns an argon2id hash of pw in PHC string form:
-// $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash> (unpadded standard base64).
+// ErrBadHash is returned (wrapped, with the reason) by VerifyPassword for a stored hash it cannot
+// parse or whose parameters are out of bounds.
+var ErrBadHash = errors.New("malformed password hash")
+
+// HashPassword returns an argon2id hash of pw with a fresh random 16-byte salt, in PHC string form:
+//
+//	$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>
+//
+// with salt and 32-byte hash in unpadded standard base64. Callers decide what an empty pw means.
 func HashPassword(pw string) (string, error) {
 	salt := make([]byte, argonSaltLen)
 	if _, err := rand.Read(salt); err != nil {
@@ -41,36 +51,97 @@ func HashPassword(pw string) (string, error) {
 		b64.EncodeToString(salt), b64.EncodeToString(sum)), nil
 }
 
-// ErrBadHash is returned by VerifyPassword for a malformed stored hash.
-var ErrBadHash = errors.New("malformed password hash")
-
-// VerifyPassword reports whether pw matches the stored hash, comparing in constant time.
+// VerifyPassword reports whether pw matches encoded, a hash from HashPassword (any parameters within
+// bounds are accepted, so they can be raised later). The comparison is constant-time. A malformed
+// encoded string gives false and an error wrapping ErrBadHash.
 func VerifyPassword(encoded, pw string) (bool, error) {
+	h, err := parseHash(encoded)
+	if err != nil {
+		return false, err
+	}
+	got := argon2.IDKey([]byte(pw), h.salt, h.time, h.memory, h.threads, uint32(len(h.sum)))
+	return subtle.ConstantTimeCompare(got, h.sum) == 1, nil
+}
+
+type argonHash struct {
+	memory, time uint32
+	threads      uint8
+	salt, sum    []byte
+}
+
+func badHash(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadHash, fmt.Sprintf(format, args...))
+}
+
+// parseHash parses and bounds-checks a PHC argon2id string, strictly: no spaces, signs, leading
+// zeros, padding or trailing data.
+func parseHash(encoded string) (argonHash, error) {
+	if len(encoded) > maxEncodedLen {
+		return argonHash{}, badHash("%d bytes long", len(encoded))
+	}
+	if strings.ContainsAny(encoded, "\r\n") { // base64 decoding would skip them
+		return argonHash{}, badHash("contains a line break")
+	}
 	parts := strings.Split(encoded, "$")
-	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
-		return false, ErrBadHash
+	if len(parts) != 6 || parts[0] != "" {
+		return argonHash{}, badHash("want $argon2id$v=..$m=..,t=..,p=..$salt$hash")
 	}
-	var version int
-	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return false, ErrBadHash
+	if parts[1] != "argon2id" {
+		return argonHash{}, badHash("algorithm %q, want argon2id", parts[1])
 	}
-	var m, t uint32
-	var p uint8
-	if n, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || n != 3 {
-		return false, ErrBadHash
+	v, ok := strings.CutPrefix(parts[2], "v=")
+	if version, err := parseUint(v, 255); !ok || err != nil || version != argon2.Version {
+		return argonHash{}, badHash("version %q, want v=%d", parts[2], argon2.Version)
 	}
-	if m < 8 || m > maxArgonMemory || t < 1 || t > maxArgonTime || p < 1 || p > maxArgonThreads {
-		return false, fmt.Errorf("%w: parameters out of range", ErrBadHash)
+	var h argonHash
+	params := strings.Split(parts[3], ",")
+	if len(params) != 3 {
+		return argonHash{}, badHash("parameters %q, want m=..,t=..,p=..", parts[3])
 	}
-	b64 := base64.RawStdEncoding
-	salt, err := b64.DecodeString(parts[4])
-	if err != nil || len(salt) < 8 || len(salt) > 64 {
-		return false, ErrBadHash
+	for i, p := range []struct {
+		name     string
+		min, max uint64
+		set      func(uint64)
+	}{
+		{"m", 8, maxArgonMemory, func(x uint64) { h.memory = uint32(x) }},
+		{"t", 1, maxArgonTime, func(x uint64) { h.time = uint32(x) }},
+		{"p", 1, maxArgonThreads, func(x uint64) { h.threads = uint8(x) }},
+	} {
+		s, ok := strings.CutPrefix(params[i], p.name+"=")
+		if !ok {
+			return argonHash{}, badHash("parameters %q, want m=..,t=..,p=..", parts[3])
+		}
+		x, err := parseUint(s, p.max)
+		if err != nil || x < p.min {
+			return argonHash{}, badHash("parameter %s=%s out of range [%d, %d]", p.name, s, p.min, p.max)
+		}
+		p.set(x)
 	}
-	want, err := b64.DecodeString(parts[5])
-	if err != nil || len(want) < 16 || len(want) > 64 {
-		return false, ErrBadHash
+	if uint64(h.memory) < 8*uint64(h.threads) {
+		return argonHash{}, badHash("m=%d below 8*p", h.memory)
 	}
-	got := argon2.IDKey([]byte(pw), salt, t, m, p, uint32(len(want)))
-	return subtle.ConstantTimeCompare(got, want) == 1, nil
+	var err error
+	b64 := base64.RawStdEncoding.Strict()
+	if h.salt, err = b64.DecodeString(parts[4]); err != nil || len(h.salt) < 8 || len(h.salt) > 64 {
+		return argonHash{}, badHash("salt must be 8-64 bytes of unpadded base64")
+	}
+	if h.sum, err = b64.DecodeString(parts[5]); err != nil || len(h.sum) < 16 || len(h.sum) > 64 {
+		return argonHash{}, badHash("hash must be 16-64 bytes of unpadded base64")
+	}
+	return h, nil
+}
+
+// parseUint parses a canonical decimal number (no sign, no leading zeros) of at most max.
+func parseUint(s string, max uint64) (uint64, error) {
+	if s == "" || len(s) > 1 && s[0] == '0' || s[0] < '0' || s[0] > '9' {
+		return 0, strconv.ErrSyntax
+	}
+	x, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if x > max {
+		return 0, strconv.ErrRange
+	}
+	return x, nil
 }

@@ -1,0 +1,114 @@
+package store
+
+import (
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+const nodeColumns = `n.key, n.name, n.ip_index, n.created_at, n.last_seen`
+
+// UpsertNode registers the node with the given Ed25519 public key, or updates the name and last-seen
+// time of a known one. On first sight the node gets the lowest free host index (see Pools); later
+// calls never change its addresses. It returns ErrPoolExhausted when a new node does not fit.
+func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, error) {
+	if len(key) != ed25519.PublicKeySize {
+		return Node{}, fmt.Errorf("upsert node: key is %d bytes, want %d", len(key), ed25519.PublicKeySize)
+	}
+	if err := ValidNodeName(name); err != nil {
+		return Node{}, err
+	}
+	now := time.Now().Unix()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Node{}, fmt.Errorf("upsert node: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET name = ?, last_seen = ? WHERE key = ?`, name, now, key)
+	if err != nil {
+		return Node{}, fmt.Errorf("update node: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return Node{}, fmt.Errorf("update node: %w", err)
+	} else if n == 0 {
+		// The lowest free index: 1 if free, else one past the smallest used index whose successor
+		// is free. Both probes use the UNIQUE index on ip_index.
+		var idx int64
+		err := tx.QueryRowContext(ctx, `SELECT CASE
+			WHEN NOT EXISTS (SELECT 1 FROM nodes WHERE ip_index = 1) THEN 1
+			ELSE (SELECT MIN(a.ip_index) + 1 FROM nodes a
+				WHERE NOT EXISTS (SELECT 1 FROM nodes b WHERE b.ip_index = a.ip_index + 1))
+			END`).Scan(&idx)
+		if err != nil {
+			return Node{}, fmt.Errorf("allocate address: %w", err)
+		}
+		if idx > s.maxIndex {
+			return Node{}, ErrPoolExhausted
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (key, name, ip_index, created_at, last_seen) VALUES (?, ?, ?, ?, ?)`,
+			key, name, idx, now, now); err != nil {
+			return Node{}, fmt.Errorf("insert node: %w", err)
+		}
+	}
+	n, err := s.scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes n WHERE n.key = ?`, key))
+	if err != nil {
+		return Node{}, fmt.Errorf("read node: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Node{}, fmt.Errorf("upsert node: %w", err)
+	}
+	return n, nil
+}
+
+// Node returns the node with the given key, or an error wrapping ErrNotFound.
+func (s *Store) Node(ctx context.Context, key []byte) (Node, error) {
+	n, err := s.scanNode(s.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes n WHERE n.key = ?`, key))
+	if err != nil {
+		return Node{}, fmt.Errorf("node %x: %w", key, err)
+	}
+	return n, nil
+}
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(...any) error }
+
+// scanNode reads nodeColumns, plus extra trailing columns into extra. sql.ErrNoRows becomes
+// ErrNotFound.
+func (s *Store) scanNode(r scanner, extra ...any) (Node, error) {
+	var n Node
+	var idx, created, seen int64
+	if err := r.Scan(append([]any{&n.Key, &n.Name, &idx, &created, &seen}, extra...)...); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return Node{}, ErrNotFound
+		}
+		return Node{}, err
+	}
+	if idx < 1 || idx > s.maxIndex {
+		return Node{}, fmt.Errorf("node %x has host index %d outside the pools", n.Key, idx)
+	}
+	n.IPv4, n.IPv6 = addIndex(s.pools.V4.Addr(), idx), addIndex(s.pools.V6.Addr(), idx)
+	n.CreatedAt, n.LastSeen = time.Unix(created, 0).UTC(), time.Unix(seen, 0).UTC()
+	return n, nil
+}
+
+// addIndex returns base+i. Pools.validate guarantees that the sum stays inside the pool.
+func addIndex(base netip.Addr, i int64) netip.Addr {
+	if base.Is4() {
+		b := base.As4()
+		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		v += uint32(i)
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	b := base.As16()
+	carry := uint64(i)
+	for j := 15; j >= 0 && carry != 0; j-- {
+		sum := uint64(b[j]) + carry&0xff
+		b[j] = byte(sum)
+		carry = carry>>8 + sum>>8
+	}
+	return netip.AddrFrom16(b)
+}

@@ -1,0 +1,114 @@
+package identity
+
+import (
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadOrCreate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "key.pem")
+	k1, created, err := LoadOrCreate(path)
+	if err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v %v", fi.Mode(), err)
+	}
+	k2, created, err := LoadOrCreate(path)
+	if err != nil || created || !k1.Public().Equal(k2.Public()) {
+		t.Fatalf("reload: created=%v err=%v same=%v", created, err, k1.Public().Equal(k2.Public()))
+	}
+	os.WriteFile(path, []byte("garbage"), 0o600)
+	if _, _, err := LoadOrCreate(path); err == nil {
+		t.Error("garbage key file accepted")
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	k, _ := Generate()
+	fp := k.Fingerprint()
+	if !strings.HasPrefix(fp, "SHA256:") || len(fp) != 7+43 {
+		t.Fatalf("fingerprint %q", fp)
+	}
+	for _, in := range []string{fp, strings.TrimPrefix(fp, "SHA256:"), " " + fp + "\n"} {
+		if got, err := ParseFingerprint(in); err != nil || got != fp {
+			t.Errorf("ParseFingerprint(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "SHA256:abc", "SHA256:" + strings.Repeat("!", 43)} {
+		if _, err := ParseFingerprint(bad); err == nil {
+			t.Errorf("ParseFingerprint(%q) accepted", bad)
+		}
+	}
+}
+
+// TestMutualTLS: each side learns the other's key from the handshake, and a verify callback can refuse.
+func TestMutualTLS(t *testing.T) {
+	server, _ := Generate()
+	client, _ := Generate()
+	sawClient := make(chan ed25519.PublicKey, 4)
+	sconf, err := TLSConfig(server, "test", true, func(pub ed25519.PublicKey) error { sawClient <- pub; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshake := func(verify func(ed25519.PublicKey) error) error {
+		cconf, _ := TLSConfig(client, "test", false, verify)
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", sconf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Read(make([]byte, 1)) // until the client goes away
+			c.Close()
+		}()
+		c, err := tls.Dial("tcp", ln.Addr().String(), cconf)
+		if err != nil {
+			return err
+		}
+		c.Write([]byte("x")) // the server has processed the client's certificate once this is through
+		c.Close()
+		return nil
+	}
+	if err := handshake(func(pub ed25519.PublicKey) error {
+		if !pub.Equal(server.Public()) {
+			return errors.New("wrong server key")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	if got := <-sawClient; !got.Equal(client.Public()) {
+		t.Error("server did not see the client's key")
+	}
+	if err := handshake(func(ed25519.PublicKey) error { return errors.New("pinned key differs") }); err == nil || !strings.Contains(err.Error(), "pinned key differs") {
+		t.Errorf("refusing verify: %v", err)
+	}
+}
+
+func TestWriteFileAtomic(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	for _, content := range []string{"one", "two"} {
+		if err := WriteFileAtomic(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(path); string(b) != content {
+			t.Errorf("got %q", b)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("temp files left: %v", entries)
+	}
+}
