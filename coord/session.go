@@ -15,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 )
 
@@ -107,6 +108,9 @@ func rawCerts(conn *quic.Conn) [][]byte {
 func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *control.Login, log hclog.Logger) (*session, error) {
 	if l.Version != control.Version {
 		return nil, &control.Error{Code: control.CodeVersion, Message: fmt.Sprintf("protocol version %d not supported (server speaks %d)", l.Version, control.Version)}
+	}
+	if err := store.ValidNodeName(l.Name); err != nil {
+		return nil, &control.Error{Code: control.CodeInvalid, Message: err.Error()}
 	}
 	ctx := s.ctx
 	node, err := s.cfg.Store.UpsertNode(ctx, key[:], l.Name)

@@ -1,0 +1,198 @@
+package coord
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/quic-go/quic-go"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
+)
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+func startServer(t *testing.T) *Server {
+	t.Helper()
+	pools := store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")}
+	st, err := store.Open(filepath.Join(t.TempDir(), "w.db"), pools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := identity.Generate()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Key: key, Store: st, Pools: pools, Conn: pc, LoginTimeout: time.Second,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: tWriter{t}, Level: hclog.Debug})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(); st.Close() })
+	return srv
+}
+
+type client struct {
+	conn   *quic.Conn
+	stream *quic.Stream
+}
+
+func dial(t *testing.T, srv *Server) *client {
+	t.Helper()
+	key, _ := identity.Generate()
+	tlsConf, _ := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, srv.Addr().String(), tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	stream, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.SetDeadline(time.Now().Add(5 * time.Second))
+	return &client{conn: conn, stream: stream}
+}
+
+func (c *client) send(t *testing.T, m *control.Msg) {
+	t.Helper()
+	if err := control.WriteMsg(c.stream, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *client) recv(t *testing.T, want control.Type) *control.Msg {
+	t.Helper()
+	m, err := control.ReadMsg(c.stream)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", want, err)
+	}
+	if m.Type != want {
+		t.Fatalf("got %s, want %s", m.Type, want)
+	}
+	return m
+}
+
+func (c *client) login(t *testing.T, name string) *control.Welcome {
+	t.Helper()
+	c.send(t, &control.Msg{Type: control.TypeLogin, Login: &control.Login{Version: control.Version, Name: name,
+		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}})
+	w := c.recv(t, control.TypeWelcome).Welcome
+	c.recv(t, control.TypePeerMap)
+	return w
+}
+
+func (c *client) request(t *testing.T, r control.Request) *control.Reply {
+	t.Helper()
+	c.send(t, &control.Msg{Type: control.TypeRequest, Request: &r})
+	for {
+		m, err := control.ReadMsg(c.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Type == control.TypeReply && m.Reply.ID == r.ID {
+			return m.Reply
+		}
+	}
+}
+
+// waitClosed asserts that the server closes the connection.
+func waitClosed(t *testing.T, c *client) {
+	t.Helper()
+	select {
+	case <-c.conn.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("server kept the connection open")
+	}
+}
+
+func TestLoginAndPeerDeltas(t *testing.T) {
+	srv := startServer(t)
+	a, b := dial(t, srv), dial(t, srv)
+	wa := a.login(t, "a")
+	wb := b.login(t, "b")
+	if wa.IPv4 == wb.IPv4 || !wa.Prefix4.Contains(wa.IPv4) {
+		t.Fatalf("addresses %v %v", wa.IPv4, wb.IPv4)
+	}
+	if rep := a.request(t, control.Request{ID: 1, Op: control.OpCreate, Network: "lan", Password: "pw"}); rep.Code != "" {
+		t.Fatalf("create: %+v", rep)
+	}
+	if rep := b.request(t, control.Request{ID: 1, Op: control.OpJoin, Network: "lan", Password: "no"}); rep.Code != control.CodeWrongPassword {
+		t.Fatalf("wrong password: %+v", rep)
+	}
+	if rep := b.request(t, control.Request{ID: 2, Op: control.OpJoin, Network: "lan", Password: "pw"}); rep.Code != "" || len(rep.Networks) != 1 {
+		t.Fatalf("join: %+v", rep)
+	}
+	// a learns about b, online, with its endpoints (the observed address first).
+	d := a.recv(t, control.TypePeerDelta).PeerDelta
+	if len(d.Upsert) != 1 || d.Upsert[0].Name != "b" || !d.Upsert[0].Online || len(d.Upsert[0].Endpoints) != 2 {
+		t.Fatalf("delta at a: %+v", d)
+	}
+	// b goes away: a is told it is offline.
+	b.conn.CloseWithError(0, "bye")
+	d = a.recv(t, control.TypePeerDelta).PeerDelta
+	if len(d.Upsert) != 1 || d.Upsert[0].Online {
+		t.Fatalf("offline delta: %+v", d)
+	}
+	if srv.OnlineCount() != 1 {
+		t.Errorf("online count %d", srv.OnlineCount())
+	}
+}
+
+func TestBadInputClosesConnection(t *testing.T) {
+	srv := startServer(t)
+
+	// Not a login first.
+	c := dial(t, srv)
+	c.send(t, &control.Msg{Type: control.TypeEndpoints, Endpoints: &control.Endpoints{}})
+	waitClosed(t, c)
+
+	// A frame header announcing more than MaxFrameSize.
+	c = dial(t, srv)
+	c.login(t, "x")
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], control.MaxFrameSize+1)
+	c.stream.Write(hdr[:])
+	waitClosed(t, c)
+
+	// Garbage JSON after login.
+	c = dial(t, srv)
+	c.login(t, "y")
+	binary.BigEndian.PutUint32(hdr[:], 3)
+	c.stream.Write(append(hdr[:], "{{{"...))
+	waitClosed(t, c)
+
+	// Silence: no login within LoginTimeout.
+	c = dial(t, srv)
+	waitClosed(t, c)
+
+	// A wrong protocol version gets a reply that says so.
+	c = dial(t, srv)
+	c.send(t, &control.Msg{Type: control.TypeLogin, Login: &control.Login{Version: 99, Name: "z"}})
+	if r := c.recv(t, control.TypeReply).Reply; r.Code != control.CodeVersion {
+		t.Errorf("version reply %+v", r)
+	}
+	// An invalid name is refused.
+	c = dial(t, srv)
+	c.send(t, &control.Msg{Type: control.TypeLogin, Login: &control.Login{Version: control.Version, Name: "Not Valid"}})
+	if r := c.recv(t, control.TypeReply).Reply; r.Code != control.CodeInvalid {
+		t.Errorf("invalid name accepted: %+v", r)
+	}
+}
