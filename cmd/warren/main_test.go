@@ -1,0 +1,32 @@
+package main
+
+import (
+	"flag"
+	"reflect"
+	"testing"
+)
+
+func TestParseInterspersed(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	state := fs.String("state", "", "")
+	pw := fs.String("password", "", "")
+	pos, err := parse(fs, []string{"--state", "S", "join", "--password", "P", "net", "--", "-x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *state != "S" || *pw != "P" || !reflect.DeepEqual(pos, []string{"join", "net", "-x"}) {
+		t.Errorf("state=%q pw=%q pos=%q", *state, *pw, pos)
+	}
+}
+
+func TestParseExpose(t *testing.T) {
+	ports, err := parseExpose([]string{"tcp:22", "8080"})
+	if err != nil || len(ports) != 2 || ports[0].Port != 22 || ports[1].Proto != "tcp" || ports[1].Port != 8080 {
+		t.Errorf("got %+v, %v", ports, err)
+	}
+	for _, bad := range []string{"tcp:0", "tcp:70000", "sctp:22", "tcp:x"} {
+		if _, err := parseExpose([]string{bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
