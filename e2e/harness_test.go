@@ -77,15 +77,25 @@ type testNode struct {
 
 func startNode(t testing.TB, c *testCoord, name string, expose ...uint16) *testNode {
 	t.Helper()
+	return startNodeWith(t, c, name, nil, expose...)
+}
+
+// startNodeWith lets the caller adjust the node's config before it starts.
+func startNodeWith(t testing.TB, c *testCoord, name string, adjust func(*node.Config), expose ...uint16) *testNode {
+	t.Helper()
 	state := t.TempDir()
 	var ports []node.Port
 	for _, p := range expose {
 		ports = append(ports, node.Port{Proto: "tcp", Port: p})
 	}
-	n, err := node.New(node.Config{
+	cfg := node.Config{
 		StateDir: state, Coord: c.addr, CoordKey: c.key, Name: name, Listen: "127.0.0.1:0",
 		SOCKS: "127.0.0.1:0", Expose: ports, Logger: testLogger(t, name), CoordTimeout: 10 * time.Second,
-	})
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/node"
 )
 
 // TestThreeNodes: A and B share a network, C is in another. A reaches B's exposed HTTP service by name
@@ -81,5 +83,28 @@ func TestThreeNodes(t *testing.T) {
 			t.Fatalf("b still visible to a after leaving: %+v", a.Status().Peers)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPacketPathTCP: with proxied TCP sent as IP packets through both netstacks, the same transfer
+// arrives intact and an unexposed port is refused by a RST.
+func TestPacketPathTCP(t *testing.T) {
+	const size = 16 << 20
+	port, sum := blobServer(t, size)
+	c := startCoord(t, t.TempDir())
+	a := startNodeWith(t, c, "a", func(cfg *node.Config) { cfg.PacketPathTCP = true })
+	b := startNode(t, c, "b", port)
+	a.network(t, "create", "lan", "")
+	b.network(t, "join", "lan", "")
+	a.waitPath(t, "b", "direct")
+	body, took := fetch(t, a.httpClient(t), fmt.Sprintf("http://b.warren:%d/blob", port))
+	if len(body) != size || sha256.Sum256(body) != sum {
+		t.Fatalf("transfer corrupted: %d bytes", len(body))
+	}
+	t.Logf("16 MiB over the packet path: %v, %.1f MB/s", took.Round(time.Millisecond), float64(size)/took.Seconds()/1e6)
+	start := time.Now()
+	_, err := a.socksDialer(t).DialContext(context.Background(), "tcp", fmt.Sprintf("b.warren:%d", port+1))
+	if err == nil || !strings.Contains(err.Error(), "refused") || time.Since(start) > 2*time.Second {
+		t.Errorf("unexposed port over packets: %v after %v", err, time.Since(start))
 	}
 }

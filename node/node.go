@@ -46,6 +46,9 @@ type Config struct {
 	Logger   hclog.Logger
 	// CoordTimeout is how long Start keeps trying to reach the coordination server. Default 30s.
 	CoordTimeout time.Duration
+	// PacketPathTCP sends proxied TCP through the netstacks as IP packets (the packet path) instead
+	// of one QUIC stream per connection (the stream path, the default and the fast one).
+	PacketPathTCP bool
 }
 
 // Node is a running warren node.
@@ -160,7 +163,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("open UDP socket: %w", err)
 	}
-	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receive, Logger: n.log.Named("peer")})
+	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receive, AcceptStream: n.acceptStream, Logger: n.log.Named("peer")})
 	if err != nil {
 		pc.Close()
 		return err
@@ -208,7 +211,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 }
 
 func (n *Node) startSOCKS(stack *netstack.Stack) error {
-	srv, err := socks.New(socks.Config{Dial: stack.DialContext, Resolve: n.resolve, Logger: n.log.Named("socks")})
+	srv, err := socks.New(socks.Config{Dial: n.dial, Resolve: n.resolve, Logger: n.log.Named("socks")})
 	if err != nil {
 		return err
 	}

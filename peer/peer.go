@@ -43,6 +43,9 @@ const InitialPacketSize = 1350
 // quic-go falls back to 1200-byte packets, so links are replaced rather than migrated when a path changes.
 const MaxPacketSize = 1280
 
+// maxStreams bounds the concurrent streams (proxied TCP connections) a peer may open to us.
+const maxStreams = 16384
+
 // Key is a peer's identity public key as a comparable value.
 type Key [identity.KeySize]byte
 
@@ -89,6 +92,9 @@ type Config struct {
 	// Receive is called with every packet a peer sends, from that link's receive goroutine. pkt may be
 	// retained. Required.
 	Receive func(from Key, pkt []byte)
+	// AcceptStream is called, in a goroutine of its own, for every stream a peer opens, after its
+	// header has been read. It must answer with Accept or Refuse. nil = streams are refused.
+	AcceptStream func(from Key, h StreamHeader, c net.Conn)
 	// Logger; nil = silent.
 	Logger hclog.Logger
 	// DialTimeout bounds one dial attempt (all endpoints in parallel). Default 5s.
@@ -151,6 +157,9 @@ func New(cfg Config) (*Endpoint, error) {
 			HandshakeIdleTimeout: cfg.DialTimeout,
 			MaxIdleTimeout:       cfg.IdleTimeout,
 			KeepAlivePeriod:      cfg.IdleTimeout / 3,
+			// Each proxied TCP connection is a stream: allow many at once.
+			MaxIncomingStreams:    maxStreams,
+			MaxIncomingUniStreams: -1,
 		},
 	}
 	e.self, _ = KeyOf(cfg.Key.Public())
@@ -245,8 +254,9 @@ func (e *Endpoint) install(k Key, conn *quic.Conn) bool {
 		old.CloseWithError(0, "replaced")
 	}
 	e.log.Debug("link up", "peer", k, "endpoint", conn.RemoteAddr())
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go e.receiveLoop(k, conn)
+	go e.acceptStreams(k, conn)
 	return true
 }
 

@@ -130,11 +130,16 @@ func (s *Server) Serve(ln net.Listener) error {
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(conn)
-			conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-			if err := s.impl.ServeConn(conn); err != nil && s.log.IsDebug() {
-				s.log.Debug("client connection ended", "client", conn.RemoteAddr().String(), "error", err)
-			}
+			s.serveConn(conn)
 		}()
+	}
+}
+
+// serveConn runs one client's SOCKS conversation; the handshake must finish within HandshakeTimeout.
+func (s *Server) serveConn(conn net.Conn) {
+	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if err := s.impl.ServeConn(conn); err != nil && s.log.IsDebug() {
+		s.log.Debug("client connection ended", "client", conn.RemoteAddr().String(), "error", err)
 	}
 }
 
