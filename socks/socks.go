@@ -1,6 +1,8 @@
-// Package socks is the node's local proxy front end: a SOCKS5 server (RFC 1928, CONNECT) that resolves
-// overlay names and dials through a function it is given. It never imports the netstack or gVisor, and
-// it does not decide where it listens: the caller enforces loopback.
+// Package socks is the node's local proxy front end: a SOCKS5 server (RFC 1928 CONNECT, RFC 1929
+// username/password) and an HTTP proxy (CONNECT and absolute-URI forwarding) on the same port, told
+// apart by the client's first byte. It resolves names and dials through functions it is given. It never
+// imports the netstack or gVisor, and it does not decide where it listens: the caller enforces
+// loopback or authentication.
 //
 // The SOCKS wire protocol is parsed by github.com/things-go/go-socks5; this package adds what a VPN
 // front end needs around it: name resolution from the peer map, reply codes that say why a dial
@@ -9,7 +11,9 @@
 package socks
 
 import (
+	"bufio"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +34,10 @@ import (
 // ErrUnknownName is returned (wrapped) by a resolver for names that are not peers.
 var ErrUnknownName = errors.New("unknown name")
 
+// ErrNotAllowed is returned (wrapped) by a dialer for destinations the proxy must not reach (outside
+// the overlay with overlay-only set, or the host's own addresses). SOCKS clients get reply 0x02.
+var ErrNotAllowed = errors.New("destination not allowed")
+
 // Config configures a Server.
 type Config struct {
 	// Dial opens a connection to a literal "ip:port". Required. Errors whose text contains
@@ -45,6 +53,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxConns bounds concurrent client connections; beyond it new ones are closed at once. Default 16384.
 	MaxConns int
+	// User and Password, if User is set, are required from every client: SOCKS5 username/password
+	// (RFC 1929) or HTTP Proxy-Authorization Basic. Compared in constant time.
+	User, Password string
 }
 
 // Server is a SOCKS5 server. Its methods are safe for concurrent use.
@@ -52,6 +63,7 @@ type Server struct {
 	cfg  Config
 	log  hclog.Logger
 	impl *socks5.Server
+	http *httpProxy
 	wg   sync.WaitGroup
 
 	// mu guards the following.
@@ -81,12 +93,17 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxConns = 16384
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}), conns: make(map[net.Conn]struct{})}
-	s.impl = socks5.NewServer(
+	opts := []socks5.Option{
 		socks5.WithResolver(resolver{s}),
 		socks5.WithRule(socks5.NewPermitConnAndAss()),
 		socks5.WithConnectHandle(s.handleConnect),
 		socks5.WithLogger(logAdapter{s.log}),
-	)
+	}
+	if cfg.User != "" {
+		opts = append(opts, socks5.WithAuthMethods([]socks5.Authenticator{socks5.UserPassAuthenticator{Credentials: s}}))
+	}
+	s.impl = socks5.NewServer(opts...)
+	s.http = newHTTPProxy(s)
 	return s, nil
 }
 
@@ -135,12 +152,52 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// serveConn runs one client's SOCKS conversation; the handshake must finish within HandshakeTimeout.
+// serveConn runs one client's conversation, SOCKS5 or HTTP by its first byte; the handshake must
+// finish within HandshakeTimeout.
 func (s *Server) serveConn(conn net.Conn) {
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	if err := s.impl.ServeConn(conn); err != nil && s.log.IsDebug() {
+	cr := &capReader{r: conn, n: unlimited}
+	br := bufio.NewReaderSize(cr, 4096)
+	first, err := br.Peek(1)
+	if err != nil {
+		return
+	}
+	pc := &peekedConn{Conn: conn, r: br}
+	if first[0] == socks5Version {
+		err = s.impl.ServeConn(pc)
+	} else {
+		err = s.http.serve(pc, cr)
+	}
+	if err != nil && s.log.IsDebug() {
 		s.log.Debug("client connection ended", "client", conn.RemoteAddr().String(), "error", err)
 	}
+}
+
+const socks5Version = 5
+
+// peekedConn is a client connection whose first bytes were already read into r.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// CloseWrite half-closes the underlying connection if it can.
+func (c *peekedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// Valid checks SOCKS5 credentials (go-socks5's CredentialStore).
+func (s *Server) Valid(user, password, _ string) bool { return s.checkAuth(user, password) }
+
+func (s *Server) checkAuth(user, password string) bool {
+	u := subtle.ConstantTimeCompare([]byte(user), []byte(s.cfg.User))
+	p := subtle.ConstantTimeCompare([]byte(password), []byte(s.cfg.Password))
+	return u&p == 1
 }
 
 func (s *Server) track(c net.Conn) bool {
@@ -187,6 +244,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.http.tr.CloseIdleConnections()
 	return nil
 }
 
@@ -219,6 +277,8 @@ func replyCode(err error) uint8 {
 		return statute.RepConnectionRefused
 	case containsAny(msg, "network is unreachable"):
 		return statute.RepNetworkUnreachable
+	case errors.Is(err, ErrNotAllowed):
+		return statute.RepRuleFailure
 	}
 	return statute.RepHostUnreachable
 }

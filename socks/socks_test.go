@@ -206,6 +206,8 @@ func FuzzHandshake(f *testing.F) {
 	f.Add([]byte{5, 1, 0, 5, 1, 0, 3, 8, 'b', '.', 'w', 'a', 'r', 'r', 'e', 'n', 0, 22})
 	f.Add([]byte{5, 1, 0, 5, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 53})
 	f.Add([]byte{4, 1, 0, 80, 127, 0, 0, 1, 0})
+	f.Add([]byte("GET http://b.warren:80/ HTTP/1.1\r\nHost: b.warren\r\n\r\n"))
+	f.Add([]byte("CONNECT b.warren:22 HTTP/1.1\r\nHost: b.warren:22\r\nProxy-Authorization: Basic YTpi\r\n\r\n"))
 	s, err := New(Config{
 		Dial:             func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("connection refused") },
 		Resolve:          func(context.Context, string) (netip.Addr, error) { return netip.Addr{}, ErrUnknownName },
