@@ -41,9 +41,17 @@ type Config struct {
 	CoordKey string // pinned coord fingerprint; "" = the saved pin, or trust on first use
 	Name     string // required: the node's name (a DNS label)
 	Listen   string // UDP address for the node's socket; default ":0"
-	SOCKS    string // SOCKS5 listen address (loopback only); "" = no proxy
-	Expose   []Port // local services reachable from peers
-	Logger   hclog.Logger
+	SOCKS    string // SOCKS5 (and HTTP) proxy listen address; loopback only unless ProxyUser is set; "" = none
+	HTTP     string // an extra listen address for the same proxy, for HTTP-only clients; "" = none
+	// ProxyUser and ProxyPassword, if ProxyUser is set, are required from every proxy client.
+	ProxyUser, ProxyPassword string
+	// OverlayOnly refuses proxy destinations outside the overlay instead of dialing them from the host.
+	OverlayOnly bool
+	// AllowLocal lets proxy clients reach the host's own addresses (loopback, its interfaces). Off by
+	// default, so the proxy cannot become a way into the host.
+	AllowLocal bool
+	Expose     []Port // local services reachable from peers
+	Logger     hclog.Logger
 	// CoordTimeout is how long Start keeps trying to reach the coordination server. Default 30s.
 	CoordTimeout time.Duration
 	// PacketPathTCP sends proxied TCP through the netstacks as IP packets (the packet path) instead
@@ -62,8 +70,10 @@ type Node struct {
 	routes  atomic.Pointer[routeTable]
 	socks   *socks.Server
 	socksLn net.Listener
+	httpLn  net.Listener
 	api     *apiServer
 	exposed map[Port]bool
+	overlay []netip.Prefix  // the overlay's address pools; set once at first login
 	ctx     context.Context // alive until Close
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -92,8 +102,11 @@ func New(cfg Config) (*Node, error) {
 	if cfg.CoordTimeout == 0 {
 		cfg.CoordTimeout = 30 * time.Second
 	}
-	if cfg.SOCKS != "" {
-		if err := checkLoopback(cfg.SOCKS); err != nil {
+	for _, addr := range []string{cfg.SOCKS, cfg.HTTP} {
+		if addr == "" || cfg.ProxyUser != "" {
+			continue
+		}
+		if err := checkLoopback(addr); err != nil {
 			return nil, err
 		}
 	}
@@ -121,7 +134,7 @@ func checkLoopback(hostport string) error {
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil || !ip.IsLoopback() {
-		return fmt.Errorf("refusing to serve the proxy on %q: only loopback addresses (127.0.0.1, ::1) are allowed without authentication", hostport)
+		return fmt.Errorf("refusing to serve the proxy on %q without authentication: use a loopback address (127.0.0.1, ::1) or set a proxy user and password", hostport)
 	}
 	return nil
 }
@@ -184,6 +197,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.mu.Lock()
 	n.welcome = w
 	n.mu.Unlock()
+	n.overlay = []netip.Prefix{w.Prefix4, w.Prefix6}
 	n.log.Info("logged in", "name", n.cfg.Name, "ipv4", w.IPv4, "ipv6", w.IPv6, "networks", w.Networks, "observed", w.Observed)
 
 	stack, err := netstack.New(netstack.Config{
@@ -202,7 +216,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.wg.Add(1)
 	go n.coordLoop()
 
-	if n.cfg.SOCKS != "" {
+	if n.cfg.SOCKS != "" || n.cfg.HTTP != "" {
 		if err := n.startSOCKS(stack); err != nil {
 			return err
 		}
@@ -211,24 +225,43 @@ func (n *Node) Start(ctx context.Context) (err error) {
 }
 
 func (n *Node) startSOCKS(stack *netstack.Stack) error {
-	srv, err := socks.New(socks.Config{Dial: n.dial, Resolve: n.resolve, Logger: n.log.Named("socks")})
+	srv, err := socks.New(socks.Config{Dial: n.dial, Resolve: n.resolve, Logger: n.log.Named("proxy"),
+		User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword})
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", n.cfg.SOCKS)
-	if err != nil {
-		return fmt.Errorf("SOCKS listener: %w", err)
-	}
-	n.socks, n.socksLn = srv, ln
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := srv.Serve(ln); err != nil {
-			n.log.Error("SOCKS proxy stopped", "error", err)
+	n.socks = srv
+	for _, addr := range []string{n.cfg.SOCKS, n.cfg.HTTP} {
+		if addr == "" {
+			continue
 		}
-	}()
-	n.log.Info("SOCKS5 proxy listening", "addr", ln.Addr().String())
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("proxy listener: %w", err)
+		}
+		if addr == n.cfg.SOCKS {
+			n.socksLn = ln
+		} else {
+			n.httpLn = ln
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := srv.Serve(ln); err != nil {
+				n.log.Error("proxy stopped", "error", err)
+			}
+		}()
+		n.log.Info("proxy listening (SOCKS5 and HTTP)", "addr", ln.Addr().String(), "auth", n.cfg.ProxyUser != "")
+	}
 	return nil
+}
+
+// HTTPAddr returns the extra HTTP proxy listen address, or nil.
+func (n *Node) HTTPAddr() net.Addr {
+	if n.httpLn == nil {
+		return nil
+	}
+	return n.httpLn.Addr()
 }
 
 // SOCKSAddr returns the proxy's listen address, or nil if it is disabled or not started.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -125,23 +126,32 @@ func addrs(pkt []byte) (src, dst netip.Addr, ok bool) {
 	return src, dst, false
 }
 
-// resolve maps "NAME.warren" or a bare peer name to the peer's IPv4, from the peer map only: no DNS
-// query leaves the host for overlay names.
-func (n *Node) resolve(_ context.Context, name string) (netip.Addr, error) {
+// resolve maps "NAME.warren" or a bare peer name to the peer's IPv4 from the peer map: no DNS query
+// leaves the host for overlay names. Other names are looked up in DNS, unless OverlayOnly.
+func (n *Node) resolve(ctx context.Context, name string) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(name); err == nil {
 		return ip, nil
 	}
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	name = strings.TrimSuffix(name, ".warren")
-	if ip, ok := n.routes.Load().byName[name]; ok {
+	lower := strings.ToLower(strings.TrimSuffix(name, "."))
+	label, isOverlay := strings.CutSuffix(lower, ".warren")
+	if ip, ok := n.routes.Load().byName[label]; ok {
 		return ip, nil
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.welcome != nil && strings.EqualFold(name, n.cfg.Name) {
-		return n.welcome.IPv4, nil
+	if n.welcome != nil && strings.EqualFold(label, n.cfg.Name) {
+		ip := n.welcome.IPv4
+		n.mu.Unlock()
+		return ip, nil
 	}
-	return netip.Addr{}, fmt.Errorf("%w: %q is not a peer in any of this node's networks", socks.ErrUnknownName, name)
+	n.mu.Unlock()
+	if isOverlay || n.cfg.OverlayOnly {
+		return netip.Addr{}, fmt.Errorf("%w: %q is not a peer in any of this node's networks", socks.ErrUnknownName, name)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+	if err != nil || len(ips) == 0 {
+		return netip.Addr{}, fmt.Errorf("resolve %q: %w", name, err)
+	}
+	return ips[0].Unmap(), nil
 }
 
 // sortedPeers returns a copy of the peer map sorted by name.

@@ -10,29 +10,63 @@ import (
 
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/relay"
+	"github.com/warren-net/warren/socks"
 )
 
-// dial opens a proxied connection to an overlay address. TCP to a peer rides its own QUIC stream (the
-// stream path: no netstack on either side, QUIC's congestion control end to end); everything else,
-// and TCP when Config.PacketPathTCP is set, goes through the netstack as IP packets.
+// dial opens a proxied connection. Overlay TCP to a peer rides its own QUIC stream (the stream path:
+// no netstack on either side, QUIC's congestion control end to end); other overlay traffic, and TCP
+// when Config.PacketPathTCP is set, goes through the netstack as IP packets. Destinations outside the
+// overlay are dialed from the host, unless OverlayOnly; the host's own addresses only with AllowLocal.
 func (n *Node) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	stack := n.stack.Load()
 	if stack == nil {
 		return nil, errClosed
 	}
-	if n.cfg.PacketPathTCP || (network != "tcp" && network != "tcp4" && network != "tcp6") {
-		return stack.DialContext(ctx, network, addr)
-	}
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	k, ok := n.routes.Load().owner[ap.Addr().Unmap()]
-	if !ok {
-		// Not a peer's address (our own, or nobody's): let the netstack answer.
-		return stack.DialContext(ctx, network, addr)
+	ip := ap.Addr().Unmap()
+	if !n.inOverlay(ip) {
+		if n.cfg.OverlayOnly {
+			return nil, fmt.Errorf("%w: %v is outside the overlay (--overlay-only)", socks.ErrNotAllowed, ip)
+		}
+		if !n.cfg.AllowLocal && isHostAddr(ip) {
+			return nil, fmt.Errorf("%w: %v is this host (use --allow-local to permit)", socks.ErrNotAllowed, ip)
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}
-	return n.ep.DialStream(ctx, k, peer.StreamHeader{Proto: peer.ProtoTCP, Port: ap.Port()})
+	tcp := network == "tcp" || network == "tcp4" || network == "tcp6"
+	if k, ok := n.routes.Load().owner[ip]; ok && tcp && !n.cfg.PacketPathTCP {
+		return n.ep.DialStream(ctx, k, peer.StreamHeader{Proto: peer.ProtoTCP, Port: ap.Port()})
+	}
+	return stack.DialContext(ctx, network, addr)
+}
+
+func (n *Node) inOverlay(ip netip.Addr) bool {
+	for _, p := range n.overlay {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// isHostAddr reports whether ip reaches this host: loopback, unspecified, or one of its interfaces.
+func isHostAddr(ip netip.Addr) bool {
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // when in doubt, refuse
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == ip {
+			return true
+		}
+	}
+	return false
 }
 
 // acceptStream serves a peer's stream to an exposed TCP port by dialing it on localhost; anything else

@@ -23,7 +23,12 @@ func cmdUp(args []string) error {
 	coordAddr := fs.String("coord", "", "coordination server `HOST:PORT` (required)")
 	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
 	name := fs.String("name", "", "this node's `name` (a DNS label; default: the host name)")
-	socksAddr := fs.String("socks", "127.0.0.1:1080", "SOCKS5 proxy `address` (loopback only; empty disables)")
+	socksAddr := fs.String("socks", "127.0.0.1:1080", "proxy `address` speaking SOCKS5 and HTTP (loopback only without --proxy-user; empty disables)")
+	httpAddr := fs.String("http", "", "an extra proxy `address` for HTTP-only clients (same rules as --socks)")
+	proxyUser := fs.String("proxy-user", "", "require this `user` name from proxy clients (SOCKS5 username/password, HTTP Basic)")
+	proxyPassFile := fs.String("proxy-password-file", "", "read the proxy password from this `file` (or set WARREN_PROXY_PASSWORD)")
+	overlayOnly := fs.Bool("overlay-only", false, "refuse proxy destinations outside the overlay instead of dialing them from this host")
+	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
 	var expose listFlag
 	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,tcp:8080`")
@@ -51,13 +56,19 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
+	proxyPass, err := proxyPassword(*proxyUser, *proxyPassFile)
+	if err != nil {
+		return err
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "warren", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.New(node.Config{
 		StateDir: *state, Coord: *coordAddr, CoordKey: *coordKey, Name: *name, Listen: *listen,
-		SOCKS: *socksAddr, Expose: ports, Logger: log, CoordTimeout: *coordTimeout,
+		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass,
+		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal,
+		Expose: ports, Logger: log, CoordTimeout: *coordTimeout,
 	})
 	if err != nil {
 		return err
@@ -68,7 +79,10 @@ func cmdUp(args []string) error {
 	st := n.Status()
 	fmt.Printf("warren node %q up: %s", st.Self.Name, joinAddrs(st.Self.IPs))
 	if st.Self.SOCKS != "" {
-		fmt.Printf(", SOCKS5 on %s", st.Self.SOCKS)
+		fmt.Printf(", SOCKS5/HTTP proxy on %s", st.Self.SOCKS)
+	}
+	if a := n.HTTPAddr(); a != nil {
+		fmt.Printf(", HTTP proxy on %s", a)
 	}
 	fmt.Println()
 	<-ctx.Done()
@@ -97,4 +111,27 @@ func flagErr(err error) error {
 		os.Exit(0)
 	}
 	return err
+}
+
+// proxyPassword reads the proxy password from a file or the environment, never from the command line
+// (where other users of the machine could read it in the process list).
+func proxyPassword(user, file string) (string, error) {
+	if user == "" {
+		if file != "" {
+			return "", errors.New("--proxy-password-file needs --proxy-user")
+		}
+		return "", nil
+	}
+	pass := os.Getenv("WARREN_PROXY_PASSWORD")
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("proxy password: %w", err)
+		}
+		pass = strings.TrimRight(string(b), "\r\n")
+	}
+	if pass == "" {
+		return "", errors.New("--proxy-user needs a password: --proxy-password-file FILE or WARREN_PROXY_PASSWORD")
+	}
+	return pass, nil
 }
