@@ -37,8 +37,9 @@ const nicID = 1
 
 // Config configures a Stack.
 type Config struct {
-	// Addrs are the node's own overlay addresses (an IPv4 and an IPv6). Required.
-	Addrs []netip.Addr
+	// Addrs are the node's own overlay addresses (an IPv4 and an IPv6) with the overlay's prefix
+	// length, e.g. 100.64.0.1/10: the prefix makes its last address a broadcast address. Required.
+	Addrs []netip.Prefix
 	// Routes are the prefixes sent out of the NIC. Default: everything (0.0.0.0/0 and ::/0).
 	Routes []netip.Prefix
 	// MTU of the link; every packet passed to Output fits it. At least 1280 (IPv6's minimum). Default 1280.
@@ -73,6 +74,7 @@ type Stack struct {
 	// mu guards the following.
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // both ends of every forwarded connection
+	groups map[netip.Addr]bool    // multicast groups joined
 	closed bool
 }
 
@@ -105,7 +107,7 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{})}
+	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{}), groups: make(map[netip.Addr]bool)}
 	ns.ctx, ns.stop = context.WithCancel(context.Background())
 	ns.link = &link{output: cfg.Output, stats: &ns.stats}
 	ns.link.mtu.Store(uint32(cfg.MTU))
@@ -125,10 +127,11 @@ func New(cfg Config) (*Stack, error) {
 	}
 	for _, a := range cfg.Addrs {
 		proto := tcpip.NetworkProtocolNumber(ipv4.ProtocolNumber)
-		if a.Is6() {
+		if a.Addr().Is6() {
 			proto = ipv6.ProtocolNumber
 		}
-		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix()}
+		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddressWithPrefix{
+			Address: tcpip.AddrFromSlice(a.Addr().AsSlice()), PrefixLen: a.Bits()}}
 		if err := ns.s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
 			ns.s.Close()
 			return nil, fmt.Errorf("netstack: add address %v: %s", a, err)
@@ -190,11 +193,43 @@ func (ns *Stack) Inject(pkt []byte) {
 		ns.stats.DroppedMalformed.Add(1)
 		return
 	}
+	if dst, ok := multicastDst(pkt); ok {
+		ns.joinGroup(proto, dst)
+	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	if ns.link.deliver(proto, pb) {
 		ns.stats.PacketsIn.Add(1)
 	}
 	pb.DecRef()
+}
+
+// maxGroups bounds the multicast groups the stack joins on behalf of peers.
+const maxGroups = 256
+
+// multicastDst returns the destination of an IPv4 or IPv6 packet if it is a multicast address.
+func multicastDst(pkt []byte) (netip.Addr, bool) {
+	var dst netip.Addr
+	switch {
+	case pkt[0]>>4 == 4 && len(pkt) >= 20:
+		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
+	case pkt[0]>>4 == 6 && len(pkt) >= 40:
+		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
+	}
+	return dst, dst.IsMulticast()
+}
+
+// joinGroup makes the NIC accept a multicast group the first time a peer sends to it, so that
+// datagrams to a LAN game's discovery group reach exposed UDP ports (which listen on every address)
+// without anyone on this node joining it explicitly.
+func (ns *Stack) joinGroup(proto tcpip.NetworkProtocolNumber, group netip.Addr) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.groups[group] || len(ns.groups) >= maxGroups || ns.closed {
+		return
+	}
+	if err := ns.s.JoinGroup(proto, nicID, tcpip.AddrFromSlice(group.AsSlice())); err == nil {
+		ns.groups[group] = true
+	}
 }
 
 // DialContext opens a connection on the overlay. network is "tcp", "tcp4", "tcp6", "udp", "udp4" or

@@ -27,6 +27,19 @@ var (
 	ipB6 = netip.MustParseAddr("fd7a:7761:7272::2")
 )
 
+// pfx gives addresses the overlay prefix lengths.
+func pfx(addrs ...netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, len(addrs))
+	for i, a := range addrs {
+		bits := 10
+		if a.Is6() {
+			bits = 48
+		}
+		out[i] = netip.PrefixFrom(a, bits)
+	}
+	return out
+}
+
 // wire joins two stacks with one bounded queue and one goroutine per direction, like a lossy link.
 type wire struct {
 	ch      chan []byte
@@ -60,11 +73,11 @@ func pair(t *testing.T, exposed ...uint16) (a, b *Stack, ab, ba *wire) {
 	t.Helper()
 	ab, ba = newWire(&b), newWire(&a)
 	var err error
-	a, err = New(Config{Addrs: []netip.Addr{ipA4, ipA6}, Output: ab.output})
+	a, err = New(Config{Addrs: pfx(ipA4, ipA6), Output: ab.output})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err = New(Config{Addrs: []netip.Addr{ipB4, ipB6}, Output: ba.output, Exposed: func(proto string, port uint16) bool {
+	b, err = New(Config{Addrs: pfx(ipB4, ipB6), Output: ba.output, Exposed: func(proto string, port uint16) bool {
 		for _, p := range exposed {
 			if proto == "tcp" && p == port {
 				return true
@@ -165,7 +178,7 @@ func TestPing(t *testing.T) {
 	c.Close() // UDP dials need no answer; this just proves the UDP path builds.
 	pkt := echoRequest(ipA4, ipB4)
 	got := make(chan []byte, 1)
-	b2, err := New(Config{Addrs: []netip.Addr{ipB4}, Output: func(p []byte) {
+	b2, err := New(Config{Addrs: pfx(ipB4), Output: func(p []byte) {
 		select {
 		case got <- bytes.Clone(p):
 		default:
@@ -225,8 +238,8 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	func() {
 		var a, b *Stack
 		ab, ba := newWire(&b), newWire(&a)
-		a, _ = New(Config{Addrs: []netip.Addr{ipA4}, Output: ab.output})
-		b, _ = New(Config{Addrs: []netip.Addr{ipB4}, Output: ba.output, Exposed: func(string, uint16) bool { return true }})
+		a, _ = New(Config{Addrs: pfx(ipA4), Output: ab.output})
+		b, _ = New(Config{Addrs: pfx(ipB4), Output: ba.output, Exposed: func(string, uint16) bool { return true }})
 		c, err := a.DialContext(context.Background(), "tcp", fmt.Sprintf("%v:%d", ipB4, port))
 		if err != nil {
 			t.Fatal(err)
@@ -258,7 +271,7 @@ func FuzzInject(f *testing.F) {
 	f.Add(echoRequest(ipA4, ipB4))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 17, 64})
 	f.Add([]byte{0x45})
-	s, err := New(Config{Addrs: []netip.Addr{ipB4, ipB6}, Output: func([]byte) {}, Exposed: func(string, uint16) bool { return false }})
+	s, err := New(Config{Addrs: pfx(ipB4, ipB6), Output: func([]byte) {}, Exposed: func(string, uint16) bool { return false }})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -285,8 +298,8 @@ func BenchmarkBulkTCP(b *testing.B) {
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	var sa, sb *Stack
 	ab, ba := newWire(&sb), newWire(&sa)
-	sa, _ = New(Config{Addrs: []netip.Addr{ipA4}, Output: ab.output})
-	sb, _ = New(Config{Addrs: []netip.Addr{ipB4}, Output: ba.output, Exposed: func(string, uint16) bool { return true }})
+	sa, _ = New(Config{Addrs: pfx(ipA4), Output: ab.output})
+	sb, _ = New(Config{Addrs: pfx(ipB4), Output: ba.output, Exposed: func(string, uint16) bool { return true }})
 	defer func() { sa.Close(); sb.Close(); close(ab.ch); close(ba.ch) }()
 	c, err := sa.DialContext(context.Background(), "tcp", fmt.Sprintf("%v:%d", ipB4, port))
 	if err != nil {
