@@ -53,6 +53,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxConns bounds concurrent client connections; beyond it new ones are closed at once. Default 16384.
 	MaxConns int
+	// ListenUDP opens the socket a UDP ASSOCIATE sends through: WriteTo reaches a destination (overlay
+	// or not, as the caller allows), ReadFrom returns replies with their source. nil = UDP ASSOCIATE
+	// is refused with "command not supported".
+	ListenUDP func() (net.PacketConn, error)
 	// User and Password, if User is set, are required from every client: SOCKS5 username/password
 	// (RFC 1929) or HTTP Proxy-Authorization Basic. Compared in constant time.
 	User, Password string
@@ -73,7 +77,11 @@ type Server struct {
 	closed bool
 
 	rejected atomic.Uint64
+	udp      UDPStats
 }
+
+// UDPStats returns the UDP ASSOCIATE drop counters.
+func (s *Server) UDPStats() *UDPStats { return &s.udp }
 
 // New returns a Server; it serves nothing until Serve.
 func New(cfg Config) (*Server, error) {
@@ -97,6 +105,7 @@ func New(cfg Config) (*Server, error) {
 		socks5.WithResolver(resolver{s}),
 		socks5.WithRule(socks5.NewPermitConnAndAss()),
 		socks5.WithConnectHandle(s.handleConnect),
+		socks5.WithAssociateHandle(s.handleAssociate),
 		socks5.WithLogger(logAdapter{s.log}),
 	}
 	if cfg.User != "" {

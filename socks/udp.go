@@ -1,0 +1,265 @@
+package socks
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	socks5 "github.com/things-go/go-socks5"
+	"github.com/things-go/go-socks5/statute"
+)
+
+// UDP ASSOCIATE (RFC 1928 §7). Every datagram between the client and the relay socket carries:
+//
+//	+----+------+------+----------+----------+----------+
+//	|RSV | FRAG | ATYP | DST.ADDR | DST.PORT |   DATA   |
+//	| 2  |  1   |  1   | Variable |    2     | Variable |
+//	+----+------+------+----------+----------+----------+
+//
+// Fragmentation is not supported: datagrams with FRAG != 0 are dropped and counted.
+
+// UDP limits.
+const (
+	maxUDPDatagram   = 65535
+	udpAssocIdle     = 2 * time.Minute // an association with no datagrams either way dies
+	maxNamesPerAssoc = 256             // resolved names cached per association
+)
+
+// UDPHeader is the destination (or, on replies, the source) of a relayed datagram.
+type UDPHeader struct {
+	Frag byte
+	Addr netip.Addr // set for IPv4/IPv6
+	Name string     // set for a domain name
+	Port uint16
+}
+
+var errBadUDPHeader = errors.New("bad SOCKS5 UDP header")
+
+// ParseUDPHeader splits a client datagram into its header and payload.
+func ParseUDPHeader(b []byte) (UDPHeader, []byte, error) {
+	var h UDPHeader
+	if len(b) < 4 || b[0] != 0 || b[1] != 0 {
+		return h, nil, errBadUDPHeader
+	}
+	h.Frag = b[2]
+	rest := b[4:]
+	switch b[3] {
+	case statute.ATYPIPv4:
+		if len(rest) < 4+2 {
+			return h, nil, errBadUDPHeader
+		}
+		h.Addr = netip.AddrFrom4([4]byte(rest[:4]))
+		rest = rest[4:]
+	case statute.ATYPIPv6:
+		if len(rest) < 16+2 {
+			return h, nil, errBadUDPHeader
+		}
+		h.Addr = netip.AddrFrom16([16]byte(rest[:16])).Unmap()
+		rest = rest[16:]
+	case statute.ATYPDomain:
+		if len(rest) < 1 || rest[0] == 0 || len(rest) < 1+int(rest[0])+2 {
+			return h, nil, errBadUDPHeader
+		}
+		h.Name = string(rest[1 : 1+rest[0]])
+		rest = rest[1+rest[0]:]
+	default:
+		return h, nil, errBadUDPHeader
+	}
+	h.Port = binary.BigEndian.Uint16(rest)
+	return h, rest[2:], nil
+}
+
+// AppendUDPHeader appends the header for a reply from src.
+func AppendUDPHeader(b []byte, src netip.AddrPort) []byte {
+	b = append(b, 0, 0, 0)
+	if a := src.Addr().Unmap(); a.Is4() {
+		b = append(b, statute.ATYPIPv4)
+		b = append(b, a.AsSlice()...)
+	} else {
+		b = append(b, statute.ATYPIPv6)
+		b = append(b, a.AsSlice()...)
+	}
+	return binary.BigEndian.AppendUint16(b, src.Port())
+}
+
+// UDPStats counts what UDP associations dropped.
+type UDPStats struct {
+	Fragmented, Malformed, Foreign, Unresolved atomic.Uint64
+}
+
+// handleAssociate serves one UDP ASSOCIATE: a relay socket on the proxy's own address, bound to the
+// client's IP, living as long as the TCP control connection and its idle timeout.
+func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Request) error {
+	client, ok := w.(net.Conn)
+	if !ok || s.cfg.ListenUDP == nil {
+		socks5.SendReply(w, statute.RepCommandNotSupported, nil)
+		return errors.New("UDP ASSOCIATE not supported")
+	}
+	client.SetDeadline(time.Time{})
+	localIP := addrOf(client.LocalAddr())
+	clientIP := addrOf(client.RemoteAddr())
+	relaySock, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(localIP, 0)))
+	if err != nil {
+		socks5.SendReply(w, statute.RepServerFailure, nil)
+		return fmt.Errorf("UDP relay socket: %w", err)
+	}
+	defer relaySock.Close()
+	out, err := s.cfg.ListenUDP()
+	if err != nil {
+		socks5.SendReply(w, statute.RepServerFailure, nil)
+		return fmt.Errorf("UDP socket: %w", err)
+	}
+	defer out.Close()
+	if err := socks5.SendReply(w, statute.RepSuccess, relaySock.LocalAddr()); err != nil {
+		return err
+	}
+	a := &association{s: s, relay: relaySock, out: out, clientIP: clientIP, names: make(map[string]netip.Addr)}
+	// The client may name its source port in the request; otherwise the first datagram fixes it.
+	if req.RawDestAddr != nil && req.RawDestAddr.Port != 0 {
+		a.setClient(netip.AddrPortFrom(clientIP, uint16(req.RawDestAddr.Port)))
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.fromClient() }()
+	go func() { defer wg.Done(); a.toClient() }()
+	// The association lives while the control connection does (RFC 1928 §7).
+	io.Copy(io.Discard, client)
+	relaySock.Close()
+	out.Close()
+	wg.Wait()
+	return nil
+}
+
+type association struct {
+	s        *Server
+	relay    *net.UDPConn
+	out      net.PacketConn
+	clientIP netip.Addr
+	lastSeen atomic.Int64
+
+	mu     sync.Mutex
+	client netip.AddrPort
+	names  map[string]netip.Addr
+}
+
+func (a *association) setClient(ap netip.AddrPort) {
+	a.mu.Lock()
+	a.client = ap
+	a.mu.Unlock()
+}
+
+func (a *association) clientAddr() netip.AddrPort {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.client
+}
+
+// fromClient relays the client's datagrams to their destinations.
+func (a *association) fromClient() {
+	buf := make([]byte, maxUDPDatagram)
+	for {
+		a.relay.SetReadDeadline(time.Now().Add(udpAssocIdle))
+		n, from, err := a.relay.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, a.lastSeen.Load())) < udpAssocIdle {
+				continue
+			}
+			a.out.Close() // idle or closed: end the association
+			return
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		// Only the client that asked may use the relay.
+		if from.Addr() != a.clientIP {
+			a.s.udp.Foreign.Add(1)
+			continue
+		}
+		if c := a.clientAddr(); !c.IsValid() {
+			a.setClient(from)
+		} else if c != from {
+			a.s.udp.Foreign.Add(1)
+			continue
+		}
+		h, payload, err := ParseUDPHeader(buf[:n])
+		if err != nil {
+			a.s.udp.Malformed.Add(1)
+			continue
+		}
+		if h.Frag != 0 {
+			a.s.udp.Fragmented.Add(1)
+			continue
+		}
+		dst, ok := a.resolve(h)
+		if !ok {
+			a.s.udp.Unresolved.Add(1)
+			continue
+		}
+		a.lastSeen.Store(time.Now().UnixNano())
+		a.out.WriteTo(payload, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, h.Port)))
+	}
+}
+
+func (a *association) resolve(h UDPHeader) (netip.Addr, bool) {
+	if h.Name == "" {
+		return h.Addr, true
+	}
+	a.mu.Lock()
+	ip, ok := a.names[h.Name]
+	a.mu.Unlock()
+	if ok {
+		return ip, true
+	}
+	if a.s.cfg.Resolve == nil {
+		return netip.Addr{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ip, err := a.s.cfg.Resolve(ctx, h.Name)
+	cancel()
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	a.mu.Lock()
+	if len(a.names) < maxNamesPerAssoc {
+		a.names[h.Name] = ip
+	}
+	a.mu.Unlock()
+	return ip, true
+}
+
+// toClient relays replies back to the client with a header naming their source.
+func (a *association) toClient() {
+	buf := make([]byte, 32+maxUDPDatagram)
+	for {
+		n, from, err := a.out.ReadFrom(buf[32:])
+		if err != nil {
+			a.relay.Close()
+			return
+		}
+		c := a.clientAddr()
+		src, ok := from.(*net.UDPAddr)
+		if !c.IsValid() || !ok {
+			continue
+		}
+		a.lastSeen.Store(time.Now().UnixNano())
+		hdr := AppendUDPHeader(make([]byte, 0, 22), src.AddrPort())
+		// Put the header right before the payload to send one buffer without copying the data.
+		start := 32 - len(hdr)
+		copy(buf[start:], hdr)
+		a.relay.WriteToUDPAddrPort(buf[start:32+n], c)
+	}
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap.Addr().Unmap()
+}

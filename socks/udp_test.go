@@ -1,0 +1,131 @@
+package socks
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// associate opens a UDP ASSOCIATE on proxy and returns the control connection and relay address.
+func associate(t *testing.T, proxy string) (net.Conn, netip.AddrPort) {
+	t.Helper()
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	var r [2 + 10]byte
+	if _, err := io.ReadFull(c, r[:]); err != nil || r[3] != 0 {
+		t.Fatalf("associate: %v %v", r, err)
+	}
+	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(r[6:10])), binary.BigEndian.Uint16(r[10:12]))
+	c.SetDeadline(time.Time{})
+	return c, relay
+}
+
+func udpPacket(frag byte, dst netip.AddrPort, name string, payload string) []byte {
+	b := []byte{0, 0, frag}
+	if name != "" {
+		b = append(b, 3, byte(len(name)))
+		b = append(b, name...)
+	} else {
+		b = append(b, 1)
+		b = append(b, dst.Addr().AsSlice()...)
+	}
+	b = binary.BigEndian.AppendUint16(b, dst.Port())
+	return append(b, payload...)
+}
+
+func TestUDPAssociate(t *testing.T) {
+	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteToUDP(buf[:n], from)
+		}
+	}()
+	echoAddr := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	s, err := New(Config{
+		Dial:      func(context.Context, string, string) (net.Conn, error) { return nil, io.EOF },
+		Resolve:   func(context.Context, string) (netip.Addr, error) { return echoAddr.Addr(), nil },
+		ListenUDP: func() (net.PacketConn, error) { return net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(ln)
+	defer s.Close()
+
+	ctrl, relay := associate(t, ln.Addr().String())
+	client, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer client.Close()
+	roundTrip := func(pkt []byte) ([]byte, error) {
+		client.WriteToUDPAddrPort(pkt, relay)
+		client.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		buf := make([]byte, 2048)
+		n, err := client.Read(buf)
+		return buf[:n], err
+	}
+	for _, name := range []string{"", "b.warren"} {
+		got, err := roundTrip(udpPacket(0, echoAddr, name, "hello"))
+		if err != nil {
+			t.Fatalf("name %q: %v", name, err)
+		}
+		h, payload, err := ParseUDPHeader(got)
+		if err != nil || string(payload) != "hello" || netip.AddrPortFrom(h.Addr, h.Port) != echoAddr {
+			t.Fatalf("reply %x: %+v %q %v", got, h, payload, err)
+		}
+	}
+	// Fragments are dropped and counted.
+	if _, err := roundTrip(udpPacket(1, echoAddr, "", "frag")); err == nil {
+		t.Error("fragment relayed")
+	}
+	if s.UDPStats().Fragmented.Load() != 1 {
+		t.Errorf("fragments counted: %d", s.UDPStats().Fragmented.Load())
+	}
+	// Another source address may not use the relay.
+	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err == nil {
+		other.WriteToUDPAddrPort(udpPacket(0, echoAddr, "", "intruder"), relay)
+		other.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := other.Read(make([]byte, 100)); err == nil {
+			t.Error("foreign client relayed")
+		}
+		other.Close()
+	}
+	// Closing the control connection ends the association.
+	ctrl.Close()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := roundTrip(udpPacket(0, echoAddr, "", "late")); err == nil {
+		t.Error("association outlived its control connection")
+	}
+}
+
+func FuzzParseUDPHeader(f *testing.F) {
+	f.Add(udpPacket(0, netip.MustParseAddrPort("100.64.0.2:27015"), "", "x"))
+	f.Add(udpPacket(0, netip.MustParseAddrPort("1.2.3.4:53"), "b.warren", "query"))
+	f.Add([]byte{0, 0, 0, 4})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, payload, err := ParseUDPHeader(b)
+		if err != nil {
+			return
+		}
+		if len(payload) > len(b) || (h.Name == "" && !h.Addr.IsValid()) {
+			t.Fatalf("inconsistent parse of %x: %+v", b, h)
+		}
+	})
+}
