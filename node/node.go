@@ -84,8 +84,11 @@ type Node struct {
 	peers   map[peer.Key]control.Peer
 	closed  bool
 
-	dropSpoofed atomic.Uint64
-	dropNoRoute atomic.Uint64
+	limits *rateLimiter // broadcast/multicast packets per sender
+
+	dropSpoofed     atomic.Uint64
+	dropNoRoute     atomic.Uint64
+	dropRateLimited atomic.Uint64
 }
 
 // New validates cfg. Nothing runs until Start.
@@ -110,10 +113,11 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[peer.Key]control.Peer), exposed: make(map[Port]bool)}
+	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[peer.Key]control.Peer), exposed: make(map[Port]bool),
+		limits: newRateLimiter(broadcastRate, broadcastBurst)}
 	for _, p := range cfg.Expose {
-		if p.Proto != "tcp" || p.Port == 0 {
-			return nil, fmt.Errorf("node: cannot expose %s:%d (only tcp ports 1-65535)", p.Proto, p.Port)
+		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
+			return nil, fmt.Errorf("node: cannot expose %s:%d (want tcp or udp, ports 1-65535)", p.Proto, p.Port)
 		}
 		n.exposed[p] = true
 	}
@@ -201,8 +205,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.log.Info("logged in", "name", n.cfg.Name, "ipv4", w.IPv4, "ipv6", w.IPv6, "networks", w.Networks, "observed", w.Observed)
 
 	stack, err := netstack.New(netstack.Config{
-		Addrs:   []netip.Addr{w.IPv4, w.IPv6},
-		Routes:  []netip.Prefix{w.Prefix4, w.Prefix6},
+		Addrs: []netip.Prefix{netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits())},
+		// The overlay, plus broadcast and multicast, which fan out to every peer.
+		Routes: []netip.Prefix{w.Prefix4, w.Prefix6, netip.MustParsePrefix("255.255.255.255/32"),
+			netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("ff00::/8")},
 		MTU:     peer.MaxPacketSize,
 		Output:  n.output,
 		Exposed: func(proto string, port uint16) bool { return n.exposed[Port{proto, port}] },
@@ -212,6 +218,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start netstack: %w", err)
 	}
 	n.stack.Store(stack)
+	for p := range n.exposed {
+		if p.Proto == "udp" {
+			if err := stack.ExposeUDP(p.Port); err != nil {
+				return fmt.Errorf("expose udp:%d: %w", p.Port, err)
+			}
+		}
+	}
 
 	n.wg.Add(1)
 	go n.coordLoop()
@@ -225,7 +238,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 }
 
 func (n *Node) startSOCKS(stack *netstack.Stack) error {
-	srv, err := socks.New(socks.Config{Dial: n.dial, Resolve: n.resolve, Logger: n.log.Named("proxy"),
+	srv, err := socks.New(socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP, Logger: n.log.Named("proxy"),
 		User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword})
 	if err != nil {
 		return err

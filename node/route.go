@@ -19,6 +19,7 @@ import (
 type routeTable struct {
 	owner  map[netip.Addr]peer.Key // virtual IP → the peer it belongs to
 	byName map[string]netip.Addr   // lower-case peer name → its IPv4
+	peers  map[peer.Key]bool       // every peer, for broadcast fan-out
 }
 
 // handleControl applies a peer map or delta from the coord, then rebuilds routes and peer links.
@@ -44,9 +45,10 @@ func (n *Node) handleControl(m *control.Msg) {
 			}
 		}
 	}
-	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr)}
+	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr), peers: make(map[peer.Key]bool)}
 	infos := make([]peer.Info, 0, len(n.peers))
 	for k, p := range n.peers {
+		rt.peers[k] = true
 		for _, ip := range p.IPs {
 			rt.owner[ip] = k
 		}
@@ -61,6 +63,7 @@ func (n *Node) handleControl(m *control.Msg) {
 	}
 	n.routes.Store(rt)
 	n.mu.Unlock()
+	n.limits.forget(rt.peers)
 	if n.ep != nil {
 		n.ep.SetPeers(infos)
 	}
@@ -75,6 +78,10 @@ func (n *Node) output(pkt []byte) {
 	}
 	k, ok := n.routes.Load().owner[dst]
 	if !ok {
+		if n.isFanOut(dst) {
+			n.fanOut(pkt)
+			return
+		}
 		n.dropNoRoute.Add(1)
 		return
 	}
@@ -89,7 +96,7 @@ func (n *Node) output(pkt []byte) {
 // receive accepts a packet from peer `from` only if its source is one of that peer's virtual IPs
 // (anti-spoofing); a peer not in the route table shares no network with us and is dropped too.
 func (n *Node) receive(from peer.Key, pkt []byte) {
-	src, _, ok := addrs(pkt)
+	src, dst, ok := addrs(pkt)
 	if !ok {
 		n.dropSpoofed.Add(1)
 		return
@@ -99,6 +106,10 @@ func (n *Node) receive(from peer.Key, pkt []byte) {
 		if n.log.IsTrace() {
 			n.log.Trace("drop spoofed packet", "from", from, "src", src)
 		}
+		return
+	}
+	if n.isFanOut(dst) && !n.limits.allow(from) {
+		n.dropRateLimited.Add(1)
 		return
 	}
 	if s := n.stack.Load(); s != nil {

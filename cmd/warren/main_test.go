@@ -24,6 +24,9 @@ func TestParseExpose(t *testing.T) {
 	if err != nil || len(ports) != 2 || ports[0].Port != 22 || ports[1].Proto != "tcp" || ports[1].Port != 8080 {
 		t.Errorf("got %+v, %v", ports, err)
 	}
+	if p, err := parseExpose([]string{"udp:27015"}); err != nil || p[0].Proto != "udp" {
+		t.Errorf("udp: %+v %v", p, err)
+	}
 	for _, bad := range []string{"tcp:0", "tcp:70000", "sctp:22", "tcp:x"} {
 		if _, err := parseExpose([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)

@@ -31,7 +31,7 @@ func cmdUp(args []string) error {
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
 	var expose listFlag
-	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,tcp:8080`")
+	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
@@ -98,8 +98,8 @@ func parseExpose(specs []string) ([]node.Port, error) {
 			proto, port = "tcp", s
 		}
 		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || p == 0 || proto != "tcp" {
-			return nil, fmt.Errorf("--expose %q: want tcp:PORT with PORT 1-65535", s)
+		if err != nil || p == 0 || (proto != "tcp" && proto != "udp") {
+			return nil, fmt.Errorf("--expose %q: want tcp:PORT or udp:PORT with PORT 1-65535", s)
 		}
 		out = append(out, node.Port{Proto: proto, Port: uint16(p)})
 	}

@@ -1,0 +1,99 @@
+package node
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/warren-net/warren/peer"
+)
+
+// Broadcast and multicast: a packet to 255.255.255.255, to the overlay's broadcast address or to a
+// multicast group goes to every peer with a live link (they all share a network with us), the way a
+// LAN delivers it. Each peer's fan-out traffic is rate-limited at every receiver, so one node cannot
+// flood a network, and at the sender, so a busy app cannot swamp our own links.
+
+// Broadcast limits per sending peer.
+const (
+	broadcastRate  = 200 // packets per second
+	broadcastBurst = 400
+)
+
+// isFanOut reports whether dst is delivered to every peer rather than one.
+func (n *Node) isFanOut(dst netip.Addr) bool {
+	if dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return true
+	}
+	for _, p := range n.overlay {
+		if p.Addr().Is4() && dst == lastAddr(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// lastAddr returns the last address of an IPv4 prefix: its broadcast address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// fanOut sends pkt to every peer with a link.
+func (n *Node) fanOut(pkt []byte) {
+	if !n.limits.allow(peer.Key{}) { // our own key slot: the local sender
+		n.dropRateLimited.Add(1)
+		return
+	}
+	for k := range n.routes.Load().peers {
+		n.ep.Send(k, pkt) // peers without a link are skipped by Send
+	}
+}
+
+// rateLimiter is a token bucket per sender; the zero Key stands for this node itself.
+type rateLimiter struct {
+	rate, burst float64
+
+	mu      sync.Mutex
+	buckets map[peer.Key]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newRateLimiter(rate, burst float64) *rateLimiter {
+	return &rateLimiter{rate: rate, burst: burst, buckets: make(map[peer.Key]*bucket)}
+}
+
+// allow takes one token from k's bucket, reporting false if it is empty.
+func (l *rateLimiter) allow(k peer.Key) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[k]
+	if b == nil {
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[k] = b
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// forget drops the buckets of peers that are gone, keeping the map as small as the peer map.
+func (l *rateLimiter) forget(keep map[peer.Key]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k := range l.buckets {
+		if k != (peer.Key{}) && !keep[k] {
+			delete(l.buckets, k)
+		}
+	}
+}

@@ -1,0 +1,177 @@
+package node
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/warren-net/warren/socks"
+)
+
+// listenUDP opens the socket behind one SOCKS UDP ASSOCIATE: overlay destinations (and broadcast and
+// multicast, which fan out to peers) go through the netstack, others through a host socket unless
+// OverlayOnly, and never to this host's own addresses without AllowLocal.
+func (n *Node) listenUDP() (net.PacketConn, error) {
+	stack := n.stack.Load()
+	if stack == nil {
+		return nil, errClosed
+	}
+	r := &udpRouter{n: n, in: make(chan datagram, 64), done: make(chan struct{})}
+	var err error
+	if r.v4, err = stack.ListenUDP("udp4"); err != nil {
+		return nil, err
+	}
+	if r.v6, err = stack.ListenUDP("udp6"); err != nil {
+		r.v4.Close()
+		return nil, err
+	}
+	conns := []net.PacketConn{r.v4, r.v6}
+	if !n.cfg.OverlayOnly {
+		host, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			r.v4.Close()
+			r.v6.Close()
+			return nil, fmt.Errorf("host UDP socket: %w", err)
+		}
+		r.host = host
+		conns = append(conns, host)
+	}
+	for _, c := range conns {
+		r.wg.Add(1)
+		go r.read(c)
+	}
+	return r, nil
+}
+
+// udpRouter is a net.PacketConn over several sockets, choosing one by destination on write and
+// merging their reads. Reads go through a small bounded queue; datagrams beyond it are dropped, as a
+// full socket buffer would.
+type udpRouter struct {
+	n            *Node
+	v4, v6, host net.PacketConn
+	in           chan datagram
+	done         chan struct{}
+	once         sync.Once
+	wg           sync.WaitGroup
+
+	mu       sync.Mutex
+	deadline time.Time
+}
+
+type datagram struct {
+	buf  *[maxDatagram]byte
+	n    int
+	from net.Addr
+}
+
+const maxDatagram = 65535
+
+var datagramPool = sync.Pool{New: func() any { return new([maxDatagram]byte) }}
+
+func (r *udpRouter) read(c net.PacketConn) {
+	defer r.wg.Done()
+	for {
+		buf := datagramPool.Get().(*[maxDatagram]byte)
+		n, from, err := c.ReadFrom(buf[:])
+		if err != nil {
+			datagramPool.Put(buf)
+			return
+		}
+		select {
+		case r.in <- datagram{buf: buf, n: n, from: from}:
+		default:
+			datagramPool.Put(buf) // the reader is behind: drop
+		}
+	}
+}
+
+// ReadFrom returns the next datagram from any of the sockets.
+func (r *udpRouter) ReadFrom(b []byte) (int, net.Addr, error) {
+	r.mu.Lock()
+	dl := r.deadline
+	r.mu.Unlock()
+	var timeout <-chan time.Time
+	if !dl.IsZero() {
+		t := time.NewTimer(time.Until(dl))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case d := <-r.in:
+		n := copy(b, d.buf[:d.n])
+		datagramPool.Put(d.buf)
+		return n, d.from, nil
+	case <-r.done:
+		return 0, nil, net.ErrClosed
+	case <-timeout:
+		return 0, nil, errTimeout
+	}
+}
+
+// WriteTo sends b to addr through the socket its destination calls for.
+func (r *udpRouter) WriteTo(b []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, fmt.Errorf("not a UDP address: %v", addr)
+	}
+	ip := ua.AddrPort().Addr().Unmap()
+	switch {
+	case r.n.inOverlay(ip) || r.n.isFanOut(ip) || (ip.Is6() && ip.IsMulticast()):
+		if ip.Is4() {
+			return r.v4.WriteTo(b, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, ua.AddrPort().Port())))
+		}
+		return r.v6.WriteTo(b, addr)
+	case r.host == nil:
+		return 0, fmt.Errorf("%w: %v is outside the overlay (--overlay-only)", socks.ErrNotAllowed, ip)
+	case !r.n.cfg.AllowLocal && isHostAddr(ip):
+		return 0, fmt.Errorf("%w: %v is this host", socks.ErrNotAllowed, ip)
+	}
+	return r.host.WriteTo(b, addr)
+}
+
+// Close closes every socket and waits for the readers.
+func (r *udpRouter) Close() error {
+	r.once.Do(func() {
+		close(r.done)
+		for _, c := range []net.PacketConn{r.v4, r.v6, r.host} {
+			if c != nil {
+				c.Close()
+			}
+		}
+		r.wg.Wait()
+		for {
+			select {
+			case d := <-r.in:
+				datagramPool.Put(d.buf)
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (r *udpRouter) LocalAddr() net.Addr { return r.v4.LocalAddr() }
+
+func (r *udpRouter) SetDeadline(t time.Time) error { return r.SetReadDeadline(t) }
+
+func (r *udpRouter) SetReadDeadline(t time.Time) error {
+	r.mu.Lock()
+	r.deadline = t
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *udpRouter) SetWriteDeadline(time.Time) error { return nil }
+
+var errTimeout = &timeoutError{}
+
+type timeoutError struct{}
+
+func (*timeoutError) Error() string   { return "i/o timeout" }
+func (*timeoutError) Timeout() bool   { return true }
+func (*timeoutError) Temporary() bool { return true }
+
+var _ net.PacketConn = (*udpRouter)(nil)
