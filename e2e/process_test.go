@@ -180,6 +180,16 @@ func TestBinaries(t *testing.T) {
 		t.Errorf("fetch: %q", body)
 	}
 
+	// ping(8)-style ICMP echo through both netstacks.
+	out = warren(t, true, "ping", "bob", "-c", "3", "-i", "50ms", "--state", stateA)
+	if !strings.Contains(out, "icmp_seq=3") || !strings.Contains(out, "path=direct") || !strings.Contains(out, " 0% loss") {
+		t.Errorf("ping:\n%s", out)
+	}
+	out = warren(t, false, "ping", "nobody", "-c", "1", "--state", stateA)
+	if !strings.Contains(out, "100% loss") {
+		t.Errorf("ping to an unknown peer:\n%s", out)
+	}
+
 	// A node that pins another key is refused with a clear error.
 	out = warren(t, false, "up", "--coord", addr, "--coord-key", "SHA256:"+strings.Repeat("A", 43), "--state", filepath.Join(tmp, "c"), "--name", "carol", "--socks", "", "--listen", "127.0.0.1:0")
 	if !strings.Contains(out, "does not match the pinned key") {

@@ -13,7 +13,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"path/filepath"
+	"strconv"
 	"time"
 )
 
@@ -67,6 +69,15 @@ type NetworkReply struct {
 	Networks []string `json:"networks"`
 }
 
+// PingReply is the answer to one echo request.
+type PingReply struct {
+	Target string     `json:"target"` // as asked
+	Name   string     `json:"name"`   // peer name, if the address is a peer's
+	IP     netip.Addr `json:"ip"`
+	RTTms  float64    `json:"rtt_ms"`
+	Path   string     `json:"path"` // "direct", "relay" or "none"
+}
+
 // ErrorReply is the body of every non-2xx answer.
 type ErrorReply struct {
 	Error string `json:"error"`
@@ -103,6 +114,13 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 func (c *Client) Network(ctx context.Context, req NetworkRequest) (*NetworkReply, error) {
 	var rep NetworkReply
 	return &rep, c.do(ctx, http.MethodPost, "/v1/network", req, &rep)
+}
+
+// Ping sends one ICMP echo request through the overlay to target (a peer name or virtual IP).
+func (c *Client) Ping(ctx context.Context, target string, seq uint16, timeout time.Duration) (*PingReply, error) {
+	var rep PingReply
+	q := url.Values{"target": {target}, "seq": {strconv.Itoa(int(seq))}, "timeout": {timeout.String()}}
+	return &rep, c.do(ctx, http.MethodGet, "/v1/ping?"+q.Encode(), nil, &rep)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

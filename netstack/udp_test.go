@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"testing"
@@ -62,5 +63,22 @@ func TestExposeUDP(t *testing.T) {
 	pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, from, err := pc.ReadFrom(make([]byte, 100)); err == nil {
 		t.Errorf("unexposed port answered %d bytes from %v", n, from)
+	}
+}
+
+func TestPingThroughBothStacks(t *testing.T) {
+	a, _, _, _ := pair(t)
+	for i, dst := range []netip.Addr{ipB4, ipB6} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		rtt, err := a.Ping(ctx, dst, uint16(i+1))
+		cancel()
+		if err != nil || rtt <= 0 {
+			t.Errorf("ping %v: %v %v", dst, rtt, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := a.Ping(ctx, netip.MustParseAddr("100.64.0.99"), 9); err == nil {
+		t.Error("ping to nobody answered")
 	}
 }

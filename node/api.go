@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -64,6 +65,22 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 			return
 		}
 		writeJSON(w, http.StatusOK, localapi.NetworkReply{Networks: nets})
+	})
+	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		seq, _ := strconv.Atoi(q.Get("seq"))
+		timeout, err := time.ParseDuration(q.Get("timeout"))
+		if err != nil || timeout <= 0 || timeout > time.Minute {
+			timeout = 2 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		rep, err := n.Ping(ctx, q.Get("target"), uint16(seq))
+		if err != nil {
+			writeJSON(w, http.StatusGatewayTimeout, localapi.ErrorReply{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
 	})
 	a := &apiServer{ln: ln, path: path, done: make(chan struct{}),
 		srv: &http.Server{Handler: hostCheck(mux), ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.StandardLogger(nil)}}
@@ -128,6 +145,34 @@ func (n *Node) Network(ctx context.Context, op, name, password string) ([]string
 	}
 	n.mu.Unlock()
 	return rep.Networks, nil
+}
+
+// Ping sends one ICMP echo request through both netstacks to target (a peer name or virtual IP).
+func (n *Node) Ping(ctx context.Context, target string, seq uint16) (*localapi.PingReply, error) {
+	stack := n.stack.Load()
+	if stack == nil {
+		return nil, errClosed
+	}
+	ip, err := n.resolve(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	if !n.inOverlay(ip) {
+		return nil, fmt.Errorf("%v is not an overlay address", ip)
+	}
+	rep := &localapi.PingReply{Target: target, IP: ip, Path: "none"}
+	if k, ok := n.routes.Load().owner[ip]; ok {
+		rep.Path = n.ep.Status(k).Path
+		n.mu.Lock()
+		rep.Name = n.peers[k].Name
+		n.mu.Unlock()
+	}
+	rtt, err := stack.Ping(ctx, ip, seq)
+	if err != nil {
+		return nil, err
+	}
+	rep.RTTms = float64(rtt.Microseconds()) / 1000
+	return rep, nil
 }
 
 // Status reports the node and its peers.

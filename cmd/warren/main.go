@@ -19,6 +19,7 @@ commands:
   network create NAME        create a network (--password P to require one)
   network join NAME          join a network (--password P if it has one)
   network leave NAME         leave a network
+  ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
   version                    print the version
 
 Every command takes --state DIR (default: $XDG_STATE_HOME/warren). Flags may come
@@ -47,6 +48,8 @@ func run(args []string) error {
 		return cmdStatus(rest)
 	case "network", "net":
 		return cmdNetwork(rest)
+	case "ping":
+		return cmdPing(rest)
 	case "version", "--version":
 		fmt.Println("warren", version)
 		return nil

@@ -1,0 +1,67 @@
+// Package load is the traffic both ends of every benchmark row speak: a server that either streams
+// bytes to the client (bulk) or echoes what it gets (round trips, new connections), and the client
+// measurements that drive it through any dial function (plain TCP, a SOCKS5 proxy, a netstack).
+//
+// The protocol is one mode byte sent by the client after connecting:
+//
+//	'D' the server writes bytes until the connection fails (the client reads and counts them);
+//	'E' the server echoes everything it reads until EOF.
+//
+// Bulk traffic flows server → client so that the client counts exactly what arrived in its time
+// window, without depending on half-close support in the proxies in between.
+package load
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// Modes a client selects with its first byte.
+const (
+	ModeDownload = 'D'
+	ModeEcho     = 'E'
+)
+
+// Serve accepts connections on ln until it is closed and serves each in its own goroutine. It
+// returns after ln fails and every connection it accepted has ended. Close ln to stop it.
+func Serve(ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serveConn(c)
+		}()
+	}
+}
+
+// serveConn runs one connection to its end and closes it.
+func serveConn(c net.Conn) {
+	defer c.Close()
+	var mode [1]byte
+	if _, err := io.ReadFull(c, mode[:]); err != nil {
+		return
+	}
+	switch mode[0] {
+	case ModeDownload:
+		buf := make([]byte, 128<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	case ModeEcho:
+		buf := make([]byte, 32<<10)
+		io.CopyBuffer(c, c, buf)
+	}
+}
