@@ -23,10 +23,12 @@ func cmdUp(args []string) error {
 	coordAddr := fs.String("coord", "", "coordination server `HOST:PORT` (required)")
 	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
 	name := fs.String("name", "", "this node's `name` (a DNS label; default: the host name)")
-	socksAddr := fs.String("socks", "127.0.0.1:1080", "proxy `address` speaking SOCKS5 and HTTP (loopback only without --proxy-user; empty disables)")
+	socksAddr := fs.String("socks", "127.0.0.1:1080", "proxy `address` speaking SOCKS5 and HTTP (loopback only without --socks-user; empty disables)")
 	httpAddr := fs.String("http", "", "an extra proxy `address` for HTTP-only clients (same rules as --socks)")
-	proxyUser := fs.String("proxy-user", "", "require this `user` name from proxy clients (SOCKS5 username/password, HTTP Basic)")
-	proxyPassFile := fs.String("proxy-password-file", "", "read the proxy password from this `file` (or set WARREN_PROXY_PASSWORD)")
+	proxyUser := fs.String("socks-user", "", "require this `user` name from proxy clients (SOCKS5 username/password, HTTP Basic)")
+	fs.StringVar(proxyUser, "proxy-user", "", "same as --socks-user")
+	proxyPassFile := fs.String("socks-password-file", "", "read the proxy password from this `file` (or set WARREN_PROXY_PASSWORD)")
+	fs.StringVar(proxyPassFile, "proxy-password-file", "", "same as --socks-password-file")
 	overlayOnly := fs.Bool("overlay-only", false, "refuse proxy destinations outside the overlay instead of dialing them from this host")
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
@@ -118,7 +120,7 @@ func flagErr(err error) error {
 func proxyPassword(user, file string) (string, error) {
 	if user == "" {
 		if file != "" {
-			return "", errors.New("--proxy-password-file needs --proxy-user")
+			return "", errors.New("--socks-password-file needs --socks-user")
 		}
 		return "", nil
 	}
@@ -131,7 +133,7 @@ func proxyPassword(user, file string) (string, error) {
 		pass = strings.TrimRight(string(b), "\r\n")
 	}
 	if pass == "" {
-		return "", errors.New("--proxy-user needs a password: --proxy-password-file FILE or WARREN_PROXY_PASSWORD")
+		return "", errors.New("--socks-user needs a password: --socks-password-file FILE or WARREN_PROXY_PASSWORD")
 	}
 	return pass, nil
 }

@@ -61,7 +61,18 @@ func serveConn(c net.Conn) {
 			}
 		}
 	case ModeEcho:
+		// A plain loop, not io.Copy: that would hand a *net.TCPConn to itself for splicing.
 		buf := make([]byte, 32<<10)
-		io.CopyBuffer(c, c, buf)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
 	}
 }

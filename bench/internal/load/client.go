@@ -1,0 +1,191 @@
+package load
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DialFunc opens one connection to the load server, through whatever path a row measures.
+type DialFunc func(ctx context.Context) (net.Conn, error)
+
+// BulkResult is what one bulk measurement moved.
+type BulkResult struct {
+	Bytes   int64         // bytes received in the measured window
+	Elapsed time.Duration // length of the measured window
+}
+
+// Gbps is the throughput in Gbit/s.
+func (r BulkResult) Gbps() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) * 8 / r.Elapsed.Seconds() / 1e9
+}
+
+// Bulk opens streams connections in download mode, lets them run for warmup (connection setup and
+// slow start are not measured), then counts the bytes received during dur. window, if not nil, is
+// called with "start" right when the measured window opens, with "mid" halfway, and with "end" when
+// it closes, so callers can sample CPU time and memory of the processes on the path.
+func Bulk(ctx context.Context, dial DialFunc, streams int, warmup, dur time.Duration, window func(phase string)) (BulkResult, error) {
+	conns := make([]net.Conn, 0, streams)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range streams {
+		c, err := dial(ctx)
+		if err != nil {
+			return BulkResult{}, fmt.Errorf("bulk stream %d: dial: %w", i, err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write([]byte{ModeDownload}); err != nil {
+			return BulkResult{}, fmt.Errorf("bulk stream %d: write mode: %w", i, err)
+		}
+	}
+
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, streams)
+	stop := time.Now().Add(warmup + dur + 5*time.Second) // hard bound if the window is never closed
+	for i, c := range conns {
+		c.SetReadDeadline(stop)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 256<<10)
+			for {
+				n, err := c.Read(buf)
+				total.Add(int64(n))
+				if err != nil {
+					errs[i] = err
+					return
+				}
+			}
+		}()
+	}
+	// Unblock the readers however this function returns; errs may be read only after this.
+	stopReaders := sync.OnceFunc(func() {
+		for _, c := range conns {
+			c.SetReadDeadline(time.Now())
+		}
+		wg.Wait()
+	})
+	defer stopReaders()
+
+	if err := sleep(ctx, warmup); err != nil {
+		return BulkResult{}, err
+	}
+	if total.Load() == 0 {
+		return BulkResult{}, fmt.Errorf("bulk: no data after %v warmup", warmup)
+	}
+	call := func(phase string) {
+		if window != nil {
+			window(phase)
+		}
+	}
+	b0, t0 := total.Load(), time.Now()
+	call("start")
+	if err := sleep(ctx, dur/2); err != nil {
+		return BulkResult{}, err
+	}
+	call("mid")
+	if err := sleep(ctx, dur-dur/2); err != nil {
+		return BulkResult{}, err
+	}
+	b1, t1 := total.Load(), time.Now()
+	call("end")
+	stopReaders()
+	for i, err := range errs {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return BulkResult{}, fmt.Errorf("bulk stream %d ended early: %w", i, err)
+		}
+	}
+	return BulkResult{Bytes: b1 - b0, Elapsed: t1.Sub(t0)}, nil
+}
+
+// RTT opens one echo connection and times n round trips of size bytes each, after a few unmeasured
+// ones. It returns the sorted round-trip times.
+func RTT(ctx context.Context, dial DialFunc, n, size int, limit time.Duration) ([]time.Duration, error) {
+	c, err := dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rtt: dial: %w", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(limit))
+	if _, err := c.Write([]byte{ModeEcho}); err != nil {
+		return nil, fmt.Errorf("rtt: write mode: %w", err)
+	}
+	msg, reply := make([]byte, size), make([]byte, size)
+	const warm = 20
+	out := make([]time.Duration, 0, n)
+	for i := range n + warm {
+		t := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			return nil, fmt.Errorf("rtt: round trip %d: write: %w", i, err)
+		}
+		if _, err := io.ReadFull(c, reply); err != nil {
+			return nil, fmt.Errorf("rtt: round trip %d: read: %w", i, err)
+		}
+		if i >= warm {
+			out = append(out, time.Since(t))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Percentile returns the p-th percentile (0-100) of sorted durations, or 0 for none.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+// ConnRate opens up to n connections one after another, each doing one 64-byte echo and closing,
+// and stops early after limit. It returns connections completed per second.
+func ConnRate(ctx context.Context, dial DialFunc, n int, limit time.Duration) (float64, error) {
+	msg := make([]byte, 1+64)
+	msg[0] = ModeEcho
+	reply := make([]byte, 64)
+	start := time.Now()
+	done := 0
+	for done < n && time.Since(start) < limit {
+		c, err := dial(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("connection %d: dial: %w", done, err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Write(msg)
+		if err == nil {
+			_, err = io.ReadFull(c, reply)
+		}
+		c.Close()
+		if err != nil {
+			return 0, fmt.Errorf("connection %d: echo: %w", done, err)
+		}
+		done++
+	}
+	return float64(done) / time.Since(start).Seconds(), nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
