@@ -30,6 +30,7 @@ func cmdUp(args []string) error {
 	proxyPassFile := fs.String("socks-password-file", "", "read the proxy password from this `file` (or set WARREN_PROXY_PASSWORD)")
 	fs.StringVar(proxyPassFile, "proxy-password-file", "", "same as --socks-password-file")
 	overlayOnly := fs.Bool("overlay-only", false, "refuse proxy destinations outside the overlay instead of dialing them from this host")
+	packetPath := fs.Bool("packet-path", false, "carry proxied TCP as IP packets through both netstacks instead of one QUIC stream per connection (slower; for comparison)")
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
 	var expose listFlag
@@ -69,7 +70,7 @@ func cmdUp(args []string) error {
 	n, err := node.New(node.Config{
 		StateDir: *state, Coord: *coordAddr, CoordKey: *coordKey, Name: *name, Listen: *listen,
 		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass,
-		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal,
+		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
 		Expose: ports, Logger: log, CoordTimeout: *coordTimeout,
 	})
 	if err != nil {
