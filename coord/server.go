@@ -119,6 +119,19 @@ func (s *Server) Close() error {
 	return err
 }
 
+// Disconnect closes the control connection of the node with the given key, if it is logged in, and
+// reports whether it was. The node's peers are told it went offline; the node may log in again.
+func (s *Server) Disconnect(key []byte) bool {
+	s.mu.Lock()
+	sess := s.sessions[keyOf(key)]
+	s.mu.Unlock()
+	if sess == nil {
+		return false
+	}
+	sess.conn.CloseWithError(closeOK, "disconnected by the server")
+	return true
+}
+
 // OnlineCount returns how many nodes are logged in.
 func (s *Server) OnlineCount() int {
 	s.mu.Lock()

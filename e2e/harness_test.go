@@ -95,6 +95,7 @@ func startNodeWith(t testing.TB, c *testCoord, name string, adjust func(*node.Co
 	if adjust != nil {
 		adjust(&cfg)
 	}
+	state = cfg.StateDir
 	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +107,25 @@ func startNodeWith(t testing.TB, c *testCoord, name string, adjust func(*node.Co
 	}
 	t.Cleanup(func() { n.Close() })
 	return &testNode{Node: n, name: name, state: state, api: localapi.NewClient(state)}
+}
+
+// key returns the node's public identity key.
+func (n *testNode) key(t testing.TB) []byte {
+	k, _, err := identity.LoadOrCreate(filepath.Join(n.state, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Public()
+}
+
+// peerState returns how n sees the named peer (zero value if absent).
+func (n *testNode) peerState(name string) localapi.Peer {
+	for _, p := range n.Status().Peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	return localapi.Peer{}
 }
 
 func (n *testNode) network(t testing.TB, op, name, password string) {

@@ -48,13 +48,16 @@ type Coord struct {
 
 // Peer describes one visible peer and the link to it.
 type Peer struct {
-	Name     string       `json:"name"`
-	IPs      []netip.Addr `json:"ips"`
-	Online   bool         `json:"online"` // logged in at the coord
-	Path     string       `json:"path"`   // "direct", "relay" or "none"
-	Endpoint string       `json:"endpoint"`
-	RTTms    float64      `json:"rtt_ms"`
-	Networks []string     `json:"networks"`
+	Name   string       `json:"name"`
+	IPs    []netip.Addr `json:"ips"`
+	Online bool         `json:"online"` // logged in at the coord
+	// State sums up Online and Path: "online", "offline", or "control offline, tunnel up" when the
+	// coord reports the peer gone but the tunnel to it still answers its liveness checks.
+	State    string   `json:"state"`
+	Path     string   `json:"path"` // "direct", "relay" or "none"
+	Endpoint string   `json:"endpoint"`
+	RTTms    float64  `json:"rtt_ms"`
+	Networks []string `json:"networks"`
 }
 
 // NetworkRequest asks the node to create, join or leave a network.

@@ -74,7 +74,7 @@ type Stack struct {
 	// mu guards the following.
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // both ends of every forwarded connection
-	groups map[netip.Addr]bool    // multicast groups joined
+	groups map[netip.Addr]bool   // multicast groups joined
 	closed bool
 }
 

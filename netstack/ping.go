@@ -69,4 +69,3 @@ func (ns *Stack) Ping(ctx context.Context, dst netip.Addr, seq uint16) (time.Dur
 		}
 	}
 }
-

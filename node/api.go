@@ -209,6 +209,14 @@ func (n *Node) Status() localapi.Status {
 			}
 			ps.RTTms = float64(ls.RTT.Microseconds()) / 1000
 		}
+		switch {
+		case p.Online:
+			ps.State = "online"
+		case ps.Path != "none":
+			ps.State = "control offline, tunnel up"
+		default:
+			ps.State = "offline"
+		}
 		st.Peers = append(st.Peers, ps)
 	}
 	return st

@@ -82,6 +82,7 @@ type Node struct {
 	mu      sync.Mutex
 	welcome *control.Welcome
 	peers   map[peer.Key]control.Peer
+	port    uint16 // the UDP socket's port, cached for restarts
 	closed  bool
 
 	limits *rateLimiter // broadcast/multicast packets per sender
@@ -172,13 +173,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	udpAddr, err := net.ResolveUDPAddr("udp", n.cfg.Listen)
+	cache, err := loadCache(n.cachePath())
 	if err != nil {
-		return fmt.Errorf("listen address %q: %w", n.cfg.Listen, err)
+		n.log.Warn("ignoring the peer cache", "error", err)
 	}
-	pc, err := net.ListenUDP("udp", udpAddr)
+	pc, err := n.openSocket(cache)
 	if err != nil {
-		return fmt.Errorf("open UDP socket: %w", err)
+		return err
 	}
 	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receive, AcceptStream: n.acceptStream, Logger: n.log.Named("peer")})
 	if err != nil {
@@ -194,15 +195,28 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		},
 		handle: n.handleControl,
 	}
-	w, err := n.firstLogin(ctx)
-	if err != nil {
+	loginTimeout := n.cfg.CoordTimeout
+	if cache != nil {
+		loginTimeout = min(loginTimeout, 5*time.Second) // do not keep known tunnels waiting for long
+	}
+	w, err := n.firstLogin(ctx, loginTimeout)
+	switch {
+	case err == nil:
+		n.log.Info("logged in", "name", n.cfg.Name, "ipv4", w.IPv4, "ipv6", w.IPv6, "networks", w.Networks, "observed", w.Observed)
+	case cache != nil && canStartFromCache(err):
+		// The coord is down: come up with what we knew, keep trying it in the background.
+		w = cache.Welcome
+		n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: cache.Peers}})
+		n.log.Warn("coordination server unreachable; starting from the cached peer map, tunnels to known peers will come up",
+			"cached_at", cache.SavedAt, "peers", len(cache.Peers), "error", err)
+	default:
 		return err
 	}
 	n.mu.Lock()
 	n.welcome = w
 	n.mu.Unlock()
 	n.overlay = []netip.Prefix{w.Prefix4, w.Prefix6}
-	n.log.Info("logged in", "name", n.cfg.Name, "ipv4", w.IPv4, "ipv6", w.IPv6, "networks", w.Networks, "observed", w.Observed)
+	n.saveCache()
 
 	stack, err := netstack.New(netstack.Config{
 		Addrs: []netip.Prefix{netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits())},
@@ -285,10 +299,46 @@ func (n *Node) SOCKSAddr() net.Addr {
 	return n.socksLn.Addr()
 }
 
+// openSocket opens the node's UDP socket. With port 0 (the default) it first tries the port it used last
+// time (from the cache), so peers that cached our endpoints can still reach us after a restart.
+func (n *Node) openSocket(cache *cachedState) (*net.UDPConn, error) {
+	if host, port, err := net.SplitHostPort(n.cfg.Listen); err == nil && port == "0" && cache != nil && cache.Port != 0 {
+		if ua, err := net.ResolveUDPAddr("udp", net.JoinHostPort(host, fmt.Sprint(cache.Port))); err == nil {
+			if pc, err := net.ListenUDP("udp", ua); err == nil {
+				n.setPort(pc)
+				return pc, nil
+			}
+		}
+	}
+	udpAddr, err := net.ResolveUDPAddr("udp", n.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", n.cfg.Listen, err)
+	}
+	pc, err := net.ListenUDP("udp", udpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("open UDP socket: %w", err)
+	}
+	n.setPort(pc)
+	return pc, nil
+}
+
+func (n *Node) setPort(pc *net.UDPConn) {
+	n.mu.Lock()
+	n.port = uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	n.mu.Unlock()
+}
+
+// canStartFromCache reports whether a failed first login is an outage (start from the cache) rather
+// than a refusal (key mismatch, login refused), which must stop the node.
+func canStartFromCache(err error) bool {
+	var cerr *control.Error
+	return !errors.Is(err, ErrCoordKeyMismatch) && !errors.As(err, &cerr)
+}
+
 // firstLogin connects to the coord, retrying with backoff for up to CoordTimeout. A key mismatch or
 // a refused login is final.
-func (n *Node) firstLogin(ctx context.Context) (*control.Welcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.CoordTimeout)
+func (n *Node) firstLogin(ctx context.Context, timeout time.Duration) (*control.Welcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	bo := backoff.New(500*time.Millisecond, 5*time.Second)
 	tries := 0
@@ -303,11 +353,11 @@ func (n *Node) firstLogin(ctx context.Context) (*control.Welcome, error) {
 			return nil, err
 		}
 		if tries == 1 {
-			n.log.Warn("coordination server not reachable yet, retrying", "coord", n.cfg.Coord, "error", err, "giving_up_after", n.cfg.CoordTimeout)
+			n.log.Warn("coordination server not reachable yet, retrying", "coord", n.cfg.Coord, "error", err, "giving_up_after", timeout)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("cannot reach the coordination server at %s after %d tries in %s: %w", n.cfg.Coord, tries, n.cfg.CoordTimeout, err)
+			return nil, fmt.Errorf("cannot reach the coordination server at %s after %d tries in %s: %w", n.cfg.Coord, tries, timeout, err)
 		case <-time.After(bo.Next()):
 		}
 	}
@@ -319,11 +369,13 @@ func (n *Node) coordLoop() {
 	defer n.wg.Done()
 	bo := backoff.New(time.Second, 30*time.Second)
 	for {
-		err := n.coord.readLoop()
-		if n.ctx.Err() != nil {
-			return
+		if n.coord.connected() {
+			err := n.coord.readLoop()
+			if n.ctx.Err() != nil {
+				return
+			}
+			n.log.Warn("lost the coordination server; tunnels stay up, reconnecting in the background", "error", err)
 		}
-		n.log.Warn("lost the coordination server; tunnels stay up, reconnecting in the background", "error", err)
 		for {
 			select {
 			case <-n.ctx.Done():
@@ -341,7 +393,8 @@ func (n *Node) coordLoop() {
 				}
 				n.welcome.Networks = w.Networks
 				n.mu.Unlock()
-				n.log.Info("reconnected to the coordination server")
+				n.saveCache()
+				n.log.Info("connected to the coordination server")
 				break
 			}
 			if errors.Is(err, ErrCoordKeyMismatch) {

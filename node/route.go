@@ -67,6 +67,7 @@ func (n *Node) handleControl(m *control.Msg) {
 	if n.ep != nil {
 		n.ep.SetPeers(infos)
 	}
+	n.saveCache()
 }
 
 // output sends one packet from the netstack to the peer that owns its destination.

@@ -54,10 +54,7 @@ func cmdStatus(args []string) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tADDRESS\tSTATE\tPATH\tENDPOINT\tRTT")
 	for _, p := range st.Peers {
-		state := "offline"
-		if p.Online {
-			state = "online"
-		}
+		state := p.State
 		rtt := "-"
 		if p.Path != "none" {
 			rtt = fmt.Sprintf("%.1f ms", p.RTTms)

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/warren-net/warren/node"
+)
+
+// TestControlLossKeepsTunnel: when one node's control connection drops, the coord tells its peers;
+// they keep the tunnel while it answers and show "control offline, tunnel up"; traffic still flows.
+func TestControlLossKeepsTunnel(t *testing.T) {
+	port, _ := blobServer(t, 1024)
+	c := startCoord(t, t.TempDir())
+	a := startNode(t, c, "a")
+	b := startNode(t, c, "b", port)
+	a.network(t, "create", "lan", "")
+	b.network(t, "join", "lan", "")
+	a.waitPath(t, "b", "direct")
+
+	if !c.srv.Disconnect(b.key(t)) {
+		t.Fatal("b was not logged in")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var seen bool
+	for time.Now().Before(deadline) && !seen {
+		seen = a.peerState("b").State == "control offline, tunnel up"
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !seen {
+		t.Fatalf("a never showed b as control offline with the tunnel up: %+v", a.peerState("b"))
+	}
+	body, _ := fetch(t, a.httpClient(t), fmt.Sprintf("http://b.warren:%d/hello", port))
+	if string(body) != "hello from b\n" {
+		t.Errorf("through the tunnel while b's control is down: %q", body)
+	}
+	// b logs in again by itself (backoff from 1 s) and is online again.
+	deadline = time.Now().Add(10 * time.Second)
+	for a.peerState("b").State != "online" {
+		if time.Now().After(deadline) {
+			t.Fatalf("b never came back online: %+v", a.peerState("b"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPeerOffAndOn: a node that stops is offline at its peers, its tunnel freed, within 15 s; when
+// it comes back with the same state dir (same addresses) the tunnel is up again within 5 s of login.
+func TestPeerOffAndOn(t *testing.T) {
+	port, _ := blobServer(t, 1024)
+	c := startCoord(t, t.TempDir())
+	a := startNode(t, c, "a")
+	b := startNode(t, c, "b", port)
+	a.network(t, "create", "lan", "")
+	b.network(t, "join", "lan", "")
+	a.waitPath(t, "b", "direct")
+	bIPs := b.Status().Self.IPs
+
+	stopped := time.Now()
+	b.Close()
+	for {
+		p := a.peerState("b")
+		if p.State == "offline" && p.Path == "none" {
+			break
+		}
+		if time.Since(stopped) > 15*time.Second {
+			t.Fatalf("b still %q/%q at a 15 s after it stopped", p.State, p.Path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("b offline and its tunnel freed at a after %v", time.Since(stopped).Round(time.Millisecond))
+
+	login := time.Now()
+	b2 := startNodeWith(t, c, "b", func(cfg *node.Config) { cfg.StateDir = b.state }, port)
+	if got := b2.Status().Self.IPs; got[0] != bIPs[0] || got[1] != bIPs[1] {
+		t.Errorf("b came back with %v, had %v", got, bIPs)
+	}
+	for a.peerState("b").Path != "direct" {
+		if time.Since(login) > 5*time.Second {
+			t.Fatalf("tunnel not back 5 s after b's login: %+v", a.peerState("b"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("tunnel re-established %v after b's login", time.Since(login).Round(time.Millisecond))
+	conn, err := a.socksDialer(t).DialContext(context.Background(), "tcp", fmt.Sprintf("b.warren:%d", port))
+	if err != nil {
+		t.Fatalf("dial b after its return: %v", err)
+	}
+	fmt.Fprint(conn, "GET /hello HTTP/1.0\r\n\r\n")
+	got, _ := io.ReadAll(conn)
+	conn.Close()
+	if len(got) == 0 {
+		t.Error("no answer from b after its return")
+	}
+}
