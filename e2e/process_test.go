@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -45,20 +47,40 @@ func bin(t *testing.T, name string) string {
 
 // proc is a started binary whose output goes to the test log.
 type proc struct {
-	cmd   *exec.Cmd
-	lines chan string // stdout lines
-	done  chan struct{}
+	cmd    *exec.Cmd
+	lines  chan string // stdout lines
+	done   chan struct{}
+	stderr *syncBuffer // everything it logged
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin(t, name), args...)
 	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = tWriter{t}
+	stderr := &syncBuffer{}
+	cmd.Stderr = io.MultiWriter(tWriter{t}, stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan struct{})}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan struct{}), stderr: stderr}
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
@@ -73,6 +95,12 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 	}()
 	t.Cleanup(func() { p.stop() })
 	return p
+}
+
+// kill ends the process with SIGKILL, as a crash would.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
 }
 
 func (p *proc) stop() {
@@ -223,5 +251,44 @@ func waitAPI(t *testing.T, state string) {
 			t.Fatalf("node with state %s never answered: %v", state, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func freeUDPPort(t *testing.T) int {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func statusOf(t *testing.T, state string) localapi.Status {
+	t.Helper()
+	var st localapi.Status
+	if err := json.Unmarshal([]byte(warren(t, true, "status", "--json", "--state", state)), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func hasPeer(peers []localapi.Peer, name, path string) bool {
+	for _, p := range peers {
+		if p.Name == name && p.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
+// waitDirect waits until the node with state dir sees peer over a direct path.
+func waitDirect(t *testing.T, state, peer string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !hasPeer(statusOf(t, state).Peers, peer, "direct") {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never direct: %+v", peer, statusOf(t, state))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

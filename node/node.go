@@ -197,7 +197,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	loginTimeout := n.cfg.CoordTimeout
 	if cache != nil {
-		loginTimeout = min(loginTimeout, 5*time.Second) // do not keep known tunnels waiting for long
+		loginTimeout = min(loginTimeout, 3*time.Second) // do not keep known tunnels waiting for long
 	}
 	w, err := n.firstLogin(ctx, loginTimeout)
 	switch {
