@@ -140,9 +140,7 @@ func (n *Node) Network(ctx context.Context, op, name, password string) ([]string
 		return nil, err
 	}
 	n.mu.Lock()
-	if n.welcome != nil {
-		n.welcome.Networks = rep.Networks
-	}
+	n.setNetworksLocked(rep.Networks)
 	n.mu.Unlock()
 	return rep.Networks, nil
 }
@@ -220,4 +218,15 @@ func (n *Node) Status() localapi.Status {
 		st.Peers = append(st.Peers, ps)
 	}
 	return st
+}
+
+// setNetworksLocked records the node's network list. The welcome is copied, not modified in place,
+// because saveCache and status readers hold on to it outside the lock. n.mu must be held.
+func (n *Node) setNetworksLocked(networks []string) {
+	if n.welcome == nil {
+		return
+	}
+	w := *n.welcome
+	w.Networks = append([]string(nil), networks...)
+	n.welcome = &w
 }

@@ -57,6 +57,9 @@ type Config struct {
 	// PacketPathTCP sends proxied TCP through the netstacks as IP packets (the packet path) instead
 	// of one QUIC stream per connection (the stream path, the default and the fast one).
 	PacketPathTCP bool
+	// TUN, if set, names a kernel TUN device to create for the overlay (privileged: root or
+	// CAP_NET_ADMIN); "" = off, the rootless default. See tun.go.
+	TUN string
 }
 
 // Node is a running warren node.
@@ -67,6 +70,7 @@ type Node struct {
 	ep      *peer.Endpoint
 	coord   *coordClient
 	stack   atomic.Pointer[netstack.Stack]
+	tun     atomic.Pointer[tunBridge] // TUN mode only
 	routes  atomic.Pointer[routeTable]
 	socks   *socks.Server
 	socksLn net.Listener
@@ -80,7 +84,7 @@ type Node struct {
 
 	// mu guards the following.
 	mu      sync.Mutex
-	welcome *control.Welcome
+	welcome *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
 	peers   map[peer.Key]control.Peer
 	port    uint16 // the UDP socket's port, cached for restarts
 	closed  bool
@@ -181,7 +185,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receive, AcceptStream: n.acceptStream, Logger: n.log.Named("peer")})
+	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream, Logger: n.log.Named("peer")})
 	if err != nil {
 		pc.Close()
 		return err
@@ -224,7 +228,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Routes: []netip.Prefix{w.Prefix4, w.Prefix6, netip.MustParsePrefix("255.255.255.255/32"),
 			netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("ff00::/8")},
 		MTU:     peer.MaxPacketSize,
-		Output:  n.output,
+		Output:  n.outputFunc(),
 		Exposed: func(proto string, port uint16) bool { return n.exposed[Port{proto, port}] },
 		Logger:  n.log.Named("netstack"),
 	})
@@ -232,8 +236,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start netstack: %w", err)
 	}
 	n.stack.Store(stack)
+	if err := n.startTUN(w); err != nil {
+		return err
+	}
 	for p := range n.exposed {
-		if p.Proto == "udp" {
+		if p.Proto == "udp" && n.cfg.TUN == "" { // in TUN mode the kernel serves exposed ports
 			if err := stack.ExposeUDP(p.Port); err != nil {
 				return fmt.Errorf("expose udp:%d: %w", p.Port, err)
 			}
@@ -391,7 +398,7 @@ func (n *Node) coordLoop() {
 				if n.welcome != nil && (w.IPv4 != n.welcome.IPv4 || w.IPv6 != n.welcome.IPv6) {
 					n.log.Error("coordination server assigned different addresses; restart the node to use them", "ipv4", w.IPv4)
 				}
-				n.welcome.Networks = w.Networks
+				n.setNetworksLocked(w.Networks)
 				n.mu.Unlock()
 				n.saveCache()
 				n.log.Info("connected to the coordination server")
@@ -433,7 +440,7 @@ func (n *Node) localEndpoints() []netip.AddrPort {
 	return out
 }
 
-// Close stops the node: API, proxy, control connection, peer links, netstack, in that order (users
+// Close stops the node: API, proxy, control connection, peer links, TUN device, netstack, in that order (users
 // first, so nothing new starts while the data plane goes away). Idempotent.
 func (n *Node) Close() error {
 	n.mu.Lock()
@@ -457,6 +464,7 @@ func (n *Node) Close() error {
 		n.ep.Close()
 	}
 	n.wg.Wait()
+	n.closeTUN()
 	if s := n.stack.Load(); s != nil {
 		s.Close()
 	}
