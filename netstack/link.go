@@ -4,48 +4,71 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hashicorp/go-hclog"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// link is the stack's NIC: a point-to-point, header-less link (like a TUN device). Outbound packets are
-// flattened into a pooled buffer and handed to output synchronously; inbound packets arrive through
-// deliver. No goroutine, no queue: backpressure flows straight to the stack's writer.
+// link is the stack's NIC: a point-to-point, header-less link (like a TUN device). Outbound packets
+// are flattened into a pooled buffer and handed to output synchronously; inbound packets arrive
+// through deliver. No goroutine, no queue: backpressure flows straight to the stack's writer.
+//
+// It advertises no capabilities: no GSO (gVisor would hand over segments larger than the MTU), no
+// checksum offload (every packet leaves with valid checksums, as the peer's stack or a kernel TUN
+// expects).
 type link struct {
 	mtu    atomic.Uint32
 	output func([]byte)
-	stats  *Stats
+	stats  *counters
+	log    hclog.Logger
 
 	mu         sync.RWMutex
-	dispatcher stack.NetworkDispatcher
+	dispatcher stack.NetworkDispatcher // nil when detached
 	onClose    func()
 }
 
 var _ stack.LinkEndpoint = (*link)(nil)
 
-// maxPacket is the largest IP packet the stack accepts or builds.
-const maxPacket = 65535
-
+// pktPool holds flattening buffers, one per WritePackets call; a pointer to an array avoids an
+// allocation per Get.
 var pktPool = sync.Pool{New: func() any { return new([maxPacket]byte) }}
 
+func newLink(mtu uint32, output func([]byte), stats *counters, log hclog.Logger) *link {
+	l := &link{output: output, stats: stats, log: log}
+	l.mtu.Store(mtu)
+	return l
+}
+
+// WritePackets flattens each packet and passes it to output, synchronously.
 func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	buf := pktPool.Get().(*[maxPacket]byte)
+	defer pktPool.Put(buf)
+	mtu := int(l.mtu.Load())
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
-		buf := pktPool.Get().(*[maxPacket]byte)
+		n++
+		size := pkt.Size()
+		if size > mtu {
+			l.stats.oversize.Add(1)
+			if l.log.IsTrace() {
+				l.log.Trace("drop outbound packet over the MTU", "len", size, "mtu", mtu)
+			}
+			continue
+		}
 		b := buf[:0]
 		for _, s := range pkt.AsSlices() {
 			b = append(b, s...)
 		}
-		l.stats.PacketsOut.Add(1)
+		l.stats.packetsOut.Add(1)
+		l.stats.bytesOut.Add(uint64(len(b)))
 		l.output(b)
-		pktPool.Put(buf)
-		n++
 	}
 	return n, nil
 }
 
-// deliver hands one inbound packet to the stack. It reports false if the link is not attached.
+// deliver hands one inbound packet to the stack. It reports false if the link is not attached
+// (before CreateNIC or after Close).
 func (l *link) deliver(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) bool {
 	l.mu.RLock()
 	d := l.dispatcher

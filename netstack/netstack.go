@@ -1,9 +1,14 @@
-// Package netstack is a node's userspace TCP/IP stack (gVisor) with one point-to-point NIC that holds
-// the node's overlay addresses. Outbound IP packets leave through a callback; inbound ones enter
-// through Inject. It dials TCP and UDP on the overlay for local clients, answers ICMP echo, and forwards
-// inbound TCP connections to exposed ports on to 127.0.0.1; every other inbound connection gets a RST.
+// Package netstack is a node's userspace TCP/IP stack (gVisor) with one point-to-point, header-less
+// NIC (like a TUN device) that holds the node's overlay addresses. Outbound IP packets leave through a
+// callback (Config.Output); inbound ones enter through Inject. On top of that it
+//   - dials TCP and UDP on the overlay for local clients (DialContext, ListenUDP),
+//   - answers ICMP echo to its own addresses and sends pings (Ping),
+//   - forwards inbound TCP connections to exposed ports on to 127.0.0.1 and resets every other one
+//     (the remote side sees "connection refused" at once), and forwards exposed UDP ports (ExposeUDP).
 //
-// It knows nothing about QUIC, peers, the coord or SOCKS: the node wires it to them.
+// It does not route: packets for addresses other than its own are dropped, never forwarded. It knows
+// nothing about QUIC, peers, the coord or SOCKS, and does not check who sent a packet: the node
+// wires it to the peer links and does the anti-spoofing checks before Inject.
 package netstack
 
 import (
@@ -12,91 +17,169 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
-	"gvisor.dev/gvisor/pkg/waiter"
-
-	"github.com/warren-net/warren/relay"
 )
 
 const nicID = 1
 
-// Config configures a Stack.
+// Link MTU limits and default.
+const (
+	// DefaultMTU is the MTU when Config.MTU is 0: the overlay's MTU, which every peer link can carry
+	// in one QUIC datagram from its first packet on.
+	DefaultMTU = 1280
+	// minMTU4 is the smallest MTU accepted for an IPv4-only stack (RFC 791's 576). IPv6 needs 1280:
+	// gVisor refuses to send IPv6 at all on a smaller link (calculateNetworkMTU fails).
+	minMTU4 = 576
+	// maxPacket is the largest IP packet the stack accepts or builds.
+	maxPacket = 65535
+)
+
+// Config configures a Stack. Fields are read once by New; changing them later has no effect.
 type Config struct {
 	// Addrs are the node's own overlay addresses (an IPv4 and an IPv6) with the overlay's prefix
-	// length, e.g. 100.64.0.1/10: the prefix makes its last address a broadcast address. Required.
+	// length, e.g. 100.64.0.1/10 and fd7a:7761:7272::1/48: the prefix makes the last IPv4 address of
+	// the overlay a (subnet) broadcast address that exposed UDP ports receive. A /32 or /128 is a
+	// plain host address. Required.
 	Addrs []netip.Prefix
-	// Routes are the prefixes sent out of the NIC. Default: everything (0.0.0.0/0 and ::/0).
+	// Routes are the destination prefixes sent out of the NIC. Destinations outside them fail with
+	// "host unreachable". Default: everything (0.0.0.0/0 and ::/0).
 	Routes []netip.Prefix
-	// MTU of the link; every packet passed to Output fits it. At least 1280 (IPv6's minimum). Default 1280.
+	// MTU of the link: no packet passed to Output is larger. Default DefaultMTU (1280). At least 1280
+	// if Addrs holds an IPv6 address (gVisor disables IPv6 below that), else at least 576.
 	MTU int
-	// Output is called for every outbound IP packet, synchronously from the stack's write path. pkt is
-	// valid only during the call. It must not block for long. Required.
+	// Output is called for every outbound IP packet (IPv4 or IPv6, no link header), synchronously
+	// from the stack's write path, possibly from many goroutines at once. pkt is valid only during
+	// the call (its buffer is reused). It must not block for long and must not call Inject
+	// synchronously. Required.
 	Output func(pkt []byte)
-	// Exposed reports whether inbound connections to a local port are forwarded ("tcp"). nil = none.
+	// Exposed reports whether inbound connections to a local port are forwarded to the host; proto
+	// is "tcp" (ExposeUDP handles UDP). Called once per inbound SYN. nil: nothing is exposed.
 	Exposed func(proto string, port uint16) bool
-	// DialLocal reaches exposed services on the host. Default: a net.Dialer to 127.0.0.1:PORT.
+	// DialLocal reaches exposed services on the host, with addr "127.0.0.1:PORT". nil: a net.Dialer.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Logger; nil = silent.
+	// Logger receives the stack's logs; per-packet lines only at trace level. nil: silent.
 	Logger hclog.Logger
 }
 
-// Stats are the stack's packet counters.
+// Stats is a snapshot of a Stack's counters (see Stack.Stats).
 type Stats struct {
-	PacketsIn, PacketsOut, DroppedMalformed, ForwardsRefused, ForwardsActive atomic.Uint64
+	PacketsIn        uint64 // packets Inject handed to the stack
+	BytesIn          uint64 // their bytes
+	PacketsOut       uint64 // packets passed to Output
+	BytesOut         uint64 // their bytes
+	DroppedMalformed uint64 // inbound: empty, over 65535 bytes, not IPv4/IPv6, or malformed per gVisor's IP layer
+	DroppedOversize  uint64 // outbound packets over the MTU, not passed to Output (a bug if not 0)
+	DroppedClosed    uint64 // packets injected after Close
+	ForwardsAccepted uint64 // inbound TCP connections spliced to an exposed port
+	ForwardsRefused  uint64 // inbound TCP connections reset (unexposed, local dial failed) and UDP flows refused
+	ForwardsActive   uint64 // spliced TCP connections open now
+}
+
+// counters are the live counters behind Stats.
+type counters struct {
+	packetsIn, bytesIn, packetsOut, bytesOut          atomic.Uint64
+	malformed, oversize, closed                       atomic.Uint64
+	forwardsAccepted, forwardsRefused, forwardsActive atomic.Uint64
 }
 
 // Stack is a running userspace network stack. Its methods are safe for concurrent use.
 type Stack struct {
+	// Fixed at New.
 	cfg   Config
 	log   hclog.Logger
 	s     *stack.Stack
 	link  *link
-	stats Stats
-	ctx   context.Context // alive until Close
+	stats counters
+	ctx   context.Context // alive until Close; cancels local dials
 	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	wg    sync.WaitGroup // every goroutine the Stack started (forwarder handlers, splices, UDP flows)
 
-	// mu guards the following.
+	// mu guards the following. wg.Add happens only under mu while !closed, so Close's wg.Wait
+	// never races with a new goroutine.
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // both ends of every forwarded connection
+	conns  map[net.Conn]struct{} // both ends of every forwarded connection, exposed UDP listeners
 	groups map[netip.Addr]bool   // multicast groups joined
 	closed bool
 }
 
-// Forwarding limits: SYNs being dialed to localhost at once, and the TCP buffer range.
+// Forwarding limits and TCP buffers.
 const (
-	maxInFlightForwards = 512
-	tcpBufMax           = 8 << 20
-	tcpBufDefault       = 1 << 20
-	localDialTimeout    = 5 * time.Second
+	// maxInFlightForwards bounds inbound SYNs whose local dial is in progress; more are dropped
+	// (the peer retransmits the SYN), so a SYN flood cannot pile up goroutines.
+	maxInFlightForwards = 256
+	// tcpRcvWnd is the forwarder's initial receive window (0 = gVisor's default).
+	tcpRcvWnd = 0
+	// TCP buffer range. gVisor grows the send buffer with the congestion window and, with
+	// moderation on, the receive buffer with the measured delivery rate, both up to tcpBufMax. The
+	// overlay RTT (QUIC over the internet, maybe via a relay) is tens to hundreds of ms, so the max
+	// allows a bandwidth-delay product of 8 MiB (e.g. ~200 Mbit/s at 300 ms), above gVisor's 4 MiB
+	// default; the small default keeps idle and slow connections cheap.
+	tcpBufMin     = 4 << 10
+	tcpBufDefault = 256 << 10
+	tcpBufMax     = 8 << 20
 )
 
 // New builds and starts a Stack.
 func New(cfg Config) (*Stack, error) {
-	if len(cfg.Addrs) == 0 || cfg.Output == nil {
-		return nil, errors.New("netstack: Addrs and Output are required")
+	if err := populate(&cfg); err != nil {
+		return nil, err
+	}
+	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{}), groups: make(map[netip.Addr]bool)}
+	ns.ctx, ns.stop = context.WithCancel(context.Background())
+	ns.link = newLink(uint32(cfg.MTU), cfg.Output, &ns.stats, ns.log)
+
+	ns.s = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		// HandleLocal: a dial to our own address loops back inside the stack instead of leaving.
+		HandleLocal: true,
+	})
+	if err := ns.setup(); err != nil {
+		ns.stop()
+		ns.s.Close()
+		ns.s.Wait()
+		return nil, err
+	}
+	return ns, nil
+}
+
+// populate validates cfg and fills in defaults.
+func populate(cfg *Config) error {
+	if len(cfg.Addrs) == 0 {
+		return errors.New("netstack: Config.Addrs is required")
+	}
+	if cfg.Output == nil {
+		return errors.New("netstack: Config.Output is required")
+	}
+	minMTU := minMTU4
+	for _, a := range cfg.Addrs {
+		if !a.IsValid() || a.Addr().Is4In6() || a.Addr().Zone() != "" {
+			return fmt.Errorf("netstack: invalid address %v", a)
+		}
+		if a.Addr().Is6() {
+			minMTU = header.IPv6MinimumMTU
+		}
 	}
 	if cfg.MTU == 0 {
-		cfg.MTU = 1280
+		cfg.MTU = DefaultMTU
 	}
-	if cfg.MTU < 1280 || cfg.MTU > maxPacket {
-		// gVisor disables IPv6 on links below its minimum MTU of 1280.
-		return nil, fmt.Errorf("netstack: MTU %d out of range", cfg.MTU)
+	if cfg.MTU < minMTU || cfg.MTU > maxPacket {
+		return fmt.Errorf("netstack: MTU %d out of range [%d, %d]", cfg.MTU, minMTU, maxPacket)
+	}
+	if len(cfg.Routes) == 0 {
+		cfg.Routes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 	}
 	if cfg.Exposed == nil {
 		cfg.Exposed = func(string, uint16) bool { return false }
@@ -107,80 +190,79 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{}), groups: make(map[netip.Addr]bool)}
-	ns.ctx, ns.stop = context.WithCancel(context.Background())
-	ns.link = &link{output: cfg.Output, stats: &ns.stats}
-	ns.link.mtu.Store(uint32(cfg.MTU))
+	return nil
+}
 
-	ns.s = stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		HandleLocal:        true,
-	})
+// setup tunes TCP, creates the NIC with its addresses and routes, and installs the TCP forwarder.
+func (ns *Stack) setup() error {
 	if err := ns.tune(); err != nil {
-		ns.s.Close()
-		return nil, err
+		return err
 	}
 	if err := ns.s.CreateNIC(nicID, ns.link); err != nil {
-		ns.s.Close()
-		return nil, fmt.Errorf("netstack: create NIC: %s", err)
+		return fmt.Errorf("netstack: create NIC: %v", tcpErr(err))
 	}
-	for _, a := range cfg.Addrs {
-		proto := tcpip.NetworkProtocolNumber(ipv4.ProtocolNumber)
-		if a.Addr().Is6() {
-			proto = ipv6.ProtocolNumber
-		}
-		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddressWithPrefix{
+	for _, a := range ns.cfg.Addrs {
+		pa := tcpip.ProtocolAddress{Protocol: netProto(a.Addr()), AddressWithPrefix: tcpip.AddressWithPrefix{
 			Address: tcpip.AddrFromSlice(a.Addr().AsSlice()), PrefixLen: a.Bits()}}
 		if err := ns.s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
-			ns.s.Close()
-			return nil, fmt.Errorf("netstack: add address %v: %s", a, err)
+			return fmt.Errorf("netstack: add address %v: %v", a, tcpErr(err))
 		}
 	}
-	routes := cfg.Routes
-	if len(routes) == 0 {
-		routes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
-	}
 	var table []tcpip.Route
-	for _, p := range routes {
-		sub, err := tcpip.NewSubnet(tcpip.AddrFromSlice(p.Masked().Addr().AsSlice()), tcpip.MaskFromBytes(net.CIDRMask(p.Bits(), p.Addr().BitLen())))
+	for _, p := range ns.cfg.Routes {
+		if !p.IsValid() {
+			return fmt.Errorf("netstack: invalid route %v", p)
+		}
+		p = p.Masked()
+		sub, err := tcpip.NewSubnet(tcpip.AddrFromSlice(p.Addr().AsSlice()), tcpip.MaskFromBytes(net.CIDRMask(p.Bits(), p.Addr().BitLen())))
 		if err != nil {
-			ns.s.Close()
-			return nil, fmt.Errorf("netstack: route %v: %v", p, err)
+			return fmt.Errorf("netstack: route %v: %v", p, err)
 		}
 		table = append(table, tcpip.Route{Destination: sub, NIC: nicID})
 	}
 	ns.s.SetRouteTable(table)
 
-	fwd := tcp.NewForwarder(ns.s, 0, maxInFlightForwards, ns.forwardTCP)
+	fwd := tcp.NewForwarder(ns.s, tcpRcvWnd, maxInFlightForwards, ns.forwardTCP)
 	ns.s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
-	return ns, nil
+	return nil
 }
 
-// tune sets TCP options. SACK recovers from datagram loss without resending whole windows; buffers up
-// to 8 MiB with receive-buffer moderation let one flow fill a fast link at overlay RTTs.
+// tune sets TCP options. Every overlay packet is an unreliable QUIC datagram, so loss is normal:
+// SACK repairs several lost segments per RTT instead of one. Buffers auto-tune between tcpBufMin and
+// tcpBufMax (see there), so one flow is not window-limited at overlay RTTs while idle connections
+// stay small. Congestion control stays gVisor's default (reno): cubic gains little at these windows,
+// and QUIC datagrams underneath have no congestion control of their own to fight with.
 func (ns *Stack) tune() error {
+	sack := tcpip.TCPSACKEnabled(true)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	opts := []tcpip.SettableTransportProtocolOption{
-		func() *tcpip.TCPSACKEnabled { v := tcpip.TCPSACKEnabled(true); return &v }(),
-		&tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpBufDefault, Max: tcpBufMax},
-		&tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpBufDefault, Max: tcpBufMax},
-		func() *tcpip.TCPModerateReceiveBufferOption {
-			v := tcpip.TCPModerateReceiveBufferOption(true)
-			return &v
-		}(),
+		&sack,
+		&moderate,
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
 	}
 	for _, o := range opts {
 		if err := ns.s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
-			return fmt.Errorf("netstack: TCP option %T: %s", o, err)
+			return fmt.Errorf("netstack: TCP option %T: %v", o, tcpErr(err))
 		}
 	}
 	return nil
 }
 
-// Inject delivers one inbound IP packet. pkt is copied. Malformed packets are dropped and counted.
+// netProto returns the gVisor network protocol of an address.
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+// Inject delivers one inbound IP packet (IPv4 or IPv6, told apart by the version nibble) from the
+// overlay. pkt is copied; the caller may reuse it at once. Malformed packets are dropped and
+// counted. Inject never blocks on the network and is safe to call after Close (the packet is dropped).
 func (ns *Stack) Inject(pkt []byte) {
 	if len(pkt) == 0 || len(pkt) > maxPacket {
-		ns.stats.DroppedMalformed.Add(1)
+		ns.dropMalformed(pkt, "bad length")
 		return
 	}
 	var proto tcpip.NetworkProtocolNumber
@@ -190,17 +272,27 @@ func (ns *Stack) Inject(pkt []byte) {
 	case 6:
 		proto = ipv6.ProtocolNumber
 	default:
-		ns.stats.DroppedMalformed.Add(1)
+		ns.dropMalformed(pkt, "bad IP version")
 		return
 	}
 	if dst, ok := multicastDst(pkt); ok {
 		ns.joinGroup(proto, dst)
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	if ns.link.deliver(proto, pb) {
-		ns.stats.PacketsIn.Add(1)
+	defer pb.DecRef()
+	if !ns.link.deliver(proto, pb) {
+		ns.stats.closed.Add(1)
+		return
 	}
-	pb.DecRef()
+	ns.stats.packetsIn.Add(1)
+	ns.stats.bytesIn.Add(uint64(len(pkt)))
+}
+
+func (ns *Stack) dropMalformed(pkt []byte, why string) {
+	ns.stats.malformed.Add(1)
+	if ns.log.IsTrace() {
+		ns.log.Trace("drop inbound packet", "reason", why, "len", len(pkt))
+	}
 }
 
 // maxGroups bounds the multicast groups the stack joins on behalf of peers.
@@ -210,9 +302,9 @@ const maxGroups = 256
 func multicastDst(pkt []byte) (netip.Addr, bool) {
 	var dst netip.Addr
 	switch {
-	case pkt[0]>>4 == 4 && len(pkt) >= 20:
+	case pkt[0]>>4 == 4 && len(pkt) >= header.IPv4MinimumSize:
 		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
-	case pkt[0]>>4 == 6 && len(pkt) >= 40:
+	case pkt[0]>>4 == 6 && len(pkt) >= header.IPv6MinimumSize:
 		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
 	}
 	return dst, dst.IsMulticast()
@@ -232,139 +324,81 @@ func (ns *Stack) joinGroup(proto tcpip.NetworkProtocolNumber, group netip.Addr) 
 	}
 }
 
-// DialContext opens a connection on the overlay. network is "tcp", "tcp4", "tcp6", "udp", "udp4" or
-// "udp6"; address is a literal "ip:port". A refused TCP connection returns an error containing
-// "connection refused".
-func (ns *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("address %q: want a literal ip:port", address)}
+// Stats returns a snapshot of the stack's counters. Each counter is read atomically; the snapshot
+// as a whole is not (counters may move between reads).
+func (ns *Stack) Stats() Stats {
+	c := &ns.stats
+	return Stats{
+		PacketsIn:        c.packetsIn.Load(),
+		BytesIn:          c.bytesIn.Load(),
+		PacketsOut:       c.packetsOut.Load(),
+		BytesOut:         c.bytesOut.Load(),
+		DroppedMalformed: c.malformed.Load() + ns.s.Stats().IP.MalformedPacketsReceived.Value(),
+		DroppedOversize:  c.oversize.Load(),
+		DroppedClosed:    c.closed.Load(),
+		ForwardsAccepted: c.forwardsAccepted.Load(),
+		ForwardsRefused:  c.forwardsRefused.Load(),
+		ForwardsActive:   c.forwardsActive.Load(),
 	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	fa := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(ap.Addr().AsSlice()), Port: ap.Port()}
-	proto := tcpip.NetworkProtocolNumber(ipv4.ProtocolNumber)
-	if ap.Addr().Is6() {
-		proto = ipv6.ProtocolNumber
-	}
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-		c, err := gonet.DialContextTCP(ctx, ns.s, fa, proto)
-		if err != nil {
-			return nil, dialError(network, address, err)
-		}
-		return c, nil
-	case "udp", "udp4", "udp6":
-		c, err := gonet.DialUDP(ns.s, nil, &fa, proto)
-		if err != nil {
-			return nil, dialError(network, address, err)
-		}
-		return c, nil
-	}
-	return nil, fmt.Errorf("netstack: unsupported network %q", network)
 }
 
-// dialError turns gVisor's error text into the words the rest of the system matches on.
-func dialError(network, address string, err error) error {
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "connection was refused"):
-		err = errors.New("connection refused")
-	case strings.Contains(msg, "no route to host"), strings.Contains(msg, "host is unreachable"):
-		err = errors.New("host unreachable")
-	case strings.Contains(msg, "network is unreachable"):
-		err = errors.New("network is unreachable")
-	}
-	return &net.OpError{Op: "dial", Net: network, Addr: stringAddr(address), Err: err}
-}
-
-type stringAddr string
-
-func (a stringAddr) Network() string { return "overlay" }
-func (a stringAddr) String() string  { return string(a) }
-
-// forwardTCP handles a new inbound connection (a SYN to one of our addresses): exposed ports are
-// dialed on the host and spliced; everything else is reset.
-func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
-	id := r.ID()
-	port := id.LocalPort
-	if !ns.cfg.Exposed("tcp", port) {
-		ns.stats.ForwardsRefused.Add(1)
-		r.Complete(true)
-		return
-	}
-	ctx, cancel := context.WithTimeout(ns.ctx, localDialTimeout)
-	local, err := ns.cfg.DialLocal(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
-	cancel()
-	if err != nil {
-		ns.log.Debug("exposed port not answering on localhost", "port", port, "error", err)
-		ns.stats.ForwardsRefused.Add(1)
-		r.Complete(true)
-		return
-	}
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
-	if terr != nil {
-		local.Close()
-		r.Complete(true)
-		return
-	}
-	r.Complete(false)
-	remote := gonet.NewTCPConn(&wq, ep)
-	if !ns.track(remote, local) {
-		remote.Close()
-		local.Close()
-		return
-	}
-	ns.wg.Add(1)
-	go func() {
-		defer ns.wg.Done()
-		defer ns.untrack(remote, local)
-		ns.stats.ForwardsActive.Add(1)
-		relay.Copy(remote, nil, local)
-		ns.stats.ForwardsActive.Add(^uint64(0))
-	}()
-}
-
-func (ns *Stack) track(cs ...net.Conn) bool {
+// goTracked runs f in a goroutine counted in wg, after registering conns so that Close closes
+// them. It reports false, and runs nothing, if the stack is closed.
+func (ns *Stack) goTracked(f func(), conns ...net.Conn) bool {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	if ns.closed {
 		return false
 	}
-	for _, c := range cs {
+	for _, c := range conns {
 		ns.conns[c] = struct{}{}
 	}
+	ns.wg.Add(1)
+	go func() {
+		defer ns.wg.Done()
+		f()
+	}()
 	return true
 }
 
-func (ns *Stack) untrack(cs ...net.Conn) {
+// untrack forgets and closes conns.
+func (ns *Stack) untrack(conns ...net.Conn) {
 	ns.mu.Lock()
-	for _, c := range cs {
+	for _, c := range conns {
 		delete(ns.conns, c)
 	}
 	ns.mu.Unlock()
-	for _, c := range cs {
+	for _, c := range conns {
 		c.Close()
 	}
 }
 
-// Stats returns the stack's counters.
-func (ns *Stack) Stats() *Stats { return &ns.stats }
+// errClosedStack is returned by methods called after Close.
+var errClosedStack = fmt.Errorf("netstack: %w", net.ErrClosed)
 
-// Close closes forwarded connections, stops the stack and waits for its goroutines. Idempotent.
+// Close closes forwarded connections and exposed UDP ports, stops the goroutines the stack started
+// and waits for them, then closes the gVisor stack (which ends connections made with DialContext).
+// It is idempotent and always returns nil.
 func (ns *Stack) Close() error {
 	ns.mu.Lock()
 	if ns.closed {
 		ns.mu.Unlock()
 		return nil
 	}
+	// 1. No new goroutines from here on (goTracked and the forwarder check closed).
 	ns.closed = true
+	conns := make([]net.Conn, 0, len(ns.conns))
 	for c := range ns.conns {
-		c.Close()
+		conns = append(conns, c)
 	}
 	ns.mu.Unlock()
+	// 2. Closing both ends ends every splice and UDP listener; cancelling ctx aborts local dials.
+	for _, c := range conns {
+		c.Close()
+	}
 	ns.stop()
 	ns.wg.Wait()
+	// 3. Only then the stack: its endpoints close, its protocol goroutines stop.
 	ns.s.Close()
 	ns.s.Wait()
 	return nil

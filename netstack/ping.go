@@ -25,15 +25,18 @@ func (ns *Stack) Ping(ctx context.Context, dst netip.Addr, seq uint16) (time.Dur
 		transProto, netProto = icmp.ProtocolNumber6, ipv6.ProtocolNumber
 		echo, reply = byte(header.ICMPv6EchoRequest), byte(header.ICMPv6EchoReply)
 	}
+	if ns.isClosed() {
+		return 0, fmt.Errorf("ping %v: %w", dst, errClosedStack)
+	}
 	var wq waiter.Queue
 	ep, terr := ns.s.NewEndpoint(transProto, netProto, &wq)
 	if terr != nil {
-		return 0, fmt.Errorf("ping: endpoint: %s", terr)
+		return 0, fmt.Errorf("ping: endpoint: %w", tcpErr(terr))
 	}
 	defer ep.Close()
 	to := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(dst.AsSlice())}
 	if terr := ep.Connect(to); terr != nil {
-		return 0, fmt.Errorf("ping %v: %s", dst, terr)
+		return 0, fmt.Errorf("ping %v: %w", dst, tcpErr(terr))
 	}
 	we, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
 	wq.EventRegister(&we)
@@ -46,7 +49,7 @@ func (ns *Stack) Ping(ctx context.Context, dst netip.Addr, seq uint16) (time.Dur
 	msg = append(msg, bytes.Repeat([]byte("warren!!"), 7)...)
 	start := time.Now()
 	if _, terr := ep.Write(bytes.NewReader(msg), tcpip.WriteOptions{}); terr != nil {
-		return 0, fmt.Errorf("ping %v: %s", dst, terr)
+		return 0, fmt.Errorf("ping %v: %w", dst, tcpErr(terr))
 	}
 	var buf bytes.Buffer
 	for {
@@ -61,7 +64,7 @@ func (ns *Stack) Ping(ctx context.Context, dst netip.Addr, seq uint16) (time.Dur
 			}
 		}
 		if terr != nil {
-			return 0, fmt.Errorf("ping %v: %s", dst, terr)
+			return 0, fmt.Errorf("ping %v: %w", dst, tcpErr(terr))
 		}
 		b := buf.Bytes()
 		if len(b) >= 8 && b[0] == reply && binary.BigEndian.Uint16(b[6:]) == seq {

@@ -13,8 +13,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -47,17 +45,17 @@ func (ns *Stack) ListenUDP(network string) (net.PacketConn, error) {
 // bindUDP makes an unconnected UDP endpoint bound to ap (an unspecified address binds every address
 // of that family, which also receives broadcast and multicast).
 func (ns *Stack) bindUDP(ap netip.AddrPort) (*gonet.UDPConn, error) {
-	proto := tcpip.NetworkProtocolNumber(ipv4.ProtocolNumber)
-	if ap.Addr().Is6() {
-		proto = ipv6.ProtocolNumber
+	if ns.isClosed() {
+		return nil, errClosedStack
 	}
+	proto := netProto(ap.Addr())
 	var wq waiter.Queue
 	ep, terr := ns.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
 	if terr != nil {
-		return nil, fmt.Errorf("netstack: UDP endpoint: %s", terr)
+		return nil, fmt.Errorf("netstack: UDP endpoint: %w", tcpErr(terr))
 	}
 	ep.SocketOptions().SetBroadcast(true)
-	if proto == ipv6.ProtocolNumber {
+	if ap.Addr().Is6() {
 		ep.SocketOptions().SetV6Only(true) // IPv4 has its own endpoint
 	}
 	fa := tcpip.FullAddress{NIC: nicID, Port: ap.Port()}
@@ -66,7 +64,7 @@ func (ns *Stack) bindUDP(ap netip.AddrPort) (*gonet.UDPConn, error) {
 	}
 	if terr := ep.Bind(fa); terr != nil {
 		ep.Close()
-		return nil, fmt.Errorf("netstack: bind UDP %v: %s", ap, terr)
+		return nil, fmt.Errorf("netstack: bind UDP %v: %w", ap, tcpErr(terr))
 	}
 	return gonet.NewUDPConn(&wq, ep), nil
 }
@@ -83,18 +81,14 @@ func (ns *Stack) ExposeUDP(port uint16) error {
 		if err != nil {
 			return err
 		}
-		if !ns.track(ln) {
+		f := &udpForwarder{ns: ns, ln: ln, port: port, flows: make(map[netip.AddrPort]*udpFlow)}
+		if !ns.goTracked(f.run, ln) {
 			ln.Close()
 			return errClosedStack
 		}
-		f := &udpForwarder{ns: ns, ln: ln, port: port, flows: make(map[netip.AddrPort]*udpFlow)}
-		ns.wg.Add(1)
-		go f.run()
 	}
 	return nil
 }
-
-var errClosedStack = errors.New("netstack: closed")
 
 // udpForwarder owns one exposed-port listener and its flows.
 type udpForwarder struct {
@@ -112,8 +106,9 @@ type udpFlow struct {
 	lastSeen atomic.Int64 // unix nanoseconds of the last datagram from the peer
 }
 
+// run reads datagrams from the exposed port until the listener is closed. It runs under goTracked,
+// so the wg.Add for each flow's reply goroutine happens while wg is not zero.
 func (f *udpForwarder) run() {
-	defer f.ns.wg.Done()
 	defer f.ns.untrack(f.ln)
 	buf := make([]byte, maxDatagram)
 	for {
@@ -128,7 +123,7 @@ func (f *udpForwarder) run() {
 		}
 		fl := f.flow(src, from)
 		if fl == nil {
-			f.ns.stats.ForwardsRefused.Add(1)
+			f.ns.stats.forwardsRefused.Add(1)
 			continue
 		}
 		fl.lastSeen.Store(time.Now().UnixNano())

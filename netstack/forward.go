@@ -1,0 +1,78 @@
+package netstack
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/warren-net/warren/relay"
+)
+
+// localDialTimeout bounds the dial to an exposed service on the host; the remote's SYN waits that long.
+const localDialTimeout = 5 * time.Second
+
+// forwardTCP handles a new inbound connection (a SYN to one of our addresses that no endpoint
+// listens for), on a goroutine gVisor's forwarder starts (at most maxInFlightForwards at once).
+// Exposed ports are dialed on the host first and then accepted and spliced, so a service that is
+// down looks exactly like an unexposed port: a RST, which the remote side reports as "connection
+// refused".
+func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
+	ns.mu.Lock()
+	if ns.closed {
+		ns.mu.Unlock()
+		r.Complete(true)
+		return
+	}
+	ns.wg.Add(1) // under mu while open: see Stack.mu
+	ns.mu.Unlock()
+	defer ns.wg.Done()
+
+	id := r.ID()
+	port := id.LocalPort
+	if !ns.cfg.Exposed("tcp", port) {
+		ns.stats.forwardsRefused.Add(1)
+		if ns.log.IsTrace() {
+			ns.log.Trace("reset connection to unexposed port", "port", port, "from", id.RemoteAddress, "from_port", id.RemotePort)
+		}
+		r.Complete(true)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ns.ctx, localDialTimeout)
+	local, err := ns.cfg.DialLocal(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	cancel()
+	if err != nil {
+		ns.log.Debug("exposed port not answering on localhost", "port", port, "error", err)
+		ns.stats.forwardsRefused.Add(1)
+		r.Complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		// The handshake failed (e.g. the SYN was a duplicate, or the stack is closing).
+		ns.log.Debug("accept forwarded connection", "port", port, "error", tcpErr(terr))
+		local.Close()
+		r.Complete(true)
+		return
+	}
+	r.Complete(false)
+	remote := gonet.NewTCPConn(&wq, ep)
+	splice := func() {
+		ns.stats.forwardsActive.Add(1)
+		relay.Copy(remote, nil, local) // half-closes with CloseWrite; on error closes both
+		ns.stats.forwardsActive.Add(^uint64(0))
+		ns.untrack(remote, local)
+	}
+	if !ns.goTracked(splice, remote, local) {
+		remote.Close()
+		local.Close()
+		return
+	}
+	ns.stats.forwardsAccepted.Add(1)
+	ns.log.Debug("forwarding connection", "port", port, "from", id.RemoteAddress)
+}
