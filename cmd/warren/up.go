@@ -33,6 +33,8 @@ func cmdUp(args []string) error {
 	packetPath := fs.Bool("packet-path", false, "carry proxied TCP as IP packets through both netstacks instead of one QUIC stream per connection (slower; for comparison)")
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
+	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (needs root or CAP_NET_ADMIN)")
+	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
 	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
@@ -55,6 +57,13 @@ func cmdUp(args []string) error {
 		}
 		*name = strings.ToLower(strings.Split(h, ".")[0])
 	}
+	tunDev := ""
+	if *tunOn {
+		if *tunName == "" {
+			return errors.New("up: --tun-name must not be empty")
+		}
+		tunDev = *tunName
+	}
 	ports, err := parseExpose(expose)
 	if err != nil {
 		return err
@@ -71,7 +80,7 @@ func cmdUp(args []string) error {
 		StateDir: *state, Coord: *coordAddr, CoordKey: *coordKey, Name: *name, Listen: *listen,
 		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass,
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
-		Expose: ports, Logger: log, CoordTimeout: *coordTimeout,
+		Expose: ports, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev,
 	})
 	if err != nil {
 		return err
@@ -86,6 +95,9 @@ func cmdUp(args []string) error {
 	}
 	if a := n.HTTPAddr(); a != nil {
 		fmt.Printf(", HTTP proxy on %s", a)
+	}
+	if tunDev != "" {
+		fmt.Printf(", TUN device %s", tunDev)
 	}
 	fmt.Println()
 	<-ctx.Done()

@@ -1,0 +1,409 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+	"golang.org/x/sys/unix"
+)
+
+// TestTUN runs two `warren up --tun` nodes, each in a network namespace of its own joined by a veth
+// pair (10.99.0.0/24, nothing outside the namespaces changes), plus a rootless proxy node, and checks
+// ping, TCP, broadcast, the inbound filter, TUN↔proxy traffic and that the device and its routes
+// disappear on exit, after a crash and when a stale device is in the way.
+func TestTUN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries in network namespaces")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and TUN devices")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("needs /dev/net/tun")
+	}
+	needTool(t, "ip")
+	nsA, nsB := netnsPair(t)
+	tmp := t.TempDir()
+
+	coord := startNSProc(t, nsA, "warren-coord", "--listen", "10.99.0.1:0", "--data", filepath.Join(tmp, "coord"))
+	addr := coord.line(t, "warren-coord listening on")
+	fp := coord.line(t, "key")
+
+	// Services: the TUN nodes' exposed TCP port 7000 and UDP port 7001 listen on every address (the
+	// kernel delivers overlay traffic to the device's address); 7002 and 7003 listen but are not
+	// exposed. carol (proxy mode, in nsB too) serves tcp:7100 on loopback, as proxy mode expects.
+	sumA := tcpBlob(t, nsA, "0.0.0.0:7000", 2<<20)
+	sumB := tcpBlob(t, nsB, "0.0.0.0:7000", 2<<20)
+	tcpBlob(t, nsB, "0.0.0.0:7002", 1)
+	sumC := tcpBlob(t, nsB, "127.0.0.1:7100", 1<<20)
+	udpB := udpListen(t, nsB, "0.0.0.0:7001", false)
+	udpB3 := udpListen(t, nsB, "0.0.0.0:7003", false)
+	go func() { // bob's UDP service answers every datagram
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := udpB.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			udpB.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+
+	stateA, stateB, stateC := filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c")
+	upA := []string{"up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "10.99.0.1:0",
+		"--socks", "", "--tun", "--tun-name", "warren0", "--expose", "tcp:7000,udp:7001"}
+	a := startNSProc(t, nsA, "warren", upA...)
+	if l := a.line(t, "warren node"); !strings.Contains(l, "TUN device warren0") {
+		t.Errorf("alice says: %s", l)
+	}
+	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateB, "--name", "bob", "--listen", "10.99.0.2:0",
+		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001")
+	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "10.99.0.2:0",
+		"--socks", "127.0.0.1:1080", "--expose", "tcp:7100")
+	for _, s := range []string{stateA, stateB, stateC} {
+		waitAPI(t, s)
+	}
+	warren(t, true, "network", "create", "tunnet", "--state", stateA, "--password", "pw")
+	warren(t, true, "network", "join", "tunnet", "--state", stateB, "--password", "pw")
+	warren(t, true, "network", "join", "tunnet", "--state", stateC, "--password", "pw")
+	waitDirect(t, stateA, "bob")
+	waitDirect(t, stateA, "carol")
+	waitDirect(t, stateC, "alice")
+	ipA, ipB, ipC := ipStrings(statusOf(t, stateA).Self.IPs), ipStrings(statusOf(t, stateB).Self.IPs), ipStrings(statusOf(t, stateC).Self.IPs)
+	t.Logf("alice %v, bob %v, carol %v", ipA, ipB, ipC)
+
+	t.Run("ping", func(t *testing.T) {
+		needTool(t, "ping")
+		for _, dst := range []string{ipB[0], ipB[1]} {
+			out, err := nsExec(nsA, "ping", "-c", "3", "-i", "0.2", "-W", "5", dst)
+			if err != nil || !strings.Contains(out, " 0% packet loss") {
+				t.Errorf("ping %s: %v\n%s", dst, err, out)
+			}
+		}
+		// `warren ping` uses the netstack, which runs beside the device; its replies must find it.
+		if out := warren(t, true, "ping", "bob", "-c", "2", "-i", "100ms", "--state", stateA); !strings.Contains(out, " 0% loss") {
+			t.Errorf("warren ping:\n%s", out)
+		}
+	})
+
+	t.Run("tcp", func(t *testing.T) {
+		if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000")); err != nil || sum != sumB {
+			t.Errorf("alice → bob:7000 over IPv4: %v (sha256 match %v)", err, sum == sumB)
+		}
+		if sum, err := fetchBlob(nsB, net.JoinHostPort(ipA[1], "7000")); err != nil || sum != sumA {
+			t.Errorf("bob → alice:7000 over IPv6: %v (sha256 match %v)", err, sum == sumA)
+		}
+		// Not exposed: refused by bob's filter with a RST, although something listens there.
+		start := time.Now()
+		if _, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7002")); err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("unexposed bob:7002: %v", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("refusal took %v", d)
+		}
+	})
+
+	t.Run("broadcast", func(t *testing.T) {
+		c := udpListen(t, nsA, "0.0.0.0:0", true)
+		for _, port := range []int{7001, 7003} {
+			if _, err := c.WriteTo([]byte("lan-game?"), &net.UDPAddr{IP: net.IPv4(100, 127, 255, 255), Port: port}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// bob's exposed port answers from its unicast address; the reply finds alice's socket.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 2048)
+		n, from, err := c.ReadFrom(buf)
+		if err != nil || string(buf[:n]) != "echo:lan-game?" || from.(*net.UDPAddr).IP.String() != ipB[0] {
+			t.Errorf("broadcast reply %q from %v: %v", buf[:n], from, err)
+		}
+		udpB3.SetReadDeadline(time.Now().Add(time.Second))
+		if n, from, err := udpB3.ReadFrom(buf); err == nil {
+			t.Errorf("unexposed udp:7003 got %q from %v", buf[:n], from)
+		}
+	})
+
+	t.Run("tun-proxy", func(t *testing.T) {
+		// carol's proxy → alice's exposed port (the stream path; alice dials it on localhost).
+		var conn net.Conn
+		var err error
+		inNS(t, nsB, func() {
+			d, _ := proxy.SOCKS5("tcp", "127.0.0.1:1080", nil, proxy.Direct)
+			conn, err = d.Dial("tcp", "alice.warren:7000")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum, err := readBlob(conn); err != nil || sum != sumA {
+			t.Errorf("carol → alice via SOCKS: %v (sha256 match %v)", err, sum == sumA)
+		}
+		// alice's kernel → carol's netstack → carol's loopback service.
+		if sum, err := fetchBlob(nsA, net.JoinHostPort(ipC[0], "7100")); err != nil || sum != sumC {
+			t.Errorf("alice → carol:7100: %v (sha256 match %v)", err, sum == sumC)
+		}
+	})
+
+	t.Run("cleanup", func(t *testing.T) {
+		checkGone := func(what string) {
+			t.Helper()
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				link, _ := nsExec(nsA, "ip", "link", "show")
+				r4, _ := nsExec(nsA, "ip", "route", "show", "table", "all")
+				r6, _ := nsExec(nsA, "ip", "-6", "route", "show", "table", "all")
+				left := strings.Contains(link, "warren0") || strings.Contains(r4, "warren0") || strings.Contains(r6, "warren0") ||
+					strings.Contains(r4, "100.64.") || strings.Contains(r6, "fd")
+				if !left {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: left behind:\n%s\n%s\n%s", what, link, r4, r6)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		// SIGTERM: the device goes first thing in the node's shutdown; check before any SIGKILL.
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		checkGone("after SIGTERM")
+		a.stop()
+
+		a = startNSProc(t, nsA, "warren", upA...)
+		a.line(t, "warren node")
+		a.kill() // SIGKILL: the kernel deletes a non-persistent device with its last descriptor
+		checkGone("after kill -9")
+
+		// A stale persistent device of the same name (as `ip tuntap add` leaves one) is replaced.
+		for _, args := range [][]string{{"tuntap", "add", "dev", "warren0", "mode", "tun"},
+			{"addr", "add", "100.64.200.1/10", "dev", "warren0"}, {"link", "set", "warren0", "up"}} {
+			if out, err := nsExec(nsA, append([]string{"ip"}, args...)...); err != nil {
+				t.Fatalf("ip %v: %v\n%s", args, err, out)
+			}
+		}
+		a = startNSProc(t, nsA, "warren", upA...)
+		a.line(t, "warren node")
+		if !strings.Contains(a.stderr.String(), "removed a stale TUN device") {
+			t.Error("no word about the stale device")
+		}
+		waitDirect(t, stateA, "bob")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000")); err == nil && sum == sumB {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("alice → bob after restart: %v", err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		out, _ := nsExec(nsA, "ip", "addr", "show", "dev", "warren0")
+		if strings.Contains(out, "100.64.200.1") || !strings.Contains(out, ipA[0]+"/10") {
+			t.Errorf("restarted device:\n%s", out)
+		}
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		checkGone("after the restart's SIGTERM")
+		a.stop()
+	})
+
+	t.Run("no-cap", func(t *testing.T) {
+		needTool(t, "setpriv")
+		// Root without CAP_NET_ADMIN (dropped from the bounding set, so exec cannot regain it).
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin",
+			bin(t, "warren"), "up", "--coord", addr, "--coord-key", fp, "--state", filepath.Join(tmp, "d"), "--name", "dave",
+			"--listen", "10.99.0.1:0", "--socks", "", "--tun", "--tun-name", "warren9").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--tun needs root or CAP_NET_ADMIN: ") {
+			t.Errorf("without CAP_NET_ADMIN: %v\n%s", err, out)
+		}
+		if link, _ := nsExec(nsA, "ip", "link", "show"); strings.Contains(link, "warren9") {
+			t.Errorf("device left behind:\n%s", link)
+		}
+	})
+}
+
+func ipStrings(ips []netip.Addr) []string {
+	var out []string
+	for _, ip := range ips {
+		out = append(out, ip.String())
+	}
+	return out
+}
+
+// netnsPair creates two network namespaces joined by a veth pair, 10.99.0.1/24 and 10.99.0.2/24;
+// they are deleted (with everything in them) when the test ends, failed or not.
+func netnsPair(t *testing.T) (string, string) {
+	t.Helper()
+	id := os.Getpid() % 100000
+	a, b := fmt.Sprintf("wtun-a-%d", id), fmt.Sprintf("wtun-b-%d", id)
+	va, vb := fmt.Sprintf("wta%d", id), fmt.Sprintf("wtb%d", id)
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", a).Run()
+		exec.Command("ip", "netns", "del", b).Run()
+	})
+	for _, args := range [][]string{
+		{"netns", "add", a}, {"netns", "add", b},
+		{"link", "add", va, "netns", a, "type", "veth", "peer", "name", vb, "netns", b},
+		{"-n", a, "addr", "add", "10.99.0.1/24", "dev", va}, {"-n", b, "addr", "add", "10.99.0.2/24", "dev", vb},
+		{"-n", a, "link", "set", va, "up"}, {"-n", b, "link", "set", vb, "up"},
+		{"-n", a, "link", "set", "lo", "up"}, {"-n", b, "link", "set", "lo", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return a, b
+}
+
+// nsExec runs a command inside namespace ns.
+func nsExec(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// inNS runs f on a thread switched into namespace ns: sockets f creates live there for good.
+func inNS(t *testing.T, ns string, f func()) {
+	t.Helper()
+	if err := enterNS(ns, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func enterNS(ns string, f func()) error {
+	target, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	home, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer home.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return // the thread stays locked and is discarded
+		}
+		f()
+		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- nil
+	}()
+	return <-errc
+}
+
+// startNSProc is startProc inside namespace ns (`ip netns exec` execs the binary: same pid).
+func startNSProc(t *testing.T, ns, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin(t, name)}, args...)...)
+	stdout, _ := cmd.StdoutPipe()
+	stderr := &syncBuffer{}
+	cmd.Stderr = io.MultiWriter(tWriter{t}, stderr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan struct{}), stderr: stderr}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			t.Logf("%s stdout: %s", name, sc.Text())
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+// tcpBlob serves size random bytes to every connection on addr inside ns; it returns their sha256.
+func tcpBlob(t *testing.T, ns, addr string, size int) [32]byte {
+	t.Helper()
+	blob := make([]byte, size)
+	rand.Read(blob)
+	var ln net.Listener
+	var err error
+	inNS(t, ns, func() { ln, err = net.Listen("tcp", addr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				c.Write(blob)
+			}()
+		}
+	}()
+	return sha256.Sum256(blob)
+}
+
+// fetchBlob connects to addr from inside ns and hashes everything it reads.
+func fetchBlob(ns, addr string) ([32]byte, error) {
+	var c net.Conn
+	var err error
+	if nerr := enterNS(ns, func() { c, err = net.DialTimeout("tcp", addr, 5*time.Second) }); nerr != nil {
+		return [32]byte{}, nerr
+	}
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return readBlob(c)
+}
+
+func readBlob(c net.Conn) ([32]byte, error) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	h := sha256.New()
+	if _, err := io.Copy(h, c); err != nil {
+		return [32]byte{}, err
+	}
+	return [32]byte(h.Sum(nil)), nil
+}
+
+// udpListen opens a UDP socket inside ns, optionally allowed to send broadcasts.
+func udpListen(t *testing.T, ns, addr string, broadcast bool) net.PacketConn {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		if !broadcast {
+			return nil
+		}
+		var serr error
+		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1) })
+		return serr
+	}}
+	var pc net.PacketConn
+	var err error
+	inNS(t, ns, func() { pc, err = lc.ListenPacket(context.Background(), "udp4", addr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
