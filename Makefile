@@ -34,8 +34,12 @@ fuzz:
 demo: build
 	$(GO) run ./demo
 
+# bench: warren side by side with plain loopback TCP and two wireguard-go+gVisor peers (a separate
+# module in bench/, so the product never depends on wireguard-go). BENCHFLAGS=-h lists the knobs.
+BENCHFLAGS ?=
 bench: build
-	$(GO) test -run='^$$' -bench=. -benchtime=2x ./...
+	cd bench && $(GO) build -o ../$(BIN)/bench/ ./cmd/wgpeer && \
+	  $(GO) run ./cmd/benchtable -bin ../$(BIN) -wgpeer ../$(BIN)/bench/wgpeer $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN)

@@ -81,7 +81,7 @@ func Bulk(ctx context.Context, dial DialFunc, streams int, warmup, dur time.Dura
 	})
 	defer stopReaders()
 
-	if err := sleep(ctx, warmup); err != nil {
+	if err := Sleep(ctx, warmup); err != nil {
 		return BulkResult{}, err
 	}
 	if total.Load() == 0 {
@@ -94,11 +94,11 @@ func Bulk(ctx context.Context, dial DialFunc, streams int, warmup, dur time.Dura
 	}
 	b0, t0 := total.Load(), time.Now()
 	call("start")
-	if err := sleep(ctx, dur/2); err != nil {
+	if err := Sleep(ctx, dur/2); err != nil {
 		return BulkResult{}, err
 	}
 	call("mid")
-	if err := sleep(ctx, dur-dur/2); err != nil {
+	if err := Sleep(ctx, dur-dur/2); err != nil {
 		return BulkResult{}, err
 	}
 	b1, t1 := total.Load(), time.Now()
@@ -179,7 +179,8 @@ func ConnRate(ctx context.Context, dial DialFunc, n int, limit time.Duration) (f
 	return float64(done) / time.Since(start).Seconds(), nil
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits for d or until ctx is done.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -1,0 +1,330 @@
+// Command benchtable is `make bench`: it measures, in one run on loopback, plain TCP (the ceiling),
+// two wireguard-go+gVisor peers behind a SOCKS5 front (the comparison), and the real warren binaries
+// (coord + two nodes, SOCKS5 → QUIC → localhost), and prints one table with the median of several
+// runs per row, plus warren's ratios to the other two.
+//
+// Every row reaches the same kind of load server (package load) in a process of its own; the
+// driver is the client. Child processes run in their own process groups and are stopped, and the
+// temp dir removed, however the run ends.
+//
+//	go run ./cmd/benchtable -bin ../bin -wgpeer ../bin/bench/wgpeer
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/warren-net/warren/bench/internal/load"
+)
+
+// options are the command-line knobs; every duration and count is bounded by them.
+type options struct {
+	bin       string        // directory with warren and warren-coord
+	wgpeer    string        // the wgpeer binary
+	rows      []string      // rows to measure, in order
+	runs      int           // runs per row (the median is shown)
+	dur       time.Duration // measured window of each bulk run
+	warmup    time.Duration // unmeasured start of each bulk run
+	rttN      int           // round trips per RTT measurement
+	conns     int           // connections per new-connection measurement
+	connLimit time.Duration // time bound of the new-connection measurement
+	wgMTU     int           // MTU of the wireguard-go tunnel
+	verbose   bool          // print every run's numbers
+	keep      bool          // keep the temp dir (logs) after the run
+	profile   string        // directory for perf profiles of the VPN rows; "" = none
+}
+
+// allRows are the rows benchtable knows, in table order.
+var allRows = []string{"direct", "peer+socks", "warren", "warren-packet"}
+
+func main() {
+	var o options
+	var rows string
+	serveLoad := flag.String("serve-load", "", "internal: run only the load server on this `address`")
+	flag.StringVar(&o.bin, "bin", "bin", "`dir`ectory holding the warren and warren-coord binaries")
+	flag.StringVar(&o.wgpeer, "wgpeer", "bin/bench/wgpeer", "the wgpeer `binary` (go build ./cmd/wgpeer)")
+	flag.StringVar(&rows, "rows", strings.Join(allRows, ","), "comma-separated `rows` to measure")
+	flag.IntVar(&o.runs, "runs", 3, "runs per row; the table shows the median")
+	flag.DurationVar(&o.dur, "dur", 2*time.Second, "measured time of each bulk throughput run")
+	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured start of each bulk run")
+	flag.IntVar(&o.rttN, "rtt-n", 2000, "64-byte round trips per RTT measurement")
+	flag.IntVar(&o.conns, "conns", 300, "connections per new-connections-per-second measurement")
+	flag.DurationVar(&o.connLimit, "conn-limit", 3*time.Second, "time bound of the new-connections measurement")
+	flag.IntVar(&o.wgMTU, "wg-mtu", 1420, "MTU of the wireguard-go tunnel (wireguard-go's default)")
+	flag.BoolVar(&o.verbose, "v", false, "print every run's numbers")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir with the child processes' logs")
+	flag.StringVar(&o.profile, "profile", "", "after the table, profile each VPN row's processes with perf into this `dir`ectory")
+	flag.Parse()
+
+	if *serveLoad != "" {
+		if err := runLoadServer(*serveLoad); err != nil {
+			fmt.Fprintln(os.Stderr, "load server:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	o.rows = strings.Split(rows, ",")
+	for _, r := range o.rows {
+		if !slices.Contains(allRows, r) {
+			fmt.Fprintf(os.Stderr, "benchtable: unknown row %q (known: %s)\n", r, strings.Join(allRows, ", "))
+			os.Exit(2)
+		}
+	}
+	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 {
+		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns and -dur must be positive")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// runLoadServer is the -serve-load mode: the load server in a process of its own, stopped by
+// SIGINT or SIGTERM. It prints "listening ADDR" once it accepts connections.
+func runLoadServer(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	if !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
+		ln.Close()
+		return fmt.Errorf("%s: loopback addresses only", addr)
+	}
+	fmt.Println("listening", ln.Addr())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	return load.Serve(ln)
+}
+
+func run(ctx context.Context, o options) (err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	for _, f := range []string{filepath.Join(o.bin, "warren"), filepath.Join(o.bin, "warren-coord"), o.wgpeer} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%w (run 'make build' and build ./cmd/wgpeer first, or use 'make bench')", err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "warren-bench")
+	if err != nil {
+		return err
+	}
+	b := &bench{opts: o, dir: dir}
+	defer func() {
+		b.stopAll()
+		if o.keep || (err != nil && ctx.Err() == nil) { // keep the logs of a failure, not of Ctrl-C
+			fmt.Fprintf(os.Stderr, "logs kept in %s\n", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
+
+	started, load0, meter := time.Now(), loadAvg(), newCPUMeter(b)
+	// Set every row up first and measure them in turns (run 1 of each row, then run 2, ...), so
+	// that other load on the machine, if any, spreads over the rows instead of hitting one.
+	var loadAddr netip.AddrPort
+	if slices.ContainsFunc(o.rows, func(r string) bool { return r != "peer+socks" }) {
+		if loadAddr, err = b.startLoad(ctx, self); err != nil {
+			return err
+		}
+	}
+	var rows []*rowState
+	var notes []string
+	for _, name := range o.rows {
+		t, note, err := b.setUp(ctx, name, loadAddr)
+		if err != nil {
+			return fmt.Errorf("row %s: set up: %w", name, err)
+		}
+		if note != "" {
+			notes = append(notes, note)
+			continue
+		}
+		if err := waitReachable(ctx, t.dial, 20*time.Second); err != nil {
+			return fmt.Errorf("row %s: %w", name, err)
+		}
+		rss, err := maxRSS(t.vpn)
+		if err != nil {
+			return fmt.Errorf("row %s: %w", name, err)
+		}
+		rows = append(rows, &rowState{name: name, t: t, rssIdle: rss})
+	}
+	for i := range o.runs {
+		for _, r := range rows {
+			fmt.Fprintf(os.Stderr, "run %d/%d: %s\n", i+1, o.runs, r.name)
+			res, err := b.measureOnce(ctx, r.t)
+			if err != nil {
+				return fmt.Errorf("row %s: run %d: %w", r.name, i+1, err)
+			}
+			if o.verbose {
+				fmt.Fprintf(os.Stderr, "  %s\n", res)
+			}
+			r.runs = append(r.runs, res)
+		}
+	}
+	results := make([]rowResult, len(rows))
+	for i, r := range rows {
+		m := median(r.runs)
+		m.rssIdle = r.rssIdle
+		results[i] = rowResult{name: r.name, socks: r.t.socks, vpn: len(r.t.vpn) > 0, median: m}
+	}
+	took := time.Since(started)
+	printTable(os.Stdout, o, results, notes, took, load0, meter.describe(b, took.Seconds()))
+	if o.profile == "" {
+		return nil
+	}
+	if err := os.MkdirAll(o.profile, 0o755); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if len(r.t.vpn) == 0 {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "profiling %s\n", r.name)
+		txt, err := b.profile(ctx, o.profile, r.name, r.t)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("profile of %s (1 stream): %s\n", r.name, txt)
+	}
+	return nil
+}
+
+// rowState is a row being measured: its path and its runs so far.
+type rowState struct {
+	name    string
+	t       target
+	rssIdle float64 // largest VPN process resident set right after setup, MiB
+	runs    []runResult
+}
+
+// setUp starts the processes of one row. A row that this build cannot measure returns a note
+// instead.
+func (b *bench) setUp(ctx context.Context, name string, loadAddr netip.AddrPort) (target, string, error) {
+	switch name {
+	case "direct":
+		return b.direct(ctx, loadAddr), "", nil
+	case "peer+socks":
+		t, err := b.peer(ctx)
+		return t, "", err
+	case "warren":
+		t, err := b.warren(ctx, loadAddr, name)
+		return t, "", err
+	case "warren-packet":
+		flagName := packetPathFlag(ctx, filepath.Join(b.opts.bin, "warren"))
+		if flagName == "" {
+			return target{}, "warren-packet: skipped, `warren up` has no flag for node.Config.PacketPathTCP", nil
+		}
+		t, err := b.warren(ctx, loadAddr, name, flagName)
+		return t, "", err
+	}
+	return target{}, "", errors.New("unknown row")
+}
+
+// measureOnce runs every measurement of one row once.
+func (b *bench) measureOnce(ctx context.Context, t target) (runResult, error) {
+	var r runResult
+	var cpu float64
+	var bytes int64
+	var sampleErr error
+	for _, streams := range []int{1, 4} {
+		var cpu0 float64
+		window := func(phase string) {
+			switch phase {
+			case "start":
+				var err error
+				cpu0, err = sumCPU(t.vpn)
+				sampleErr = errors.Join(sampleErr, err)
+			case "mid":
+				rss, err := maxRSS(t.vpn)
+				r.rssLoad = max(r.rssLoad, rss)
+				sampleErr = errors.Join(sampleErr, err)
+			case "end":
+				cpu1, err := sumCPU(t.vpn)
+				cpu += cpu1 - cpu0
+				sampleErr = errors.Join(sampleErr, err)
+			}
+		}
+		res, err := load.Bulk(ctx, t.dial, streams, b.opts.warmup, b.opts.dur, window)
+		if err != nil {
+			return r, err
+		}
+		if sampleErr != nil {
+			return r, sampleErr
+		}
+		bytes += res.Bytes
+		if streams == 1 {
+			r.gbps1 = res.Gbps()
+		} else {
+			r.gbps4 = res.Gbps()
+		}
+	}
+	if len(t.vpn) > 0 && bytes > 0 {
+		r.cpuPerGB = cpu / (float64(bytes) / 1e9)
+	}
+	rtts, err := load.RTT(ctx, t.dial, b.opts.rttN, 64, 30*time.Second)
+	if err != nil {
+		return r, err
+	}
+	r.p50, r.p99 = load.Percentile(rtts, 50), load.Percentile(rtts, 99)
+	if t.socks {
+		if r.connsPerSec, err = load.ConnRate(ctx, t.dial, b.opts.conns, b.opts.connLimit); err != nil {
+			return r, fmt.Errorf("new connections: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// sumCPU is the CPU time used so far by all of ps, in seconds.
+func sumCPU(ps []*proc) (float64, error) {
+	var sum float64
+	for _, p := range ps {
+		s, err := cpuSeconds(p.pid())
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+	}
+	return sum, nil
+}
+
+// maxRSS is the largest resident set of ps, in MiB.
+func maxRSS(ps []*proc) (float64, error) {
+	var m float64
+	for _, p := range ps {
+		r, err := rssMiB(p.pid())
+		if err != nil {
+			return 0, err
+		}
+		m = max(m, r)
+	}
+	return m, nil
+}
+
+// loadAvg is the 1-minute load average from /proc/loadavg, to show how busy the machine was.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
+}

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/curve25519"
+	"golang.org/x/net/proxy"
+
+	"github.com/warren-net/warren/bench/internal/load"
+)
+
+// target is one row's path to the load server, ready to measure.
+type target struct {
+	dial  load.DialFunc
+	socks bool    // connections go through a SOCKS5 proxy (new connections per second is measured)
+	vpn   []*proc // the VPN processes whose CPU time and memory are reported
+}
+
+// bench owns the child processes and the temp dir of one benchmark run.
+type bench struct {
+	opts  options
+	dir   string
+	procs []*proc
+}
+
+// start launches a child process that the bench stops in close.
+func (b *bench) start(name, bin string, env []string, args ...string) (*proc, error) {
+	p, err := startProc(b.dir, name, bin, env, args...)
+	if err != nil {
+		return nil, err
+	}
+	b.procs = append(b.procs, p)
+	return p, nil
+}
+
+// stopAll stops every child started so far, newest first.
+func (b *bench) stopAll() {
+	for i := len(b.procs) - 1; i >= 0; i-- {
+		b.procs[i].stop(3 * time.Second)
+	}
+	b.procs = nil
+}
+
+// startLoad runs the load server as its own process (this binary in -serve-load mode) and returns
+// its address.
+func (b *bench) startLoad(ctx context.Context, self string) (netip.AddrPort, error) {
+	p, err := b.start("load", self, nil, "-serve-load", "127.0.0.1:0")
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	l, err := p.line(ctx, 10*time.Second)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ap, err := netip.ParseAddrPort(strings.TrimPrefix(l, "listening "))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("load server said %q: %w", l, err)
+	}
+	return ap, nil
+}
+
+// direct is the ceiling: plain loopback TCP from the driver to the load server process.
+func (b *bench) direct(ctx context.Context, loadAddr netip.AddrPort) target {
+	var d net.Dialer
+	return target{dial: func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", loadAddr.String())
+	}}
+}
+
+// Tunnel addresses of the two wireguard-go peers (a private range that never leaves their netstacks).
+var (
+	wgAddrA = netip.MustParseAddr("10.201.0.1")
+	wgAddrB = netip.MustParseAddr("10.201.0.2")
+)
+
+const wgLoadPort = 9000
+
+// peer is the comparison: two wgpeer processes, B serving the load server in its netstack, A
+// serving SOCKS5 into its netstack; the client connects through A's SOCKS5.
+func (b *bench) peer(ctx context.Context) (target, error) {
+	privA, pubA, err := wgKeyPair()
+	if err != nil {
+		return target{}, err
+	}
+	privB, pubB, err := wgKeyPair()
+	if err != nil {
+		return target{}, err
+	}
+	portA, err1 := freePort("udp")
+	portB, err2 := freePort("udp")
+	socksPort, err3 := freePort("tcp")
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return target{}, err
+	}
+	mtu := strconv.Itoa(b.opts.wgMTU)
+	pb, err := b.start("wg-b", b.opts.wgpeer, []string{"WGPEER_PRIVATE_KEY=" + privB},
+		"--addr", wgAddrB.String(), "--peer-addr", wgAddrA.String(), "--peer-key", pubA,
+		"--listen-port", strconv.Itoa(portB), "--endpoint", fmt.Sprintf("127.0.0.1:%d", portA),
+		"--mtu", mtu, "--serve", strconv.Itoa(wgLoadPort))
+	if err != nil {
+		return target{}, err
+	}
+	socksAddr := fmt.Sprintf("127.0.0.1:%d", socksPort)
+	pa, err := b.start("wg-a", b.opts.wgpeer, []string{"WGPEER_PRIVATE_KEY=" + privA},
+		"--addr", wgAddrA.String(), "--peer-addr", wgAddrB.String(), "--peer-key", pubB,
+		"--listen-port", strconv.Itoa(portA), "--endpoint", fmt.Sprintf("127.0.0.1:%d", portB),
+		"--mtu", mtu, "--socks", socksAddr)
+	if err != nil {
+		return target{}, err
+	}
+	for _, p := range []*proc{pa, pb} {
+		if l, err := p.line(ctx, 10*time.Second); err != nil || l != "ready" {
+			return target{}, fmt.Errorf("%s not ready (said %q): %v", p.name, l, err)
+		}
+	}
+	dial, err := socksDialer(socksAddr, netip.AddrPortFrom(wgAddrB, wgLoadPort))
+	if err != nil {
+		return target{}, err
+	}
+	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}}, nil
+}
+
+// warren runs the real binaries: a coord and two nodes on loopback in one network; node B exposes
+// the load server's port, the client connects through node A's SOCKS5 to B's virtual IP. extra
+// arguments go to both `warren up` commands (e.g. the packet path flag).
+func (b *bench) warren(ctx context.Context, loadAddr netip.AddrPort, name string, extra ...string) (target, error) {
+	warren := filepath.Join(b.opts.bin, "warren")
+	dir := filepath.Join(b.dir, name)
+	coord, err := b.start(name+"-coord", filepath.Join(b.opts.bin, "warren-coord"), nil,
+		"--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "coord"), "--log-level", "warn")
+	if err != nil {
+		return target{}, err
+	}
+	l1, err := coord.line(ctx, 15*time.Second)
+	if err != nil {
+		return target{}, err
+	}
+	l2, err := coord.line(ctx, 5*time.Second)
+	if err != nil {
+		return target{}, err
+	}
+	coordAddr, ok1 := strings.CutPrefix(l1, "warren-coord listening on ")
+	coordKey, ok2 := strings.CutPrefix(l2, "key ")
+	if !ok1 || !ok2 {
+		return target{}, fmt.Errorf("unexpected warren-coord output %q, %q", l1, l2)
+	}
+	socksPort, err := freePort("tcp")
+	if err != nil {
+		return target{}, err
+	}
+	socksAddr := fmt.Sprintf("127.0.0.1:%d", socksPort)
+	stateA, stateB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	common := []string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--listen", "127.0.0.1:0", "--log-level", "warn"}
+	pa, err := b.start(name+"-a", warren, nil, append(append(common, "--name", "a", "--state", stateA, "--socks", socksAddr), extra...)...)
+	if err != nil {
+		return target{}, err
+	}
+	pb, err := b.start(name+"-b", warren, nil, append(append(common, "--name", "b", "--state", stateB, "--socks", "",
+		"--expose", fmt.Sprintf("tcp:%d", loadAddr.Port())), extra...)...)
+	if err != nil {
+		return target{}, err
+	}
+	for _, st := range []string{stateA, stateB} {
+		if _, err := b.waitStatus(ctx, st, nil); err != nil {
+			return target{}, err
+		}
+	}
+	const pw = "bench-password"
+	if err := runCLI(ctx, warren, "network", "create", "bench", "--password", pw, "--state", stateA); err != nil {
+		return target{}, err
+	}
+	if err := runCLI(ctx, warren, "network", "join", "bench", "--password", pw, "--state", stateB); err != nil {
+		return target{}, err
+	}
+	st, err := b.waitStatus(ctx, stateA, func(st nodeStatus) bool { return len(st.Peers) == 1 && st.Peers[0].Path == "direct" })
+	if err != nil {
+		return target{}, err
+	}
+	var ipB netip.Addr
+	for _, ip := range st.Peers[0].IPs {
+		if ip.Is4() {
+			ipB = ip
+		}
+	}
+	if !ipB.IsValid() {
+		return target{}, fmt.Errorf("node b has no IPv4 in node a's status: %v", st.Peers[0].IPs)
+	}
+	dial, err := socksDialer(socksAddr, netip.AddrPortFrom(ipB, loadAddr.Port()))
+	if err != nil {
+		return target{}, err
+	}
+	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}}, nil
+}
+
+// packetPathFlag returns the `warren up` flag that sends proxied TCP over the packet path, or ""
+// if this build of warren has none (node.Config.PacketPathTCP is then reachable only in-process).
+func packetPathFlag(ctx context.Context, warren string) string {
+	out, _ := exec.CommandContext(ctx, warren, "up", "--help").CombinedOutput() // exits non-zero on --help
+	m := regexp.MustCompile(`(?m)^\s+-(-?[a-z-]*packet[a-z-]*)\b`).FindSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	return "-" + strings.TrimPrefix(string(m[1]), "-")
+}
+
+// nodeStatus is the part of `warren status --json` the benchmark reads.
+type nodeStatus struct {
+	Peers []struct {
+		Name string       `json:"name"`
+		IPs  []netip.Addr `json:"ips"`
+		Path string       `json:"path"`
+	} `json:"peers"`
+}
+
+// waitStatus polls `warren status --json` until ok accepts it (nil: any answer), for up to 20 s.
+func (b *bench) waitStatus(ctx context.Context, state string, ok func(nodeStatus) bool) (nodeStatus, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	var last []byte
+	for time.Now().Before(deadline) {
+		out, err := exec.CommandContext(ctx, filepath.Join(b.opts.bin, "warren"), "status", "--json", "--state", state).Output()
+		last = out
+		var st nodeStatus
+		if err == nil && json.Unmarshal(out, &st) == nil && (ok == nil || ok(st)) {
+			return st, nil
+		}
+		if err := load.Sleep(ctx, 100*time.Millisecond); err != nil {
+			return nodeStatus{}, err
+		}
+	}
+	return nodeStatus{}, fmt.Errorf("node %s not ready in 20s (logs in %s): %s", state, b.dir, last)
+}
+
+// runCLI runs one warren CLI command and returns its output in the error if it fails.
+func runCLI(ctx context.Context, warren string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, warren, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("warren %s: %w: %s", strings.Join(args[:2], " "), err, out)
+	}
+	return nil
+}
+
+// socksDialer returns a dial func that connects to dest through the SOCKS5 proxy at proxyAddr.
+func socksDialer(proxyAddr string, dest netip.AddrPort) (load.DialFunc, error) {
+	d, err := proxy.SOCKS5("tcp", proxyAddr, nil, &net.Dialer{})
+	if err != nil {
+		return nil, fmt.Errorf("socks5 dialer for %s: %w", proxyAddr, err)
+	}
+	cd := d.(proxy.ContextDialer)
+	return func(ctx context.Context) (net.Conn, error) {
+		return cd.DialContext(ctx, "tcp", dest.String())
+	}, nil
+}
+
+// waitReachable retries one echo through dial until it works or limit passes (a WireGuard
+// handshake or a QUIC link may still be coming up).
+func waitReachable(ctx context.Context, dial load.DialFunc, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = echoOnce(ctx, dial); err == nil {
+			return nil
+		}
+		if err := load.Sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("load server not reachable in %v: %w", limit, err)
+}
+
+func echoOnce(ctx context.Context, dial load.DialFunc) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte{load.ModeEcho, 'x'}); err != nil {
+		return err
+	}
+	var b [1]byte
+	_, err = io.ReadFull(c, b[:])
+	return err
+}
+
+// wgKeyPair returns a fresh Curve25519 key pair, hex encoded as wireguard-go's UAPI wants.
+func wgKeyPair() (priv, pub string, err error) {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return "", "", fmt.Errorf("wireguard key: %w", err)
+	}
+	k[0] &= 248
+	k[31] = (k[31] & 127) | 64
+	p, err := curve25519.X25519(k[:], curve25519.Basepoint)
+	if err != nil {
+		return "", "", fmt.Errorf("wireguard key: %w", err)
+	}
+	return hex.EncodeToString(k[:]), hex.EncodeToString(p), nil
+}
+
+// freePort asks the kernel for a free loopback port ("tcp" or "udp"). Another process could take it
+// before the child binds it; on this otherwise idle loopback that does not happen in practice.
+func freePort(network string) (int, error) {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("free udp port: %w", err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port, nil
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free tcp port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// runResult is one run of every measurement of a row.
+type runResult struct {
+	gbps1, gbps4     float64       // bulk throughput, 1 and 4 streams
+	p50, p99         time.Duration // 64-byte round trips
+	connsPerSec      float64       // new SOCKS connections per second (0: not measured)
+	cpuPerGB         float64       // CPU seconds of the VPN processes per GB moved (0: none)
+	rssIdle, rssLoad float64       // largest VPN process resident set, MiB (0: none)
+}
+
+func (r runResult) String() string {
+	return fmt.Sprintf("1x %.2f Gbit/s, 4x %.2f Gbit/s, rtt p50 %v p99 %v, %.0f conn/s, %.2f CPU s/GB, rss %.1f/%.1f MiB",
+		r.gbps1, r.gbps4, r.p50, r.p99, r.connsPerSec, r.cpuPerGB, r.rssIdle, r.rssLoad)
+}
+
+// rowResult is a row of the table: the per-column medians of its runs.
+type rowResult struct {
+	name   string
+	socks  bool // connections per second measured
+	vpn    bool // CPU and RSS measured
+	median runResult
+}
+
+// median takes the median of each column separately.
+func median(runs []runResult) runResult {
+	f := func(get func(runResult) float64) float64 {
+		v := make([]float64, len(runs))
+		for i, r := range runs {
+			v[i] = get(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	d := func(get func(runResult) time.Duration) time.Duration {
+		return time.Duration(f(func(r runResult) float64 { return float64(get(r)) }))
+	}
+	return runResult{
+		gbps1:       f(func(r runResult) float64 { return r.gbps1 }),
+		gbps4:       f(func(r runResult) float64 { return r.gbps4 }),
+		p50:         d(func(r runResult) time.Duration { return r.p50 }),
+		p99:         d(func(r runResult) time.Duration { return r.p99 }),
+		connsPerSec: f(func(r runResult) float64 { return r.connsPerSec }),
+		cpuPerGB:    f(func(r runResult) float64 { return r.cpuPerGB }),
+		rssIdle:     f(func(r runResult) float64 { return r.rssIdle }),
+		rssLoad:     f(func(r runResult) float64 { return r.rssLoad }),
+	}
+}
+
+// printTable writes the aligned table, warren's ratios and the notes.
+func printTable(w io.Writer, o options, rows []rowResult, notes []string, took time.Duration, load0, others string) {
+	fmt.Fprintf(w, "\nwarren bench, %s, %d CPUs (%s), load average %s at start, %s at end\n",
+		time.Now().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), cpuModel(), load0, loadAvg())
+	fmt.Fprintf(w, "other processes and steal during the run: %s\n", others)
+	fmt.Fprintf(w, "median of %d runs; bulk: %v measured after %v warmup; RTT: %d x 64 bytes; new conns: up to %d in %v; wg MTU %d; took %v\n\n",
+		o.runs, o.dur, o.warmup, o.rttN, o.conns, o.connLimit, o.wgMTU, took.Round(time.Second))
+	head := []string{"row", "1 stream", "4 streams", "RTT p50", "RTT p99", "new conns", "CPU s/GB", "RSS idle", "RSS load"}
+	unit := []string{"", "Gbit/s", "Gbit/s", "µs", "µs", "per s", "A+B", "MiB", "MiB"}
+	table := [][]string{head, unit}
+	for _, r := range rows {
+		m := r.median
+		cells := []string{r.name, fmt.Sprintf("%.2f", m.gbps1), fmt.Sprintf("%.2f", m.gbps4),
+			fmt.Sprintf("%.0f", us(m.p50)), fmt.Sprintf("%.0f", us(m.p99)), "-", "-", "-", "-"}
+		if r.socks {
+			cells[5] = fmt.Sprintf("%.0f", m.connsPerSec)
+		}
+		if r.vpn {
+			cells[6] = fmt.Sprintf("%.2f", m.cpuPerGB)
+			cells[7] = fmt.Sprintf("%.1f", m.rssIdle)
+			cells[8] = fmt.Sprintf("%.1f", m.rssLoad)
+		}
+		table = append(table, cells)
+	}
+	writeAligned(w, table)
+
+	byName := map[string]runResult{}
+	for _, r := range rows {
+		byName[r.name] = r.median
+	}
+	fmt.Fprintln(w)
+	for _, wr := range []string{"warren", "warren-packet"} {
+		x, ok := byName[wr]
+		if !ok {
+			continue
+		}
+		for _, base := range []string{"peer+socks", "direct"} {
+			y, ok := byName[base]
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(w, "%s/%s: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx\n",
+				wr, base, x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99))
+		}
+	}
+	fmt.Fprintln(w, "\nCPU s/GB: user+system CPU of both VPN processes during the bulk windows, per GB received.")
+	fmt.Fprintln(w, "RSS: the larger of the two VPN processes, idle after setup, and under load halfway through the bulk runs (max of 1 and 4 streams).")
+	for _, n := range notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+}
+
+// writeAligned prints cells in columns: the first left-aligned, the others right-aligned.
+func writeAligned(w io.Writer, table [][]string) {
+	widths := make([]int, len(table[0]))
+	for _, row := range table {
+		for i, c := range row {
+			widths[i] = max(widths[i], len([]rune(c)))
+		}
+	}
+	for _, row := range table {
+		var sb strings.Builder
+		for i, c := range row {
+			pad := strings.Repeat(" ", widths[i]-len([]rune(c)))
+			if i == 0 {
+				sb.WriteString(c + pad)
+			} else {
+				sb.WriteString("  " + pad + c)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(sb.String(), " "))
+	}
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// cpuModel is the first "model name" in /proc/cpuinfo.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
