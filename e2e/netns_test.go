@@ -1,0 +1,108 @@
+package e2e
+
+// Helpers for tests that run in network namespaces (TestTUN, the NAT lab): commands, processes and
+// sockets inside a namespace.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// nsExec runs a command inside namespace ns.
+func nsExec(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// inNS runs f on a thread switched into namespace ns: sockets f creates live there for good.
+func inNS(t *testing.T, ns string, f func()) {
+	t.Helper()
+	if err := enterNS(ns, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func enterNS(ns string, f func()) error {
+	target, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	home, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer home.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return // the thread stays locked and is discarded
+		}
+		f()
+		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- nil
+	}()
+	return <-errc
+}
+
+// startNSProc is startProc inside namespace ns (`ip netns exec` execs the binary: same pid).
+func startNSProc(t *testing.T, ns, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin(t, name)}, args...)...)
+	stdout, _ := cmd.StdoutPipe()
+	stderr := &syncBuffer{}
+	cmd.Stderr = io.MultiWriter(tWriter{t}, stderr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan struct{}), stderr: stderr}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			t.Logf("%s stdout: %s", name, sc.Text())
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+// udpListen opens a UDP socket inside ns, optionally allowed to send broadcasts.
+func udpListen(t *testing.T, ns, addr string, broadcast bool) net.PacketConn {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		if !broadcast {
+			return nil
+		}
+		var serr error
+		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1) })
+		return serr
+	}}
+	var pc net.PacketConn
+	var err error
+	inNS(t, ns, func() { pc, err = lc.ListenPacket(context.Background(), "udp4", addr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
