@@ -89,6 +89,11 @@ type Welcome struct {
 	Prefix6  netip.Prefix   `json:"prefix6"`  // the overlay's IPv6 pool
 	Observed netip.AddrPort `json:"observed"` // the node's address as the coord sees it (reflexive)
 	Networks []string       `json:"networks"`
+	// ProbePort is a second UDP port on the coord's address that answers binding requests, so the
+	// node can tell endpoint-independent NAT mappings from endpoint-dependent ones; 0 = none.
+	ProbePort uint16 `json:"probe_port,omitempty"`
+	// Relay reports that the coord relays packets between peers (relay frames on its main port).
+	Relay bool `json:"relay,omitempty"`
 }
 
 // Peer describes one node visible to the receiver (they share at least one network).

@@ -2,8 +2,9 @@
 // accounts, networks and memberships in its store, allocates overlay IPs, tells every node which peers
 // it may talk to (a full peer map at login, then deltas) and answers network requests.
 //
-// It never carries overlay traffic (the relay comes with NAT traversal) and knows nothing about
-// netstacks or SOCKS. It speaks only the control protocol.
+// It also answers NAT-discovery binding requests and relays end-to-end encrypted QUIC packets between
+// peers that have no direct path (relay.go): it forwards ciphertext and never sees overlay traffic.
+// It knows nothing about netstacks or SOCKS. It speaks only the control protocol.
 package coord
 
 import (
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -39,6 +41,17 @@ type Config struct {
 	LoginTimeout time.Duration
 	// IdleTimeout is how long a silent node stays online. Default 12s (nodes send keep-alives every 4s).
 	IdleTimeout time.Duration
+	// ProbeConn is an optional second UDP socket on the same address, answering binding requests so
+	// nodes can tell endpoint-dependent NAT mappings from endpoint-independent ones. The Server closes it.
+	ProbeConn net.PacketConn
+	// NoRelay turns the relay off: nodes without a direct path cannot talk.
+	NoRelay bool
+	// RelayRate bounds the packets per second one node may send through the relay. Default 20000
+	// (about 27 MB/s of full-size packets).
+	RelayRate int
+	// RelayTap, if set, sees every relayed payload (tests use it to show the relay carries only
+	// ciphertext). It must not retain or modify b.
+	RelayTap func(b []byte)
 }
 
 type nodeKey [identity.KeySize]byte
@@ -61,6 +74,7 @@ type Server struct {
 	// mu guards the following.
 	mu       sync.Mutex
 	sessions map[nodeKey]*session
+	byAddr   map[netip.AddrPort]*session // by the address the control connection came from
 	closed   bool
 }
 
@@ -78,7 +92,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 12 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session)}
+	if cfg.RelayRate == 0 {
+		cfg.RelayRate = 20000
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), byAddr: make(map[netip.AddrPort]*session)}
 	tlsConf, err := identity.TLSConfig(cfg.Key, control.ALPN, true, func(ed25519.PublicKey) error { return nil })
 	if err != nil {
 		return nil, err
@@ -94,8 +111,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coord: listen: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.acceptLoop()
+	go s.sideLoop()
+	if cfg.ProbeConn != nil {
+		s.wg.Add(1)
+		go s.probeLoop()
+	}
 	return s, nil
 }
 
@@ -113,6 +135,9 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.cancel() // ends sessions: their loops watch s.ctx
 	s.ln.Close()
+	if s.cfg.ProbeConn != nil {
+		s.cfg.ProbeConn.Close()
+	}
 	s.wg.Wait()
 	err := s.tr.Close()
 	s.cfg.Conn.Close()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
@@ -32,6 +33,8 @@ type session struct {
 	// latest state of each peer, never an unbounded backlog.
 	mu        sync.Mutex
 	endpoints []netip.AddrPort
+	peers     map[nodeKey]bool // who may send to this node through the relay (shares a network)
+	relayRate *rate.Limiter
 	pending   map[nodeKey]*control.Peer // nil value = remove
 	replies   []*control.Msg
 	wake      chan struct{}
@@ -124,6 +127,8 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		endpoints: candidateEndpoints(observed, l.Endpoints),
 		pending:   make(map[nodeKey]*control.Peer),
 		wake:      make(chan struct{}, 1),
+		peers:     make(map[nodeKey]bool),
+		relayRate: rate.NewLimiter(rate.Limit(s.cfg.RelayRate), s.cfg.RelayRate/10+1),
 	}
 
 	s.changeMu.Lock()
@@ -135,6 +140,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	}
 	old := s.sessions[key]
 	s.sessions[key] = sess
+	s.byAddr[observed] = sess
 	s.mu.Unlock()
 	if old != nil {
 		old.conn.CloseWithError(closeReplaced, "logged in elsewhere")
@@ -152,9 +158,14 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	}
 	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
 		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
-		Observed: observed, Networks: nonNil(nets),
+		Observed: observed, Networks: nonNil(nets), ProbePort: s.probePort(), Relay: !s.cfg.NoRelay,
 	}}
 	pm := &control.PeerMap{Peers: make([]control.Peer, 0, len(rows))}
+	sess.mu.Lock()
+	for _, r := range rows {
+		sess.peers[keyOf(r.Node.Key)] = true
+	}
+	sess.mu.Unlock()
 	for _, r := range rows {
 		pm.Peers = append(pm.Peers, s.peerRecord(r.Node.Key, r.Node.Name, r.Node.IPv4, r.Node.IPv6, r.Networks))
 	}
@@ -198,6 +209,9 @@ func (s *Server) storeError(step string, err error) error {
 func (s *Server) dropSession(sess *session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.byAddr[sess.observed] == sess {
+		delete(s.byAddr, sess.observed)
+	}
 	if s.sessions[sess.key] != sess {
 		return false
 	}
@@ -256,6 +270,11 @@ func (s *Server) enqueue(to, about nodeKey, p *control.Peer) {
 	}
 	sess.mu.Lock()
 	sess.pending[about] = p
+	if p != nil {
+		sess.peers[about] = true
+	} else {
+		delete(sess.peers, about)
+	}
 	sess.mu.Unlock()
 	poke(sess.wake)
 }

@@ -88,6 +88,9 @@ func parsePEM(data []byte) (*Key, error) {
 // Public returns the public half of k.
 func (k *Key) Public() ed25519.PublicKey { return k.priv.Public().(ed25519.PublicKey) }
 
+// Sign signs msg with the key (Ed25519).
+func (k *Key) Sign(msg []byte) []byte { return ed25519.Sign(k.priv, msg) }
+
 // Fingerprint returns the fingerprint of k's public key; see Fingerprint.
 func (k *Key) Fingerprint() string { return Fingerprint(k.Public()) }
 

@@ -37,6 +37,18 @@ type Self struct {
 	Key      string       `json:"key"`   // fingerprint of the node's identity key
 	SOCKS    string       `json:"socks"` // SOCKS5 listen address, "" if disabled
 	Endpoint string       `json:"endpoint"`
+	NAT      *Netcheck    `json:"nat,omitempty"` // the last NAT discovery, if one ran
+}
+
+// Netcheck is what NAT discovery found (GET /v1/netcheck runs a fresh one).
+type Netcheck struct {
+	UDP        bool    `json:"udp"`     // the coord answered over UDP
+	Public     string  `json:"public"`  // the node's address as the coord sees it
+	Mapping    string  `json:"mapping"` // "endpoint-independent", "endpoint-dependent" (symmetric) or "unknown"
+	Hairpin    bool    `json:"hairpin"` // a packet to the own public address comes back
+	CoordRTTms float64 `json:"coord_rtt_ms"`
+	Relay      string  `json:"relay"` // the relay in use, "" if none
+	RelayRTTms float64 `json:"relay_rtt_ms"`
 }
 
 // Coord describes the control connection.
@@ -124,6 +136,12 @@ func (c *Client) Ping(ctx context.Context, target string, seq uint16, timeout ti
 	var rep PingReply
 	q := url.Values{"target": {target}, "seq": {strconv.Itoa(int(seq))}, "timeout": {timeout.String()}}
 	return &rep, c.do(ctx, http.MethodGet, "/v1/ping?"+q.Encode(), nil, &rep)
+}
+
+// Netcheck runs NAT discovery on the node's socket.
+func (c *Client) Netcheck(ctx context.Context) (*Netcheck, error) {
+	var rep Netcheck
+	return &rep, c.do(ctx, http.MethodGet, "/v1/netcheck", nil, &rep)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

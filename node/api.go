@@ -66,6 +66,14 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		}
 		writeJSON(w, http.StatusOK, localapi.NetworkReply{Networks: nets})
 	})
+	mux.HandleFunc("GET /v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := n.Netcheck(r.Context())
+		if err != nil && !errors.Is(err, peer.ErrNoUDP) {
+			writeJSON(w, http.StatusServiceUnavailable, localapi.ErrorReply{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, netcheckView(rep))
+	})
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		seq, _ := strconv.Atoi(q.Get("seq"))
@@ -195,6 +203,10 @@ func (n *Node) Status() localapi.Status {
 	if w := n.welcome; w != nil {
 		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
 		st.Self.Networks = append(st.Self.Networks, w.Networks...)
+	}
+	if n.nat != nil {
+		v := netcheckView(*n.nat)
+		st.Self.NAT = &v
 	}
 	n.mu.Unlock()
 	for _, p := range n.sortedPeers() {

@@ -35,6 +35,8 @@ type coordClient struct {
 	loginMsg func() *control.Login
 	// handle receives every message after Welcome (PeerMap, PeerDelta) from the read loop.
 	handle func(*control.Msg)
+	// onConnect, if set, is called after each successful login with the coord's address.
+	onConnect func(w *control.Welcome, addr netip.AddrPort)
 
 	nextID atomic.Uint64
 
@@ -120,6 +122,9 @@ func (c *coordClient) connect(ctx context.Context) (*control.Welcome, error) {
 	c.conn, c.stream = conn, stream
 	c.waiters = make(map[uint64]chan *control.Reply)
 	c.mu.Unlock()
+	if c.onConnect != nil {
+		c.onConnect(w, ap)
+	}
 	return w, nil
 }
 

@@ -57,6 +57,9 @@ type Config struct {
 	// PacketPathTCP sends proxied TCP through the netstacks as IP packets (the packet path) instead
 	// of one QUIC stream per connection (the stream path, the default and the fast one).
 	PacketPathTCP bool
+	// NoDirect sends all peer traffic through the coord's relay (no hole punching); for tests and
+	// networks where direct UDP between nodes must not be used.
+	NoDirect bool
 	// TUN, if set, names a kernel TUN device to create for the overlay (privileged: root or
 	// CAP_NET_ADMIN); "" = off, the rootless default. See tun.go.
 	TUN string
@@ -83,11 +86,14 @@ type Node struct {
 	wg      sync.WaitGroup
 
 	// mu guards the following.
-	mu      sync.Mutex
-	welcome *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
-	peers   map[peer.Key]control.Peer
-	port    uint16 // the UDP socket's port, cached for restarts
-	closed  bool
+	mu        sync.Mutex
+	welcome   *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
+	peers     map[peer.Key]control.Peer
+	port      uint16          // the UDP socket's port, cached for restarts
+	coordAddr netip.AddrPort  // the coord's address at the last login
+	probePort uint16          // the coord's NAT-discovery port
+	nat       *peer.NATReport // the last NAT discovery
+	closed    bool
 
 	limits *rateLimiter // broadcast/multicast packets per sender
 
@@ -185,7 +191,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream, Logger: n.log.Named("peer")})
+	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream,
+		NoDirect: n.cfg.NoDirect, Logger: n.log.Named("peer")})
 	if err != nil {
 		pc.Close()
 		return err
@@ -197,7 +204,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		loginMsg: func() *control.Login {
 			return &control.Login{Version: control.Version, Name: n.cfg.Name, Endpoints: n.localEndpoints()}
 		},
-		handle: n.handleControl,
+		handle:    n.handleControl,
+		onConnect: n.coordConnected,
 	}
 	loginTimeout := n.cfg.CoordTimeout
 	if cache != nil {

@@ -3,13 +3,13 @@
 // packets as QUIC DATAGRAM frames. It also dials the coordination server over the same socket, so the
 // coord sees the address peers will see.
 //
-// It decides who dials (the side with the lower key), retries with backoff, replaces dead links, and
-// reports per-peer path state. It knows nothing about IP, netstacks or SOCKS: packets are opaque bytes.
-// NAT traversal (probing, relays) builds on this package later.
+// It finds paths (signed probes to every candidate address at once: hole punching, see punch.go),
+// decides who dials (the side with the lower key), falls back to the coordination server's relay when
+// no direct path answers and moves to a direct path when one does (relay.go), replaces dead links,
+// and reports per-peer path state. It knows nothing about IP, netstacks or SOCKS: packets are opaque.
 package peer
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -24,7 +24,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
 
-	"github.com/warren-net/warren/backoff"
+	"golang.org/x/time/rate"
+
+	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 )
 
@@ -68,10 +70,17 @@ type Info struct {
 	Endpoints []netip.AddrPort
 }
 
+// Paths a link can take.
+const (
+	PathDirect = "direct"
+	PathRelay  = "relay"
+	PathNone   = "none"
+)
+
 // Status is the state of the link to one peer.
 type Status struct {
-	Path     string         // "direct" or "none" (relay comes with NAT traversal)
-	Endpoint netip.AddrPort // remote address of the current link, if any
+	Path     string         // PathDirect, PathRelay or PathNone
+	Endpoint netip.AddrPort // remote address of the current link (the relay's, for relayed links)
 	RTT      time.Duration  // smoothed RTT of the current link
 }
 
@@ -102,6 +111,12 @@ type Config struct {
 	// IdleTimeout is how long a link may stay silent before it is declared dead. Default 15s;
 	// keep-alives go out at a third of it.
 	IdleTimeout time.Duration
+	// RelayDelay is how long hole punching may try alone before the dialing side also opens a link
+	// through the relay. Default 1s.
+	RelayDelay time.Duration
+	// NoDirect disables direct paths (probes are neither sent nor answered): every link goes through
+	// the relay. For tests and for networks where direct UDP must not be used.
+	NoDirect bool
 }
 
 // Endpoint is the node's UDP socket with its peer links. Methods are safe for concurrent use.
@@ -112,6 +127,10 @@ type Endpoint struct {
 	tr       *quic.Transport
 	ln       *quic.Listener
 	quicConf *quic.Config
+	relay    *relayConn      // the relay's virtual socket
+	relayTr  *quic.Transport // QUIC over the relay
+	relayLn  *quic.Listener
+	probes   *rate.Limiter // bounds the signature checks inbound probes cost
 	ctx      context.Context // alive until Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -122,14 +141,49 @@ type Endpoint struct {
 	closed bool
 
 	sendDrops atomic.Uint64
+
+	// bindMu guards binding requests in flight (NAT discovery).
+	bindMu   sync.Mutex
+	bindings map[[control.TxIDSize]byte]chan netip.AddrPort
+	hairpins map[txID]chan struct{}
 }
 
-// peerState is one peer's desired info plus its current link. Fields under Endpoint.mu.
+// peerState is one peer's desired info, its current link and its path discovery. Fields under
+// Endpoint.mu.
 type peerState struct {
 	info   Info
-	link   *quic.Conn
-	wake   chan struct{} // pokes the dialer: endpoints changed or link died
+	link   *link
+	wake   chan struct{} // pokes the peer loop: endpoints changed, link up or down, path validated
 	cancel context.CancelFunc
+
+	learned   []netip.AddrPort // where the peer's pings came from that its endpoints do not list
+	pending   map[txID]pendingPing
+	validated netip.AddrPort // the last address that answered a ping; zero = none yet
+}
+
+// link is one QUIC connection to a peer. A link that a newer one replaced is retired: it takes no
+// new streams or packets, and closes once its last stream ends, so proxied TCP connections riding
+// it survive a move from the relay to a direct path.
+type link struct {
+	conn    *quic.Conn
+	path    string
+	streams atomic.Int32
+	retired atomic.Bool
+}
+
+func (l *link) addStream() { l.streams.Add(1) }
+
+func (l *link) doneStream() {
+	if l.streams.Add(-1) == 0 && l.retired.Load() {
+		l.conn.CloseWithError(0, "replaced")
+	}
+}
+
+func (l *link) retire() {
+	l.retired.Store(true)
+	if l.streams.Load() == 0 {
+		l.conn.CloseWithError(0, "replaced")
+	}
 }
 
 // New opens the Endpoint on cfg.Conn and starts accepting links from peers.
@@ -146,11 +200,17 @@ func New(cfg Config) (*Endpoint, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 15 * time.Second
 	}
+	if cfg.RelayDelay == 0 {
+		cfg.RelayDelay = time.Second
+	}
 	e := &Endpoint{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		peers: make(map[Key]*peerState),
-		tr:    &quic.Transport{Conn: cfg.Conn},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		peers:    make(map[Key]*peerState),
+		bindings: make(map[[control.TxIDSize]byte]chan netip.AddrPort),
+		hairpins: make(map[txID]chan struct{}),
+		probes:   rate.NewLimiter(probeRate, 2*probeRate),
+		tr:       &quic.Transport{Conn: cfg.Conn},
 		quicConf: &quic.Config{
 			EnableDatagrams:      true,
 			InitialPacketSize:    InitialPacketSize,
@@ -171,9 +231,18 @@ func New(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer: listen: %w", err)
 	}
+	e.relay = newRelayConn(e.writeSide, cfg.Conn.LocalAddr())
+	e.relayTr = &quic.Transport{Conn: e.relay}
+	e.relayLn, err = e.relayTr.Listen(serverTLS, e.quicConf)
+	if err != nil {
+		e.ln.Close()
+		return nil, fmt.Errorf("peer: listen on the relay: %w", err)
+	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	e.wg.Add(1)
-	go e.acceptLoop()
+	e.wg.Add(3)
+	go e.acceptLoop(e.ln, PathDirect)
+	go e.acceptLoop(e.relayLn, PathRelay)
+	go e.readSideChannel()
 	return e, nil
 }
 
@@ -204,10 +273,10 @@ func (e *Endpoint) verifyInbound(pub ed25519.PublicKey) error {
 	return nil
 }
 
-func (e *Endpoint) acceptLoop() {
+func (e *Endpoint) acceptLoop(ln *quic.Listener, path string) {
 	defer e.wg.Done()
 	for {
-		conn, err := e.ln.Accept(e.ctx)
+		conn, err := ln.Accept(e.ctx)
 		if err != nil {
 			return
 		}
@@ -216,7 +285,11 @@ func (e *Endpoint) acceptLoop() {
 			conn.CloseWithError(1, "bad identity")
 			continue
 		}
-		if !e.install(k, conn) {
+		if path == PathDirect && e.cfg.NoDirect {
+			conn.CloseWithError(1, "direct paths disabled")
+			continue
+		}
+		if !e.install(k, conn, path) {
 			conn.CloseWithError(1, "not a peer")
 		}
 	}
@@ -239,8 +312,9 @@ func rawCerts(cs tls.ConnectionState) [][]byte {
 	return out
 }
 
-// install makes conn the live link to k (replacing an older one) and starts its receive loop.
-func (e *Endpoint) install(k Key, conn *quic.Conn) bool {
+// install makes conn the live link to k and starts its receive loops. An older link is retired.
+func (e *Endpoint) install(k Key, conn *quic.Conn, path string) bool {
+	l := &link{conn: conn, path: path}
 	e.mu.Lock()
 	ps, ok := e.peers[k]
 	if !ok || e.closed {
@@ -248,35 +322,40 @@ func (e *Endpoint) install(k Key, conn *quic.Conn) bool {
 		return false
 	}
 	old := ps.link
-	ps.link = conn
+	ps.link = l
+	poke(ps.wake)
 	e.mu.Unlock()
-	if old != nil && old != conn {
-		old.CloseWithError(0, "replaced")
+	if old != nil {
+		old.retire()
 	}
-	e.log.Debug("link up", "peer", k, "endpoint", conn.RemoteAddr())
+	e.log.Info("link up", "peer", k, "path", path, "endpoint", conn.RemoteAddr())
 	e.wg.Add(2)
-	go e.receiveLoop(k, conn)
-	go e.acceptStreams(k, conn)
+	go e.receiveLoop(k, l)
+	go e.acceptStreams(k, l)
 	return true
 }
 
-func (e *Endpoint) receiveLoop(k Key, conn *quic.Conn) {
+func (e *Endpoint) receiveLoop(k Key, l *link) {
 	defer e.wg.Done()
 	for {
-		pkt, err := conn.ReceiveDatagram(e.ctx)
+		pkt, err := l.conn.ReceiveDatagram(e.ctx)
 		if err != nil {
 			break
 		}
 		e.cfg.Receive(k, pkt)
 	}
-	conn.CloseWithError(0, "")
+	l.conn.CloseWithError(0, "")
 	e.mu.Lock()
-	if ps, ok := e.peers[k]; ok && ps.link == conn {
+	current := false
+	if ps, ok := e.peers[k]; ok && ps.link == l {
 		ps.link = nil
+		current = true
 		poke(ps.wake)
 	}
 	e.mu.Unlock()
-	e.log.Debug("link down", "peer", k)
+	if current {
+		e.log.Info("link down", "peer", k, "path", l.path)
+	}
 }
 
 func poke(c chan struct{}) {
@@ -295,7 +374,7 @@ func (e *Endpoint) SetPeers(peers []Info) {
 			want[p.Key] = p
 		}
 	}
-	var toClose []*quic.Conn
+	var toClose []*link
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -314,22 +393,21 @@ func (e *Endpoint) SetPeers(peers []Info) {
 		ps, ok := e.peers[k]
 		if !ok {
 			ctx, cancel := context.WithCancel(e.ctx)
-			ps = &peerState{info: info, wake: make(chan struct{}, 1), cancel: cancel}
+			ps = &peerState{info: info, wake: make(chan struct{}, 1), cancel: cancel, pending: make(map[txID]pendingPing)}
 			e.peers[k] = ps
-			if bytes.Compare(e.self[:], k[:]) < 0 {
-				e.wg.Add(1)
-				go e.dialLoop(ctx, k, ps)
-			}
+			e.wg.Add(1)
+			go e.peerLoop(ctx, k, ps)
 			continue
 		}
 		if !sameEndpoints(ps.info.Endpoints, info.Endpoints) {
 			ps.info = info
+			ps.validated, ps.learned = netip.AddrPort{}, nil // re-punch from scratch
 			poke(ps.wake)
 		}
 	}
 	e.mu.Unlock()
-	for _, c := range toClose {
-		c.CloseWithError(0, "no longer a peer")
+	for _, l := range toClose {
+		l.conn.CloseWithError(0, "no longer a peer")
 	}
 }
 
@@ -345,117 +423,39 @@ func sameEndpoints(a, b []netip.AddrPort) bool {
 	return true
 }
 
-// dialLoop keeps a link to k up while k is a peer with endpoints. Only the lower key runs it, so two
-// peers never race to build two connections.
-func (e *Endpoint) dialLoop(ctx context.Context, k Key, ps *peerState) {
-	defer e.wg.Done()
-	bo := backoff.New(250*time.Millisecond, 10*time.Second)
-	for {
-		e.mu.RLock()
-		link, eps := ps.link, ps.info.Endpoints
-		e.mu.RUnlock()
-		var wait <-chan time.Time
-		if link == nil && len(eps) > 0 {
-			conn, err := e.dialAny(ctx, k, eps)
-			if err == nil {
-				bo.Reset()
-				if !e.install(k, conn) {
-					conn.CloseWithError(0, "not a peer")
-				}
-				continue
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			d := bo.Next()
-			e.log.Debug("dial failed", "peer", k, "retry_in", d, "error", err)
-			wait = time.After(d)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ps.wake:
-			bo.Reset()
-		case <-wait:
-		}
-	}
-}
-
-// dialAny dials every endpoint at once and keeps the first link that completes its handshake.
-func (e *Endpoint) dialAny(ctx context.Context, k Key, eps []netip.AddrPort) (*quic.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
-	defer cancel()
-	tlsConf, err := identity.TLSConfig(e.cfg.Key, ALPN, false, func(pub ed25519.PublicKey) error {
-		if !bytes.Equal(pub, k[:]) {
-			return fmt.Errorf("endpoint answered with key %s, want %s", identity.ShortID(pub), k)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	type result struct {
-		conn *quic.Conn
-		err  error
-	}
-	results := make(chan result, len(eps))
-	for _, ep := range eps {
-		go func() {
-			c, err := e.tr.Dial(ctx, net.UDPAddrFromAddrPort(ep), tlsConf, e.quicConf)
-			results <- result{c, err}
-		}()
-	}
-	var winner *quic.Conn
-	var errs []error
-	for range eps {
-		r := <-results
-		switch {
-		case r.err != nil:
-			errs = append(errs, r.err)
-		case winner == nil:
-			winner = r.conn
-			cancel() // stop the others
-		default:
-			r.conn.CloseWithError(0, "lost the race")
-		}
-	}
-	if winner != nil {
-		return winner, nil
-	}
-	return nil, fmt.Errorf("dial peer %s: %w", k, errors.Join(errs...))
-}
-
 // Send transmits one packet to peer k. It returns ErrNoLink when no link is up; it may block briefly
 // while the link's send queue is full (backpressure to the netstack).
 func (e *Endpoint) Send(k Key, pkt []byte) error {
 	e.mu.RLock()
 	ps := e.peers[k]
-	var link *quic.Conn
+	var l *link
 	if ps != nil {
-		link = ps.link
+		l = ps.link
 	}
 	e.mu.RUnlock()
-	if link == nil {
+	if l == nil {
 		e.sendDrops.Add(1)
 		return ErrNoLink
 	}
-	return link.SendDatagram(pkt)
+	return l.conn.SendDatagram(pkt)
 }
 
 // Status reports the link state of peer k.
 func (e *Endpoint) Status(k Key) Status {
 	e.mu.RLock()
-	var link *quic.Conn
+	var l *link
 	if ps := e.peers[k]; ps != nil {
-		link = ps.link
+		l = ps.link
 	}
 	e.mu.RUnlock()
-	if link == nil {
-		return Status{Path: "none"}
+	if l == nil {
+		return Status{Path: PathNone}
 	}
-	st := Status{Path: "direct", RTT: link.ConnectionStats().SmoothedRTT}
-	if ua, ok := link.RemoteAddr().(*net.UDPAddr); ok {
+	st := Status{Path: l.path, RTT: l.conn.ConnectionStats().SmoothedRTT}
+	if ua, ok := l.conn.RemoteAddr().(*net.UDPAddr); ok {
 		st.Endpoint = ua.AddrPort()
+	} else if r := e.relay.relay.Load(); r != nil {
+		st.Endpoint = *r
 	}
 	return st
 }
@@ -469,7 +469,7 @@ func (e *Endpoint) Close() error {
 		return nil
 	}
 	e.closed = true
-	var links []*quic.Conn
+	var links []*link
 	for _, ps := range e.peers {
 		if ps.link != nil {
 			links = append(links, ps.link)
@@ -477,12 +477,15 @@ func (e *Endpoint) Close() error {
 	}
 	e.mu.Unlock()
 	// Tell peers goodbye first so they notice at once, then stop loops, then the socket.
-	for _, c := range links {
-		c.CloseWithError(0, "node shutting down")
+	for _, l := range links {
+		l.conn.CloseWithError(0, "node shutting down")
 	}
 	e.cancel()
 	e.ln.Close()
+	e.relayLn.Close()
 	e.wg.Wait()
+	e.relayTr.Close()
+	e.relay.Close()
 	err := e.tr.Close()
 	e.cfg.Conn.Close()
 	return err

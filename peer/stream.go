@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -68,15 +69,17 @@ var ErrStreamRefused = errors.New("connection refused by peer (port not exposed 
 // DialStream opens a stream to service h on peer k, waiting up to ctx's deadline for a link to come
 // up, and returns it as a net.Conn once the peer has accepted.
 func (e *Endpoint) DialStream(ctx context.Context, k Key, h StreamHeader) (net.Conn, error) {
-	link, err := e.waitLink(ctx, k)
+	l, err := e.waitLink(ctx, k)
 	if err != nil {
 		return nil, err
 	}
-	s, err := link.OpenStreamSync(ctx)
+	l.addStream()
+	s, err := l.conn.OpenStreamSync(ctx)
 	if err != nil {
+		l.doneStream()
 		return nil, fmt.Errorf("open stream to %s: %w", k, err)
 	}
-	c := &streamConn{s: s, local: link.LocalAddr(), remote: link.RemoteAddr()}
+	c := &streamConn{s: s, link: l, local: l.conn.LocalAddr(), remote: l.conn.RemoteAddr()}
 	if dl, ok := ctx.Deadline(); ok {
 		s.SetDeadline(dl)
 	}
@@ -102,11 +105,11 @@ func (e *Endpoint) DialStream(ctx context.Context, k Key, h StreamHeader) (net.C
 }
 
 // waitLink returns the live link to k, polling until ctx is done if it is still being set up.
-func (e *Endpoint) waitLink(ctx context.Context, k Key) (*quic.Conn, error) {
+func (e *Endpoint) waitLink(ctx context.Context, k Key) (*link, error) {
 	for {
 		e.mu.RLock()
 		ps := e.peers[k]
-		var link *quic.Conn
+		var link *link
 		if ps != nil {
 			link = ps.link
 		}
@@ -126,10 +129,10 @@ func (e *Endpoint) waitLink(ctx context.Context, k Key) (*quic.Conn, error) {
 }
 
 // acceptStreams hands every stream a peer opens on conn to cfg.AcceptStream, after reading its header.
-func (e *Endpoint) acceptStreams(k Key, conn *quic.Conn) {
+func (e *Endpoint) acceptStreams(k Key, l *link) {
 	defer e.wg.Done()
 	for {
-		s, err := conn.AcceptStream(e.ctx)
+		s, err := l.conn.AcceptStream(e.ctx)
 		if err != nil {
 			return
 		}
@@ -138,10 +141,11 @@ func (e *Endpoint) acceptStreams(k Key, conn *quic.Conn) {
 			s.CancelWrite(0)
 			continue
 		}
+		l.addStream()
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
-			c := &streamConn{s: s, local: conn.LocalAddr(), remote: conn.RemoteAddr()}
+			c := &streamConn{s: s, link: l, local: l.conn.LocalAddr(), remote: l.conn.RemoteAddr()}
 			s.SetReadDeadline(time.Now().Add(10 * time.Second))
 			var hdr [StreamHeaderSize]byte
 			if _, err := io.ReadFull(s, hdr[:]); err != nil {
@@ -160,9 +164,12 @@ func (e *Endpoint) acceptStreams(k Key, conn *quic.Conn) {
 }
 
 // streamConn is a QUIC stream as a net.Conn: CloseWrite ends the send direction (FIN), Close ends both.
+// It counts on its link until closed, which keeps a retired link open for it.
 type streamConn struct {
 	s             *quic.Stream
+	link          *link
 	local, remote net.Addr
+	closeOnce     sync.Once
 }
 
 // Accept answers a received stream with StreamOK; the caller then relays bytes.
@@ -183,7 +190,9 @@ func (c *streamConn) Write(b []byte) (int, error) { return c.s.Write(b) }
 func (c *streamConn) CloseWrite() error           { return c.s.Close() }
 func (c *streamConn) Close() error {
 	c.s.CancelRead(0)
-	return c.s.Close()
+	err := c.s.Close()
+	c.closeOnce.Do(c.link.doneStream)
+	return err
 }
 func (c *streamConn) LocalAddr() net.Addr                { return c.local }
 func (c *streamConn) RemoteAddr() net.Addr               { return c.remote }

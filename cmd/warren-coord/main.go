@@ -23,9 +23,10 @@ import (
 
 const usage = `usage: warren-coord --listen HOST:PORT --data DIR [flags]
 
-Runs the warren coordination server on one UDP port (QUIC). Its identity key and
-SQLite database live in DIR; the key fingerprint printed at start is what nodes pin
-with 'warren up --coord-key'.
+Runs the warren coordination server on one UDP port (QUIC): login, networks, peer
+maps, NAT discovery (plus a second port, --probe-port) and, by default, the relay
+for nodes without a direct path. Its identity key and SQLite database live in DIR;
+the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
 
 flags:
 `
@@ -44,6 +45,9 @@ func run(args []string) error {
 	data := fs.String("data", "", "data `dir`ectory (identity key, database); required")
 	pool4 := fs.String("pool4", "100.64.0.0/10", "IPv4 `prefix` node addresses are allocated from")
 	pool6 := fs.String("pool6", "fd7a:7761:7272::/48", "IPv6 ULA `prefix` node addresses are allocated from")
+	probePort := fs.Int("probe-port", 0, "second UDP `port` on the same address for NAT discovery (0 = any free port, -1 = none)")
+	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path")
+	relayRate := fs.Int("relay-rate", 20000, "relayed `packets` per second allowed per node")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -83,13 +87,25 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log})
+	var probe net.PacketConn
+	if *probePort >= 0 {
+		paddr := &net.UDPAddr{IP: pc.LocalAddr().(*net.UDPAddr).IP, Port: *probePort}
+		if probe, err = net.ListenUDP("udp", paddr); err != nil {
+			pc.Close()
+			return fmt.Errorf("--probe-port %d: %w", *probePort, err)
+		}
+	}
+	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
+		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate})
 	if err != nil {
 		pc.Close()
+		if probe != nil {
+			probe.Close()
+		}
 		return err
 	}
 	fmt.Printf("warren-coord listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
-	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data)
+	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "probe", probeAddr(probe))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -108,4 +124,11 @@ func parsePools(v4, v6 string) (store.Pools, error) {
 		return store.Pools{}, fmt.Errorf("--pool6 %q: want an IPv6 prefix like fd7a:7761:7272::/48", v6)
 	}
 	return store.Pools{V4: p4.Masked(), V6: p6.Masked()}, nil
+}
+
+func probeAddr(pc net.PacketConn) string {
+	if pc == nil {
+		return "off"
+	}
+	return pc.LocalAddr().String()
 }

@@ -20,6 +20,7 @@ commands:
   network join NAME          join a network (--password P if it has one)
   network leave NAME         leave a network
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
+  netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   version                    print the version
 
 Every command takes --state DIR (default: $XDG_STATE_HOME/warren). Flags may come
@@ -50,6 +51,8 @@ func run(args []string) error {
 		return cmdNetwork(rest)
 	case "ping":
 		return cmdPing(rest)
+	case "netcheck":
+		return cmdNetcheck(rest)
 	case "version", "--version":
 		fmt.Println("warren", version)
 		return nil

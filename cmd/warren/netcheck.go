@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/warren-net/warren/localapi"
+)
+
+func cmdNetcheck(args []string) error {
+	fs := newFlagSet("netcheck [--json]", "netcheck [--json]")
+	state := stateFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	if len(pos) != 0 {
+		fs.Usage()
+		return errors.New("netcheck: takes no arguments")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := localapi.NewClient(*state).Netcheck(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	yes := map[bool]string{true: "yes", false: "no"}
+	fmt.Printf("UDP:          %s\n", yes[rep.UDP])
+	if !rep.UDP {
+		fmt.Println("The coordination server does not answer over UDP: this network blocks UDP, and warren needs it.")
+		return errors.New("netcheck: no UDP")
+	}
+	mapping := rep.Mapping
+	switch rep.Mapping {
+	case "endpoint-independent":
+		mapping += " (easy: direct paths to most peers)"
+	case "endpoint-dependent":
+		mapping += " (symmetric NAT: direct only to peers with an easy NAT, else relay)"
+	}
+	fmt.Printf("public:       %s\n", rep.Public)
+	fmt.Printf("mapping:      %s\n", mapping)
+	fmt.Printf("hairpinning:  %s\n", yes[rep.Hairpin])
+	fmt.Printf("coord:        %.2f ms\n", rep.CoordRTTms)
+	if rep.Relay != "" {
+		fmt.Printf("relay:        %s, %.2f ms\n", rep.Relay, rep.RelayRTTms)
+	} else {
+		fmt.Println("relay:        none")
+	}
+	return nil
+}

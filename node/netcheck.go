@@ -1,0 +1,74 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/peer"
+)
+
+// coordConnected runs after every login: the coord is the relay (if it offers one), and NAT discovery
+// runs once in the background so the log and `warren status` say what kind of NAT the node is behind.
+func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
+	if w.Relay {
+		n.ep.SetRelay(addr)
+	} else {
+		n.ep.SetRelay(netip.AddrPort{})
+	}
+	n.mu.Lock()
+	n.coordAddr, n.probePort = addr, w.ProbePort
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
+	go func() {
+		defer n.wg.Done()
+		rep, err := n.Netcheck(n.ctx)
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.log.Warn("NAT discovery failed", "error", err)
+			}
+			return
+		}
+		n.log.Info("NAT discovery", "public", rep.Public, "mapping", rep.Mapping, "hairpin", rep.Hairpin,
+			"coord_rtt", rep.CoordRTT.Round(time.Microsecond), "relay", rep.Relay)
+		n.mu.Lock()
+		n.nat = &rep
+		n.mu.Unlock()
+	}()
+}
+
+// errNoCoordYet is returned by Netcheck before the node has reached the coordination server.
+var errNoCoordYet = errors.New("netcheck: the coordination server has not been reached yet")
+
+// Netcheck probes the node's UDP connectivity through the coordination server: whether UDP works, the
+// public address, the NAT's mapping behaviour, hairpinning, and the round trip to the coord and relay.
+func (n *Node) Netcheck(ctx context.Context) (peer.NATReport, error) {
+	n.mu.Lock()
+	addr, probePort := n.coordAddr, n.probePort
+	n.mu.Unlock()
+	if !addr.IsValid() {
+		return peer.NATReport{Mapping: peer.MappingUnknown}, errNoCoordYet
+	}
+	return n.ep.Netcheck(ctx, addr, probePort)
+}
+
+func netcheckView(r peer.NATReport) localapi.Netcheck {
+	v := localapi.Netcheck{UDP: r.UDP, Mapping: r.Mapping, Hairpin: r.Hairpin,
+		CoordRTTms: ms(r.CoordRTT), RelayRTTms: ms(r.RelayRTT)}
+	if r.Public.IsValid() {
+		v.Public = r.Public.String()
+	}
+	if r.Relay.IsValid() {
+		v.Relay = r.Relay.String()
+	}
+	return v
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,162 @@
+package peer
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warren-net/warren/control"
+)
+
+// relayAddr is a peer as seen through the relay: QUIC connections over the relay are addressed to the
+// peer's key, and relayConn turns that into the relay's address plus a relay header.
+type relayAddr struct{ key Key }
+
+func (a relayAddr) Network() string { return "warren-relay" }
+func (a relayAddr) String() string  { return "relay/" + a.key.String() }
+
+// relayPacket is one QUIC packet received through the relay, in a pooled buffer.
+type relayPacket struct {
+	from Key
+	buf  *[]byte
+	n    int
+}
+
+// relayQueue bounds the packets waiting for the relay transport; more are dropped and counted, the
+// way a full socket buffer drops.
+const relayQueue = 512
+
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, control.RelayHeaderSize+control.MaxRelayPayload); return &b }}
+
+// relayConn is the net.PacketConn under the relay's quic.Transport. It sends by wrapping each QUIC
+// packet in a relay frame to the coord over the node's one UDP socket, and reads what the side-channel
+// reader delivers. QUIC's own encryption stays end to end: the relay forwards ciphertext.
+type relayConn struct {
+	write func(b []byte, to netip.AddrPort) error // sends on the node's socket
+	local net.Addr
+	relay atomic.Pointer[netip.AddrPort] // current relay address; nil = none
+	in    chan relayPacket
+	drops atomic.Uint64
+
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	dlMu     sync.Mutex
+	deadline chan struct{} // closed when the read deadline passes
+	dlTimer  *time.Timer
+}
+
+func newRelayConn(write func([]byte, netip.AddrPort) error, local net.Addr) *relayConn {
+	return &relayConn{write: write, local: local, in: make(chan relayPacket, relayQueue),
+		closed: make(chan struct{}), deadline: make(chan struct{})}
+}
+
+// deliver hands a received relay payload to the transport; it copies p. It never blocks.
+func (c *relayConn) deliver(from Key, p []byte) {
+	if len(p) > control.MaxRelayPayload {
+		c.drops.Add(1)
+		return
+	}
+	buf := relayBufs.Get().(*[]byte)
+	n := copy(*buf, p)
+	select {
+	case c.in <- relayPacket{from: from, buf: buf, n: n}:
+	default:
+		relayBufs.Put(buf)
+		c.drops.Add(1)
+	}
+}
+
+var errDeadline = &timeoutError{}
+
+type timeoutError struct{}
+
+func (*timeoutError) Error() string   { return "relay conn: i/o timeout" }
+func (*timeoutError) Timeout() bool   { return true }
+func (*timeoutError) Temporary() bool { return true }
+func (*timeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }
+
+func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	c.dlMu.Lock()
+	dl := c.deadline
+	c.dlMu.Unlock()
+	select {
+	case p := <-c.in:
+		n := copy(b, (*p.buf)[:p.n])
+		relayBufs.Put(p.buf)
+		return n, relayAddr{p.from}, nil
+	case <-c.closed:
+		return 0, nil, net.ErrClosed
+	case <-dl:
+		return 0, nil, errDeadline
+	}
+}
+
+func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	ra, ok := addr.(relayAddr)
+	if !ok {
+		return 0, errors.New("relay conn: not a relay address")
+	}
+	relay := c.relay.Load()
+	if relay == nil || len(b) > control.MaxRelayPayload {
+		c.drops.Add(1)
+		return len(b), nil // like a lost packet: QUIC recovers or times out
+	}
+	buf := relayBufs.Get().(*[]byte)
+	frame := control.AppendRelay((*buf)[:0], control.KindRelayTo, ra.key[:], b)
+	err := c.write(frame, *relay)
+	relayBufs.Put(buf)
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (c *relayConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *relayConn) LocalAddr() net.Addr { return c.local }
+
+func (c *relayConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+func (c *relayConn) SetReadDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	if c.dlTimer != nil {
+		c.dlTimer.Stop()
+		c.dlTimer = nil
+	}
+	select {
+	case <-c.deadline: // expired: start a fresh one
+		c.deadline = make(chan struct{})
+	default:
+	}
+	if t.IsZero() {
+		return nil
+	}
+	dl := c.deadline
+	if d := time.Until(t); d <= 0 {
+		close(dl)
+	} else {
+		c.dlTimer = time.AfterFunc(d, func() {
+			c.dlMu.Lock()
+			defer c.dlMu.Unlock()
+			if c.deadline == dl {
+				select {
+				case <-dl:
+				default:
+					close(dl)
+				}
+			}
+		})
+	}
+	return nil
+}
+
+func (c *relayConn) SetWriteDeadline(time.Time) error { return nil }

@@ -1,0 +1,203 @@
+package peer
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/warren-net/warren/control"
+)
+
+// The side channel: non-QUIC packets on the node's socket (path probes, relay frames, binding
+// responses; formats in package control and probe.go), read from the QUIC transport.
+
+// readSideChannel dispatches the socket's non-QUIC packets until Close.
+func (e *Endpoint) readSideChannel() {
+	defer e.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, addr, err := e.tr.ReadNonQUICPacket(e.ctx, buf)
+		if err != nil {
+			return
+		}
+		from := addrPortOf(addr)
+		b := buf[:n]
+		switch b[0] {
+		case control.KindRelayFrom:
+			relay := e.relay.relay.Load()
+			if relay == nil || *relay != from {
+				continue // only the relay we use may speak for other peers
+			}
+			if _, key, payload, err := control.ParseRelay(b); err == nil {
+				k, _ := KeyOf(key)
+				e.relay.deliver(k, payload)
+			}
+		case kindPing, kindPong:
+			e.handleProbe(b, from)
+		case control.KindBindingResp:
+			if tx, observed, err := control.ParseBindingResponse(b); err == nil {
+				e.bindMu.Lock()
+				ch := e.bindings[tx]
+				e.bindMu.Unlock()
+				if ch != nil {
+					select {
+					case ch <- observed:
+					default:
+					}
+				}
+			}
+		}
+	}
+}
+
+// writeSide sends a side-channel packet from the node's socket.
+func (e *Endpoint) writeSide(b []byte, to netip.AddrPort) error {
+	_, err := e.tr.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	return err
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// SetRelay sets the relay (the coordination server's address) that links fall back to when no direct
+// path works; an invalid address turns relaying off. Existing relayed links follow the new address.
+func (e *Endpoint) SetRelay(addr netip.AddrPort) {
+	if !addr.IsValid() {
+		e.relay.relay.Store(nil)
+		return
+	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	e.relay.relay.Store(&addr)
+	e.mu.RLock()
+	for _, ps := range e.peers {
+		poke(ps.wake)
+	}
+	e.mu.RUnlock()
+}
+
+// RelayDrops counts relayed packets dropped for a full queue or for want of a relay.
+func (e *Endpoint) RelayDrops() uint64 { return e.relay.drops.Load() }
+
+// Binding asks the server at addr which address this node's socket has from there (NAT discovery),
+// retrying until ctx ends. It returns the observed address and the round-trip time.
+func (e *Endpoint) Binding(ctx context.Context, addr netip.AddrPort) (netip.AddrPort, time.Duration, error) {
+	var tx [control.TxIDSize]byte
+	rand.Read(tx[:])
+	ch := make(chan netip.AddrPort, 1)
+	e.bindMu.Lock()
+	e.bindings[tx] = ch
+	e.bindMu.Unlock()
+	defer func() {
+		e.bindMu.Lock()
+		delete(e.bindings, tx)
+		e.bindMu.Unlock()
+	}()
+	req := control.AppendBindingRequest(nil, tx)
+	retry := time.NewTicker(300 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		sent := time.Now()
+		if err := e.writeSide(req, addr); err != nil {
+			return netip.AddrPort{}, 0, fmt.Errorf("binding request to %s: %w", addr, err)
+		}
+		select {
+		case obs := <-ch:
+			return obs, time.Since(sent), nil
+		case <-retry.C:
+		case <-ctx.Done():
+			return netip.AddrPort{}, 0, fmt.Errorf("no binding response from %s: %w", addr, ctx.Err())
+		}
+	}
+}
+
+// Hairpin reports whether a probe sent to the node's own public address comes back to it, i.e.
+// whether its NAT lets two nodes behind it reach each other on their public addresses.
+func (e *Endpoint) Hairpin(ctx context.Context, public netip.AddrPort) bool {
+	var tx txID
+	rand.Read(tx[:])
+	ch := make(chan struct{}, 1)
+	e.bindMu.Lock()
+	e.hairpins[tx] = ch
+	e.bindMu.Unlock()
+	defer func() {
+		e.bindMu.Lock()
+		delete(e.hairpins, tx)
+		e.bindMu.Unlock()
+	}()
+	ping := appendProbe(nil, e.cfg.Key, kindPing, e.self, e.self, tx, netip.AddrPort{})
+	retry := time.NewTicker(300 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		e.writeSide(ping, public)
+		select {
+		case <-ch:
+			return true
+		case <-retry.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// NAT mapping behaviours reported by Netcheck.
+const (
+	MappingIndependent = "endpoint-independent"
+	MappingDependent   = "endpoint-dependent"
+	MappingUnknown     = "unknown"
+)
+
+// NATReport is what Netcheck found out about the node's UDP connectivity.
+type NATReport struct {
+	UDP      bool           `json:"udp"`                 // the coord answered over UDP
+	Public   netip.AddrPort `json:"public,omitempty"`    // the node's address as the coord sees it
+	Mapping  string         `json:"mapping"`             // MappingIndependent, MappingDependent or MappingUnknown
+	Hairpin  bool           `json:"hairpin"`             // a packet to the own public address comes back
+	CoordRTT time.Duration  `json:"coord_rtt,omitempty"` // round trip to the coord
+	Relay    netip.AddrPort `json:"relay,omitempty"`     // the relay in use
+	RelayRTT time.Duration  `json:"relay_rtt,omitempty"` // round trip to the relay
+}
+
+// ErrNoUDP is returned by Netcheck when the coordination server does not answer over UDP.
+var ErrNoUDP = errors.New("no answer from the coordination server over UDP")
+
+// Netcheck probes the node's connectivity through the coord at coord, using its second port probePort
+// (0 = none) to tell mapping behaviours apart. It takes up to about 3 seconds.
+func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort uint16) (NATReport, error) {
+	rep := NATReport{Mapping: MappingUnknown}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	obs, rtt, err := e.Binding(ctx, coord)
+	if err != nil {
+		return rep, fmt.Errorf("%w: %v", ErrNoUDP, err)
+	}
+	rep.UDP, rep.Public, rep.CoordRTT = true, obs, rtt
+	if r := e.relay.relay.Load(); r != nil {
+		rep.Relay = *r
+		if *r == coord {
+			rep.RelayRTT = rtt
+		} else if _, rrtt, err := e.Binding(ctx, *r); err == nil {
+			rep.RelayRTT = rrtt
+		}
+	}
+	if probePort != 0 {
+		if obs2, _, err := e.Binding(ctx, netip.AddrPortFrom(coord.Addr(), probePort)); err == nil {
+			rep.Mapping = MappingIndependent
+			if obs2 != obs {
+				rep.Mapping = MappingDependent
+			}
+		}
+	}
+	hctx, hcancel := context.WithTimeout(ctx, time.Second)
+	rep.Hairpin = e.Hairpin(hctx, obs)
+	hcancel()
+	return rep, nil
+}
