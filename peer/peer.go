@@ -130,7 +130,7 @@ type Endpoint struct {
 	relay    *relayConn      // the relay's virtual socket
 	relayTr  *quic.Transport // QUIC over the relay
 	relayLn  *quic.Listener
-	probes   *rate.Limiter // bounds the signature checks inbound probes cost
+	probes   *rate.Limiter   // bounds the signature checks inbound probes cost
 	ctx      context.Context // alive until Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
