@@ -44,6 +44,13 @@ type testCoord struct {
 
 func startCoord(t testing.TB, dir string) *testCoord {
 	t.Helper()
+	return startCoordWith(t, dir, nil)
+}
+
+// startCoordWith lets the caller adjust the server's config before it starts. The coord gets a second
+// port for NAT discovery, like the binary's default.
+func startCoordWith(t testing.TB, dir string, adjust func(*coord.Config)) *testCoord {
+	t.Helper()
 	pools := store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")}
 	st, err := store.Open(filepath.Join(dir, "warren.db"), pools)
 	if err != nil {
@@ -57,7 +64,15 @@ func startCoord(t testing.TB, dir string) *testCoord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: pools, Conn: pc, Logger: testLogger(t, "coord")})
+	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := coord.Config{Key: key, Store: st, Pools: pools, Conn: pc, ProbeConn: probe, Logger: testLogger(t, "coord")}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	srv, err := coord.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

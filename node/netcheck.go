@@ -72,3 +72,7 @@ func netcheckView(r peer.NATReport) localapi.Netcheck {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// SetDirect turns direct peer paths on or off at run time (see Config.NoDirect); off affects new links
+// only.
+func (n *Node) SetDirect(on bool) { n.ep.SetDirect(on) }

@@ -141,6 +141,7 @@ type Endpoint struct {
 	closed bool
 
 	sendDrops atomic.Uint64
+	noDirect  atomic.Bool
 
 	// bindMu guards binding requests in flight (NAT discovery).
 	bindMu   sync.Mutex
@@ -223,6 +224,7 @@ func New(cfg Config) (*Endpoint, error) {
 		},
 	}
 	e.self, _ = KeyOf(cfg.Key.Public())
+	e.noDirect.Store(cfg.NoDirect)
 	serverTLS, err := identity.TLSConfig(cfg.Key, ALPN, true, e.verifyInbound)
 	if err != nil {
 		return nil, err
@@ -285,7 +287,7 @@ func (e *Endpoint) acceptLoop(ln *quic.Listener, path string) {
 			conn.CloseWithError(1, "bad identity")
 			continue
 		}
-		if path == PathDirect && e.cfg.NoDirect {
+		if path == PathDirect && e.noDirect.Load() {
 			conn.CloseWithError(1, "direct paths disabled")
 			continue
 		}

@@ -68,7 +68,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		direct := l != nil && l.path == PathDirect
 		now := time.Now()
 		wakeAt := now.Add(time.Hour)
-		if online && !direct && !e.cfg.NoDirect {
+		if online && !direct && !e.noDirect.Load() {
 			if !now.Before(nextPing) {
 				e.sendPings(k, ps)
 				d := pingEvery.Next()
@@ -82,7 +82,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		if dialer && online && !direct && !dialing {
 			relay := e.relay.relay.Load() != nil
 			switch {
-			case valid.IsValid() && !e.cfg.NoDirect:
+			case valid.IsValid() && !e.noDirect.Load():
 				dialing = true
 				go func() { results <- e.dial(ctx, k, PathDirect, valid) }()
 			case l == nil && relay && now.Sub(searching) >= e.cfg.RelayDelay:
@@ -189,7 +189,7 @@ func (e *Endpoint) sendPings(k Key, ps *peerState) {
 
 // handleProbe answers pings and records pongs. from is the packet's source address.
 func (e *Endpoint) handleProbe(b []byte, from netip.AddrPort) {
-	if e.cfg.NoDirect {
+	if e.noDirect.Load() {
 		return
 	}
 	p, err := parseProbe(b)

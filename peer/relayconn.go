@@ -160,3 +160,8 @@ func (c *relayConn) SetReadDeadline(t time.Time) error {
 }
 
 func (c *relayConn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetReadBuffer and SetWriteBuffer are no-ops: the node's UDP socket under the relay has its buffers
+// sized by the main transport already. (Having them keeps quic-go from warning about a non-UDP conn.)
+func (c *relayConn) SetReadBuffer(int) error  { return nil }
+func (c *relayConn) SetWriteBuffer(int) error { return nil }

@@ -84,6 +84,17 @@ func (e *Endpoint) SetRelay(addr netip.AddrPort) {
 	e.mu.RUnlock()
 }
 
+// SetDirect turns direct paths on or off at run time (see Config.NoDirect). Turning them off affects
+// new links only; turning them on starts hole punching to every peer that is relayed.
+func (e *Endpoint) SetDirect(on bool) {
+	e.noDirect.Store(!on)
+	e.mu.RLock()
+	for _, ps := range e.peers {
+		poke(ps.wake)
+	}
+	e.mu.RUnlock()
+}
+
 // RelayDrops counts relayed packets dropped for a full queue or for want of a relay.
 func (e *Endpoint) RelayDrops() uint64 { return e.relay.drops.Load() }
 

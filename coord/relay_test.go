@@ -1,0 +1,116 @@
+package coord
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+)
+
+// sideClient is a logged-in node whose socket also speaks the side channel, like a real node's.
+type sideClient struct {
+	*client
+	key []byte
+	tr  *quic.Transport
+}
+
+func dialSide(t *testing.T, srv *Server, name string) *sideClient {
+	t.Helper()
+	key, _ := identity.Generate()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: pc}
+	t.Cleanup(func() { tr.Close(); pc.Close() })
+	tlsConf, _ := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := tr.Dial(ctx, srv.Addr(), tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	stream, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.SetDeadline(time.Now().Add(5 * time.Second))
+	c := &sideClient{client: &client{conn: conn, stream: stream}, key: key.Public(), tr: tr}
+	c.login(t, name)
+	return c
+}
+
+// next returns the next side-channel packet, or nil after d.
+func (c *sideClient) next(d time.Duration) []byte {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	buf := make([]byte, 2048)
+	n, _, err := c.tr.ReadNonQUICPacket(ctx, buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+func TestRelayForwardsOnlyBetweenPeers(t *testing.T) {
+	srv := startServer(t)
+	x, y, z := dialSide(t, srv, "x"), dialSide(t, srv, "y"), dialSide(t, srv, "z")
+	x.request(t, control.Request{ID: 1, Op: control.OpCreate, Network: "lan"})
+	y.request(t, control.Request{ID: 1, Op: control.OpJoin, Network: "lan"})
+	y.next(0) // start reading side-channel packets
+	z.next(0)
+
+	payload := []byte("an end-to-end QUIC packet")
+	send := func(from *sideClient, to []byte) {
+		t.Helper()
+		if _, err := from.tr.WriteTo(control.AppendRelay(nil, control.KindRelayTo, to, payload), srv.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(x, y.key)
+	got := y.next(2 * time.Second)
+	kind, src, p, err := control.ParseRelay(got)
+	if err != nil || kind != control.KindRelayFrom || !bytes.Equal(src, x.key) || !bytes.Equal(p, payload) {
+		t.Fatalf("y received %x (%v), want a relay frame from x with the payload", got, err)
+	}
+
+	send(x, z.key) // z shares no network with x
+	if got := z.next(300 * time.Millisecond); got != nil {
+		t.Fatalf("z received %x from x, with whom it shares no network", got)
+	}
+	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	stranger.WriteTo(control.AppendRelay(nil, control.KindRelayTo, y.key, payload), srv.Addr())
+	if got := y.next(300 * time.Millisecond); got != nil {
+		t.Fatalf("y received %x from an address with no logged-in node", got)
+	}
+
+	// Binding: the coord says where a request came from, in no more bytes than were sent.
+	req := control.AppendBindingRequest(nil, [control.TxIDSize]byte{5})
+	stranger.WriteTo(req, srv.Addr())
+	stranger.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 2048)
+	n, err := stranger.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, obs, err := control.ParseBindingResponse(buf[:n])
+	if want := stranger.LocalAddr().(*net.UDPAddr).AddrPort(); err != nil || tx[0] != 5 || obs != netip.AddrPortFrom(want.Addr().Unmap(), want.Port()) {
+		t.Fatalf("binding response %v %v %v, want %v", tx, obs, err, want)
+	}
+	if n > len(req) {
+		t.Fatalf("binding response of %d bytes to a %d-byte request: an amplifier", n, len(req))
+	}
+}
