@@ -64,7 +64,7 @@ func TestRelay(t *testing.T) {
 	rand.Read(m)
 	tap := &relayTap{marker: []byte(hex.EncodeToString(m))}
 	c := startCoordWith(t, t.TempDir(), func(cfg *coord.Config) { cfg.RelayTap = tap.tap })
-	port := markerServer(t, tap.marker, 1<<20)
+	port := markerServer(t, tap.marker, 8<<20)
 	noDirect := func(cfg *node.Config) { cfg.NoDirect = true }
 	a := startNodeWith(t, c, "a", noDirect)
 	b := startNodeWith(t, c, "b", noDirect, port)
@@ -76,10 +76,10 @@ func TestRelay(t *testing.T) {
 		t.Errorf("relayed peer's endpoint = %q, want the coord %q", p.Endpoint, c.addr)
 	}
 	body, d := fetch(t, a.httpClient(t), fmt.Sprintf("http://b.warren:%d/", port))
-	if len(body) != 1<<20 || !bytes.HasPrefix(body, tap.marker) {
-		t.Fatalf("fetched %d bytes through the relay, want 1 MiB of the marker", len(body))
+	if len(body) != 8<<20 || !bytes.HasPrefix(body, tap.marker) {
+		t.Fatalf("fetched %d bytes through the relay, want 8 MiB of the marker", len(body))
 	}
-	t.Logf("1 MiB through the relay (stream path): %v, %.1f MB/s", d, float64(len(body))/d.Seconds()/1e6)
+	t.Logf("8 MiB through the relay (stream path): %v, %.1f MB/s", d, float64(len(body))/d.Seconds()/1e6)
 	ping, err := a.Ping(context.Background(), "b", 1)
 	if err != nil {
 		t.Fatalf("ping through the relay: %v", err)
@@ -88,8 +88,8 @@ func TestRelay(t *testing.T) {
 		t.Errorf("ping path = %q, want relay", ping.Path)
 	}
 	relayed, seen := tap.stats()
-	if relayed < 1<<20 {
-		t.Errorf("the relay forwarded %d bytes, less than the 1 MiB transfer: did it take another path?", relayed)
+	if relayed < 8<<20 {
+		t.Errorf("the relay forwarded %d bytes, less than the 8 MiB transfer: did it take another path?", relayed)
 	}
 	if seen {
 		t.Fatal("the relay saw plaintext: the marker appeared in a relayed payload")

@@ -41,8 +41,8 @@ const InitialPacketSize = 1350
 // MaxPacketSize is the largest packet Send accepts and so the overlay MTU: 1280, the IPv6 minimum link
 // MTU, which gVisor's IPv6 needs. A DATAGRAM frame in an InitialPacketSize packet carries up to
 // 1350-37-3 = 1310 bytes (quic-go reserves 37 bytes of packet overhead, the frame header takes 3), so
-// it fits from the first packet of a link on (TestMaxPacketSizeFits). After a connection migrates
-// quic-go falls back to 1200-byte packets, so links are replaced rather than migrated when a path changes.
+// it fits from the first packet of a link on (TestMaxPacketSizeFits). quic-go keeps InitialPacketSize
+// when a connection migrates to a new client address (NAT rebinding), so migrated links still fit.
 const MaxPacketSize = 1280
 
 // maxStreams bounds the concurrent streams (proxied TCP connections) a peer may open to us.
