@@ -160,6 +160,7 @@ type peerState struct {
 	learned   []netip.AddrPort // where the peer's pings came from that its endpoints do not list
 	pending   map[txID]pendingPing
 	validated netip.AddrPort // the last address that answered a ping; zero = none yet
+	recheck   bool           // the peer's endpoints changed: probe again even if a direct link is up
 }
 
 // link is one QUIC connection to a peer. A link that a newer one replaced is retired: it takes no
@@ -404,6 +405,7 @@ func (e *Endpoint) SetPeers(peers []Info) {
 		if !sameEndpoints(ps.info.Endpoints, info.Endpoints) {
 			ps.info = info
 			ps.validated, ps.learned = netip.AddrPort{}, nil // re-punch from scratch
+			ps.recheck = true
 			poke(ps.wake)
 		}
 	}

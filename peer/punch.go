@@ -24,6 +24,12 @@ import (
 // so the first ping that crosses both NATs is answered by a pong. The side with the lower key dials
 // QUIC to the first address that answered. If nothing answers within RelayDelay it also dials through
 // the relay, and keeps punching more slowly: a direct link, once up, replaces the relayed one.
+//
+// A direct link is rechecked when the peer's endpoints change (it roamed: the coord saw a new address)
+// or when the link stalls (packets go out, nothing comes back for stallAfter): both sides probe again,
+// which opens their NATs towards the new addresses, and if the first address to answer is not the
+// link's, the dialing side moves the link there. When the side that dialed roams, quic-go migrates the
+// connection by itself (after path validation) as soon as its packets get through again.
 
 const (
 	// probeRate bounds the inbound probes per second whose signature is checked.
@@ -34,6 +40,8 @@ const (
 	maxPending = 64
 	// pingTimeout is how long a ping may wait for its pong.
 	pingTimeout = 5 * time.Second
+	// stallAfter is how long a direct link may send without receiving before it is rechecked.
+	stallAfter = 2 * time.Second
 )
 
 type pendingPing struct {
@@ -59,6 +67,11 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		dialing   bool
 		results   = make(chan dialResult, 1)
 		timer     = time.NewTimer(time.Hour)
+		// stall detection on the direct link
+		watched           *link
+		lastRecv          uint64
+		lastSent          uint64
+		recvAt, recheckAt time.Time
 	)
 	defer timer.Stop()
 	for {
@@ -68,6 +81,27 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		direct := l != nil && l.path == PathDirect
 		now := time.Now()
 		wakeAt := now.Add(time.Hour)
+		if direct && !e.noDirect.Load() {
+			st := l.conn.ConnectionStats()
+			if watched != l || st.PacketsReceived != lastRecv {
+				watched, lastRecv, recvAt = l, st.PacketsReceived, now
+			}
+			stalled := st.PacketsSent > lastSent && now.Sub(recvAt) > stallAfter
+			lastSent = st.PacketsSent
+			e.mu.Lock()
+			recheck := ps.recheck || (stalled && now.Sub(recheckAt) > pingTimeout)
+			ps.recheck = false
+			if recheck {
+				ps.validated, valid = netip.AddrPort{}, netip.AddrPort{}
+			}
+			e.mu.Unlock()
+			if recheck {
+				e.log.Debug("rechecking the direct path", "peer", k, "stalled", stalled)
+				recheckAt = now
+				e.sendPings(k, ps)
+			}
+			wakeAt = now.Add(time.Second)
+		}
 		if online && !direct && !e.noDirect.Load() {
 			if !now.Before(nextPing) {
 				e.sendPings(k, ps)
@@ -78,6 +112,10 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 				nextPing = now.Add(d)
 			}
 			wakeAt = nextPing
+		}
+		if dialer && direct && !dialing && valid.IsValid() && valid != addrPortOf(l.conn.RemoteAddr()) {
+			dialing = true // the peer answers elsewhere now: move the link there
+			go func() { results <- e.dial(ctx, k, PathDirect, valid) }()
 		}
 		if dialer && online && !direct && !dialing {
 			relay := e.relay.relay.Load() != nil
