@@ -13,7 +13,7 @@
 //	coord → node   Welcome          (or Reply with an error, then close)
 //	coord → node   PeerMap          (the full list of visible peers, then ...)
 //	coord → node   PeerDelta        (... changes only, for as long as the connection lives)
-//	node  → coord  Request{ID}      (network create/join/leave)
+//	node  → coord  Request{ID}      (network create/join/leave, or logout)
 //	coord → node   Reply{ID}        (answer to the request with the same ID)
 //	node  → coord  Endpoints        (the node's candidate addresses changed)
 package control
@@ -46,6 +46,7 @@ const (
 	MaxNameLen   = 64
 	MaxPassword  = 1024
 	MaxErrorLen  = 1024
+	MaxAuthKey   = 256
 )
 
 // Type names a message kind.
@@ -79,6 +80,13 @@ type Login struct {
 	Version   int              `json:"version"`
 	Name      string           `json:"name"`
 	Endpoints []netip.AddrPort `json:"endpoints,omitempty"` // local candidate addresses of the node's UDP socket
+	// AuthKey, if set, is a pre-authorised key from the coord's operator: the node joins the key's
+	// network without a password (and becomes ephemeral or tagged if the key says so). At most
+	// MaxAuthKey bytes. A node that already used the key may send it again on later logins.
+	AuthKey string `json:"authkey,omitempty"`
+	// Ephemeral asks the coord to remove the node (memberships, address) once it has been offline
+	// for the coord's ephemeral timeout, or at once when it sends OpLogout. It cannot be undone.
+	Ephemeral bool `json:"ephemeral,omitempty"`
 }
 
 // Welcome accepts a login.
@@ -94,6 +102,9 @@ type Welcome struct {
 	ProbePort uint16 `json:"probe_port,omitempty"`
 	// Relay reports that the coord relays packets between peers (relay frames on its main port).
 	Relay bool `json:"relay,omitempty"`
+	// Ephemeral reports that the coord removes this node when it goes offline (see Login.Ephemeral);
+	// such a node sends OpLogout when it shuts down cleanly.
+	Ephemeral bool `json:"ephemeral,omitempty"`
 }
 
 // Peer describes one node visible to the receiver (they share at least one network).
@@ -126,9 +137,12 @@ const (
 	OpCreate Op = "create"
 	OpJoin   Op = "join"
 	OpLeave  Op = "leave"
+	// OpLogout ends the node's session for good (Network and Password empty): an ephemeral node is
+	// removed at once, its peers are told; for other nodes it changes nothing.
+	OpLogout Op = "logout"
 )
 
-// Request asks the coord to act on a network for the sending node.
+// Request asks the coord to act on a network for the sending node, or to log it out (OpLogout).
 type Request struct {
 	ID       uint64 `json:"id"`
 	Op       Op     `json:"op"`
@@ -149,6 +163,9 @@ const (
 	CodeRefused       Code = "refused"
 	CodeInternal      Code = "internal"
 	CodeVersion       Code = "version"
+	// CodeAuthKey refuses a login whose auth key is unknown, expired, revoked or used up; retrying
+	// with the same key cannot succeed.
+	CodeAuthKey Code = "authkey"
 )
 
 // Reply answers a Request with the same ID (or a Login, with ID 0). Code is empty on success.

@@ -19,6 +19,11 @@ func samples() []*Msg {
 		{Type: TypePeerMap, PeerMap: &PeerMap{Peers: []Peer{{Key: key, Name: "b", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.2")}, Online: true, Networks: []string{"lan"}}}}},
 		{Type: TypePeerDelta, PeerDelta: &PeerDelta{Remove: [][]byte{key}}},
 		{Type: TypeRequest, Request: &Request{ID: 3, Op: OpJoin, Network: "lan", Password: "pw"}},
+		{Type: TypeLogin, Login: &Login{Version: Version, Name: "ci-1", AuthKey: "warren-auth-0123456789ab-" + strings.Repeat("f", 64), Ephemeral: true}},
+		{Type: TypeWelcome, Welcome: &Welcome{IPv4: netip.MustParseAddr("100.64.0.9"), IPv6: netip.MustParseAddr("fd7a:7761:7272::9"),
+			Prefix4: netip.MustParsePrefix("100.64.0.0/10"), Prefix6: netip.MustParsePrefix("fd7a:7761:7272::/48"), Networks: []string{"ci"}, Ephemeral: true}},
+		{Type: TypeRequest, Request: &Request{ID: 4, Op: OpLogout}},
+		{Type: TypeReply, Reply: &Reply{Code: CodeAuthKey, Error: "auth key expired"}},
 		{Type: TypeReply, Reply: &Reply{ID: 3, Code: CodeWrongPassword, Error: "wrong password"}},
 		{Type: TypeEndpoints, Endpoints: &Endpoints{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:9")}}},
 	}
@@ -59,6 +64,10 @@ func TestRejects(t *testing.T) {
 		`{"type":"request","request":{"op":"explode","network":"x"}}`,
 		`{"type":"peerdelta","peerdelta":{"remove":["AAAA"]}}`,
 		`{"type":"login","login":{"name":"` + strings.Repeat("x", 65) + `"}}`,
+		`{"type":"login","login":{"name":"a","authkey":"` + strings.Repeat("k", MaxAuthKey+1) + `"}}`,
+		`{"type":"request","request":{"op":"logout","network":"lan"}}`,
+		`{"type":"request","request":{"op":"logout","password":"pw"}}`,
+		`{"type":"request","request":{"op":"join"}}`,
 		`[1,2,3]`,
 	}
 	for _, s := range bad {

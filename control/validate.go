@@ -27,6 +27,9 @@ func (m *Msg) Validate() error {
 		if err := checkName("name", m.Login.Name); err != nil {
 			return err
 		}
+		if len(m.Login.AuthKey) > MaxAuthKey {
+			return fmt.Errorf("login: auth key longer than %d bytes", MaxAuthKey)
+		}
 		return checkEndpoints(m.Login.Endpoints)
 	case TypeWelcome:
 		if m.Welcome == nil {
@@ -65,6 +68,11 @@ func (m *Msg) Validate() error {
 		}
 		switch r.Op {
 		case OpCreate, OpJoin, OpLeave:
+		case OpLogout:
+			if r.Network != "" || r.Password != "" {
+				return errors.New("request: logout takes no network or password")
+			}
+			return nil
 		default:
 			return fmt.Errorf("request: unknown op %q", r.Op)
 		}
