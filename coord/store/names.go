@@ -32,3 +32,12 @@ func ValidNodeName(name string) error {
 	}
 	return nil
 }
+
+// ValidTag returns nil if tag is a valid node tag (as carried by auth keys): the same rules as a
+// node name, a lower-case DNS label of 1-63 characters.
+func ValidTag(tag string) error {
+	if err := ValidNodeName(tag); err != nil {
+		return fmt.Errorf("invalid tag %q: use 1-63 lower-case letters, digits and '-', not at either end", tag)
+	}
+	return nil
+}

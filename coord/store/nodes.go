@@ -10,11 +10,12 @@ import (
 	"time"
 )
 
-const nodeColumns = `n.key, n.name, n.ip_index, n.created_at, n.last_seen`
+const nodeColumns = `n.key, n.name, n.ip_index, n.created_at, n.last_seen, n.ephemeral, n.tag, n.authkey`
 
 // UpsertNode registers the node with the given Ed25519 public key, or updates the name and last-seen
-// time of a known one. On first sight the node gets the lowest free host index (see Pools); later
-// calls never change its addresses. It returns ErrPoolExhausted when a new node does not fit.
+// time of a known one and marks it online (see MarkOffline). On first sight the node gets the lowest
+// free host index (see Pools); later calls never change its addresses. It returns ErrPoolExhausted
+// when a new node does not fit.
 func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, error) {
 	if len(key) != ed25519.PublicKeySize {
 		return Node{}, fmt.Errorf("upsert node: key is %d bytes, want %d", len(key), ed25519.PublicKeySize)
@@ -28,7 +29,7 @@ func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, 
 		return Node{}, fmt.Errorf("upsert node: %w", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `UPDATE nodes SET name = ?, last_seen = ? WHERE key = ?`, name, now, key)
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET name = ?, last_seen = ?, offline_since = NULL WHERE key = ?`, name, now, key)
 	if err != nil {
 		return Node{}, fmt.Errorf("update node: %w", err)
 	}
@@ -81,7 +82,7 @@ type scanner interface{ Scan(...any) error }
 func (s *Store) scanNode(r scanner, extra ...any) (Node, error) {
 	var n Node
 	var idx, created, seen int64
-	if err := r.Scan(append([]any{&n.Key, &n.Name, &idx, &created, &seen}, extra...)...); err != nil {
+	if err := r.Scan(append([]any{&n.Key, &n.Name, &idx, &created, &seen, &n.Ephemeral, &n.Tag, &n.AuthKeyID}, extra...)...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return Node{}, ErrNotFound
 		}

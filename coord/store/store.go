@@ -73,6 +73,9 @@ type Node struct {
 	IPv4, IPv6 netip.Addr // fixed on first sight
 	CreatedAt  time.Time  // first sight, second precision
 	LastSeen   time.Time  // last UpsertNode, second precision
+	Ephemeral  bool       // removed once offline for the server's ephemeral timeout
+	Tag        string     // from the auth key it joined with; "" = none
+	AuthKeyID  string     // ID of the last auth key it redeemed; "" = none
 }
 
 // Network is a named group of nodes that may reach each other.
@@ -124,15 +127,48 @@ var migrations = []string{
 		name TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
+	// 3: auth keys (stored as SHA-256 hashes), and per node: ephemeral, tag, the auth key it
+	// joined with, and since when it is offline (unix milliseconds; NULL while online), which
+	// the ephemeral-node reaper reads.
+	`CREATE TABLE authkeys (
+		id TEXT PRIMARY KEY,
+		hash BLOB NOT NULL,
+		network TEXT NOT NULL REFERENCES networks(name) ON DELETE CASCADE,
+		reusable INTEGER NOT NULL,
+		ephemeral INTEGER NOT NULL,
+		tag TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL,
+		revoked_at INTEGER NOT NULL DEFAULT 0,
+		uses INTEGER NOT NULL DEFAULT 0,
+		last_used_at INTEGER NOT NULL DEFAULT 0
+	);
+	ALTER TABLE nodes ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN tag TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN authkey TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN offline_since INTEGER;
+	CREATE INDEX nodes_by_offline ON nodes(ephemeral, offline_since);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies
 // pending migrations. It fails if pools are invalid, or if they move the base address of a pool
 // the database already has nodes in, or leave an existing node outside the pool.
+//
+// A zero Pools means "the pools recorded in the database": tools that work on the data directory
+// of a server (running or not) open it that way and change nothing about the pools. It fails if the
+// database has none recorded, e.g. because no server has opened it yet.
+//
+// Several Stores, in one process or several, may use one file at the same time: the database is in
+// WAL mode, every write transaction takes the write lock up front, and a writer waits up to five
+// seconds (busy timeout) for another one to finish.
 func Open(path string, pools Pools) (*Store, error) {
-	pools, maxIndex, err := pools.validate()
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+	recorded := pools == Pools{}
+	var maxIndex int64
+	if !recorded {
+		var err error
+		if pools, maxIndex, err = pools.validate(); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -156,11 +192,36 @@ func Open(path string, pools Pools) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
-	if err := s.checkPools(); err != nil {
+	check := s.checkPools
+	if recorded {
+		check = s.loadPools
+	}
+	if err := check(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// loadPools sets s.pools from the pools recorded in the database.
+func (s *Store) loadPools() error {
+	var v4, v6 string
+	err := s.db.QueryRow(`SELECT (SELECT value FROM settings WHERE name = 'pool4'), (SELECT value FROM settings WHERE name = 'pool6')`).
+		Scan(&v4, &v6)
+	if err != nil {
+		return fmt.Errorf("no address pools recorded (has a server used this database yet?): %w", err)
+	}
+	p4, err4 := netip.ParsePrefix(v4)
+	p6, err6 := netip.ParsePrefix(v6)
+	if err := errors.Join(err4, err6); err != nil {
+		return fmt.Errorf("recorded address pools: %w", err)
+	}
+	pools, maxIndex, err := Pools{V4: p4, V6: p6}.validate()
+	if err != nil {
+		return fmt.Errorf("recorded address pools: %w", err)
+	}
+	s.pools, s.maxIndex = pools, maxIndex
+	return nil
 }
 
 // dsn builds the modernc.org/sqlite data source name for an absolute path. The path is escaped as a

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -317,35 +318,83 @@ func TestPoolsChange(t *testing.T) {
 }
 
 func TestMigrations(t *testing.T) {
+	// A database as each earlier release left it (its migrations only, one node and, from version 2
+	// on, the recorded pools) opens, migrates to the current version and keeps the node.
+	for from := 1; from < len(migrations); from++ {
+		t.Run(fmt.Sprintf("from version %d", from), func(t *testing.T) {
+			path := tempDB(t)
+			db, err := sql.Open("sqlite", dsn(path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range migrations[:from] {
+				if _, err := db.Exec(q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stmts := []string{`INSERT INTO nodes (key, name, ip_index, created_at, last_seen) VALUES (x'` +
+				strings.Repeat("01", 32) + `', 'a', 1, 1, 1)`, fmt.Sprintf(`PRAGMA user_version = %d`, from)}
+			if from >= 2 {
+				stmts = append(stmts, `INSERT INTO settings (name, value) VALUES ('pool4', '`+testPools.V4.String()+`'), ('pool6', '`+testPools.V6.String()+`')`)
+			}
+			for _, q := range stmts {
+				if _, err := db.Exec(q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			db.Close()
+
+			s := open(t, path, testPools)
+			var v int
+			if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != len(migrations) {
+				t.Fatalf("user_version = %d, %v; want %d", v, err, len(migrations))
+			}
+			if n, err := s.Node(context.Background(), key(1)); err != nil || n.Name != "a" || n.IPv4.String() != "100.64.0.1" || n.Ephemeral || n.Tag != "" {
+				t.Errorf("node after migration: %+v %v", n, err)
+			}
+			var pool4 string
+			if err := s.db.QueryRow(`SELECT value FROM settings WHERE name = 'pool4'`).Scan(&pool4); err != nil || pool4 != testPools.V4.String() {
+				t.Errorf("recorded pool4 = %q, %v", pool4, err)
+			}
+			// The tables of later migrations work.
+			if _, err := s.AuthKeys(context.Background()); err != nil {
+				t.Errorf("auth keys after migration: %v", err)
+			}
+		})
+	}
+
+	// A database from a newer server is refused.
 	path := tempDB(t)
 	s := open(t, path, testPools)
-	upsert(t, s, key(1), "a")
-	var v int
-	if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != len(migrations) {
-		t.Fatalf("user_version = %d, %v; want %d", v, err, len(migrations))
-	}
-	// Roll back to a version-1 database (as written by the first release) and reopen.
-	for _, q := range []string{`DROP TABLE settings`, `PRAGMA user_version = 1`} {
-		if _, err := s.db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	s = open(t, path, testPools)
-	if n, err := s.Node(context.Background(), key(1)); err != nil || n.Name != "a" {
-		t.Errorf("node after migration: %+v %v", n, err)
-	}
-	var pool4 string
-	if err := s.db.QueryRow(`SELECT value FROM settings WHERE name = 'pool4'`).Scan(&pool4); err != nil || pool4 != testPools.V4.String() {
-		t.Errorf("recorded pool4 = %q, %v", pool4, err)
-	}
-	// A database from a newer server is refused.
 	if _, err := s.db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations)+1)); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	if _, err := Open(path, testPools); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Errorf("newer schema: %v", err)
+	}
+}
+
+func TestOpenRecordedPools(t *testing.T) {
+	path := tempDB(t)
+	p := Pools{V4: netip.MustParsePrefix("10.9.0.0/16"), V6: netip.MustParsePrefix("fd00:9::/64")}
+	s := open(t, path, p)
+	upsert(t, s, key(1), "a")
+	// A tool opens the same file with zero pools while the server still has it open: it sees the
+	// server's pools and addresses, and changes nothing.
+	tool := open(t, path, Pools{})
+	if tool.Pools() != p {
+		t.Errorf("recorded pools %v, want %v", tool.Pools(), p)
+	}
+	if n, err := tool.Node(context.Background(), key(1)); err != nil || n.IPv4.String() != "10.9.0.1" {
+		t.Errorf("node through the tool: %v %v", n.IPv4, err)
+	}
+	tool.Close()
+	s.Close()
+	open(t, path, p).Close()
+	// No pools recorded yet: refused, not guessed.
+	if _, err := Open(filepath.Join(t.TempDir(), "fresh.db"), Pools{}); err == nil || !strings.Contains(err.Error(), "no address pools recorded") {
+		t.Errorf("fresh database with zero pools: %v", err)
 	}
 }
 
