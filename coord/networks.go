@@ -12,6 +12,9 @@ import (
 
 // handleRequest performs a network operation for sess and returns the reply.
 func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply {
+	if rep := s.sessionRequest(sess, r); rep != nil {
+		return rep
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	s.changeMu.Lock()

@@ -52,6 +52,9 @@ type Config struct {
 	// RelayTap, if set, sees every relayed payload (tests use it to show the relay carries only
 	// ciphertext). It must not retain or modify b.
 	RelayTap func(b []byte)
+	// EphemeralTimeout is how long an ephemeral node may be offline before it is removed (see
+	// ephemeral.go). Default DefaultEphemeralTimeout.
+	EphemeralTimeout time.Duration
 }
 
 type nodeKey [identity.KeySize]byte
@@ -96,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.RelayRate = 20000
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), byAddr: make(map[netip.AddrPort]*session)}
+	if err := s.initEphemeral(); err != nil {
+		return nil, err
+	}
 	tlsConf, err := identity.TLSConfig(cfg.Key, control.ALPN, true, func(ed25519.PublicKey) error { return nil })
 	if err != nil {
 		return nil, err
@@ -111,9 +117,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coord: listen: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.acceptLoop()
 	go s.sideLoop()
+	go s.reapLoop()
 	if cfg.ProbeConn != nil {
 		s.wg.Add(1)
 		go s.probeLoop()

@@ -28,8 +28,14 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 func startServer(t *testing.T) *Server {
 	t.Helper()
+	return startServerWith(t, filepath.Join(t.TempDir(), "w.db"), nil)
+}
+
+// startServerWith starts a server on the database at path; adjust, if set, may change the config.
+func startServerWith(t *testing.T, path string, adjust func(*Config)) *Server {
+	t.Helper()
 	pools := store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")}
-	st, err := store.Open(filepath.Join(t.TempDir(), "w.db"), pools)
+	st, err := store.Open(path, pools)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,8 +44,12 @@ func startServer(t *testing.T) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Key: key, Store: st, Pools: pools, Conn: pc, LoginTimeout: time.Second,
-		Logger: hclog.New(&hclog.LoggerOptions{Output: tWriter{t}, Level: hclog.Debug})})
+	cfg := Config{Key: key, Store: st, Pools: pools, Conn: pc, LoginTimeout: time.Second,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: tWriter{t}, Level: hclog.Debug})}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +65,12 @@ type client struct {
 func dial(t *testing.T, srv *Server) *client {
 	t.Helper()
 	key, _ := identity.Generate()
+	return dialKey(t, srv, key)
+}
+
+// dialKey connects with the given identity, e.g. to log in again as the same node.
+func dialKey(t *testing.T, srv *Server, key *identity.Key) *client {
+	t.Helper()
 	tlsConf, _ := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

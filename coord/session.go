@@ -83,6 +83,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		stream.Close()
 		time.Sleep(50 * time.Millisecond) // let the reply leave before the close frame
 		conn.CloseWithError(closeRefused, "login refused")
+		s.loginFailed(key)
 		return
 	}
 	var wg sync.WaitGroup
@@ -133,6 +134,9 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
+	if node, err = s.admit(ctx, key, node, l, log); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -159,6 +163,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
 		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
 		Observed: observed, Networks: nonNil(nets), ProbePort: s.probePort(), Relay: !s.cfg.NoRelay,
+		Ephemeral: node.Ephemeral,
 	}}
 	pm := &control.PeerMap{Peers: make([]control.Peer, 0, len(rows))}
 	sess.mu.Lock()
@@ -224,8 +229,9 @@ func (s *Server) logout(sess *session) {
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 	if !s.dropSession(sess) {
-		return // replaced by a newer login, which already announced itself
+		return // replaced by a newer login, which already announced itself, or logged out
 	}
+	s.markOfflineLocked(sess.key)
 	sess.log.Info("node offline")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

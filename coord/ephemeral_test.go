@@ -1,0 +1,120 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
+)
+
+func gone(t *testing.T, srv *Server, key []byte) bool {
+	t.Helper()
+	_, err := srv.cfg.Store.Node(context.Background(), key)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return err != nil
+}
+
+func TestEphemeralLogout(t *testing.T) {
+	srv := startServer(t)
+	a := ownerWithNetwork(t, srv)
+	key := newKey(t, srv, store.AuthKeyOptions{Ephemeral: true})
+	bKey, _ := identity.Generate()
+	b := dialKey(t, srv, bKey)
+	w, rep := b.loginAs(t, control.Login{Name: "job", AuthKey: key})
+	if rep != nil || !w.Ephemeral {
+		t.Fatalf("login with an ephemeral key: %+v %+v", w, rep)
+	}
+	a.waitDelta(t, "job online", upserts("job", true))
+
+	// Logout: removed at once, the owner is told, the session serves nothing more.
+	if rep := b.request(t, control.Request{ID: 7, Op: control.OpLogout}); rep.Code != "" {
+		t.Fatalf("logout: %+v", rep)
+	}
+	a.waitDelta(t, "job removed", removes(bKey.Public()))
+	if !gone(t, srv, bKey.Public()) {
+		t.Error("node still stored after logout")
+	}
+	if rep := b.request(t, control.Request{ID: 8, Op: control.OpCreate, Network: "after"}); rep.Code != control.CodeRefused {
+		t.Errorf("request after logout: %+v", rep)
+	}
+
+	// A permanent node's logout changes nothing.
+	if rep := a.request(t, control.Request{ID: 9, Op: control.OpLogout}); rep.Code != "" {
+		t.Fatalf("permanent logout: %+v", rep)
+	}
+	if m, _ := srv.cfg.Store.Members(context.Background(), "ci"); len(m) != 1 || m[0].Name != "owner" {
+		t.Errorf("members after logouts: %+v", m)
+	}
+}
+
+func TestEphemeralReaper(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	srv := startServerWith(t, filepath.Join(t.TempDir(), "w.db"), func(c *Config) { c.EphemeralTimeout = timeout })
+	a := ownerWithNetwork(t, srv)
+
+	// Two nodes ask to be ephemeral and join by password-less request; one stays online.
+	bKey, _ := identity.Generate()
+	b := dialKey(t, srv, bKey)
+	if w, _ := b.loginAs(t, control.Login{Name: "job", Ephemeral: true}); w == nil || !w.Ephemeral {
+		t.Fatalf("ephemeral login: %+v", w)
+	}
+	b.request(t, control.Request{ID: 1, Op: control.OpJoin, Network: "ci"})
+	cKey, _ := identity.Generate()
+	c := dialKey(t, srv, cKey)
+	c.loginAs(t, control.Login{Name: "steady", Ephemeral: true})
+	c.request(t, control.Request{ID: 1, Op: control.OpJoin, Network: "ci"})
+	a.waitDelta(t, "job online", upserts("job", true))
+
+	b.conn.CloseWithError(0, "crash")
+	a.waitDelta(t, "job offline", upserts("job", false))
+	offline := time.Now()
+	a.waitDelta(t, "job removed", removes(bKey.Public()))
+	took := time.Since(offline)
+	t.Logf("removed %v after going offline (timeout %v)", took.Round(time.Millisecond), timeout)
+	if took < timeout-50*time.Millisecond || took > timeout+time.Second {
+		t.Errorf("removed after %v, want about %v", took, timeout)
+	}
+	if !gone(t, srv, bKey.Public()) {
+		t.Error("node still stored")
+	}
+	time.Sleep(2 * timeout)
+	if gone(t, srv, cKey.Public()) {
+		t.Error("an online ephemeral node was removed")
+	}
+}
+
+// TestEphemeralReaperSurvivesRestart: an ephemeral node goes offline, the server stops before the
+// timeout; the next server on the same database removes it, and only it.
+func TestEphemeralReaperSurvivesRestart(t *testing.T) {
+	const timeout = 600 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "w.db")
+	srv := startServerWith(t, path, func(c *Config) { c.EphemeralTimeout = timeout })
+	a := ownerWithNetwork(t, srv)
+	bKey, _ := identity.Generate()
+	b := dialKey(t, srv, bKey)
+	b.loginAs(t, control.Login{Name: "job", AuthKey: newKey(t, srv, store.AuthKeyOptions{Ephemeral: true})})
+	b.conn.CloseWithError(0, "crash")
+	a.waitDelta(t, "job offline", upserts("job", false))
+	srv.Close()
+	srv.cfg.Store.Close()
+
+	srv2 := startServerWith(t, path, func(c *Config) { c.EphemeralTimeout = timeout })
+	start := time.Now()
+	for !gone(t, srv2, bKey.Public()) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the restarted server never removed the ephemeral node")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("removed %v after the restart (timeout %v)", time.Since(start).Round(time.Millisecond), timeout)
+	if m, _ := srv2.cfg.Store.Members(context.Background(), "ci"); len(m) != 1 || m[0].Name != "owner" {
+		t.Errorf("members after restart: %+v", m)
+	}
+}
