@@ -28,6 +28,9 @@ maps, NAT discovery (plus a second port, --probe-port) and, by default, the rela
 for nodes without a direct path. Its identity key and SQLite database live in DIR;
 the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
 
+Auth keys for unattended nodes (CI jobs, containers), on the same data directory:
+  warren-coord authkey create|list|revoke --data DIR ...   ('warren-coord authkey' for details)
+
 flags:
 `
 
@@ -39,6 +42,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "authkey" {
+		return cmdAuthKey(args[1:], os.Stdout)
+	}
 	fs := flag.NewFlagSet("warren-coord", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	listen := fs.String("listen", "0.0.0.0:7400", "UDP `address` to serve on")
@@ -48,6 +54,7 @@ func run(args []string) error {
 	probePort := fs.Int("probe-port", 0, "second UDP `port` on the same address for NAT discovery (0 = any free port, -1 = none)")
 	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path")
 	relayRate := fs.Int("relay-rate", 20000, "relayed `packets` per second allowed per node")
+	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -61,6 +68,9 @@ func run(args []string) error {
 	}
 	if *data == "" {
 		return errors.New("--data DIR is required")
+	}
+	if *ephemeralTimeout <= 0 {
+		return fmt.Errorf("--ephemeral-timeout %v: want a positive duration", *ephemeralTimeout)
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "warren-coord", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
 	pools, err := parsePools(*pool4, *pool6)
@@ -96,7 +106,7 @@ func run(args []string) error {
 		}
 	}
 	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
-		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate})
+		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, EphemeralTimeout: *ephemeralTimeout})
 	if err != nil {
 		pc.Close()
 		if probe != nil {

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/warren-net/warren/coord/store"
+)
+
+const authKeyUsage = `usage:
+  warren-coord authkey create --data DIR --network NAME [--reusable] [--ephemeral] [--expiry 1h] [--tag TAG]
+  warren-coord authkey list --data DIR [--json]
+  warren-coord authkey revoke --data DIR ID
+
+Auth keys let nodes join a network without its password: 'warren up --authkey KEY'
+(or WARREN_AUTHKEY, or --authkey-file). 'create' prints the key once, alone on the
+last line of its output (capture it with '| tail -1'); only its hash is stored.
+These commands work on the data directory directly, also while the server runs.
+`
+
+// cmdAuthKey runs 'warren-coord authkey ...', writing its output to out.
+func cmdAuthKey(args []string, out io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, authKeyUsage)
+		return errors.New("authkey: want create, list or revoke")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("authkey "+sub, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), authKeyUsage+"\nflags:\n"); fs.PrintDefaults() }
+	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	switch sub {
+	case "create":
+		network := fs.String("network", "", "the `network` the key joins (required; it must exist)")
+		reusable := fs.Bool("reusable", false, "any number of nodes may use the key (default: one)")
+		ephemeral := fs.Bool("ephemeral", false, "nodes that join with it are removed once offline (see --ephemeral-timeout)")
+		expiry := fs.String("expiry", "", "the key expires after this `duration`, e.g. 1h, 30m, 7d (default: never)")
+		tag := fs.String("tag", "", "`tag` recorded on nodes that join with it")
+		if _, err := parseFlags(fs, args, 0); err != nil {
+			return err
+		}
+		if *network == "" {
+			return errors.New("authkey create: --network NAME is required")
+		}
+		d, err := parseExpiry(*expiry)
+		if err != nil {
+			return err
+		}
+		return withStore(*data, func(ctx context.Context, st *store.Store) error {
+			k, secret, err := st.CreateAuthKey(ctx, store.AuthKeyOptions{Network: *network, Reusable: *reusable, Ephemeral: *ephemeral, Tag: *tag, Expiry: d})
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("network %q does not exist (a node creates it: warren network create %s)", *network, *network)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "auth key %s for network %q: %s\n", k.ID, k.Network, describe(k))
+			fmt.Fprintln(out, "the key is shown only this once (only its hash is stored); use it with 'warren up --authkey' or WARREN_AUTHKEY:")
+			fmt.Fprintln(out, secret)
+			return nil
+		})
+	case "list":
+		asJSON := fs.Bool("json", false, "print JSON")
+		if _, err := parseFlags(fs, args, 0); err != nil {
+			return err
+		}
+		return withStore(*data, func(ctx context.Context, st *store.Store) error {
+			keys, err := st.AuthKeys(ctx)
+			if err != nil {
+				return err
+			}
+			return printKeys(out, keys, *asJSON, time.Now())
+		})
+	case "revoke":
+		pos, err := parseFlags(fs, args, 1)
+		if err != nil {
+			return err
+		}
+		id := pos[0]
+		return withStore(*data, func(ctx context.Context, st *store.Store) error {
+			if err := st.RevokeAuthKey(ctx, id); errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no auth key with ID %q ('warren-coord authkey list' shows them)", id)
+			} else if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "revoked auth key %s: new logins with it are refused (nodes that joined with it stay)\n", id)
+			return nil
+		})
+	case "-h", "--help", "help":
+		fmt.Fprint(out, authKeyUsage)
+		return nil
+	}
+	fmt.Fprint(os.Stderr, authKeyUsage)
+	return fmt.Errorf("authkey: unknown command %q (want create, list or revoke)", sub)
+}
+
+// parseFlags parses flags that may come before or after positional arguments and returns the
+// positional ones, of which it wants exactly npos.
+func parseFlags(fs *flag.FlagSet, args []string, npos int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				os.Exit(0)
+			}
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != npos {
+		fs.Usage()
+		return nil, fmt.Errorf("%s: want %d argument(s), got %d", fs.Name(), npos, len(pos))
+	}
+	return pos, nil
+}
+
+// parseExpiry accepts Go durations and whole days ("7d"); "" means never.
+func parseExpiry(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n int
+		n, err = strconv.Atoi(days)
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--expiry %q: want a positive duration like 30m, 1h or 7d", s)
+	}
+	return d, nil
+}
+
+// withStore opens the server's database in dir (it must exist), runs f and closes it.
+func withStore(dir string, f func(context.Context, *store.Store) error) error {
+	if dir == "" {
+		return errors.New("--data DIR is required")
+	}
+	path := filepath.Join(dir, "warren.db")
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("no database in %s (start 'warren-coord --data %s' once first): %w", dir, dir, err)
+	}
+	st, err := store.Open(path, store.Pools{})
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return f(ctx, st)
+}
+
+func describe(k store.AuthKey) string {
+	parts := []string{"single-use"}
+	if k.Reusable {
+		parts[0] = "reusable"
+	}
+	if k.Ephemeral {
+		parts = append(parts, "ephemeral")
+	}
+	if k.Tag != "" {
+		parts = append(parts, "tag "+k.Tag)
+	}
+	if k.ExpiresAt.IsZero() {
+		parts = append(parts, "never expires")
+	} else {
+		parts = append(parts, "expires "+k.ExpiresAt.Format(time.RFC3339))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// keyJSON is one key in 'authkey list --json'. Times are RFC 3339; absent ones are null.
+type keyJSON struct {
+	ID         string     `json:"id"`
+	Network    string     `json:"network"`
+	State      string     `json:"state"` // valid, used, expired or revoked
+	Reusable   bool       `json:"reusable"`
+	Ephemeral  bool       `json:"ephemeral"`
+	Tag        string     `json:"tag"`
+	Uses       int64      `json:"uses"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func printKeys(out io.Writer, keys []store.AuthKey, asJSON bool, now time.Time) error {
+	if asJSON {
+		list := make([]keyJSON, 0, len(keys))
+		for _, k := range keys {
+			list = append(list, keyJSON{ID: k.ID, Network: k.Network, State: k.State(now), Reusable: k.Reusable, Ephemeral: k.Ephemeral,
+				Tag: k.Tag, Uses: k.Uses, CreatedAt: k.CreatedAt, ExpiresAt: timeOrNil(k.ExpiresAt), RevokedAt: timeOrNil(k.RevokedAt),
+				LastUsedAt: timeOrNil(k.LastUsedAt)})
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(list)
+	}
+	if len(keys) == 0 {
+		fmt.Fprintln(out, "no auth keys ('warren-coord authkey create' makes one)")
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNETWORK\tSTATE\tUSES\tKIND\tTAG\tCREATED\tEXPIRES")
+	for _, k := range keys {
+		kind := "single-use"
+		if k.Reusable {
+			kind = "reusable"
+		}
+		if k.Ephemeral {
+			kind += ",ephemeral"
+		}
+		expires := "never"
+		if !k.ExpiresAt.IsZero() {
+			expires = k.ExpiresAt.Format(time.RFC3339)
+		}
+		tag := k.Tag
+		if tag == "" {
+			tag = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", k.ID, k.Network, k.State(now), k.Uses, kind, tag,
+			k.CreatedAt.Format(time.RFC3339), expires)
+	}
+	return tw.Flush()
+}
