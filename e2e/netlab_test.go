@@ -168,6 +168,15 @@ func (lab *netlab) rebind(t *testing.T, site string) {
 	t.Logf("netlab: %s", strings.TrimSpace(out))
 }
 
+// coordOnly turns the site's "UDP to and from the coord only" firewall on or off (see netlab.sh).
+func (lab *netlab) coordOnly(t *testing.T, site string, on bool) {
+	t.Helper()
+	arg := map[bool]string{true: "on", false: "off"}[on]
+	if out, err := lab.script("coordonly", lab.prefix, site, arg); err != nil {
+		t.Fatalf("netlab coordonly %s %s: %v\n%s", site, arg, err, out)
+	}
+}
+
 // namespaces lists the lab's namespaces that exist now.
 func (lab *netlab) namespaces(t *testing.T) []string {
 	t.Helper()
@@ -249,7 +258,8 @@ func udpAddr(c *net.UDPConn) netip.AddrPort {
 }
 
 // TestNetlabBehaviour checks the lab itself, with plain UDP sockets and no warren code: every router
-// type maps and filters as its name says, rebind changes the public port and drops old mappings, two
+// type maps and filters as its name says, rebind changes the public port and drops old mappings,
+// coordonly stops UDP with everyone but the coord, two
 // clients behind one NAT reach each other on their LAN, and the lab leaves nothing behind, also when
 // `up` fails half-way. A misconfigured router fails it.
 //
@@ -291,11 +301,11 @@ func TestNetlabBehaviour(t *testing.T) {
 			s1 := labUDP(t, coordNS, netip.AddrPortFrom(sa, p).String())
 			s2 := labUDP(t, coordNS, netip.AddrPortFrom(sa, p+1).String())
 			s3 := labUDP(t, coordNS, netip.AddrPortFrom(sb, p).String())
-			strangerNS := lab.site(t, "pub").Clients[0].NS // the public client; for itself, a client behind a NAT
+			stranger := lab.site(t, "pub").Clients[0] // the public client; for itself, a client behind a NAT
 			if s.Type == "public" {
-				strangerNS = lab.site(t, "lan").Clients[0].NS
+				stranger = lab.site(t, "lan").Clients[0]
 			}
-			x := labUDP(t, strangerNS, "0.0.0.0:0")
+			x := labUDP(t, stranger.NS, netip.AddrPortFrom(stranger.addr(), 0).String())
 			c := labUDP(t, s.Clients[0].NS, "0.0.0.0:0")
 			local := udpAddr(c).Port()
 
@@ -374,6 +384,23 @@ func TestNetlabBehaviour(t *testing.T) {
 					t.Errorf("after rebind: via new mapping %v, via old %v, stranger via new %v (fullcone only)", gotNew, gotOld, gotX)
 				}
 				row += fmt.Sprintf(" | rebind → %v", m)
+
+				// coordonly: the coord's addresses still pass, nobody else does, either way.
+				lab.coordOnly(t, s.Name, true)
+				sendUDP(t, s1, m, "co-s1")
+				sendUDP(t, s2, m, "co-s2")
+				sendUDP(t, c, udpAddr(x), "co-out")
+				got = recvUDP(c, quiet)
+				_, outX := recvOne(x, "co-out", quiet)
+				_, inS1 := got["co-s1"]
+				_, inS2 := got["co-s2"]
+				lab.coordOnly(t, s.Name, false)
+				sendUDP(t, c, udpAddr(x), "open-out")
+				_, outX2 := recvOne(x, "open-out", 2*time.Second)
+				if !inS1 || inS2 != (s.Type == "fullcone" || s.Type == "addr") || outX || !outX2 {
+					t.Errorf("coordonly: in from coord %v (want true), from coord's other port %v, out to a stranger %v (want false), and when off %v (want true)",
+						inS1, inS2, outX, outX2)
+				}
 			}
 			mu.Lock()
 			table = append(table, row)

@@ -4,6 +4,7 @@
 #   netlab.sh up PREFIX SITE:TYPE[:CLIENTS]...   build the lab; prints what it built (see below)
 #   netlab.sh down PREFIX                        kill what runs in the lab, delete its namespaces
 #   netlab.sh rebind PREFIX SITE                 move the site's NAT to a new port range, drop its mappings
+#   netlab.sh coordonly PREFIX SITE on|off       on: the site's router passes UDP to and from the coord only
 #   netlab.sh exec PREFIX NS CMD...              run CMD in namespace PREFIX-NS (e.g. coord, a-1, a-nat)
 #   netlab.sh list PREFIX                        the lab's namespaces
 #
@@ -36,6 +37,9 @@
 # that arrives before the client sent anything must not leave a conntrack entry behind, or the router
 # remaps the client's port when it does send.
 #
+# coordonly models a firewall that lets the clients reach the coord but no other internet host over UDP
+# (so peers must use the relay), and then opens up: existing mappings stay, only forwarding stops.
+#
 # Mapping is port-preserving until the first rebind; rebind number R (1, 2, …) maps UDP into
 # 20000+1000*((R-1)%10) … +999 (below Linux's ephemeral range, so a client's own port is never
 # kept) and switches the router to a fresh conntrack zone, which drops every mapping at once, as a
@@ -59,7 +63,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -120,8 +124,11 @@ table ip netlab {
     iifname "wan" icmp type echo-request accept
     iifname "wan" drop
   }
+  chain coordonly {
+  }
   chain forward {
     type filter hook forward priority filter; policy accept;
+    jump coordonly
 $( [ "$type" = blocked ] && echo '    meta l4proto udp drop' )
     iifname "wan" ct state established,related accept
     iifname "wan" ct status dnat accept
@@ -275,6 +282,26 @@ EOF
   echo "rebound $2: UDP mapped into $lo-$((lo + 999)), conntrack zone $((zone + 1))"
 }
 
+cmd_coordonly() {
+  [ $# -eq 3 ] || usage
+  check_prefix "$1"
+  local router="$1-$2-nat" coord
+  [ -e "/var/run/netns/$router" ] || die "no NAT router $router (a public site has none)"
+  coord=$(IFS=,; echo "${COORD_ADDRS[*]}")
+  case $3 in
+  on)
+    in_ns "$router" nft -f - <<EOF
+flush chain ip netlab coordonly
+add rule ip netlab coordonly oifname "wan" meta l4proto udp ip daddr != { $coord } drop
+add rule ip netlab coordonly iifname "wan" meta l4proto udp ip saddr != { $coord } drop
+EOF
+    ;;
+  off) in_ns "$router" nft flush chain ip netlab coordonly ;;
+  *) usage ;;
+  esac
+  echo "coordonly $2: $3"
+}
+
 cmd_exec() {
   [ $# -ge 3 ] || usage
   check_prefix "$1"
@@ -294,6 +321,7 @@ case $sub in
 up) cmd_up "$@" ;;
 down) cmd_down "$@" ;;
 rebind) cmd_rebind "$@" ;;
+coordonly) cmd_coordonly "$@" ;;
 exec) cmd_exec "$@" ;;
 list)
   [ $# -eq 1 ] || usage
