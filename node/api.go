@@ -229,6 +229,13 @@ func (n *Node) Status() localapi.Status {
 		}
 		st.Peers = append(st.Peers, ps)
 	}
+	st.Stats = localapi.Stats{
+		PacketsSent:        n.sendq.sent.Load(),
+		DroppedQueueFull:   n.sendq.full.Load(),
+		DroppedNoRoute:     n.dropNoRoute.Load() + n.sendq.failed.Load(),
+		DroppedSpoofed:     n.dropSpoofed.Load(),
+		DroppedRateLimited: n.dropRateLimited.Load(),
+	}
 	return st
 }
 

@@ -47,7 +47,7 @@ func (n *Node) fanOut(pkt []byte) {
 		return
 	}
 	for k := range n.routes.Load().peers {
-		n.ep.Send(k, pkt) // peers without a link are skipped by Send
+		n.send(k, pkt, true) // peers without a link are skipped
 	}
 }
 

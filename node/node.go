@@ -100,6 +100,8 @@ type Node struct {
 	dropSpoofed     atomic.Uint64
 	dropNoRoute     atomic.Uint64
 	dropRateLimited atomic.Uint64
+
+	sendq sendQueues // per-peer outbound queues (sendq.go)
 }
 
 // New validates cfg. Nothing runs until Start.
@@ -471,6 +473,7 @@ func (n *Node) Close() error {
 	if n.ep != nil {
 		n.ep.Close()
 	}
+	n.closeSendQueues() // after the links: no Send is left blocking
 	n.wg.Wait()
 	n.closeTUN()
 	if s := n.stack.Load(); s != nil {

@@ -64,6 +64,7 @@ func (n *Node) handleControl(m *control.Msg) {
 	n.routes.Store(rt)
 	n.mu.Unlock()
 	n.limits.forget(rt.peers)
+	n.forgetSendQueues(rt.peers)
 	if n.ep != nil {
 		n.ep.SetPeers(infos)
 	}
@@ -86,12 +87,7 @@ func (n *Node) output(pkt []byte) {
 		n.dropNoRoute.Add(1)
 		return
 	}
-	if err := n.ep.Send(k, pkt); err != nil {
-		n.dropNoRoute.Add(1)
-		if n.log.IsTrace() {
-			n.log.Trace("drop outbound packet", "dst", dst, "error", err)
-		}
-	}
+	n.send(k, pkt, false)
 }
 
 // receive accepts a packet from peer `from` only if its source is one of that peer's virtual IPs

@@ -158,7 +158,7 @@ func (n *Node) receiveTUN(from peer.Key, pkt []byte) {
 			n.log.Trace("filtered inbound packet", "from", from, "src", p.src, "dst", p.dst, "proto", p.proto, "port", p.dport)
 		}
 		if rst := tcpReset(&p, pkt); rst != nil {
-			n.ep.Send(from, rst)
+			n.send(from, rst, false)
 		}
 	}
 }

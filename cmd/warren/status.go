@@ -46,6 +46,9 @@ func cmdStatus(args []string) error {
 	if st.Self.SOCKS != "" {
 		fmt.Printf("socks5    %s\n", st.Self.SOCKS)
 	}
+	s := st.Stats
+	fmt.Printf("packets   %d sent to peers; dropped: %d queue full, %d no route, %d spoofed, %d rate limited\n",
+		s.PacketsSent, s.DroppedQueueFull, s.DroppedNoRoute, s.DroppedSpoofed, s.DroppedRateLimited)
 	fmt.Println()
 	if len(st.Peers) == 0 {
 		fmt.Println("no peers yet: join a network that other nodes are in ('warren network join NAME')")

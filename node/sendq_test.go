@@ -1,0 +1,142 @@
+package node
+
+import (
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/peer"
+)
+
+// blackhole is a UDP socket whose sends vanish once cut is set: a path that died.
+type blackhole struct {
+	net.PacketConn
+	cut atomic.Bool
+}
+
+func (b *blackhole) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if b.cut.Load() {
+		return len(p), nil
+	}
+	return b.PacketConn.WriteTo(p, addr)
+}
+
+// linkedNode is a Node whose peer endpoint (on a blackhole socket) has a live direct link to one
+// peer, 100.64.0.2; it returns the node, the peer's key, the socket and a channel of what the peer
+// receives.
+func linkedNode(t *testing.T) (*Node, peer.Key, *blackhole, chan []byte) {
+	t.Helper()
+	udp := func() net.PacketConn {
+		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pc
+	}
+	ka, _ := identity.Generate()
+	kb, _ := identity.Generate()
+	keyA, _ := peer.KeyOf(ka.Public())
+	keyB, _ := peer.KeyOf(kb.Public())
+	got := make(chan []byte, 16)
+	epB, err := peer.New(peer.Config{Key: kb, Conn: udp(), Receive: func(_ peer.Key, pkt []byte) {
+		select {
+		case got <- pkt:
+		default:
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { epB.Close() })
+
+	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bh := &blackhole{PacketConn: udp()}
+	if n.ep, err = peer.New(peer.Config{Key: ka, Conn: bh, Receive: func(peer.Key, []byte) {}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	epB.SetPeers([]peer.Info{{Key: keyA, Endpoints: []netip.AddrPort{n.ep.LocalAddr()}}})
+	n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: []control.Peer{
+		{Key: keyB[:], Name: "b", Online: true, IPs: []netip.Addr{netip.MustParseAddr("100.64.0.2")},
+			Endpoints: []netip.AddrPort{epB.LocalAddr()}},
+	}}})
+	deadline := time.Now().Add(10 * time.Second)
+	for n.ep.Status(keyB).Path != peer.PathDirect {
+		if time.Now().After(deadline) {
+			t.Fatalf("no link to b: %+v", n.ep.Status(keyB))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return n, keyB, bh, got
+}
+
+// TestSendNeverBlocks: when a peer's path dies, quic-go's SendDatagram blocks as soon as the link's
+// datagram queue is full (until the idle timeout); the node's output path must not. It drops the
+// packets its per-peer queue cannot hold, counts them, and returns at once every time.
+func TestSendNeverBlocks(t *testing.T) {
+	n, kb, bh, got := linkedNode(t)
+	pkt := make([]byte, 1200)
+	copy(pkt, ipv4Packet("100.64.0.1", "100.64.0.2"))
+	pkt[2], pkt[3] = byte(len(pkt)>>8), byte(len(pkt))
+	n.output(pkt)
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first packet never arrived")
+	}
+
+	bh.cut.Store(true)
+	const flood, bound = 5000, 200 * time.Millisecond
+	var slowest time.Duration
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range flood {
+			start := time.Now()
+			n.output(pkt)
+			slowest = max(slowest, time.Since(start))
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("output blocked for 10 s on a dead path")
+	}
+	st := n.Status().Stats
+	t.Logf("%d packets into a dead path: slowest output call %v; sent %d, dropped %d for a full queue", flood, slowest, st.PacketsSent, st.DroppedQueueFull)
+	if slowest > bound {
+		t.Errorf("an output call took %v, want under %v", slowest, bound)
+	}
+	// Every packet is accounted for: sent (into quic-go's queue and congestion window, a few dozen),
+	// waiting in the node's queue, or dropped and counted.
+	if st.PacketsSent > 500 || st.PacketsSent+sendQueueLen+st.DroppedQueueFull < flood {
+		t.Errorf("%d packets: %d sent, %d dropped for a full queue, %d queued at most", flood, st.PacketsSent, st.DroppedQueueFull, sendQueueLen)
+	}
+
+	// For contrast, the link itself: its Send blocks once quic-go's queue is full.
+	blocked := make(chan time.Duration, 1)
+	go func() {
+		for range 2 * flood {
+			start := time.Now()
+			err := n.ep.Send(kb, pkt)
+			if d := time.Since(start); err != nil || d > time.Second {
+				blocked <- d
+				return
+			}
+		}
+		blocked <- 0
+	}()
+	select {
+	case d := <-blocked:
+		t.Logf("peer.Endpoint.Send on the dead path: longest call %v", d)
+	case <-time.After(3 * time.Second):
+		t.Log("peer.Endpoint.Send on the dead path: one call still blocked after 3 s")
+	}
+}
