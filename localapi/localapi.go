@@ -50,6 +50,8 @@ type Self struct {
 	SOCKS    string       `json:"socks"` // SOCKS5 listen address, "" if disabled
 	Endpoint string       `json:"endpoint"`
 	NAT      *Netcheck    `json:"nat,omitempty"` // the last NAT discovery, if one ran
+	// Ephemeral: the coord removes this node once it is offline (and at once when it logs out).
+	Ephemeral bool `json:"ephemeral"`
 }
 
 // Netcheck is what NAT discovery found (GET /v1/netcheck runs a fresh one).
@@ -105,6 +107,12 @@ type PingReply struct {
 	Path   string     `json:"path"` // "direct", "relay" or "none"
 }
 
+// DownReply answers a request to stop the node (POST /v1/down).
+type DownReply struct {
+	LoggedOut bool   `json:"logged_out"`      // an ephemeral node was removed at the coord
+	Error     string `json:"error,omitempty"` // why the logout failed; the node stops anyway
+}
+
 // ErrorReply is the body of every non-2xx answer.
 type ErrorReply struct {
 	Error string `json:"error"`
@@ -154,6 +162,12 @@ func (c *Client) Ping(ctx context.Context, target string, seq uint16, timeout ti
 func (c *Client) Netcheck(ctx context.Context) (*Netcheck, error) {
 	var rep Netcheck
 	return &rep, c.do(ctx, http.MethodGet, "/v1/netcheck", nil, &rep)
+}
+
+// Down asks the node to log out (if it is ephemeral) and stop.
+func (c *Client) Down(ctx context.Context) (*DownReply, error) {
+	var rep DownReply
+	return &rep, c.do(ctx, http.MethodPost, "/v1/down", struct{}{}, &rep)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

@@ -74,6 +74,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		}
 		writeJSON(w, http.StatusOK, netcheckView(rep))
 	})
+	mux.HandleFunc("POST /v1/down", n.handleDown)
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		seq, _ := strconv.Atoi(q.Get("seq"))
@@ -202,6 +203,7 @@ func (n *Node) Status() localapi.Status {
 	n.mu.Lock()
 	if w := n.welcome; w != nil {
 		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
+		st.Self.Ephemeral = w.Ephemeral
 		st.Self.Networks = append(st.Self.Networks, w.Networks...)
 	}
 	if n.nat != nil {

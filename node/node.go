@@ -63,6 +63,12 @@ type Config struct {
 	// TUN, if set, names a kernel TUN device to create for the overlay (privileged: root or
 	// CAP_NET_ADMIN); "" = off, the rootless default. See tun.go.
 	TUN string
+	// AuthKey, if set, is presented at every login: the coord adds the node to the key's network
+	// without a password (see control.Login.AuthKey). A refused key stops the node (logout.go).
+	AuthKey string
+	// Ephemeral asks the coord to remove the node once it is offline; the node logs out when it
+	// closes. A node that joins with an ephemeral auth key is ephemeral without it.
+	Ephemeral bool
 }
 
 // Node is a running warren node.
@@ -102,6 +108,8 @@ type Node struct {
 	dropRateLimited atomic.Uint64
 
 	sendq sendQueues // per-peer outbound queues (sendq.go)
+
+	stop stopSignal // Stopped, Err and logout state (logout.go)
 }
 
 // New validates cfg. Nothing runs until Start.
@@ -204,7 +212,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		addr: n.cfg.Coord, key: key, pinPath: pinPath, pin: pin, log: n.log.Named("coord"),
 		dial: n.ep.DialControl,
 		loginMsg: func() *control.Login {
-			return &control.Login{Version: control.Version, Name: n.cfg.Name, Endpoints: n.localEndpoints()}
+			return &control.Login{Version: control.Version, Name: n.cfg.Name, Endpoints: n.localEndpoints(),
+				AuthKey: n.cfg.AuthKey, Ephemeral: n.cfg.Ephemeral}
 		},
 		handle:    n.handleControl,
 		onConnect: n.coordConnected,
@@ -418,6 +427,10 @@ func (n *Node) coordLoop() {
 				n.log.Error("coordination server key changed; not reconnecting", "error", err)
 				return
 			}
+			if fatalLogin(err) {
+				n.fatal(err)
+				return
+			}
 		}
 	}
 }
@@ -468,6 +481,7 @@ func (n *Node) Close() error {
 		n.socks.Close()
 	}
 	if n.coord != nil {
+		n.logoutOnClose()
 		n.coord.close()
 	}
 	if n.ep != nil {

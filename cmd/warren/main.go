@@ -14,7 +14,9 @@ import (
 const usage = `usage: warren COMMAND [flags]
 
 commands:
-  up                         run a node in the foreground (no root needed)
+  up [-- COMMAND [ARGS...]]  run a node in the foreground (no root needed); with a
+                             command: until it exits (--authkey KEY joins unattended)
+  down                       log the node out (an ephemeral one is removed) and stop it
   status [--json]            show this node and its peers
   network create NAME        create a network (--password P to require one)
   network join NAME          join a network (--password P if it has one)
@@ -23,8 +25,8 @@ commands:
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   version                    print the version
 
-Every command takes --state DIR (default: $XDG_STATE_HOME/warren). Flags may come
-before or after arguments. 'warren COMMAND -h' lists a command's flags.
+Every command takes --state DIR (default: $WARREN_STATE, else $XDG_STATE_HOME/warren).
+Flags may come before or after arguments. 'warren COMMAND -h' lists a command's flags.
 `
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -32,6 +34,10 @@ var version = "dev"
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			os.Exit(int(code))
+		}
 		fmt.Fprintln(os.Stderr, "warren:", err)
 		os.Exit(1)
 	}
@@ -45,6 +51,8 @@ func run(args []string) error {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "up":
 		return cmdUp(rest)
+	case "down":
+		return cmdDown(rest)
 	case "status":
 		return cmdStatus(rest)
 	case "network", "net":
@@ -90,6 +98,9 @@ func stateFlag(fs *flag.FlagSet) *string {
 }
 
 func defaultStateDir() string {
+	if d := os.Getenv("WARREN_STATE"); d != "" {
+		return d // set by 'warren up -- COMMAND' for the command
+	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "warren")
 	}

@@ -18,7 +18,13 @@ import (
 )
 
 func cmdUp(args []string) error {
-	fs := newFlagSet("up", "up --coord HOST:PORT --name NAME [--socks 127.0.0.1:1080] [--expose tcp:22,tcp:8080]")
+	fs := newFlagSet("up", "up --coord HOST:PORT --name NAME [--socks 127.0.0.1:1080] [--expose tcp:22,tcp:8080] [--authkey KEY] [-- COMMAND [ARGS...]]\n\n"+
+		"With a COMMAND, the node runs until the command exits, then leaves (an ephemeral node is removed\n"+
+		"at once) and warren exits with the command's status. The command gets ALL_PROXY=socks5h://PROXY,\n"+
+		"WARREN_PROXY=PROXY and WARREN_STATE=DIR, and not WARREN_AUTHKEY.")
+	authKeyFlag := fs.String("authkey", "", "join this auth key's network at login, without a password (prefer WARREN_AUTHKEY or --authkey-file: other local users can see command lines)")
+	authKeyFile := fs.String("authkey-file", "", "read the auth key from this `file`")
+	ephemeral := fs.Bool("ephemeral", false, "the coord removes this node once it is offline (at once when it exits cleanly or on 'warren down')")
 	state := stateFlag(fs)
 	coordAddr := fs.String("coord", "", "coordination server `HOST:PORT` (required)")
 	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
@@ -41,12 +47,17 @@ func cmdUp(args []string) error {
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
+	args, command := splitCommand(args)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return flagErr(err)
 	}
 	if len(pos) > 0 {
-		return fmt.Errorf("up: unexpected argument %q", pos[0])
+		return fmt.Errorf("up: unexpected argument %q (put a command to run after --)", pos[0])
+	}
+	key, err := authKey(*authKeyFlag, *authKeyFile)
+	if err != nil {
+		return err
 	}
 	if *coordAddr == "" {
 		return errors.New("up: --coord HOST:PORT is required")
@@ -82,6 +93,7 @@ func cmdUp(args []string) error {
 		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass,
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
 		Expose: ports, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect,
+		AuthKey: key, Ephemeral: *ephemeral,
 	})
 	if err != nil {
 		return err
@@ -100,10 +112,11 @@ func cmdUp(args []string) error {
 	if tunDev != "" {
 		fmt.Printf(", TUN device %s", tunDev)
 	}
+	if n.Ephemeral() {
+		fmt.Print(", ephemeral")
+	}
 	fmt.Println()
-	<-ctx.Done()
-	log.Info("shutting down")
-	return n.Close()
+	return runUntilDone(ctx, n, log, *state, command)
 }
 
 func parseExpose(specs []string) ([]node.Port, error) {
