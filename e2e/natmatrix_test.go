@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,8 @@ const (
 // all (warren is UDP-only: a TCP fallback is a later issue); the test asserts that it says so and exits.
 // The table in the log holds every pair's path, when each side first saw it relayed and direct, and the
 // time to the first fetched body, counted from the moment the network was complete (last join).
+// Then: a firewall closing on one site (its direct links must fail over to the relay), opening again
+// (relay → direct upgrade), and — opt-in until it works — roaming behind a rebinding NAT, each timed.
 func TestNATMatrix(t *testing.T) {
 	lab := newNetlab(t, "pub:public", "fc:fullcone", "ar:addr", "pr:port", "sy:symmetric", "sy2:symmetric", "lan:port:2", "bl:blocked")
 	tmp := t.TempDir()
@@ -282,8 +285,9 @@ func TestNATMatrix(t *testing.T) {
 				t.Errorf("%s (%s) ↔ %s (%s): path %s / %s, want %s", a.name, a.site.Type, b.name, b.site.Type, pa, pb, want)
 			}
 			if a.site == b.site {
-				if ep := peerEndpoint(views[a.name], b.name); !strings.HasPrefix(ep, b.host.addr().String()+":") {
-					t.Errorf("%s → %s behind the same NAT: endpoint %q, want its LAN address %v", a.name, b.name, ep, b.host.addr())
+				// (the node may show an IPv4 endpoint in its v4-mapped IPv6 form)
+				if ep, err := netip.ParseAddrPort(peerEndpoint(views[a.name], b.name)); err != nil || ep.Addr().Unmap() != b.host.addr() {
+					t.Errorf("%s → %s behind the same NAT: endpoint %q, want its LAN address %v", a.name, b.name, peerEndpoint(views[a.name], b.name), b.host.addr())
 				}
 			}
 			for _, r := range []struct {
@@ -316,6 +320,40 @@ func TestNATMatrix(t *testing.T) {
 	}
 	t.Logf("NAT matrix (times since the network was complete; NAT = the node's own netcheck mapping):\n%s", strings.Join(rows, "\n"))
 
+	// Direct → relay → direct: ar's router lets UDP through to the coord only (a firewall closing), so
+	// its direct links must fail over to the relay; then it opens again and they must move back to
+	// direct. Then roaming: pr's router rebinds (every mapping gone, a new public port), and its links
+	// must recover, to direct where they were direct.
+	ar, pr := byName["ar"], byName["pr"]
+	pairsOf := func(n *matrixNode, others ...string) [][2]*matrixNode {
+		var out [][2]*matrixNode
+		for _, o := range others {
+			out = append(out, [2]*matrixNode{n, byName[o]})
+		}
+		return out
+	}
+	t.Run("firewall-closes", func(t *testing.T) {
+		lab.coordOnly(t, "ar", true)
+		settlePairs(t, "ar's router passes UDP to the coord only", pairsOf(ar, "pub", "pr", "sy", "lan1"),
+			func(a, b *matrixNode) string { return "relay" }, 40*time.Second)
+	})
+	t.Run("firewall-opens", func(t *testing.T) {
+		lab.coordOnly(t, "ar", false)
+		settlePairs(t, "ar's router open again: relay → direct", pairsOf(ar, "pub", "pr", "sy", "lan1"), natWantPath, 30*time.Second)
+	})
+	t.Run("roam", func(t *testing.T) {
+		if os.Getenv("WARREN_NETLAB_ROAM") == "" {
+			// Measured at 7dbca09: pr↔pub and pr↔fc recover in ~12 s (QUIC migration), but pr↔lan1
+			// (port-restricted) and pr↔sy (relayed) stay "none": the coord keys a node's relay frames
+			// and its public endpoint by the address of its login (coord/session.go byAddr,
+			// sess.observed) and never learns the new one, so the relay drops pr's frames and the
+			// port-restricted peer is never told where to punch.
+			t.Skip("roaming after a NAT rebind does not recover yet (relay and endpoints stay on the login address); WARREN_NETLAB_ROAM=1 runs it")
+		}
+		lab.rebind(t, "pr")
+		settlePairs(t, "pr's router rebinds (new public port, mappings dropped)", pairsOf(pr, "pub", "fc", "lan1", "sy"), natWantPath, 60*time.Second)
+	})
+
 	// What each node's NAT discovery found, against what the lab built.
 	for _, n := range nodes {
 		want := "endpoint-independent"
@@ -326,6 +364,116 @@ func TestNATMatrix(t *testing.T) {
 			t.Errorf("%s behind %s: netcheck mapping %q, want %q", n.name, n.site.Type, got, want)
 		}
 	}
+}
+
+// settlePairs waits, for every pair at once, until a fetch each way works and both sides show the path
+// want gives, and logs how long each took after the event that preceded the call, with every path
+// change either side showed on the way; up to limit.
+func settlePairs(t *testing.T, event string, pairs [][2]*matrixNode, want func(a, b *matrixNode) string, limit time.Duration) {
+	t.Helper()
+	start := time.Now()
+	rows := make([]string, len(pairs))
+	var wg sync.WaitGroup
+	for i, p := range pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, b := p[0], p[1]
+			w := want(a, b)
+			sides := [2][2]*matrixNode{{a, b}, {b, a}}
+			var fetched [2]time.Duration // a→b, b→a
+			var fetchErr error
+			var mu sync.Mutex
+			var changes [2][]pathChange // as a sees b, as b sees a; under mu
+			settledAt := func(k int) time.Duration {
+				mu.Lock()
+				defer mu.Unlock()
+				if c := changes[k]; len(c) > 0 && c[len(c)-1].path == w {
+					return max(c[len(c)-1].at, time.Millisecond)
+				}
+				return 0
+			}
+			// The paths, every 100 ms, beside the fetches (which may each take seconds to fail).
+			stop := make(chan struct{})
+			watched := make(chan struct{})
+			go func() {
+				defer close(watched)
+				for time.Since(start) < limit {
+					for k, sd := range sides {
+						ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+						st, err := sd[0].api.Status(ctx)
+						cancel()
+						if err != nil {
+							continue
+						}
+						path := peerPath(*st, sd[1].name)
+						mu.Lock()
+						if c := changes[k]; len(c) == 0 || c[len(c)-1].path != path {
+							changes[k] = append(changes[k], pathChange{path, time.Since(start)})
+						}
+						mu.Unlock()
+					}
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+			}()
+			for time.Since(start) < limit && (fetched[0] == 0 || fetched[1] == 0) {
+				for k, sd := range sides {
+					if fetched[k] != 0 {
+						continue
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+					body, err := getBodyCtx(ctx, sd[0].http, fmt.Sprintf("http://%s.warren:%d/", sd[1].name, matrixPort))
+					cancel()
+					if err == nil && !bytes.Equal(body, sd[1].body) {
+						err = fmt.Errorf("wrong body (%d bytes)", len(body))
+					}
+					if err == nil {
+						fetched[k] = time.Since(start)
+					} else {
+						fetchErr = fmt.Errorf("%s → %s: %w", sd[0].name, sd[1].name, err)
+					}
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			// Then give the paths the rest of the time to settle (a relay → direct move comes later
+			// than the first byte).
+			for time.Since(start) < limit {
+				if settledAt(0) != 0 && settledAt(1) != 0 {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			close(stop)
+			<-watched
+			if fetched[0] == 0 || fetched[1] == 0 || settledAt(0) == 0 || settledAt(1) == 0 {
+				t.Errorf("%s: %s ↔ %s not settled on %s within %v: fetched after %v / %v (%v); paths seen %v / %v",
+					event, a.name, b.name, w, limit, fetched[0], fetched[1], fetchErr, changes[0], changes[1])
+			}
+			rows[i] = fmt.Sprintf("%-5s %-5s | want %-6s | fetch %-6s %-6s | %s sees %v | %s sees %v",
+				a.name, b.name, w, secs(fetched[0]), secs(fetched[1]), a.name, changes[0], b.name, changes[1])
+		}()
+	}
+	wg.Wait()
+	t.Logf("%s (times after the event: first fetch A→B, B→A; path changes as each side shows them):\n%s", event, strings.Join(rows, "\n"))
+}
+
+// pathChange is a path a node showed for a peer, from when on.
+type pathChange struct {
+	path string
+	at   time.Duration
+}
+
+func (c pathChange) String() string { return fmt.Sprintf("%s@%s", c.path, secs(c.at)) }
+
+func secs(d time.Duration) string {
+	if d == 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
 }
 
 func short(mapping string) string {
@@ -361,7 +509,15 @@ func serveHTTP(t *testing.T, ns, name string) []byte {
 }
 
 func getBody(c *http.Client, url string) ([]byte, error) {
-	resp, err := c.Get(url)
+	return getBodyCtx(context.Background(), c, url)
+}
+
+func getBodyCtx(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -65,7 +66,7 @@ func startNSProc(t *testing.T, ns, name string, args ...string) *proc {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin(t, name)}, args...)...)
 	stdout, _ := cmd.StdoutPipe()
 	stderr := &syncBuffer{}
-	cmd.Stderr = io.MultiWriter(tWriter{t}, stderr)
+	cmd.Stderr = io.MultiWriter(nsWriter{t, ns}, stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func startNSProc(t *testing.T, ns, name string, args ...string) *proc {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			t.Logf("%s stdout: %s", name, sc.Text())
+			t.Logf("[%s] %s stdout: %s", ns, name, sc.Text())
 			select {
 			case p.lines <- sc.Text():
 			default:
@@ -84,6 +85,19 @@ func startNSProc(t *testing.T, ns, name string, args ...string) *proc {
 	}()
 	t.Cleanup(func() { p.stop() })
 	return p
+}
+
+// nsWriter sends a process's log to t.Log, each line marked with the namespace it runs in.
+type nsWriter struct {
+	t  testing.TB
+	ns string
+}
+
+func (w nsWriter) Write(p []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w.t.Logf("[%s] %s", w.ns, l)
+	}
+	return len(p), nil
 }
 
 // udpListen opens a UDP socket inside ns, optionally allowed to send broadcasts.
