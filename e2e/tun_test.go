@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -267,30 +266,7 @@ func netnsPair(t *testing.T) (string, string) {
 
 // tcpBlob serves size random bytes to every connection on addr inside ns; it returns their sha256.
 func tcpBlob(t *testing.T, ns, addr string, size int) [32]byte {
-	t.Helper()
-	blob := make([]byte, size)
-	rand.Read(blob)
-	var ln net.Listener
-	var err error
-	inNS(t, ns, func() { ln, err = net.Listen("tcp", addr) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				c.Write(blob)
-			}()
-		}
-	}()
-	return sha256.Sum256(blob)
+	return serveBlob(t, ns, addr, size, 30*time.Second)
 }
 
 // fetchBlob connects to addr from inside ns and hashes everything it reads.
