@@ -43,10 +43,17 @@ type options struct {
 	verbose   bool          // print every run's numbers
 	keep      bool          // keep the temp dir (logs) after the run
 	profile   string        // directory for perf profiles of the VPN rows; "" = none
+	base      string        // directory with baseline warren binaries for the warren-base row; "" = none
+	idle      int           // idle SOCKS connections held open at once; 0 = skip
+	idleRows  []string      // rows the idle check runs on
+	idlePar   int           // connections opened in parallel for the idle check
 }
 
-// allRows are the rows benchtable knows, in table order.
-var allRows = []string{"direct", "peer+socks", "warren", "warren-packet"}
+// allRows are the rows benchtable knows, in table order. warren-base is added by -base.
+var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "warren-base"}
+
+// defaultRows are the rows measured without -rows.
+var defaultRows = allRows[:4]
 
 func main() {
 	var o options
@@ -54,7 +61,7 @@ func main() {
 	serveLoad := flag.String("serve-load", "", "internal: run only the load server on this `address`")
 	flag.StringVar(&o.bin, "bin", "bin", "`dir`ectory holding the warren and warren-coord binaries")
 	flag.StringVar(&o.wgpeer, "wgpeer", "bin/bench/wgpeer", "the wgpeer `binary` (go build ./cmd/wgpeer)")
-	flag.StringVar(&rows, "rows", strings.Join(allRows, ","), "comma-separated `rows` to measure")
+	flag.StringVar(&rows, "rows", strings.Join(defaultRows, ","), "comma-separated `rows` to measure")
 	flag.IntVar(&o.runs, "runs", 3, "runs per row; the table shows the median")
 	flag.DurationVar(&o.dur, "dur", 2*time.Second, "measured time of each bulk throughput run")
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured start of each bulk run")
@@ -62,9 +69,15 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 300, "connections per new-connections-per-second measurement")
 	flag.DurationVar(&o.connLimit, "conn-limit", 3*time.Second, "time bound of the new-connections measurement")
 	flag.IntVar(&o.wgMTU, "wg-mtu", 1420, "MTU of the wireguard-go tunnel (wireguard-go's default)")
+	var idleRows string
+	flag.IntVar(&o.idle, "idle", 10000, "idle SOCKS connections to hold open at once through each of -idle-rows after the runs (0 = skip)")
+	flag.StringVar(&idleRows, "idle-rows", "peer+socks,warren,warren-base", "comma-separated `rows` the -idle check runs on")
+	flag.IntVar(&o.idlePar, "idle-par", 64, "connections opened in parallel for the -idle check")
 	flag.BoolVar(&o.verbose, "v", false, "print every run's numbers")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir with the child processes' logs")
 	flag.StringVar(&o.profile, "profile", "", "after the table, profile each VPN row's processes with perf into this `dir`ectory")
+	flag.StringVar(&o.base, "base", "", "also measure row warren-base: the warren row with the binaries in this `dir`ectory (a build\n"+
+		"before a change), in turns with the other rows, so that a change is compared within one run")
 	flag.Parse()
 
 	if *serveLoad != "" {
@@ -75,14 +88,22 @@ func main() {
 		return
 	}
 	o.rows = strings.Split(rows, ",")
+	o.idleRows = strings.Split(idleRows, ",")
+	if o.base != "" && !slices.Contains(o.rows, "warren-base") {
+		o.rows = append(o.rows, "warren-base")
+	}
 	for _, r := range o.rows {
 		if !slices.Contains(allRows, r) {
 			fmt.Fprintf(os.Stderr, "benchtable: unknown row %q (known: %s)\n", r, strings.Join(allRows, ", "))
 			os.Exit(2)
 		}
 	}
-	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 {
-		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns and -dur must be positive")
+	if slices.Contains(o.rows, "warren-base") && o.base == "" {
+		fmt.Fprintln(os.Stderr, "benchtable: row warren-base needs -base")
+		os.Exit(2)
+	}
+	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 || o.idle < 0 || o.idlePar < 1 {
+		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns, -dur and -idle-par must be positive, -idle not negative")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -186,6 +207,14 @@ func run(ctx context.Context, o options) (err error) {
 		m := median(r.runs)
 		m.rssIdle = r.rssIdle
 		results[i] = rowResult{name: r.name, socks: r.t.socks, vpn: len(r.t.vpn) > 0, median: m}
+		if o.idle > 0 && r.t.socks && slices.Contains(o.idleRows, r.name) {
+			fmt.Fprintf(os.Stderr, "idle: %s, %d connections\n", r.name, o.idle)
+			ir, err := b.idleCheck(ctx, r.t)
+			if err != nil {
+				return fmt.Errorf("row %s: idle connections: %w", r.name, err)
+			}
+			results[i].idle = &ir
+		}
 	}
 	took := time.Since(started)
 	printTable(os.Stdout, o, results, notes, took, load0, meter.describe(b, took.Seconds()))
@@ -227,14 +256,17 @@ func (b *bench) setUp(ctx context.Context, name string, loadAddr netip.AddrPort)
 		t, err := b.peer(ctx)
 		return t, "", err
 	case "warren":
-		t, err := b.warren(ctx, loadAddr, name)
+		t, err := b.warren(ctx, b.opts.bin, loadAddr, name)
+		return t, "", err
+	case "warren-base":
+		t, err := b.warren(ctx, b.opts.base, loadAddr, name)
 		return t, "", err
 	case "warren-packet":
 		flagName := packetPathFlag(ctx, filepath.Join(b.opts.bin, "warren"))
 		if flagName == "" {
 			return target{}, "warren-packet: skipped, `warren up` has no flag for node.Config.PacketPathTCP", nil
 		}
-		t, err := b.warren(ctx, loadAddr, name, flagName)
+		t, err := b.warren(ctx, b.opts.bin, loadAddr, name, flagName)
 		return t, "", err
 	}
 	return target{}, "", errors.New("unknown row")
@@ -292,6 +324,34 @@ func (b *bench) measureOnce(ctx context.Context, t target) (runResult, error) {
 		}
 	}
 	return r, nil
+}
+
+// idleCheck holds opts.idle SOCKS connections open at once through t and samples the VPN
+// processes' resident sets while they are all open.
+func (b *bench) idleCheck(ctx context.Context, t target) (idleResult, error) {
+	var ir idleResult
+	var sampleErr error
+	ir.rss0, sampleErr = rssEach(t.vpn)
+	ir.res = load.Idle(ctx, t.dial, b.opts.idle, b.opts.idlePar, func() {
+		load.Sleep(ctx, 500*time.Millisecond) // let the last handshakes settle
+		var err error
+		ir.rss, err = rssEach(t.vpn)
+		sampleErr = errors.Join(sampleErr, err)
+	})
+	return ir, errors.Join(sampleErr, ctx.Err())
+}
+
+// rssEach is the resident set of each of ps, in MiB.
+func rssEach(ps []*proc) ([]float64, error) {
+	out := make([]float64, len(ps))
+	for i, p := range ps {
+		r, err := rssMiB(p.pid())
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
+	}
+	return out, nil
 }
 
 // sumCPU is the CPU time used so far by all of ps, in seconds.

@@ -134,13 +134,13 @@ func (b *bench) peer(ctx context.Context) (target, error) {
 	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}}, nil
 }
 
-// warren runs the real binaries: a coord and two nodes on loopback in one network; node B exposes
-// the load server's port, the client connects through node A's SOCKS5 to B's virtual IP. extra
-// arguments go to both `warren up` commands (e.g. the packet path flag).
-func (b *bench) warren(ctx context.Context, loadAddr netip.AddrPort, name string, extra ...string) (target, error) {
-	warren := filepath.Join(b.opts.bin, "warren")
+// warren runs the real binaries from bin: a coord and two nodes on loopback in one network; node B
+// exposes the load server's port, the client connects through node A's SOCKS5 to B's virtual IP.
+// extra arguments go to both `warren up` commands (e.g. the packet path flag).
+func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort, name string, extra ...string) (target, error) {
+	warren := filepath.Join(bin, "warren")
 	dir := filepath.Join(b.dir, name)
-	coord, err := b.start(name+"-coord", filepath.Join(b.opts.bin, "warren-coord"), nil,
+	coord, err := b.start(name+"-coord", filepath.Join(bin, "warren-coord"), nil,
 		"--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "coord"), "--log-level", "warn")
 	if err != nil {
 		return target{}, err
@@ -175,7 +175,7 @@ func (b *bench) warren(ctx context.Context, loadAddr netip.AddrPort, name string
 		return target{}, err
 	}
 	for _, st := range []string{stateA, stateB} {
-		if _, err := b.waitStatus(ctx, st, nil); err != nil {
+		if _, err := b.waitStatus(ctx, warren, st, nil); err != nil {
 			return target{}, err
 		}
 	}
@@ -186,7 +186,7 @@ func (b *bench) warren(ctx context.Context, loadAddr netip.AddrPort, name string
 	if err := runCLI(ctx, warren, "network", "join", "bench", "--password", pw, "--state", stateB); err != nil {
 		return target{}, err
 	}
-	st, err := b.waitStatus(ctx, stateA, func(st nodeStatus) bool { return len(st.Peers) == 1 && st.Peers[0].Path == "direct" })
+	st, err := b.waitStatus(ctx, warren, stateA, func(st nodeStatus) bool { return len(st.Peers) == 1 && st.Peers[0].Path == "direct" })
 	if err != nil {
 		return target{}, err
 	}
@@ -227,11 +227,11 @@ type nodeStatus struct {
 }
 
 // waitStatus polls `warren status --json` until ok accepts it (nil: any answer), for up to 20 s.
-func (b *bench) waitStatus(ctx context.Context, state string, ok func(nodeStatus) bool) (nodeStatus, error) {
+func (b *bench) waitStatus(ctx context.Context, warren, state string, ok func(nodeStatus) bool) (nodeStatus, error) {
 	deadline := time.Now().Add(20 * time.Second)
 	var last []byte
 	for time.Now().Before(deadline) {
-		out, err := exec.CommandContext(ctx, filepath.Join(b.opts.bin, "warren"), "status", "--json", "--state", state).Output()
+		out, err := exec.CommandContext(ctx, warren, "status", "--json", "--state", state).Output()
 		last = out
 		var st nodeStatus
 		if err == nil && json.Unmarshal(out, &st) == nil && (ok == nil || ok(st)) {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/warren-net/warren/bench/internal/load"
 )
 
 // runResult is one run of every measurement of a row.
@@ -30,6 +32,13 @@ type rowResult struct {
 	socks  bool // connections per second measured
 	vpn    bool // CPU and RSS measured
 	median runResult
+	idle   *idleResult // nil: not measured
+}
+
+// idleResult is the idle-connections check of one row.
+type idleResult struct {
+	res       load.IdleResult
+	rss0, rss []float64 // each VPN process's resident set before and with the connections open, MiB
 }
 
 // median takes the median of each column separately.
@@ -103,6 +112,27 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 			}
 			fmt.Fprintf(w, "%s/%s: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx\n",
 				wr, base, x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99))
+		}
+	}
+	if x, ok := byName["warren"]; ok {
+		if y, ok := byName["warren-base"]; ok {
+			fmt.Fprintf(w, "warren/warren-base: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx; new conns %.2fx; CPU/GB %.2fx\n",
+				x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99), x.connsPerSec/y.connsPerSec, x.cpuPerGB/y.cpuPerGB)
+		}
+	}
+	for _, r := range rows {
+		if r.idle == nil {
+			continue
+		}
+		ir := r.idle.res
+		fmt.Fprintf(w, "%s: %d idle SOCKS connections at once: %d open in %.1fs, %d failed, %d broken while held; RSS MiB",
+			r.name, o.idle, ir.Open, ir.OpenTime.Seconds(), ir.Failed, ir.Broken)
+		for i := range r.idle.rss {
+			fmt.Fprintf(w, " %c %.1f -> %.1f", 'A'+i, r.idle.rss0[i], r.idle.rss[i])
+		}
+		fmt.Fprintln(w)
+		if ir.FirstErr != nil {
+			fmt.Fprintf(w, "  first failure: %v\n", ir.FirstErr)
 		}
 	}
 	fmt.Fprintln(w, "\nCPU s/GB: user+system CPU of both VPN processes during the bulk windows, per GB received.")

@@ -190,3 +190,100 @@ func Sleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// IdleResult is what Idle found.
+type IdleResult struct {
+	Open     int           // connections that completed their first echo and were held open
+	Failed   int           // connections that could not be opened or did not echo
+	Broken   int           // held connections that no longer echoed after hold
+	OpenTime time.Duration // time to open all of them
+	FirstErr error         // the first failure, if any
+}
+
+// Idle opens n connections through dial, par at a time, each in echo mode with one verified
+// 1-byte echo; keeps them all open and idle while hold runs (to sample the memory of the processes
+// on the path); then checks that every one still echoes, and closes them.
+func Idle(ctx context.Context, dial DialFunc, n, par int, hold func()) IdleResult {
+	var (
+		mu    sync.Mutex
+		res   IdleResult
+		conns = make([]net.Conn, 0, n)
+	)
+	fail := func(broken bool, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if broken {
+			res.Broken++
+		} else {
+			res.Failed++
+		}
+		if res.FirstErr == nil {
+			res.FirstErr = err
+		}
+	}
+	echo := func(c net.Conn, msg []byte) error {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		defer c.SetDeadline(time.Time{})
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		var b [1]byte
+		_, err := io.ReadFull(c, b[:])
+		return err
+	}
+	// Workers take indexes from next until n are done.
+	var next atomic.Int64
+	work := func(f func(i int)) {
+		var wg sync.WaitGroup
+		for range max(par, 1) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					i := int(next.Add(1)) - 1
+					if i >= n {
+						return
+					}
+					f(i)
+				}
+			}()
+		}
+		wg.Wait()
+		next.Store(0)
+	}
+	start := time.Now()
+	work(func(i int) {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := dial(dctx)
+		cancel()
+		if err != nil {
+			fail(false, fmt.Errorf("connection %d: dial: %w", i, err))
+			return
+		}
+		if err := echo(c, []byte{ModeEcho, 'x'}); err != nil {
+			c.Close()
+			fail(false, fmt.Errorf("connection %d: first echo: %w", i, err))
+			return
+		}
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	})
+	res.OpenTime = time.Since(start)
+	res.Open = len(conns)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if hold != nil {
+		hold()
+	}
+	n = len(conns)
+	work(func(i int) {
+		if err := echo(conns[i], []byte{'y'}); err != nil {
+			fail(true, fmt.Errorf("held connection %d: echo: %w", i, err))
+		}
+	})
+	return res
+}
