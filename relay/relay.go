@@ -1,19 +1,31 @@
 // Package relay copies bytes between two connections in both directions, as a proxy or a port
 // forwarder does, with pooled buffers and correct half-close. It knows nothing about what the
 // connections carry.
+//
+// Each direction reads into a small buffer of its own while it is quiet (an idle connection holds
+// only that while its Read blocks), and switches to a large pooled buffer as soon as a read fills the
+// small one, so bulk transfers move large chunks with few system calls and few handoffs to the
+// connection's writer. It goes back to the small buffer when reads become short again.
 package relay
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
 )
 
-// bufSize is the copy buffer per direction.
-const bufSize = 32 << 10
+const (
+	// smallSize is the read buffer of a quiet direction, held while its Read blocks: keystrokes,
+	// request/response traffic and idle connections never need more.
+	smallSize = 2 << 10
+	// bigSize is the read buffer of a busy direction, taken from bigPool while reads keep coming
+	// back larger than smallSize.
+	bigSize = 128 << 10
+)
 
-// bufPool holds copy buffers; a pointer to an array avoids an allocation per Get.
-var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
+// bigPool holds large buffers; a pointer to an array avoids an allocation per Get.
+var bigPool = sync.Pool{New: func() any { return new([bigSize]byte) }}
 
 type closeWriter interface{ CloseWrite() error }
 
@@ -37,13 +49,53 @@ func Copy(a net.Conn, aR io.Reader, b net.Conn) {
 
 // pipe copies src into dst; srcConn is the connection src reads from.
 func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
-	buf := bufPool.Get().(*[bufSize]byte)
-	_, err := io.CopyBuffer(dst, src, buf[:])
-	bufPool.Put(buf)
+	err := copyAdaptive(dst, src)
 	if cw, ok := dst.(closeWriter); ok && err == nil {
 		cw.CloseWrite()
 		return
 	}
 	dst.Close()
 	srcConn.Close()
+}
+
+// copyAdaptive copies src to dst until EOF (nil) or an error. It never uses io.WriterTo or
+// io.ReaderFrom: those would bring their own buffers (net.TCPConn's allocate 32 KiB per call) or
+// splice, which holds a pipe (two descriptors) for as long as the connection lives.
+func copyAdaptive(dst io.Writer, src io.Reader) error {
+	small := make([]byte, smallSize)
+	var big *[bigSize]byte
+	defer func() {
+		if big != nil {
+			bigPool.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = big[:]
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			nw, werr := dst.Write(buf[:n])
+			if werr != nil {
+				return werr
+			}
+			if nw != n {
+				return io.ErrShortWrite
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		switch {
+		case big == nil && n == len(small): // busy: more is likely waiting
+			big = bigPool.Get().(*[bigSize]byte)
+		case big != nil && n <= smallSize: // quiet again: do not hold the large buffer while idle
+			bigPool.Put(big)
+			big = nil
+		}
+	}
 }

@@ -80,3 +80,57 @@ func TestErrorClosesBoth(t *testing.T) {
 		t.Logf("b side ended with %v", err)
 	}
 }
+
+// chunkReader returns its chunks one Read at a time (cut to the buffer if it is smaller) and records
+// the buffer size of every Read.
+type chunkReader struct {
+	chunks [][]byte
+	sizes  []int
+}
+
+func (r *chunkReader) Read(b []byte) (int, error) {
+	r.sizes = append(r.sizes, len(b))
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, r.chunks[0])
+	if n == len(r.chunks[0]) {
+		r.chunks = r.chunks[1:]
+	} else {
+		r.chunks[0] = r.chunks[0][n:]
+	}
+	return n, nil
+}
+
+// TestAdaptiveBuffers: a direction reads into the small buffer until a read fills it, then into a
+// large one until reads come back short again, and copies every byte in order either way.
+func TestAdaptiveBuffers(t *testing.T) {
+	data := make([]byte, 3*bigSize)
+	rand.Read(data)
+	// 100 bytes (quiet), 2 KiB (fills small: switch to big), 200 KiB arrives (read as 128 KiB + 72 KiB),
+	// 10 bytes (quiet again: back to small), then the rest in one piece.
+	cuts := []int{100, smallSize, 200 << 10, 10}
+	r := &chunkReader{}
+	off := 0
+	for _, c := range cuts {
+		r.chunks = append(r.chunks, data[off:off+c])
+		off += c
+	}
+	r.chunks = append(r.chunks, data[off:])
+	var out bytes.Buffer
+	if err := copyAdaptive(&out, r); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), data) {
+		t.Fatal("copied bytes differ")
+	}
+	want := []int{smallSize, smallSize, bigSize, bigSize, bigSize, smallSize, bigSize, bigSize}
+	if len(r.sizes) < len(want) {
+		t.Fatalf("read buffer sizes %v, want %v first", r.sizes, want)
+	}
+	for i, w := range want {
+		if r.sizes[i] != w {
+			t.Fatalf("read buffer sizes %v, want %v first", r.sizes, want)
+		}
+	}
+}
