@@ -236,3 +236,22 @@ func TestEphemeralNodes(t *testing.T) {
 		t.Errorf("after restart, expired at now: %v", nodes)
 	}
 }
+
+// FuzzParseAuthKey: whatever a node sends as its key, parsing never panics, and only the exact
+// format passes, with the ID it carries.
+func FuzzParseAuthKey(f *testing.F) {
+	f.Add("warren-auth-0123456789ab-" + strings.Repeat("0f", 32))
+	f.Add("warren-auth-")
+	f.Add("warren-auth-0123456789ab-")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, key string) {
+		id, ok := parseAuthKey(key)
+		if !ok {
+			return
+		}
+		if len(key) != len(authKeyPrefix)+authKeyIDLen+1+2*authKeySecret || key != authKeyPrefix+id+key[len(authKeyPrefix)+authKeyIDLen:] ||
+			!isLowerHex(id) || len(id) != authKeyIDLen {
+			t.Fatalf("parseAuthKey(%q) accepted it with ID %q", key, id)
+		}
+	})
+}
