@@ -57,12 +57,13 @@ func (s *Server) reapLoop() {
 			return
 		case <-t.C:
 		}
+		// A full batch removed: there may be more right away.
 		for s.reapOnce(time.Now()) == reapBatch && s.ctx.Err() == nil {
 		}
 	}
 }
 
-// reapOnce removes up to reapBatch expired ephemeral nodes and returns how many it looked at.
+// reapOnce removes up to reapBatch expired ephemeral nodes and returns how many it removed.
 func (s *Server) reapOnce(now time.Time) int {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
@@ -74,6 +75,7 @@ func (s *Server) reapOnce(now time.Time) int {
 		}
 		return 0
 	}
+	removed := 0
 	for _, n := range nodes {
 		s.changeMu.Lock()
 		s.mu.Lock()
@@ -81,13 +83,17 @@ func (s *Server) reapOnce(now time.Time) int {
 		s.mu.Unlock()
 		if !online {
 			// Conditional on the stored offline time: a node that logged in meanwhile stays.
-			if _, err := s.removeLocked(ctx, n, cutoff, "offline for "+s.cfg.EphemeralTimeout.String()); err != nil {
+			ok, err := s.removeLocked(ctx, n, cutoff, "offline for "+s.cfg.EphemeralTimeout.String())
+			if err != nil {
 				s.log.Error("ephemeral reaper", "node", keyOf(n.Key).String(), "error", err)
+			}
+			if ok {
+				removed++
 			}
 		}
 		s.changeMu.Unlock()
 	}
-	return len(nodes)
+	return removed
 }
 
 // removeLocked deletes the ephemeral node n (only if offline since before offlineBefore, when that

@@ -3,6 +3,7 @@ package coord
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -117,4 +118,40 @@ func TestEphemeralReaperSurvivesRestart(t *testing.T) {
 	if m, _ := srv2.cfg.Store.Members(context.Background(), "ci"); len(m) != 1 || m[0].Name != "owner" {
 		t.Errorf("members after restart: %+v", m)
 	}
+}
+
+// TestReaperBatches: more expired nodes than one batch are all removed, none left for later ticks.
+func TestReaperBatches(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.db")
+	st, err := store.Open(path, store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 2*reapBatch + 17
+	for i := range n {
+		k := make([]byte, 32)
+		k[0], k[1] = byte(i), byte(i>>8)
+		if _, err := st.UpsertNode(ctx, k, "n"); err != nil {
+			t.Fatal(err)
+		}
+		st.SetEphemeral(ctx, k)
+	}
+	st.Close()
+	srv := startServerWith(t, path, func(c *Config) { c.EphemeralTimeout = 300 * time.Millisecond })
+	start := time.Now()
+	for {
+		left, err := srv.cfg.Store.ExpiredEphemeral(ctx, time.Now().Add(time.Hour), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d of %d ephemeral nodes left", len(left), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%d ephemeral nodes offline at start removed %v later (timeout 300ms)", n, time.Since(start).Round(time.Millisecond))
 }
