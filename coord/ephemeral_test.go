@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -154,4 +155,21 @@ func TestReaperBatches(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("%d ephemeral nodes offline at start removed %v later (timeout 300ms)", n, time.Since(start).Round(time.Millisecond))
+}
+
+// TestCloseStopsReaper: Close waits for every goroutine the server started, the reaper included.
+func TestCloseStopsReaper(t *testing.T) {
+	before := runtime.NumGoroutine()
+	srv := startServerWith(t, filepath.Join(t.TempDir(), "w.db"), func(c *Config) { c.EphemeralTimeout = 100 * time.Millisecond })
+	time.Sleep(100 * time.Millisecond) // a few reaper ticks
+	srv.Close()
+	srv.cfg.Store.Close() // its database/sql goroutine counts too
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
