@@ -155,7 +155,8 @@ func (p *httpProxy) connect(c *peekedConn, req *http.Request) error {
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return err
 	}
-	relay.Copy(c, nil, target)
+	conn, rest := c.detach(nil)
+	relay.Copy(conn, rest, target)
 	return nil
 }
 

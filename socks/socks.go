@@ -12,6 +12,7 @@ package socks
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -184,13 +185,50 @@ func (s *Server) serveConn(conn net.Conn) {
 
 const socks5Version = 5
 
-// peekedConn is a client connection whose first bytes were already read into r.
+// peekedConn is a client connection whose first bytes were already read into r; nil r (after
+// detach) reads the connection directly.
 type peekedConn struct {
 	net.Conn
 	r *bufio.Reader
 }
 
-func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *peekedConn) Read(b []byte) (int, error) {
+	if c.r == nil {
+		return c.Conn.Read(b)
+	}
+	return c.r.Read(b)
+}
+
+// detach returns what a relay needs once the handshake is over: the bare connection, and a reader
+// of what the client sends from now on — the bytes that outer (a reader stacked on c, or nil) and c's
+// own buffer already hold, then the connection itself. The relay then reads the socket directly, with
+// no 4 KiB copy loop in between, and the handshake's buffers can be freed while the connection lives.
+// outer may not be read afterwards; c's buffer is dropped (c itself stays referenced by the
+// handshake code's deferred Close for as long as the connection lives).
+func (c *peekedConn) detach(outer io.Reader) (net.Conn, io.Reader) {
+	var pre []byte
+	if outer != nil {
+		br, ok := outer.(*bufio.Reader)
+		if !ok {
+			return c, outer // unknown reader: keep reading through it
+		}
+		pre = appendBuffered(pre, br)
+	}
+	if c.r != nil {
+		pre = appendBuffered(pre, c.r)
+		c.r = nil
+	}
+	if len(pre) == 0 {
+		return c.Conn, c.Conn
+	}
+	return c.Conn, io.MultiReader(bytes.NewReader(pre), c.Conn)
+}
+
+// appendBuffered appends what br holds to b.
+func appendBuffered(b []byte, br *bufio.Reader) []byte {
+	buffered, _ := br.Peek(br.Buffered())
+	return append(b, buffered...)
+}
 
 // CloseWrite half-closes the underlying connection if it can.
 func (c *peekedConn) CloseWrite() error {
@@ -275,7 +313,12 @@ func (s *Server) handleConnect(_ context.Context, w io.Writer, req *socks5.Reque
 	if err := socks5.SendReply(w, statute.RepSuccess, target.LocalAddr()); err != nil {
 		return fmt.Errorf("send reply: %w", err)
 	}
-	relay.Copy(client, req.Reader, target)
+	conn, rest := client, req.Reader
+	if pc, ok := client.(*peekedConn); ok {
+		conn, rest = pc.detach(req.Reader)
+		req.Reader = nil // go-socks5's buffer: garbage from here on
+	}
+	relay.Copy(conn, rest, target)
 	return nil
 }
 

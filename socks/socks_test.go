@@ -118,6 +118,34 @@ func TestConnectByIPAndNameWithHalfClose(t *testing.T) {
 	}
 }
 
+// TestPipelinedData: a client that sends its first bytes in the same write as the greeting and the
+// request, before any reply (bytes the handshake's readers buffered), gets all of them relayed.
+func TestPipelinedData(t *testing.T) {
+	echo, _ := echoServer(t)
+	_, proxy := startServer(t, nil, 0)
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	msg := make([]byte, 64<<10)
+	rand.Read(msg)
+	req := append([]byte{5, 1, 0, 5, 1, 0, 1}, echo.Addr().AsSlice()...)
+	req = binary.BigEndian.AppendUint16(req, echo.Port())
+	if _, err := c.Write(append(req, msg...)); err != nil {
+		t.Fatal(err)
+	}
+	var resp [2 + 10]byte
+	if _, err := io.ReadFull(c, resp[:]); err != nil || resp[3] != 0 {
+		t.Fatalf("reply %v, err %v", resp, err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo: err %v, equal %v", err, bytes.Equal(got, msg))
+	}
+}
+
 func TestReplyCodes(t *testing.T) {
 	_, proxy := startServer(t, map[string]netip.Addr{"dead.warren": netip.MustParseAddr("127.0.0.1")}, 0)
 	// A closed loopback port: connection refused (5).
