@@ -257,7 +257,7 @@ func TestLossAndDelay(t *testing.T) {
 	startNSProc(t, nsA, "warren", up(stateA, "alice", p.a, "--socks", "127.0.0.1:1080")...)
 	startNSProc(t, nsA, "warren", up(stateP, "anna", p.a, "--socks", "127.0.0.1:1081", "--packet-path")...)
 	for _, s := range []string{stateA, stateP, stateB} {
-		waitAPI(t, s)
+		waitLoggedIn(t, s)
 	}
 	warren(t, true, "network", "create", "lossy", "--state", stateB)
 	warren(t, true, "network", "join", "lossy", "--state", stateA)
@@ -383,8 +383,8 @@ func TestFullQueueDrops(t *testing.T) {
 		"--socks", "", "--expose", "udp:7001")
 	startNSProc(t, nsA, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "10.99.0.1:0",
 		"--socks", "127.0.0.1:1080")
-	waitAPI(t, stateA)
-	waitAPI(t, stateB)
+	waitLoggedIn(t, stateA)
+	waitLoggedIn(t, stateB)
 	warren(t, true, "network", "create", "slow", "--state", stateB)
 	warren(t, true, "network", "join", "slow", "--state", stateA)
 	waitDirect(t, stateA, "bob")
