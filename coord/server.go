@@ -117,10 +117,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coord: listen: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.acceptLoop()
 	go s.sideLoop()
 	go s.reapLoop()
+	go s.followAddrs()
 	if cfg.ProbeConn != nil {
 		s.wg.Add(1)
 		go s.probeLoop()

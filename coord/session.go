@@ -27,11 +27,12 @@ type session struct {
 	conn     *quic.Conn
 	stream   *quic.Stream
 	log      hclog.Logger
-	observed netip.AddrPort
+	observed netip.AddrPort // where the control connection comes from; under Server.mu (it follows NAT rebinding)
 
 	// mu guards the following. The outbox coalesces peer changes per peer key so a slow node gets the
 	// latest state of each peer, never an unbounded backlog.
 	mu        sync.Mutex
+	local     []netip.AddrPort // the node's own interface addresses, as it reported them
 	endpoints []netip.AddrPort
 	peers     map[nodeKey]bool // who may send to this node through the relay (shares a network)
 	relayRate *rate.Limiter
@@ -126,6 +127,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		key: key, name: node.Name, conn: conn, stream: stream, observed: observed,
 		log:       log.With("name", node.Name),
 		endpoints: candidateEndpoints(observed, l.Endpoints),
+		local:     l.Endpoints,
 		pending:   make(map[nodeKey]*control.Peer),
 		wake:      make(chan struct{}, 1),
 		peers:     make(map[nodeKey]bool),
@@ -379,7 +381,11 @@ func (s *Server) updateEndpoints(sess *session, eps []netip.AddrPort) {
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 	sess.mu.Lock()
-	sess.endpoints = candidateEndpoints(sess.observed, eps)
+	s.mu.Lock()
+	observed := sess.observed
+	s.mu.Unlock()
+	sess.local = eps
+	sess.endpoints = candidateEndpoints(observed, eps)
 	sess.mu.Unlock()
 	if err := s.refreshPeers(sess.key, nil); err != nil {
 		s.log.Error("endpoints: refresh peers", "error", err)

@@ -94,7 +94,7 @@ func (c *coordClient) connect(ctx context.Context) (*control.Welcome, error) {
 	conn, err := c.dial(ctx, ap, tlsConf, &quic.Config{
 		HandshakeIdleTimeout: 5 * time.Second,
 		MaxIdleTimeout:       12 * time.Second,
-		KeepAlivePeriod:      4 * time.Second,
+		KeepAlivePeriod:      2 * time.Second, // also how soon the coord sees a NAT rebinding
 	})
 	if err != nil {
 		if pin != "" && seen != "" && seen != pin {

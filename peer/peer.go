@@ -127,6 +127,7 @@ type Endpoint struct {
 	tr       *quic.Transport
 	ln       *quic.Listener
 	quicConf *quic.Config
+	alias    *aliasConn      // the socket with send-side redirects; nil if Conn is not a *net.UDPConn
 	relay    *relayConn      // the relay's virtual socket
 	relayTr  *quic.Transport // QUIC over the relay
 	relayLn  *quic.Listener
@@ -169,6 +170,9 @@ type peerState struct {
 type link struct {
 	conn    *quic.Conn
 	path    string
+	client  bool            // we dialed it: the peer's address may be aliased (alias.go)
+	ctx     context.Context // done when the link is retired or its connection closes
+	cancel  context.CancelFunc
 	streams atomic.Int32
 	retired atomic.Bool
 }
@@ -183,6 +187,7 @@ func (l *link) doneStream() {
 
 func (l *link) retire() {
 	l.retired.Store(true)
+	l.cancel()
 	if l.streams.Load() == 0 {
 		l.conn.CloseWithError(0, "replaced")
 	}
@@ -223,6 +228,10 @@ func New(cfg Config) (*Endpoint, error) {
 			MaxIncomingStreams:    maxStreams,
 			MaxIncomingUniStreams: -1,
 		},
+	}
+	if uc, ok := cfg.Conn.(*net.UDPConn); ok {
+		e.alias = &aliasConn{UDPConn: uc}
+		e.tr = &quic.Transport{Conn: e.alias}
 	}
 	e.self, _ = KeyOf(cfg.Key.Public())
 	e.noDirect.Store(cfg.NoDirect)
@@ -292,7 +301,7 @@ func (e *Endpoint) acceptLoop(ln *quic.Listener, path string) {
 			conn.CloseWithError(1, "direct paths disabled")
 			continue
 		}
-		if !e.install(k, conn, path) {
+		if !e.install(k, conn, path, false) {
 			conn.CloseWithError(1, "not a peer")
 		}
 	}
@@ -316,8 +325,10 @@ func rawCerts(cs tls.ConnectionState) [][]byte {
 }
 
 // install makes conn the live link to k and starts its receive loops. An older link is retired.
-func (e *Endpoint) install(k Key, conn *quic.Conn, path string) bool {
-	l := &link{conn: conn, path: path}
+// client says whether we dialed it.
+func (e *Endpoint) install(k Key, conn *quic.Conn, path string, client bool) bool {
+	l := &link{conn: conn, path: path, client: client}
+	l.ctx, l.cancel = context.WithCancel(conn.Context())
 	e.mu.Lock()
 	ps, ok := e.peers[k]
 	if !ok || e.closed {
@@ -348,6 +359,9 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		e.cfg.Receive(k, pkt)
 	}
 	l.conn.CloseWithError(0, "")
+	if l.client && l.path == PathDirect && e.alias != nil {
+		e.alias.setAlias(addrPortOf(l.conn.RemoteAddr()), netip.AddrPort{})
+	}
 	e.mu.Lock()
 	current := false
 	if ps, ok := e.peers[k]; ok && ps.link == l {
@@ -456,8 +470,8 @@ func (e *Endpoint) Status(k Key) Status {
 		return Status{Path: PathNone}
 	}
 	st := Status{Path: l.path, RTT: l.conn.ConnectionStats().SmoothedRTT}
-	if ua, ok := l.conn.RemoteAddr().(*net.UDPAddr); ok {
-		st.Endpoint = ua.AddrPort()
+	if ap := e.sendsTo(l); ap.IsValid() {
+		st.Endpoint = ap
 	} else if r := e.relay.relay.Load(); r != nil {
 		st.Endpoint = *r
 	}

@@ -67,11 +67,11 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		dialing   bool
 		results   = make(chan dialResult, 1)
 		timer     = time.NewTimer(time.Hour)
-		// stall detection on the direct link
-		watched           *link
-		lastRecv          uint64
-		lastSent          uint64
-		recvAt, recheckAt time.Time
+		// stall detection on the direct link: packets went out at unanswered and nothing came back since
+		watched               *link
+		lastRecv, lastSent    uint64
+		unanswered, recheckAt time.Time
+		stalled               bool
 	)
 	defer timer.Stop()
 	for {
@@ -84,10 +84,12 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		if direct && !e.noDirect.Load() {
 			st := l.conn.ConnectionStats()
 			if watched != l || st.PacketsReceived != lastRecv {
-				watched, lastRecv, recvAt = l, st.PacketsReceived, now
+				watched, lastRecv, unanswered = l, st.PacketsReceived, time.Time{}
+			} else if st.PacketsSent != lastSent && unanswered.IsZero() {
+				unanswered = now
 			}
-			stalled := st.PacketsSent > lastSent && now.Sub(recvAt) > stallAfter
 			lastSent = st.PacketsSent
+			stalled = !unanswered.IsZero() && now.Sub(unanswered) > stallAfter
 			e.mu.Lock()
 			recheck := ps.recheck || (stalled && now.Sub(recheckAt) > pingTimeout)
 			ps.recheck = false
@@ -113,9 +115,22 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 			}
 			wakeAt = nextPing
 		}
-		if dialer && direct && !dialing && valid.IsValid() && valid != addrPortOf(l.conn.RemoteAddr()) {
+		switch {
+		case !dialer || !direct || dialing:
+		case valid.IsValid() && valid != e.sendsTo(l) && e.alias != nil && l.client:
+			// The peer answers elsewhere now (it roamed): send the link's packets there. Same QUIC
+			// connection, so every stream on it carries on.
+			e.log.Info("peer moved, following it", "peer", k, "from", e.sendsTo(l), "to", valid)
+			e.alias.setAlias(addrPortOf(l.conn.RemoteAddr()), valid)
+		case valid.IsValid() && valid != e.sendsTo(l):
 			dialing = true // the peer answers elsewhere now: move the link there
 			go func() { results <- e.dial(ctx, k, PathDirect, valid) }()
+		case stalled && !valid.IsValid() && now.Sub(recheckAt) >= e.cfg.RelayDelay && e.relay.relay.Load() != nil:
+			// The direct path went dark and no probe gets through: fall back to the relay now rather
+			// than after the idle timeout; probing goes on and moves the link back when it can.
+			e.log.Info("direct path stalled, falling back to the relay", "peer", k, "endpoint", l.conn.RemoteAddr())
+			dialing = true
+			go func() { results <- e.dial(ctx, k, PathRelay, netip.AddrPort{}) }()
 		}
 		if dialer && online && !direct && !dialing {
 			relay := e.relay.relay.Load() != nil
@@ -166,7 +181,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 				}
 				continue
 			}
-			if !e.install(k, r.conn, r.path) {
+			if !e.install(k, r.conn, r.path, true) {
 				r.conn.CloseWithError(0, "not a peer")
 			}
 		case <-timer.C:

@@ -67,12 +67,24 @@ func ParseStreamHeader(b []byte) (StreamHeader, error) {
 var ErrStreamRefused = errors.New("connection refused by peer (port not exposed or not listening)")
 
 // DialStream opens a stream to service h on peer k, waiting up to ctx's deadline for a link to come
-// up, and returns it as a net.Conn once the peer has accepted.
+// up, and returns it as a net.Conn once the peer has accepted. If the link is replaced while the peer
+// has not answered yet (the path moved: relay to direct, a roaming peer), it tries the new link.
 func (e *Endpoint) DialStream(ctx context.Context, k Key, h StreamHeader) (net.Conn, error) {
-	l, err := e.waitLink(ctx, k)
-	if err != nil {
-		return nil, err
+	for tries := 0; ; tries++ {
+		l, err := e.waitLink(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		c, err := e.dialStreamOn(ctx, k, l, h)
+		if err != nil && l.retired.Load() && ctx.Err() == nil && tries < 3 {
+			e.log.Debug("link replaced while opening a stream, retrying on the new one", "peer", k)
+			continue
+		}
+		return c, err
 	}
+}
+
+func (e *Endpoint) dialStreamOn(ctx context.Context, k Key, l *link, h StreamHeader) (net.Conn, error) {
 	l.addStream()
 	s, err := l.conn.OpenStreamSync(ctx)
 	if err != nil {
@@ -89,7 +101,16 @@ func (e *Endpoint) DialStream(ctx context.Context, k Key, h StreamHeader) (net.C
 		return nil, fmt.Errorf("stream header: %w", err)
 	}
 	var status [1]byte
-	if _, err := io.ReadFull(s, status[:]); err != nil {
+	fired := make(chan struct{})
+	stop := context.AfterFunc(l.ctx, func() { // retired or closed: stop waiting
+		s.SetDeadline(time.Now())
+		close(fired)
+	})
+	_, err = io.ReadFull(s, status[:])
+	if !stop() {
+		<-fired // its deadline is set before the one below clears it
+	}
+	if err != nil {
 		c.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
