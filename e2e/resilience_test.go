@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/warren-net/warren/localapi"
 	"github.com/warren-net/warren/node"
 )
 
@@ -94,5 +96,82 @@ func TestPeerOffAndOn(t *testing.T) {
 	conn.Close()
 	if len(got) == 0 {
 		t.Error("no answer from b after its return")
+	}
+}
+
+// TestPeerKilled is TestPeerOffAndOn with the binaries and SIGKILL: bob cannot say goodbye, yet alice
+// must see him offline, his tunnel freed, within 15 s; when he comes back (same state dir) the tunnel
+// is up again within 5 s of his login. The measured times are logged.
+func TestPeerKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	tmp := t.TempDir()
+	coord := startProc(t, "warren-coord", "--listen", "127.0.0.1:0", "--data", filepath.Join(tmp, "coord"))
+	addr := coord.line(t, "warren-coord listening on")
+	fp := coord.line(t, "key")
+	port, _ := blobServer(t, 1024)
+	socksA := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	stateA, stateB := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
+	startProc(t, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "127.0.0.1:0", "--socks", socksA)
+	upB := []string{"up", "--coord", addr, "--coord-key", fp, "--state", stateB, "--name", "bob", "--listen", "127.0.0.1:0", "--socks", "",
+		"--expose", fmt.Sprintf("tcp:%d", port)}
+	b := startProc(t, "warren", upB...)
+	waitLoggedIn(t, stateA)
+	waitLoggedIn(t, stateB)
+	warren(t, true, "network", "create", "lan", "--state", stateA)
+	warren(t, true, "network", "join", "lan", "--state", stateB)
+	waitDirect(t, stateA, "bob")
+	bIPs := statusOf(t, stateB).Self.IPs
+	alice := localapi.NewClient(stateA)
+	bob := func() localapi.Peer {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := alice.Status(ctx)
+		if err != nil {
+			t.Fatalf("alice's status: %v", err)
+		}
+		for _, p := range st.Peers {
+			if p.Name == "bob" {
+				return p
+			}
+		}
+		return localapi.Peer{}
+	}
+
+	b.kill()
+	killed := time.Now()
+	var offline, freed time.Duration
+	for offline == 0 || freed == 0 {
+		p := bob()
+		if offline == 0 && !p.Online {
+			offline = time.Since(killed)
+		}
+		if freed == 0 && p.Path == "none" {
+			freed = time.Since(killed)
+		}
+		if time.Since(killed) > 15*time.Second {
+			t.Fatalf("bob still %q, path %q at alice 15 s after kill -9", p.State, p.Path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("kill -9: alice saw bob offline (the coord told her) after %v and his tunnel freed after %v",
+		offline.Round(time.Millisecond), freed.Round(time.Millisecond))
+
+	b = startProc(t, "warren", upB...)
+	b.line(t, "warren node") // printed once Start has logged in
+	login := time.Now()
+	if got := statusOf(t, stateB).Self.IPs; got[0] != bIPs[0] || got[1] != bIPs[1] {
+		t.Errorf("bob came back with %v, had %v", got, bIPs)
+	}
+	for p := bob(); p.Path != "direct" || !p.Online; p = bob() {
+		if time.Since(login) > 5*time.Second {
+			t.Fatalf("tunnel not back 5 s after bob's login: %+v", p)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("tunnel re-established %v after bob's login", time.Since(login).Round(time.Millisecond))
+	if body, err := socksGet(t, socksA, fmt.Sprintf("http://bob.warren:%d/hello", port)); err != nil || string(body) != "hello from b\n" {
+		t.Errorf("through the tunnel after bob's return: %q %v", body, err)
 	}
 }

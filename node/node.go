@@ -164,6 +164,12 @@ func checkLoopback(hostport string) error {
 	return nil
 }
 
+// peerIdleTimeout is how long a peer link may stay silent before it is declared dead; keep-alives go
+// out at a third of it. The idle timer restarts with the first keep-alive after the last packet
+// received, so the link to a peer that vanished without a goodbye (kill -9, power loss) is freed
+// 10-13.3 s later: within the 15 s in which its peers must see it gone.
+const peerIdleTimeout = 10 * time.Second
+
 // Start brings the node up: identity, UDP socket, login (retrying up to CoordTimeout), netstack, proxy
 // and local API. On error everything started so far is closed again.
 func (n *Node) Start(ctx context.Context) (err error) {
@@ -202,7 +208,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream,
-		NoDirect: n.cfg.NoDirect, Logger: n.log.Named("peer")})
+		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, Logger: n.log.Named("peer")})
 	if err != nil {
 		pc.Close()
 		return err
