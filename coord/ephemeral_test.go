@@ -149,7 +149,9 @@ func TestReaperBatches(t *testing.T) {
 		if len(left) == 0 {
 			break
 		}
-		if time.Since(start) > 5*time.Second {
+		// Generous: each removal is its own fsynced transaction, slow on a loaded CI machine. What
+		// counts is that the reaper goes on past its first batch.
+		if time.Since(start) > 60*time.Second {
 			t.Fatalf("%d of %d ephemeral nodes left", len(left), n)
 		}
 		time.Sleep(20 * time.Millisecond)
