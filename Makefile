@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: all build test lint unit fuzz demo bench clean
+.PHONY: all build test lint unit load fuzz demo bench clean
 
 all: build
 
@@ -14,7 +14,7 @@ build:
 
 # test: formatting, vet, the dependency rules, every package's tests with the race detector, the
 # process-level tests against the built binaries, and a short run of every fuzz target.
-test: lint build unit fuzz
+test: lint build unit load fuzz
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -22,7 +22,11 @@ lint:
 	$(GO) vet $(PKGS)
 
 unit:
-	$(GO) test -race -shuffle=on -timeout 10m $(PKGS)
+	$(GO) test -race -shuffle=on -timeout 20m $(PKGS)
+
+# Load tests measure times, which the race detector distorts: they skip under -race and run here.
+load:
+	$(GO) test -count=1 -timeout 5m -run 'TestCoordRestartUnderLoad' ./e2e/
 
 # Every fuzz target for a few seconds: a smoke run that catches regressions in the decoders.
 FUZZTIME ?= 5s

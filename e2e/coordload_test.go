@@ -25,6 +25,9 @@ func TestCoordRestartUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs 200 nodes against the coord binary")
 	}
+	if raceEnabled {
+		t.Skip("a load test: its timings mean nothing under the race detector; `make test` runs it without -race (make load)")
+	}
 	const nodes, group = 200, 4
 	tmp := t.TempDir()
 	coordAddr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))

@@ -233,6 +233,7 @@ func (w *wire) run(l *lane) {
 // the full size.
 func TestLossAndDelay(t *testing.T) {
 	needNetnsTC(t, "tc netem qdiscs (or TUN devices)")
+	t.Parallel() // mostly waiting on a slow link: overlaps the coord outage test
 	mib := 2
 	if s := os.Getenv("WARREN_LOSS_MIB"); s != "" {
 		if _, err := fmt.Sscan(s, &mib); err != nil || mib < 1 || mib > 64 {

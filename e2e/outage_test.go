@@ -65,6 +65,7 @@ func TestCoordOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping: runs for over two minutes")
 	}
+	t.Parallel() // mostly waiting out the outage: overlaps the loss-and-delay test
 	outage := 125 * time.Second
 	if s := os.Getenv("WARREN_OUTAGE"); s != "" { // for quicker local runs
 		outage, _ = time.ParseDuration(s)

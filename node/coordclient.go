@@ -93,8 +93,11 @@ func (c *coordClient) connect(ctx context.Context) (*control.Welcome, error) {
 	}
 	conn, err := c.dial(ctx, ap, tlsConf, &quic.Config{
 		HandshakeIdleTimeout: 5 * time.Second,
-		MaxIdleTimeout:       12 * time.Second,
-		KeepAlivePeriod:      2 * time.Second, // also how soon the coord sees a NAT rebinding
+		// Keep-alives every 2 s (also how soon the coord sees a NAT rebinding); four missed ones and
+		// the connection is dead. QUIC takes the smaller idle timeout of the two sides, so this also
+		// bounds how long the coord takes to call a silent node offline.
+		MaxIdleTimeout:  8 * time.Second,
+		KeepAlivePeriod: 2 * time.Second,
 	})
 	if err != nil {
 		if pin != "" && seen != "" && seen != pin {
