@@ -228,19 +228,20 @@ func (w *wire) run(l *lane) {
 //
 // At 5% random loss and 100 ms RTT a loss-based congestion controller (quic-go's Cubic on the stream
 // path; gVisor's TCP inside, and quic-go's outside, on the packet path) manages about 1 and 0.5
-// Mbit/s (Mathis: MSS/RTT × 1.22/√p ≈ 0.6 Mbit/s), so the 16 MiB take 3 and 5 minutes. The
-// default is 2 MiB, which keeps the test under a minute; WARREN_LOSS_MIB=16 (with -timeout 20m) runs
-// the full size.
+// Mbit/s (Mathis: MSS/RTT × 1.22/√p ≈ 0.6 Mbit/s), so the 16 MiB take 3 and 5 minutes. By
+// default the stream path moves the full 16 MiB (about 3 minutes, overlapping the coord outage test)
+// and the packet path 2 MiB; WARREN_LOSS_MIB=N (with -timeout 20m) moves N MiB on both.
 func TestLossAndDelay(t *testing.T) {
 	needNetnsTC(t, "tc netem qdiscs (or TUN devices)")
 	t.Parallel() // mostly waiting on a slow link: overlaps the coord outage test
-	mib := 2
+	streamMiB, packetMiB := 16, 2
 	if s := os.Getenv("WARREN_LOSS_MIB"); s != "" {
-		if _, err := fmt.Sscan(s, &mib); err != nil || mib < 1 || mib > 64 {
+		if _, err := fmt.Sscan(s, &streamMiB); err != nil || streamMiB < 1 || streamMiB > 64 {
 			t.Fatalf("WARREN_LOSS_MIB=%q: want 1..64", s)
 		}
+		packetMiB = streamMiB
 	}
-	size, limit := mib<<20, time.Duration(mib)*40*time.Second // fails below ~0.2 Mbit/s
+	limitFor := func(mib int) time.Duration { return time.Duration(mib) * 40 * time.Second } // fails below ~0.2 Mbit/s
 	p := newImpairedPath(t)
 	nsA, nsB := p.nsA, p.nsB
 	tmp := t.TempDir()
@@ -249,12 +250,15 @@ func TestLossAndDelay(t *testing.T) {
 	addr := coord.line(t, "warren-coord listening on")
 	fp := coord.line(t, "key")
 
-	sum := serveBlob(t, nsB, "127.0.0.1:7000", size, limit+10*time.Second)
+	sums := map[int][32]byte{
+		7000: serveBlob(t, nsB, "127.0.0.1:7000", streamMiB<<20, limitFor(streamMiB)+10*time.Second),
+		7001: serveBlob(t, nsB, "127.0.0.1:7001", packetMiB<<20, limitFor(packetMiB)+10*time.Second),
+	}
 	stateA, stateP, stateB := filepath.Join(tmp, "alice"), filepath.Join(tmp, "anna"), filepath.Join(tmp, "bob")
 	up := func(state, name string, at netip.Addr, extra ...string) []string {
 		return append([]string{"up", "--coord", addr, "--coord-key", fp, "--state", state, "--name", name, "--listen", at.String() + ":0"}, extra...)
 	}
-	startNSProc(t, nsB, "warren", up(stateB, "bob", p.b, "--socks", "", "--expose", "tcp:7000")...)
+	startNSProc(t, nsB, "warren", up(stateB, "bob", p.b, "--socks", "", "--expose", "tcp:7000,tcp:7001")...)
 	startNSProc(t, nsA, "warren", up(stateA, "alice", p.a, "--socks", "127.0.0.1:1080")...)
 	startNSProc(t, nsA, "warren", up(stateP, "anna", p.a, "--socks", "127.0.0.1:1081", "--packet-path")...)
 	for _, s := range []string{stateA, stateP, stateB} {
@@ -273,22 +277,27 @@ func TestLossAndDelay(t *testing.T) {
 
 	type result struct {
 		path string
+		mib  int
 		d    time.Duration
 		n    int64
 		ok   bool
 		err  error
 	}
 	results := make(chan result)
-	paths := []struct{ path, socks string }{{"stream path", "127.0.0.1:1080"}, {"packet path", "127.0.0.1:1081"}}
+	paths := []struct {
+		path, socks string
+		port, mib   int
+	}{{"stream path", "127.0.0.1:1080", 7000, streamMiB}, {"packet path", "127.0.0.1:1081", 7001, packetMiB}}
 	for _, c := range paths {
 		go func() {
 			start := time.Now()
-			got, n, err := socksBlob(nsA, c.socks, "bob.warren:7000", limit)
-			results <- result{c.path, time.Since(start), n, got == sum, err}
+			got, n, err := socksBlob(nsA, c.socks, fmt.Sprintf("bob.warren:%d", c.port), limitFor(c.mib))
+			results <- result{c.path, c.mib, time.Since(start), n, got == sums[c.port], err}
 		}()
 	}
 	for range paths {
 		r := <-results
+		mib, size := r.mib, r.mib<<20
 		if r.err != nil || r.n != int64(size) || !r.ok {
 			t.Errorf("%s: %d MiB through SOCKS: %d bytes in %v, sha256 match %v: %v", r.path, mib, r.n, r.d.Round(time.Millisecond), r.ok, r.err)
 			for _, s := range []string{stateA, stateP} {
