@@ -112,7 +112,7 @@ func TestNATMatrix(t *testing.T) {
 		n.proc = startNSProc(t, n.host.NS, "warren", upArgs(n)...)
 	}
 	for _, n := range nodes {
-		waitAPI(t, n.state)
+		waitLoggedIn(t, n.state)
 	}
 	warren(t, true, "network", "create", "lab", "--state", nodes[0].state, "--password", "pw")
 	for _, n := range nodes[1:] {

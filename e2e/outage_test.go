@@ -85,8 +85,8 @@ func TestCoordOutage(t *testing.T) {
 	a := startProc(t, "warren", upA...)
 	startProc(t, "warren", "up", "--coord", coordAddr, "--coord-key", fp, "--state", stateB, "--name", "bob",
 		"--listen", "127.0.0.1:0", "--socks", "", "--expose", fmt.Sprintf("tcp:%d", port))
-	waitAPI(t, stateA)
-	waitAPI(t, stateB)
+	waitLoggedIn(t, stateA)
+	waitLoggedIn(t, stateB)
 	warren(t, true, "network", "create", "lan", "--state", stateA)
 	warren(t, true, "network", "join", "lan", "--state", stateB)
 	waitDirect(t, stateA, "bob")
@@ -132,7 +132,7 @@ func TestCoordOutage(t *testing.T) {
 	back := time.Now()
 	stateC := filepath.Join(tmp, "c")
 	startProc(t, "warren", "up", "--coord", coordAddr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "127.0.0.1:0", "--socks", "")
-	waitAPI(t, stateC)
+	waitLoggedIn(t, stateC)
 	warren(t, true, "network", "join", "lan", "--state", stateC)
 	deadline := time.Now().Add(60 * time.Second)
 	for {

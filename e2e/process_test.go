@@ -168,8 +168,8 @@ func TestBinaries(t *testing.T) {
 		"--socks", fmt.Sprintf("127.0.0.1:%d", socksPort))
 	startProc(t, "warren", "up", "--state", stateB, "--name", "bob", "--coord", addr, "--listen", "127.0.0.1:0", "--socks", "",
 		"--expose", fmt.Sprintf("tcp:%d", httpPort))
-	waitAPI(t, stateA)
-	waitAPI(t, stateB)
+	waitLoggedIn(t, stateA)
+	waitLoggedIn(t, stateB)
 
 	warren(t, true, "network", "create", "demo", "--state", stateA, "--password", "pw")
 	warren(t, true, "network", "--state", stateB, "join", "--password", "pw", "demo")

@@ -72,7 +72,7 @@ func TestTUN(t *testing.T) {
 	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "10.99.0.2:0",
 		"--socks", "127.0.0.1:1080", "--expose", "tcp:7100")
 	for _, s := range []string{stateA, stateB, stateC} {
-		waitAPI(t, s)
+		waitLoggedIn(t, s)
 	}
 	warren(t, true, "network", "create", "tunnet", "--state", stateA, "--password", "pw")
 	warren(t, true, "network", "join", "tunnet", "--state", stateB, "--password", "pw")

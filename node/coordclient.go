@@ -204,12 +204,26 @@ func (c *coordClient) failWaiters() {
 }
 
 // errCoordOffline is returned by requests while there is no control connection.
+// requestLoginWait is how long a request waits for the control connection to come up.
+const requestLoginWait = 5 * time.Second
+
 var errCoordOffline = errors.New("not connected to the coordination server (retrying in the background); try again shortly")
 
 // request sends r and waits for its reply.
 func (c *coordClient) request(ctx context.Context, r control.Request) (*control.Reply, error) {
 	r.ID = c.nextID.Add(1)
 	ch := make(chan *control.Reply, 1)
+	// A node that was just started, or is reconnecting, gets a few seconds to log in before the
+	// request is refused: `warren up & warren network join` should simply work.
+	wait, cancel := context.WithTimeout(ctx, requestLoginWait)
+	defer cancel()
+	for !c.connected() {
+		select {
+		case <-wait.Done():
+			return nil, errCoordOffline
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	c.mu.Lock()
 	if c.stream == nil {
 		c.mu.Unlock()
