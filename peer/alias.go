@@ -36,9 +36,10 @@ func (c *aliasConn) redirect(addr *net.UDPAddr) *net.UDPAddr {
 	return addr
 }
 
-// WriteMsgUDP is quic-go's send path.
+// WriteMsgUDP is quic-go's send path. It goes through WriteMsgUDPAddrPort, which, unlike
+// WriteMsgUDP, does not allocate per packet.
 func (c *aliasConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
-	return c.UDPConn.WriteMsgUDP(b, oob, c.redirect(addr))
+	return c.UDPConn.WriteMsgUDPAddrPort(b, oob, c.redirect(addr).AddrPort())
 }
 
 // WriteTo is the plain send path.
