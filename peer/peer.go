@@ -441,8 +441,9 @@ func sameEndpoints(a, b []netip.AddrPort) bool {
 	return true
 }
 
-// Send transmits one packet to peer k. It returns ErrNoLink when no link is up; it may block briefly
-// while the link's send queue is full (backpressure to the netstack).
+// Send transmits one packet to peer k. It returns ErrNoLink when no link is up. It blocks while the
+// link's DATAGRAM queue is full (quic-go v0.65 waits for room, on a dead path until the idle
+// timeout), so callers that must not block feed it from a queue of their own (node/sendq.go).
 func (e *Endpoint) Send(k Key, pkt []byte) error {
 	e.mu.RLock()
 	ps := e.peers[k]
