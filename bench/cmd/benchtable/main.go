@@ -50,15 +50,16 @@ type options struct {
 }
 
 // allRows are the rows benchtable knows, in table order. warren-base is added by -base.
-var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "warren-base"}
+var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "warren-tun", "warren-base"}
 
 // defaultRows are the rows measured without -rows.
-var defaultRows = allRows[:4]
+var defaultRows = allRows[:5]
 
 func main() {
 	var o options
 	var rows string
 	serveLoad := flag.String("serve-load", "", "internal: run only the load server on this `address`")
+	serveLoadAny := flag.Bool("serve-load-any", false, "internal: let -serve-load listen on a non-loopback address (the warren-tun row's namespace)")
 	flag.StringVar(&o.bin, "bin", "bin", "`dir`ectory holding the warren and warren-coord binaries")
 	flag.StringVar(&o.wgpeer, "wgpeer", "bin/bench/wgpeer", "the wgpeer `binary` (go build ./cmd/wgpeer)")
 	flag.StringVar(&rows, "rows", strings.Join(defaultRows, ","), "comma-separated `rows` to measure")
@@ -81,7 +82,7 @@ func main() {
 	flag.Parse()
 
 	if *serveLoad != "" {
-		if err := runLoadServer(*serveLoad); err != nil {
+		if err := runLoadServer(*serveLoad, *serveLoadAny); err != nil {
 			fmt.Fprintln(os.Stderr, "load server:", err)
 			os.Exit(1)
 		}
@@ -116,13 +117,14 @@ func main() {
 }
 
 // runLoadServer is the -serve-load mode: the load server in a process of its own, stopped by
-// SIGINT or SIGTERM. It prints "listening ADDR" once it accepts connections.
-func runLoadServer(addr string) error {
+// SIGINT or SIGTERM. It prints "listening ADDR" once it accepts connections. Only with anyAddr
+// may addr be other than a loopback address (inside the benchmark's own network namespace).
+func runLoadServer(addr string, anyAddr bool) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	if !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
+	if !anyAddr && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
 		ln.Close()
 		return fmt.Errorf("%s: loopback addresses only", addr)
 	}
@@ -150,7 +152,7 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	b := &bench{opts: o, dir: dir}
+	b := &bench{opts: o, dir: dir, self: self}
 	defer func() {
 		b.stopAll()
 		if o.keep || (err != nil && ctx.Err() == nil) { // keep the logs of a failure, not of Ctrl-C
@@ -164,7 +166,7 @@ func run(ctx context.Context, o options) (err error) {
 	// Set every row up first and measure them in turns (run 1 of each row, then run 2, ...), so
 	// that other load on the machine, if any, spreads over the rows instead of hitting one.
 	var loadAddr netip.AddrPort
-	if slices.ContainsFunc(o.rows, func(r string) bool { return r != "peer+socks" }) {
+	if slices.ContainsFunc(o.rows, func(r string) bool { return r != "peer+socks" && r != "warren-tun" }) {
 		if loadAddr, err = b.startLoad(ctx, self); err != nil {
 			return err
 		}
@@ -267,6 +269,12 @@ func (b *bench) setUp(ctx context.Context, name string, loadAddr netip.AddrPort)
 			return target{}, "warren-packet: skipped, `warren up` has no flag for node.Config.PacketPathTCP", nil
 		}
 		t, err := b.warren(ctx, b.opts.bin, loadAddr, name, flagName)
+		return t, "", err
+	case "warren-tun":
+		if why := tunSkip(); why != "" {
+			return target{}, "warren-tun: skipped, " + why, nil
+		}
+		t, err := b.warrenTun(ctx, b.self)
 		return t, "", err
 	}
 	return target{}, "", errors.New("unknown row")

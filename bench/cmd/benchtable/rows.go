@@ -32,9 +32,11 @@ type target struct {
 
 // bench owns the child processes and the temp dir of one benchmark run.
 type bench struct {
-	opts  options
-	dir   string
-	procs []*proc
+	opts     options
+	dir      string
+	self     string // this binary (the load server's -serve-load mode)
+	procs    []*proc
+	cleanups []func() // run after the processes stop, newest first (network namespaces)
 }
 
 // start launches a child process that the bench stops in close.
@@ -47,12 +49,16 @@ func (b *bench) start(name, bin string, env []string, args ...string) (*proc, er
 	return p, nil
 }
 
-// stopAll stops every child started so far, newest first.
+// stopAll stops every child started so far, newest first, then runs the cleanups.
 func (b *bench) stopAll() {
 	for i := len(b.procs) - 1; i >= 0; i-- {
 		b.procs[i].stop(3 * time.Second)
 	}
 	b.procs = nil
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+	b.cleanups = nil
 }
 
 // startLoad runs the load server as its own process (this binary in -serve-load mode) and returns
@@ -145,18 +151,9 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 	if err != nil {
 		return target{}, err
 	}
-	l1, err := coord.line(ctx, 15*time.Second)
+	coordAddr, coordKey, err := coordHello(ctx, coord)
 	if err != nil {
 		return target{}, err
-	}
-	l2, err := coord.line(ctx, 5*time.Second)
-	if err != nil {
-		return target{}, err
-	}
-	coordAddr, ok1 := strings.CutPrefix(l1, "warren-coord listening on ")
-	coordKey, ok2 := strings.CutPrefix(l2, "key ")
-	if !ok1 || !ok2 {
-		return target{}, fmt.Errorf("unexpected warren-coord output %q, %q", l1, l2)
 	}
 	socksPort, err := freePort("tcp")
 	if err != nil {
@@ -174,36 +171,60 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 	if err != nil {
 		return target{}, err
 	}
-	for _, st := range []string{stateA, stateB} {
-		if _, err := b.waitStatus(ctx, warren, st, nil); err != nil {
-			return target{}, err
-		}
-	}
-	const pw = "bench-password"
-	if err := runCLI(ctx, warren, "network", "create", "bench", "--password", pw, "--state", stateA); err != nil {
-		return target{}, err
-	}
-	if err := runCLI(ctx, warren, "network", "join", "bench", "--password", pw, "--state", stateB); err != nil {
-		return target{}, err
-	}
-	st, err := b.waitStatus(ctx, warren, stateA, func(st nodeStatus) bool { return len(st.Peers) == 1 && st.Peers[0].Path == "direct" })
+	ipB, err := b.joinPair(ctx, warren, stateA, stateB)
 	if err != nil {
 		return target{}, err
-	}
-	var ipB netip.Addr
-	for _, ip := range st.Peers[0].IPs {
-		if ip.Is4() {
-			ipB = ip
-		}
-	}
-	if !ipB.IsValid() {
-		return target{}, fmt.Errorf("node b has no IPv4 in node a's status: %v", st.Peers[0].IPs)
 	}
 	dial, err := socksDialer(socksAddr, netip.AddrPortFrom(ipB, loadAddr.Port()))
 	if err != nil {
 		return target{}, err
 	}
 	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}}, nil
+}
+
+// coordHello reads warren-coord's first two lines: its address and its key.
+func coordHello(ctx context.Context, coord *proc) (addr, key string, err error) {
+	l1, err := coord.line(ctx, 15*time.Second)
+	if err != nil {
+		return "", "", err
+	}
+	l2, err := coord.line(ctx, 5*time.Second)
+	if err != nil {
+		return "", "", err
+	}
+	addr, ok1 := strings.CutPrefix(l1, "warren-coord listening on ")
+	key, ok2 := strings.CutPrefix(l2, "key ")
+	if !ok1 || !ok2 {
+		return "", "", fmt.Errorf("unexpected warren-coord output %q, %q", l1, l2)
+	}
+	return addr, key, nil
+}
+
+// joinPair waits for the nodes with states stateA and stateB, puts them in one network and waits
+// until A has a direct link to B; it returns B's overlay IPv4.
+func (b *bench) joinPair(ctx context.Context, warren, stateA, stateB string) (netip.Addr, error) {
+	for _, st := range []string{stateA, stateB} {
+		if _, err := b.waitStatus(ctx, warren, st, nil); err != nil {
+			return netip.Addr{}, err
+		}
+	}
+	const pw = "bench-password"
+	if err := runCLI(ctx, warren, "network", "create", "bench", "--password", pw, "--state", stateA); err != nil {
+		return netip.Addr{}, err
+	}
+	if err := runCLI(ctx, warren, "network", "join", "bench", "--password", pw, "--state", stateB); err != nil {
+		return netip.Addr{}, err
+	}
+	st, err := b.waitStatus(ctx, warren, stateA, func(st nodeStatus) bool { return len(st.Peers) == 1 && st.Peers[0].Path == "direct" })
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, ip := range st.Peers[0].IPs {
+		if ip.Is4() {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("node b has no IPv4 in node a's status: %v", st.Peers[0].IPs)
 }
 
 // packetPathFlag returns the `warren up` flag that sends proxied TCP over the packet path, or ""

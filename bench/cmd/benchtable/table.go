@@ -100,7 +100,7 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		byName[r.name] = r.median
 	}
 	fmt.Fprintln(w)
-	for _, wr := range []string{"warren", "warren-packet"} {
+	for _, wr := range []string{"warren", "warren-packet", "warren-tun"} {
 		x, ok := byName[wr]
 		if !ok {
 			continue
