@@ -358,7 +358,7 @@ func (s *Server) readLoop(sess *session) {
 	for {
 		msg, err := control.ReadMsg(sess.stream)
 		if err != nil {
-			if !errors.Is(err, io.EOF) && sess.conn.Context().Err() == nil {
+			if !errors.Is(err, io.EOF) && sess.conn.Context().Err() == nil && s.ctx.Err() == nil {
 				sess.log.Warn("closing control connection: bad frame", "error", err)
 				sess.conn.CloseWithError(closeProtocol, "malformed control frame")
 			}
