@@ -55,7 +55,9 @@ func TestProbeSignatures(t *testing.T) {
 	}
 }
 
-// FuzzParseProbe: no input makes the probe parser or verifier panic.
+// FuzzParseProbe: no input makes the probe parser panic, and what parses has the exact size of its
+// kind. (Signature checks are crypto/ed25519's, covered by TestProbeSignatures; running them on every
+// input would make each exec slow enough that a short fuzz run spends its time on the baseline.)
 func FuzzParseProbe(f *testing.F) {
 	a, ka, kb := probeKeys(f)
 	f.Add(appendProbe(nil, a, kindPing, ka, kb, txID{1}, netip.AddrPort{}))
@@ -65,8 +67,7 @@ func FuzzParseProbe(f *testing.F) {
 		if err != nil {
 			return
 		}
-		p.verify(kb)
-		if len(b) != pingSize && len(b) != pongSize {
+		if (p.kind == kindPing && len(b) != pingSize) || (p.kind == kindPong && len(b) != pongSize) || len(p.sig) != sigSize {
 			t.Fatalf("parsed a %d-byte probe", len(b))
 		}
 	})
