@@ -46,6 +46,9 @@ func cmdStatus(args []string) error {
 	if st.Self.SOCKS != "" {
 		fmt.Printf("socks5    %s\n", st.Self.SOCKS)
 	}
+	if n := st.Self.NAT; n != nil && n.UDP {
+		fmt.Printf("nat       public %s, %s mapping, hairpin %s\n", n.Public, n.Mapping, map[bool]string{true: "yes", false: "no"}[n.Hairpin])
+	}
 	s := st.Stats
 	fmt.Printf("packets   %d sent to peers; dropped: %d queue full, %d no route, %d spoofed, %d rate limited\n",
 		s.PacketsSent, s.DroppedQueueFull, s.DroppedNoRoute, s.DroppedSpoofed, s.DroppedRateLimited)
