@@ -166,6 +166,10 @@ const (
 	// CodeAuthKey refuses a login whose auth key is unknown, expired, revoked or used up; retrying
 	// with the same key cannot succeed.
 	CodeAuthKey Code = "authkey"
+	// CodeBlocked refuses a login from an address range the server operator blocked.
+	CodeBlocked Code = "blocked"
+	// CodeRateLimited refuses a login over the server's rate limit per address or identity; retry later.
+	CodeRateLimited Code = "rate_limited"
 )
 
 // Reply answers a Request with the same ID (or a Login, with ID 0). Code is empty on success.

@@ -25,6 +25,8 @@ func samples() []*Msg {
 		{Type: TypeRequest, Request: &Request{ID: 4, Op: OpLogout}},
 		{Type: TypeReply, Reply: &Reply{Code: CodeAuthKey, Error: "auth key expired"}},
 		{Type: TypeReply, Reply: &Reply{ID: 3, Code: CodeWrongPassword, Error: "wrong password"}},
+		{Type: TypeReply, Reply: &Reply{Code: CodeBlocked, Error: "logins from this address are blocked"}},
+		{Type: TypeReply, Reply: &Reply{Code: CodeRateLimited, Error: "too many logins"}},
 		{Type: TypeEndpoints, Endpoints: &Endpoints{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:9")}}},
 	}
 }
@@ -68,6 +70,8 @@ func TestRejects(t *testing.T) {
 		`{"type":"request","request":{"op":"logout","network":"lan"}}`,
 		`{"type":"request","request":{"op":"logout","password":"pw"}}`,
 		`{"type":"request","request":{"op":"join"}}`,
+		`{"type":"reply","reply":{"code":"Not A Code"}}`,
+		`{"type":"reply","reply":{"code":"` + strings.Repeat("x", 33) + `"}}`,
 		`[1,2,3]`,
 	}
 	for _, s := range bad {

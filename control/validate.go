@@ -90,6 +90,9 @@ func (m *Msg) Validate() error {
 		if len(m.Reply.Error) > MaxErrorLen {
 			return errors.New("reply: error text too long")
 		}
+		if !validCode(m.Reply.Code) {
+			return fmt.Errorf("reply: malformed error code %.40q", m.Reply.Code)
+		}
 		return checkNames(m.Reply.Networks)
 	case TypeEndpoints:
 		if m.Endpoints == nil {
@@ -162,4 +165,19 @@ func checkPeers(peers []Peer) error {
 		}
 	}
 	return nil
+}
+
+// validCode reports whether c is empty or looks like a code: lower-case letters and '_', at most 32
+// bytes. Codes this build does not know (CodeNotFound … CodeRateLimited) still pass, so a newer
+// server's codes reach the caller as errors.
+func validCode(c Code) bool {
+	if len(c) > 32 {
+		return false
+	}
+	for _, r := range c {
+		if (r < 'a' || r > 'z') && r != '_' {
+			return false
+		}
+	}
+	return true
 }

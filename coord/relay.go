@@ -25,6 +25,9 @@ func (s *Server) sideLoop() {
 			return
 		}
 		from := addrPort(addr)
+		if s.blocked(from.Addr()) {
+			continue
+		}
 		b := buf[:n]
 		switch b[0] {
 		case control.KindBindingReq:
@@ -136,6 +139,9 @@ func (s *Server) probeLoop() {
 		n, addr, err := s.cfg.ProbeConn.ReadFrom(buf)
 		if err != nil {
 			return
+		}
+		if s.blocked(addrPort(addr).Addr()) {
+			continue
 		}
 		if tx, err := control.ParseBindingRequest(buf[:n]); err == nil {
 			s.cfg.ProbeConn.WriteTo(control.AppendBindingResponse(out[:0], tx, addrPort(addr)), addr)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
@@ -55,6 +56,19 @@ type Config struct {
 	// EphemeralTimeout is how long an ephemeral node may be offline before it is removed (see
 	// ephemeral.go). Default DefaultEphemeralTimeout.
 	EphemeralTimeout time.Duration
+	// BlockList is a file of address ranges refused at login, one CIDR prefix or IP address a line
+	// ('#' comments); "" = none. It is re-read when it changes (see abuse.go); a bad line fails New.
+	BlockList string
+	// LoginRateIP and LoginBurstIP limit logins per source address (IPv6 per /64; loopback is exempt).
+	// Default DefaultLoginRateIP and DefaultLoginBurstIP; rate.Inf = no limit.
+	LoginRateIP  rate.Limit
+	LoginBurstIP int
+	// LoginRateKey and LoginBurstKey limit logins per identity key. Default DefaultLoginRateKey and
+	// DefaultLoginBurstKey; rate.Inf = no limit.
+	LoginRateKey  rate.Limit
+	LoginBurstKey int
+
+	limitLoopback bool // tests: apply the per-address limit to loopback sources too
 }
 
 type nodeKey [identity.KeySize]byte
@@ -79,6 +93,8 @@ type Server struct {
 	sessions map[nodeKey]*session
 	byAddr   map[netip.AddrPort]*session // by the address the control connection came from
 	closed   bool
+
+	abuse abuse // block list and login rate limits (abuse.go)
 }
 
 // New validates cfg and starts serving on cfg.Conn.
@@ -102,6 +118,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
 	}
+	if err := s.initAbuse(); err != nil {
+		return nil, err
+	}
 	tlsConf, err := identity.TLSConfig(cfg.Key, control.ALPN, true, func(ed25519.PublicKey) error { return nil })
 	if err != nil {
 		return nil, err
@@ -117,7 +136,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coord: listen: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go s.abuseLoop()
 	go s.acceptLoop()
 	go s.sideLoop()
 	go s.reapLoop()

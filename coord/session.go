@@ -74,6 +74,11 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		return
 	}
 	stream.SetReadDeadline(time.Time{})
+	if cerr := s.checkLogin(key, conn.RemoteAddr()); cerr != nil {
+		log.Info("login refused", "error", cerr)
+		refuseLogin(conn, stream, cerr)
+		return
+	}
 	sess, err := s.login(key, conn, stream, msg.Login, log)
 	if err != nil {
 		log.Info("login refused", "error", err)

@@ -55,6 +55,7 @@ func run(args []string) error {
 	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path")
 	relayRate := fs.Int("relay-rate", 20000, "relayed `packets` per second allowed per node")
 	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
+	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -106,7 +107,7 @@ func run(args []string) error {
 		}
 	}
 	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
-		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, EphemeralTimeout: *ephemeralTimeout})
+		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList})
 	if err != nil {
 		pc.Close()
 		if probe != nil {
@@ -119,7 +120,19 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hup:
+			if err := srv.ReloadBlockList(); err != nil {
+				log.Warn("block list not reloaded; keeping the old one", "error", err)
+			}
+		}
+	}
 	log.Info("shutting down")
 	return srv.Close()
 }
