@@ -363,8 +363,14 @@ func (n *Node) setPort(pc *net.UDPConn) {
 // canStartFromCache reports whether a failed first login is an outage (start from the cache) rather
 // than a refusal (key mismatch, login refused), which must stop the node.
 func canStartFromCache(err error) bool {
+	return !errors.Is(err, ErrCoordKeyMismatch) && !isRefusal(err)
+}
+
+// isRefusal reports whether err is the coord refusing the login for good (a bad name, a blocked
+// address, a bad auth key...). Being rate limited is not: it passes, so the node tries again.
+func isRefusal(err error) bool {
 	var cerr *control.Error
-	return !errors.Is(err, ErrCoordKeyMismatch) && !errors.As(err, &cerr)
+	return errors.As(err, &cerr) && cerr.Code != control.CodeRateLimited
 }
 
 // firstLogin connects to the coord, retrying with backoff for up to CoordTimeout. A key mismatch or
@@ -380,8 +386,7 @@ func (n *Node) firstLogin(ctx context.Context, timeout time.Duration) (*control.
 		if err == nil {
 			return w, nil
 		}
-		var cerr *control.Error
-		if errors.Is(err, ErrCoordKeyMismatch) || errors.As(err, &cerr) {
+		if errors.Is(err, ErrCoordKeyMismatch) || isRefusal(err) {
 			return nil, err
 		}
 		if tries == 1 {
