@@ -167,27 +167,14 @@ func (s *Server) loadBlockList() (bool, error) {
 	return true, nil
 }
 
-// abuseLoop re-reads the block list when its file changes, disconnects nodes online from newly
-// blocked addresses, and sweeps idle login buckets, until Close.
-func (s *Server) abuseLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(blockCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		s.abuse.perIP.sweep(now)
-		s.abuse.perKey.sweep(now)
-		if s.cfg.BlockList == "" {
-			continue
-		}
-		if err := s.ReloadBlockList(); err != nil {
-			s.log.Warn("block list not reloaded; keeping the old one", "file", s.cfg.BlockList, "error", err)
-		}
+// checkAbuse sweeps idle login buckets, re-reads the block list if its file changed and disconnects
+// nodes online from newly blocked addresses (New runs it periodically).
+func (s *Server) checkAbuse() {
+	now := time.Now()
+	s.abuse.perIP.sweep(now)
+	s.abuse.perKey.sweep(now)
+	if err := s.ReloadBlockList(); err != nil {
+		s.log.Warn("block list not reloaded; keeping the old one", "file", s.cfg.BlockList, "error", err)
 	}
 }
 

@@ -45,21 +45,10 @@ func (s *Server) initEphemeral() error {
 	return nil
 }
 
-// reapLoop removes ephemeral nodes that have been offline too long, until the server closes.
-func (s *Server) reapLoop() {
-	defer s.wg.Done()
-	every := min(max(s.cfg.EphemeralTimeout/4, 50*time.Millisecond), 15*time.Second)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		// A full batch removed: there may be more right away.
-		for s.reapOnce(time.Now()) == reapBatch && s.ctx.Err() == nil {
-		}
+// reapDue removes the ephemeral nodes that have been offline too long (New runs it periodically).
+func (s *Server) reapDue() {
+	// A full batch removed: there may be more right away.
+	for s.reapOnce(time.Now()) == reapBatch && s.ctx.Err() == nil {
 	}
 }
 

@@ -74,31 +74,22 @@ func (s *Server) relayTarget(from netip.AddrPort, dst nodeKey) (netip.AddrPort, 
 // followAddrs keeps each session's address current: when a node's NAT maps it to a new public address,
 // quic-go migrates its control connection (after path validation), and the coord must follow, or it
 // would drop the node's relay frames and keep giving its peers a dead endpoint to punch.
+// New runs it periodically.
 func (s *Server) followAddrs() {
-	defer s.wg.Done()
-	t := time.NewTicker(addrCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
+	type move struct {
+		sess *session
+		to   netip.AddrPort
+	}
+	var moves []move
+	s.mu.Lock()
+	for _, sess := range s.sessions {
+		if a := addrPort(sess.conn.RemoteAddr()); a.IsValid() && a != sess.observed {
+			moves = append(moves, move{sess, a})
 		}
-		type move struct {
-			sess *session
-			to   netip.AddrPort
-		}
-		var moves []move
-		s.mu.Lock()
-		for _, sess := range s.sessions {
-			if a := addrPort(sess.conn.RemoteAddr()); a.IsValid() && a != sess.observed {
-				moves = append(moves, move{sess, a})
-			}
-		}
-		s.mu.Unlock()
-		for _, m := range moves {
-			s.rebind(m.sess, m.to)
-		}
+	}
+	s.mu.Unlock()
+	for _, m := range moves {
+		s.rebind(m.sess, m.to)
 	}
 }
 

@@ -136,17 +136,35 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coord: listen: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(5)
-	go s.abuseLoop()
+	s.wg.Add(2)
 	go s.acceptLoop()
 	go s.sideLoop()
-	go s.reapLoop()
-	go s.followAddrs()
 	if cfg.ProbeConn != nil {
 		s.wg.Add(1)
 		go s.probeLoop()
 	}
+	s.every(blockCheckEvery, s.checkAbuse)
+	s.every(min(max(s.cfg.EphemeralTimeout/4, 50*time.Millisecond), 15*time.Second), s.reapDue)
+	s.every(addrCheckEvery, s.followAddrs)
 	return s, nil
+}
+
+// every runs f every d, in a goroutine the Server owns, until Close.
+func (s *Server) every(d time.Duration, f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
 }
 
 // Addr returns the UDP address the server listens on.
