@@ -58,6 +58,10 @@ func (s *Server) sideLoop() {
 func (s *Server) relayTarget(from netip.AddrPort, dst nodeKey) (netip.AddrPort, nodeKey, bool) {
 	s.mu.Lock()
 	src, dstSess := s.byAddr[from], s.sessions[dst]
+	var to netip.AddrPort
+	if dstSess != nil {
+		to = dstSess.observed
+	}
 	s.mu.Unlock()
 	if src == nil || dstSess == nil || !src.relayRate.Allow() {
 		return netip.AddrPort{}, nodeKey{}, false
@@ -65,9 +69,6 @@ func (s *Server) relayTarget(from netip.AddrPort, dst nodeKey) (netip.AddrPort, 
 	dstSess.mu.Lock()
 	ok := dstSess.peers[src.key]
 	dstSess.mu.Unlock()
-	s.mu.Lock()
-	to := dstSess.observed
-	s.mu.Unlock()
 	return to, src.key, ok
 }
 
