@@ -40,10 +40,10 @@ func TestHardNATTechniques(t *testing.T) {
 
 	const (
 		trials  = 8
-		budget  = 1024                  // probes E sends per trial
+		budget  = 1024                   // probes E sends per trial
 		pace    = 300 * time.Microsecond // between probes: ~3300 probes/s, about a megabit per second
-		sockets = 256                   // H's sockets in the birthday technique
-		lo, hi  = 1024, 65535           // the ports the lab's symmetric NAT picks from
+		sockets = 256                    // H's sockets in the birthday technique
+		lo, hi  = 1024, 65535            // the ports the lab's symmetric NAT picks from
 	)
 	budgets := []int{64, 256, 1024}
 
