@@ -15,7 +15,7 @@
 //	coord → node   PeerDelta        (... changes only, for as long as the connection lives)
 //	node  → coord  Request{ID}      (network create/join/leave, or logout)
 //	coord → node   Reply{ID}        (answer to the request with the same ID)
-//	node  → coord  Endpoints        (the node's candidate addresses changed)
+//	node  → coord  Endpoints        (the node's candidate addresses or NAT mapping changed)
 package control
 
 import (
@@ -115,6 +115,8 @@ type Peer struct {
 	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
 	Online    bool             `json:"online"`
 	Networks  []string         `json:"networks"` // networks shared with the receiver
+	// Mapping is the peer's NAT mapping behaviour as it last reported it (Endpoints.Mapping).
+	Mapping Mapping `json:"mapping,omitempty"`
 }
 
 // PeerMap replaces the receiver's whole view of its peers.
@@ -196,9 +198,27 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// Endpoints updates the node's local candidate addresses.
+// Endpoints updates the node's local candidate addresses and what it found out about its NAT.
 type Endpoints struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
+	// Mapping is the node's NAT mapping behaviour from its NAT discovery; peers use it to pick a
+	// hole-punching technique. Empty = not known.
+	Mapping Mapping `json:"mapping,omitempty"`
+}
+
+// Mapping is a NAT's mapping behaviour (RFC 4787): whether it keeps one public address and port for
+// a local socket whatever the destination.
+type Mapping string
+
+// Mapping behaviours.
+const (
+	MappingUnknown     Mapping = ""
+	MappingIndependent Mapping = "endpoint-independent" // one public port per socket (or no NAT)
+	MappingDependent   Mapping = "endpoint-dependent"   // a new public port per destination ("symmetric")
+)
+
+func (m Mapping) valid() bool {
+	return m == MappingUnknown || m == MappingIndependent || m == MappingDependent
 }
 
 // ErrFrameTooLarge is returned when a frame exceeds MaxFrameSize, on reading or writing.

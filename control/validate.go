@@ -98,6 +98,9 @@ func (m *Msg) Validate() error {
 		if m.Endpoints == nil {
 			return errMissing(m.Type)
 		}
+		if !m.Endpoints.Mapping.valid() {
+			return fmt.Errorf("endpoints: unknown mapping %.32q", m.Endpoints.Mapping)
+		}
 		return checkEndpoints(m.Endpoints.Endpoints)
 	default:
 		return fmt.Errorf("unknown message type %q", m.Type)
@@ -162,6 +165,9 @@ func checkPeers(peers []Peer) error {
 		}
 		if err := checkNames(p.Networks); err != nil {
 			return err
+		}
+		if !p.Mapping.valid() {
+			return fmt.Errorf("peer: unknown mapping %.32q", p.Mapping)
 		}
 	}
 	return nil

@@ -34,6 +34,7 @@ type session struct {
 	mu        sync.Mutex
 	local     []netip.AddrPort // the node's own interface addresses, as it reported them
 	endpoints []netip.AddrPort
+	mapping   control.Mapping  // the node's NAT mapping, as it reported it
 	peers     map[nodeKey]bool // who may send to this node through the relay (shares a network)
 	relayRate *rate.Limiter
 	pending   map[nodeKey]*control.Peer // nil value = remove
@@ -266,6 +267,7 @@ func (s *Server) peerRecord(key []byte, name string, ip4, ip6 netip.Addr, networ
 		p.Online = true
 		sess.mu.Lock()
 		p.Endpoints = slices.Clone(sess.endpoints)
+		p.Mapping = sess.mapping
 		sess.mu.Unlock()
 	}
 	s.mu.Unlock()
@@ -373,7 +375,7 @@ func (s *Server) readLoop(sess *session) {
 		case control.TypeRequest:
 			s.reply(sess, s.handleRequest(sess, msg.Request))
 		case control.TypeEndpoints:
-			s.updateEndpoints(sess, msg.Endpoints.Endpoints)
+			s.updateEndpoints(sess, msg.Endpoints)
 		default:
 			sess.log.Warn("closing control connection: unexpected message", "type", msg.Type)
 			sess.conn.CloseWithError(closeProtocol, "unexpected message")
@@ -382,15 +384,16 @@ func (s *Server) readLoop(sess *session) {
 	}
 }
 
-func (s *Server) updateEndpoints(sess *session, eps []netip.AddrPort) {
+func (s *Server) updateEndpoints(sess *session, u *control.Endpoints) {
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 	sess.mu.Lock()
 	s.mu.Lock()
 	observed := sess.observed
 	s.mu.Unlock()
-	sess.local = eps
-	sess.endpoints = candidateEndpoints(observed, eps)
+	sess.local = u.Endpoints
+	sess.endpoints = candidateEndpoints(observed, u.Endpoints)
+	sess.mapping = u.Mapping
 	sess.mu.Unlock()
 	if err := s.refreshPeers(sess.key, nil); err != nil {
 		s.log.Error("endpoints: refresh peers", "error", err)

@@ -249,12 +249,12 @@ func (c *coordClient) request(ctx context.Context, r control.Request) (*control.
 	}
 }
 
-// sendEndpoints tells the coord about changed local candidates; best effort.
-func (c *coordClient) sendEndpoints(eps []netip.AddrPort) {
+// sendEndpoints tells the coord about the node's local candidates and NAT mapping; best effort.
+func (c *coordClient) sendEndpoints(u *control.Endpoints) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stream != nil {
-		control.WriteMsg(c.stream, &control.Msg{Type: control.TypeEndpoints, Endpoints: &control.Endpoints{Endpoints: eps}})
+		control.WriteMsg(c.stream, &control.Msg{Type: control.TypeEndpoints, Endpoints: u})
 	}
 }
 

@@ -41,6 +41,13 @@ func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
 		n.mu.Lock()
 		n.nat = &rep
 		n.mu.Unlock()
+		// Peers pick their hole-punching technique by both sides' mappings (peer/birthday.go).
+		mapping := control.Mapping(rep.Mapping)
+		if rep.Mapping == peer.MappingUnknown {
+			mapping = control.MappingUnknown
+		}
+		n.ep.SetMapping(mapping)
+		n.coord.sendEndpoints(&control.Endpoints{Endpoints: n.localEndpoints(), Mapping: mapping})
 	}()
 }
 

@@ -55,7 +55,7 @@ func (n *Node) handleControl(m *control.Msg) {
 		if len(p.IPs) > 0 {
 			rt.byName[strings.ToLower(p.Name)] = p.IPs[0]
 		}
-		info := peer.Info{Key: k}
+		info := peer.Info{Key: k, Mapping: p.Mapping}
 		if p.Online {
 			info.Endpoints = p.Endpoints
 		}

@@ -66,8 +66,13 @@ func (k Key) String() string { return identity.ShortID(k[:]) }
 // Info is the desired state of one peer: who it is and where it can be reached. An empty Endpoints
 // means the peer is offline: no dial is attempted, but an inbound link from it is still accepted.
 type Info struct {
-	Key       Key
+	Key Key
+	// Endpoints are the peer's candidate addresses, the one the coordination server observed (its
+	// public address) first.
 	Endpoints []netip.AddrPort
+	// Mapping is the peer's NAT mapping behaviour as it reported it; it picks the technique for hard
+	// NATs (birthday.go).
+	Mapping control.Mapping
 }
 
 // Paths a link can take.
@@ -121,25 +126,27 @@ type Config struct {
 
 // Endpoint is the node's UDP socket with its peer links. Methods are safe for concurrent use.
 type Endpoint struct {
-	cfg      Config
-	log      hclog.Logger
-	self     Key
-	tr       *quic.Transport
-	ln       *quic.Listener
-	quicConf *quic.Config
-	alias    *aliasConn      // the socket with send-side redirects; nil if Conn is not a *net.UDPConn
-	relay    *relayConn      // the relay's virtual socket
-	relayTr  *quic.Transport // QUIC over the relay
-	relayLn  *quic.Listener
-	probes   *rate.Limiter   // bounds the signature checks inbound probes cost
-	ctx      context.Context // alive until Close
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	cfg       Config
+	log       hclog.Logger
+	self      Key
+	tr        *quic.Transport
+	ln        *quic.Listener
+	quicConf  *quic.Config
+	serverTLS *tls.Config     // accepts links from peers in the peer set
+	alias     *aliasConn      // the socket with send-side redirects; nil if Conn is not a *net.UDPConn
+	relay     *relayConn      // the relay's virtual socket
+	relayTr   *quic.Transport // QUIC over the relay
+	relayLn   *quic.Listener
+	probes    *rate.Limiter   // bounds the signature checks inbound probes cost
+	ctx       context.Context // alive until Close
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 
 	// mu guards the following.
-	mu     sync.RWMutex
-	peers  map[Key]*peerState
-	closed bool
+	mu      sync.RWMutex
+	peers   map[Key]*peerState
+	closed  bool
+	mapping control.Mapping // this node's NAT mapping behaviour (SetMapping)
 
 	sendDrops atomic.Uint64
 	noDirect  atomic.Bool
@@ -162,6 +169,8 @@ type peerState struct {
 	pending   map[txID]pendingPing
 	validated netip.AddrPort // the last address that answered a ping; zero = none yet
 	recheck   bool           // the peer's endpoints changed: probe again even if a direct link is up
+	sprayHit  netip.AddrPort // the address a birthday spray found (birthday.go): we dial it
+	hardBusy  atomic.Bool    // a birthday attempt for this peer is under way
 }
 
 // link is one QUIC connection to a peer. A link that a newer one replaced is retired: it takes no
@@ -175,6 +184,7 @@ type link struct {
 	cancel  context.CancelFunc
 	streams atomic.Int32
 	retired atomic.Bool
+	release func() // runs once the connection is gone (closes a socket of its own); may be nil
 }
 
 func (l *link) addStream() { l.streams.Add(1) }
@@ -239,6 +249,7 @@ func New(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.serverTLS = serverTLS
 	e.ln, err = e.tr.Listen(serverTLS, e.quicConf)
 	if err != nil {
 		return nil, fmt.Errorf("peer: listen: %w", err)
@@ -327,7 +338,12 @@ func rawCerts(cs tls.ConnectionState) [][]byte {
 // install makes conn the live link to k and starts its receive loops. An older link is retired.
 // client says whether we dialed it.
 func (e *Endpoint) install(k Key, conn *quic.Conn, path string, client bool) bool {
-	l := &link{conn: conn, path: path, client: client}
+	return e.installLink(k, &link{conn: conn, path: path, client: client})
+}
+
+// installLink is install for a prepared link (one with a release hook).
+func (e *Endpoint) installLink(k Key, l *link) bool {
+	conn, path := l.conn, l.path
 	l.ctx, l.cancel = context.WithCancel(conn.Context())
 	e.mu.Lock()
 	ps, ok := e.peers[k]
@@ -359,6 +375,9 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		e.cfg.Receive(k, pkt)
 	}
 	l.conn.CloseWithError(0, "")
+	if l.release != nil {
+		l.release()
+	}
 	if l.client && l.path == PathDirect && e.alias != nil {
 		e.alias.setAlias(addrPortOf(l.conn.RemoteAddr()), netip.AddrPort{})
 	}
@@ -415,6 +434,10 @@ func (e *Endpoint) SetPeers(peers []Info) {
 			e.wg.Add(1)
 			go e.peerLoop(ctx, k, ps)
 			continue
+		}
+		if ps.info.Mapping != info.Mapping {
+			ps.info.Mapping = info.Mapping
+			poke(ps.wake)
 		}
 		if !sameEndpoints(ps.info.Endpoints, info.Endpoints) {
 			ps.info = info

@@ -17,6 +17,7 @@ import (
 
 type testNode struct {
 	ep  *Endpoint
+	id  *identity.Key
 	key Key
 	got chan []byte
 }
@@ -31,7 +32,7 @@ func newTestNode(t *testing.T) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &testNode{got: make(chan []byte, 64)}
+	n := &testNode{id: k, got: make(chan []byte, 64)}
 	n.key, _ = KeyOf(k.Public())
 	n.ep, err = New(Config{Key: k, Conn: pc, Logger: hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Debug}),
 		Receive: func(from Key, pkt []byte) {

@@ -45,8 +45,9 @@ const (
 )
 
 type pendingPing struct {
-	to   netip.AddrPort
-	sent time.Time
+	to    netip.AddrPort
+	sent  time.Time
+	spray bool // sent to many ports of to's address (birthday.go): a pong from any of them counts
 }
 
 type dialResult struct {
@@ -61,9 +62,12 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 	defer e.wg.Done()
 	dialer := bytes.Compare(e.self[:], k[:]) < 0
 	pingEvery := backoff.New(200*time.Millisecond, 5*time.Second)
+	hardEvery := backoff.New(15*time.Second, 5*time.Minute) // birthday attempts (birthday.go)
 	var (
 		nextPing  time.Time // zero: ping now
 		searching = time.Now()
+		nextHard  = searching.Add(e.cfg.RelayDelay)
+		wasDirect bool
 		dialing   bool
 		results   = make(chan dialResult, 1)
 		timer     = time.NewTimer(time.Hour)
@@ -77,10 +81,27 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 	for {
 		e.mu.RLock()
 		l, online, valid := ps.link, len(ps.info.Endpoints) > 0, ps.validated
+		sprayed := valid.IsValid() && valid == ps.sprayHit // we found it: we dial, whatever the key order
+		role := birthdayRole(e.mapping, ps.info.Mapping)
+		var public netip.AddrPort
+		if online {
+			public = ps.info.Endpoints[0]
+		}
 		e.mu.RUnlock()
 		direct := l != nil && l.path == PathDirect
 		now := time.Now()
 		wakeAt := now.Add(time.Hour)
+		if wasDirect && !direct { // the direct path is gone: hard-NAT attempts start over
+			nextHard = now.Add(e.cfg.RelayDelay)
+			hardEvery.Reset()
+			e.mu.Lock()
+			if ps.sprayHit == valid {
+				ps.validated, valid = netip.AddrPort{}, netip.AddrPort{}
+			}
+			ps.sprayHit, sprayed = netip.AddrPort{}, false
+			e.mu.Unlock()
+		}
+		wasDirect = direct
 		if direct && !e.noDirect.Load() {
 			st := l.conn.ConnectionStats()
 			if watched != l || st.PacketsReceived != lastRecv {
@@ -114,6 +135,15 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 				nextPing = now.Add(d)
 			}
 			wakeAt = nextPing
+			if role != "" && !valid.IsValid() {
+				if !now.Before(nextHard) {
+					e.startBirthday(ctx, k, ps, role, public)
+					nextHard = now.Add(hardEvery.Next())
+				}
+				if nextHard.Before(wakeAt) {
+					wakeAt = nextHard
+				}
+			}
 		}
 		switch {
 		case !dialer || !direct || dialing:
@@ -132,7 +162,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 			dialing = true
 			go func() { results <- e.dial(ctx, k, PathRelay, netip.AddrPort{}) }()
 		}
-		if dialer && online && !direct && !dialing {
+		if (dialer || sprayed) && online && !direct && !dialing {
 			relay := e.relay.relay.Load() != nil
 			switch {
 			case valid.IsValid() && !e.noDirect.Load():
@@ -162,9 +192,11 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 			e.mu.RUnlock()
 			if !up && l != nil { // the link just died: search afresh
 				e.mu.Lock()
-				ps.validated = netip.AddrPort{}
+				ps.validated, ps.sprayHit = netip.AddrPort{}, netip.AddrPort{}
 				e.mu.Unlock()
 				searching = time.Now()
+				nextHard = searching.Add(e.cfg.RelayDelay)
+				hardEvery.Reset()
 				pingEvery.Reset()
 				nextPing = time.Time{}
 			}
@@ -176,6 +208,9 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 					e.mu.Lock()
 					if ps.validated == r.addr {
 						ps.validated = netip.AddrPort{}
+					}
+					if ps.sprayHit == r.addr {
+						ps.sprayHit = netip.AddrPort{}
 					}
 					e.mu.Unlock()
 				}
@@ -289,9 +324,12 @@ func (e *Endpoint) handleProbe(b []byte, from netip.AddrPort) {
 		e.mu.Lock()
 		ps := e.peers[p.from]
 		if ps != nil {
-			if pp, ok := ps.pending[p.tx]; ok && pp.to == from {
+			if pp, ok := ps.pending[p.tx]; ok && (pp.to == from || pp.spray && pp.to.Addr() == from.Addr()) {
 				delete(ps.pending, p.tx)
-				if !ps.validated.IsValid() {
+				if pp.spray {
+					ps.validated, ps.sprayHit = from, from
+					e.log.Debug("hard NAT: spray answered", "peer", p.from, "addr", from, "after", time.Since(pp.sent))
+				} else if !ps.validated.IsValid() {
 					ps.validated = from
 					e.log.Debug("path validated", "peer", p.from, "addr", from, "rtt", time.Since(pp.sent), "seen_as", p.observed)
 				}

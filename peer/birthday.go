@@ -1,0 +1,274 @@
+package peer
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/warren-net/warren/control"
+)
+
+// Hard NATs: the birthday technique. Plain hole punching fails between a NAT that maps every
+// destination to a new random public port (endpoint-dependent, "symmetric": the hard side, H) and one
+// that keeps one public port per socket but filters by remote port (the easy side, E): H's pings leave
+// from a port nobody knows, and E's router drops them. Guessing that port takes tens of thousands of
+// probes; but if H opens many sockets, each sending to E's public address (so many random mappings
+// exist), and E probes random ports of H's public address, the chance that some probe hits some
+// mapping is 1−e^(−sockets·probes/ports): 98% for 256 sockets and 1024 probes over the 64512 ports a
+// Linux NAT picks from (measured in the lab: e2e TestHardNATTechniques). One socket alone, or port
+// prediction against a random allocator, almost never succeeds.
+//
+// So when both sides' NAT discovery says one is hard and the other easy, and no probe has been
+// answered for RelayDelay (the relay carries the traffic meanwhile), H opens birthdaySockets sockets
+// that ping E's public address, and E sprays signed pings at birthdayProbes random ports of H's
+// public address. The first H socket that hears from E answers; E's pong handler accepts a pong from
+// any port of the sprayed address, and E dials QUIC there, whatever the key order. H accepts that one
+// connection on a QUIC transport of its own over the winning socket, which lives as long as the link.
+// The other sockets close at once. Attempts repeat with backoff while the pair has no direct link.
+// Two hard sides would need two coincidences at once: they stay on the relay.
+
+const (
+	birthdaySockets = 256                    // sockets the hard side opens per attempt
+	birthdayProbes  = 1024                   // probes the easy side sprays per attempt
+	sprayBurst      = 16                     // probes per tick of the spray...
+	sprayTick       = 16 * time.Millisecond  // ...so a spray takes about a second
+	sprayDelay      = 300 * time.Millisecond // lets the hard side open its mappings first
+	birthdayWindow  = 5 * time.Second        // how long the hard side's sockets wait
+	birthdayResend  = time.Second            // the hard side's pings refresh its mappings
+)
+
+// birthdayRole says what this node does in a birthday attempt with a peer: "hard" opens sockets, "easy"
+// sprays probes, "" means the technique does not apply (both easy: plain punching works; both hard:
+// hopeless; unknown: no NAT discovery yet).
+func birthdayRole(self, peer control.Mapping) string {
+	switch {
+	case self == control.MappingDependent && peer == control.MappingIndependent:
+		return "hard"
+	case self == control.MappingIndependent && peer == control.MappingDependent:
+		return "easy"
+	}
+	return ""
+}
+
+// SetMapping records this node's NAT mapping behaviour (from its NAT discovery), which decides its
+// role in the birthday technique with each peer.
+func (e *Endpoint) SetMapping(m control.Mapping) {
+	e.mu.Lock()
+	changed := e.mapping != m
+	e.mapping = m
+	if changed {
+		for _, ps := range e.peers {
+			poke(ps.wake)
+		}
+	}
+	e.mu.Unlock()
+}
+
+// startBirthday starts an attempt with peer k in the given role, unless one is under way. The peer's
+// first endpoint is its public address (Info.Endpoints).
+func (e *Endpoint) startBirthday(ctx context.Context, k Key, ps *peerState, role string, public netip.AddrPort) {
+	if !public.IsValid() || !public.Addr().Is4() || !ps.hardBusy.CompareAndSwap(false, true) {
+		return
+	}
+	e.log.Debug("hard NAT: birthday attempt", "peer", k, "role", role, "peer_public", public)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer ps.hardBusy.Store(false)
+		if role == "easy" {
+			e.spray(ctx, k, ps, public.Addr())
+		} else if err := e.openMany(ctx, k, public); err != nil && ctx.Err() == nil {
+			e.log.Debug("hard NAT: birthday attempt failed", "peer", k, "error", err)
+		}
+	}()
+}
+
+// spray sends one signed ping (one txid, so one signature) to birthdayProbes random ports of ip,
+// stopping early once a pong arrives.
+func (e *Endpoint) spray(ctx context.Context, k Key, ps *peerState, ip netip.Addr) {
+	select {
+	case <-time.After(sprayDelay):
+	case <-ctx.Done():
+		return
+	}
+	var tx txID
+	rand.Read(tx[:])
+	e.mu.Lock()
+	ps.pending[tx] = pendingPing{to: netip.AddrPortFrom(ip, 0), sent: time.Now(), spray: true}
+	ps.sprayHit = netip.AddrPort{}
+	e.mu.Unlock()
+	ping := appendProbe(nil, e.cfg.Key, kindPing, e.self, k, tx, netip.AddrPort{})
+	tick := time.NewTicker(sprayTick)
+	defer tick.Stop()
+	seen := make(map[uint16]bool, birthdayProbes)
+	for sent := 0; sent < birthdayProbes; {
+		for range sprayBurst {
+			port := uint16(1024 + mrand.IntN(65536-1024))
+			if seen[port] {
+				continue
+			}
+			seen[port] = true
+			e.writeSide(ping, netip.AddrPortFrom(ip, port))
+			sent++
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		e.mu.RLock()
+		hit := ps.sprayHit.IsValid()
+		e.mu.RUnlock()
+		if hit {
+			e.log.Debug("hard NAT: spray answered", "peer", k, "probes", sent)
+			return
+		}
+	}
+}
+
+// openMany is the hard side of an attempt: birthdaySockets sockets ping the peer's public address
+// until one of them hears from the peer; that socket then accepts the peer's QUIC connection.
+func (e *Endpoint) openMany(ctx context.Context, k Key, target netip.AddrPort) error {
+	local := e.LocalAddr().Addr()
+	if local.Is6() && !local.Is4In6() && !local.IsUnspecified() {
+		return errors.New("the node's socket is IPv6-only")
+	}
+	bind := &net.UDPAddr{}
+	if local.Unmap().Is4() {
+		bind.IP = local.Unmap().AsSlice()
+	}
+	socks := make([]*net.UDPConn, 0, birthdaySockets)
+	for range birthdaySockets {
+		c, err := net.ListenUDP("udp4", bind)
+		if err != nil {
+			if len(socks) < birthdaySockets/4 {
+				for _, c := range socks {
+					c.Close()
+				}
+				return err // out of file descriptors, say: not worth trying with a handful
+			}
+			break
+		}
+		socks = append(socks, c)
+	}
+	var tx txID
+	rand.Read(tx[:])
+	ping := appendProbe(nil, e.cfg.Key, kindPing, e.self, k, tx, netip.AddrPort{})
+
+	type win struct {
+		c    *net.UDPConn
+		from netip.AddrPort
+	}
+	var (
+		won   atomic.Bool
+		wins  = make(chan win, 1)
+		wg    sync.WaitGroup
+		until = time.Now().Add(birthdayWindow)
+	)
+	for _, c := range socks {
+		c.SetReadDeadline(until)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf [pongSize]byte
+			for {
+				n, from, err := c.ReadFromUDPAddrPort(buf[:])
+				if err != nil {
+					return
+				}
+				from = unmapped(from)
+				p, err := parseProbe(buf[:n])
+				if err != nil || p.from != k || (p.kind == kindPong && p.tx != tx) || !e.probes.Allow() || !p.verify(e.self) {
+					continue
+				}
+				if p.kind == kindPing {
+					var out [pongSize]byte
+					c.WriteToUDPAddrPort(appendProbe(out[:0], e.cfg.Key, kindPong, e.self, k, p.tx, from), from)
+				}
+				if won.CompareAndSwap(false, true) {
+					wins <- win{c, from}
+				}
+				return
+			}
+		}()
+	}
+	sendAll := func() {
+		for _, c := range socks {
+			c.WriteToUDPAddrPort(ping, target)
+		}
+	}
+	sendAll()
+	resend := time.NewTicker(birthdayResend)
+	defer resend.Stop()
+	timeout := time.NewTimer(birthdayWindow)
+	defer timeout.Stop()
+	var w win
+wait:
+	for {
+		select {
+		case w = <-wins:
+			break wait
+		case <-resend.C:
+			sendAll()
+		case <-timeout.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	for _, c := range socks {
+		if c != w.c {
+			c.Close()
+		}
+	}
+	wg.Wait()
+	if w.c == nil {
+		return errors.New("no probe reached any socket")
+	}
+	w.c.SetReadDeadline(time.Time{})
+	e.log.Debug("hard NAT: a probe got through", "peer", k, "local", w.c.LocalAddr(), "peer_addr", w.from)
+	return e.acceptOn(ctx, k, w.c)
+}
+
+// acceptOn accepts peer k's QUIC connection on a transport of its own over c and installs it as a
+// direct link that closes c when it ends.
+func (e *Endpoint) acceptOn(ctx context.Context, k Key, c *net.UDPConn) error {
+	tr := &quic.Transport{Conn: c}
+	release := func() {
+		tr.Close()
+		c.Close()
+	}
+	ln, err := tr.Listen(e.serverTLS, e.quicConf)
+	if err != nil {
+		release()
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*e.cfg.DialTimeout)
+	defer cancel()
+	for {
+		conn, err := ln.Accept(actx)
+		if err != nil {
+			release()
+			return err
+		}
+		if rk, err := remoteKey(conn); err != nil || rk != k || e.noDirect.Load() {
+			conn.CloseWithError(1, "not this peer")
+			continue
+		}
+		ln.Close() // one connection per socket; it carries on
+		if !e.installLink(k, &link{conn: conn, path: PathDirect, release: release}) {
+			conn.CloseWithError(1, "not a peer")
+			release()
+			return errors.New("no longer a peer")
+		}
+		return nil
+	}
+}

@@ -1,0 +1,160 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warren-net/warren/control"
+)
+
+func TestBirthdayRole(t *testing.T) {
+	in, dep, unk := control.MappingIndependent, control.MappingDependent, control.MappingUnknown
+	for _, c := range []struct {
+		self, peer control.Mapping
+		want       string
+	}{
+		{dep, in, "hard"}, {in, dep, "easy"},
+		{in, in, ""}, {dep, dep, ""}, // plain punching works / nothing works
+		{unk, dep, ""}, {dep, unk, ""}, {unk, unk, ""}, // no NAT discovery yet
+	} {
+		if got := birthdayRole(c.self, c.peer); got != c.want {
+			t.Errorf("birthdayRole(%q, %q) = %q, want %q", c.self, c.peer, got, c.want)
+		}
+	}
+}
+
+// TestBirthdayHardSide plays the easy side by hand: the hard side's sockets all ping the easy side's
+// public address; the easy side answers one of them, and its QUIC dial to that socket becomes the
+// hard side's direct link, which carries packets.
+func TestBirthdayHardSide(t *testing.T) {
+	h, e := newTestNode(t), newTestNode(t)
+	// Peers without endpoints: known (so probes and links are accepted) but never punched to.
+	h.ep.SetPeers([]Info{{Key: e.key}})
+	e.ep.SetPeers([]Info{{Key: h.key}})
+
+	public, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // the easy side's NAT
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer public.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.ep.openMany(ctx, e.key, public.LocalAddr().(*net.UDPAddr).AddrPort()) }()
+
+	// Every socket pings, each from a port of its own, signed by the hard side for the easy side.
+	sources := map[netip.AddrPort]bool{}
+	buf := make([]byte, 2048)
+	public.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(sources) < birthdaySockets {
+		n, from, err := public.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("got pings from %d sockets, want %d: %v", len(sources), birthdaySockets, err)
+		}
+		p, err := parseProbe(buf[:n])
+		if err != nil || p.kind != kindPing || p.from != h.key || !p.verify(e.key) {
+			t.Fatalf("not a signed ping from the hard side: %v %+v", err, p)
+		}
+		sources[unmapped(from)] = true
+	}
+	var winner netip.AddrPort
+	for a := range sources {
+		winner = a
+		break
+	}
+	// A ping from the easy side reaches one socket: it answers with a pong.
+	tx := txID{1, 2, 3}
+	if _, err := public.WriteToUDPAddrPort(appendProbe(nil, e.id, kindPing, e.key, h.key, tx, netip.AddrPort{}), winner); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, from, err := public.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("no pong from the socket that was reached: %v", err)
+		}
+		if p, err := parseProbe(buf[:n]); err == nil && p.kind == kindPong && unmapped(from) == winner && p.tx == tx && p.verify(e.key) {
+			break
+		}
+	}
+	// The easy side dials that socket; the hard side accepts it as its direct link.
+	r := e.ep.dial(ctx, h.key, PathDirect, winner)
+	if r.err != nil {
+		t.Fatalf("dial the winning socket: %v", r.err)
+	}
+	if !e.ep.install(h.key, r.conn, PathDirect, true) {
+		t.Fatal("install")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("hard side: %v", err)
+	}
+	sendUntil(t, e, h, []byte("over the birthday socket"))
+	sendUntil(t, h, e, []byte("and back"))
+	if st := h.ep.Status(e.key); st.Path != PathDirect {
+		t.Errorf("hard side's path: %+v, want direct", st)
+	}
+	// The losing sockets are closed: a packet to one of them is refused (ICMP port unreachable).
+	for a := range sources {
+		if a == winner {
+			continue
+		}
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("x"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		_, err = c.Read(buf)
+		c.Close()
+		if err == nil || !isRefused(err) {
+			t.Errorf("losing socket %v still open (read: %v)", a, err)
+		}
+		break
+	}
+}
+
+func isRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && errors.Is(op.Err, syscall.ECONNREFUSED)
+}
+
+// TestSprayAcceptsAnyPort: a pong to a sprayed ping counts from any port of the sprayed address (the
+// port is what the spray was guessing), not from another address; it makes the easy side dial there.
+func TestSprayAcceptsAnyPort(t *testing.T) {
+	e, h := newTestNode(t), newTestNode(t)
+	e.ep.SetPeers([]Info{{Key: h.key}})
+	raw, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	from := unmapped(raw.LocalAddr().(*net.UDPAddr).AddrPort())
+	tx := txID{7}
+	e.ep.mu.Lock()
+	ps := e.ep.peers[h.key]
+	ps.pending[tx] = pendingPing{to: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), 0), sent: time.Now(), spray: true}
+	e.ep.mu.Unlock()
+	pong := appendProbe(nil, h.id, kindPong, h.key, e.key, tx, netip.AddrPort{})
+
+	e.ep.handleProbe(pong, from) // another address than the sprayed one
+	e.ep.mu.RLock()
+	got := ps.sprayHit
+	e.ep.mu.RUnlock()
+	if got.IsValid() {
+		t.Fatalf("a pong from %v counted for a spray at 127.0.0.2", from)
+	}
+	e.ep.mu.Lock()
+	ps.pending[tx] = pendingPing{to: netip.AddrPortFrom(from.Addr(), 0), sent: time.Now(), spray: true}
+	e.ep.mu.Unlock()
+	e.ep.handleProbe(pong, from)
+	e.ep.mu.RLock()
+	got, valid := ps.sprayHit, ps.validated
+	e.ep.mu.RUnlock()
+	if got != from || valid != from {
+		t.Fatalf("spray hit %v, validated %v; want both %v", got, valid, from)
+	}
+}
