@@ -180,8 +180,8 @@ func (op Op) IsAdmin() bool {
 	return false
 }
 
-// needsTarget reports whether op acts on one node named by Request.Target.
-func (op Op) needsTarget() bool {
+// NeedsTarget reports whether op acts on one node named by Request.Target.
+func (op Op) NeedsTarget() bool {
 	switch op {
 	case OpApprove, OpDeny, OpKick, OpBan, OpUnban, OpTransfer:
 		return true

@@ -74,7 +74,7 @@ func (m *Msg) Validate() error {
 		if len(r.Target) > MaxTarget {
 			return errors.New("request: target too long")
 		}
-		if r.Op.needsTarget() != (r.Target != "") {
+		if r.Op.NeedsTarget() != (r.Target != "") {
 			return fmt.Errorf("request: op %q with a wrong target", r.Op)
 		}
 		switch {
