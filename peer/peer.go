@@ -156,7 +156,7 @@ type peerState struct {
 	info   Info
 	link   *link
 	links  map[*link]struct{} // every open link: the current one and retired ones streams still use
-	wake   chan struct{} // pokes the peer loop: endpoints changed, link up or down, path validated
+	wake   chan struct{}      // pokes the peer loop: endpoints changed, link up or down, path validated
 	cancel context.CancelFunc
 
 	learned   []netip.AddrPort // where the peer's pings came from that its endpoints do not list
