@@ -232,3 +232,33 @@ func TestPendingLoginsBounded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRelayStopsAfterKick: the relay forwards nothing more between a kicked node and its former
+// peers, in either direction.
+func TestRelayStopsAfterKick(t *testing.T) {
+	srv := startServer(t)
+	x, y := dialSide(t, srv, "x"), dialSide(t, srv, "y")
+	x.do(t, "", control.Request{Op: control.OpCreate, Network: "lan"})
+	y.do(t, "", control.Request{Op: control.OpJoin, Network: "lan"})
+	x.next(0)
+	y.next(0)
+	send := func(from, to *sideClient) {
+		t.Helper()
+		if _, err := from.tr.WriteTo(control.AppendRelay(nil, control.KindRelayTo, to.key, []byte("ciphertext")), srv.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(y, x)
+	if x.next(2*time.Second) == nil {
+		t.Fatal("relay did not forward between members")
+	}
+	x.do(t, "", control.Request{Op: control.OpKick, Network: "lan", Target: "y"})
+	send(y, x)
+	send(x, y)
+	if got := x.next(300 * time.Millisecond); got != nil {
+		t.Fatalf("x received %x from the kicked node", got)
+	}
+	if got := y.next(300 * time.Millisecond); got != nil {
+		t.Fatalf("the kicked node received %x", got)
+	}
+}
