@@ -13,7 +13,7 @@
 //	coord → node   Welcome          (or Reply with an error, then close)
 //	coord → node   PeerMap          (the full list of visible peers, then ...)
 //	coord → node   PeerDelta        (... changes only, for as long as the connection lives)
-//	node  → coord  Request{ID}      (network create/join/leave, or logout)
+//	node  → coord  Request{ID}      (network create/join/leave, owner actions, listings, or logout)
 //	coord → node   Reply{ID}        (answer to the request with the same ID)
 //	node  → coord  Endpoints        (the node's candidate addresses or NAT mapping changed)
 package control
@@ -47,6 +47,7 @@ const (
 	MaxPassword  = 1024
 	MaxErrorLen  = 1024
 	MaxAuthKey   = 256
+	MaxTarget    = 128 // a node name or key fingerprint
 )
 
 // Type names a message kind.
@@ -129,6 +130,14 @@ type PeerMap struct {
 type PeerDelta struct {
 	Upsert []Peer   `json:"upsert,omitempty"`
 	Remove [][]byte `json:"remove,omitempty"`
+	// Networks, if set, replaces the receiver's list of networks: it changed without a request of
+	// the receiver's own (an owner approved its join, kicked or banned it, or deleted a network).
+	Networks *NetworkList `json:"networks,omitempty"`
+}
+
+// NetworkList is the full list of a node's networks.
+type NetworkList struct {
+	Names []string `json:"names"`
 }
 
 // Op is a network operation.
@@ -142,7 +151,45 @@ const (
 	// OpLogout ends the node's session for good (Network and Password empty): an ephemeral node is
 	// removed at once, its peers are told; for other nodes it changes nothing.
 	OpLogout Op = "logout"
+
+	// Owner actions (Network set; the sender must own it). Target names the node acted on: its
+	// name in the network, or its key fingerprint ("SHA256:...") when names are ambiguous.
+	OpApprove  Op = "approve"  // a pending join (Target) becomes a membership
+	OpDeny     Op = "deny"     // a pending join (Target) is dropped
+	OpKick     Op = "kick"     // Target's membership is removed; it may join again
+	OpBan      Op = "ban"      // kick, and Target may not join (or ask to) until OpUnban
+	OpUnban    Op = "unban"    // lifts a ban on Target
+	OpLock     Op = "lock"     // no new joins (members stay)
+	OpUnlock   Op = "unlock"   // joins allowed again
+	OpPassword Op = "password" // Password becomes the network's password ("" = none)
+	OpApproval Op = "approval" // Approval says whether joins need the owner's approval
+	OpTransfer Op = "transfer" // Target (a member) becomes the owner
+	OpDelete   Op = "delete"   // the network and its memberships are deleted; members are told
+	// Listings: OpMembers (any member; pending and banned entries for the owner only) and OpPending
+	// (the owner) answer with Reply.Members.
+	OpMembers Op = "members"
+	OpPending Op = "pending"
 )
+
+// IsAdmin reports whether op is an owner action or a listing (everything but create, join, leave
+// and logout).
+func (op Op) IsAdmin() bool {
+	switch op {
+	case OpApprove, OpDeny, OpKick, OpBan, OpUnban, OpLock, OpUnlock, OpPassword, OpApproval, OpTransfer,
+		OpDelete, OpMembers, OpPending:
+		return true
+	}
+	return false
+}
+
+// NeedsTarget reports whether op acts on one node named by Request.Target.
+func (op Op) NeedsTarget() bool {
+	switch op {
+	case OpApprove, OpDeny, OpKick, OpBan, OpUnban, OpTransfer:
+		return true
+	}
+	return false
+}
 
 // Request asks the coord to act on a network for the sending node, or to log it out (OpLogout).
 type Request struct {
@@ -150,6 +197,10 @@ type Request struct {
 	Op       Op     `json:"op"`
 	Network  string `json:"network"`
 	Password string `json:"password,omitempty"`
+	// Target is the node an owner action acts on (see OpApprove ... OpTransfer).
+	Target string `json:"target,omitempty"`
+	// Approval: with OpCreate or OpApproval, whether joins need the owner's approval.
+	Approval bool `json:"approval,omitempty"`
 }
 
 // Code classifies an error in a Reply so callers can react without parsing text.
@@ -172,7 +223,39 @@ const (
 	CodeBlocked Code = "blocked"
 	// CodeRateLimited refuses a login over the server's rate limit per address or identity; retry later.
 	CodeRateLimited Code = "rate_limited"
+	// CodeNotOwner refuses an owner action from a node that does not own the network.
+	CodeNotOwner Code = "not_owner"
+	// CodePending answers a join to a network that needs its owner's approval: the request is
+	// recorded and the node becomes a member (and is told, with a PeerDelta) once approved.
+	CodePending Code = "pending"
+	// CodeBanned refuses a join from a node the network's owner banned.
+	CodeBanned Code = "banned"
+	// CodeLocked refuses a join to a network its owner locked against new members.
+	CodeLocked Code = "locked"
+	// CodeTooManyNetworks refuses a create or join that would put the node in more networks than
+	// the server allows per node.
+	CodeTooManyNetworks Code = "too_many_networks"
+	// CodeNetworkFull refuses a join (or approval) to a network that has as many members as the
+	// server allows per network.
+	CodeNetworkFull Code = "network_full"
 )
+
+// Member states in Reply.Members.
+const (
+	MemberActive  = "member"
+	MemberPending = "pending"
+	MemberBanned  = "banned"
+)
+
+// Member is one entry of a network's roster (Reply.Members).
+type Member struct {
+	Name   string       `json:"name"`
+	Key    string       `json:"key"` // fingerprint, "SHA256:..."
+	IPs    []netip.Addr `json:"ips"`
+	Online bool         `json:"online"`
+	Owner  bool         `json:"owner"`
+	State  string       `json:"state"` // MemberActive, MemberPending or MemberBanned
+}
 
 // Reply answers a Request with the same ID (or a Login, with ID 0). Code is empty on success.
 type Reply struct {
@@ -180,6 +263,7 @@ type Reply struct {
 	Code     Code     `json:"code,omitempty"`
 	Error    string   `json:"error,omitempty"`
 	Networks []string `json:"networks,omitempty"` // the node's networks after the operation
+	Members  []Member `json:"members,omitempty"`  // answer to OpMembers and OpPending
 }
 
 // Err returns the reply's error, or nil on success.

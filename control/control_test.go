@@ -28,6 +28,13 @@ func samples() []*Msg {
 		{Type: TypeReply, Reply: &Reply{Code: CodeBlocked, Error: "logins from this address are blocked"}},
 		{Type: TypeReply, Reply: &Reply{Code: CodeRateLimited, Error: "too many logins"}},
 		{Type: TypeEndpoints, Endpoints: &Endpoints{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:9")}}},
+		{Type: TypeRequest, Request: &Request{ID: 5, Op: OpKick, Network: "lan", Target: "bob"}},
+		{Type: TypeRequest, Request: &Request{ID: 6, Op: OpCreate, Network: "lan", Approval: true}},
+		{Type: TypeRequest, Request: &Request{ID: 7, Op: OpMembers, Network: "lan"}},
+		{Type: TypeReply, Reply: &Reply{ID: 7, Members: []Member{{Name: "bob", Key: "SHA256:x", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.2")},
+			Online: true, Owner: true, State: MemberActive}, {Name: "eve", State: MemberPending}}}},
+		{Type: TypeReply, Reply: &Reply{ID: 8, Code: CodeNotOwner, Error: "not the owner"}},
+		{Type: TypePeerDelta, PeerDelta: &PeerDelta{Remove: [][]byte{key}, Networks: &NetworkList{Names: []string{}}}},
 	}
 }
 
@@ -73,6 +80,11 @@ func TestRejects(t *testing.T) {
 		`{"type":"reply","reply":{"code":"Not A Code"}}`,
 		`{"type":"reply","reply":{"code":"` + strings.Repeat("x", 33) + `"}}`,
 		`[1,2,3]`,
+		`{"type":"request","request":{"op":"kick","network":"lan"}}`,
+		`{"type":"request","request":{"op":"join","network":"lan","target":"bob"}}`,
+		`{"type":"request","request":{"op":"kick","network":"lan","target":"` + strings.Repeat("b", MaxTarget+1) + `"}}`,
+		`{"type":"reply","reply":{"members":[{"name":"a","state":"king"}]}}`,
+		`{"type":"peerdelta","peerdelta":{"networks":{"names":[""]}}}`,
 	}
 	for _, s := range bad {
 		if _, err := Decode([]byte(s)); err == nil {

@@ -52,6 +52,11 @@ func (m *Msg) Validate() error {
 		if err := checkPeers(m.PeerDelta.Upsert); err != nil {
 			return err
 		}
+		if nl := m.PeerDelta.Networks; nl != nil {
+			if err := checkNames(nl.Names); err != nil {
+				return err
+			}
+		}
 		if len(m.PeerDelta.Remove) > MaxPeers {
 			return errors.New("peerdelta: too many removals")
 		}
@@ -66,9 +71,15 @@ func (m *Msg) Validate() error {
 		if r == nil {
 			return errMissing(m.Type)
 		}
-		switch r.Op {
-		case OpCreate, OpJoin, OpLeave:
-		case OpLogout:
+		if len(r.Target) > MaxTarget {
+			return errors.New("request: target too long")
+		}
+		if r.Op.NeedsTarget() != (r.Target != "") {
+			return fmt.Errorf("request: op %q with a wrong target", r.Op)
+		}
+		switch {
+		case r.Op == OpCreate, r.Op == OpJoin, r.Op == OpLeave, r.Op.IsAdmin():
+		case r.Op == OpLogout:
 			if r.Network != "" || r.Password != "" {
 				return errors.New("request: logout takes no network or password")
 			}
@@ -92,6 +103,9 @@ func (m *Msg) Validate() error {
 		}
 		if !validCode(m.Reply.Code) {
 			return fmt.Errorf("reply: malformed error code %.40q", m.Reply.Code)
+		}
+		if err := checkMembers(m.Reply.Members); err != nil {
+			return err
 		}
 		return checkNames(m.Reply.Networks)
 	case TypeEndpoints:
@@ -135,6 +149,27 @@ func checkEndpoints(eps []netip.AddrPort) error {
 	for _, ep := range eps {
 		if !ep.IsValid() || ep.Port() == 0 {
 			return fmt.Errorf("invalid endpoint %v", ep)
+		}
+	}
+	return nil
+}
+
+func checkMembers(ms []Member) error {
+	if len(ms) > MaxPeers {
+		return errors.New("too many members")
+	}
+	for i := range ms {
+		m := &ms[i]
+		if err := checkName("member name", m.Name); err != nil {
+			return err
+		}
+		if len(m.Key) > MaxTarget || len(m.IPs) > MaxIPs {
+			return errors.New("member: key or address list too long")
+		}
+		switch m.State {
+		case MemberActive, MemberPending, MemberBanned:
+		default:
+			return fmt.Errorf("member: unknown state %.20q", m.State)
 		}
 	}
 	return nil

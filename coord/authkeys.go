@@ -57,6 +57,11 @@ func (s *Server) authKeyError(k store.AuthKey, err error, log hclog.Logger) erro
 		msg = fmt.Sprintf("auth key %s was revoked", k.ID)
 	case errors.Is(err, store.ErrAuthKeyUsed):
 		msg = fmt.Sprintf("auth key %s was already used: it is single-use (create a --reusable key for several nodes)", k.ID)
+	case errors.Is(err, store.ErrBanned):
+		log.Info("auth key refused: node banned", "authkey", k.ID, "network", k.Network)
+		return &control.Error{Code: control.CodeBanned, Message: fmt.Sprintf("the owner of network %q banned this node", k.Network)}
+	case errors.Is(err, store.ErrLocked):
+		return &control.Error{Code: control.CodeLocked, Message: fmt.Sprintf("network %q is locked by its owner: it takes no new members", k.Network)}
 	default:
 		return s.storeError("redeem auth key", err)
 	}

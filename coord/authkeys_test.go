@@ -35,6 +35,13 @@ func (c *client) loginAs(t *testing.T, l control.Login) (*control.Welcome, *cont
 // waitDelta reads peer deltas until one satisfies ok.
 func (c *client) waitDelta(t *testing.T, what string, ok func(*control.PeerDelta) bool) {
 	t.Helper()
+	for len(c.skipped) > 0 {
+		m := c.skipped[0]
+		c.skipped = c.skipped[1:]
+		if m.Type == control.TypePeerDelta && ok(m.PeerDelta) {
+			return
+		}
+	}
 	c.stream.SetDeadline(time.Now().Add(10 * time.Second))
 	for {
 		m, err := control.ReadMsg(c.stream)

@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,9 @@ import (
 func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply {
 	if rep := s.sessionRequest(sess, r); rep != nil {
 		return rep
+	}
+	if r.Op.IsAdmin() {
+		return s.adminRequest(sess, r)
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
@@ -44,6 +48,9 @@ func (s *Server) apply(ctx context.Context, sess *session, r *control.Request) e
 	}
 	switch r.Op {
 	case control.OpCreate:
+		if err := s.checkLimits(ctx, "", sess.key[:]); err != nil {
+			return err
+		}
 		hash := ""
 		if r.Password != "" {
 			var err error
@@ -55,26 +62,12 @@ func (s *Server) apply(ctx context.Context, sess *session, r *control.Request) e
 		if errors.Is(err, store.ErrExists) {
 			return &control.Error{Code: control.CodeExists, Message: fmt.Sprintf("network %q already exists", r.Network)}
 		}
+		if err == nil && r.Approval {
+			err = s.cfg.Store.SetApproval(ctx, r.Network, true)
+		}
 		return err
 	case control.OpJoin:
-		n, err := s.cfg.Store.Network(ctx, r.Network)
-		if errors.Is(err, store.ErrNotFound) {
-			return &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("network %q does not exist", r.Network)}
-		}
-		if err != nil {
-			return err
-		}
-		if n.PasswordHash != "" {
-			ok, err := store.VerifyPassword(n.PasswordHash, r.Password)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				sess.log.Info("join refused: wrong password", "network", r.Network)
-				return &control.Error{Code: control.CodeWrongPassword, Message: fmt.Sprintf("wrong password for network %q", r.Network)}
-			}
-		}
-		return s.cfg.Store.AddMember(ctx, r.Network, sess.key[:])
+		return s.join(ctx, sess, r)
 	case control.OpLeave:
 		err := s.cfg.Store.RemoveMember(ctx, r.Network, sess.key[:])
 		if errors.Is(err, store.ErrNotMember) || errors.Is(err, store.ErrNotFound) {
@@ -83,6 +76,55 @@ func (s *Server) apply(ctx context.Context, sess *session, r *control.Request) e
 		return err
 	}
 	return &control.Error{Code: control.CodeInvalid, Message: "unknown operation"}
+}
+
+// join adds sess's node to a network: unless it is banned, the network is locked, the password is
+// wrong or a limit is reached; a network that needs approval records the join as pending and
+// answers CodePending. A member joining again changes nothing.
+func (s *Server) join(ctx context.Context, sess *session, r *control.Request) error {
+	n, err := s.cfg.Store.Network(ctx, r.Network)
+	if errors.Is(err, store.ErrNotFound) {
+		return &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("network %q does not exist", r.Network)}
+	}
+	if err != nil {
+		return err
+	}
+	member, pending, banned, err := s.cfg.Store.Standing(ctx, r.Network, sess.key[:])
+	switch {
+	case err != nil:
+		return err
+	case member:
+		return nil
+	case banned:
+		sess.log.Info("join refused: banned", "network", r.Network)
+		return &control.Error{Code: control.CodeBanned, Message: fmt.Sprintf("the owner of network %q banned this node", r.Network)}
+	case n.Locked:
+		return &control.Error{Code: control.CodeLocked, Message: fmt.Sprintf("network %q is locked by its owner: it takes no new members", r.Network)}
+	}
+	if n.PasswordHash != "" {
+		ok, err := store.VerifyPassword(n.PasswordHash, r.Password)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			sess.log.Info("join refused: wrong password", "network", r.Network)
+			return &control.Error{Code: control.CodeWrongPassword, Message: fmt.Sprintf("wrong password for network %q", r.Network)}
+		}
+	}
+	if err := s.checkLimits(ctx, r.Network, sess.key[:]); err != nil {
+		return err
+	}
+	if n.Approval && !bytes.Equal(n.Owner, sess.key[:]) {
+		if !pending {
+			if err := s.cfg.Store.AddPending(ctx, r.Network, sess.key[:]); err != nil {
+				return err
+			}
+			sess.log.Info("join awaits the owner's approval", "network", r.Network)
+		}
+		return &control.Error{Code: control.CodePending,
+			Message: fmt.Sprintf("network %q needs its owner's approval: the join request is recorded, and this node becomes a member once the owner approves it", r.Network)}
+	}
+	return s.cfg.Store.AddMember(ctx, r.Network, sess.key[:])
 }
 
 // failed turns an error into a reply; store failures are logged and reported without details.

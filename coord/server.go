@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -68,8 +69,26 @@ type Config struct {
 	LoginRateKey  rate.Limit
 	LoginBurstKey int
 
+	// MaxNetworksPerNode bounds the networks one node may be a member of (create, join, approval).
+	// Default DefaultMaxNetworksPerNode; at most control.MaxNetworks.
+	MaxNetworksPerNode int
+	// MaxNodesPerNetwork bounds the members of one network. Default DefaultMaxNodesPerNetwork; at
+	// most control.MaxPeers.
+	MaxNodesPerNetwork int
+	// MaxPendingLogins bounds the connections between the first QUIC packet and a completed login
+	// (handshakes in flight plus logins not yet sent); more are refused at once. Each lives at most
+	// the handshake timeout (5s) plus LoginTimeout. Default DefaultMaxPendingLogins.
+	MaxPendingLogins int
+
 	limitLoopback bool // tests: apply the per-address limit to loopback sources too
 }
+
+// Defaults for the limits in Config.
+const (
+	DefaultMaxNetworksPerNode = 64
+	DefaultMaxNodesPerNetwork = 1000
+	DefaultMaxPendingLogins   = 1024
+)
 
 type nodeKey [identity.KeySize]byte
 
@@ -95,6 +114,9 @@ type Server struct {
 	closed   bool
 
 	abuse abuse // block list and login rate limits (abuse.go)
+
+	pendingLogins  atomic.Int64  // connections not yet logged in (handshake.go)
+	refusedPending atomic.Uint64 // connections refused because every pending slot was taken
 }
 
 // New validates cfg and starts serving on cfg.Conn.
@@ -114,6 +136,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RelayRate == 0 {
 		cfg.RelayRate = 20000
 	}
+	if cfg.MaxNetworksPerNode <= 0 || cfg.MaxNetworksPerNode > control.MaxNetworks {
+		cfg.MaxNetworksPerNode = min(control.MaxNetworks, max(cfg.MaxNetworksPerNode, DefaultMaxNetworksPerNode))
+	}
+	if cfg.MaxNodesPerNetwork <= 0 || cfg.MaxNodesPerNetwork > control.MaxPeers {
+		cfg.MaxNodesPerNetwork = min(control.MaxPeers, max(cfg.MaxNodesPerNetwork, DefaultMaxNodesPerNetwork))
+	}
+	if cfg.MaxPendingLogins <= 0 {
+		cfg.MaxPendingLogins = DefaultMaxPendingLogins
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), byAddr: make(map[netip.AddrPort]*session)}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
@@ -125,7 +156,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.tr = &quic.Transport{Conn: cfg.Conn}
+	s.tr = &quic.Transport{Conn: cfg.Conn, ConnContext: s.admitConn, VerifySourceAddress: s.underPressure}
 	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
 		HandshakeIdleTimeout:  5 * time.Second,
 		MaxIdleTimeout:        cfg.IdleTimeout,

@@ -58,8 +58,9 @@ func startServerWith(t *testing.T, path string, adjust func(*Config)) *Server {
 }
 
 type client struct {
-	conn   *quic.Conn
-	stream *quic.Stream
+	conn    *quic.Conn
+	stream  *quic.Stream
+	skipped []*control.Msg // messages request read past while waiting for its reply
 }
 
 func dial(t *testing.T, srv *Server) *client {
@@ -126,6 +127,7 @@ func (c *client) request(t *testing.T, r control.Request) *control.Reply {
 		if m.Type == control.TypeReply && m.Reply.ID == r.ID {
 			return m.Reply
 		}
+		c.skipped = append(c.skipped, m)
 	}
 }
 

@@ -38,6 +38,7 @@ type session struct {
 	peers     map[nodeKey]bool // who may send to this node through the relay (shares a network)
 	relayRate *rate.Limiter
 	pending   map[nodeKey]*control.Peer // nil value = remove
+	networks  *control.NetworkList      // the node's networks changed without its asking; nil = no news
 	replies   []*control.Msg
 	wake      chan struct{}
 }
@@ -93,6 +94,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		s.loginFailed(key)
 		return
 	}
+	loggedIn(conn)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -294,6 +296,21 @@ func (s *Server) enqueue(to, about nodeKey, p *control.Peer) {
 	poke(sess.wake)
 }
 
+// enqueueNetworks tells the node `to`, if it is online, its current list of networks with its next
+// peer delta.
+func (s *Server) enqueueNetworks(to nodeKey, networks []string) {
+	s.mu.Lock()
+	sess := s.sessions[to]
+	s.mu.Unlock()
+	if sess == nil {
+		return
+	}
+	sess.mu.Lock()
+	sess.networks = &control.NetworkList{Names: nonNil(networks)}
+	sess.mu.Unlock()
+	poke(sess.wake)
+}
+
 func (s *Server) reply(sess *session, r *control.Reply) {
 	sess.mu.Lock()
 	sess.replies = append(sess.replies, &control.Msg{Type: control.TypeReply, Reply: r})
@@ -324,13 +341,15 @@ func (s *Server) writeLoop(sess *session) {
 		sess.replies = nil
 		pending := sess.pending
 		sess.pending = make(map[nodeKey]*control.Peer)
+		networks := sess.networks
+		sess.networks = nil
 		sess.mu.Unlock()
 		for _, m := range replies {
 			if err := control.WriteMsg(sess.stream, m); err != nil {
 				return
 			}
 		}
-		var delta control.PeerDelta
+		delta := control.PeerDelta{Networks: networks}
 		for k, p := range pending {
 			if p == nil {
 				delta.Remove = append(delta.Remove, k[:])
@@ -344,7 +363,7 @@ func (s *Server) writeLoop(sess *session) {
 				delta = control.PeerDelta{}
 			}
 		}
-		if len(delta.Upsert)+len(delta.Remove) > 0 {
+		if len(delta.Upsert)+len(delta.Remove) > 0 || delta.Networks != nil {
 			if err := control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: &delta}); err != nil {
 				return
 			}

@@ -91,6 +91,35 @@ type NetworkRequest struct {
 	Op       string `json:"op"` // "create", "join" or "leave"
 	Name     string `json:"name"`
 	Password string `json:"password,omitempty"`
+	Approval bool   `json:"approval,omitempty"` // create: joins need the owner's approval
+}
+
+// AdminRequest asks the node to perform an owner action on a network, or list it (POST
+// /v1/network/admin). Op is one of approve, deny, kick, ban, unban (with Target), lock, unlock,
+// password (with Password), approval (with Approval), transfer (with Target), delete, members,
+// pending.
+type AdminRequest struct {
+	Op       string `json:"op"`
+	Network  string `json:"network"`
+	Target   string `json:"target,omitempty"` // a node name, or key fingerprint
+	Password string `json:"password,omitempty"`
+	Approval bool   `json:"approval,omitempty"`
+}
+
+// AdminReply answers an AdminRequest.
+type AdminReply struct {
+	Networks []string `json:"networks"`          // this node's networks afterwards
+	Members  []Member `json:"members,omitempty"` // members and pending
+}
+
+// Member is one entry of a network's roster.
+type Member struct {
+	Name   string       `json:"name"`
+	Key    string       `json:"key"` // fingerprint
+	IPs    []netip.Addr `json:"ips"`
+	Online bool         `json:"online"`
+	Owner  bool         `json:"owner"`
+	State  string       `json:"state"` // "member", "pending" or "banned"
 }
 
 // NetworkReply answers a NetworkRequest.
@@ -118,6 +147,15 @@ type ErrorReply struct {
 	Error string `json:"error"`
 	Code  string `json:"code,omitempty"`
 }
+
+// Error is a failed request; Code is the coordination server's error code, if it answered (e.g.
+// "pending", "not_owner", "banned").
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
 
 // ErrNotRunning is returned when no node answers on the state directory's socket.
 var ErrNotRunning = errors.New("no node is running with this state directory (start one with 'warren up')")
@@ -149,6 +187,12 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 func (c *Client) Network(ctx context.Context, req NetworkRequest) (*NetworkReply, error) {
 	var rep NetworkReply
 	return &rep, c.do(ctx, http.MethodPost, "/v1/network", req, &rep)
+}
+
+// Admin performs an owner action or listing through the node.
+func (c *Client) Admin(ctx context.Context, req AdminRequest) (*AdminReply, error) {
+	var rep AdminReply
+	return &rep, c.do(ctx, http.MethodPost, "/v1/network/admin", req, &rep)
 }
 
 // Ping sends one ICMP echo request through the overlay to target (a peer name or virtual IP).
@@ -200,7 +244,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e ErrorReply
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+			return &Error{Code: e.Code, Message: e.Error}
 		}
 		return fmt.Errorf("local API: %s", resp.Status)
 	}

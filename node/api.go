@@ -54,17 +54,25 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 			writeJSON(w, http.StatusBadRequest, localapi.ErrorReply{Error: "bad request: " + err.Error()})
 			return
 		}
-		nets, err := n.Network(r.Context(), req.Op, req.Name, req.Password)
+		nets, err := n.network(r.Context(), req)
 		if err != nil {
-			rep := localapi.ErrorReply{Error: err.Error()}
-			var cerr *control.Error
-			if errors.As(err, &cerr) {
-				rep.Code = string(cerr.Code)
-			}
-			writeJSON(w, http.StatusConflict, rep)
+			writeError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, localapi.NetworkReply{Networks: nets})
+	})
+	mux.HandleFunc("POST /v1/network/admin", func(w http.ResponseWriter, r *http.Request) {
+		var req localapi.AdminRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, localapi.ErrorReply{Error: "bad request: " + err.Error()})
+			return
+		}
+		rep, err := n.Admin(r.Context(), req)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("GET /v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := n.Netcheck(r.Context())
@@ -112,6 +120,16 @@ func hostCheck(h http.Handler) http.Handler {
 	})
 }
 
+// writeError answers a failed network request, with the coord's error code if it has one.
+func writeError(w http.ResponseWriter, err error) {
+	rep := localapi.ErrorReply{Error: err.Error()}
+	var cerr *control.Error
+	if errors.As(err, &cerr) {
+		rep.Code = string(cerr.Code)
+	}
+	writeJSON(w, http.StatusConflict, rep)
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -128,6 +146,11 @@ func (a *apiServer) close() {
 
 // Network creates, joins or leaves a network through the coordination server.
 func (n *Node) Network(ctx context.Context, op, name, password string) ([]string, error) {
+	return n.network(ctx, localapi.NetworkRequest{Op: op, Name: name, Password: password})
+}
+
+func (n *Node) network(ctx context.Context, req localapi.NetworkRequest) ([]string, error) {
+	op, name, password := req.Op, req.Name, req.Password
 	var o control.Op
 	switch op {
 	case "create":
@@ -144,7 +167,7 @@ func (n *Node) Network(ctx context.Context, op, name, password string) ([]string
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	rep, err := n.coord.request(ctx, control.Request{Op: o, Network: name, Password: password})
+	rep, err := n.coord.request(ctx, control.Request{Op: o, Network: name, Password: password, Approval: req.Approval && o == control.OpCreate})
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +175,42 @@ func (n *Node) Network(ctx context.Context, op, name, password string) ([]string
 	n.setNetworksLocked(rep.Networks)
 	n.mu.Unlock()
 	return rep.Networks, nil
+}
+
+// Admin performs an owner action or listing on a network through the coordination server (see
+// localapi.AdminRequest).
+func (n *Node) Admin(ctx context.Context, req localapi.AdminRequest) (*localapi.AdminReply, error) {
+	op := control.Op(req.Op)
+	if !op.IsAdmin() {
+		return nil, fmt.Errorf("unknown network operation %q (want approve, deny, kick, ban, unban, lock, unlock, password, approval, transfer, delete, members or pending)", req.Op)
+	}
+	if op.NeedsTarget() != (req.Target != "") {
+		if req.Target == "" {
+			return nil, fmt.Errorf("%s: name the node (its name or key fingerprint)", op)
+		}
+		return nil, fmt.Errorf("%s takes no node", op)
+	}
+	if n.coord == nil {
+		return nil, errCoordOffline
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	r := control.Request{Op: op, Network: req.Network, Target: req.Target, Approval: req.Approval}
+	if op == control.OpPassword {
+		r.Password = req.Password
+	}
+	rep, err := n.coord.request(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.setNetworksLocked(rep.Networks)
+	n.mu.Unlock()
+	out := &localapi.AdminReply{Networks: rep.Networks, Members: make([]localapi.Member, 0, len(rep.Members))}
+	for _, m := range rep.Members {
+		out.Members = append(out.Members, localapi.Member{Name: m.Name, Key: m.Key, IPs: m.IPs, Online: m.Online, Owner: m.Owner, State: m.State})
+	}
+	return out, nil
 }
 
 // Ping sends one ICMP echo request through both netstacks to target (a peer name or virtual IP).

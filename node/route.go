@@ -44,6 +44,10 @@ func (n *Node) handleControl(m *control.Msg) {
 				delete(n.peers, k)
 			}
 		}
+		if nl := m.PeerDelta.Networks; nl != nil && n.welcome != nil {
+			n.logNetworkChangeLocked(n.welcome.Networks, nl.Names)
+			n.setNetworksLocked(nl.Names)
+		}
 	}
 	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr), peers: make(map[peer.Key]bool)}
 	infos := make([]peer.Info, 0, len(n.peers))
@@ -69,6 +73,21 @@ func (n *Node) handleControl(m *control.Msg) {
 		n.ep.SetPeers(infos)
 	}
 	n.saveCache()
+}
+
+// logNetworkChangeLocked logs networks the coord added or removed without this node asking (an
+// owner approved its join, kicked or banned it, or deleted a network). n.mu must be held.
+func (n *Node) logNetworkChangeLocked(before, after []string) {
+	for _, name := range after {
+		if !slices.Contains(before, name) {
+			n.log.Info("now a member of network (join approved)", "network", name)
+		}
+	}
+	for _, name := range before {
+		if !slices.Contains(after, name) {
+			n.log.Warn("no longer a member of network (removed by its owner, or the network was deleted)", "network", name)
+		}
+	}
 }
 
 // output sends one packet from the netstack to the peer that owns its destination.

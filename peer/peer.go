@@ -162,7 +162,8 @@ type Endpoint struct {
 type peerState struct {
 	info   Info
 	link   *link
-	wake   chan struct{} // pokes the peer loop: endpoints changed, link up or down, path validated
+	links  map[*link]struct{} // every open link: the current one and retired ones streams still use
+	wake   chan struct{}      // pokes the peer loop: endpoints changed, link up or down, path validated
 	cancel context.CancelFunc
 
 	learned   []netip.AddrPort // where the peer's pings came from that its endpoints do not list
@@ -185,6 +186,9 @@ type link struct {
 	streams atomic.Int32
 	retired atomic.Bool
 	release func() // runs once the connection is gone (closes a socket of its own); may be nil
+	// removed is set when the peer left the peer set: the link is being closed, and nothing that
+	// still arrives on it (packets, streams) is delivered.
+	removed atomic.Bool
 }
 
 func (l *link) addStream() { l.streams.Add(1) }
@@ -353,6 +357,7 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	}
 	old := ps.link
 	ps.link = l
+	ps.links[l] = struct{}{}
 	poke(ps.wake)
 	e.mu.Unlock()
 	if old != nil {
@@ -372,6 +377,9 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		if err != nil {
 			break
 		}
+		if l.removed.Load() {
+			continue // no longer a peer: the link is closing
+		}
 		e.cfg.Receive(k, pkt)
 	}
 	l.conn.CloseWithError(0, "")
@@ -383,10 +391,13 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 	}
 	e.mu.Lock()
 	current := false
-	if ps, ok := e.peers[k]; ok && ps.link == l {
-		ps.link = nil
-		current = true
-		poke(ps.wake)
+	if ps, ok := e.peers[k]; ok {
+		delete(ps.links, l)
+		if ps.link == l {
+			ps.link = nil
+			current = true
+			poke(ps.wake)
+		}
 	}
 	e.mu.Unlock()
 	if current {
@@ -401,8 +412,10 @@ func poke(c chan struct{}) {
 	}
 }
 
-// SetPeers replaces the desired peer set. Links to peers no longer present are closed; peers whose
-// endpoints changed are redialed (by the side that dials).
+// SetPeers replaces the desired peer set. Every link to a peer no longer present is closed at once,
+// direct or relayed, current or retired (with the streams on it), and nothing more it sends is
+// delivered; its new links are refused (verifyInbound). Peers whose endpoints changed are redialed
+// (by the side that dials).
 func (e *Endpoint) SetPeers(peers []Info) {
 	want := make(map[Key]Info, len(peers))
 	for _, p := range peers {
@@ -419,8 +432,9 @@ func (e *Endpoint) SetPeers(peers []Info) {
 	for k, ps := range e.peers {
 		if _, ok := want[k]; !ok {
 			ps.cancel()
-			if ps.link != nil {
-				toClose = append(toClose, ps.link)
+			for l := range ps.links {
+				l.removed.Store(true)
+				toClose = append(toClose, l)
 			}
 			delete(e.peers, k)
 		}
@@ -429,7 +443,8 @@ func (e *Endpoint) SetPeers(peers []Info) {
 		ps, ok := e.peers[k]
 		if !ok {
 			ctx, cancel := context.WithCancel(e.ctx)
-			ps = &peerState{info: info, wake: make(chan struct{}, 1), cancel: cancel, pending: make(map[txID]pendingPing)}
+			ps = &peerState{info: info, wake: make(chan struct{}, 1), cancel: cancel, pending: make(map[txID]pendingPing),
+				links: make(map[*link]struct{})}
 			e.peers[k] = ps
 			e.wg.Add(1)
 			go e.peerLoop(ctx, k, ps)
@@ -513,8 +528,8 @@ func (e *Endpoint) Close() error {
 	e.closed = true
 	var links []*link
 	for _, ps := range e.peers {
-		if ps.link != nil {
-			links = append(links, ps.link)
+		for l := range ps.links {
+			links = append(links, l)
 		}
 	}
 	e.mu.Unlock()
@@ -531,4 +546,12 @@ func (e *Endpoint) Close() error {
 	err := e.tr.Close()
 	e.cfg.Conn.Close()
 	return err
+}
+
+// isPeer reports whether k is in the peer set.
+func (e *Endpoint) isPeer(k Key) bool {
+	e.mu.RLock()
+	_, ok := e.peers[k]
+	e.mu.RUnlock()
+	return ok
 }

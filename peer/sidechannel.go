@@ -34,7 +34,9 @@ func (e *Endpoint) readSideChannel() {
 			}
 			if _, key, payload, err := control.ParseRelay(b); err == nil {
 				k, _ := KeyOf(key)
-				e.relay.deliver(k, payload)
+				if e.isPeer(k) { // the relay only forwards between peers; check it anyway
+					e.relay.deliver(k, payload)
+				}
 			}
 		case kindPing, kindPong:
 			e.handleProbe(b, from)

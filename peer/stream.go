@@ -157,7 +157,7 @@ func (e *Endpoint) acceptStreams(k Key, l *link) {
 		if err != nil {
 			return
 		}
-		if e.cfg.AcceptStream == nil {
+		if e.cfg.AcceptStream == nil || l.removed.Load() {
 			s.CancelRead(0)
 			s.CancelWrite(0)
 			continue
@@ -179,6 +179,10 @@ func (e *Endpoint) acceptStreams(k Key, l *link) {
 				return
 			}
 			s.SetReadDeadline(time.Time{})
+			if l.removed.Load() { // the peer was removed while its header was on the way
+				c.Close()
+				return
+			}
 			e.cfg.AcceptStream(k, h, c)
 		}()
 	}

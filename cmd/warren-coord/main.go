@@ -15,7 +15,9 @@ import (
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
 
+	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
@@ -56,6 +58,13 @@ func run(args []string) error {
 	relayRate := fs.Int("relay-rate", 20000, "relayed `packets` per second allowed per node")
 	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
 	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP")
+	loginRateIP := fs.Float64("login-rate-ip", float64(coord.DefaultLoginRateIP), "logins per second allowed per source address (IPv6: per /64; loopback exempt; 0 = no limit)")
+	loginBurstIP := fs.Int("login-burst-ip", coord.DefaultLoginBurstIP, "logins one source address may make at once before --login-rate-ip applies")
+	loginRateKey := fs.Float64("login-rate-key", float64(coord.DefaultLoginRateKey), "logins per second allowed per node identity (0 = no limit)")
+	loginBurstKey := fs.Int("login-burst-key", coord.DefaultLoginBurstKey, "logins one identity may make at once before --login-rate-key applies")
+	maxNetworks := fs.Int("max-networks-per-node", coord.DefaultMaxNetworksPerNode, fmt.Sprintf("networks one node may be in (at most %d)", control.MaxNetworks))
+	maxNodes := fs.Int("max-nodes-per-network", coord.DefaultMaxNodesPerNetwork, fmt.Sprintf("members one network may have (at most %d)", control.MaxPeers))
+	maxPending := fs.Int("max-pending-logins", coord.DefaultMaxPendingLogins, "connections that may be handshaking or logging in at once; more are refused")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -69,6 +78,12 @@ func run(args []string) error {
 	}
 	if *data == "" {
 		return errors.New("--data DIR is required")
+	}
+	if *loginRateIP < 0 || *loginRateKey < 0 || *loginBurstIP < 1 || *loginBurstKey < 1 {
+		return errors.New("--login-rate-* must be >= 0 and --login-burst-* >= 1")
+	}
+	if *maxNetworks < 1 || *maxNetworks > control.MaxNetworks || *maxNodes < 1 || *maxNodes > control.MaxPeers || *maxPending < 1 {
+		return fmt.Errorf("--max-networks-per-node wants 1-%d, --max-nodes-per-network 1-%d, --max-pending-logins at least 1", control.MaxNetworks, control.MaxPeers)
 	}
 	if *ephemeralTimeout <= 0 {
 		return fmt.Errorf("--ephemeral-timeout %v: want a positive duration", *ephemeralTimeout)
@@ -107,7 +122,9 @@ func run(args []string) error {
 		}
 	}
 	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
-		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList})
+		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
+		LoginRateIP: loginLimit(*loginRateIP), LoginBurstIP: *loginBurstIP, LoginRateKey: loginLimit(*loginRateKey), LoginBurstKey: *loginBurstKey,
+		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending})
 	if err != nil {
 		pc.Close()
 		if probe != nil {
@@ -135,6 +152,14 @@ func run(args []string) error {
 	}
 	log.Info("shutting down")
 	return srv.Close()
+}
+
+// loginLimit maps the flag's 0 (no limit) to rate.Inf.
+func loginLimit(perSecond float64) rate.Limit {
+	if perSecond == 0 {
+		return rate.Inf
+	}
+	return rate.Limit(perSecond)
 }
 
 func parsePools(v4, v6 string) (store.Pools, error) {

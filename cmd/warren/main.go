@@ -18,9 +18,14 @@ commands:
                              command: until it exits (--authkey KEY joins unattended)
   down                       log the node out (an ephemeral one is removed) and stop it
   status [--json]            show this node and its peers
-  network create NAME        create a network (--password P to require one)
+  network create NAME        create a network (--password P to require one,
+                             --approval to approve every join)
   network join NAME          join a network (--password P if it has one)
   network leave NAME         leave a network
+  network members NAME       list members; the owner also sees pending joins and bans
+  network approve|deny|kick|ban|unban|transfer NAME NODE
+  network lock|unlock|delete|pending NAME, approval NAME on|off, password NAME
+                             owner actions ('warren network -h' for details)
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   version                    print the version

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -72,33 +71,6 @@ func cmdStatus(args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, ip4, state, p.Path, orNone(p.Endpoint), rtt)
 	}
 	return tw.Flush()
-}
-
-func cmdNetwork(args []string) error {
-	fs := newFlagSet("network create|join|leave NAME [--password P]", "network create|join|leave NAME [--password P]")
-	state := stateFlag(fs)
-	password := fs.String("password", "", "network `password` (or set WARREN_PASSWORD)")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return flagErr(err)
-	}
-	if len(pos) != 2 {
-		fs.Usage()
-		return errors.New("network: want an operation (create, join, leave) and a network name")
-	}
-	op, name := pos[0], pos[1]
-	if *password == "" {
-		*password = os.Getenv("WARREN_PASSWORD")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	rep, err := localapi.NewClient(*state).Network(ctx, localapi.NetworkRequest{Op: op, Name: name, Password: *password})
-	if err != nil {
-		return fmt.Errorf("network %s %s: %w", op, name, err)
-	}
-	past := map[string]string{"create": "created", "join": "joined", "leave": "left"}[op]
-	fmt.Printf("%s network %q; this node is now in: %s\n", past, name, orNone(strings.Join(rep.Networks, ", ")))
-	return nil
 }
 
 func joinAddrs(ips []netip.Addr) string {

@@ -274,6 +274,21 @@ func (s *Store) RedeemAuthKey(ctx context.Context, node []byte, key string, now 
 	case "used":
 		return k, false, ErrAuthKeyUsed
 	}
+	// The network's owner decides over new members: a banned node stays out, a locked network
+	// takes none (a member redeeming a key changes nothing).
+	var banned, locked, member bool
+	err = tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM bans WHERE network = ? AND key = ?),
+		(SELECT locked FROM networks WHERE name = ?), EXISTS (SELECT 1 FROM members WHERE network = ? AND key = ?)`,
+		k.Network, node, k.Network, k.Network, node).Scan(&banned, &locked, &member)
+	if err != nil {
+		return AuthKey{}, false, fmt.Errorf("redeem auth key %s: %w", k.ID, err)
+	}
+	switch {
+	case banned:
+		return k, false, ErrBanned
+	case locked && !member:
+		return k, false, ErrLocked
+	}
 	steps := []struct {
 		q    string
 		args []any

@@ -34,6 +34,10 @@ var (
 	// ErrNotMember is returned by RemoveMember when the node is not in the network (or the network
 	// does not exist).
 	ErrNotMember = errors.New("not a member")
+	// ErrBanned is returned by RedeemAuthKey when the network's owner banned the node.
+	ErrBanned = errors.New("banned from the network")
+	// ErrLocked is returned by RedeemAuthKey when the network is locked against new joins.
+	ErrLocked = errors.New("network locked")
 	// ErrPoolExhausted is returned by UpsertNode when no host index is left for a new node.
 	ErrPoolExhausted = errors.New("address pool exhausted")
 )
@@ -82,8 +86,10 @@ type Node struct {
 type Network struct {
 	Name         string
 	PasswordHash string // from HashPassword; "" means no password
-	Owner        []byte // key of the node that created it
+	Owner        []byte // key of the node that created it, or that ownership was transferred to
 	CreatedAt    time.Time
+	Approval     bool // joins wait for the owner's approval (see AddPending)
+	Locked       bool // no new joins
 }
 
 // PeerRow is a node that shares at least one network with another node, with the shared networks.
@@ -148,6 +154,23 @@ var migrations = []string{
 	ALTER TABLE nodes ADD COLUMN authkey TEXT NOT NULL DEFAULT '';
 	ALTER TABLE nodes ADD COLUMN offline_since INTEGER;
 	CREATE INDEX nodes_by_offline ON nodes(ephemeral, offline_since);`,
+	// network administration: per network whether joins need the owner's approval and whether it
+	// is locked against new joins; joins awaiting approval; banned keys (kept by key, not tied to
+	// the nodes table, so a ban outlives a deleted node that comes back).
+	`ALTER TABLE networks ADD COLUMN approval INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE networks ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
+	CREATE TABLE pending (
+		network TEXT NOT NULL REFERENCES networks(name) ON DELETE CASCADE,
+		key BLOB NOT NULL REFERENCES nodes(key) ON DELETE CASCADE,
+		requested_at INTEGER NOT NULL,
+		PRIMARY KEY (network, key)
+	);
+	CREATE TABLE bans (
+		network TEXT NOT NULL REFERENCES networks(name) ON DELETE CASCADE,
+		key BLOB NOT NULL,
+		banned_at INTEGER NOT NULL,
+		PRIMARY KEY (network, key)
+	);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies

@@ -1,0 +1,352 @@
+package coord
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
+)
+
+// Network administration. A network's owner (its creator, or whom ownership was transferred to)
+// decides who is in it: approve or deny pending joins, kick, ban and unban nodes, lock it against
+// new joins, change its password, whether joins need approval, hand it over, delete it. Nodes ask
+// with control requests; the server's operator (an admin interface) calls Admin directly with
+// Actor.Operator. Every action, whoever asks, goes through Admin.
+//
+// Membership changes reach the nodes as usual peer deltas: a kicked node and its former peers
+// each get the other removed (unless they still share another network), so the peers close their
+// links to it; the node itself also gets its new network list (PeerDelta.Networks).
+
+// Actor is who asks for an owner action.
+type Actor struct {
+	// Key is the asking node's identity key: it must own the network (except for OpMembers, which
+	// any member may list). Ignored with Operator.
+	Key []byte
+	// Operator is the server's operator: it may act on every network.
+	Operator bool
+}
+
+// AdminRequest is one owner action or listing (control.Op.IsAdmin).
+type AdminRequest struct {
+	By       Actor
+	Op       control.Op
+	Network  string
+	Target   string // the node acted on: its name, or key fingerprint; see control.Request.Target
+	Password string // OpPassword: the new password ("" = none)
+	Approval bool   // OpApproval: whether joins need approval
+}
+
+// AdminResult is what an action did.
+type AdminResult struct {
+	Target  string           // the node acted on, by name ("" if none)
+	Members []control.Member // OpMembers and OpPending
+}
+
+// Admin performs an owner action or listing. Errors are *control.Error with a code the caller can
+// show: CodeNotFound, CodeNotOwner, CodeInvalid, CodeNetworkFull, CodeTooManyNetworks, or
+// CodeInternal for store failures. It is safe for concurrent use.
+func (s *Server) Admin(ctx context.Context, req AdminRequest) (*AdminResult, error) {
+	res, err := s.admin(ctx, req)
+	// The one place every owner action passes: an audit log hooks in here.
+	s.logAdmin(req, res, err)
+	return res, err
+}
+
+func (s *Server) logAdmin(req AdminRequest, res *AdminResult, err error) {
+	if req.Op == control.OpMembers || req.Op == control.OpPending {
+		return
+	}
+	by := "operator"
+	if !req.By.Operator {
+		by = keyOf(req.By.Key).String()
+	}
+	target := req.Target
+	if res != nil && res.Target != "" {
+		target = res.Target
+	}
+	if err != nil {
+		s.log.Info("owner action refused", "op", req.Op, "network", req.Network, "target", target, "by", by, "error", err)
+		return
+	}
+	s.log.Info("owner action", "op", req.Op, "network", req.Network, "target", target, "by", by)
+}
+
+func (s *Server) admin(ctx context.Context, req AdminRequest) (*AdminResult, error) {
+	if !req.Op.IsAdmin() {
+		return nil, &control.Error{Code: control.CodeInvalid, Message: fmt.Sprintf("%q is not an owner action", req.Op)}
+	}
+	if err := store.ValidNetworkName(req.Network); err != nil {
+		return nil, &control.Error{Code: control.CodeInvalid, Message: err.Error()}
+	}
+	if req.Op.NeedsTarget() != (req.Target != "") {
+		return nil, &control.Error{Code: control.CodeInvalid, Message: fmt.Sprintf("%s: name exactly one node", req.Op)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+
+	n, err := s.cfg.Store.Network(ctx, req.Network)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("network %q does not exist", req.Network)}
+	}
+	if err != nil {
+		return nil, s.storeError("load network", err)
+	}
+	owner := req.By.Operator || (len(req.By.Key) > 0 && bytes.Equal(n.Owner, req.By.Key))
+	roster, err := s.cfg.Store.Roster(ctx, req.Network)
+	if err != nil {
+		return nil, s.storeError("load roster", err)
+	}
+	if !owner {
+		if req.Op != control.OpMembers || !inRoster(roster, req.By.Key, store.StateMember) {
+			return nil, &control.Error{Code: control.CodeNotOwner,
+				Message: fmt.Sprintf("only the owner of network %q can %s", req.Network, describeOp(req.Op))}
+		}
+	}
+	res := &AdminResult{}
+	var target store.RosterEntry
+	if req.Op.NeedsTarget() {
+		if target, err = findTarget(roster, req.Network, req.Target); err != nil {
+			return nil, err
+		}
+		res.Target = entryName(target)
+		if bytes.Equal(target.Key, n.Owner) && (req.Op == control.OpKick || req.Op == control.OpBan) {
+			return nil, &control.Error{Code: control.CodeInvalid,
+				Message: fmt.Sprintf("%s owns network %q: transfer ownership first, or delete the network", res.Target, req.Network)}
+		}
+	}
+	notInState := func(state string) error {
+		return &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("%s is not %s network %q",
+			res.Target, map[string]string{store.StateMember: "a member of", store.StatePending: "waiting to join",
+				store.StateBanned: "banned from"}[state], req.Network)}
+	}
+	st := s.cfg.Store
+	switch req.Op {
+	case control.OpMembers, control.OpPending:
+		res.Members = s.members(roster, n, owner, req.Op == control.OpPending)
+	case control.OpApprove:
+		if target.State != store.StatePending {
+			return nil, notInState(store.StatePending)
+		}
+		if err := s.checkLimits(ctx, req.Network, target.Key); err != nil {
+			return nil, err
+		}
+		err = s.changeMembership(ctx, [][]byte{target.Key}, func() error { return st.Approve(ctx, req.Network, target.Key) })
+	case control.OpDeny:
+		if target.State != store.StatePending {
+			return nil, notInState(store.StatePending)
+		}
+		_, err = st.RemovePending(ctx, req.Network, target.Key)
+	case control.OpKick:
+		if target.State != store.StateMember && target.State != store.StatePending {
+			return nil, notInState(store.StateMember)
+		}
+		err = s.changeMembership(ctx, [][]byte{target.Key}, func() error {
+			if _, err := st.RemovePending(ctx, req.Network, target.Key); err != nil {
+				return err
+			}
+			if err := st.RemoveMember(ctx, req.Network, target.Key); err != nil && !errors.Is(err, store.ErrNotMember) {
+				return err
+			}
+			return nil
+		})
+	case control.OpBan:
+		err = s.changeMembership(ctx, [][]byte{target.Key}, func() error { return st.Ban(ctx, req.Network, target.Key) })
+	case control.OpUnban:
+		if target.State != store.StateBanned {
+			return nil, notInState(store.StateBanned)
+		}
+		_, err = st.Unban(ctx, req.Network, target.Key)
+	case control.OpLock, control.OpUnlock:
+		err = st.SetLocked(ctx, req.Network, req.Op == control.OpLock)
+	case control.OpApproval:
+		err = st.SetApproval(ctx, req.Network, req.Approval)
+	case control.OpPassword:
+		if len(req.Password) > control.MaxPassword {
+			return nil, &control.Error{Code: control.CodeInvalid, Message: "password too long"}
+		}
+		hash := ""
+		if req.Password != "" {
+			if hash, err = store.HashPassword(req.Password); err != nil {
+				return nil, s.storeError("hash password", err)
+			}
+		}
+		err = st.SetPassword(ctx, req.Network, hash)
+	case control.OpTransfer:
+		if target.State != store.StateMember {
+			return nil, notInState(store.StateMember)
+		}
+		err = st.SetOwner(ctx, req.Network, target.Key)
+	case control.OpDelete:
+		var keys [][]byte
+		for _, e := range roster {
+			if e.State == store.StateMember {
+				keys = append(keys, e.Key)
+			}
+		}
+		err = s.changeMembership(ctx, keys, func() error { return st.DeleteNetwork(ctx, req.Network) })
+	}
+	if err != nil {
+		var cerr *control.Error
+		if errors.As(err, &cerr) {
+			return nil, cerr
+		}
+		return nil, s.storeError(string(req.Op), err)
+	}
+	return res, nil
+}
+
+// changeMembership runs change and then tells each node in keys, and everyone it shared or now
+// shares a network with, what changed: peer deltas both ways and the node's new network list. The
+// caller holds changeMu.
+func (s *Server) changeMembership(ctx context.Context, keys [][]byte, change func() error) error {
+	before := make([]map[nodeKey]bool, len(keys))
+	for i, k := range keys {
+		var err error
+		if before[i], err = s.peerSet(ctx, keyOf(k)); err != nil {
+			return err
+		}
+	}
+	if err := change(); err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if _, err := s.cfg.Store.Node(ctx, k); errors.Is(err, store.ErrNotFound) {
+			continue // a banned key that is no longer registered
+		}
+		if err := s.refreshPeers(keyOf(k), before[i]); err != nil {
+			return err
+		}
+		nets, err := s.cfg.Store.NetworksOf(ctx, k)
+		if err != nil {
+			return err
+		}
+		s.enqueueNetworks(keyOf(k), nets)
+	}
+	return nil
+}
+
+// checkLimits refuses a new membership of key in network beyond the server's limits. The caller
+// holds changeMu.
+func (s *Server) checkLimits(ctx context.Context, network string, key []byte) error {
+	nets, err := s.cfg.Store.CountNetworks(ctx, key)
+	if err != nil {
+		return s.storeError("count networks", err)
+	}
+	if nets >= s.cfg.MaxNetworksPerNode {
+		return &control.Error{Code: control.CodeTooManyNetworks,
+			Message: fmt.Sprintf("a node may be in at most %d networks on this server", s.cfg.MaxNetworksPerNode)}
+	}
+	if network == "" {
+		return nil
+	}
+	members, err := s.cfg.Store.CountMembers(ctx, network)
+	if err != nil {
+		return s.storeError("count members", err)
+	}
+	if members >= s.cfg.MaxNodesPerNetwork {
+		return &control.Error{Code: control.CodeNetworkFull,
+			Message: fmt.Sprintf("network %q is full: at most %d nodes per network on this server", network, s.cfg.MaxNodesPerNetwork)}
+	}
+	return nil
+}
+
+// members renders a roster; pending joins and bans only for the owner, and with pendingOnly
+// nothing else.
+func (s *Server) members(roster []store.RosterEntry, n store.Network, owner, pendingOnly bool) []control.Member {
+	out := make([]control.Member, 0, len(roster))
+	for _, e := range roster {
+		if (pendingOnly && e.State != store.StatePending) || (!owner && e.State != store.StateMember) {
+			continue
+		}
+		m := control.Member{Name: entryName(e), Key: identity.Fingerprint(e.Key), State: e.State, Owner: bytes.Equal(e.Key, n.Owner)}
+		if e.Node != nil {
+			m.IPs = []netip.Addr{e.Node.IPv4, e.Node.IPv6}
+		}
+		s.mu.Lock()
+		m.Online = s.sessions[keyOf(e.Key)] != nil
+		s.mu.Unlock()
+		out = append(out, m)
+		if len(out) == control.MaxPeers {
+			break
+		}
+	}
+	return out
+}
+
+// findTarget finds the roster entry named by a node name or key fingerprint.
+func findTarget(roster []store.RosterEntry, network, target string) (store.RosterEntry, error) {
+	var found []store.RosterEntry
+	fp, fpErr := identity.ParseFingerprint(target)
+	for _, e := range roster {
+		if (fpErr == nil && identity.Fingerprint(e.Key) == fp) || (e.Node != nil && e.Node.Name == target) {
+			found = append(found, e)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return store.RosterEntry{}, &control.Error{Code: control.CodeNotFound,
+			Message: fmt.Sprintf("no node %q in network %q (members, pending joins and bans)", target, network)}
+	}
+	fps := make([]string, len(found))
+	for i, e := range found {
+		fps[i] = identity.Fingerprint(e.Key)
+	}
+	return store.RosterEntry{}, &control.Error{Code: control.CodeInvalid,
+		Message: fmt.Sprintf("%d nodes in network %q are named %q: name one by its key (%s)", len(found), network, target, strings.Join(fps, ", "))}
+}
+
+func inRoster(roster []store.RosterEntry, key []byte, state string) bool {
+	for _, e := range roster {
+		if e.State == state && bytes.Equal(e.Key, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// entryName is a roster entry's node name, or its short key ID if the node is no longer registered.
+func entryName(e store.RosterEntry) string {
+	if e.Node != nil && e.Node.Name != "" {
+		return e.Node.Name
+	}
+	return "key-" + identity.ShortID(e.Key)
+}
+
+func describeOp(op control.Op) string {
+	switch op {
+	case control.OpMembers, control.OpPending:
+		return "list its " + string(op)
+	case control.OpPassword:
+		return "change its password"
+	case control.OpApproval:
+		return "change whether joins need approval"
+	case control.OpDelete, control.OpLock, control.OpUnlock:
+		return string(op) + " it"
+	}
+	return string(op) + " nodes"
+}
+
+// adminRequest answers a node's owner action or listing.
+func (s *Server) adminRequest(sess *session, r *control.Request) *control.Reply {
+	res, err := s.Admin(s.ctx, AdminRequest{By: Actor{Key: sess.key[:]}, Op: r.Op, Network: r.Network, Target: r.Target,
+		Password: r.Password, Approval: r.Approval})
+	if err != nil {
+		return s.failed(r.ID, err)
+	}
+	nets, err := s.cfg.Store.NetworksOf(s.ctx, sess.key[:])
+	if err != nil {
+		return s.failed(r.ID, err)
+	}
+	return &control.Reply{ID: r.ID, Networks: nonNil(nets), Members: res.Members}
+}
