@@ -12,8 +12,8 @@
 //	node  → coord  Login            (first frame, exactly once)
 //	coord → node   Welcome          (or Reply with an error, then close)
 //	coord → node   PeerMap          (the full list of visible peers, then ...)
-//	coord → node   PeerDelta        (... changes only, for as long as the connection lives)
-//	node  → coord  Request{ID}      (network create/join/leave, or logout)
+//	coord → node   PeerDelta        (... changes only, for as long as the connection lives; both carry ACLs)
+//	node  → coord  Request{ID}      (network create/join/leave, ACL set/clear/show, or logout)
 //	coord → node   Reply{ID}        (answer to the request with the same ID)
 //	node  → coord  Endpoints        (the node's candidate addresses changed)
 package control
@@ -47,6 +47,10 @@ const (
 	MaxPassword  = 1024
 	MaxErrorLen  = 1024
 	MaxAuthKey   = 256
+	// ACL rule lists: rules per network, entries per From, To or Ports list, bytes per entry.
+	MaxACLRules   = 64
+	MaxACLEntries = 32
+	MaxACLEntry   = 80
 )
 
 // Type names a message kind.
@@ -105,6 +109,8 @@ type Welcome struct {
 	// Ephemeral reports that the coord removes this node when it goes offline (see Login.Ephemeral);
 	// such a node sends OpLogout when it shuts down cleanly.
 	Ephemeral bool `json:"ephemeral,omitempty"`
+	// Tag is the node's own tag (from the auth key it joined with), which ACL rules may name.
+	Tag string `json:"tag,omitempty"`
 }
 
 // Peer describes one node visible to the receiver (they share at least one network).
@@ -114,12 +120,15 @@ type Peer struct {
 	IPs       []netip.Addr     `json:"ips"`
 	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
 	Online    bool             `json:"online"`
-	Networks  []string         `json:"networks"` // networks shared with the receiver
+	Networks  []string         `json:"networks"`      // networks shared with the receiver
+	Tag       string           `json:"tag,omitempty"` // from the auth key the peer joined with
 }
 
 // PeerMap replaces the receiver's whole view of its peers.
 type PeerMap struct {
 	Peers []Peer `json:"peers"`
+	// ACLs are the rule lists of the receiver's networks that have one (see ACL).
+	ACLs []ACL `json:"acls,omitempty"`
 }
 
 // PeerDelta changes the receiver's view: peers in Upsert are added or replaced (matched by key), keys
@@ -127,6 +136,24 @@ type PeerMap struct {
 type PeerDelta struct {
 	Upsert []Peer   `json:"upsert,omitempty"`
 	Remove [][]byte `json:"remove,omitempty"`
+	// ACLs replace the rule lists of the networks they name; one without rules clears the network's.
+	ACLs []ACL `json:"acls,omitempty"`
+}
+
+// ACLRule lets the members named in From reach the Ports of the members named in To. Entries are
+// strings as in the rule file (package acl parses and evaluates them): a node name, "tag:NAME" or "*";
+// ports "PORT[-PORT][/tcp|/udp]", "*/tcp", "icmp" or "*".
+type ACLRule struct {
+	From  []string `json:"from"`
+	To    []string `json:"to"`
+	Ports []string `json:"ports"`
+}
+
+// ACL is a network's rule list, enforced by the receiving node. No rules: members reach each other's
+// exposed ports. Rules: only what a rule allows, and only on exposed ports.
+type ACL struct {
+	Network string    `json:"network"`
+	Rules   []ACLRule `json:"rules"`
 }
 
 // Op is a network operation.
@@ -140,14 +167,20 @@ const (
 	// OpLogout ends the node's session for good (Network and Password empty): an ephemeral node is
 	// removed at once, its peers are told; for other nodes it changes nothing.
 	OpLogout Op = "logout"
+	// OpACLSet replaces the network's rule list with Request.Rules (owner only); OpACLClear removes it
+	// (owner only); OpACLShow returns it in Reply.ACL (members). Peers get the change in a PeerDelta.
+	OpACLSet   Op = "acl_set"
+	OpACLClear Op = "acl_clear"
+	OpACLShow  Op = "acl_show"
 )
 
 // Request asks the coord to act on a network for the sending node, or to log it out (OpLogout).
 type Request struct {
-	ID       uint64 `json:"id"`
-	Op       Op     `json:"op"`
-	Network  string `json:"network"`
-	Password string `json:"password,omitempty"`
+	ID       uint64    `json:"id"`
+	Op       Op        `json:"op"`
+	Network  string    `json:"network"`
+	Password string    `json:"password,omitempty"`
+	Rules    []ACLRule `json:"rules,omitempty"` // OpACLSet only
 }
 
 // Code classifies an error in a Reply so callers can react without parsing text.
@@ -170,6 +203,8 @@ const (
 	CodeBlocked Code = "blocked"
 	// CodeRateLimited refuses a login over the server's rate limit per address or identity; retry later.
 	CodeRateLimited Code = "rate_limited"
+	// CodeNotOwner refuses a change only the network's owner may make.
+	CodeNotOwner Code = "not_owner"
 )
 
 // Reply answers a Request with the same ID (or a Login, with ID 0). Code is empty on success.
@@ -178,6 +213,7 @@ type Reply struct {
 	Code     Code     `json:"code,omitempty"`
 	Error    string   `json:"error,omitempty"`
 	Networks []string `json:"networks,omitempty"` // the node's networks after the operation
+	ACL      *ACL     `json:"acl,omitempty"`      // OpACLSet, OpACLClear, OpACLShow: the rules now
 }
 
 // Err returns the reply's error, or nil on success.

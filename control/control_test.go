@@ -28,8 +28,15 @@ func samples() []*Msg {
 		{Type: TypeReply, Reply: &Reply{Code: CodeBlocked, Error: "logins from this address are blocked"}},
 		{Type: TypeReply, Reply: &Reply{Code: CodeRateLimited, Error: "too many logins"}},
 		{Type: TypeEndpoints, Endpoints: &Endpoints{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:9")}}},
+		{Type: TypeRequest, Request: &Request{ID: 5, Op: OpACLSet, Network: "lan", Rules: []ACLRule{aclRule}}},
+		{Type: TypeReply, Reply: &Reply{ID: 5, ACL: &ACL{Network: "lan", Rules: []ACLRule{aclRule}}}},
+		{Type: TypePeerDelta, PeerDelta: &PeerDelta{ACLs: []ACL{{Network: "lan", Rules: []ACLRule{aclRule}}, {Network: "wan"}}}},
+		{Type: TypePeerMap, PeerMap: &PeerMap{Peers: []Peer{{Key: key, Name: "c", Tag: "ci", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.3")}, Networks: []string{"lan"}}},
+			ACLs: []ACL{{Network: "lan", Rules: []ACLRule{aclRule}}}}},
 	}
 }
+
+var aclRule = ACLRule{From: []string{"tag:ci", "laptop"}, To: []string{"db"}, Ports: []string{"5432/tcp", "icmp"}}
 
 func TestRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
@@ -73,6 +80,14 @@ func TestRejects(t *testing.T) {
 		`{"type":"reply","reply":{"code":"Not A Code"}}`,
 		`{"type":"reply","reply":{"code":"` + strings.Repeat("x", 33) + `"}}`,
 		`[1,2,3]`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan"}}`,
+		`{"type":"request","request":{"op":"acl_clear","network":"lan","rules":[{"from":["a"],"to":["b"],"ports":["*"]}]}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[{"from":[""],"to":["b"],"ports":["*"]}]}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[{"from":["` + strings.Repeat("a", MaxACLEntry+1) + `"],"to":["b"],"ports":["*"]}]}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[` + strings.Repeat(`{"from":["a"],"to":["b"],"ports":["*"]},`, MaxACLRules) + `{"from":["a"],"to":["b"],"ports":["*"]}]}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[{"from":["a"],"to":[` + strings.Repeat(`"b",`, MaxACLEntries) + `"b"],"ports":["*"]}]}}`,
+		`{"type":"peerdelta","peerdelta":{"acls":[{"network":"","rules":[]}]}}`,
+		`{"type":"reply","reply":{"acl":{"network":"` + strings.Repeat("x", 65) + `"}}}`,
 	}
 	for _, s := range bad {
 		if _, err := Decode([]byte(s)); err == nil {
