@@ -148,6 +148,12 @@ var migrations = []string{
 	ALTER TABLE nodes ADD COLUMN authkey TEXT NOT NULL DEFAULT '';
 	ALTER TABLE nodes ADD COLUMN offline_since INTEGER;
 	CREATE INDEX nodes_by_offline ON nodes(ephemeral, offline_since);`,
+	// 4 (acl): per-network access rules, the rule list as JSON text; no row = no rules.
+	`CREATE TABLE acls (
+		network TEXT PRIMARY KEY REFERENCES networks(name) ON DELETE CASCADE,
+		rules TEXT NOT NULL,
+		updated_at INTEGER NOT NULL
+	);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies
