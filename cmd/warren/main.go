@@ -21,6 +21,9 @@ commands:
   network create NAME        create a network (--password P to require one)
   network join NAME          join a network (--password P if it has one)
   network leave NAME         leave a network
+  network acl set NAME FILE  set a network's access rules (owner only; FILE - = stdin)
+  network acl show NAME      show them (--json: as a rule file)
+  network acl clear NAME     remove them: members reach each other's exposed ports
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   version                    print the version

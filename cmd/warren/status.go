@@ -50,8 +50,8 @@ func cmdStatus(args []string) error {
 		fmt.Printf("nat       public %s, %s mapping, hairpin %s\n", n.Public, n.Mapping, map[bool]string{true: "yes", false: "no"}[n.Hairpin])
 	}
 	s := st.Stats
-	fmt.Printf("packets   %d sent to peers; dropped: %d queue full, %d no route, %d spoofed, %d rate limited\n",
-		s.PacketsSent, s.DroppedQueueFull, s.DroppedNoRoute, s.DroppedSpoofed, s.DroppedRateLimited)
+	fmt.Printf("packets   %d sent to peers; dropped: %d queue full, %d no route, %d spoofed, %d rate limited, %d by access rules\n",
+		s.PacketsSent, s.DroppedQueueFull, s.DroppedNoRoute, s.DroppedSpoofed, s.DroppedRateLimited, s.DroppedACL)
 	fmt.Println()
 	if len(st.Peers) == 0 {
 		fmt.Println("no peers yet: join a network that other nodes are in ('warren network join NAME')")
@@ -75,12 +75,17 @@ func cmdStatus(args []string) error {
 }
 
 func cmdNetwork(args []string) error {
-	fs := newFlagSet("network create|join|leave NAME [--password P]", "network create|join|leave NAME [--password P]")
+	const synopsis = "network create|join|leave NAME [--password P]\n       warren network acl set NAME FILE | acl show NAME [--json] | acl clear NAME"
+	fs := newFlagSet("network", synopsis)
 	state := stateFlag(fs)
 	password := fs.String("password", "", "network `password` (or set WARREN_PASSWORD)")
+	asJSON := fs.Bool("json", false, "acl show: print the rules as JSON (a rule file)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return flagErr(err)
+	}
+	if len(pos) > 0 && pos[0] == "acl" {
+		return cmdACL(fs, *state, pos[1:], *asJSON)
 	}
 	if len(pos) != 2 {
 		fs.Usage()
