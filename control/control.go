@@ -12,8 +12,8 @@
 //	node  → coord  Login            (first frame, exactly once)
 //	coord → node   Welcome          (or Reply with an error, then close)
 //	coord → node   PeerMap          (the full list of visible peers, then ...)
-//	coord → node   PeerDelta        (... changes only, for as long as the connection lives)
-//	node  → coord  Request{ID}      (network create/join/leave, owner actions, listings, or logout)
+//	coord → node   PeerDelta        (... changes only, for as long as the connection lives; both carry ACLs)
+//	node  → coord  Request{ID}      (network create/join/leave, owner actions, ACL set/clear/show, listings, or logout)
 //	coord → node   Reply{ID}        (answer to the request with the same ID)
 //	node  → coord  Endpoints        (the node's candidate addresses or NAT mapping changed)
 package control
@@ -48,6 +48,10 @@ const (
 	MaxErrorLen  = 1024
 	MaxAuthKey   = 256
 	MaxTarget    = 128 // a node name or key fingerprint
+	// ACL rule lists: rules per network, entries per From, To or Ports list, bytes per entry.
+	MaxACLRules   = 64
+	MaxACLEntries = 32
+	MaxACLEntry   = 80
 )
 
 // Type names a message kind.
@@ -106,6 +110,8 @@ type Welcome struct {
 	// Ephemeral reports that the coord removes this node when it goes offline (see Login.Ephemeral);
 	// such a node sends OpLogout when it shuts down cleanly.
 	Ephemeral bool `json:"ephemeral,omitempty"`
+	// Tag is the node's own tag (from the auth key it joined with), which ACL rules may name.
+	Tag string `json:"tag,omitempty"`
 }
 
 // Peer describes one node visible to the receiver (they share at least one network).
@@ -115,7 +121,8 @@ type Peer struct {
 	IPs       []netip.Addr     `json:"ips"`
 	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
 	Online    bool             `json:"online"`
-	Networks  []string         `json:"networks"` // networks shared with the receiver
+	Networks  []string         `json:"networks"`      // networks shared with the receiver
+	Tag       string           `json:"tag,omitempty"` // from the auth key the peer joined with
 	// Mapping is the peer's NAT mapping behaviour as it last reported it (Endpoints.Mapping).
 	Mapping Mapping `json:"mapping,omitempty"`
 }
@@ -123,6 +130,8 @@ type Peer struct {
 // PeerMap replaces the receiver's whole view of its peers.
 type PeerMap struct {
 	Peers []Peer `json:"peers"`
+	// ACLs are the rule lists of the receiver's networks that have one (see ACL).
+	ACLs []ACL `json:"acls,omitempty"`
 }
 
 // PeerDelta changes the receiver's view: peers in Upsert are added or replaced (matched by key), keys
@@ -133,11 +142,29 @@ type PeerDelta struct {
 	// Networks, if set, replaces the receiver's list of networks: it changed without a request of
 	// the receiver's own (an owner approved its join, kicked or banned it, or deleted a network).
 	Networks *NetworkList `json:"networks,omitempty"`
+	// ACLs replace the rule lists of the networks they name; one without rules clears the network's.
+	ACLs []ACL `json:"acls,omitempty"`
 }
 
 // NetworkList is the full list of a node's networks.
 type NetworkList struct {
 	Names []string `json:"names"`
+}
+
+// ACLRule lets the members named in From reach the Ports of the members named in To. Entries are
+// strings as in the rule file (package acl parses and evaluates them): a node name, "tag:NAME" or "*";
+// ports "PORT[-PORT][/tcp|/udp]", "*/tcp", "icmp" or "*".
+type ACLRule struct {
+	From  []string `json:"from"`
+	To    []string `json:"to"`
+	Ports []string `json:"ports"`
+}
+
+// ACL is a network's rule list, enforced by the receiving node. No rules: members reach each other's
+// exposed ports. Rules: only what a rule allows, and only on exposed ports.
+type ACL struct {
+	Network string    `json:"network"`
+	Rules   []ACLRule `json:"rules"`
 }
 
 // Op is a network operation.
@@ -169,6 +196,11 @@ const (
 	// (the owner) answer with Reply.Members.
 	OpMembers Op = "members"
 	OpPending Op = "pending"
+	// OpACLSet replaces the network's rule list with Request.Rules (owner only); OpACLClear removes it
+	// (owner only); OpACLShow returns it in Reply.ACL (members). Peers get the change in a PeerDelta.
+	OpACLSet   Op = "acl_set"
+	OpACLClear Op = "acl_clear"
+	OpACLShow  Op = "acl_show"
 )
 
 // IsAdmin reports whether op is an owner action or a listing (everything but create, join, leave
@@ -193,10 +225,11 @@ func (op Op) NeedsTarget() bool {
 
 // Request asks the coord to act on a network for the sending node, or to log it out (OpLogout).
 type Request struct {
-	ID       uint64 `json:"id"`
-	Op       Op     `json:"op"`
-	Network  string `json:"network"`
-	Password string `json:"password,omitempty"`
+	ID       uint64    `json:"id"`
+	Op       Op        `json:"op"`
+	Network  string    `json:"network"`
+	Password string    `json:"password,omitempty"`
+	Rules    []ACLRule `json:"rules,omitempty"` // OpACLSet only
 	// Target is the node an owner action acts on (see OpApprove ... OpTransfer).
 	Target string `json:"target,omitempty"`
 	// Approval: with OpCreate or OpApproval, whether joins need the owner's approval.
@@ -264,6 +297,7 @@ type Reply struct {
 	Error    string   `json:"error,omitempty"`
 	Networks []string `json:"networks,omitempty"` // the node's networks after the operation
 	Members  []Member `json:"members,omitempty"`  // answer to OpMembers and OpPending
+	ACL      *ACL     `json:"acl,omitempty"`      // OpACLSet, OpACLClear, OpACLShow: the rules now
 }
 
 // Err returns the reply's error, or nil on success.

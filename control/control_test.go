@@ -35,8 +35,15 @@ func samples() []*Msg {
 			Online: true, Owner: true, State: MemberActive}, {Name: "eve", State: MemberPending}}}},
 		{Type: TypeReply, Reply: &Reply{ID: 8, Code: CodeNotOwner, Error: "not the owner"}},
 		{Type: TypePeerDelta, PeerDelta: &PeerDelta{Remove: [][]byte{key}, Networks: &NetworkList{Names: []string{}}}},
+		{Type: TypeRequest, Request: &Request{ID: 5, Op: OpACLSet, Network: "lan", Rules: []ACLRule{aclRule}}},
+		{Type: TypeReply, Reply: &Reply{ID: 5, ACL: &ACL{Network: "lan", Rules: []ACLRule{aclRule}}}},
+		{Type: TypePeerDelta, PeerDelta: &PeerDelta{ACLs: []ACL{{Network: "lan", Rules: []ACLRule{aclRule}}, {Network: "wan"}}}},
+		{Type: TypePeerMap, PeerMap: &PeerMap{Peers: []Peer{{Key: key, Name: "c", Tag: "ci", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.3")}, Networks: []string{"lan"}}},
+			ACLs: []ACL{{Network: "lan", Rules: []ACLRule{aclRule}}}}},
 	}
 }
+
+var aclRule = ACLRule{From: []string{"tag:ci", "laptop"}, To: []string{"db"}, Ports: []string{"5432/tcp", "icmp"}}
 
 func TestRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
@@ -85,6 +92,14 @@ func TestRejects(t *testing.T) {
 		`{"type":"request","request":{"op":"kick","network":"lan","target":"` + strings.Repeat("b", MaxTarget+1) + `"}}`,
 		`{"type":"reply","reply":{"members":[{"name":"a","state":"king"}]}}`,
 		`{"type":"peerdelta","peerdelta":{"networks":{"names":[""]}}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan"}}`,
+		`{"type":"request","request":{"op":"acl_clear","network":"lan","rules":[{"from":["a"],"to":["b"],"ports":["*"]}]}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[{"from":[""],"to":["b"],"ports":["*"]}]}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[{"from":["` + strings.Repeat("a", MaxACLEntry+1) + `"],"to":["b"],"ports":["*"]}]}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[` + strings.Repeat(`{"from":["a"],"to":["b"],"ports":["*"]},`, MaxACLRules) + `{"from":["a"],"to":["b"],"ports":["*"]}]}}`,
+		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[{"from":["a"],"to":[` + strings.Repeat(`"b",`, MaxACLEntries) + `"b"],"ports":["*"]}]}}`,
+		`{"type":"peerdelta","peerdelta":{"acls":[{"network":"","rules":[]}]}}`,
+		`{"type":"reply","reply":{"acl":{"network":"` + strings.Repeat("x", 65) + `"}}}`,
 	}
 	for _, s := range bad {
 		if _, err := Decode([]byte(s)); err == nil {

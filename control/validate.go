@@ -39,10 +39,16 @@ func (m *Msg) Validate() error {
 		if !w.IPv4.Is4() || !w.IPv6.Is6() || !w.Prefix4.IsValid() || !w.Prefix6.IsValid() {
 			return errors.New("welcome: missing or wrong-family address")
 		}
+		if len(w.Tag) > MaxNameLen {
+			return errors.New("welcome: tag too long")
+		}
 		return checkNames(w.Networks)
 	case TypePeerMap:
 		if m.PeerMap == nil {
 			return errMissing(m.Type)
+		}
+		if err := checkACLs(m.PeerMap.ACLs); err != nil {
+			return err
 		}
 		return checkPeers(m.PeerMap.Peers)
 	case TypePeerDelta:
@@ -56,6 +62,9 @@ func (m *Msg) Validate() error {
 			if err := checkNames(nl.Names); err != nil {
 				return err
 			}
+		}
+		if err := checkACLs(m.PeerDelta.ACLs); err != nil {
+			return err
 		}
 		if len(m.PeerDelta.Remove) > MaxPeers {
 			return errors.New("peerdelta: too many removals")
@@ -78,7 +87,11 @@ func (m *Msg) Validate() error {
 			return fmt.Errorf("request: op %q with a wrong target", r.Op)
 		}
 		switch {
-		case r.Op == OpCreate, r.Op == OpJoin, r.Op == OpLeave, r.Op.IsAdmin():
+		case r.Op == OpCreate, r.Op == OpJoin, r.Op == OpLeave, r.Op.IsAdmin(), r.Op == OpACLClear, r.Op == OpACLShow:
+		case r.Op == OpACLSet:
+			if len(r.Rules) == 0 {
+				return errors.New("request: acl_set without rules")
+			}
 		case r.Op == OpLogout:
 			if r.Network != "" || r.Password != "" {
 				return errors.New("request: logout takes no network or password")
@@ -93,7 +106,10 @@ func (m *Msg) Validate() error {
 		if len(r.Password) > MaxPassword {
 			return errors.New("request: password too long")
 		}
-		return nil
+		if r.Op != OpACLSet && len(r.Rules) > 0 {
+			return fmt.Errorf("request: %s takes no rules", r.Op)
+		}
+		return checkRules(r.Rules)
 	case TypeReply:
 		if m.Reply == nil {
 			return errMissing(m.Type)
@@ -106,6 +122,11 @@ func (m *Msg) Validate() error {
 		}
 		if err := checkMembers(m.Reply.Members); err != nil {
 			return err
+		}
+		if m.Reply.ACL != nil {
+			if err := checkACLs([]ACL{*m.Reply.ACL}); err != nil {
+				return err
+			}
 		}
 		return checkNames(m.Reply.Networks)
 	case TypeEndpoints:
@@ -203,6 +224,44 @@ func checkPeers(peers []Peer) error {
 		}
 		if !p.Mapping.valid() {
 			return fmt.Errorf("peer: unknown mapping %.32q", p.Mapping)
+		}
+		if len(p.Tag) > MaxNameLen {
+			return errors.New("peer: tag too long")
+		}
+	}
+	return nil
+}
+
+// checkACLs checks the limits of rule lists (their meaning is package acl's business).
+func checkACLs(acls []ACL) error {
+	if len(acls) > MaxNetworks {
+		return errors.New("too many ACLs")
+	}
+	for i := range acls {
+		if err := checkName("acl network", acls[i].Network); err != nil {
+			return err
+		}
+		if err := checkRules(acls[i].Rules); err != nil {
+			return fmt.Errorf("acl of %q: %w", acls[i].Network, err)
+		}
+	}
+	return nil
+}
+
+func checkRules(rules []ACLRule) error {
+	if len(rules) > MaxACLRules {
+		return fmt.Errorf("more than %d ACL rules", MaxACLRules)
+	}
+	for i := range rules {
+		for _, list := range [][]string{rules[i].From, rules[i].To, rules[i].Ports} {
+			if len(list) > MaxACLEntries {
+				return fmt.Errorf("ACL rule %d: more than %d entries in a list", i+1, MaxACLEntries)
+			}
+			for _, e := range list {
+				if e == "" || len(e) > MaxACLEntry {
+					return fmt.Errorf("ACL rule %d: entries must be 1-%d bytes", i+1, MaxACLEntry)
+				}
+			}
 		}
 	}
 	return nil

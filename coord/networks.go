@@ -19,6 +19,9 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	if r.Op.IsAdmin() {
 		return s.adminRequest(sess, r)
 	}
+	if isACLOp(r.Op) {
+		return s.handleACL(sess, r)
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	s.changeMu.Lock()
@@ -29,6 +32,9 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 		return s.failed(r.ID, err)
 	}
 	if err := s.apply(ctx, sess, r); err != nil {
+		return s.failed(r.ID, err)
+	}
+	if err := s.pushACL(ctx, sess.key, r.Network); err != nil { // before the peers it applies to
 		return s.failed(r.ID, err)
 	}
 	if err := s.refreshPeers(sess.key, before); err != nil {
@@ -167,8 +173,8 @@ func (s *Server) refreshPeers(x nodeKey, before map[nodeKey]bool) error {
 	for _, r := range rows {
 		k := keyOf(r.Node.Key)
 		now[k] = true
-		theirs := s.peerRecord(r.Node.Key, r.Node.Name, r.Node.IPv4, r.Node.IPv6, r.Networks)
-		mine := s.peerRecord(me.Key, me.Name, me.IPv4, me.IPv6, r.Networks)
+		theirs := s.peerRecord(r.Node, r.Networks)
+		mine := s.peerRecord(me, r.Networks)
 		s.enqueue(x, k, &theirs)
 		s.enqueue(k, x, &mine)
 	}

@@ -39,6 +39,7 @@ type session struct {
 	relayRate *rate.Limiter
 	pending   map[nodeKey]*control.Peer // nil value = remove
 	networks  *control.NetworkList      // the node's networks changed without its asking; nil = no news
+	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
 	replies   []*control.Msg
 	wake      chan struct{}
 }
@@ -137,6 +138,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		endpoints: candidateEndpoints(observed, l.Endpoints),
 		local:     l.Endpoints,
 		pending:   make(map[nodeKey]*control.Peer),
+		acls:      make(map[string]control.ACL),
 		wake:      make(chan struct{}, 1),
 		peers:     make(map[nodeKey]bool),
 		relayRate: rate.NewLimiter(rate.Limit(s.cfg.RelayRate), s.cfg.RelayRate/10+1),
@@ -173,16 +175,21 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
 		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
 		Observed: observed, Networks: nonNil(nets), ProbePort: s.probePort(), Relay: !s.cfg.NoRelay,
-		Ephemeral: node.Ephemeral,
+		Ephemeral: node.Ephemeral, Tag: node.Tag,
 	}}
-	pm := &control.PeerMap{Peers: make([]control.Peer, 0, len(rows))}
+	acls, err := s.aclsOf(ctx, key)
+	if err != nil {
+		s.dropSession(sess)
+		return nil, s.storeError("list rules", err)
+	}
+	pm := &control.PeerMap{Peers: make([]control.Peer, 0, len(rows)), ACLs: acls}
 	sess.mu.Lock()
 	for _, r := range rows {
 		sess.peers[keyOf(r.Node.Key)] = true
 	}
 	sess.mu.Unlock()
 	for _, r := range rows {
-		pm.Peers = append(pm.Peers, s.peerRecord(r.Node.Key, r.Node.Name, r.Node.IPv4, r.Node.IPv6, r.Networks))
+		pm.Peers = append(pm.Peers, s.peerRecord(r.Node, r.Networks))
 	}
 	for _, m := range []*control.Msg{welcome, {Type: control.TypePeerMap, PeerMap: pm}} {
 		if err := control.WriteMsg(stream, m); err != nil {
@@ -192,7 +199,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	}
 	// Tell every online peer that this node is here now.
 	me := func(networks []string) *control.Peer {
-		p := s.peerRecord(key[:], node.Name, node.IPv4, node.IPv6, networks)
+		p := s.peerRecord(node, networks)
 		return &p
 	}
 	for _, r := range rows {
@@ -256,16 +263,16 @@ func (s *Server) logout(sess *session) {
 		return
 	}
 	for _, r := range rows {
-		p := s.peerRecord(node.Key, node.Name, node.IPv4, node.IPv6, r.Networks)
+		p := s.peerRecord(node, r.Networks)
 		s.enqueue(keyOf(r.Node.Key), sess.key, &p)
 	}
 }
 
 // peerRecord builds the control view of a node, with its online state and endpoints if logged in.
-func (s *Server) peerRecord(key []byte, name string, ip4, ip6 netip.Addr, networks []string) control.Peer {
-	p := control.Peer{Key: key, Name: name, IPs: []netip.Addr{ip4, ip6}, Networks: networks}
+func (s *Server) peerRecord(n store.Node, networks []string) control.Peer {
+	p := control.Peer{Key: n.Key, Name: n.Name, IPs: []netip.Addr{n.IPv4, n.IPv6}, Networks: networks, Tag: n.Tag}
 	s.mu.Lock()
-	if sess := s.sessions[keyOf(key)]; sess != nil {
+	if sess := s.sessions[keyOf(n.Key)]; sess != nil {
 		p.Online = true
 		sess.mu.Lock()
 		p.Endpoints = slices.Clone(sess.endpoints)
@@ -343,6 +350,8 @@ func (s *Server) writeLoop(sess *session) {
 		sess.pending = make(map[nodeKey]*control.Peer)
 		networks := sess.networks
 		sess.networks = nil
+		acls := sess.acls
+		sess.acls = make(map[string]control.ACL)
 		sess.mu.Unlock()
 		for _, m := range replies {
 			if err := control.WriteMsg(sess.stream, m); err != nil {
@@ -350,6 +359,15 @@ func (s *Server) writeLoop(sess *session) {
 			}
 		}
 		delta := control.PeerDelta{Networks: networks}
+		for _, a := range acls { // first, or with the peers they apply to
+			delta.ACLs = append(delta.ACLs, a)
+			if len(delta.ACLs) == aclsPerDelta {
+				if err := control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: &delta}); err != nil {
+					return
+				}
+				delta = control.PeerDelta{}
+			}
+		}
 		for k, p := range pending {
 			if p == nil {
 				delta.Remove = append(delta.Remove, k[:])
@@ -363,7 +381,7 @@ func (s *Server) writeLoop(sess *session) {
 				delta = control.PeerDelta{}
 			}
 		}
-		if len(delta.Upsert)+len(delta.Remove) > 0 || delta.Networks != nil {
+		if len(delta.Upsert)+len(delta.Remove)+len(delta.ACLs) > 0 || delta.Networks != nil {
 			if err := control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: &delta}); err != nil {
 				return
 			}

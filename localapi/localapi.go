@@ -39,6 +39,8 @@ type Stats struct {
 	DroppedNoRoute     uint64 `json:"dropped_no_route"`     // outbound packets for no known peer, or with no link to it
 	DroppedSpoofed     uint64 `json:"dropped_spoofed"`      // inbound packets from addresses the sending peer does not own
 	DroppedRateLimited uint64 `json:"dropped_rate_limited"` // broadcast and multicast packets over a sender's rate
+	// DroppedACL counts inbound connections, datagrams and echo requests the networks' access rules refused.
+	DroppedACL uint64 `json:"dropped_acl"`
 }
 
 // Self describes the node itself.
@@ -127,6 +129,27 @@ type NetworkReply struct {
 	Networks []string `json:"networks"`
 }
 
+// ACLRule is one access rule, as in a rule file (see package acl).
+type ACLRule struct {
+	From  []string `json:"from"`
+	To    []string `json:"to"`
+	Ports []string `json:"ports"`
+}
+
+// ACLRequest sets ("set", with Rules), clears ("clear") or reads ("show") a network's access rules.
+type ACLRequest struct {
+	Op      string    `json:"op"`
+	Network string    `json:"network"`
+	Rules   []ACLRule `json:"rules,omitempty"`
+}
+
+// ACL is a network's access rules; no rules means the default (members reach exposed ports). It is
+// also a valid rule file when it has rules.
+type ACL struct {
+	Network string    `json:"network"`
+	Rules   []ACLRule `json:"rules"`
+}
+
 // PingReply is the answer to one echo request.
 type PingReply struct {
 	Target string     `json:"target"` // as asked
@@ -193,6 +216,12 @@ func (c *Client) Network(ctx context.Context, req NetworkRequest) (*NetworkReply
 func (c *Client) Admin(ctx context.Context, req AdminRequest) (*AdminReply, error) {
 	var rep AdminReply
 	return &rep, c.do(ctx, http.MethodPost, "/v1/network/admin", req, &rep)
+}
+
+// ACL performs an access-rules operation through the node.
+func (c *Client) ACL(ctx context.Context, req ACLRequest) (*ACL, error) {
+	var rep ACL
+	return &rep, c.do(ctx, http.MethodPost, "/v1/acl", req, &rep)
 }
 
 // Ping sends one ICMP echo request through the overlay to target (a peer name or virtual IP).

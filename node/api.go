@@ -74,6 +74,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		}
 		writeJSON(w, http.StatusOK, rep)
 	})
+	mux.HandleFunc("POST /v1/acl", n.handleACLAPI)
 	mux.HandleFunc("GET /v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := n.Netcheck(r.Context())
 		if err != nil && !errors.Is(err, peer.ErrNoUDP) {
@@ -296,6 +297,7 @@ func (n *Node) Status() localapi.Status {
 		DroppedNoRoute:     n.dropNoRoute.Load() + n.sendq.failed.Load(),
 		DroppedSpoofed:     n.dropSpoofed.Load(),
 		DroppedRateLimited: n.dropRateLimited.Load(),
+		DroppedACL:         n.dropACL.Load(),
 	}
 	return st
 }

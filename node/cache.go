@@ -24,7 +24,8 @@ const maxCacheSize = 16 << 20
 type cachedState struct {
 	Welcome *control.Welcome `json:"welcome"`
 	Peers   []control.Peer   `json:"peers"`
-	Port    uint16           `json:"port"` // the node's UDP port, reused so cached endpoints stay valid
+	ACLs    []control.ACL    `json:"acls,omitempty"` // access rules of the node's networks
+	Port    uint16           `json:"port"`           // the node's UDP port, reused so cached endpoints stay valid
 	SavedAt time.Time        `json:"saved_at"`
 }
 
@@ -36,6 +37,9 @@ func (n *Node) saveCache() {
 	st := cachedState{Welcome: n.welcome, Port: n.port, SavedAt: time.Now().UTC()}
 	for _, p := range n.peers {
 		st.Peers = append(st.Peers, p)
+	}
+	for network, rules := range n.aclRules {
+		st.ACLs = append(st.ACLs, control.ACL{Network: network, Rules: rules})
 	}
 	n.mu.Unlock()
 	if st.Welcome == nil {
@@ -72,7 +76,7 @@ func loadCache(path string) (*cachedState, error) {
 	if err := (&control.Msg{Type: control.TypeWelcome, Welcome: st.Welcome}).Validate(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if err := (&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: st.Peers}}).Validate(); err != nil {
+	if err := (&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: st.Peers, ACLs: st.ACLs}}).Validate(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return &st, nil

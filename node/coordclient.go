@@ -33,7 +33,8 @@ type coordClient struct {
 	dial    func(ctx context.Context, addr netip.AddrPort, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error)
 	// loginMsg builds the Login message (endpoints may change between logins).
 	loginMsg func() *control.Login
-	// handle receives every message after Welcome (PeerMap, PeerDelta) from the read loop.
+	// handle receives the Welcome (before the first peer map: it carries the node's tag, which the
+	// access rules need) and every PeerMap and PeerDelta.
 	handle func(*control.Msg)
 	// onConnect, if set, is called after each successful login with the coord's address.
 	onConnect func(w *control.Welcome, addr netip.AddrPort)
@@ -161,6 +162,7 @@ func (c *coordClient) doLogin(ctx context.Context, conn *quic.Conn) (*control.We
 	if pm.Type != control.TypePeerMap {
 		return nil, nil, fmt.Errorf("login: expected peer map, got %q", pm.Type)
 	}
+	c.handle(m)
 	c.handle(pm)
 	return m.Welcome, stream, nil
 }

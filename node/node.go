@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/backoff"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
@@ -95,10 +96,13 @@ type Node struct {
 	mu        sync.Mutex
 	welcome   *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
 	peers     map[peer.Key]control.Peer
-	port      uint16          // the UDP socket's port, cached for restarts
-	coordAddr netip.AddrPort  // the coord's address at the last login
-	probePort uint16          // the coord's NAT-discovery port
-	nat       *peer.NATReport // the last NAT discovery
+	selfTag   string                       // this node's tag, from the last welcome (acl.go)
+	aclRules  map[string][]control.ACLRule // access rules by network, as the coord sent them
+	policies  map[string]*acl.Policy       // the same, compiled
+	port      uint16                       // the UDP socket's port, cached for restarts
+	coordAddr netip.AddrPort               // the coord's address at the last login
+	probePort uint16                       // the coord's NAT-discovery port
+	nat       *peer.NATReport              // the last NAT discovery
 	closed    bool
 
 	limits *rateLimiter // broadcast/multicast packets per sender
@@ -106,6 +110,9 @@ type Node struct {
 	dropSpoofed     atomic.Uint64
 	dropNoRoute     atomic.Uint64
 	dropRateLimited atomic.Uint64
+	dropACL         atomic.Uint64 // refused by access rules (acl.go)
+	aclLogAt        atomic.Int64  // unix nanoseconds of the last debug line about a refusal
+	aclLogQuiet     atomic.Uint64 // refusals since, not logged
 
 	sendq sendQueues // per-peer outbound queues (sendq.go)
 
@@ -135,7 +142,7 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[peer.Key]control.Peer), exposed: make(map[Port]bool),
-		limits: newRateLimiter(broadcastRate, broadcastBurst)}
+		limits: newRateLimiter(broadcastRate, broadcastBurst), aclRules: make(map[string][]control.ACLRule), policies: make(map[string]*acl.Policy)}
 	for _, p := range cfg.Expose {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
 			return nil, fmt.Errorf("node: cannot expose %s:%d (want tcp or udp, ports 1-65535)", p.Proto, p.Port)
@@ -235,7 +242,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	case cache != nil && canStartFromCache(err):
 		// The coord is down: come up with what we knew, keep trying it in the background.
 		w = cache.Welcome
-		n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: cache.Peers}})
+		n.handleControl(&control.Msg{Type: control.TypeWelcome, Welcome: cache.Welcome})
+		n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: cache.Peers, ACLs: cache.ACLs}})
 		n.log.Warn("coordination server unreachable; starting from the cached peer map, tunnels to known peers will come up",
 			"cached_at", cache.SavedAt, "peers", len(cache.Peers), "error", err)
 	default:

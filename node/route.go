@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
@@ -20,11 +21,14 @@ type routeTable struct {
 	owner  map[netip.Addr]peer.Key // virtual IP → the peer it belongs to
 	byName map[string]netip.Addr   // lower-case peer name → its IPv4
 	peers  map[peer.Key]bool       // every peer, for broadcast fan-out
+	grants map[peer.Key]*acl.Grant // what a peer restricted by access rules may reach here (acl.go)
 }
 
-// handleControl applies a peer map or delta from the coord, then rebuilds routes and peer links.
+// handleControl applies a welcome (this node's tag), a peer map or a delta from the coord, with the
+// access rules they carry, then rebuilds routes and peer links.
 func (n *Node) handleControl(m *control.Msg) {
 	n.mu.Lock()
+	n.applyACLsLocked(m)
 	switch m.Type {
 	case control.TypePeerMap:
 		clear(n.peers)
@@ -49,7 +53,8 @@ func (n *Node) handleControl(m *control.Msg) {
 			n.setNetworksLocked(nl.Names)
 		}
 	}
-	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr), peers: make(map[peer.Key]bool)}
+	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr), peers: make(map[peer.Key]bool),
+		grants: n.grantsLocked()}
 	infos := make([]peer.Info, 0, len(n.peers))
 	for k, p := range n.peers {
 		rt.peers[k] = true
@@ -117,7 +122,8 @@ func (n *Node) receive(from peer.Key, pkt []byte) {
 		n.dropSpoofed.Add(1)
 		return
 	}
-	if owner, ok := n.routes.Load().owner[src]; !ok || owner != from {
+	rt := n.routes.Load()
+	if owner, ok := rt.owner[src]; !ok || owner != from {
 		n.dropSpoofed.Add(1)
 		if n.log.IsTrace() {
 			n.log.Trace("drop spoofed packet", "from", from, "src", src)
@@ -126,6 +132,9 @@ func (n *Node) receive(from peer.Key, pkt []byte) {
 	}
 	if n.isFanOut(dst) && !n.limits.allow(from) {
 		n.dropRateLimited.Add(1)
+		return
+	}
+	if !n.filterACL(rt, from, pkt) {
 		return
 	}
 	if s := n.stack.Load(); s != nil {

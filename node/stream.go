@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/relay"
 	"github.com/warren-net/warren/socks"
@@ -76,6 +77,11 @@ func (n *Node) acceptStream(from peer.Key, h peer.StreamHeader, c net.Conn) {
 		if n.log.IsDebug() {
 			n.log.Debug("refused stream to unexposed port", "peer", from, "port", h.Port)
 		}
+		peer.Refuse(c)
+		return
+	}
+	if !n.routes.Load().allows(from, acl.TCP, h.Port) {
+		n.aclRefused(from, protoTCP, h.Port)
 		peer.Refuse(c)
 		return
 	}

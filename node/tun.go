@@ -145,7 +145,11 @@ func (n *Node) receiveTUN(from peer.Key, pkt []byte) {
 		b.dropFiltered.Add(1)
 		return
 	}
-	switch n.tunVerdict(b, &p) {
+	v := n.tunVerdict(b, &p)
+	if v != 0 && !n.filterACL(n.routes.Load(), from, pkt) {
+		return
+	}
+	switch v {
 	case ownerTUN:
 		b.dev.Write(pkt) // a full or closed device drops, as a NIC would
 	case ownerStack:

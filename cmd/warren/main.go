@@ -26,6 +26,9 @@ commands:
   network approve|deny|kick|ban|unban|transfer NAME NODE
   network lock|unlock|delete|pending NAME, approval NAME on|off, password NAME
                              owner actions ('warren network -h' for details)
+  network acl set NAME FILE  set a network's access rules (owner only; FILE - = stdin)
+  network acl show NAME      show them (--json: as a rule file)
+  network acl clear NAME     remove them: members reach each other's exposed ports
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   version                    print the version

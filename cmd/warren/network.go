@@ -28,7 +28,11 @@ owner actions (NODE is a node's name, or its key fingerprint):
   approval NETWORK on|off                      whether joins need your approval
   password NETWORK --password P|--no-password  change the password (members stay)
   transfer NETWORK NODE                        make another member the owner
-  delete NETWORK                               delete the network (its members are told)`
+  delete NETWORK                               delete the network (its members are told)
+access rules (see README, "Access rules"):
+  acl set NETWORK FILE                         set the rules (owner only; FILE - = standard input)
+  acl show NETWORK [--json]                    show them (--json: as a rule file)
+  acl clear NETWORK                            remove them: members reach each other's exposed ports`
 
 // exitPending is warren network join's exit status when the join awaits the owner's approval.
 const exitPending = 3
@@ -39,10 +43,13 @@ func cmdNetwork(args []string) error {
 	password := fs.String("password", "", "network `password` (or set WARREN_PASSWORD)")
 	noPassword := fs.Bool("no-password", false, "password: remove the network's password")
 	approval := fs.Bool("approval", false, "create: joins need the owner's approval")
-	asJSON := fs.Bool("json", false, "members, pending: print JSON")
+	asJSON := fs.Bool("json", false, "members, pending, acl show: print JSON")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return flagErr(err)
+	}
+	if len(pos) > 0 && pos[0] == "acl" {
+		return cmdACL(fs, *state, pos[1:], *asJSON)
 	}
 	if len(pos) < 2 {
 		fs.Usage()

@@ -49,8 +49,8 @@ func cmdStatus(args []string) error {
 		fmt.Printf("nat       public %s, %s mapping, hairpin %s\n", n.Public, n.Mapping, map[bool]string{true: "yes", false: "no"}[n.Hairpin])
 	}
 	s := st.Stats
-	fmt.Printf("packets   %d sent to peers; dropped: %d queue full, %d no route, %d spoofed, %d rate limited\n",
-		s.PacketsSent, s.DroppedQueueFull, s.DroppedNoRoute, s.DroppedSpoofed, s.DroppedRateLimited)
+	fmt.Printf("packets   %d sent to peers; dropped: %d queue full, %d no route, %d spoofed, %d rate limited, %d by access rules\n",
+		s.PacketsSent, s.DroppedQueueFull, s.DroppedNoRoute, s.DroppedSpoofed, s.DroppedRateLimited, s.DroppedACL)
 	fmt.Println()
 	if len(st.Peers) == 0 {
 		fmt.Println("no peers yet: join a network that other nodes are in ('warren network join NAME')")

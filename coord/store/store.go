@@ -171,6 +171,12 @@ var migrations = []string{
 		banned_at INTEGER NOT NULL,
 		PRIMARY KEY (network, key)
 	);`,
+	// 5: per-network access rules (ACLs), the rule list as JSON text; no row = no rules.
+	`CREATE TABLE acls (
+		network TEXT PRIMARY KEY REFERENCES networks(name) ON DELETE CASCADE,
+		rules TEXT NOT NULL,
+		updated_at INTEGER NOT NULL
+	);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies
