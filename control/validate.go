@@ -39,6 +39,9 @@ func (m *Msg) Validate() error {
 		if !w.IPv4.Is4() || !w.IPv6.Is6() || !w.Prefix4.IsValid() || !w.Prefix6.IsValid() {
 			return errors.New("welcome: missing or wrong-family address")
 		}
+		if err := checkRelays(w.Relays); err != nil {
+			return err
+		}
 		return checkNames(w.Networks)
 	case TypePeerMap:
 		if m.PeerMap == nil {
