@@ -69,7 +69,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// SetRelay sets the relay (the coordination server's address) that links fall back to when no direct
+// SetRelay sets the relay (the coordination server's address, or a standalone relay's) that links fall back to when no direct
 // path works; an invalid address turns relaying off. Existing relayed links follow the new address.
 func (e *Endpoint) SetRelay(addr netip.AddrPort) {
 	if !addr.IsValid() {
