@@ -30,6 +30,9 @@ type ServerConfig struct {
 	Rate int
 	// MaxNodes bounds the nodes logged in at once; more are refused. Default 10000.
 	MaxNodes int
+	// MaxPerIP bounds the nodes logged in at once from one IPv4 address or IPv6 /64 (many nodes may
+	// share a NAT, but one host must not fill the relay with throwaway keys). Default 256.
+	MaxPerIP int
 	// LoginTimeout bounds how long a new connection may take to send its first consent list. Default 10s.
 	LoginTimeout time.Duration
 	// IdleTimeout is how long a silent node stays logged in. Default 12s (nodes send keep-alives every 2s).
@@ -65,12 +68,14 @@ type Server struct {
 	// mu guards the following.
 	mu       sync.Mutex
 	sessions map[Key]*relaySession
+	perIP    map[netip.Prefix]int // logged-in nodes per source IPv4 address or IPv6 /64
 	closed   bool
 }
 
 // relaySession is one logged-in node. It is the Consent of its Table member.
 type relaySession struct {
 	conn    *quic.Conn
+	prefix  netip.Prefix // the source range it is counted in (Server.perIP)
 	member  *Member
 	consent atomic.Pointer[KeySet]
 }
@@ -88,6 +93,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxNodes <= 0 {
 		cfg.MaxNodes = 10000
 	}
+	if cfg.MaxPerIP <= 0 {
+		cfg.MaxPerIP = 256
+	}
 	if cfg.LoginTimeout <= 0 {
 		cfg.LoginTimeout = 10 * time.Second
 	}
@@ -98,7 +106,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), sessions: make(map[Key]*relaySession)}
+	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), sessions: make(map[Key]*relaySession),
+		perIP: make(map[netip.Prefix]int)}
 	s.tr = &quic.Transport{Conn: cfg.Conn}
 	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
 		HandshakeIdleTimeout:  5 * time.Second,
@@ -185,19 +194,29 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		return
 	}
 	stream.SetReadDeadline(time.Time{})
-	sess := &relaySession{conn: conn}
+	addr := addrPortOf(conn.RemoteAddr())
+	sess := &relaySession{conn: conn, prefix: sourceRange(addr.Addr())}
 	set := NewKeySet(keys)
 	sess.consent.Store(&set)
 
 	s.mu.Lock()
 	old := s.sessions[key]
-	if s.closed || (old == nil && len(s.sessions) >= s.cfg.MaxNodes) {
+	inRange := s.perIP[sess.prefix]
+	if old != nil && old.prefix == sess.prefix {
+		inRange-- // a node logging in again replaces itself
+	}
+	if s.closed || (old == nil && len(s.sessions) >= s.cfg.MaxNodes) || inRange >= s.cfg.MaxPerIP {
 		s.mu.Unlock()
+		log.Info("relay login refused: too many nodes", "from_range", sess.prefix)
 		conn.CloseWithError(closeFull, "relay full")
 		return
 	}
+	if old != nil {
+		s.dropLocked(key, old)
+	}
 	s.sessions[key] = sess
-	sess.member = s.table.Bind(key, addrPortOf(conn.RemoteAddr()), sess)
+	s.perIP[sess.prefix]++
+	sess.member = s.table.Bind(key, addr, sess)
 	s.mu.Unlock()
 	if old != nil {
 		old.conn.CloseWithError(closeReplaced, "logged in elsewhere")
@@ -228,9 +247,27 @@ func (s *Server) logout(key Key, sess *relaySession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions[key] == sess {
-		delete(s.sessions, key)
+		s.dropLocked(key, sess)
+	}
+}
+
+// dropLocked forgets the current session of key: its entry, its count and its binding.
+func (s *Server) dropLocked(key Key, sess *relaySession) {
+	delete(s.sessions, key)
+	if s.perIP[sess.prefix]--; s.perIP[sess.prefix] <= 0 {
+		delete(s.perIP, sess.prefix)
 	}
 	s.table.Unbind(sess.member)
+}
+
+// sourceRange is the range a source address is counted in: the IPv4 address, or the IPv6 /64.
+func sourceRange(a netip.Addr) netip.Prefix {
+	bits := 64
+	if a.Is4() {
+		bits = 32
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 // followLoop keeps each node's binding on the address its connection comes from now: when a node's NAT

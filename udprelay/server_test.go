@@ -236,3 +236,37 @@ func TestServerRefusesBadLogins(t *testing.T) {
 		t.Errorf("a good login after the bad ones: %v", err)
 	}
 }
+
+func TestServerLimitsPerIP(t *testing.T) {
+	s := startRelay(t, func(c *ServerConfig) { c.MaxPerIP = 2 })
+	a, b, c := newClient(t, s), newClient(t, s), newClient(t, s)
+	a.login(t, b)
+	b.login(t, a)
+	tlsConf, _ := identity.TLSConfig(c.keyPriv, control.RelayALPN, false, func(ed25519.PublicKey) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := c.tr.Dial(ctx, s.Addr(), tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := conn.OpenStreamSync(ctx)
+	empty, _ := control.AppendRelayConsent(nil, nil)
+	st.Write(empty)
+	st.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var ok [1]byte
+	if _, err := io.ReadFull(st, ok[:]); err == nil {
+		t.Fatal("a third node from 127.0.0.1 logged in with MaxPerIP 2")
+	}
+	// A node logging in again (a new connection, same key) replaces itself, within the limit.
+	old := a.conn
+	a.login(t, b)
+	b.expect(t, a, []byte("after re-login"))
+	select {
+	case <-old.Context().Done():
+	case <-time.After(3 * time.Second):
+		t.Error("the replaced login's connection stays open")
+	}
+	if s.Nodes() != 2 {
+		t.Errorf("Nodes() = %d, want 2", s.Nodes())
+	}
+}

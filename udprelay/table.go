@@ -98,6 +98,9 @@ func (t *Table) Bind(key Key, addr netip.AddrPort, c Consent) *Member {
 	if old := t.byKey[key]; old != nil && t.byAddr[old.addr] == old {
 		delete(t.byAddr, old.addr)
 	}
+	if prev := t.byAddr[addr]; prev != nil && prev.key != key && t.byKey[prev.key] == prev {
+		delete(t.byKey, prev.key) // another node had this address: its NAT mapping is gone
+	}
 	t.byKey[key] = m
 	t.byAddr[addr] = m
 	return m

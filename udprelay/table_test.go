@@ -83,7 +83,12 @@ func TestRouteRules(t *testing.T) {
 	if to, _, ok := tb.Route(bAddr, key(1)); !ok || to.AddrPort() != aAddr {
 		t.Errorf("b→a after re-login goes to %v (%v), want %v", to, ok, aAddr)
 	}
-	if !tb.Unbind(a2) || tb.Len() != 3 {
+	// Another key logging in from a's address takes it over: a is no longer reachable there.
+	a3 := tb.Bind(key(6), aAddr, set(key(2)))
+	if _, _, ok := tb.Route(bAddr, key(1)); ok {
+		t.Error("frames still go to a at an address another node logged in from")
+	}
+	if tb.Unbind(a2) || !tb.Unbind(a3) || tb.Len() != 3 {
 		t.Errorf("after unbinding a: %d bound, want 3", tb.Len())
 	}
 	if _, _, ok := tb.Route(bAddr, key(1)); ok {

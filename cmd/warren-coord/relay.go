@@ -39,6 +39,7 @@ func cmdRelay(args []string) error {
 	keyFile := fs.String("key", defaultRelayKey(), "identity key `file` (created on first run)")
 	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
 	maxNodes := fs.Int("max-nodes", 10000, "`nodes` logged in at once; more are refused")
+	maxPerIP := fs.Int("max-per-ip", 256, "`nodes` logged in at once from one IPv4 address or IPv6 /64")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -50,8 +51,8 @@ func cmdRelay(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("relay: unexpected argument %q", fs.Arg(0))
 	}
-	if *relayRate <= 0 || *maxNodes <= 0 {
-		return errors.New("relay: --relay-rate and --max-nodes must be positive")
+	if *relayRate <= 0 || *maxNodes <= 0 || *maxPerIP <= 0 {
+		return errors.New("relay: --relay-rate, --max-nodes and --max-per-ip must be positive")
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "warren-relay", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
 	if err := os.MkdirAll(filepath.Dir(*keyFile), 0o700); err != nil {
@@ -72,7 +73,7 @@ func cmdRelay(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, err := udprelay.NewServer(udprelay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes})
+	srv, err := udprelay.NewServer(udprelay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP})
 	if err != nil {
 		pc.Close()
 		return err
