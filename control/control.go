@@ -107,6 +107,10 @@ type Welcome struct {
 	ProbePort uint16 `json:"probe_port,omitempty"`
 	// Relay reports that the coord relays packets between peers (relay frames on its main port).
 	Relay bool `json:"relay,omitempty"`
+	// Relays are standalone relays (relaylogin.go), in the coord operator's order of preference; at
+	// most MaxRelays. A node that supports them uses the first instead of the coord's relay, so all
+	// nodes of a coord meet on the same one.
+	Relays []Relay `json:"relays,omitempty"`
 	// Ephemeral reports that the coord removes this node when it goes offline (see Login.Ephemeral);
 	// such a node sends OpLogout when it shuts down cleanly.
 	Ephemeral bool `json:"ephemeral,omitempty"`

@@ -13,14 +13,16 @@ import (
 // byte has the two high bits clear, which no QUIC packet has, so quic-go hands them to the program
 // (quic.Transport.ReadNonQUICPacket). The first byte names the kind:
 //
-//	0x21 relay to     node  → coord  [kind][destination key 32][end-to-end QUIC packet]
-//	0x22 relay from   coord → node   [kind][source key 32][end-to-end QUIC packet]
+//	0x21 relay to     node  → relay  [kind][destination key 32][end-to-end QUIC packet]
+//	0x22 relay from   relay → node   [kind][source key 32][end-to-end QUIC packet]
 //	0x31 binding req  node  → coord  [kind][txid 12][zero padding to BindingSize]
 //	0x32 binding resp coord → node   [kind][txid 12][family 1][address 16][port 2][zero padding]
 //
-// Relay frames carry QUIC packets between two peers' own QUIC connection: the coord sees ciphertext
-// and the keys, never the contents. It attributes a frame to the node whose control connection comes
-// from the same address, and forwards only between nodes that share a network. A binding request asks
+// Relay frames carry QUIC packets between two peers' own QUIC connection: the relay (the coord, or a
+// standalone relay, relaylogin.go) sees ciphertext and the keys, never the contents. It attributes a
+// frame to the node whose authenticated connection (control or relay login) comes from the same
+// address, and forwards only between nodes that consent to each other: that share a network, for the
+// coord; that name each other, for a standalone relay. A standalone relay answers binding requests too. A binding request asks
 // the coord which address it came from (NAT discovery, like a STUN binding); the answer is never
 // larger than the request, so the coord cannot be used to amplify traffic. Peer path probes (kinds
 // 0x11–0x13) are defined by package peer; they never reach the coord.

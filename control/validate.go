@@ -42,6 +42,9 @@ func (m *Msg) Validate() error {
 		if len(w.Tag) > MaxNameLen {
 			return errors.New("welcome: tag too long")
 		}
+		if err := checkRelays(w.Relays); err != nil {
+			return err
+		}
 		return checkNames(w.Networks)
 	case TypePeerMap:
 		if m.PeerMap == nil {

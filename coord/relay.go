@@ -6,70 +6,24 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/udprelay"
 )
 
 // The coord's side channel (formats in package control): binding requests on both of its ports, and
-// relay frames on the main one. A relay frame is attributed to the node whose control connection comes
-// from the frame's source address — the QUIC handshake proved that node's key from there — and is
-// forwarded only to a node that shares a network with it, to the address of that node's control
-// connection. The payload is the two peers' own end-to-end QUIC: the relay sees ciphertext.
+// relay frames on the main one, served by package udprelay. A relay frame is attributed to the node
+// whose control connection comes from the frame's source address — the QUIC handshake proved that
+// node's key from there — and is forwarded only to a node that shares a network with it (the
+// session's Allows), to the address of that node's control connection. The payload is the two peers'
+// own end-to-end QUIC: the relay sees ciphertext.
 
 // sideLoop serves the main socket's non-QUIC packets until Close.
 func (s *Server) sideLoop() {
 	defer s.wg.Done()
-	buf := make([]byte, 2048)
-	out := make([]byte, 0, 2048)
-	for {
-		n, addr, err := s.tr.ReadNonQUICPacket(s.ctx, buf)
-		if err != nil {
-			return
-		}
-		from := addrPort(addr)
-		if s.blocked(from.Addr()) {
-			continue
-		}
-		b := buf[:n]
-		switch b[0] {
-		case control.KindBindingReq:
-			if tx, err := control.ParseBindingRequest(b); err == nil {
-				s.tr.WriteTo(control.AppendBindingResponse(out[:0], tx, from), addr)
-			}
-		case control.KindRelayTo:
-			if s.cfg.NoRelay {
-				continue
-			}
-			_, dst, payload, err := control.ParseRelay(b)
-			if err != nil {
-				continue
-			}
-			if to, src, ok := s.relayTarget(from, keyOf(dst)); ok {
-				if s.cfg.RelayTap != nil {
-					s.cfg.RelayTap(payload)
-				}
-				s.tr.WriteTo(control.AppendRelay(out[:0], control.KindRelayFrom, src[:], payload), net.UDPAddrFromAddrPort(to))
-			}
-		}
+	cfg := udprelay.SideConfig{Transport: s.tr, Table: s.relay, Blocked: s.blocked, Tap: s.cfg.RelayTap}
+	if s.cfg.NoRelay {
+		cfg.Table = nil
 	}
-}
-
-// relayTarget returns where to forward a frame from address from to node dst, and the sender's key:
-// dst's control address, if from is a logged-in node within its relay rate that shares a network
-// with dst.
-func (s *Server) relayTarget(from netip.AddrPort, dst nodeKey) (netip.AddrPort, nodeKey, bool) {
-	s.mu.Lock()
-	src, dstSess := s.byAddr[from], s.sessions[dst]
-	var to netip.AddrPort
-	if dstSess != nil {
-		to = dstSess.observed
-	}
-	s.mu.Unlock()
-	if src == nil || dstSess == nil || !src.relayRate.Allow() {
-		return netip.AddrPort{}, nodeKey{}, false
-	}
-	dstSess.mu.Lock()
-	ok := dstSess.peers[src.key]
-	dstSess.mu.Unlock()
-	return to, src.key, ok
+	udprelay.Serve(s.ctx, cfg)
 }
 
 // followAddrs keeps each session's address current: when a node's NAT maps it to a new public address,
@@ -107,11 +61,8 @@ func (s *Server) rebind(sess *session, to netip.AddrPort) {
 		return
 	}
 	from := sess.observed
-	if s.byAddr[from] == sess {
-		delete(s.byAddr, from)
-	}
-	s.byAddr[to] = sess
 	sess.observed = to
+	s.relay.Move(sess.member, to)
 	s.mu.Unlock()
 	sess.mu.Lock()
 	sess.endpoints = candidateEndpoints(to, sess.local)

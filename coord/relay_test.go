@@ -114,3 +114,20 @@ func TestRelayForwardsOnlyBetweenPeers(t *testing.T) {
 		t.Fatalf("binding response of %d bytes to a %d-byte request: an amplifier", n, len(req))
 	}
 }
+
+// TestWelcomeAnnouncesRelays: the standalone relays in the config reach nodes in Welcome, in order,
+// and --no-relay turns off only the coord's own relay.
+func TestWelcomeAnnouncesRelays(t *testing.T) {
+	relays := []control.Relay{
+		{Addr: netip.MustParseAddrPort("192.0.2.1:7401"), Key: "SHA256:" + string(bytes.Repeat([]byte("a"), 43))},
+		{Addr: netip.MustParseAddrPort("[2001:db8::1]:7401"), Key: "SHA256:" + string(bytes.Repeat([]byte("b"), 43))},
+	}
+	srv := startServerWith(t, t.TempDir()+"/w.db", func(c *Config) { c.Relays = relays; c.NoRelay = true })
+	w := dial(t, srv).login(t, "x")
+	if w.Relay || len(w.Relays) != 2 || w.Relays[0] != relays[0] || w.Relays[1] != relays[1] {
+		t.Fatalf("welcome relay=%v relays=%+v, want no own relay and %+v", w.Relay, w.Relays, relays)
+	}
+	if _, err := New(Config{Key: srv.cfg.Key, Store: srv.cfg.Store, Conn: srv.cfg.Conn, Relays: make([]control.Relay, control.MaxRelays+1)}); err == nil {
+		t.Error("New accepted more relays than a Welcome may carry")
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/udprelay"
 )
 
 // Config configures a Server.
@@ -48,9 +48,12 @@ type Config struct {
 	ProbeConn net.PacketConn
 	// NoRelay turns the relay off: nodes without a direct path cannot talk.
 	NoRelay bool
-	// RelayRate bounds the packets per second one node may send through the relay. Default 20000
-	// (about 27 MB/s of full-size packets).
+	// RelayRate bounds the packets per second one node may send through the relay. Default
+	// udprelay.DefaultRate (about 27 MB/s of full-size packets).
 	RelayRate int
+	// Relays are standalone relays (warren-coord relay) announced to nodes in Welcome, in order of
+	// preference; at most control.MaxRelays. Nodes use the first instead of this server's relay.
+	Relays []control.Relay
 	// RelayTap, if set, sees every relayed payload (tests use it to show the relay carries only
 	// ciphertext). It must not retain or modify b.
 	RelayTap func(b []byte)
@@ -110,8 +113,11 @@ type Server struct {
 	// mu guards the following.
 	mu       sync.Mutex
 	sessions map[nodeKey]*session
-	byAddr   map[netip.AddrPort]*session // by the address the control connection came from
 	closed   bool
+
+	// relay binds each session's key to the address its control connection comes from, for the relay
+	// (relay.go); safe for concurrent use.
+	relay *udprelay.Table
 
 	abuse abuse // block list and login rate limits (abuse.go)
 
@@ -133,8 +139,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 12 * time.Second
 	}
-	if cfg.RelayRate == 0 {
-		cfg.RelayRate = 20000
+	if len(cfg.Relays) > control.MaxRelays {
+		return nil, fmt.Errorf("coord: %d relays announced, at most %d", len(cfg.Relays), control.MaxRelays)
 	}
 	if cfg.MaxNetworksPerNode <= 0 || cfg.MaxNetworksPerNode > control.MaxNetworks {
 		cfg.MaxNetworksPerNode = min(control.MaxNetworks, max(cfg.MaxNetworksPerNode, DefaultMaxNetworksPerNode))
@@ -145,7 +151,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxPendingLogins <= 0 {
 		cfg.MaxPendingLogins = DefaultMaxPendingLogins
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), byAddr: make(map[netip.AddrPort]*session)}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: udprelay.NewTable(cfg.RelayRate)}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
 	}

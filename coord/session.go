@@ -13,11 +13,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
-	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/udprelay"
 )
 
 // session is one logged-in node's control connection.
@@ -34,9 +34,9 @@ type session struct {
 	mu        sync.Mutex
 	local     []netip.AddrPort // the node's own interface addresses, as it reported them
 	endpoints []netip.AddrPort
-	mapping   control.Mapping  // the node's NAT mapping, as it reported it
-	peers     map[nodeKey]bool // who may send to this node through the relay (shares a network)
-	relayRate *rate.Limiter
+	mapping   control.Mapping           // the node's NAT mapping, as it reported it
+	peers     map[nodeKey]bool          // who may send to this node through the relay (shares a network)
+	member    *udprelay.Member          // the node's relay binding; set at login, before the session is shared
 	pending   map[nodeKey]*control.Peer // nil value = remove
 	networks  *control.NetworkList      // the node's networks changed without its asking; nil = no news
 	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
@@ -108,6 +108,13 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	s.logout(sess)
 }
 
+// Allows reports whether the node shares a network with k: relay consent, as the coord sees it.
+func (sess *session) Allows(k udprelay.Key) bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.peers[k]
+}
+
 func rawCerts(conn *quic.Conn) [][]byte {
 	certs := conn.ConnectionState().TLS.PeerCertificates
 	out := make([][]byte, len(certs))
@@ -141,7 +148,6 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		acls:      make(map[string]control.ACL),
 		wake:      make(chan struct{}, 1),
 		peers:     make(map[nodeKey]bool),
-		relayRate: rate.NewLimiter(rate.Limit(s.cfg.RelayRate), s.cfg.RelayRate/10+1),
 	}
 
 	s.changeMu.Lock()
@@ -156,7 +162,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	}
 	old := s.sessions[key]
 	s.sessions[key] = sess
-	s.byAddr[observed] = sess
+	sess.member = s.relay.Bind(key, observed, sess)
 	s.mu.Unlock()
 	if old != nil {
 		old.conn.CloseWithError(closeReplaced, "logged in elsewhere")
@@ -175,7 +181,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
 		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
 		Observed: observed, Networks: nonNil(nets), ProbePort: s.probePort(), Relay: !s.cfg.NoRelay,
-		Ephemeral: node.Ephemeral, Tag: node.Tag,
+		Relays: s.cfg.Relays, Ephemeral: node.Ephemeral, Tag: node.Tag,
 	}}
 	acls, err := s.aclsOf(ctx, key)
 	if err != nil {
@@ -231,9 +237,7 @@ func (s *Server) storeError(step string, err error) error {
 func (s *Server) dropSession(sess *session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.byAddr[sess.observed] == sess {
-		delete(s.byAddr, sess.observed)
-	}
+	s.relay.Unbind(sess.member)
 	if s.sessions[sess.key] != sess {
 		return false
 	}

@@ -10,13 +10,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
+	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/udprelay"
 )
 
 // relayTap records what the coord relays.
@@ -174,4 +178,47 @@ func TestRelayToDirect(t *testing.T) {
 	}
 	conn2.Close()
 	say("and still here")
+}
+
+// TestStandaloneRelayInProcess is TestStandaloneRelay's core in one process, so the race detector sees
+// the node's relay login: a coord without a relay of its own announces a standalone one, two nodes
+// that may not use direct paths meet on it, and it carries only ciphertext.
+func TestStandaloneRelayInProcess(t *testing.T) {
+	m := make([]byte, 16)
+	rand.Read(m)
+	tap := &relayTap{marker: []byte(hex.EncodeToString(m))}
+	rkey, _ := identity.Generate()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := udprelay.NewServer(udprelay.ServerConfig{Key: rkey, Conn: pc, Tap: tap.tap, Logger: testLogger(t, "relay")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	relayAddr := netip.MustParseAddrPort(rs.Addr().String())
+	c := startCoordWith(t, t.TempDir(), func(cfg *coord.Config) {
+		cfg.NoRelay = true
+		cfg.Relays = []control.Relay{{Addr: relayAddr, Key: rkey.Fingerprint()}}
+	})
+	port := markerServer(t, tap.marker, 1<<20)
+	noDirect := func(cfg *node.Config) { cfg.NoDirect = true }
+	a := startNodeWith(t, c, "a", noDirect)
+	b := startNodeWith(t, c, "b", noDirect, port)
+	a.network(t, "create", "lan", "")
+	b.network(t, "join", "lan", "")
+	if p := a.waitPath(t, "b", "relay"); p.Endpoint != relayAddr.String() {
+		t.Errorf("relayed peer's endpoint = %q, want the standalone relay %s", p.Endpoint, relayAddr)
+	}
+	body, _ := fetch(t, a.httpClient(t), fmt.Sprintf("http://b.warren:%d/", port))
+	if len(body) != 1<<20 {
+		t.Fatalf("fetched %d bytes through the standalone relay, want 1 MiB", len(body))
+	}
+	if relayed, seen := tap.stats(); relayed < 1<<20 || seen {
+		t.Fatalf("the standalone relay forwarded %d bytes, marker seen %v: want at least 1 MiB, never the marker", relayed, seen)
+	}
+	if rs.Nodes() != 2 {
+		t.Errorf("%d nodes logged in to the relay, want 2", rs.Nodes())
+	}
 }

@@ -65,6 +65,16 @@ type Netcheck struct {
 	CoordRTTms float64 `json:"coord_rtt_ms"`
 	Relay      string  `json:"relay"` // the relay in use, "" if none
 	RelayRTTms float64 `json:"relay_rtt_ms"`
+	// Relays are the standalone relays the coord announces, each measured (the node uses the first).
+	Relays []RelayCheck `json:"relays,omitempty"`
+}
+
+// RelayCheck is the round trip to one standalone relay.
+type RelayCheck struct {
+	Addr  string  `json:"addr"`
+	OK    bool    `json:"ok"` // it answered
+	RTTms float64 `json:"rtt_ms"`
+	InUse bool    `json:"in_use"` // the node relays through it
 }
 
 // Coord describes the control connection.

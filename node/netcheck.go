@@ -11,14 +11,11 @@ import (
 	"github.com/warren-net/warren/peer"
 )
 
-// coordConnected runs after every login: the coord is the relay (if it offers one), and NAT discovery
-// runs once in the background so the log and `warren status` say what kind of NAT the node is behind.
+// coordConnected runs after every login: the relay is the first standalone relay the coord announces,
+// or else the coord itself if it offers one (relayclient.go), and NAT discovery runs once in the
+// background so the log and `warren status` say what kind of NAT the node is behind.
 func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
-	if w.Relay {
-		n.ep.SetRelay(addr)
-	} else {
-		n.ep.SetRelay(netip.AddrPort{})
-	}
+	n.useRelays(w, addr)
 	n.mu.Lock()
 	n.coordAddr, n.probePort = addr, w.ProbePort
 	if n.closed {
@@ -59,11 +56,15 @@ var errNoCoordYet = errors.New("netcheck: the coordination server has not been r
 func (n *Node) Netcheck(ctx context.Context) (peer.NATReport, error) {
 	n.mu.Lock()
 	addr, probePort := n.coordAddr, n.probePort
+	relays := make([]netip.AddrPort, len(n.relays))
+	for i, r := range n.relays {
+		relays[i] = r.Addr
+	}
 	n.mu.Unlock()
 	if !addr.IsValid() {
 		return peer.NATReport{Mapping: peer.MappingUnknown}, errNoCoordYet
 	}
-	return n.ep.Netcheck(ctx, addr, probePort)
+	return n.ep.Netcheck(ctx, addr, probePort, relays)
 }
 
 func netcheckView(r peer.NATReport) localapi.Netcheck {
@@ -74,6 +75,9 @@ func netcheckView(r peer.NATReport) localapi.Netcheck {
 	}
 	if r.Relay.IsValid() {
 		v.Relay = r.Relay.String()
+	}
+	for _, rr := range r.Relays {
+		v.Relays = append(v.Relays, localapi.RelayCheck{Addr: rr.Addr.String(), OK: rr.OK, RTTms: ms(rr.RTT), InUse: rr.Addr == r.Relay})
 	}
 	return v
 }

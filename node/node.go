@@ -58,7 +58,7 @@ type Config struct {
 	// PacketPathTCP sends proxied TCP through the netstacks as IP packets (the packet path) instead
 	// of one QUIC stream per connection (the stream path, the default and the fast one).
 	PacketPathTCP bool
-	// NoDirect sends all peer traffic through the coord's relay (no hole punching); for tests and
+	// NoDirect sends all peer traffic through the relay (no hole punching); for tests and
 	// networks where direct UDP between nodes must not be used.
 	NoDirect bool
 	// TUN, if set, names a kernel TUN device to create for the overlay (privileged: root or
@@ -103,6 +103,8 @@ type Node struct {
 	coordAddr netip.AddrPort               // the coord's address at the last login
 	probePort uint16                       // the coord's NAT-discovery port
 	nat       *peer.NATReport              // the last NAT discovery
+	relays    []control.Relay              // the standalone relays the coord announced last
+	relay     *relayClient                 // the login to the standalone relay in use; nil = none (relayclient.go)
 	closed    bool
 
 	limits *rateLimiter // broadcast/multicast packets per sender
@@ -244,6 +246,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		w = cache.Welcome
 		n.handleControl(&control.Msg{Type: control.TypeWelcome, Welcome: cache.Welcome})
 		n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: cache.Peers, ACLs: cache.ACLs}})
+		n.useRelays(w, netip.AddrPort{}) // a standalone relay does not need the coord
 		n.log.Warn("coordination server unreachable; starting from the cached peer map, tunnels to known peers will come up",
 			"cached_at", cache.SavedAt, "peers", len(cache.Peers), "error", err)
 	default:

@@ -77,6 +77,7 @@ func (n *Node) handleControl(m *control.Msg) {
 	if n.ep != nil {
 		n.ep.SetPeers(infos)
 	}
+	n.relayPeersChanged()
 	n.saveCache()
 }
 

@@ -4,7 +4,7 @@
 // coord sees the address peers will see.
 //
 // It finds paths (signed probes to every candidate address at once: hole punching, see punch.go),
-// decides who dials (the side with the lower key), falls back to the coordination server's relay when
+// decides who dials (the side with the lower key), falls back to the relay (the coordination server's own, or a standalone one) when
 // no direct path answers and moves to a direct path when one does (relay.go), replaces dead links,
 // and reports per-peer path state. It knows nothing about IP, netstacks or SOCKS: packets are opaque.
 package peer

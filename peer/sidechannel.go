@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/warren-net/warren/control"
@@ -70,7 +71,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// SetRelay sets the relay (the coordination server's address) that links fall back to when no direct
+// SetRelay sets the relay (the coordination server's address, or a standalone relay's) that links fall back to when no direct
 // path works; an invalid address turns relaying off. Existing relayed links follow the new address.
 func (e *Endpoint) SetRelay(addr netip.AddrPort) {
 	if !addr.IsValid() {
@@ -177,17 +178,39 @@ type NATReport struct {
 	CoordRTT time.Duration  `json:"coord_rtt,omitempty"` // round trip to the coord
 	Relay    netip.AddrPort `json:"relay,omitempty"`     // the relay in use
 	RelayRTT time.Duration  `json:"relay_rtt,omitempty"` // round trip to the relay
+	Relays   []RelayRTT     `json:"relays,omitempty"`    // each relay Netcheck was asked to measure
+}
+
+// RelayRTT is the round trip to one relay; OK is false if it did not answer.
+type RelayRTT struct {
+	Addr netip.AddrPort `json:"addr"`
+	RTT  time.Duration  `json:"rtt,omitempty"`
+	OK   bool           `json:"ok"`
 }
 
 // ErrNoUDP is returned by Netcheck when the coordination server does not answer over UDP.
 var ErrNoUDP = errors.New("no answer from the coordination server over UDP")
 
 // Netcheck probes the node's connectivity through the coord at coord, using its second port probePort
-// (0 = none) to tell mapping behaviours apart. It takes up to about 3 seconds.
-func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort uint16) (NATReport, error) {
+// (0 = none) to tell mapping behaviours apart, and measures the round trip to each of relays (binding
+// requests, which relays answer too). It takes up to about 3 seconds.
+func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort uint16, relays []netip.AddrPort) (NATReport, error) {
 	rep := NATReport{Mapping: MappingUnknown}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	rep.Relays = make([]RelayRTT, len(relays))
+	var wg sync.WaitGroup
+	for i, r := range relays {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, rcancel := context.WithTimeout(ctx, time.Second)
+			defer rcancel()
+			_, rtt, err := e.Binding(rctx, r)
+			rep.Relays[i] = RelayRTT{Addr: r, RTT: rtt, OK: err == nil}
+		}()
+	}
+	defer wg.Wait() // before any return hands rep.Relays (a shared array) to the caller
 	obs, rtt, err := e.Binding(ctx, coord)
 	if err != nil {
 		return rep, fmt.Errorf("%w: %v", ErrNoUDP, err)

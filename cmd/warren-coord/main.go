@@ -21,6 +21,7 @@ import (
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/udprelay"
 )
 
 const usage = `usage: warren-coord --listen HOST:PORT --data DIR [flags]
@@ -32,6 +33,9 @@ the key fingerprint printed at start is what nodes pin with 'warren up --coord-k
 
 Auth keys for unattended nodes (CI jobs, containers), on the same data directory:
   warren-coord authkey create|list|revoke --data DIR ...   ('warren-coord authkey' for details)
+
+A relay on its own (no database), announced by the server with --relay:
+  warren-coord relay --listen HOST:PORT [--key FILE]      ('warren-coord relay -h' for details)
 
 flags:
 `
@@ -47,6 +51,9 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "authkey" {
 		return cmdAuthKey(args[1:], os.Stdout)
 	}
+	if len(args) > 0 && args[0] == "relay" {
+		return cmdRelay(args[1:])
+	}
 	fs := flag.NewFlagSet("warren-coord", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	listen := fs.String("listen", "0.0.0.0:7400", "UDP `address` to serve on")
@@ -54,8 +61,10 @@ func run(args []string) error {
 	pool4 := fs.String("pool4", "100.64.0.0/10", "IPv4 `prefix` node addresses are allocated from")
 	pool6 := fs.String("pool6", "fd7a:7761:7272::/48", "IPv6 ULA `prefix` node addresses are allocated from")
 	probePort := fs.Int("probe-port", 0, "second UDP `port` on the same address for NAT discovery (0 = any free port, -1 = none)")
-	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path")
-	relayRate := fs.Int("relay-rate", 20000, "relayed `packets` per second allowed per node")
+	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path (standalone relays announced with --relay still do)")
+	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
+	var relays relayFlags
+	fs.Var(&relays, "relay", "announce a standalone relay to nodes, `HOST:PORT=KEY` (KEY as 'warren-coord relay' prints it); repeatable, nodes use the first")
 	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
 	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP")
 	loginRateIP := fs.Float64("login-rate-ip", float64(coord.DefaultLoginRateIP), "logins per second allowed per source address (IPv6: per /64; loopback exempt; 0 = no limit)")
@@ -122,7 +131,7 @@ func run(args []string) error {
 		}
 	}
 	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
-		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
+		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, Relays: relays, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
 		LoginRateIP: loginLimit(*loginRateIP), LoginBurstIP: *loginBurstIP, LoginRateKey: loginLimit(*loginRateKey), LoginBurstKey: *loginBurstKey,
 		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending})
 	if err != nil {
@@ -133,7 +142,7 @@ func run(args []string) error {
 		return err
 	}
 	fmt.Printf("warren-coord listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
-	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "probe", probeAddr(probe))
+	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -52,9 +52,18 @@ func cmdNetcheck(args []string) error {
 	fmt.Printf("hairpinning:  %s\n", yes[rep.Hairpin])
 	fmt.Printf("coord:        %.2f ms\n", rep.CoordRTTms)
 	if rep.Relay != "" {
-		fmt.Printf("relay:        %s, %.2f ms\n", rep.Relay, rep.RelayRTTms)
+		fmt.Printf("relay:        %s, %.2f ms (in use)\n", rep.Relay, rep.RelayRTTms)
 	} else {
 		fmt.Println("relay:        none")
+	}
+	for _, r := range rep.Relays {
+		switch {
+		case r.InUse:
+		case r.OK:
+			fmt.Printf("relay:        %s, %.2f ms\n", r.Addr, r.RTTms)
+		default:
+			fmt.Printf("relay:        %s, no answer\n", r.Addr)
+		}
 	}
 	return nil
 }

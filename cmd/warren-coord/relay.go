@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/udprelay"
+)
+
+const relayUsage = `usage: warren-coord relay --listen HOST:PORT [--key FILE] [flags]
+
+Runs a standalone relay: no database, no membership data. Nodes log in to it with
+their identity keys and name the peers they consent to; it forwards their end-to-end
+encrypted packets only between two logged-in nodes that name each other. Its key
+(created in FILE on first run) is printed at start; announce the relay to nodes with
+'warren-coord --relay HOST:PORT=KEY' on the coordination server.
+
+flags:
+`
+
+// cmdRelay runs 'warren-coord relay ...' until SIGINT or SIGTERM.
+func cmdRelay(args []string) error {
+	fs := flag.NewFlagSet("warren-coord relay", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), relayUsage); fs.PrintDefaults() }
+	listen := fs.String("listen", "0.0.0.0:7401", "UDP `address` to serve on")
+	keyFile := fs.String("key", defaultRelayKey(), "identity key `file` (created on first run)")
+	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
+	maxNodes := fs.Int("max-nodes", 10000, "`nodes` logged in at once; more are refused")
+	maxPerIP := fs.Int("max-per-ip", 256, "`nodes` logged in at once from one IPv4 address or IPv6 /64")
+	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
+	logJSON := fs.Bool("log-json", false, "log as JSON lines")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("relay: unexpected argument %q", fs.Arg(0))
+	}
+	if *relayRate <= 0 || *maxNodes <= 0 || *maxPerIP <= 0 {
+		return errors.New("relay: --relay-rate, --max-nodes and --max-per-ip must be positive")
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "warren-relay", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
+	if err := os.MkdirAll(filepath.Dir(*keyFile), 0o700); err != nil {
+		return fmt.Errorf("relay: key directory: %w", err)
+	}
+	key, created, err := identity.LoadOrCreate(*keyFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created identity key", "file", *keyFile)
+	}
+	uaddr, err := net.ResolveUDPAddr("udp", *listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", *listen, err)
+	}
+	pc, err := net.ListenUDP("udp", uaddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv, err := udprelay.NewServer(udprelay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP})
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	fmt.Printf("warren-coord relay listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
+	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down")
+	return srv.Close()
+}
+
+// defaultRelayKey is the relay's key file when --key is not given: under the user's config directory.
+func defaultRelayKey() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		dir = "."
+	}
+	return filepath.Join(dir, "warren-relay", "key.pem")
+}
+
+// relayFlags collects repeated --relay HOST:PORT=KEY flags.
+type relayFlags []control.Relay
+
+func (r *relayFlags) String() string {
+	parts := make([]string, len(*r))
+	for i, x := range *r {
+		parts[i] = x.Addr.String() + "=" + x.Key
+	}
+	return strings.Join(parts, ",")
+}
+
+func (r *relayFlags) Set(v string) error {
+	addr, fp, ok := strings.Cut(v, "=")
+	if !ok {
+		return fmt.Errorf("want HOST:PORT=KEY (the key fingerprint 'warren-coord relay' prints), got %q", v)
+	}
+	if len(*r) == control.MaxRelays {
+		return fmt.Errorf("at most %d relays", control.MaxRelays)
+	}
+	key, err := identity.ParseFingerprint(fp)
+	if err != nil {
+		return err
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return fmt.Errorf("relay address %q: %w", addr, err)
+	}
+	ap := ua.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if !ap.Addr().IsValid() || ap.Addr().IsUnspecified() || ap.Port() == 0 {
+		return fmt.Errorf("relay address %q: want a host and port that nodes can reach", addr)
+	}
+	*r = append(*r, control.Relay{Addr: ap, Key: key})
+	return nil
+}

@@ -1,0 +1,311 @@
+package udprelay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/quic-go/quic-go"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+)
+
+// ServerConfig configures a standalone relay.
+type ServerConfig struct {
+	// Key is the relay's identity; the coord announces its fingerprint and nodes pin it. Required.
+	Key *identity.Key
+	// Conn is the UDP socket to serve on. Required; the Server closes it.
+	Conn net.PacketConn
+	// Logger; nil = silent.
+	Logger hclog.Logger
+	// Rate bounds the relayed packets per second per node. Default DefaultRate.
+	Rate int
+	// MaxNodes bounds the nodes logged in at once; more are refused. Default 10000.
+	MaxNodes int
+	// MaxPerIP bounds the nodes logged in at once from one IPv4 address or IPv6 /64 (many nodes may
+	// share a NAT, but one host must not fill the relay with throwaway keys). Default 256.
+	MaxPerIP int
+	// LoginTimeout bounds how long a new connection may take to send its first consent list. Default 10s.
+	LoginTimeout time.Duration
+	// IdleTimeout is how long a silent node stays logged in. Default 12s (nodes send keep-alives every 2s).
+	IdleTimeout time.Duration
+	// Tap, if set, sees every relayed payload; see SideConfig.Tap.
+	Tap func(b []byte)
+}
+
+// Error codes for closing relay login connections.
+const (
+	closeOK       quic.ApplicationErrorCode = 0
+	closeProtocol quic.ApplicationErrorCode = 1
+	closeFull     quic.ApplicationErrorCode = 2
+	closeReplaced quic.ApplicationErrorCode = 3
+)
+
+// addrCheckEvery is how often the Server looks for nodes whose connection migrated to a new address.
+const addrCheckEvery = 500 * time.Millisecond
+
+// Server is a standalone relay: nodes log in over QUIC (control.RelayALPN) with their identity keys
+// from the socket they relay from, name the peers they consent to, and the Server forwards relay
+// frames between logged-in nodes that name each other. It keeps no state beyond the logged-in nodes.
+type Server struct {
+	cfg    ServerConfig
+	log    hclog.Logger
+	tr     *quic.Transport
+	ln     *quic.Listener
+	table  *Table
+	ctx    context.Context // alive until Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// mu guards the following.
+	mu       sync.Mutex
+	sessions map[Key]*relaySession
+	perIP    map[netip.Prefix]int // logged-in nodes per source IPv4 address or IPv6 /64
+	closed   bool
+}
+
+// relaySession is one logged-in node. It is the Consent of its Table member.
+type relaySession struct {
+	conn    *quic.Conn
+	prefix  netip.Prefix // the source range it is counted in (Server.perIP)
+	member  *Member
+	consent atomic.Pointer[KeySet]
+}
+
+func (s *relaySession) Allows(k Key) bool { return s.consent.Load().Allows(k) }
+
+// NewServer validates cfg and starts serving on cfg.Conn.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Key == nil || cfg.Conn == nil {
+		return nil, errors.New("relay: Key and Conn are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.MaxNodes <= 0 {
+		cfg.MaxNodes = 10000
+	}
+	if cfg.MaxPerIP <= 0 {
+		cfg.MaxPerIP = 256
+	}
+	if cfg.LoginTimeout <= 0 {
+		cfg.LoginTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 12 * time.Second
+	}
+	tlsConf, err := identity.TLSConfig(cfg.Key, control.RelayALPN, true, func(ed25519.PublicKey) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), sessions: make(map[Key]*relaySession),
+		perIP: make(map[netip.Prefix]int)}
+	s.tr = &quic.Transport{Conn: cfg.Conn}
+	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
+		HandshakeIdleTimeout:  5 * time.Second,
+		MaxIdleTimeout:        cfg.IdleTimeout,
+		MaxIncomingStreams:    1,
+		MaxIncomingUniStreams: -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: listen: %w", err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(3)
+	go s.acceptLoop()
+	go func() {
+		defer s.wg.Done()
+		Serve(s.ctx, SideConfig{Transport: s.tr, Table: s.table, Tap: cfg.Tap})
+	}()
+	go s.followLoop()
+	return s, nil
+}
+
+// Addr returns the UDP address the relay listens on.
+func (s *Server) Addr() net.Addr { return s.cfg.Conn.LocalAddr() }
+
+// Nodes returns how many nodes are logged in.
+func (s *Server) Nodes() int { return s.table.Len() }
+
+// Close disconnects every node, stops the relay and waits for its goroutines. Idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel() // ends the sessions: they watch s.ctx
+	s.ln.Close()
+	s.wg.Wait()
+	err := s.tr.Close()
+	s.cfg.Conn.Close()
+	return err
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.Accept(s.ctx)
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(conn)
+		}()
+	}
+}
+
+// serveConn logs a node in and applies its consent lists until the connection ends.
+func (s *Server) serveConn(conn *quic.Conn) {
+	pub, err := identity.PeerKey(rawCerts(conn))
+	if err != nil {
+		conn.CloseWithError(closeProtocol, "bad identity")
+		return
+	}
+	key := Key(pub)
+	log := s.log.With("node", identity.ShortID(pub), "remote", conn.RemoteAddr().String())
+	stop := context.AfterFunc(s.ctx, func() { conn.CloseWithError(closeOK, "relay shutting down") })
+	defer stop()
+
+	ctx, cancel := context.WithTimeout(conn.Context(), s.cfg.LoginTimeout)
+	stream, err := conn.AcceptStream(ctx)
+	cancel()
+	if err != nil {
+		conn.CloseWithError(closeProtocol, "no login stream")
+		return
+	}
+	stream.SetReadDeadline(time.Now().Add(s.cfg.LoginTimeout))
+	keys, err := control.ReadRelayConsent(stream)
+	if err != nil {
+		log.Debug("bad relay login", "error", err)
+		conn.CloseWithError(closeProtocol, "bad consent list")
+		return
+	}
+	stream.SetReadDeadline(time.Time{})
+	addr := addrPortOf(conn.RemoteAddr())
+	sess := &relaySession{conn: conn, prefix: sourceRange(addr.Addr())}
+	set := NewKeySet(keys)
+	sess.consent.Store(&set)
+
+	s.mu.Lock()
+	old := s.sessions[key]
+	inRange := s.perIP[sess.prefix]
+	if old != nil && old.prefix == sess.prefix {
+		inRange-- // a node logging in again replaces itself
+	}
+	if s.closed || (old == nil && len(s.sessions) >= s.cfg.MaxNodes) || inRange >= s.cfg.MaxPerIP {
+		s.mu.Unlock()
+		log.Info("relay login refused: too many nodes", "from_range", sess.prefix)
+		conn.CloseWithError(closeFull, "relay full")
+		return
+	}
+	if old != nil {
+		s.dropLocked(key, old)
+	}
+	s.sessions[key] = sess
+	s.perIP[sess.prefix]++
+	sess.member = s.table.Bind(key, addr, sess)
+	s.mu.Unlock()
+	if old != nil {
+		old.conn.CloseWithError(closeReplaced, "logged in elsewhere")
+	}
+	if _, err := stream.Write([]byte{control.RelayLoginOK}); err != nil {
+		s.logout(key, sess)
+		return
+	}
+	log.Info("node logged in to the relay", "peers", len(set))
+	for {
+		keys, err := control.ReadRelayConsent(stream)
+		if err != nil {
+			if conn.Context().Err() == nil && s.ctx.Err() == nil {
+				log.Warn("closing relay connection: bad consent list", "error", err)
+				conn.CloseWithError(closeProtocol, "bad consent list")
+			}
+			break
+		}
+		set := NewKeySet(keys)
+		sess.consent.Store(&set)
+	}
+	s.logout(key, sess)
+	log.Info("node left the relay")
+}
+
+func (s *Server) logout(key Key, sess *relaySession) {
+	sess.conn.CloseWithError(closeOK, "")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[key] == sess {
+		s.dropLocked(key, sess)
+	}
+}
+
+// dropLocked forgets the current session of key: its entry, its count and its binding.
+func (s *Server) dropLocked(key Key, sess *relaySession) {
+	delete(s.sessions, key)
+	if s.perIP[sess.prefix]--; s.perIP[sess.prefix] <= 0 {
+		delete(s.perIP, sess.prefix)
+	}
+	s.table.Unbind(sess.member)
+}
+
+// sourceRange is the range a source address is counted in: the IPv4 address, or the IPv6 /64.
+func sourceRange(a netip.Addr) netip.Prefix {
+	bits := 64
+	if a.Is4() {
+		bits = 32
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// followLoop keeps each node's binding on the address its connection comes from now: when a node's NAT
+// maps it to a new address, quic-go migrates the connection after path validation, and the relay must
+// follow, or it would drop the node's frames and send its peers' frames to the old address.
+func (s *Server) followLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(addrCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		for _, sess := range s.sessions {
+			if a := addrPortOf(sess.conn.RemoteAddr()); a.IsValid() && a != s.table.Addr(sess.member) {
+				s.log.Info("node address changed", "node", identity.ShortID(sess.member.key[:]), "to", a)
+				s.table.Move(sess.member, a)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func rawCerts(conn *quic.Conn) [][]byte {
+	certs := conn.ConnectionState().TLS.PeerCertificates
+	out := make([][]byte, len(certs))
+	for i, c := range certs {
+		out[i] = c.Raw
+	}
+	return out
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		return unmap(ua.AddrPort())
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,272 @@
+package udprelay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+)
+
+func startRelay(t *testing.T, adjust func(*ServerConfig)) *Server {
+	t.Helper()
+	key, _ := identity.Generate()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ServerConfig{Key: key, Conn: pc}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// relayClient is a node's socket logged in to the relay, like a real node's.
+type relayClient struct {
+	key     []byte
+	keyPriv *identity.Key
+	tr      *quic.Transport
+	conn    *quic.Conn
+	stream  *quic.Stream
+	relay   net.Addr
+}
+
+func newClient(t *testing.T, s *Server) *relayClient {
+	t.Helper()
+	k, _ := identity.Generate()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: pc}
+	t.Cleanup(func() { tr.Close(); pc.Close() })
+	return &relayClient{key: k.Public(), keyPriv: k, tr: tr, relay: s.Addr()}
+}
+
+func (c *relayClient) login(t *testing.T, peers ...*relayClient) {
+	t.Helper()
+	tlsConf, _ := identity.TLSConfig(c.keyPriv, control.RelayALPN, false, func(ed25519.PublicKey) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := c.tr.Dial(ctx, c.relay, tlsConf, &quic.Config{KeepAlivePeriod: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	stream, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.conn, c.stream = conn, stream
+	c.name(t, peers...)
+	stream.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ok [1]byte
+	if _, err := io.ReadFull(stream, ok[:]); err != nil || ok[0] != control.RelayLoginOK {
+		t.Fatalf("relay login: %v %v", ok, err)
+	}
+}
+
+// name sends a consent list naming peers.
+func (c *relayClient) name(t *testing.T, peers ...*relayClient) {
+	t.Helper()
+	keys := make([][]byte, len(peers))
+	for i, p := range peers {
+		keys[i] = p.key
+	}
+	b, err := control.AppendRelayConsent(nil, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.stream.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *relayClient) send(t *testing.T, to []byte, payload []byte) {
+	t.Helper()
+	if _, err := c.tr.WriteTo(control.AppendRelay(nil, control.KindRelayTo, to, payload), c.relay); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// next returns the next relay frame's source key and payload, or nil after d.
+func (c *relayClient) next(d time.Duration) (src, payload []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := c.tr.ReadNonQUICPacket(ctx, buf)
+		if err != nil {
+			return nil, nil
+		}
+		if _, k, p, err := control.ParseRelay(buf[:n]); err == nil {
+			return k, p
+		}
+	}
+}
+
+// expect waits up to 2 s for a frame from `from` with payload (earlier frames are skipped: a consent
+// list may still be on its way).
+func (c *relayClient) expect(t *testing.T, sender *relayClient, payload []byte) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		sender.send(t, c.key, payload)
+		src, p := c.next(200 * time.Millisecond)
+		if bytes.Equal(src, sender.key) && bytes.Equal(p, payload) {
+			return
+		}
+	}
+	t.Fatalf("no frame %q from the sender arrived through the relay", payload)
+}
+
+func (c *relayClient) expectNothing(t *testing.T, sender *relayClient, payload []byte) {
+	t.Helper()
+	sender.send(t, c.key, payload)
+	if src, p := c.next(300 * time.Millisecond); src != nil {
+		t.Fatalf("received %q from %x through the relay, want nothing", p, src[:4])
+	}
+}
+
+func TestServerMutualConsent(t *testing.T) {
+	s := startRelay(t, nil)
+	a, b, c := newClient(t, s), newClient(t, s), newClient(t, s)
+	a.login(t, b, c)
+	b.login(t, a)
+	c.login(t, a, b) // c names both; b does not name c, a does
+
+	a.expect(t, b, []byte("b to a"))
+	b.expect(t, a, []byte("a to b"))
+	a.expect(t, c, []byte("c to a"))
+	b.expectNothing(t, c, []byte("c to b: b never named c"))
+	c.expectNothing(t, b, []byte("b to c: b never named c"))
+
+	// b withdraws its consent for a: nothing flows either way any more.
+	b.name(t)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		a.send(t, b.key, []byte("probe"))
+		if src, _ := b.next(100 * time.Millisecond); src == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b still receives a's frames after withdrawing consent")
+		}
+	}
+	a.expectNothing(t, b, []byte("b to a after withdrawal"))
+
+	// A stranger that is not logged in, sending from its own socket: nothing.
+	stranger := newClient(t, s)
+	b.name(t, a, stranger)
+	a.expect(t, b, []byte("consent back"))
+	b.expectNothing(t, stranger, []byte("from a stranger who never logged in"))
+
+	if s.Nodes() != 3 {
+		t.Errorf("Nodes() = %d, want 3", s.Nodes())
+	}
+	a.conn.CloseWithError(0, "bye")
+	for deadline := time.Now().Add(3 * time.Second); s.Nodes() != 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Nodes() = %d after a left, want 2", s.Nodes())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestServerRefusesBadLogins(t *testing.T) {
+	s := startRelay(t, func(c *ServerConfig) { c.MaxNodes = 1; c.LoginTimeout = 500 * time.Millisecond })
+	a, b := newClient(t, s), newClient(t, s)
+	a.login(t, b)
+
+	// Full: a second node is refused.
+	tlsConf, _ := identity.TLSConfig(b.keyPriv, control.RelayALPN, false, func(ed25519.PublicKey) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	dialSend := func(frame []byte) error {
+		conn, err := b.tr.Dial(ctx, s.Addr(), tlsConf, &quic.Config{})
+		if err != nil {
+			return err
+		}
+		defer conn.CloseWithError(0, "")
+		st, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			return err
+		}
+		st.Write(frame)
+		st.SetReadDeadline(time.Now().Add(3 * time.Second))
+		var ok [1]byte
+		_, err = io.ReadFull(st, ok[:])
+		return err
+	}
+	empty, _ := control.AppendRelayConsent(nil, nil)
+	if err := dialSend(empty); err == nil {
+		t.Error("a second node logged in to a relay with MaxNodes 1")
+	}
+	a.conn.CloseWithError(0, "")
+	for deadline := time.Now().Add(3 * time.Second); s.Nodes() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("a never left")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Malformed: a length that is not whole keys, an oversized list, or nothing at all.
+	for name, frame := range map[string][]byte{
+		"ragged":    {0, 0, 0, 33},
+		"oversized": {0xff, 0xff, 0xff, 0xff},
+		"silent":    nil,
+	} {
+		if err := dialSend(frame); err == nil {
+			t.Errorf("%s login accepted", name)
+		}
+	}
+	if err := dialSend(empty); err != nil {
+		t.Errorf("a good login after the bad ones: %v", err)
+	}
+}
+
+func TestServerLimitsPerIP(t *testing.T) {
+	s := startRelay(t, func(c *ServerConfig) { c.MaxPerIP = 2 })
+	a, b, c := newClient(t, s), newClient(t, s), newClient(t, s)
+	a.login(t, b)
+	b.login(t, a)
+	tlsConf, _ := identity.TLSConfig(c.keyPriv, control.RelayALPN, false, func(ed25519.PublicKey) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := c.tr.Dial(ctx, s.Addr(), tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := conn.OpenStreamSync(ctx)
+	empty, _ := control.AppendRelayConsent(nil, nil)
+	st.Write(empty)
+	st.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var ok [1]byte
+	if _, err := io.ReadFull(st, ok[:]); err == nil {
+		t.Fatal("a third node from 127.0.0.1 logged in with MaxPerIP 2")
+	}
+	// A node logging in again (a new connection, same key) replaces itself, within the limit.
+	old := a.conn
+	a.login(t, b)
+	b.expect(t, a, []byte("after re-login"))
+	select {
+	case <-old.Context().Done():
+	case <-time.After(3 * time.Second):
+		t.Error("the replaced login's connection stays open")
+	}
+	if s.Nodes() != 2 {
+		t.Errorf("Nodes() = %d, want 2", s.Nodes())
+	}
+}
