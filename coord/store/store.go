@@ -148,6 +148,17 @@ var migrations = []string{
 	ALTER TABLE nodes ADD COLUMN authkey TEXT NOT NULL DEFAULT '';
 	ALTER TABLE nodes ADD COLUMN offline_since INTEGER;
 	CREATE INDEX nodes_by_offline ON nodes(ephemeral, offline_since);`,
+	// 4: the audit log of administrative actions (see audit.go): when (unix milliseconds), who,
+	// what, on what, and details; pruned by age and count on insert.
+	`CREATE TABLE audit (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		at INTEGER NOT NULL,
+		actor TEXT NOT NULL,
+		action TEXT NOT NULL,
+		target TEXT NOT NULL,
+		detail TEXT NOT NULL
+	);
+	CREATE INDEX audit_by_at ON audit(at);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies
