@@ -7,16 +7,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/coord"
+	"github.com/warren-net/warren/coord/admin"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 )
@@ -28,8 +31,13 @@ maps, NAT discovery (plus a second port, --probe-port) and, by default, the rela
 for nodes without a direct path. Its identity key and SQLite database live in DIR;
 the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
 
-Auth keys for unattended nodes (CI jobs, containers), on the same data directory:
-  warren-coord authkey create|list|revoke --data DIR ...   ('warren-coord authkey' for details)
+Operator commands, on the same data directory ('warren-coord help' for details):
+  warren-coord nodes|networks|blocks|audit --data DIR [--json]
+  warren-coord node remove NAME|KEY --data DIR
+  warren-coord block add|remove CIDR --data DIR [--comment TEXT]
+  warren-coord authkey create|list|revoke --data DIR ...   (auth keys for CI jobs, containers)
+They go through the running server's admin socket (DIR/admin.sock), or work on the
+database directly when no server runs.
 
 flags:
 `
@@ -42,8 +50,14 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) > 0 && args[0] == "authkey" {
-		return cmdAuthKey(args[1:], os.Stdout)
+	if len(args) > 0 {
+		if cmd := commands[args[0]]; cmd != nil {
+			return cmd(args[1:], os.Stdout)
+		}
+		if args[0] == "help" {
+			fmt.Print(adminUsage)
+			return nil
+		}
 	}
 	fs := flag.NewFlagSet("warren-coord", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
@@ -55,7 +69,9 @@ func run(args []string) error {
 	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path")
 	relayRate := fs.Int("relay-rate", 20000, "relayed `packets` per second allowed per node")
 	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
-	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP")
+	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP (default DIR/"+defaultBlockFile+", created empty)")
+	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
+	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -72,6 +88,10 @@ func run(args []string) error {
 	}
 	if *ephemeralTimeout <= 0 {
 		return fmt.Errorf("--ephemeral-timeout %v: want a positive duration", *ephemeralTimeout)
+	}
+	auditAge, err := parseExpiry(*auditMaxAge)
+	if err != nil || *auditKeep < 1 {
+		return fmt.Errorf("--audit-keep %d, --audit-max-age %q: want at least 1 entry and a positive duration", *auditKeep, *auditMaxAge)
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "warren-coord", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
 	pools, err := parsePools(*pool4, *pool6)
@@ -90,6 +110,14 @@ func run(args []string) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer st.Close()
+	if *blockList == "" {
+		if *blockList, err = defaultBlockList(*data); err != nil {
+			return err
+		}
+	}
+	if err := recordSettings(st, *blockList, *auditKeep, auditAge); err != nil {
+		return err
+	}
 	uaddr, err := net.ResolveUDPAddr("udp", *listen)
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", *listen, err)
@@ -115,6 +143,12 @@ func run(args []string) error {
 		}
 		return err
 	}
+	sock, err := admin.Listen(*data, admin.New(admin.Config{Store: st, Server: srv, Logger: log.Named("admin")}), log.Named("admin"))
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	defer sock.Close() // on early returns; the normal path closes it before the server
 	fmt.Printf("warren-coord listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
 	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "probe", probeAddr(probe))
 
@@ -134,7 +168,50 @@ func run(args []string) error {
 		}
 	}
 	log.Info("shutting down")
+	sock.Close() // no admin requests while the server stops
 	return srv.Close()
+}
+
+// commands are the operator's subcommands.
+var commands = map[string]func([]string, io.Writer) error{
+	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks,
+	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit,
+}
+
+// defaultBlockList returns DIR/blocklist, creating it (empty but for a comment) if it is missing.
+func defaultBlockList(dir string) (string, error) {
+	path := filepath.Join(dir, defaultBlockFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return path, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("create block list: %w", err)
+	}
+	_, err = f.WriteString("# Address ranges refused at login: one CIDR prefix or IP address a line, '#' comments.\n" +
+		"# Edit with 'warren-coord block add|remove' or by hand; the server re-reads it within seconds.\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("create block list: %w", err)
+	}
+	return path, nil
+}
+
+// recordSettings writes what commands on the data directory need to know about this server: its
+// block list file and audit log retention.
+func recordSettings(st *store.Store, blockList string, auditKeep int, auditAge time.Duration) error {
+	abs, err := filepath.Abs(blockList)
+	if err != nil {
+		return fmt.Errorf("--blocklist: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := st.SetSetting(ctx, admin.SettingBlockFile, abs); err != nil {
+		return err
+	}
+	return st.SetAuditRetention(ctx, auditKeep, auditAge)
 }
 
 func parsePools(v4, v6 string) (store.Pools, error) {
