@@ -62,6 +62,9 @@ func Listen(dataDir string, a *Admin, log hclog.Logger) (*Socket, error) {
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
+		if len(path) >= 104 { // sun_path: 108 bytes on Linux, 104 on BSDs and macOS
+			return nil, fmt.Errorf("admin socket %s: %w (the path is %d bytes, too long for a unix socket: use a shorter --data)", path, err, len(path))
+		}
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false) // Close removes it, after the server stopped
