@@ -84,23 +84,9 @@ func parseBlockList(data []byte) (*blockList, error) {
 		if text == "" {
 			continue
 		}
-		var p netip.Prefix
-		if strings.Contains(text, "/") {
-			var err error
-			if p, err = netip.ParsePrefix(text); err != nil {
-				return nil, fmt.Errorf("line %d: %q is not a CIDR prefix or IP address", line, text)
-			}
-			if p.Addr().Is4In6() {
-				return nil, fmt.Errorf("line %d: %q: write IPv4 ranges in IPv4 form", line, text)
-			}
-			p = p.Masked()
-		} else {
-			a, err := netip.ParseAddr(text)
-			if err != nil {
-				return nil, fmt.Errorf("line %d: %q is not a CIDR prefix or IP address", line, text)
-			}
-			a = a.Unmap().WithZone("")
-			p = netip.PrefixFrom(a, a.BitLen())
+		p, err := ParseBlockPrefix(text)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		if b.byLen[p.Bits()] == nil {
 			b.byLen[p.Bits()] = make(map[netip.Prefix]struct{})

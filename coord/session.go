@@ -28,6 +28,7 @@ type session struct {
 	stream   *quic.Stream
 	log      hclog.Logger
 	observed netip.AddrPort // where the control connection comes from; under Server.mu (it follows NAT rebinding)
+	since    time.Time      // when it logged in
 
 	// mu guards the following. The outbox coalesces peer changes per peer key so a slow node gets the
 	// latest state of each peer, never an unbounded backlog.
@@ -140,7 +141,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	}
 	observed := addrPort(conn.RemoteAddr())
 	sess := &session{
-		key: key, name: node.Name, conn: conn, stream: stream, observed: observed,
+		key: key, name: node.Name, conn: conn, stream: stream, observed: observed, since: time.Now(),
 		log:       log.With("name", node.Name),
 		endpoints: candidateEndpoints(observed, l.Endpoints),
 		local:     l.Endpoints,
@@ -153,6 +154,9 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 	if node, err = s.admit(ctx, key, node, l, log); err != nil {
+		return nil, err
+	}
+	if err := s.stillRegistered(ctx, key); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()

@@ -43,6 +43,7 @@ func TestDependencyDirection(t *testing.T) {
 	forbidden := map[string][]string{
 		"control":     {"!std"},
 		"localapi":    {"!std"},
+		"adminapi":    {"!std"},
 		"identity":    {"!std"},
 		"backoff":     {"!std"},
 		"relay":       {"!std"},
@@ -50,6 +51,7 @@ func TestDependencyDirection(t *testing.T) {
 		"netstack":    {"github.com/quic-go/", mod + "peer", mod + "node", mod + "coord", mod + "socks", mod + "control"},
 		"peer":        {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "node", mod + "coord"},
 		"coord":       {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "peer", mod + "node"},
+		"coord/admin": {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "peer", mod + "node"},
 		"coord/store": {"gvisor.dev/", "github.com/quic-go/", mod + "control", mod + "coord"},
 		"node":        {mod + "coord", mod + "cmd"},
 		"udprelay":    {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "peer", mod + "node", mod + "coord"},

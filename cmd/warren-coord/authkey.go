@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/warren-net/warren/adminapi"
 	"github.com/warren-net/warren/coord/store"
 )
 
@@ -25,7 +25,8 @@ const authKeyUsage = `usage:
 Auth keys let nodes join a network without its password: 'warren up --authkey KEY'
 (or WARREN_AUTHKEY, or --authkey-file). 'create' prints the key once, alone on the
 last line of its output (capture it with '| tail -1'); only its hash is stored.
-These commands work on the data directory directly, also while the server runs.
+Like the other admin commands they go through the running server's admin socket, or
+work on the data directory directly when no server runs; create and revoke are audited.
 `
 
 // cmdAuthKey runs 'warren-coord authkey ...', writing its output to out.
@@ -55,17 +56,16 @@ func cmdAuthKey(args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return withStore(*data, func(ctx context.Context, st *store.Store) error {
-			k, secret, err := st.CreateAuthKey(ctx, store.AuthKeyOptions{Network: *network, Reusable: *reusable, Ephemeral: *ephemeral, Tag: *tag, Expiry: d})
-			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("network %q does not exist (a node creates it: warren network create %s)", *network, *network)
-			}
-			if err != nil {
+		req := &adminapi.Request{Op: adminapi.OpAuthKeyCreate, Network: *network, Reusable: *reusable, Ephemeral: *ephemeral,
+			Tag: *tag, ExpirySeconds: int64((d + time.Second - 1) / time.Second)}
+		return withAdmin(*data, "", func(ctx context.Context, dr doer) error {
+			var k adminapi.NewAuthKey
+			if err := dr.do(ctx, req, &k); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "auth key %s for network %q: %s\n", k.ID, k.Network, describe(k))
+			fmt.Fprintf(out, "auth key %s for network %q: %s\n", k.AuthKey.ID, k.AuthKey.Network, describe(k.AuthKey))
 			fmt.Fprintln(out, "the key is shown only this once (only its hash is stored); use it with 'warren up --authkey' or WARREN_AUTHKEY:")
-			fmt.Fprintln(out, secret)
+			fmt.Fprintln(out, k.Secret)
 			return nil
 		})
 	case "list":
@@ -73,12 +73,12 @@ func cmdAuthKey(args []string, out io.Writer) error {
 		if _, err := parseFlags(fs, args, 0); err != nil {
 			return err
 		}
-		return withStore(*data, func(ctx context.Context, st *store.Store) error {
-			keys, err := st.AuthKeys(ctx)
-			if err != nil {
+		return withAdmin(*data, "", func(ctx context.Context, d doer) error {
+			var keys []adminapi.AuthKey
+			if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpAuthKeys}, &keys); err != nil {
 				return err
 			}
-			return printKeys(out, keys, *asJSON, time.Now())
+			return printKeys(out, keys, *asJSON)
 		})
 	case "revoke":
 		pos, err := parseFlags(fs, args, 1)
@@ -86,10 +86,9 @@ func cmdAuthKey(args []string, out io.Writer) error {
 			return err
 		}
 		id := pos[0]
-		return withStore(*data, func(ctx context.Context, st *store.Store) error {
-			if err := st.RevokeAuthKey(ctx, id); errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("no auth key with ID %q ('warren-coord authkey list' shows them)", id)
-			} else if err != nil {
+		return withAdmin(*data, "", func(ctx context.Context, d doer) error {
+			var k adminapi.AuthKey
+			if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpAuthKeyRevoke, ID: id}, &k); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "revoked auth key %s: new logins with it are refused (nodes that joined with it stay)\n", id)
@@ -166,7 +165,7 @@ func withStore(dir string, f func(context.Context, *store.Store) error) error {
 	return f(ctx, st)
 }
 
-func describe(k store.AuthKey) string {
+func describe(k adminapi.AuthKey) string {
 	parts := []string{"single-use"}
 	if k.Reusable {
 		parts[0] = "reusable"
@@ -177,7 +176,7 @@ func describe(k store.AuthKey) string {
 	if k.Tag != "" {
 		parts = append(parts, "tag "+k.Tag)
 	}
-	if k.ExpiresAt.IsZero() {
+	if k.ExpiresAt == nil {
 		parts = append(parts, "never expires")
 	} else {
 		parts = append(parts, "expires "+k.ExpiresAt.Format(time.RFC3339))
@@ -185,39 +184,9 @@ func describe(k store.AuthKey) string {
 	return strings.Join(parts, ", ")
 }
 
-// keyJSON is one key in 'authkey list --json'. Times are RFC 3339; absent ones are null.
-type keyJSON struct {
-	ID         string     `json:"id"`
-	Network    string     `json:"network"`
-	State      string     `json:"state"` // valid, used, expired or revoked
-	Reusable   bool       `json:"reusable"`
-	Ephemeral  bool       `json:"ephemeral"`
-	Tag        string     `json:"tag"`
-	Uses       int64      `json:"uses"`
-	CreatedAt  time.Time  `json:"created_at"`
-	ExpiresAt  *time.Time `json:"expires_at"`
-	RevokedAt  *time.Time `json:"revoked_at"`
-	LastUsedAt *time.Time `json:"last_used_at"`
-}
-
-func timeOrNil(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
-}
-
-func printKeys(out io.Writer, keys []store.AuthKey, asJSON bool, now time.Time) error {
+func printKeys(out io.Writer, keys []adminapi.AuthKey, asJSON bool) error {
 	if asJSON {
-		list := make([]keyJSON, 0, len(keys))
-		for _, k := range keys {
-			list = append(list, keyJSON{ID: k.ID, Network: k.Network, State: k.State(now), Reusable: k.Reusable, Ephemeral: k.Ephemeral,
-				Tag: k.Tag, Uses: k.Uses, CreatedAt: k.CreatedAt, ExpiresAt: timeOrNil(k.ExpiresAt), RevokedAt: timeOrNil(k.RevokedAt),
-				LastUsedAt: timeOrNil(k.LastUsedAt)})
-		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		return printJSON(out, keys)
 	}
 	if len(keys) == 0 {
 		fmt.Fprintln(out, "no auth keys ('warren-coord authkey create' makes one)")
@@ -234,14 +203,10 @@ func printKeys(out io.Writer, keys []store.AuthKey, asJSON bool, now time.Time) 
 			kind += ",ephemeral"
 		}
 		expires := "never"
-		if !k.ExpiresAt.IsZero() {
+		if k.ExpiresAt != nil {
 			expires = k.ExpiresAt.Format(time.RFC3339)
 		}
-		tag := k.Tag
-		if tag == "" {
-			tag = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", k.ID, k.Network, k.State(now), k.Uses, kind, tag,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", k.ID, k.Network, k.State, k.Uses, kind, orDash(k.Tag),
 			k.CreatedAt.Format(time.RFC3339), expires)
 	}
 	return tw.Flush()

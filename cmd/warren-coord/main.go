@@ -7,18 +7,21 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
+	"github.com/warren-net/warren/coord/admin"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/udprelay"
@@ -31,8 +34,13 @@ maps, NAT discovery (plus a second port, --probe-port) and, by default, the rela
 for nodes without a direct path. Its identity key and SQLite database live in DIR;
 the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
 
-Auth keys for unattended nodes (CI jobs, containers), on the same data directory:
-  warren-coord authkey create|list|revoke --data DIR ...   ('warren-coord authkey' for details)
+Operator commands, on the same data directory ('warren-coord help' for details):
+  warren-coord nodes|networks|blocks|audit --data DIR [--json]
+  warren-coord node remove NAME|KEY --data DIR
+  warren-coord block add|remove CIDR --data DIR [--comment TEXT]
+  warren-coord authkey create|list|revoke --data DIR ...   (auth keys for CI jobs, containers)
+They go through the running server's admin socket (DIR/admin.sock), or work on the
+database directly when no server runs.
 
 A relay on its own (no database), announced by the server with --relay:
   warren-coord relay --listen HOST:PORT [--key FILE]      ('warren-coord relay -h' for details)
@@ -48,8 +56,14 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) > 0 && args[0] == "authkey" {
-		return cmdAuthKey(args[1:], os.Stdout)
+	if len(args) > 0 {
+		if cmd := commands[args[0]]; cmd != nil {
+			return cmd(args[1:], os.Stdout)
+		}
+		if args[0] == "help" {
+			fmt.Print(adminUsage)
+			return nil
+		}
 	}
 	if len(args) > 0 && args[0] == "relay" {
 		return cmdRelay(args[1:])
@@ -66,7 +80,7 @@ func run(args []string) error {
 	var relays relayFlags
 	fs.Var(&relays, "relay", "announce a standalone relay to nodes, `HOST:PORT=KEY` (KEY as 'warren-coord relay' prints it); repeatable, nodes use the first")
 	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
-	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP")
+	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP (default DIR/"+defaultBlockFile+", created empty)")
 	loginRateIP := fs.Float64("login-rate-ip", float64(coord.DefaultLoginRateIP), "logins per second allowed per source address (IPv6: per /64; loopback exempt; 0 = no limit)")
 	loginBurstIP := fs.Int("login-burst-ip", coord.DefaultLoginBurstIP, "logins one source address may make at once before --login-rate-ip applies")
 	loginRateKey := fs.Float64("login-rate-key", float64(coord.DefaultLoginRateKey), "logins per second allowed per node identity (0 = no limit)")
@@ -74,6 +88,8 @@ func run(args []string) error {
 	maxNetworks := fs.Int("max-networks-per-node", coord.DefaultMaxNetworksPerNode, fmt.Sprintf("networks one node may be in (at most %d)", control.MaxNetworks))
 	maxNodes := fs.Int("max-nodes-per-network", coord.DefaultMaxNodesPerNetwork, fmt.Sprintf("members one network may have (at most %d)", control.MaxPeers))
 	maxPending := fs.Int("max-pending-logins", coord.DefaultMaxPendingLogins, "connections that may be handshaking or logging in at once; more are refused")
+	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
+	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +113,10 @@ func run(args []string) error {
 	if *ephemeralTimeout <= 0 {
 		return fmt.Errorf("--ephemeral-timeout %v: want a positive duration", *ephemeralTimeout)
 	}
+	auditAge, err := parseExpiry(*auditMaxAge)
+	if err != nil || *auditKeep < 1 {
+		return fmt.Errorf("--audit-keep %d, --audit-max-age %q: want at least 1 entry and a positive duration", *auditKeep, *auditMaxAge)
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "warren-coord", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
 	pools, err := parsePools(*pool4, *pool6)
 	if err != nil {
@@ -114,6 +134,14 @@ func run(args []string) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer st.Close()
+	if *blockList == "" {
+		if *blockList, err = defaultBlockList(*data); err != nil {
+			return err
+		}
+	}
+	if err := recordSettings(st, *blockList, *auditKeep, auditAge); err != nil {
+		return err
+	}
 	uaddr, err := net.ResolveUDPAddr("udp", *listen)
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", *listen, err)
@@ -141,6 +169,12 @@ func run(args []string) error {
 		}
 		return err
 	}
+	sock, err := admin.Listen(*data, admin.New(admin.Config{Store: st, Server: srv, Logger: log.Named("admin")}), log.Named("admin"))
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	defer sock.Close() // on early returns; the normal path closes it before the server
 	fmt.Printf("warren-coord listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
 	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
 
@@ -160,6 +194,7 @@ func run(args []string) error {
 		}
 	}
 	log.Info("shutting down")
+	sock.Close() // no admin requests while the server stops
 	return srv.Close()
 }
 
@@ -169,6 +204,48 @@ func loginLimit(perSecond float64) rate.Limit {
 		return rate.Inf
 	}
 	return rate.Limit(perSecond)
+}
+
+// commands are the operator's subcommands.
+var commands = map[string]func([]string, io.Writer) error{
+	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks,
+	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit,
+}
+
+// defaultBlockList returns DIR/blocklist, creating it (empty but for a comment) if it is missing.
+func defaultBlockList(dir string) (string, error) {
+	path := filepath.Join(dir, defaultBlockFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return path, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("create block list: %w", err)
+	}
+	_, err = f.WriteString("# Address ranges refused at login: one CIDR prefix or IP address a line, '#' comments.\n" +
+		"# Edit with 'warren-coord block add|remove' or by hand; the server re-reads it within seconds.\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("create block list: %w", err)
+	}
+	return path, nil
+}
+
+// recordSettings writes what commands on the data directory need to know about this server: its
+// block list file and audit log retention.
+func recordSettings(st *store.Store, blockList string, auditKeep int, auditAge time.Duration) error {
+	abs, err := filepath.Abs(blockList)
+	if err != nil {
+		return fmt.Errorf("--blocklist: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := st.SetSetting(ctx, admin.SettingBlockFile, abs); err != nil {
+		return err
+	}
+	return st.SetAuditRetention(ctx, auditKeep, auditAge)
 }
 
 func parsePools(v4, v6 string) (store.Pools, error) {

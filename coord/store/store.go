@@ -177,6 +177,17 @@ var migrations = []string{
 		rules TEXT NOT NULL,
 		updated_at INTEGER NOT NULL
 	);`,
+	// 6: the audit log of administrative actions (see audit.go): when (unix milliseconds), who,
+	// what, on what, and details; pruned by age and count on insert.
+	`CREATE TABLE audit (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		at INTEGER NOT NULL,
+		actor TEXT NOT NULL,
+		action TEXT NOT NULL,
+		target TEXT NOT NULL,
+		detail TEXT NOT NULL
+	);
+	CREATE INDEX audit_by_at ON audit(at);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies

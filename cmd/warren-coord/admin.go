@@ -1,0 +1,384 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/warren-net/warren/adminapi"
+	"github.com/warren-net/warren/coord/admin"
+	"github.com/warren-net/warren/coord/store"
+)
+
+const adminUsage = `usage:
+  warren-coord nodes --data DIR [--json]
+  warren-coord node remove NAME|KEY --data DIR
+  warren-coord networks --data DIR [--json]
+  warren-coord blocks --data DIR [--json]
+  warren-coord block add CIDR|IP --data DIR [--comment TEXT]
+  warren-coord block remove CIDR|IP --data DIR
+  warren-coord audit --data DIR [--json] [--since D] [--limit N]
+  warren-coord authkey create|list|revoke --data DIR ...
+
+These commands work through the running server's admin socket (DIR/admin.sock) when it
+runs, so changes take effect at once (a removed node's peers are told, a blocked range is
+disconnected), and on the database in DIR directly when it does not. Every change is
+written to the audit log.
+`
+
+// doer performs admin requests, through the socket or on the data directory.
+type doer interface {
+	do(ctx context.Context, r *adminapi.Request, out any) error
+	// live reports whether a running server performs them.
+	live() bool
+}
+
+type remote struct{ c *adminapi.Client }
+
+func (r remote) do(ctx context.Context, req *adminapi.Request, out any) error {
+	return r.c.Do(ctx, req, out)
+}
+func (remote) live() bool { return true }
+
+// local runs the same operations in this process, on the database.
+type local struct {
+	a     *admin.Admin
+	actor string
+}
+
+func (l local) do(ctx context.Context, req *adminapi.Request, out any) error {
+	res, err := l.a.Do(ctx, l.actor, req)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, out)
+}
+func (local) live() bool { return false }
+
+// withAdmin runs f with a doer for the server using data directory dir: its admin socket if it
+// runs, else the database. blockFile is the --blocklist given to the command ("" = the server's).
+func withAdmin(dir, blockFile string, f func(context.Context, doer) error) error {
+	if dir == "" {
+		return errors.New("--data DIR is required")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := adminapi.NewClient(dir)
+	running, err := c.Running(ctx)
+	if err != nil {
+		return err
+	}
+	if running {
+		if blockFile != "" {
+			return errors.New("--blocklist is for when no server runs: the running server edits its own block list")
+		}
+		return f(ctx, remote{c})
+	}
+	return withStore(dir, func(ctx context.Context, st *store.Store) error {
+		a := admin.New(admin.Config{Store: st, BlockFile: blockFile, DefaultBlockFile: filepath.Join(dir, defaultBlockFile)})
+		return f(ctx, local{a: a, actor: store.OperatorActor(os.Getuid())})
+	})
+}
+
+// defaultBlockFile is the block list's name in the data directory when --blocklist is not given.
+const defaultBlockFile = "blocklist"
+
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// offlineNote is printed above listings whose online state is unknown.
+const offlineNote = "(no server is running on this data directory: online state unknown)"
+
+func cmdNodes(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("nodes", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
+	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
+		var nodes []adminapi.Node
+		if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpNodes}, &nodes); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(out, nodes)
+		}
+		if !d.live() {
+			fmt.Fprintln(out, offlineNote)
+		}
+		if len(nodes) == 0 {
+			fmt.Fprintln(out, "no nodes yet")
+			return nil
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tKEY\tIPV4\tONLINE\tFROM\tLAST SEEN\tNETWORKS\tNOTES")
+		now := time.Now()
+		for _, n := range nodes {
+			online, from, seen := "?", "-", ago(now, n.LastSeen)
+			if n.Online != nil {
+				online = "no"
+				if *n.Online {
+					online = "since " + ago(now, *n.OnlineSince)
+					from, seen = n.Observed, "now"
+				}
+			}
+			var notes []string
+			if n.Ephemeral {
+				notes = append(notes, "ephemeral")
+			}
+			if n.Tag != "" {
+				notes = append(notes, "tag "+n.Tag)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Key, n.IPs[0], online, from, seen,
+				orDash(strings.Join(n.Networks, ",")), orDash(strings.Join(notes, ", ")))
+		}
+		return tw.Flush()
+	})
+}
+
+// ago renders a past time compactly: "12s ago", "3h ago", or a date beyond a week.
+func ago(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case t.IsZero():
+		return "-"
+	case d < time.Second:
+		return "now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	case d < 7*24*time.Hour:
+		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+	}
+	return t.Local().Format("2006-01-02")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func cmdNode(args []string, out io.Writer) error {
+	if len(args) == 0 || args[0] != "remove" {
+		fmt.Fprint(os.Stderr, adminUsage)
+		return errors.New("node: want 'node remove NAME|KEY'")
+	}
+	fs := flag.NewFlagSet("node remove", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
+	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	pos, err := parseFlags(fs, args[1:], 1)
+	if err != nil {
+		return err
+	}
+	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
+		var r adminapi.RemovedNode
+		if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpNodeRemove, Node: pos[0]}, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "removed node %s (%s, %v): its memberships are gone and its address is free\n", r.Node.Name, r.Node.Key, r.Node.IPs[0])
+		if r.Live {
+			if r.WasOnline {
+				fmt.Fprintln(out, "it was online and has been disconnected")
+			}
+			fmt.Fprintf(out, "%d peer(s) told\n", r.PeersTold)
+		} else {
+			fmt.Fprintln(out, "no server is running: its peers drop it when they next log in")
+		}
+		fmt.Fprintln(out, "if it logs in again it is a new node in no network; to keep it out, block its address ('warren-coord block add')")
+		return nil
+	})
+}
+
+func cmdNetworks(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("networks", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
+	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
+		var nets []adminapi.Network
+		if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpNetworks}, &nets); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(out, nets)
+		}
+		if !d.live() {
+			fmt.Fprintln(out, offlineNote)
+		}
+		if len(nets) == 0 {
+			fmt.Fprintln(out, "no networks yet (a node creates one: warren network create NAME)")
+			return nil
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tOWNER\tMEMBERS\tONLINE\tPASSWORD\tCREATED")
+		for _, n := range nets {
+			owner := n.Owner
+			if n.OwnerName != "" {
+				owner = n.OwnerName + " (" + n.Owner + ")"
+			} else {
+				owner += " (removed)"
+			}
+			online := "?"
+			if n.Online != nil {
+				online = fmt.Sprint(*n.Online)
+			}
+			pw := "no"
+			if n.Password {
+				pw = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", n.Name, owner, n.Members, online, pw, n.CreatedAt.Local().Format("2006-01-02 15:04"))
+		}
+		return tw.Flush()
+	})
+}
+
+func cmdBlocks(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("blocks", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
+	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	blockFile := blockFileFlag(fs)
+	if _, err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	return withAdmin(*data, *blockFile, func(ctx context.Context, d doer) error {
+		var b adminapi.Blocks
+		if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpBlocks}, &b); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(out, b)
+		}
+		if len(b.Entries) == 0 {
+			fmt.Fprintf(out, "no blocks (block list %s)\n", b.File)
+			return nil
+		}
+		fmt.Fprintf(out, "block list %s:\n", b.File)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PREFIX\tCOMMENT")
+		for _, e := range b.Entries {
+			fmt.Fprintf(tw, "%s\t%s\n", e.Prefix, orDash(e.Comment))
+		}
+		return tw.Flush()
+	})
+}
+
+func blockFileFlag(fs *flag.FlagSet) *string {
+	return fs.String("blocklist", "", "block list `file` when no server runs (default: the one the server last used, else DIR/"+defaultBlockFile+")")
+}
+
+func cmdBlock(args []string, out io.Writer) error {
+	if len(args) == 0 || (args[0] != "add" && args[0] != "remove") {
+		fmt.Fprint(os.Stderr, adminUsage)
+		return errors.New("block: want 'block add CIDR' or 'block remove CIDR'")
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("block "+sub, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
+	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	blockFile := blockFileFlag(fs)
+	var comment *string
+	op := adminapi.OpBlockRemove
+	if sub == "add" {
+		op = adminapi.OpBlockAdd
+		comment = fs.String("comment", "", "a note kept next to the entry (one line)")
+	}
+	pos, err := parseFlags(fs, args[1:], 1)
+	if err != nil {
+		return err
+	}
+	req := &adminapi.Request{Op: op, Prefix: pos[0]}
+	if comment != nil {
+		req.Comment = *comment
+	}
+	return withAdmin(*data, *blockFile, func(ctx context.Context, d doer) error {
+		var r adminapi.BlockChange
+		if err := d.do(ctx, req, &r); err != nil {
+			return err
+		}
+		switch {
+		case !r.Changed:
+			fmt.Fprintf(out, "%s is already blocked (%s)\n", r.Prefix, r.File)
+		case sub == "add":
+			fmt.Fprintf(out, "blocked %s (%s)\n", r.Prefix, r.File)
+		default:
+			fmt.Fprintf(out, "unblocked %s (%s)\n", r.Prefix, r.File)
+		}
+		switch {
+		case !r.Applied:
+			fmt.Fprintln(out, "no server is running: it applies the list when it starts")
+		case len(r.Disconnected) > 0:
+			fmt.Fprintf(out, "applied; disconnected %d online node(s): %s\n", len(r.Disconnected), strings.Join(r.Disconnected, ", "))
+		default:
+			fmt.Fprintln(out, "applied by the running server")
+		}
+		return nil
+	})
+}
+
+func cmdAudit(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
+	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	since := fs.String("since", "", "only entries from the last `duration`, e.g. 1h or 7d (default: all kept)")
+	limit := fs.Int("limit", 0, "only the newest `N` entries (default: all kept)")
+	if _, err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	req := &adminapi.Request{Op: adminapi.OpAudit, Limit: *limit}
+	if *since != "" {
+		d, err := parseExpiry(*since)
+		if err != nil {
+			return fmt.Errorf("--since %q: want a duration like 30m, 1h or 7d", *since)
+		}
+		req.Since = time.Now().Add(-d).Unix()
+	}
+	if *limit < 0 || *limit > adminapi.MaxAuditRead {
+		return fmt.Errorf("--limit %d: want 0 to %d", *limit, adminapi.MaxAuditRead)
+	}
+	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
+		var entries []adminapi.AuditEntry
+		if err := d.do(ctx, req, &entries); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(out, entries)
+		}
+		if len(entries) == 0 {
+			fmt.Fprintln(out, "no audited actions")
+			return nil
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tTARGET\tDETAIL")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Actor, e.Action, orDash(e.Target), orDash(e.Detail))
+		}
+		return tw.Flush()
+	})
+}
