@@ -31,6 +31,19 @@ type Actor struct {
 	Key []byte
 	// Operator is the server's operator: it may act on every network.
 	Operator bool
+	// OperatorName names the operator in the audit log (store.OperatorActor); "" = "operator".
+	OperatorName string
+}
+
+// auditName is how the audit log names a.
+func (a Actor) auditName() string {
+	switch {
+	case a.Operator && a.OperatorName != "":
+		return a.OperatorName
+	case a.Operator:
+		return store.OperatorActor(-1)
+	}
+	return store.NodeActor(a.Key)
 }
 
 // AdminRequest is one owner action or listing (control.Op.IsAdmin).
@@ -76,6 +89,16 @@ func (s *Server) logAdmin(req AdminRequest, res *AdminResult, err error) {
 		return
 	}
 	s.log.Info("owner action", "op", req.Op, "network", req.Network, "target", target, "by", by)
+	s.audit(store.AuditEntry{Actor: req.By.auditName(), Action: "network." + string(req.Op), Target: req.Network, Detail: target})
+}
+
+// audit appends e to the audit log; a failure is logged (the action itself is done).
+func (s *Server) audit(e store.AuditEntry) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.Audit(ctx, e); err != nil {
+		s.log.Error("audit log write failed", "action", e.Action, "target", e.Target, "error", err)
+	}
 }
 
 func (s *Server) admin(ctx context.Context, req AdminRequest) (*AdminResult, error) {

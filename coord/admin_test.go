@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 )
 
@@ -47,8 +49,8 @@ func memberStates(ms []control.Member) map[string]string {
 
 func TestOwnerActions(t *testing.T) {
 	srv := startServer(t)
-	bobKey := mustKey(t)
-	a, b, c := dial(t, srv), dialKey(t, srv, bobKey), dial(t, srv)
+	aliceKey, bobKey := mustKey(t), mustKey(t)
+	a, b, c := dialKey(t, srv, aliceKey), dialKey(t, srv, bobKey), dial(t, srv)
 	a.login(t, "alice")
 	b.login(t, "bob")
 	c.login(t, "carol")
@@ -129,6 +131,30 @@ func TestOwnerActions(t *testing.T) {
 		t.Fatalf("operator lock: %v", err)
 	}
 	b.do(t, control.CodeLocked, control.Request{Op: control.OpJoin, Network: "ops"})
+
+	// Every action that changed something is in the audit log, with who did it; refusals and
+	// listings are not.
+	log, err := srv.cfg.Store.AuditLog(context.Background(), time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range log { // oldest first
+		got = append(got, e.Actor+" "+e.Action+" "+e.Target+" "+e.Detail)
+	}
+	alice := store.NodeActor(aliceKey.Public())
+	want := []string{alice + " network.approve lan bob", alice + " network.kick lan bob"}
+	if len(got) < 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("audit log starts %q, want %q", got, want)
+	}
+	if last := got[len(got)-1]; last != "operator network.lock ops " {
+		t.Errorf("last audit entry %q, want the operator's lock", last)
+	}
+	for _, e := range got {
+		if strings.Contains(e, "network.members") || strings.Contains(e, "network.pending") {
+			t.Errorf("a listing was audited: %q", e)
+		}
+	}
 }
 
 // TestKickKeepsOtherNetworks: a kicked node that still shares another network with a peer stays
