@@ -50,12 +50,29 @@ const (
 	OpBlockAdd      Op = "block.add"      // Prefix, Comment → BlockChange
 	OpBlockRemove   Op = "block.remove"   // Prefix → BlockChange
 	OpNodeRemove    Op = "node.remove"    // Node → RemovedNode
-	// Network actions (kick, ban, delete) go here, with a handler in coord/admin.
+	// OpNetwork is an owner action the operator takes on any network: Action (see NetworkActions),
+	// Network, and Node for the actions on a node → NetworkResult. It needs a running server (the
+	// members must be told), and the server writes it to the audit log.
+	OpNetwork Op = "network"
 )
+
+// NetworkActions are the actions OpNetwork takes, each mapped to whether it acts on a node.
+var NetworkActions = map[string]bool{
+	"kick": true, "ban": true, "unban": true, "approve": true, "deny": true, "transfer": true,
+	"lock": false, "unlock": false, "delete": false,
+}
+
+// NetworkResult is what OpNetwork did.
+type NetworkResult struct {
+	Action  string `json:"action"`
+	Network string `json:"network"`
+	Node    string `json:"node,omitempty"` // the node acted on, by name
+}
 
 // knownOps is what DecodeRequest accepts.
 var knownOps = map[Op]bool{OpNodes: true, OpNetworks: true, OpAuthKeys: true, OpBlocks: true, OpAudit: true,
-	OpAuthKeyCreate: true, OpAuthKeyRevoke: true, OpBlockAdd: true, OpBlockRemove: true, OpNodeRemove: true}
+	OpAuthKeyCreate: true, OpAuthKeyRevoke: true, OpBlockAdd: true, OpBlockRemove: true, OpNodeRemove: true,
+	OpNetwork: true}
 
 // Limits of a request.
 const (
@@ -77,6 +94,7 @@ type Request struct {
 	Reusable      bool   `json:"reusable,omitempty"`
 	Ephemeral     bool   `json:"ephemeral,omitempty"`
 	ExpirySeconds int64  `json:"expiry_seconds,omitempty"` // 0 = never expires
+	Action        string `json:"action,omitempty"`         // OpNetwork: one of NetworkActions
 	Since         int64  `json:"since,omitempty"`          // unix seconds; 0 = any time
 	Limit         int    `json:"limit,omitempty"`          // 0 = all (up to MaxAuditRead)
 }
@@ -100,6 +118,19 @@ func (r *Request) Validate() error {
 	}
 	if r.Since < 0 || r.Limit < 0 || r.Limit > MaxAuditRead {
 		return errors.New("since and limit: out of range")
+	}
+	if r.Op == OpNetwork {
+		onNode, ok := NetworkActions[r.Action]
+		switch {
+		case !ok:
+			return fmt.Errorf("network action %.40q: want kick, ban, unban, approve, deny, transfer, lock, unlock or delete", r.Action)
+		case r.Network == "":
+			return errors.New("network action: no network")
+		case onNode && r.Node == "":
+			return fmt.Errorf("network %s: which node?", r.Action)
+		case !onNode && r.Node != "":
+			return fmt.Errorf("network %s takes no node", r.Action)
+		}
 	}
 	return nil
 }

@@ -15,8 +15,9 @@ import (
 // TestHardNATTechniques measures, with plain UDP sockets in the NAT lab, what the known techniques for
 // punching through an endpoint-dependent ("symmetric") NAT achieve between a port-restricted site (E,
 // the easy side: its public port is known and stable) and a symmetric one (H, the hard side: a new
-// random public port for every destination). These are the pairs warren relays today. No warren code
-// runs here: this is the experiment that decides whether a technique is worth building.
+// random public port for every destination). No warren code runs here: this is the experiment that
+// chose the technique warren uses for such pairs (the birthday technique, peer/birthday.go; the NAT
+// matrix shows it working end to end).
 //
 // In every trial H first sends to E's public address (opening a mapping E cannot see, and which E's
 // router drops), then E sprays probes at ports of H's public address. A trial succeeds when a probe

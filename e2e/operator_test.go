@@ -211,6 +211,23 @@ func TestOperatorCommands(t *testing.T) {
 		t.Errorf("after a restart over a stale socket the listing is not live: %+v", n)
 	}
 
+	// Owner actions by the operator, on any network: a kick reaches the kicked node's peer, a lock
+	// refuses the next join; with no server running they are refused (the members must be told).
+	waitPeer(t, alpha, "bravo", "bravo back after the restart", 40*time.Second, online)
+	start = time.Now()
+	if out := coordCmd(t, true, "network", "kick", "lan", "bravo", "--data", data); !strings.Contains(out, "kick bravo done") {
+		t.Errorf("network kick said:\n%s", out)
+	}
+	kicked := waitPeer(t, alpha, "bravo", "bravo gone from alpha after the operator's kick", 5*time.Second, absent)
+	t.Logf("operator kick: gone from its peer's status %v after the command started", kicked.Sub(start).Round(time.Millisecond))
+	coordCmd(t, true, "network", "lock", "lan", "--data", data)
+	if out := warren(t, false, "network", "join", "lan", "--password", "pw", "--state", bravo); !strings.Contains(out, "locked") {
+		t.Errorf("join of a locked network said:\n%s", out)
+	}
+	if out := coordCmd(t, false, "network", "kick", "lan", "nobody", "--data", data); !strings.Contains(out, "nobody") {
+		t.Errorf("kick of an unknown node said:\n%s", out)
+	}
+
 	// The audit log: every change, in order, by the operator's uid, whether the server ran or not.
 	var audit []adminapi.AuditEntry
 	coordJSON(t, &audit, "audit", "--data", data)
@@ -221,7 +238,8 @@ func TestOperatorCommands(t *testing.T) {
 			t.Errorf("audit entry %d: %+v", i, e)
 		}
 	}
-	want := []string{"authkey.create " + keys[0].ID, "node.remove charlie", "block.add 127.0.0.2/32", "authkey.revoke " + keys[0].ID, "block.remove 127.0.0.2/32"}
+	want := []string{"authkey.create " + keys[0].ID, "node.remove charlie", "block.add 127.0.0.2/32", "authkey.revoke " + keys[0].ID, "block.remove 127.0.0.2/32",
+		"network.kick lan", "network.lock lan"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("audit:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -230,7 +248,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	var recent []adminapi.AuditEntry
 	coordJSON(t, &recent, "audit", "--data", data, "--limit", "2")
-	if len(recent) != 2 || recent[1].Action != "block.remove" {
+	if len(recent) != 2 || recent[1].Action != "network.lock" {
 		t.Errorf("audit --limit 2: %+v", recent)
 	}
 	coordJSON(t, &recent, "audit", "--data", data, "--since", "1h")

@@ -22,6 +22,8 @@ const adminUsage = `usage:
   warren-coord nodes --data DIR [--json]
   warren-coord node remove NAME|KEY --data DIR
   warren-coord networks --data DIR [--json]
+  warren-coord network kick|ban|unban|approve|deny|transfer NETWORK NODE --data DIR
+  warren-coord network lock|unlock|delete NETWORK --data DIR
   warren-coord blocks --data DIR [--json]
   warren-coord block add CIDR|IP --data DIR [--comment TEXT]
   warren-coord block remove CIDR|IP --data DIR
@@ -207,6 +209,47 @@ func cmdNode(args []string, out io.Writer) error {
 			fmt.Fprintln(out, "no server is running: its peers drop it when they next log in")
 		}
 		fmt.Fprintln(out, "if it logs in again it is a new node in no network; to keep it out, block its address ('warren-coord block add')")
+		return nil
+	})
+}
+
+// cmdNetwork takes an owner action on any network (the running server tells its members).
+func cmdNetwork(args []string, out io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, adminUsage)
+		return errors.New("network: want an action (kick, ban, unban, approve, deny, transfer, lock, unlock, delete)")
+	}
+	action := args[0]
+	onNode, ok := adminapi.NetworkActions[action]
+	if !ok {
+		fmt.Fprint(os.Stderr, adminUsage)
+		return fmt.Errorf("network: unknown action %q", action)
+	}
+	fs := flag.NewFlagSet("network "+action, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
+	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	npos := 1
+	if onNode {
+		npos = 2
+	}
+	pos, err := parseFlags(fs, args[1:], npos)
+	if err != nil {
+		return err
+	}
+	req := &adminapi.Request{Op: adminapi.OpNetwork, Action: action, Network: pos[0]}
+	if onNode {
+		req.Node = pos[1]
+	}
+	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
+		var r adminapi.NetworkResult
+		if err := d.do(ctx, req, &r); err != nil {
+			return err
+		}
+		if r.Node != "" {
+			fmt.Fprintf(out, "network %s: %s %s done; its members are told\n", r.Network, action, r.Node)
+		} else {
+			fmt.Fprintf(out, "network %s: %s done; its members are told\n", r.Network, action)
+		}
 		return nil
 	})
 }

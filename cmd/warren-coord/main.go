@@ -37,6 +37,7 @@ the key fingerprint printed at start is what nodes pin with 'warren up --coord-k
 Operator commands, on the same data directory ('warren-coord help' for details):
   warren-coord nodes|networks|blocks|audit --data DIR [--json]
   warren-coord node remove NAME|KEY --data DIR
+  warren-coord network kick|ban|lock|delete|... NETWORK [NODE] --data DIR   (owner actions)
   warren-coord block add|remove CIDR --data DIR [--comment TEXT]
   warren-coord authkey create|list|revoke --data DIR ...   (auth keys for CI jobs, containers)
 They go through the running server's admin socket (DIR/admin.sock), or work on the
@@ -208,7 +209,7 @@ func loginLimit(perSecond float64) rate.Limit {
 
 // commands are the operator's subcommands.
 var commands = map[string]func([]string, io.Writer) error{
-	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks,
+	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork,
 	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit,
 }
 

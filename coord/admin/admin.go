@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/adminapi"
+	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
@@ -67,9 +68,7 @@ func New(cfg Config) *Admin {
 		adminapi.OpBlockAdd:      a.addBlock,
 		adminapi.OpBlockRemove:   a.removeBlock,
 		adminapi.OpNodeRemove:    a.removeNode,
-		// Network actions (kick, ban, delete network): one entry each, a method that calls the
-		// coord.Server method (they need a running server: refuse with a.needServer otherwise) and
-		// then a.audit.
+		adminapi.OpNetwork:       a.networkAction,
 	}
 	return a
 }
@@ -473,4 +472,29 @@ func (a *Admin) auditLog(ctx context.Context, _ string, r *adminapi.Request) (an
 		out = append(out, adminapi.AuditEntry{ID: e.ID, Time: e.Time, Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail})
 	}
 	return out, nil
+}
+
+// networkAction takes an owner action on any network with the operator's authority, through the
+// running server (which tells the members and writes the audit log).
+func (a *Admin) networkAction(ctx context.Context, actor string, r *adminapi.Request) (any, error) {
+	if a.cfg.Server == nil {
+		return nil, adminapi.Errorf(adminapi.CodeInvalid, "network %s needs the running server, which tells the members: start warren-coord first", r.Action)
+	}
+	res, err := a.cfg.Server.Admin(ctx, coord.AdminRequest{By: coord.Actor{Operator: true, OperatorName: actor},
+		Op: control.Op(r.Action), Network: r.Network, Target: r.Node})
+	var cerr *control.Error
+	if errors.As(err, &cerr) {
+		code := adminapi.CodeInvalid
+		switch cerr.Code {
+		case control.CodeNotFound, control.CodeNotMember:
+			code = adminapi.CodeNotFound
+		case control.CodeInternal:
+			code = adminapi.CodeInternal
+		}
+		return nil, adminapi.Errorf(code, "network %s %s: %s", r.Action, r.Network, cerr.Message)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return adminapi.NetworkResult{Action: r.Action, Network: r.Network, Node: res.Target}, nil
 }
