@@ -213,7 +213,16 @@ func TestOperatorCommands(t *testing.T) {
 
 	// Owner actions by the operator, on any network: a kick reaches the kicked node's peer, a lock
 	// refuses the next join; with no server running they are refused (the members must be told).
-	waitPeer(t, alpha, "bravo", "bravo back after the restart", 40*time.Second, online)
+	// (alpha notices the killed server only after its idle timeout: wait until the new one has it.)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		nodes := nodesByName(t, data)
+		if a, b := nodes["alpha"], nodes["bravo"]; a.Online != nil && *a.Online && b.Online != nil && *b.Online {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alpha and bravo not both logged in to the restarted server: %+v", nodes)
+		}
+	}
 	start = time.Now()
 	if out := coordCmd(t, true, "network", "kick", "lan", "bravo", "--data", data); !strings.Contains(out, "kick bravo done") {
 		t.Errorf("network kick said:\n%s", out)
