@@ -32,8 +32,6 @@ import (
 // one socket almost never succeeds within a thousand probes, prediction does no better, and the
 // birthday technique almost always does; and it prints success rates by probe budget.
 func TestHardNATTechniques(t *testing.T) {
-	needNetlab(t)
-	t.Parallel() // the statistics do not depend on timing
 	lab := newNetlab(t, "e:port", "h:symmetric")
 	easy, hard := lab.site(t, "e"), lab.site(t, "h")
 	observer := labUDP(t, lab.coord.NS, netip.AddrPortFrom(lab.coord.Addrs[0], 5000).String())
