@@ -25,7 +25,7 @@ import (
 // coord; that name each other, for a standalone relay. A standalone relay answers binding requests too. A binding request asks
 // the coord which address it came from (NAT discovery, like a STUN binding); the answer is never
 // larger than the request, so the coord cannot be used to amplify traffic. Peer path probes (kinds
-// 0x11–0x13) are defined by package peer; they never reach the coord.
+// 0x11 and 0x12) are defined by package peer; they never reach the coord.
 
 // Side-channel packet kinds.
 const (
