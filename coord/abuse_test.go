@@ -2,14 +2,11 @@ package coord
 
 import (
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
@@ -57,24 +54,9 @@ func TestBlockListRefusesLogin(t *testing.T) {
 func TestBlockListBadLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "blocked")
 	writeBlockList(t, path, "10.0.0.0/8\n\n10.0.0.0/33\n")
-	cfg := Config{BlockList: path}
-	srv := &Server{cfg: cfg}
+	srv := &Server{cfg: Config{BlockList: path}}
 	if err := srv.initAbuse(); err == nil || !strings.Contains(err.Error(), "line 3") {
 		t.Fatalf("bad block list: %v, want an error naming line 3", err)
-	}
-	for _, bad := range []string{"bogus", "1.2.3.4/8/8", "::ffff:1.2.3.4/120", "1.2.3"} {
-		if _, err := parseBlockList([]byte(bad)); err == nil {
-			t.Errorf("parseBlockList(%q) succeeded", bad)
-		}
-	}
-	b, err := parseBlockList([]byte("192.0.2.7\n2001:db8::/32\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for a, want := range map[string]bool{"192.0.2.7": true, "::ffff:192.0.2.7": true, "192.0.2.8": false, "2001:db8:1::5": true, "2001:db9::1": false} {
-		if got := b.contains(netip.MustParseAddr(a)); got != want {
-			t.Errorf("contains(%s) = %v, want %v", a, got, want)
-		}
 	}
 }
 
@@ -114,7 +96,7 @@ func TestBlockListReload(t *testing.T) {
 
 func TestLoginRateLimitPerKey(t *testing.T) {
 	srv := startServerWith(t, filepath.Join(t.TempDir(), "w.db"), func(c *Config) {
-		c.LoginRateKey, c.LoginBurstKey = 4, 2
+		c.LoginRateKey, c.LoginBurstKey = 1, 2
 	})
 	key := mustKey(t)
 	for range 2 {
@@ -123,38 +105,19 @@ func TestLoginRateLimitPerKey(t *testing.T) {
 		c.conn.CloseWithError(0, "")
 	}
 	dialKey(t, srv, key).loginRefused(t, "a", control.CodeRateLimited)
-	dial(t, srv).login(t, "other") // another identity is not affected
-	time.Sleep(300 * time.Millisecond)
+	dial(t, srv).login(t, "other")      // another identity is not affected
+	time.Sleep(1100 * time.Millisecond) // one token back
 	dialKey(t, srv, key).login(t, "a")
 }
 
 func TestLoginRateLimitPerAddress(t *testing.T) {
 	srv := startServerWith(t, filepath.Join(t.TempDir(), "w.db"), func(c *Config) {
-		c.LoginRateIP, c.LoginBurstIP, c.limitLoopback = 4, 3, true
+		c.LoginRateIP, c.LoginBurstIP, c.limitLoopback = 1, 3, true
 	})
 	for i := range 3 {
 		dial(t, srv).login(t, "n"+string(rune('a'+i)))
 	}
 	dial(t, srv).loginRefused(t, "x", control.CodeRateLimited)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond) // one token back
 	dial(t, srv).login(t, "y")
-}
-
-func TestLimiterSetBounded(t *testing.T) {
-	l := newLimiterSet[netip.Prefix](1, 2)
-	now := time.Now()
-	for i := range maxLimiters + 100 {
-		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		l.allow(netip.PrefixFrom(a, 32), now)
-	}
-	if n := l.len(); n > maxLimiters {
-		t.Fatalf("%d buckets, cap %d", n, maxLimiters)
-	}
-	l.sweep(now.Add(3 * time.Second)) // every bucket is full again
-	if n := l.len(); n != 0 {
-		t.Fatalf("%d buckets after the sweep", n)
-	}
-	if !newLimiterSet[nodeKey](rate.Inf, 1).allow(nodeKey{}, now) {
-		t.Fatal("rate.Inf limited")
-	}
 }

@@ -119,7 +119,7 @@ type Server struct {
 	// (relay.go); safe for concurrent use.
 	relay *udprelay.Table
 
-	abuse abuse // block list and login rate limits (abuse.go)
+	guards guards // block list and login rate limits (abuse.go)
 
 	pendingLogins  atomic.Int64  // connections not yet logged in (handshake.go)
 	refusedPending atomic.Uint64 // connections refused because every pending slot was taken

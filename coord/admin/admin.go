@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/adminapi"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
@@ -303,7 +304,7 @@ func (a *Admin) blocks(ctx context.Context, _ string, _ *adminapi.Request) (any,
 	if err != nil {
 		return nil, err
 	}
-	entries, err := coord.ReadBlockFile(file)
+	entries, err := abuse.ReadBlockFile(file)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +324,7 @@ func (a *Admin) removeBlock(ctx context.Context, actor string, r *adminapi.Reque
 }
 
 func (a *Admin) changeBlock(ctx context.Context, actor string, r *adminapi.Request, add bool) (any, error) {
-	p, err := coord.ParseBlockPrefix(strings.TrimSpace(r.Prefix))
+	p, err := abuse.ParseBlockPrefix(strings.TrimSpace(r.Prefix))
 	if err != nil {
 		return nil, adminapi.Errorf(adminapi.CodeInvalid, "%v", err)
 	}
@@ -333,8 +334,8 @@ func (a *Admin) changeBlock(ctx context.Context, actor string, r *adminapi.Reque
 	}
 	res := adminapi.BlockChange{File: file, Prefix: p.String(), Changed: true, Disconnected: []string{}}
 	if add {
-		res.Changed, err = coord.AddBlock(file, p, r.Comment)
-	} else if err = coord.RemoveBlock(file, p); errors.Is(err, coord.ErrNotBlocked) {
+		res.Changed, err = abuse.AddBlock(file, p, r.Comment)
+	} else if err = abuse.RemoveBlock(file, p); errors.Is(err, abuse.ErrNotBlocked) {
 		return nil, adminapi.Errorf(adminapi.CodeNotFound, "%v is not an entry of the block list %s", p, file)
 	}
 	if err != nil {

@@ -1,4 +1,4 @@
-package coord
+package abuse
 
 import (
 	"errors"
@@ -12,10 +12,9 @@ import (
 	"github.com/warren-net/warren/identity"
 )
 
-// The block list file (Config.BlockList) as the operator's tools edit it: one entry a line, a CIDR
-// prefix or an address, optionally followed by a '#' comment. Edits keep every other line as it was
-// and replace the file atomically; a running Server picks the change up (ReloadBlockList, or by
-// itself within seconds).
+// The block list file as the operator's tools edit it: one entry a line, a CIDR prefix or an
+// address, optionally followed by a '#' comment. Edits keep every other line as it was and replace
+// the file atomically; a server watching the file (BlockFile) picks the change up.
 
 // MaxBlockFile bounds the block list file the tools read and write.
 const MaxBlockFile = 16 << 20
