@@ -59,6 +59,7 @@ func (s *Server) initAbuse() error {
 	s.guards.perIP = abuse.NewLimiter[netip.Prefix](c.LoginRateIP, c.LoginBurstIP, maxLimiters)
 	s.guards.perKey = abuse.NewLimiter[nodeKey](c.LoginRateKey, c.LoginBurstKey, maxLimiters)
 	s.guards.limitLo = c.limitLoopback
+	s.passwords = newPasswordGuard()
 	if c.BlockList == "" {
 		return nil
 	}
@@ -77,6 +78,7 @@ func (s *Server) checkAbuse() {
 	now := time.Now()
 	s.guards.perIP.Sweep(now)
 	s.guards.perKey.Sweep(now)
+	s.sweepPasswordLimits(now)
 	if err := s.ReloadBlockList(); err != nil {
 		s.log.Warn("block list not reloaded; keeping the old one", "file", s.cfg.BlockList, "error", err)
 	}
@@ -123,19 +125,36 @@ func (s *Server) checkLogin(key nodeKey, remote net.Addr) *control.Error {
 		return &control.Error{Code: control.CodeBlocked, Message: "logins from this address are blocked by the server operator"}
 	}
 	now := time.Now()
-	if s.guards.limitLo || !a.IsLoopback() { // loopback is this host: only the per-key limit applies
-		bits := 64
-		if a.Is4() {
-			bits = 32
-		}
-		if p, err := a.Prefix(bits); err == nil && !s.guards.perIP.Allow(p, now) {
-			return &control.Error{Code: control.CodeRateLimited, Message: "too many logins from this address; try again later"}
-		}
+	if p, ok := s.limitedSource(a); ok && !s.guards.perIP.Allow(p, now) {
+		return &control.Error{Code: control.CodeRateLimited, Message: "too many logins from this address; try again later"}
 	}
 	if !s.guards.perKey.Allow(key, now) {
 		return &control.Error{Code: control.CodeRateLimited, Message: "too many logins with this identity; try again later"}
 	}
 	return nil
+}
+
+// limitedSource returns the prefix that per-address limits count a's requests under (the address
+// for IPv4, its /64 for IPv6), and false for an address without such limits: unknown, or loopback
+// (this host; only per-key limits apply).
+func (s *Server) limitedSource(a netip.Addr) (netip.Prefix, bool) {
+	a = a.Unmap()
+	if !a.IsValid() || (a.IsLoopback() && !s.guards.limitLo) {
+		return netip.Prefix{}, false
+	}
+	bits := 64
+	if a.Is4() {
+		bits = 32
+	}
+	p, err := a.Prefix(bits)
+	return p, err == nil
+}
+
+// sourceOf returns the address sess's control connection comes from.
+func (s *Server) sourceOf(sess *session) netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sess.observed.Addr()
 }
 
 // refuseLogin sends the refusal and closes the connection.

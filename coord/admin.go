@@ -113,6 +113,23 @@ func (s *Server) admin(ctx context.Context, req AdminRequest) (*AdminResult, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	var hash string // OpPassword: the new password's hash, made before the change lock
+	if req.Op == control.OpPassword && req.Password != "" {
+		if len(req.Password) > control.MaxPassword {
+			return nil, &control.Error{Code: control.CodeInvalid, Message: "password too long"}
+		}
+		var by []byte // the operator is not rate limited
+		if !req.By.Operator {
+			by = req.By.Key
+		}
+		err := s.passwordWork(ctx, by, netip.Addr{}, func() (err error) {
+			hash, err = store.HashPassword(req.Password)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 
@@ -193,15 +210,6 @@ func (s *Server) admin(ctx context.Context, req AdminRequest) (*AdminResult, err
 	case control.OpApproval:
 		err = st.SetApproval(ctx, req.Network, req.Approval)
 	case control.OpPassword:
-		if len(req.Password) > control.MaxPassword {
-			return nil, &control.Error{Code: control.CodeInvalid, Message: "password too long"}
-		}
-		hash := ""
-		if req.Password != "" {
-			if hash, err = store.HashPassword(req.Password); err != nil {
-				return nil, s.storeError("hash password", err)
-			}
-		}
 		err = st.SetPassword(ctx, req.Network, hash)
 	case control.OpTransfer:
 		if target.State != store.StateMember {

@@ -22,8 +22,15 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	if isACLOp(r.Op) {
 		return s.handleACL(sess, r)
 	}
+	if err := store.ValidNetworkName(r.Network); err != nil {
+		return s.failed(r.ID, &control.Error{Code: control.CodeInvalid, Message: err.Error()})
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
+	p, err := s.prepare(ctx, sess, r)
+	if err != nil {
+		return s.failed(r.ID, err)
+	}
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 
@@ -31,7 +38,7 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	if err != nil {
 		return s.failed(r.ID, err)
 	}
-	if err := s.apply(ctx, sess, r); err != nil {
+	if err := s.apply(ctx, sess, r, p); err != nil {
 		return s.failed(r.ID, err)
 	}
 	if err := s.pushACL(ctx, sess.key, r.Network); err != nil { // before the peers it applies to
@@ -48,23 +55,14 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	return &control.Reply{ID: r.ID, Networks: nonNil(nets)}
 }
 
-func (s *Server) apply(ctx context.Context, sess *session, r *control.Request) error {
-	if err := store.ValidNetworkName(r.Network); err != nil {
-		return &control.Error{Code: control.CodeInvalid, Message: err.Error()}
-	}
+// apply performs r with the password work p done; the caller holds changeMu.
+func (s *Server) apply(ctx context.Context, sess *session, r *control.Request, p prepared) error {
 	switch r.Op {
 	case control.OpCreate:
 		if err := s.checkLimits(ctx, "", sess.key[:]); err != nil {
 			return err
 		}
-		hash := ""
-		if r.Password != "" {
-			var err error
-			if hash, err = store.HashPassword(r.Password); err != nil {
-				return err
-			}
-		}
-		err := s.cfg.Store.CreateNetwork(ctx, r.Network, hash, sess.key[:])
+		err := s.cfg.Store.CreateNetwork(ctx, r.Network, p.hash, sess.key[:])
 		if errors.Is(err, store.ErrExists) {
 			return &control.Error{Code: control.CodeExists, Message: fmt.Sprintf("network %q already exists", r.Network)}
 		}
@@ -73,7 +71,7 @@ func (s *Server) apply(ctx context.Context, sess *session, r *control.Request) e
 		}
 		return err
 	case control.OpJoin:
-		return s.join(ctx, sess, r)
+		return s.join(ctx, sess, r, p.verified)
 	case control.OpLeave:
 		err := s.cfg.Store.RemoveMember(ctx, r.Network, sess.key[:])
 		if errors.Is(err, store.ErrNotMember) || errors.Is(err, store.ErrNotFound) {
@@ -86,8 +84,9 @@ func (s *Server) apply(ctx context.Context, sess *session, r *control.Request) e
 
 // join adds sess's node to a network: unless it is banned, the network is locked, the password is
 // wrong or a limit is reached; a network that needs approval records the join as pending and
-// answers CodePending. A member joining again changes nothing.
-func (s *Server) join(ctx context.Context, sess *session, r *control.Request) error {
+// answers CodePending. A member joining again changes nothing. verified is the password hash that
+// prepare found r's password to match; the password is checked again only if it changed since.
+func (s *Server) join(ctx context.Context, sess *session, r *control.Request, verified string) error {
 	n, err := s.cfg.Store.Network(ctx, r.Network)
 	if errors.Is(err, store.ErrNotFound) {
 		return &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("network %q does not exist", r.Network)}
@@ -107,14 +106,9 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request) er
 	case n.Locked:
 		return &control.Error{Code: control.CodeLocked, Message: fmt.Sprintf("network %q is locked by its owner: it takes no new members", r.Network)}
 	}
-	if n.PasswordHash != "" {
-		ok, err := store.VerifyPassword(n.PasswordHash, r.Password)
-		if err != nil {
+	if n.PasswordHash != "" && n.PasswordHash != verified {
+		if err := s.checkPassword(ctx, sess, r, n.PasswordHash); err != nil {
 			return err
-		}
-		if !ok {
-			sess.log.Info("join refused: wrong password", "network", r.Network)
-			return &control.Error{Code: control.CodeWrongPassword, Message: fmt.Sprintf("wrong password for network %q", r.Network)}
 		}
 	}
 	if err := s.checkLimits(ctx, r.Network, sess.key[:]); err != nil {

@@ -119,7 +119,8 @@ type Server struct {
 	// (relay.go); safe for concurrent use.
 	relay *udprelay.Table
 
-	guards guards // block list and login rate limits (abuse.go)
+	guards    guards        // block list and login rate limits (abuse.go)
+	passwords passwordGuard // bounds on argon2id work (passwords.go)
 
 	pendingLogins  atomic.Int64  // connections not yet logged in (handshake.go)
 	refusedPending atomic.Uint64 // connections refused because every pending slot was taken

@@ -187,6 +187,22 @@ func TestNetworkAdministration(t *testing.T) {
 	dave.net(t, 1, "wrong password", "join", "lan")
 	dave.net(t, 0, "joined", "join", "lan", "--password", "new secret")
 
+	// Guessing the password: after a handful of tries the server makes the guesser wait.
+	limited := 0
+	for try := 1; try <= 20 && limited == 0; try++ {
+		out, code := warrenRun(t, "network", "join", "lan", "--password", fmt.Sprint("guess ", try), "--state", bob.state)
+		switch {
+		case code == 1 && strings.Contains(out, "too many password attempts; try again in"):
+			limited = try
+		case code != 1 || !strings.Contains(out, "wrong password"):
+			t.Fatalf("guess %d: status %d:\n%s", try, code, out)
+		}
+	}
+	if limited < 5 {
+		t.Fatalf("guesser limited at try %d, want after the 5 the server allows", limited)
+	}
+	t.Logf("a password guesser was refused at try %d", limited)
+
 	// Transfer.
 	alice.net(t, 0, "now belongs to carol", "transfer", "lan", "carol")
 	alice.net(t, 1, "only the owner", "lock", "lan")
