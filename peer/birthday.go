@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
@@ -37,6 +38,7 @@ import (
 
 const (
 	birthdaySockets = 256                    // sockets the hard side opens per attempt
+	maxHardSockets  = 4 * birthdaySockets    // all attempts together (with many hard peers at once)
 	birthdayProbes  = 1024                   // probes the easy side sprays per attempt
 	sprayBurst      = 16                     // probes per tick of the spray...
 	sprayTick       = 16 * time.Millisecond  // ...so a spray takes about a second
@@ -134,6 +136,21 @@ func (e *Endpoint) spray(ctx context.Context, k Key, ps *peerState, ip netip.Add
 	}
 }
 
+// reserveHardSockets takes up to want of the sockets left for birthday attempts and returns how
+// many it took; the caller gives them back (hardSocks.Add(-n)) when its attempt ends.
+func (e *Endpoint) reserveHardSockets(want int) int {
+	for {
+		used := e.hardSocks.Load()
+		n := min(int32(want), maxHardSockets-used)
+		if n <= 0 {
+			return 0
+		}
+		if e.hardSocks.CompareAndSwap(used, used+n) {
+			return int(n)
+		}
+	}
+}
+
 // openMany is the hard side of an attempt: birthdaySockets sockets ping the peer's public address
 // until one of them hears from the peer; that socket then accepts the peer's QUIC connection.
 func (e *Endpoint) openMany(ctx context.Context, k Key, target netip.AddrPort) error {
@@ -145,8 +162,15 @@ func (e *Endpoint) openMany(ctx context.Context, k Key, target netip.AddrPort) e
 	if local.Unmap().Is4() {
 		bind.IP = local.Unmap().AsSlice()
 	}
-	socks := make([]*net.UDPConn, 0, birthdaySockets)
-	for range birthdaySockets {
+	// Attempts with several peers at once share maxHardSockets; fewer sockets still give a fair
+	// chance (1−e^(−64·1024/64512) = 64% for a quarter), a handful is not worth trying.
+	budget := e.reserveHardSockets(birthdaySockets)
+	defer e.hardSocks.Add(-int32(budget))
+	if budget < birthdaySockets/4 {
+		return fmt.Errorf("%d other sockets are open for attempts with other peers", maxHardSockets-budget)
+	}
+	socks := make([]*net.UDPConn, 0, budget)
+	for range budget {
 		c, err := net.ListenUDP("udp4", bind)
 		if err != nil {
 			if len(socks) < birthdaySockets/4 {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,5 +157,32 @@ func TestSprayAcceptsAnyPort(t *testing.T) {
 	e.ep.mu.RUnlock()
 	if got != from || valid != from {
 		t.Fatalf("spray hit %v, validated %v; want both %v", got, valid, from)
+	}
+}
+
+// TestHardSocketBudget: attempts with many hard-NAT peers at once share a bounded number of
+// sockets; one that would get only a handful does not start.
+func TestHardSocketBudget(t *testing.T) {
+	h, e := newTestNode(t), newTestNode(t)
+	for i := range maxHardSockets / birthdaySockets {
+		if n := h.ep.reserveHardSockets(birthdaySockets); n != birthdaySockets {
+			t.Fatalf("attempt %d got %d sockets", i, n)
+		}
+	}
+	if n := h.ep.reserveHardSockets(birthdaySockets); n != 0 {
+		t.Fatalf("beyond the budget: %d sockets", n)
+	}
+	h.ep.hardSocks.Add(-100)
+	if n := h.ep.reserveHardSockets(birthdaySockets); n != 100 {
+		t.Fatalf("got %d of the 100 left", n)
+	}
+	short := int32(maxHardSockets - birthdaySockets/4 + 1) // one socket short of a quarter attempt left
+	h.ep.hardSocks.Store(short)
+	err := h.ep.openMany(context.Background(), e.key, netip.MustParseAddrPort("127.0.0.1:9"))
+	if err == nil || !strings.Contains(err.Error(), "other peers") {
+		t.Fatalf("openMany with %d sockets left: %v", maxHardSockets-h.ep.hardSocks.Load(), err)
+	}
+	if used := h.ep.hardSocks.Load(); used != short {
+		t.Fatalf("a refused attempt kept sockets: %d in use", used)
 	}
 }

@@ -138,6 +138,7 @@ type Endpoint struct {
 	relayTr   *quic.Transport // QUIC over the relay
 	relayLn   *quic.Listener
 	probes    *rate.Limiter   // bounds the signature checks inbound probes cost
+	hardSocks atomic.Int32    // sockets open for birthday attempts, all peers together (birthday.go)
 	ctx       context.Context // alive until Close
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
