@@ -131,11 +131,14 @@ type Peer struct {
 	Mapping Mapping `json:"mapping,omitempty"`
 }
 
-// PeerMap replaces the receiver's whole view of its peers.
+// PeerMap replaces the receiver's whole view of its peers. A map too large for one frame comes as
+// several, each but the last with More set (frames.go).
 type PeerMap struct {
 	Peers []Peer `json:"peers"`
 	// ACLs are the rule lists of the receiver's networks that have one (see ACL).
 	ACLs []ACL `json:"acls,omitempty"`
+	// More says that more frames of this map follow: the receiver applies them all together.
+	More bool `json:"more,omitempty"`
 }
 
 // PeerDelta changes the receiver's view: peers in Upsert are added or replaced (matched by key), keys

@@ -171,7 +171,8 @@ func checkEndpoints(eps []netip.AddrPort) error {
 		return fmt.Errorf("too many endpoints (%d > %d)", len(eps), MaxEndpoints)
 	}
 	for _, ep := range eps {
-		if !ep.IsValid() || ep.Port() == 0 {
+		// A zone names another host's interface: meaningless here, and unbounded in size.
+		if !ep.IsValid() || ep.Port() == 0 || ep.Addr().Zone() != "" {
 			return fmt.Errorf("invalid endpoint %v", ep)
 		}
 	}
@@ -215,7 +216,7 @@ func checkPeers(peers []Peer) error {
 			return errors.New("peer: needs 1-4 IPs")
 		}
 		for _, ip := range p.IPs {
-			if !ip.IsValid() {
+			if !ip.IsValid() || ip.Zone() != "" {
 				return errors.New("peer: invalid IP")
 			}
 		}

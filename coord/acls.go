@@ -23,8 +23,6 @@ const (
 	// maxACLBytes bounds one network's rule list as stored and sent, so that the lists of every
 	// network a node may be in (control.MaxNetworks) fit in the control protocol's frames.
 	maxACLBytes = 8 << 10
-	// aclsPerDelta bounds the rule lists in one PeerDelta.
-	aclsPerDelta = 64
 )
 
 func isACLOp(op control.Op) bool {

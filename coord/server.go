@@ -84,6 +84,7 @@ type Config struct {
 	MaxPendingLogins int
 
 	limitLoopback bool // tests: apply the per-address limit to loopback sources too
+	frameBudget   int  // tests: the peer map and delta frame budget (0 = control.FrameBudget)
 }
 
 // Defaults for the limits in Config.

@@ -112,8 +112,18 @@ func (c *client) login(t *testing.T, name string) *control.Welcome {
 	c.send(t, &control.Msg{Type: control.TypeLogin, Login: &control.Login{Version: control.Version, Name: name,
 		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}})
 	w := c.recv(t, control.TypeWelcome).Welcome
-	c.recv(t, control.TypePeerMap)
+	c.peerMap(t)
 	return w
+}
+
+// peerMap reads a whole peer map, in as many frames as it comes.
+func (c *client) peerMap(t *testing.T) *control.PeerMap {
+	t.Helper()
+	pm, err := control.ReadPeerMap(c.stream, c.recv(t, control.TypePeerMap).PeerMap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pm
 }
 
 func (c *client) request(t *testing.T, r control.Request) *control.Reply {

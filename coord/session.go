@@ -192,20 +192,32 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		s.dropSession(sess)
 		return nil, s.storeError("list rules", err)
 	}
-	pm := &control.PeerMap{Peers: make([]control.Peer, 0, len(rows)), ACLs: acls}
 	sess.mu.Lock()
 	for _, r := range rows {
 		sess.peers[keyOf(r.Node.Key)] = true
 	}
 	sess.mu.Unlock()
-	for _, r := range rows {
-		pm.Peers = append(pm.Peers, s.peerRecord(r.Node, r.Networks))
+	if err := control.WriteMsg(stream, welcome); err != nil {
+		s.dropSession(sess)
+		return nil, fmt.Errorf("send welcome: %w", err)
 	}
-	for _, m := range []*control.Msg{welcome, {Type: control.TypePeerMap, PeerMap: pm}} {
-		if err := control.WriteMsg(stream, m); err != nil {
-			s.dropSession(sess)
-			return nil, fmt.Errorf("send %s: %w", m.Type, err)
+	// The peer map, in as many frames as it takes (control/frames.go).
+	cut := s.newFrameCutter(func(f frame, more bool) error {
+		pm := &control.PeerMap{Peers: f.upsert, ACLs: f.acls, More: more}
+		if pm.Peers == nil {
+			pm.Peers = []control.Peer{}
 		}
+		return control.WriteMsg(stream, &control.Msg{Type: control.TypePeerMap, PeerMap: pm})
+	})
+	for _, a := range acls {
+		cut.addACL(a)
+	}
+	for _, r := range rows {
+		cut.addPeer(s.peerRecord(r.Node, r.Networks))
+	}
+	if err := cut.close(true); err != nil {
+		s.dropSession(sess)
+		return nil, fmt.Errorf("send peer map: %w", err)
 	}
 	// Tell every online peer that this node is here now.
 	me := func(networks []string) *control.Peer {
@@ -366,33 +378,24 @@ func (s *Server) writeLoop(sess *session) {
 				return
 			}
 		}
-		delta := control.PeerDelta{Networks: networks}
-		for _, a := range acls { // first, or with the peers they apply to
-			delta.ACLs = append(delta.ACLs, a)
-			if len(delta.ACLs) == aclsPerDelta {
-				if err := control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: &delta}); err != nil {
-					return
-				}
-				delta = control.PeerDelta{}
-			}
+		// Rules first, or with the peers they apply to; the network list with the first frame.
+		cut := s.newFrameCutter(func(f frame, _ bool) error {
+			delta := &control.PeerDelta{Networks: networks, ACLs: f.acls, Upsert: f.upsert, Remove: f.remove}
+			networks = nil
+			return control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: delta})
+		})
+		for _, a := range acls {
+			cut.addACL(a)
 		}
 		for k, p := range pending {
 			if p == nil {
-				delta.Remove = append(delta.Remove, k[:])
+				cut.addRemove(k[:])
 			} else {
-				delta.Upsert = append(delta.Upsert, *p)
-			}
-			if len(delta.Upsert)+len(delta.Remove) == control.MaxPeers {
-				if err := control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: &delta}); err != nil {
-					return
-				}
-				delta = control.PeerDelta{}
+				cut.addPeer(*p)
 			}
 		}
-		if len(delta.Upsert)+len(delta.Remove)+len(delta.ACLs) > 0 || delta.Networks != nil {
-			if err := control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: &delta}); err != nil {
-				return
-			}
+		if err := cut.close(networks != nil); err != nil {
+			return
 		}
 	}
 }

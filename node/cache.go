@@ -17,8 +17,9 @@ import (
 
 const cacheFile = "peers.json"
 
-// maxCacheSize bounds what is read back from the state directory.
-const maxCacheSize = 16 << 20
+// maxCacheSize bounds what is read back from the state directory: a peer map of tens of thousands
+// of peers (control.MaxMapPeers) fits.
+const maxCacheSize = 64 << 20
 
 // cachedState is the on-disk cache, written atomically (temp file, fsync, rename) with mode 0600.
 type cachedState struct {
@@ -76,7 +77,7 @@ func loadCache(path string) (*cachedState, error) {
 	if err := (&control.Msg{Type: control.TypeWelcome, Welcome: st.Welcome}).Validate(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if err := (&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: st.Peers, ACLs: st.ACLs}}).Validate(); err != nil {
+	if err := control.ValidPeerMap(&control.PeerMap{Peers: st.Peers, ACLs: st.ACLs}); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return &st, nil

@@ -162,6 +162,9 @@ func (c *coordClient) doLogin(ctx context.Context, conn *quic.Conn) (*control.We
 	if pm.Type != control.TypePeerMap {
 		return nil, nil, fmt.Errorf("login: expected peer map, got %q", pm.Type)
 	}
+	if pm.PeerMap, err = control.ReadPeerMap(stream, pm.PeerMap); err != nil {
+		return nil, nil, fmt.Errorf("read peer map: %w", err)
+	}
 	c.handle(m)
 	c.handle(pm)
 	return m.Welcome, stream, nil
@@ -187,7 +190,13 @@ func (c *coordClient) readLoop() error {
 			if ch != nil {
 				ch <- m.Reply
 			}
-		case control.TypePeerMap, control.TypePeerDelta:
+		case control.TypePeerMap:
+			if m.PeerMap, err = control.ReadPeerMap(stream, m.PeerMap); err != nil {
+				c.failWaiters()
+				return err
+			}
+			c.handle(m)
+		case control.TypePeerDelta:
 			c.handle(m)
 		default:
 			c.log.Warn("ignoring unexpected control message", "type", m.Type)
