@@ -1,13 +1,18 @@
 package coord
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
@@ -173,5 +178,95 @@ func TestCloseStopsReaper(t *testing.T) {
 			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkReap times the removal of 500 ephemeral nodes, offline for longer than the timeout, from
+// a real SQLite file: "alone" with no networks, "network" with all of them in one network with a
+// permanent owner (each removal tells the others). One op is the whole cleanup.
+func BenchmarkReap(b *testing.B) {
+	const n = 500
+	for _, shared := range []bool{false, true} {
+		name := map[bool]string{false: "alone", true: "network"}[shared]
+		b.Run(name, func(b *testing.B) {
+			template := filepath.Join(b.TempDir(), "template.db")
+			expiredStore(b, template, n, shared)
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				path := filepath.Join(b.TempDir(), fmt.Sprintf("w%d.db", i))
+				copyFile(b, template, path)
+				// A long timeout: the server's own ticks find nothing due; the benchmark reaps as of
+				// two hours from now, when every node is overdue.
+				srv := startServerWith(b, path, func(c *Config) {
+					c.EphemeralTimeout = time.Hour
+					c.Logger = hclog.NewNullLogger()
+				})
+				at := time.Now().Add(2 * time.Hour)
+				b.StartTimer()
+				removed := 0
+				for range 2 * n {
+					r := srv.reapOnce(at)
+					if r == 0 {
+						break
+					}
+					removed += r
+				}
+				b.StopTimer()
+				if removed != n {
+					b.Fatalf("removed %d of %d", removed, n)
+				}
+				srv.Close()
+				srv.cfg.Store.Close()
+			}
+		})
+	}
+}
+
+// expiredStore creates a store at path with n ephemeral nodes offline since an hour before now,
+// with shared all members of network "ci" owned by a permanent node.
+func expiredStore(tb testing.TB, path string, n int, shared bool) {
+	tb.Helper()
+	st, err := store.Open(path, store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	owner := bytes.Repeat([]byte{0xff}, 32)
+	if shared {
+		if _, err := st.UpsertNode(ctx, owner, "owner"); err != nil {
+			tb.Fatal(err)
+		}
+		if err := st.CreateNetwork(ctx, "ci", "", owner); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	offline := time.Now().Add(-time.Hour)
+	for i := range n {
+		k := make([]byte, 32)
+		k[0], k[1] = byte(i), byte(i>>8)
+		if _, err := st.UpsertNode(ctx, k, fmt.Sprintf("job-%d", i)); err != nil {
+			tb.Fatal(err)
+		}
+		if shared {
+			if err := st.AddMember(ctx, "ci", k); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if err := errors.Join(st.SetEphemeral(ctx, k), st.MarkOffline(ctx, k, offline)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+func copyFile(tb testing.TB, from, to string) {
+	tb.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		tb.Fatal(err)
 	}
 }
