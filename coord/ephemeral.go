@@ -22,7 +22,8 @@ const DefaultEphemeralTimeout = 5 * time.Minute
 // retry at least every 30s, so a live one is back well within it.
 const maxRestartGrace = time.Minute
 
-// reapBatch bounds the nodes one reaper pass loads at once.
+// reapBatch bounds the nodes one reaper pass loads and removes in one store transaction (under
+// changeMu: logins wait for it).
 const reapBatch = 100
 
 // initEphemeral sets the timeout's default and restarts the offline clocks; New calls it before
@@ -47,61 +48,84 @@ func (s *Server) initEphemeral() error {
 
 // reapDue removes the ephemeral nodes that have been offline too long (New runs it periodically).
 func (s *Server) reapDue() {
-	// A full batch removed: there may be more right away.
-	for s.reapOnce(time.Now()) == reapBatch && s.ctx.Err() == nil {
+	// A full batch loaded and some removed: there may be more right away.
+	for s.ctx.Err() == nil {
+		if loaded, removed := s.reapOnce(time.Now()); loaded < reapBatch || removed == 0 {
+			return
+		}
 	}
 }
 
-// reapOnce removes up to reapBatch expired ephemeral nodes and returns how many it removed.
-func (s *Server) reapOnce(now time.Time) int {
+// reapOnce loads up to reapBatch expired ephemeral nodes and removes those not online in one store
+// transaction; it returns how many it loaded and how many it removed.
+func (s *Server) reapOnce(now time.Time) (loaded, removed int) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	cutoff := now.Add(-s.cfg.EphemeralTimeout)
 	nodes, err := s.cfg.Store.ExpiredEphemeral(ctx, cutoff, reapBatch)
-	if err != nil {
-		if s.ctx.Err() == nil {
+	if err != nil || len(nodes) == 0 {
+		if err != nil && s.ctx.Err() == nil {
 			s.log.Error("ephemeral reaper", "error", err)
 		}
-		return 0
+		return 0, 0
 	}
-	removed := 0
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	keys := make([][]byte, 0, len(nodes))
+	byKey := make(map[nodeKey]store.Node, len(nodes))
+	s.mu.Lock()
 	for _, n := range nodes {
-		s.changeMu.Lock()
-		s.mu.Lock()
-		online := s.sessions[keyOf(n.Key)] != nil
-		s.mu.Unlock()
-		if !online {
-			// Conditional on the stored offline time: a node that logged in meanwhile stays.
-			ok, err := s.removeLocked(ctx, n, cutoff, "offline for "+s.cfg.EphemeralTimeout.String())
-			if err != nil {
-				s.log.Error("ephemeral reaper", "node", keyOf(n.Key).String(), "error", err)
-			}
-			if ok {
-				removed++
-			}
+		if k := keyOf(n.Key); s.sessions[k] == nil {
+			keys = append(keys, n.Key)
+			byKey[k] = n
 		}
-		s.changeMu.Unlock()
 	}
-	return removed
+	s.mu.Unlock()
+	if len(keys) == 0 {
+		return len(nodes), 0
+	}
+	// Conditional on the stored offline time: a node that logged in meanwhile stays.
+	reaped, err := s.cfg.Store.DeleteExpiredEphemeral(ctx, keys, cutoff)
+	if err != nil {
+		if s.ctx.Err() == nil {
+			s.log.Error("ephemeral reaper", "nodes", len(keys), "error", err)
+		}
+		return len(nodes), 0
+	}
+	reason := "offline for " + s.cfg.EphemeralTimeout.String()
+	told := 0
+	for _, r := range reaped {
+		k := keyOf(r.Key)
+		for _, p := range r.Peers {
+			s.enqueue(keyOf(p), k, nil)
+		}
+		told += len(r.Peers)
+		n := byKey[k]
+		s.log.Debug("ephemeral node removed", "node", k.String(), "name", n.Name, "ipv4", n.IPv4, "reason", reason, "peers_told", len(r.Peers))
+	}
+	if len(reaped) > 0 {
+		s.log.Info("ephemeral nodes removed", "nodes", len(reaped), "reason", reason, "deltas", told)
+	}
+	return len(nodes), len(reaped)
 }
 
-// removeLocked deletes the ephemeral node n (only if offline since before offlineBefore, when that
-// is set) and tells its peers. The caller holds changeMu.
-func (s *Server) removeLocked(ctx context.Context, n store.Node, offlineBefore time.Time, reason string) (bool, error) {
+// removeLocked deletes the ephemeral node n at once (OpLogout) and tells its peers. The caller
+// holds changeMu.
+func (s *Server) removeLocked(ctx context.Context, n store.Node, reason string) error {
 	rows, err := s.cfg.Store.Peers(ctx, n.Key)
 	if err != nil {
-		return false, err
+		return err
 	}
-	removed, err := s.cfg.Store.DeleteEphemeral(ctx, n.Key, offlineBefore)
+	removed, err := s.cfg.Store.DeleteEphemeral(ctx, n.Key, time.Time{})
 	if err != nil || !removed {
-		return false, err
+		return err
 	}
 	k := keyOf(n.Key)
 	for _, r := range rows {
 		s.enqueue(keyOf(r.Node.Key), k, nil)
 	}
 	s.log.Info("ephemeral node removed", "node", k.String(), "name", n.Name, "ipv4", n.IPv4, "reason", reason, "peers_told", len(rows))
-	return true, nil
+	return nil
 }
 
 // markOfflineLocked records in the store that the node went offline now (it starts an ephemeral
@@ -159,7 +183,7 @@ func (s *Server) handleLogout(sess *session, id uint64) *control.Reply {
 	if !s.dropSession(sess) {
 		return &control.Reply{ID: id, Code: control.CodeRefused, Error: "this session has ended (logged out or replaced by a newer login)"}
 	}
-	if _, err := s.removeLocked(ctx, n, time.Time{}, "logged out"); err != nil {
+	if err := s.removeLocked(ctx, n, "logged out"); err != nil {
 		s.markOfflineLocked(sess.key) // the reaper retries
 		return s.failed(id, err)
 	}

@@ -1,13 +1,18 @@
 package coord
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
@@ -124,22 +129,10 @@ func TestEphemeralReaperSurvivesRestart(t *testing.T) {
 // TestReaperBatches: more expired nodes than one batch are all removed, none left for later ticks.
 func TestReaperBatches(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.db")
-	st, err := store.Open(path, store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
 	const n = 2*reapBatch + 17
-	for i := range n {
-		k := make([]byte, 32)
-		k[0], k[1] = byte(i), byte(i>>8)
-		if _, err := st.UpsertNode(ctx, k, "n"); err != nil {
-			t.Fatal(err)
-		}
-		st.SetEphemeral(ctx, k)
-	}
-	st.Close()
+	expiredStore(t, path, n, false) // the restart counts them offline from now
 	srv := startServerWith(t, path, func(c *Config) { c.EphemeralTimeout = 300 * time.Millisecond })
+	ctx := context.Background()
 	start := time.Now()
 	for {
 		left, err := srv.cfg.Store.ExpiredEphemeral(ctx, time.Now().Add(time.Hour), n)
@@ -149,14 +142,78 @@ func TestReaperBatches(t *testing.T) {
 		if len(left) == 0 {
 			break
 		}
-		// Generous: each removal is its own fsynced transaction, slow on a loaded CI machine. What
-		// counts is that the reaper goes on past its first batch.
+		// Generous for a loaded CI machine. What counts is that the reaper goes on past its first
+		// batch.
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("%d of %d ephemeral nodes left", len(left), n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("%d ephemeral nodes offline at start removed %v later (timeout 300ms)", n, time.Since(start).Round(time.Millisecond))
+}
+
+// TestReapBatchTellsPeers: one reaper pass removes a whole batch of expired nodes, and the online
+// owner of their network is told of every one; an online ephemeral node (even one the store counts
+// offline) and an offline permanent node stay.
+func TestReapBatchTellsPeers(t *testing.T) {
+	srv := startServerWith(t, filepath.Join(t.TempDir(), "w.db"), func(c *Config) { c.EphemeralTimeout = time.Hour })
+	a := ownerWithNetwork(t, srv)
+	ctx := context.Background()
+	st := srv.cfg.Store
+	now := time.Now()
+	const n = reapBatch + 50
+	expired := make(map[string]bool, n)
+	for i := range n {
+		k := make([]byte, 32)
+		k[0], k[1] = byte(i), byte(i>>8)
+		if _, err := st.UpsertNode(ctx, k, fmt.Sprintf("job-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := errors.Join(st.AddMember(ctx, "ci", k), st.SetEphemeral(ctx, k), st.MarkOffline(ctx, k, now.Add(-time.Minute))); err != nil {
+			t.Fatal(err)
+		}
+		expired[string(k)] = true
+	}
+	perm := bytes.Repeat([]byte{0xee}, 32)
+	if _, err := st.UpsertNode(ctx, perm, "permanent"); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(st.AddMember(ctx, "ci", perm), st.MarkOffline(ctx, perm, now.Add(-2*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	cKey, _ := identity.Generate()
+	c := dialKey(t, srv, cKey)
+	c.loginAs(t, control.Login{Name: "steady", Ephemeral: true})
+	c.request(t, control.Request{ID: 1, Op: control.OpJoin, Network: "ci"})
+	a.waitDelta(t, "steady online", upserts("steady", true))
+	// Only the session shows it online now: the reaper must look at sessions, not only the store.
+	if err := st.MarkOffline(ctx, cKey.Public(), now); err != nil {
+		t.Fatal(err)
+	}
+
+	at := now.Add(2 * time.Hour)
+	for i, want := range [][2]int{{reapBatch, reapBatch}, {n - reapBatch + 1, n - reapBatch}, {1, 0}} {
+		if loaded, removed := srv.reapOnce(at); loaded != want[0] || removed != want[1] {
+			t.Errorf("pass %d: loaded %d, removed %d; want %d, %d", i+1, loaded, removed, want[0], want[1])
+		}
+	}
+	a.waitDelta(t, "every expired node removed", func(d *control.PeerDelta) bool {
+		for _, k := range d.Remove {
+			if !expired[string(k)] {
+				t.Errorf("owner told of the removal of %x", k[:4])
+			}
+			delete(expired, string(k))
+		}
+		return len(expired) == 0
+	})
+	for _, k := range [][]byte{perm, cKey.Public()} {
+		if gone(t, srv, k) {
+			t.Errorf("node %x removed", k[:4])
+		}
+	}
+	if m, _ := st.Members(ctx, "ci"); len(m) != 3 {
+		t.Errorf("%d members left, want owner, permanent, steady: %+v", len(m), m)
+	}
 }
 
 // TestCloseStopsReaper: Close waits for every goroutine the server started, the reaper included.
@@ -173,5 +230,95 @@ func TestCloseStopsReaper(t *testing.T) {
 			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkReap times the removal of 500 ephemeral nodes, offline for longer than the timeout, from
+// a real SQLite file: "alone" with no networks, "network" with all of them in one network with a
+// permanent owner (each removal tells the others). One op is the whole cleanup.
+func BenchmarkReap(b *testing.B) {
+	const n = 500
+	for _, shared := range []bool{false, true} {
+		name := map[bool]string{false: "alone", true: "network"}[shared]
+		b.Run(name, func(b *testing.B) {
+			template := filepath.Join(b.TempDir(), "template.db")
+			expiredStore(b, template, n, shared)
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				path := filepath.Join(b.TempDir(), fmt.Sprintf("w%d.db", i))
+				copyFile(b, template, path)
+				// A long timeout: the server's own ticks find nothing due; the benchmark reaps as of
+				// two hours from now, when every node is overdue.
+				srv := startServerWith(b, path, func(c *Config) {
+					c.EphemeralTimeout = time.Hour
+					c.Logger = hclog.NewNullLogger()
+				})
+				at := time.Now().Add(2 * time.Hour)
+				b.StartTimer()
+				removed := 0
+				for range 2 * n {
+					_, r := srv.reapOnce(at)
+					if r == 0 {
+						break
+					}
+					removed += r
+				}
+				b.StopTimer()
+				if removed != n {
+					b.Fatalf("removed %d of %d", removed, n)
+				}
+				srv.Close()
+				srv.cfg.Store.Close()
+			}
+		})
+	}
+}
+
+// expiredStore creates a store at path with n ephemeral nodes offline since an hour before now,
+// with shared all members of network "ci" owned by a permanent node.
+func expiredStore(tb testing.TB, path string, n int, shared bool) {
+	tb.Helper()
+	st, err := store.Open(path, store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	owner := bytes.Repeat([]byte{0xff}, 32)
+	if shared {
+		if _, err := st.UpsertNode(ctx, owner, "owner"); err != nil {
+			tb.Fatal(err)
+		}
+		if err := st.CreateNetwork(ctx, "ci", "", owner); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	offline := time.Now().Add(-time.Hour)
+	for i := range n {
+		k := make([]byte, 32)
+		k[0], k[1] = byte(i), byte(i>>8)
+		if _, err := st.UpsertNode(ctx, k, fmt.Sprintf("job-%d", i)); err != nil {
+			tb.Fatal(err)
+		}
+		if shared {
+			if err := st.AddMember(ctx, "ci", k); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if err := errors.Join(st.SetEphemeral(ctx, k), st.MarkOffline(ctx, k, offline)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+func copyFile(tb testing.TB, from, to string) {
+	tb.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		tb.Fatal(err)
 	}
 }

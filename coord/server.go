@@ -164,7 +164,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.tr = &quic.Transport{Conn: cfg.Conn, ConnContext: s.admitConn, VerifySourceAddress: s.underPressure}
+	// A reset key stable across restarts: a restarted server answers the packets of connections it
+	// lost with stateless resets, so a node reconnects as soon as it sends one instead of after its
+	// idle timeout. quic-go answers only packets over 42 bytes: a request or an endpoint update, not a
+	// bare keep-alive.
+	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("coord"))
+	s.tr = &quic.Transport{Conn: cfg.Conn, ConnContext: s.admitConn, VerifySourceAddress: s.underPressure, StatelessResetKey: &resetKey}
 	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
 		HandshakeIdleTimeout:  5 * time.Second,
 		MaxIdleTimeout:        cfg.IdleTimeout,

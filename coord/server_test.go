@@ -19,7 +19,7 @@ import (
 	"github.com/warren-net/warren/identity"
 )
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
@@ -32,7 +32,7 @@ func startServer(t *testing.T) *Server {
 }
 
 // startServerWith starts a server on the database at path; adjust, if set, may change the config.
-func startServerWith(t *testing.T, path string, adjust func(*Config)) *Server {
+func startServerWith(t testing.TB, path string, adjust func(*Config)) *Server {
 	t.Helper()
 	pools := store.Pools{V4: netip.MustParsePrefix("100.64.0.0/10"), V6: netip.MustParsePrefix("fd7a:7761:7272::/48")}
 	st, err := store.Open(path, pools)

@@ -1,6 +1,7 @@
 // Package identity holds a node's or coordination server's long-term Ed25519 identity key: how it is
 // stored on disk, how it is presented in TLS (a self-signed certificate carrying the key), how a
-// remote key is read back out of a TLS handshake, and how keys are shown to people (fingerprints).
+// remote key is read back out of a TLS handshake, how keys are shown to people (fingerprints), and
+// the QUIC stateless reset keys derived from it.
 //
 // It does not decide which keys to trust; callers pass a verify function.
 package identity
@@ -8,6 +9,7 @@ package identity
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -90,6 +92,26 @@ func (k *Key) Public() ed25519.PublicKey { return k.priv.Public().(ed25519.Publi
 
 // Sign signs msg with the key (Ed25519).
 func (k *Key) Sign(msg []byte) []byte { return ed25519.Sign(k.priv, msg) }
+
+// StatelessResetKey derives from k the key a QUIC transport makes its stateless reset tokens with
+// (quic.Transport.StatelessResetKey): HKDF-SHA256 of the private key, with "warren stateless reset
+// v1: " and use as the label. It stays the same across restarts of whoever holds k, and reveals
+// neither the identity key nor anything else derived from it. A restarted server or node that
+// answers packets of connections it no longer knows with a stateless reset makes its peers drop
+// them at once instead of after their idle timeout (quic-go answers only packets over 42 bytes, so
+// not a bare keep-alive).
+//
+// Every transport that could be sent another one's packets needs a use of its own: a transport
+// answering a packet meant for a live connection of another that shares its key would hand out that
+// connection's valid reset token (RFC 9000 section 21.11). A coord and a relay run with one key
+// file, or a node's socket and its relay transport, are such pairs.
+func (k *Key) StatelessResetKey(use string) [32]byte {
+	b, err := hkdf.Key(sha256.New, k.priv.Seed(), nil, "warren stateless reset v1: "+use, 32)
+	if err != nil {
+		panic("identity: hkdf: " + err.Error()) // only for a length beyond 255 hashes
+	}
+	return [32]byte(b)
+}
 
 // Fingerprint returns the fingerprint of k's public key; see Fingerprint.
 func (k *Key) Fingerprint() string { return Fingerprint(k.Public()) }

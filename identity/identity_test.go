@@ -1,8 +1,10 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -110,5 +112,48 @@ func TestWriteFileAtomic(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Dir(path))
 	if len(entries) != 1 {
 		t.Errorf("temp files left: %v", entries)
+	}
+}
+
+// TestStatelessResetKey: the key is HKDF-SHA256 of the seed with the label (known answers, computed
+// outside Go), the same after a reload, different for another use or identity, and not the identity
+// key.
+func TestStatelessResetKey(t *testing.T) {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	k := &Key{priv: ed25519.NewKeyFromSeed(seed)}
+	for use, want := range map[string]string{
+		"coord": "ce35e1b6e3d4b3fc14f0ba762372ff1597b6b5b4205ae67f216c02ad6971606f",
+		"relay": "035f7c234e975006b98c5892e2d4141c9e649433b81629fee7bb3ca929021e87",
+	} {
+		if r := k.StatelessResetKey(use); hex.EncodeToString(r[:]) != want {
+			t.Errorf("known answer for %q: got %x", use, r)
+		}
+	}
+
+	path := filepath.Join(t.TempDir(), "key.pem")
+	k1, _, err := LoadOrCreate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, _, err := LoadOrCreate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := Generate()
+	r1 := k1.StatelessResetKey("peer")
+	if r1 != k2.StatelessResetKey("peer") {
+		t.Error("the key changed across a reload")
+	}
+	if r1 == k1.StatelessResetKey("peer relay") {
+		t.Error("two uses share a reset key")
+	}
+	if r1 == other.StatelessResetKey("peer") {
+		t.Error("two identities share a reset key")
+	}
+	if bytes.Contains(k1.priv, r1[:]) || bytes.Contains(r1[:], k1.priv.Seed()[:8]) {
+		t.Error("the reset key is (part of) the identity key")
 	}
 }

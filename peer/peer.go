@@ -232,7 +232,6 @@ func New(cfg Config) (*Endpoint, error) {
 		bindings: make(map[[control.TxIDSize]byte]chan netip.AddrPort),
 		hairpins: make(map[txID]chan struct{}),
 		probes:   rate.NewLimiter(probeRate, 2*probeRate),
-		tr:       &quic.Transport{Conn: cfg.Conn},
 		quicConf: &quic.Config{
 			EnableDatagrams:      true,
 			InitialPacketSize:    InitialPacketSize,
@@ -244,9 +243,19 @@ func New(cfg Config) (*Endpoint, error) {
 			MaxIncomingUniStreams: -1,
 		},
 	}
+	// Stateless reset keys from the identity key, stable across restarts: a node restarted on a fixed
+	// port answers packets of the links it lost with stateless resets, so its peers drop those at
+	// once instead of after their idle timeout (once they send more than a keep-alive: quic-go
+	// answers only packets over 42 bytes). The socket's transport and the relay's have keys of their
+	// own: with one key, a packet carrying a connection ID of one, sent to the other, would draw that
+	// live connection's valid reset token (RFC 9000 section 21.11). Birthday attempts' sockets
+	// (birthday.go) get no key: their ports do not outlive the process anyway.
+	sockKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("peer"))
+	relayKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("peer relay"))
+	e.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &sockKey}
 	if uc, ok := cfg.Conn.(*net.UDPConn); ok {
 		e.alias = &aliasConn{UDPConn: uc}
-		e.tr = &quic.Transport{Conn: e.alias}
+		e.tr = &quic.Transport{Conn: e.alias, StatelessResetKey: &sockKey}
 	}
 	e.self, _ = KeyOf(cfg.Key.Public())
 	e.noDirect.Store(cfg.NoDirect)
@@ -260,7 +269,7 @@ func New(cfg Config) (*Endpoint, error) {
 		return nil, fmt.Errorf("peer: listen: %w", err)
 	}
 	e.relay = newRelayConn(e.writeSide, cfg.Conn.LocalAddr())
-	e.relayTr = &quic.Transport{Conn: e.relay}
+	e.relayTr = &quic.Transport{Conn: e.relay, StatelessResetKey: &relayKey}
 	e.relayLn, err = e.relayTr.Listen(serverTLS, e.quicConf)
 	if err != nil {
 		e.ln.Close()

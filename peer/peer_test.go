@@ -32,8 +32,15 @@ func newTestNode(t *testing.T) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestNodeOn(t, k, pc)
+}
+
+// newTestNodeOn starts a node with identity k on pc.
+func newTestNodeOn(t *testing.T, k *identity.Key, pc net.PacketConn) *testNode {
+	t.Helper()
 	n := &testNode{id: k, got: make(chan []byte, 64)}
 	n.key, _ = KeyOf(k.Public())
+	var err error
 	n.ep, err = New(Config{Key: k, Conn: pc, Logger: hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Debug}),
 		Receive: func(from Key, pkt []byte) {
 			select {
@@ -148,5 +155,46 @@ func waitGoroutines(t *testing.T, want int) {
 	if n := runtime.NumGoroutine(); n > want {
 		buf := make([]byte, 1<<16)
 		t.Fatalf("%d goroutines left, want <= %d:\n%s", n, want, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestRestartedPeerResetsLinks: a node killed and restarted on the same port with the same identity
+// answers its peer's packets on the lost link with a stateless reset, so the peer drops that link and
+// dials again at once instead of after its idle timeout (15 s; the stall check's probes, answered
+// from the same address, do not move the link either).
+func TestRestartedPeerResetsLinks(t *testing.T) {
+	a := newTestNode(t)
+	// b has the higher key, so a dials: the new link waits for a to give up the old one.
+	var kb *identity.Key
+	for kb == nil || bytes.Compare(kb.Public(), a.id.Public()) < 0 {
+		kb, _ = identity.Generate()
+	}
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newTestNodeOn(t, kb, pc)
+	a.ep.SetPeers([]Info{b.info()})
+	b.ep.SetPeers([]Info{a.info()})
+	sendUntil(t, a, b, []byte("before"))
+
+	// Kill b: closing its transport drops the link without a word (quic-go sends no
+	// CONNECTION_CLOSE then), and the socket goes.
+	b.ep.tr.Close()
+	b.ep.Close()
+	killed := time.Now()
+	pc2, err := net.ListenUDP("udp4", pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatalf("rebind %v: %v", pc.LocalAddr(), err)
+	}
+	b2 := newTestNodeOn(t, kb, pc2)
+	b2.ep.SetPeers([]Info{a.info()})
+	// quic-go answers only packets over 42 bytes with a reset (not a bare keep-alive): send one the
+	// size of a small IP packet.
+	sendUntil(t, a, b2, bytes.Repeat([]byte("after"), 20))
+	took := time.Since(killed)
+	t.Logf("a reached b's restarted endpoint %v after the kill (link idle timeout %v)", took.Round(time.Millisecond), a.ep.cfg.IdleTimeout)
+	if took > a.ep.cfg.IdleTimeout/2 {
+		t.Errorf("a reached the restarted b only after %v: it waited for the idle timeout (%v)", took, a.ep.cfg.IdleTimeout)
 	}
 }

@@ -108,7 +108,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), sessions: make(map[Key]*relaySession),
 		perIP: make(map[netip.Prefix]int)}
-	s.tr = &quic.Transport{Conn: cfg.Conn}
+	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("relay")) // see coord.New
+	s.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &resetKey}
 	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
 		HandshakeIdleTimeout:  5 * time.Second,
 		MaxIdleTimeout:        cfg.IdleTimeout,

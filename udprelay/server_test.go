@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -269,4 +270,47 @@ func TestServerLimitsPerIP(t *testing.T) {
 	if s.Nodes() != 2 {
 		t.Errorf("Nodes() = %d, want 2", s.Nodes())
 	}
+}
+
+// TestRestartedRelayResets: a relay killed and restarted on the same port with the same key answers
+// a node's next packet on the lost login connection with a stateless reset, so the node drops it at
+// once instead of after its idle timeout.
+func TestRestartedRelayResets(t *testing.T) {
+	key, _ := identity.Generate()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(ServerConfig{Key: key, Conn: pc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newClient(t, s), newClient(t, s)
+	a.login(t)
+
+	// Kill it: closing its transport drops the connections without a word (quic-go sends no
+	// CONNECTION_CLOSE then), and the socket goes.
+	s.tr.Close()
+	s.Close()
+	killed := time.Now()
+	pc2, err := net.ListenUDP("udp4", pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatalf("rebind %v: %v", pc.LocalAddr(), err)
+	}
+	s2, err := NewServer(ServerConfig{Key: key, Conn: pc2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	a.name(t, b) // a packet over 42 bytes: quic-go does not answer smaller ones with a reset
+	select {
+	case <-a.conn.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the node's login connection outlived the relay's restart")
+	}
+	var reset *quic.StatelessResetError
+	if err := context.Cause(a.conn.Context()); !errors.As(err, &reset) {
+		t.Errorf("connection ended by %v, want a stateless reset", err)
+	}
+	t.Logf("login connection reset %v after the kill", time.Since(killed).Round(time.Millisecond))
 }

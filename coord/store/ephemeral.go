@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -98,4 +99,71 @@ func (s *Store) DeleteEphemeral(ctx context.Context, node []byte, offlineBefore 
 		return false, fmt.Errorf("delete ephemeral node: %w", err)
 	}
 	return n > 0, nil
+}
+
+// ReapedNode is a node DeleteExpiredEphemeral deleted.
+type ReapedNode struct {
+	Key   []byte
+	Peers [][]byte // keys of the nodes it shared a network with until then
+}
+
+// DeleteExpiredEphemeral deletes, in one transaction, each of the given nodes that is ephemeral
+// and recorded offline since before cutoff (a node that logged in meanwhile stays, and so does an
+// unknown one), with its memberships; their host indexes become free for new nodes. It returns the
+// deleted nodes in the order given, each with its peers as they were just before it went (a node
+// deleted earlier in the batch is not among the later ones' peers). The transaction holds the write
+// lock throughout, so callers pass a bounded batch.
+func (s *Store) DeleteExpiredEphemeral(ctx context.Context, keys [][]byte, cutoff time.Time) ([]ReapedNode, error) {
+	var out []ReapedNode
+	err := s.inTx(ctx, "delete expired ephemeral nodes", func(tx *sql.Tx) error {
+		peers, err := tx.PrepareContext(ctx, `SELECT DISTINCT theirs.key FROM members mine
+			JOIN members theirs ON theirs.network = mine.network AND theirs.key <> mine.key
+			WHERE mine.key = ?`)
+		if err != nil {
+			return err
+		}
+		defer peers.Close()
+		del, err := tx.PrepareContext(ctx, `DELETE FROM nodes WHERE key = ? AND ephemeral = 1
+			AND offline_since IS NOT NULL AND offline_since < ?`)
+		if err != nil {
+			return err
+		}
+		defer del.Close()
+		for _, k := range keys {
+			ps, err := peerKeys(ctx, peers, k)
+			if err != nil {
+				return err
+			}
+			ok, err := deleted(del.ExecContext(ctx, k, cutoff.UnixMilli()))
+			if err != nil {
+				return err
+			}
+			if ok {
+				out = append(out, ReapedNode{Key: k, Peers: ps})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// peerKeys runs the prepared query q, which selects keys, for key.
+func peerKeys(ctx context.Context, q *sql.Stmt, key []byte) ([][]byte, error) {
+	rows, err := q.QueryContext(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var k []byte
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
 }
