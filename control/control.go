@@ -19,6 +19,7 @@
 package control
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -350,20 +351,33 @@ func (m Mapping) valid() bool {
 var ErrFrameTooLarge = errors.New("control frame too large")
 
 // ReadMsg reads one frame from r and decodes and validates it.
-func ReadMsg(r io.Reader) (*Msg, error) {
+func ReadMsg(r io.Reader) (*Msg, error) { return ReadMsgMax(r, MaxFrameSize) }
+
+// Frame limits for what a node sends the coordination server: its login, and any frame after it
+// (requests; the largest is a rule list, which the server stores only up to 8 KiB).
+const (
+	MaxLoginFrame = 16 << 10
+	MaxNodeFrame  = 64 << 10
+)
+
+// ReadMsgMax reads one frame of at most max bytes (and at most MaxFrameSize). The body's buffer grows
+// with the bytes that actually arrive, so a sender that announces a large frame and stalls holds no
+// more memory than it sent.
+func ReadMsgMax(r io.Reader, max int) (*Msg, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n > MaxFrameSize {
+	n := int64(binary.BigEndian.Uint32(hdr[:]))
+	if n > int64(min(max, MaxFrameSize)) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	var body bytes.Buffer
+	body.Grow(int(min(n, 4<<10)))
+	if got, err := io.CopyN(&body, r, n); err != nil || got != n {
 		return nil, fmt.Errorf("read control frame: %w", io.ErrUnexpectedEOF)
 	}
-	return Decode(buf)
+	return Decode(body.Bytes())
 }
 
 // Decode parses and validates one frame body.

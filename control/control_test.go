@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -130,4 +132,29 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded message does not re-encode: %v", err)
 		}
 	})
+}
+
+// TestReadMsgMax: a frame over the limit is refused on its header alone, and a sender that
+// announces a large frame and stalls makes the reader hold no more than it sent.
+func TestReadMsgMax(t *testing.T) {
+	small, _ := Encode(&Msg{Type: TypeRequest, Request: &Request{ID: 1, Op: OpJoin, Network: "lan"}})
+	if _, err := ReadMsgMax(bytes.NewReader(small), len(small)-4); err != nil {
+		t.Fatalf("a frame at the limit: %v", err)
+	}
+	if _, err := ReadMsgMax(bytes.NewReader(small), len(small)-5); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("a frame over the limit: %v", err)
+	}
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], MaxFrameSize)
+	stalled := io.MultiReader(bytes.NewReader(hdr[:]), bytes.NewReader(make([]byte, 100)))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := ReadMsg(stalled)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a cut-off frame: %v", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
+		t.Fatalf("reading 100 bytes of an announced %d allocated %d bytes", MaxFrameSize, grew)
+	}
 }

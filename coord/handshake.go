@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -15,7 +16,8 @@ import (
 // CONNECTION_REFUSED), so a flood of half-open connections cannot grow memory. Each pending one is
 // bounded in time too: the handshake by the QUIC handshake idle timeout, the login by
 // Config.LoginTimeout. Once half the slots are taken, new connections must first prove their source
-// address (a QUIC Retry round trip), so spoofed sources cannot hold slots at all.
+// address (a QUIC Retry round trip), so spoofed sources cannot hold slots at all. One address may
+// hold at most a quarter of the slots, so that it cannot lock everyone else out.
 
 // errTooManyPending refuses a connection while every pending slot is taken.
 var errTooManyPending = errors.New("too many logins in progress")
@@ -27,19 +29,44 @@ type pendingSlotKey struct{}
 type pendingSlot struct {
 	once sync.Once
 	s    *Server
+	from netip.Addr
 }
 
-func (p *pendingSlot) release() { p.once.Do(func() { p.s.pendingLogins.Add(-1) }) }
+func (p *pendingSlot) release() {
+	p.once.Do(func() {
+		p.s.pendingLogins.Add(-1)
+		p.s.pendingMu.Lock()
+		if p.s.pendingFrom[p.from]--; p.s.pendingFrom[p.from] <= 0 {
+			delete(p.s.pendingFrom, p.from)
+		}
+		p.s.pendingMu.Unlock()
+	})
+}
+
+// maxPendingFrom is how many pending slots one address may hold.
+func (s *Server) maxPendingFrom() int { return max(1, s.cfg.MaxPendingLogins/4) }
 
 // admitConn is the QUIC transport's ConnContext: it takes a pending slot for a new connection or
 // refuses it.
-func (s *Server) admitConn(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
-	if s.pendingLogins.Add(1) > int64(s.cfg.MaxPendingLogins) {
-		s.pendingLogins.Add(-1)
+func (s *Server) admitConn(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	from := addrPort(info.RemoteAddr).Addr().Unmap()
+	if _, limited := s.limitedSource(from); !limited {
+		from = netip.Addr{} // loopback: this host, not counted per address
+	}
+	s.pendingMu.Lock()
+	if from.IsValid() && s.pendingFrom[from] >= s.maxPendingFrom() {
+		s.pendingMu.Unlock()
 		s.refusedPending.Add(1)
 		return nil, errTooManyPending
 	}
-	slot := &pendingSlot{s: s}
+	s.pendingFrom[from]++
+	s.pendingMu.Unlock()
+	slot := &pendingSlot{s: s, from: from}
+	if s.pendingLogins.Add(1) > int64(s.cfg.MaxPendingLogins) {
+		s.refusedPending.Add(1)
+		slot.release()
+		return nil, errTooManyPending
+	}
 	context.AfterFunc(ctx, slot.release) // the handshake failed or the connection closed
 	return context.WithValue(ctx, pendingSlotKey{}, slot), nil
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,6 +126,8 @@ type Server struct {
 
 	pendingLogins  atomic.Int64  // connections not yet logged in (handshake.go)
 	refusedPending atomic.Uint64 // connections refused because every pending slot was taken
+	pendingMu      sync.Mutex
+	pendingFrom    map[netip.Addr]int // pending connections per source address
 }
 
 // New validates cfg and starts serving on cfg.Conn.
@@ -153,7 +156,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxPendingLogins <= 0 {
 		cfg.MaxPendingLogins = DefaultMaxPendingLogins
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: udprelay.NewTable(cfg.RelayRate)}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), pendingFrom: make(map[netip.Addr]int), relay: udprelay.NewTable(cfg.RelayRate)}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
 	}

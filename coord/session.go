@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
@@ -43,7 +44,23 @@ type session struct {
 	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
 	replies   []*control.Msg
 	wake      chan struct{}
+
+	// replySlots bounds the replies not yet written: the read loop takes a slot before it handles a
+	// request, the write loop gives it back once the reply is out. A node that sends requests but
+	// does not read its replies stops being read, and is dropped after writeTimeout.
+	replySlots chan struct{}
+	// endpointRate bounds how often the node's endpoint updates go to its peers; refreshDue is the
+	// refresh waiting for it (under mu).
+	endpointRate *rate.Limiter
+	refreshDue   *time.Timer
 }
+
+const (
+	maxQueuedReplies = 32
+	// writeTimeout bounds one write to a node's control stream: a node that does not read for
+	// this long (its flow-control window stays shut) is disconnected.
+	writeTimeout = 30 * time.Second
+)
 
 // Error codes for closing control connections.
 const (
@@ -71,7 +88,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		return
 	}
 	stream.SetReadDeadline(time.Now().Add(s.cfg.LoginTimeout))
-	msg, err := control.ReadMsg(stream)
+	msg, err := control.ReadMsgMax(stream, control.MaxLoginFrame)
 	if err != nil || msg.Type != control.TypeLogin {
 		log.Warn("bad login", "error", err)
 		conn.CloseWithError(closeProtocol, "expected login")
@@ -147,22 +164,60 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		local:     l.Endpoints,
 		pending:   make(map[nodeKey]*control.Peer),
 		acls:      make(map[string]control.ACL),
-		wake:      make(chan struct{}, 1),
-		peers:     make(map[nodeKey]bool),
+		wake:      make(chan struct{}, 1), replySlots: make(chan struct{}, maxQueuedReplies),
+		endpointRate: rate.NewLimiter(1, 5),
+		peers:        make(map[nodeKey]bool),
 	}
 
+	welcome, acls, peers, err := s.register(ctx, sess, node, l, log)
+	if err != nil {
+		return nil, err
+	}
+	// Welcome and the peer map go out after the change lock (a node that reads slowly must not hold
+	// it): changes made meanwhile are queued for the session and follow the map as deltas.
+	if err := sess.send(welcome); err != nil {
+		s.dropSession(sess)
+		return nil, fmt.Errorf("send welcome: %w", err)
+	}
+	// The peer map, in as many frames as it takes (control/frames.go).
+	cut := s.newFrameCutter(func(f frame, more bool) error {
+		pm := &control.PeerMap{Peers: f.upsert, ACLs: f.acls, More: more}
+		if pm.Peers == nil {
+			pm.Peers = []control.Peer{}
+		}
+		return sess.send(&control.Msg{Type: control.TypePeerMap, PeerMap: pm})
+	})
+	for _, a := range acls {
+		cut.addACL(a)
+	}
+	for _, p := range peers {
+		cut.addPeer(p)
+	}
+	if err := cut.close(true); err != nil {
+		s.dropSession(sess)
+		return nil, fmt.Errorf("send peer map: %w", err)
+	}
+	sess.log.Info("node logged in", "ipv4", node.IPv4, "observed", observed, "networks", len(welcome.Welcome.Networks), "peers", len(peers))
+	return sess, nil
+}
+
+// register makes sess the node's session under the change lock and returns what the node is to
+// be sent — its welcome, its networks' rules and its peer map — having told its peers it is online.
+func (s *Server) register(ctx context.Context, sess *session, node store.Node, l *control.Login, log hclog.Logger) (*control.Msg, []control.ACL, []control.Peer, error) {
+	key, observed := sess.key, sess.observed
+	var err error
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 	if node, err = s.admit(ctx, key, node, l, log); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if err := s.stillRegistered(ctx, key); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, errors.New("server closing")
+		return nil, nil, nil, errors.New("server closing")
 	}
 	old := s.sessions[key]
 	s.sessions[key] = sess
@@ -175,12 +230,12 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	nets, err := s.cfg.Store.NetworksOf(ctx, key[:])
 	if err != nil {
 		s.dropSession(sess)
-		return nil, s.storeError("list networks", err)
+		return nil, nil, nil, s.storeError("list networks", err)
 	}
 	rows, err := s.cfg.Store.Peers(ctx, key[:])
 	if err != nil {
 		s.dropSession(sess)
-		return nil, s.storeError("list peers", err)
+		return nil, nil, nil, s.storeError("list peers", err)
 	}
 	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
 		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
@@ -190,45 +245,23 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	acls, err := s.aclsOf(ctx, key)
 	if err != nil {
 		s.dropSession(sess)
-		return nil, s.storeError("list rules", err)
+		return nil, nil, nil, s.storeError("list rules", err)
 	}
+	peers := make([]control.Peer, 0, len(rows))
 	sess.mu.Lock()
 	for _, r := range rows {
 		sess.peers[keyOf(r.Node.Key)] = true
 	}
 	sess.mu.Unlock()
-	if err := control.WriteMsg(stream, welcome); err != nil {
-		s.dropSession(sess)
-		return nil, fmt.Errorf("send welcome: %w", err)
-	}
-	// The peer map, in as many frames as it takes (control/frames.go).
-	cut := s.newFrameCutter(func(f frame, more bool) error {
-		pm := &control.PeerMap{Peers: f.upsert, ACLs: f.acls, More: more}
-		if pm.Peers == nil {
-			pm.Peers = []control.Peer{}
-		}
-		return control.WriteMsg(stream, &control.Msg{Type: control.TypePeerMap, PeerMap: pm})
-	})
-	for _, a := range acls {
-		cut.addACL(a)
-	}
 	for _, r := range rows {
-		cut.addPeer(s.peerRecord(r.Node, r.Networks))
-	}
-	if err := cut.close(true); err != nil {
-		s.dropSession(sess)
-		return nil, fmt.Errorf("send peer map: %w", err)
+		peers = append(peers, s.peerRecord(r.Node, r.Networks))
 	}
 	// Tell every online peer that this node is here now.
-	me := func(networks []string) *control.Peer {
-		p := s.peerRecord(node, networks)
-		return &p
-	}
 	for _, r := range rows {
-		s.enqueue(keyOf(r.Node.Key), keyOf(key[:]), me(r.Networks))
+		p := s.peerRecord(node, r.Networks)
+		s.enqueue(keyOf(r.Node.Key), key, &p)
 	}
-	sess.log.Info("node logged in", "ipv4", node.IPv4, "observed", observed, "networks", len(nets), "peers", len(rows))
-	return sess, nil
+	return welcome, acls, peers, nil
 }
 
 func nonNil(s []string) []string {
@@ -352,9 +385,20 @@ func poke(c chan struct{}) {
 	}
 }
 
+// send writes m to the node within writeTimeout.
+func (sess *session) send(m *control.Msg) error {
+	sess.stream.SetWriteDeadline(time.Now().Add(writeTimeout))
+	err := control.WriteMsg(sess.stream, m)
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		sess.log.Info("closing control connection: the node does not read its messages", "waited", writeTimeout)
+	}
+	return err
+}
+
 // writeLoop sends queued replies and coalesced peer deltas until the connection ends.
 func (s *Server) writeLoop(sess *session) {
 	ctx := sess.conn.Context()
+	defer sess.conn.CloseWithError(closeOK, "") // a failed write ends the session; the read loop too
 	for {
 		select {
 		case <-ctx.Done():
@@ -374,15 +418,16 @@ func (s *Server) writeLoop(sess *session) {
 		sess.acls = make(map[string]control.ACL)
 		sess.mu.Unlock()
 		for _, m := range replies {
-			if err := control.WriteMsg(sess.stream, m); err != nil {
+			if err := sess.send(m); err != nil {
 				return
 			}
+			<-sess.replySlots
 		}
 		// Rules first, or with the peers they apply to; the network list with the first frame.
 		cut := s.newFrameCutter(func(f frame, _ bool) error {
 			delta := &control.PeerDelta{Networks: networks, ACLs: f.acls, Upsert: f.upsert, Remove: f.remove}
 			networks = nil
-			return control.WriteMsg(sess.stream, &control.Msg{Type: control.TypePeerDelta, PeerDelta: delta})
+			return sess.send(&control.Msg{Type: control.TypePeerDelta, PeerDelta: delta})
 		})
 		for _, a := range acls {
 			cut.addACL(a)
@@ -411,7 +456,7 @@ func (s *Server) readLoop(sess *session) {
 		}
 	}()
 	for {
-		msg, err := control.ReadMsg(sess.stream)
+		msg, err := control.ReadMsgMax(sess.stream, control.MaxNodeFrame)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && sess.conn.Context().Err() == nil && s.ctx.Err() == nil {
 				sess.log.Warn("closing control connection: bad frame", "error", err)
@@ -421,6 +466,11 @@ func (s *Server) readLoop(sess *session) {
 		}
 		switch msg.Type {
 		case control.TypeRequest:
+			select {
+			case sess.replySlots <- struct{}{}:
+			case <-sess.conn.Context().Done():
+				return
+			}
 			s.reply(sess, s.handleRequest(sess, msg.Request))
 		case control.TypeEndpoints:
 			s.updateEndpoints(sess, msg.Endpoints)
@@ -433,9 +483,11 @@ func (s *Server) readLoop(sess *session) {
 }
 
 func (s *Server) updateEndpoints(sess *session, u *control.Endpoints) {
-	s.changeMu.Lock()
-	defer s.changeMu.Unlock()
 	sess.mu.Lock()
+	if slices.Equal(sess.local, u.Endpoints) && sess.mapping == u.Mapping {
+		sess.mu.Unlock()
+		return
+	}
 	s.mu.Lock()
 	observed := sess.observed
 	s.mu.Unlock()
@@ -443,10 +495,45 @@ func (s *Server) updateEndpoints(sess *session, u *control.Endpoints) {
 	sess.endpoints = candidateEndpoints(observed, u.Endpoints)
 	sess.mapping = u.Mapping
 	sess.mu.Unlock()
+	s.scheduleEndpointRefresh(sess)
+}
+
+// scheduleEndpointRefresh tells sess's peers its endpoints: at once if its rate allows, else once
+// when it does, with whatever the endpoints are by then. Each refresh goes to every peer, so a node
+// gets a few, then one a second, however many updates it sends; the latest always goes out.
+func (s *Server) scheduleEndpointRefresh(sess *session) {
+	sess.mu.Lock()
+	if sess.refreshDue != nil {
+		sess.mu.Unlock()
+		return // the refresh due will carry this update too
+	}
+	d := sess.endpointRate.Reserve().Delay()
+	if d > 0 {
+		sess.refreshDue = time.AfterFunc(d, func() {
+			sess.mu.Lock()
+			sess.refreshDue = nil
+			sess.mu.Unlock()
+			s.refreshEndpoints(sess)
+		})
+	}
+	sess.mu.Unlock()
+	if d == 0 {
+		s.refreshEndpoints(sess)
+	}
+}
+
+func (s *Server) refreshEndpoints(sess *session) {
+	if sess.conn.Context().Err() != nil {
+		return // logged out meanwhile
+	}
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
 	if err := s.refreshPeers(sess.key, nil); err != nil {
 		s.log.Error("endpoints: refresh peers", "error", err)
 	}
 }
+
+var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 // candidateEndpoints returns the address the server observed followed by the node's own, without
 // duplicates.
@@ -457,6 +544,9 @@ func candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip
 	}
 	for _, ep := range local {
 		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+		if a := ep.Addr(); a.IsMulticast() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a == broadcast4 {
+			continue // no peer can reach a node there; peers would only send probes at whatever is
+		}
 		if !slices.Contains(out, ep) && len(out) < control.MaxEndpoints {
 			out = append(out, ep)
 		}
