@@ -265,16 +265,20 @@ func (s *Server) changeMembership(ctx context.Context, keys [][]byte, change fun
 	return nil
 }
 
-// checkLimits refuses a new membership of key in network beyond the server's limits. The caller
-// holds changeMu.
+// limits are the server's membership limits, as the store checks them.
+func (s *Server) limits() store.Limits {
+	return store.Limits{NetworksPerNode: s.cfg.MaxNetworksPerNode, NodesPerNetwork: s.cfg.MaxNodesPerNetwork}
+}
+
+// checkLimits refuses a new membership of key in network ("": any network) beyond the server's
+// limits. The caller holds changeMu.
 func (s *Server) checkLimits(ctx context.Context, network string, key []byte) error {
 	nets, err := s.cfg.Store.CountNetworks(ctx, key)
 	if err != nil {
 		return s.storeError("count networks", err)
 	}
 	if nets >= s.cfg.MaxNetworksPerNode {
-		return &control.Error{Code: control.CodeTooManyNetworks,
-			Message: fmt.Sprintf("a node may be in at most %d networks on this server", s.cfg.MaxNetworksPerNode)}
+		return s.limitError(network, store.ErrTooManyNetworks)
 	}
 	if network == "" {
 		return nil
@@ -284,10 +288,20 @@ func (s *Server) checkLimits(ctx context.Context, network string, key []byte) er
 		return s.storeError("count members", err)
 	}
 	if members >= s.cfg.MaxNodesPerNetwork {
-		return &control.Error{Code: control.CodeNetworkFull,
-			Message: fmt.Sprintf("network %q is full: at most %d nodes per network on this server", network, s.cfg.MaxNodesPerNetwork)}
+		return s.limitError(network, store.ErrNetworkFull)
 	}
 	return nil
+}
+
+// limitError is the answer to a membership beyond a limit (store.ErrTooManyNetworks or
+// store.ErrNetworkFull).
+func (s *Server) limitError(network string, err error) error {
+	if errors.Is(err, store.ErrTooManyNetworks) {
+		return &control.Error{Code: control.CodeTooManyNetworks,
+			Message: fmt.Sprintf("a node may be in at most %d networks on this server", s.cfg.MaxNetworksPerNode)}
+	}
+	return &control.Error{Code: control.CodeNetworkFull,
+		Message: fmt.Sprintf("network %q is full: at most %d nodes per network on this server", network, s.cfg.MaxNodesPerNetwork)}
 }
 
 // members renders a roster; pending joins and bans only for the owner, and with pendingOnly

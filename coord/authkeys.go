@@ -19,7 +19,7 @@ import (
 func (s *Server) admit(ctx context.Context, key nodeKey, node store.Node, l *control.Login, log hclog.Logger) (store.Node, error) {
 	changed := false
 	if l.AuthKey != "" {
-		k, redeemed, err := s.cfg.Store.RedeemAuthKey(ctx, key[:], l.AuthKey, time.Now())
+		k, redeemed, err := s.cfg.Store.RedeemAuthKey(ctx, key[:], l.AuthKey, time.Now(), s.limits())
 		if err != nil {
 			return store.Node{}, s.authKeyError(k, err, log)
 		}
@@ -60,6 +60,8 @@ func (s *Server) authKeyError(k store.AuthKey, err error, log hclog.Logger) erro
 	case errors.Is(err, store.ErrBanned):
 		log.Info("auth key refused: node banned", "authkey", k.ID, "network", k.Network)
 		return &control.Error{Code: control.CodeBanned, Message: fmt.Sprintf("the owner of network %q banned this node", k.Network)}
+	case errors.Is(err, store.ErrTooManyNetworks), errors.Is(err, store.ErrNetworkFull):
+		return s.limitError(k.Network, err)
 	case errors.Is(err, store.ErrLocked):
 		return &control.Error{Code: control.CodeLocked, Message: fmt.Sprintf("network %q is locked by its owner: it takes no new members", k.Network)}
 	default:

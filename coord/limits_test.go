@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 )
 
@@ -151,4 +154,61 @@ func TestEndpointUpdatesBounded(t *testing.T) {
 		t.Fatalf("%d updates became %d deltas", updates, deltas)
 	}
 	t.Logf("%d endpoint updates reached the peer as %d deltas, the last one included", updates, deltas)
+}
+
+// TestAuthKeyJoinsWithinLimits: an auth key cannot take a node into a full network, nor a node
+// beyond its number of networks.
+func TestAuthKeyJoinsWithinLimits(t *testing.T) {
+	srv := startServerWith(t, t.TempDir()+"/w.db", func(c *Config) { c.MaxNodesPerNetwork = 2 })
+	a, b := dial(t, srv), dial(t, srv)
+	a.login(t, "alice")
+	b.login(t, "bob")
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "one"})
+	b.do(t, "", control.Request{Op: control.OpJoin, Network: "one"})
+	_, secret, err := srv.cfg.Store.CreateAuthKey(context.Background(), store.AuthKeyOptions{Network: "one", Reusable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, srv)
+	c.send(t, &control.Msg{Type: control.TypeLogin, Login: &control.Login{Version: control.Version, Name: "ci", AuthKey: secret}})
+	if r := c.recv(t, control.TypeReply).Reply; r.Code != control.CodeNetworkFull {
+		t.Fatalf("auth key into a full network: %+v", r)
+	}
+}
+
+// TestPendingJoinsBounded: joins waiting for approval are bounded per node and per network.
+func TestPendingJoinsBounded(t *testing.T) {
+	srv := startServer(t)
+	ctx := context.Background()
+	owner, asker := dial(t, srv), dial(t, srv)
+	owner.login(t, "owner")
+	asker.login(t, "asker")
+	for i := range maxPendingPerNode + 1 {
+		name := fmt.Sprintf("club%02d", i)
+		owner.do(t, "", control.Request{Op: control.OpCreate, Network: name, Approval: true})
+		want := control.CodePending
+		if i == maxPendingPerNode {
+			want = control.CodeTooManyNetworks
+		}
+		asker.do(t, want, control.Request{Op: control.OpJoin, Network: name})
+	}
+	// One network's queue: fill it through the store, then a real node is turned away.
+	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "popular", Approval: true})
+	st := srv.cfg.Store
+	for i := range maxPendingPerNetwork {
+		k := make([]byte, 32)
+		binary.BigEndian.PutUint32(k, uint32(i+1))
+		if _, err := st.UpsertNode(ctx, k, fmt.Sprintf("spam%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.AddPending(ctx, "popular", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := dial(t, srv)
+	late.login(t, "late")
+	rep := late.do(t, control.CodeNetworkFull, control.Request{Op: control.OpJoin, Network: "popular"})
+	if !strings.Contains(rep.Error, "waiting for its owner's approval") {
+		t.Errorf("refusal %q", rep.Error)
+	}
 }

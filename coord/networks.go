@@ -116,6 +116,9 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 	}
 	if n.Approval && !bytes.Equal(n.Owner, sess.key[:]) {
 		if !pending {
+			if err := s.checkPending(ctx, r.Network, sess.key[:]); err != nil {
+				return err
+			}
 			if err := s.cfg.Store.AddPending(ctx, r.Network, sess.key[:]); err != nil {
 				return err
 			}
@@ -125,6 +128,29 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 			Message: fmt.Sprintf("network %q needs its owner's approval: the join request is recorded, and this node becomes a member once the owner approves it", r.Network)}
 	}
 	return s.cfg.Store.AddMember(ctx, r.Network, sess.key[:])
+}
+
+// Bounds on joins waiting for approval: throwaway keys must not grow a network's roster (loaded for
+// every owner action) without end, nor one node queue up everywhere.
+const (
+	maxPendingPerNetwork = 256
+	maxPendingPerNode    = 16
+)
+
+// checkPending refuses a new pending join beyond those bounds. The caller holds changeMu.
+func (s *Server) checkPending(ctx context.Context, network string, key []byte) error {
+	inNetwork, ofNode, err := s.cfg.Store.CountPending(ctx, network, key)
+	switch {
+	case err != nil:
+		return s.storeError("count pending joins", err)
+	case inNetwork >= maxPendingPerNetwork:
+		return &control.Error{Code: control.CodeNetworkFull, Message: fmt.Sprintf(
+			"network %q has %d join requests waiting for its owner's approval; try again once the owner has dealt with them", network, inNetwork)}
+	case ofNode >= maxPendingPerNode:
+		return &control.Error{Code: control.CodeTooManyNetworks, Message: fmt.Sprintf(
+			"this node already waits for approval in %d networks", ofNode)}
+	}
+	return nil
 }
 
 // failed turns an error into a reply; store failures are logged and reported without details.

@@ -51,7 +51,7 @@ func TestAuthKeyCommands(t *testing.T) {
 	// The key works against the server's store, which kept its pools.
 	node := bytes.Repeat([]byte{2}, 32)
 	n, _ := st.UpsertNode(ctx, node, "job")
-	if _, _, err := st.RedeemAuthKey(ctx, node, secret, time.Now()); err != nil {
+	if _, _, err := st.RedeemAuthKey(ctx, node, secret, time.Now(), store.Limits{}); err != nil {
 		t.Fatalf("redeem the printed key: %v", err)
 	}
 	if n.IPv4.String() != "10.7.0.2" {

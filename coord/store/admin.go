@@ -150,6 +150,39 @@ func (s *Store) Standing(ctx context.Context, network string, key []byte) (membe
 	return member, pending, banned, nil
 }
 
+// Limits bound memberships; zero fields do not limit.
+type Limits struct {
+	NetworksPerNode int // networks a node may be a member of
+	NodesPerNetwork int // members a network may have
+}
+
+// check returns ErrTooManyNetworks or ErrNetworkFull if key joining network would break a limit.
+func (l Limits) check(ctx context.Context, tx *sql.Tx, network string, key []byte) error {
+	var nets, members int
+	err := tx.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM members WHERE key = ?), (SELECT COUNT(*) FROM members WHERE network = ?)`,
+		key, network).Scan(&nets, &members)
+	switch {
+	case err != nil:
+		return fmt.Errorf("count memberships: %w", err)
+	case l.NetworksPerNode > 0 && nets >= l.NetworksPerNode:
+		return ErrTooManyNetworks
+	case l.NodesPerNetwork > 0 && members >= l.NodesPerNetwork:
+		return ErrNetworkFull
+	}
+	return nil
+}
+
+// CountPending returns how many joins wait for approval in network, and how many key waits for in
+// all networks.
+func (s *Store) CountPending(ctx context.Context, network string, key []byte) (inNetwork, ofNode int, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM pending WHERE network = ?), (SELECT COUNT(*) FROM pending WHERE key = ?)`,
+		network, key).Scan(&inNetwork, &ofNode)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count pending joins: %w", err)
+	}
+	return inNetwork, ofNode, nil
+}
+
 // CountMembers returns how many members a network has.
 func (s *Store) CountMembers(ctx context.Context, network string) (int, error) {
 	var n int

@@ -96,14 +96,14 @@ func TestNetworkAdmin(t *testing.T) {
 	// A banned node cannot come back with an auth key; a locked network takes no new node.
 	_, secret, err := s.CreateAuthKey(ctx, AuthKeyOptions{Network: "lan", Reusable: true})
 	must(err)
-	if _, _, err := s.RedeemAuthKey(ctx, key(2), secret, time.Now()); !errors.Is(err, ErrBanned) {
+	if _, _, err := s.RedeemAuthKey(ctx, key(2), secret, time.Now(), Limits{}); !errors.Is(err, ErrBanned) {
 		t.Errorf("banned node redeemed a key: %v", err)
 	}
-	if _, _, err := s.RedeemAuthKey(ctx, key(4), secret, time.Now()); !errors.Is(err, ErrLocked) {
+	if _, _, err := s.RedeemAuthKey(ctx, key(4), secret, time.Now(), Limits{}); !errors.Is(err, ErrLocked) {
 		t.Errorf("key redeemed into a locked network: %v", err)
 	}
 	must(s.SetLocked(ctx, "lan", false))
-	if _, ok, err := s.RedeemAuthKey(ctx, key(4), secret, time.Now()); err != nil || !ok {
+	if _, ok, err := s.RedeemAuthKey(ctx, key(4), secret, time.Now(), Limits{}); err != nil || !ok {
 		t.Errorf("key into unlocked network: %v %v", ok, err)
 	}
 

@@ -233,7 +233,7 @@ func isLowerHex(s string) bool {
 // It fails with ErrAuthKeyInvalid, ErrAuthKeyRevoked, ErrAuthKeyExpired (checked against now) or
 // ErrAuthKeyUsed, in that order, and with an error wrapping ErrNotFound if the node is not
 // registered.
-func (s *Store) RedeemAuthKey(ctx context.Context, node []byte, key string, now time.Time) (AuthKey, bool, error) {
+func (s *Store) RedeemAuthKey(ctx context.Context, node []byte, key string, now time.Time, lim Limits) (AuthKey, bool, error) {
 	id, ok := parseAuthKey(key)
 	if !ok {
 		return AuthKey{}, false, ErrAuthKeyInvalid
@@ -288,6 +288,11 @@ func (s *Store) RedeemAuthKey(ctx context.Context, node []byte, key string, now 
 		return k, false, ErrBanned
 	case locked && !member:
 		return k, false, ErrLocked
+	}
+	if !member {
+		if err := lim.check(ctx, tx, k.Network, node); err != nil {
+			return k, false, err
+		}
 	}
 	steps := []struct {
 		q    string

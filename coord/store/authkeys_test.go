@@ -38,7 +38,7 @@ func TestAuthKeyLifecycle(t *testing.T) {
 	}
 
 	// Node 2 redeems it: member of ci, tagged, ephemeral.
-	k, redeemed, err := s.RedeemAuthKey(ctx, key(2), secret1, now)
+	k, redeemed, err := s.RedeemAuthKey(ctx, key(2), secret1, now, Limits{})
 	if err != nil || !redeemed || k.Uses != 1 {
 		t.Fatalf("redeem: %+v %v %v", k, redeemed, err)
 	}
@@ -50,11 +50,11 @@ func TestAuthKeyLifecycle(t *testing.T) {
 		t.Errorf("networks after redeeming: %v", nets)
 	}
 	// The same node may present it again (a reconnect or restart), even after it expired: no change.
-	if _, redeemed, err := s.RedeemAuthKey(ctx, key(2), secret1, now.Add(2*time.Hour)); err != nil || redeemed {
+	if _, redeemed, err := s.RedeemAuthKey(ctx, key(2), secret1, now.Add(2*time.Hour), Limits{}); err != nil || redeemed {
 		t.Errorf("second login of the same node: %v %v", redeemed, err)
 	}
 	// Another node may not: single-use.
-	if _, _, err := s.RedeemAuthKey(ctx, key(3), secret1, now); !errors.Is(err, ErrAuthKeyUsed) {
+	if _, _, err := s.RedeemAuthKey(ctx, key(3), secret1, now, Limits{}); !errors.Is(err, ErrAuthKeyUsed) {
 		t.Errorf("second node with a single-use key: %v", err)
 	}
 	if nets, _ := s.NetworksOf(ctx, key(3)); len(nets) != 0 {
@@ -66,20 +66,20 @@ func TestAuthKeyLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []byte{3, 4} {
-		if _, _, err := s.RedeemAuthKey(ctx, key(k), secret2, now); err != nil {
+		if _, _, err := s.RedeemAuthKey(ctx, key(k), secret2, now, Limits{}); err != nil {
 			t.Errorf("reusable key, node %d: %v", k, err)
 		}
 	}
 	if n, _ := s.Node(ctx, key(3)); n.Ephemeral || n.Tag != "" {
 		t.Errorf("plain key made node %+v", n)
 	}
-	if _, _, err := s.RedeemAuthKey(ctx, key(5), secret2, now.Add(2*time.Minute)); !errors.Is(err, ErrAuthKeyExpired) {
+	if _, _, err := s.RedeemAuthKey(ctx, key(5), secret2, now.Add(2*time.Minute), Limits{}); !errors.Is(err, ErrAuthKeyExpired) {
 		t.Errorf("expired key: %v", err)
 	}
 	if err := s.RevokeAuthKey(ctx, reusable.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.RedeemAuthKey(ctx, key(5), secret2, now); !errors.Is(err, ErrAuthKeyRevoked) {
+	if _, _, err := s.RedeemAuthKey(ctx, key(5), secret2, now, Limits{}); !errors.Is(err, ErrAuthKeyRevoked) {
 		t.Errorf("revoked key: %v", err)
 	}
 	if err := s.RevokeAuthKey(ctx, "000000000000"); !errors.Is(err, ErrNotFound) {
@@ -93,11 +93,11 @@ func TestAuthKeyLifecycle(t *testing.T) {
 	}
 	for _, bad := range []string{"", "warren-auth-", secret2 + "0", strings.ToUpper(secret2), wrong,
 		"warren-auth-000000000000-" + strings.Repeat("0", 64)} {
-		if _, _, err := s.RedeemAuthKey(ctx, key(6), bad, now); !errors.Is(err, ErrAuthKeyInvalid) {
+		if _, _, err := s.RedeemAuthKey(ctx, key(6), bad, now, Limits{}); !errors.Is(err, ErrAuthKeyInvalid) {
 			t.Errorf("RedeemAuthKey(%q) = %v, want invalid", bad, err)
 		}
 	}
-	if _, _, err := s.RedeemAuthKey(ctx, key(99), secret2, now); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.RedeemAuthKey(ctx, key(99), secret2, now, Limits{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unregistered node: %v", err)
 	}
 
@@ -150,7 +150,7 @@ func TestSingleUseRace(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			s := []*Store{a, b}[i%2]
-			_, ok, err := s.RedeemAuthKey(ctx, key(byte(i)), secret, time.Now())
+			_, ok, err := s.RedeemAuthKey(ctx, key(byte(i)), secret, time.Now(), Limits{})
 			if err != nil && !errors.Is(err, ErrAuthKeyUsed) {
 				t.Errorf("node %d: %v", i, err)
 			}

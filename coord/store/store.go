@@ -40,6 +40,9 @@ var (
 	ErrLocked = errors.New("network locked")
 	// ErrPoolExhausted is returned by UpsertNode when no host index is left for a new node.
 	ErrPoolExhausted = errors.New("address pool exhausted")
+	// ErrTooManyNetworks and ErrNetworkFull refuse a membership beyond the server's Limits.
+	ErrTooManyNetworks = errors.New("too many networks for one node")
+	ErrNetworkFull     = errors.New("network full")
 )
 
 // Pools are the prefixes overlay addresses are allocated from. A node's IPv4 and IPv6 addresses share
