@@ -45,8 +45,13 @@ const InitialPacketSize = 1350
 // when a connection migrates to a new client address (NAT rebinding), so migrated links still fit.
 const MaxPacketSize = 1280
 
-// maxStreams bounds the concurrent streams (proxied TCP connections) a peer may open to us.
-const maxStreams = 16384
+// maxStreams bounds the concurrent streams (proxied TCP connections) a peer may open to us, over
+// all its links together; maxLinks bounds those links (the current one and retired ones that
+// streams still use), so that a peer cannot multiply either by opening new links.
+const (
+	maxStreams = 16384
+	maxLinks   = 8
+)
 
 // Key is a peer's identity public key as a comparable value.
 type Key [identity.KeySize]byte
@@ -126,22 +131,23 @@ type Config struct {
 
 // Endpoint is the node's UDP socket with its peer links. Methods are safe for concurrent use.
 type Endpoint struct {
-	cfg       Config
-	log       hclog.Logger
-	self      Key
-	tr        *quic.Transport
-	ln        *quic.Listener
-	quicConf  *quic.Config
-	serverTLS *tls.Config     // accepts links from peers in the peer set
-	alias     *aliasConn      // the socket with send-side redirects; nil if Conn is not a *net.UDPConn
-	relay     *relayConn      // the relay's virtual socket
-	relayTr   *quic.Transport // QUIC over the relay
-	relayLn   *quic.Listener
-	probes    *rate.Limiter   // bounds the signature checks inbound probes cost
-	hardSocks atomic.Int32    // sockets open for birthday attempts, all peers together (birthday.go)
-	ctx       context.Context // alive until Close
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	cfg        Config
+	log        hclog.Logger
+	self       Key
+	tr         *quic.Transport
+	ln         *quic.Listener
+	quicConf   *quic.Config
+	serverTLS  *tls.Config     // accepts links from peers in the peer set
+	alias      *aliasConn      // the socket with send-side redirects; nil if Conn is not a *net.UDPConn
+	relay      *relayConn      // the relay's virtual socket
+	relayTr    *quic.Transport // QUIC over the relay
+	relayLn    *quic.Listener
+	probes     *rate.Limiter   // bounds the signature checks inbound probes cost
+	maxInbound int32           // streams a peer may have open to us (maxStreams; tests lower it)
+	hardSocks  atomic.Int32    // sockets open for birthday attempts, all peers together (birthday.go)
+	ctx        context.Context // alive until Close
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 
 	// mu guards the following.
 	mu      sync.RWMutex
@@ -173,6 +179,7 @@ type peerState struct {
 	recheck   bool           // the peer's endpoints changed: probe again even if a direct link is up
 	sprayHit  netip.AddrPort // the address a birthday spray found (birthday.go): we dial it
 	hardBusy  atomic.Bool    // a birthday attempt for this peer is under way
+	inbound   atomic.Int32   // streams the peer opened to us that are still open, on any link
 }
 
 // link is one QUIC connection to a peer. A link that a newer one replaced is retired: it takes no
@@ -226,12 +233,13 @@ func New(cfg Config) (*Endpoint, error) {
 		cfg.RelayDelay = time.Second
 	}
 	e := &Endpoint{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		peers:    make(map[Key]*peerState),
-		bindings: make(map[[control.TxIDSize]byte]chan netip.AddrPort),
-		hairpins: make(map[txID]chan struct{}),
-		probes:   rate.NewLimiter(probeRate, 2*probeRate),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		peers:      make(map[Key]*peerState),
+		bindings:   make(map[[control.TxIDSize]byte]chan netip.AddrPort),
+		hairpins:   make(map[txID]chan struct{}),
+		probes:     rate.NewLimiter(probeRate, 2*probeRate),
+		maxInbound: maxStreams,
 		quicConf: &quic.Config{
 			EnableDatagrams:      true,
 			InitialPacketSize:    InitialPacketSize,
@@ -363,6 +371,11 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	ps, ok := e.peers[k]
 	if !ok || e.closed {
 		e.mu.Unlock()
+		return false
+	}
+	if len(ps.links) >= maxLinks {
+		e.mu.Unlock()
+		e.log.Warn("refusing a new link: the peer's older links are still in use", "peer", k, "links", maxLinks)
 		return false
 	}
 	old := ps.link

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -157,7 +158,13 @@ func (e *Endpoint) acceptStreams(k Key, l *link) {
 		if err != nil {
 			return
 		}
-		if e.cfg.AcceptStream == nil || l.removed.Load() {
+		e.mu.RLock()
+		ps := e.peers[k]
+		e.mu.RUnlock()
+		if e.cfg.AcceptStream == nil || l.removed.Load() || ps == nil || ps.inbound.Add(1) > e.maxInbound {
+			if ps != nil {
+				ps.inbound.Add(-1)
+			}
 			s.CancelRead(0)
 			s.CancelWrite(0)
 			continue
@@ -166,7 +173,7 @@ func (e *Endpoint) acceptStreams(k Key, l *link) {
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
-			c := &streamConn{s: s, link: l, local: l.conn.LocalAddr(), remote: l.conn.RemoteAddr()}
+			c := &streamConn{s: s, link: l, local: l.conn.LocalAddr(), remote: l.conn.RemoteAddr(), inbound: &ps.inbound}
 			s.SetReadDeadline(time.Now().Add(10 * time.Second))
 			var hdr [StreamHeaderSize]byte
 			if _, err := io.ReadFull(s, hdr[:]); err != nil {
@@ -194,6 +201,7 @@ type streamConn struct {
 	s             *quic.Stream
 	link          *link
 	local, remote net.Addr
+	inbound       *atomic.Int32 // the peer's count of streams it opened to us; nil for ours
 	closeOnce     sync.Once
 }
 
@@ -216,7 +224,12 @@ func (c *streamConn) CloseWrite() error           { return c.s.Close() }
 func (c *streamConn) Close() error {
 	c.s.CancelRead(0)
 	err := c.s.Close()
-	c.closeOnce.Do(c.link.doneStream)
+	c.closeOnce.Do(func() {
+		c.link.doneStream()
+		if c.inbound != nil {
+			c.inbound.Add(-1)
+		}
+	})
 	return err
 }
 func (c *streamConn) LocalAddr() net.Addr                { return c.local }

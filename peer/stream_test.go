@@ -72,3 +72,50 @@ func TestStreams(t *testing.T) {
 		t.Error("stream to a stranger")
 	}
 }
+
+// TestInboundStreamsBounded: a peer may have only so many streams open to us, on all its links
+// together; a closed one makes room again.
+func TestInboundStreamsBounded(t *testing.T) {
+	a, b := newTestNode(t), newTestNode(t)
+	b.ep.maxInbound = 3
+	b.ep.cfg.AcceptStream = func(from Key, h StreamHeader, c net.Conn) {
+		Accept(c)
+		io.Copy(io.Discard, c) // until a closes its end
+		c.Close()
+	}
+	a.ep.SetPeers([]Info{b.info()})
+	b.ep.SetPeers([]Info{a.info()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var open []net.Conn
+	for i := range 3 {
+		c, err := a.ep.DialStream(ctx, b.key, StreamHeader{Proto: ProtoTCP, Port: 7})
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		open = append(open, c)
+	}
+	if c, err := a.ep.DialStream(ctx, b.key, StreamHeader{Proto: ProtoTCP, Port: 7}); err == nil {
+		c.Close()
+		t.Fatal("a fourth stream was accepted")
+	}
+	b.ep.mu.RLock()
+	inbound := b.ep.peers[a.key].inbound.Load()
+	b.ep.mu.RUnlock()
+	if inbound != 3 {
+		t.Fatalf("b counts %d streams from a, want 3", inbound)
+	}
+	open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := a.ep.DialStream(ctx, b.key, StreamHeader{Proto: ProtoTCP, Port: 7})
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no room after a stream closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
