@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
@@ -12,14 +13,15 @@ import (
 
 // Path probes are side-channel packets (see package control) between two nodes' UDP sockets:
 //
-//	0x11 ping  [kind][sender key 32][txid 12][signature 64]
+//	0x11 ping  [kind][sender key 32][txid 12][signature 64][zero padding 19]
 //	0x12 pong  [kind][sender key 32][txid 12][family 1][address 16][port 2][signature 64]
 //
 // The signature is the sender's Ed25519 signature over probeContext, the kind, the sender's key, the
 // receiver's key, the txid and (pong) the address the ping came from. So a probe cannot be forged, a
 // probe meant for one node is worthless to another, and a pong answers exactly one ping: a node accepts
 // a pong only for a txid it sent to that very address, so a replayed pong validates nothing. A replayed
-// ping only makes the receiver send one pong (same size, rate limited), which reveals nothing.
+// ping only makes the receiver send one pong (same size: pings are padded to it; rate limited),
+// which reveals nothing.
 // Signatures instead of encryption: probes carry nothing secret, and Ed25519 keys are what nodes have.
 
 // Probe kinds.
@@ -32,8 +34,9 @@ const (
 	txSize       = 12
 	addrSize     = 1 + 16 + 2
 	sigSize      = ed25519.SignatureSize
-	pingSize     = 1 + identity.KeySize + txSize + sigSize
 	pongSize     = 1 + identity.KeySize + txSize + addrSize + sigSize
+	pingSize     = pongSize // padded, so that a pong is never larger than the ping it answers
+	pingPad      = pongSize - (1 + identity.KeySize + txSize + sigSize)
 	probeContext = "warren path probe v1\x00"
 )
 
@@ -56,12 +59,15 @@ func parseProbe(b []byte) (probe, error) {
 	if len(b) == 0 || (b[0] != kindPing && b[0] != kindPong) {
 		return p, errNotProbe
 	}
-	want := pingSize
-	if b[0] == kindPong {
-		want = pongSize
+	if len(b) != pongSize { // = pingSize
+		return p, fmt.Errorf("path probe kind %#x: %d bytes, want %d", b[0], len(b), pongSize)
 	}
-	if len(b) != want {
-		return p, fmt.Errorf("path probe kind %#x: %d bytes, want %d", b[0], len(b), want)
+	if b[0] == kindPing {
+		pad := b[len(b)-pingPad:]
+		if !bytes.Equal(pad, make([]byte, pingPad)) {
+			return p, errors.New("path probe: ping padding not zero")
+		}
+		b = b[:len(b)-pingPad]
 	}
 	p.kind = b[0]
 	copy(p.from[:], b[1:])
@@ -128,7 +134,11 @@ func appendProbe(b []byte, key *identity.Key, kind byte, from, to Key, tx txID, 
 	if kind == kindPong {
 		b = appendAddr(b, observed)
 	}
-	return append(b, sig...)
+	b = append(b, sig...)
+	if kind == kindPing {
+		b = append(b, make([]byte, pingPad)...)
+	}
+	return b
 }
 
 // verify checks p's signature as a probe addressed to us.

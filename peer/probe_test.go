@@ -72,3 +72,26 @@ func FuzzParseProbe(f *testing.F) {
 		}
 	})
 }
+
+// TestPingPadded: a pong is never larger than the ping it answers, and a ping's padding is checked.
+func TestPingPadded(t *testing.T) {
+	id, _ := identity.Generate()
+	from, _ := KeyOf(id.Public())
+	to := Key{7}
+	ping := appendProbe(nil, id, kindPing, from, to, txID{1}, netip.AddrPort{})
+	pong := appendProbe(nil, id, kindPong, from, to, txID{1}, netip.MustParseAddrPort("[2001:db8::1]:65535"))
+	if len(pong) > len(ping) {
+		t.Fatalf("pong %d bytes > ping %d bytes", len(pong), len(ping))
+	}
+	p, err := parseProbe(ping)
+	if err != nil || !p.verify(to) {
+		t.Fatalf("padded ping: %v", err)
+	}
+	ping[len(ping)-1] = 1
+	if _, err := parseProbe(ping); err == nil {
+		t.Error("a ping with non-zero padding was accepted")
+	}
+	if _, err := parseProbe(ping[:len(ping)-pingPad]); err == nil {
+		t.Error("an unpadded ping was accepted")
+	}
+}
