@@ -1,6 +1,8 @@
 package coord
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
 )
 
 // Abuse controls: a CIDR block list (Config.BlockList), re-read when its file changes, and login rate
@@ -32,6 +35,14 @@ const (
 	DefaultLoginBurstKey            = 5
 )
 
+// New identities per source address: every new key costs a node row and an overlay address for
+// good, so their rate is bounded below that of logins. The burst lets an office or a carrier-grade
+// NAT bring a few hundred new devices up at once.
+const (
+	newNodeRate  = rate.Limit(0.1)
+	newNodeBurst = 300
+)
+
 const (
 	// blockCheckEvery is how often the block list file's mtime is checked (and idle buckets swept).
 	blockCheckEvery = 2 * time.Second
@@ -44,7 +55,8 @@ type guards struct {
 	blocks  *abuse.BlockFile // nil: no block list
 	perIP   *abuse.Limiter[netip.Prefix]
 	perKey  *abuse.Limiter[nodeKey]
-	limitLo bool // tests: limit loopback sources per address too
+	newKeys *abuse.Limiter[netip.Prefix] // new identities per address
+	limitLo bool                         // tests: limit loopback sources per address too
 }
 
 // initAbuse sets the limits up and loads the block list; a bad list fails New.
@@ -58,6 +70,11 @@ func (s *Server) initAbuse() error {
 	}
 	s.guards.perIP = abuse.NewLimiter[netip.Prefix](c.LoginRateIP, c.LoginBurstIP, maxLimiters)
 	s.guards.perKey = abuse.NewLimiter[nodeKey](c.LoginRateKey, c.LoginBurstKey, maxLimiters)
+	burst := newNodeBurst
+	if c.newNodeBurst > 0 {
+		burst = c.newNodeBurst
+	}
+	s.guards.newKeys = abuse.NewLimiter[netip.Prefix](newNodeRate, burst, maxLimiters)
 	s.guards.limitLo = c.limitLoopback
 	s.passwords = newPasswordGuard()
 	if c.BlockList == "" {
@@ -78,6 +95,7 @@ func (s *Server) checkAbuse() {
 	now := time.Now()
 	s.guards.perIP.Sweep(now)
 	s.guards.perKey.Sweep(now)
+	s.guards.newKeys.Sweep(now)
 	s.sweepPasswordLimits(now)
 	if err := s.ReloadBlockList(); err != nil {
 		s.log.Warn("block list not reloaded; keeping the old one", "file", s.cfg.BlockList, "error", err)
@@ -130,6 +148,21 @@ func (s *Server) checkLogin(key nodeKey, remote net.Addr) *control.Error {
 	}
 	if !s.guards.perKey.Allow(key, now) {
 		return &control.Error{Code: control.CodeRateLimited, Message: "too many logins with this identity; try again later"}
+	}
+	return nil
+}
+
+// checkNewNode refuses a key the server has not seen from an address that brought too many new ones.
+func (s *Server) checkNewNode(ctx context.Context, key nodeKey, from netip.Addr) error {
+	p, limited := s.limitedSource(from)
+	if !limited {
+		return nil
+	}
+	if _, err := s.cfg.Store.Node(ctx, key[:]); !errors.Is(err, store.ErrNotFound) {
+		return nil // known (or the store will say what is wrong in a moment)
+	}
+	if !s.guards.newKeys.Allow(p, time.Now()) {
+		return &control.Error{Code: control.CodeRateLimited, Message: "too many new nodes from this address; try again later"}
 	}
 	return nil
 }

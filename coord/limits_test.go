@@ -212,3 +212,16 @@ func TestPendingJoinsBounded(t *testing.T) {
 		t.Errorf("refusal %q", rep.Error)
 	}
 }
+
+// TestNewNodesPerAddress: an address brings only so many new identities; known ones log in as
+// before.
+func TestNewNodesPerAddress(t *testing.T) {
+	srv := startServerWith(t, t.TempDir()+"/w.db", func(c *Config) { c.newNodeBurst, c.limitLoopback = 3, true })
+	first := mustKey(t)
+	dialKey(t, srv, first).login(t, "n0")
+	for i := 1; i < 3; i++ {
+		dial(t, srv).login(t, fmt.Sprintf("n%d", i))
+	}
+	dial(t, srv).loginRefused(t, "n3", control.CodeRateLimited)
+	dialKey(t, srv, first).login(t, "n0") // a known node is not new
+}

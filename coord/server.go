@@ -86,6 +86,7 @@ type Config struct {
 
 	limitLoopback bool // tests: apply the per-address limit to loopback sources too
 	frameBudget   int  // tests: the peer map and delta frame budget (0 = control.FrameBudget)
+	newNodeBurst  int  // tests: new identities per address at once (0 = newNodeBurst)
 }
 
 // Defaults for the limits in Config.

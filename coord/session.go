@@ -152,6 +152,9 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		return nil, &control.Error{Code: control.CodeInvalid, Message: err.Error()}
 	}
 	ctx := s.ctx
+	if err := s.checkNewNode(ctx, key, addrPort(conn.RemoteAddr()).Addr()); err != nil {
+		return nil, err
+	}
 	node, err := s.cfg.Store.UpsertNode(ctx, key[:], l.Name)
 	if err != nil {
 		return nil, s.storeError("register node", err)
