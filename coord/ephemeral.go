@@ -51,8 +51,37 @@ func (s *Server) reapDue() {
 	// A full batch loaded and some removed: there may be more right away.
 	for s.ctx.Err() == nil {
 		if loaded, removed := s.reapOnce(time.Now()); loaded < reapBatch || removed == 0 {
-			return
+			break
 		}
+	}
+	s.forgetAbandoned(time.Now())
+}
+
+// abandonedAfter is how long a node that is in no network may stay offline before the server
+// forgets it: it has no peers and no use for its overlay address, and new identities are cheap.
+const abandonedAfter = 30 * 24 * time.Hour
+
+// forgetAbandoned deletes nodes in no network that have been offline for abandonedAfter, in
+// batches (New runs it with the reaper).
+func (s *Server) forgetAbandoned(now time.Time) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	var total int64
+	for ctx.Err() == nil {
+		n, err := s.cfg.Store.DeleteAbandoned(ctx, now.Add(-abandonedAfter), reapBatch)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Error("forget abandoned nodes", "error", err)
+			}
+			break
+		}
+		total += n
+		if n < reapBatch {
+			break
+		}
+	}
+	if total > 0 {
+		s.log.Info("forgot nodes that are in no network and were offline too long", "nodes", total, "offline_for", abandonedAfter)
 	}
 }
 

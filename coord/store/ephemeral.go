@@ -167,3 +167,21 @@ func peerKeys(ctx context.Context, q *sql.Stmt, key []byte) ([][]byte, error) {
 	}
 	return out, rows.Err()
 }
+
+// DeleteAbandoned deletes up to limit nodes that have been offline since before cutoff and are in no
+// network, wait for no approval, own no network and are banned nowhere (a ban must outlive the
+// node's absence), and returns how many it deleted. Such nodes have no peers to tell; their
+// overlay addresses become free.
+func (s *Store) DeleteAbandoned(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE key IN (SELECT n.key FROM nodes n
+		WHERE n.offline_since IS NOT NULL AND n.offline_since < ?
+		AND NOT EXISTS (SELECT 1 FROM members m WHERE m.key = n.key)
+		AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.key = n.key)
+		AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.key = n.key)
+		AND NOT EXISTS (SELECT 1 FROM networks w WHERE w.owner = n.key)
+		LIMIT ?)`, cutoff.UnixMilli(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete abandoned nodes: %w", err)
+	}
+	return res.RowsAffected()
+}

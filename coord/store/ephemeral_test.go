@@ -93,3 +93,34 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// TestDeleteAbandoned: only nodes in no network, waiting nowhere, banned nowhere and owning
+// nothing, offline since before the cutoff, are forgotten.
+func TestDeleteAbandoned(t *testing.T) {
+	s := newNetStore(t) // nodes 1-6
+	ctx := context.Background()
+	t0 := time.Now()
+	// 1 owns lan, 2 is a member, 3 is banned from it, 4 waits for approval; 5 and 6 are in nothing.
+	if err := errors.Join(s.CreateNetwork(ctx, "lan", "", key(1)), s.AddMember(ctx, "lan", key(2)),
+		s.Ban(ctx, "lan", key(3)), s.AddPending(ctx, "lan", key(4))); err != nil {
+		t.Fatal(err)
+	}
+	for k := byte(1); k <= 5; k++ {
+		if err := s.MarkOffline(ctx, key(k), t0.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkOffline(ctx, key(6), t0.Add(time.Second)); err != nil { // not long enough
+		t.Fatal(err)
+	}
+	n, err := s.DeleteAbandoned(ctx, t0, 100)
+	if err != nil || n != 1 {
+		t.Fatalf("deleted %d, %v; want 1 (node 5)", n, err)
+	}
+	for k := byte(1); k <= 6; k++ {
+		_, err := s.Node(ctx, key(k))
+		if gone := errors.Is(err, ErrNotFound); gone != (k == 5) {
+			t.Errorf("node %d: gone %v", k, gone)
+		}
+	}
+}
