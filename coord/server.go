@@ -21,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
+	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
@@ -119,7 +120,7 @@ type Server struct {
 	// (relay.go); safe for concurrent use.
 	relay *udprelay.Table
 
-	guards guards // block list and login rate limits (abuse.go)
+	guard *abuse.Guard // block list and login rate limits (abuse.go)
 
 	pendingLogins  atomic.Int64  // connections not yet logged in (handshake.go)
 	refusedPending atomic.Uint64 // connections refused because every pending slot was taken

@@ -75,6 +75,10 @@ type RelayCheck struct {
 	OK    bool    `json:"ok"` // it answered
 	RTTms float64 `json:"rtt_ms"`
 	InUse bool    `json:"in_use"` // the node relays through it
+	// Login is the state of the node's login to it: "logged in", "logging in", "refused: REASON"
+	// (the relay's operator blocked the node's address, a rate limit, the relay is full) or
+	// "not logged in: ERROR"; "" = the node does not log in to it.
+	Login string `json:"login,omitempty"`
 }
 
 // Coord describes the control connection.

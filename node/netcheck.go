@@ -67,7 +67,9 @@ func (n *Node) Netcheck(ctx context.Context) (peer.NATReport, error) {
 	return n.ep.Netcheck(ctx, addr, probePort, relays)
 }
 
-func netcheckView(r peer.NATReport) localapi.Netcheck {
+// netcheckView renders a NAT report for the local API; logins are the states of the node's relay
+// logins by relay address (relayLogins).
+func netcheckView(r peer.NATReport, logins map[netip.AddrPort]string) localapi.Netcheck {
 	v := localapi.Netcheck{UDP: r.UDP, Mapping: r.Mapping, Hairpin: r.Hairpin,
 		CoordRTTms: ms(r.CoordRTT), RelayRTTms: ms(r.RelayRTT)}
 	if r.Public.IsValid() {
@@ -77,7 +79,8 @@ func netcheckView(r peer.NATReport) localapi.Netcheck {
 		v.Relay = r.Relay.String()
 	}
 	for _, rr := range r.Relays {
-		v.Relays = append(v.Relays, localapi.RelayCheck{Addr: rr.Addr.String(), OK: rr.OK, RTTms: ms(rr.RTT), InUse: rr.Addr == r.Relay})
+		v.Relays = append(v.Relays, localapi.RelayCheck{Addr: rr.Addr.String(), OK: rr.OK, RTTms: ms(rr.RTT), InUse: rr.Addr == r.Relay,
+			Login: logins[rr.Addr]})
 	}
 	return v
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,11 +33,48 @@ type relayClient struct {
 	dial func(ctx context.Context, addr netip.AddrPort, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error)
 	// consent returns the keys of the peers the node wants to reach through the relay.
 	consent func() [][]byte
-	// onLogin is called after each successful login (the node points its peer links at the relay).
-	onLogin func()
-	wake    chan struct{} // the consent list changed
-	cancel  context.CancelFunc
-	up      atomic.Bool // logged in now
+	// onLogin is called after each successful login (the node points its peer links at the relay),
+	// onLogout when that login ends (the relay no longer forwards to the node).
+	onLogin, onLogout func()
+	wake              chan struct{} // the consent list changed
+	cancel            context.CancelFunc
+	up                atomic.Bool // logged in now
+
+	// mu guards the following.
+	mu    sync.Mutex
+	state string // the login's state for the user: "logged in", why not (see setState)
+}
+
+// Login states shown to the user (netcheck).
+const (
+	loginConnecting = "logging in"
+	loginUp         = "logged in"
+)
+
+func (r *relayClient) setState(s string) {
+	r.mu.Lock()
+	r.state = s
+	r.mu.Unlock()
+}
+
+// loginState returns the login's state for the user.
+func (r *relayClient) loginState() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == "" {
+		return loginConnecting
+	}
+	return r.state
+}
+
+// relayRefusal returns the relay's reason if err is the relay refusing or ending the login on
+// purpose (a control.RelayClose code other than OK: blocked, rate limited, full, ...).
+func relayRefusal(err error) (string, bool) {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode != control.RelayCloseOK {
+		return ae.ErrorMessage, true
+	}
+	return "", false
 }
 
 // relayWriteTimeout bounds one consent list write; a relay that does not read is dropped.
@@ -45,7 +83,7 @@ const relayWriteTimeout = 10 * time.Second
 // run keeps the login up until ctx ends.
 func (r *relayClient) run(ctx context.Context) {
 	bo := backoff.New(500*time.Millisecond, 15*time.Second)
-	wasUp := true // log the first failure
+	last := "" // the last failure logged: each new one is logged once
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := r.session(ctx)
@@ -55,11 +93,23 @@ func (r *relayClient) run(ctx context.Context) {
 		if time.Since(start) > time.Minute {
 			bo.Reset()
 		}
-		if wasUp || r.up.Load() {
-			r.log.Warn("relay connection lost or refused; retrying in the background", "relay", r.info.Addr, "error", err)
+		reason, refused := relayRefusal(err)
+		state := "not logged in: " + err.Error()
+		if refused {
+			state = "refused: " + reason
 		}
-		wasUp = false
-		r.up.Store(false)
+		if state != last || r.up.Load() {
+			if refused {
+				r.log.Warn("the relay refused the login; retrying in the background", "relay", r.info.Addr, "reason", reason)
+			} else {
+				r.log.Warn("relay connection lost or refused; retrying in the background", "relay", r.info.Addr, "error", err)
+			}
+			last = state
+		}
+		r.setState(state)
+		if r.up.Swap(false) {
+			r.onLogout()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -100,9 +150,13 @@ func (r *relayClient) session(ctx context.Context) error {
 	stream.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var ok [1]byte
 	if _, err := io.ReadFull(stream, ok[:]); err != nil || ok[0] != control.RelayLoginOK {
-		return fmt.Errorf("relay login not accepted: %v", errOr(err, "unexpected answer"))
+		if _, refused := relayRefusal(err); refused {
+			return err
+		}
+		return fmt.Errorf("relay login not accepted: %w", errOr(err, "unexpected answer"))
 	}
 	r.up.Store(true)
+	r.setState(loginUp)
 	r.log.Info("logged in to the relay", "relay", r.info.Addr)
 	r.onLogin()
 	for {
@@ -170,14 +224,17 @@ func (n *Node) startRelayLocked(info control.Relay) {
 	ctx, cancel := context.WithCancel(n.ctx)
 	rc := &relayClient{info: info, key: n.key, log: n.log.Named("relay"), dial: n.ep.DialControl,
 		consent: n.peerKeys, wake: make(chan struct{}, 1), cancel: cancel}
-	rc.onLogin = func() {
-		n.mu.Lock()
-		current := n.relay == rc
-		n.mu.Unlock()
-		if current {
-			n.ep.SetRelay(info.Addr)
+	use := func(addr netip.AddrPort) func() {
+		return func() {
+			n.mu.Lock()
+			current := n.relay == rc
+			n.mu.Unlock()
+			if current {
+				n.ep.SetRelay(addr)
+			}
 		}
 	}
+	rc.onLogin, rc.onLogout = use(info.Addr), use(netip.AddrPort{})
 	n.relay = rc
 	n.wg.Add(1)
 	go func() {
@@ -191,6 +248,18 @@ func (n *Node) stopRelayLocked() {
 		n.relay.cancel()
 		n.relay = nil
 	}
+}
+
+// relayLogins returns the state of the node's relay logins by relay address.
+func (n *Node) relayLogins() map[netip.AddrPort]string {
+	n.mu.Lock()
+	rc := n.relay
+	n.mu.Unlock()
+	out := make(map[netip.AddrPort]string)
+	if rc != nil {
+		out[rc.info.Addr] = rc.loginState()
+	}
+	return out
 }
 
 // relayPeersChanged tells the relay client that the consent list changed.
