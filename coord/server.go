@@ -53,7 +53,8 @@ type Config struct {
 	// udprelay.DefaultRate (about 27 MB/s of full-size packets).
 	RelayRate int
 	// Relays are standalone relays (warren-coord relay) announced to nodes in Welcome, in order of
-	// preference; at most control.MaxRelays. Nodes use the first instead of this server's relay.
+	// preference; at most control.MaxRelays. Nodes log in to all of them and prefer them, in this
+	// order, to this server's relay.
 	Relays []control.Relay
 	// RelayTap, if set, sees every relayed payload (tests use it to show the relay carries only
 	// ciphertext). It must not retain or modify b.

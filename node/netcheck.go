@@ -11,9 +11,10 @@ import (
 	"github.com/warren-net/warren/peer"
 )
 
-// coordConnected runs after every login: the relay is the first standalone relay the coord announces,
-// or else the coord itself if it offers one (relayclient.go), and NAT discovery runs once in the
-// background so the log and `warren status` say what kind of NAT the node is behind.
+// coordConnected runs after every login: the node logs in to the standalone relays the coord announces
+// and uses the coord's own relay, if it offers one, as the last resort (relayclient.go), and NAT
+// discovery runs once in the background so the log and `warren status` say what kind of NAT the node
+// is behind.
 func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
 	n.useRelays(w, addr)
 	n.mu.Lock()

@@ -20,7 +20,7 @@ import (
 	"github.com/warren-net/warren/identity"
 )
 
-// relayClient keeps the node logged in to a standalone relay that the coord announced: a QUIC
+// relayClient keeps the node logged in to one standalone relay that the coord announced: a QUIC
 // connection from the node's one UDP socket (so the relay knows which address speaks for the node's
 // key) carrying the node's consent list, its current peer keys, resent whenever the peer map changes.
 // It reconnects with backoff and does not depend on the coord: relayed links keep working while the
@@ -33,8 +33,8 @@ type relayClient struct {
 	dial func(ctx context.Context, addr netip.AddrPort, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error)
 	// consent returns the keys of the peers the node wants to reach through the relay.
 	consent func() [][]byte
-	// onLogin is called after each successful login (the node points its peer links at the relay),
-	// onLogout when that login ends (the relay no longer forwards to the node).
+	// onLogin is called after each successful login, onLogout when that login ends (the relay no
+	// longer forwards to the node): the node tells its peer links which relays it is logged in to.
 	onLogin, onLogout func()
 	wake              chan struct{} // the consent list changed
 	cancel            context.CancelFunc
@@ -42,7 +42,7 @@ type relayClient struct {
 
 	// mu guards the following.
 	mu    sync.Mutex
-	state string // the login's state for the user: "logged in", why not (see setState)
+	state string // the login's state for the user: "logged in", or why not (run)
 }
 
 // Login states shown to the user (netcheck).
@@ -192,82 +192,108 @@ func errOr(err error, msg string) error {
 	return errors.New(msg)
 }
 
-// useRelays applies the relays the coord announced: the first standalone relay if there is one (every
-// node of a coord gets the same list, so peers meet on the same relay), else the coord's own relay at
-// coordAddr if it offers one (an invalid coordAddr keeps the current choice), else none.
+// useRelays applies the relays the coord announced in w. The node logs in to every announced
+// relay (a relayClient each, in the announced order, duplicates once) and keeps the logins it already
+// has; the coord's own relay at coordAddr, if the coord offers one, comes last: the last resort. An
+// invalid coordAddr (the coord is not connected) leaves the coord's relay out. Which of the relays a
+// peer link uses is the peer package's choice among those the node is logged in to
+// (peer/relaypath.go): peers that fail over to another relay find each other there.
 func (n *Node) useRelays(w *control.Welcome, coordAddr netip.AddrPort) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.closed {
+		n.mu.Unlock()
 		return
 	}
 	n.relays = w.Relays
-	if len(w.Relays) > 0 {
-		want := w.Relays[0]
-		if n.relay != nil && n.relay.info == want {
-			return
+	old := make(map[control.Relay]*relayClient, len(n.relayClients))
+	for _, rc := range n.relayClients {
+		old[rc.info] = rc
+	}
+	clients := make([]*relayClient, 0, len(w.Relays))
+	seen := make(map[netip.AddrPort]bool)
+	for _, info := range w.Relays {
+		if seen[info.Addr] {
+			continue // two logins from one socket to one relay would replace each other
 		}
-		n.stopRelayLocked()
-		n.startRelayLocked(want)
-		return
+		seen[info.Addr] = true
+		rc := old[info]
+		if rc == nil {
+			rc = n.startRelayLocked(info)
+		}
+		delete(old, info)
+		clients = append(clients, rc)
 	}
-	n.stopRelayLocked()
-	switch {
-	case w.Relay && coordAddr.IsValid():
-		n.ep.SetRelay(coordAddr)
-	case !w.Relay:
-		n.ep.SetRelay(netip.AddrPort{})
+	for _, rc := range old {
+		rc.cancel()
 	}
+	n.relayClients = clients
+	n.coordRelay = netip.AddrPort{}
+	if w.Relay {
+		n.coordRelay = coordAddr
+	}
+	n.mu.Unlock()
+	n.applyRelays()
 }
 
-func (n *Node) startRelayLocked(info control.Relay) {
-	ctx, cancel := context.WithCancel(n.ctx)
-	rc := &relayClient{info: info, key: n.key, log: n.log.Named("relay"), dial: n.ep.DialControl,
-		consent: n.peerKeys, wake: make(chan struct{}, 1), cancel: cancel}
-	use := func(addr netip.AddrPort) func() {
-		return func() {
-			n.mu.Lock()
-			current := n.relay == rc
-			n.mu.Unlock()
-			if current {
-				n.ep.SetRelay(addr)
-			}
+// coordLost takes the coord's relay out of use: the coord forgets a node's relay binding with its
+// control connection.
+func (n *Node) coordLost() {
+	n.mu.Lock()
+	n.coordRelay = netip.AddrPort{}
+	n.mu.Unlock()
+	n.applyRelays()
+}
+
+// applyRelays tells the peer links which relays the node is logged in to now: the announced ones
+// whose login is up, in the announced order, then the coord's.
+func (n *Node) applyRelays() {
+	n.relayMu.Lock() // one at a time, so the last state wins
+	defer n.relayMu.Unlock()
+	n.mu.Lock()
+	use := make([]netip.AddrPort, 0, len(n.relayClients)+1)
+	for _, rc := range n.relayClients {
+		if rc.up.Load() {
+			use = append(use, rc.info.Addr)
 		}
 	}
-	rc.onLogin, rc.onLogout = use(info.Addr), use(netip.AddrPort{})
-	n.relay = rc
+	if n.coordRelay.IsValid() {
+		use = append(use, n.coordRelay)
+	}
+	n.mu.Unlock()
+	n.ep.SetRelays(use)
+}
+
+func (n *Node) startRelayLocked(info control.Relay) *relayClient {
+	ctx, cancel := context.WithCancel(n.ctx)
+	rc := &relayClient{info: info, key: n.key, log: n.log.Named("relay"), dial: n.ep.DialControl,
+		consent: n.peerKeys, wake: make(chan struct{}, 1), cancel: cancel,
+		onLogin: n.applyRelays, onLogout: n.applyRelays}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		rc.run(ctx)
 	}()
-}
-
-func (n *Node) stopRelayLocked() {
-	if n.relay != nil {
-		n.relay.cancel()
-		n.relay = nil
-	}
+	return rc
 }
 
 // relayLogins returns the state of the node's relay logins by relay address.
 func (n *Node) relayLogins() map[netip.AddrPort]string {
 	n.mu.Lock()
-	rc := n.relay
+	clients := n.relayClients
 	n.mu.Unlock()
-	out := make(map[netip.AddrPort]string)
-	if rc != nil {
+	out := make(map[netip.AddrPort]string, len(clients))
+	for _, rc := range clients {
 		out[rc.info.Addr] = rc.loginState()
 	}
 	return out
 }
 
-// relayPeersChanged tells the relay client that the consent list changed.
+// relayPeersChanged tells the relay clients that the consent list changed.
 func (n *Node) relayPeersChanged() {
 	n.mu.Lock()
-	rc := n.relay
+	clients := n.relayClients
 	n.mu.Unlock()
-	if rc != nil {
+	for _, rc := range clients {
 		poke(rc.wake)
 	}
 }

@@ -76,7 +76,7 @@ func run(args []string) error {
 	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path (standalone relays announced with --relay still do)")
 	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
 	var relays relayFlags
-	fs.Var(&relays, "relay", "announce a standalone relay to nodes, `HOST:PORT=KEY` (KEY as 'warren-coord relay' prints it); repeatable, nodes use the first")
+	fs.Var(&relays, "relay", "announce a standalone relay to nodes, `HOST:PORT=KEY` (KEY as 'warren-coord relay' prints it); repeatable, in order of preference (nodes log in to all; see README)")
 	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
 	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP (default DIR/"+defaultBlockFile+", created empty)")
 	loginLimits := addLoginLimitFlags(fs)
