@@ -19,39 +19,44 @@ import (
 // tunnels outlive it. Each side applies the same rule, per peer:
 //
 //   - Answer where you are reached. Send through the relay the peer's packets arrive through: an
-//     arrival proves the peer is logged in there (it sent from it).
+//     arrival shows the peer is logged in there (it sent from it).
 //   - When in doubt, send through all of them. While there is no such relay (a new link), that relay
-//     is no longer one we are logged in to, or we have sent for doubtAfter without a packet back,
-//     every packet goes out once through every relay we are logged in to; QUIC drops the duplicates.
+//     is no longer one we are logged in to, or we have sent through it for doubtAfter without a
+//     packet back through it, every packet goes out once through every relay we are logged in to;
+//     QUIC drops the duplicates.
 //   - Prefer the earlier relay. An arrival through a relay earlier in the order moves us there at
-//     once; one through a later relay only once the current one has been silent for switchAfter (the
-//     peer moved away from it).
+//     once; one through a later relay only while we are in doubt about the current one. While a
+//     relay earlier than the peer's is one we are logged in to, a packet every probeEvery goes out
+//     through all of them: if the peer is logged in there too, that copy moves it, and its answers us.
 //
-// So a link settles on the first relay both ends are logged in to. When that relay dies, the first
-// side to notice (its login ends, or its packets go unanswered for doubtAfter) sends through all the
-// others; the other side hears it through the next shared relay and follows within switchAfter;
-// neither needs the coord, nor the other's login state. When a node logs in to a relay earlier in the
-// order than a peer's, its next packet to that peer goes through all relays once; if the peer is
-// logged in there too, that copy moves it back at once, and its answers move us (else the peer's own
-// login there, later, does the same the other way round). Peers that share no relay cannot talk
-// through one, as before.
+// So a link settles on the first relay both ends are logged in to. When that relay dies, each side's
+// packets go unanswered (or its login ends) and it sends through all the others; the other side,
+// in doubt as well, takes the first of them that delivers, the next relay both share; neither needs
+// the coord, nor the other's login state. When the dead relay comes back and both ends are logged
+// in to it again, the next probe moves the link back. Peers that share no relay cannot talk through
+// one, as before.
 //
 // The alternatives were worse: "everybody uses the first relay it can log in to" strands a pair when
 // one side can reach a relay the other cannot (a relay that blocks one side's address, or is full),
 // and flaps whenever the first relay comes and goes, the two sides moving back at different times;
 // learning each other's relay through the coord fails exactly when the coord is down.
+//
+// Arrivals are not authenticated here (QUIC authenticates the payload later), so a relay we are
+// logged in to could forge frames "from" a peer. The rule bounds what that buys it: it moves a link
+// to itself only if it ranks before the link's relay (the operator prefers it: the link would be on
+// it if both peers could use it) or while the link's relay is failing anyway, and then the next
+// probe through an earlier relay that works takes the link back.
 
 const (
 	// maxRelays bounds the relays a node is logged in to: the announced ones and the coord.
 	maxRelays = control.MaxRelays + 1
-	// doubtAfter is how long we may send to a peer through its relay without a packet back before
-	// we send through every relay. QUIC answers an ack-eliciting packet within an RTT plus 25 ms of
-	// ACK delay; an idle link's keep-alive a few seconds after our last ACK also counts as a doubt,
-	// which costs one keep-alive copy per relay and moves the link back to a better relay.
+	// doubtAfter is how long we may send to a peer through its relay without a packet back through
+	// it before we send through every relay. QUIC answers an ack-eliciting packet within an RTT plus
+	// 25 ms of ACK delay: a healthy link answers well within it.
 	doubtAfter = time.Second
-	// switchAfter is how long a peer's relay must have been silent before an arrival through a later
-	// relay moves us there.
-	switchAfter = time.Second
+	// probeEvery is how often a link that is not on the first relay we are logged in to tries the
+	// earlier ones.
+	probeEvery = 5 * time.Second
 )
 
 // relayPaths is the per-peer relay choice. Safe for concurrent use.
@@ -66,13 +71,16 @@ type relayPaths struct {
 // relayPath is how one peer is reached through the relays.
 type relayPath struct {
 	via        netip.AddrPort // the relay its packets arrive through
-	heard      time.Time      // when one last arrived through via
-	unanswered time.Time      // our first send since its last arrival; zero = none
-	probe      bool           // we logged in to a relay better than via: send the next packet through all
+	unanswered time.Time      // our first send since its last arrival through via; zero = none
+	probeAt    time.Time      // when to try the relays earlier than via
 }
 
-// set replaces the relays we are logged in to, best first. A peer reached through a relay that now
-// has a new one before it gets its next packet through all of them (probe).
+// doubt reports whether we have sent to the peer through via for doubtAfter without an answer.
+func (rp *relayPath) doubt(now time.Time) bool {
+	return !rp.unanswered.IsZero() && now.Sub(rp.unanswered) > doubtAfter
+}
+
+// set replaces the relays we are logged in to, best first.
 func (p *relayPaths) set(relays []netip.AddrPort) {
 	r := slices.Clone(relays)
 	if len(r) > maxRelays {
@@ -81,19 +89,7 @@ func (p *relayPaths) set(relays []netip.AddrPort) {
 	for i, a := range r {
 		r[i] = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	old := p.list()
 	p.relays.Store(&r)
-	for _, rp := range p.paths {
-		if i := slices.Index(r, rp.via); i > 0 {
-			for _, better := range r[:i] {
-				if !slices.Contains(old, better) {
-					rp.probe = true
-				}
-			}
-		}
-	}
 }
 
 // list returns the relays we are logged in to, best first.
@@ -129,26 +125,29 @@ func (p *relayPaths) heard(k Key, via netip.AddrPort, now time.Time) {
 		rp = &relayPath{}
 		p.paths[k] = rp
 	}
-	rp.unanswered = time.Time{}
-	switch cur := p.rank(rp.via); {
-	case via == rp.via:
-		rp.heard = now
-	case cur < 0 || p.rank(via) < cur || now.Sub(rp.heard) > switchAfter:
-		rp.via, rp.heard = via, now
+	if via == rp.via {
+		rp.unanswered = time.Time{}
+		return
+	}
+	if cur := p.rank(rp.via); cur < 0 || p.rank(via) < cur || rp.doubt(now) {
+		rp.via, rp.unanswered, rp.probeAt = via, time.Time{}, now.Add(probeEvery)
 	}
 }
 
 // route puts the relays a packet to peer k goes through at now into to and returns how many: its
-// relay, or every relay we are logged in to when in doubt; 0 = none.
+// relay, or every relay we are logged in to when in doubt or probing; 0 = none.
 func (p *relayPaths) route(k Key, now time.Time, to *[maxRelays]netip.AddrPort) int {
 	p.mu.Lock()
 	if rp := p.paths[k]; rp != nil {
 		if rp.unanswered.IsZero() {
 			rp.unanswered = now
 		}
-		probe := rp.probe
-		rp.probe = false
-		if !probe && now.Sub(rp.unanswered) <= doubtAfter && p.rank(rp.via) >= 0 {
+		cur := p.rank(rp.via)
+		probe := cur > 0 && !now.Before(rp.probeAt)
+		if probe {
+			rp.probeAt = now.Add(probeEvery)
+		}
+		if !probe && !rp.doubt(now) && cur >= 0 {
 			to[0] = rp.via
 			p.mu.Unlock()
 			return 1

@@ -34,54 +34,62 @@ func TestRelayPathChoice(t *testing.T) {
 	p.set([]netip.AddrPort{relay1, relay2, relay3})
 	wantRoute(t, "never heard from the peer", &p, k, t0, relay1, relay2, relay3)
 
+	p.heard(k, relay3, t0)
+	wantRoute(t, "heard through relay 3", &p, k, t0, relay3)
 	p.heard(k, relay2, t0)
-	wantRoute(t, "heard through relay 2", &p, k, t0, relay2)
-	p.heard(k, relay1, t0.Add(10*time.Millisecond))
-	wantRoute(t, "then through the better relay 1", &p, k, t0, relay1)
-	p.heard(k, relay3, t0.Add(20*time.Millisecond))
-	wantRoute(t, "a copy through a worse relay while relay 1 speaks", &p, k, t0, relay1)
-	if got := p.current(k); got != relay1 {
-		t.Fatalf("current = %v, want relay 1", got)
+	wantRoute(t, "then through the better relay 2", &p, k, t0, relay2)
+	if got := p.current(k); got != relay2 {
+		t.Fatalf("current = %v, want relay 2", got)
 	}
-	t1 := t0.Add(10*time.Millisecond + switchAfter + time.Millisecond)
-	p.heard(k, relay3, t1)
-	wantRoute(t, "relay 1 silent for switchAfter, the peer speaks through relay 3", &p, k, t1, relay3)
 
-	// Unanswered for doubtAfter: through all relays until the peer speaks again.
+	// Unanswered through relay 2 for doubtAfter: through all relays until relay 2 answers; a packet
+	// through the worse relay 3 is no answer, and moves us there only once we are in doubt.
+	t1 := t0.Add(time.Minute)
+	p.heard(k, relay2, t1)
+	wantRoute(t, "first send since: a probe of relay 1, due", &p, k, t1, relay1, relay2, relay3)
+	wantRoute(t, "second send", &p, k, t1, relay2)
+	p.heard(k, relay3, t1.Add(doubtAfter))
+	wantRoute(t, "a packet through relay 3 before any doubt", &p, k, t1.Add(doubtAfter), relay2)
+	wantRoute(t, "unanswered for doubtAfter", &p, k, t1.Add(doubtAfter+time.Millisecond), relay1, relay2, relay3)
+	wantRoute(t, "still unanswered", &p, k, t1.Add(2*doubtAfter), relay1, relay2, relay3)
+	p.heard(k, relay2, t1.Add(2*doubtAfter))
+	wantRoute(t, "answered through relay 2", &p, k, t1.Add(2*doubtAfter), relay2)
+
 	t2 := t1.Add(time.Minute)
-	wantRoute(t, "sent since the peer last spoke, a minute ago", &p, k, t2, relay1, relay2, relay3)
+	wantRoute(t, "sent since relay 2 last delivered, a minute ago", &p, k, t2, relay1, relay2, relay3)
 	p.heard(k, relay3, t2)
-	wantRoute(t, "first send", &p, k, t2, relay3)
-	wantRoute(t, "unanswered, but not for long", &p, k, t2.Add(doubtAfter), relay3)
-	wantRoute(t, "unanswered for doubtAfter", &p, k, t2.Add(doubtAfter+time.Millisecond), relay1, relay2, relay3)
-	wantRoute(t, "still unanswered", &p, k, t2.Add(2*doubtAfter), relay1, relay2, relay3)
-	p.heard(k, relay3, t2.Add(2*doubtAfter))
-	wantRoute(t, "answered", &p, k, t2.Add(2*doubtAfter), relay3)
+	wantRoute(t, "in doubt, relay 3 delivers", &p, k, t2, relay3)
+	p.heard(k, relay1, t2)
+	wantRoute(t, "relay 1 delivers", &p, k, t2, relay1)
 
 	// Our login to the peer's relay ends: through all the others.
 	t3 := t2.Add(time.Minute)
-	p.heard(k, relay3, t3)
-	p.set([]netip.AddrPort{relay1, relay2})
-	wantRoute(t, "our login to the peer's relay ended", &p, k, t3, relay1, relay2)
+	p.heard(k, relay1, t3)
+	p.set([]netip.AddrPort{relay2, relay3})
+	wantRoute(t, "our login to the peer's relay ended", &p, k, t3, relay2, relay3)
 	if got := p.current(k); got.IsValid() {
 		t.Fatalf("current = %v through a relay we left", got)
 	}
-	p.heard(k, relay2, t3)
-	wantRoute(t, "heard through relay 2", &p, k, t3, relay2)
+	p.heard(k, relay3, t3)
+	wantRoute(t, "heard through relay 3", &p, k, t3, relay3)
 
-	// A relay better than the peer's is back: one packet through all, then the peer's again.
-	p.set([]netip.AddrPort{relay2})
-	p.set([]netip.AddrPort{relay2})
-	wantRoute(t, "the same relays again", &p, k, t3, relay2)
-	p.set([]netip.AddrPort{relay1, relay2})
-	wantRoute(t, "relay 1 is back", &p, k, t3, relay1, relay2)
-	wantRoute(t, "after the probe", &p, k, t3, relay2)
-	p.heard(k, relay1, t3)
-	wantRoute(t, "the peer answers through relay 1", &p, k, t3, relay1)
+	// Not on the first relay we are logged in to: every probeEvery, one packet through all.
+	p.set([]netip.AddrPort{relay1, relay3})
+	wantRoute(t, "relay 1 is back", &p, k, t3, relay3)
+	p.heard(k, relay3, t3.Add(probeEvery))
+	wantRoute(t, "probeEvery after moving to relay 3", &p, k, t3.Add(probeEvery), relay1, relay3)
+	wantRoute(t, "after the probe", &p, k, t3.Add(probeEvery), relay3)
+	p.heard(k, relay3, t3.Add(probeEvery))
+	wantRoute(t, "before the next probe", &p, k, t3.Add(2*probeEvery-time.Millisecond), relay3)
+	wantRoute(t, "the next probe", &p, k, t3.Add(2*probeEvery), relay1, relay3)
+	p.heard(k, relay1, t3.Add(2*probeEvery))
+	wantRoute(t, "the peer answers through relay 1", &p, k, t3.Add(2*probeEvery), relay1)
+	p.heard(k, relay1, t3.Add(4*probeEvery))
+	wantRoute(t, "on the first relay: no probes", &p, k, t3.Add(4*probeEvery), relay1)
 
 	// A peer that leaves is forgotten.
 	p.retain(func(Key) bool { return false })
-	wantRoute(t, "a forgotten peer", &p, k, t3, relay1, relay2)
+	wantRoute(t, "a forgotten peer", &p, k, t3.Add(4*probeEvery), relay1, relay3)
 }
 
 // relaySim is two nodes and the relays between them, in virtual time: a relay forwards a packet only
@@ -92,6 +100,7 @@ type relaySim struct {
 	up         map[netip.AddrPort]bool
 	a, b       *simNode
 	deliveries map[netip.AddrPort]int // packets delivered through each relay
+	forger     netip.AddrPort         // a relay that forges a frame from each node to the other every tick
 }
 
 type simNode struct {
@@ -125,6 +134,10 @@ func (s *relaySim) exchange(d time.Duration) (firstFail, lastFail time.Duration)
 	start := s.now
 	failed := false
 	for end := s.now.Add(d); s.now.Before(end); s.now = s.now.Add(10 * time.Millisecond) {
+		if s.forger.IsValid() {
+			s.a.paths.heard(s.b.key, s.forger, s.now)
+			s.b.paths.heard(s.a.key, s.forger, s.now)
+		}
 		if s.send(s.a, s.b) && s.send(s.b, s.a) {
 			continue
 		}
@@ -142,8 +155,8 @@ func newRelaySim(t *testing.T) *relaySim {
 }
 
 // TestRelayPathFailover: two peers settle on the first relay both are logged in to, move to the next
-// within doubtAfter+switchAfter of its death (before either login notices), stay there when it
-// comes back until their logins do, then move back to it.
+// within two doubtAfter of its death (before either login notices), stay there when it comes back
+// until both are logged in to it again, then move back to it.
 func TestRelayPathFailover(t *testing.T) {
 	s := newRelaySim(t)
 	s.a.login(relay1, relay2, relay3)
@@ -159,8 +172,8 @@ func TestRelayPathFailover(t *testing.T) {
 	s.up[relay1] = false // dies; the logins have not noticed yet
 	_, last := s.exchange(5 * time.Second)
 	t.Logf("relay 1 died: round trips failed for %v", last)
-	if last == 0 || last > doubtAfter+switchAfter+100*time.Millisecond {
-		t.Fatalf("round trips failed until %v after relay 1 died, want some, and none after %v", last, doubtAfter+switchAfter)
+	if last == 0 || last > 2*doubtAfter+100*time.Millisecond {
+		t.Fatalf("round trips failed until %v after relay 1 died, want some, and none after %v", last, 2*doubtAfter)
 	}
 	if s.a.paths.current(s.b.key) != relay2 || s.b.paths.current(s.a.key) != relay2 {
 		t.Fatalf("moved to %v / %v, want relay 2", s.a.paths.current(s.b.key), s.b.paths.current(s.a.key))
@@ -177,18 +190,18 @@ func TestRelayPathFailover(t *testing.T) {
 		t.Fatalf("round trips failed as the logins noticed (from %v on)", first)
 	}
 
-	// Relay 1 comes back; a logs in first (b's probe-free answers keep the link on relay 2), then b:
-	// b's next packet through relay 1 moves both.
+	// Relay 1 comes back; a logs in first (its probes through relay 1 reach nobody: the link stays on
+	// relay 2), then b: the next probe through relay 1 moves both.
 	s.up[relay1] = true
 	s.a.login(relay1, relay2, relay3)
-	if first, _ := s.exchange(time.Second); first != 0 {
+	if first, _ := s.exchange(probeEvery + time.Second); first != 0 {
 		t.Fatalf("round trips failed after a logged in to relay 1 again (from %v on)", first)
 	}
 	if got := s.a.paths.current(s.b.key); got != relay2 {
 		t.Fatalf("a moved to %v before b logged in to relay 1", got)
 	}
 	s.b.login(relay1, relay2, relay3)
-	if first, _ := s.exchange(time.Second); first != 0 {
+	if first, _ := s.exchange(probeEvery + time.Second); first != 0 {
 		t.Fatalf("round trips failed after b logged in to relay 1 again (from %v on)", first)
 	}
 	if s.a.paths.current(s.b.key) != relay1 || s.b.paths.current(s.a.key) != relay1 {
@@ -212,5 +225,27 @@ func TestRelayPathPartial(t *testing.T) {
 		if s.a.paths.current(s.b.key) != relay2 || s.b.paths.current(s.a.key) != relay2 {
 			t.Fatalf("met on %v / %v, want relay 2", s.a.paths.current(s.b.key), s.b.paths.current(s.a.key))
 		}
+	}
+}
+
+// TestRelayPathForgery: the last relay forges frames "from" each peer to the other and forwards
+// nothing. The pair stays on relay 1; when relay 1 dies the forger may catch the failing link, but
+// the next probe through relay 2 takes it there.
+func TestRelayPathForgery(t *testing.T) {
+	s := newRelaySim(t)
+	s.a.login(relay1, relay2, relay3)
+	s.b.login(relay1, relay2, relay3)
+	s.up[relay3], s.forger = false, relay3
+	if first, _ := s.exchange(2 * time.Second); first != 0 {
+		t.Fatalf("round trips failed from %v on, with the forger about", first)
+	}
+	s.up[relay1] = false
+	_, last := s.exchange(3 * probeEvery)
+	t.Logf("relay 1 died, the forger about: round trips failed for %v", last)
+	if bound := 2*doubtAfter + probeEvery + 100*time.Millisecond; last == 0 || last > bound {
+		t.Fatalf("round trips failed until %v after relay 1 died, want some, and none after %v", last, bound)
+	}
+	if s.a.paths.current(s.b.key) != relay2 || s.b.paths.current(s.a.key) != relay2 {
+		t.Fatalf("moved to %v / %v, want relay 2", s.a.paths.current(s.b.key), s.b.paths.current(s.a.key))
 	}
 }
