@@ -109,8 +109,9 @@ type Welcome struct {
 	// Relay reports that the coord relays packets between peers (relay frames on its main port).
 	Relay bool `json:"relay,omitempty"`
 	// Relays are standalone relays (relaylogin.go), in the coord operator's order of preference; at
-	// most MaxRelays. A node that supports them uses the first instead of the coord's relay, so all
-	// nodes of a coord meet on the same one.
+	// most MaxRelays. A node that supports them logs in to all of them and relays through the first
+	// one it shares with the peer, the coord's own relay (Relay) last; every node of a coord gets the
+	// same order, so peers agree on it.
 	Relays []Relay `json:"relays,omitempty"`
 	// Ephemeral reports that the coord removes this node when it goes offline (see Login.Ephemeral);
 	// such a node sends OpLogout when it shuts down cleanly.

@@ -23,6 +23,9 @@ import (
 // by, through the relay. The relay forwards a relay frame (packet.go) only between two logged-in nodes
 // that name each other. A list holds at most MaxRelayConsent keys; anything larger, or a length that is
 // not a whole number of keys, is a protocol error and the relay closes the connection.
+//
+// A relay that refuses a login, or ends one, closes the connection with one of the RelayClose codes
+// and a reason phrase for the node's user (QUIC's CONNECTION_CLOSE carries both).
 
 // RelayALPN is the TLS application protocol of a node's login connection to a standalone relay.
 const RelayALPN = "warren-relay/1"
@@ -32,6 +35,16 @@ const MaxRelayConsent = MaxPeers
 
 // RelayLoginOK is the byte a relay sends after accepting a node's first consent list.
 const RelayLoginOK byte = 1
+
+// Application error codes of a relay login connection's close.
+const (
+	RelayCloseOK          = 0 // the node or the relay is going away
+	RelayCloseProtocol    = 1 // a malformed login or consent list
+	RelayCloseFull        = 2 // the relay, or the node's source range, has all the nodes it takes
+	RelayCloseReplaced    = 3 // the same key logged in again, from elsewhere
+	RelayCloseBlocked     = 4 // the node's address is in the relay's block list
+	RelayCloseRateLimited = 5 // too many logins from the node's address or with its key
+)
 
 // MaxRelays bounds the standalone relays a Welcome announces.
 const MaxRelays = 8

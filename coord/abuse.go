@@ -17,23 +17,22 @@ import (
 )
 
 // Abuse controls: a CIDR block list (Config.BlockList), re-read when its file changes, and login rate
-// limits per source address and per identity key. A blocked or over-limit login is refused with
-// control.CodeBlocked or control.CodeRateLimited before it touches the store; nodes online from a
-// newly blocked range are disconnected; side-channel packets (binding requests, relay frames) from
-// blocked addresses are dropped.
+// limits per source address and per identity key (package abuse's Guard, shared with the standalone
+// relay). A blocked or over-limit login is refused with control.CodeBlocked or
+// control.CodeRateLimited before it touches the store; nodes online from a newly blocked range are
+// disconnected; side-channel packets (binding requests, relay frames) from blocked addresses are
+// dropped.
 
-// Defaults for the login rate limits. The per-address limit must let a whole carrier-grade NAT
-// (hundreds of nodes behind one public address) log in again after a server restart: with a burst
-// of 300 and 50/s, 300 nodes behind one address are back at once and 1000 within 14 s (the old 5/s,
-// burst 20 took 36 s for 200), while one address still cannot make the server do more than 50
-// logins (handshake plus a synced write) a second. The per-key limit stays tight: one node has no
-// reason to log in more than once a second.
+// Defaults for the login rate limits: package abuse's (see there for why these numbers).
 const (
-	DefaultLoginRateIP   rate.Limit = 50
-	DefaultLoginBurstIP             = 300
-	DefaultLoginRateKey  rate.Limit = 1
-	DefaultLoginBurstKey            = 5
+	DefaultLoginRateIP   = abuse.DefaultLoginRateIP
+	DefaultLoginBurstIP  = abuse.DefaultLoginBurstIP
+	DefaultLoginRateKey  = abuse.DefaultLoginRateKey
+	DefaultLoginBurstKey = abuse.DefaultLoginBurstKey
 )
+
+// blockCheckEvery is how often the block list file's mtime is checked (and idle buckets swept).
+const blockCheckEvery = abuse.CheckEvery
 
 // New identities per source address: every new key costs a node row and an overlay address for
 // good, so their rate is bounded below that of logins. The burst lets an office or a carrier-grade
@@ -43,49 +42,24 @@ const (
 	newNodeBurst = 300
 )
 
-const (
-	// blockCheckEvery is how often the block list file's mtime is checked (and idle buckets swept).
-	blockCheckEvery = 2 * time.Second
-	// maxLimiters caps each map of login buckets.
-	maxLimiters = 10000
-)
-
-// guards is the Server's abuse-control state.
-type guards struct {
-	blocks  *abuse.BlockFile // nil: no block list
-	perIP   *abuse.Limiter[netip.Prefix]
-	perKey  *abuse.Limiter[nodeKey]
-	newKeys *abuse.Limiter[netip.Prefix] // new identities per address
-	limitLo bool                         // tests: limit loopback sources per address too
-}
+// maxLimiters caps the server's own maps of buckets (new identities, password work).
+const maxLimiters = 10000
 
 // initAbuse sets the limits up and loads the block list; a bad list fails New.
 func (s *Server) initAbuse() error {
 	c := &s.cfg
-	if c.LoginRateIP == 0 {
-		c.LoginRateIP, c.LoginBurstIP = DefaultLoginRateIP, DefaultLoginBurstIP
+	g, err := abuse.NewGuard(abuse.GuardConfig{BlockList: c.BlockList, LoginRateIP: c.LoginRateIP, LoginBurstIP: c.LoginBurstIP,
+		LoginRateKey: c.LoginRateKey, LoginBurstKey: c.LoginBurstKey, LimitLoopback: c.limitLoopback, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("coord: %w", err)
 	}
-	if c.LoginRateKey == 0 {
-		c.LoginRateKey, c.LoginBurstKey = DefaultLoginRateKey, DefaultLoginBurstKey
-	}
-	s.guards.perIP = abuse.NewLimiter[netip.Prefix](c.LoginRateIP, c.LoginBurstIP, maxLimiters)
-	s.guards.perKey = abuse.NewLimiter[nodeKey](c.LoginRateKey, c.LoginBurstKey, maxLimiters)
+	s.guard = g
 	burst := newNodeBurst
 	if c.newNodeBurst > 0 {
 		burst = c.newNodeBurst
 	}
-	s.guards.newKeys = abuse.NewLimiter[netip.Prefix](newNodeRate, burst, maxLimiters)
-	s.guards.limitLo = c.limitLoopback
+	s.newKeys = abuse.NewLimiter[netip.Prefix](newNodeRate, burst, maxLimiters)
 	s.passwords = newPasswordGuard()
-	if c.BlockList == "" {
-		return nil
-	}
-	b, err := abuse.NewBlockFile(c.BlockList)
-	if err != nil {
-		return fmt.Errorf("coord: %w", err)
-	}
-	s.guards.blocks = b
-	s.log.Info("block list loaded", "file", c.BlockList, "entries", b.Len())
 	return nil
 }
 
@@ -93,36 +67,22 @@ func (s *Server) initAbuse() error {
 // nodes online from newly blocked addresses (New runs it periodically).
 func (s *Server) checkAbuse() {
 	now := time.Now()
-	s.guards.perIP.Sweep(now)
-	s.guards.perKey.Sweep(now)
-	s.guards.newKeys.Sweep(now)
+	s.newKeys.Sweep(now)
 	s.sweepPasswordLimits(now)
-	if err := s.ReloadBlockList(); err != nil {
-		s.log.Warn("block list not reloaded; keeping the old one", "file", s.cfg.BlockList, "error", err)
-	}
+	s.guard.Maintain(s.disconnectBlocked)
 }
 
 // ReloadBlockList re-reads Config.BlockList if its file changed and disconnects nodes online from
 // newly blocked addresses. On error the old list stays. The Server also does this by itself every
 // few seconds.
-func (s *Server) ReloadBlockList() error {
-	if s.guards.blocks == nil {
-		return nil
-	}
-	changed, err := s.guards.blocks.Reload()
-	if changed {
-		s.log.Info("block list loaded", "file", s.cfg.BlockList, "entries", s.guards.blocks.Len())
-		s.disconnectBlocked()
-	}
-	return err
-}
+func (s *Server) ReloadBlockList() error { return s.guard.Reload(s.disconnectBlocked) }
 
 // disconnectBlocked closes the control connections of nodes online from a blocked address.
 func (s *Server) disconnectBlocked() {
 	var victims []*session
 	s.mu.Lock()
 	for _, sess := range s.sessions {
-		if s.blocked(sess.observed.Addr()) {
+		if s.guard.Blocked(sess.observed.Addr()) {
 			victims = append(victims, sess)
 		}
 	}
@@ -133,20 +93,14 @@ func (s *Server) disconnectBlocked() {
 	}
 }
 
-// blocked reports whether a is in the block list.
-func (s *Server) blocked(a netip.Addr) bool { return s.guards.blocks.Blocked(a) }
-
 // checkLogin refuses a login from a blocked address or over a rate limit.
 func (s *Server) checkLogin(key nodeKey, remote net.Addr) *control.Error {
-	a := addrPort(remote).Addr().Unmap()
-	if s.blocked(a) {
+	switch s.guard.CheckLogin(key, addrPort(remote).Addr()) {
+	case abuse.Blocked:
 		return &control.Error{Code: control.CodeBlocked, Message: "logins from this address are blocked by the server operator"}
-	}
-	now := time.Now()
-	if p, ok := s.limitedSource(a); ok && !s.guards.perIP.Allow(p, now) {
+	case abuse.TooManyFromIP:
 		return &control.Error{Code: control.CodeRateLimited, Message: "too many logins from this address; try again later"}
-	}
-	if !s.guards.perKey.Allow(key, now) {
+	case abuse.TooManyWithKey:
 		return &control.Error{Code: control.CodeRateLimited, Message: "too many logins with this identity; try again later"}
 	}
 	return nil
@@ -161,26 +115,21 @@ func (s *Server) checkNewNode(ctx context.Context, key nodeKey, from netip.Addr)
 	if _, err := s.cfg.Store.Node(ctx, key[:]); !errors.Is(err, store.ErrNotFound) {
 		return nil // known (or the store will say what is wrong in a moment)
 	}
-	if !s.guards.newKeys.Allow(p, time.Now()) {
+	if !s.newKeys.Allow(p, time.Now()) {
 		return &control.Error{Code: control.CodeRateLimited, Message: "too many new nodes from this address; try again later"}
 	}
 	return nil
 }
 
-// limitedSource returns the prefix that per-address limits count a's requests under (the address
-// for IPv4, its /64 for IPv6), and false for an address without such limits: unknown, or loopback
-// (this host; only per-key limits apply).
+// limitedSource returns the range that per-address limits count a's requests under
+// (abuse.SourceRange), and false for an address without such limits: unknown, or loopback (this
+// host; only per-key limits apply).
 func (s *Server) limitedSource(a netip.Addr) (netip.Prefix, bool) {
 	a = a.Unmap()
-	if !a.IsValid() || (a.IsLoopback() && !s.guards.limitLo) {
+	if !a.IsValid() || (a.IsLoopback() && !s.cfg.limitLoopback) {
 		return netip.Prefix{}, false
 	}
-	bits := 64
-	if a.Is4() {
-		bits = 32
-	}
-	p, err := a.Prefix(bits)
-	return p, err == nil
+	return abuse.SourceRange(a), true
 }
 
 // sourceOf returns the address sess's control connection comes from.

@@ -19,7 +19,7 @@ import (
 // sideLoop serves the main socket's non-QUIC packets until Close.
 func (s *Server) sideLoop() {
 	defer s.wg.Done()
-	cfg := udprelay.SideConfig{Transport: s.tr, Table: s.relay, Blocked: s.blocked, Tap: s.cfg.RelayTap}
+	cfg := udprelay.SideConfig{Transport: s.tr, Table: s.relay, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap}
 	if s.cfg.NoRelay {
 		cfg.Table = nil
 	}
@@ -83,7 +83,7 @@ func (s *Server) probeLoop() {
 		if err != nil {
 			return
 		}
-		if s.blocked(addrPort(addr).Addr()) {
+		if s.guard.Blocked(addrPort(addr).Addr()) {
 			continue
 		}
 		if tx, err := control.ParseBindingRequest(buf[:n]); err == nil {

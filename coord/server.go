@@ -22,6 +22,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
+	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
@@ -53,7 +54,8 @@ type Config struct {
 	// udprelay.DefaultRate (about 27 MB/s of full-size packets).
 	RelayRate int
 	// Relays are standalone relays (warren-coord relay) announced to nodes in Welcome, in order of
-	// preference; at most control.MaxRelays. Nodes use the first instead of this server's relay.
+	// preference; at most control.MaxRelays. Nodes log in to all of them and prefer them, in this
+	// order, to this server's relay.
 	Relays []control.Relay
 	// RelayTap, if set, sees every relayed payload (tests use it to show the relay carries only
 	// ciphertext). It must not retain or modify b.
@@ -122,8 +124,9 @@ type Server struct {
 	// (relay.go); safe for concurrent use.
 	relay *udprelay.Table
 
-	guards    guards        // block list and login rate limits (abuse.go)
-	passwords passwordGuard // bounds on argon2id work (passwords.go)
+	guard     *abuse.Guard                 // block list and login rate limits (abuse.go)
+	newKeys   *abuse.Limiter[netip.Prefix] // new identities per address (abuse.go)
+	passwords passwordGuard                // bounds on argon2id work (passwords.go)
 
 	pendingLogins  atomic.Int64  // connections not yet logged in (handshake.go)
 	refusedPending atomic.Uint64 // connections refused because every pending slot was taken

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -371,4 +372,86 @@ func strangerLogin(t *testing.T, addr, relayFP string, target []byte) []byte {
 	}
 	time.Sleep(300 * time.Millisecond) // anything forwarded has passed the tap by now
 	return key.Public()
+}
+
+// waitFor polls cond every 100 ms until it holds, or fails the test after d naming what.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > d {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// relayLogin returns the node's login state at the relay addr, as `warren netcheck --json` shows it.
+func relayLogin(t *testing.T, state, addr string) string {
+	t.Helper()
+	var nc localapi.Netcheck
+	if err := json.Unmarshal([]byte(warren(t, true, "netcheck", "--json", "--state", state)), &nc); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range nc.Relays {
+		if r.Addr == addr {
+			return r.Login
+		}
+	}
+	return ""
+}
+
+// TestStandaloneRelayBlockList: the relay's operator adds the node's address range to the relay's
+// block list file (--blocklist, hot reloaded): the logged-in node is disconnected, its logins are
+// refused, and the node's user sees why in the node's log and in `warren netcheck` (where the relay
+// also no longer answers binding requests). Taken off the list, the node logs in again.
+func TestStandaloneRelayBlockList(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	tmp := t.TempDir()
+	blockFile := filepath.Join(tmp, "relay-blocklist")
+	if err := os.WriteFile(blockFile, []byte("# nobody yet\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	relay := startProc(t, "warren-coord", "relay", "--listen", "127.0.0.1:0", "--key", filepath.Join(tmp, "relay", "key.pem"),
+		"--blocklist", blockFile)
+	relayAddr := relay.line(t, "warren-coord relay listening on")
+	relayFP := relay.line(t, "key")
+	coord := startProc(t, "warren-coord", "--listen", "127.0.0.1:0", "--data", filepath.Join(tmp, "coord"), "--no-relay",
+		"--relay", relayAddr+"="+relayFP)
+	coordAddr := coord.line(t, "warren-coord listening on")
+	state := filepath.Join(tmp, "a")
+	node := startProc(t, "warren", "up", "--coord", coordAddr, "--state", state, "--name", "a", "--listen", "127.0.0.1:0", "--no-direct")
+	waitLoggedIn(t, state)
+	waitFor(t, 10*time.Second, "login to the relay", func() bool { return relayLogin(t, state, relayAddr) == "logged in" })
+
+	if err := os.WriteFile(blockFile, []byte("# loopback abusers\n127.0.0.0/8\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const reason = "logins from this address are blocked by the relay operator"
+	d := waitFor(t, 15*time.Second, "the node shows the relay's refusal", func() bool {
+		return relayLogin(t, state, relayAddr) == "refused: "+reason
+	})
+	t.Logf("block list edited → node shows the refusal after %v", d.Round(time.Millisecond))
+	for _, want := range []string{"address blocked by the relay operator", reason} {
+		if !strings.Contains(node.stderr.String(), want) {
+			t.Errorf("the node's log does not say %q", want)
+		}
+	}
+	if !strings.Contains(relay.stderr.String(), "disconnecting node: its address is blocked") {
+		t.Error("the relay never logged that it disconnected the node")
+	}
+	out := warren(t, true, "netcheck", "--state", state)
+	t.Logf("warren netcheck:\n%s", out)
+	if !strings.Contains(out, relayAddr+", no answer; refused: "+reason) {
+		t.Errorf("netcheck does not show the blocked relay as unanswering and refusing")
+	}
+
+	if err := os.WriteFile(blockFile, []byte("# nobody again\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d = waitFor(t, 30*time.Second, "login to the relay after the unblock", func() bool { return relayLogin(t, state, relayAddr) == "logged in" })
+	t.Logf("unblocked → logged in again after %v (the node's retry backoff)", d.Round(time.Millisecond))
 }

@@ -63,9 +63,12 @@ type Netcheck struct {
 	Mapping    string  `json:"mapping"` // "endpoint-independent", "endpoint-dependent" (symmetric) or "unknown"
 	Hairpin    bool    `json:"hairpin"` // a packet to the own public address comes back
 	CoordRTTms float64 `json:"coord_rtt_ms"`
-	Relay      string  `json:"relay"` // the relay in use, "" if none
+	// Relay is the relay in use: the best one the node is logged in to (standalone relays in the
+	// announced order, the coord's last), where relayed links start; "" if none. A link stays on
+	// another relay its peer shares while this one does not reach the peer.
+	Relay      string  `json:"relay"`
 	RelayRTTms float64 `json:"relay_rtt_ms"`
-	// Relays are the standalone relays the coord announces, each measured (the node uses the first).
+	// Relays are the standalone relays the coord announces, each measured; the node logs in to all.
 	Relays []RelayCheck `json:"relays,omitempty"`
 }
 
@@ -74,7 +77,11 @@ type RelayCheck struct {
 	Addr  string  `json:"addr"`
 	OK    bool    `json:"ok"` // it answered
 	RTTms float64 `json:"rtt_ms"`
-	InUse bool    `json:"in_use"` // the node relays through it
+	InUse bool    `json:"in_use"` // it is the relay in use (Netcheck.Relay)
+	// Login is the state of the node's login to it: "logged in", "logging in", "refused: REASON"
+	// (the relay's operator blocked the node's address, a rate limit, the relay is full) or
+	// "not logged in: ERROR"; "" = the node does not log in to it.
+	Login string `json:"login,omitempty"`
 }
 
 // Coord describes the control connection.

@@ -81,7 +81,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 			writeJSON(w, http.StatusServiceUnavailable, localapi.ErrorReply{Error: err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, netcheckView(rep))
+		writeJSON(w, http.StatusOK, netcheckView(rep, n.relayLogins()))
 	})
 	mux.HandleFunc("POST /v1/down", n.handleDown)
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
@@ -260,6 +260,7 @@ func (n *Node) Status() localapi.Status {
 		st.Coord.Key = n.coord.pin
 		n.coord.mu.Unlock()
 	}
+	logins := n.relayLogins()
 	n.mu.Lock()
 	if w := n.welcome; w != nil {
 		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
@@ -267,7 +268,7 @@ func (n *Node) Status() localapi.Status {
 		st.Self.Networks = append(st.Self.Networks, w.Networks...)
 	}
 	if n.nat != nil {
-		v := netcheckView(*n.nat)
+		v := netcheckView(*n.nat, logins)
 		st.Self.NAT = &v
 	}
 	n.mu.Unlock()

@@ -11,9 +11,10 @@ import (
 	"github.com/warren-net/warren/peer"
 )
 
-// coordConnected runs after every login: the relay is the first standalone relay the coord announces,
-// or else the coord itself if it offers one (relayclient.go), and NAT discovery runs once in the
-// background so the log and `warren status` say what kind of NAT the node is behind.
+// coordConnected runs after every login: the node logs in to the standalone relays the coord announces
+// and uses the coord's own relay, if it offers one, as the last resort (relayclient.go), and NAT
+// discovery runs once in the background so the log and `warren status` say what kind of NAT the node
+// is behind.
 func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
 	n.useRelays(w, addr)
 	n.mu.Lock()
@@ -67,7 +68,9 @@ func (n *Node) Netcheck(ctx context.Context) (peer.NATReport, error) {
 	return n.ep.Netcheck(ctx, addr, probePort, relays)
 }
 
-func netcheckView(r peer.NATReport) localapi.Netcheck {
+// netcheckView renders a NAT report for the local API; logins are the states of the node's relay
+// logins by relay address (relayLogins).
+func netcheckView(r peer.NATReport, logins map[netip.AddrPort]string) localapi.Netcheck {
 	v := localapi.Netcheck{UDP: r.UDP, Mapping: r.Mapping, Hairpin: r.Hairpin,
 		CoordRTTms: ms(r.CoordRTT), RelayRTTms: ms(r.RelayRTT)}
 	if r.Public.IsValid() {
@@ -77,7 +80,8 @@ func netcheckView(r peer.NATReport) localapi.Netcheck {
 		v.Relay = r.Relay.String()
 	}
 	for _, rr := range r.Relays {
-		v.Relays = append(v.Relays, localapi.RelayCheck{Addr: rr.Addr.String(), OK: rr.OK, RTTms: ms(rr.RTT), InUse: rr.Addr == r.Relay})
+		v.Relays = append(v.Relays, localapi.RelayCheck{Addr: rr.Addr.String(), OK: rr.OK, RTTms: ms(rr.RTT), InUse: rr.Addr == r.Relay,
+			Login: logins[rr.Addr]})
 	}
 	return v
 }

@@ -93,19 +93,22 @@ type Node struct {
 	wg      sync.WaitGroup
 
 	// mu guards the following.
-	mu        sync.Mutex
-	welcome   *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
-	peers     map[peer.Key]control.Peer
-	selfTag   string                       // this node's tag, from the last welcome (acl.go)
-	aclRules  map[string][]control.ACLRule // access rules by network, as the coord sent them
-	policies  map[string]*acl.Policy       // the same, compiled
-	port      uint16                       // the UDP socket's port, cached for restarts
-	coordAddr netip.AddrPort               // the coord's address at the last login
-	probePort uint16                       // the coord's NAT-discovery port
-	nat       *peer.NATReport              // the last NAT discovery
-	relays    []control.Relay              // the standalone relays the coord announced last
-	relay     *relayClient                 // the login to the standalone relay in use; nil = none (relayclient.go)
-	closed    bool
+	mu           sync.Mutex
+	welcome      *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
+	peers        map[peer.Key]control.Peer
+	selfTag      string                       // this node's tag, from the last welcome (acl.go)
+	aclRules     map[string][]control.ACLRule // access rules by network, as the coord sent them
+	policies     map[string]*acl.Policy       // the same, compiled
+	port         uint16                       // the UDP socket's port, cached for restarts
+	coordAddr    netip.AddrPort               // the coord's address at the last login
+	probePort    uint16                       // the coord's NAT-discovery port
+	nat          *peer.NATReport              // the last NAT discovery
+	relays       []control.Relay              // the standalone relays the coord announced last
+	relayClients []*relayClient               // the logins to them, in the announced order (relayclient.go)
+	coordRelay   netip.AddrPort               // the coord's own relay while it offers one and the node is connected
+	closed       bool
+
+	relayMu sync.Mutex // serialises applyRelays
 
 	limits *rateLimiter // broadcast/multicast packets per sender
 
@@ -423,6 +426,7 @@ func (n *Node) coordLoop() {
 				return
 			}
 			n.log.Warn("lost the coordination server; tunnels stay up, reconnecting in the background", "error", err)
+			n.coordLost()
 		}
 		for {
 			select {

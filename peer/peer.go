@@ -4,8 +4,9 @@
 // coord sees the address peers will see.
 //
 // It finds paths (signed probes to every candidate address at once: hole punching, see punch.go),
-// decides who dials (the side with the lower key), falls back to the relay (the coordination server's own, or a standalone one) when
-// no direct path answers and moves to a direct path when one does (relay.go), replaces dead links,
+// decides who dials (the side with the lower key), falls back to a relay (standalone ones, the
+// coordination server's own) when no direct path answers and moves to a direct path when one does
+// (relayconn.go; which relay per peer: relaypath.go), replaces dead links,
 // and reports per-peer path state. It knows nothing about IP, netstacks or SOCKS: packets are opaque.
 package peer
 
@@ -90,7 +91,7 @@ const (
 // Status is the state of the link to one peer.
 type Status struct {
 	Path     string         // PathDirect, PathRelay or PathNone
-	Endpoint netip.AddrPort // remote address of the current link (the relay's, for relayed links)
+	Endpoint netip.AddrPort // remote address of the current link (for relayed links the relay's that carries it now)
 	RTT      time.Duration  // smoothed RTT of the current link
 }
 
@@ -485,6 +486,7 @@ func (e *Endpoint) SetPeers(peers []Info) {
 		}
 	}
 	e.mu.Unlock()
+	e.relay.paths.retain(func(k Key) bool { _, ok := want[k]; return ok })
 	for _, l := range toClose {
 		l.conn.CloseWithError(0, "no longer a peer")
 	}
@@ -534,8 +536,10 @@ func (e *Endpoint) Status(k Key) Status {
 	st := Status{Path: l.path, RTT: l.conn.ConnectionStats().SmoothedRTT}
 	if ap := e.sendsTo(l); ap.IsValid() {
 		st.Endpoint = ap
-	} else if r := e.relay.relay.Load(); r != nil {
-		st.Endpoint = *r
+	} else if r := e.relay.paths.current(k); r.IsValid() {
+		st.Endpoint = r
+	} else {
+		st.Endpoint = e.relay.paths.first()
 	}
 	return st
 }

@@ -155,7 +155,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		case valid.IsValid() && valid != e.sendsTo(l):
 			dialing = true // the peer answers elsewhere now: move the link there
 			go func() { results <- e.dial(ctx, k, PathDirect, valid) }()
-		case stalled && !valid.IsValid() && now.Sub(recheckAt) >= e.cfg.RelayDelay && e.relay.relay.Load() != nil:
+		case stalled && !valid.IsValid() && now.Sub(recheckAt) >= e.cfg.RelayDelay && e.relaying():
 			// The direct path went dark and no probe gets through: fall back to the relay now rather
 			// than after the idle timeout; probing goes on and moves the link back when it can.
 			e.log.Info("direct path stalled, falling back to the relay", "peer", k, "endpoint", l.conn.RemoteAddr())
@@ -163,7 +163,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 			go func() { results <- e.dial(ctx, k, PathRelay, netip.AddrPort{}) }()
 		}
 		if (dialer || sprayed) && online && !direct && !dialing {
-			relay := e.relay.relay.Load() != nil
+			relay := e.relaying()
 			switch {
 			case valid.IsValid() && !e.noDirect.Load():
 				dialing = true

@@ -33,12 +33,13 @@ const relayQueue = 512
 var relayBufs = sync.Pool{New: func() any { b := make([]byte, control.RelayHeaderSize+control.MaxRelayPayload); return &b }}
 
 // relayConn is the net.PacketConn under the relay's quic.Transport. It sends by wrapping each QUIC
-// packet in a relay frame to the coord over the node's one UDP socket, and reads what the side-channel
-// reader delivers. QUIC's own encryption stays end to end: the relay forwards ciphertext.
+// packet in a relay frame to a relay over the node's one UDP socket — which relay, per peer, is
+// relayPaths' choice (relaypath.go) — and reads what the side-channel reader delivers. QUIC's own
+// encryption stays end to end: the relays forward ciphertext.
 type relayConn struct {
 	write func(b []byte, to netip.AddrPort) error // sends on the node's socket
 	local net.Addr
-	relay atomic.Pointer[netip.AddrPort] // current relay address; nil = none
+	paths relayPaths
 	in    chan relayPacket
 	drops atomic.Uint64
 
@@ -55,12 +56,14 @@ func newRelayConn(write func([]byte, netip.AddrPort) error, local net.Addr) *rel
 		closed: make(chan struct{}), deadline: make(chan struct{})}
 }
 
-// deliver hands a received relay payload to the transport; it copies p. It never blocks.
-func (c *relayConn) deliver(from Key, p []byte) {
+// deliver hands a payload that came from peer from through the relay at via to the transport; it
+// copies p. It never blocks.
+func (c *relayConn) deliver(from Key, via netip.AddrPort, p []byte) {
 	if len(p) > control.MaxRelayPayload {
 		c.drops.Add(1)
 		return
 	}
+	c.paths.heard(from, via, time.Now())
 	buf := relayBufs.Get().(*[]byte)
 	n := copy(*buf, p)
 	select {
@@ -101,17 +104,26 @@ func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if !ok {
 		return 0, errors.New("relay conn: not a relay address")
 	}
-	relay := c.relay.Load()
-	if relay == nil || len(b) > control.MaxRelayPayload {
+	var to [maxRelays]netip.AddrPort
+	n := c.paths.route(ra.key, time.Now(), &to)
+	if n == 0 || len(b) > control.MaxRelayPayload {
 		c.drops.Add(1)
 		return len(b), nil // like a lost packet: QUIC recovers or times out
 	}
 	buf := relayBufs.Get().(*[]byte)
 	frame := control.AppendRelay((*buf)[:0], control.KindRelayTo, ra.key[:], b)
-	err := c.write(frame, *relay)
+	var err error
+	sent := 0
+	for _, r := range to[:n] {
+		if werr := c.write(frame, r); werr != nil {
+			err = werr
+		} else {
+			sent++
+		}
+	}
 	relayBufs.Put(buf)
-	if err != nil {
-		return 0, err
+	if sent == 0 {
+		return 0, err // a failure through one relay of several is a lost copy, not an error
 	}
 	return len(b), nil
 }

@@ -29,14 +29,13 @@ func (e *Endpoint) readSideChannel() {
 		b := buf[:n]
 		switch b[0] {
 		case control.KindRelayFrom:
-			relay := e.relay.relay.Load()
-			if relay == nil || *relay != from {
-				continue // only the relay we use may speak for other peers
+			if e.relay.paths.rank(from) < 0 {
+				continue // only a relay we are logged in to may speak for other peers
 			}
 			if _, key, payload, err := control.ParseRelay(b); err == nil {
 				k, _ := KeyOf(key)
 				if e.isPeer(k) { // the relay only forwards between peers; check it anyway
-					e.relay.deliver(k, payload)
+					e.relay.deliver(k, from, payload)
 				}
 			}
 		case kindPing, kindPong:
@@ -71,21 +70,24 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// SetRelay sets the relay (the coordination server's address, or a standalone relay's) that links fall back to when no direct
-// path works; an invalid address turns relaying off. Existing relayed links follow the new address.
-func (e *Endpoint) SetRelay(addr netip.AddrPort) {
-	if !addr.IsValid() {
-		e.relay.relay.Store(nil)
+// SetRelays sets the relays (standalone relays' addresses, the coordination server's) that links
+// fall back to when no direct path works: the ones the node is logged in to now, best first, at most
+// control.MaxRelays+1. None turns relaying off. Relayed links carry on through whichever of them
+// both ends share (relaypath.go); only these relays' frames are accepted.
+func (e *Endpoint) SetRelays(relays []netip.AddrPort) {
+	e.relay.paths.set(relays)
+	if len(relays) == 0 {
 		return
 	}
-	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	e.relay.relay.Store(&addr)
 	e.mu.RLock()
 	for _, ps := range e.peers {
 		poke(ps.wake)
 	}
 	e.mu.RUnlock()
 }
+
+// relaying reports whether the node is logged in to some relay.
+func (e *Endpoint) relaying() bool { return e.relay.paths.first().IsValid() }
 
 // SetDirect turns direct paths on or off at run time (see Config.NoDirect). Turning them off affects
 // new links only; turning them on starts hole punching to every peer that is relayed.
@@ -176,7 +178,7 @@ type NATReport struct {
 	Mapping  string         `json:"mapping"`             // MappingIndependent, MappingDependent or MappingUnknown
 	Hairpin  bool           `json:"hairpin"`             // a packet to the own public address comes back
 	CoordRTT time.Duration  `json:"coord_rtt,omitempty"` // round trip to the coord
-	Relay    netip.AddrPort `json:"relay,omitempty"`     // the relay in use
+	Relay    netip.AddrPort `json:"relay,omitempty"`     // the best relay the node is logged in to: new links start there
 	RelayRTT time.Duration  `json:"relay_rtt,omitempty"` // round trip to the relay
 	Relays   []RelayRTT     `json:"relays,omitempty"`    // each relay Netcheck was asked to measure
 }
@@ -216,11 +218,11 @@ func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort
 		return rep, fmt.Errorf("%w: %v", ErrNoUDP, err)
 	}
 	rep.UDP, rep.Public, rep.CoordRTT = true, obs, rtt
-	if r := e.relay.relay.Load(); r != nil {
-		rep.Relay = *r
-		if *r == coord {
+	if r := e.relay.paths.first(); r.IsValid() {
+		rep.Relay = r
+		if r == coord {
 			rep.RelayRTT = rtt
-		} else if _, rrtt, err := e.Binding(ctx, *r); err == nil {
+		} else if _, rrtt, err := e.Binding(ctx, r); err == nil {
 			rep.RelayRTT = rrtt
 		}
 	}

@@ -13,7 +13,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 
+	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 )
@@ -39,14 +41,41 @@ type ServerConfig struct {
 	IdleTimeout time.Duration
 	// Tap, if set, sees every relayed payload; see SideConfig.Tap.
 	Tap func(b []byte)
+
+	// BlockList is a file of address ranges the relay refuses, one CIDR prefix or IP address a line
+	// ('#' comments); "" = none. Logins from them are refused, their relay frames and binding requests
+	// dropped, and nodes logged in from a range the file newly lists are disconnected: the file is
+	// re-read when it changes (every abuse.CheckEvery, or ReloadBlockList). A bad line fails NewServer.
+	BlockList string
+	// LoginRateIP and LoginBurstIP limit logins per source address (IPv6 per /64; loopback is exempt).
+	// Default abuse.DefaultLoginRateIP and abuse.DefaultLoginBurstIP; rate.Inf = no limit.
+	LoginRateIP  rate.Limit
+	LoginBurstIP int
+	// LoginRateKey and LoginBurstKey limit logins per identity key. Default abuse.DefaultLoginRateKey
+	// and abuse.DefaultLoginBurstKey; rate.Inf = no limit.
+	LoginRateKey  rate.Limit
+	LoginBurstKey int
+
+	limitLoopback bool // tests: apply the per-address limit to loopback sources too
 }
 
-// Error codes for closing relay login connections.
+// Error codes for closing relay login connections (control's RelayClose codes).
 const (
-	closeOK       quic.ApplicationErrorCode = 0
-	closeProtocol quic.ApplicationErrorCode = 1
-	closeFull     quic.ApplicationErrorCode = 2
-	closeReplaced quic.ApplicationErrorCode = 3
+	closeOK          quic.ApplicationErrorCode = control.RelayCloseOK
+	closeProtocol    quic.ApplicationErrorCode = control.RelayCloseProtocol
+	closeFull        quic.ApplicationErrorCode = control.RelayCloseFull
+	closeReplaced    quic.ApplicationErrorCode = control.RelayCloseReplaced
+	closeBlocked     quic.ApplicationErrorCode = control.RelayCloseBlocked
+	closeRateLimited quic.ApplicationErrorCode = control.RelayCloseRateLimited
+)
+
+// Reasons given to refused or disconnected nodes.
+const (
+	reasonBlocked    = "logins from this address are blocked by the relay operator"
+	reasonRateIP     = "too many relay logins from this address; try again later"
+	reasonRateKey    = "too many relay logins with this identity; try again later"
+	reasonFull       = "relay full"
+	reasonNowBlocked = "address blocked by the relay operator"
 )
 
 // addrCheckEvery is how often the Server looks for nodes whose connection migrated to a new address.
@@ -54,13 +83,15 @@ const addrCheckEvery = 500 * time.Millisecond
 
 // Server is a standalone relay: nodes log in over QUIC (control.RelayALPN) with their identity keys
 // from the socket they relay from, name the peers they consent to, and the Server forwards relay
-// frames between logged-in nodes that name each other. It keeps no state beyond the logged-in nodes.
+// frames between logged-in nodes that name each other. It keeps no state beyond the logged-in nodes
+// and its abuse controls (a block list, login rate limits: package abuse, as the coord's).
 type Server struct {
 	cfg    ServerConfig
 	log    hclog.Logger
 	tr     *quic.Transport
 	ln     *quic.Listener
 	table  *Table
+	guard  *abuse.Guard
 	ctx    context.Context // alive until Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -106,7 +137,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), sessions: make(map[Key]*relaySession),
+	guard, err := abuse.NewGuard(abuse.GuardConfig{BlockList: cfg.BlockList, LoginRateIP: cfg.LoginRateIP, LoginBurstIP: cfg.LoginBurstIP,
+		LoginRateKey: cfg.LoginRateKey, LoginBurstKey: cfg.LoginBurstKey, LimitLoopback: cfg.limitLoopback, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), guard: guard, sessions: make(map[Key]*relaySession),
 		perIP: make(map[netip.Prefix]int)}
 	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("relay")) // see coord.New
 	s.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &resetKey}
@@ -120,14 +156,33 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("relay: listen: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(3)
+	s.wg.Add(2)
 	go s.acceptLoop()
 	go func() {
 		defer s.wg.Done()
-		Serve(s.ctx, SideConfig{Transport: s.tr, Table: s.table, Tap: cfg.Tap})
+		Serve(s.ctx, SideConfig{Transport: s.tr, Table: s.table, Blocked: s.guard.Blocked, Tap: cfg.Tap})
 	}()
-	go s.followLoop()
+	s.every(addrCheckEvery, s.followAddrs)
+	s.every(abuse.CheckEvery, func() { s.guard.Maintain(s.disconnectBlocked) })
 	return s, nil
+}
+
+// every runs f every d, in a goroutine the Server owns, until Close.
+func (s *Server) every(d time.Duration, f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
 }
 
 // Addr returns the UDP address the relay listens on.
@@ -177,6 +232,11 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}
 	key := Key(pub)
 	log := s.log.With("node", identity.ShortID(pub), "remote", conn.RemoteAddr().String())
+	if code, reason := s.checkLogin(key, addrPortOf(conn.RemoteAddr())); reason != "" {
+		log.Info("relay login refused", "reason", reason)
+		conn.CloseWithError(code, reason)
+		return
+	}
 	stop := context.AfterFunc(s.ctx, func() { conn.CloseWithError(closeOK, "relay shutting down") })
 	defer stop()
 
@@ -196,7 +256,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}
 	stream.SetReadDeadline(time.Time{})
 	addr := addrPortOf(conn.RemoteAddr())
-	sess := &relaySession{conn: conn, prefix: sourceRange(addr.Addr())}
+	sess := &relaySession{conn: conn, prefix: abuse.SourceRange(addr.Addr())}
 	set := NewKeySet(keys)
 	sess.consent.Store(&set)
 
@@ -209,7 +269,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	if s.closed || (old == nil && len(s.sessions) >= s.cfg.MaxNodes) || inRange >= s.cfg.MaxPerIP {
 		s.mu.Unlock()
 		log.Info("relay login refused: too many nodes", "from_range", sess.prefix)
-		conn.CloseWithError(closeFull, "relay full")
+		conn.CloseWithError(closeFull, reasonFull)
 		return
 	}
 	if old != nil {
@@ -261,37 +321,18 @@ func (s *Server) dropLocked(key Key, sess *relaySession) {
 	s.table.Unbind(sess.member)
 }
 
-// sourceRange is the range a source address is counted in: the IPv4 address, or the IPv6 /64.
-func sourceRange(a netip.Addr) netip.Prefix {
-	bits := 64
-	if a.Is4() {
-		bits = 32
-	}
-	p, _ := a.Prefix(bits)
-	return p
-}
-
-// followLoop keeps each node's binding on the address its connection comes from now: when a node's NAT
-// maps it to a new address, quic-go migrates the connection after path validation, and the relay must
-// follow, or it would drop the node's frames and send its peers' frames to the old address.
-func (s *Server) followLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(addrCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
+// followAddrs keeps each node's binding on the address its connection comes from now: when a node's
+// NAT maps it to a new address, quic-go migrates the connection after path validation, and the relay
+// must follow, or it would drop the node's frames and send its peers' frames to the old address.
+// NewServer runs it every addrCheckEvery.
+func (s *Server) followAddrs() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.sessions {
+		if a := addrPortOf(sess.conn.RemoteAddr()); a.IsValid() && a != s.table.Addr(sess.member) {
+			s.log.Info("node address changed", "node", identity.ShortID(sess.member.key[:]), "to", a)
+			s.table.Move(sess.member, a)
 		}
-		s.mu.Lock()
-		for _, sess := range s.sessions {
-			if a := addrPortOf(sess.conn.RemoteAddr()); a.IsValid() && a != s.table.Addr(sess.member) {
-				s.log.Info("node address changed", "node", identity.ShortID(sess.member.key[:]), "to", a)
-				s.table.Move(sess.member, a)
-			}
-		}
-		s.mu.Unlock()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -48,7 +49,13 @@ type relayClient struct {
 func newClient(t *testing.T, s *Server) *relayClient {
 	t.Helper()
 	k, _ := identity.Generate()
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return newClientFrom(t, s, net.IPv4(127, 0, 0, 1), k)
+}
+
+// newClientFrom is a client with key k on a socket of its own at ip.
+func newClientFrom(t *testing.T, s *Server, ip net.IP, k *identity.Key) *relayClient {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,25 +66,42 @@ func newClient(t *testing.T, s *Server) *relayClient {
 
 func (c *relayClient) login(t *testing.T, peers ...*relayClient) {
 	t.Helper()
+	if err := c.tryLogin(t, peers...); err != nil {
+		t.Fatalf("relay login: %v", err)
+	}
+}
+
+// tryLogin logs in naming peers and returns why the relay did not accept it, if it did not.
+func (c *relayClient) tryLogin(t *testing.T, peers ...*relayClient) error {
+	t.Helper()
 	tlsConf, _ := identity.TLSConfig(c.keyPriv, control.RelayALPN, false, func(ed25519.PublicKey) error { return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := c.tr.Dial(ctx, c.relay, tlsConf, &quic.Config{KeepAlivePeriod: time.Second})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	t.Cleanup(func() { conn.CloseWithError(0, "") })
 	stream, err := conn.OpenStreamSync(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	c.conn, c.stream = conn, stream
-	c.name(t, peers...)
+	keys := make([][]byte, len(peers))
+	for i, p := range peers {
+		keys[i] = p.key
+	}
+	b, _ := control.AppendRelayConsent(nil, keys)
+	stream.Write(b)
 	stream.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var ok [1]byte
-	if _, err := io.ReadFull(stream, ok[:]); err != nil || ok[0] != control.RelayLoginOK {
-		t.Fatalf("relay login: %v %v", ok, err)
+	if _, err := io.ReadFull(stream, ok[:]); err != nil {
+		return err
 	}
+	if ok[0] != control.RelayLoginOK {
+		return fmt.Errorf("answer %d", ok[0])
+	}
+	return nil
 }
 
 // name sends a consent list naming peers.

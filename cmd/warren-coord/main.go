@@ -11,13 +11,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
@@ -79,13 +76,10 @@ func run(args []string) error {
 	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path (standalone relays announced with --relay still do)")
 	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
 	var relays relayFlags
-	fs.Var(&relays, "relay", "announce a standalone relay to nodes, `HOST:PORT=KEY` (KEY as 'warren-coord relay' prints it); repeatable, nodes use the first")
+	fs.Var(&relays, "relay", "announce a standalone relay to nodes, `HOST:PORT=KEY` (KEY as 'warren-coord relay' prints it); repeatable, in order of preference (nodes log in to all; see README)")
 	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
 	blockList := fs.String("blocklist", "", "`file` of address ranges refused at login (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP (default DIR/"+defaultBlockFile+", created empty)")
-	loginRateIP := fs.Float64("login-rate-ip", float64(coord.DefaultLoginRateIP), "logins per second allowed per source address (IPv6: per /64; loopback exempt; 0 = no limit)")
-	loginBurstIP := fs.Int("login-burst-ip", coord.DefaultLoginBurstIP, "logins one source address may make at once before --login-rate-ip applies")
-	loginRateKey := fs.Float64("login-rate-key", float64(coord.DefaultLoginRateKey), "logins per second allowed per node identity (0 = no limit)")
-	loginBurstKey := fs.Int("login-burst-key", coord.DefaultLoginBurstKey, "logins one identity may make at once before --login-rate-key applies")
+	loginLimits := addLoginLimitFlags(fs)
 	maxNetworks := fs.Int("max-networks-per-node", coord.DefaultMaxNetworksPerNode, fmt.Sprintf("networks one node may be in (at most %d)", control.MaxNetworks))
 	maxNodes := fs.Int("max-nodes-per-network", coord.DefaultMaxNodesPerNetwork, fmt.Sprintf("members one network may have (at most %d)", control.MaxPeers))
 	maxPending := fs.Int("max-pending-logins", coord.DefaultMaxPendingLogins, "connections that may be handshaking or logging in at once; more are refused")
@@ -105,8 +99,9 @@ func run(args []string) error {
 	if *data == "" {
 		return errors.New("--data DIR is required")
 	}
-	if *loginRateIP < 0 || *loginRateKey < 0 || *loginBurstIP < 1 || *loginBurstKey < 1 {
-		return errors.New("--login-rate-* must be >= 0 and --login-burst-* >= 1")
+	limits, err := loginLimits.config()
+	if err != nil {
+		return err
 	}
 	if *maxNetworks < 1 || *maxNetworks > control.MaxNetworks || *maxNodes < 1 || *maxNodes > control.MaxPeers || *maxPending < 1 {
 		return fmt.Errorf("--max-networks-per-node wants 1-%d, --max-nodes-per-network 1-%d, --max-pending-logins at least 1", control.MaxNetworks, control.MaxPeers)
@@ -161,7 +156,7 @@ func run(args []string) error {
 	}
 	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
 		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, Relays: relays, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
-		LoginRateIP: loginLimit(*loginRateIP), LoginBurstIP: *loginBurstIP, LoginRateKey: loginLimit(*loginRateKey), LoginBurstKey: *loginBurstKey,
+		LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP, LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey,
 		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending})
 	if err != nil {
 		pc.Close()
@@ -179,32 +174,10 @@ func run(args []string) error {
 	fmt.Printf("warren-coord listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
 	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for done := false; !done; {
-		select {
-		case <-ctx.Done():
-			done = true
-		case <-hup:
-			if err := srv.ReloadBlockList(); err != nil {
-				log.Warn("block list not reloaded; keeping the old one", "error", err)
-			}
-		}
-	}
+	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")
 	sock.Close() // no admin requests while the server stops
 	return srv.Close()
-}
-
-// loginLimit maps the flag's 0 (no limit) to rate.Inf.
-func loginLimit(perSecond float64) rate.Limit {
-	if perSecond == 0 {
-		return rate.Inf
-	}
-	return rate.Limit(perSecond)
 }
 
 // commands are the operator's subcommands.

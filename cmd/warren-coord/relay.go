@@ -1,17 +1,14 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -26,7 +23,8 @@ Runs a standalone relay: no database, no membership data. Nodes log in to it wit
 their identity keys and name the peers they consent to; it forwards their end-to-end
 encrypted packets only between two logged-in nodes that name each other. Its key
 (created in FILE on first run) is printed at start; announce the relay to nodes with
-'warren-coord --relay HOST:PORT=KEY' on the coordination server.
+'warren-coord --relay HOST:PORT=KEY' on the coordination server. Abuse controls as the
+server's: --blocklist FILE (re-read when it changes or on SIGHUP) and login rate limits.
 
 flags:
 `
@@ -40,6 +38,8 @@ func cmdRelay(args []string) error {
 	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
 	maxNodes := fs.Int("max-nodes", 10000, "`nodes` logged in at once; more are refused")
 	maxPerIP := fs.Int("max-per-ip", 256, "`nodes` logged in at once from one IPv4 address or IPv6 /64")
+	blockList := fs.String("blocklist", "", "`file` of address ranges refused: logins, relay frames, binding requests (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP (default none)")
+	loginLimits := addLoginLimitFlags(fs)
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -53,6 +53,10 @@ func cmdRelay(args []string) error {
 	}
 	if *relayRate <= 0 || *maxNodes <= 0 || *maxPerIP <= 0 {
 		return errors.New("relay: --relay-rate, --max-nodes and --max-per-ip must be positive")
+	}
+	limits, err := loginLimits.config()
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "warren-relay", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
 	if err := os.MkdirAll(filepath.Dir(*keyFile), 0o700); err != nil {
@@ -73,16 +77,16 @@ func cmdRelay(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, err := udprelay.NewServer(udprelay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP})
+	srv, err := udprelay.NewServer(udprelay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP,
+		BlockList: *blockList, LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP,
+		LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey})
 	if err != nil {
 		pc.Close()
 		return err
 	}
 	fmt.Printf("warren-coord relay listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
 	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint())
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
+	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")
 	return srv.Close()
 }

@@ -57,12 +57,17 @@ func cmdNetcheck(args []string) error {
 		fmt.Println("relay:        none")
 	}
 	for _, r := range rep.Relays {
-		switch {
-		case r.InUse:
-		case r.OK:
-			fmt.Printf("relay:        %s, %.2f ms\n", r.Addr, r.RTTms)
-		default:
-			fmt.Printf("relay:        %s, no answer\n", r.Addr)
+		if r.InUse {
+			continue // shown above
+		}
+		login := ""
+		if r.Login != "" && r.Login != "logged in" {
+			login = "; " + r.Login
+		}
+		if r.OK {
+			fmt.Printf("relay:        %s, %.2f ms%s\n", r.Addr, r.RTTms, login)
+		} else {
+			fmt.Printf("relay:        %s, no answer%s\n", r.Addr, login)
 		}
 	}
 	return nil
