@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -85,11 +86,11 @@ func ReadRelayConsent(r io.Reader) ([][32]byte, error) {
 	if err := checkConsentLen(n); err != nil {
 		return nil, err
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
+	var body bytes.Buffer // grows with what arrives: a stalled sender holds no more than it sent
+	if got, err := io.CopyN(&body, r, int64(n)); err != nil || got != int64(n) {
 		return nil, fmt.Errorf("read relay consent list: %w", io.ErrUnexpectedEOF)
 	}
-	return ParseRelayConsent(body)
+	return ParseRelayConsent(body.Bytes())
 }
 
 // ParseRelayConsent parses the body of a consent list frame (without its length prefix).

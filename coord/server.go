@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -128,10 +127,7 @@ type Server struct {
 	newKeys   *abuse.Limiter[netip.Prefix] // new identities per address (abuse.go)
 	passwords passwordGuard                // bounds on argon2id work (passwords.go)
 
-	pendingLogins  atomic.Int64  // connections not yet logged in (handshake.go)
-	refusedPending atomic.Uint64 // connections refused because every pending slot was taken
-	pendingMu      sync.Mutex
-	pendingFrom    map[netip.Addr]int // pending connections per source address
+	pending *abuse.Pending // connections not yet logged in (handshake.go)
 }
 
 // New validates cfg and starts serving on cfg.Conn.
@@ -160,13 +156,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxPendingLogins <= 0 {
 		cfg.MaxPendingLogins = DefaultMaxPendingLogins
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), pendingFrom: make(map[netip.Addr]int), relay: udprelay.NewTable(cfg.RelayRate)}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: udprelay.NewTable(cfg.RelayRate)}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
 	}
 	if err := s.initAbuse(); err != nil {
 		return nil, err
 	}
+	s.newPending()
 	tlsConf, err := identity.TLSConfig(cfg.Key, control.ALPN, true, func(ed25519.PublicKey) error { return nil })
 	if err != nil {
 		return nil, err
@@ -176,7 +173,7 @@ func New(cfg Config) (*Server, error) {
 	// idle timeout. quic-go answers only packets over 42 bytes: a request or an endpoint update, not a
 	// bare keep-alive.
 	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("coord"))
-	s.tr = &quic.Transport{Conn: cfg.Conn, ConnContext: s.admitConn, VerifySourceAddress: s.underPressure, StatelessResetKey: &resetKey}
+	s.tr = &quic.Transport{Conn: cfg.Conn, ConnContext: s.pending.Admit, VerifySourceAddress: s.pending.UnderPressure, StatelessResetKey: &resetKey}
 	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
 		HandshakeIdleTimeout:  5 * time.Second,
 		MaxIdleTimeout:        cfg.IdleTimeout,

@@ -113,7 +113,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		s.loginFailed(key)
 		return
 	}
-	loggedIn(conn)
+	s.pending.Done(conn)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

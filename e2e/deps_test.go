@@ -55,7 +55,7 @@ func TestDependencyDirection(t *testing.T) {
 		"coord/store": {"gvisor.dev/", "github.com/quic-go/", mod + "control", mod + "coord"},
 		"node":        {mod + "coord", mod + "cmd"},
 		"udprelay":    {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "peer", mod + "node", mod + "coord"},
-		"abuse":       {"gvisor.dev/", "github.com/quic-go/", mod + "control", mod + "netstack", mod + "socks", mod + "peer", mod + "node", mod + "coord"},
+		"abuse":       {"gvisor.dev/", mod + "control", mod + "netstack", mod + "socks", mod + "peer", mod + "node", mod + "coord"},
 	}
 	for _, p := range listPackages(t) {
 		rel := strings.TrimPrefix(p.ImportPath, mod)

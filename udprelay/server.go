@@ -37,6 +37,9 @@ type ServerConfig struct {
 	MaxPerIP int
 	// LoginTimeout bounds how long a new connection may take to send its first consent list. Default 10s.
 	LoginTimeout time.Duration
+	// MaxPending bounds the connections handshaking or not logged in yet (a quarter of them per
+	// address, with a QUIC Retry once half are taken; see abuse.Pending). Default 1024.
+	MaxPending int
 	// IdleTimeout is how long a silent node stays logged in. Default 12s (nodes send keep-alives every 2s).
 	IdleTimeout time.Duration
 	// Tap, if set, sees every relayed payload; see SideConfig.Tap.
@@ -86,15 +89,16 @@ const addrCheckEvery = 500 * time.Millisecond
 // frames between logged-in nodes that name each other. It keeps no state beyond the logged-in nodes
 // and its abuse controls (a block list, login rate limits: package abuse, as the coord's).
 type Server struct {
-	cfg    ServerConfig
-	log    hclog.Logger
-	tr     *quic.Transport
-	ln     *quic.Listener
-	table  *Table
-	guard  *abuse.Guard
-	ctx    context.Context // alive until Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg     ServerConfig
+	log     hclog.Logger
+	tr      *quic.Transport
+	ln      *quic.Listener
+	table   *Table
+	guard   *abuse.Guard
+	pending *abuse.Pending  // connections not logged in yet
+	ctx     context.Context // alive until Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	// mu guards the following.
 	mu       sync.Mutex
@@ -130,6 +134,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.LoginTimeout <= 0 {
 		cfg.LoginTimeout = 10 * time.Second
 	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1024
+	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 12 * time.Second
 	}
@@ -144,8 +151,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), guard: guard, sessions: make(map[Key]*relaySession),
 		perIP: make(map[netip.Prefix]int)}
+	s.pending = abuse.NewPending(cfg.MaxPending, func(a netip.Addr) bool { return a.IsLoopback() && !cfg.limitLoopback })
 	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("relay")) // see coord.New
-	s.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &resetKey}
+	s.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &resetKey,
+		ConnContext: s.pending.Admit, VerifySourceAddress: s.pending.UnderPressure}
 	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
 		HandshakeIdleTimeout:  5 * time.Second,
 		MaxIdleTimeout:        cfg.IdleTimeout,
@@ -247,6 +256,11 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		conn.CloseWithError(closeProtocol, "no login stream")
 		return
 	}
+	if !s.room(key, abuse.SourceRange(addrPortOf(conn.RemoteAddr()).Addr())) { // before reading the list, too
+		log.Info("relay login refused: too many nodes")
+		conn.CloseWithError(closeFull, reasonFull)
+		return
+	}
 	stream.SetReadDeadline(time.Now().Add(s.cfg.LoginTimeout))
 	keys, err := control.ReadRelayConsent(stream)
 	if err != nil {
@@ -262,11 +276,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 
 	s.mu.Lock()
 	old := s.sessions[key]
-	inRange := s.perIP[sess.prefix]
-	if old != nil && old.prefix == sess.prefix {
-		inRange-- // a node logging in again replaces itself
-	}
-	if s.closed || (old == nil && len(s.sessions) >= s.cfg.MaxNodes) || inRange >= s.cfg.MaxPerIP {
+	if !s.roomLocked(key, sess.prefix) {
 		s.mu.Unlock()
 		log.Info("relay login refused: too many nodes", "from_range", sess.prefix)
 		conn.CloseWithError(closeFull, reasonFull)
@@ -286,6 +296,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		s.logout(key, sess)
 		return
 	}
+	s.pending.Done(conn)
 	log.Info("node logged in to the relay", "peers", len(set))
 	for {
 		keys, err := control.ReadRelayConsent(stream)
@@ -302,6 +313,26 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	s.logout(key, sess)
 	log.Info("node left the relay")
 }
+
+// room reports whether key, from the source range prefix, may log in within MaxNodes and MaxPerIP.
+func (s *Server) room(key Key, prefix netip.Prefix) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roomLocked(key, prefix)
+}
+
+func (s *Server) roomLocked(key Key, prefix netip.Prefix) bool {
+	old := s.sessions[key]
+	inRange := s.perIP[prefix]
+	if old != nil && old.prefix == prefix {
+		inRange-- // a node logging in again replaces itself
+	}
+	return !s.closed && (old != nil || len(s.sessions) < s.cfg.MaxNodes) && inRange < s.cfg.MaxPerIP
+}
+
+// PendingLogins returns how many connections are pending (handshaking or not logged in yet), and
+// how many were refused since start because all slots were taken.
+func (s *Server) PendingLogins() (pending int, refused uint64) { return s.pending.Counts() }
 
 func (s *Server) logout(key Key, sess *relaySession) {
 	sess.conn.CloseWithError(closeOK, "")

@@ -338,3 +338,48 @@ func TestRestartedRelayResets(t *testing.T) {
 	}
 	t.Logf("login connection reset %v after the kill", time.Since(killed).Round(time.Millisecond))
 }
+
+// TestRelayPendingBounded: connections that never log in hold one of MaxPending slots until the
+// login timeout; with every slot taken, a new one is refused at the handshake.
+func TestRelayPendingBounded(t *testing.T) {
+	s := startRelay(t, func(c *ServerConfig) { c.MaxPending = 2; c.LoginTimeout = 700 * time.Millisecond })
+	dialRaw := func() (*quic.Conn, error) {
+		k, _ := identity.Generate()
+		tlsConf, _ := identity.TLSConfig(k, control.RelayALPN, false, func(ed25519.PublicKey) error { return nil })
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return quic.DialAddr(ctx, s.Addr().String(), tlsConf, &quic.Config{HandshakeIdleTimeout: 2 * time.Second})
+	}
+	var idle []*quic.Conn
+	for i := range 2 {
+		c, err := dialRaw()
+		if err != nil {
+			t.Fatalf("half-open connection %d: %v", i, err)
+		}
+		defer c.CloseWithError(0, "")
+		idle = append(idle, c)
+	}
+	if c, err := dialRaw(); err == nil {
+		c.CloseWithError(0, "")
+		t.Fatal("a third half-open connection was accepted")
+	}
+	for _, c := range idle {
+		select {
+		case <-c.Context().Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("a half-open connection outlived the login timeout")
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for p, _ := s.PendingLogins(); p != 0; p, _ = s.PendingLogins() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still taken", p)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := newClient(t, s)
+	c.login(t)
+	if p, _ := s.PendingLogins(); p != 0 {
+		t.Errorf("a logged-in node still holds a slot: %d", p)
+	}
+}

@@ -38,6 +38,7 @@ func cmdRelay(args []string) error {
 	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
 	maxNodes := fs.Int("max-nodes", 10000, "`nodes` logged in at once; more are refused")
 	maxPerIP := fs.Int("max-per-ip", 256, "`nodes` logged in at once from one IPv4 address or IPv6 /64")
+	maxPending := fs.Int("max-pending-logins", 1024, "connections that may be handshaking or logging in at once (a quarter per address); more are refused")
 	blockList := fs.String("blocklist", "", "`file` of address ranges refused: logins, relay frames, binding requests (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP (default none)")
 	loginLimits := addLoginLimitFlags(fs)
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
@@ -51,8 +52,8 @@ func cmdRelay(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("relay: unexpected argument %q", fs.Arg(0))
 	}
-	if *relayRate <= 0 || *maxNodes <= 0 || *maxPerIP <= 0 {
-		return errors.New("relay: --relay-rate, --max-nodes and --max-per-ip must be positive")
+	if *relayRate <= 0 || *maxNodes <= 0 || *maxPerIP <= 0 || *maxPending <= 0 {
+		return errors.New("relay: --relay-rate, --max-nodes, --max-per-ip and --max-pending-logins must be positive")
 	}
 	limits, err := loginLimits.config()
 	if err != nil {
@@ -77,7 +78,7 @@ func cmdRelay(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, err := udprelay.NewServer(udprelay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP,
+	srv, err := udprelay.NewServer(udprelay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP, MaxPending: *maxPending,
 		BlockList: *blockList, LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP,
 		LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey})
 	if err != nil {

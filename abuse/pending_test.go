@@ -1,0 +1,65 @@
+package abuse
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+func clientFrom(a string) *quic.ClientInfo {
+	return &quic.ClientInfo{RemoteAddr: net.UDPAddrFromAddrPort(netip.MustParseAddrPort(a))}
+}
+
+// TestPending: slots are bounded overall and per address (exempt addresses only overall), come
+// back when a connection ends, and Retry starts at half.
+func TestPending(t *testing.T) {
+	p := NewPending(8, func(a netip.Addr) bool { return a.IsLoopback() })
+	var cancels []context.CancelFunc
+	admit := func(from string) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels = append(cancels, cancel)
+		_, err := p.Admit(ctx, clientFrom(from))
+		return err
+	}
+	for i := range 2 {
+		if err := admit("192.0.2.1:1000"); err != nil {
+			t.Fatalf("slot %d from one address: %v", i, err)
+		}
+	}
+	if err := admit("192.0.2.1:1001"); !errors.Is(err, ErrTooManyPending) {
+		t.Fatalf("a third slot for one address (share 8/4): %v", err)
+	}
+	if p.UnderPressure(nil) {
+		t.Error("Retry with 2 of 8 slots taken")
+	}
+	for i := range 6 {
+		if err := admit("127.0.0.1:2000"); err != nil { // exempt from the share
+			t.Fatalf("loopback slot %d: %v", i, err)
+		}
+	}
+	if !p.UnderPressure(nil) {
+		t.Error("no Retry with every slot taken")
+	}
+	if err := admit("198.51.100.7:1"); !errors.Is(err, ErrTooManyPending) {
+		t.Fatalf("a ninth slot: %v", err)
+	}
+	if n, refused := p.Counts(); n != 8 || refused != 2 {
+		t.Fatalf("counts %d %d, want 8 and 2", n, refused)
+	}
+	cancels[0]() // a connection from 192.0.2.1 ends
+	deadline := time.Now().Add(2 * time.Second)
+	for err := admit("192.0.2.1:1002"); err != nil; err = admit("192.0.2.1:1002") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot did not come back: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, c := range cancels {
+		c()
+	}
+}
