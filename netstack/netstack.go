@@ -4,7 +4,8 @@
 //   - dials TCP and UDP on the overlay for local clients (DialContext, ListenUDP),
 //   - answers ICMP echo to its own addresses and sends pings (Ping),
 //   - forwards inbound TCP connections to exposed ports on to 127.0.0.1 and resets every other one
-//     (the remote side sees "connection refused" at once), and forwards exposed UDP ports (ExposeUDP).
+//     (the remote side sees "connection refused" at once), and forwards exposed UDP ports (ExposeUDP),
+//     each connection and datagram only if Config.Admit lets it in.
 //
 // It does not route: packets for addresses other than its own are dropped, never forwarded. It knows
 // nothing about QUIC, peers, the coord or SOCKS, and does not check who sent a packet: the node
@@ -67,6 +68,14 @@ type Config struct {
 	// Exposed reports whether inbound connections to a local port are forwarded to the host; proto
 	// is "tcp" (ExposeUDP handles UDP). Called once per inbound SYN. nil: nothing is exposed.
 	Exposed func(proto string, port uint16) bool
+	// Admit reports whether an inbound connection or datagram from remote (the sender's address
+	// and port) to an exposed local port may be forwarded; proto is "tcp" or "udp". It is asked
+	// after gVisor has reassembled and parsed the packet, so IP fragments or long IPv6 header
+	// chains cannot hide what is being opened: once per inbound SYN to an exposed TCP port, before
+	// the local dial (refused: a RST), and once per datagram to an exposed UDP port (refused:
+	// dropped). It runs on the forwarding goroutines, possibly many at once, and must not block.
+	// nil: everything exposed is admitted.
+	Admit func(proto string, remote netip.AddrPort, localPort uint16) bool
 	// DialLocal reaches exposed services on the host, with addr "127.0.0.1:PORT". nil: a net.Dialer.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives the stack's logs; per-packet lines only at trace level. nil: silent.
@@ -83,7 +92,7 @@ type Stats struct {
 	DroppedOversize  uint64 // outbound packets over the MTU, not passed to Output (a bug if not 0)
 	DroppedClosed    uint64 // packets injected after Close
 	ForwardsAccepted uint64 // inbound TCP connections spliced to an exposed port
-	ForwardsRefused  uint64 // inbound TCP connections reset (unexposed, local dial failed) and UDP flows refused
+	ForwardsRefused  uint64 // inbound TCP connections reset (unexposed, not admitted, local dial failed), UDP datagrams refused (not admitted, no flow)
 	ForwardsActive   uint64 // spliced TCP connections open now
 }
 
@@ -183,6 +192,9 @@ func populate(cfg *Config) error {
 	}
 	if cfg.Exposed == nil {
 		cfg.Exposed = func(string, uint16) bool { return false }
+	}
+	if cfg.Admit == nil {
+		cfg.Admit = func(string, netip.AddrPort, uint16) bool { return true }
 	}
 	if cfg.DialLocal == nil {
 		cfg.DialLocal = (&net.Dialer{}).DialContext
