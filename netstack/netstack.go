@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -385,6 +386,33 @@ func (ns *Stack) untrack(conns ...net.Conn) {
 	}
 }
 
+// abortEvery is how often Close aborts the stack's endpoints while it waits for its goroutines.
+const abortEvery = 50 * time.Millisecond
+
+// waitAborting waits for the stack's goroutines. A forwarder goroutine in the middle of a handshake
+// (CreateEndpoint) would wait until the remote completes it or gVisor gives up, after ~2 min of
+// SYN-ACK retries; aborting the endpoints, as gVisor's Stack.Close does first, ends it at once. The
+// abort repeats until all are done: a local dial that succeeds meanwhile starts one more handshake.
+func (ns *Stack) waitAborting() {
+	done := make(chan struct{})
+	go func() {
+		ns.wg.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(abortEvery)
+	defer tick.Stop()
+	for {
+		for _, ep := range ns.s.RegisteredEndpoints() {
+			ep.Abort()
+		}
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // errClosedStack is returned by methods called after Close.
 var errClosedStack = fmt.Errorf("netstack: %w", net.ErrClosed)
 
@@ -404,12 +432,13 @@ func (ns *Stack) Close() error {
 		conns = append(conns, c)
 	}
 	ns.mu.Unlock()
-	// 2. Closing both ends ends every splice and UDP listener; cancelling ctx aborts local dials.
+	// 2. Closing both ends ends every splice and UDP listener; cancelling ctx aborts local dials;
+	// aborting the endpoints ends handshakes in progress.
 	for _, c := range conns {
 		c.Close()
 	}
 	ns.stop()
-	ns.wg.Wait()
+	ns.waitAborting()
 	// 3. Only then the stack: its endpoints close, its protocol goroutines stop.
 	ns.s.Close()
 	ns.s.Wait()
