@@ -3,9 +3,11 @@ package netstack
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -38,6 +40,14 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		ns.stats.forwardsRefused.Add(1)
 		if ns.log.IsTrace() {
 			ns.log.Trace("reset connection to unexposed port", "port", port, "from", id.RemoteAddress, "from_port", id.RemotePort)
+		}
+		r.Complete(true)
+		return
+	}
+	if !ns.cfg.Admit("tcp", netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort), port) {
+		ns.stats.forwardsRefused.Add(1)
+		if ns.log.IsTrace() {
+			ns.log.Trace("reset connection not admitted", "port", port, "from", id.RemoteAddress, "from_port", id.RemotePort)
 		}
 		r.Complete(true)
 		return
@@ -75,4 +85,13 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 	}
 	ns.stats.forwardsAccepted.Add(1)
 	ns.log.Debug("forwarding connection", "port", port, "from", id.RemoteAddress)
+}
+
+// addrOf converts a gVisor address to a netip.Addr (IPv4-mapped IPv6 addresses unmapped) without
+// allocating.
+func addrOf(a tcpip.Address) netip.Addr {
+	if a.Len() == 4 {
+		return netip.AddrFrom4(a.As4())
+	}
+	return netip.AddrFrom16(a.As16()).Unmap()
 }

@@ -4,7 +4,8 @@
 //   - dials TCP and UDP on the overlay for local clients (DialContext, ListenUDP),
 //   - answers ICMP echo to its own addresses and sends pings (Ping),
 //   - forwards inbound TCP connections to exposed ports on to 127.0.0.1 and resets every other one
-//     (the remote side sees "connection refused" at once), and forwards exposed UDP ports (ExposeUDP).
+//     (the remote side sees "connection refused" at once), and forwards exposed UDP ports (ExposeUDP),
+//     each connection and datagram only if Config.Admit lets it in.
 //
 // It does not route: packets for addresses other than its own are dropped, never forwarded. It knows
 // nothing about QUIC, peers, the coord or SOCKS, and does not check who sent a packet: the node
@@ -19,6 +20,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -67,6 +69,14 @@ type Config struct {
 	// Exposed reports whether inbound connections to a local port are forwarded to the host; proto
 	// is "tcp" (ExposeUDP handles UDP). Called once per inbound SYN. nil: nothing is exposed.
 	Exposed func(proto string, port uint16) bool
+	// Admit reports whether an inbound connection or datagram from remote (the sender's address
+	// and port) to an exposed local port may be forwarded; proto is "tcp" or "udp". It is asked
+	// after gVisor has reassembled and parsed the packet, so IP fragments or long IPv6 header
+	// chains cannot hide what is being opened: once per inbound SYN to an exposed TCP port, before
+	// the local dial (refused: a RST), and once per datagram to an exposed UDP port (refused:
+	// dropped). It runs on the forwarding goroutines, possibly many at once, and must not block.
+	// nil: everything exposed is admitted.
+	Admit func(proto string, remote netip.AddrPort, localPort uint16) bool
 	// DialLocal reaches exposed services on the host, with addr "127.0.0.1:PORT". nil: a net.Dialer.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives the stack's logs; per-packet lines only at trace level. nil: silent.
@@ -83,7 +93,7 @@ type Stats struct {
 	DroppedOversize  uint64 // outbound packets over the MTU, not passed to Output (a bug if not 0)
 	DroppedClosed    uint64 // packets injected after Close
 	ForwardsAccepted uint64 // inbound TCP connections spliced to an exposed port
-	ForwardsRefused  uint64 // inbound TCP connections reset (unexposed, local dial failed) and UDP flows refused
+	ForwardsRefused  uint64 // inbound TCP connections reset (unexposed, not admitted, local dial failed), UDP datagrams refused (not admitted, no flow)
 	ForwardsActive   uint64 // spliced TCP connections open now
 }
 
@@ -183,6 +193,9 @@ func populate(cfg *Config) error {
 	}
 	if cfg.Exposed == nil {
 		cfg.Exposed = func(string, uint16) bool { return false }
+	}
+	if cfg.Admit == nil {
+		cfg.Admit = func(string, netip.AddrPort, uint16) bool { return true }
 	}
 	if cfg.DialLocal == nil {
 		cfg.DialLocal = (&net.Dialer{}).DialContext
@@ -373,6 +386,33 @@ func (ns *Stack) untrack(conns ...net.Conn) {
 	}
 }
 
+// abortEvery is how often Close aborts the stack's endpoints while it waits for its goroutines.
+const abortEvery = 50 * time.Millisecond
+
+// waitAborting waits for the stack's goroutines. A forwarder goroutine in the middle of a handshake
+// (CreateEndpoint) would wait until the remote completes it or gVisor gives up, after ~2 min of
+// SYN-ACK retries; aborting the endpoints, as gVisor's Stack.Close does first, ends it at once. The
+// abort repeats until all are done: a local dial that succeeds meanwhile starts one more handshake.
+func (ns *Stack) waitAborting() {
+	done := make(chan struct{})
+	go func() {
+		ns.wg.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(abortEvery)
+	defer tick.Stop()
+	for {
+		for _, ep := range ns.s.RegisteredEndpoints() {
+			ep.Abort()
+		}
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // errClosedStack is returned by methods called after Close.
 var errClosedStack = fmt.Errorf("netstack: %w", net.ErrClosed)
 
@@ -392,12 +432,13 @@ func (ns *Stack) Close() error {
 		conns = append(conns, c)
 	}
 	ns.mu.Unlock()
-	// 2. Closing both ends ends every splice and UDP listener; cancelling ctx aborts local dials.
+	// 2. Closing both ends ends every splice and UDP listener; cancelling ctx aborts local dials;
+	// aborting the endpoints ends handshakes in progress.
 	for _, c := range conns {
 		c.Close()
 	}
 	ns.stop()
-	ns.wg.Wait()
+	ns.waitAborting()
 	// 3. Only then the stack: its endpoints close, its protocol goroutines stop.
 	ns.s.Close()
 	ns.s.Wait()

@@ -595,6 +595,33 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	a.Close()
 }
 
+// TestCloseDuringHandshake: a forwarded SYN whose handshake never completes (the remote vanished
+// after sending it) does not hold Close for gVisor's ~2 min of SYN-ACK retries.
+func TestCloseDuringHandshake(t *testing.T) {
+	leakCheck(t)
+	dialed := make(chan struct{}, 1)
+	port := serve(t, func(c net.Conn) {
+		dialed <- struct{}{}
+		io.Copy(io.Discard, c)
+	})
+	s, err := New(Config{Addrs: pfx(ipB4, ipB6), Output: func([]byte) {}, // the SYN-ACK goes nowhere
+		Exposed: func(_ string, p uint16) bool { return p == port }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Inject(tcpSYN(ipA4, ipB4, port))
+	select {
+	case <-dialed: // the forwarder dialed the host and is now waiting for the handshake
+	case <-time.After(5 * time.Second):
+		t.Fatal("the SYN was not forwarded")
+	}
+	start := time.Now()
+	s.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %v with a handshake in progress", d)
+	}
+}
+
 func FuzzInject(f *testing.F) {
 	f.Add(tcpSYN(ipA4, ipB4, 22))
 	f.Add(tcpSYN(ipA6, ipB6, 80))

@@ -71,7 +71,7 @@ func (ns *Stack) bindUDP(ap netip.AddrPort) (*gonet.UDPConn, error) {
 
 // ExposeUDP forwards datagrams that peers send to port (unicast to this node, broadcast, or
 // multicast) to 127.0.0.1:port on the host, one host socket per remote source so that replies go back
-// to the right peer. Flows idle for a minute are closed.
+// to the right peer; datagrams Config.Admit refuses are dropped. Flows idle for a minute are closed.
 func (ns *Stack) ExposeUDP(port uint16) error {
 	if port == 0 {
 		return errors.New("netstack: cannot expose UDP port 0")
@@ -119,6 +119,10 @@ func (f *udpForwarder) run() {
 		}
 		src, ok := addrPortOf(from)
 		if !ok {
+			continue
+		}
+		if !f.ns.cfg.Admit("udp", src, f.port) {
+			f.ns.stats.forwardsRefused.Add(1)
 			continue
 		}
 		fl := f.flow(src, from)

@@ -14,6 +14,19 @@ package node
 // segments of established connections pass, so a change applies to new connections and datagrams
 // within the seconds the coord takes to deliver it. Exposure is checked as before: rules never open
 // a port the node does not expose. Refused TCP gets a RST (or a refused stream), as a closed port.
+//
+// Where: on the packet path, filterACL judges each packet as it arrives, and in proxy mode the
+// netstack's forwarders ask stackAdmit again about what gVisor has reassembled and parsed. The
+// second check is the one that counts for TCP and UDP: a single packet can hide what it opens (a SYN
+// split so that its first fragment ends before the flags, a header chain longer than parsePacket
+// walks), and non-first fragments, which carry no transport header, must pass filterACL (large UDP
+// datagrams fragment at the overlay MTU). filterACL stays as the cheap early drop, and refuses what
+// it cannot read from a peer under rules. ICMP echo is answered inside gVisor's IP layer, where no
+// hook exists, so for it filterACL is the only check; it suffices: the ICMP type is in the first 8
+// bytes of the message, which only a first fragment carries (later ones start at offset 8 or more,
+// and gVisor, like Linux, discards a datagram whose fragments overlap), and a first fragment cut
+// shorter does not parse. In TUN mode the kernel reassembles; tunVerdict admits only packets it can
+// read in full, non-first fragments aside.
 
 import (
 	"context"
@@ -22,6 +35,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -125,7 +140,8 @@ func (rt *routeTable) allows(from peer.Key, proto acl.Proto, port uint16) bool {
 }
 
 // aclAdmits applies the access rules to a packet from peer `from` to this node: TCP SYNs, UDP to
-// exposed ports and ICMP echo requests need a grant; everything else passes.
+// exposed ports and ICMP echo requests need a grant; everything else passes, non-first fragments
+// too (the forwarders judge the reassembled datagram; see the file comment).
 func (n *Node) aclAdmits(rt *routeTable, from peer.Key, p *packet) bool {
 	g, restricted := rt.grants[from]
 	if !restricted || p.fragment {
@@ -133,7 +149,12 @@ func (n *Node) aclAdmits(rt *routeTable, from peer.Key, p *packet) bool {
 	}
 	switch p.proto {
 	case protoTCP:
-		return p.tcpFlags&(tcpSYN|tcpACK|tcpRST) != tcpSYN || g.Allows(acl.TCP, p.dport)
+		if len(p.transport) < 14 {
+			return false // a first fragment that ends before the flags: no honest sender cuts a TCP header
+		}
+		// A connection request is what gVisor's forwarder takes for one: SYN without ACK (with RST
+		// or FIN too).
+		return p.tcpFlags&(tcpSYN|tcpACK) != tcpSYN || g.Allows(acl.TCP, p.dport)
 	case protoUDP:
 		return !n.exposed[Port{"udp", p.dport}] || g.Allows(acl.UDP, p.dport)
 	case protoICMP, protoICMPv6:
@@ -149,14 +170,44 @@ func (n *Node) filterACL(rt *routeTable, from peer.Key, pkt []byte) bool {
 		return true
 	}
 	p, ok := parsePacket(pkt)
-	if !ok || n.aclAdmits(rt, from, &p) {
-		return true // what does not parse, the stack or the TUN filter drops
+	if !ok {
+		// Truncated, or more IPv6 extension headers than parsePacket walks: gVisor may still read
+		// it, so it is refused rather than waved through.
+		n.aclRefused(from, 0, 0)
+		return false
+	}
+	if n.aclAdmits(rt, from, &p) {
+		return true
 	}
 	n.aclRefused(from, p.proto, p.dport)
 	if rst := tcpReset(&p, pkt); rst != nil {
 		n.send(from, rst, false)
 	}
 	return false
+}
+
+// stackAdmit returns the netstack's Admit (netstack.Config.Admit): the access rules applied to a
+// connection or datagram that gVisor has reassembled. remote is a peer's address (receive made sure
+// every packet carries one of its sender's own) or one of self, the node's own addresses (a
+// connection from this node to itself inside the stack), which rules do not cover. An address no
+// peer owns any more (removed since its packet arrived) is refused while rules are in force.
+func (n *Node) stackAdmit(self ...netip.Addr) func(proto string, remote netip.AddrPort, port uint16) bool {
+	return func(proto string, remote netip.AddrPort, port uint16) bool {
+		rt := n.routes.Load()
+		if rt.grants == nil {
+			return true
+		}
+		p, num := acl.TCP, uint8(protoTCP)
+		if proto == "udp" {
+			p, num = acl.UDP, protoUDP
+		}
+		from, ok := rt.owner[remote.Addr()]
+		if ok && rt.allows(from, p, port) || !ok && slices.Contains(self, remote.Addr()) {
+			return true
+		}
+		n.aclRefused(from, num, port)
+		return false
+	}
 }
 
 // aclLogEvery bounds the debug lines about refused packets.

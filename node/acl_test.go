@@ -1,8 +1,12 @@
 package node
 
 import (
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
@@ -11,6 +15,7 @@ import (
 
 // aclNode is a node "db" (tagged server) exposing tcp:22 and udp:27015, with peers ci1 and ci2
 // (tag ci), laptop, and friend (who also shares network "open", which has no rules), all in "lab".
+// Peers have an IPv4 and an IPv6 that end alike (100.64.0.4, fd7a:7761:7272::4).
 func aclNode(t *testing.T) (n *Node, ci1, ci2, laptop, friend peer.Key) {
 	t.Helper()
 	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "db",
@@ -21,7 +26,9 @@ func aclNode(t *testing.T) (n *Node, ci1, ci2, laptop, friend peer.Key) {
 	n.closeSendQueues() // no peer links: a RST the filter sends is counted as failed
 	ci1, ci2, laptop, friend = peer.Key{1}, peer.Key{2}, peer.Key{3}, peer.Key{4}
 	p := func(k peer.Key, name, tag, ip string, networks ...string) control.Peer {
-		return control.Peer{Key: k[:], Name: name, Tag: tag, IPs: []netip.Addr{netip.MustParseAddr(ip)}, Networks: networks}
+		ip4 := netip.MustParseAddr(ip)
+		ip6 := netip.MustParseAddr(fmt.Sprintf("fd7a:7761:7272::%d", ip4.As4()[3]))
+		return control.Peer{Key: k[:], Name: name, Tag: tag, IPs: []netip.Addr{ip4, ip6}, Networks: networks}
 	}
 	n.handleControl(&control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{Tag: "server"}})
 	n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{
@@ -121,17 +128,109 @@ func TestACLFailsClosed(t *testing.T) {
 	}
 }
 
-// TestACLFilterAllocs: the check on the packet path does not allocate.
+// TestACLFilterAllocs: the checks on the packet path (filterACL, and stackAdmit for every datagram
+// to an exposed UDP port) do not allocate.
 func TestACLFilterAllocs(t *testing.T) {
 	n, ci1, _, _, _ := aclNode(t)
 	rt := n.routes.Load()
 	ci4 := netip.MustParseAddr("100.64.0.2")
 	ok := ipPacket(ci4, self4, protoUDP, udpDgram(1, 27015))
 	refused := ipPacket(ci4, self4, protoICMP, icmpMsg(8, 1, nil))
+	admit := n.stackAdmit(self4, self6)
+	ciUDP, ciSSH := netip.AddrPortFrom(ci4, 4000), netip.AddrPortFrom(ci4, 4001)
 	if a := testing.AllocsPerRun(100, func() {
 		n.filterACL(rt, ci1, ok)
 		n.filterACL(rt, ci1, refused)
+		admit("udp", ciUDP, 27015)
+		admit("tcp", ciSSH, 80)
 	}); a != 0 {
 		t.Errorf("%v allocations per packet", a)
 	}
+}
+
+// TestACLStreamPath: on the stream path the rules are checked when a peer opens a stream, before
+// the local dial: laptop's stream to an exposed port its rules do not allow is refused (and counted),
+// ci's is accepted and relayed.
+func TestACLStreamPath(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "db", Expose: []Port{{"tcp", port}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.closeSendQueues()
+	ci, laptop := peer.Key{1}, peer.Key{3}
+	n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{
+		Peers: []control.Peer{
+			{Key: ci[:], Name: "ci-1", Tag: "ci", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.2")}, Networks: []string{"lab"}},
+			{Key: laptop[:], Name: "laptop", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.4")}, Networks: []string{"lab"}},
+		},
+		ACLs: []control.ACL{{Network: "lab", Rules: []control.ACLRule{
+			{From: []string{"tag:ci"}, To: []string{"db"}, Ports: []string{fmt.Sprintf("%d/tcp", port)}},
+			{From: []string{"laptop"}, To: []string{"db"}, Ports: []string{"icmp"}},
+		}}},
+	}})
+	for _, c := range []struct {
+		name string
+		from peer.Key
+		want byte
+	}{{"laptop", laptop, peer.StreamRefused}, {"ci", ci, peer.StreamOK}} {
+		acl := n.dropACL.Load()
+		server, client := tcpPair(t)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			n.acceptStream(c.from, peer.StreamHeader{Proto: peer.ProtoTCP, Port: port}, server)
+		}()
+		client.SetDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(client)
+		client.Close()
+		<-done
+		if err != nil || len(got) == 0 || got[0] != c.want {
+			t.Fatalf("%s: stream answered %q, %v", c.name, got, err)
+		}
+		if c.want == peer.StreamOK && string(got[1:]) != "hi" {
+			t.Errorf("%s: relayed %q", c.name, got[1:])
+		}
+		if counted := n.dropACL.Load() - acl; counted != map[bool]uint64{true: 1, false: 0}[c.want == peer.StreamRefused] {
+			t.Errorf("%s: %d refusals counted", c.name, counted)
+		}
+	}
+	if len(accepted) != 1 {
+		t.Errorf("the service saw %d connections, want 1 (ci's)", len(accepted))
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection (the stream path needs CloseWrite).
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	b, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
 }

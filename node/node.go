@@ -269,6 +269,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		MTU:     peer.MaxPacketSize,
 		Output:  n.outputFunc(),
 		Exposed: func(proto string, port uint16) bool { return n.exposed[Port{proto, port}] },
+		Admit:   n.stackAdmit(w.IPv4, w.IPv6),
 		Logger:  n.log.Named("netstack"),
 	})
 	if err != nil {
