@@ -116,6 +116,18 @@ func (c *client) login(t *testing.T, name string) *control.Welcome {
 	return w
 }
 
+// peerDelta returns the next delta about peers, skipping those that only carry rule lists (the
+// creator of a network gets its rules pushed, possibly after the reply to its request).
+func (c *client) peerDelta(t *testing.T) *control.PeerDelta {
+	t.Helper()
+	for {
+		d := c.recv(t, control.TypePeerDelta).PeerDelta
+		if len(d.Upsert)+len(d.Remove) > 0 || d.Networks != nil {
+			return d
+		}
+	}
+}
+
 // peerMap reads a whole peer map, in as many frames as it comes.
 func (c *client) peerMap(t *testing.T) *control.PeerMap {
 	t.Helper()
@@ -169,13 +181,13 @@ func TestLoginAndPeerDeltas(t *testing.T) {
 		t.Fatalf("join: %+v", rep)
 	}
 	// a learns about b, online, with its endpoints (the observed address first).
-	d := a.recv(t, control.TypePeerDelta).PeerDelta
+	d := a.peerDelta(t)
 	if len(d.Upsert) != 1 || d.Upsert[0].Name != "b" || !d.Upsert[0].Online || len(d.Upsert[0].Endpoints) != 2 {
 		t.Fatalf("delta at a: %+v", d)
 	}
 	// b goes away: a is told it is offline.
 	b.conn.CloseWithError(0, "bye")
-	d = a.recv(t, control.TypePeerDelta).PeerDelta
+	d = a.peerDelta(t)
 	if len(d.Upsert) != 1 || d.Upsert[0].Online {
 		t.Fatalf("offline delta: %+v", d)
 	}
