@@ -36,6 +36,14 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 
 	id := r.ID()
 	port := id.LocalPort
+	from := addrOf(id.RemoteAddress)
+	if !ns.startHandshake(from) {
+		ns.stats.forwardsRefused.Add(1)
+		ns.log.Debug("reset connection: too many handshakes from one address", "from", from, "port", port)
+		r.Complete(true)
+		return
+	}
+	defer ns.endHandshake(from)
 	if !ns.cfg.Exposed("tcp", port) {
 		ns.stats.forwardsRefused.Add(1)
 		if ns.log.IsTrace() {
@@ -44,7 +52,7 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	if !ns.cfg.Admit("tcp", netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort), port) {
+	if !ns.cfg.Admit("tcp", netip.AddrPortFrom(from, id.RemotePort), port) {
 		ns.stats.forwardsRefused.Add(1)
 		if ns.log.IsTrace() {
 			ns.log.Trace("reset connection not admitted", "port", port, "from", id.RemoteAddress, "from_port", id.RemotePort)
@@ -85,6 +93,26 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 	}
 	ns.stats.forwardsAccepted.Add(1)
 	ns.log.Debug("forwarding connection", "port", port, "from", id.RemoteAddress)
+}
+
+// startHandshake counts an inbound connection from remote until endHandshake, unless remote has
+// maxHandshakesFrom under way already.
+func (ns *Stack) startHandshake(remote netip.Addr) bool {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.handshakes[remote] >= maxHandshakesFrom {
+		return false
+	}
+	ns.handshakes[remote]++
+	return true
+}
+
+func (ns *Stack) endHandshake(remote netip.Addr) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.handshakes[remote]--; ns.handshakes[remote] <= 0 {
+		delete(ns.handshakes, remote)
+	}
 }
 
 // addrOf converts a gVisor address to a netip.Addr (IPv4-mapped IPv6 addresses unmapped) without

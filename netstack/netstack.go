@@ -121,7 +121,11 @@ type Stack struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // both ends of every forwarded connection, exposed UDP listeners
 	groups map[netip.Addr]bool   // multicast groups joined
-	closed bool
+	// handshakes counts inbound connections per remote address that are not spliced yet (local
+	// dial, then the handshake, which a remote that never answers our SYN-ACK keeps open for
+	// about two minutes).
+	handshakes map[netip.Addr]int
+	closed     bool
 }
 
 // Forwarding limits and TCP buffers.
@@ -129,6 +133,9 @@ const (
 	// maxInFlightForwards bounds inbound SYNs whose local dial is in progress; more are dropped
 	// (the peer retransmits the SYN), so a SYN flood cannot pile up goroutines.
 	maxInFlightForwards = 256
+	// maxHandshakesFrom is one remote address's share of them, so that one peer leaving SYNs
+	// half-open cannot keep every other peer out.
+	maxHandshakesFrom = maxInFlightForwards / 8
 	// tcpRcvWnd is the forwarder's initial receive window (0 = gVisor's default).
 	tcpRcvWnd = 0
 	// TCP buffer range. gVisor grows the send buffer with the congestion window and, with
@@ -146,7 +153,8 @@ func New(cfg Config) (*Stack, error) {
 	if err := populate(&cfg); err != nil {
 		return nil, err
 	}
-	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{}), groups: make(map[netip.Addr]bool)}
+	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{}), groups: make(map[netip.Addr]bool),
+		handshakes: make(map[netip.Addr]int)}
 	ns.ctx, ns.stop = context.WithCancel(context.Background())
 	ns.link = newLink(uint32(cfg.MTU), cfg.Output, &ns.stats, ns.log)
 

@@ -663,3 +663,60 @@ func BenchmarkBulkTCP(b *testing.B) {
 		b.Fatalf("sink got %d bytes, want %d", n, b.N*len(buf))
 	}
 }
+
+func tcpSYNFrom(src, dst netip.Addr, srcPort, port uint16) []byte {
+	t := make([]byte, header.TCPMinimumSize)
+	header.TCP(t).Encode(&header.TCPFields{SrcPort: srcPort, DstPort: port, SeqNum: 1, DataOffset: header.TCPMinimumSize,
+		Flags: header.TCPFlagSyn, WindowSize: 65535})
+	return ipPacket(src, dst, header.TCPProtocolNumber, t)
+}
+
+// TestHandshakesPerAddress: a remote that leaves its handshakes half-open holds at most its share
+// of the forwarder; its next SYN is reset, and another remote still gets through.
+func TestHandshakesPerAddress(t *testing.T) {
+	dialed := make(chan struct{}, maxInFlightForwards)
+	port := serve(t, func(c net.Conn) {
+		dialed <- struct{}{}
+		io.Copy(io.Discard, c)
+	})
+	rsts := make(chan uint16, 64) // destination ports of RSTs the stack sends
+	s, err := New(Config{Addrs: pfx(ipB4, ipB6), Exposed: func(_ string, p uint16) bool { return p == port },
+		Output: func(p []byte) { // SYN-ACKs go nowhere: every handshake stays half-open
+			if tcp := header.TCP(header.IPv4(p).Payload()); tcp.Flags()&header.TCPFlagRst != 0 {
+				select {
+				case rsts <- tcp.DestinationPort():
+				default:
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range maxHandshakesFrom {
+		s.Inject(tcpSYNFrom(ipA4, ipB4, uint16(20000+i), port))
+	}
+	for i := range maxHandshakesFrom {
+		select {
+		case <-dialed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d SYNs forwarded", i, maxHandshakesFrom)
+		}
+	}
+	s.Inject(tcpSYNFrom(ipA4, ipB4, 30000, port))
+	select {
+	case p := <-rsts:
+		if p != 30000 {
+			t.Fatalf("RST to port %d, want 30000", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a SYN beyond the address's share was not reset")
+	}
+	other := netip.MustParseAddr("100.64.0.9")
+	s.Inject(tcpSYNFrom(other, ipB4, 30001, port))
+	select {
+	case <-dialed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("another remote's SYN was not forwarded")
+	}
+}
