@@ -154,6 +154,55 @@ func TestTUN(t *testing.T) {
 		}
 	})
 
+	t.Run("acl", func(t *testing.T) {
+		// Rules: only carol may reach bob's tcp:7000. bob enforces them on what its TUN device
+		// receives from alice's kernel, and on carol's proxied stream.
+		rules := filepath.Join(t.TempDir(), "rules.json")
+		os.WriteFile(rules, []byte(`{"rules": [{"from": ["carol"], "to": ["bob"], "ports": ["7000/tcp"]}]}`), 0o600)
+		before := statusOf(t, stateB).Stats.DroppedACL
+		warren(t, true, "network", "acl", "set", "tunnet", rules, "--state", stateA)
+		start := time.Now()
+		deadline := start.Add(15 * time.Second)
+		for {
+			_, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000"))
+			if err != nil {
+				t.Logf("alice → bob:7000 refused %v after the rules were set: %v", time.Since(start).Round(time.Millisecond), err)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("alice still reaches bob:7000 through the TUN device under rules that allow only carol")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if n := statusOf(t, stateB).Stats.DroppedACL; n <= before {
+			t.Errorf("bob's dropped_acl stayed at %d", n)
+		}
+		var conn net.Conn
+		var err error
+		inNS(t, nsB, func() {
+			d, _ := proxy.SOCKS5("tcp", "127.0.0.1:1080", nil, proxy.Direct)
+			conn, err = d.Dial("tcp", "bob.warren:7000")
+		})
+		if err != nil {
+			t.Fatalf("carol → bob:7000, which the rules allow: %v", err)
+		}
+		if sum, err := readBlob(conn); err != nil || sum != sumB {
+			t.Errorf("carol → bob via SOCKS: %v (sha256 match %v)", err, sum == sumB)
+		}
+		warren(t, true, "network", "acl", "clear", "tunnet", "--state", stateA)
+		deadline = time.Now().Add(15 * time.Second)
+		for {
+			sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000"))
+			if err == nil && sum == sumB {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("alice → bob:7000 after the rules were cleared: %v", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
 	t.Run("cleanup", func(t *testing.T) {
 		checkGone := func(what string) {
 			t.Helper()
