@@ -404,7 +404,9 @@ func (n *Node) firstLogin(ctx context.Context, timeout time.Duration) (*control.
 		if errors.Is(err, ErrCoordKeyMismatch) || isRefusal(err) {
 			return nil, err
 		}
-		if tries == 1 {
+		if cerr, ok := errors.AsType[*control.Error](err); tries == 1 && ok { // rate limited: it answered
+			n.log.Warn("coordination server asks to wait, retrying", "coord", n.cfg.Coord, "reason", cerr.Message, "giving_up_after", timeout)
+		} else if tries == 1 {
 			n.log.Warn("coordination server not reachable yet, retrying", "coord", n.cfg.Coord, "error", err, "giving_up_after", timeout)
 		}
 		select {

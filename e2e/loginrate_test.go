@@ -1,0 +1,45 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLoginRateFlags: warren-coord's per-address login limit, set on its command line, turns away
+// a node beyond the burst with a reason the node logs, and lets it in once the bucket refills. It
+// runs in network namespaces: logins from loopback are exempt from the per-address limit.
+func TestLoginRateFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries in network namespaces")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+	needTool(t, "ip")
+	nsA, nsB := netnsPair(t)
+	tmp := t.TempDir()
+	coord := startNSProc(t, nsA, "warren-coord", "--listen", "10.99.0.1:0", "--data", filepath.Join(tmp, "coord"),
+		"--login-rate-ip", "0.5", "--login-burst-ip", "2")
+	addr, fp := coord.line(t, "warren-coord listening on"), coord.line(t, "key")
+	up := func(name string) *proc {
+		return startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", filepath.Join(tmp, name),
+			"--name", name, "--listen", "10.99.0.2:0", "--socks", "")
+	}
+	for _, name := range []string{"a", "b"} { // the burst
+		up(name)
+		waitLoggedIn(t, filepath.Join(tmp, name))
+	}
+	start := time.Now()
+	c := up("c")
+	for !strings.Contains(c.stderr.String(), "too many logins from this address") {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("the third node was not told it is over the limit:\n%s", c.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitLoggedIn(t, filepath.Join(tmp, "c")) // a token every 2 s; the node retries with backoff
+	t.Logf("third login from one address: refused, then in after %v", time.Since(start).Round(time.Millisecond))
+}
