@@ -155,7 +155,9 @@ func (s *Server) admin(ctx context.Context, req AdminRequest) (*AdminResult, err
 	var target store.RosterEntry
 	if req.Op.NeedsTarget() {
 		if target, err = findTarget(roster, req.Network, req.Target); err != nil {
-			return nil, err
+			if target, err = s.formerNode(ctx, req.Op, req.Target, err); err != nil {
+				return nil, err
+			}
 		}
 		res.Target = entryName(target)
 		if bytes.Equal(target.Key, n.Owner) && (req.Op == control.OpKick || req.Op == control.OpBan) {
@@ -349,6 +351,30 @@ func findTarget(roster []store.RosterEntry, network, target string) (store.Roste
 	}
 	return store.RosterEntry{}, &control.Error{Code: control.CodeInvalid,
 		Message: fmt.Sprintf("%d nodes in network %q are named %q: name one by its key (%s)", len(found), network, target, strings.Join(fps, ", "))}
+}
+
+// formerNode lets a ban name, by its key fingerprint, a node that is not in the network's roster
+// (kicked, or it left): the fallback when findTarget found none (notFound is its error).
+func (s *Server) formerNode(ctx context.Context, op control.Op, target string, notFound error) (store.RosterEntry, error) {
+	if op != control.OpBan {
+		return store.RosterEntry{}, notFound
+	}
+	fp, err := identity.ParseFingerprint(target)
+	if err != nil {
+		if cerr, ok := errors.AsType[*control.Error](notFound); ok && cerr.Code == control.CodeNotFound {
+			return store.RosterEntry{}, &control.Error{Code: cerr.Code,
+				Message: cerr.Message + "; to ban a node that is no longer in it, name it by its key fingerprint (SHA256:...)"}
+		}
+		return store.RosterEntry{}, notFound
+	}
+	n, err := s.cfg.Store.NodeByFingerprint(ctx, fp)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.RosterEntry{}, notFound
+	}
+	if err != nil {
+		return store.RosterEntry{}, s.storeError("find node", err)
+	}
+	return store.RosterEntry{Key: n.Key, Node: &n}, nil
 }
 
 func inRoster(roster []store.RosterEntry, key []byte, state string) bool {

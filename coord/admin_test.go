@@ -288,3 +288,25 @@ func TestRelayStopsAfterKick(t *testing.T) {
 		t.Fatalf("the kicked node received %x", got)
 	}
 }
+
+// TestBanAfterKick: a node no longer in the network can be banned by its key fingerprint (not by
+// name: names are not unique outside a network), and then cannot ask to join again.
+func TestBanAfterKick(t *testing.T) {
+	srv := startServer(t)
+	a := dial(t, srv)
+	bKey := mustKey(t)
+	b := dialKey(t, srv, bKey)
+	a.login(t, "alice")
+	b.login(t, "bob")
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "lan"})
+	b.do(t, "", control.Request{Op: control.OpJoin, Network: "lan"})
+	a.do(t, "", control.Request{Op: control.OpKick, Network: "lan", Target: "bob"})
+	rep := a.do(t, control.CodeNotFound, control.Request{Op: control.OpBan, Network: "lan", Target: "bob"})
+	if !strings.Contains(rep.Error, "key fingerprint") {
+		t.Errorf("ban by name after the kick: %q does not say how", rep.Error)
+	}
+	a.do(t, "", control.Request{Op: control.OpBan, Network: "lan", Target: bKey.Fingerprint()})
+	b.do(t, control.CodeBanned, control.Request{Op: control.OpJoin, Network: "lan"})
+	// A fingerprint no node has is still not found.
+	a.do(t, control.CodeNotFound, control.Request{Op: control.OpBan, Network: "lan", Target: mustKey(t).Fingerprint()})
+}

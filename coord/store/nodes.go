@@ -8,9 +8,21 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/warren-net/warren/identity"
 )
 
 const nodeColumns = `n.key, n.name, n.ip_index, n.created_at, n.last_seen, n.ephemeral, n.tag, n.authkey`
+
+// NodeByFingerprint returns the node whose key has fingerprint fp (identity.Fingerprint), as recorded
+// at its last login; ErrNotFound if there is none.
+func (s *Store) NodeByFingerprint(ctx context.Context, fp string) (Node, error) {
+	n, err := s.scanNode(s.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes n WHERE n.fingerprint = ?`, fp))
+	if err != nil {
+		return Node{}, fmt.Errorf("node %s: %w", fp, err)
+	}
+	return n, nil
+}
 
 // UpsertNode registers the node with the given Ed25519 public key, or updates the name and last-seen
 // time of a known one and marks it online (see MarkOffline). On first sight the node gets the lowest
@@ -29,7 +41,9 @@ func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, 
 		return Node{}, fmt.Errorf("upsert node: %w", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `UPDATE nodes SET name = ?, last_seen = ?, offline_since = NULL WHERE key = ?`, name, now, key)
+	fp := identity.Fingerprint(key)
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET name = ?, last_seen = ?, offline_since = NULL, fingerprint = ? WHERE key = ?`,
+		name, now, fp, key)
 	if err != nil {
 		return Node{}, fmt.Errorf("update node: %w", err)
 	}
@@ -50,8 +64,8 @@ func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, 
 		if idx > s.maxIndex {
 			return Node{}, ErrPoolExhausted
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (key, name, ip_index, created_at, last_seen) VALUES (?, ?, ?, ?, ?)`,
-			key, name, idx, now, now); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (key, name, ip_index, created_at, last_seen, fingerprint) VALUES (?, ?, ?, ?, ?, ?)`,
+			key, name, idx, now, now, fp); err != nil {
 			return Node{}, fmt.Errorf("insert node: %w", err)
 		}
 	}

@@ -191,6 +191,10 @@ var migrations = []string{
 		detail TEXT NOT NULL
 	);
 	CREATE INDEX audit_by_at ON audit(at);`,
+	// 7: each node's key fingerprint (identity.Fingerprint), so that an owner can name a node that
+	// is no longer in the network (ban after kick); filled in at login ('' until the next one).
+	`ALTER TABLE nodes ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
+	CREATE INDEX nodes_by_fingerprint ON nodes(fingerprint);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies
