@@ -47,6 +47,7 @@ func TestDependencyDirection(t *testing.T) {
 		"identity":    {"!std"},
 		"backoff":     {"!std"},
 		"relay":       {"!std"},
+		"flagfile":    {"!std"},
 		"socks":       {"gvisor.dev/", mod + "netstack", mod + "peer", mod + "node", mod + "coord"},
 		"netstack":    {"github.com/quic-go/", mod + "peer", mod + "node", mod + "coord", mod + "socks", mod + "control"},
 		"peer":        {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "node", mod + "coord"},

@@ -20,6 +20,7 @@ import (
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/admin"
 	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/flagfile"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/udprelay"
 )
@@ -87,6 +88,7 @@ func run(args []string) error {
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
+	configFile := fs.String("config", "", "read flags from this `file` too: one name = value a line (# comments); the command line wins")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -95,6 +97,11 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *configFile != "" {
+		if err := flagfile.Load(fs, *configFile, "config"); err != nil {
+			return err
+		}
 	}
 	if *data == "" {
 		return errors.New("--data DIR is required")

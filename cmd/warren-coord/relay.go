@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/flagfile"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/udprelay"
 )
@@ -43,6 +44,7 @@ func cmdRelay(args []string) error {
 	loginLimits := addLoginLimitFlags(fs)
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
+	configFile := fs.String("config", "", "read flags from this `file` too: one name = value a line (# comments); the command line wins")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -51,6 +53,11 @@ func cmdRelay(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("relay: unexpected argument %q", fs.Arg(0))
+	}
+	if *configFile != "" {
+		if err := flagfile.Load(fs, *configFile, "config"); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
 	}
 	if *relayRate <= 0 || *maxNodes <= 0 || *maxPerIP <= 0 || *maxPending <= 0 {
 		return errors.New("relay: --relay-rate, --max-nodes, --max-per-ip and --max-pending-logins must be positive")
