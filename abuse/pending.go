@@ -17,7 +17,8 @@ import (
 // (quic-go sends CONNECTION_REFUSED), so a flood of half-open connections cannot grow memory. Once
 // half the slots are taken, new connections must first prove their source address (a QUIC Retry
 // round trip), so spoofed sources cannot hold slots at all; and one address may hold at most a
-// quarter of them, so that it cannot lock everyone else out. Each pending connection is bounded in
+// quarter of them (an IPv6 /64 counts as one address, as in SourceRange), so that it cannot lock
+// everyone else out. Each pending connection is bounded in
 // time by the server: the handshake by QUIC's handshake idle timeout, the login by its own timeout.
 // Safe for concurrent use.
 type Pending struct {
@@ -28,7 +29,7 @@ type Pending struct {
 	n       atomic.Int64
 	refused atomic.Uint64
 	mu      sync.Mutex
-	from    map[netip.Addr]int
+	from    map[netip.Prefix]int // pending connections per source range (SourceRange)
 }
 
 // ErrTooManyPending refuses a connection while every pending slot (or its address's share) is taken.
@@ -37,7 +38,7 @@ var ErrTooManyPending = errors.New("too many logins in progress")
 // NewPending returns a Pending of the given number of slots; addresses for which exempt (if not nil) is true are not
 // held to the per-address share (loopback, say: this very host).
 func NewPending(slots int, exempt func(netip.Addr) bool) *Pending {
-	return &Pending{max: slots, perAddr: max(1, slots/4), exempt: exempt, from: make(map[netip.Addr]int)}
+	return &Pending{max: slots, perAddr: max(1, slots/4), exempt: exempt, from: make(map[netip.Prefix]int)}
 }
 
 type pendingKey struct{}
@@ -46,7 +47,7 @@ type pendingKey struct{}
 type slot struct {
 	once sync.Once
 	p    *Pending
-	from netip.Addr // invalid: not counted per address
+	from netip.Prefix // invalid: not counted per address
 }
 
 func (s *slot) release() {
@@ -65,12 +66,11 @@ func (s *slot) release() {
 
 // Admit is the QUIC transport's ConnContext: it takes a slot for a new connection or refuses it.
 func (p *Pending) Admit(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-	var from netip.Addr
+	var from netip.Prefix // counted by SourceRange: an IPv6 subscriber's /64 is one address here
 	if ua, ok := info.RemoteAddr.(*net.UDPAddr); ok {
-		from = ua.AddrPort().Addr().Unmap()
-	}
-	if p.exempt != nil && p.exempt(from) {
-		from = netip.Addr{}
+		if a := ua.AddrPort().Addr().Unmap(); a.IsValid() && (p.exempt == nil || !p.exempt(a)) {
+			from = SourceRange(a)
+		}
 	}
 	if from.IsValid() {
 		p.mu.Lock()

@@ -63,3 +63,18 @@ func TestPending(t *testing.T) {
 		c()
 	}
 }
+
+// TestPendingIPv6Range: the addresses of one IPv6 /64 share one address's quarter.
+func TestPendingIPv6Range(t *testing.T) {
+	p := NewPending(8, nil)
+	ok := 0
+	for i := range 8 {
+		a := netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 1)}), 1000)
+		if _, err := p.Admit(context.Background(), clientFrom(a.String())); err == nil {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Fatalf("%d slots for one /64, want its share of 2", ok)
+	}
+}

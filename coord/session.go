@@ -179,7 +179,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	// Welcome and the peer map go out after the change lock (a node that reads slowly must not hold
 	// it): changes made meanwhile are queued for the session and follow the map as deltas.
 	if err := sess.send(welcome); err != nil {
-		s.dropSession(sess)
+		s.logout(sess) // its peers were told it is online
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	// The peer map, in as many frames as it takes (control/frames.go).
@@ -197,7 +197,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		cut.addPeer(p)
 	}
 	if err := cut.close(true); err != nil {
-		s.dropSession(sess)
+		s.logout(sess) // its peers were told it is online
 		return nil, fmt.Errorf("send peer map: %w", err)
 	}
 	sess.log.Info("node logged in", "ipv4", node.IPv4, "observed", observed, "networks", len(welcome.Welcome.Networks), "peers", len(peers))
@@ -486,19 +486,19 @@ func (s *Server) readLoop(sess *session) {
 }
 
 func (s *Server) updateEndpoints(sess *session, u *control.Endpoints) {
+	s.mu.Lock() // s.mu before sess.mu, as everywhere (peerRecord)
 	sess.mu.Lock()
-	if slices.Equal(sess.local, u.Endpoints) && sess.mapping == u.Mapping {
-		sess.mu.Unlock()
-		return
+	same := slices.Equal(sess.local, u.Endpoints) && sess.mapping == u.Mapping
+	if !same {
+		sess.local = u.Endpoints
+		sess.endpoints = candidateEndpoints(sess.observed, u.Endpoints)
+		sess.mapping = u.Mapping
 	}
-	s.mu.Lock()
-	observed := sess.observed
-	s.mu.Unlock()
-	sess.local = u.Endpoints
-	sess.endpoints = candidateEndpoints(observed, u.Endpoints)
-	sess.mapping = u.Mapping
 	sess.mu.Unlock()
-	s.scheduleEndpointRefresh(sess)
+	s.mu.Unlock()
+	if !same {
+		s.scheduleEndpointRefresh(sess)
+	}
 }
 
 // scheduleEndpointRefresh tells sess's peers its endpoints: at once if its rate allows, else once

@@ -48,7 +48,8 @@ const MaxPacketSize = 1280
 
 // maxStreams bounds the concurrent streams (proxied TCP connections) a peer may open to us, over
 // all its links together; maxLinks bounds those links (the current one and retired ones that
-// streams still use), so that a peer cannot multiply either by opening new links.
+// streams still use: at the bound a new link closes the retired one with the fewest), so that a
+// peer cannot multiply either by opening new links.
 const (
 	maxStreams = 16384
 	maxLinks   = 8
@@ -374,16 +375,25 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 		e.mu.Unlock()
 		return false
 	}
+	// At the bound, the retired link with the fewest streams makes room: a better path must not wait
+	// for long-lived connections on old ones to end.
+	var evict *link
 	if len(ps.links) >= maxLinks {
-		e.mu.Unlock()
-		e.log.Warn("refusing a new link: the peer's older links are still in use", "peer", k, "links", maxLinks)
-		return false
+		for r := range ps.links {
+			if r != ps.link && (evict == nil || r.streams.Load() < evict.streams.Load()) {
+				evict = r
+			}
+		}
 	}
 	old := ps.link
 	ps.link = l
 	ps.links[l] = struct{}{}
 	poke(ps.wake)
 	e.mu.Unlock()
+	if evict != nil {
+		e.log.Info("closing an old link to make room", "peer", k, "links", maxLinks, "its_streams", evict.streams.Load())
+		evict.conn.CloseWithError(0, "too many links")
+	}
 	if old != nil {
 		old.retire()
 	}

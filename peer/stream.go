@@ -161,10 +161,12 @@ func (e *Endpoint) acceptStreams(k Key, l *link) {
 		e.mu.RLock()
 		ps := e.peers[k]
 		e.mu.RUnlock()
-		if e.cfg.AcceptStream == nil || l.removed.Load() || ps == nil || ps.inbound.Add(1) > e.maxInbound {
-			if ps != nil {
-				ps.inbound.Add(-1)
-			}
+		refuse := e.cfg.AcceptStream == nil || l.removed.Load() || ps == nil
+		if !refuse && ps.inbound.Add(1) > e.maxInbound {
+			ps.inbound.Add(-1)
+			refuse = true
+		}
+		if refuse {
 			s.CancelRead(0)
 			s.CancelWrite(0)
 			continue
