@@ -22,3 +22,16 @@ func TestGrowsToCapWithJitter(t *testing.T) {
 		t.Errorf("after Reset: %v", d)
 	}
 }
+
+func TestSteady(t *testing.T) {
+	b := NewSteady(time.Second, 5*time.Second)
+	for _, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second} {
+		if got := b.Next(); got != want {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	b.Reset()
+	if got := b.Next(); got != time.Second {
+		t.Fatalf("after Reset: %v", got)
+	}
+}

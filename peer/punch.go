@@ -62,7 +62,9 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 	defer e.wg.Done()
 	dialer := bytes.Compare(e.self[:], k[:]) < 0
 	pingEvery := backoff.New(200*time.Millisecond, 5*time.Second)
-	hardEvery := backoff.New(15*time.Second, 5*time.Minute) // birthday attempts (birthday.go)
+	// Birthday attempts (birthday.go) need both sides at once: they start from the same event (the
+	// peer appearing, or the direct path failing) and retry on the same steady schedule.
+	hardEvery := backoff.NewSteady(15*time.Second, 5*time.Minute)
 	var (
 		nextPing  time.Time // zero: ping now
 		searching = time.Now()
