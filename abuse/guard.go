@@ -99,11 +99,19 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 	return g, nil
 }
 
-// BlockFile returns the block list; nil if there is none.
-func (g *Guard) BlockFile() *BlockFile { return g.blocks }
-
 // Blocked reports whether a is in the block list.
 func (g *Guard) Blocked(a netip.Addr) bool { return g.blocks.Blocked(a) }
+
+// Limited returns the range that per-address limits count a's requests under (SourceRange), and
+// false for an address they do not apply to: an unknown one, or loopback — this very host — unless
+// LimitLoopback.
+func (g *Guard) Limited(a netip.Addr) (netip.Prefix, bool) {
+	a = a.Unmap()
+	if !a.IsValid() || (a.IsLoopback() && !g.limitLo) {
+		return netip.Prefix{}, false
+	}
+	return SourceRange(a), true
+}
 
 // CheckLogin takes a login token for the identity key from address a, in that order: a blocked
 // address takes none, and one over its address's rate takes none of the key's.
@@ -113,10 +121,8 @@ func (g *Guard) CheckLogin(key [32]byte, a netip.Addr) Verdict {
 		return Blocked
 	}
 	now := time.Now()
-	if g.limitLo || !a.IsLoopback() {
-		if !g.perIP.Allow(SourceRange(a), now) {
-			return TooManyFromIP
-		}
+	if p, ok := g.Limited(a); ok && !g.perIP.Allow(p, now) {
+		return TooManyFromIP
 	}
 	if !g.perKey.Allow(key, now) {
 		return TooManyWithKey

@@ -24,7 +24,7 @@ import (
 type Pending struct {
 	max     int
 	perAddr int
-	exempt  func(netip.Addr) bool
+	source  func(netip.Addr) (netip.Prefix, bool)
 
 	n       atomic.Int64
 	refused atomic.Uint64
@@ -35,10 +35,10 @@ type Pending struct {
 // ErrTooManyPending refuses a connection while every pending slot (or its address's share) is taken.
 var ErrTooManyPending = errors.New("too many logins in progress")
 
-// NewPending returns a Pending of the given number of slots; addresses for which exempt (if not nil) is true are not
-// held to the per-address share (loopback, say: this very host).
-func NewPending(slots int, exempt func(netip.Addr) bool) *Pending {
-	return &Pending{max: slots, perAddr: max(1, slots/4), exempt: exempt, from: make(map[netip.Prefix]int)}
+// NewPending returns a Pending of the given number of slots. source says which range an address's
+// share is counted under, and false for addresses held to no share (Guard.Limited).
+func NewPending(slots int, source func(netip.Addr) (netip.Prefix, bool)) *Pending {
+	return &Pending{max: slots, perAddr: max(1, slots/4), source: source, from: make(map[netip.Prefix]int)}
 }
 
 type pendingKey struct{}
@@ -66,11 +66,9 @@ func (s *slot) release() {
 
 // Admit is the QUIC transport's ConnContext: it takes a slot for a new connection or refuses it.
 func (p *Pending) Admit(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-	var from netip.Prefix // counted by SourceRange: an IPv6 subscriber's /64 is one address here
+	var from netip.Prefix // invalid: held to no share
 	if ua, ok := info.RemoteAddr.(*net.UDPAddr); ok {
-		if a := ua.AddrPort().Addr().Unmap(); a.IsValid() && (p.exempt == nil || !p.exempt(a)) {
-			from = SourceRange(a)
-		}
+		from, _ = p.source(ua.AddrPort().Addr())
 	}
 	if from.IsValid() {
 		p.mu.Lock()

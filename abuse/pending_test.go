@@ -18,7 +18,8 @@ func clientFrom(a string) *quic.ClientInfo {
 // TestPending: slots are bounded overall and per address (exempt addresses only overall), come
 // back when a connection ends, and Retry starts at half.
 func TestPending(t *testing.T) {
-	p := NewPending(8, func(a netip.Addr) bool { return a.IsLoopback() })
+	g, _ := NewGuard(GuardConfig{}) // loopback held to no share
+	p := NewPending(8, g.Limited)
 	var cancels []context.CancelFunc
 	admit := func(from string) error {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -66,7 +67,8 @@ func TestPending(t *testing.T) {
 
 // TestPendingIPv6Range: the addresses of one IPv6 /64 share one address's quarter.
 func TestPendingIPv6Range(t *testing.T) {
-	p := NewPending(8, nil)
+	g, _ := NewGuard(GuardConfig{})
+	p := NewPending(8, g.Limited)
 	ok := 0
 	for i := range 8 {
 		a := netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 1)}), 1000)

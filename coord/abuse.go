@@ -108,7 +108,7 @@ func (s *Server) checkLogin(key nodeKey, remote net.Addr) *control.Error {
 
 // checkNewNode refuses a key the server has not seen from an address that brought too many new ones.
 func (s *Server) checkNewNode(ctx context.Context, key nodeKey, from netip.Addr) error {
-	p, limited := s.limitedSource(from)
+	p, limited := s.guard.Limited(from)
 	if !limited {
 		return nil
 	}
@@ -119,17 +119,6 @@ func (s *Server) checkNewNode(ctx context.Context, key nodeKey, from netip.Addr)
 		return &control.Error{Code: control.CodeRateLimited, Message: "too many new nodes from this address; try again later"}
 	}
 	return nil
-}
-
-// limitedSource returns the range that per-address limits count a's requests under
-// (abuse.SourceRange), and false for an address without such limits: unknown, or loopback (this
-// host; only per-key limits apply).
-func (s *Server) limitedSource(a netip.Addr) (netip.Prefix, bool) {
-	a = a.Unmap()
-	if !a.IsValid() || (a.IsLoopback() && !s.cfg.limitLoopback) {
-		return netip.Prefix{}, false
-	}
-	return abuse.SourceRange(a), true
 }
 
 // sourceOf returns the address sess's control connection comes from.

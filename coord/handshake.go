@@ -1,10 +1,6 @@
 package coord
 
-import (
-	"net/netip"
-
-	"github.com/warren-net/warren/abuse"
-)
+import "github.com/warren-net/warren/abuse"
 
 // Bounded pending-handshake state: at most Config.MaxPendingLogins connections may be handshaking
 // or not yet logged in, a quarter of them from one address (loopback exempt), with a QUIC Retry
@@ -13,10 +9,7 @@ import (
 
 // newPending sets up the server's bound on connections that have not logged in yet.
 func (s *Server) newPending() {
-	s.pending = abuse.NewPending(s.cfg.MaxPendingLogins, func(a netip.Addr) bool {
-		_, limited := s.limitedSource(a)
-		return !limited
-	})
+	s.pending = abuse.NewPending(s.cfg.MaxPendingLogins, s.guard.Limited)
 }
 
 // PendingLogins returns how many connections are pending (handshaking or not logged in yet), and

@@ -54,7 +54,7 @@ func (s *Server) passwordWork(ctx context.Context, key []byte, from netip.Addr, 
 		if !s.passwords.perKey.Allow(k, now) {
 			return tooManyPasswords(s.passwords.perKey.Wait(k, now))
 		}
-		if p, ok := s.limitedSource(from); ok && !s.passwords.perIP.Allow(p, now) {
+		if p, ok := s.guard.Limited(from); ok && !s.passwords.perIP.Allow(p, now) {
 			return tooManyPasswords(s.passwords.perIP.Wait(p, now))
 		}
 	}

@@ -151,7 +151,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), guard: guard, sessions: make(map[Key]*relaySession),
 		perIP: make(map[netip.Prefix]int)}
-	s.pending = abuse.NewPending(cfg.MaxPending, func(a netip.Addr) bool { return a.IsLoopback() && !cfg.limitLoopback })
+	s.pending = abuse.NewPending(cfg.MaxPending, guard.Limited)
 	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("relay")) // see coord.New
 	s.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &resetKey,
 		ConnContext: s.pending.Admit, VerifySourceAddress: s.pending.UnderPressure}
