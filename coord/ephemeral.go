@@ -145,7 +145,7 @@ func (s *Server) removeLocked(ctx context.Context, n store.Node, reason string) 
 	if err != nil {
 		return err
 	}
-	removed, err := s.cfg.Store.DeleteEphemeral(ctx, n.Key, time.Time{})
+	removed, err := s.cfg.Store.DeleteEphemeral(ctx, n.Key)
 	if err != nil || !removed {
 		return err
 	}

@@ -81,16 +81,11 @@ func (s *Store) ExpiredEphemeral(ctx context.Context, cutoff time.Time, limit in
 	return out, nil
 }
 
-// DeleteEphemeral deletes an ephemeral node with its memberships; its host index becomes free for
-// new nodes. With a non-zero offlineBefore, only a node offline since before then is deleted (a node
-// that came back in the meantime stays). It reports whether the node was deleted.
-func (s *Store) DeleteEphemeral(ctx context.Context, node []byte, offlineBefore time.Time) (bool, error) {
-	q, args := `DELETE FROM nodes WHERE key = ? AND ephemeral = 1`, []any{node}
-	if !offlineBefore.IsZero() {
-		q += ` AND offline_since IS NOT NULL AND offline_since < ?`
-		args = append(args, offlineBefore.UnixMilli())
-	}
-	res, err := s.db.ExecContext(ctx, q, args...)
+// DeleteEphemeral deletes an ephemeral node with its memberships (a node logging out); its host
+// index becomes free for new nodes. It reports whether the node was deleted. The reaper's deletions,
+// conditional on the offline time, are DeleteExpiredEphemeral's.
+func (s *Store) DeleteEphemeral(ctx context.Context, node []byte) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE key = ? AND ephemeral = 1`, node)
 	if err != nil {
 		return false, fmt.Errorf("delete ephemeral node: %w", err)
 	}

@@ -128,3 +128,16 @@ func FuzzVerifyPassword(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerifyPassword is what one password check costs the server (a join to a network with a
+// password): the reason such checks are rate limited and bounded in concurrency (coord/passwords.go).
+func BenchmarkVerifyPassword(b *testing.B) {
+	h, err := HashPassword("correct horse battery staple")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		VerifyPassword(h, "a wrong guess")
+	}
+}
