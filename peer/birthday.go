@@ -190,6 +190,7 @@ func (e *Endpoint) openMany(ctx context.Context, k Key, target netip.AddrPort) e
 	type win struct {
 		c    *net.UDPConn
 		from netip.AddrPort
+		pong bool // our own ping got through: the peer answered it
 	}
 	var (
 		won   atomic.Bool
@@ -218,7 +219,7 @@ func (e *Endpoint) openMany(ctx context.Context, k Key, target netip.AddrPort) e
 					c.WriteToUDPAddrPort(appendProbe(out[:0], e.cfg.Key, kindPong, e.self, k, p.tx, from), from)
 				}
 				if won.CompareAndSwap(false, true) {
-					wins <- win{c, from}
+					wins <- win{c, from, p.kind == kindPong}
 				}
 				return
 			}
@@ -258,8 +259,40 @@ wait:
 		return errors.New("no probe reached any socket")
 	}
 	w.c.SetReadDeadline(time.Time{})
-	e.log.Debug("hard NAT: a probe got through", "peer", k, "local", w.c.LocalAddr(), "peer_addr", w.from)
+	e.log.Debug("hard NAT: a probe got through", "peer", k, "local", w.c.LocalAddr(), "peer_addr", w.from, "our_ping_answered", w.pong)
+	if w.pong {
+		// Our ping crossed the peer's NAT (a mapping its earlier spray left open): the peer saw a
+		// ping, not a spray hit, and will not dial. We do, from this socket.
+		return e.dialOn(ctx, k, w.c, w.from)
+	}
 	return e.acceptOn(ctx, k, w.c)
+}
+
+// dialOn dials k at addr from socket c and installs the link, which keeps c.
+func (e *Endpoint) dialOn(ctx context.Context, k Key, c *net.UDPConn, addr netip.AddrPort) error {
+	tr := &quic.Transport{Conn: c}
+	release := func() {
+		tr.Close()
+		c.Close()
+	}
+	tlsConf, err := e.clientTLS(k)
+	if err != nil {
+		release()
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
+	defer cancel()
+	conn, err := tr.Dial(dctx, net.UDPAddrFromAddrPort(addr), tlsConf, e.quicConf)
+	if err != nil {
+		release()
+		return err
+	}
+	if !e.installLink(k, &link{conn: conn, path: PathDirect, release: release}) {
+		conn.CloseWithError(1, "not a peer")
+		release()
+		return errors.New("no longer a peer")
+	}
+	return nil
 }
 
 // acceptOn accepts peer k's QUIC connection on a transport of its own over c and installs it as a

@@ -186,3 +186,42 @@ func TestHardSocketBudget(t *testing.T) {
 		t.Fatalf("a refused attempt kept sockets: %d in use", used)
 	}
 }
+
+// TestBirthdayHardSideDials: when one of the hard side's own pings is answered (it crossed the easy
+// side's NAT through a mapping left open, so the easy side saw a ping, not a spray hit, and will not
+// dial), the hard side dials the easy side from that socket.
+func TestBirthdayHardSideDials(t *testing.T) {
+	h, e := newTestNode(t), newTestNode(t)
+	h.ep.SetPeers([]Info{{Key: e.key}})
+	e.ep.SetPeers([]Info{{Key: h.key}})
+	public, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // the easy side's NAT
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer public.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.ep.openMany(ctx, e.key, public.LocalAddr().(*net.UDPAddr).AddrPort()) }()
+
+	// One ping reaches the easy side, which answers it from its own socket.
+	buf := make([]byte, 2048)
+	public.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := public.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := parseProbe(buf[:n])
+	if err != nil || p.kind != kindPing || !p.verify(e.key) {
+		t.Fatalf("not a ping from the hard side: %v", err)
+	}
+	e.ep.writeSide(appendProbe(nil, e.id, kindPong, e.key, h.key, p.tx, unmapped(from)), unmapped(from))
+	if err := <-done; err != nil {
+		t.Fatalf("hard side: %v", err)
+	}
+	sendUntil(t, h, e, []byte("dialed from the birthday socket"))
+	sendUntil(t, e, h, []byte("and back"))
+	if st := h.ep.Status(e.key); st.Path != PathDirect {
+		t.Errorf("hard side's path: %+v, want direct", st)
+	}
+}

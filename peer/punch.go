@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -230,12 +231,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 func (e *Endpoint) dial(ctx context.Context, k Key, path string, addr netip.AddrPort) dialResult {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
 	defer cancel()
-	tlsConf, err := identity.TLSConfig(e.cfg.Key, ALPN, false, func(pub ed25519.PublicKey) error {
-		if !bytes.Equal(pub, k[:]) {
-			return fmt.Errorf("peer answered with key %s, want %s", identity.ShortID(pub), k)
-		}
-		return nil
-	})
+	tlsConf, err := e.clientTLS(k)
 	if err != nil {
 		return dialResult{path: path, addr: addr, err: err}
 	}
@@ -246,6 +242,16 @@ func (e *Endpoint) dial(ctx context.Context, k Key, path string, addr netip.Addr
 		conn, err = e.tr.Dial(ctx, net.UDPAddrFromAddrPort(addr), tlsConf, e.quicConf)
 	}
 	return dialResult{conn: conn, path: path, addr: addr, err: err}
+}
+
+// clientTLS is the TLS configuration for dialing k: it accepts k's key only.
+func (e *Endpoint) clientTLS(k Key) (*tls.Config, error) {
+	return identity.TLSConfig(e.cfg.Key, ALPN, false, func(pub ed25519.PublicKey) error {
+		if !bytes.Equal(pub, k[:]) {
+			return fmt.Errorf("peer answered with key %s, want %s", identity.ShortID(pub), k)
+		}
+		return nil
+	})
 }
 
 // sendPings sends one signed ping to each of k's candidate addresses.
