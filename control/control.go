@@ -212,9 +212,9 @@ const (
 	OpACLShow  Op = "acl_show"
 )
 
-// IsAdmin reports whether op is an owner action or a listing (everything but create, join, leave
+// IsOwnerAction reports whether op is an owner action or a listing (everything but create, join, leave
 // and logout).
-func (op Op) IsAdmin() bool {
+func (op Op) IsOwnerAction() bool {
 	switch op {
 	case OpApprove, OpDeny, OpKick, OpBan, OpUnban, OpLock, OpUnlock, OpPassword, OpApproval, OpTransfer,
 		OpDelete, OpMembers, OpPending:

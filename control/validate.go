@@ -90,7 +90,7 @@ func (m *Msg) Validate() error {
 			return fmt.Errorf("request: op %q with a wrong target", r.Op)
 		}
 		switch {
-		case r.Op == OpCreate, r.Op == OpJoin, r.Op == OpLeave, r.Op.IsAdmin(), r.Op == OpACLClear, r.Op == OpACLShow:
+		case r.Op == OpCreate, r.Op == OpJoin, r.Op == OpLeave, r.Op.IsOwnerAction(), r.Op == OpACLClear, r.Op == OpACLShow:
 		case r.Op == OpACLSet:
 			if len(r.Rules) == 0 {
 				return errors.New("request: acl_set without rules")

@@ -11,8 +11,8 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
-	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/abuse"
 	"github.com/warren-net/warren/coord/store"
 )
 

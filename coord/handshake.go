@@ -1,6 +1,6 @@
 package coord
 
-import "github.com/warren-net/warren/abuse"
+import "github.com/warren-net/warren/coord/abuse"
 
 // Bounded pending-handshake state: at most Config.MaxPendingLogins connections may be handshaking
 // or not yet logged in, a quarter of them from one address (loopback exempt), with a QUIC Retry

@@ -16,8 +16,8 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	if rep := s.sessionRequest(sess, r); rep != nil {
 		return rep
 	}
-	if r.Op.IsAdmin() {
-		return s.adminRequest(sess, r)
+	if r.Op.IsOwnerAction() {
+		return s.ownerRequest(sess, r)
 	}
 	if isACLOp(r.Op) {
 		return s.handleACL(sess, r)

@@ -10,7 +10,7 @@ import (
 	"github.com/warren-net/warren/coord/store"
 )
 
-// What the operator's tools (package coord/admin) need from a running server beyond the store:
+// What the operator's tools (package coord/operator) need from a running server beyond the store:
 // who is online from where, removing a node so that its peers are told, and the block list file.
 
 // OnlineNode is a logged-in node as the server sees it.

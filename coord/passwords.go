@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/abuse"
 	"github.com/warren-net/warren/coord/store"
 )
 

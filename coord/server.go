@@ -21,11 +21,11 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
-	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/abuse"
+	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/udprelay"
 )
 
 // Config configures a Server.
@@ -50,7 +50,7 @@ type Config struct {
 	// NoRelay turns the relay off: nodes without a direct path cannot talk.
 	NoRelay bool
 	// RelayRate bounds the packets per second one node may send through the relay. Default
-	// udprelay.DefaultRate (about 27 MB/s of full-size packets).
+	// relay.DefaultRate (about 27 MB/s of full-size packets).
 	RelayRate int
 	// Relays are standalone relays (warren-coord relay) announced to nodes in Welcome, in order of
 	// preference; at most control.MaxRelays. Nodes log in to all of them and prefer them, in this
@@ -121,7 +121,7 @@ type Server struct {
 
 	// relay binds each session's key to the address its control connection comes from, for the relay
 	// (relay.go); safe for concurrent use.
-	relay *udprelay.Table
+	relay *relay.Table
 
 	guard     *abuse.Guard                 // block list and login rate limits (abuse.go)
 	newKeys   *abuse.Limiter[netip.Prefix] // new identities per address (abuse.go)
@@ -156,7 +156,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxPendingLogins <= 0 {
 		cfg.MaxPendingLogins = DefaultMaxPendingLogins
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: udprelay.NewTable(cfg.RelayRate)}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: relay.NewTable(cfg.RelayRate)}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
 	}

@@ -16,9 +16,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/udprelay"
 )
 
 // session is one logged-in node's control connection.
@@ -38,7 +38,7 @@ type session struct {
 	endpoints []netip.AddrPort
 	mapping   control.Mapping           // the node's NAT mapping, as it reported it
 	peers     map[nodeKey]bool          // who may send to this node through the relay (shares a network)
-	member    *udprelay.Member          // the node's relay binding; set at login, before the session is shared
+	member    *relay.Member             // the node's relay binding; set at login, before the session is shared
 	pending   map[nodeKey]*control.Peer // nil value = remove
 	networks  *control.NetworkList      // the node's networks changed without its asking; nil = no news
 	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
@@ -127,7 +127,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 }
 
 // Allows reports whether the node shares a network with k: relay consent, as the coord sees it.
-func (sess *session) Allows(k udprelay.Key) bool {
+func (sess *session) Allows(k relay.Key) bool {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	return sess.peers[k]

@@ -18,8 +18,8 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
-	"github.com/warren-net/warren/localapi"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // warrenRun runs one CLI command and returns its combined output and exit status.
@@ -257,7 +257,7 @@ func TestKickOverRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	kicked := time.Now()
-	if _, err := c.srv.Admin(context.Background(), coord.AdminRequest{By: coord.Actor{Operator: true}, Op: control.OpKick,
+	if _, err := c.srv.Owner(context.Background(), coord.OwnerRequest{By: coord.Actor{Operator: true}, Op: control.OpKick,
 		Network: "lan", Target: "bob"}); err != nil {
 		t.Fatal(err)
 	}

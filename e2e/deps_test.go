@@ -37,46 +37,65 @@ func listPackages(t *testing.T) []pkgInfo {
 
 const mod = "github.com/warren-net/warren/"
 
-// TestDependencyDirection enforces the layering of DESIGN.md: leaves stay leaves, the proxy never sees
-// gVisor, the netstack never sees QUIC, and so on.
+// rule forbids a package (and, with tree, everything under it) some imports, and says why.
+type rule struct {
+	pkg    string
+	tree   bool     // the rule covers pkg's subpackages too
+	deny   []string // import paths (a trailing "/" means a prefix); "!std" means anything outside the standard library
+	reason string
+}
+
+// Node side: node/..., peer, netstack, socks (cmd/warren wires them). Server side: coord/...
+// (cmd/warren-coord wires it). Shared: control, identity, acl, tun, internal/... .
+var (
+	nodeSide   = []string{mod + "node", mod + "peer", mod + "netstack", mod + "socks", mod + "tun"}
+	serverSide = []string{mod + "coord"}
+)
+
+// dependencyRules is the layering of docs/ARCHITECTURE.md, each rule with the reason it exists.
+var dependencyRules = []rule{
+	{pkg: "control", deny: []string{"!std"}, reason: "the wire contract between node and coord: both sides import it, it imports neither"},
+	{pkg: "identity", deny: []string{"!std"}, reason: "keys and certificates: a leaf both sides trust"},
+	{pkg: "internal", tree: true, deny: []string{"!std"}, reason: "small helpers (backoff, bicopy, flagfile) with no opinion about warren"},
+	{pkg: "node/localapi", deny: []string{"!std"}, reason: "the CLI's contract with a running node: JSON types only, so the CLI never links the daemon"},
+	{pkg: "coord/operatorapi", deny: []string{"!std"}, reason: "the operator CLI's contract with a running coord: JSON types only"},
+	{pkg: "acl", deny: append([]string{"gvisor.dev/", "github.com/quic-go/"}, append(nodeSide, serverSide...)...), reason: "access rules are evaluated on both sides: pure data and matching"},
+	{pkg: "socks", deny: []string{"gvisor.dev/", "github.com/quic-go/", mod + "netstack", mod + "peer", mod + "node", mod + "coord"}, reason: "the proxy front end dials through a small interface: it never sees gVisor or QUIC"},
+	{pkg: "netstack", deny: []string{"github.com/quic-go/", mod + "peer", mod + "node", mod + "coord", mod + "socks", mod + "control"}, reason: "the userspace TCP/IP stack moves IP packets: it never sees QUIC, the proxy or the coord"},
+	{pkg: "peer", deny: []string{"gvisor.dev/", mod + "netstack", mod + "socks", mod + "node", mod + "coord"}, reason: "peer links carry opaque packets and streams: no netstack, no proxy, no server internals"},
+	{pkg: "node", tree: true, deny: append([]string{mod + "cmd"}, serverSide...), reason: "the node side never links server code: a node trusts the coord only through the control protocol"},
+	{pkg: "coord", tree: true, deny: append([]string{"gvisor.dev/", mod + "cmd"}, nodeSide...), reason: "the server side never links node code: it knows nodes only through the control protocol"},
+	{pkg: "coord/store", deny: []string{"github.com/quic-go/", mod + "control", mod + "coord/relay", mod + "coord/operator"}, reason: "persistence knows rows, not protocols"},
+	{pkg: "coord/relay", deny: []string{mod + "coord/store", mod + "coord/operator"}, reason: "the relay runs standalone (warren-coord relay) without the coord's database"},
+	{pkg: "coord/abuse", deny: []string{mod + "control", mod + "coord/store", mod + "coord/relay"}, reason: "abuse controls are building blocks the coord and the relay share"},
+}
+
+// TestDependencyDirection enforces the layering of docs/ARCHITECTURE.md: leaves stay leaves, node side
+// and server side never import each other, the proxy never sees gVisor, the netstack never sees QUIC.
 func TestDependencyDirection(t *testing.T) {
-	forbidden := map[string][]string{
-		"control":     {"!std"},
-		"localapi":    {"!std"},
-		"adminapi":    {"!std"},
-		"identity":    {"!std"},
-		"backoff":     {"!std"},
-		"relay":       {"!std"},
-		"flagfile":    {"!std"},
-		"socks":       {"gvisor.dev/", mod + "netstack", mod + "peer", mod + "node", mod + "coord"},
-		"netstack":    {"github.com/quic-go/", mod + "peer", mod + "node", mod + "coord", mod + "socks", mod + "control"},
-		"peer":        {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "node", mod + "coord"},
-		"coord":       {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "peer", mod + "node"},
-		"coord/admin": {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "peer", mod + "node"},
-		"coord/store": {"gvisor.dev/", "github.com/quic-go/", mod + "control", mod + "coord"},
-		"node":        {mod + "coord", mod + "cmd"},
-		"udprelay":    {"gvisor.dev/", mod + "netstack", mod + "socks", mod + "peer", mod + "node", mod + "coord"},
-		"abuse":       {"gvisor.dev/", mod + "control", mod + "netstack", mod + "socks", mod + "peer", mod + "node", mod + "coord"},
-	}
-	for _, p := range listPackages(t) {
-		rel := strings.TrimPrefix(p.ImportPath, mod)
-		rules := forbidden[rel]
-		for _, dep := range p.Deps {
-			for _, rule := range rules {
-				bad := false
-				if rule == "!std" {
-					bad = strings.Contains(strings.Split(dep, "/")[0], ".") && !strings.HasPrefix(dep, "vendor/")
-				} else {
-					bad = dep == rule || strings.HasPrefix(dep, rule+"/") || (strings.HasSuffix(rule, "/") && strings.HasPrefix(dep, rule))
-					if rule == mod+"coord" && dep == mod+"coord/store" && rel == "coord/store" {
-						bad = false
+	pkgs := listPackages(t)
+	for _, r := range dependencyRules {
+		matched := false
+		for _, p := range pkgs {
+			rel := strings.TrimPrefix(p.ImportPath, mod)
+			if rel != r.pkg && !(r.tree && strings.HasPrefix(rel, r.pkg+"/")) {
+				continue
+			}
+			matched = true
+			for _, dep := range p.Deps {
+				for _, deny := range r.deny {
+					if denied(dep, deny) && !strings.HasPrefix(dep, p.ImportPath+"/") && dep != p.ImportPath {
+						t.Errorf("%s must not depend on %s: %s", rel, dep, r.reason)
 					}
-				}
-				if bad {
-					t.Errorf("%s must not depend on %s (rule %q)", rel, dep, rule)
 				}
 			}
 		}
+		if !matched {
+			t.Errorf("rule for %s matches no package: the layout changed, update the rule and docs/ARCHITECTURE.md", r.pkg)
+		}
+	}
+	for _, p := range pkgs {
+		rel := strings.TrimPrefix(p.ImportPath, mod)
 		if strings.HasPrefix(rel, "cmd/") || rel == "demo" || rel == "e2e" {
 			continue
 		}
@@ -85,6 +104,18 @@ func TestDependencyDirection(t *testing.T) {
 				t.Errorf("%s imports %s: nothing imports cmd", rel, dep)
 			}
 		}
+	}
+}
+
+// denied reports whether dep matches one deny entry.
+func denied(dep, deny string) bool {
+	switch {
+	case deny == "!std":
+		return strings.Contains(strings.Split(dep, "/")[0], ".") && !strings.HasPrefix(dep, "vendor/")
+	case strings.HasSuffix(deny, "/"):
+		return strings.HasPrefix(dep, deny)
+	default:
+		return dep == deny || strings.HasPrefix(dep, deny+"/")
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // readmeBlock returns the shell commands of the README's code block right after the marker

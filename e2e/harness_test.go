@@ -20,8 +20,8 @@ import (
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/localapi"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // testLogger sends hclog output to t.Log.

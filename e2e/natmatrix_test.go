@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/net/proxy"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // matrixNode is one `warren up` in a client namespace of the NAT lab.

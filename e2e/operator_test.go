@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-net/warren/adminapi"
+	"github.com/warren-net/warren/coord/operatorapi"
 )
 
 // coordCmd runs one warren-coord operator command and returns its stdout; it fails the test if the
@@ -36,11 +36,11 @@ func coordJSON(t *testing.T, v any, args ...string) {
 	}
 }
 
-func nodesByName(t *testing.T, data string) map[string]adminapi.Node {
+func nodesByName(t *testing.T, data string) map[string]operatorapi.Node {
 	t.Helper()
-	var nodes []adminapi.Node
+	var nodes []operatorapi.Node
 	coordJSON(t, &nodes, "nodes", "--data", data)
-	m := make(map[string]adminapi.Node)
+	m := make(map[string]operatorapi.Node)
 	for _, n := range nodes {
 		m[n.Name] = n
 	}
@@ -65,7 +65,7 @@ func TestOperatorCommands(t *testing.T) {
 	coord := startProc(t, "warren-coord", "--listen", listen, "--data", data)
 	addr := coord.line(t, "warren-coord listening on")
 	fp := coord.line(t, "key")
-	sock := filepath.Join(data, adminapi.SocketName)
+	sock := filepath.Join(data, operatorapi.SocketName)
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin socket: %v %v", fi, err)
 	}
@@ -111,7 +111,7 @@ func TestOperatorCommands(t *testing.T) {
 	if st := statusOf(t, alpha); nodes["alpha"].Fingerprint != st.Self.Key || nodes["alpha"].IPs[0] != st.Self.IPs[0] {
 		t.Errorf("alpha's own status %+v does not match the listing %+v", st.Self, nodes["alpha"])
 	}
-	var nets []adminapi.Network
+	var nets []operatorapi.Network
 	coordJSON(t, &nets, "networks", "--data", data)
 	if len(nets) != 1 || nets[0].Name != "lan" || nets[0].OwnerName != "alpha" || nets[0].Members != 3 || nets[0].Online == nil ||
 		*nets[0].Online != 3 || !nets[0].Password {
@@ -143,7 +143,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	off := waitPeer(t, alpha, "bravo", "bravo offline at alpha", 10*time.Second, offline)
 	t.Logf("block add: bravo offline at its peer %v after the command started", off.Sub(start).Round(time.Millisecond))
-	var blocks adminapi.Blocks
+	var blocks operatorapi.Blocks
 	coordJSON(t, &blocks, "blocks", "--data", data)
 	if blocks.File != filepath.Join(data, "blocklist") || len(blocks.Entries) != 1 || blocks.Entries[0].Prefix != "127.0.0.2/32" ||
 		blocks.Entries[0].Comment != "test abuse" {
@@ -164,7 +164,7 @@ func TestOperatorCommands(t *testing.T) {
 		t.Error("bravo says it is connected to the coord")
 	}
 
-	var keys []adminapi.AuthKey
+	var keys []operatorapi.AuthKey
 	coordJSON(t, &keys, "authkey", "list", "--data", data)
 	if len(keys) != 1 || keys[0].Tag != "ci" || keys[0].State != "valid" {
 		t.Fatalf("authkey list: %+v", keys)
@@ -238,7 +238,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 
 	// The audit log: every change, in order, by the operator's uid, whether the server ran or not.
-	var audit []adminapi.AuditEntry
+	var audit []operatorapi.AuditEntry
 	coordJSON(t, &audit, "audit", "--data", data)
 	var got []string
 	for i, e := range audit {
@@ -255,7 +255,7 @@ func TestOperatorCommands(t *testing.T) {
 	if !strings.Contains(audit[2].Detail, "test abuse") || !strings.Contains(audit[2].Detail, "bravo") {
 		t.Errorf("block.add detail: %q", audit[2].Detail)
 	}
-	var recent []adminapi.AuditEntry
+	var recent []operatorapi.AuditEntry
 	coordJSON(t, &recent, "audit", "--data", data, "--limit", "2")
 	if len(recent) != 2 || recent[1].Action != "network.lock" {
 		t.Errorf("audit --limit 2: %+v", recent)

@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/net/proxy"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // binaries builds warren and warren-coord once per test run.

@@ -18,9 +18,9 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
+	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/node"
-	"github.com/warren-net/warren/udprelay"
 )
 
 // relayTap records what the coord relays.
@@ -192,7 +192,7 @@ func TestStandaloneRelayInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := udprelay.NewServer(udprelay.ServerConfig{Key: rkey, Conn: pc, Tap: tap.tap, Logger: testLogger(t, "relay")})
+	rs, err := relay.NewServer(relay.ServerConfig{Key: rkey, Conn: pc, Tap: tap.tap, Logger: testLogger(t, "relay")})
 	if err != nil {
 		t.Fatal(err)
 	}

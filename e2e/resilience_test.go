@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-net/warren/localapi"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // TestControlLossKeepsTunnel: when one node's control connection drops, the coord tells its peers;

@@ -24,7 +24,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // tapNAT stands in front of the standalone relay like a NAT with a port per client: every client

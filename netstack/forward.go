@@ -12,7 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
-	"github.com/warren-net/warren/relay"
+	"github.com/warren-net/warren/internal/bicopy"
 )
 
 // localDialTimeout bounds the dial to an exposed service on the host; the remote's SYN waits that long.
@@ -82,7 +82,7 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 	remote := gonet.NewTCPConn(&wq, ep)
 	splice := func() {
 		ns.stats.forwardsActive.Add(1)
-		relay.Copy(remote, nil, local) // half-closes with CloseWrite; on error closes both
+		bicopy.Copy(remote, nil, local) // half-closes with CloseWrite; on error closes both
 		ns.stats.forwardsActive.Add(^uint64(0))
 		ns.untrack(remote, local)
 	}

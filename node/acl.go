@@ -43,7 +43,7 @@ import (
 
 	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/peer"
 )
 

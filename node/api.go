@@ -17,7 +17,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/peer"
 )
 
@@ -61,13 +61,13 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		}
 		writeJSON(w, http.StatusOK, localapi.NetworkReply{Networks: nets})
 	})
-	mux.HandleFunc("POST /v1/network/admin", func(w http.ResponseWriter, r *http.Request) {
-		var req localapi.AdminRequest
+	mux.HandleFunc("POST /v1/network/owner", func(w http.ResponseWriter, r *http.Request) {
+		var req localapi.OwnerRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
 			writeJSON(w, http.StatusBadRequest, localapi.ErrorReply{Error: "bad request: " + err.Error()})
 			return
 		}
-		rep, err := n.Admin(r.Context(), req)
+		rep, err := n.Owner(r.Context(), req)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -178,11 +178,11 @@ func (n *Node) network(ctx context.Context, req localapi.NetworkRequest) ([]stri
 	return rep.Networks, nil
 }
 
-// Admin performs an owner action or listing on a network through the coordination server (see
-// localapi.AdminRequest).
-func (n *Node) Admin(ctx context.Context, req localapi.AdminRequest) (*localapi.AdminReply, error) {
+// Owner performs an owner action or listing on a network through the coordination server (see
+// localapi.OwnerRequest).
+func (n *Node) Owner(ctx context.Context, req localapi.OwnerRequest) (*localapi.OwnerReply, error) {
 	op := control.Op(req.Op)
-	if !op.IsAdmin() {
+	if !op.IsOwnerAction() {
 		return nil, fmt.Errorf("unknown network operation %q (want approve, deny, kick, ban, unban, lock, unlock, password, approval, transfer, delete, members or pending)", req.Op)
 	}
 	if op.NeedsTarget() != (req.Target != "") {
@@ -207,7 +207,7 @@ func (n *Node) Admin(ctx context.Context, req localapi.AdminRequest) (*localapi.
 	n.mu.Lock()
 	n.setNetworksLocked(rep.Networks)
 	n.mu.Unlock()
-	out := &localapi.AdminReply{Networks: rep.Networks, Members: make([]localapi.Member, 0, len(rep.Members))}
+	out := &localapi.OwnerReply{Networks: rep.Networks, Members: make([]localapi.Member, 0, len(rep.Members))}
 	for _, m := range rep.Members {
 		out.Members = append(out.Members, localapi.Member{Name: m.Name, Key: m.Key, IPs: m.IPs, Online: m.Online, Owner: m.Owner, State: m.State})
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/control"
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // Leaving: an ephemeral node (the coord says so in Welcome) logs out when it closes, so the coord

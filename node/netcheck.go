@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/control"
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/peer"
 )
 

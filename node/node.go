@@ -21,9 +21,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/acl"
-	"github.com/warren-net/warren/backoff"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/backoff"
 	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"

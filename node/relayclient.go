@@ -15,9 +15,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
 
-	"github.com/warren-net/warren/backoff"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/backoff"
 )
 
 // relayClient keeps the node logged in to one standalone relay that the coord announced: a QUIC
@@ -25,7 +25,7 @@ import (
 // key) carrying the node's consent list, its current peer keys, resent whenever the peer map changes.
 // It reconnects with backoff and does not depend on the coord: relayed links keep working while the
 // coord is down. The connection's keep-alives also keep the NAT mapping towards the relay open, and
-// quic-go migrates it when the NAT rebinds; the relay follows (udprelay.Server).
+// quic-go migrates it when the NAT rebinds; the relay follows (coord/relay.Server).
 type relayClient struct {
 	info control.Relay
 	key  *identity.Key

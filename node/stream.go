@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/acl"
+	"github.com/warren-net/warren/internal/bicopy"
 	"github.com/warren-net/warren/peer"
-	"github.com/warren-net/warren/relay"
 	"github.com/warren-net/warren/socks"
 )
 
@@ -98,5 +98,5 @@ func (n *Node) acceptStream(from peer.Key, h peer.StreamHeader, c net.Conn) {
 	if err := peer.Accept(c); err != nil {
 		return
 	}
-	relay.Copy(c, nil, local)
+	bicopy.Copy(c, nil, local)
 }

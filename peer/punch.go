@@ -14,8 +14,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/warren-net/warren/backoff"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/backoff"
 )
 
 // Hole punching. Every peer has a loop on both sides. While there is no direct link it sends signed

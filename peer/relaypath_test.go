@@ -93,7 +93,7 @@ func TestRelayPathChoice(t *testing.T) {
 }
 
 // relaySim is two nodes and the relays between them, in virtual time: a relay forwards a packet only
-// if it is up and both nodes are logged in to it, as udprelay.Server does.
+// if it is up and both nodes are logged in to it, as coord/relay.Server does.
 type relaySim struct {
 	t          *testing.T
 	now        time.Time

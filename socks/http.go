@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/warren-net/warren/relay"
+	"github.com/warren-net/warren/internal/bicopy"
 )
 
 // HTTP proxy limits.
@@ -156,7 +156,7 @@ func (p *httpProxy) connect(c *peekedConn, req *http.Request) error {
 		return err
 	}
 	conn, rest := c.detach(nil)
-	relay.Copy(conn, rest, target)
+	bicopy.Copy(conn, rest, target)
 	return nil
 }
 

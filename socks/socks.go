@@ -29,7 +29,7 @@ import (
 	socks5 "github.com/things-go/go-socks5"
 	"github.com/things-go/go-socks5/statute"
 
-	"github.com/warren-net/warren/relay"
+	"github.com/warren-net/warren/internal/bicopy"
 )
 
 // ErrUnknownName is returned (wrapped) by a resolver for names that are not peers.
@@ -318,7 +318,7 @@ func (s *Server) handleConnect(_ context.Context, w io.Writer, req *socks5.Reque
 		conn, rest = pc.detach(req.Reader)
 		req.Reader = nil // go-socks5's buffer: garbage from here on
 	}
-	relay.Copy(conn, rest, target)
+	bicopy.Copy(conn, rest, target)
 	return nil
 }
 

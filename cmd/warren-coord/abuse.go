@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
 
-	"github.com/warren-net/warren/abuse"
+	"github.com/warren-net/warren/coord/abuse"
 )
 
 // loginLimitFlags are the login rate limit flags of the coordination server and the standalone relay

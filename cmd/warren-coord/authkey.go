@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/warren-net/warren/adminapi"
+	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
 )
 
@@ -56,10 +56,10 @@ func cmdAuthKey(args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		req := &adminapi.Request{Op: adminapi.OpAuthKeyCreate, Network: *network, Reusable: *reusable, Ephemeral: *ephemeral,
+		req := &operatorapi.Request{Op: operatorapi.OpAuthKeyCreate, Network: *network, Reusable: *reusable, Ephemeral: *ephemeral,
 			Tag: *tag, ExpirySeconds: int64((d + time.Second - 1) / time.Second)}
-		return withAdmin(*data, "", func(ctx context.Context, dr doer) error {
-			var k adminapi.NewAuthKey
+		return withOperator(*data, "", func(ctx context.Context, dr doer) error {
+			var k operatorapi.NewAuthKey
 			if err := dr.do(ctx, req, &k); err != nil {
 				return err
 			}
@@ -73,9 +73,9 @@ func cmdAuthKey(args []string, out io.Writer) error {
 		if _, err := parseFlags(fs, args, 0); err != nil {
 			return err
 		}
-		return withAdmin(*data, "", func(ctx context.Context, d doer) error {
-			var keys []adminapi.AuthKey
-			if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpAuthKeys}, &keys); err != nil {
+		return withOperator(*data, "", func(ctx context.Context, d doer) error {
+			var keys []operatorapi.AuthKey
+			if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpAuthKeys}, &keys); err != nil {
 				return err
 			}
 			return printKeys(out, keys, *asJSON)
@@ -86,9 +86,9 @@ func cmdAuthKey(args []string, out io.Writer) error {
 			return err
 		}
 		id := pos[0]
-		return withAdmin(*data, "", func(ctx context.Context, d doer) error {
-			var k adminapi.AuthKey
-			if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpAuthKeyRevoke, ID: id}, &k); err != nil {
+		return withOperator(*data, "", func(ctx context.Context, d doer) error {
+			var k operatorapi.AuthKey
+			if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpAuthKeyRevoke, ID: id}, &k); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "revoked auth key %s: new logins with it are refused (nodes that joined with it stay)\n", id)
@@ -165,7 +165,7 @@ func withStore(dir string, f func(context.Context, *store.Store) error) error {
 	return f(ctx, st)
 }
 
-func describe(k adminapi.AuthKey) string {
+func describe(k operatorapi.AuthKey) string {
 	parts := []string{"single-use"}
 	if k.Reusable {
 		parts[0] = "reusable"
@@ -184,7 +184,7 @@ func describe(k adminapi.AuthKey) string {
 	return strings.Join(parts, ", ")
 }
 
-func printKeys(out io.Writer, keys []adminapi.AuthKey, asJSON bool) error {
+func printKeys(out io.Writer, keys []operatorapi.AuthKey, asJSON bool) error {
 	if asJSON {
 		return printJSON(out, keys)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-net/warren/adminapi"
+	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
 )
 
@@ -62,7 +62,7 @@ func TestAuthKeyCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []adminapi.AuthKey
+	var list []operatorapi.AuthKey
 	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 {
 		t.Fatalf("list --json: %v\n%s", err, out)
 	}

@@ -18,11 +18,11 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
-	"github.com/warren-net/warren/coord/admin"
+	"github.com/warren-net/warren/coord/operator"
+	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/coord/store"
-	"github.com/warren-net/warren/flagfile"
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/udprelay"
+	"github.com/warren-net/warren/internal/flagfile"
 )
 
 const usage = `usage: warren-coord --listen HOST:PORT --data DIR [flags]
@@ -75,7 +75,7 @@ func run(args []string) error {
 	pool6 := fs.String("pool6", "fd7a:7761:7272::/48", "IPv6 ULA `prefix` node addresses are allocated from")
 	probePort := fs.Int("probe-port", 0, "second UDP `port` on the same address for NAT discovery (0 = any free port, -1 = none)")
 	noRelay := fs.Bool("no-relay", false, "do not relay traffic between nodes that have no direct path (standalone relays announced with --relay still do)")
-	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
+	relayRate := fs.Int("relay-rate", relay.DefaultRate, "relayed `packets` per second allowed per node")
 	var relays relayFlags
 	fs.Var(&relays, "relay", "announce a standalone relay to nodes, `HOST:PORT=KEY` (KEY as 'warren-coord relay' prints it); repeatable, in order of preference (nodes log in to all; see README)")
 	ephemeralTimeout := fs.Duration("ephemeral-timeout", coord.DefaultEphemeralTimeout, "remove an ephemeral node once it has been offline this `long`")
@@ -172,7 +172,7 @@ func run(args []string) error {
 		}
 		return err
 	}
-	sock, err := admin.Listen(*data, admin.New(admin.Config{Store: st, Server: srv, Logger: log.Named("admin")}), log.Named("admin"))
+	sock, err := operator.Listen(*data, operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")}), log.Named("operator"))
 	if err != nil {
 		srv.Close()
 		return err
@@ -223,7 +223,7 @@ func recordSettings(st *store.Store, blockList string, auditKeep int, auditAge t
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := st.SetSetting(ctx, admin.SettingBlockFile, abs); err != nil {
+	if err := st.SetSetting(ctx, operator.SettingBlockFile, abs); err != nil {
 		return err
 	}
 	return st.SetAuditRetention(ctx, auditKeep, auditAge)

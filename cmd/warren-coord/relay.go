@@ -13,9 +13,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/control"
-	"github.com/warren-net/warren/flagfile"
+	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/udprelay"
+	"github.com/warren-net/warren/internal/flagfile"
 )
 
 const relayUsage = `usage: warren-coord relay --listen HOST:PORT [--key FILE] [flags]
@@ -36,7 +36,7 @@ func cmdRelay(args []string) error {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), relayUsage); fs.PrintDefaults() }
 	listen := fs.String("listen", "0.0.0.0:7401", "UDP `address` to serve on")
 	keyFile := fs.String("key", defaultRelayKey(), "identity key `file` (created on first run)")
-	relayRate := fs.Int("relay-rate", udprelay.DefaultRate, "relayed `packets` per second allowed per node")
+	relayRate := fs.Int("relay-rate", relay.DefaultRate, "relayed `packets` per second allowed per node")
 	maxNodes := fs.Int("max-nodes", 10000, "`nodes` logged in at once; more are refused")
 	maxPerIP := fs.Int("max-per-ip", 256, "`nodes` logged in at once from one IPv4 address or IPv6 /64")
 	maxPending := fs.Int("max-pending-logins", 1024, "connections that may be handshaking or logging in at once (a quarter per address); more are refused")
@@ -85,7 +85,7 @@ func cmdRelay(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, err := udprelay.NewServer(udprelay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP, MaxPending: *maxPending,
+	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP, MaxPending: *maxPending,
 		BlockList: *blockList, LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP,
 		LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey})
 	if err != nil {

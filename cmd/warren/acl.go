@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/acl"
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // cmdACL runs `warren network acl set NAME FILE | show NAME [--json] | clear NAME`.

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // cmdDown asks the running node to log out and stop, and waits until it has.

@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 func cmdNetcheck(args []string) error {

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 const networkSynopsis = `network OP NETWORK [NODE] [flags]
@@ -80,7 +80,7 @@ func cmdNetwork(args []string) error {
 		fmt.Printf("%s network %q; this node is now in: %s\n", past, name, orNone(strings.Join(rep.Networks, ", ")))
 		return nil
 	}
-	req := localapi.AdminRequest{Op: op, Network: name}
+	req := localapi.OwnerRequest{Op: op, Network: name}
 	switch op {
 	case "approve", "deny", "kick", "ban", "unban", "transfer":
 		if len(rest) != 1 {
@@ -105,7 +105,7 @@ func cmdNetwork(args []string) error {
 	if req.Target == "" && len(rest) > 0 && op != "approval" {
 		return fmt.Errorf("network %s: unexpected argument %q", op, rest[0])
 	}
-	rep, err := client.Admin(ctx, req)
+	rep, err := client.Owner(ctx, req)
 	if err != nil {
 		return fmt.Errorf("network %s %s: %w", op, name, err)
 	}

@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 func cmdPing(args []string) error {

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 func cmdStatus(args []string) error {

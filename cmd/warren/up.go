@@ -14,7 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/warren-net/warren/flagfile"
+	"github.com/warren-net/warren/internal/flagfile"
 	"github.com/warren-net/warren/node"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/warren-net/warren/localapi"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 // exitCode is returned by a command that wants warren to exit with this status and print nothing

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/warren-net/warren/localapi"
+	"github.com/warren-net/warren/node/localapi"
 )
 
 func TestSplitCommand(t *testing.T) {

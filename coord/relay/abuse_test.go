@@ -1,4 +1,4 @@
-package udprelay
+package relay
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/abuse"
 	"github.com/warren-net/warren/identity"
 )
 

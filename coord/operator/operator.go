@@ -1,12 +1,12 @@
-// Package admin performs the coordination server operator's commands — listings of nodes,
+// Package operator performs the coordination server operator's commands — listings of nodes,
 // networks, auth keys, blocks and the audit log; creating and revoking auth keys; adding and removing
 // blocks; removing nodes — and serves them on the admin socket in the data directory (socket.go).
 //
-// The same Admin runs inside the server (with Config.Server set: it knows who is online, and node
+// The same Commands runs inside the server (with Config.Server set: it knows who is online, and node
 // removals and blocks take effect at once) and in the warren-coord command on the data directory
 // directly when no server runs. Every operation that changes something is written to the store's
-// audit log. Request and result types are in package adminapi. It does not parse flags or print.
-package admin
+// audit log. Request and result types are in package operatorapi. It does not parse flags or print.
+package operator
 
 import (
 	"context"
@@ -19,15 +19,15 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/warren-net/warren/abuse"
-	"github.com/warren-net/warren/adminapi"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
+	"github.com/warren-net/warren/coord/abuse"
+	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 )
 
-// Config configures an Admin.
+// Config configures a Commands.
 type Config struct {
 	// Store is the server's database. Required.
 	Store *store.Store
@@ -42,65 +42,65 @@ type Config struct {
 	Logger hclog.Logger
 }
 
-// Admin performs operator commands. It is safe for concurrent use.
-type Admin struct {
+// Commands performs operator commands. It is safe for concurrent use.
+type Commands struct {
 	cfg Config
 	log hclog.Logger
-	ops map[adminapi.Op]opFunc
+	ops map[operatorapi.Op]opFunc
 }
 
 // opFunc performs one operation for actor (see store.OperatorActor) and returns its result.
-type opFunc func(ctx context.Context, actor string, r *adminapi.Request) (any, error)
+type opFunc func(ctx context.Context, actor string, r *operatorapi.Request) (any, error)
 
-// New returns an Admin for cfg.
-func New(cfg Config) *Admin {
+// New returns a Commands for cfg.
+func New(cfg Config) *Commands {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	a := &Admin{cfg: cfg, log: cfg.Logger}
-	a.ops = map[adminapi.Op]opFunc{
-		adminapi.OpNodes:         a.nodes,
-		adminapi.OpNetworks:      a.networks,
-		adminapi.OpAuthKeys:      a.authKeys,
-		adminapi.OpBlocks:        a.blocks,
-		adminapi.OpAudit:         a.auditLog,
-		adminapi.OpAuthKeyCreate: a.createAuthKey,
-		adminapi.OpAuthKeyRevoke: a.revokeAuthKey,
-		adminapi.OpBlockAdd:      a.addBlock,
-		adminapi.OpBlockRemove:   a.removeBlock,
-		adminapi.OpNodeRemove:    a.removeNode,
-		adminapi.OpNetwork:       a.networkAction,
+	a := &Commands{cfg: cfg, log: cfg.Logger}
+	a.ops = map[operatorapi.Op]opFunc{
+		operatorapi.OpNodes:         a.nodes,
+		operatorapi.OpNetworks:      a.networks,
+		operatorapi.OpAuthKeys:      a.authKeys,
+		operatorapi.OpBlocks:        a.blocks,
+		operatorapi.OpAudit:         a.auditLog,
+		operatorapi.OpAuthKeyCreate: a.createAuthKey,
+		operatorapi.OpAuthKeyRevoke: a.revokeAuthKey,
+		operatorapi.OpBlockAdd:      a.addBlock,
+		operatorapi.OpBlockRemove:   a.removeBlock,
+		operatorapi.OpNodeRemove:    a.removeNode,
+		operatorapi.OpNetwork:       a.networkAction,
 	}
 	return a
 }
 
-// Live reports whether the Admin works through a running server.
-func (a *Admin) Live() bool { return a.cfg.Server != nil }
+// Live reports whether the Commands works through a running server.
+func (a *Commands) Live() bool { return a.cfg.Server != nil }
 
-// Do validates and performs r for actor. Refusals are *adminapi.Error; other errors are internal.
-func (a *Admin) Do(ctx context.Context, actor string, r *adminapi.Request) (any, error) {
+// Do validates and performs r for actor. Refusals are *operatorapi.Error; other errors are internal.
+func (a *Commands) Do(ctx context.Context, actor string, r *operatorapi.Request) (any, error) {
 	if err := r.Validate(); err != nil {
-		return nil, adminapi.Errorf(adminapi.CodeInvalid, "%v", err)
+		return nil, operatorapi.Errorf(operatorapi.CodeInvalid, "%v", err)
 	}
 	op := a.ops[r.Op]
 	if op == nil {
-		return nil, adminapi.Errorf(adminapi.CodeInvalid, "operation %q is not available here", r.Op)
+		return nil, operatorapi.Errorf(operatorapi.CodeInvalid, "operation %q is not available here", r.Op)
 	}
 	return op(ctx, actor, r)
 }
 
 // audit records a change. The change is done even if recording it fails; the error says so.
-func (a *Admin) audit(ctx context.Context, actor string, action adminapi.Op, target, detail string) error {
+func (a *Commands) audit(ctx context.Context, actor string, action operatorapi.Op, target, detail string) error {
 	err := a.cfg.Store.Audit(ctx, store.AuditEntry{Actor: actor, Action: string(action), Target: target, Detail: detail})
 	if err != nil {
 		a.log.Error("audit log write failed", "action", action, "target", target, "error", err)
 		return fmt.Errorf("%s %s was done, but writing the audit log failed: %w", action, target, err)
 	}
-	a.log.Info("admin action", "actor", actor, "action", action, "target", target, "detail", detail)
+	a.log.Info("operator action", "actor", actor, "action", action, "target", target, "detail", detail)
 	return nil
 }
 
-func (a *Admin) nodes(ctx context.Context, _ string, _ *adminapi.Request) (any, error) {
+func (a *Commands) nodes(ctx context.Context, _ string, _ *operatorapi.Request) (any, error) {
 	infos, err := a.cfg.Store.AllNodes(ctx)
 	if err != nil {
 		return nil, err
@@ -110,7 +110,7 @@ func (a *Admin) nodes(ctx context.Context, _ string, _ *adminapi.Request) (any, 
 		online = a.cfg.Server.Online()
 	}
 	now := time.Now().UTC()
-	out := make([]adminapi.Node, 0, len(infos))
+	out := make([]operatorapi.Node, 0, len(infos))
 	for _, in := range infos {
 		n := nodeView(in.Node, in.Networks)
 		n.LastSeen = in.LastSeen
@@ -132,16 +132,16 @@ func (a *Admin) nodes(ctx context.Context, _ string, _ *adminapi.Request) (any, 
 	return out, nil
 }
 
-func nodeView(n store.Node, networks []string) adminapi.Node {
+func nodeView(n store.Node, networks []string) operatorapi.Node {
 	if networks == nil {
 		networks = []string{}
 	}
-	return adminapi.Node{Name: n.Name, Key: identity.ShortID(n.Key), Fingerprint: identity.Fingerprint(ed25519.PublicKey(n.Key)),
+	return operatorapi.Node{Name: n.Name, Key: identity.ShortID(n.Key), Fingerprint: identity.Fingerprint(ed25519.PublicKey(n.Key)),
 		IPs: []netip.Addr{n.IPv4, n.IPv6}, LastSeen: n.LastSeen, Networks: networks, Ephemeral: n.Ephemeral, Tag: n.Tag,
 		AuthKey: n.AuthKeyID, CreatedAt: n.CreatedAt}
 }
 
-func (a *Admin) networks(ctx context.Context, _ string, _ *adminapi.Request) (any, error) {
+func (a *Commands) networks(ctx context.Context, _ string, _ *operatorapi.Request) (any, error) {
 	nets, err := a.cfg.Store.AllNetworks(ctx)
 	if err != nil {
 		return nil, err
@@ -158,9 +158,9 @@ func (a *Admin) networks(ctx context.Context, _ string, _ *adminapi.Request) (an
 	if a.cfg.Server != nil {
 		online = a.cfg.Server.Online()
 	}
-	out := make([]adminapi.Network, 0, len(nets))
+	out := make([]operatorapi.Network, 0, len(nets))
 	for _, n := range nets {
-		v := adminapi.Network{Name: n.Name, Owner: identity.ShortID(n.Owner), OwnerName: names[string(n.Owner)],
+		v := operatorapi.Network{Name: n.Name, Owner: identity.ShortID(n.Owner), OwnerName: names[string(n.Owner)],
 			Members: len(n.Members), Password: n.PasswordHash != "", CreatedAt: n.CreatedAt}
 		if online != nil {
 			count := 0
@@ -176,21 +176,21 @@ func (a *Admin) networks(ctx context.Context, _ string, _ *adminapi.Request) (an
 	return out, nil
 }
 
-func (a *Admin) authKeys(ctx context.Context, _ string, _ *adminapi.Request) (any, error) {
+func (a *Commands) authKeys(ctx context.Context, _ string, _ *operatorapi.Request) (any, error) {
 	keys, err := a.cfg.Store.AuthKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
-	out := make([]adminapi.AuthKey, 0, len(keys))
+	out := make([]operatorapi.AuthKey, 0, len(keys))
 	for _, k := range keys {
 		out = append(out, keyView(k, now))
 	}
 	return out, nil
 }
 
-func keyView(k store.AuthKey, now time.Time) adminapi.AuthKey {
-	return adminapi.AuthKey{ID: k.ID, Network: k.Network, State: k.State(now), Reusable: k.Reusable, Ephemeral: k.Ephemeral,
+func keyView(k store.AuthKey, now time.Time) operatorapi.AuthKey {
+	return operatorapi.AuthKey{ID: k.ID, Network: k.Network, State: k.State(now), Reusable: k.Reusable, Ephemeral: k.Ephemeral,
 		Tag: k.Tag, Uses: k.Uses, CreatedAt: k.CreatedAt, ExpiresAt: timeOrNil(k.ExpiresAt), RevokedAt: timeOrNil(k.RevokedAt),
 		LastUsedAt: timeOrNil(k.LastUsedAt)}
 }
@@ -202,22 +202,22 @@ func timeOrNil(t time.Time) *time.Time {
 	return &t
 }
 
-func (a *Admin) createAuthKey(ctx context.Context, actor string, r *adminapi.Request) (any, error) {
+func (a *Commands) createAuthKey(ctx context.Context, actor string, r *operatorapi.Request) (any, error) {
 	if r.Network == "" {
-		return nil, adminapi.Errorf(adminapi.CodeInvalid, "the network is required")
+		return nil, operatorapi.Errorf(operatorapi.CodeInvalid, "the network is required")
 	}
 	if err := store.ValidNetworkName(r.Network); err != nil {
-		return nil, adminapi.Errorf(adminapi.CodeInvalid, "%v", err)
+		return nil, operatorapi.Errorf(operatorapi.CodeInvalid, "%v", err)
 	}
 	if r.Tag != "" {
 		if err := store.ValidTag(r.Tag); err != nil {
-			return nil, adminapi.Errorf(adminapi.CodeInvalid, "%v", err)
+			return nil, operatorapi.Errorf(operatorapi.CodeInvalid, "%v", err)
 		}
 	}
 	k, secret, err := a.cfg.Store.CreateAuthKey(ctx, store.AuthKeyOptions{Network: r.Network, Reusable: r.Reusable,
 		Ephemeral: r.Ephemeral, Tag: r.Tag, Expiry: time.Duration(r.ExpirySeconds) * time.Second})
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, adminapi.Errorf(adminapi.CodeNotFound, "network %q does not exist (a node creates it: warren network create %s)", r.Network, r.Network)
+		return nil, operatorapi.Errorf(operatorapi.CodeNotFound, "network %q does not exist (a node creates it: warren network create %s)", r.Network, r.Network)
 	}
 	if err != nil {
 		return nil, err
@@ -226,11 +226,11 @@ func (a *Admin) createAuthKey(ctx context.Context, actor string, r *adminapi.Req
 	if err := a.audit(ctx, actor, r.Op, k.ID, describeKey(view)); err != nil {
 		return nil, err
 	}
-	return adminapi.NewAuthKey{AuthKey: view, Secret: secret}, nil
+	return operatorapi.NewAuthKey{AuthKey: view, Secret: secret}, nil
 }
 
 // describeKey sums a key up in one line: "network ci, single-use, ephemeral, tag ci, expires ...".
-func describeKey(k adminapi.AuthKey) string {
+func describeKey(k operatorapi.AuthKey) string {
 	parts := []string{"network " + k.Network, "single-use"}
 	if k.Reusable {
 		parts[1] = "reusable"
@@ -249,10 +249,10 @@ func describeKey(k adminapi.AuthKey) string {
 	return strings.Join(parts, ", ")
 }
 
-func (a *Admin) revokeAuthKey(ctx context.Context, actor string, r *adminapi.Request) (any, error) {
+func (a *Commands) revokeAuthKey(ctx context.Context, actor string, r *operatorapi.Request) (any, error) {
 	err := a.cfg.Store.RevokeAuthKey(ctx, r.ID)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, adminapi.Errorf(adminapi.CodeNotFound, "no auth key with ID %q ('warren-coord authkey list' shows them)", r.ID)
+		return nil, operatorapi.Errorf(operatorapi.CodeNotFound, "no auth key with ID %q ('warren-coord authkey list' shows them)", r.ID)
 	}
 	if err != nil {
 		return nil, err
@@ -261,7 +261,7 @@ func (a *Admin) revokeAuthKey(ctx context.Context, actor string, r *adminapi.Req
 	if err != nil {
 		return nil, err
 	}
-	var view adminapi.AuthKey
+	var view operatorapi.AuthKey
 	for _, k := range keys {
 		if k.ID == r.ID {
 			view = keyView(k, time.Now())
@@ -274,12 +274,12 @@ func (a *Admin) revokeAuthKey(ctx context.Context, actor string, r *adminapi.Req
 }
 
 // blockFile returns the block list file in use.
-func (a *Admin) blockFile(ctx context.Context) (string, error) {
+func (a *Commands) blockFile(ctx context.Context) (string, error) {
 	if a.cfg.Server != nil {
 		if f := a.cfg.Server.BlockListFile(); f != "" {
 			return f, nil
 		}
-		return "", adminapi.Errorf(adminapi.CodeInvalid, "the running server has no block list file")
+		return "", operatorapi.Errorf(operatorapi.CodeInvalid, "the running server has no block list file")
 	}
 	if a.cfg.BlockFile != "" {
 		return a.cfg.BlockFile, nil
@@ -292,14 +292,14 @@ func (a *Admin) blockFile(ctx context.Context) (string, error) {
 	if a.cfg.DefaultBlockFile != "" {
 		return a.cfg.DefaultBlockFile, nil
 	}
-	return "", adminapi.Errorf(adminapi.CodeInvalid, "no block list file known: pass --blocklist FILE")
+	return "", operatorapi.Errorf(operatorapi.CodeInvalid, "no block list file known: pass --blocklist FILE")
 }
 
 // SettingBlockFile is the store setting under which the server records its block list file, so
 // that commands on the data directory edit the same file.
 const SettingBlockFile = "blocklist"
 
-func (a *Admin) blocks(ctx context.Context, _ string, _ *adminapi.Request) (any, error) {
+func (a *Commands) blocks(ctx context.Context, _ string, _ *operatorapi.Request) (any, error) {
 	file, err := a.blockFile(ctx)
 	if err != nil {
 		return nil, err
@@ -308,35 +308,35 @@ func (a *Admin) blocks(ctx context.Context, _ string, _ *adminapi.Request) (any,
 	if err != nil {
 		return nil, err
 	}
-	out := adminapi.Blocks{File: file, Entries: make([]adminapi.BlockEntry, 0, len(entries))}
+	out := operatorapi.Blocks{File: file, Entries: make([]operatorapi.BlockEntry, 0, len(entries))}
 	for _, e := range entries {
-		out.Entries = append(out.Entries, adminapi.BlockEntry{Prefix: e.Prefix.String(), Comment: e.Comment})
+		out.Entries = append(out.Entries, operatorapi.BlockEntry{Prefix: e.Prefix.String(), Comment: e.Comment})
 	}
 	return out, nil
 }
 
-func (a *Admin) addBlock(ctx context.Context, actor string, r *adminapi.Request) (any, error) {
+func (a *Commands) addBlock(ctx context.Context, actor string, r *operatorapi.Request) (any, error) {
 	return a.changeBlock(ctx, actor, r, true)
 }
 
-func (a *Admin) removeBlock(ctx context.Context, actor string, r *adminapi.Request) (any, error) {
+func (a *Commands) removeBlock(ctx context.Context, actor string, r *operatorapi.Request) (any, error) {
 	return a.changeBlock(ctx, actor, r, false)
 }
 
-func (a *Admin) changeBlock(ctx context.Context, actor string, r *adminapi.Request, add bool) (any, error) {
+func (a *Commands) changeBlock(ctx context.Context, actor string, r *operatorapi.Request, add bool) (any, error) {
 	p, err := abuse.ParseBlockPrefix(strings.TrimSpace(r.Prefix))
 	if err != nil {
-		return nil, adminapi.Errorf(adminapi.CodeInvalid, "%v", err)
+		return nil, operatorapi.Errorf(operatorapi.CodeInvalid, "%v", err)
 	}
 	file, err := a.blockFile(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res := adminapi.BlockChange{File: file, Prefix: p.String(), Changed: true, Disconnected: []string{}}
+	res := operatorapi.BlockChange{File: file, Prefix: p.String(), Changed: true, Disconnected: []string{}}
 	if add {
 		res.Changed, err = abuse.AddBlock(file, p, r.Comment)
 	} else if err = abuse.RemoveBlock(file, p); errors.Is(err, abuse.ErrNotBlocked) {
-		return nil, adminapi.Errorf(adminapi.CodeNotFound, "%v is not an entry of the block list %s", p, file)
+		return nil, operatorapi.Errorf(operatorapi.CodeNotFound, "%v is not an entry of the block list %s", p, file)
 	}
 	if err != nil {
 		return nil, err
@@ -368,7 +368,7 @@ func (a *Admin) changeBlock(ctx context.Context, actor string, r *adminapi.Reque
 }
 
 // onlineIn names the online nodes whose control connection comes from p.
-func (a *Admin) onlineIn(ctx context.Context, p netip.Prefix) ([]string, error) {
+func (a *Commands) onlineIn(ctx context.Context, p netip.Prefix) ([]string, error) {
 	var keys []string
 	for k, o := range a.cfg.Server.Online() {
 		if p.Contains(o.Observed.Addr().Unmap()) {
@@ -390,16 +390,16 @@ func (a *Admin) onlineIn(ctx context.Context, p netip.Prefix) ([]string, error) 
 	return out, nil
 }
 
-func (a *Admin) removeNode(ctx context.Context, actor string, r *adminapi.Request) (any, error) {
+func (a *Commands) removeNode(ctx context.Context, actor string, r *operatorapi.Request) (any, error) {
 	n, err := a.findNode(ctx, r.Node)
 	if err != nil {
 		return nil, err
 	}
-	res := adminapi.RemovedNode{Node: nodeView(n.Node, n.Networks), Live: a.cfg.Server != nil}
+	res := operatorapi.RemovedNode{Node: nodeView(n.Node, n.Networks), Live: a.cfg.Server != nil}
 	if srv := a.cfg.Server; srv != nil {
 		rm, err := srv.RemoveNode(ctx, n.Key)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, adminapi.Errorf(adminapi.CodeNotFound, "node %s was removed meanwhile", r.Node)
+			return nil, operatorapi.Errorf(operatorapi.CodeNotFound, "node %s was removed meanwhile", r.Node)
 		}
 		if err != nil {
 			return nil, err
@@ -408,7 +408,7 @@ func (a *Admin) removeNode(ctx context.Context, actor string, r *adminapi.Reques
 	} else if ok, err := a.cfg.Store.DeleteNode(ctx, n.Key); err != nil {
 		return nil, err
 	} else if !ok {
-		return nil, adminapi.Errorf(adminapi.CodeNotFound, "node %s was removed meanwhile", r.Node)
+		return nil, operatorapi.Errorf(operatorapi.CodeNotFound, "node %s was removed meanwhile", r.Node)
 	}
 	detail := fmt.Sprintf("key %s, %v, networks [%s]", res.Node.Key, n.IPv4, strings.Join(n.Networks, " "))
 	if res.Live {
@@ -423,10 +423,10 @@ func (a *Admin) removeNode(ctx context.Context, actor string, r *adminapi.Reques
 }
 
 // findNode resolves a node given as a name, a short key or a fingerprint.
-func (a *Admin) findNode(ctx context.Context, s string) (store.NodeInfo, error) {
+func (a *Commands) findNode(ctx context.Context, s string) (store.NodeInfo, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return store.NodeInfo{}, adminapi.Errorf(adminapi.CodeInvalid, "which node? give its name, short key or fingerprint")
+		return store.NodeInfo{}, operatorapi.Errorf(operatorapi.CodeInvalid, "which node? give its name, short key or fingerprint")
 	}
 	fp, fpErr := identity.ParseFingerprint(s)
 	nodes, err := a.cfg.Store.AllNodes(ctx)
@@ -444,7 +444,7 @@ func (a *Admin) findNode(ctx context.Context, s string) (store.NodeInfo, error) 
 	}
 	switch len(byName) {
 	case 0:
-		return store.NodeInfo{}, adminapi.Errorf(adminapi.CodeNotFound, "no node named %q or with that key ('warren-coord nodes' lists them)", s)
+		return store.NodeInfo{}, operatorapi.Errorf(operatorapi.CodeNotFound, "no node named %q or with that key ('warren-coord nodes' lists them)", s)
 	case 1:
 		return byName[0], nil
 	}
@@ -452,50 +452,50 @@ func (a *Admin) findNode(ctx context.Context, s string) (store.NodeInfo, error) 
 	for _, n := range byName {
 		keys = append(keys, identity.ShortID(n.Key))
 	}
-	return store.NodeInfo{}, adminapi.Errorf(adminapi.CodeAmbiguous, "%d nodes are named %q; give one's key: %s", len(byName), s, strings.Join(keys, ", "))
+	return store.NodeInfo{}, operatorapi.Errorf(operatorapi.CodeAmbiguous, "%d nodes are named %q; give one's key: %s", len(byName), s, strings.Join(keys, ", "))
 }
 
-func (a *Admin) auditLog(ctx context.Context, _ string, r *adminapi.Request) (any, error) {
+func (a *Commands) auditLog(ctx context.Context, _ string, r *operatorapi.Request) (any, error) {
 	var since time.Time
 	if r.Since > 0 {
 		since = time.Unix(r.Since, 0)
 	}
 	limit := r.Limit
 	if limit == 0 {
-		limit = adminapi.MaxAuditRead
+		limit = operatorapi.MaxAuditRead
 	}
 	entries, err := a.cfg.Store.AuditLog(ctx, since, limit)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]adminapi.AuditEntry, 0, len(entries))
+	out := make([]operatorapi.AuditEntry, 0, len(entries))
 	for _, e := range entries {
-		out = append(out, adminapi.AuditEntry{ID: e.ID, Time: e.Time, Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail})
+		out = append(out, operatorapi.AuditEntry{ID: e.ID, Time: e.Time, Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail})
 	}
 	return out, nil
 }
 
 // networkAction takes an owner action on any network with the operator's authority, through the
 // running server (which tells the members and writes the audit log).
-func (a *Admin) networkAction(ctx context.Context, actor string, r *adminapi.Request) (any, error) {
+func (a *Commands) networkAction(ctx context.Context, actor string, r *operatorapi.Request) (any, error) {
 	if a.cfg.Server == nil {
-		return nil, adminapi.Errorf(adminapi.CodeInvalid, "network %s needs the running server, which tells the members: start warren-coord first", r.Action)
+		return nil, operatorapi.Errorf(operatorapi.CodeInvalid, "network %s needs the running server, which tells the members: start warren-coord first", r.Action)
 	}
-	res, err := a.cfg.Server.Admin(ctx, coord.AdminRequest{By: coord.Actor{Operator: true, OperatorName: actor},
+	res, err := a.cfg.Server.Owner(ctx, coord.OwnerRequest{By: coord.Actor{Operator: true, OperatorName: actor},
 		Op: control.Op(r.Action), Network: r.Network, Target: r.Node})
 	var cerr *control.Error
 	if errors.As(err, &cerr) {
-		code := adminapi.CodeInvalid
+		code := operatorapi.CodeInvalid
 		switch cerr.Code {
 		case control.CodeNotFound, control.CodeNotMember:
-			code = adminapi.CodeNotFound
+			code = operatorapi.CodeNotFound
 		case control.CodeInternal:
-			code = adminapi.CodeInternal
+			code = operatorapi.CodeInternal
 		}
-		return nil, adminapi.Errorf(code, "network %s %s: %s", r.Action, r.Network, cerr.Message)
+		return nil, operatorapi.Errorf(code, "network %s %s: %s", r.Action, r.Network, cerr.Message)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return adminapi.NetworkResult{Action: r.Action, Network: r.Network, Node: res.Target}, nil
+	return operatorapi.NetworkResult{Action: r.Action, Network: r.Network, Node: res.Target}, nil
 }

@@ -1,11 +1,11 @@
-package udprelay
+package relay
 
 import (
 	"net/netip"
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/warren-net/warren/abuse"
+	"github.com/warren-net/warren/coord/abuse"
 	"github.com/warren-net/warren/identity"
 )
 

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-net/warren/adminapi"
-	"github.com/warren-net/warren/coord/admin"
+	"github.com/warren-net/warren/coord/operator"
+	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
 )
 
@@ -44,7 +44,7 @@ func TestAdminCommandsOffline(t *testing.T) {
 	if !strings.Contains(out, "online state unknown") || !strings.Contains(out, "laptop") || !strings.Contains(out, "10.7.0.1") {
 		t.Errorf("nodes:\n%s", out)
 	}
-	var list []adminapi.Node
+	var list []operatorapi.Node
 	if err := json.Unmarshal([]byte(run(nodes, "--json", "--data", dir)), &list); err != nil || len(list) != 1 || list[0].Online != nil {
 		t.Errorf("nodes --json: %v %+v", err, list)
 	}
@@ -60,7 +60,7 @@ func TestAdminCommandsOffline(t *testing.T) {
 	}
 	// The file the server recorded wins over the default; --blocklist over both.
 	recorded := filepath.Join(t.TempDir(), "recorded")
-	st.SetSetting(ctx, admin.SettingBlockFile, recorded)
+	st.SetSetting(ctx, operator.SettingBlockFile, recorded)
 	run(block, "add", "192.0.2.1", "--data", dir)
 	explicit := filepath.Join(t.TempDir(), "explicit")
 	run(block, "add", "192.0.2.2", "--data", dir, "--blocklist", explicit)
@@ -75,7 +75,7 @@ func TestAdminCommandsOffline(t *testing.T) {
 	if out := run(node, "remove", "laptop", "--data", dir); !strings.Contains(out, "removed node laptop") || !strings.Contains(out, "no server is running") {
 		t.Errorf("node remove:\n%s", out)
 	}
-	var entries []adminapi.AuditEntry
+	var entries []operatorapi.AuditEntry
 	if err := json.Unmarshal([]byte(run(audit, "--json", "--data", dir, "--since", "1h")), &entries); err != nil || len(entries) != 4 ||
 		entries[3].Action != "node.remove" || time.Since(entries[0].Time) > time.Minute {
 		t.Errorf("audit: %v %+v", err, entries)

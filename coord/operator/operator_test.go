@@ -1,4 +1,4 @@
-package admin
+package operator
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-net/warren/adminapi"
+	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
 )
 
@@ -63,30 +63,30 @@ func TestSocket(t *testing.T) {
 	if _, err := Listen(dir, a, nil); err == nil || !strings.Contains(err.Error(), "another warren-coord") {
 		t.Errorf("second Listen: %v", err)
 	}
-	c := adminapi.NewClient(dir)
+	c := operatorapi.NewClient(dir)
 	ctx := context.Background()
 	if ok, err := c.Running(ctx); !ok || err != nil {
 		t.Fatalf("running: %v %v", ok, err)
 	}
-	var nodes []adminapi.Node
-	if err := c.Do(ctx, &adminapi.Request{Op: adminapi.OpNodes}, &nodes); err != nil {
+	var nodes []operatorapi.Node
+	if err := c.Do(ctx, &operatorapi.Request{Op: operatorapi.OpNodes}, &nodes); err != nil {
 		t.Fatal(err)
 	}
 	if len(nodes) != 3 || nodes[0].Name != "alpha" || nodes[0].Online != nil || len(nodes[0].Networks) != 1 {
 		t.Errorf("nodes: %+v", nodes)
 	}
 	// Refusals carry their code.
-	var aerr *adminapi.Error
-	err = c.Do(ctx, &adminapi.Request{Op: adminapi.OpNodeRemove, Node: "twin"}, nil)
-	if !errors.As(err, &aerr) || aerr.Code != adminapi.CodeAmbiguous {
+	var aerr *operatorapi.Error
+	err = c.Do(ctx, &operatorapi.Request{Op: operatorapi.OpNodeRemove, Node: "twin"}, nil)
+	if !errors.As(err, &aerr) || aerr.Code != operatorapi.CodeAmbiguous {
 		t.Errorf("ambiguous name: %v", err)
 	}
-	if err := c.Do(ctx, &adminapi.Request{Op: adminapi.OpBlockAdd, Prefix: "nonsense"}, nil); !errors.As(err, &aerr) || aerr.Code != adminapi.CodeInvalid {
+	if err := c.Do(ctx, &operatorapi.Request{Op: operatorapi.OpBlockAdd, Prefix: "nonsense"}, nil); !errors.As(err, &aerr) || aerr.Code != operatorapi.CodeInvalid {
 		t.Errorf("bad prefix: %v", err)
 	}
 	// A change through the socket is audited with the caller's uid.
-	var ch adminapi.BlockChange
-	if err := c.Do(ctx, &adminapi.Request{Op: adminapi.OpBlockAdd, Prefix: "192.0.2.0/24", Comment: "test"}, &ch); err != nil || !ch.Changed || ch.Applied {
+	var ch operatorapi.BlockChange
+	if err := c.Do(ctx, &operatorapi.Request{Op: operatorapi.OpBlockAdd, Prefix: "192.0.2.0/24", Comment: "test"}, &ch); err != nil || !ch.Changed || ch.Applied {
 		t.Fatalf("block add: %+v %v", ch, err)
 	}
 	log, _ := st.AuditLog(ctx, time.Time{}, 0)
@@ -103,11 +103,11 @@ func TestSocket(t *testing.T) {
 		want       int
 	}{
 		{"evil.example", `{"op":"nodes"}`, http.StatusForbidden},
-		{adminapi.Host, `{"op":"nodes"` + strings.Repeat(" ", adminapi.MaxRequest) + `}`, http.StatusBadRequest},
-		{adminapi.Host, `{"op":"node.remove","node":"alpha","force":true}`, http.StatusBadRequest},
-		{adminapi.Host, `{"op":"nodes"}`, http.StatusOK},
+		{operatorapi.Host, `{"op":"nodes"` + strings.Repeat(" ", operatorapi.MaxRequest) + `}`, http.StatusBadRequest},
+		{operatorapi.Host, `{"op":"node.remove","node":"alpha","force":true}`, http.StatusBadRequest},
+		{operatorapi.Host, `{"op":"nodes"}`, http.StatusOK},
 	} {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+tc.host+adminapi.Path, strings.NewReader(tc.body))
+		req, _ := http.NewRequest(http.MethodPost, "http://"+tc.host+operatorapi.Path, strings.NewReader(tc.body))
 		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -129,7 +129,7 @@ func TestSocket(t *testing.T) {
 	if _, err := os.Stat(sock.Path()); !os.IsNotExist(err) {
 		t.Errorf("socket left after Close: %v", err)
 	}
-	if err := c.Do(ctx, &adminapi.Request{Op: adminapi.OpNodes}, nil); !errors.Is(err, adminapi.ErrNotRunning) {
+	if err := c.Do(ctx, &operatorapi.Request{Op: operatorapi.OpNodes}, nil); !errors.Is(err, operatorapi.ErrNotRunning) {
 		t.Errorf("after Close: %v", err)
 	}
 }
@@ -138,7 +138,7 @@ func TestListenStaleSocketAndPermissions(t *testing.T) {
 	dir, st := dataDir(t)
 	a := New(Config{Store: st})
 	// A socket left by a crashed server is replaced.
-	ln, err := net.Listen("unix", filepath.Join(dir, adminapi.SocketName))
+	ln, err := net.Listen("unix", filepath.Join(dir, operatorapi.SocketName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,11 +151,11 @@ func TestListenStaleSocketAndPermissions(t *testing.T) {
 	sock.Close()
 
 	// A regular file in its place is not removed.
-	os.WriteFile(filepath.Join(dir, adminapi.SocketName), []byte("mine"), 0o600)
+	os.WriteFile(filepath.Join(dir, operatorapi.SocketName), []byte("mine"), 0o600)
 	if _, err := Listen(dir, a, nil); err == nil {
 		t.Error("replaced a regular file")
 	}
-	os.Remove(filepath.Join(dir, adminapi.SocketName))
+	os.Remove(filepath.Join(dir, operatorapi.SocketName))
 
 	// A directory others may write to is refused.
 	os.Chmod(dir, 0o777)
@@ -179,25 +179,25 @@ func TestOfflineOperations(t *testing.T) {
 	recorded := filepath.Join(t.TempDir(), "recorded-blocklist")
 	st.SetSetting(ctx, SettingBlockFile, recorded)
 	a := New(Config{Store: st, DefaultBlockFile: filepath.Join(dir, "blocklist")})
-	do := func(r *adminapi.Request) (any, error) { return a.Do(ctx, "tester", r) }
+	do := func(r *operatorapi.Request) (any, error) { return a.Do(ctx, "tester", r) }
 
 	// Without a server: online state unknown, changes made on the database, the file the server
 	// recorded edited.
-	res, err := do(&adminapi.Request{Op: adminapi.OpNetworks})
+	res, err := do(&operatorapi.Request{Op: operatorapi.OpNetworks})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nets := res.([]adminapi.Network)
+	nets := res.([]operatorapi.Network)
 	if len(nets) != 1 || nets[0].Online != nil || nets[0].Members != 2 || nets[0].OwnerName != "alpha" {
 		t.Errorf("networks: %+v", nets)
 	}
-	if _, err := do(&adminapi.Request{Op: adminapi.OpBlockAdd, Prefix: "203.0.113.9"}); err != nil {
+	if _, err := do(&operatorapi.Request{Op: operatorapi.OpBlockAdd, Prefix: "203.0.113.9"}); err != nil {
 		t.Fatal(err)
 	}
 	if data, _ := os.ReadFile(recorded); string(data) != "203.0.113.9\n" {
 		t.Errorf("recorded block list: %q", data)
 	}
-	if _, err := do(&adminapi.Request{Op: adminapi.OpBlockRemove, Prefix: "203.0.113.0/24"}); err == nil {
+	if _, err := do(&operatorapi.Request{Op: operatorapi.OpBlockRemove, Prefix: "203.0.113.0/24"}); err == nil {
 		t.Error("removed an entry that is not there")
 	}
 	// By short key, one of the twins.
@@ -208,11 +208,11 @@ func TestOfflineOperations(t *testing.T) {
 			twin = n
 		}
 	}
-	res, err = do(&adminapi.Request{Op: adminapi.OpNodeRemove, Node: nodeView(twin.Node, nil).Key})
+	res, err = do(&operatorapi.Request{Op: operatorapi.OpNodeRemove, Node: nodeView(twin.Node, nil).Key})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := res.(adminapi.RemovedNode); r.Live || r.Node.Name != "twin" {
+	if r := res.(operatorapi.RemovedNode); r.Live || r.Node.Name != "twin" {
 		t.Errorf("removed: %+v", r)
 	}
 	// Now the name is unique; by fingerprint works too.
@@ -220,30 +220,30 @@ func TestOfflineOperations(t *testing.T) {
 	if len(all) != 2 {
 		t.Fatalf("nodes left: %+v", all)
 	}
-	if _, err := do(&adminapi.Request{Op: adminapi.OpNodeRemove, Node: nodeView(all[1].Node, nil).Fingerprint}); err != nil {
+	if _, err := do(&operatorapi.Request{Op: operatorapi.OpNodeRemove, Node: nodeView(all[1].Node, nil).Fingerprint}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := do(&adminapi.Request{Op: adminapi.OpNodeRemove, Node: "nobody"}); err == nil {
+	if _, err := do(&operatorapi.Request{Op: operatorapi.OpNodeRemove, Node: "nobody"}); err == nil {
 		t.Error("removed nobody")
 	}
-	res, err = do(&adminapi.Request{Op: adminapi.OpAuthKeyCreate, Network: "games", Tag: "ci", ExpirySeconds: 60})
+	res, err = do(&operatorapi.Request{Op: operatorapi.OpAuthKeyCreate, Network: "games", Tag: "ci", ExpirySeconds: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := res.(adminapi.NewAuthKey)
-	if _, err := do(&adminapi.Request{Op: adminapi.OpAuthKeyRevoke, ID: k.AuthKey.ID}); err != nil {
+	k := res.(operatorapi.NewAuthKey)
+	if _, err := do(&operatorapi.Request{Op: operatorapi.OpAuthKeyRevoke, ID: k.AuthKey.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := do(&adminapi.Request{Op: adminapi.OpAuthKeyCreate, Network: "nope"}); err == nil {
+	if _, err := do(&operatorapi.Request{Op: operatorapi.OpAuthKeyCreate, Network: "nope"}); err == nil {
 		t.Error("key for a missing network")
 	}
 
-	res, err = do(&adminapi.Request{Op: adminapi.OpAudit})
+	res, err = do(&operatorapi.Request{Op: operatorapi.OpAudit})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, e := range res.([]adminapi.AuditEntry) {
+	for _, e := range res.([]operatorapi.AuditEntry) {
 		if e.Actor != "tester" {
 			t.Errorf("actor %q", e.Actor)
 		}
@@ -278,7 +278,7 @@ func TestPeerUID(t *testing.T) {
 		uid  int
 		want int
 	}{{os.Getuid() + 1, http.StatusForbidden}, {os.Getuid(), http.StatusOK}, {-1, http.StatusOK}} {
-		req := httptest.NewRequest(http.MethodPost, "http://"+adminapi.Host+adminapi.Path, strings.NewReader(`{"op":"nodes"}`))
+		req := httptest.NewRequest(http.MethodPost, "http://"+operatorapi.Host+operatorapi.Path, strings.NewReader(`{"op":"nodes"}`))
 		w := httptest.NewRecorder()
 		sock.handle(w, req.WithContext(context.WithValue(req.Context(), uidKey{}, tc.uid)))
 		if w.Code != tc.want {

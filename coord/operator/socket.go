@@ -1,4 +1,4 @@
-package admin
+package operator
 
 import (
 	"context"
@@ -15,20 +15,20 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/warren-net/warren/adminapi"
+	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
 )
 
-// Socket serves an Admin on the admin socket of a data directory: a unix socket, mode 0600, in a
+// Socket serves a Commands on the admin socket of a data directory: a unix socket, mode 0600, in a
 // directory that only its owner may write, answering only callers with the server's uid (where the
 // system tells, see peerUID). It is removed on Close.
 type Socket struct {
-	admin *Admin
-	log   hclog.Logger
-	path  string
-	ln    net.Listener
-	srv   *http.Server
-	done  chan struct{}
+	cmds *Commands
+	log  hclog.Logger
+	path string
+	ln   net.Listener
+	srv  *http.Server
+	done chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -38,15 +38,15 @@ type Socket struct {
 const requestTimeout = 30 * time.Second
 
 // Listen checks dataDir's permissions, clears a stale socket left by a crashed server, and serves a
-// on dataDir/adminapi.SocketName. It fails if another server answers there.
-func Listen(dataDir string, a *Admin, log hclog.Logger) (*Socket, error) {
+// on dataDir/operatorapi.SocketName. It fails if another server answers there.
+func Listen(dataDir string, a *Commands, log hclog.Logger) (*Socket, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
 	if err := CheckDir(dataDir); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dataDir, adminapi.SocketName)
+	path := filepath.Join(dataDir, operatorapi.SocketName)
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
 			return nil, fmt.Errorf("admin socket: %s exists and is not a socket", path)
@@ -73,9 +73,9 @@ func Listen(dataDir string, a *Admin, log hclog.Logger) (*Socket, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	s := &Socket{admin: a, log: log, path: path, ln: ln, done: make(chan struct{})}
+	s := &Socket{cmds: a, log: log, path: path, ln: ln, done: make(chan struct{})}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+adminapi.Path, s.handle)
+	mux.HandleFunc("POST "+operatorapi.Path, s.handle)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: requestTimeout + 10*time.Second, ErrorLog: log.StandardLogger(nil),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -134,8 +134,8 @@ func CheckDir(dir string) error {
 }
 
 func (s *Socket) handle(w http.ResponseWriter, r *http.Request) {
-	if r.Host != adminapi.Host {
-		writeReply(w, http.StatusForbidden, adminapi.Reply{Error: "forbidden host", Code: adminapi.CodeForbidden})
+	if r.Host != operatorapi.Host {
+		writeReply(w, http.StatusForbidden, operatorapi.Reply{Error: "forbidden host", Code: operatorapi.CodeForbidden})
 		return
 	}
 	uid := -1
@@ -143,37 +143,37 @@ func (s *Socket) handle(w http.ResponseWriter, r *http.Request) {
 		uid = v
 	}
 	if uid >= 0 && uid != os.Getuid() {
-		s.log.Warn("admin request refused: caller is another user", "uid", uid)
-		writeReply(w, http.StatusForbidden, adminapi.Reply{Error: "only the server's own user may use its admin socket", Code: adminapi.CodeForbidden})
+		s.log.Warn("operator request refused: caller is another user", "uid", uid)
+		writeReply(w, http.StatusForbidden, operatorapi.Reply{Error: "only the server's own user may use its admin socket", Code: operatorapi.CodeForbidden})
 		return
 	}
-	req, err := adminapi.DecodeRequest(r.Body)
+	req, err := operatorapi.DecodeRequest(r.Body)
 	if err != nil {
-		writeReply(w, http.StatusBadRequest, adminapi.Reply{Error: err.Error(), Code: adminapi.CodeInvalid})
+		writeReply(w, http.StatusBadRequest, operatorapi.Reply{Error: err.Error(), Code: operatorapi.CodeInvalid})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	res, err := s.admin.Do(ctx, store.OperatorActor(uid), req)
+	res, err := s.cmds.Do(ctx, store.OperatorActor(uid), req)
 	if err != nil {
-		var aerr *adminapi.Error
+		var aerr *operatorapi.Error
 		if errors.As(err, &aerr) {
-			writeReply(w, http.StatusConflict, adminapi.Reply{Error: aerr.Message, Code: aerr.Code})
+			writeReply(w, http.StatusConflict, operatorapi.Reply{Error: aerr.Message, Code: aerr.Code})
 			return
 		}
-		s.log.Error("admin request failed", "op", req.Op, "error", err)
-		writeReply(w, http.StatusInternalServerError, adminapi.Reply{Error: string(req.Op) + ": " + err.Error(), Code: adminapi.CodeInternal})
+		s.log.Error("operator request failed", "op", req.Op, "error", err)
+		writeReply(w, http.StatusInternalServerError, operatorapi.Reply{Error: string(req.Op) + ": " + err.Error(), Code: operatorapi.CodeInternal})
 		return
 	}
 	data, err := json.Marshal(res)
 	if err != nil {
-		writeReply(w, http.StatusInternalServerError, adminapi.Reply{Error: err.Error(), Code: adminapi.CodeInternal})
+		writeReply(w, http.StatusInternalServerError, operatorapi.Reply{Error: err.Error(), Code: operatorapi.CodeInternal})
 		return
 	}
-	writeReply(w, http.StatusOK, adminapi.Reply{Result: data})
+	writeReply(w, http.StatusOK, operatorapi.Reply{Result: data})
 }
 
-func writeReply(w http.ResponseWriter, code int, rep adminapi.Reply) {
+func writeReply(w http.ResponseWriter, code int, rep operatorapi.Reply) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(rep)

@@ -1,4 +1,4 @@
-// Package udprelay forwards end-to-end encrypted QUIC packets between nodes by key: the relay half of
+// Package relay forwards end-to-end encrypted QUIC packets between nodes by key: the relay half of
 // warren's NAT traversal. Nodes send relay frames (control's side channel, kinds 0x21 and 0x22) on the
 // same UDP socket their QUIC connections use; a frame is attributed to the node whose authenticated
 // connection comes from the frame's source address, and forwarded only to a node bound in the Table
@@ -9,7 +9,7 @@
 // consent from the nodes themselves (control's relay login). Both serve frames with Serve. The payload
 // is the peers' own QUIC: the relay sees keys and ciphertext, never overlay traffic. It does not
 // know about networks, logins to the coord, or what the packets carry.
-package udprelay
+package relay
 
 import (
 	"bytes"

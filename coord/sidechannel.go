@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/control"
-	"github.com/warren-net/warren/udprelay"
+	"github.com/warren-net/warren/coord/relay"
 )
 
 // The coord's side channel (formats in package control): binding requests on both of its ports, and
-// relay frames on the main one, served by package udprelay. A relay frame is attributed to the node
+// relay frames on the main one, served by package coord/relay. A relay frame is attributed to the node
 // whose control connection comes from the frame's source address — the QUIC handshake proved that
 // node's key from there — and is forwarded only to a node that shares a network with it (the
 // session's Allows), to the address of that node's control connection. The payload is the two peers'
@@ -19,11 +19,11 @@ import (
 // sideLoop serves the main socket's non-QUIC packets until Close.
 func (s *Server) sideLoop() {
 	defer s.wg.Done()
-	cfg := udprelay.SideConfig{Transport: s.tr, Table: s.relay, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap}
+	cfg := relay.SideConfig{Transport: s.tr, Table: s.relay, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap}
 	if s.cfg.NoRelay {
 		cfg.Table = nil
 	}
-	udprelay.Serve(s.ctx, cfg)
+	relay.Serve(s.ctx, cfg)
 }
 
 // followAddrs keeps each session's address current: when a node's NAT maps it to a new public address,

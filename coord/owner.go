@@ -14,11 +14,11 @@ import (
 	"github.com/warren-net/warren/identity"
 )
 
-// Network administration. A network's owner (its creator, or whom ownership was transferred to)
+// Owner actions. A network's owner (its creator, or whom ownership was transferred to)
 // decides who is in it: approve or deny pending joins, kick, ban and unban nodes, lock it against
 // new joins, change its password, whether joins need approval, hand it over, delete it. Nodes ask
-// with control requests; the server's operator (an admin interface) calls Admin directly with
-// Actor.Operator. Every action, whoever asks, goes through Admin.
+// with control requests; the server's operator (package coord/operator) calls Owner directly with
+// Actor.Operator. Every action, whoever asks, goes through Owner.
 //
 // Membership changes reach the nodes as usual peer deltas: a kicked node and its former peers
 // each get the other removed (unless they still share another network), so the peers close their
@@ -46,8 +46,8 @@ func (a Actor) auditName() string {
 	return store.NodeActor(a.Key)
 }
 
-// AdminRequest is one owner action or listing (control.Op.IsAdmin).
-type AdminRequest struct {
+// OwnerRequest is one owner action or listing (control.Op.IsOwnerAction).
+type OwnerRequest struct {
 	By       Actor
 	Op       control.Op
 	Network  string
@@ -56,23 +56,23 @@ type AdminRequest struct {
 	Approval bool   // OpApproval: whether joins need approval
 }
 
-// AdminResult is what an action did.
-type AdminResult struct {
+// OwnerResult is what an action did.
+type OwnerResult struct {
 	Target  string           // the node acted on, by name ("" if none)
 	Members []control.Member // OpMembers and OpPending
 }
 
-// Admin performs an owner action or listing. Errors are *control.Error with a code the caller can
+// Owner performs an owner action or listing. Errors are *control.Error with a code the caller can
 // show: CodeNotFound, CodeNotOwner, CodeInvalid, CodeNetworkFull, CodeTooManyNetworks, or
 // CodeInternal for store failures. It is safe for concurrent use.
-func (s *Server) Admin(ctx context.Context, req AdminRequest) (*AdminResult, error) {
-	res, err := s.admin(ctx, req)
+func (s *Server) Owner(ctx context.Context, req OwnerRequest) (*OwnerResult, error) {
+	res, err := s.owner(ctx, req)
 	// The one place every owner action passes: an audit log hooks in here.
-	s.logAdmin(req, res, err)
+	s.logOwner(req, res, err)
 	return res, err
 }
 
-func (s *Server) logAdmin(req AdminRequest, res *AdminResult, err error) {
+func (s *Server) logOwner(req OwnerRequest, res *OwnerResult, err error) {
 	if req.Op == control.OpMembers || req.Op == control.OpPending {
 		return
 	}
@@ -101,8 +101,8 @@ func (s *Server) audit(e store.AuditEntry) {
 	}
 }
 
-func (s *Server) admin(ctx context.Context, req AdminRequest) (*AdminResult, error) {
-	if !req.Op.IsAdmin() {
+func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, error) {
+	if !req.Op.IsOwnerAction() {
 		return nil, &control.Error{Code: control.CodeInvalid, Message: fmt.Sprintf("%q is not an owner action", req.Op)}
 	}
 	if err := store.ValidNetworkName(req.Network); err != nil {
@@ -151,7 +151,7 @@ func (s *Server) admin(ctx context.Context, req AdminRequest) (*AdminResult, err
 				Message: fmt.Sprintf("only the owner of network %q can %s", req.Network, describeOp(req.Op))}
 		}
 	}
-	res := &AdminResult{}
+	res := &OwnerResult{}
 	var target store.RosterEntry
 	if req.Op.NeedsTarget() {
 		if target, err = findTarget(roster, req.Network, req.Target); err != nil {
@@ -408,9 +408,9 @@ func describeOp(op control.Op) string {
 	return string(op) + " nodes"
 }
 
-// adminRequest answers a node's owner action or listing.
-func (s *Server) adminRequest(sess *session, r *control.Request) *control.Reply {
-	res, err := s.Admin(s.ctx, AdminRequest{By: Actor{Key: sess.key[:]}, Op: r.Op, Network: r.Network, Target: r.Target,
+// ownerRequest answers a node's owner action or listing.
+func (s *Server) ownerRequest(sess *session, r *control.Request) *control.Reply {
+	res, err := s.Owner(s.ctx, OwnerRequest{By: Actor{Key: sess.key[:]}, Op: r.Op, Network: r.Network, Target: r.Target,
 		Password: r.Password, Approval: r.Approval})
 	if err != nil {
 		return s.failed(r.ID, err)

@@ -1,12 +1,12 @@
-// Package adminapi is the contract between a running warren-coord and its operator's commands
+// Package operatorapi is the contract between a running warren-coord and its operator's commands
 // (warren-coord nodes, networks, blocks, ...): the request and result types, the request decoder
 // with its limits, and a client for the admin socket the server keeps in its data directory.
 //
 // The transport is HTTP over that unix socket (mode 0600, same uid only): every request is
 // POST /v1/admin with a JSON Request body; the answer is a JSON Reply whose Result depends on the
-// operation. The server side lives in package coord/admin, which also runs the same operations on
+// operation. The server side lives in package coord/operator, which also runs the same operations on
 // the data directory directly when no server runs. Standard library only.
-package adminapi
+package operatorapi
 
 import (
 	"bytes"

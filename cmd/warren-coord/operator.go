@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/warren-net/warren/adminapi"
-	"github.com/warren-net/warren/coord/admin"
+	"github.com/warren-net/warren/coord/operator"
+	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
 )
 
@@ -36,27 +36,27 @@ disconnected), and on the database in DIR directly when it does not. Every chang
 written to the audit log.
 `
 
-// doer performs admin requests, through the socket or on the data directory.
+// doer performs operator requests, through the socket or on the data directory.
 type doer interface {
-	do(ctx context.Context, r *adminapi.Request, out any) error
+	do(ctx context.Context, r *operatorapi.Request, out any) error
 	// live reports whether a running server performs them.
 	live() bool
 }
 
-type remote struct{ c *adminapi.Client }
+type remote struct{ c *operatorapi.Client }
 
-func (r remote) do(ctx context.Context, req *adminapi.Request, out any) error {
+func (r remote) do(ctx context.Context, req *operatorapi.Request, out any) error {
 	return r.c.Do(ctx, req, out)
 }
 func (remote) live() bool { return true }
 
 // local runs the same operations in this process, on the database.
 type local struct {
-	a     *admin.Admin
+	a     *operator.Commands
 	actor string
 }
 
-func (l local) do(ctx context.Context, req *adminapi.Request, out any) error {
+func (l local) do(ctx context.Context, req *operatorapi.Request, out any) error {
 	res, err := l.a.Do(ctx, l.actor, req)
 	if err != nil {
 		return err
@@ -69,15 +69,15 @@ func (l local) do(ctx context.Context, req *adminapi.Request, out any) error {
 }
 func (local) live() bool { return false }
 
-// withAdmin runs f with a doer for the server using data directory dir: its admin socket if it
+// withOperator runs f with a doer for the server using data directory dir: its admin socket if it
 // runs, else the database. blockFile is the --blocklist given to the command ("" = the server's).
-func withAdmin(dir, blockFile string, f func(context.Context, doer) error) error {
+func withOperator(dir, blockFile string, f func(context.Context, doer) error) error {
 	if dir == "" {
 		return errors.New("--data DIR is required")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := adminapi.NewClient(dir)
+	c := operatorapi.NewClient(dir)
 	running, err := c.Running(ctx)
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ func withAdmin(dir, blockFile string, f func(context.Context, doer) error) error
 		return f(ctx, remote{c})
 	}
 	return withStore(dir, func(ctx context.Context, st *store.Store) error {
-		a := admin.New(admin.Config{Store: st, BlockFile: blockFile, DefaultBlockFile: filepath.Join(dir, defaultBlockFile)})
+		a := operator.New(operator.Config{Store: st, BlockFile: blockFile, DefaultBlockFile: filepath.Join(dir, defaultBlockFile)})
 		return f(ctx, local{a: a, actor: store.OperatorActor(os.Getuid())})
 	})
 }
@@ -114,9 +114,9 @@ func cmdNodes(args []string, out io.Writer) error {
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
-		var nodes []adminapi.Node
-		if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpNodes}, &nodes); err != nil {
+	return withOperator(*data, "", func(ctx context.Context, d doer) error {
+		var nodes []operatorapi.Node
+		if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpNodes}, &nodes); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -194,9 +194,9 @@ func cmdNode(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
-		var r adminapi.RemovedNode
-		if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpNodeRemove, Node: pos[0]}, &r); err != nil {
+	return withOperator(*data, "", func(ctx context.Context, d doer) error {
+		var r operatorapi.RemovedNode
+		if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpNodeRemove, Node: pos[0]}, &r); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "removed node %s (%s, %v): its memberships are gone and its address is free\n", r.Node.Name, r.Node.Key, r.Node.IPs[0])
@@ -220,7 +220,7 @@ func cmdNetwork(args []string, out io.Writer) error {
 		return errors.New("network: want an action (kick, ban, unban, approve, deny, transfer, lock, unlock, delete)")
 	}
 	action := args[0]
-	onNode, ok := adminapi.NetworkActions[action]
+	onNode, ok := operatorapi.NetworkActions[action]
 	if !ok {
 		fmt.Fprint(os.Stderr, adminUsage)
 		return fmt.Errorf("network: unknown action %q", action)
@@ -236,12 +236,12 @@ func cmdNetwork(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req := &adminapi.Request{Op: adminapi.OpNetwork, Action: action, Network: pos[0]}
+	req := &operatorapi.Request{Op: operatorapi.OpNetwork, Action: action, Network: pos[0]}
 	if onNode {
 		req.Node = pos[1]
 	}
-	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
-		var r adminapi.NetworkResult
+	return withOperator(*data, "", func(ctx context.Context, d doer) error {
+		var r operatorapi.NetworkResult
 		if err := d.do(ctx, req, &r); err != nil {
 			return err
 		}
@@ -262,9 +262,9 @@ func cmdNetworks(args []string, out io.Writer) error {
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
-		var nets []adminapi.Network
-		if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpNetworks}, &nets); err != nil {
+	return withOperator(*data, "", func(ctx context.Context, d doer) error {
+		var nets []operatorapi.Network
+		if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpNetworks}, &nets); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -309,9 +309,9 @@ func cmdBlocks(args []string, out io.Writer) error {
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	return withAdmin(*data, *blockFile, func(ctx context.Context, d doer) error {
-		var b adminapi.Blocks
-		if err := d.do(ctx, &adminapi.Request{Op: adminapi.OpBlocks}, &b); err != nil {
+	return withOperator(*data, *blockFile, func(ctx context.Context, d doer) error {
+		var b operatorapi.Blocks
+		if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpBlocks}, &b); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -346,21 +346,21 @@ func cmdBlock(args []string, out io.Writer) error {
 	data := fs.String("data", "", "data `dir`ectory of the server (required)")
 	blockFile := blockFileFlag(fs)
 	var comment *string
-	op := adminapi.OpBlockRemove
+	op := operatorapi.OpBlockRemove
 	if sub == "add" {
-		op = adminapi.OpBlockAdd
+		op = operatorapi.OpBlockAdd
 		comment = fs.String("comment", "", "a note kept next to the entry (one line)")
 	}
 	pos, err := parseFlags(fs, args[1:], 1)
 	if err != nil {
 		return err
 	}
-	req := &adminapi.Request{Op: op, Prefix: pos[0]}
+	req := &operatorapi.Request{Op: op, Prefix: pos[0]}
 	if comment != nil {
 		req.Comment = *comment
 	}
-	return withAdmin(*data, *blockFile, func(ctx context.Context, d doer) error {
-		var r adminapi.BlockChange
+	return withOperator(*data, *blockFile, func(ctx context.Context, d doer) error {
+		var r operatorapi.BlockChange
 		if err := d.do(ctx, req, &r); err != nil {
 			return err
 		}
@@ -394,7 +394,7 @@ func cmdAudit(args []string, out io.Writer) error {
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	req := &adminapi.Request{Op: adminapi.OpAudit, Limit: *limit}
+	req := &operatorapi.Request{Op: operatorapi.OpAudit, Limit: *limit}
 	if *since != "" {
 		d, err := parseExpiry(*since)
 		if err != nil {
@@ -402,11 +402,11 @@ func cmdAudit(args []string, out io.Writer) error {
 		}
 		req.Since = time.Now().Add(-d).Unix()
 	}
-	if *limit < 0 || *limit > adminapi.MaxAuditRead {
-		return fmt.Errorf("--limit %d: want 0 to %d", *limit, adminapi.MaxAuditRead)
+	if *limit < 0 || *limit > operatorapi.MaxAuditRead {
+		return fmt.Errorf("--limit %d: want 0 to %d", *limit, operatorapi.MaxAuditRead)
 	}
-	return withAdmin(*data, "", func(ctx context.Context, d doer) error {
-		var entries []adminapi.AuditEntry
+	return withOperator(*data, "", func(ctx context.Context, d doer) error {
+		var entries []operatorapi.AuditEntry
 		if err := d.do(ctx, req, &entries); err != nil {
 			return err
 		}

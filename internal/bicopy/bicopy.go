@@ -1,4 +1,4 @@
-// Package relay copies bytes between two connections in both directions, as a proxy or a port
+// Package bicopy copies bytes between two connections in both directions, as a proxy or a port
 // forwarder does, with pooled buffers and correct half-close. It knows nothing about what the
 // connections carry.
 //
@@ -6,7 +6,7 @@
 // only that while its Read blocks), and switches to a large pooled buffer as soon as a read fills the
 // small one, so bulk transfers move large chunks with few system calls and few handoffs to the
 // connection's writer. It goes back to the small buffer when reads become short again.
-package relay
+package bicopy
 
 import (
 	"errors"

@@ -113,11 +113,11 @@ type NetworkRequest struct {
 	Approval bool   `json:"approval,omitempty"` // create: joins need the owner's approval
 }
 
-// AdminRequest asks the node to perform an owner action on a network, or list it (POST
-// /v1/network/admin). Op is one of approve, deny, kick, ban, unban (with Target), lock, unlock,
+// OwnerRequest asks the node to perform an owner action on a network, or list it (POST
+// /v1/network/owner). Op is one of approve, deny, kick, ban, unban (with Target), lock, unlock,
 // password (with Password), approval (with Approval), transfer (with Target), delete, members,
 // pending.
-type AdminRequest struct {
+type OwnerRequest struct {
 	Op       string `json:"op"`
 	Network  string `json:"network"`
 	Target   string `json:"target,omitempty"` // a node name, or key fingerprint
@@ -125,8 +125,8 @@ type AdminRequest struct {
 	Approval bool   `json:"approval,omitempty"`
 }
 
-// AdminReply answers an AdminRequest.
-type AdminReply struct {
+// OwnerReply answers an OwnerRequest.
+type OwnerReply struct {
 	Networks []string `json:"networks"`          // this node's networks afterwards
 	Members  []Member `json:"members,omitempty"` // members and pending
 }
@@ -229,10 +229,10 @@ func (c *Client) Network(ctx context.Context, req NetworkRequest) (*NetworkReply
 	return &rep, c.do(ctx, http.MethodPost, "/v1/network", req, &rep)
 }
 
-// Admin performs an owner action or listing through the node.
-func (c *Client) Admin(ctx context.Context, req AdminRequest) (*AdminReply, error) {
-	var rep AdminReply
-	return &rep, c.do(ctx, http.MethodPost, "/v1/network/admin", req, &rep)
+// Owner performs an owner action or listing through the node.
+func (c *Client) Owner(ctx context.Context, req OwnerRequest) (*OwnerReply, error) {
+	var rep OwnerReply
+	return &rep, c.do(ctx, http.MethodPost, "/v1/network/owner", req, &rep)
 }
 
 // ACL performs an access-rules operation through the node.

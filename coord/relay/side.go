@@ -1,4 +1,4 @@
-package udprelay
+package relay
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package udprelay
+package relay
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
-	"github.com/warren-net/warren/abuse"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/abuse"
 	"github.com/warren-net/warren/identity"
 )
 

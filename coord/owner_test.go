@@ -127,7 +127,7 @@ func TestOwnerActions(t *testing.T) {
 
 	// The operator may act on any network.
 	a.do(t, "", control.Request{Op: control.OpCreate, Network: "ops"})
-	if _, err := srv.Admin(context.Background(), AdminRequest{By: Actor{Operator: true}, Op: control.OpLock, Network: "ops"}); err != nil {
+	if _, err := srv.Owner(context.Background(), OwnerRequest{By: Actor{Operator: true}, Op: control.OpLock, Network: "ops"}); err != nil {
 		t.Fatalf("operator lock: %v", err)
 	}
 	b.do(t, control.CodeLocked, control.Request{Op: control.OpJoin, Network: "ops"})
