@@ -1,0 +1,56 @@
+// Package testkit holds what many packages' tests share: a logger that writes into the test's own
+// output, and the goroutine-leak check. Only tests import it.
+package testkit
+
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
+)
+
+// Writer returns an io.Writer that logs each write as one line of t's output (shown with -v or when
+// the test fails).
+func Writer(t testing.TB) io.Writer { return tWriter{t} }
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// Logger returns a debug-level logger named name that writes into t's output.
+func Logger(t testing.TB, name string) hclog.Logger {
+	return LoggerAt(t, name, hclog.Debug)
+}
+
+// LoggerAt is Logger at another level.
+func LoggerAt(t testing.TB, name string, level hclog.Level) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: level, Output: tWriter{t}})
+}
+
+// ignored lists goroutines that outlive any one test by design: the race detector's and the
+// runtime's own, and database/sql's connection opener, which lives until its DB is closed.
+var ignored = []goleak.Option{
+	goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+}
+
+// VerifyNone fails t if goroutines other than those running when it was called are still alive
+// when it returns (goleak retries for a while before it gives up, so goroutines on their way out
+// are not counted). Call it first in a test, deferred: defer testkit.VerifyNone(t)().
+func VerifyNone(t testing.TB) func() {
+	opts := append([]goleak.Option{goleak.IgnoreCurrent()}, ignored...)
+	return func() {
+		t.Helper()
+		goleak.VerifyNone(t, opts...)
+	}
+}
+
+// VerifyTestMain runs a package's tests and fails the run if any goroutine is left when they end.
+// Use it as the package's TestMain: func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }.
+func VerifyTestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, ignored...)
+}
