@@ -55,6 +55,28 @@ const (
 	MaxACLEntry   = 80
 )
 
+// The overlay's fixed ranges. Every overlay prefix and address lies inside them: the coord allocates
+// only there, and a node refuses a Welcome or a peer whose prefixes or addresses fall outside, so that
+// no coord can make a node send traffic for other addresses (a public one, its LAN) into the overlay
+// or route them to its TUN device.
+var (
+	OverlayRange4 = netip.MustParsePrefix("100.64.0.0/10") // shared address space, RFC 6598
+	OverlayRange6 = netip.MustParsePrefix("fc00::/7")      // unique local addresses, RFC 4193
+)
+
+// InOverlayRange reports whether every address of p lies inside OverlayRange4 or OverlayRange6.
+func InOverlayRange(p netip.Prefix) bool {
+	if !p.IsValid() || p.Addr().Zone() != "" {
+		return false
+	}
+	for _, r := range []netip.Prefix{OverlayRange4, OverlayRange6} {
+		if p.Addr().Is4() == r.Addr().Is4() && p.Bits() >= r.Bits() && r.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
 // Type names a message kind.
 type Type string
 

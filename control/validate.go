@@ -39,6 +39,12 @@ func (m *Msg) Validate() error {
 		if !w.IPv4.Is4() || !w.IPv6.Is6() || !w.Prefix4.IsValid() || !w.Prefix6.IsValid() {
 			return errors.New("welcome: missing or wrong-family address")
 		}
+		if !InOverlayRange(w.Prefix4) || !InOverlayRange(w.Prefix6) {
+			return fmt.Errorf("welcome: overlay prefixes %v, %v are not inside %v and %v", w.Prefix4, w.Prefix6, OverlayRange4, OverlayRange6)
+		}
+		if !w.Prefix4.Contains(w.IPv4) || !w.Prefix6.Contains(w.IPv6) {
+			return fmt.Errorf("welcome: addresses %v, %v are not inside the overlay prefixes %v, %v", w.IPv4, w.IPv6, w.Prefix4, w.Prefix6)
+		}
 		if len(w.Tag) > MaxNameLen {
 			return errors.New("welcome: tag too long")
 		}
@@ -218,6 +224,9 @@ func checkPeers(peers []Peer) error {
 		for _, ip := range p.IPs {
 			if !ip.IsValid() || ip.Zone() != "" {
 				return errors.New("peer: invalid IP")
+			}
+			if !InOverlayRange(netip.PrefixFrom(ip, ip.BitLen())) {
+				return fmt.Errorf("peer: IP %v is outside the overlay ranges", ip)
 			}
 		}
 		if err := checkEndpoints(p.Endpoints); err != nil {

@@ -188,7 +188,7 @@ func (n *Node) resolve(ctx context.Context, name string) (netip.Addr, error) {
 	if err != nil || len(ips) == 0 {
 		return netip.Addr{}, fmt.Errorf("resolve %q: %w", name, err)
 	}
-	return ips[0].Unmap(), nil
+	return hostAnswer(name, ips, n.overlay)
 }
 
 // sortedPeers returns a copy of the peer map sorted by name.

@@ -37,6 +37,8 @@ func (n *Node) dial(ctx context.Context, network, addr string) (net.Conn, error)
 		}
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}
+	ip = ip.WithZone("") // a zone means nothing inside the overlay
+	addr = netip.AddrPortFrom(ip, ap.Port()).String()
 	tcp := network == "tcp" || network == "tcp4" || network == "tcp6"
 	if k, ok := n.routes.Load().owner[ip]; ok && tcp && !n.cfg.PacketPathTCP {
 		return n.ep.DialStream(ctx, k, peer.StreamHeader{Proto: peer.ProtoTCP, Port: ap.Port()})
@@ -44,30 +46,16 @@ func (n *Node) dial(ctx context.Context, network, addr string) (net.Conn, error)
 	return stack.DialContext(ctx, network, addr)
 }
 
-func (n *Node) inOverlay(ip netip.Addr) bool {
-	for _, p := range n.overlay {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
+// inOverlay reports whether ip (with or without a zone) is an overlay address.
+func (n *Node) inOverlay(ip netip.Addr) bool { return inPrefixes(ip, n.overlay) }
 
 // isHostAddr reports whether ip reaches this host: loopback, unspecified, or one of its interfaces.
 func isHostAddr(ip netip.Addr) bool {
-	if ip.IsLoopback() || ip.IsUnspecified() {
-		return true
-	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return true // when in doubt, refuse
 	}
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == ip {
-			return true
-		}
-	}
-	return false
+	return hostAddrIn(ip, addrs)
 }
 
 // acceptStream serves a peer's stream to an exposed TCP port by dialing it on localhost; anything else

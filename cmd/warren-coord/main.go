@@ -238,6 +238,14 @@ func parsePools(v4, v6 string) (store.Pools, error) {
 	if err != nil || !p6.Addr().Is6() || p6.Addr().Is4In6() {
 		return store.Pools{}, fmt.Errorf("--pool6 %q: want an IPv6 prefix like fd7a:7761:7272::/48", v6)
 	}
+	// Nodes refuse overlay prefixes outside the fixed ranges (control.InOverlayRange): say so here,
+	// at start, rather than have every node refuse its Welcome.
+	if !control.InOverlayRange(p4) {
+		return store.Pools{}, fmt.Errorf("--pool4 %v: must lie inside %v (nodes refuse any other overlay prefix)", p4, control.OverlayRange4)
+	}
+	if !control.InOverlayRange(p6) {
+		return store.Pools{}, fmt.Errorf("--pool6 %v: must lie inside %v (nodes refuse any other overlay prefix)", p6, control.OverlayRange6)
+	}
 	return store.Pools{V4: p4.Masked(), V6: p6.Masked()}, nil
 }
 
