@@ -160,6 +160,23 @@ func ParseFingerprint(s string) (string, error) {
 	return "SHA256:" + s, nil
 }
 
+// PinnedAddr joins a server address and its key fingerprint into one string, "HOST:PORT#SHA256:…", so
+// that the key travels with the address (an invite, a config line) and first use needs no trust.
+func PinnedAddr(addr, fingerprint string) string { return addr + "#" + fingerprint }
+
+// SplitPinnedAddr splits "HOST:PORT#SHA256:…" into the address and the normalised fingerprint; an
+// address without "#" has the fingerprint "".
+func SplitPinnedAddr(s string) (addr, fingerprint string, err error) {
+	addr, fp, found := strings.Cut(strings.TrimSpace(s), "#")
+	if !found {
+		return addr, "", nil
+	}
+	if fingerprint, err = ParseFingerprint(fp); err != nil {
+		return "", "", fmt.Errorf("%q: %w", s, err)
+	}
+	return addr, fingerprint, nil
+}
+
 // PeerKey returns the Ed25519 key in the first certificate of a TLS peer's chain. TLS has already proved
 // that the peer holds the private key (CertificateVerify), so the key is the peer's identity.
 func PeerKey(rawCerts [][]byte) (ed25519.PublicKey, error) {

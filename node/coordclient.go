@@ -112,7 +112,9 @@ func (c *coordClient) connect(ctx context.Context) (*control.Welcome, error) {
 			conn.CloseWithError(0, "")
 			return nil, fmt.Errorf("save coord pin: %w", err)
 		}
-		c.log.Info("trusting coordination server on first use", "key", seen, "pin_file", c.pinPath)
+		c.log.Warn("trusting the coordination server's key on first use: nothing proved this is the right server, "+
+			"and a password or auth key sent now would reach whoever answered; pin it with --coord HOST:PORT#KEY as warren-coord prints it",
+			"key", seen, "pin_file", c.pinPath)
 		c.mu.Lock()
 		c.pin = seen
 		c.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -178,7 +179,7 @@ func run(args []string) error {
 		return err
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
-	fmt.Printf("warren-coord listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
+	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
 	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
 
 	waitForSignal(log, srv.ReloadBlockList)
@@ -227,6 +228,16 @@ func recordSettings(st *store.Store, blockList string, auditKeep int, auditAge t
 		return err
 	}
 	return st.SetAuditRetention(ctx, auditKeep, auditAge)
+}
+
+// joinAddr is the --coord value nodes should use: the address with the key, so that a node's first
+// connection is pinned too. An unspecified listen address becomes HOST, for the operator to fill in.
+func joinAddr(listen net.Addr, fingerprint string) string {
+	addr := listen.String()
+	if ua, ok := listen.(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
+		addr = net.JoinHostPort("HOST", strconv.Itoa(ua.Port))
+	}
+	return identity.PinnedAddr(addr, fingerprint)
 }
 
 func parsePools(v4, v6 string) (store.Pools, error) {

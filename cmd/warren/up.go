@@ -27,7 +27,7 @@ func cmdUp(args []string) error {
 	authKeyFile := fs.String("authkey-file", "", "read the auth key from this `file`")
 	ephemeral := fs.Bool("ephemeral", false, "the coord removes this node once it is offline (at once when it exits cleanly or on 'warren down')")
 	state := stateFlag(fs)
-	coordAddr := fs.String("coord", "", "coordination server `HOST:PORT` (required)")
+	coordAddr := fs.String("coord", "", "coordination server `HOST:PORT`, or HOST:PORT#SHA256:… with the key it must have, as warren-coord prints it (required)")
 	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
 	name := fs.String("name", "", "this node's `name` (a DNS label; default: the host name)")
 	socksAddr := fs.String("socks", "127.0.0.1:1080", "proxy `address` speaking SOCKS5 and HTTP (loopback only without --socks-user; empty disables)")
@@ -68,6 +68,9 @@ func cmdUp(args []string) error {
 	}
 	if *coordAddr == "" {
 		return errors.New("up: --coord HOST:PORT is required")
+	}
+	if *coordAddr, *coordKey, err = coordTarget(*coordAddr, *coordKey); err != nil {
+		return fmt.Errorf("up: %w", err)
 	}
 	if *name == "" {
 		h, err := os.Hostname()

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCoordTarget(t *testing.T) {
+	const fp = "SHA256:6yW1x1Qn1u0yXW1m0lVQ0cD7o3y3cQ3zmt1PZ0r4b0Y"
+	const other = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	for _, tc := range []struct {
+		coord, key       string
+		addr, pin, error string
+	}{
+		{coord: "coord.example:7400", addr: "coord.example:7400"},
+		{coord: "coord.example:7400#" + fp, addr: "coord.example:7400", pin: fp},
+		{coord: "[::1]:7400#" + fp, addr: "[::1]:7400", pin: fp},
+		{coord: "coord.example:7400", key: fp, addr: "coord.example:7400", pin: fp},
+		{coord: "coord.example:7400#" + fp, key: fp, addr: "coord.example:7400", pin: fp},
+		{coord: "coord.example:7400#" + fp, key: other, error: "--coord-key says"},
+		{coord: "coord.example:7400#SHA256:short", error: "invalid key fingerprint"},
+		{coord: "coord.example:7400", key: "nonsense", error: "--coord-key"},
+	} {
+		addr, pin, err := coordTarget(tc.coord, tc.key)
+		if tc.error != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.error) {
+				t.Errorf("%q %q: got %v, want an error containing %q", tc.coord, tc.key, err, tc.error)
+			}
+			continue
+		}
+		if err != nil || addr != tc.addr || pin != tc.pin {
+			t.Errorf("%q %q: got %q %q %v, want %q %q", tc.coord, tc.key, addr, pin, err, tc.addr, tc.pin)
+		}
+	}
+}
