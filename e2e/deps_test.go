@@ -47,8 +47,9 @@ type rule struct {
 	reason string
 }
 
-// Node side: node/..., peer, netstack, socks (cmd/warren wires them). Server side: coord/...
-// (cmd/warren-coord wires it). Shared: control, identity, acl, tun, internal/... .
+// Node side: node/..., peer, netstack, socks, tun (cmd/warren wires them). Server side: coord/...
+// (cmd/warren-coord wires it). Shared: control, identity, acl, internal/... . docs/ARCHITECTURE.md
+// ("Package layout") shows the same rules and reasons as a table: change both together.
 var (
 	nodeSide   = []string{mod + "node", mod + "peer", mod + "netstack", mod + "socks", mod + "tun"}
 	serverSide = []string{mod + "coord"}

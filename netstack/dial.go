@@ -16,8 +16,7 @@ import (
 )
 
 // Errors that DialContext (and other methods) wrap in a *net.OpError. Each also matches the
-// corresponding syscall errno with errors.Is. Their texts are stable: a proxy in front maps them
-// to reply codes by text.
+// corresponding syscall errno with errors.Is, which is how a proxy in front picks its reply code.
 var (
 	// ErrConnectionRefused is returned when the remote stack reset the connection attempt (the
 	// port is not exposed there, or its local service is not answering).

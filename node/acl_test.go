@@ -196,7 +196,7 @@ func TestACLStreamPath(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			n.acceptStream(c.from, peer.StreamHeader{Proto: peer.ProtoTCP, Port: port}, server)
+			n.acceptStream(peer.NewIncomingStream(c.from, peer.StreamHeader{Proto: peer.ProtoTCP, Port: port}, server))
 		}()
 		client.SetDeadline(time.Now().Add(5 * time.Second))
 		got, err := io.ReadAll(client)

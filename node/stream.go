@@ -60,17 +60,18 @@ func isHostAddr(ip netip.Addr) bool {
 
 // acceptStream serves a peer's stream to an exposed TCP port by dialing it on localhost; anything else
 // is refused, as the netstack would answer an unexposed port with a RST.
-func (n *Node) acceptStream(from peer.Key, h peer.StreamHeader, c net.Conn) {
+func (n *Node) acceptStream(s *peer.IncomingStream) {
+	from, h := s.From, s.Header
 	if h.Proto != peer.ProtoTCP || !n.exposed[Port{"tcp", h.Port}] {
 		if n.log.IsDebug() {
 			n.log.Debug("refused stream to unexposed port", "peer", from, "port", h.Port)
 		}
-		peer.Refuse(c)
+		s.Refuse()
 		return
 	}
 	if !n.routes.Load().allows(from, acl.TCP, h.Port) {
 		n.aclRefused(from, protoTCP, h.Port)
-		peer.Refuse(c)
+		s.Refuse()
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
@@ -78,13 +79,14 @@ func (n *Node) acceptStream(from peer.Key, h peer.StreamHeader, c net.Conn) {
 	cancel()
 	if err != nil {
 		n.log.Debug("exposed port not answering on localhost", "port", h.Port, "error", err)
-		peer.Refuse(c)
+		s.Refuse()
 		return
 	}
 	defer local.Close()
-	defer c.Close()
-	if err := peer.Accept(c); err != nil {
+	c, err := s.Accept()
+	if err != nil {
 		return
 	}
+	defer c.Close()
 	bicopy.Copy(c, nil, local)
 }

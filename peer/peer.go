@@ -114,8 +114,8 @@ type Config struct {
 	// retained. Required.
 	Receive func(from Key, pkt []byte)
 	// AcceptStream is called, in a goroutine of its own, for every stream a peer opens, after its
-	// header has been read. It must answer with Accept or Refuse. nil = streams are refused.
-	AcceptStream func(from Key, h StreamHeader, c net.Conn)
+	// header has been read. It must answer with s.Accept or s.Refuse. nil = streams are refused.
+	AcceptStream func(s *IncomingStream)
 	// Logger; nil = silent.
 	Logger hclog.Logger
 	// DialTimeout bounds one dial attempt (all endpoints in parallel). Default 5s.
@@ -173,6 +173,7 @@ type peerState struct {
 	link   *link
 	links  map[*link]struct{} // every open link: the current one and retired ones streams still use
 	wake   chan struct{}      // pokes the peer loop: endpoints changed, link up or down, path validated
+	linkUp chan struct{}      // nil, or closed and cleared when a link comes up or the peer leaves: waitLink's signal
 	cancel context.CancelFunc
 
 	learned   []netip.AddrPort // where the peer's pings came from that its endpoints do not list
@@ -389,6 +390,7 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	ps.link = l
 	ps.links[l] = struct{}{}
 	poke(ps.wake)
+	ps.wakeDialersLocked()
 	e.mu.Unlock()
 	if evict != nil {
 		e.log.Info("closing an old link to make room", "peer", k, "links", maxLinks, "its_streams", evict.streams.Load())
@@ -439,6 +441,14 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 	}
 }
 
+// wakeDialersLocked wakes every DialStream waiting for a link to the peer (waitLink).
+func (ps *peerState) wakeDialersLocked() {
+	if ps.linkUp != nil {
+		close(ps.linkUp)
+		ps.linkUp = nil
+	}
+}
+
 func poke(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
@@ -466,6 +476,7 @@ func (e *Endpoint) SetPeers(peers []Info) {
 	for k, ps := range e.peers {
 		if _, ok := want[k]; !ok {
 			ps.cancel()
+			ps.wakeDialersLocked()
 			for l := range ps.links {
 				l.removed.Store(true)
 				toClose = append(toClose, l)

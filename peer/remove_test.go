@@ -33,10 +33,10 @@ func newEchoNode(t *testing.T) *testNode {
 			default:
 			}
 		},
-		AcceptStream: func(from Key, h StreamHeader, c net.Conn) {
-			defer c.Close()
-			if Accept(c) == nil {
+		AcceptStream: func(s *IncomingStream) {
+			if c, err := s.Accept(); err == nil {
 				io.Copy(c, c)
+				c.Close()
 			}
 		}})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -63,13 +64,37 @@ func ParseStreamHeader(b []byte) (StreamHeader, error) {
 	return h, nil
 }
 
-// ErrStreamRefused is returned by DialStream when the peer refuses the port. Its text contains
-// "connection refused" so proxies map it to the right reply.
-var ErrStreamRefused = errors.New("connection refused by peer (port not exposed or not listening)")
+// Errors DialStream returns. Each matches a syscall errno with errors.Is, so a proxy in front picks
+// its reply code from the error's meaning (syscall.ECONNREFUSED, syscall.EHOSTUNREACH), never from
+// its text.
+var (
+	// ErrStreamRefused is returned when the peer refuses the stream: the port is not exposed there,
+	// its access rules deny it, or nothing listens on it (one answer for all three, as the packet
+	// path answers with a RST). It matches syscall.ECONNREFUSED.
+	ErrStreamRefused error = &dialError{"connection refused by peer (port not exposed or not listening)", syscall.ECONNREFUSED}
+	// ErrPeerUnreachable is returned (wrapped) when the key is not a peer, or no link to it came up
+	// before the context ended. It matches syscall.EHOSTUNREACH.
+	ErrPeerUnreachable error = &dialError{"host unreachable", syscall.EHOSTUNREACH}
+)
+
+// dialError is an error with a fixed text that also matches a syscall errno.
+type dialError struct {
+	text  string
+	errno syscall.Errno
+}
+
+func (e *dialError) Error() string { return e.text }
+
+// Is makes errors.Is(err, syscall.ECONNREFUSED) and friends work.
+func (e *dialError) Is(target error) bool {
+	errno, ok := target.(syscall.Errno)
+	return ok && errno == e.errno
+}
 
 // DialStream opens a stream to service h on peer k, waiting up to ctx's deadline for a link to come
 // up, and returns it as a net.Conn once the peer has accepted. If the link is replaced while the peer
 // has not answered yet (the path moved: relay to direct, a roaming peer), it tries the new link.
+// A refusal is ErrStreamRefused; no such peer, or no link in time, wraps ErrPeerUnreachable.
 func (e *Endpoint) DialStream(ctx context.Context, k Key, h StreamHeader) (net.Conn, error) {
 	for tries := 0; ; tries++ {
 		l, err := e.waitLink(ctx, k)
@@ -126,26 +151,32 @@ func (e *Endpoint) dialStreamOn(ctx context.Context, k Key, l *link, h StreamHea
 	return c, nil
 }
 
-// waitLink returns the live link to k, polling until ctx is done if it is still being set up.
+// waitLink returns the live link to k. While none is up it waits, until ctx ends, for the peer's
+// linkUp signal (installLink closes it when a link comes up, SetPeers when k leaves the peer set).
+// It takes the write lock once per dial (the first waiter makes the channel), never per packet.
 func (e *Endpoint) waitLink(ctx context.Context, k Key) (*link, error) {
 	for {
-		e.mu.RLock()
+		e.mu.Lock()
 		ps := e.peers[k]
-		var link *link
-		if ps != nil {
-			link = ps.link
-		}
-		e.mu.RUnlock()
 		if ps == nil {
-			return nil, fmt.Errorf("host unreachable: %s is not a peer", k)
+			e.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s is not a peer", ErrPeerUnreachable, k)
 		}
-		if link != nil {
-			return link, nil
+		if l := ps.link; l != nil {
+			e.mu.Unlock()
+			return l, nil
 		}
+		if ps.linkUp == nil {
+			ps.linkUp = make(chan struct{})
+		}
+		up := ps.linkUp
+		e.mu.Unlock()
 		select {
+		case <-up:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("host unreachable: no link to peer %s: %w", k, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+			return nil, fmt.Errorf("%w: no link to peer %s: %w", ErrPeerUnreachable, k, ctx.Err())
+		case <-e.ctx.Done():
+			return nil, ErrClosed
 		}
 	}
 }
@@ -192,9 +223,47 @@ func (e *Endpoint) acceptStreams(k Key, l *link) {
 				c.Close()
 				return
 			}
-			e.cfg.AcceptStream(k, h, c)
+			e.cfg.AcceptStream(&IncomingStream{From: k, Header: h, c: c})
 		}()
 	}
+}
+
+// IncomingStream is a stream a peer opened to us, its header read, waiting for our answer. The
+// receiver answers it exactly once: Accept, then relay bytes over the connection it returns; or
+// Refuse. The answer is one status byte on the wire, which only this package reads and writes.
+type IncomingStream struct {
+	From   Key          // the peer that opened it
+	Header StreamHeader // the service it is for
+	c      net.Conn
+}
+
+// NewIncomingStream wraps c, a connection whose other end speaks the stream protocol after the
+// header (it reads the status byte, then the bytes): for answering streams that arrive another
+// way, and for tests. If c has a CloseWrite method, Refuse uses it to end the answer cleanly.
+func NewIncomingStream(from Key, h StreamHeader, c net.Conn) *IncomingStream {
+	return &IncomingStream{From: from, Header: h, c: c}
+}
+
+// Accept answers the stream with StreamOK and returns it as a connection (a QUIC stream's has a
+// CloseWrite that ends the send direction); the caller relays bytes and closes it. If the answer
+// cannot be sent, the stream is closed and the error returned.
+func (s *IncomingStream) Accept() (net.Conn, error) {
+	if _, err := s.c.Write([]byte{StreamOK}); err != nil {
+		s.c.Close()
+		return nil, fmt.Errorf("accept stream from %s: %w", s.From, err)
+	}
+	return s.c, nil
+}
+
+// Refuse answers the stream with StreamRefused and closes it; the dialer's DialStream returns
+// ErrStreamRefused. The answer carries no reason: a peer does not learn whether the port is not
+// exposed, denied by the access rules or not listening, as over the packet path.
+func (s *IncomingStream) Refuse() {
+	s.c.Write([]byte{StreamRefused})
+	if cw, ok := s.c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	s.c.Close()
 }
 
 // streamConn is a QUIC stream as a net.Conn: CloseWrite ends the send direction (FIN), Close ends both.
@@ -205,19 +274,6 @@ type streamConn struct {
 	local, remote net.Addr
 	inbound       *atomic.Int32 // the peer's count of streams it opened to us; nil for ours
 	closeOnce     sync.Once
-}
-
-// Accept answers a received stream with StreamOK; the caller then relays bytes.
-func Accept(c net.Conn) error {
-	_, err := c.Write([]byte{StreamOK})
-	return err
-}
-
-// Refuse answers a received stream with StreamRefused and closes it.
-func Refuse(c net.Conn) {
-	c.Write([]byte{StreamRefused})
-	c.(interface{ CloseWrite() error }).CloseWrite()
-	c.Close()
 }
 
 func (c *streamConn) Read(b []byte) (int, error)  { return c.s.Read(b) }

@@ -146,7 +146,7 @@ func (p *httpProxy) authorized(req *http.Request) bool {
 
 // connect opens a tunnel to req.Host and relays it.
 func (p *httpProxy) connect(c *peekedConn, req *http.Request) error {
-	target, err := p.s.dialName(context.Background(), "tcp", req.Host)
+	target, err := p.s.dialName(p.s.ctx, "tcp", req.Host)
 	if err != nil {
 		writeError(c, dialStatus(err), err.Error())
 		return fmt.Errorf("http CONNECT %s: %w", req.Host, err)
@@ -166,7 +166,7 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 // forward sends an absolute-URI request on and copies the response back; keep reports whether the
 // client connection may carry another request.
 func (p *httpProxy) forward(c *peekedConn, req *http.Request) (keep bool, err error) {
-	out := req.Clone(context.Background())
+	out := req.Clone(p.s.ctx)
 	out.RequestURI = ""
 	for _, h := range strings.Split(req.Header.Get("Connection"), ",") {
 		if h = strings.TrimSpace(h); h != "" {

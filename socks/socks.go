@@ -20,9 +20,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -41,8 +41,11 @@ var ErrNotAllowed = errors.New("destination not allowed")
 
 // Config configures a Server.
 type Config struct {
-	// Dial opens a connection to a literal "ip:port". Required. Errors whose text contains
-	// "connection refused" become SOCKS reply 0x05, "network is unreachable" 0x03, anything else 0x04.
+	// Dial opens a connection to a literal "ip:port". Required. ctx ends after DialTimeout or when
+	// the Server closes. The error picks the SOCKS reply by what it matches with errors.Is, never by
+	// its text: syscall.ECONNREFUSED → 0x05 (connection refused), syscall.ENETUNREACH → 0x03
+	// (network unreachable), ErrNotAllowed → 0x02 (not allowed by ruleset), anything else (host
+	// unreachable, timeouts) → 0x04 (host unreachable).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Resolve maps a name (e.g. "b.warren" or "b") to an address. nil = only literal IPs are accepted.
 	Resolve func(ctx context.Context, name string) (netip.Addr, error)
@@ -65,11 +68,13 @@ type Config struct {
 
 // Server is a SOCKS5 server. Its methods are safe for concurrent use.
 type Server struct {
-	cfg  Config
-	log  hclog.Logger
-	impl *socks5.Server
-	http *httpProxy
-	wg   sync.WaitGroup
+	cfg    Config
+	log    hclog.Logger
+	impl   *socks5.Server
+	http   *httpProxy
+	ctx    context.Context // alive until Close: dials and lookups end with it
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	// mu guards the following.
 	mu     sync.Mutex
@@ -102,6 +107,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxConns = 16384
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}), conns: make(map[net.Conn]struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	opts := []socks5.Option{
 		socks5.WithResolver(resolver{s}),
 		socks5.WithRule(socks5.NewPermitConnAndAss()),
@@ -274,8 +280,8 @@ func (s *Server) ActiveConns() int {
 // Rejected returns how many clients were turned away because MaxConns was reached.
 func (s *Server) Rejected() uint64 { return s.rejected.Load() }
 
-// Close stops every Serve loop, closes every client connection and waits for their goroutines.
-// It is idempotent.
+// Close stops every Serve loop, ends dials under way, closes every client connection and waits for
+// their goroutines. It is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -283,6 +289,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.cancel()
 	for ln := range s.lns {
 		ln.Close()
 	}
@@ -302,7 +309,7 @@ func (s *Server) handleConnect(_ context.Context, w io.Writer, req *socks5.Reque
 		return errors.New("socks: writer is not a connection")
 	}
 	client.SetDeadline(time.Time{}) // the handshake is over
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
 	target, err := s.cfg.Dial(ctx, "tcp", req.DestAddr.String())
 	cancel()
 	if err != nil {
@@ -322,26 +329,18 @@ func (s *Server) handleConnect(_ context.Context, w io.Writer, req *socks5.Reque
 	return nil
 }
 
-// replyCode maps a dial error to a SOCKS5 reply code.
+// replyCode maps a dial error to a SOCKS5 reply code by what it matches (see Config.Dial). The
+// host's dialer, the netstack and peer streams all return errors that match these errnos.
 func replyCode(err error) uint8 {
-	switch msg := err.Error(); {
-	case containsAny(msg, "connection refused", "connection was refused"):
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
 		return statute.RepConnectionRefused
-	case containsAny(msg, "network is unreachable"):
+	case errors.Is(err, syscall.ENETUNREACH):
 		return statute.RepNetworkUnreachable
 	case errors.Is(err, ErrNotAllowed):
 		return statute.RepRuleFailure
 	}
-	return statute.RepHostUnreachable
-}
-
-func containsAny(s string, subs ...string) bool {
-	for _, sub := range subs {
-		if strings.Contains(s, sub) {
-			return true
-		}
-	}
-	return false
+	return statute.RepHostUnreachable // also syscall.EHOSTUNREACH and timeouts
 }
 
 // resolver adapts Config.Resolve to go-socks5.

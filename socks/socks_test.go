@@ -10,10 +10,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
+	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // startServer runs a Server whose Dial reaches real loopback listeners; names map via the table.
@@ -34,13 +38,7 @@ func startServer(t testing.TB, names map[string]netip.Addr, maxConns int) (*Serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() { s.Close() })
-	return s, ln.Addr().String()
+	return s, serve(t, s)
 }
 
 // connect performs a SOCKS5 CONNECT and returns the connection and the reply code.
@@ -146,29 +144,148 @@ func TestPipelinedData(t *testing.T) {
 	}
 }
 
+// errnoError is how the netstack and peer streams report a failed dial: a text of their own that
+// matches a syscall errno with errors.Is.
+type errnoError struct {
+	text  string
+	errno syscall.Errno
+}
+
+func (e *errnoError) Error() string          { return e.text }
+func (e *errnoError) Is(target error) bool   { return target == e.errno }
+func opError(err error) error                { return &net.OpError{Op: "dial", Net: "tcp", Err: err} }
+func syscallError(errno syscall.Errno) error { return opError(os.NewSyscallError("connect", errno)) }
+
+// TestReplyCodes pins the SOCKS reply each kind of dial failure gets, as a client reads it: the
+// reply follows what the error matches, never its text.
 func TestReplyCodes(t *testing.T) {
-	_, proxy := startServer(t, map[string]netip.Addr{"dead.warren": netip.MustParseAddr("127.0.0.1")}, 0)
-	// A closed loopback port: connection refused (5).
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	closed := uint16(ln.Addr().(*net.TCPAddr).Port)
 	ln.Close()
-	c, code := connect(t, proxy, "dead.warren", port)
-	c.Close()
-	if code != 5 {
-		t.Errorf("refused: reply %d, want 5", code)
+	cases := []struct {
+		name string
+		err  error // what Dial returns; nil = dial a closed loopback port for real
+		want byte
+	}{
+		{"host dialer, closed port", nil, 5},
+		{"connection refused (errno)", syscallError(syscall.ECONNREFUSED), 5},
+		{"netstack: remote stack reset", opError(&errnoError{"connection refused", syscall.ECONNREFUSED}), 5},
+		{"peer: stream refused", &errnoError{"connection refused by peer (port not exposed or not listening)", syscall.ECONNREFUSED}, 5},
+		{"network unreachable", syscallError(syscall.ENETUNREACH), 3},
+		{"netstack: network unreachable", opError(&errnoError{"network is unreachable", syscall.ENETUNREACH}), 3},
+		{"not allowed", fmt.Errorf("%w: 127.0.0.1 is this host", ErrNotAllowed), 2},
+		{"host unreachable", syscallError(syscall.EHOSTUNREACH), 4},
+		{"peer: no link", fmt.Errorf("%w: no link to peer x: %w", &errnoError{"host unreachable", syscall.EHOSTUNREACH}, context.DeadlineExceeded), 4},
+		{"timed out", syscallError(syscall.ETIMEDOUT), 4},
+		{"dial deadline", context.DeadlineExceeded, 4},
+		{"text alone says refused", errors.New("connection refused"), 4},
 	}
-	c, code = connect(t, proxy, "nobody.warren", 80)
-	c.Close()
+	byPort := make(map[string]error)
+	for i, c := range cases {
+		if c.err != nil {
+			byPort[strconv.Itoa(10000+i)] = c.err
+		}
+	}
+	s, err := New(Config{
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			_, port, _ := net.SplitHostPort(addr)
+			if err, ok := byPort[port]; ok {
+				return nil, err
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+		Resolve: func(_ context.Context, name string) (netip.Addr, error) {
+			return netip.Addr{}, fmt.Errorf("%w: %s", ErrUnknownName, name)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := serve(t, s)
+	for i, c := range cases {
+		port := uint16(10000 + i)
+		if c.err == nil {
+			port = closed
+		}
+		conn, code := connect(t, proxy, "127.0.0.1", port)
+		conn.Close()
+		if code != c.want {
+			t.Errorf("%s: reply %d, want %d", c.name, code, c.want)
+		}
+	}
+	conn, code := connect(t, proxy, "nobody.warren", 80)
+	conn.Close()
 	if code != 4 {
 		t.Errorf("unknown name: reply %d, want 4", code)
 	}
-	if got := replyCode(errors.New("dial: network is unreachable")); got != 3 {
-		t.Errorf("unreachable network maps to %d", got)
+}
+
+// serve runs s on a loopback listener until the test ends and returns its address.
+func serve(t testing.TB, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return ln.Addr().String()
+}
+
+// TestCloseEndsDial: Close does not wait for dials under way (a peer that never answers would hold
+// it for DialTimeout): their context ends, over SOCKS and HTTP CONNECT alike.
+func TestCloseEndsDial(t *testing.T) {
+	for _, proto := range []string{"socks", "http"} {
+		t.Run(proto, func(t *testing.T) {
+			defer testkit.VerifyNone(t)()
+			dialing := make(chan struct{}, 1)
+			s, err := New(Config{
+				Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					dialing <- struct{}{}
+					<-ctx.Done() // a dial that hangs until it is told to stop
+					return nil, ctx.Err()
+				},
+				DialTimeout: time.Hour,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(ln) }()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if proto == "socks" {
+				c.Write([]byte{5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80})
+			} else {
+				io.WriteString(c, "CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n")
+			}
+			<-dialing
+			closed := make(chan struct{})
+			go func() {
+				s.Close()
+				close(closed)
+			}()
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second): // a safety net: the dial would hold Close for an hour
+				t.Fatal("Close waits for a hanging dial")
+			}
+			if err := <-served; err != nil {
+				t.Errorf("Serve after Close: %v", err)
+			}
+		})
 	}
 }
 
 func TestMaxConnsAndClose(t *testing.T) {
-	before := runtime.NumGoroutine()
+	t.Cleanup(testkit.VerifyNone(t)) // the first cleanup runs last: after the echo server's
 	echo, _ := echoServer(t)
 	s, proxy := startServer(t, nil, 2)
 	var open []net.Conn
@@ -201,13 +318,6 @@ func TestMaxConnsAndClose(t *testing.T) {
 			t.Errorf("client not closed by Close: %v", err)
 		}
 		c.Close()
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) { // +2: the echo server's accept loop and its test cleanup
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before+2 {
-		t.Errorf("%d goroutines left, started with %d", n, before)
 	}
 }
 

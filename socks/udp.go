@@ -219,7 +219,7 @@ func (a *association) resolve(h UDPHeader) (netip.Addr, bool) {
 	if a.s.cfg.Resolve == nil {
 		return netip.Addr{}, false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(a.s.ctx, 5*time.Second)
 	ip, err := a.s.cfg.Resolve(ctx, h.Name)
 	cancel()
 	if err != nil {

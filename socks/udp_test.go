@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -58,10 +59,17 @@ func TestUDPAssociate(t *testing.T) {
 		}
 	}()
 	echoAddr := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	outClosed := make(chan struct{})
 	s, err := New(Config{
-		Dial:      func(context.Context, string, string) (net.Conn, error) { return nil, io.EOF },
-		Resolve:   func(context.Context, string) (netip.Addr, error) { return echoAddr.Addr(), nil },
-		ListenUDP: func() (net.PacketConn, error) { return net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) },
+		Dial:    func(context.Context, string, string) (net.Conn, error) { return nil, io.EOF },
+		Resolve: func(context.Context, string) (netip.Addr, error) { return echoAddr.Addr(), nil },
+		ListenUDP: func() (net.PacketConn, error) {
+			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				return nil, err
+			}
+			return &notifyClose{PacketConn: pc, closed: outClosed}, nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,10 +117,27 @@ func TestUDPAssociate(t *testing.T) {
 	}
 	// Closing the control connection ends the association.
 	ctrl.Close()
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-outClosed: // the association closes its relay socket, then this one
+	case <-time.After(10 * time.Second):
+		t.Fatal("the association outlived its control connection")
+	}
 	if _, err := roundTrip(udpPacket(0, echoAddr, "", "late")); err == nil {
 		t.Error("association outlived its control connection")
 	}
+}
+
+// notifyClose is a PacketConn that closes closed when it is closed.
+type notifyClose struct {
+	net.PacketConn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *notifyClose) Close() error {
+	err := c.PacketConn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
 }
 
 func FuzzParseUDPHeader(f *testing.F) {
