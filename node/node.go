@@ -24,6 +24,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
+	"github.com/warren-net/warren/internal/peercred"
 	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
@@ -46,6 +47,10 @@ type Config struct {
 	HTTP     string // an extra listen address for the same proxy, for HTTP-only clients; "" = none
 	// ProxyUser and ProxyPassword, if ProxyUser is set, are required from every proxy client.
 	ProxyUser, ProxyPassword string
+	// ProxyUsers names the local users (names or uids, comma-separated, or "all") who may use the
+	// proxy besides the node's own user and root, who can read its key anyway. A local client is
+	// told by the owner of its socket (Linux; elsewhere every local user may use the proxy).
+	ProxyUsers string
 	// OverlayOnly refuses proxy destinations outside the overlay instead of dialing them from the host.
 	OverlayOnly bool
 	// AllowLocal lets proxy clients reach the host's own addresses (loopback, its interfaces). Off by
@@ -84,13 +89,16 @@ type Node struct {
 	routes  atomic.Pointer[routeTable]
 	socks   *socks.Server
 	socksLn net.Listener
-	httpLn  net.Listener
-	api     *apiServer
-	exposed map[Port]bool
-	overlay []netip.Prefix  // the overlay's address pools; set once at first login
-	ctx     context.Context // alive until Close
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// proxyPolicy says which local users may use the proxy; proxyRefused counts the others' tries.
+	proxyPolicy  peercred.Policy
+	proxyRefused atomic.Uint64
+	httpLn       net.Listener
+	api          *apiServer
+	exposed      map[Port]bool
+	overlay      []netip.Prefix  // the overlay's address pools; set once at first login
+	ctx          context.Context // alive until Close
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
 
 	// mu guards the following.
 	mu           sync.Mutex
@@ -146,7 +154,11 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[peer.Key]control.Peer), exposed: make(map[Port]bool),
+	proxyPolicy, err := peercred.ParsePolicy(peercred.OwnerPolicy(uint32(os.Getuid())), cfg.ProxyUsers)
+	if err != nil {
+		return nil, fmt.Errorf("node: proxy users: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, proxyPolicy: proxyPolicy, peers: make(map[peer.Key]control.Peer), exposed: make(map[Port]bool),
 		limits: newRateLimiter(broadcastRate, broadcastBurst), aclRules: make(map[string][]control.ACLRule), policies: make(map[string]*acl.Policy)}
 	for _, p := range cfg.Expose {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
@@ -300,7 +312,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 func (n *Node) startSOCKS(stack *netstack.Stack) error {
 	srv, err := socks.New(socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP, Logger: n.log.Named("proxy"),
-		User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword})
+		User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword, UDPClientAllowed: n.proxyPolicy.AllowsDatagram})
 	if err != nil {
 		return err
 	}
@@ -313,6 +325,7 @@ func (n *Node) startSOCKS(stack *netstack.Stack) error {
 		if err != nil {
 			return fmt.Errorf("proxy listener: %w", err)
 		}
+		ln = n.localUsersOnly(ln)
 		if addr == n.cfg.SOCKS {
 			n.socksLn = ln
 		} else {
@@ -327,7 +340,7 @@ func (n *Node) startSOCKS(stack *netstack.Stack) error {
 		}()
 		n.log.Info("proxy listening (SOCKS5 and HTTP)", "addr", ln.Addr().String(), "auth", n.cfg.ProxyUser != "")
 	}
-	return nil
+	return n.serveProxySocket(srv)
 }
 
 // HTTPAddr returns the extra HTTP proxy listen address, or nil.

@@ -61,6 +61,11 @@ type Config struct {
 	// or not, as the caller allows), ReadFrom returns replies with their source. nil = UDP ASSOCIATE
 	// is refused with "command not supported".
 	ListenUDP func() (net.PacketConn, error)
+	// UDPClientAllowed, if set, is asked once per association about the address its first datagram
+	// (the one that claims it) comes from, after the address matched the client's IP and any port
+	// the request named: false drops that datagram as foreign and leaves the association unclaimed.
+	// The caller uses it to check which local user sent it: on loopback every user shares the IP.
+	UDPClientAllowed func(from netip.AddrPort) bool
 	// User and Password, if User is set, are required from every client: SOCKS5 username/password
 	// (RFC 1929) or HTTP Proxy-Authorization Basic. Compared in constant time.
 	User, Password string

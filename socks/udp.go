@@ -105,6 +105,11 @@ func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Req
 	client.SetDeadline(time.Time{})
 	localIP := addrOf(client.LocalAddr())
 	clientIP := addrOf(client.RemoteAddr())
+	if !localIP.IsValid() || !clientIP.IsValid() {
+		// A client on a unix socket has no address its datagrams could be checked against.
+		socks5.SendReply(w, statute.RepCommandNotSupported, nil)
+		return errors.New("UDP ASSOCIATE needs a TCP client")
+	}
 	relaySock, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(localIP, 0)))
 	if err != nil {
 		socks5.SendReply(w, statute.RepServerFailure, nil)
@@ -144,15 +149,34 @@ type association struct {
 	clientIP netip.Addr
 	lastSeen atomic.Int64
 
-	mu     sync.Mutex
-	client netip.AddrPort
-	names  map[string]netip.Addr
+	mu       sync.Mutex
+	client   netip.AddrPort
+	verified bool // client passed Config.UDPClientAllowed
+	names    map[string]netip.Addr
 }
 
 func (a *association) setClient(ap netip.AddrPort) {
 	a.mu.Lock()
 	a.client = ap
 	a.mu.Unlock()
+}
+
+// claim reports whether a datagram from from (the client's IP) is the client's: the first one that
+// passes Config.UDPClientAllowed, from the port the request named if it named one, fixes the client.
+func (a *association) claim(from netip.AddrPort) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.verified {
+		return from == a.client
+	}
+	if a.client.IsValid() && from != a.client {
+		return false
+	}
+	if f := a.s.cfg.UDPClientAllowed; f != nil && !f(from) {
+		return false
+	}
+	a.client, a.verified = from, true
+	return true
 }
 
 func (a *association) clientAddr() netip.AddrPort {
@@ -181,9 +205,7 @@ func (a *association) fromClient() {
 			a.s.udp.Foreign.Add(1)
 			continue
 		}
-		if c := a.clientAddr(); !c.IsValid() {
-			a.setClient(from)
-		} else if c != from {
+		if !a.claim(from) {
 			a.s.udp.Foreign.Add(1)
 			continue
 		}

@@ -34,6 +34,7 @@ func cmdUp(args []string) error {
 	httpAddr := fs.String("http", "", "an extra proxy `address` for HTTP-only clients (same rules as --socks)")
 	proxyUser := fs.String("socks-user", "", "require this `user` name from proxy clients (SOCKS5 username/password, HTTP Basic)")
 	fs.StringVar(proxyUser, "proxy-user", "", "same as --socks-user")
+	proxyUsers := fs.String("proxy-users", "", "other local `users` (names or uids, comma-separated, or all) who may use the proxy; by default only this user and root (Linux)")
 	proxyPassFile := fs.String("socks-password-file", "", "read the proxy password from this `file` (or set WARREN_PROXY_PASSWORD)")
 	fs.StringVar(proxyPassFile, "proxy-password-file", "", "same as --socks-password-file")
 	overlayOnly := fs.Bool("overlay-only", false, "refuse proxy destinations outside the overlay instead of dialing them from this host")
@@ -100,7 +101,7 @@ func cmdUp(args []string) error {
 	defer stop()
 	n, err := node.New(node.Config{
 		StateDir: *state, Coord: *coordAddr, CoordKey: *coordKey, Name: *name, Listen: *listen,
-		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass,
+		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass, ProxyUsers: *proxyUsers,
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
 		Expose: ports, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect,
 		AuthKey: key, Ephemeral: *ephemeral,

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/user"
 	"slices"
 	"strconv"
@@ -62,16 +63,42 @@ func ParsePolicy(base Policy, list string) (Policy, error) {
 // Allows reports whether uid may use the service.
 func (p Policy) Allows(uid uint32) bool { return p.Any || slices.Contains(p.UIDs, uid) }
 
+// permit decides for a client at remote whose socket lookup gave uid and err: a local user is served
+// if the policy allows it; a client no local socket matches is another host unless its address is
+// loopback (then it is gone, or hidden: in doubt, refuse); where owners cannot be told, all pass.
+func (p Policy) permit(uid uint32, err error, remote netip.Addr) bool {
+	switch {
+	case p.Any || errors.Is(err, ErrUnsupported):
+		return true
+	case errors.Is(err, ErrNotFound):
+		return !remote.Unmap().IsLoopback()
+	case err != nil:
+		return false
+	}
+	return p.Allows(uid)
+}
+
+// AllowsDatagram reports whether a datagram from from may be served: its sending socket belongs to
+// an allowed local user, or it came from another host.
+func (p Policy) AllowsDatagram(from netip.AddrPort) bool {
+	if p.Any {
+		return true
+	}
+	uid, err := UDPOwner(from)
+	return p.permit(uid, err, from.Addr())
+}
+
 // Listener wraps a listener and closes, before they are served, connections from local users that
-// policy does not allow (and connections whose owner cannot be found: in doubt, refuse). Refused is
-// called for each, if set. Where owners cannot be told (ErrUnsupported), every connection passes.
+// the policy does not allow, and loopback connections whose owner cannot be found (in doubt,
+// refuse). Connections from other hosts pass: a service that listens beyond loopback needs its own
+// authentication. Refused, if set, is called for each refusal (uid -1 when unknown).
 type Listener struct {
 	net.Listener
 	Policy  Policy
-	Refused func(uid int64, err error) // uid -1 when unknown
+	Refused func(uid int64, err error)
 }
 
-// Accept returns the next connection from an allowed user.
+// Accept returns the next connection the policy permits.
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -79,10 +106,13 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return c, err
 		}
 		uid, err := ConnOwner(c)
-		switch {
-		case errors.Is(err, ErrUnsupported):
-			return c, nil
-		case err == nil && l.Policy.Allows(uid):
+		var remote netip.Addr
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			remote = ta.AddrPort().Addr()
+		} else {
+			remote = netip.IPv6Loopback() // a unix socket is local by definition
+		}
+		if l.Policy.permit(uid, err, remote) {
 			return c, nil
 		}
 		c.Close()

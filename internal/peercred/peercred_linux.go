@@ -138,4 +138,6 @@ func parseHexAddrPort(s string) (netip.AddrPort, error) {
 
 func sameAddr(a, b netip.Addr) bool { return a.Unmap() == b.Unmap().WithZone("") }
 
-func sameAddrPort(a, b netip.AddrPort) bool { return a.Port() == b.Port() && sameAddr(a.Addr(), b.Addr()) }
+func sameAddrPort(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && sameAddr(a.Addr(), b.Addr())
+}

@@ -1,0 +1,68 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/warren-net/warren/internal/peercred"
+	"github.com/warren-net/warren/socks"
+)
+
+// The proxy acts with the node's key and the node's access-rule grants, so on a shared machine it
+// serves only the node's own user and root (and the users Config.ProxyUsers adds): on loopback every
+// user shares 127.0.0.1, so a client is told by who owns its socket. The same proxy also listens on
+// a unix socket in the state directory, which the directory's 0700 mode already keeps to its owner.
+
+// ProxySocketFile is the name of the proxy's unix socket in the state directory.
+const ProxySocketFile = "proxy.sock"
+
+// refusalLogEvery bounds the log lines about refused local users.
+const refusalLogEvery = 10 * time.Second
+
+// localUsersOnly wraps a proxy listener so that it serves only the users the policy allows.
+func (n *Node) localUsersOnly(ln net.Listener) net.Listener {
+	var mu sync.Mutex
+	var last time.Time
+	return &peercred.Listener{Listener: ln, Policy: n.proxyPolicy, Refused: func(uid int64, err error) {
+		n.proxyRefused.Add(1)
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(last) < refusalLogEvery {
+			return
+		}
+		last = time.Now()
+		n.log.Warn("proxy client refused: another local user (allow more with --proxy-users)", "uid", uid, "error", err, "refused_total", n.proxyRefused.Load())
+	}}
+}
+
+// serveProxySocket serves srv on the state directory's unix socket as well.
+func (n *Node) serveProxySocket(srv *socks.Server) error {
+	path := filepath.Join(n.cfg.StateDir, ProxySocketFile)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == fs.ModeSocket {
+		os.Remove(path) // a stale socket from a crash
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("proxy socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("proxy socket: %w", err)
+	}
+	ln = n.localUsersOnly(ln)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			n.log.Error("proxy socket stopped", "error", err)
+		}
+	}()
+	n.log.Info("proxy listening (SOCKS5 and HTTP)", "socket", path)
+	return nil
+}
