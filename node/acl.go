@@ -95,7 +95,7 @@ func (n *Node) filterACL(rt *routeTable, from peer.Key, pkt []byte) bool {
 	}
 	n.aclRefused(from, p.Proto, p.DPort)
 	if rst := packet.TCPReset(&p, pkt); rst != nil {
-		n.send(from, rst, false)
+		n.sendq.send(from, rst, false)
 	}
 	return false
 }

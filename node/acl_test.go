@@ -25,7 +25,7 @@ func aclNode(t *testing.T) (n *Node, ci1, ci2, laptop, friend peer.Key) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.closeSendQueues() // no peer links: a RST the filter sends is counted as failed
+	n.sendq.close() // no peer links: a RST the filter sends is counted as failed
 	ci1, ci2, laptop, friend = peer.Key{1}, peer.Key{2}, peer.Key{3}, peer.Key{4}
 	p := func(k peer.Key, name, tag, ip string, networks ...string) control.Peer {
 		ip4 := netip.MustParseAddr(ip)
@@ -176,7 +176,7 @@ func TestACLStreamPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.closeSendQueues()
+	n.sendq.close()
 	ci, laptop := peer.Key{1}, peer.Key{3}
 	n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{
 		Peers: []control.Peer{

@@ -64,7 +64,7 @@ func (n *Node) fanOut(pkt []byte) {
 		return
 	}
 	for k := range n.routes.Load().peers {
-		n.send(k, pkt, true) // peers without a link are skipped
+		n.sendq.send(k, pkt, true) // peers without a link are skipped
 	}
 }
 

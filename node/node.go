@@ -151,6 +151,7 @@ func New(cfg Config) (*Node, error) {
 		n.exposed[p] = true
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.sendq.log = n.log
 	n.peers = newPeerState(cfg.Name, n.log, &n.routes)
 	n.relays = newRelaySet(n.ctx, n.log.Named("relay"), n.peers.consent)
 	return n, nil
@@ -222,6 +223,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		pc.Close()
 		return err
 	}
+	n.sendq.link = n.ep
 	n.relays.bind(key, n.ep)
 
 	n.coord = &coordClient{
@@ -484,7 +486,7 @@ func (n *Node) Close() error {
 	if n.ep != nil {
 		n.ep.Close()
 	}
-	n.closeSendQueues() // after the links: no Send is left blocking
+	n.sendq.close() // after the links: no Send is left blocking
 	n.relays.close()
 	n.wg.Wait()
 	n.closeTUN()

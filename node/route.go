@@ -112,7 +112,7 @@ func (n *Node) handleControl(m *control.Msg) {
 		n.networksChanged(m.PeerDelta.Networks.Names)
 	}
 	n.limits.forget(rt.peers)
-	n.forgetSendQueues(rt.peers)
+	n.sendq.forget(rt.peers)
 	if n.ep != nil {
 		n.ep.SetPeers(infos)
 	}
@@ -158,7 +158,7 @@ func (n *Node) output(pkt []byte) {
 		n.drops.noRoute.Add(1)
 		return
 	}
-	n.send(k, pkt, false)
+	n.sendq.send(k, pkt, false)
 }
 
 // receive accepts a packet from peer `from` only if admit does, and the access rules let it in.

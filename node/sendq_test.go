@@ -63,6 +63,7 @@ func linkedNode(t *testing.T) (*Node, peer.Key, *blackhole, chan []byte) {
 	if n.ep, err = peer.New(peer.Config{Key: ka, Conn: bh, Receive: func(peer.Key, []byte) {}}); err != nil {
 		t.Fatal(err)
 	}
+	n.sendq.link = n.ep
 	t.Cleanup(func() { n.Close() })
 	epB.SetPeers([]peer.Info{{Key: keyA, Endpoints: []netip.AddrPort{n.ep.LocalAddr()}}})
 	n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: []control.Peer{

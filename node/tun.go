@@ -169,7 +169,7 @@ func (n *Node) receiveTUN(from peer.Key, pkt []byte) {
 			n.log.Trace("filtered inbound packet", "from", from, "src", p.Src, "dst", p.Dst, "proto", p.Proto, "port", p.DPort)
 		}
 		if rst := packet.TCPReset(&p, pkt); rst != nil {
-			n.send(from, rst, false)
+			n.sendq.send(from, rst, false)
 		}
 	}
 }
