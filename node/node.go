@@ -3,7 +3,8 @@
 // SOCKS5 proxy (package socks) and the local API for the CLI. It routes IP packets between the netstack
 // and the peer links by virtual IP and enforces who may send what.
 //
-// It knows no wire details of any part: those live in control, peer and netstack.
+// It knows no wire details of any part: those live in control, peer, netstack and internal/packet
+// (the few IP header fields its packet filters read).
 package node
 
 import (
