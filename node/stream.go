@@ -44,15 +44,6 @@ func (n *Node) dial(ctx context.Context, network, addr string) (net.Conn, error)
 	return stack.DialContext(ctx, network, addr)
 }
 
-func (n *Node) inOverlay(ip netip.Addr) bool {
-	for _, p := range n.overlay {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 // isHostAddr reports whether ip reaches this host: loopback, unspecified, or one of its interfaces.
 func isHostAddr(ip netip.Addr) bool {
 	if ip.IsLoopback() || ip.IsUnspecified() {
