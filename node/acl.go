@@ -2,7 +2,7 @@ package node
 
 // Access rules (ACLs) are enforced here, at the receiving node. The coord sends the rule list of
 // every network this node is in that has one (control.ACL); on every change of the peer map or the
-// rules, handleControl works out per peer what it may reach on this node (an acl.Grant) and puts it in
+// rules, buildRoutes (route.go) works out per peer what it may reach on this node (an acl.Grant) and puts it in
 // the route table, so the packet path only looks it up:
 //
 //   - a peer that shares at least one network without rules is not restricted (the default: exposed
@@ -18,14 +18,14 @@ package node
 // Where: on the packet path, filterACL judges each packet as it arrives, and in proxy mode the
 // netstack's forwarders ask stackAdmit again about what gVisor has reassembled and parsed. The
 // second check is the one that counts for TCP and UDP: a single packet can hide what it opens (a SYN
-// split so that its first fragment ends before the flags, a header chain longer than parsePacket
+// split so that its first fragment ends before the flags, a header chain longer than packet.Parse
 // walks), and non-first fragments, which carry no transport header, must pass filterACL (large UDP
 // datagrams fragment at the overlay MTU). filterACL stays as the cheap early drop, and refuses what
 // it cannot read from a peer under rules. ICMP echo is answered inside gVisor's IP layer, where no
 // hook exists, so for it filterACL is the only check; it suffices: the ICMP type is in the first 8
 // bytes of the message, which only a first fragment carries (later ones start at offset 8 or more,
 // and gVisor, like Linux, discards a datagram whose fragments overlap), and a first fragment cut
-// shorter does not parse. In TUN mode the kernel reassembles; tunVerdict admits only packets it can
+// shorter does not parse. In TUN mode the kernel reassembles; tunBridge.verdict admits only packets it can
 // read in full, non-first fragments aside.
 
 import (
@@ -37,101 +37,15 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/peer"
 )
-
-// applyACLsLocked records the rule lists a control message carries: a peer map replaces them all, a
-// delta replaces the networks it names (no rules = cleared). A welcome carries this node's tag. n.mu
-// must be held.
-func (n *Node) applyACLsLocked(m *control.Msg) {
-	var lists []control.ACL
-	switch m.Type {
-	case control.TypeWelcome:
-		n.selfTag = m.Welcome.Tag
-		return
-	case control.TypePeerMap:
-		clear(n.aclRules)
-		clear(n.policies)
-		lists = m.PeerMap.ACLs
-	case control.TypePeerDelta:
-		lists = m.PeerDelta.ACLs
-	}
-	for _, a := range lists {
-		if len(a.Rules) == 0 {
-			delete(n.aclRules, a.Network)
-			delete(n.policies, a.Network)
-			continue
-		}
-		p, err := acl.Compile(a.Rules)
-		if err != nil {
-			// Rules this node cannot read (a newer server's syntax?) allow nothing: fail closed.
-			n.log.Error("cannot read the access rules of a network; refusing what they would allow", "network", a.Network, "error", err)
-			p = &acl.Policy{}
-		}
-		n.aclRules[a.Network] = a.Rules
-		n.policies[a.Network] = p
-	}
-}
-
-// grantsLocked works out what each restricted peer may reach on this node (see the file comment).
-// Peers whose rules match alike share one Grant. nil = no rules anywhere. n.mu must be held.
-func (n *Node) grantsLocked() map[peer.Key]*acl.Grant {
-	if len(n.policies) == 0 {
-		return nil
-	}
-	self := acl.Member{Name: n.cfg.Name, Tag: n.selfTag}
-	grants := make(map[peer.Key]*acl.Grant)
-	shared := make(map[string]*acl.Grant)
-	type match struct {
-		policy *acl.Policy
-		rules  []int
-	}
-	var matches []match
-	var sig strings.Builder
-	for k, p := range n.peers {
-		from := acl.Member{Name: p.Name, Tag: p.Tag}
-		matches = matches[:0]
-		open := false
-		sig.Reset()
-		for _, network := range p.Networks {
-			pol, ok := n.policies[network]
-			if !ok {
-				open = true
-				break
-			}
-			m := match{policy: pol, rules: pol.Matching(nil, from, self)}
-			matches = append(matches, m)
-			sig.WriteString(network)
-			for _, i := range m.rules {
-				sig.WriteByte(',')
-				sig.WriteString(strconv.Itoa(i))
-			}
-			sig.WriteByte(';')
-		}
-		if open {
-			continue
-		}
-		g := shared[sig.String()]
-		if g == nil {
-			g = &acl.Grant{}
-			for _, m := range matches {
-				for _, i := range m.rules {
-					m.policy.AddRule(g, i)
-				}
-			}
-			shared[sig.String()] = g
-		}
-		grants[k] = g
-	}
-	return grants
-}
 
 // allows reports whether peer from may open proto/port on this node under the access rules.
 func (rt *routeTable) allows(from peer.Key, proto acl.Proto, port uint16) bool {
@@ -142,23 +56,23 @@ func (rt *routeTable) allows(from peer.Key, proto acl.Proto, port uint16) bool {
 // aclAdmits applies the access rules to a packet from peer `from` to this node: TCP SYNs, UDP to
 // exposed ports and ICMP echo requests need a grant; everything else passes, non-first fragments
 // too (the forwarders judge the reassembled datagram; see the file comment).
-func (n *Node) aclAdmits(rt *routeTable, from peer.Key, p *packet) bool {
+func (n *Node) aclAdmits(rt *routeTable, from peer.Key, p *packet.Packet) bool {
 	g, restricted := rt.grants[from]
-	if !restricted || p.fragment {
+	if !restricted || p.Fragment {
 		return true
 	}
-	switch p.proto {
-	case protoTCP:
-		if len(p.transport) < 14 {
+	switch p.Proto {
+	case packet.ProtoTCP:
+		if len(p.Transport) < 14 {
 			return false // a first fragment that ends before the flags: no honest sender cuts a TCP header
 		}
 		// A connection request is what gVisor's forwarder takes for one: SYN without ACK (with RST
 		// or FIN too).
-		return p.tcpFlags&(tcpSYN|tcpACK) != tcpSYN || g.Allows(acl.TCP, p.dport)
-	case protoUDP:
-		return !n.exposed[Port{"udp", p.dport}] || g.Allows(acl.UDP, p.dport)
-	case protoICMP, protoICMPv6:
-		return !p.icmpEcho || p.icmpReply || g.Allows(acl.ICMP, 0)
+		return p.TCPFlags&(packet.TCPSYN|packet.TCPACK) != packet.TCPSYN || g.Allows(acl.TCP, p.DPort)
+	case packet.ProtoUDP:
+		return !n.exposed[Port{"udp", p.DPort}] || g.Allows(acl.UDP, p.DPort)
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		return !p.ICMPEcho || p.ICMPReply || g.Allows(acl.ICMP, 0)
 	}
 	return true
 }
@@ -169,9 +83,9 @@ func (n *Node) filterACL(rt *routeTable, from peer.Key, pkt []byte) bool {
 	if _, restricted := rt.grants[from]; !restricted {
 		return true
 	}
-	p, ok := parsePacket(pkt)
+	p, ok := packet.Parse(pkt)
 	if !ok {
-		// Truncated, or more IPv6 extension headers than parsePacket walks: gVisor may still read
+		// Truncated, or more IPv6 extension headers than packet.Parse walks: gVisor may still read
 		// it, so it is refused rather than waved through.
 		n.aclRefused(from, 0, 0)
 		return false
@@ -179,9 +93,9 @@ func (n *Node) filterACL(rt *routeTable, from peer.Key, pkt []byte) bool {
 	if n.aclAdmits(rt, from, &p) {
 		return true
 	}
-	n.aclRefused(from, p.proto, p.dport)
-	if rst := tcpReset(&p, pkt); rst != nil {
-		n.send(from, rst, false)
+	n.aclRefused(from, p.Proto, p.DPort)
+	if rst := packet.TCPReset(&p, pkt); rst != nil {
+		n.sendq.send(from, rst, false)
 	}
 	return false
 }
@@ -197,9 +111,9 @@ func (n *Node) stackAdmit(self ...netip.Addr) func(proto string, remote netip.Ad
 		if rt.grants == nil {
 			return true
 		}
-		p, num := acl.TCP, uint8(protoTCP)
+		p, num := acl.TCP, uint8(packet.ProtoTCP)
 		if proto == "udp" {
-			p, num = acl.UDP, protoUDP
+			p, num = acl.UDP, packet.ProtoUDP
 		}
 		from, ok := rt.owner[remote.Addr()]
 		if ok && rt.allows(from, p, port) || !ok && slices.Contains(self, remote.Addr()) {
@@ -210,24 +124,41 @@ func (n *Node) stackAdmit(self ...netip.Addr) func(proto string, remote netip.Ad
 	}
 }
 
+// protoTCP is packet.ProtoTCP, for the stream path's refusals (stream.go).
+const protoTCP = packet.ProtoTCP
+
 // aclLogEvery bounds the debug lines about refused packets.
 const aclLogEvery = time.Second
 
 // aclRefused counts a refusal and logs it at debug level, at most once per aclLogEvery (with the
 // number of refusals not logged), so a flood costs no allocation.
 func (n *Node) aclRefused(from peer.Key, proto uint8, port uint16) {
-	n.dropACL.Add(1)
+	n.drops.acl.Add(1)
 	if !n.log.IsDebug() {
 		return
 	}
-	now := time.Now().UnixNano()
-	last := n.aclLogAt.Load()
-	if now-last < int64(aclLogEvery) || !n.aclLogAt.CompareAndSwap(last, now) {
-		n.aclLogQuiet.Add(1)
-		return
+	if quiet, ok := n.aclLog.due(aclLogEvery); ok {
+		n.log.Debug("access rules refused a connection or packet", "peer", from, "proto", proto, "port", port,
+			"refused_unlogged", quiet)
 	}
-	n.log.Debug("access rules refused a connection or packet", "peer", from, "proto", proto, "port", port,
-		"refused_unlogged", n.aclLogQuiet.Swap(0))
+}
+
+// logLimiter lets a line be logged at most once per interval, counting the ones it holds back.
+// The zero value is ready; safe for concurrent use without locks.
+type logLimiter struct {
+	at    atomic.Int64  // unix nanoseconds of the last line let through
+	quiet atomic.Uint64 // lines held back since
+}
+
+// due reports whether a line may be logged now, and how many were held back before it.
+func (l *logLimiter) due(every time.Duration) (quiet uint64, ok bool) {
+	now := time.Now().UnixNano()
+	last := l.at.Load()
+	if now-last < int64(every) || !l.at.CompareAndSwap(last, now) {
+		l.quiet.Add(1)
+		return 0, false
+	}
+	return l.quiet.Swap(0), true
 }
 
 // ACL sets ("set", with rules), clears ("clear") or reads ("show") a network's access rules through

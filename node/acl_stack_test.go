@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/peer"
 )
@@ -33,7 +34,7 @@ func pseudoHeader(src, dst netip.Addr, proto uint8, n int) []byte {
 func checkedSeg(src, dst netip.Addr, dport uint16, flags uint8) []byte {
 	t := tcpSeg(40000, dport, flags, "")
 	binary.BigEndian.PutUint16(t[14:], 65535) // window
-	binary.BigEndian.PutUint16(t[16:], ^checksum(checksum(0, pseudoHeader(src, dst, protoTCP, len(t))), t))
+	binary.BigEndian.PutUint16(t[16:], ^packet.Checksum(packet.Checksum(0, pseudoHeader(src, dst, packet.ProtoTCP, len(t))), t))
 	return t
 }
 
@@ -41,7 +42,7 @@ func checkedSeg(src, dst netip.Addr, dport uint16, flags uint8) []byte {
 func checkedDgram(src, dst netip.Addr, dport uint16, payload []byte) []byte {
 	u := append(udpDgram(40000, dport), payload...)
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-	c := ^checksum(checksum(0, pseudoHeader(src, dst, protoUDP, len(u))), u)
+	c := ^packet.Checksum(packet.Checksum(0, pseudoHeader(src, dst, packet.ProtoUDP, len(u))), u)
 	if c == 0 {
 		c = 0xffff
 	}
@@ -66,7 +67,7 @@ func fragments4(src, dst netip.Addr, proto uint8, t []byte, size int) [][]byte {
 			ff |= 0x2000 // more fragments
 		}
 		binary.BigEndian.PutUint16(p[6:], ff)
-		binary.BigEndian.PutUint16(p[10:], ^checksum(0, p[:20]))
+		binary.BigEndian.PutUint16(p[10:], ^packet.Checksum(0, p[:20]))
 		out = append(out, p)
 	}
 	return out
@@ -134,7 +135,7 @@ func (h *stackHarness) resetFor(t *testing.T, what string) {
 	for {
 		select {
 		case pkt := <-h.out:
-			if p, ok := parsePacket(pkt); ok && p.proto == protoTCP && p.dport == 40000 && p.tcpFlags&tcpRST != 0 {
+			if p, ok := packet.Parse(pkt); ok && p.Proto == packet.ProtoTCP && p.DPort == 40000 && p.TCPFlags&packet.TCPRST != 0 {
 				return
 			}
 		case <-timeout:
@@ -147,12 +148,7 @@ func (h *stackHarness) resetFor(t *testing.T, what string) {
 // failed to dial the local port for it): ForwardsRefused goes past before.
 func (h *stackHarness) udpHandled(t *testing.T, what string, before uint64) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); h.st.Stats().ForwardsRefused <= before; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: the UDP forwarder did not see the datagram", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, 5*time.Second, what+": the UDP forwarder handling the datagram", func() bool { return h.st.Stats().ForwardsRefused > before })
 }
 
 // TestACLStackRefusesHiddenConnections: packets injected straight into the netstack (as if
@@ -167,19 +163,19 @@ func TestACLStackRefusesHiddenConnections(t *testing.T) {
 
 	// A SYN whose first fragment ends after 8 TCP bytes, before the flags.
 	tinyFirst := func(src netip.Addr) [][]byte {
-		return fragments4(src, self4, protoTCP, checkedSeg(src, self4, 22, tcpSYN), 8)
+		return fragments4(src, self4, packet.ProtoTCP, checkedSeg(src, self4, 22, packet.TCPSYN), 8)
 	}
-	// A SYN behind 9 Destination Options headers, one more than parsePacket walks.
+	// A SYN behind 9 Destination Options headers, more than packet.Parse walks.
 	deepSYN := func(src netip.Addr) [][]byte {
-		return [][]byte{behindOptions(src, self6, protoTCP, 9, checkedSeg(src, self6, 22, tcpSYN))}
+		return [][]byte{behindOptions(src, self6, packet.ProtoTCP, 9, checkedSeg(src, self6, 22, packet.TCPSYN))}
 	}
 	// SYN+RST: not a SYN to a filter that wants SYN alone, a connection request to gVisor's forwarder.
 	synRST := func(src netip.Addr) [][]byte {
-		return [][]byte{ipv4Checked(src, self4, protoTCP, checkedSeg(src, self4, 22, tcpSYN|tcpRST))}
+		return [][]byte{ipv4Checked(src, self4, packet.ProtoTCP, checkedSeg(src, self4, 22, packet.TCPSYN|packet.TCPRST))}
 	}
 	// A UDP datagram larger than the overlay MTU, in fragments as gVisor sends it.
 	bigDgram := func(src netip.Addr) [][]byte {
-		return fragments4(src, self4, protoUDP, checkedDgram(src, self4, 27015, make([]byte, 3000)), 1256)
+		return fragments4(src, self4, packet.ProtoUDP, checkedDgram(src, self4, 27015, make([]byte, 3000)), 1256)
 	}
 	for _, c := range []struct {
 		name  string
@@ -196,10 +192,10 @@ func TestACLStackRefusesHiddenConnections(t *testing.T) {
 		{"no peer's address: SYN", synRST(nobody), false, false},
 		{"laptop: fragmented UDP datagram", bigDgram(laptop4), true, false},
 		{"ci: fragmented UDP datagram", bigDgram(ci4), true, true},
-		{"laptop: UDP behind 9 extension headers", [][]byte{behindOptions(laptop6, self6, protoUDP, 9,
+		{"laptop: UDP behind 9 extension headers", [][]byte{behindOptions(laptop6, self6, packet.ProtoUDP, 9,
 			checkedDgram(laptop6, self6, 27015, []byte("hi")))}, true, false},
 	} {
-		dials, acl, refused := h.dials.Load(), h.n.dropACL.Load(), h.st.Stats().ForwardsRefused
+		dials, acl, refused := h.dials.Load(), h.n.drops.acl.Load(), h.st.Stats().ForwardsRefused
 		for _, p := range c.pkts {
 			h.st.Inject(p)
 		}
@@ -211,7 +207,7 @@ func TestACLStackRefusesHiddenConnections(t *testing.T) {
 		if dialed := h.dials.Load() > dials; dialed != c.admit {
 			t.Errorf("%s: local port dialed=%v, want %v", c.name, dialed, c.admit)
 		}
-		if counted := h.n.dropACL.Load() - acl; counted != map[bool]uint64{false: 1, true: 0}[c.admit] {
+		if counted := h.n.drops.acl.Load() - acl; counted != map[bool]uint64{false: 1, true: 0}[c.admit] {
 			t.Errorf("%s: %d refusals counted as dropped_acl", c.name, counted)
 		}
 	}
@@ -219,11 +215,11 @@ func TestACLStackRefusesHiddenConnections(t *testing.T) {
 	// The node's own connections to its exposed port, looping inside the stack, are no peer's.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	dials, acl := h.dials.Load(), h.n.dropACL.Load()
+	dials, acl := h.dials.Load(), h.n.drops.acl.Load()
 	if _, err := h.st.DialContext(ctx, "tcp", netip.AddrPortFrom(self4, 22).String()); !errors.Is(err, netstack.ErrConnectionRefused) {
 		t.Errorf("dial own exposed port: %v, want refused by the failing local dial", err)
 	}
-	if h.dials.Load() == dials || h.n.dropACL.Load() != acl {
+	if h.dials.Load() == dials || h.n.drops.acl.Load() != acl {
 		t.Error("the node's own connection to itself was judged by the access rules")
 	}
 }
@@ -243,7 +239,7 @@ func TestACLReceiveHiddenConnections(t *testing.T) {
 	ci4, laptop4, friend4 := netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("100.64.0.4"), netip.MustParseAddr("100.64.0.5")
 	laptop6, friend6 := netip.MustParseAddr("fd7a:7761:7272::4"), netip.MustParseAddr("fd7a:7761:7272::5")
 
-	frags := fragments4(laptop4, self4, protoTCP, checkedSeg(laptop4, self4, 22, tcpSYN), 8)
+	frags := fragments4(laptop4, self4, packet.ProtoTCP, checkedSeg(laptop4, self4, 22, packet.TCPSYN), 8)
 	for _, c := range []struct {
 		name   string
 		from   peer.Key
@@ -253,19 +249,19 @@ func TestACLReceiveHiddenConnections(t *testing.T) {
 		{"laptop: first fragment cut before the TCP flags", laptop, frags[0], false},
 		{"laptop: its second fragment (no transport header)", laptop, frags[1], true},
 		{"ci (allowed tcp/22): first fragment cut before the TCP flags", ci1,
-			fragments4(ci4, self4, protoTCP, checkedSeg(ci4, self4, 22, tcpSYN), 8)[0], false},
-		{"laptop: SYN behind 9 extension headers", laptop, behindOptions(laptop6, self6, protoTCP, 9, checkedSeg(laptop6, self6, 22, tcpSYN)), false},
-		{"laptop: SYN+RST", laptop, ipv4Checked(laptop4, self4, protoTCP, checkedSeg(laptop4, self4, 22, tcpSYN|tcpRST)), false},
-		{"laptop: truncated UDP", laptop, ipPacket(laptop4, self4, protoUDP, []byte{1, 2}), false},
-		{"friend (no rules): SYN behind 9 extension headers", friend, behindOptions(friend6, self6, protoTCP, 9, checkedSeg(friend6, self6, 22, tcpSYN)), true},
-		{"friend (no rules): SYN+RST", friend, ipv4Checked(friend4, self4, protoTCP, checkedSeg(friend4, self4, 22, tcpSYN|tcpRST)), true},
+			fragments4(ci4, self4, packet.ProtoTCP, checkedSeg(ci4, self4, 22, packet.TCPSYN), 8)[0], false},
+		{"laptop: SYN behind 9 extension headers", laptop, behindOptions(laptop6, self6, packet.ProtoTCP, 9, checkedSeg(laptop6, self6, 22, packet.TCPSYN)), false},
+		{"laptop: SYN+RST", laptop, ipv4Checked(laptop4, self4, packet.ProtoTCP, checkedSeg(laptop4, self4, 22, packet.TCPSYN|packet.TCPRST)), false},
+		{"laptop: truncated UDP", laptop, ipPacket(laptop4, self4, packet.ProtoUDP, []byte{1, 2}), false},
+		{"friend (no rules): SYN behind 9 extension headers", friend, behindOptions(friend6, self6, packet.ProtoTCP, 9, checkedSeg(friend6, self6, 22, packet.TCPSYN)), true},
+		{"friend (no rules): SYN+RST", friend, ipv4Checked(friend4, self4, packet.ProtoTCP, checkedSeg(friend4, self4, 22, packet.TCPSYN|packet.TCPRST)), true},
 	} {
-		in, acl := h.st.Stats().PacketsIn, h.n.dropACL.Load()
+		in, acl := h.st.Stats().PacketsIn, h.n.drops.acl.Load()
 		h.n.receive(c.from, c.pkt)
 		if passed := h.st.Stats().PacketsIn > in; passed != c.passed {
 			t.Errorf("%s: reached the stack=%v, want %v", c.name, passed, c.passed)
 		}
-		if counted := h.n.dropACL.Load() - acl; counted != map[bool]uint64{false: 1, true: 0}[c.passed] {
+		if counted := h.n.drops.acl.Load() - acl; counted != map[bool]uint64{false: 1, true: 0}[c.passed] {
 			t.Errorf("%s: %d refusals counted as dropped_acl", c.name, counted)
 		}
 		if c.passed && c.from == friend {
@@ -277,7 +273,7 @@ func TestACLReceiveHiddenConnections(t *testing.T) {
 	}
 
 	// Allowed traffic that fragments still flows (a first fragment that shows the flags).
-	syn := fragments4(ci4, self4, protoTCP, checkedSeg(ci4, self4, 22, tcpSYN), 16)
+	syn := fragments4(ci4, self4, packet.ProtoTCP, checkedSeg(ci4, self4, 22, packet.TCPSYN), 16)
 	h.n.receive(ci1, syn[1]) // the later fragment first: it waits for the first in the reassembler
 	dials := h.dials.Load()
 	h.n.receive(ci1, syn[0])
@@ -286,7 +282,7 @@ func TestACLReceiveHiddenConnections(t *testing.T) {
 		t.Error("ci's fragmented SYN to tcp/22 was not forwarded")
 	}
 	refused, dials := h.st.Stats().ForwardsRefused, h.dials.Load()
-	for _, p := range fragments4(ci4, self4, protoUDP, checkedDgram(ci4, self4, 27015, make([]byte, 3000)), 1256) {
+	for _, p := range fragments4(ci4, self4, packet.ProtoUDP, checkedDgram(ci4, self4, 27015, make([]byte, 3000)), 1256) {
 		h.n.receive(ci1, p)
 	}
 	h.udpHandled(t, "ci: UDP datagram over the MTU", refused)
@@ -300,14 +296,14 @@ func TestACLReceiveHiddenConnections(t *testing.T) {
 // what does not parse and what gets verdict 0).
 func TestTUNRefusesHiddenConnections(t *testing.T) {
 	n, b := testBridge()
-	frags := fragments4(peer4, self4, protoTCP, checkedSeg(peer4, self4, 22, tcpSYN), 8)
-	if p, ok := parsePacket(frags[0]); !ok || n.tunVerdict(b, &p) != 0 {
+	frags := fragments4(peer4, self4, packet.ProtoTCP, checkedSeg(peer4, self4, 22, packet.TCPSYN), 8)
+	if p, ok := packet.Parse(frags[0]); !ok || b.verdict(&p, n.exposed, n.overlay) != 0 {
 		t.Error("a SYN's first fragment cut before the flags reaches the device")
 	}
-	if _, ok := parsePacket(behindOptions(peer6, self6, protoTCP, 9, checkedSeg(peer6, self6, 22, tcpSYN))); ok {
+	if _, ok := packet.Parse(behindOptions(peer6, self6, packet.ProtoTCP, 9, checkedSeg(peer6, self6, 22, packet.TCPSYN))); ok {
 		t.Error("a SYN behind 9 extension headers parses (receiveTUN drops what does not)")
 	}
-	if p, ok := parsePacket(ipv4Checked(peer4, self4, protoTCP, checkedSeg(peer4, self4, 22, tcpSYN|tcpRST))); !ok || n.tunVerdict(b, &p) != 0 {
+	if p, ok := packet.Parse(ipv4Checked(peer4, self4, packet.ProtoTCP, checkedSeg(peer4, self4, 22, packet.TCPSYN|packet.TCPRST))); !ok || b.verdict(&p, n.exposed, n.overlay) != 0 {
 		t.Error("SYN+RST reaches the device")
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/peer"
 )
 
@@ -19,11 +21,11 @@ import (
 func aclNode(t *testing.T) (n *Node, ci1, ci2, laptop, friend peer.Key) {
 	t.Helper()
 	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "db",
-		Expose: []Port{{"tcp", 22}, {"udp", 27015}}})
+		Expose: []Port{{"tcp", 22}, {"udp", 27015}}, Logger: testkit.Logger(t, "db")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.closeSendQueues() // no peer links: a RST the filter sends is counted as failed
+	n.sendq.close() // no peer links: a RST the filter sends is counted as failed
 	ci1, ci2, laptop, friend = peer.Key{1}, peer.Key{2}, peer.Key{3}, peer.Key{4}
 	p := func(k peer.Key, name, tag, ip string, networks ...string) control.Peer {
 		ip4 := netip.MustParseAddr(ip)
@@ -85,35 +87,35 @@ func TestACLPacketFilter(t *testing.T) {
 		pkt  []byte
 		want bool
 	}{
-		{"ci SYN to ssh", ci1, ipPacket(ci4, self4, protoTCP, tcpSeg(5000, 22, tcpSYN, "")), true},
-		{"ci SYN to 80", ci1, ipPacket(ci4, self4, protoTCP, tcpSeg(5000, 80, tcpSYN, "")), false},
-		{"ci ACK to 80 (no new connection)", ci1, ipPacket(ci4, self4, protoTCP, tcpSeg(5000, 80, tcpACK, "x")), true},
-		{"ci SYN-ACK (a reply)", ci1, ipPacket(ci4, self4, protoTCP, tcpSeg(80, 5000, tcpSYN|tcpACK, "")), true},
-		{"ci UDP to the game", ci1, ipPacket(ci4, self4, protoUDP, udpDgram(1, 27015)), true},
-		{"ci UDP broadcast to the game", ci1, ipPacket(ci4, bcast4, protoUDP, udpDgram(1, 27015)), true},
-		{"laptop UDP to the game", laptop, ipPacket(laptop4, self4, protoUDP, udpDgram(1, 27015)), false},
-		{"laptop UDP broadcast to the game", laptop, ipPacket(laptop4, bcast4, protoUDP, udpDgram(1, 27015)), false},
-		{"laptop UDP to an unexposed port (a reply)", laptop, ipPacket(laptop4, self4, protoUDP, udpDgram(53, 40000)), true},
-		{"laptop echo request", laptop, ipPacket(laptop4, self4, protoICMP, icmpMsg(8, 1, nil)), true},
-		{"ci echo request", ci1, ipPacket(ci4, self4, protoICMP, icmpMsg(8, 1, nil)), false},
-		{"ci echo reply", ci1, ipPacket(ci4, self4, protoICMP, icmpMsg(0, 1, nil)), true},
+		{"ci SYN to ssh", ci1, ipPacket(ci4, self4, packet.ProtoTCP, tcpSeg(5000, 22, packet.TCPSYN, "")), true},
+		{"ci SYN to 80", ci1, ipPacket(ci4, self4, packet.ProtoTCP, tcpSeg(5000, 80, packet.TCPSYN, "")), false},
+		{"ci ACK to 80 (no new connection)", ci1, ipPacket(ci4, self4, packet.ProtoTCP, tcpSeg(5000, 80, packet.TCPACK, "x")), true},
+		{"ci SYN-ACK (a reply)", ci1, ipPacket(ci4, self4, packet.ProtoTCP, tcpSeg(80, 5000, packet.TCPSYN|packet.TCPACK, "")), true},
+		{"ci UDP to the game", ci1, ipPacket(ci4, self4, packet.ProtoUDP, udpDgram(1, 27015)), true},
+		{"ci UDP broadcast to the game", ci1, ipPacket(ci4, bcast4, packet.ProtoUDP, udpDgram(1, 27015)), true},
+		{"laptop UDP to the game", laptop, ipPacket(laptop4, self4, packet.ProtoUDP, udpDgram(1, 27015)), false},
+		{"laptop UDP broadcast to the game", laptop, ipPacket(laptop4, bcast4, packet.ProtoUDP, udpDgram(1, 27015)), false},
+		{"laptop UDP to an unexposed port (a reply)", laptop, ipPacket(laptop4, self4, packet.ProtoUDP, udpDgram(53, 40000)), true},
+		{"laptop echo request", laptop, ipPacket(laptop4, self4, packet.ProtoICMP, icmpMsg(8, 1, nil)), true},
+		{"ci echo request", ci1, ipPacket(ci4, self4, packet.ProtoICMP, icmpMsg(8, 1, nil)), false},
+		{"ci echo reply", ci1, ipPacket(ci4, self4, packet.ProtoICMP, icmpMsg(0, 1, nil)), true},
 	} {
-		before, rsts := n.dropACL.Load(), n.sendq.failed.Load()
+		before, rsts := n.drops.acl.Load(), n.sendq.failed.Load()
 		got := n.filterACL(n.routes.Load(), c.from, c.pkt)
 		if got != c.want {
 			t.Errorf("%s: passed=%v, want %v", c.name, got, c.want)
 		}
-		if counted := n.dropACL.Load() - before; counted != map[bool]uint64{true: 0, false: 1}[c.want] {
+		if counted := n.drops.acl.Load() - before; counted != map[bool]uint64{true: 0, false: 1}[c.want] {
 			t.Errorf("%s: %d refusals counted", c.name, counted)
 		}
-		p, _ := parsePacket(c.pkt)
-		if sent := n.sendq.failed.Load() - rsts; !c.want && p.proto == protoTCP && sent != 1 {
+		p, _ := packet.Parse(c.pkt)
+		if sent := n.sendq.failed.Load() - rsts; !c.want && p.Proto == packet.ProtoTCP && sent != 1 {
 			t.Errorf("%s: refused SYN not answered with a RST", c.name)
 		}
 	}
 	// Clearing the rules restores the default.
 	n.handleControl(&control.Msg{Type: control.TypePeerDelta, PeerDelta: &control.PeerDelta{ACLs: []control.ACL{{Network: "lab"}}}})
-	if rt := n.routes.Load(); rt.grants != nil || !n.filterACL(rt, ci1, ipPacket(ci4, self4, protoTCP, tcpSeg(5000, 80, tcpSYN, ""))) {
+	if rt := n.routes.Load(); rt.grants != nil || !n.filterACL(rt, ci1, ipPacket(ci4, self4, packet.ProtoTCP, tcpSeg(5000, 80, packet.TCPSYN, ""))) {
 		t.Error("rules still apply after they were cleared")
 	}
 }
@@ -134,8 +136,8 @@ func TestACLFilterAllocs(t *testing.T) {
 	n, ci1, _, _, _ := aclNode(t)
 	rt := n.routes.Load()
 	ci4 := netip.MustParseAddr("100.64.0.2")
-	ok := ipPacket(ci4, self4, protoUDP, udpDgram(1, 27015))
-	refused := ipPacket(ci4, self4, protoICMP, icmpMsg(8, 1, nil))
+	ok := ipPacket(ci4, self4, packet.ProtoUDP, udpDgram(1, 27015))
+	refused := ipPacket(ci4, self4, packet.ProtoICMP, icmpMsg(8, 1, nil))
 	admit := n.stackAdmit(self4, self6)
 	ciUDP, ciSSH := netip.AddrPortFrom(ci4, 4000), netip.AddrPortFrom(ci4, 4001)
 	if a := testing.AllocsPerRun(100, func() {
@@ -170,11 +172,11 @@ func TestACLStreamPath(t *testing.T) {
 		}
 	}()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "db", Expose: []Port{{"tcp", port}}})
+	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "db", Expose: []Port{{"tcp", port}}, Logger: testkit.Logger(t, "db")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.closeSendQueues()
+	n.sendq.close()
 	ci, laptop := peer.Key{1}, peer.Key{3}
 	n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{
 		Peers: []control.Peer{
@@ -191,7 +193,7 @@ func TestACLStreamPath(t *testing.T) {
 		from peer.Key
 		want byte
 	}{{"laptop", laptop, peer.StreamRefused}, {"ci", ci, peer.StreamOK}} {
-		acl := n.dropACL.Load()
+		acl := n.drops.acl.Load()
 		server, client := tcpPair(t)
 		done := make(chan struct{})
 		go func() {
@@ -208,7 +210,7 @@ func TestACLStreamPath(t *testing.T) {
 		if c.want == peer.StreamOK && string(got[1:]) != "hi" {
 			t.Errorf("%s: relayed %q", c.name, got[1:])
 		}
-		if counted := n.dropACL.Load() - acl; counted != map[bool]uint64{true: 1, false: 0}[c.want == peer.StreamRefused] {
+		if counted := n.drops.acl.Load() - acl; counted != map[bool]uint64{true: 1, false: 0}[c.want == peer.StreamRefused] {
 			t.Errorf("%s: %d refusals counted", c.name, counted)
 		}
 	}

@@ -81,7 +81,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 			writeJSON(w, http.StatusServiceUnavailable, localapi.ErrorReply{Error: err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, netcheckView(rep, n.relayLogins()))
+		writeJSON(w, http.StatusOK, netcheckView(rep, n.relays.logins()))
 	})
 	mux.HandleFunc("POST /v1/down", n.handleDown)
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
@@ -230,9 +230,7 @@ func (n *Node) Ping(ctx context.Context, target string, seq uint16) (*localapi.P
 	rep := &localapi.PingReply{Target: target, IP: ip, Path: "none"}
 	if k, ok := n.routes.Load().owner[ip]; ok {
 		rep.Path = n.ep.Status(k).Path
-		n.mu.Lock()
-		rep.Name = n.peers[k].Name
-		n.mu.Unlock()
+		rep.Name = n.peers.name(k)
 	}
 	rtt, err := stack.Ping(ctx, ip, seq)
 	if err != nil {
@@ -260,7 +258,7 @@ func (n *Node) Status() localapi.Status {
 		st.Coord.Key = n.coord.pin
 		n.coord.mu.Unlock()
 	}
-	logins := n.relayLogins()
+	logins := n.relays.logins()
 	n.mu.Lock()
 	if w := n.welcome; w != nil {
 		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
@@ -272,7 +270,7 @@ func (n *Node) Status() localapi.Status {
 		st.Self.NAT = &v
 	}
 	n.mu.Unlock()
-	for _, p := range n.sortedPeers() {
+	for _, p := range n.peers.sorted() {
 		ps := localapi.Peer{Name: p.Name, IPs: p.IPs, Online: p.Online, Path: "none", Networks: p.Networks}
 		if k, ok := peer.KeyOf(p.Key); ok && n.ep != nil {
 			ls := n.ep.Status(k)
@@ -295,10 +293,10 @@ func (n *Node) Status() localapi.Status {
 	st.Stats = localapi.Stats{
 		PacketsSent:        n.sendq.sent.Load(),
 		DroppedQueueFull:   n.sendq.full.Load(),
-		DroppedNoRoute:     n.dropNoRoute.Load() + n.sendq.failed.Load(),
-		DroppedSpoofed:     n.dropSpoofed.Load(),
-		DroppedRateLimited: n.dropRateLimited.Load(),
-		DroppedACL:         n.dropACL.Load(),
+		DroppedNoRoute:     n.drops.noRoute.Load() + n.sendq.failed.Load(),
+		DroppedSpoofed:     n.drops.spoofed.Load(),
+		DroppedRateLimited: n.drops.rateLimited.Load(),
+		DroppedACL:         n.drops.acl.Load(),
 	}
 	return st
 }

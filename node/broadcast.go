@@ -19,18 +19,28 @@ const (
 	broadcastBurst = 400
 )
 
-// isFanOut reports whether dst is delivered to every peer rather than one.
-func (n *Node) isFanOut(dst netip.Addr) bool {
+// overlay is the overlay's address pools (IPv4 and IPv6), as the first welcome announced them.
+type overlay []netip.Prefix
+
+// contains reports whether ip, with or without an IPv6 zone, is an overlay address.
+func (o overlay) contains(ip netip.Addr) bool { return inPrefixes(ip, o) }
+
+// fanOut reports whether dst is delivered to every peer rather than one: the limited broadcast
+// address, the IPv4 pool's broadcast address or a multicast group.
+func (o overlay) fanOut(dst netip.Addr) bool {
 	if dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return true
 	}
-	for _, p := range n.overlay {
+	for _, p := range o {
 		if p.Addr().Is4() && dst == lastAddr(p) {
 			return true
 		}
 	}
 	return false
 }
+
+// inOverlay reports whether ip is an overlay address.
+func (n *Node) inOverlay(ip netip.Addr) bool { return n.overlay.contains(ip) }
 
 // lastAddr returns the last address of an IPv4 prefix: its broadcast address.
 func lastAddr(p netip.Prefix) netip.Addr {
@@ -43,11 +53,11 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // fanOut sends pkt to every peer with a link.
 func (n *Node) fanOut(pkt []byte) {
 	if !n.limits.allow(peer.Key{}) { // our own key slot: the local sender
-		n.dropRateLimited.Add(1)
+		n.drops.rateLimited.Add(1)
 		return
 	}
 	for k := range n.routes.Load().peers {
-		n.send(k, pkt, true) // peers without a link are skipped
+		n.sendq.send(k, pkt, true) // peers without a link are skipped
 	}
 }
 

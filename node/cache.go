@@ -36,13 +36,8 @@ func (n *Node) cachePath() string { return filepath.Join(n.cfg.StateDir, cacheFi
 func (n *Node) saveCache() {
 	n.mu.Lock()
 	st := cachedState{Welcome: n.welcome, Port: n.port, SavedAt: time.Now().UTC()}
-	for _, p := range n.peers {
-		st.Peers = append(st.Peers, p)
-	}
-	for network, rules := range n.aclRules {
-		st.ACLs = append(st.ACLs, control.ACL{Network: network, Rules: rules})
-	}
 	n.mu.Unlock()
+	st.Peers, st.ACLs = n.peers.snapshot()
 	if st.Welcome == nil {
 		return
 	}

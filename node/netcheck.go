@@ -16,7 +16,7 @@ import (
 // discovery runs once in the background so the log and `warren status` say what kind of NAT the node
 // is behind.
 func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
-	n.useRelays(w, addr)
+	n.relays.use(w, addr)
 	n.mu.Lock()
 	n.coordAddr, n.probePort = addr, w.ProbePort
 	if n.closed {
@@ -57,11 +57,8 @@ var errNoCoordYet = errors.New("netcheck: the coordination server has not been r
 func (n *Node) Netcheck(ctx context.Context) (peer.NATReport, error) {
 	n.mu.Lock()
 	addr, probePort := n.coordAddr, n.probePort
-	relays := make([]netip.AddrPort, len(n.relays))
-	for i, r := range n.relays {
-		relays[i] = r.Addr
-	}
 	n.mu.Unlock()
+	relays := n.relays.addrs()
 	if !addr.IsValid() {
 		return peer.NATReport{Mapping: peer.MappingUnknown}, errNoCoordYet
 	}
@@ -69,7 +66,7 @@ func (n *Node) Netcheck(ctx context.Context) (peer.NATReport, error) {
 }
 
 // netcheckView renders a NAT report for the local API; logins are the states of the node's relay
-// logins by relay address (relayLogins).
+// logins by relay address (relaySet.logins).
 func netcheckView(r peer.NATReport, logins map[netip.AddrPort]string) localapi.Netcheck {
 	v := localapi.Netcheck{UDP: r.UDP, Mapping: r.Mapping, Hairpin: r.Hairpin,
 		CoordRTTms: ms(r.CoordRTT), RelayRTTms: ms(r.RelayRTT)}

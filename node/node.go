@@ -3,7 +3,8 @@
 // SOCKS5 proxy (package socks) and the local API for the CLI. It routes IP packets between the netstack
 // and the peer links by virtual IP and enforces who may send what.
 //
-// It knows no wire details of any part: those live in control, peer and netstack.
+// It knows no wire details of any part: those live in control, peer, netstack and internal/packet
+// (the few IP header fields its packet filters read).
 package node
 
 import (
@@ -20,7 +21,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
@@ -77,59 +77,57 @@ type Config struct {
 	Ephemeral bool
 }
 
-// Node is a running warren node.
+// Node is a running warren node. Its state is split by concern into parts, each with its own lock
+// (or none, for what is read-only once set): the peer state and the route table it publishes, the
+// relays, the proxy, the send queues, the TUN bridge. Node itself ties them together and keeps what
+// it learned about itself at login under mu.
 type Node struct {
-	cfg     Config
-	log     hclog.Logger
-	key     *identity.Key
-	ep      *peer.Endpoint
-	coord   *coordClient
-	stack   atomic.Pointer[netstack.Stack]
-	tun     atomic.Pointer[tunBridge] // TUN mode only
-	routes  atomic.Pointer[routeTable]
-	socks   *socks.Server
-	socksLn net.Listener
-	// proxyPolicy says which local users may use the proxy; proxyRefused counts the others' tries.
-	proxyPolicy  peercred.Policy
+	// Set by New, or by Start before anything else runs; read-only afterwards.
+	cfg   Config
+	log   hclog.Logger
+	key   *identity.Key
+	ep    *peer.Endpoint
+	coord *coordClient
+	api   *apiServer
+	proxy *proxyServer // nil without a proxy address
+	// proxyUsers says which local users may use the proxy; proxyRefused counts the others' tries.
+	proxyUsers   peercred.Policy
 	proxyRefused atomic.Uint64
-	httpLn       net.Listener
-	api          *apiServer
-	exposed      map[Port]bool
-	overlay      []netip.Prefix  // the overlay's address pools; set once at first login
-	ctx          context.Context // alive until Close
-	cancel       context.CancelFunc
-	wg           sync.WaitGroup
+	exposed      map[Port]bool // local services reachable from peers
+	overlay      overlay       // the overlay's address pools; set once at first login
+
+	ctx    context.Context // alive until Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // coordLoop and NAT discovery
+
+	// The parts, each safe for concurrent use.
+	peers  *peerState                     // peer map and access rules (peers.go)
+	routes atomic.Pointer[routeTable]     // the packet path's lock-free view; peers publishes it (route.go)
+	relays *relaySet                      // standalone and coord relays (relayclient.go)
+	stack  atomic.Pointer[netstack.Stack] // set by Start
+	tun    atomic.Pointer[tunBridge]      // TUN mode only (tun.go)
+	sendq  sendQueues                     // per-peer outbound queues (sendq.go)
+	limits *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
+	drops  dropCounters                   // packets dropped, by reason
+	aclLog logLimiter                     // debug lines about refusals (acl.go)
+	stop   stopSignal                     // Stopped, Err and logout state (logout.go)
 
 	// mu guards the following.
-	mu           sync.Mutex
-	welcome      *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
-	peers        map[peer.Key]control.Peer
-	selfTag      string                       // this node's tag, from the last welcome (acl.go)
-	aclRules     map[string][]control.ACLRule // access rules by network, as the coord sent them
-	policies     map[string]*acl.Policy       // the same, compiled
-	port         uint16                       // the UDP socket's port, cached for restarts
-	coordAddr    netip.AddrPort               // the coord's address at the last login
-	probePort    uint16                       // the coord's NAT-discovery port
-	nat          *peer.NATReport              // the last NAT discovery
-	relays       []control.Relay              // the standalone relays the coord announced last
-	relayClients []*relayClient               // the logins to them, in the announced order (relayclient.go)
-	coordRelay   netip.AddrPort               // the coord's own relay while it offers one and the node is connected
-	closed       bool
+	mu        sync.Mutex
+	welcome   *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
+	port      uint16           // the UDP socket's port, cached for restarts
+	coordAddr netip.AddrPort   // the coord's address at the last login
+	probePort uint16           // the coord's NAT-discovery port
+	nat       *peer.NATReport  // the last NAT discovery
+	closed    bool
+}
 
-	relayMu sync.Mutex // serialises applyRelays
-
-	limits *rateLimiter // broadcast/multicast packets per sender
-
-	dropSpoofed     atomic.Uint64
-	dropNoRoute     atomic.Uint64
-	dropRateLimited atomic.Uint64
-	dropACL         atomic.Uint64 // refused by access rules (acl.go)
-	aclLogAt        atomic.Int64  // unix nanoseconds of the last debug line about a refusal
-	aclLogQuiet     atomic.Uint64 // refusals since, not logged
-
-	sendq sendQueues // per-peer outbound queues (sendq.go)
-
-	stop stopSignal // Stopped, Err and logout state (logout.go)
+// dropCounters count the packets the node drops, by reason (Status reports them).
+type dropCounters struct {
+	spoofed     atomic.Uint64 // a source address not of the sending peer, or not IP
+	noRoute     atomic.Uint64 // a destination no peer owns
+	rateLimited atomic.Uint64 // broadcast or multicast over the sender's rate
+	acl         atomic.Uint64 // refused by access rules (acl.go)
 }
 
 // New validates cfg. Nothing runs until Start.
@@ -154,20 +152,21 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	proxyPolicy, err := peercred.ParsePolicy(peercred.OwnerPolicy(uint32(os.Getuid())), cfg.ProxyUsers)
+	proxyUsers, err := peercred.ParsePolicy(peercred.OwnerPolicy(uint32(os.Getuid())), cfg.ProxyUsers)
 	if err != nil {
-		return nil, fmt.Errorf("node: proxy users: %w", err)
+		return nil, fmt.Errorf("node: --proxy-users: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, proxyPolicy: proxyPolicy, peers: make(map[peer.Key]control.Peer), exposed: make(map[Port]bool),
-		limits: newRateLimiter(broadcastRate, broadcastBurst), aclRules: make(map[string][]control.ACLRule), policies: make(map[string]*acl.Policy)}
+	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers}
 	for _, p := range cfg.Expose {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
 			return nil, fmt.Errorf("node: cannot expose %s:%d (want tcp or udp, ports 1-65535)", p.Proto, p.Port)
 		}
 		n.exposed[p] = true
 	}
-	n.routes.Store(&routeTable{})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.sendq.log = n.log
+	n.peers = newPeerState(cfg.Name, n.log, &n.routes)
+	n.relays = newRelaySet(n.ctx, n.log.Named("relay"), n.peers.consent)
 	return n, nil
 }
 
@@ -237,6 +236,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		pc.Close()
 		return err
 	}
+	n.sendq.link = n.ep
+	n.relays.bind(key, n.ep)
 
 	n.coord = &coordClient{
 		addr: n.cfg.Coord, key: key, pinPath: pinPath, pin: pin, log: n.log.Named("coord"),
@@ -261,7 +262,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		w = cache.Welcome
 		n.handleControl(&control.Msg{Type: control.TypeWelcome, Welcome: cache.Welcome})
 		n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: cache.Peers, ACLs: cache.ACLs}})
-		n.useRelays(w, netip.AddrPort{}) // a standalone relay does not need the coord
+		n.relays.use(w, netip.AddrPort{}) // a standalone relay does not need the coord
 		n.log.Warn("coordination server unreachable; starting from the cached peer map, tunnels to known peers will come up",
 			"cached_at", cache.SavedAt, "peers", len(cache.Peers), "error", err)
 	default:
@@ -303,60 +304,31 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	go n.coordLoop()
 
 	if n.cfg.SOCKS != "" || n.cfg.HTTP != "" {
-		if err := n.startSOCKS(stack); err != nil {
+		where := proxyListen{socks: n.cfg.SOCKS, http: n.cfg.HTTP, socket: filepath.Join(n.cfg.StateDir, ProxySocketFile), guard: n.localUsersOnly}
+		n.proxy, err = startProxy(where, socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP,
+			Logger: n.log.Named("proxy"), User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword,
+			UDPClientAllowed: n.proxyUsers.AllowsDatagram}, n.log)
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (n *Node) startSOCKS(stack *netstack.Stack) error {
-	srv, err := socks.New(socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP, Logger: n.log.Named("proxy"),
-		User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword, UDPClientAllowed: n.proxyPolicy.AllowsDatagram})
-	if err != nil {
-		return err
-	}
-	n.socks = srv
-	for _, addr := range []string{n.cfg.SOCKS, n.cfg.HTTP} {
-		if addr == "" {
-			continue
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("proxy listener: %w", err)
-		}
-		ln = n.localUsersOnly(ln)
-		if addr == n.cfg.SOCKS {
-			n.socksLn = ln
-		} else {
-			n.httpLn = ln
-		}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := srv.Serve(ln); err != nil {
-				n.log.Error("proxy stopped", "error", err)
-			}
-		}()
-		n.log.Info("proxy listening (SOCKS5 and HTTP)", "addr", ln.Addr().String(), "auth", n.cfg.ProxyUser != "")
-	}
-	return n.serveProxySocket(srv)
-}
-
 // HTTPAddr returns the extra HTTP proxy listen address, or nil.
 func (n *Node) HTTPAddr() net.Addr {
-	if n.httpLn == nil {
+	if n.proxy == nil {
 		return nil
 	}
-	return n.httpLn.Addr()
+	return addr(n.proxy.httpLn)
 }
 
 // SOCKSAddr returns the proxy's listen address, or nil if it is disabled or not started.
 func (n *Node) SOCKSAddr() net.Addr {
-	if n.socksLn == nil {
+	if n.proxy == nil {
 		return nil
 	}
-	return n.socksLn.Addr()
+	return addr(n.proxy.socksLn)
 }
 
 // openSocket opens the node's UDP socket. With port 0 (the default) it first tries the port it used last
@@ -442,7 +414,7 @@ func (n *Node) coordLoop() {
 				return
 			}
 			n.log.Warn("lost the coordination server; tunnels stay up, reconnecting in the background", "error", err)
-			n.coordLost()
+			n.relays.coordLost()
 		}
 		for {
 			select {
@@ -519,8 +491,8 @@ func (n *Node) Close() error {
 	if n.api != nil {
 		n.api.close()
 	}
-	if n.socks != nil {
-		n.socks.Close()
+	if n.proxy != nil {
+		n.proxy.close()
 	}
 	if n.coord != nil {
 		n.logoutOnClose()
@@ -529,7 +501,8 @@ func (n *Node) Close() error {
 	if n.ep != nil {
 		n.ep.Close()
 	}
-	n.closeSendQueues() // after the links: no Send is left blocking
+	n.sendq.close() // after the links: no Send is left blocking
+	n.relays.close()
 	n.wg.Wait()
 	n.closeTUN()
 	if s := n.stack.Load(); s != nil {

@@ -1,17 +1,11 @@
 package node
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/warren-net/warren/internal/peercred"
-	"github.com/warren-net/warren/socks"
 )
 
 // The proxy acts with the node's key and the node's access-rule grants, so on a shared machine it
@@ -29,7 +23,7 @@ const refusalLogEvery = 10 * time.Second
 func (n *Node) localUsersOnly(ln net.Listener) net.Listener {
 	var mu sync.Mutex
 	var last time.Time
-	return &peercred.Listener{Listener: ln, Policy: n.proxyPolicy, Refused: func(uid int64, err error) {
+	return &peercred.Listener{Listener: ln, Policy: n.proxyUsers, Refused: func(uid int64, err error) {
 		n.proxyRefused.Add(1)
 		mu.Lock()
 		defer mu.Unlock()
@@ -39,30 +33,4 @@ func (n *Node) localUsersOnly(ln net.Listener) net.Listener {
 		last = time.Now()
 		n.log.Warn("proxy client refused: another local user (allow more with --proxy-users)", "uid", uid, "error", err, "refused_total", n.proxyRefused.Load())
 	}}
-}
-
-// serveProxySocket serves srv on the state directory's unix socket as well.
-func (n *Node) serveProxySocket(srv *socks.Server) error {
-	path := filepath.Join(n.cfg.StateDir, ProxySocketFile)
-	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == fs.ModeSocket {
-		os.Remove(path) // a stale socket from a crash
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return fmt.Errorf("proxy socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("proxy socket: %w", err)
-	}
-	ln = n.localUsersOnly(ln)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
-			n.log.Error("proxy socket stopped", "error", err)
-		}
-	}()
-	n.log.Info("proxy listening (SOCKS5 and HTTP)", "socket", path)
-	return nil
 }

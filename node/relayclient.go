@@ -18,6 +18,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
+	"github.com/warren-net/warren/peer"
 )
 
 // relayClient keeps the node logged in to one standalone relay that the coord announced: a QUIC
@@ -192,21 +193,63 @@ func errOr(err error, msg string) error {
 	return errors.New(msg)
 }
 
-// useRelays applies the relays the coord announced in w. The node logs in to every announced
-// relay (a relayClient each, in the announced order, duplicates once) and keeps the logins it already
-// has; the coord's own relay at coordAddr, if the coord offers one, comes last: the last resort. An
+// relayLink is what the relays need of the peer endpoint: its socket, to log in from, and the list of
+// relays its links may use. *peer.Endpoint implements it.
+type relayLink interface {
+	DialControl(ctx context.Context, addr netip.AddrPort, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error)
+	SetRelays(addrs []netip.AddrPort)
+}
+
+var _ relayLink = (*peer.Endpoint)(nil)
+
+// relaySet is the node's relays: the standalone relays the coord announced, a logged-in relayClient
+// for each, and the coord's own relay while the coord offers one and the node is connected to it. It
+// tells the peer links which relays to use (apply) whenever a login comes up or goes down or the
+// set changes, and owns the clients' goroutines. Safe for concurrent use once bound.
+type relaySet struct {
+	ctx     context.Context // the node's: alive until Close
+	log     hclog.Logger
+	consent func() [][]byte // the peers the node wants to reach through a relay
+	wg      sync.WaitGroup  // every client's goroutine
+
+	// key and link are set once by bind, before the first use.
+	key  *identity.Key
+	link relayLink
+
+	applyMu sync.Mutex // serialises apply, so the last state wins
+
+	// mu guards the following.
+	mu         sync.Mutex
+	announced  []control.Relay // the standalone relays the coord announced last
+	clients    []*relayClient  // the logins to them, in the announced order
+	coordRelay netip.AddrPort  // the coord's own relay while it offers one and the node is connected
+	closed     bool
+}
+
+func newRelaySet(ctx context.Context, log hclog.Logger, consent func() [][]byte) *relaySet {
+	return &relaySet{ctx: ctx, log: log, consent: consent}
+}
+
+// bind gives the set the node's key and peer endpoint, once, before use is first called.
+func (s *relaySet) bind(key *identity.Key, link relayLink) {
+	s.key, s.link = key, link
+}
+
+// use applies the relays the coord announced in w. The node logs in to every announced relay (a
+// relayClient each, in the announced order, duplicates once) and keeps the logins it already has;
+// the coord's own relay at coordAddr, if the coord offers one, comes last: the last resort. An
 // invalid coordAddr (the coord is not connected) leaves the coord's relay out. Which of the relays a
 // peer link uses is the peer package's choice among those the node is logged in to
 // (peer/relaypath.go): peers that fail over to another relay find each other there.
-func (n *Node) useRelays(w *control.Welcome, coordAddr netip.AddrPort) {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
+func (s *relaySet) use(w *control.Welcome, coordAddr netip.AddrPort) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return
 	}
-	n.relays = w.Relays
-	old := make(map[control.Relay]*relayClient, len(n.relayClients))
-	for _, rc := range n.relayClients {
+	s.announced = w.Relays
+	old := make(map[control.Relay]*relayClient, len(s.clients))
+	for _, rc := range s.clients {
 		old[rc.info] = rc
 	}
 	clients := make([]*relayClient, 0, len(w.Relays))
@@ -218,7 +261,7 @@ func (n *Node) useRelays(w *control.Welcome, coordAddr netip.AddrPort) {
 		seen[info.Addr] = true
 		rc := old[info]
 		if rc == nil {
-			rc = n.startRelayLocked(info)
+			rc = s.startLocked(info)
 		}
 		delete(old, info)
 		clients = append(clients, rc)
@@ -226,61 +269,61 @@ func (n *Node) useRelays(w *control.Welcome, coordAddr netip.AddrPort) {
 	for _, rc := range old {
 		rc.cancel()
 	}
-	n.relayClients = clients
-	n.coordRelay = netip.AddrPort{}
+	s.clients = clients
+	s.coordRelay = netip.AddrPort{}
 	if w.Relay {
-		n.coordRelay = coordAddr
+		s.coordRelay = coordAddr
 	}
-	n.mu.Unlock()
-	n.applyRelays()
+	s.mu.Unlock()
+	s.apply()
 }
 
 // coordLost takes the coord's relay out of use: the coord forgets a node's relay binding with its
 // control connection.
-func (n *Node) coordLost() {
-	n.mu.Lock()
-	n.coordRelay = netip.AddrPort{}
-	n.mu.Unlock()
-	n.applyRelays()
+func (s *relaySet) coordLost() {
+	s.mu.Lock()
+	s.coordRelay = netip.AddrPort{}
+	s.mu.Unlock()
+	s.apply()
 }
 
-// applyRelays tells the peer links which relays the node is logged in to now: the announced ones
-// whose login is up, in the announced order, then the coord's.
-func (n *Node) applyRelays() {
-	n.relayMu.Lock() // one at a time, so the last state wins
-	defer n.relayMu.Unlock()
-	n.mu.Lock()
-	use := make([]netip.AddrPort, 0, len(n.relayClients)+1)
-	for _, rc := range n.relayClients {
+// apply tells the peer links which relays the node is logged in to now: the announced ones whose
+// login is up, in the announced order, then the coord's.
+func (s *relaySet) apply() {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.Lock()
+	use := make([]netip.AddrPort, 0, len(s.clients)+1)
+	for _, rc := range s.clients {
 		if rc.up.Load() {
 			use = append(use, rc.info.Addr)
 		}
 	}
-	if n.coordRelay.IsValid() {
-		use = append(use, n.coordRelay)
+	if s.coordRelay.IsValid() {
+		use = append(use, s.coordRelay)
 	}
-	n.mu.Unlock()
-	n.ep.SetRelays(use)
+	s.mu.Unlock()
+	s.link.SetRelays(use)
 }
 
-func (n *Node) startRelayLocked(info control.Relay) *relayClient {
-	ctx, cancel := context.WithCancel(n.ctx)
-	rc := &relayClient{info: info, key: n.key, log: n.log.Named("relay"), dial: n.ep.DialControl,
-		consent: n.peerKeys, wake: make(chan struct{}, 1), cancel: cancel,
-		onLogin: n.applyRelays, onLogout: n.applyRelays}
-	n.wg.Add(1)
+func (s *relaySet) startLocked(info control.Relay) *relayClient {
+	ctx, cancel := context.WithCancel(s.ctx)
+	rc := &relayClient{info: info, key: s.key, log: s.log, dial: s.link.DialControl,
+		consent: s.consent, wake: make(chan struct{}, 1), cancel: cancel,
+		onLogin: s.apply, onLogout: s.apply}
+	s.wg.Add(1)
 	go func() {
-		defer n.wg.Done()
+		defer s.wg.Done()
 		rc.run(ctx)
 	}()
 	return rc
 }
 
-// relayLogins returns the state of the node's relay logins by relay address.
-func (n *Node) relayLogins() map[netip.AddrPort]string {
-	n.mu.Lock()
-	clients := n.relayClients
-	n.mu.Unlock()
+// logins returns the state of the node's relay logins by relay address.
+func (s *relaySet) logins() map[netip.AddrPort]string {
+	s.mu.Lock()
+	clients := s.clients
+	s.mu.Unlock()
 	out := make(map[netip.AddrPort]string, len(clients))
 	for _, rc := range clients {
 		out[rc.info.Addr] = rc.loginState()
@@ -288,28 +331,34 @@ func (n *Node) relayLogins() map[netip.AddrPort]string {
 	return out
 }
 
-// relayPeersChanged tells the relay clients that the consent list changed.
-func (n *Node) relayPeersChanged() {
-	n.mu.Lock()
-	clients := n.relayClients
-	n.mu.Unlock()
+// addrs returns the addresses of the announced relays.
+func (s *relaySet) addrs() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]netip.AddrPort, len(s.announced))
+	for i, r := range s.announced {
+		out[i] = r.Addr
+	}
+	return out
+}
+
+// peersChanged tells the clients that the consent list changed.
+func (s *relaySet) peersChanged() {
+	s.mu.Lock()
+	clients := s.clients
+	s.mu.Unlock()
 	for _, rc := range clients {
 		poke(rc.wake)
 	}
 }
 
-// peerKeys returns the keys of every peer in the peer map: the node's consent list for the relay.
-func (n *Node) peerKeys() [][]byte {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	keys := make([][]byte, 0, len(n.peers))
-	for k := range n.peers {
-		keys = append(keys, k[:])
-		if len(keys) == control.MaxRelayConsent {
-			break
-		}
-	}
-	return keys
+// close starts no more clients and waits for the running ones, which end with the node's context:
+// cancel it first.
+func (s *relaySet) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.wg.Wait()
 }
 
 func poke(c chan struct{}) {

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
 )
@@ -24,39 +26,14 @@ type routeTable struct {
 	grants map[peer.Key]*acl.Grant // what a peer restricted by access rules may reach here (acl.go)
 }
 
-// handleControl applies a welcome (this node's tag), a peer map or a delta from the coord, with the
-// access rules they carry, then rebuilds routes and peer links.
-func (n *Node) handleControl(m *control.Msg) {
-	n.mu.Lock()
-	n.applyACLsLocked(m)
-	switch m.Type {
-	case control.TypePeerMap:
-		clear(n.peers)
-		for _, p := range m.PeerMap.Peers {
-			if k, ok := peer.KeyOf(p.Key); ok {
-				n.peers[k] = p
-			}
-		}
-	case control.TypePeerDelta:
-		for _, p := range m.PeerDelta.Upsert {
-			if k, ok := peer.KeyOf(p.Key); ok {
-				n.peers[k] = p
-			}
-		}
-		for _, kb := range m.PeerDelta.Remove {
-			if k, ok := peer.KeyOf(kb); ok {
-				delete(n.peers, k)
-			}
-		}
-		if nl := m.PeerDelta.Networks; nl != nil && n.welcome != nil {
-			n.logNetworkChangeLocked(n.welcome.Networks, nl.Names)
-			n.setNetworksLocked(nl.Names)
-		}
-	}
+// buildRoutes is the route table of a peer map under the access rules (compiled, by network) for
+// this node (self), and the peer links to have: one per peer, with its endpoints while it is online.
+// It only reads its arguments.
+func buildRoutes(peers map[peer.Key]control.Peer, policies map[string]*acl.Policy, self acl.Member) (*routeTable, []peer.Info) {
 	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr), peers: make(map[peer.Key]bool),
-		grants: n.grantsLocked()}
-	infos := make([]peer.Info, 0, len(n.peers))
-	for k, p := range n.peers {
+		grants: grants(peers, policies, self)}
+	infos := make([]peer.Info, 0, len(peers))
+	for k, p := range peers {
 		rt.peers[k] = true
 		for _, ip := range p.IPs {
 			rt.owner[ip] = k
@@ -70,20 +47,88 @@ func (n *Node) handleControl(m *control.Msg) {
 		}
 		infos = append(infos, info)
 	}
-	n.routes.Store(rt)
-	n.mu.Unlock()
+	return rt, infos
+}
+
+// grants works out what each restricted peer may reach on this node (see acl.go's file comment).
+// Peers whose rules match alike share one Grant. nil = no rules anywhere.
+func grants(peers map[peer.Key]control.Peer, policies map[string]*acl.Policy, self acl.Member) map[peer.Key]*acl.Grant {
+	if len(policies) == 0 {
+		return nil
+	}
+	out := make(map[peer.Key]*acl.Grant)
+	shared := make(map[string]*acl.Grant)
+	type match struct {
+		policy *acl.Policy
+		rules  []int
+	}
+	var matches []match
+	var sig strings.Builder
+	for k, p := range peers {
+		from := acl.Member{Name: p.Name, Tag: p.Tag}
+		matches = matches[:0]
+		open := false
+		sig.Reset()
+		for _, network := range p.Networks {
+			pol, ok := policies[network]
+			if !ok {
+				open = true
+				break
+			}
+			m := match{policy: pol, rules: pol.Matching(nil, from, self)}
+			matches = append(matches, m)
+			sig.WriteString(network)
+			for _, i := range m.rules {
+				sig.WriteByte(',')
+				sig.WriteString(strconv.Itoa(i))
+			}
+			sig.WriteByte(';')
+		}
+		if open {
+			continue
+		}
+		g := shared[sig.String()]
+		if g == nil {
+			g = &acl.Grant{}
+			for _, m := range matches {
+				for _, i := range m.rules {
+					m.policy.AddRule(g, i)
+				}
+			}
+			shared[sig.String()] = g
+		}
+		out[k] = g
+	}
+	return out
+}
+
+// handleControl applies a welcome (this node's tag), a peer map or a delta from the coord: the peer
+// state takes the peers and access rules and publishes the new routes, then the network list, the
+// per-peer rate limits and send queues, the peer links, the relays' consent lists and the cache
+// follow.
+func (n *Node) handleControl(m *control.Msg) {
+	rt, infos := n.peers.apply(m)
+	if m.Type == control.TypePeerDelta && m.PeerDelta.Networks != nil {
+		n.networksChanged(m.PeerDelta.Networks.Names)
+	}
 	n.limits.forget(rt.peers)
-	n.forgetSendQueues(rt.peers)
+	n.sendq.forget(rt.peers)
 	if n.ep != nil {
 		n.ep.SetPeers(infos)
 	}
-	n.relayPeersChanged()
+	n.relays.peersChanged()
 	n.saveCache()
 }
 
-// logNetworkChangeLocked logs networks the coord added or removed without this node asking (an
-// owner approved its join, kicked or banned it, or deleted a network). n.mu must be held.
-func (n *Node) logNetworkChangeLocked(before, after []string) {
+// networksChanged records and logs networks the coord added or removed without this node asking (an
+// owner approved its join, kicked or banned it, or deleted a network).
+func (n *Node) networksChanged(after []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.welcome == nil {
+		return
+	}
+	before := n.welcome.Networks
 	for _, name := range after {
 		if !slices.Contains(before, name) {
 			n.log.Info("now a member of network (join approved)", "network", name)
@@ -94,48 +139,34 @@ func (n *Node) logNetworkChangeLocked(before, after []string) {
 			n.log.Warn("no longer a member of network (removed by its owner, or the network was deleted)", "network", name)
 		}
 	}
+	n.setNetworksLocked(after)
 }
 
 // output sends one packet from the netstack to the peer that owns its destination.
 func (n *Node) output(pkt []byte) {
-	_, dst, ok := addrs(pkt)
+	_, dst, ok := packet.Addrs(pkt)
 	if !ok {
-		n.dropNoRoute.Add(1)
+		n.drops.noRoute.Add(1)
 		return
 	}
 	k, ok := n.routes.Load().owner[dst]
 	if !ok {
-		if n.isFanOut(dst) {
+		if n.overlay.fanOut(dst) {
 			n.fanOut(pkt)
 			return
 		}
-		n.dropNoRoute.Add(1)
+		n.drops.noRoute.Add(1)
 		return
 	}
-	n.send(k, pkt, false)
+	n.sendq.send(k, pkt, false)
 }
 
-// receive accepts a packet from peer `from` only if its source is one of that peer's virtual IPs
-// (anti-spoofing); a peer not in the route table shares no network with us and is dropped too.
+// receive accepts a packet from peer `from` only if admit does, and the access rules let it in.
 func (n *Node) receive(from peer.Key, pkt []byte) {
-	src, dst, ok := addrs(pkt)
-	if !ok {
-		n.dropSpoofed.Add(1)
+	if !n.admit(from, pkt) {
 		return
 	}
-	rt := n.routes.Load()
-	if owner, ok := rt.owner[src]; !ok || owner != from {
-		n.dropSpoofed.Add(1)
-		if n.log.IsTrace() {
-			n.log.Trace("drop spoofed packet", "from", from, "src", src)
-		}
-		return
-	}
-	if n.isFanOut(dst) && !n.limits.allow(from) {
-		n.dropRateLimited.Add(1)
-		return
-	}
-	if !n.filterACL(rt, from, pkt) {
+	if !n.filterACL(n.routes.Load(), from, pkt) {
 		return
 	}
 	if s := n.stack.Load(); s != nil {
@@ -143,24 +174,27 @@ func (n *Node) receive(from peer.Key, pkt []byte) {
 	}
 }
 
-// addrs reads the source and destination of an IPv4 or IPv6 packet without allocating.
-func addrs(pkt []byte) (src, dst netip.Addr, ok bool) {
-	if len(pkt) < 1 {
-		return src, dst, false
+// admit checks a packet from a peer in either mode: its source must be one of the sending peer's
+// virtual IPs (anti-spoofing; a peer not in the route table shares no network with us and is
+// dropped too), and broadcast and multicast are rate-limited per sender.
+func (n *Node) admit(from peer.Key, pkt []byte) bool {
+	src, dst, ok := packet.Addrs(pkt)
+	if !ok {
+		n.drops.spoofed.Add(1)
+		return false
 	}
-	switch pkt[0] >> 4 {
-	case 4:
-		if len(pkt) < 20 {
-			return src, dst, false
+	if owner, ok := n.routes.Load().owner[src]; !ok || owner != from {
+		n.drops.spoofed.Add(1)
+		if n.log.IsTrace() {
+			n.log.Trace("drop spoofed packet", "from", from, "src", src)
 		}
-		return netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20])), true
-	case 6:
-		if len(pkt) < 40 {
-			return src, dst, false
-		}
-		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40])), true
+		return false
 	}
-	return src, dst, false
+	if n.overlay.fanOut(dst) && !n.limits.allow(from) {
+		n.drops.rateLimited.Add(1)
+		return false
+	}
+	return true
 }
 
 // resolve maps "NAME.warren" or a bare peer name to the peer's IPv4 from the peer map: no DNS query
@@ -189,18 +223,6 @@ func (n *Node) resolve(ctx context.Context, name string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("resolve %q: %w", name, err)
 	}
 	return hostAnswer(name, ips, n.overlay)
-}
-
-// sortedPeers returns a copy of the peer map sorted by name.
-func (n *Node) sortedPeers() []control.Peer {
-	n.mu.Lock()
-	out := make([]control.Peer, 0, len(n.peers))
-	for _, p := range n.peers {
-		out = append(out, p)
-	}
-	n.mu.Unlock()
-	slices.SortFunc(out, func(a, b control.Peer) int { return strings.Compare(a.Name, b.Name) })
-	return out
 }
 
 var errClosed = errors.New("node is shutting down")

@@ -6,45 +6,22 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"reflect"
 	"testing"
 
+	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
 )
 
-func ipv4Packet(src, dst string) []byte {
-	p := make([]byte, 20)
-	p[0] = 0x45
-	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
-	copy(p[12:], s[:])
-	copy(p[16:], d[:])
-	return p
-}
-
-func TestAddrs(t *testing.T) {
-	src, dst, ok := addrs(ipv4Packet("100.64.0.1", "100.64.0.2"))
-	if !ok || src.String() != "100.64.0.1" || dst.String() != "100.64.0.2" {
-		t.Errorf("v4: %v %v %v", src, dst, ok)
-	}
-	v6 := make([]byte, 40)
-	v6[0] = 0x60
-	a, b := netip.MustParseAddr("fd7a::1").As16(), netip.MustParseAddr("fd7a::2").As16()
-	copy(v6[8:], a[:])
-	copy(v6[24:], b[:])
-	if src, dst, ok := addrs(v6); !ok || src.String() != "fd7a::1" || dst.String() != "fd7a::2" {
-		t.Errorf("v6: %v %v %v", src, dst, ok)
-	}
-	for _, bad := range [][]byte{nil, {0x45}, make([]byte, 39), {0x70, 0, 0, 0}} {
-		if _, _, ok := addrs(bad); ok {
-			t.Errorf("addrs(%x) ok", bad)
-		}
-	}
-}
+func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }
 
 // testNode is a Node with a peer map and no network parts, enough for routing decisions.
 func testNode(t *testing.T) (*Node, peer.Key, peer.Key) {
-	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "me"})
+	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "me", Logger: testkit.Logger(t, "me")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +37,14 @@ func testNode(t *testing.T) (*Node, peer.Key, peer.Key) {
 // TestReceiveDropsSpoofed: a peer may only send from its own virtual IPs.
 func TestReceiveDropsSpoofed(t *testing.T) {
 	n, kb, kc := testNode(t)
-	n.receive(kb, ipv4Packet("100.64.0.2", "100.64.0.1")) // b as itself: accepted (no stack yet, so just not counted)
-	if got := n.dropSpoofed.Load(); got != 0 {
+	n.receive(kb, ipPacket(peer4, self4, packet.ProtoUDP, nil)) // b as itself: accepted (no stack yet, so just not counted)
+	if got := n.drops.spoofed.Load(); got != 0 {
 		t.Fatalf("own-address packet dropped (%d)", got)
 	}
-	n.receive(kc, ipv4Packet("100.64.0.2", "100.64.0.1")) // c pretending to be b
-	n.receive(peer.Key{9}, ipv4Packet("100.64.0.9", "100.64.0.1"))
+	n.receive(kc, ipPacket(peer4, self4, packet.ProtoUDP, nil)) // c pretending to be b
+	n.receive(peer.Key{9}, ipPacket(netip.MustParseAddr("100.64.0.9"), self4, packet.ProtoUDP, nil))
 	n.receive(kb, []byte{0x45, 0})
-	if got := n.dropSpoofed.Load(); got != 3 {
+	if got := n.drops.spoofed.Load(); got != 3 {
 		t.Errorf("spoofed/unknown/malformed drops = %d, want 3", got)
 	}
 	// After a delta removes c, its address no longer routes.
@@ -112,5 +89,74 @@ func TestAPIHostCheck(t *testing.T) {
 		if rec.Code != want {
 			t.Errorf("Host %q: %d, want %d", host, rec.Code, want)
 		}
+	}
+}
+
+// TestBuildRoutes: the route table and peer links of a peer map under access rules.
+func TestBuildRoutes(t *testing.T) {
+	a4, a6, b4 := netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("fd7a::2"), netip.MustParseAddr("100.64.0.3")
+	ep := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:7000")}
+	ka, kb, kc := peer.Key{1}, peer.Key{2}, peer.Key{3}
+	peers := map[peer.Key]control.Peer{
+		ka: {Key: ka[:], Name: "Alpha", Tag: "ci", IPs: []netip.Addr{a4, a6}, Online: true, Endpoints: ep, Mapping: control.MappingIndependent, Networks: []string{"lab"}},
+		kb: {Key: kb[:], Name: "beta", IPs: []netip.Addr{b4}, Endpoints: ep, Networks: []string{"lab", "open"}},
+		kc: {Key: kc[:], Name: "gamma", Tag: "ci", Networks: []string{"lab"}}, // no addresses yet
+	}
+	lab, err := acl.Compile([]control.ACLRule{{From: []string{"tag:ci"}, To: []string{"me"}, Ports: []string{"22/tcp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := acl.Member{Name: "me"}
+	for _, c := range []struct {
+		name       string
+		peers      map[peer.Key]control.Peer
+		policies   map[string]*acl.Policy
+		owner      map[netip.Addr]peer.Key
+		byName     map[string]netip.Addr
+		restricted []peer.Key // peers with a grant
+		infos      map[peer.Key]peer.Info
+	}{
+		{name: "no peers"},
+		{name: "no rules", peers: peers,
+			owner:  map[netip.Addr]peer.Key{a4: ka, a6: ka, b4: kb},
+			byName: map[string]netip.Addr{"alpha": a4, "beta": b4},
+			infos:  map[peer.Key]peer.Info{ka: {Key: ka, Endpoints: ep, Mapping: control.MappingIndependent}, kb: {Key: kb}, kc: {Key: kc}}},
+		{name: "rules in lab", peers: peers, policies: map[string]*acl.Policy{"lab": lab},
+			owner:      map[netip.Addr]peer.Key{a4: ka, a6: ka, b4: kb},
+			byName:     map[string]netip.Addr{"alpha": a4, "beta": b4},
+			restricted: []peer.Key{ka, kc}, // beta also shares "open", which has no rules
+			infos:      map[peer.Key]peer.Info{ka: {Key: ka, Endpoints: ep, Mapping: control.MappingIndependent}, kb: {Key: kb}, kc: {Key: kc}}},
+	} {
+		rt, infos := buildRoutes(c.peers, c.policies, self)
+		if len(rt.owner) != len(c.owner) || (len(c.owner) > 0 && !reflect.DeepEqual(rt.owner, c.owner)) {
+			t.Errorf("%s: owner %v, want %v", c.name, rt.owner, c.owner)
+		}
+		if len(rt.byName) != len(c.byName) || (len(c.byName) > 0 && !reflect.DeepEqual(rt.byName, c.byName)) {
+			t.Errorf("%s: byName %v, want %v", c.name, rt.byName, c.byName)
+		}
+		if len(rt.peers) != len(c.peers) {
+			t.Errorf("%s: %d peers for fan-out, want %d", c.name, len(rt.peers), len(c.peers))
+		}
+		if len(rt.grants) != len(c.restricted) {
+			t.Errorf("%s: %d peers restricted, want %d", c.name, len(rt.grants), len(c.restricted))
+		}
+		for _, k := range c.restricted {
+			if !rt.allows(k, acl.TCP, 22) || rt.allows(k, acl.TCP, 80) {
+				t.Errorf("%s: peer %x's grant is not tcp/22 alone", c.name, k[:1])
+			}
+		}
+		if len(c.restricted) == 2 && rt.grants[c.restricted[0]] != rt.grants[c.restricted[1]] {
+			t.Errorf("%s: peers matched by the same rules do not share their grant", c.name)
+		}
+		got := make(map[peer.Key]peer.Info)
+		for _, i := range infos {
+			got[i.Key] = i
+		}
+		if len(got) != len(c.infos) || (len(c.infos) > 0 && !reflect.DeepEqual(got, c.infos)) {
+			t.Errorf("%s: links %+v, want %+v", c.name, got, c.infos)
+		}
+	}
+	if len(peers) != 3 || peers[ka].Name != "Alpha" {
+		t.Error("buildRoutes changed its input")
 	}
 }

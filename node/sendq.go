@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/warren-net/warren/peer"
 )
 
@@ -20,8 +22,18 @@ import (
 // peer.MaxPacketSize bytes (160 KiB), in front of quic-go's own 32.
 const sendQueueLen = 128
 
-// sendQueues are the per-peer outbound queues. The zero value is ready; close ends it.
+// linkSender is what the send queues need of the peer endpoint. *peer.Endpoint implements it.
+type linkSender interface {
+	Send(k peer.Key, pkt []byte) error
+}
+
+var _ linkSender = (*peer.Endpoint)(nil)
+
+// sendQueues are the per-peer outbound queues. The zero value is ready once log and link are set
+// (link before the first send); close ends it.
 type sendQueues struct {
+	log    hclog.Logger
+	link   linkSender
 	queues sync.Map // peer.Key → *sendQueue; read on every packet
 
 	// mu guards creating and removing queues, and closed.
@@ -48,10 +60,10 @@ type outPacket struct {
 var outPool = sync.Pool{New: func() any { return &outPacket{b: make([]byte, 0, peer.MaxPacketSize)} }}
 
 // send queues a copy of pkt for peer k and returns at once; it never blocks.
-func (n *Node) send(k peer.Key, pkt []byte, fanOut bool) {
-	q := n.sendQueue(k)
+func (qs *sendQueues) send(k peer.Key, pkt []byte, fanOut bool) {
+	q := qs.queue(k)
 	if q == nil {
-		n.sendq.failed.Add(1)
+		qs.failed.Add(1)
 		return
 	}
 	p := outPool.Get().(*outPacket)
@@ -60,19 +72,18 @@ func (n *Node) send(k peer.Key, pkt []byte, fanOut bool) {
 	case q.ch <- p:
 	default:
 		outPool.Put(p)
-		n.sendq.full.Add(1)
-		if n.log.IsTrace() {
-			n.log.Trace("drop outbound packet: send queue full", "peer", k)
+		qs.full.Add(1)
+		if qs.log.IsTrace() {
+			qs.log.Trace("drop outbound packet: send queue full", "peer", k)
 		}
 	}
 }
 
-// sendQueue returns k's queue, starting it on first use; nil once the node is closing.
-func (n *Node) sendQueue(k peer.Key) *sendQueue {
-	if q, ok := n.sendq.queues.Load(k); ok {
+// queue returns k's queue, starting it on first use; nil once the node is closing.
+func (qs *sendQueues) queue(k peer.Key) *sendQueue {
+	if q, ok := qs.queues.Load(k); ok {
 		return q.(*sendQueue)
 	}
-	qs := &n.sendq
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	if qs.closed {
@@ -84,26 +95,26 @@ func (n *Node) sendQueue(k peer.Key) *sendQueue {
 	q := &sendQueue{ch: make(chan *outPacket, sendQueueLen), stop: make(chan struct{})}
 	qs.queues.Store(k, q)
 	qs.wg.Add(1)
-	go n.runSendQueue(k, q)
+	go qs.run(k, q)
 	return q
 }
 
-// runSendQueue feeds k's link until the queue is stopped. Send may block (quic-go's backpressure);
+// run feeds k's link until the queue is stopped. Send may block (quic-go's backpressure);
 // meanwhile new packets wait in the queue or are dropped.
-func (n *Node) runSendQueue(k peer.Key, q *sendQueue) {
-	defer n.sendq.wg.Done()
+func (qs *sendQueues) run(k peer.Key, q *sendQueue) {
+	defer qs.wg.Done()
 	for {
 		select {
 		case <-q.stop:
 			return
 		case p := <-q.ch:
-			switch err := n.ep.Send(k, p.b); {
+			switch err := qs.link.Send(k, p.b); {
 			case err == nil:
-				n.sendq.sent.Add(1)
+				qs.sent.Add(1)
 			case !p.fanOut:
-				n.sendq.failed.Add(1)
-				if n.log.IsTrace() {
-					n.log.Trace("drop outbound packet", "peer", k, "error", err)
+				qs.failed.Add(1)
+				if qs.log.IsTrace() {
+					qs.log.Trace("drop outbound packet", "peer", k, "error", err)
 				}
 			}
 			outPool.Put(p)
@@ -111,9 +122,8 @@ func (n *Node) runSendQueue(k peer.Key, q *sendQueue) {
 	}
 }
 
-// forgetSendQueues stops the queues of peers that are no longer in the peer map.
-func (n *Node) forgetSendQueues(peers map[peer.Key]bool) {
-	qs := &n.sendq
+// forget stops the queues of peers that are no longer in the peer map.
+func (qs *sendQueues) forget(peers map[peer.Key]bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	qs.queues.Range(func(k, q any) bool {
@@ -125,10 +135,9 @@ func (n *Node) forgetSendQueues(peers map[peer.Key]bool) {
 	})
 }
 
-// closeSendQueues stops every queue and waits for their goroutines; packets still queued are
-// dropped. Call it after the peer endpoint is closed, so that no Send is left blocking.
-func (n *Node) closeSendQueues() {
-	qs := &n.sendq
+// close stops every queue and waits for their goroutines; packets still queued are dropped. Call
+// it after the peer endpoint is closed, so that no Send is left blocking.
+func (qs *sendQueues) close() {
 	qs.mu.Lock()
 	if !qs.closed {
 		qs.closed = true

@@ -9,6 +9,8 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/peer"
 )
 
@@ -53,7 +55,7 @@ func linkedNode(t *testing.T) (*Node, peer.Key, *blackhole, chan []byte) {
 	}
 	t.Cleanup(func() { epB.Close() })
 
-	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "a"})
+	n, err := New(Config{StateDir: t.TempDir(), Coord: "127.0.0.1:1", Name: "a", Logger: testkit.Logger(t, "a")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,19 +63,14 @@ func linkedNode(t *testing.T) (*Node, peer.Key, *blackhole, chan []byte) {
 	if n.ep, err = peer.New(peer.Config{Key: ka, Conn: bh, Receive: func(peer.Key, []byte) {}}); err != nil {
 		t.Fatal(err)
 	}
+	n.sendq.link = n.ep
 	t.Cleanup(func() { n.Close() })
 	epB.SetPeers([]peer.Info{{Key: keyA, Endpoints: []netip.AddrPort{n.ep.LocalAddr()}}})
 	n.handleControl(&control.Msg{Type: control.TypePeerMap, PeerMap: &control.PeerMap{Peers: []control.Peer{
 		{Key: keyB[:], Name: "b", Online: true, IPs: []netip.Addr{netip.MustParseAddr("100.64.0.2")},
 			Endpoints: []netip.AddrPort{epB.LocalAddr()}},
 	}}})
-	deadline := time.Now().Add(10 * time.Second)
-	for n.ep.Status(keyB).Path != peer.PathDirect {
-		if time.Now().After(deadline) {
-			t.Fatalf("no link to b: %+v", n.ep.Status(keyB))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "a direct link to b", func() bool { return n.ep.Status(keyB).Path == peer.PathDirect })
 	return n, keyB, bh, got
 }
 
@@ -82,9 +79,7 @@ func linkedNode(t *testing.T) (*Node, peer.Key, *blackhole, chan []byte) {
 // packets its per-peer queue cannot hold, counts them, and returns at once every time.
 func TestSendNeverBlocks(t *testing.T) {
 	n, kb, bh, got := linkedNode(t)
-	pkt := make([]byte, 1200)
-	copy(pkt, ipv4Packet("100.64.0.1", "100.64.0.2"))
-	pkt[2], pkt[3] = byte(len(pkt)>>8), byte(len(pkt))
+	pkt := ipPacket(self4, peer4, packet.ProtoUDP, make([]byte, 1180))
 	n.output(pkt)
 	select {
 	case <-got:
@@ -138,5 +133,21 @@ func TestSendNeverBlocks(t *testing.T) {
 		t.Logf("peer.Endpoint.Send on the dead path: longest call %v", d)
 	case <-time.After(3 * time.Second):
 		t.Log("peer.Endpoint.Send on the dead path: one call still blocked after 3 s")
+	}
+}
+
+// waitFor waits until cond holds, polling it, and fails the test if it does not within timeout (a
+// safety net, not a measurement).
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("no %s after %v", what, timeout)
+		}
 	}
 }

@@ -46,9 +46,6 @@ func (n *Node) dial(ctx context.Context, network, addr string) (net.Conn, error)
 	return stack.DialContext(ctx, network, addr)
 }
 
-// inOverlay reports whether ip (with or without a zone) is an overlay address.
-func (n *Node) inOverlay(ip netip.Addr) bool { return inPrefixes(ip, n.overlay) }
-
 // isHostAddr reports whether ip reaches this host: loopback, unspecified, or one of its interfaces.
 func isHostAddr(ip netip.Addr) bool {
 	addrs, err := net.InterfaceAddrs()

@@ -18,7 +18,7 @@ func (n *Node) listenUDP() (net.PacketConn, error) {
 	if stack == nil {
 		return nil, errClosed
 	}
-	r := &udpRouter{n: n, in: make(chan datagram, 64), done: make(chan struct{})}
+	r := &udpRouter{overlay: n.overlay, allowLocal: n.cfg.AllowLocal, in: make(chan datagram, 64), done: make(chan struct{})}
 	var err error
 	if r.v4, err = stack.ListenUDP("udp4"); err != nil {
 		return nil, err
@@ -45,12 +45,13 @@ func (n *Node) listenUDP() (net.PacketConn, error) {
 	return r, nil
 }
 
-// udpRouter is a net.PacketConn over several sockets, choosing one by destination on write and
-// merging their reads. Reads go through a small bounded queue; datagrams beyond it are dropped, as a
-// full socket buffer would.
+// udpRouter is one UDP association of the proxy: a net.PacketConn over several sockets, choosing one
+// by destination on write and merging their reads. Reads go through a small bounded queue; datagrams
+// beyond it are dropped, as a full socket buffer would.
 type udpRouter struct {
-	n            *Node
-	v4, v6, host net.PacketConn
+	overlay      overlay        // destinations that go through the netstack (with fan-out addresses)
+	allowLocal   bool           // Config.AllowLocal
+	v4, v6, host net.PacketConn // host is nil with Config.OverlayOnly
 	in           chan datagram
 	done         chan struct{}
 	once         sync.Once
@@ -118,14 +119,14 @@ func (r *udpRouter) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	ip := ua.AddrPort().Addr().Unmap()
 	switch {
-	case r.n.inOverlay(ip) || r.n.isFanOut(ip) || (ip.Is6() && ip.IsMulticast()):
+	case r.overlay.contains(ip) || r.overlay.fanOut(ip) || (ip.Is6() && ip.IsMulticast()):
 		if ip.Is4() {
 			return r.v4.WriteTo(b, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, ua.AddrPort().Port())))
 		}
 		return r.v6.WriteTo(b, addr)
 	case r.host == nil:
 		return 0, fmt.Errorf("%w: %v is outside the overlay (--overlay-only)", socks.ErrNotAllowed, ip)
-	case !r.n.cfg.AllowLocal && isHostAddr(ip):
+	case !r.allowLocal && isHostAddr(ip):
 		return 0, fmt.Errorf("%w: %v is this host", socks.ErrNotAllowed, ip)
 	}
 	return r.host.WriteTo(b, addr)

@@ -47,26 +47,31 @@ var liveTCP = map[string]bool{"01": true, "04": true, "05": true}
 
 // TCPOwner returns the uid owning the local TCP socket bound to local and connected to remote.
 func TCPOwner(local, remote netip.AddrPort) (uint32, error) {
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		uid, err := scan(file, func(loc, rem netip.AddrPort, state string) bool {
-			return liveTCP[state] && sameAddrPort(loc, local) && sameAddrPort(rem, remote)
-		})
-		if err != ErrNotFound {
-			return uid, err
-		}
-	}
-	return 0, ErrNotFound
+	return scanTables([]string{"/proc/net/tcp", "/proc/net/tcp6"}, func(loc, rem netip.AddrPort, state string) bool {
+		return liveTCP[state] && sameAddrPort(loc, local) && sameAddrPort(rem, remote)
+	})
 }
 
 // UDPOwner returns the uid owning the local UDP socket that datagrams from src were sent from: one
 // bound to src, or to its port on the unspecified address.
 func UDPOwner(src netip.AddrPort) (uint32, error) {
-	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		uid, err := scan(file, func(loc, _ netip.AddrPort, _ string) bool {
-			return loc.Port() == src.Port() && (sameAddr(loc.Addr(), src.Addr()) || loc.Addr().IsUnspecified())
-		})
-		if err != ErrNotFound {
-			return uid, err
+	return scanTables([]string{"/proc/net/udp", "/proc/net/udp6"}, func(loc, _ netip.AddrPort, _ string) bool {
+		return loc.Port() == src.Port() && (sameAddr(loc.Addr(), src.Addr()) || loc.Addr().IsUnspecified())
+	})
+}
+
+// scanAttempts: the kernel writes a socket table in chunks, one read at a time, and a socket can be
+// skipped when others close between two reads; a miss is read again before it counts.
+const scanAttempts = 3
+
+// scanTables returns the uid of the first row of files that match accepts.
+func scanTables(files []string, match func(local, remote netip.AddrPort, state string) bool) (uint32, error) {
+	for range scanAttempts {
+		for _, file := range files {
+			uid, err := scan(file, match)
+			if err != ErrNotFound {
+				return uid, err
+			}
 		}
 	}
 	return 0, ErrNotFound

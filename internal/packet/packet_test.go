@@ -1,0 +1,288 @@
+package packet
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"reflect"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	pt "github.com/warren-net/warren/internal/packet/packettest"
+)
+
+var (
+	self4 = netip.MustParseAddr("100.64.0.1")
+	self6 = netip.MustParseAddr("fd7a:7761:7272::1")
+	peer4 = netip.MustParseAddr("100.64.0.2")
+	peer6 = netip.MustParseAddr("fd7a:7761:7272::2")
+)
+
+func TestAddrs(t *testing.T) {
+	src, dst, ok := Addrs(pt.IP(self4, peer4, ProtoUDP, nil))
+	if !ok || src != self4 || dst != peer4 {
+		t.Errorf("v4: %v %v %v", src, dst, ok)
+	}
+	if src, dst, ok := Addrs(pt.IP(self6, peer6, ProtoUDP, nil)); !ok || src != self6 || dst != peer6 {
+		t.Errorf("v6: %v %v %v", src, dst, ok)
+	}
+	for _, bad := range [][]byte{nil, {0x45}, make([]byte, 39), {0x70, 0, 0, 0}} {
+		if _, _, ok := Addrs(bad); ok {
+			t.Errorf("Addrs(%x) ok", bad)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		want Packet // Transport and ICMPQuote are not compared
+	}{
+		{"TCP SYN", pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPSYN, "")),
+			Packet{Src: peer4, Dst: self4, Proto: ProtoTCP, SPort: 5000, DPort: 22, TCPFlags: TCPSYN}},
+		{"TCP cut before the flags", pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPSYN, "")[:8]),
+			Packet{Src: peer4, Dst: self4, Proto: ProtoTCP, SPort: 5000, DPort: 22}},
+		{"UDP over IPv6", pt.IP(peer6, self6, ProtoUDP, pt.UDP(53, 5353)),
+			Packet{Src: peer6, Dst: self6, Proto: ProtoUDP, SPort: 53, DPort: 5353}},
+		{"echo request", pt.IP(peer4, self4, ProtoICMP, pt.ICMP(8, 77, nil)),
+			Packet{Src: peer4, Dst: self4, Proto: ProtoICMP, SPort: 77, DPort: 77, ICMPEcho: true}},
+		{"ICMPv6 echo reply", pt.IP(peer6, self6, ProtoICMPv6, pt.ICMP(129, 5, nil)),
+			Packet{Src: peer6, Dst: self6, Proto: ProtoICMPv6, SPort: 5, DPort: 5, ICMPEcho: true, ICMPReply: true}},
+		{"port unreachable", pt.IP(peer4, self4, ProtoICMP, pt.ICMP(3, 0, pt.IP(self4, peer4, ProtoUDP, pt.UDP(9, 9)))),
+			Packet{Src: peer4, Dst: self4, Proto: ProtoICMP, ICMPError: true}},
+		{"other protocol", pt.IP(peer4, self4, 47, nil), Packet{Src: peer4, Dst: self4, Proto: 47}},
+	} {
+		p, ok := Parse(c.pkt)
+		if !ok {
+			t.Errorf("%s: not parsed", c.name)
+			continue
+		}
+		p.Transport, p.ICMPQuote = nil, nil
+		if !reflect.DeepEqual(p, c.want) {
+			t.Errorf("%s: %+v, want %+v", c.name, p, c.want)
+		}
+	}
+	// An ICMP error's quote is the quoted packet.
+	inner := pt.IP(self4, peer4, ProtoUDP, pt.UDP(9, 9))
+	if p, _ := Parse(pt.IP(peer4, self4, ProtoICMP, pt.ICMP(3, 0, inner))); !bytes.Equal(p.ICMPQuote, inner) {
+		t.Errorf("quote %x, want %x", p.ICMPQuote, inner)
+	}
+	// An IPv4 later fragment: no transport header needed.
+	frag := pt.IP(peer4, self4, ProtoTCP, []byte{1})
+	binary.BigEndian.PutUint16(frag[6:], 100)
+	if p, ok := Parse(frag); !ok || !p.Fragment || p.DPort != 0 {
+		t.Errorf("later fragment: %+v ok=%v", p, ok)
+	}
+	// IPv4 options: the transport header starts after them.
+	opt := pt.IP(peer4, self4, ProtoUDP, append(make([]byte, 4), pt.UDP(1, 2)...))
+	opt[0] = 0x46
+	if p, ok := Parse(opt); !ok || p.DPort != 2 {
+		t.Errorf("IPv4 options: %+v ok=%v", p, ok)
+	}
+}
+
+func TestParseIPv6Extensions(t *testing.T) {
+	// Hop-by-hop options, then a first fragment, then UDP.
+	ext := []byte{44, 0, 0, 0, 0, 0, 0, 0, ProtoUDP, 0, 0, 1, 0, 0, 0, 1}
+	pkt := pt.IP(peer6, self6, 0, append(ext, pt.UDP(1, 27015)...))
+	p, ok := Parse(pkt)
+	if !ok || p.Proto != ProtoUDP || p.DPort != 27015 || p.Fragment {
+		t.Errorf("parsed %+v ok=%v", p, ok)
+	}
+	// A later fragment: no transport header.
+	binary.BigEndian.PutUint16(pkt[40+8+2:], 100<<3)
+	if p, ok := Parse(pkt); !ok || !p.Fragment {
+		t.Errorf("later fragment: %+v ok=%v", p, ok)
+	}
+	// 7 destination options headers are walked, 8 are not.
+	for n, want := range map[int]bool{7: true, 8: false} {
+		var ext []byte
+		for i := range n {
+			next := byte(60)
+			if i == n-1 {
+				next = ProtoTCP
+			}
+			ext = append(ext, next, 0, 1, 4, 0, 0, 0, 0)
+		}
+		if _, ok := Parse(pt.IP(peer6, self6, 60, append(ext, pt.TCP(1, 22, TCPSYN, "")...))); ok != want {
+			t.Errorf("%d extension headers: parsed=%v, want %v", n, ok, want)
+		}
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	badIHL := pt.IP(peer4, self4, ProtoUDP, pt.UDP(1, 2))
+	badIHL[0] = 0x44
+	longIHL := pt.IP(peer4, self4, ProtoUDP, nil)
+	longIHL[0] = 0x4f
+	for name, bad := range map[string][]byte{
+		"empty": nil, "one byte": {0x45}, "short IPv4": make([]byte, 19), "short IPv6": append([]byte{0x60}, make([]byte, 38)...),
+		"version 7":    {0x70, 0, 0, 0},
+		"IHL under 20": badIHL, "IHL past the end": longIHL,
+		"TCP without ports":             pt.IP(peer4, self4, ProtoTCP, []byte{1, 2}),
+		"UDP without ports":             pt.IP(peer6, self6, ProtoUDP, []byte{1, 2, 3}),
+		"ICMP under 8 bytes":            pt.IP(peer4, self4, ProtoICMP, []byte{8, 0, 0, 0}),
+		"extension header past the end": pt.IP(peer6, self6, 0, []byte{ProtoUDP, 4}),
+	} {
+		if p, ok := Parse(bad); ok {
+			t.Errorf("%s: parsed %+v", name, p)
+		}
+	}
+}
+
+func TestFlows(t *testing.T) {
+	out, _ := Parse(pt.IP(self4, peer4, ProtoTCP, pt.TCP(40000, 80, TCPSYN, "")))
+	in, _ := Parse(pt.IP(peer4, self4, ProtoTCP, pt.TCP(80, 40000, TCPSYN|TCPACK, "")))
+	if k, ok := out.OutboundFlow(false); !ok || k != in.InboundFlow() {
+		t.Errorf("TCP: out %+v, in %+v", k, in.InboundFlow())
+	}
+	bcast, _ := Parse(pt.IP(self4, netip.MustParseAddr("100.127.255.255"), ProtoUDP, pt.UDP(4444, 27016)))
+	reply, _ := Parse(pt.IP(peer4, self4, ProtoUDP, pt.UDP(27016, 4444)))
+	if k, ok := bcast.OutboundFlow(true); !ok || k != reply.WildcardFlow() {
+		t.Errorf("broadcast: out %+v, reply %+v", k, reply.WildcardFlow())
+	}
+	ping, _ := Parse(pt.IP(self6, peer6, ProtoICMPv6, pt.ICMP(128, 7, nil)))
+	pong, _ := Parse(pt.IP(peer6, self6, ProtoICMPv6, pt.ICMP(129, 7, nil)))
+	if k, ok := ping.OutboundFlow(false); !ok || k != pong.InboundFlow() {
+		t.Errorf("ping: out %+v, reply %+v", k, pong.InboundFlow())
+	}
+	for name, pkt := range map[string][]byte{
+		"RST":        pt.IP(self4, peer4, ProtoTCP, pt.TCP(1, 2, TCPRST, "")),
+		"echo reply": pt.IP(self4, peer4, ProtoICMP, pt.ICMP(0, 7, nil)),
+	} {
+		p, _ := Parse(pkt)
+		if k, ok := p.OutboundFlow(false); ok {
+			t.Errorf("%s opens flow %+v", name, k)
+		}
+	}
+}
+
+func TestTCPReset(t *testing.T) {
+	for _, c := range []struct {
+		src, dst netip.Addr
+		flags    uint8
+		payload  string
+		seq, ack uint32
+		rflags   uint8
+	}{
+		{peer4, self4, TCPSYN, "", 0, 1001, TCPRST | TCPACK},
+		{peer6, self6, TCPSYN, "", 0, 1001, TCPRST | TCPACK},
+		{peer4, self4, TCPSYN | TCPFIN, "ab", 0, 1004, TCPRST | TCPACK},
+		{peer4, self4, TCPACK | TCPFIN, "abc", 2000, 0, TCPRST},
+	} {
+		in := pt.IP(c.src, c.dst, ProtoTCP, pt.TCP(50000, 23, c.flags, c.payload))
+		p, _ := Parse(in)
+		out := TCPReset(&p, in)
+		r, ok := Parse(out)
+		if !ok || r.Src != c.dst || r.Dst != c.src || r.SPort != 23 || r.DPort != 50000 || r.TCPFlags != c.rflags {
+			t.Fatalf("reset %+v", r)
+		}
+		if seq, ack := binary.BigEndian.Uint32(r.Transport[4:]), binary.BigEndian.Uint32(r.Transport[8:]); seq != c.seq || ack != c.ack {
+			t.Errorf("seq %d ack %d, want %d %d", seq, ack, c.seq, c.ack)
+		}
+		if !checksumsVerify(out, &r) {
+			t.Error("bad checksum")
+		}
+		if TCPReset(&r, out) != nil {
+			t.Error("answered a RST with a RST")
+		}
+	}
+	for name, pkt := range map[string][]byte{
+		"UDP":          pt.IP(peer4, self4, ProtoUDP, pt.UDP(1, 2)),
+		"cut TCP":      pt.IP(peer4, self4, ProtoTCP, pt.TCP(1, 2, TCPSYN, "")[:16]),
+		"to multicast": pt.IP(peer4, netip.MustParseAddr("224.0.0.1"), ProtoTCP, pt.TCP(1, 2, TCPSYN, "")),
+		"bad data offset": func() []byte {
+			s := pt.TCP(1, 2, TCPSYN, "")
+			s[12] = 15 << 4
+			return pt.IP(peer4, self4, ProtoTCP, s)
+		}(),
+	} {
+		p, _ := Parse(pkt)
+		if TCPReset(&p, pkt) != nil {
+			t.Errorf("%s answered with a RST", name)
+		}
+	}
+}
+
+// checksumsVerify reports whether a TCP segment's checksums (IPv4 header, TCP with the
+// pseudo-header) verify: the sum over the covered bytes is all ones.
+func checksumsVerify(pkt []byte, p *Packet) bool {
+	var pseudo []byte
+	n := len(p.Transport)
+	if p.Src.Is4() {
+		if Checksum(0, pkt[:20]) != 0xffff {
+			return false
+		}
+		pseudo = append(append(p.Src.AsSlice(), p.Dst.AsSlice()...), 0, p.Proto, byte(n>>8), byte(n))
+	} else {
+		pseudo = append(append(p.Src.AsSlice(), p.Dst.AsSlice()...), 0, 0, byte(n>>8), byte(n), 0, 0, 0, p.Proto)
+	}
+	return Checksum(Checksum(0, pseudo), p.Transport) == 0xffff
+}
+
+func TestChecksum(t *testing.T) {
+	// RFC 1071's example: 0001 f203 f4f5 f6f7 sums to ddf2.
+	if got := Checksum(0, []byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); got != 0xddf2 {
+		t.Errorf("sum %04x, want ddf2", got)
+	}
+	// An odd length pads with a zero byte; sums compose.
+	if Checksum(Checksum(0, []byte{1, 2}), []byte{3}) != Checksum(0, []byte{1, 2, 3, 0}) {
+		t.Error("odd length or composition wrong")
+	}
+}
+
+func TestFlowTableBounded(t *testing.T) {
+	ft := NewFlowTable(100)
+	for i := range 1000 {
+		ft.Track(FlowKey{Proto: ProtoUDP, Local: self4, Remote: peer4, LPort: uint16(i), RPort: 53}, 1)
+	}
+	if ft.Len() > 100 {
+		t.Errorf("table grew to %d", ft.Len())
+	}
+}
+
+// TestFlowTableExpiry runs on synctest's fake clock: each protocol's flows live for their idle time
+// after their last use, and a lookup refreshes them.
+func TestFlowTableExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ft := NewFlowTable(100)
+		icmp := FlowKey{Proto: ProtoICMP, Local: self4, Remote: peer4, LPort: 1}
+		udp := FlowKey{Proto: ProtoUDP, Local: self4, Remote: peer4, LPort: 1, RPort: 53}
+		tcp := FlowKey{Proto: ProtoTCP, Local: self4, Remote: peer4, LPort: 1, RPort: 80}
+		ft.Track(icmp, 2)
+		ft.Track(udp, 1)
+		ft.Track(tcp, 1)
+		if o, ok := ft.Lookup(icmp); !ok || o != 2 {
+			t.Fatal("fresh flow not found")
+		}
+		time.Sleep(IdleICMP - time.Second)
+		if _, ok := ft.Lookup(icmp); !ok { // refreshed
+			t.Error("ICMP flow expired early")
+		}
+		time.Sleep(IdleICMP + time.Second)
+		if _, ok := ft.Lookup(icmp); ok {
+			t.Error("idle ICMP flow not expired")
+		}
+		time.Sleep(IdleUDP - IdleICMP*2 + time.Second)
+		if _, ok := ft.Lookup(udp); ok {
+			t.Error("idle UDP flow not expired")
+		}
+		if _, ok := ft.Lookup(tcp); !ok {
+			t.Error("TCP flow expired after minutes")
+		}
+		time.Sleep(IdleTCP + time.Second)
+		ft.Track(FlowKey{Proto: ProtoUDP, LPort: 9}, 1) // a new flow sweeps the expired ones
+		if ft.Len() != 1 {
+			t.Errorf("%d flows after the sweep, want 1", ft.Len())
+		}
+	})
+}
+
+func TestParseAllocs(t *testing.T) {
+	pkt := pt.IP(peer6, self6, ProtoTCP, pt.TCP(1, 22, TCPSYN, ""))
+	if a := testing.AllocsPerRun(100, func() { Parse(pkt); Addrs(pkt) }); a != 0 {
+		t.Errorf("%v allocations per packet", a)
+	}
+}
