@@ -62,7 +62,7 @@ type pathView struct {
 	// Of the current link:
 	sent, recv uint64         // its packet counters
 	sendsTo    netip.AddrPort // where its packets go now (Endpoint.sendsTo)
-	canAlias   bool           // we dialed it and the socket can redirect its packets (alias.go)
+	canAlias   bool           // we dialed it: its packets can be redirected (alias.go)
 }
 
 // pathActions is what a turn asks the loop to do, in this order.

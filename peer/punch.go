@@ -114,7 +114,7 @@ func (e *Endpoint) viewLocked(ps *peerState, v *pathView) {
 		st := l.conn.ConnectionStats()
 		v.sent, v.recv = st.PacketsSent, st.PacketsReceived
 		v.sendsTo = e.sendsTo(l)
-		v.canAlias = e.alias != nil && l.client
+		v.canAlias = l.client
 	}
 }
 
