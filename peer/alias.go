@@ -69,6 +69,23 @@ func (c *aliasConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return c.PacketConn.WriteTo(b, addr)
 }
 
+// SetReadBuffer sizes the socket's receive buffer if it has one (quic-go asks, and warns when it
+// cannot).
+func (c *aliasConn) SetReadBuffer(n int) error {
+	if b, ok := c.PacketConn.(interface{ SetReadBuffer(int) error }); ok {
+		return b.SetReadBuffer(n)
+	}
+	return nil
+}
+
+// SetWriteBuffer sizes the socket's send buffer if it has one.
+func (c *aliasConn) SetWriteBuffer(n int) error {
+	if b, ok := c.PacketConn.(interface{ SetWriteBuffer(int) error }); ok {
+		return b.SetWriteBuffer(n)
+	}
+	return nil
+}
+
 // WriteTo is the plain send path.
 func (c *udpAliasConn) WriteTo(b []byte, addr net.Addr) (int, error) { return c.alias.WriteTo(b, addr) }
 
