@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -136,6 +137,53 @@ func TestLinkCarriesPacketsBothWays(t *testing.T) {
 	a.ep.Close() // idempotent
 }
 
+// waitFor polls cond until it holds, failing the test after a minute (virtual under synctest).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLinkRecoversAfterOutage: when the path between two peers goes dark for longer than the idle
+// timeout, both links go down and both sides search afresh; once the path is back, the ping schedule
+// (restarted at its fastest when the link died, backing off to pingMax) finds it within a few
+// seconds. In virtual time (synctest) on the in-memory network.
+func TestLinkRecoversAfterOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := newTestNode(t), newTestNode(t)
+		a.ep.SetPeers([]Info{b.info()})
+		b.ep.SetPeers([]Info{a.info()})
+		sendUntil(t, a, b, []byte("before"))
+		var dark atomic.Bool
+		testNet(t).SetFilter(func(from, to netip.AddrPort) bool { return !dark.Load() })
+		dark.Store(true)
+		cut := time.Now()
+		waitFor(t, "both links are down", func() bool {
+			return a.ep.Status(b.key).Path == PathNone && b.ep.Status(a.key).Path == PathNone
+		})
+		if d := time.Since(cut); d < a.ep.cfg.IdleTimeout {
+			t.Fatalf("the links went down %v after the path went dark, before the idle timeout (%v)", d, a.ep.cfg.IdleTimeout)
+		}
+		time.Sleep(time.Minute) // virtual: the ping schedule backs off to pingMax
+		dark.Store(false)
+		healed := time.Now()
+		sendUntil(t, a, b, []byte("after"))
+		sendUntil(t, b, a, []byte("and back"))
+		took := time.Since(healed)
+		t.Logf("link back %v after the path healed", took)
+		if max := pingMax*5/4 + time.Second; took > max {
+			t.Errorf("link back after %v, want at most %v (one ping interval and a handshake)", took, max)
+		}
+		if st := a.ep.Status(b.key); st.Path != PathDirect {
+			t.Errorf("a's path to b: %+v", st)
+		}
+	})
+}
+
 // TestMaxPacketSizeFits proves the overlay MTU assumption: a MaxPacketSize packet is accepted by a
 // brand-new link, before any path MTU discovery.
 func TestMaxPacketSizeFits(t *testing.T) {
@@ -163,7 +211,7 @@ func TestStrangerIsRefused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b := newTestNode(t), newTestNode(t)
 		a.ep.SetPeers([]Info{b.info()}) // b does not know a
-		time.Sleep(time.Minute)
+		time.Sleep(time.Minute)         // virtual
 		if st := a.ep.Status(b.key); st.Path != PathNone {
 			t.Fatalf("a has a link to a stranger: %+v", st)
 		}
