@@ -6,18 +6,43 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
 )
 
-// aliasConn is the node's UDP socket with a per-destination redirect on the send side. A QUIC client
+// aliasConn is the node's socket with a per-destination redirect on the send side. A QUIC client
 // cannot follow a server that moved (RFC 9000 has no server migration), but the link's QUIC
 // connection does not need to know: when a peer that we dialed roams to a new address, its old address
 // becomes an alias of the new one and the same connection carries on — streams, proxied TCP
-// connections and all. Reads are untouched, so quic-go keeps its batched receive path (it reads
-// through SyscallConn) and its GSO send path (WriteMsgUDP, overridden here).
+// connections and all. Reads are untouched.
+//
+// Any net.PacketConn whose addresses are *net.UDPAddr will do (tests use an in-memory one,
+// internal/memnet); over a *net.UDPConn the transport gets a udpAliasConn, which keeps the methods of
+// quic-go's fast paths.
 type aliasConn struct {
-	*net.UDPConn
+	net.PacketConn
 	aliases atomic.Pointer[map[netip.AddrPort]*net.UDPAddr] // nil when empty: one atomic load per packet
 	mu      sync.Mutex                                      // serialises updates
+}
+
+// udpAliasConn is an aliasConn over a *net.UDPConn: quic-go keeps its batched receive path (it reads
+// through SyscallConn) and its GSO send path (WriteMsgUDP, overridden here).
+type udpAliasConn struct {
+	*net.UDPConn
+	alias *aliasConn // over the same UDPConn
+}
+
+// quic-go's fast paths need these methods: losing one (say, by wrapping the socket once more) would
+// fall back to a read per packet without anyone noticing.
+var _ quic.OOBCapablePacketConn = (*udpAliasConn)(nil)
+
+// newAliasConn wraps c; transport is what the QUIC transport should use, c's redirecting self.
+func newAliasConn(c net.PacketConn) (a *aliasConn, transport net.PacketConn) {
+	a = &aliasConn{PacketConn: c}
+	if uc, ok := c.(*net.UDPConn); ok {
+		return a, &udpAliasConn{UDPConn: uc, alias: a}
+	}
+	return a, a
 }
 
 func unmapped(ap netip.AddrPort) netip.AddrPort {
@@ -36,18 +61,38 @@ func (c *aliasConn) redirect(addr *net.UDPAddr) *net.UDPAddr {
 	return addr
 }
 
-// WriteMsgUDP is quic-go's send path. It goes through WriteMsgUDPAddrPort, which, unlike
-// WriteMsgUDP, does not allocate per packet.
-func (c *aliasConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
-	return c.UDPConn.WriteMsgUDPAddrPort(b, oob, c.redirect(addr).AddrPort())
-}
-
 // WriteTo is the plain send path.
 func (c *aliasConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if ua, ok := addr.(*net.UDPAddr); ok {
-		return c.UDPConn.WriteTo(b, c.redirect(ua))
+		return c.PacketConn.WriteTo(b, c.redirect(ua))
 	}
-	return c.UDPConn.WriteTo(b, addr)
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// SetReadBuffer sizes the socket's receive buffer if it has one (quic-go asks, and warns when it
+// cannot).
+func (c *aliasConn) SetReadBuffer(n int) error {
+	if b, ok := c.PacketConn.(interface{ SetReadBuffer(int) error }); ok {
+		return b.SetReadBuffer(n)
+	}
+	return nil
+}
+
+// SetWriteBuffer sizes the socket's send buffer if it has one.
+func (c *aliasConn) SetWriteBuffer(n int) error {
+	if b, ok := c.PacketConn.(interface{ SetWriteBuffer(int) error }); ok {
+		return b.SetWriteBuffer(n)
+	}
+	return nil
+}
+
+// WriteTo is the plain send path.
+func (c *udpAliasConn) WriteTo(b []byte, addr net.Addr) (int, error) { return c.alias.WriteTo(b, addr) }
+
+// WriteMsgUDP is quic-go's send path. It goes through WriteMsgUDPAddrPort, which, unlike
+// WriteMsgUDP, does not allocate per packet.
+func (c *udpAliasConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
+	return c.UDPConn.WriteMsgUDPAddrPort(b, oob, c.alias.redirect(addr).AddrPort())
 }
 
 // setAlias sends packets for from to to instead; a zero to removes the alias.
@@ -84,7 +129,7 @@ func (c *aliasConn) target(addr netip.AddrPort) netip.AddrPort {
 // sendsTo returns the address l's packets go to now: the peer's, or what it is aliased to.
 func (e *Endpoint) sendsTo(l *link) netip.AddrPort {
 	ap := addrPortOf(l.conn.RemoteAddr())
-	if e.alias != nil && l.client && ap.IsValid() {
+	if l.client && ap.IsValid() {
 		return e.alias.target(ap)
 	}
 	return ap

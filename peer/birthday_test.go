@@ -33,7 +33,7 @@ func TestBirthdayRole(t *testing.T) {
 // public address; the easy side answers one of them, and its QUIC dial to that socket becomes the
 // hard side's direct link, which carries packets.
 func TestBirthdayHardSide(t *testing.T) {
-	h, e := newTestNode(t), newTestNode(t)
+	h, e := newUDPTestNode(t), newUDPTestNode(t)
 	// Peers without endpoints: known (so probes and links are accepted) but never punched to.
 	h.ep.SetPeers([]Info{{Key: e.key}})
 	e.ep.SetPeers([]Info{{Key: h.key}})
@@ -191,7 +191,7 @@ func TestHardSocketBudget(t *testing.T) {
 // side's NAT through a mapping left open, so the easy side saw a ping, not a spray hit, and will not
 // dial), the hard side dials the easy side from that socket.
 func TestBirthdayHardSideDials(t *testing.T) {
-	h, e := newTestNode(t), newTestNode(t)
+	h, e := newUDPTestNode(t), newUDPTestNode(t)
 	h.ep.SetPeers([]Info{{Key: e.key}})
 	e.ep.SetPeers([]Info{{Key: h.key}})
 	public, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // the easy side's NAT

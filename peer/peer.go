@@ -140,7 +140,7 @@ type Endpoint struct {
 	ln         *quic.Listener
 	quicConf   *quic.Config
 	serverTLS  *tls.Config     // accepts links from peers in the peer set
-	alias      *aliasConn      // the socket with send-side redirects; nil if Conn is not a *net.UDPConn
+	alias      *aliasConn      // the socket with send-side redirects
 	relay      *relayConn      // the relay's virtual socket
 	relayTr    *quic.Transport // QUIC over the relay
 	relayLn    *quic.Listener
@@ -263,11 +263,9 @@ func New(cfg Config) (*Endpoint, error) {
 	// (birthday.go) get no key: their ports do not outlive the process anyway.
 	sockKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("peer"))
 	relayKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("peer relay"))
-	e.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &sockKey}
-	if uc, ok := cfg.Conn.(*net.UDPConn); ok {
-		e.alias = &aliasConn{UDPConn: uc}
-		e.tr = &quic.Transport{Conn: e.alias, StatelessResetKey: &sockKey}
-	}
+	var conn net.PacketConn
+	e.alias, conn = newAliasConn(cfg.Conn)
+	e.tr = &quic.Transport{Conn: conn, StatelessResetKey: &sockKey}
 	e.self, _ = KeyOf(cfg.Key.Public())
 	e.noDirect.Store(cfg.NoDirect)
 	serverTLS, err := identity.TLSConfig(cfg.Key, ALPN, true, e.verifyInbound)
@@ -422,7 +420,7 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 	if l.release != nil {
 		l.release()
 	}
-	if l.client && l.path == PathDirect && e.alias != nil {
+	if l.client && l.path == PathDirect {
 		e.alias.setAlias(addrPortOf(l.conn.RemoteAddr()), netip.AddrPort{})
 	}
 	e.mu.Lock()

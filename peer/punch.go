@@ -15,7 +15,6 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/internal/backoff"
 )
 
 // Hole punching. Every peer has a loop on both sides. While there is no direct link it sends signed
@@ -58,173 +57,89 @@ type dialResult struct {
 	err  error
 }
 
-// peerLoop finds and keeps a path to k until ctx ends (k is no longer a peer, or Close).
+// peerLoop finds and keeps a path to k until ctx ends (k is no longer a peer, or Close). The
+// decisions are pathState's (path.go); the loop reads the peer's state for each turn and carries out
+// what the turn asks for.
 func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 	defer e.wg.Done()
-	dialer := bytes.Compare(e.self[:], k[:]) < 0
-	pingEvery := backoff.New(200*time.Millisecond, 5*time.Second)
-	// Birthday attempts (birthday.go) need both sides at once: they start from the same event (the
-	// peer appearing, or the direct path failing) and retry on the same steady schedule.
-	hardEvery := backoff.NewSteady(15*time.Second, 5*time.Minute)
-	var (
-		nextPing  time.Time // zero: ping now
-		searching = time.Now()
-		nextHard  = searching.Add(e.cfg.RelayDelay)
-		wasDirect bool
-		dialing   bool
-		results   = make(chan dialResult, 1)
-		timer     = time.NewTimer(time.Hour)
-		// stall detection on the direct link: packets went out at unanswered and nothing came back since
-		watched               *link
-		lastRecv, lastSent    uint64
-		unanswered, recheckAt time.Time
-		stalled               bool
-	)
+	s := newPathState(bytes.Compare(e.self[:], k[:]) < 0, e.cfg.RelayDelay, time.Now())
+	results := make(chan dialResult, 1)
+	timer := time.NewTimer(idleWake)
 	defer timer.Stop()
+	var ev pathEvent
 	for {
-		e.mu.RLock()
-		l, online, valid := ps.link, len(ps.info.Endpoints) > 0, ps.validated
-		sprayed := valid.IsValid() && valid == ps.sprayHit // we found it: we dial, whatever the key order
-		role := birthdayRole(e.mapping, ps.info.Mapping)
-		var public netip.AddrPort
-		if online {
-			public = ps.info.Endpoints[0]
-		}
-		e.mu.RUnlock()
-		direct := l != nil && l.path == PathDirect
+		v := pathView{noDirect: e.noDirect.Load(), relaying: e.relaying()}
 		now := time.Now()
-		wakeAt := now.Add(time.Hour)
-		if wasDirect && !direct { // the direct path is gone: hard-NAT attempts start over
-			nextHard = now.Add(e.cfg.RelayDelay)
-			hardEvery.Reset()
-			e.mu.Lock()
-			if ps.sprayHit == valid {
-				ps.validated, valid = netip.AddrPort{}, netip.AddrPort{}
-			}
-			ps.sprayHit, sprayed = netip.AddrPort{}, false
-			e.mu.Unlock()
-		}
-		wasDirect = direct
-		if direct && !e.noDirect.Load() {
-			st := l.conn.ConnectionStats()
-			if watched != l || st.PacketsReceived != lastRecv {
-				watched, lastRecv, unanswered = l, st.PacketsReceived, time.Time{}
-			} else if st.PacketsSent != lastSent && unanswered.IsZero() {
-				unanswered = now
-			}
-			lastSent = st.PacketsSent
-			stalled = !unanswered.IsZero() && now.Sub(unanswered) > stallAfter
-			e.mu.Lock()
-			recheck := ps.recheck || (stalled && now.Sub(recheckAt) > pingTimeout)
-			ps.recheck = false
-			if recheck {
-				ps.validated, valid = netip.AddrPort{}, netip.AddrPort{}
-			}
-			e.mu.Unlock()
-			if recheck {
-				e.log.Debug("rechecking the direct path", "peer", k, "stalled", stalled)
-				recheckAt = now
-				e.sendPings(k, ps)
-			}
-			wakeAt = now.Add(time.Second)
-		}
-		if online && !direct && !e.noDirect.Load() {
-			if !now.Before(nextPing) {
-				e.sendPings(k, ps)
-				d := pingEvery.Next()
-				if l != nil { // relayed: keep trying, but gently
-					d *= 4
-				}
-				nextPing = now.Add(d)
-			}
-			wakeAt = nextPing
-			if role != "" && !valid.IsValid() {
-				if !now.Before(nextHard) {
-					e.startBirthday(ctx, k, ps, role, public)
-					nextHard = now.Add(hardEvery.Next())
-				}
-				if nextHard.Before(wakeAt) {
-					wakeAt = nextHard
-				}
-			}
-		}
-		switch {
-		case !dialer || !direct || dialing:
-		case valid.IsValid() && valid != e.sendsTo(l) && e.alias != nil && l.client:
-			// The peer answers elsewhere now (it roamed): send the link's packets there. Same QUIC
-			// connection, so every stream on it carries on.
-			e.log.Info("peer moved, following it", "peer", k, "from", e.sendsTo(l), "to", valid)
-			e.alias.setAlias(addrPortOf(l.conn.RemoteAddr()), valid)
-		case valid.IsValid() && valid != e.sendsTo(l):
-			dialing = true // the peer answers elsewhere now: move the link there
-			go func() { results <- e.dial(ctx, k, PathDirect, valid) }()
-		case stalled && !valid.IsValid() && now.Sub(recheckAt) >= e.cfg.RelayDelay && e.relaying():
-			// The direct path went dark and no probe gets through: fall back to the relay now rather
-			// than after the idle timeout; probing goes on and moves the link back when it can.
-			e.log.Info("direct path stalled, falling back to the relay", "peer", k, "endpoint", l.conn.RemoteAddr())
-			dialing = true
-			go func() { results <- e.dial(ctx, k, PathRelay, netip.AddrPort{}) }()
-		}
-		if (dialer || sprayed) && online && !direct && !dialing {
-			relay := e.relaying()
-			switch {
-			case valid.IsValid() && !e.noDirect.Load():
-				dialing = true
-				go func() { results <- e.dial(ctx, k, PathDirect, valid) }()
-			case l == nil && relay && now.Sub(searching) >= e.cfg.RelayDelay:
-				dialing = true
-				go func() { results <- e.dial(ctx, k, PathRelay, netip.AddrPort{}) }()
-			case l == nil && relay:
-				if t := searching.Add(e.cfg.RelayDelay); t.Before(wakeAt) {
-					wakeAt = t
-				}
-			}
-		}
+		e.mu.Lock()
+		e.viewLocked(ps, &v)
+		a, wakeAt := s.next(ev, &v, now)
+		ps.validated, ps.sprayHit, ps.recheck = v.validated, v.sprayHit, v.recheck
+		e.mu.Unlock()
+		e.act(ctx, k, ps, &v, a, s.stalled, results)
 		timer.Reset(time.Until(wakeAt))
 		select {
 		case <-ctx.Done():
-			if dialing {
+			if s.dialing {
 				if r := <-results; r.conn != nil {
 					r.conn.CloseWithError(0, "no longer a peer")
 				}
 			}
 			return
 		case <-ps.wake:
-			e.mu.RLock()
-			up := ps.link != nil
-			e.mu.RUnlock()
-			if !up && l != nil { // the link just died: search afresh
-				e.mu.Lock()
-				ps.validated, ps.sprayHit = netip.AddrPort{}, netip.AddrPort{}
-				e.mu.Unlock()
-				searching = time.Now()
-				nextHard = searching.Add(e.cfg.RelayDelay)
-				hardEvery.Reset()
-				pingEvery.Reset()
-				nextPing = time.Time{}
-			}
+			ev = pathEvent{kind: evWake}
 		case r := <-results:
-			dialing = false
+			ev = pathEvent{kind: evDialed, path: r.path, addr: r.addr, failed: r.err != nil}
 			if r.err != nil {
 				e.log.Debug("dial failed", "peer", k, "path", r.path, "addr", r.addr, "error", r.err)
-				if r.path == PathDirect {
-					e.mu.Lock()
-					if ps.validated == r.addr {
-						ps.validated = netip.AddrPort{}
-					}
-					if ps.sprayHit == r.addr {
-						ps.sprayHit = netip.AddrPort{}
-					}
-					e.mu.Unlock()
-				}
-				continue
-			}
-			if !e.install(k, r.conn, r.path, true) {
+			} else if !e.install(k, r.conn, r.path, true) {
 				r.conn.CloseWithError(0, "not a peer")
 			}
 		case <-timer.C:
+			ev = pathEvent{kind: evTimer}
 		}
 	}
+}
+
+// viewLocked fills in what a path decision reads of ps. e.mu is held.
+func (e *Endpoint) viewLocked(ps *peerState, v *pathView) {
+	v.link = ps.link
+	v.online = len(ps.info.Endpoints) > 0
+	if v.online {
+		v.public = ps.info.Endpoints[0]
+	}
+	v.role = birthdayRole(e.mapping, ps.info.Mapping)
+	v.validated, v.sprayHit, v.recheck = ps.validated, ps.sprayHit, ps.recheck
+	if l := v.link; l != nil {
+		v.direct = l.path == PathDirect
+		st := l.conn.ConnectionStats()
+		v.sent, v.recv = st.PacketsSent, st.PacketsReceived
+		v.sendsTo = e.sendsTo(l)
+		v.canAlias = l.client
+	}
+}
+
+// act carries out a turn's actions for k.
+func (e *Endpoint) act(ctx context.Context, k Key, ps *peerState, v *pathView, a pathActions, stalled bool, results chan<- dialResult) {
+	if a.recheck {
+		e.log.Debug("rechecking the direct path", "peer", k, "stalled", stalled)
+	}
+	if a.ping {
+		e.sendPings(k, ps)
+	}
+	if a.birthday {
+		e.startBirthday(ctx, k, ps, v.role, v.public)
+	}
+	if a.follow.IsValid() {
+		e.log.Info("peer moved, following it", "peer", k, "from", v.sendsTo, "to", a.follow)
+		e.alias.setAlias(addrPortOf(v.link.conn.RemoteAddr()), a.follow)
+	}
+	if a.dial == "" {
+		return
+	}
+	if a.fallback {
+		e.log.Info("direct path stalled, falling back to the relay", "peer", k, "endpoint", v.link.conn.RemoteAddr())
+	}
+	go func() { results <- e.dial(ctx, k, a.dial, a.dialAddr) }()
 }
 
 // dial opens a QUIC link to k: directly to addr, or through the relay.

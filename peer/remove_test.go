@@ -5,45 +5,25 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
+	"testing/synctest"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/warren-net/warren/identity"
 )
 
 // newEchoNode is a test node whose AcceptStream echoes every stream back.
 func newEchoNode(t *testing.T) *testNode {
 	t.Helper()
-	k, err := identity.Generate()
+	pc, err := testNet(t).Listen(netip.MustParseAddrPort("10.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &testNode{got: make(chan []byte, 64)}
-	n.key, _ = KeyOf(k.Public())
-	n.ep, err = New(Config{Key: k, Conn: pc, Logger: hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Debug}),
-		Receive: func(from Key, pkt []byte) {
-			select {
-			case n.got <- pkt:
-			default:
-			}
-		},
-		AcceptStream: func(s *IncomingStream) {
-			if c, err := s.Accept(); err == nil {
-				io.Copy(c, c)
-				c.Close()
-			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.ep.Close() })
-	return n
+	return newTestNodeWith(t, newTestKey(t), pc, func(s *IncomingStream) {
+		if c, err := s.Accept(); err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	})
 }
 
 func echo(c net.Conn, msg string) error {
@@ -63,13 +43,17 @@ func echo(c net.Conn, msg string) error {
 
 // TestRemovedPeerIsCutOff: when a peer leaves the peer set (kicked from the shared network), every
 // link to it closes at once — including a retired link that a proxied connection still rides — its
-// packets stop arriving, and it cannot open a new link.
+// packets stop arriving, and it cannot open a new link. In virtual time (synctest).
 func TestRemovedPeerIsCutOff(t *testing.T) {
+	synctest.Test(t, testRemovedPeerIsCutOff)
+}
+
+func testRemovedPeerIsCutOff(t *testing.T) {
 	a, b := newTestNode(t), newEchoNode(t)
 	a.ep.SetPeers([]Info{b.info()})
 	b.ep.SetPeers([]Info{a.info()})
 	sendUntil(t, a, b, []byte("hello"))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	c, err := a.ep.DialStream(ctx, b.key, StreamHeader{Proto: ProtoTCP, Port: 22})
 	if err != nil {
@@ -111,8 +95,9 @@ func TestRemovedPeerIsCutOff(t *testing.T) {
 	}
 	for i := range 20 {
 		a.ep.Send(b.key, []byte{byte(i)})
-		time.Sleep(10 * time.Millisecond)
 	}
+	time.Sleep(time.Second) // virtual: whatever was sent has arrived, or never will
+	synctest.Wait()
 	select {
 	case <-b.got:
 		t.Fatal("a packet from the removed peer was delivered")

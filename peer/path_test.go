@@ -1,0 +1,362 @@
+package peer
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/warren-net/warren/internal/backoff"
+)
+
+// Path decisions from tables, in virtual time: each step sets what changed in the peer's state, runs
+// one turn at its time and checks the turn's actions and when it wants to run next.
+
+var (
+	addrA = netip.MustParseAddrPort("198.51.100.1:4000")
+	addrB = netip.MustParseAddrPort("198.51.100.2:5000")
+)
+
+type pathStep struct {
+	at   time.Duration // since the start
+	ev   pathEvent
+	set  func(v *pathView) // what changed in the peer's state since the last turn; nil = nothing
+	want pathActions
+	wake time.Duration // the next turn, since the start
+	// then checks the view the turn leaves (what the loop writes back); nil = nothing to check
+	then func(t *testing.T, v *pathView)
+}
+
+// newTestPath is newPathState with a ping schedule without jitter, so the schedule is exact.
+func newTestPath(dialer bool, t0 time.Time) *pathState {
+	s := newPathState(dialer, time.Second, t0)
+	s.pingEvery = backoff.NewSteady(pingMin, pingMax)
+	return s
+}
+
+func runPath(t *testing.T, s *pathState, v *pathView, t0 time.Time, steps []pathStep) {
+	t.Helper()
+	for i, st := range steps {
+		if st.set != nil {
+			st.set(v)
+		}
+		a, wake := s.next(st.ev, v, t0.Add(st.at))
+		what := fmt.Sprintf("step %d (at %v, event %d)", i, st.at, st.ev.kind)
+		if a != st.want {
+			t.Fatalf("%s: actions %+v, want %+v", what, a, st.want)
+		}
+		if got := wake.Sub(t0); got != st.wake {
+			t.Fatalf("%s: next turn at %v, want %v", what, got, st.wake)
+		}
+		if st.then != nil {
+			st.then(t, v)
+		}
+	}
+}
+
+var (
+	timer  = pathEvent{kind: evTimer}
+	wake   = pathEvent{kind: evWake}
+	dialed = pathEvent{kind: evDialed}
+	ping   = pathActions{ping: true}
+	none   = pathActions{}
+	toRely = pathActions{dial: PathRelay}
+)
+
+func withLink(l *link) func(v *pathView) {
+	return func(v *pathView) { v.link, v.direct = l, l != nil && l.path == PathDirect }
+}
+
+func wantValidated(want netip.AddrPort) func(t *testing.T, v *pathView) {
+	return func(t *testing.T, v *pathView) {
+		t.Helper()
+		if v.validated != want {
+			t.Fatalf("validated %v, want %v", v.validated, want)
+		}
+	}
+}
+
+// TestPathRelayThenDirect: the dialer pings at once and then less and less often, dials through the
+// relay after RelayDelay, pings the relayed peer four times more slowly, and upgrades to a direct
+// link as soon as an address answers.
+func TestPathRelayThenDirect(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	relayed, direct := &link{path: PathRelay}, &link{path: PathDirect}
+	v := &pathView{online: true, relaying: true}
+	runPath(t, newTestPath(true, t0), v, t0, []pathStep{
+		{at: 0, ev: timer, want: ping, wake: 200 * time.Millisecond},
+		{at: 200 * time.Millisecond, ev: timer, want: ping, wake: 600 * time.Millisecond},
+		{at: 600 * time.Millisecond, ev: timer, want: ping, wake: time.Second}, // the next ping at 1.4 s; the relay is due first
+		{at: 999 * time.Millisecond, ev: wake, want: none, wake: time.Second},
+		{at: time.Second, ev: timer, want: toRely, wake: 1400 * time.Millisecond},
+		{at: 1400 * time.Millisecond, ev: timer, want: ping, wake: 3 * time.Second}, // dialing: no second dial
+		{at: 1500 * time.Millisecond, ev: dialed, set: withLink(relayed), want: none, wake: 3 * time.Second},
+		{at: 3 * time.Second, ev: timer, want: ping, wake: 3*time.Second + 4*3200*time.Millisecond}, // relayed: 4× slower
+		{at: 4 * time.Second, ev: wake, set: func(v *pathView) { v.validated = addrA },
+			want: pathActions{dial: PathDirect, dialAddr: addrA}, wake: 3*time.Second + 4*3200*time.Millisecond},
+		{at: 4500 * time.Millisecond, ev: dialed, set: func(v *pathView) { v.link, v.direct, v.sendsTo = direct, true, addrA }, want: none, wake: 5500 * time.Millisecond},
+		{at: 5500 * time.Millisecond, ev: timer, want: none, wake: 6500 * time.Millisecond}, // a direct link: checked every second
+	})
+}
+
+// TestPathPingBackoff: the search's pings back off from 200 ms to 5 s, with jitter (±25%).
+func TestPathPingBackoff(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newPathState(false, time.Second, t0)
+	v := &pathView{online: true}
+	now := t0
+	for i, ms := range []time.Duration{200, 400, 800, 1600, 3200, 5000, 5000} {
+		d := ms * time.Millisecond
+		a, wakeAt := s.next(timer, v, now)
+		if !a.ping {
+			t.Fatalf("turn %d: no ping", i)
+		}
+		if got := wakeAt.Sub(now); got < d*3/4 || got > d*5/4 {
+			t.Fatalf("turn %d: next ping after %v, want %v ±25%%", i, got, d)
+		}
+		if a, w := s.next(timer, v, wakeAt.Add(-time.Millisecond)); a.ping || w != wakeAt {
+			t.Fatalf("turn %d: a turn before the ping is due: %+v, next at %v", i, a, w.Sub(now))
+		}
+		now = wakeAt
+	}
+}
+
+// TestPathWhoDials: only the dialer (the lower key) dials, directly or through the relay; the other
+// side dials only an address its own spray found (whatever the key order).
+func TestPathWhoDials(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	v := &pathView{online: true, relaying: true}
+	runPath(t, newTestPath(false, t0), v, t0, []pathStep{
+		{at: 0, ev: timer, want: ping, wake: 200 * time.Millisecond},
+		{at: 200 * time.Millisecond, ev: timer, want: ping, wake: 600 * time.Millisecond},
+		{at: 600 * time.Millisecond, ev: timer, want: ping, wake: 1400 * time.Millisecond}, // no relay wait
+		{at: 1400 * time.Millisecond, ev: timer, want: ping, wake: 3 * time.Second},
+		{at: 1500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated = addrA }, want: none, wake: 3 * time.Second},
+		{at: 1600 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated, v.sprayHit = addrB, addrB },
+			want: pathActions{dial: PathDirect, dialAddr: addrB}, wake: 3 * time.Second},
+	})
+}
+
+// TestPathDirectOff: with direct paths off nothing is pinged and the dialer goes through the relay
+// after RelayDelay.
+func TestPathDirectOff(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	v := &pathView{online: true, relaying: true, noDirect: true, validated: addrA}
+	runPath(t, newTestPath(true, t0), v, t0, []pathStep{
+		{at: 0, ev: timer, want: none, wake: time.Second},
+		{at: time.Second, ev: timer, want: toRely, wake: time.Second + idleWake},
+	})
+}
+
+// TestPathDialFailed: a failed direct dial forgets the address it tried; a failed relay dial is
+// retried at once.
+func TestPathDialFailed(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	v := &pathView{online: true, relaying: true}
+	runPath(t, newTestPath(true, t0), v, t0, []pathStep{
+		{at: 0, ev: timer, set: func(v *pathView) { v.validated, v.sprayHit = addrA, addrA },
+			want: pathActions{ping: true, dial: PathDirect, dialAddr: addrA}, wake: 200 * time.Millisecond},
+		{at: 100 * time.Millisecond, ev: pathEvent{kind: evDialed, path: PathDirect, addr: addrA, failed: true},
+			want: none, wake: 200 * time.Millisecond, then: func(t *testing.T, v *pathView) {
+				if v.validated.IsValid() || v.sprayHit.IsValid() {
+					t.Fatalf("the failed address is kept: validated %v, spray hit %v", v.validated, v.sprayHit)
+				}
+			}},
+		{at: time.Second, ev: timer, want: pathActions{ping: true, dial: PathRelay}, wake: 1400 * time.Millisecond},
+		{at: 1100 * time.Millisecond, ev: pathEvent{kind: evDialed, path: PathRelay, failed: true}, want: toRely, wake: 1400 * time.Millisecond},
+	})
+}
+
+// TestPathStall: a direct link that sends without receiving for over stallAfter is rechecked (its
+// address forgotten, pings sent), and if no probe is answered within RelayDelay the dialer falls back
+// to the relay. Rechecks repeat every pingTimeout while the stall lasts.
+func TestPathStall(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := &link{path: PathDirect}
+	sends := func(sent, recv uint64) func(v *pathView) {
+		return func(v *pathView) { v.sent, v.recv = sent, recv }
+	}
+	recheck := pathActions{ping: true, recheck: true}
+	start := func(v *pathView) {
+		*v = pathView{online: true, relaying: true, link: l, direct: true, sendsTo: addrA, validated: addrA, sent: 10, recv: 10}
+	}
+	// The link goes quiet at 1 s: stalled once more than 2 s have passed, at 4 s.
+	quiet := []pathStep{
+		{at: 0, ev: timer, set: start, want: none, wake: time.Second},
+		{at: time.Second, ev: timer, set: sends(12, 10), want: none, wake: 2 * time.Second},
+		{at: 2 * time.Second, ev: timer, set: sends(14, 10), want: none, wake: 3 * time.Second},
+		{at: 3 * time.Second, ev: timer, set: sends(16, 10), want: none, wake: 4 * time.Second},
+		{at: 4 * time.Second, ev: timer, set: sends(18, 10), want: recheck, wake: 5 * time.Second, then: wantValidated(netip.AddrPort{})},
+	}
+	t.Run("fallback", func(t *testing.T) {
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, append(quiet,
+			pathStep{at: 5 * time.Second, ev: timer, set: sends(20, 10), want: pathActions{dial: PathRelay, fallback: true}, wake: 6 * time.Second}))
+	})
+	t.Run("not the dialer", func(t *testing.T) {
+		runPath(t, newTestPath(false, t0), &pathView{}, t0, append(quiet,
+			pathStep{at: 5 * time.Second, ev: timer, set: sends(20, 10), want: none, wake: 6 * time.Second}))
+	})
+	t.Run("probe answered", func(t *testing.T) {
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, append(quiet,
+			pathStep{at: 4500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated = addrA }, want: none, wake: 5500 * time.Millisecond},
+			pathStep{at: 5500 * time.Millisecond, ev: timer, want: none, wake: 6500 * time.Millisecond}))
+	})
+	t.Run("no relay: rechecks every pingTimeout", func(t *testing.T) {
+		steps := append(quiet, pathStep{at: 4 * time.Second, ev: wake, set: func(v *pathView) { v.relaying = false }, want: none, wake: 5 * time.Second})
+		for at := 5 * time.Second; at < 9*time.Second; at += time.Second {
+			steps = append(steps, pathStep{at: at, ev: timer, want: none, wake: at + time.Second})
+		}
+		steps = append(steps,
+			pathStep{at: 9 * time.Second, ev: timer, want: none, wake: 10 * time.Second}, // 5 s since the last: not yet
+			pathStep{at: 9001 * time.Millisecond, ev: timer, want: recheck, wake: 10001 * time.Millisecond})
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, steps)
+	})
+	t.Run("packets come back", func(t *testing.T) {
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
+			quiet[0], quiet[1], quiet[2],
+			{at: 3 * time.Second, ev: timer, set: sends(16, 11), want: none, wake: 4 * time.Second},
+			{at: 4 * time.Second, ev: timer, set: sends(18, 11), want: none, wake: 5 * time.Second},
+			{at: 6 * time.Second, ev: timer, set: sends(20, 11), want: none, wake: 7 * time.Second}, // quiet since 4 s: 2 s is no stall
+			{at: 6001 * time.Millisecond, ev: timer, want: recheck, wake: 7001 * time.Millisecond},
+		})
+	})
+	t.Run("endpoints changed", func(t *testing.T) {
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
+			quiet[0],
+			{at: 500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.recheck, v.validated = true, netip.AddrPort{} }, want: recheck, wake: 1500 * time.Millisecond,
+				then: func(t *testing.T, v *pathView) {
+					if v.recheck {
+						t.Fatal("the recheck request is not consumed")
+					}
+				}},
+		})
+	})
+}
+
+// TestPathPeerMoved: when a direct link's peer answers at another address, the dialer follows it
+// (aliasing the address when it dialed the link, moving the link otherwise); the other side waits.
+func TestPathPeerMoved(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := &link{path: PathDirect}
+	moved := func(canAlias bool) func(v *pathView) {
+		return func(v *pathView) {
+			*v = pathView{online: true, link: l, direct: true, sendsTo: addrA, validated: addrB, canAlias: canAlias}
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		dialer   bool
+		canAlias bool
+		want     pathActions
+	}{
+		{"dialed it", true, true, pathActions{follow: addrB}},
+		{"accepted it", true, false, pathActions{dial: PathDirect, dialAddr: addrB}},
+		{"not the dialer", false, true, none},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			runPath(t, newTestPath(c.dialer, t0), &pathView{}, t0, []pathStep{
+				{at: 0, ev: wake, set: moved(c.canAlias), want: c.want, wake: time.Second},
+			})
+		})
+	}
+}
+
+// TestPathLinkDied: when the link dies the search starts afresh: the answered address is forgotten,
+// pings start over from the fastest rate, and the relay is dialed RelayDelay after.
+func TestPathLinkDied(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	relayed := &link{path: PathRelay}
+	v := &pathView{online: true, relaying: true, link: relayed}
+	runPath(t, newTestPath(true, t0), v, t0, []pathStep{
+		{at: 0, ev: timer, want: ping, wake: 4 * pingMin},
+		{at: 800 * time.Millisecond, ev: timer, want: ping, wake: 800*time.Millisecond + 4*400*time.Millisecond},
+		{at: 2 * time.Second, ev: wake, set: func(v *pathView) { v.link, v.validated = nil, addrA },
+			want: ping, wake: 2200 * time.Millisecond, then: wantValidated(netip.AddrPort{})},
+		{at: 2200 * time.Millisecond, ev: timer, want: ping, wake: 2600 * time.Millisecond},
+		{at: 2600 * time.Millisecond, ev: timer, want: ping, wake: 3 * time.Second},
+		{at: 3 * time.Second, ev: timer, want: toRely, wake: 3400 * time.Millisecond},
+	})
+}
+
+// TestPathBirthdaySchedule: birthday attempts start RelayDelay after the search starts and retry on
+// a steady schedule (15 s doubling to 5 min, no jitter: both sides must stay in step); they start
+// over when a direct path is lost, and stop once an address answers.
+func TestPathBirthdaySchedule(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newPathState(false, time.Second, t0) // jittered pings must not move the attempts
+	v := &pathView{online: true, role: "easy", public: addrB}
+	attempts := func(from, until time.Duration) []time.Duration {
+		var got []time.Duration
+		for now := t0.Add(from); now.Sub(t0) < until; {
+			a, wakeAt := s.next(timer, v, now)
+			if a.birthday {
+				got = append(got, now.Sub(t0))
+			}
+			now = wakeAt
+		}
+		return got
+	}
+	sec := func(ds ...int) []time.Duration {
+		out := make([]time.Duration, len(ds))
+		for i, d := range ds {
+			out[i] = time.Duration(d) * time.Second
+		}
+		return out
+	}
+	if got, want := attempts(0, 1100*time.Second), sec(1, 16, 46, 106, 226, 466, 766, 1066); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("attempts at %v, want %v", got, want)
+	}
+	// A direct link (a spray hit), then it dies: attempts start over.
+	direct := &link{path: PathDirect}
+	v.link, v.direct, v.validated, v.sprayHit = direct, true, addrB, addrB
+	if a, _ := s.next(wake, v, t0.Add(1100*time.Second)); a.birthday {
+		t.Fatal("an attempt with a direct link up")
+	}
+	v.link, v.direct = nil, false
+	s.next(wake, v, t0.Add(1200*time.Second))
+	if v.validated.IsValid() || v.sprayHit.IsValid() {
+		t.Fatalf("the spray's hit outlived the direct link: validated %v, spray hit %v", v.validated, v.sprayHit)
+	}
+	if got, want := attempts(1200*time.Second+time.Millisecond, 1300*time.Second), sec(1201, 1216, 1246); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after the direct link died: attempts at %v, want %v", got, want)
+	}
+	// An answered address stops them; without a role there are none.
+	v.validated = addrA
+	if got := attempts(1300*time.Second, 2000*time.Second); len(got) != 0 {
+		t.Fatalf("attempts with an answered address: %v", got)
+	}
+	v.validated, v.role = netip.AddrPort{}, ""
+	if got := attempts(2000*time.Second, 3000*time.Second); len(got) != 0 {
+		t.Fatalf("attempts without a role: %v", got)
+	}
+}
+
+// TestPathDirectLost: when the direct link goes, the spray's hit is spent (forgotten, and the address
+// with it if that is what it was), but an address a plain pong answered is kept and dialed again.
+func TestPathDirectLost(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	direct := &link{path: PathDirect}
+	up := func(validated, sprayHit netip.AddrPort) func(v *pathView) {
+		return func(v *pathView) {
+			*v = pathView{online: true, link: direct, direct: true, sendsTo: addrA, validated: validated, sprayHit: sprayHit}
+		}
+	}
+	gone := func(v *pathView) { v.link, v.direct = nil, false }
+	t.Run("spray hit", func(t *testing.T) {
+		runPath(t, newTestPath(false, t0), &pathView{}, t0, []pathStep{
+			{at: 0, ev: timer, set: up(addrA, addrA), want: none, wake: time.Second},
+			{at: 500 * time.Millisecond, ev: timer, set: gone, want: ping, wake: 700 * time.Millisecond, then: wantValidated(netip.AddrPort{})},
+		})
+	})
+	t.Run("plain pong", func(t *testing.T) {
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
+			{at: 0, ev: timer, set: up(addrA, addrB), want: none, wake: time.Second},
+			{at: 500 * time.Millisecond, ev: timer, set: gone, want: pathActions{ping: true, dial: PathDirect, dialAddr: addrA}, wake: 700 * time.Millisecond,
+				then: func(t *testing.T, v *pathView) {
+					if v.validated != addrA || v.sprayHit.IsValid() {
+						t.Fatalf("validated %v, spray hit %v; want %v and none", v.validated, v.sprayHit, addrA)
+					}
+				}},
+		})
+	})
+}
