@@ -47,12 +47,15 @@ const InitialPacketSize = 1350
 const MaxPacketSize = 1280
 
 // maxStreams bounds the concurrent streams (proxied TCP connections) a peer may open to us, over
-// all its links together; maxLinks bounds those links (the current one and retired ones that
+// all its links together; maxStreamsAll bounds them over all peers together (each holds a local
+// connection, and with it a file descriptor), so that no peer and no group of peers can take every
+// descriptor the node has; maxLinks bounds a peer's links (the current one and retired ones that
 // streams still use: at the bound a new link closes the retired one with the fewest), so that a
-// peer cannot multiply either by opening new links.
+// peer cannot multiply streams by opening new links.
 const (
-	maxStreams = 16384
-	maxLinks   = 8
+	maxStreams    = 4096
+	maxStreamsAll = 16384
+	maxLinks      = 8
 )
 
 // Key is a peer's identity public key as a comparable value.
@@ -144,12 +147,15 @@ type Endpoint struct {
 	relay      *relayConn      // the relay's virtual socket
 	relayTr    *quic.Transport // QUIC over the relay
 	relayLn    *quic.Listener
-	probes     *rate.Limiter   // bounds the signature checks inbound probes cost
-	maxInbound int32           // streams a peer may have open to us (maxStreams; tests lower it)
-	hardSocks  atomic.Int32    // sockets open for birthday attempts, all peers together (birthday.go)
-	ctx        context.Context // alive until Close
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	probes     *rate.Limiter // bounds the signature checks inbound probes cost
+	maxInbound int32         // streams a peer may have open to us (maxStreams; tests lower it)
+	// inboundAll counts the streams all peers have open to us, up to maxInboundAll (maxStreamsAll).
+	inboundAll    atomic.Int32
+	maxInboundAll int32
+	hardSocks     atomic.Int32    // sockets open for birthday attempts, all peers together (birthday.go)
+	ctx           context.Context // alive until Close
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
 
 	// mu guards the following.
 	mu      sync.RWMutex
@@ -242,7 +248,7 @@ func New(cfg Config) (*Endpoint, error) {
 		bindings:   make(map[[control.TxIDSize]byte]chan netip.AddrPort),
 		hairpins:   make(map[txID]chan struct{}),
 		probes:     rate.NewLimiter(probeRate, 2*probeRate),
-		maxInbound: maxStreams,
+		maxInbound: maxStreams, maxInboundAll: maxStreamsAll,
 		quicConf: &quic.Config{
 			EnableDatagrams:      true,
 			InitialPacketSize:    InitialPacketSize,

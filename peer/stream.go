@@ -197,6 +197,11 @@ func (e *Endpoint) acceptStreams(k Key, l *link) {
 			ps.inbound.Add(-1)
 			refuse = true
 		}
+		if !refuse && e.inboundAll.Add(1) > e.maxInboundAll {
+			e.inboundAll.Add(-1)
+			ps.inbound.Add(-1)
+			refuse = true
+		}
 		if refuse {
 			s.CancelRead(0)
 			s.CancelWrite(0)
@@ -206,7 +211,7 @@ func (e *Endpoint) acceptStreams(k Key, l *link) {
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
-			c := &streamConn{s: s, link: l, local: l.conn.LocalAddr(), remote: l.conn.RemoteAddr(), inbound: &ps.inbound}
+			c := &streamConn{s: s, link: l, local: l.conn.LocalAddr(), remote: l.conn.RemoteAddr(), inbound: &ps.inbound, inboundAll: &e.inboundAll}
 			s.SetReadDeadline(time.Now().Add(10 * time.Second))
 			var hdr [StreamHeaderSize]byte
 			if _, err := io.ReadFull(s, hdr[:]); err != nil {
@@ -273,6 +278,7 @@ type streamConn struct {
 	link          *link
 	local, remote net.Addr
 	inbound       *atomic.Int32 // the peer's count of streams it opened to us; nil for ours
+	inboundAll    *atomic.Int32 // the count over all peers; nil for ours
 	closeOnce     sync.Once
 }
 
@@ -286,6 +292,7 @@ func (c *streamConn) Close() error {
 		c.link.doneStream()
 		if c.inbound != nil {
 			c.inbound.Add(-1)
+			c.inboundAll.Add(-1)
 		}
 	})
 	return err

@@ -71,6 +71,12 @@ type Config struct {
 	User, Password string
 }
 
+// Accept failures back off from acceptBackoffMin, doubling, to acceptBackoffMax.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 // Server is a SOCKS5 server. Its methods are safe for concurrent use.
 type Server struct {
 	cfg    Config
@@ -87,8 +93,9 @@ type Server struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 
-	rejected atomic.Uint64
-	udp      UDPStats
+	rejected     atomic.Uint64
+	acceptErrors atomic.Uint64 // failed Accepts, retried
+	udp          UDPStats
 }
 
 // UDPStats returns the UDP ASSOCIATE drop counters.
@@ -143,6 +150,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.lns, ln)
 		s.mu.Unlock()
 	}()
+	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -152,13 +160,23 @@ func (s *Server) Serve(ln net.Listener) error {
 			if closed {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("socks: accept: %w", err)
 			}
-			return fmt.Errorf("socks: accept: %w", err)
+			// Out of file descriptors (a peer can cause it by opening streams to an exposed port),
+			// or another passing failure: wait and accept again, as net/http does, never stop.
+			if backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax); backoff == acceptBackoffMin {
+				s.log.Warn("accept failed; retrying", "error", err)
+			}
+			s.acceptErrors.Add(1)
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return nil
+			}
+			continue
 		}
+		backoff = 0
 		if !s.track(conn) {
 			s.rejected.Add(1)
 			conn.Close()
