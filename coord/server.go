@@ -9,7 +9,6 @@ package coord
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
@@ -18,11 +17,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/abuse"
+	"github.com/warren-net/warren/coord/listener"
 	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
@@ -103,13 +102,10 @@ func (k nodeKey) String() string { return identity.ShortID(k[:]) }
 
 // Server is a running coordination server.
 type Server struct {
-	cfg    Config
-	log    hclog.Logger
-	tr     *quic.Transport
-	ln     *quic.Listener
-	ctx    context.Context // alive until Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg Config
+	log hclog.Logger
+	l   *listener.Listener // the socket, its transport and the goroutines serving it
+	ctx context.Context    // alive until Close (l.Context())
 
 	// changeMu serialises membership changes so each one computes its peer diffs on a stable store.
 	changeMu sync.Mutex
@@ -164,55 +160,21 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.newPending()
-	tlsConf, err := identity.TLSConfig(cfg.Key, control.ALPN, true, func(ed25519.PublicKey) error { return nil })
+	l, err := listener.Listen(listener.Config{Key: cfg.Key, ALPN: control.ALPN, ResetLabel: "coord", Conn: cfg.Conn,
+		Pending: s.pending, IdleTimeout: cfg.IdleTimeout, MaxStreams: 2})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("coord: %w", err)
 	}
-	// A reset key stable across restarts: a restarted server answers the packets of connections it
-	// lost with stateless resets, so a node reconnects as soon as it sends one instead of after its
-	// idle timeout. quic-go answers only packets over 42 bytes: a request or an endpoint update, not a
-	// bare keep-alive.
-	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("coord"))
-	s.tr = &quic.Transport{Conn: cfg.Conn, ConnContext: s.pending.Admit, VerifySourceAddress: s.pending.UnderPressure, StatelessResetKey: &resetKey}
-	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
-		HandshakeIdleTimeout:  5 * time.Second,
-		MaxIdleTimeout:        cfg.IdleTimeout,
-		MaxIncomingStreams:    2,
-		MaxIncomingUniStreams: -1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("coord: listen: %w", err)
-	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(2)
-	go s.acceptLoop()
-	go s.sideLoop()
+	s.l, s.ctx = l, l.Context()
+	l.Serve(s.serveConn)
+	l.Go(s.sideLoop)
 	if cfg.ProbeConn != nil {
-		s.wg.Add(1)
-		go s.probeLoop()
+		l.Go(s.probeLoop)
 	}
-	s.every(blockCheckEvery, s.checkAbuse)
-	s.every(min(max(s.cfg.EphemeralTimeout/4, 50*time.Millisecond), 15*time.Second), s.reapDue)
-	s.every(addrCheckEvery, s.followAddrs)
+	l.Every(blockCheckEvery, s.checkAbuse)
+	l.Every(min(max(s.cfg.EphemeralTimeout/4, 50*time.Millisecond), 15*time.Second), s.reapDue)
+	l.Every(addrCheckEvery, s.followAddrs)
 	return s, nil
-}
-
-// every runs f every d, in a goroutine the Server owns, until Close.
-func (s *Server) every(d time.Duration, f func()) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		t := time.NewTicker(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-t.C:
-				f()
-			}
-		}
-	}()
 }
 
 // Addr returns the UDP address the server listens on.
@@ -227,15 +189,10 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	s.cancel() // ends sessions: their loops watch s.ctx
-	s.ln.Close()
 	if s.cfg.ProbeConn != nil {
-		s.cfg.ProbeConn.Close()
+		s.cfg.ProbeConn.Close() // ends probeLoop
 	}
-	s.wg.Wait()
-	err := s.tr.Close()
-	s.cfg.Conn.Close()
-	return err
+	return s.l.Close() // ends sessions: their loops watch s.ctx
 }
 
 // Disconnect closes the control connection of the node with the given key, if it is logged in, and
@@ -256,19 +213,4 @@ func (s *Server) OnlineCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
-}
-
-func (s *Server) acceptLoop() {
-	defer s.wg.Done()
-	for {
-		conn, err := s.ln.Accept(s.ctx)
-		if err != nil {
-			return
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(conn)
-		}()
-	}
 }

@@ -18,8 +18,7 @@ import (
 
 // sideLoop serves the main socket's non-QUIC packets until Close.
 func (s *Server) sideLoop() {
-	defer s.wg.Done()
-	cfg := relay.SideConfig{Transport: s.tr, Table: s.relay, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap}
+	cfg := relay.SideConfig{Transport: s.l.Transport(), Table: s.relay, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap}
 	if s.cfg.NoRelay {
 		cfg.Table = nil
 	}
@@ -75,7 +74,6 @@ func (s *Server) rebind(sess *session, to netip.AddrPort) {
 
 // probeLoop answers binding requests on the second port until Close.
 func (s *Server) probeLoop() {
-	defer s.wg.Done()
 	buf := make([]byte, 2048)
 	out := make([]byte, 0, control.BindingSize)
 	for {

@@ -21,18 +21,11 @@ func greeter(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
 	port := ln.Addr().(*net.TCPAddr).Port
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "hello from %d\n", port)
-			c.Close()
-		}
-	}()
+	serveEach(t, ln, func(c net.Conn) {
+		fmt.Fprintf(c, "hello from %d\n", port)
+		c.Close()
+	})
 	return port
 }
 

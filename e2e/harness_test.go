@@ -205,6 +205,21 @@ func blobServer(t testing.TB, size int) (port uint16, sum [32]byte) {
 	return uint16(ln.Addr().(*net.TCPAddr).Port), sum
 }
 
+// serveEach accepts connections on ln until the test ends, each handled by handle in a goroutine
+// of its own.
+func serveEach(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+}
+
 func fetch(t testing.TB, c *http.Client, url string) ([]byte, time.Duration) {
 	t.Helper()
 	start := time.Now()

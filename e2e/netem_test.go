@@ -328,20 +328,11 @@ func serveBlob(t *testing.T, ns, addr string, size int, limit time.Duration) [32
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(limit))
-				c.Write(blob)
-			}()
-		}
-	}()
+	serveEach(t, ln, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(limit))
+		c.Write(blob)
+	})
 	return sha256.Sum256(blob)
 }
 

@@ -115,19 +115,10 @@ func echoServer(t *testing.T) uint16 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	serveEach(t, ln, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(c, c)
+	})
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 

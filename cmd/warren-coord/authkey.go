@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/warren-net/warren/coord/operator"
 	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
 )
@@ -36,9 +36,7 @@ func cmdAuthKey(args []string, out io.Writer) error {
 		return errors.New("authkey: want create, list or revoke")
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("authkey "+sub, flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), authKeyUsage+"\nflags:\n"); fs.PrintDefaults() }
-	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	fs, data := operatorFlags("authkey "+sub, authKeyUsage)
 	switch sub {
 	case "create":
 		network := fs.String("network", "", "the `network` the key joins (required; it must exist)")
@@ -63,7 +61,7 @@ func cmdAuthKey(args []string, out io.Writer) error {
 			if err := dr.do(ctx, req, &k); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "auth key %s for network %q: %s\n", k.AuthKey.ID, k.AuthKey.Network, describe(k.AuthKey))
+			fmt.Fprintf(out, "auth key %s for network %q: %s\n", k.AuthKey.ID, k.AuthKey.Network, operator.DescribeKey(k.AuthKey))
 			fmt.Fprintln(out, "the key is shown only this once (only its hash is stored); use it with 'warren up --authkey' or WARREN_AUTHKEY:")
 			fmt.Fprintln(out, k.Secret)
 			return nil
@@ -73,12 +71,8 @@ func cmdAuthKey(args []string, out io.Writer) error {
 		if _, err := parseFlags(fs, args, 0); err != nil {
 			return err
 		}
-		return withOperator(*data, "", func(ctx context.Context, d doer) error {
-			var keys []operatorapi.AuthKey
-			if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpAuthKeys}, &keys); err != nil {
-				return err
-			}
-			return printKeys(out, keys, *asJSON)
+		return list(out, *data, "", &operatorapi.Request{Op: operatorapi.OpAuthKeys}, *asJSON, func(keys []operatorapi.AuthKey, _ bool) error {
+			return printTable(out, keys, "no auth keys ('warren-coord authkey create' makes one)", "ID\tNETWORK\tSTATE\tUSES\tKIND\tTAG\tCREATED\tEXPIRES", keyRow)
 		})
 	case "revoke":
 		pos, err := parseFlags(fs, args, 1)
@@ -165,49 +159,19 @@ func withStore(dir string, f func(context.Context, *store.Store) error) error {
 	return f(ctx, st)
 }
 
-func describe(k operatorapi.AuthKey) string {
-	parts := []string{"single-use"}
+// keyRow is an auth key's line in 'authkey list'.
+func keyRow(k operatorapi.AuthKey) string {
+	kind := "single-use"
 	if k.Reusable {
-		parts[0] = "reusable"
+		kind = "reusable"
 	}
 	if k.Ephemeral {
-		parts = append(parts, "ephemeral")
+		kind += ",ephemeral"
 	}
-	if k.Tag != "" {
-		parts = append(parts, "tag "+k.Tag)
+	expires := "never"
+	if k.ExpiresAt != nil {
+		expires = k.ExpiresAt.Format(time.RFC3339)
 	}
-	if k.ExpiresAt == nil {
-		parts = append(parts, "never expires")
-	} else {
-		parts = append(parts, "expires "+k.ExpiresAt.Format(time.RFC3339))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func printKeys(out io.Writer, keys []operatorapi.AuthKey, asJSON bool) error {
-	if asJSON {
-		return printJSON(out, keys)
-	}
-	if len(keys) == 0 {
-		fmt.Fprintln(out, "no auth keys ('warren-coord authkey create' makes one)")
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNETWORK\tSTATE\tUSES\tKIND\tTAG\tCREATED\tEXPIRES")
-	for _, k := range keys {
-		kind := "single-use"
-		if k.Reusable {
-			kind = "reusable"
-		}
-		if k.Ephemeral {
-			kind += ",ephemeral"
-		}
-		expires := "never"
-		if k.ExpiresAt != nil {
-			expires = k.ExpiresAt.Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", k.ID, k.Network, k.State, k.Uses, kind, orDash(k.Tag),
-			k.CreatedAt.Format(time.RFC3339), expires)
-	}
-	return tw.Flush()
+	return fmt.Sprintf("%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s", k.ID, k.Network, k.State, k.Uses, kind, orDash(k.Tag),
+		k.CreatedAt.Format(time.RFC3339), expires)
 }

@@ -15,15 +15,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/operator"
 	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/internal/flagfile"
 )
 
 const usage = `usage: warren-coord --listen HOST:PORT --data DIR [flags]
@@ -87,22 +84,9 @@ func run(args []string) error {
 	maxPending := fs.Int("max-pending-logins", coord.DefaultMaxPendingLogins, "connections that may be handshaking or logging in at once; more are refused")
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
-	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
-	logJSON := fs.Bool("log-json", false, "log as JSON lines")
-	configFile := fs.String("config", "", "read flags from this `file` too: one name = value a line (# comments); the command line wins")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	server := addServerFlags(fs)
+	if done, err := server.parse(fs, args, ""); done {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if *configFile != "" {
-		if err := flagfile.Load(fs, *configFile, "config"); err != nil {
-			return err
-		}
 	}
 	if *data == "" {
 		return errors.New("--data DIR is required")
@@ -121,7 +105,7 @@ func run(args []string) error {
 	if err != nil || *auditKeep < 1 {
 		return fmt.Errorf("--audit-keep %d, --audit-max-age %q: want at least 1 entry and a positive duration", *auditKeep, *auditMaxAge)
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "warren-coord", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
+	log := server.logger("warren-coord")
 	pools, err := parsePools(*pool4, *pool6)
 	if err != nil {
 		return err
@@ -146,13 +130,9 @@ func run(args []string) error {
 	if err := recordSettings(st, *blockList, *auditKeep, auditAge); err != nil {
 		return err
 	}
-	uaddr, err := net.ResolveUDPAddr("udp", *listen)
+	pc, err := listenUDP(*listen)
 	if err != nil {
-		return fmt.Errorf("--listen %q: %w", *listen, err)
-	}
-	pc, err := net.ListenUDP("udp", uaddr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	var probe net.PacketConn
 	if *probePort >= 0 {

@@ -97,6 +97,45 @@ func withOperator(dir, blockFile string, f func(context.Context, doer) error) er
 // defaultBlockFile is the block list's name in the data directory when --blocklist is not given.
 const defaultBlockFile = "blocklist"
 
+// operatorFlags returns the flag set of an operator command, printing usage for -h, with the --data
+// flag every such command has.
+func operatorFlags(name, usage string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage+"\nflags:\n"); fs.PrintDefaults() }
+	return fs, fs.String("data", "", "data `dir`ectory of the server (required)")
+}
+
+// list asks the server using data directory dir (or its database when none runs; blockFile as for
+// withOperator) for req's listing, a T, and prints it: as JSON with asJSON, else with text, which
+// learns whether a running server answered (live: online state is known).
+func list[T any](out io.Writer, dir, blockFile string, req *operatorapi.Request, asJSON bool, text func(v T, live bool) error) error {
+	return withOperator(dir, blockFile, func(ctx context.Context, d doer) error {
+		var v T
+		if err := d.do(ctx, req, &v); err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(out, v)
+		}
+		return text(v, d.live())
+	})
+}
+
+// printTable prints items in aligned columns under header, one line each as row renders it (cells
+// separated by tabs), or the line empty when there are none.
+func printTable[T any](out io.Writer, items []T, empty, header string, row func(T) string) error {
+	if len(items) == 0 {
+		fmt.Fprintln(out, empty)
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
+}
+
 func printJSON(out io.Writer, v any) error {
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
@@ -107,32 +146,17 @@ func printJSON(out io.Writer, v any) error {
 const offlineNote = "(no server is running on this data directory: online state unknown)"
 
 func cmdNodes(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("nodes", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
-	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	fs, data := operatorFlags("nodes", adminUsage)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	return withOperator(*data, "", func(ctx context.Context, d doer) error {
-		var nodes []operatorapi.Node
-		if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpNodes}, &nodes); err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(out, nodes)
-		}
-		if !d.live() {
+	return list(out, *data, "", &operatorapi.Request{Op: operatorapi.OpNodes}, *asJSON, func(nodes []operatorapi.Node, live bool) error {
+		if !live {
 			fmt.Fprintln(out, offlineNote)
 		}
-		if len(nodes) == 0 {
-			fmt.Fprintln(out, "no nodes yet")
-			return nil
-		}
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tKEY\tIPV4\tONLINE\tFROM\tLAST SEEN\tNETWORKS\tNOTES")
 		now := time.Now()
-		for _, n := range nodes {
+		return printTable(out, nodes, "no nodes yet", "NAME\tKEY\tIPV4\tONLINE\tFROM\tLAST SEEN\tNETWORKS\tNOTES", func(n operatorapi.Node) string {
 			online, from, seen := "?", "-", ago(now, n.LastSeen)
 			if n.Online != nil {
 				online = "no"
@@ -148,10 +172,9 @@ func cmdNodes(args []string, out io.Writer) error {
 			if n.Tag != "" {
 				notes = append(notes, "tag "+n.Tag)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Key, n.IPs[0], online, from, seen,
+			return fmt.Sprintf("%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s", n.Name, n.Key, n.IPs[0], online, from, seen,
 				orDash(strings.Join(n.Networks, ",")), orDash(strings.Join(notes, ", ")))
-		}
-		return tw.Flush()
+		})
 	})
 }
 
@@ -187,9 +210,7 @@ func cmdNode(args []string, out io.Writer) error {
 		fmt.Fprint(os.Stderr, adminUsage)
 		return errors.New("node: want 'node remove NAME|KEY'")
 	}
-	fs := flag.NewFlagSet("node remove", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
-	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	fs, data := operatorFlags("node remove", adminUsage)
 	pos, err := parseFlags(fs, args[1:], 1)
 	if err != nil {
 		return err
@@ -225,9 +246,7 @@ func cmdNetwork(args []string, out io.Writer) error {
 		fmt.Fprint(os.Stderr, adminUsage)
 		return fmt.Errorf("network: unknown action %q", action)
 	}
-	fs := flag.NewFlagSet("network "+action, flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
-	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	fs, data := operatorFlags("network "+action, adminUsage)
 	npos := 1
 	if onNode {
 		npos = 2
@@ -255,31 +274,16 @@ func cmdNetwork(args []string, out io.Writer) error {
 }
 
 func cmdNetworks(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("networks", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
-	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	fs, data := operatorFlags("networks", adminUsage)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	return withOperator(*data, "", func(ctx context.Context, d doer) error {
-		var nets []operatorapi.Network
-		if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpNetworks}, &nets); err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(out, nets)
-		}
-		if !d.live() {
+	return list(out, *data, "", &operatorapi.Request{Op: operatorapi.OpNetworks}, *asJSON, func(nets []operatorapi.Network, live bool) error {
+		if !live {
 			fmt.Fprintln(out, offlineNote)
 		}
-		if len(nets) == 0 {
-			fmt.Fprintln(out, "no networks yet (a node creates one: warren network create NAME)")
-			return nil
-		}
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tOWNER\tMEMBERS\tONLINE\tPASSWORD\tCREATED")
-		for _, n := range nets {
+		return printTable(out, nets, "no networks yet (a node creates one: warren network create NAME)", "NAME\tOWNER\tMEMBERS\tONLINE\tPASSWORD\tCREATED", func(n operatorapi.Network) string {
 			owner := n.Owner
 			if n.OwnerName != "" {
 				owner = n.OwnerName + " (" + n.Owner + ")"
@@ -294,40 +298,25 @@ func cmdNetworks(args []string, out io.Writer) error {
 			if n.Password {
 				pw = "yes"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", n.Name, owner, n.Members, online, pw, n.CreatedAt.Local().Format("2006-01-02 15:04"))
-		}
-		return tw.Flush()
+			return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s", n.Name, owner, n.Members, online, pw, n.CreatedAt.Local().Format("2006-01-02 15:04"))
+		})
 	})
 }
 
 func cmdBlocks(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("blocks", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
-	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	fs, data := operatorFlags("blocks", adminUsage)
 	asJSON := fs.Bool("json", false, "print JSON")
 	blockFile := blockFileFlag(fs)
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	return withOperator(*data, *blockFile, func(ctx context.Context, d doer) error {
-		var b operatorapi.Blocks
-		if err := d.do(ctx, &operatorapi.Request{Op: operatorapi.OpBlocks}, &b); err != nil {
-			return err
+	return list(out, *data, *blockFile, &operatorapi.Request{Op: operatorapi.OpBlocks}, *asJSON, func(b operatorapi.Blocks, _ bool) error {
+		if len(b.Entries) > 0 {
+			fmt.Fprintf(out, "block list %s:\n", b.File)
 		}
-		if *asJSON {
-			return printJSON(out, b)
-		}
-		if len(b.Entries) == 0 {
-			fmt.Fprintf(out, "no blocks (block list %s)\n", b.File)
-			return nil
-		}
-		fmt.Fprintf(out, "block list %s:\n", b.File)
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "PREFIX\tCOMMENT")
-		for _, e := range b.Entries {
-			fmt.Fprintf(tw, "%s\t%s\n", e.Prefix, orDash(e.Comment))
-		}
-		return tw.Flush()
+		return printTable(out, b.Entries, "no blocks (block list "+b.File+")", "PREFIX\tCOMMENT", func(e operatorapi.BlockEntry) string {
+			return e.Prefix + "\t" + orDash(e.Comment)
+		})
 	})
 }
 
@@ -341,9 +330,7 @@ func cmdBlock(args []string, out io.Writer) error {
 		return errors.New("block: want 'block add CIDR' or 'block remove CIDR'")
 	}
 	sub := args[0]
-	fs := flag.NewFlagSet("block "+sub, flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
-	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	fs, data := operatorFlags("block "+sub, adminUsage)
 	blockFile := blockFileFlag(fs)
 	var comment *string
 	op := operatorapi.OpBlockRemove
@@ -385,9 +372,7 @@ func cmdBlock(args []string, out io.Writer) error {
 }
 
 func cmdAudit(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage+"\nflags:\n"); fs.PrintDefaults() }
-	data := fs.String("data", "", "data `dir`ectory of the server (required)")
+	fs, data := operatorFlags("audit", adminUsage)
 	asJSON := fs.Bool("json", false, "print JSON")
 	since := fs.String("since", "", "only entries from the last `duration`, e.g. 1h or 7d (default: all kept)")
 	limit := fs.Int("limit", 0, "only the newest `N` entries (default: all kept)")
@@ -405,23 +390,9 @@ func cmdAudit(args []string, out io.Writer) error {
 	if *limit < 0 || *limit > operatorapi.MaxAuditRead {
 		return fmt.Errorf("--limit %d: want 0 to %d", *limit, operatorapi.MaxAuditRead)
 	}
-	return withOperator(*data, "", func(ctx context.Context, d doer) error {
-		var entries []operatorapi.AuditEntry
-		if err := d.do(ctx, req, &entries); err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(out, entries)
-		}
-		if len(entries) == 0 {
-			fmt.Fprintln(out, "no audited actions")
-			return nil
-		}
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tTARGET\tDETAIL")
-		for _, e := range entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Actor, e.Action, orDash(e.Target), orDash(e.Detail))
-		}
-		return tw.Flush()
+	return list(out, *data, "", req, *asJSON, func(entries []operatorapi.AuditEntry, _ bool) error {
+		return printTable(out, entries, "no audited actions", "TIME\tACTOR\tACTION\tTARGET\tDETAIL", func(e operatorapi.AuditEntry) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", e.Time.Local().Format("2006-01-02 15:04:05"), e.Actor, e.Action, orDash(e.Target), orDash(e.Detail))
+		})
 	})
 }

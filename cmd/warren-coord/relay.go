@@ -10,12 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/identity"
-	"github.com/warren-net/warren/internal/flagfile"
 )
 
 const relayUsage = `usage: warren-coord relay --listen HOST:PORT [--key FILE] [flags]
@@ -42,22 +39,9 @@ func cmdRelay(args []string) error {
 	maxPending := fs.Int("max-pending-logins", 1024, "connections that may be handshaking or logging in at once (a quarter per address); more are refused")
 	blockList := fs.String("blocklist", "", "`file` of address ranges refused: logins, relay frames, binding requests (one CIDR or IP a line, # comments); re-read when it changes or on SIGHUP (default none)")
 	loginLimits := addLoginLimitFlags(fs)
-	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
-	logJSON := fs.Bool("log-json", false, "log as JSON lines")
-	configFile := fs.String("config", "", "read flags from this `file` too: one name = value a line (# comments); the command line wins")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	server := addServerFlags(fs)
+	if done, err := server.parse(fs, args, "relay: "); done {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("relay: unexpected argument %q", fs.Arg(0))
-	}
-	if *configFile != "" {
-		if err := flagfile.Load(fs, *configFile, "config"); err != nil {
-			return fmt.Errorf("relay: %w", err)
-		}
 	}
 	if *relayRate <= 0 || *maxNodes <= 0 || *maxPerIP <= 0 || *maxPending <= 0 {
 		return errors.New("relay: --relay-rate, --max-nodes, --max-per-ip and --max-pending-logins must be positive")
@@ -66,7 +50,7 @@ func cmdRelay(args []string) error {
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "warren-relay", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
+	log := server.logger("warren-relay")
 	if err := os.MkdirAll(filepath.Dir(*keyFile), 0o700); err != nil {
 		return fmt.Errorf("relay: key directory: %w", err)
 	}
@@ -77,13 +61,9 @@ func cmdRelay(args []string) error {
 	if created {
 		log.Info("created identity key", "file", *keyFile)
 	}
-	uaddr, err := net.ResolveUDPAddr("udp", *listen)
+	pc, err := listenUDP(*listen)
 	if err != nil {
-		return fmt.Errorf("--listen %q: %w", *listen, err)
-	}
-	pc, err := net.ListenUDP("udp", uaddr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP, MaxPending: *maxPending,
 		BlockList: *blockList, LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,9 +46,7 @@ func cmdACL(fs *flag.FlagSet, state string, pos []string, asJSON bool) error {
 		return fmt.Errorf("network acl %s %s: %w", op, name, err)
 	}
 	if asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(a)
+		return printJSON(a)
 	}
 	switch op {
 	case "set":

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/warren-net/warren/node/localapi"
@@ -30,9 +28,7 @@ func cmdNetcheck(args []string) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return printJSON(rep)
 	}
 	yes := map[bool]string{true: "yes", false: "no"}
 	fmt.Printf("UDP:          %s\n", yes[rep.UDP])

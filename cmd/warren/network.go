@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -126,9 +125,7 @@ func cmdNetwork(args []string) error {
 
 func printMembers(ms []localapi.Member, asJSON, pending bool) error {
 	if asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(ms)
+		return printJSON(ms)
 	}
 	if len(ms) == 0 {
 		if pending {

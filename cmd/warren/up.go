@@ -49,7 +49,7 @@ func cmdUp(args []string) error {
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
-	configFile := fs.String("config", "", "read flags from this `file` too: one name = value a line (# comments); the command line wins")
+	flagfile.Define(fs)
 	args, command := splitCommand(args)
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -58,10 +58,8 @@ func cmdUp(args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("up: unexpected argument %q (put a command to run after --)", pos[0])
 	}
-	if *configFile != "" {
-		if err := flagfile.Load(fs, *configFile, "config"); err != nil {
-			return fmt.Errorf("up: %w", err)
-		}
+	if err := flagfile.Apply(fs); err != nil {
+		return fmt.Errorf("up: %w", err)
 	}
 	key, err := authKey(*authKeyFlag, *authKeyFile)
 	if err != nil {

@@ -223,17 +223,18 @@ func (a *Commands) createAuthKey(ctx context.Context, actor string, r *operatora
 		return nil, err
 	}
 	view := keyView(k, time.Now())
-	if err := a.audit(ctx, actor, r.Op, k.ID, describeKey(view)); err != nil {
+	if err := a.audit(ctx, actor, r.Op, k.ID, "network "+view.Network+", "+DescribeKey(view)); err != nil {
 		return nil, err
 	}
 	return operatorapi.NewAuthKey{AuthKey: view, Secret: secret}, nil
 }
 
-// describeKey sums a key up in one line: "network ci, single-use, ephemeral, tag ci, expires ...".
-func describeKey(k operatorapi.AuthKey) string {
-	parts := []string{"network " + k.Network, "single-use"}
+// DescribeKey sums up what a key does in one line: "single-use, ephemeral, tag ci, expires ...".
+// The audit log and warren-coord authkey create both say it.
+func DescribeKey(k operatorapi.AuthKey) string {
+	parts := []string{"single-use"}
 	if k.Reusable {
-		parts[1] = "reusable"
+		parts[0] = "reusable"
 	}
 	if k.Ephemeral {
 		parts = append(parts, "ephemeral")

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/abuse"
+	"github.com/warren-net/warren/coord/listener"
 	"github.com/warren-net/warren/identity"
 )
 
@@ -91,14 +91,11 @@ const addrCheckEvery = 500 * time.Millisecond
 type Server struct {
 	cfg     ServerConfig
 	log     hclog.Logger
-	tr      *quic.Transport
-	ln      *quic.Listener
+	l       *listener.Listener // the socket, its transport and the goroutines serving it
 	table   *Table
 	guard   *abuse.Guard
 	pending *abuse.Pending  // connections not logged in yet
-	ctx     context.Context // alive until Close
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	ctx     context.Context // alive until Close (l.Context())
 
 	// mu guards the following.
 	mu       sync.Mutex
@@ -140,10 +137,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 12 * time.Second
 	}
-	tlsConf, err := identity.TLSConfig(cfg.Key, control.RelayALPN, true, func(ed25519.PublicKey) error { return nil })
-	if err != nil {
-		return nil, err
-	}
 	guard, err := abuse.NewGuard(abuse.GuardConfig{BlockList: cfg.BlockList, LoginRateIP: cfg.LoginRateIP, LoginBurstIP: cfg.LoginBurstIP,
 		LoginRateKey: cfg.LoginRateKey, LoginBurstKey: cfg.LoginBurstKey, LimitLoopback: cfg.limitLoopback, Logger: cfg.Logger})
 	if err != nil {
@@ -152,46 +145,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), guard: guard, sessions: make(map[Key]*relaySession),
 		perIP: make(map[netip.Prefix]int)}
 	s.pending = abuse.NewPending(cfg.MaxPending, guard.Limited)
-	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("relay")) // see coord.New
-	s.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &resetKey,
-		ConnContext: s.pending.Admit, VerifySourceAddress: s.pending.UnderPressure}
-	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
-		HandshakeIdleTimeout:  5 * time.Second,
-		MaxIdleTimeout:        cfg.IdleTimeout,
-		MaxIncomingStreams:    1,
-		MaxIncomingUniStreams: -1,
-	})
+	l, err := listener.Listen(listener.Config{Key: cfg.Key, ALPN: control.RelayALPN, ResetLabel: "relay", Conn: cfg.Conn,
+		Pending: s.pending, IdleTimeout: cfg.IdleTimeout, MaxStreams: 1})
 	if err != nil {
-		return nil, fmt.Errorf("relay: listen: %w", err)
+		return nil, fmt.Errorf("relay: %w", err)
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(2)
-	go s.acceptLoop()
-	go func() {
-		defer s.wg.Done()
-		Serve(s.ctx, SideConfig{Transport: s.tr, Table: s.table, Blocked: s.guard.Blocked, Tap: cfg.Tap})
-	}()
-	s.every(addrCheckEvery, s.followAddrs)
-	s.every(abuse.CheckEvery, func() { s.guard.Maintain(s.disconnectBlocked) })
+	s.l, s.ctx = l, l.Context()
+	l.Serve(s.serveConn)
+	l.Go(func() {
+		Serve(s.ctx, SideConfig{Transport: l.Transport(), Table: s.table, Blocked: s.guard.Blocked, Tap: cfg.Tap})
+	})
+	l.Every(addrCheckEvery, s.followAddrs)
+	l.Every(abuse.CheckEvery, func() { s.guard.Maintain(s.disconnectBlocked) })
 	return s, nil
-}
-
-// every runs f every d, in a goroutine the Server owns, until Close.
-func (s *Server) every(d time.Duration, f func()) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		t := time.NewTicker(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-t.C:
-				f()
-			}
-		}
-	}()
 }
 
 // Addr returns the UDP address the relay listens on.
@@ -209,27 +175,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	s.cancel() // ends the sessions: they watch s.ctx
-	s.ln.Close()
-	s.wg.Wait()
-	err := s.tr.Close()
-	s.cfg.Conn.Close()
-	return err
-}
-
-func (s *Server) acceptLoop() {
-	defer s.wg.Done()
-	for {
-		conn, err := s.ln.Accept(s.ctx)
-		if err != nil {
-			return
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(conn)
-		}()
-	}
+	return s.l.Close() // ends the sessions: they watch s.ctx
 }
 
 // serveConn logs a node in and applies its consent lists until the connection ends.

@@ -314,7 +314,7 @@ func TestRestartedRelayResets(t *testing.T) {
 
 	// Kill it: closing its transport drops the connections without a word (quic-go sends no
 	// CONNECTION_CLOSE then), and the socket goes.
-	s.tr.Close()
+	s.l.Transport().Close()
 	s.Close()
 	killed := time.Now()
 	pc2, err := net.ListenUDP("udp4", pc.LocalAddr().(*net.UDPAddr))

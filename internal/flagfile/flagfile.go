@@ -10,6 +10,9 @@
 //
 // '#' starts a comment where a value does not; a value may be double-quoted (Go syntax) to hold
 // '#' or spaces at its ends.
+//
+// A command defines the --config flag that names the file with Define, and after parsing its
+// command line calls Apply.
 package flagfile
 
 import (
@@ -24,6 +27,24 @@ import (
 
 // MaxSize bounds a configuration file.
 const MaxSize = 64 << 10
+
+// FlagName is the name of the flag Define defines: --config FILE.
+const FlagName = "config"
+
+// Define defines the --config flag on fs, which names a configuration file for Apply.
+func Define(fs *flag.FlagSet) {
+	fs.String(FlagName, "", "read flags from this `file` too: one name = value a line (# comments); the command line wins")
+}
+
+// Apply loads the configuration file the --config flag names (see Define) into fs, which has parsed
+// the command line; it does nothing when the flag is empty or not defined.
+func Apply(fs *flag.FlagSet) error {
+	f := fs.Lookup(FlagName)
+	if f == nil || f.Value.String() == "" {
+		return nil
+	}
+	return Load(fs, f.Value.String(), FlagName)
+}
 
 // Setting is one line of a configuration file.
 type Setting struct {

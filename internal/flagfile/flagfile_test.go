@@ -67,6 +67,30 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// TestApply: Apply loads the file --config names, and nothing without one.
+func TestApply(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.conf")
+	os.WriteFile(path, []byte("coord = from-file:1\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", path}, "from-file:1"},
+		{nil, "default"},
+	} {
+		fs := flag.NewFlagSet("up", flag.ContinueOnError)
+		Define(fs)
+		coord := fs.String("coord", "default", "")
+		fs.Parse(tc.args)
+		if err := Apply(fs); err != nil || *coord != tc.want {
+			t.Errorf("%q: coord %q, %v; want %q", tc.args, *coord, err, tc.want)
+		}
+	}
+	if err := Apply(flag.NewFlagSet("x", flag.ContinueOnError)); err != nil {
+		t.Errorf("without --config defined: %v", err)
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("coord = a:1\n# c\nname = \"x # y\" # z\n"))
 	f.Add([]byte("= \n\"\n"))

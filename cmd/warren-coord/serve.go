@@ -1,9 +1,14 @@
+// What the server command and the relay command share: logging, --config, the login rate limit flags,
+// the UDP socket and running until a signal.
+
 package main
 
 import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -12,7 +17,60 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/coord/abuse"
+	"github.com/warren-net/warren/internal/flagfile"
 )
+
+// serverFlags are the flags the coordination server and the standalone relay share beyond their
+// own: logging and --config.
+type serverFlags struct {
+	logLevel *string
+	logJSON  *bool
+}
+
+func addServerFlags(fs *flag.FlagSet) serverFlags {
+	f := serverFlags{
+		logLevel: fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error"),
+		logJSON:  fs.Bool("log-json", false, "log as JSON lines"),
+	}
+	flagfile.Define(fs)
+	return f
+}
+
+// parse parses the command line, which takes no arguments, then the --config file. It reports done
+// after -h (the usage is printed); errors other than the command line's own begin with prefix.
+func (f serverFlags) parse(fs *flag.FlagSet, args []string, prefix string) (done bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return true, err
+	}
+	if fs.NArg() > 0 {
+		return true, fmt.Errorf("%sunexpected argument %q", prefix, fs.Arg(0))
+	}
+	if err := flagfile.Apply(fs); err != nil {
+		return true, fmt.Errorf("%s%w", prefix, err)
+	}
+	return false, nil
+}
+
+// logger returns the logger the flags ask for, named name, writing to stderr.
+func (f serverFlags) logger(name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.LevelFromString(*f.logLevel), JSONFormat: *f.logJSON, Output: os.Stderr})
+}
+
+// listenUDP opens the UDP socket --listen names.
+func listenUDP(listen string) (*net.UDPConn, error) {
+	uaddr, err := net.ResolveUDPAddr("udp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	pc, err := net.ListenUDP("udp", uaddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return pc, nil
+}
 
 // loginLimitFlags are the login rate limit flags of the coordination server and the standalone relay
 // (same names, defaults and meaning: package abuse's Guard enforces both).
