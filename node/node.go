@@ -307,7 +307,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		where := proxyListen{socks: n.cfg.SOCKS, http: n.cfg.HTTP, socket: filepath.Join(n.cfg.StateDir, ProxySocketFile), guard: n.localUsersOnly}
 		n.proxy, err = startProxy(where, socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP,
 			Logger: n.log.Named("proxy"), User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword,
-			UDPClientAllowed: n.proxyUsers.AllowsDatagram}, n.log)
+			UDPClientAllowed: n.proxyUsers.AllowsDatagram,
+			FanOut:           func(ip netip.Addr) bool { return n.overlay.fanOut(ip) },
+			Peer:             func(ip netip.Addr) bool { _, ok := n.routes.Load().owner[ip]; return ok }}, n.log)
 		if err != nil {
 			return err
 		}

@@ -66,6 +66,13 @@ type Config struct {
 	// the request named: false drops that datagram as foreign and leaves the association unclaimed.
 	// The caller uses it to check which local user sent it: on loopback every user shares the IP.
 	UDPClientAllowed func(from netip.AddrPort) bool
+	// MaxAssociations bounds the UDP associations open at once; past it UDP ASSOCIATE is answered
+	// with "general failure". Default 1024.
+	MaxAssociations int
+	// FanOut reports whether a UDP destination is a broadcast or multicast address, and Peer whether
+	// an address is a peer's. An association accepts datagrams only from the destinations its client
+	// sent to, and, once it sent to a fan-out address, from peers. nil = neither.
+	FanOut, Peer func(netip.Addr) bool
 	// User and Password, if User is set, are required from every client: SOCKS5 username/password
 	// (RFC 1929) or HTTP Proxy-Authorization Basic. Compared in constant time.
 	User, Password string
@@ -93,6 +100,7 @@ type Server struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 
+	associations atomic.Int64 // UDP associations open
 	rejected     atomic.Uint64
 	acceptErrors atomic.Uint64 // failed Accepts, retried
 	udp          UDPStats
@@ -114,6 +122,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.MaxAssociations == 0 {
+		cfg.MaxAssociations = defaultMaxAssociations
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 16384

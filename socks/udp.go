@@ -30,6 +30,12 @@ const (
 	maxUDPDatagram   = 65535
 	udpAssocIdle     = 2 * time.Minute // an association with no datagrams either way dies
 	maxNamesPerAssoc = 256             // resolved names cached per association
+	// maxDestsPerAssoc bounds the destinations an association remembers having sent to (replies
+	// are accepted only from those); past it the oldest is forgotten.
+	maxDestsPerAssoc = 1024
+	// defaultMaxAssociations bounds the live associations of a Server. Each holds two sockets, two
+	// goroutines and two 64 KiB buffers: about 130 KiB, so 1024 of them about 130 MiB at most.
+	defaultMaxAssociations = 1024
 )
 
 // UDPHeader is the destination (or, on replies, the source) of a relayed datagram.
@@ -92,6 +98,8 @@ func AppendUDPHeader(b []byte, src netip.AddrPort) []byte {
 // UDPStats counts what UDP associations dropped.
 type UDPStats struct {
 	Fragmented, Malformed, Foreign, Unresolved atomic.Uint64
+	// Unsolicited counts datagrams to an association from an address its client never sent to.
+	Unsolicited atomic.Uint64
 }
 
 // handleAssociate serves one UDP ASSOCIATE: a relay socket on the proxy's own address, bound to the
@@ -102,6 +110,11 @@ func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Req
 		socks5.SendReply(w, statute.RepCommandNotSupported, nil)
 		return errors.New("UDP ASSOCIATE not supported")
 	}
+	if !s.reserveAssociation() {
+		socks5.SendReply(w, statute.RepServerFailure, nil)
+		return fmt.Errorf("UDP ASSOCIATE refused: %d associations open", s.cfg.MaxAssociations)
+	}
+	defer s.associations.Add(-1)
 	client.SetDeadline(time.Time{})
 	localIP := addrOf(client.LocalAddr())
 	clientIP := addrOf(client.RemoteAddr())
@@ -125,7 +138,8 @@ func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Req
 	if err := socks5.SendReply(w, statute.RepSuccess, relaySock.LocalAddr()); err != nil {
 		return err
 	}
-	a := &association{s: s, relay: relaySock, out: out, clientIP: clientIP, names: make(map[string]netip.Addr)}
+	a := &association{s: s, relay: relaySock, out: out, clientIP: clientIP, names: make(map[string]netip.Addr),
+		sent: make(map[netip.AddrPort]struct{})}
 	// The client may name its source port in the request; otherwise the first datagram fixes it.
 	if req.RawDestAddr != nil && req.RawDestAddr.Port != 0 {
 		a.setClient(netip.AddrPortFrom(clientIP, uint16(req.RawDestAddr.Port)))
@@ -153,6 +167,51 @@ type association struct {
 	client   netip.AddrPort
 	verified bool // client passed Config.UDPClientAllowed
 	names    map[string]netip.Addr
+	// sent holds the destinations the client sent to (at most maxDestsPerAssoc, oldest first in
+	// sentOrder): replies come only from them, or from peers once it sent to a fan-out address.
+	sent      map[netip.AddrPort]struct{}
+	sentOrder []netip.AddrPort
+	fannedOut bool
+}
+
+// reserveAssociation counts a new association if the Server has room for it.
+func (s *Server) reserveAssociation() bool {
+	if s.associations.Add(1) > int64(s.cfg.MaxAssociations) {
+		s.associations.Add(-1)
+		return false
+	}
+	return true
+}
+
+// noteSent records that the client sent to dst.
+func (a *association) noteSent(dst netip.AddrPort) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.s.cfg.FanOut != nil && a.s.cfg.FanOut(dst.Addr()) {
+		a.fannedOut = true
+		return
+	}
+	if _, ok := a.sent[dst]; ok {
+		return
+	}
+	if len(a.sentOrder) >= maxDestsPerAssoc {
+		delete(a.sent, a.sentOrder[0])
+		a.sentOrder = a.sentOrder[1:]
+	}
+	a.sent[dst] = struct{}{}
+	a.sentOrder = append(a.sentOrder, dst)
+}
+
+// replyAllowed reports whether a datagram from src may reach the client: src is a destination the
+// client sent to, or a peer (Config.Peer) after the client sent to a fan-out address (a game's LAN
+// discovery is answered from the servers' own addresses).
+func (a *association) replyAllowed(src netip.AddrPort) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.sent[src]; ok {
+		return true
+	}
+	return a.fannedOut && a.s.cfg.Peer != nil && a.s.cfg.Peer(src.Addr())
 }
 
 func (a *association) setClient(ap netip.AddrPort) {
@@ -224,7 +283,9 @@ func (a *association) fromClient() {
 			continue
 		}
 		a.lastSeen.Store(time.Now().UnixNano())
-		a.out.WriteTo(payload, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, h.Port)))
+		to := netip.AddrPortFrom(dst.Unmap(), h.Port)
+		a.noteSent(to)
+		a.out.WriteTo(payload, net.UDPAddrFromAddrPort(to))
 	}
 }
 
@@ -267,6 +328,10 @@ func (a *association) toClient() {
 		c := a.clientAddr()
 		src, ok := from.(*net.UDPAddr)
 		if !c.IsValid() || !ok {
+			continue
+		}
+		if sap := src.AddrPort(); !a.replyAllowed(netip.AddrPortFrom(sap.Addr().Unmap(), sap.Port())) {
+			a.s.udp.Unsolicited.Add(1)
 			continue
 		}
 		a.lastSeen.Store(time.Now().UnixNano())
