@@ -323,7 +323,8 @@ func validCode(c Code) bool {
 // escapes or bidirectional overrides.
 
 // ValidNodeName returns nil if name is a node name (also a tag): a lower-case DNS label, 1-63
-// characters of a-z, 0-9 and '-', neither starting nor ending with '-'.
+// characters of a-z, 0-9 and '-', neither starting nor ending with '-'. It is the coord store's rule
+// (store.ValidNodeName), restated here because the store knows no protocol.
 func ValidNodeName(name string) error {
 	if len(name) == 0 || len(name) > 63 {
 		return fmt.Errorf("invalid node name: %d characters, want 1-63", len(name))
