@@ -181,7 +181,7 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 		if err := s.checkLimits(ctx, req.Network, target.Key); err != nil {
 			return nil, err
 		}
-		err = s.changeMembership(ctx, [][]byte{target.Key}, func() error { return st.Approve(ctx, req.Network, target.Key) })
+		err = s.changeMembership(ctx, [][]byte{target.Key}, func() error { return nameTaken(st.Approve(ctx, req.Network, target.Key)) })
 	case control.OpDeny:
 		if target.State != store.StatePending {
 			return nil, notInState(store.StatePending)
