@@ -43,6 +43,7 @@ import (
 
 	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/peer"
 )
@@ -55,6 +56,13 @@ func (n *Node) applyACLsLocked(m *control.Msg) {
 	switch m.Type {
 	case control.TypeWelcome:
 		n.selfTag = m.Welcome.Tag
+		if w := m.Welcome.Name; w != "" && w != n.selfName {
+			if w != n.cfg.Name {
+				n.log.Warn("the coordination server knows this node by another name: names stay with the node's key, so it goes by that name (use `warren rename` to change it)",
+					"name", w, "configured", n.cfg.Name)
+			}
+			n.selfName = w
+		}
 		return
 	case control.TypePeerMap:
 		clear(n.aclRules)
@@ -86,7 +94,11 @@ func (n *Node) grantsLocked() map[peer.Key]*acl.Grant {
 	if len(n.policies) == 0 {
 		return nil
 	}
-	self := acl.Member{Name: n.cfg.Name, Tag: n.selfTag}
+	self := acl.Member{Name: n.selfNameLocked(), Tag: n.selfTag}
+	if n.key != nil {
+		self.Key = n.key.Fingerprint()
+	}
+	_, ambiguous := nameIndex(n.peers, self.Name)
 	grants := make(map[peer.Key]*acl.Grant)
 	shared := make(map[string]*acl.Grant)
 	type match struct {
@@ -96,7 +108,10 @@ func (n *Node) grantsLocked() map[peer.Key]*acl.Grant {
 	var matches []match
 	var sig strings.Builder
 	for k, p := range n.peers {
-		from := acl.Member{Name: p.Name, Tag: p.Tag}
+		from := acl.Member{Name: p.Name, Tag: p.Tag, Key: identity.Fingerprint(p.Key)}
+		if slices.Contains(ambiguous, strings.ToLower(p.Name)) {
+			from.Name = "" // a name several peers claim is nobody's (names.go)
+		}
 		matches = matches[:0]
 		open := false
 		sig.Reset()

@@ -244,7 +244,10 @@ func (n *Node) Ping(ctx context.Context, target string, seq uint16) (*localapi.P
 
 // Status reports the node and its peers.
 func (n *Node) Status() localapi.Status {
-	st := localapi.Status{Self: localapi.Self{Name: n.cfg.Name, Networks: []string{}}, Peers: []localapi.Peer{}}
+	n.mu.Lock()
+	name := n.selfNameLocked()
+	n.mu.Unlock()
+	st := localapi.Status{Self: localapi.Self{Name: name, Networks: []string{}}, Peers: []localapi.Peer{}}
 	if n.key != nil {
 		st.Self.Key = n.key.Fingerprint()
 	}

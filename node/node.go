@@ -97,6 +97,7 @@ type Node struct {
 	welcome      *control.Welcome // immutable once set: replaced, never modified, so readers may keep it
 	peers        map[peer.Key]control.Peer
 	selfTag      string                       // this node's tag, from the last welcome (acl.go)
+	selfName     string                       // this node's name as the coord knows it ("" = not told; names.go)
 	aclRules     map[string][]control.ACLRule // access rules by network, as the coord sent them
 	policies     map[string]*acl.Policy       // the same, compiled
 	port         uint16                       // the UDP socket's port, cached for restarts

@@ -18,10 +18,11 @@ import (
 // routeTable is an immutable snapshot of who owns which virtual IP and name. It is replaced as a whole
 // on every peer-map change and read without locks on the packet path.
 type routeTable struct {
-	owner  map[netip.Addr]peer.Key // virtual IP → the peer it belongs to
-	byName map[string]netip.Addr   // lower-case peer name → its IPv4
-	peers  map[peer.Key]bool       // every peer, for broadcast fan-out
-	grants map[peer.Key]*acl.Grant // what a peer restricted by access rules may reach here (acl.go)
+	owner     map[netip.Addr]peer.Key // virtual IP → the peer it belongs to
+	byName    map[string]netip.Addr   // lower-case peer name → its IPv4, for names one peer has (names.go)
+	ambiguous []string                // names several peers claim, sorted (names.go)
+	peers     map[peer.Key]bool       // every peer, for broadcast fan-out
+	grants    map[peer.Key]*acl.Grant // what a peer restricted by access rules may reach here (acl.go)
 }
 
 // handleControl applies a welcome (this node's tag), a peer map or a delta from the coord, with the
@@ -53,16 +54,13 @@ func (n *Node) handleControl(m *control.Msg) {
 			n.setNetworksLocked(nl.Names)
 		}
 	}
-	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr), peers: make(map[peer.Key]bool),
-		grants: n.grantsLocked()}
+	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), peers: make(map[peer.Key]bool), grants: n.grantsLocked()}
+	rt.byName, rt.ambiguous = nameIndex(n.peers, n.selfNameLocked())
 	infos := make([]peer.Info, 0, len(n.peers))
 	for k, p := range n.peers {
 		rt.peers[k] = true
 		for _, ip := range p.IPs {
 			rt.owner[ip] = k
-		}
-		if len(p.IPs) > 0 {
-			rt.byName[strings.ToLower(p.Name)] = p.IPs[0]
 		}
 		info := peer.Info{Key: k, Mapping: p.Mapping}
 		if p.Online {
@@ -70,8 +68,9 @@ func (n *Node) handleControl(m *control.Msg) {
 		}
 		infos = append(infos, info)
 	}
-	n.routes.Store(rt)
+	before := n.routes.Swap(rt)
 	n.mu.Unlock()
+	n.logAmbiguousNames(before.ambiguous, rt.ambiguous)
 	n.limits.forget(rt.peers)
 	n.forgetSendQueues(rt.peers)
 	if n.ep != nil {
@@ -175,7 +174,7 @@ func (n *Node) resolve(ctx context.Context, name string) (netip.Addr, error) {
 		return ip, nil
 	}
 	n.mu.Lock()
-	if n.welcome != nil && strings.EqualFold(label, n.cfg.Name) {
+	if n.welcome != nil && strings.EqualFold(label, n.selfNameLocked()) {
 		ip := n.welcome.IPv4
 		n.mu.Unlock()
 		return ip, nil
