@@ -75,6 +75,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		writeJSON(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("POST /v1/acl", n.handleACLAPI)
+	mux.HandleFunc("POST /v1/rename", n.handleRenameAPI)
 	mux.HandleFunc("GET /v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := n.Netcheck(r.Context())
 		if err != nil && !errors.Is(err, peer.ErrNoUDP) {

@@ -2,13 +2,18 @@ package node
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/peer"
 )
 
@@ -88,4 +93,24 @@ func (n *Node) Rename(ctx context.Context, name string) (string, error) {
 	n.mu.Unlock()
 	n.log.Info("renamed", "from", old, "to", rep.Name)
 	return rep.Name, nil
+}
+
+// handleRenameAPI serves POST /v1/rename for `warren rename`.
+func (n *Node) handleRenameAPI(w http.ResponseWriter, r *http.Request) {
+	var req localapi.RenameRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, localapi.ErrorReply{Error: "bad request: " + err.Error()})
+		return
+	}
+	name, err := n.Rename(r.Context(), req.Name)
+	if err != nil {
+		rep := localapi.ErrorReply{Error: err.Error()}
+		var cerr *control.Error
+		if errors.As(err, &cerr) {
+			rep.Code = string(cerr.Code)
+		}
+		writeJSON(w, http.StatusConflict, rep)
+		return
+	}
+	writeJSON(w, http.StatusOK, localapi.Rename{Name: name})
 }
