@@ -153,3 +153,31 @@ func TestRulesFollowKeys(t *testing.T) {
 		t.Fatalf("set what show returned: %+v", rep)
 	}
 }
+
+// TestApprovedNodeGetsBoundRules: a node whose join the owner approves gets the network's rules,
+// with its own name bound to its key, and a second node of that name is refused at approval.
+func TestApprovedNodeGetsBoundRules(t *testing.T) {
+	srv := startServer(t)
+	owner := dial(t, srv)
+	owner.login(t, "owner")
+	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "lan", Approval: true})
+	rules := []control.ACLRule{{From: []string{"db"}, To: []string{"owner"}, Ports: []string{"22/tcp"}}}
+	owner.do(t, "", control.Request{Op: control.OpACLSet, Network: "lan", Rules: rules})
+
+	dbKey, _ := identity.Generate()
+	db := dialKey(t, srv, dbKey)
+	db.login(t, "db")
+	db.do(t, control.CodePending, control.Request{Op: control.OpJoin, Network: "lan"})
+	otherKey, _ := identity.Generate()
+	other := dialKey(t, srv, otherKey)
+	other.login(t, "db")
+	other.do(t, control.CodePending, control.Request{Op: control.OpJoin, Network: "lan"})
+
+	owner.do(t, "", control.Request{Op: control.OpApprove, Network: "lan", Target: identity.Fingerprint(dbKey.Public())})
+	got := db.aclOf(t, "lan")
+	if !slices.Contains(got[0].From, acl.KeyEntry(identity.Fingerprint(dbKey.Public()))) {
+		t.Fatalf("approved db got rules %v", got)
+	}
+	rep := owner.do(t, control.CodeNameTaken, control.Request{Op: control.OpApprove, Network: "lan", Target: identity.Fingerprint(otherKey.Public())})
+	t.Logf("second db: %s", rep.Error)
+}
