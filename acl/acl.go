@@ -8,8 +8,12 @@
 //	  {"from": ["*"], "to": ["web"], "ports": ["443"]}
 //	]}
 //
-// From and To name members: a node name, "tag:NAME" (nodes that joined with an auth key of that tag)
-// or "*" (everyone). Ports are "PORT", "LOW-HIGH" or "*", each optionally followed by "/tcp" or
+// From and To name members: a node name, "tag:NAME" (nodes that joined with an auth key of that tag),
+// "key:SHA256:..." (the node with that key fingerprint, as `warren network members` shows it) or "*"
+// (everyone). Names are identities only as long as their node has them, so the coordination server
+// binds each name to the key of the member that has it (when the rules are set, or when a member with
+// that name first appears) and sends nodes the key form: a node that later takes a freed name does
+// not inherit what was granted to it. Ports are "PORT", "LOW-HIGH" or "*", each optionally followed by "/tcp" or
 // "/udp" (without it, both); "icmp" (echo requests, IPv4 and IPv6); or "*" alone (everything). A
 // rule allows what it names and nothing else: with a rule list, anything no rule allows is refused.
 // Rules never widen what a node exposes: a port must still be exposed by the receiving node.
@@ -160,8 +164,9 @@ func (e *RuleError) Unwrap() error { return e.Err }
 
 // Member is a node as rules see it.
 type Member struct {
-	Name string
+	Name string // "" = none: matches no name (a name two peers claim is nobody's)
 	Tag  string // "" = none
+	Key  string // the key's fingerprint ("SHA256:..."); "" = unknown, matches no key
 }
 
 // Policy is a compiled rule list. The zero Policy allows nothing. It is immutable and safe for
@@ -178,6 +183,7 @@ type rule struct {
 type selector struct {
 	any  bool
 	tag  string // "tag:X" → X
+	key  string // "key:SHA256:..." → "SHA256:..."
 	name string
 }
 
@@ -187,8 +193,31 @@ func (s selector) matches(m Member) bool {
 		return true
 	case s.tag != "":
 		return m.Tag == s.tag
+	case s.key != "":
+		return m.Key == s.key
 	}
-	return m.Name == s.name
+	return m.Name != "" && m.Name == s.name
+}
+
+// KeyEntry is the From/To entry naming the node whose key has fingerprint fp.
+func KeyEntry(fp string) string { return "key:" + fp }
+
+// EntryName returns the node name a From/To entry is, if it is one (not "*", a tag or a key).
+func EntryName(entry string) (string, bool) {
+	if entry == "*" || strings.HasPrefix(entry, "tag:") || strings.HasPrefix(entry, "key:") {
+		return "", false
+	}
+	return entry, true
+}
+
+// EntryKey returns the key fingerprint a From/To entry names, if it is a "key:" entry.
+func EntryKey(entry string) (string, bool) { return strings.CutPrefix(entry, "key:") }
+
+// validFingerprint reports whether s is "SHA256:" and 43 base64url characters (identity.Fingerprint).
+func validFingerprint(s string) bool {
+	b64, ok := strings.CutPrefix(s, "SHA256:")
+	return ok && len(b64) == 43 &&
+		strings.Trim(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == ""
 }
 
 // Compile checks a rule list and compiles it. An empty list compiles to a Policy that allows
@@ -245,9 +274,15 @@ func selectors(what string, list []string) ([]selector, error) {
 	}
 	out := make([]selector, 0, len(list))
 	for _, s := range list {
+		fp, isKey := EntryKey(s)
 		switch tag, isTag := strings.CutPrefix(s, "tag:"); {
 		case s == "*":
 			out = append(out, selector{any: true})
+		case isKey:
+			if !validFingerprint(fp) {
+				return nil, fmt.Errorf("%s: bad key %q (want key:SHA256:<43 base64url characters>, as `warren network members` shows)", what, s)
+			}
+			out = append(out, selector{key: fp})
 		case isTag:
 			if !validLabel(tag) {
 				return nil, fmt.Errorf("%s: bad tag %q (want tag:NAME, NAME 1-63 lower-case letters, digits and '-')", what, s)
@@ -255,7 +290,7 @@ func selectors(what string, list []string) ([]selector, error) {
 			out = append(out, selector{tag: tag})
 		default:
 			if !validLabel(s) {
-				return nil, fmt.Errorf("%s: bad member %q (want a node name, tag:NAME or *)", what, s)
+				return nil, fmt.Errorf("%s: bad member %q (want a node name, tag:NAME, key:SHA256:... or *)", what, s)
 			}
 			out = append(out, selector{name: s})
 		}

@@ -140,6 +140,10 @@ type Welcome struct {
 	Ephemeral bool `json:"ephemeral,omitempty"`
 	// Tag is the node's own tag (from the auth key it joined with), which ACL rules may name.
 	Tag string `json:"tag,omitempty"`
+	// Name is the node's name as the coord knows it: the one stored with its key at its first
+	// login, or set since with OpRename. A later Login.Name that differs does not rename the node;
+	// the node goes by this name (and says so).
+	Name string `json:"name,omitempty"`
 }
 
 // Peer describes one node visible to the receiver (they share at least one network).
@@ -232,6 +236,10 @@ const (
 	OpACLSet   Op = "acl_set"
 	OpACLClear Op = "acl_clear"
 	OpACLShow  Op = "acl_show"
+	// OpRename gives the sending node the name Request.Name (Network empty). Names are unique among
+	// the nodes that share a network: a name another node there has is refused (CodeNameTaken).
+	// Peers get the new name in a PeerDelta; access rules follow the key, not the name.
+	OpRename Op = "rename"
 )
 
 // IsOwnerAction reports whether op is an owner action or a listing (everything but create, join, leave
@@ -265,6 +273,8 @@ type Request struct {
 	Target string `json:"target,omitempty"`
 	// Approval: with OpCreate or OpApproval, whether joins need the owner's approval.
 	Approval bool `json:"approval,omitempty"`
+	// Name is the node's new name (OpRename only).
+	Name string `json:"name,omitempty"`
 }
 
 // Code classifies an error in a Reply so callers can react without parsing text.
@@ -302,6 +312,9 @@ const (
 	// CodeNetworkFull refuses a join (or approval) to a network that has as many members as the
 	// server allows per network.
 	CodeNetworkFull Code = "network_full"
+	// CodeNameTaken refuses a join, approval or rename that would give two nodes that share a
+	// network one name: names are identities (DNS names, access rules), so they are unique there.
+	CodeNameTaken Code = "name_taken"
 )
 
 // Member states in Reply.Members.
@@ -329,6 +342,7 @@ type Reply struct {
 	Networks []string `json:"networks,omitempty"` // the node's networks after the operation
 	Members  []Member `json:"members,omitempty"`  // answer to OpMembers and OpPending
 	ACL      *ACL     `json:"acl,omitempty"`      // OpACLSet, OpACLClear, OpACLShow: the rules now
+	Name     string   `json:"name,omitempty"`     // OpRename: the node's name now
 }
 
 // Err returns the reply's error, or nil on success.

@@ -34,7 +34,7 @@ func samples() []*Msg {
 		{Type: TypeRequest, Request: &Request{ID: 5, Op: OpKick, Network: "lan", Target: "bob"}},
 		{Type: TypeRequest, Request: &Request{ID: 6, Op: OpCreate, Network: "lan", Approval: true}},
 		{Type: TypeRequest, Request: &Request{ID: 7, Op: OpMembers, Network: "lan"}},
-		{Type: TypeReply, Reply: &Reply{ID: 7, Members: []Member{{Name: "bob", Key: "SHA256:x", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.2")},
+		{Type: TypeReply, Reply: &Reply{ID: 7, Members: []Member{{Name: "bob", Key: "SHA256:" + strings.Repeat("x", 43), IPs: []netip.Addr{netip.MustParseAddr("100.64.0.2")},
 			Online: true, Owner: true, State: MemberActive}, {Name: "eve", State: MemberPending}}}},
 		{Type: TypeReply, Reply: &Reply{ID: 8, Code: CodeNotOwner, Error: "not the owner"}},
 		{Type: TypePeerDelta, PeerDelta: &PeerDelta{Remove: [][]byte{key}, Networks: &NetworkList{Names: []string{}}}},

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Validate checks that exactly the field named by Type is set and that every list and string is within
@@ -45,8 +48,15 @@ func (m *Msg) Validate() error {
 		if !w.Prefix4.Contains(w.IPv4) || !w.Prefix6.Contains(w.IPv6) {
 			return fmt.Errorf("welcome: addresses %v, %v are not inside the overlay prefixes %v, %v", w.IPv4, w.IPv6, w.Prefix4, w.Prefix6)
 		}
-		if len(w.Tag) > MaxNameLen {
-			return errors.New("welcome: tag too long")
+		if w.Tag != "" {
+			if err := ValidNodeName(w.Tag); err != nil {
+				return fmt.Errorf("welcome: tag: %w", err)
+			}
+		}
+		if w.Name != "" {
+			if err := ValidNodeName(w.Name); err != nil {
+				return fmt.Errorf("welcome: %w", err)
+			}
 		}
 		if err := checkRelays(w.Relays); err != nil {
 			return err
@@ -106,6 +116,11 @@ func (m *Msg) Validate() error {
 				return errors.New("request: logout takes no network or password")
 			}
 			return nil
+		case r.Op == OpRename:
+			if r.Network != "" || r.Password != "" || len(r.Rules) > 0 {
+				return errors.New("request: rename takes only a name")
+			}
+			return checkName("name", r.Name)
 		default:
 			return fmt.Errorf("request: unknown op %q", r.Op)
 		}
@@ -114,6 +129,9 @@ func (m *Msg) Validate() error {
 		}
 		if len(r.Password) > MaxPassword {
 			return errors.New("request: password too long")
+		}
+		if r.Name != "" {
+			return fmt.Errorf("request: %s takes no name", r.Op)
 		}
 		if r.Op != OpACLSet && len(r.Rules) > 0 {
 			return fmt.Errorf("request: %s takes no rules", r.Op)
@@ -125,6 +143,14 @@ func (m *Msg) Validate() error {
 		}
 		if len(m.Reply.Error) > MaxErrorLen {
 			return errors.New("reply: error text too long")
+		}
+		if err := CheckText(m.Reply.Error); err != nil {
+			return fmt.Errorf("reply: error text: %w", err)
+		}
+		if m.Reply.Name != "" {
+			if err := ValidNodeName(m.Reply.Name); err != nil {
+				return fmt.Errorf("reply: %w", err)
+			}
 		}
 		if !validCode(m.Reply.Code) {
 			return fmt.Errorf("reply: malformed error code %.40q", m.Reply.Code)
@@ -165,7 +191,7 @@ func checkNames(names []string) error {
 		return errors.New("too many networks")
 	}
 	for _, n := range names {
-		if err := checkName("network", n); err != nil {
+		if err := ValidNetworkName(n); err != nil {
 			return err
 		}
 	}
@@ -191,11 +217,11 @@ func checkMembers(ms []Member) error {
 	}
 	for i := range ms {
 		m := &ms[i]
-		if err := checkName("member name", m.Name); err != nil {
+		if err := checkMemberName(m.Name); err != nil {
 			return err
 		}
-		if len(m.Key) > MaxTarget || len(m.IPs) > MaxIPs {
-			return errors.New("member: key or address list too long")
+		if m.Key != "" && !validFingerprint(m.Key) || len(m.IPs) > MaxIPs {
+			return errors.New("member: malformed key fingerprint, or address list too long")
 		}
 		switch m.State {
 		case MemberActive, MemberPending, MemberBanned:
@@ -215,8 +241,8 @@ func checkPeers(peers []Peer) error {
 		if len(p.Key) != 32 {
 			return errors.New("peer: bad key length")
 		}
-		if err := checkName("peer name", p.Name); err != nil {
-			return err
+		if err := ValidNodeName(p.Name); err != nil {
+			return fmt.Errorf("peer: %w", err)
 		}
 		if len(p.IPs) == 0 || len(p.IPs) > MaxIPs {
 			return errors.New("peer: needs 1-4 IPs")
@@ -238,8 +264,10 @@ func checkPeers(peers []Peer) error {
 		if !p.Mapping.valid() {
 			return fmt.Errorf("peer: unknown mapping %.32q", p.Mapping)
 		}
-		if len(p.Tag) > MaxNameLen {
-			return errors.New("peer: tag too long")
+		if p.Tag != "" {
+			if err := ValidNodeName(p.Tag); err != nil {
+				return fmt.Errorf("peer: tag: %w", err)
+			}
 		}
 	}
 	return nil
@@ -251,8 +279,8 @@ func checkACLs(acls []ACL) error {
 		return errors.New("too many ACLs")
 	}
 	for i := range acls {
-		if err := checkName("acl network", acls[i].Network); err != nil {
-			return err
+		if err := ValidNetworkName(acls[i].Network); err != nil {
+			return fmt.Errorf("acl: %w", err)
 		}
 		if err := checkRules(acls[i].Rules); err != nil {
 			return fmt.Errorf("acl of %q: %w", acls[i].Network, err)
@@ -274,6 +302,9 @@ func checkRules(rules []ACLRule) error {
 				if e == "" || len(e) > MaxACLEntry {
 					return fmt.Errorf("ACL rule %d: entries must be 1-%d bytes", i+1, MaxACLEntry)
 				}
+				if err := CheckText(e); err != nil {
+					return fmt.Errorf("ACL rule %d: %w", i+1, err)
+				}
 			}
 		}
 	}
@@ -293,4 +324,100 @@ func validCode(c Code) bool {
 		}
 	}
 	return true
+}
+
+// Strings that come from the other side and end up on a terminal (names, errors) are checked here,
+// on decoding, so that neither side has to trust the other: a node name is a DNS label, a network
+// name is what the coord's store allows, and free text carries no control characters, terminal
+// escapes or bidirectional overrides.
+
+// ValidNodeName returns nil if name is a node name (also a tag): a lower-case DNS label, 1-63
+// characters of a-z, 0-9 and '-', neither starting nor ending with '-'. It is the coord store's rule
+// (store.ValidNodeName), restated here because the store knows no protocol.
+func ValidNodeName(name string) error {
+	if len(name) == 0 || len(name) > 63 {
+		return fmt.Errorf("invalid node name: %d characters, want 1-63", len(name))
+	}
+	if name[0] == '-' || name[len(name)-1] == '-' {
+		return fmt.Errorf("invalid node name %q: must not start or end with '-'", name)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("invalid node name %q: use lower-case letters, digits and '-'", name)
+		}
+	}
+	return nil
+}
+
+// ValidNetworkName returns nil if name is a network name: 1-64 characters of a-z, 0-9, '-', '_'
+// and '.'.
+func ValidNetworkName(name string) error {
+	if len(name) == 0 || len(name) > MaxNameLen {
+		return fmt.Errorf("invalid network name: %d characters, want 1-%d", len(name), MaxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("invalid network name %q: use lower-case letters, digits, '-', '_' and '.'", name)
+		}
+	}
+	return nil
+}
+
+// checkMemberName accepts a roster name: a node name, or "key-" and a short key ID (base64url) for
+// an entry whose node is gone.
+func checkMemberName(name string) error {
+	if id, ok := strings.CutPrefix(name, "key-"); ok && id != "" && len(name) <= 63 &&
+		strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == "" {
+		return nil
+	}
+	if err := ValidNodeName(name); err != nil {
+		return fmt.Errorf("member: %w", err)
+	}
+	return nil
+}
+
+// validFingerprint reports whether s looks like a key fingerprint: "SHA256:" and 43 base64url
+// characters.
+func validFingerprint(s string) bool {
+	b64, ok := strings.CutPrefix(s, "SHA256:")
+	return ok && len(b64) == 43 &&
+		strings.Trim(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == ""
+}
+
+// CheckText returns nil if s is safe to print on a terminal: valid UTF-8 without control characters
+// (C0, DEL, C1: escape sequences start there) or bidirectional-text controls (which reorder what
+// follows them on screen).
+func CheckText(s string) error {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(s[i:]); size <= 1 {
+				return errors.New("invalid UTF-8")
+			}
+		}
+		if unsafeRune(r) {
+			return fmt.Errorf("control character %U at byte %d", r, i)
+		}
+	}
+	return nil
+}
+
+// CleanText returns s with what CheckText refuses replaced by U+FFFD, for text a sender puts
+// together from parts it does not control.
+func CleanText(s string) string {
+	if CheckText(s) == nil {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		if unsafeRune(r) {
+			r = utf8.RuneError
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || // C0, DEL, C1
+		r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c
 }

@@ -62,6 +62,9 @@ func (s *Server) authKeyError(k store.AuthKey, err error, log hclog.Logger) erro
 		return &control.Error{Code: control.CodeBanned, Message: fmt.Sprintf("the owner of network %q banned this node", k.Network)}
 	case errors.Is(err, store.ErrTooManyNetworks), errors.Is(err, store.ErrNetworkFull):
 		return s.limitError(k.Network, err)
+	case errors.Is(err, store.ErrNameTaken):
+		log.Info("auth key refused: name taken", "authkey", k.ID, "network", k.Network)
+		return nameTaken(err)
 	case errors.Is(err, store.ErrLocked):
 		return &control.Error{Code: control.CodeLocked, Message: fmt.Sprintf("network %q is locked by its owner: it takes no new members", k.Network)}
 	default:

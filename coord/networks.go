@@ -19,6 +19,9 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	if r.Op.IsOwnerAction() {
 		return s.ownerRequest(sess, r)
 	}
+	if r.Op == control.OpRename {
+		return s.handleRename(sess, r)
+	}
 	if isACLOp(r.Op) {
 		return s.handleACL(sess, r)
 	}
@@ -127,7 +130,7 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 		return &control.Error{Code: control.CodePending,
 			Message: fmt.Sprintf("network %q needs its owner's approval: the join request is recorded, and this node becomes a member once the owner approves it", r.Network)}
 	}
-	return s.cfg.Store.AddMember(ctx, r.Network, sess.key[:])
+	return nameTaken(s.cfg.Store.AddMember(ctx, r.Network, sess.key[:]))
 }
 
 // Bounds on joins waiting for approval: throwaway keys must not grow a network's roster (loaded for

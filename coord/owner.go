@@ -181,7 +181,12 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 		if err := s.checkLimits(ctx, req.Network, target.Key); err != nil {
 			return nil, err
 		}
-		err = s.changeMembership(ctx, [][]byte{target.Key}, func() error { return st.Approve(ctx, req.Network, target.Key) })
+		err = s.changeMembership(ctx, [][]byte{target.Key}, func() error {
+			if err := nameTaken(st.Approve(ctx, req.Network, target.Key)); err != nil {
+				return err
+			}
+			return s.pushACL(ctx, keyOf(target.Key), req.Network) // the rules, before the peers they apply to
+		})
 	case control.OpDeny:
 		if target.State != store.StatePending {
 			return nil, notInState(store.StatePending)

@@ -105,7 +105,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		log.Info("login refused", "error", err)
 		var cerr *control.Error
 		if errors.As(err, &cerr) {
-			control.WriteMsg(stream, &control.Msg{Type: control.TypeReply, Reply: &control.Reply{Code: cerr.Code, Error: cerr.Message}})
+			control.WriteMsg(stream, &control.Msg{Type: control.TypeReply, Reply: &control.Reply{Code: cerr.Code, Error: control.CleanText(cerr.Message)}})
 		}
 		stream.Close()
 		time.Sleep(50 * time.Millisecond) // let the reply leave before the close frame
@@ -158,6 +158,11 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	node, err := s.cfg.Store.UpsertNode(ctx, key[:], l.Name)
 	if err != nil {
 		return nil, s.storeError("register node", err)
+	}
+	if node.Name != l.Name {
+		// Names are identities: a login does not rename (names.go). The node learns its name
+		// from Welcome.Name.
+		log.Info("login under another name than the node's: keeping the node's", "name", node.Name, "asked", l.Name)
 	}
 	observed := addrPort(conn.RemoteAddr())
 	sess := &session{
@@ -243,7 +248,7 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
 		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
 		Observed: observed, Networks: nonNil(nets), ProbePort: s.probePort(), Relay: !s.cfg.NoRelay,
-		Relays: s.cfg.Relays, Ephemeral: node.Ephemeral, Tag: node.Tag,
+		Relays: s.cfg.Relays, Ephemeral: node.Ephemeral, Tag: node.Tag, Name: node.Name,
 	}}
 	acls, err := s.aclsOf(ctx, key)
 	if err != nil {
@@ -375,6 +380,7 @@ func (s *Server) enqueueNetworks(to nodeKey, networks []string) {
 }
 
 func (s *Server) reply(sess *session, r *control.Reply) {
+	r.Error = control.CleanText(r.Error) // it may quote what a request said
 	sess.mu.Lock()
 	sess.replies = append(sess.replies, &control.Msg{Type: control.TypeReply, Reply: r})
 	sess.mu.Unlock()

@@ -75,6 +75,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		writeJSON(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("POST /v1/acl", n.handleACLAPI)
+	mux.HandleFunc("POST /v1/rename", n.handleRenameAPI)
 	mux.HandleFunc("GET /v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := n.Netcheck(r.Context())
 		if err != nil && !errors.Is(err, peer.ErrNoUDP) {
@@ -242,7 +243,7 @@ func (n *Node) Ping(ctx context.Context, target string, seq uint16) (*localapi.P
 
 // Status reports the node and its peers.
 func (n *Node) Status() localapi.Status {
-	st := localapi.Status{Self: localapi.Self{Name: n.cfg.Name, Networks: []string{}}, Peers: []localapi.Peer{}}
+	st := localapi.Status{Self: localapi.Self{Name: n.peers.selfName(), Networks: []string{}}, Peers: []localapi.Peer{}}
 	if n.key != nil {
 		st.Self.Key = n.key.Fingerprint()
 	}

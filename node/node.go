@@ -8,6 +8,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -209,6 +210,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.key = key
+	n.peers.setKey(key.Fingerprint())
 	if created {
 		n.log.Info("created identity key", "key", key.Fingerprint())
 	}
@@ -256,7 +258,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	w, err := n.firstLogin(ctx, loginTimeout)
 	switch {
 	case err == nil:
-		n.log.Info("logged in", "name", n.cfg.Name, "ipv4", w.IPv4, "ipv6", w.IPv6, "networks", w.Networks, "observed", w.Observed)
+		n.log.Info("logged in", "name", cmp.Or(w.Name, n.cfg.Name), "ipv4", w.IPv4, "ipv6", w.IPv6, "networks", w.Networks, "observed", w.Observed)
 	case cache != nil && canStartFromCache(err):
 		// The coord is down: come up with what we knew, keep trying it in the background.
 		w = cache.Welcome

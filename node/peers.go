@@ -18,13 +18,15 @@ import (
 // new route table built from it (buildRoutes) while the lock is held, so tables are published in the
 // order of the changes. Safe for concurrent use.
 type peerState struct {
-	self   string                      // this node's name, which rules may name
-	log    hclog.Logger                // for rules this node cannot read
-	routes *atomic.Pointer[routeTable] // where apply publishes (Node.routes)
+	configured string                      // the name this node was started with (Config.Name)
+	log        hclog.Logger                // for rules this node cannot read
+	routes     *atomic.Pointer[routeTable] // where apply publishes (Node.routes)
 
 	// mu guards the following.
 	mu       sync.Mutex
 	peers    map[peer.Key]control.Peer
+	self     string                       // this node's name: the coord's once told (Welcome.Name, a rename), else configured
+	selfKey  string                       // this node's key fingerprint, which rules may name
 	selfTag  string                       // this node's tag, from the last welcome
 	aclRules map[string][]control.ACLRule // access rules by network, as the coord sent them
 	policies map[string]*acl.Policy       // the same, compiled
@@ -32,7 +34,7 @@ type peerState struct {
 
 func newPeerState(self string, log hclog.Logger, routes *atomic.Pointer[routeTable]) *peerState {
 	routes.Store(&routeTable{})
-	return &peerState{self: self, log: log, routes: routes, peers: make(map[peer.Key]control.Peer),
+	return &peerState{configured: self, self: self, log: log, routes: routes, peers: make(map[peer.Key]control.Peer),
 		aclRules: make(map[string][]control.ACLRule), policies: make(map[string]*acl.Policy)}
 }
 
@@ -45,6 +47,13 @@ func (s *peerState) apply(m *control.Msg) (*routeTable, []peer.Info) {
 	switch m.Type {
 	case control.TypeWelcome:
 		s.selfTag = m.Welcome.Tag
+		if w := m.Welcome.Name; w != "" && w != s.self {
+			if w != s.configured {
+				s.log.Warn("the coordination server knows this node by another name: names stay with the node's key, so it goes by that name (use `warren rename` to change it)",
+					"name", w, "configured", s.configured)
+			}
+			s.self = w
+		}
 	case control.TypePeerMap:
 		clear(s.peers)
 		for _, p := range m.PeerMap.Peers {
@@ -68,9 +77,32 @@ func (s *peerState) apply(m *control.Msg) (*routeTable, []peer.Info) {
 		}
 		s.applyACLsLocked(m.PeerDelta.ACLs)
 	}
-	rt, infos := buildRoutes(s.peers, s.policies, acl.Member{Name: s.self, Tag: s.selfTag})
-	s.routes.Store(rt)
+	rt, infos := buildRoutes(s.peers, s.policies, acl.Member{Name: s.self, Tag: s.selfTag, Key: s.selfKey})
+	before := s.routes.Swap(rt)
+	s.logAmbiguousNames(before.ambiguous, rt.ambiguous)
 	return rt, infos
+}
+
+// setKey records this node's key fingerprint, which access rules may name.
+func (s *peerState) setKey(fingerprint string) {
+	s.mu.Lock()
+	s.selfKey = fingerprint
+	s.mu.Unlock()
+}
+
+// selfName returns the name this node goes by.
+func (s *peerState) selfName() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.self
+}
+
+// rename records the name the coord confirmed, and returns the previous one.
+func (s *peerState) rename(name string) (old string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, s.self = s.self, name
+	return old
 }
 
 // applyACLsLocked records rule lists by network; an empty list clears its network's rules.

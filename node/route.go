@@ -12,6 +12,7 @@ import (
 
 	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
@@ -20,26 +21,25 @@ import (
 // routeTable is an immutable snapshot of who owns which virtual IP and name. It is replaced as a whole
 // on every peer-map change and read without locks on the packet path.
 type routeTable struct {
-	owner  map[netip.Addr]peer.Key // virtual IP → the peer it belongs to
-	byName map[string]netip.Addr   // lower-case peer name → its IPv4
-	peers  map[peer.Key]bool       // every peer, for broadcast fan-out
-	grants map[peer.Key]*acl.Grant // what a peer restricted by access rules may reach here (acl.go)
+	owner     map[netip.Addr]peer.Key // virtual IP → the peer it belongs to
+	byName    map[string]netip.Addr   // lower-case peer name → its IPv4, for names one peer has (names.go)
+	ambiguous []string                // names several peers claim, sorted (names.go)
+	peers     map[peer.Key]bool       // every peer, for broadcast fan-out
+	grants    map[peer.Key]*acl.Grant // what a peer restricted by access rules may reach here (acl.go)
 }
 
 // buildRoutes is the route table of a peer map under the access rules (compiled, by network) for
 // this node (self), and the peer links to have: one per peer, with its endpoints while it is online.
 // It only reads its arguments.
 func buildRoutes(peers map[peer.Key]control.Peer, policies map[string]*acl.Policy, self acl.Member) (*routeTable, []peer.Info) {
-	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), byName: make(map[string]netip.Addr), peers: make(map[peer.Key]bool),
-		grants: grants(peers, policies, self)}
+	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), peers: make(map[peer.Key]bool)}
+	rt.byName, rt.ambiguous = nameIndex(peers, self.Name)
+	rt.grants = grants(peers, policies, self, rt.ambiguous)
 	infos := make([]peer.Info, 0, len(peers))
 	for k, p := range peers {
 		rt.peers[k] = true
 		for _, ip := range p.IPs {
 			rt.owner[ip] = k
-		}
-		if len(p.IPs) > 0 {
-			rt.byName[strings.ToLower(p.Name)] = p.IPs[0]
 		}
 		info := peer.Info{Key: k, Mapping: p.Mapping}
 		if p.Online {
@@ -52,7 +52,8 @@ func buildRoutes(peers map[peer.Key]control.Peer, policies map[string]*acl.Polic
 
 // grants works out what each restricted peer may reach on this node (see acl.go's file comment).
 // Peers whose rules match alike share one Grant. nil = no rules anywhere.
-func grants(peers map[peer.Key]control.Peer, policies map[string]*acl.Policy, self acl.Member) map[peer.Key]*acl.Grant {
+// A name in ambiguous (claimed by several peers) is nobody's: it matches no rule by name.
+func grants(peers map[peer.Key]control.Peer, policies map[string]*acl.Policy, self acl.Member, ambiguous []string) map[peer.Key]*acl.Grant {
 	if len(policies) == 0 {
 		return nil
 	}
@@ -65,7 +66,10 @@ func grants(peers map[peer.Key]control.Peer, policies map[string]*acl.Policy, se
 	var matches []match
 	var sig strings.Builder
 	for k, p := range peers {
-		from := acl.Member{Name: p.Name, Tag: p.Tag}
+		from := acl.Member{Name: p.Name, Tag: p.Tag, Key: identity.Fingerprint(p.Key)}
+		if slices.Contains(ambiguous, strings.ToLower(p.Name)) {
+			from.Name = "" // a name several peers claim is nobody's (names.go)
+		}
 		matches = matches[:0]
 		open := false
 		sig.Reset()
@@ -209,7 +213,7 @@ func (n *Node) resolve(ctx context.Context, name string) (netip.Addr, error) {
 		return ip, nil
 	}
 	n.mu.Lock()
-	if n.welcome != nil && strings.EqualFold(label, n.cfg.Name) {
+	if n.welcome != nil && strings.EqualFold(label, n.peers.selfName()) {
 		ip := n.welcome.IPv4
 		n.mu.Unlock()
 		return ip, nil

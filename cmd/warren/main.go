@@ -30,6 +30,8 @@ commands:
   network acl set NAME FILE  set a network's access rules (owner only; FILE - = stdin)
   network acl show NAME      show them (--json: as a rule file)
   network acl clear NAME     remove them: members reach each other's exposed ports
+  rename NEWNAME             rename this node (names are unique in each network;
+                             a login under another --name does not rename)
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   version                    print the version
@@ -66,6 +68,8 @@ func run(args []string) error {
 		return cmdStatus(rest)
 	case "network", "net":
 		return cmdNetwork(rest)
+	case "rename":
+		return cmdRename(rest)
 	case "ping":
 		return cmdPing(rest)
 	case "netcheck":

@@ -29,7 +29,7 @@ func cmdUp(args []string) error {
 	state := stateFlag(fs)
 	coordAddr := fs.String("coord", "", "coordination server `HOST:PORT`, or HOST:PORT#SHA256:… with the key it must have, as warren-coord prints it (required)")
 	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
-	name := fs.String("name", "", "this node's `name` (a DNS label; default: the host name)")
+	name := fs.String("name", "", "this node's `name` at its first login (a DNS label; default: the host name); the coordination server keeps it with the node's key, later changes go through 'warren rename'")
 	socksAddr := fs.String("socks", "127.0.0.1:1080", "proxy `address` speaking SOCKS5 and HTTP (loopback only without --socks-user; empty disables)")
 	httpAddr := fs.String("http", "", "an extra proxy `address` for HTTP-only clients (same rules as --socks)")
 	proxyUser := fs.String("socks-user", "", "require this `user` name from proxy clients (SOCKS5 username/password, HTTP Basic)")

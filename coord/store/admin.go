@@ -92,13 +92,17 @@ func (s *Store) AddPending(ctx context.Context, network string, key []byte) erro
 }
 
 // Approve turns a pending join into a membership, in one transaction. It returns an error wrapping
-// ErrNotFound if the node has no pending join to the network.
+// ErrNotFound if the node has no pending join to the network, and a *NameTakenError (the join stays
+// pending) if a member has the node's name.
 func (s *Store) Approve(ctx context.Context, network string, key []byte) error {
 	return s.inTx(ctx, "approve join to "+network, func(tx *sql.Tx) error {
 		if ok, err := deleted(tx.ExecContext(ctx, `DELETE FROM pending WHERE network = ? AND key = ?`, network, key)); err != nil {
 			return err
 		} else if !ok {
 			return fmt.Errorf("no pending join: %w", ErrNotFound)
+		}
+		if err := nameFreeIn(ctx, tx, network, key); err != nil {
+			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO members (network, key, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 			network, key, time.Now().Unix())

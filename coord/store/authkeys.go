@@ -293,6 +293,9 @@ func (s *Store) RedeemAuthKey(ctx context.Context, node []byte, key string, now 
 		if err := lim.check(ctx, tx, k.Network, node); err != nil {
 			return k, false, err
 		}
+		if err := nameFreeIn(ctx, tx, k.Network, node); err != nil {
+			return k, false, err
+		}
 	}
 	steps := []struct {
 		q    string

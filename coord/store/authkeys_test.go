@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -135,7 +136,7 @@ func TestSingleUseRace(t *testing.T) {
 	a, b := open(t, path, testPools), open(t, path, testPools)
 	ctx := context.Background()
 	for i := 1; i <= 20; i++ {
-		upsert(t, a, key(byte(i)), "n")
+		upsert(t, a, key(byte(i)), fmt.Sprintf("n%d", i))
 	}
 	a.CreateNetwork(ctx, "ci", "", key(1))
 	_, secret, err := b.CreateAuthKey(ctx, AuthKeyOptions{Network: "ci"})

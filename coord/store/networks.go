@@ -71,7 +71,8 @@ func (s *Store) Network(ctx context.Context, name string) (Network, error) {
 }
 
 // AddMember adds a node to a network; adding an existing member changes nothing. It returns an error
-// wrapping ErrNotFound if the network or the node does not exist. It does not check passwords.
+// wrapping ErrNotFound if the network or the node does not exist, and a *NameTakenError if another
+// member has the node's name. It does not check passwords.
 func (s *Store) AddMember(ctx context.Context, network string, key []byte) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -88,6 +89,9 @@ func (s *Store) AddMember(ctx context.Context, network string, key []byte) error
 	}
 	if err := nodeExists(ctx, tx, key); err != nil {
 		return fmt.Errorf("join %q: node: %w", network, err)
+	}
+	if err := nameFreeIn(ctx, tx, network, key); err != nil {
+		return fmt.Errorf("join %q: %w", network, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO members (network, key, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 		network, key, time.Now().Unix()); err != nil {

@@ -24,10 +24,10 @@ func (s *Store) NodeByFingerprint(ctx context.Context, fp string) (Node, error) 
 	return n, nil
 }
 
-// UpsertNode registers the node with the given Ed25519 public key, or updates the name and last-seen
-// time of a known one and marks it online (see MarkOffline). On first sight the node gets the lowest
-// free host index (see Pools); later calls never change its addresses. It returns ErrPoolExhausted
-// when a new node does not fit.
+// UpsertNode registers the node with the given Ed25519 public key under name, or updates the
+// last-seen time of a known one and marks it online (see MarkOffline). On first sight the node gets
+// the lowest free host index (see Pools) and its name; later calls change neither (names are
+// identities: see RenameNode). It returns ErrPoolExhausted when a new node does not fit.
 func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, error) {
 	if len(key) != ed25519.PublicKeySize {
 		return Node{}, fmt.Errorf("upsert node: key is %d bytes, want %d", len(key), ed25519.PublicKeySize)
@@ -42,8 +42,8 @@ func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, 
 	}
 	defer tx.Rollback()
 	fp := identity.Fingerprint(key)
-	res, err := tx.ExecContext(ctx, `UPDATE nodes SET name = ?, last_seen = ?, offline_since = NULL, fingerprint = ? WHERE key = ?`,
-		name, now, fp, key)
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ?, offline_since = NULL, fingerprint = ? WHERE key = ?`,
+		now, fp, key)
 	if err != nil {
 		return Node{}, fmt.Errorf("update node: %w", err)
 	}

@@ -195,6 +195,10 @@ var migrations = []string{
 	// is no longer in the network (ban after kick); filled in at login ('' until the next one).
 	`ALTER TABLE nodes ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
 	CREATE INDEX nodes_by_fingerprint ON nodes(fingerprint);`,
+	// 8: node names are identities, unique among the nodes that share a network (nodenames.go);
+	// the checks look nodes up by name. Duplicates an older server let in stay until one of the
+	// nodes renames: nodes resolve a duplicated name to neither.
+	`CREATE INDEX nodes_by_name ON nodes(name);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies

@@ -160,6 +160,16 @@ type ACLRequest struct {
 	Rules   []ACLRule `json:"rules,omitempty"`
 }
 
+// RenameRequest asks for a new node name (POST /v1/rename).
+type RenameRequest struct {
+	Name string `json:"name"`
+}
+
+// Rename is the node's name after POST /v1/rename.
+type Rename struct {
+	Name string `json:"name"`
+}
+
 // ACL is a network's access rules; no rules means the default (members reach exposed ports). It is
 // also a valid rule file when it has rules.
 type ACL struct {
@@ -239,6 +249,13 @@ func (c *Client) Owner(ctx context.Context, req OwnerRequest) (*OwnerReply, erro
 func (c *Client) ACL(ctx context.Context, req ACLRequest) (*ACL, error) {
 	var rep ACL
 	return &rep, c.do(ctx, http.MethodPost, "/v1/acl", req, &rep)
+}
+
+// Rename asks the coordination server to rename this node: names are unique among the nodes that
+// share a network, so a name another node there has is refused.
+func (c *Client) Rename(ctx context.Context, name string) (*Rename, error) {
+	var rep Rename
+	return &rep, c.do(ctx, http.MethodPost, "/v1/rename", RenameRequest{Name: name}, &rep)
 }
 
 // Ping sends one ICMP echo request through the overlay to target (a peer name or virtual IP).
