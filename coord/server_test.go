@@ -1,7 +1,6 @@
 package coord
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -11,20 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 )
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
 
 func startServer(t *testing.T) *Server {
 	t.Helper()
@@ -45,7 +37,7 @@ func startServerWith(t testing.TB, path string, adjust func(*Config)) *Server {
 		t.Fatal(err)
 	}
 	cfg := Config{Key: key, Store: st, Pools: pools, Conn: pc, LoginTimeout: time.Second,
-		Logger: hclog.New(&hclog.LoggerOptions{Output: tWriter{t}, Level: hclog.Debug})}
+		Logger: testkit.Logger(t, "coord")}
 	if adjust != nil {
 		adjust(&cfg)
 	}
