@@ -55,6 +55,10 @@ type client struct {
 	skipped []*control.Msg // messages request read past while waiting for its reply
 }
 
+// clientQUIC is a test client's QUIC configuration: keep-alives like a node's, so that a client
+// idle while a slow test goes on is not timed out by the server.
+func clientQUIC() *quic.Config { return &quic.Config{KeepAlivePeriod: 4 * time.Second} }
+
 func dial(t *testing.T, srv *Server) *client {
 	t.Helper()
 	key, _ := identity.Generate()
@@ -67,7 +71,7 @@ func dialKey(t *testing.T, srv *Server, key *identity.Key) *client {
 	tlsConf, _ := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := quic.DialAddr(ctx, srv.Addr().String(), tlsConf, &quic.Config{})
+	conn, err := quic.DialAddr(ctx, srv.Addr().String(), tlsConf, clientQUIC())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +80,16 @@ func dialKey(t *testing.T, srv *Server, key *identity.Key) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.SetDeadline(time.Now().Add(5 * time.Second))
 	return &client{conn: conn, stream: stream}
 }
 
+// ioTimeout bounds each of a test client's reads and writes: a safety net that fails a test that
+// would otherwise hang, generous for a loaded machine (argon2id under -race on two busy cores).
+const ioTimeout = 30 * time.Second
+
 func (c *client) send(t *testing.T, m *control.Msg) {
 	t.Helper()
+	c.stream.SetWriteDeadline(time.Now().Add(ioTimeout))
 	if err := control.WriteMsg(c.stream, m); err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +97,7 @@ func (c *client) send(t *testing.T, m *control.Msg) {
 
 func (c *client) recv(t *testing.T, want control.Type) *control.Msg {
 	t.Helper()
+	c.stream.SetReadDeadline(time.Now().Add(ioTimeout))
 	m, err := control.ReadMsg(c.stream)
 	if err != nil {
 		t.Fatalf("waiting for %s: %v", want, err)
@@ -134,6 +143,7 @@ func (c *client) request(t *testing.T, r control.Request) *control.Reply {
 	t.Helper()
 	c.send(t, &control.Msg{Type: control.TypeRequest, Request: &r})
 	for {
+		c.stream.SetReadDeadline(time.Now().Add(ioTimeout))
 		m, err := control.ReadMsg(c.stream)
 		if err != nil {
 			t.Fatal(err)
