@@ -210,16 +210,16 @@ func TestMembershipLimits(t *testing.T) {
 func rawDial(srv *Server) (*quic.Conn, error) {
 	key, _ := identity.Generate()
 	tlsConf, _ := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return quic.DialAddr(ctx, srv.Addr().String(), tlsConf, &quic.Config{HandshakeIdleTimeout: 2 * time.Second})
+	return quic.DialAddr(ctx, srv.Addr().String(), tlsConf, &quic.Config{HandshakeIdleTimeout: 10 * time.Second})
 }
 
 // TestPendingLoginsBounded: connections that never log in hold a pending slot until the login
 // timeout; with every slot taken, new connections are refused at the handshake, and once the
 // timeout frees the slots, a real node logs in again.
 func TestPendingLoginsBounded(t *testing.T) {
-	srv := startServerWith(t, t.TempDir()+"/w.db", func(c *Config) { c.MaxPendingLogins = 3; c.LoginTimeout = 700 * time.Millisecond })
+	srv := startServerWith(t, t.TempDir()+"/w.db", func(c *Config) { c.MaxPendingLogins = 3; c.LoginTimeout = 5 * time.Second })
 	var idle []*quic.Conn
 	for i := range 3 {
 		conn, err := rawDial(srv)
@@ -243,7 +243,7 @@ func TestPendingLoginsBounded(t *testing.T) {
 	for _, c := range idle {
 		select {
 		case <-c.Context().Done():
-		case <-time.After(5 * time.Second):
+		case <-time.After(ioTimeout):
 			t.Fatal("idle connection outlived the login timeout")
 		}
 	}

@@ -241,15 +241,15 @@ func TestServerMutualConsent(t *testing.T) {
 }
 
 func TestServerRefusesBadLogins(t *testing.T) {
-	s := startRelay(t, func(c *ServerConfig) { c.MaxNodes = 1; c.LoginTimeout = 500 * time.Millisecond })
+	s := startRelay(t, func(c *ServerConfig) { c.MaxNodes = 1; c.LoginTimeout = 5 * time.Second })
 	a, b := newClient(t, s), newClient(t, s)
 	a.login(t, b)
 
 	// Full: a second node is refused.
 	tlsConf, _ := identity.TLSConfig(b.keyPriv, control.RelayALPN, false, func(ed25519.PublicKey) error { return nil })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	dialSend := func(frame []byte) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		conn, err := b.tr.Dial(ctx, s.Addr(), tlsConf, &quic.Config{})
 		if err != nil {
 			return err
@@ -260,7 +260,7 @@ func TestServerRefusesBadLogins(t *testing.T) {
 			return err
 		}
 		st.Write(frame)
-		st.SetReadDeadline(time.Now().Add(3 * time.Second))
+		st.SetReadDeadline(time.Now().Add(30 * time.Second)) // past the login timeout: the relay must end it
 		var ok [1]byte
 		_, err = io.ReadFull(st, ok[:])
 		return err
@@ -366,13 +366,13 @@ func TestRestartedRelayResets(t *testing.T) {
 // TestRelayPendingBounded: connections that never log in hold one of MaxPending slots until the
 // login timeout; with every slot taken, a new one is refused at the handshake.
 func TestRelayPendingBounded(t *testing.T) {
-	s := startRelay(t, func(c *ServerConfig) { c.MaxPending = 2; c.LoginTimeout = 700 * time.Millisecond })
+	s := startRelay(t, func(c *ServerConfig) { c.MaxPending = 2; c.LoginTimeout = 5 * time.Second })
 	dialRaw := func() (*quic.Conn, error) {
 		k, _ := identity.Generate()
 		tlsConf, _ := identity.TLSConfig(k, control.RelayALPN, false, func(ed25519.PublicKey) error { return nil })
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		return quic.DialAddr(ctx, s.Addr().String(), tlsConf, &quic.Config{HandshakeIdleTimeout: 2 * time.Second})
+		return quic.DialAddr(ctx, s.Addr().String(), tlsConf, &quic.Config{HandshakeIdleTimeout: 10 * time.Second})
 	}
 	var idle []*quic.Conn
 	for i := range 2 {
@@ -390,7 +390,7 @@ func TestRelayPendingBounded(t *testing.T) {
 	for _, c := range idle {
 		select {
 		case <-c.Context().Done():
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatal("a half-open connection outlived the login timeout")
 		}
 	}
