@@ -10,6 +10,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // loginRefused sends a login and asserts the server refuses it with code and closes the connection.
@@ -39,16 +40,46 @@ func TestBlockListRefusesLogin(t *testing.T) {
 	}
 
 	// Binding requests from a blocked address get no answer.
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
+	writeBlockList(t, path, "127.0.0.2\n")
+	if err := srv.ReloadBlockList(); err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	pc.WriteTo(control.AppendBindingRequest(nil, [control.TxIDSize]byte{5}), srv.Addr())
-	pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, _, err := pc.ReadFrom(make([]byte, 2048)); err == nil {
-		t.Fatalf("blocked address got a %d-byte binding response", n)
+	if bindingAnswered(t, srv.Addr(), net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 1)) {
+		t.Error("a blocked address got a binding response")
 	}
+}
+
+// bindingAnswered reports whether the server at srv answers a binding request from address from. It
+// proves a negative without a timeout: a request from witness, whose address is not blocked, follows
+// the first, and the server, which takes its side-channel packets in order, answers it — so by the
+// time the witness has its answer, any answer to from is already in from's socket (loopback delivers
+// as it sends).
+func bindingAnswered(t *testing.T, srv net.Addr, from, witness net.IP) bool {
+	t.Helper()
+	listen := func(ip net.IP) *net.UDPConn {
+		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		return pc
+	}
+	pc, wc := listen(from), listen(witness)
+	buf := make([]byte, 2048)
+	pc.WriteTo(control.AppendBindingRequest(nil, [control.TxIDSize]byte{5}), srv)
+	wc.WriteTo(control.AppendBindingRequest(nil, [control.TxIDSize]byte{6}), srv)
+	wc.SetReadDeadline(time.Now().Add(10 * time.Second)) // a safety net: it is answered
+	n, _, err := wc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("the witness's binding request was not answered: %v", err)
+	}
+	if tx, _, err := control.ParseBindingResponse(buf[:n]); err != nil || tx != [control.TxIDSize]byte{6} {
+		t.Fatalf("the witness got %x (%v), want the answer to its request", buf[:n], err)
+	}
+	// Already queued if it was sent: the deadline only ends the read when nothing is.
+	pc.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	_, _, err = pc.ReadFrom(buf)
+	return err == nil
 }
 
 func TestBlockListBadLine(t *testing.T) {
@@ -85,12 +116,17 @@ func TestBlockListReload(t *testing.T) {
 
 	// A bad line: the old list stays.
 	writeBlockList(t, path, "10.0.0.0/8\nnot-an-address\n")
-	time.Sleep(blockCheckEvery + time.Second)
+	// (nil if the server's own periodic check read the file first)
+	if err := srv.ReloadBlockList(); err != nil && !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("bad edit: %v, want an error naming line 2", err)
+	}
 	dial(t, srv).loginRefused(t, "b", control.CodeBlocked)
 
 	// Unblocked again: logins work.
 	writeBlockList(t, path, "# nothing\n")
-	time.Sleep(blockCheckEvery + time.Second)
+	if err := srv.ReloadBlockList(); err != nil {
+		t.Fatal(err)
+	}
 	dialKey(t, srv, key).login(t, "a")
 }
 
@@ -105,9 +141,30 @@ func TestLoginRateLimitPerKey(t *testing.T) {
 		c.conn.CloseWithError(0, "")
 	}
 	dialKey(t, srv, key).loginRefused(t, "a", control.CodeRateLimited)
-	dial(t, srv).login(t, "other")      // another identity is not affected
-	time.Sleep(1100 * time.Millisecond) // one token back
-	dialKey(t, srv, key).login(t, "a")
+	dial(t, srv).login(t, "other") // another identity is not affected
+	loginOnceAllowed(t, srv, key, "a")
+}
+
+// loginOnceAllowed logs in as name with key (nil: a fresh one each try) as soon as the server takes
+// it: when the token bucket that refused the last login has a token again (1 s at 1 a second).
+// Refused tries take no token.
+func loginOnceAllowed(t *testing.T, srv *Server, key *identity.Key, name string) {
+	t.Helper()
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		k := key
+		if k == nil {
+			k = mustKey(t)
+		}
+		c := dialKey(t, srv, k)
+		w, rep := c.loginAs(t, control.Login{Name: name})
+		if rep != nil && rep.Code != control.CodeRateLimited {
+			t.Fatalf("login %s: %+v, want a welcome or a rate-limit refusal", name, rep)
+		}
+		if w == nil {
+			c.conn.CloseWithError(0, "")
+		}
+		return w != nil
+	}, "login %s still rate-limited", name)
 }
 
 func TestLoginRateLimitPerAddress(t *testing.T) {
@@ -118,6 +175,5 @@ func TestLoginRateLimitPerAddress(t *testing.T) {
 		dial(t, srv).login(t, "n"+string(rune('a'+i)))
 	}
 	dial(t, srv).loginRefused(t, "x", control.CodeRateLimited)
-	time.Sleep(1100 * time.Millisecond) // one token back
-	dial(t, srv).login(t, "y")
+	loginOnceAllowed(t, srv, nil, "y")
 }

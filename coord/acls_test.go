@@ -25,7 +25,7 @@ func hasACL(network string, n int) func(*control.PeerDelta) bool {
 func (c *client) requestUntil(t *testing.T, r control.Request, what string, ok func(*control.PeerDelta) bool) *control.Reply {
 	t.Helper()
 	c.send(t, &control.Msg{Type: control.TypeRequest, Request: &r})
-	c.stream.SetDeadline(time.Now().Add(10 * time.Second))
+	c.stream.SetDeadline(time.Now().Add(ioTimeout))
 	var rep *control.Reply
 	seen := false
 	for rep == nil || !seen {

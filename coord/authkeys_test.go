@@ -16,7 +16,7 @@ import (
 func (c *client) loginAs(t *testing.T, l control.Login) (*control.Welcome, *control.Reply) {
 	t.Helper()
 	l.Version = control.Version
-	c.stream.SetDeadline(time.Now().Add(5 * time.Second))
+	c.stream.SetDeadline(time.Now().Add(ioTimeout))
 	c.send(t, &control.Msg{Type: control.TypeLogin, Login: &l})
 	m, err := control.ReadMsg(c.stream)
 	if err != nil {
@@ -42,7 +42,7 @@ func (c *client) waitDelta(t *testing.T, what string, ok func(*control.PeerDelta
 			return
 		}
 	}
-	c.stream.SetDeadline(time.Now().Add(10 * time.Second))
+	c.stream.SetDeadline(time.Now().Add(ioTimeout))
 	for {
 		m, err := control.ReadMsg(c.stream)
 		if err != nil {
@@ -131,6 +131,8 @@ func TestAuthKeyLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.cfg.Store.RevokeAuthKey(context.Background(), rk.ID)
+	// Waiting out a real expiry (at most 2 s: expiries are whole seconds): the server reads the clock
+	// when it redeems a key, and no store call makes a key that has already expired.
 	time.Sleep(time.Until(ek.ExpiresAt))
 	for _, tc := range []struct {
 		key, want string

@@ -15,6 +15,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // TestOversizedLoginRefused: a login frame beyond control.MaxLoginFrame is refused as soon as its
@@ -28,15 +29,7 @@ func TestOversizedLoginRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, c)
-	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
-		n, _ := srv.PendingLogins()
-		if n == 0 {
-			break
-		}
-		if time.Since(start) > 2*time.Second {
-			t.Fatalf("%d logins still pending", n)
-		}
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { n, _ := srv.PendingLogins(); return n == 0 }, "logins still pending")
 }
 
 // TestRepliesBounded: a node that sends requests but does not read its replies is no longer read
@@ -72,13 +65,15 @@ func TestRepliesBounded(t *testing.T) {
 			break
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
 	srv.mu.Lock()
 	sess := srv.sessions[keyOf(key.Public())]
 	srv.mu.Unlock()
 	if sess == nil {
 		t.Fatal("not logged in")
 	}
+	// The server has stopped reading when every reply slot is taken (none is freed: we do not read).
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(sess.replySlots) == cap(sess.replySlots) },
+		"the reply slots never filled up")
 	sess.mu.Lock()
 	queued := len(sess.replies)
 	sess.mu.Unlock()
@@ -130,7 +125,7 @@ func TestEndpointUpdatesBounded(t *testing.T) {
 				netip.MustParseAddrPort("224.0.0.1:5"), netip.MustParseAddrPort("[fe80::1]:5")}}})
 	}
 	deltas := 0
-	a.stream.SetReadDeadline(time.Now().Add(4 * time.Second))
+	a.stream.SetReadDeadline(time.Now().Add(ioTimeout))
 	for {
 		m, err := control.ReadMsg(a.stream)
 		if err != nil {

@@ -13,15 +13,21 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 var reqID uint64 = 100
 
 // do sends an owner request and checks the reply's code ("" = success).
+// nextID returns a request ID not used before in this test binary.
+func nextID() uint64 {
+	reqID++
+	return reqID
+}
+
 func (c *client) do(t *testing.T, want control.Code, r control.Request) *control.Reply {
 	t.Helper()
-	reqID++
-	r.ID = reqID
+	r.ID = nextID()
 	rep := c.request(t, r)
 	if rep.Code != want {
 		t.Fatalf("%s %s %s: got code %q (%s), want %q", r.Op, r.Network, r.Target, rep.Code, rep.Error, want)
@@ -204,16 +210,16 @@ func TestMembershipLimits(t *testing.T) {
 func rawDial(srv *Server) (*quic.Conn, error) {
 	key, _ := identity.Generate()
 	tlsConf, _ := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return quic.DialAddr(ctx, srv.Addr().String(), tlsConf, &quic.Config{HandshakeIdleTimeout: 2 * time.Second})
+	return quic.DialAddr(ctx, srv.Addr().String(), tlsConf, &quic.Config{HandshakeIdleTimeout: 10 * time.Second})
 }
 
 // TestPendingLoginsBounded: connections that never log in hold a pending slot until the login
 // timeout; with every slot taken, new connections are refused at the handshake, and once the
 // timeout frees the slots, a real node logs in again.
 func TestPendingLoginsBounded(t *testing.T) {
-	srv := startServerWith(t, t.TempDir()+"/w.db", func(c *Config) { c.MaxPendingLogins = 3; c.LoginTimeout = 700 * time.Millisecond })
+	srv := startServerWith(t, t.TempDir()+"/w.db", func(c *Config) { c.MaxPendingLogins = 3; c.LoginTimeout = 5 * time.Second })
 	var idle []*quic.Conn
 	for i := range 3 {
 		conn, err := rawDial(srv)
@@ -237,26 +243,15 @@ func TestPendingLoginsBounded(t *testing.T) {
 	for _, c := range idle {
 		select {
 		case <-c.Context().Done():
-		case <-time.After(5 * time.Second):
+		case <-time.After(ioTimeout):
 			t.Fatal("idle connection outlived the login timeout")
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for p, _ := srv.PendingLogins(); p != 0; p, _ = srv.PendingLogins() {
-		if time.Now().After(deadline) {
-			t.Fatalf("pending = %d after the idle connections closed", p)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	noPending := func() bool { p, _ := srv.PendingLogins(); return p == 0 }
+	testkit.Eventually(t, 10*time.Second, noPending, "logins still pending after the idle connections closed")
 	n := dial(t, srv)
 	n.login(t, "late")
-	deadline = time.Now().Add(2 * time.Second)
-	for p, _ := srv.PendingLogins(); p != 0; p, _ = srv.PendingLogins() {
-		if time.Now().After(deadline) {
-			t.Fatalf("a logged-in node still counts as pending: %d", p)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, noPending, "a logged-in node still counts as pending")
 }
 
 // TestRelayStopsAfterKick: the relay forwards nothing more between a kicked node and its former
@@ -275,16 +270,16 @@ func TestRelayStopsAfterKick(t *testing.T) {
 		}
 	}
 	send(y, x)
-	if x.next(2*time.Second) == nil {
+	if x.next(ioTimeout) == nil {
 		t.Fatal("relay did not forward between members")
 	}
 	x.do(t, "", control.Request{Op: control.OpKick, Network: "lan", Target: "y"})
 	send(y, x)
 	send(x, y)
-	if got := x.next(300 * time.Millisecond); got != nil {
+	if got := x.relayedBefore(t, srv); got != nil {
 		t.Fatalf("x received %x from the kicked node", got)
 	}
-	if got := y.next(300 * time.Millisecond); got != nil {
+	if got := y.relayedBefore(t, srv); got != nil {
 		t.Fatalf("the kicked node received %x", got)
 	}
 }

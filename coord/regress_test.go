@@ -12,6 +12,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // TestFailedLoginTellsPeers: a login whose welcome or peer map cannot be written (the node stops
@@ -31,14 +32,7 @@ func TestFailedLoginTellsPeers(t *testing.T) {
 	b.login(t, "b")
 	b.do(t, "", control.Request{Op: control.OpJoin, Network: "lan"})
 	b.conn.CloseWithError(0, "bye")
-	time.Sleep(300 * time.Millisecond)
-	// drain a
-	a.stream.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	for {
-		if _, err := control.ReadMsg(a.stream); err != nil {
-			break
-		}
-	}
+	a.waitDelta(t, "b offline", upserts("b", false))
 	// b again, with a tiny window, never reading.
 	tlsConf, _ := identity.TLSConfig(bkey, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -53,32 +47,15 @@ func TestFailedLoginTellsPeers(t *testing.T) {
 	st, _ := conn.OpenStreamSync(ctx)
 	control.WriteMsg(st, &control.Msg{Type: control.TypeLogin, Login: &control.Login{Version: control.Version, Name: "b",
 		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}})
-	time.Sleep(500 * time.Millisecond)
+	// The server tells b's peers it is online before it sends b its peer map, which the window stalls.
+	a.waitDelta(t, "b online again", upserts("b", true))
 	conn.CloseWithError(0, "gone")
-	// what does a see about b now?
-	online := false
-	a.stream.SetReadDeadline(time.Now().Add(3 * time.Second))
-	for {
-		m, err := control.ReadMsg(a.stream)
-		if err != nil {
-			break
-		}
-		if m.Type == control.TypePeerDelta {
-			for _, p := range m.PeerDelta.Upsert {
-				if p.Name == "b" {
-					online = p.Online
-					t.Logf("a told: b online=%v endpoints=%v", p.Online, p.Endpoints)
-				}
-			}
-		}
-	}
-	srv.mu.Lock()
-	_, registered := srv.sessions[keyOf(bkey.Public())]
-	srv.mu.Unlock()
-	t.Logf("b registered at server: %v; a's last view online=%v", registered, online)
-	if online && !registered {
-		t.Fatal("a still believes b is online after b's failed login")
-	}
+	a.waitDelta(t, "b offline after its failed login", upserts("b", false))
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.sessions[keyOf(bkey.Public())] == nil
+	}, "b's failed login is still registered")
 }
 
 // TestEndpointLockOrder: endpoint updates (a node's read loop) and peer records of the same node

@@ -34,7 +34,7 @@ func dialSide(t *testing.T, srv *Server, name string) *sideClient {
 	tlsConf, _ := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := tr.Dial(ctx, srv.Addr(), tlsConf, &quic.Config{})
+	conn, err := tr.Dial(ctx, srv.Addr(), tlsConf, clientQUIC())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,6 @@ func dialSide(t *testing.T, srv *Server, name string) *sideClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.SetDeadline(time.Now().Add(5 * time.Second))
 	c := &sideClient{client: &client{conn: conn, stream: stream}, key: key.Public(), tr: tr}
 	c.login(t, name)
 	return c
@@ -59,6 +58,30 @@ func (c *sideClient) next(d time.Duration) []byte {
 		return nil
 	}
 	return buf[:n]
+}
+
+// relayedBefore sends a binding request from c's socket and returns the side-channel packets that
+// reached c before the answer. The coord takes side-channel packets in the order they arrive, and
+// loopback delivers them in the order they are sent, so the answer comes after anything the coord
+// forwarded to c for a packet sent before the request: a test proves that a packet was not
+// forwarded without waiting to see whether it comes.
+func (c *sideClient) relayedBefore(t *testing.T, srv *Server) [][]byte {
+	t.Helper()
+	tx := [control.TxIDSize]byte{0xaa, 0x55}
+	if _, err := c.tr.WriteTo(control.AppendBindingRequest(nil, tx), srv.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	var before [][]byte
+	for {
+		p := c.next(ioTimeout)
+		if p == nil {
+			t.Fatal("the coord did not answer a binding request")
+		}
+		if got, _, err := control.ParseBindingResponse(p); err == nil && got == tx {
+			return before
+		}
+		before = append(before, p)
+	}
 }
 
 func TestRelayForwardsOnlyBetweenPeers(t *testing.T) {
@@ -77,14 +100,14 @@ func TestRelayForwardsOnlyBetweenPeers(t *testing.T) {
 		}
 	}
 	send(x, y.key)
-	got := y.next(2 * time.Second)
+	got := y.next(ioTimeout)
 	kind, src, p, err := control.ParseRelay(got)
 	if err != nil || kind != control.KindRelayFrom || !bytes.Equal(src, x.key) || !bytes.Equal(p, payload) {
 		t.Fatalf("y received %x (%v), want a relay frame from x with the payload", got, err)
 	}
 
 	send(x, z.key) // z shares no network with x
-	if got := z.next(300 * time.Millisecond); got != nil {
+	if got := z.relayedBefore(t, srv); got != nil {
 		t.Fatalf("z received %x from x, with whom it shares no network", got)
 	}
 	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -93,14 +116,14 @@ func TestRelayForwardsOnlyBetweenPeers(t *testing.T) {
 	}
 	defer stranger.Close()
 	stranger.WriteTo(control.AppendRelay(nil, control.KindRelayTo, y.key, payload), srv.Addr())
-	if got := y.next(300 * time.Millisecond); got != nil {
+	if got := y.relayedBefore(t, srv); got != nil {
 		t.Fatalf("y received %x from an address with no logged-in node", got)
 	}
 
 	// Binding: the coord says where a request came from, in no more bytes than were sent.
 	req := control.AppendBindingRequest(nil, [control.TxIDSize]byte{5})
 	stranger.WriteTo(req, srv.Addr())
-	stranger.SetReadDeadline(time.Now().Add(2 * time.Second))
+	stranger.SetReadDeadline(time.Now().Add(ioTimeout))
 	buf := make([]byte, 2048)
 	n, err := stranger.Read(buf)
 	if err != nil {

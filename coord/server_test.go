@@ -1,7 +1,6 @@
 package coord
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -11,20 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 )
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
 
 func startServer(t *testing.T) *Server {
 	t.Helper()
@@ -44,8 +36,9 @@ func startServerWith(t testing.TB, path string, adjust func(*Config)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Key: key, Store: st, Pools: pools, Conn: pc, LoginTimeout: time.Second,
-		Logger: hclog.New(&hclog.LoggerOptions{Output: tWriter{t}, Level: hclog.Debug})}
+	// The login timeout is long enough that a loaded machine's test client logs in well within it.
+	cfg := Config{Key: key, Store: st, Pools: pools, Conn: pc, LoginTimeout: 5 * time.Second,
+		Logger: testkit.Logger(t, "coord")}
 	if adjust != nil {
 		adjust(&cfg)
 	}
@@ -63,6 +56,10 @@ type client struct {
 	skipped []*control.Msg // messages request read past while waiting for its reply
 }
 
+// clientQUIC is a test client's QUIC configuration: keep-alives like a node's, so that a client
+// idle while a slow test goes on is not timed out by the server.
+func clientQUIC() *quic.Config { return &quic.Config{KeepAlivePeriod: 4 * time.Second} }
+
 func dial(t *testing.T, srv *Server) *client {
 	t.Helper()
 	key, _ := identity.Generate()
@@ -75,7 +72,7 @@ func dialKey(t *testing.T, srv *Server, key *identity.Key) *client {
 	tlsConf, _ := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := quic.DialAddr(ctx, srv.Addr().String(), tlsConf, &quic.Config{})
+	conn, err := quic.DialAddr(ctx, srv.Addr().String(), tlsConf, clientQUIC())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,12 +81,16 @@ func dialKey(t *testing.T, srv *Server, key *identity.Key) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.SetDeadline(time.Now().Add(5 * time.Second))
 	return &client{conn: conn, stream: stream}
 }
 
+// ioTimeout bounds each of a test client's reads and writes: a safety net that fails a test that
+// would otherwise hang, generous for a loaded machine (argon2id under -race on two busy cores).
+const ioTimeout = 30 * time.Second
+
 func (c *client) send(t *testing.T, m *control.Msg) {
 	t.Helper()
+	c.stream.SetWriteDeadline(time.Now().Add(ioTimeout))
 	if err := control.WriteMsg(c.stream, m); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +98,7 @@ func (c *client) send(t *testing.T, m *control.Msg) {
 
 func (c *client) recv(t *testing.T, want control.Type) *control.Msg {
 	t.Helper()
+	c.stream.SetReadDeadline(time.Now().Add(ioTimeout))
 	m, err := control.ReadMsg(c.stream)
 	if err != nil {
 		t.Fatalf("waiting for %s: %v", want, err)
@@ -142,6 +144,7 @@ func (c *client) request(t *testing.T, r control.Request) *control.Reply {
 	t.Helper()
 	c.send(t, &control.Msg{Type: control.TypeRequest, Request: &r})
 	for {
+		c.stream.SetReadDeadline(time.Now().Add(ioTimeout))
 		m, err := control.ReadMsg(c.stream)
 		if err != nil {
 			t.Fatal(err)
@@ -158,7 +161,7 @@ func waitClosed(t *testing.T, c *client) {
 	t.Helper()
 	select {
 	case <-c.conn.Context().Done():
-	case <-time.After(5 * time.Second):
+	case <-time.After(ioTimeout):
 		t.Fatal("server kept the connection open")
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // greeter serves "hello from PORT" on a fresh 127.0.0.1 port and returns the port.
@@ -80,7 +82,7 @@ func TestACL(t *testing.T) {
 	laptop := up("laptop", "--packet-path")
 	warren(t, true, "network", "join", "lab", "--state", laptop)
 	for _, name := range []string{"ci", "laptop"} {
-		waitPeer(t, db, name, name+" online at db", 20*time.Second, online)
+		waitPeer(t, db, name, name+" online at db", 60*time.Second, online)
 	}
 	socks := map[string]string{"ci": statusOf(t, ci).Self.SOCKS, "laptop": statusOf(t, laptop).Self.SOCKS}
 
@@ -93,22 +95,18 @@ func TestACL(t *testing.T) {
 	expect := func(what string, within time.Duration, cases ...want) time.Duration {
 		t.Helper()
 		start := time.Now()
-		for {
-			var wrong []string
+		var wrong []string
+		testkit.Eventually(t, within, func() bool {
+			wrong = nil
 			for _, c := range cases {
 				if got := reaches(socks[c.node], "db.warren", c.port); got != c.reach {
 					wrong = append(wrong, fmt.Sprintf("%s→db:%d reach=%v", c.node, c.port, got))
 				}
 			}
-			if len(wrong) == 0 {
-				t.Logf("%s: as expected after %v", what, time.Since(start).Round(time.Millisecond))
-				return time.Since(start)
-			}
-			if time.Since(start) > within {
-				t.Fatalf("%s: not within %v: %s", what, within, strings.Join(wrong, ", "))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return len(wrong) == 0
+		}, "%s: %v", what, later(func() any { return strings.Join(wrong, ", ") }))
+		t.Logf("%s: as expected after %v", what, time.Since(start).Round(time.Millisecond))
+		return time.Since(start)
 	}
 	all := func(reach bool) []want {
 		return []want{{"ci", portX, reach}, {"ci", portY, reach}, {"laptop", portX, reach}, {"laptop", portY, reach}}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node"
 	"github.com/warren-net/warren/node/localapi"
 )
@@ -103,8 +104,8 @@ func TestNetworkAdministration(t *testing.T) {
 	}
 	bob.net(t, 1, "only the owner", "approve", "lan", "bob")
 	alice.net(t, 0, "approved bob", "approve", "lan", "bob")
-	waitPeer(t, bob.state, "alice", "bob sees alice once approved", 10*time.Second, online)
-	waitPeer(t, alice.state, "bob", "alice sees bob once approved", 10*time.Second, online)
+	waitPeer(t, bob.state, "alice", "bob sees alice once approved", 60*time.Second, online)
+	waitPeer(t, alice.state, "bob", "alice sees bob once approved", 60*time.Second, online)
 	if nets := statusOf(t, bob.state).Self.Networks; !slices.Equal(nets, []string{"lan"}) {
 		t.Errorf("bob's networks after approval: %v", nets)
 	}
@@ -136,18 +137,11 @@ func TestNetworkAdministration(t *testing.T) {
 	bob.net(t, 1, "only the owner", "kick", "lan", "carol")
 	kicked := time.Now()
 	alice.net(t, 0, "kicked bob", "kick", "lan", "bob")
-	var cut time.Duration
-	for i := 0; ; i++ {
-		if err := echoLine(held, fmt.Sprintf("after the kick %d", i)); err != nil {
-			cut = time.Since(kicked)
-			break
-		}
-		if time.Since(kicked) > 10*time.Second {
-			t.Fatal("bob's proxied connection to alice survived the kick for 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	gone := waitPeer(t, alice.state, "bob", "alice's status drops bob", 5*time.Second, absent).Sub(kicked)
+	i := 0
+	testkit.Eventually(t, 60*time.Second, func() bool { i++; return echoLine(held, fmt.Sprintf("after the kick %d", i)) != nil },
+		"bob's proxied connection to alice survived the kick")
+	cut := time.Since(kicked)
+	gone := waitPeer(t, alice.state, "bob", "alice's status drops bob", 60*time.Second, absent).Sub(kicked)
 	t.Logf("kick → bob's open tunnel to alice broken: %v; → alice's status without bob: %v", cut, gone)
 	if _, err := socksGet(t, bob.socks, fmt.Sprintf("http://alice.warren:%d/", echoPort)); err == nil {
 		t.Error("bob fetched from alice after the kick")
@@ -211,10 +205,10 @@ func TestNetworkAdministration(t *testing.T) {
 	}
 
 	// Delete: members are told and lose each other (carol keeps bob through game).
-	waitPeer(t, dave.state, "alice", "dave sees alice", 10*time.Second, present)
+	waitPeer(t, dave.state, "alice", "dave sees alice", 60*time.Second, present)
 	carol.net(t, 0, "deleted", "delete", "lan")
-	waitPeer(t, dave.state, "alice", "dave loses alice", 5*time.Second, absent)
-	waitPeer(t, alice.state, "carol", "alice loses carol", 5*time.Second, absent)
+	waitPeer(t, dave.state, "alice", "dave loses alice", 60*time.Second, absent)
+	waitPeer(t, alice.state, "carol", "alice loses carol", 60*time.Second, absent)
 	if nets := statusOf(t, dave.state).Self.Networks; len(nets) != 0 {
 		t.Errorf("dave's networks after delete: %v", nets)
 	}
@@ -261,18 +255,8 @@ func TestKickOverRelay(t *testing.T) {
 		Network: "lan", Target: "bob"}); err != nil {
 		t.Fatal(err)
 	}
-	for echoLine(held, "after") == nil {
-		if time.Since(kicked) > 10*time.Second {
-			t.Fatal("the relayed connection survived the kick")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, func() bool { return echoLine(held, "after") != nil }, "the relayed connection survived the kick")
 	t.Logf("relayed tunnel broken %v after the kick", time.Since(kicked))
 	// Each side drops the other when its own delta arrives: bob's may come first.
-	for _, ok := peerNamed(a.Status(), "bob"); ok; _, ok = peerNamed(a.Status(), "bob") {
-		if time.Since(kicked) > 5*time.Second {
-			t.Fatal("alice still lists bob 5 s after the kick")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, func() bool { _, ok := peerNamed(a.Status(), "bob"); return !ok }, "alice still lists bob after the kick")
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // needTool skips the test, saying why, when a real client is not installed (CI installs them).
@@ -81,7 +83,7 @@ func TestSSH(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(conf), 0o600)
 	os.MkdirAll("/run/sshd", 0o755) // privilege separation directory, when running as root
 	cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
-	cmd.Stderr = tWriter{t}
+	cmd.Stderr = testkit.Writer(t)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start sshd: %v", err)
 	}
@@ -105,16 +107,12 @@ func TestSSH(t *testing.T) {
 
 func waitTCP(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
+	var err error
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr, 10*time.Second); err == nil {
 			c.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never listened: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	}, "%s never listened: %v", addr, later(func() any { return err }))
 }

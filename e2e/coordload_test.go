@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node"
 )
 
@@ -92,13 +93,11 @@ func restartCoord(t *testing.T, coord *proc, kill bool, args []string, swarm []*
 	coord.line(t, "warren-coord listening on")
 	restarted := time.Now()
 	deadline := restarted.Add(30 * time.Second)
-	for logins(coord.stderr.String()) < len(swarm) {
-		if time.Now().After(deadline) {
+	testkit.Eventually(t, time.Until(deadline), func() bool { return logins(coord.stderr.String()) >= len(swarm) },
+		"after a restart (%s) the coord has logged in %v of %d nodes", how, later(func() any {
 			logLoginRate(t, coord.stderr.String(), restarted)
-			t.Fatalf("30 s after a restart (%s) the coord has logged in %d of %d nodes", how, logins(coord.stderr.String()), len(swarm))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+			return logins(coord.stderr.String())
+		}), len(swarm))
 	loggedIn := time.Since(restarted)
 	waitResynced(t, swarm, peers, time.Until(deadline))
 	t.Logf("%s, restarted %v later: all %d nodes logged in again %v and resynced %v after the restart", how,
@@ -147,9 +146,9 @@ func startQuietNode(t *testing.T, c *testCoord, name string) *testNode {
 func waitResynced(t *testing.T, swarm []*testNode, peers int, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		behind := 0
-		var example string
+	behind, example := 0, ""
+	testkit.Eventually(t, limit, func() bool {
+		behind, example = 0, ""
 		for _, n := range swarm {
 			st := n.Status()
 			ok := st.Coord.Connected && len(st.Peers) == peers
@@ -162,14 +161,9 @@ func waitResynced(t *testing.T, swarm []*testNode, peers int, limit time.Duratio
 				}
 			}
 		}
-		if behind == 0 {
-			return time.Since(start)
-		}
-		if time.Since(start) > limit {
-			t.Fatalf("%d of %d nodes not resynced after %v, e.g. %s", behind, len(swarm), limit, example)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return behind == 0
+	}, "%v of %d nodes not resynced, e.g. %v", later(func() any { return behind }), len(swarm), later(func() any { return example }))
+	return time.Since(start)
 }
 
 // logLoginRate logs the coord's "node logged in" lines (hclog JSON) per second since since.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node/localapi"
 )
 
@@ -55,7 +56,7 @@ func sh(t *testing.T, dir, script string, env ...string) (string, error) {
 	cmd.Env = append(os.Environ(), append([]string{"PATH=" + binDir + string(os.PathListSeparator) + os.Getenv("PATH")}, env...)...)
 	var out syncBuffer
 	cmd.Stdout = &out
-	cmd.Stderr = tWriter{t}
+	cmd.Stderr = testkit.Writer(t)
 	err := cmd.Run()
 	return out.String(), err
 }
@@ -73,30 +74,18 @@ func peerNamed(st localapi.Status, name string) (localapi.Peer, bool) {
 // returns when it first did.
 func waitPeer(t *testing.T, state, name, what string, within time.Duration, cond func(p localapi.Peer, found bool) bool) time.Time {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		p, ok := peerNamed(statusOf(t, state), name)
-		if cond(p, ok) {
-			return time.Now()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v (peer %s: %+v, present %v)", what, within, name, p, ok)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var p localapi.Peer
+	var ok bool
+	testkit.Eventually(t, within, func() bool { p, ok = peerNamed(statusOf(t, state), name); return cond(p, ok) },
+		"%s (peer %s: %+v, present %v)", what, name, &p, later(func() any { return ok }))
+	return time.Now()
 }
 
 // waitLoggedIn waits until the node with state dir is logged in (its API answers earlier).
 func waitLoggedIn(t *testing.T, state string) {
 	t.Helper()
 	waitAPI(t, state)
-	deadline := time.Now().Add(20 * time.Second)
-	for !statusOf(t, state).Coord.Connected {
-		if time.Now().After(deadline) {
-			t.Fatalf("node with state %s never logged in", state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, func() bool { return statusOf(t, state).Coord.Connected }, "node with state %s never logged in", state)
 }
 
 func present(_ localapi.Peer, found bool) bool { return found }
@@ -227,7 +216,7 @@ func TestCIRecipe(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "job2")
 	job := startProc(t, "warren", "up", "--coord", s.coordAddr, "--coord-key", s.fp, "--state", state, "--name", "ci-43",
 		"--listen", "127.0.0.1:0", "--socks", "", "--authkey", key)
-	waitPeer(t, s.artifactsState, "ci-43", "second job online", 20*time.Second, online)
+	waitPeer(t, s.artifactsState, "ci-43", "second job online", 60*time.Second, online)
 	job.kill()
 	killed := time.Now()
 	off := waitPeer(t, s.artifactsState, "ci-43", "killed job offline", 30*time.Second, offline)
@@ -253,7 +242,7 @@ func TestEphemeralLeave(t *testing.T) {
 			"--listen", "127.0.0.1:0", "--socks", ""}, extra...)...)
 		waitLoggedIn(t, state)
 		warren(t, true, "network", "join", "builds", "--state", state)
-		waitPeer(t, s.artifactsState, name, name+" online", 20*time.Second, online)
+		waitPeer(t, s.artifactsState, name, name+" online", 60*time.Second, online)
 		return p, state
 	}
 	down, downState := up("by-down", "--ephemeral")
@@ -276,17 +265,18 @@ func TestEphemeralLeave(t *testing.T) {
 	if down.cmd.ProcessState.ExitCode() != 0 {
 		t.Errorf("node exited with %d after warren down", down.cmd.ProcessState.ExitCode())
 	}
-	waitPeer(t, s.artifactsState, "by-down", "by-down removed", 3*time.Second, absent)
+	waitPeer(t, s.artifactsState, "by-down", "by-down removed", 30*time.Second, absent)
 	t.Logf("warren down: removed from the peer's status %v after the command started", time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
 	term.stop()
-	waitPeer(t, s.artifactsState, "by-term", "by-term removed", 3*time.Second, absent)
+	waitPeer(t, s.artifactsState, "by-term", "by-term removed", 30*time.Second, absent)
 	t.Logf("SIGTERM: removed %v after the signal", time.Since(start).Round(time.Millisecond))
 
+	// A permanent node's exit is no logout: the coord marks it offline, and would have removed it
+	// instead (as it did by-term) had it taken the exit for one; the reaper's timeout is an hour.
 	perm.stop()
-	waitPeer(t, s.artifactsState, "permanent", "permanent node offline", 5*time.Second, offline)
-	time.Sleep(time.Second)
+	waitPeer(t, s.artifactsState, "permanent", "permanent node offline", 30*time.Second, offline)
 	waitPeer(t, s.artifactsState, "permanent", "permanent node still listed", 0, present)
 }
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -20,21 +19,10 @@ import (
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node"
 	"github.com/warren-net/warren/node/localapi"
 )
-
-// testLogger sends hclog output to t.Log.
-func testLogger(t testing.TB, name string) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: tWriter{t}})
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
 
 type testCoord struct {
 	srv  *coord.Server
@@ -68,7 +56,7 @@ func startCoordWith(t testing.TB, dir string, adjust func(*coord.Config)) *testC
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := coord.Config{Key: key, Store: st, Pools: pools, Conn: pc, ProbeConn: probe, Logger: testLogger(t, "coord")}
+	cfg := coord.Config{Key: key, Store: st, Pools: pools, Conn: pc, ProbeConn: probe, Logger: testkit.LoggerAt(t, "coord", hclog.Info)}
 	if adjust != nil {
 		adjust(&cfg)
 	}
@@ -105,7 +93,7 @@ func startNodeWith(t testing.TB, c *testCoord, name string, adjust func(*node.Co
 	}
 	cfg := node.Config{
 		StateDir: state, Coord: c.addr, CoordKey: c.key, Name: name, Listen: "127.0.0.1:0",
-		SOCKS: "127.0.0.1:0", Expose: ports, Logger: testLogger(t, name), CoordTimeout: 10 * time.Second,
+		SOCKS: "127.0.0.1:0", Expose: ports, Logger: testkit.LoggerAt(t, name, hclog.Info), CoordTimeout: 10 * time.Second,
 	}
 	if adjust != nil {
 		adjust(&cfg)
@@ -150,22 +138,28 @@ func (n *testNode) network(t testing.TB, op, name, password string) {
 	}
 }
 
+// later formats as f's value at the time it is printed: a failure message's view of the last state a
+// wait saw (testkit.Eventually formats its message when it gives up).
+type later func() any
+
+func (f later) String() string { return fmt.Sprint(f()) }
+
 // waitPath waits until n sees peer with the given path.
 func (n *testNode) waitPath(t testing.TB, peerName, path string) localapi.Peer {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	var found localapi.Peer
 	var last localapi.Status
-	for time.Now().Before(deadline) {
+	testkit.Eventually(t, 60*time.Second, func() bool {
 		last = n.Status()
 		for _, p := range last.Peers {
 			if p.Name == peerName && p.Path == path {
-				return p
+				found = p
+				return true
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s never saw %s with path %q; status: %+v", n.name, peerName, path, last)
-	return localapi.Peer{}
+		return false
+	}, "%s never saw %s with path %q; status: %+v", n.name, peerName, path, &last)
+	return found
 }
 
 // socksDialer returns a dialer through n's SOCKS5 proxy.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node"
 )
 
@@ -77,13 +78,7 @@ func TestThreeNodes(t *testing.T) {
 
 	// Leaving the network removes the peer on both sides.
 	b.network(t, "leave", "lan", "")
-	deadline := time.Now().Add(5 * time.Second)
-	for len(a.Status().Peers) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("b still visible to a after leaving: %+v", a.Status().Peers)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, func() bool { return len(a.Status().Peers) == 0 }, "b still visible to a after leaving")
 }
 
 // TestPacketPathTCP: with proxied TCP sent as IP packets through both netstacks, the same transfer

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // TestLoginRateFlags: warren-coord's per-address login limit, set on its command line, turns away
@@ -34,12 +36,8 @@ func TestLoginRateFlags(t *testing.T) {
 	}
 	start := time.Now()
 	c := up("c")
-	for !strings.Contains(c.stderr.String(), "too many logins from this address") {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("the third node was not told it is over the limit:\n%s", c.stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, func() bool { return strings.Contains(c.stderr.String(), "too many logins from this address") },
+		"the third node was not told it is over the limit:\n%v", later(func() any { return c.stderr.String() }))
 	waitLoggedIn(t, filepath.Join(tmp, "c")) // a token every 2 s; the node retries with backoff
 	t.Logf("third login from one address: refused, then in after %v", time.Since(start).Round(time.Millisecond))
 }

@@ -9,20 +9,26 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // slowBlob serves size bytes over about d, so that a transfer is still running when the coord dies.
-func slowBlob(t *testing.T, size int, d time.Duration) (uint16, [32]byte) {
+// halfway is closed when the first transfer has sent half of them.
+func slowBlob(t *testing.T, size int, d time.Duration) (port uint16, sum [32]byte, halfway <-chan struct{}) {
 	t.Helper()
 	blob := make([]byte, size)
 	for i := range blob {
 		blob[i] = byte(i * 7)
 	}
-	sum := sha256.Sum256(blob)
+	sum = sha256.Sum256(blob)
+	half := make(chan struct{})
+	var once sync.Once
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,12 +43,15 @@ func slowBlob(t *testing.T, size int, d time.Duration) (uint16, [32]byte) {
 		for i := 0; i < chunks; i++ {
 			w.Write(blob[i*size/chunks : (i+1)*size/chunks])
 			w.(http.Flusher).Flush()
-			time.Sleep(d / chunks)
+			if i == chunks/2 {
+				once.Do(func() { close(half) })
+			}
+			time.Sleep(d / chunks) // the pace is the point: a transfer that spans the kill
 		}
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return uint16(ln.Addr().(*net.TCPAddr).Port), sum
+	return uint16(ln.Addr().(*net.TCPAddr).Port), sum, half
 }
 
 func socksGet(t *testing.T, socksAddr, url string) ([]byte, error) {
@@ -78,7 +87,7 @@ func TestCoordOutage(t *testing.T) {
 	coord.line(t, "warren-coord listening on")
 	fp := coord.line(t, "key")
 
-	port, sum := slowBlob(t, 16<<20, 4*time.Second)
+	port, sum, halfway := slowBlob(t, 16<<20, 4*time.Second)
 	socksA := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	stateA, stateB := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
 	upA := []string{"up", "--coord", coordAddr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "127.0.0.1:0", "--socks", socksA}
@@ -100,7 +109,11 @@ func TestCoordOutage(t *testing.T) {
 		}
 		done <- err
 	}()
-	time.Sleep(time.Second)
+	select {
+	case <-halfway: // the coord dies mid-transfer
+	case err := <-done:
+		t.Fatalf("the transfer ended before it was half done: %v", err)
+	}
 	coord.kill()
 	killed := time.Now()
 	if err := <-done; err != nil {
@@ -134,17 +147,12 @@ func TestCoordOutage(t *testing.T) {
 	startProc(t, "warren", "up", "--coord", coordAddr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "127.0.0.1:0", "--socks", "")
 	waitLoggedIn(t, stateC)
 	warren(t, true, "network", "join", "lan", "--state", stateC)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st := statusOf(t, stateA)
-		if st.Coord.Connected && hasPeer(st.Peers, "carol", "direct") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alice never resynced after the coord came back: %+v", st)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	st := statusOf(t, stateA)
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		st = statusOf(t, stateA)
+		return st.Coord.Connected && hasPeer(st.Peers, "carol", "direct")
+	},
+		"alice never resynced after the coord came back: %+v", &st)
 	t.Logf("after the coord returned, alice reconnected and saw the new node carol in %v", time.Since(back).Round(time.Millisecond))
 
 }

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/net/proxy"
 
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node/localapi"
 )
 
@@ -76,7 +77,7 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 	cmd := exec.Command(bin(t, name), args...)
 	stdout, _ := cmd.StdoutPipe()
 	stderr := &syncBuffer{}
-	cmd.Stderr = io.MultiWriter(tWriter{t}, stderr)
+	cmd.Stderr = io.MultiWriter(testkit.Writer(t), stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -180,19 +181,13 @@ func TestBinaries(t *testing.T) {
 
 	// status --json has the documented shape and eventually shows a direct path.
 	var st localapi.Status
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		st = localapi.Status{}
 		if err := json.Unmarshal([]byte(warren(t, true, "status", "--json", "--state", stateA)), &st); err != nil {
 			t.Fatal(err)
 		}
-		if len(st.Peers) == 1 && st.Peers[0].Path == "direct" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bob never direct: %+v", st)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(st.Peers) == 1 && st.Peers[0].Path == "direct"
+	}, "bob never direct: %+v", &st)
 	if st.Self.Name != "alice" || len(st.Self.IPs) != 2 || st.Peers[0].Name != "bob" || !st.Peers[0].Online {
 		t.Errorf("status: %+v", st)
 	}
@@ -239,19 +234,13 @@ func TestBinaries(t *testing.T) {
 func waitAPI(t *testing.T, state string) {
 	t.Helper()
 	c := localapi.NewClient(state)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := c.Status(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node with state %s never answered: %v", state, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var err error
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err = c.Status(ctx)
+		return err == nil
+	}, "node with state %s never answered: %v", state, later(func() any { return err }))
 }
 
 func freeUDPPort(t *testing.T) int {
@@ -284,11 +273,7 @@ func hasPeer(peers []localapi.Peer, name, path string) bool {
 // waitDirect waits until the node with state dir sees peer over a direct path.
 func waitDirect(t *testing.T, state, peer string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !hasPeer(statusOf(t, state).Peers, peer, "direct") {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never direct: %+v", peer, statusOf(t, state))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var st localapi.Status
+	testkit.Eventually(t, 60*time.Second, func() bool { st = statusOf(t, state); return hasPeer(st.Peers, peer, "direct") },
+		"%s never direct: %+v", peer, &st)
 }

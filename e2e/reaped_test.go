@@ -9,6 +9,7 @@ import (
 
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node"
 )
 
@@ -34,13 +35,7 @@ func TestReapedNodeStops(t *testing.T) {
 	if !job.Ephemeral() {
 		t.Fatal("a node with an ephemeral key is not ephemeral")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !owner.peerState("job").Online {
-		if time.Now().After(deadline) {
-			t.Fatal("owner never saw job online")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, func() bool { return owner.peerState("job").Online }, "owner never saw job online")
 
 	c.srv.Disconnect(job.key(t))
 	select {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // failoverBound is how long data may stop when the relay in use dies. A peer link dies after 10 s of
@@ -46,7 +48,7 @@ func TestStandaloneRelayFailover(t *testing.T) {
 	nodeA := startProc(t, "warren", "up", "--coord", coordAddr, "--state", stateA, "--name", "a", "--listen", "127.0.0.1:0",
 		"--no-direct", "--socks", fmt.Sprintf("127.0.0.1:%d", socksA))
 	startProc(t, "warren", "up", "--coord", coordAddr, "--state", stateB, "--name", "b", "--listen", "127.0.0.1:0",
-		"--no-direct", "--expose", fmt.Sprintf("tcp:%d", echoPort), "--expose", fmt.Sprintf("tcp:%d", webPort))
+		"--no-direct", "--socks", "", "--expose", fmt.Sprintf("tcp:%d", echoPort), "--expose", fmt.Sprintf("tcp:%d", webPort))
 	waitLoggedIn(t, stateA)
 	waitLoggedIn(t, stateB)
 	warren(t, true, "network", "create", "lan", "--state", stateA, "--password", "pw")
@@ -84,20 +86,17 @@ func TestStandaloneRelayFailover(t *testing.T) {
 	getAgain := func(within time.Duration) time.Duration {
 		t.Helper()
 		start := time.Now()
-		for {
-			resp, err := web.Get(url)
-			if err == nil {
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if strings.TrimSpace(string(body)) == "hello from b" {
-					return time.Since(start)
-				}
+		var err error
+		testkit.Eventually(t, within, func() bool {
+			var resp *http.Response
+			if resp, err = web.Get(url); err != nil {
+				return false
 			}
-			if time.Since(start) > within {
-				t.Fatalf("no answer from b through SOCKS within %v: %v", within, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return strings.TrimSpace(string(body)) == "hello from b"
+		}, "no answer from b through SOCKS: %v", later(func() any { return err }))
+		return time.Since(start)
 	}
 	echo("before", 5*time.Second)
 	getAgain(5 * time.Second)
@@ -165,7 +164,7 @@ func TestStandaloneRelayRefusesOne(t *testing.T) {
 	startProc(t, "warren", "up", "--coord", coordAddr, "--state", stateA, "--name", "a", "--listen", "127.0.0.2:0",
 		"--no-direct", "--socks", fmt.Sprintf("127.0.0.1:%d", socksA))
 	startProc(t, "warren", "up", "--coord", coordAddr, "--state", stateB, "--name", "b", "--listen", "127.0.0.1:0",
-		"--no-direct", "--expose", fmt.Sprintf("tcp:%d", webPort))
+		"--no-direct", "--socks", "", "--expose", fmt.Sprintf("tcp:%d", webPort))
 	waitLoggedIn(t, stateA)
 	waitLoggedIn(t, stateB)
 	waitFor(t, 10*time.Second, "a refused by relay 1, b logged in to it", func() bool {

@@ -16,10 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord"
 	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node"
 )
 
@@ -183,7 +186,7 @@ func TestStandaloneRelayInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := relay.NewServer(relay.ServerConfig{Key: rkey, Conn: pc, Tap: tap.tap, Logger: testLogger(t, "relay")})
+	rs, err := relay.NewServer(relay.ServerConfig{Key: rkey, Conn: pc, Tap: tap.tap, Logger: testkit.LoggerAt(t, "relay", hclog.Info)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node"
 )
 
@@ -33,10 +34,13 @@ func TestCoordKilledStatelessReset(t *testing.T) {
 	nodeLog := &syncBuffer{}
 	n := startNodeWith(t, c, "alice", func(cfg *node.Config) {
 		cfg.SOCKS = ""
-		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "alice", Level: hclog.Info, Output: io.MultiWriter(tWriter{t}, nodeLog)})
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "alice", Level: hclog.Info, Output: io.MultiWriter(testkit.Writer(t), nodeLog)})
 	})
-	waitLogins(t, coord, 1, 10*time.Second)
-	time.Sleep(3 * time.Second) // the login's exchange is over: only keep-alives flow
+	waitLogins(t, coord, 1, 30*time.Second)
+	// The login's exchange is over: only keep-alives flow, so that the request below is the first
+	// packet the restarted coord answers with a reset. Nothing marks the end of the follow-ups (NAT
+	// discovery's endpoint update comes about a second after the login): a fixed wait.
+	time.Sleep(3 * time.Second)
 
 	coord.kill()
 	killed := time.Now()
@@ -70,11 +74,6 @@ func TestCoordKilledStatelessReset(t *testing.T) {
 // waitLogins waits until the coord's JSON log shows n distinct nodes logged in.
 func waitLogins(t *testing.T, coord *proc, n int, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for logins(coord.stderr.String()) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%v: the coord logged in %d of %d nodes", limit, logins(coord.stderr.String()), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, limit, func() bool { return logins(coord.stderr.String()) >= n },
+		"the coord logged in %v of %d nodes", later(func() any { return logins(coord.stderr.String()) }), n)
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/node/localapi"
 )
 
@@ -188,18 +189,13 @@ func socksHTTP(t *testing.T, socksAddr string) *http.Client {
 // waitPeerPath waits until the node with state dir sees peer name on path through endpoint.
 func waitPeerPath(t *testing.T, state, name, path, endpoint string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := cliStatus(state)
-		if err == nil && peerPath(st, name) == path && peerEndpoint(st, name) == endpoint {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: peer %s never on path %s via %s (last: %s via %s, %v)", state, name, path, endpoint,
-				peerPath(st, name), peerEndpoint(st, name), err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var st localapi.Status
+	var err error
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		st, err = cliStatus(state)
+		return err == nil && peerPath(st, name) == path && peerEndpoint(st, name) == endpoint
+	}, "%s: peer %s never on path %s via %s (last: %v)", state, name, path, endpoint,
+		later(func() any { return fmt.Sprintf("%s via %s, %v", peerPath(st, name), peerEndpoint(st, name), err) }))
 }
 
 // TestStandaloneRelay: a coord without its own relay announces a standalone relay (warren-coord relay);
@@ -302,13 +298,7 @@ func TestStandaloneRelay(t *testing.T) {
 
 	// The coord goes away; relayed traffic keeps flowing.
 	coord.stop()
-	deadline := time.Now().Add(20 * time.Second)
-	for statusOf(t, stateA).Coord.Connected {
-		if time.Now().After(deadline) {
-			t.Fatal("a still connected to the stopped coord")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, func() bool { return !statusOf(t, stateA).Coord.Connected }, "a still connected to the stopped coord")
 	before, _ := tap.stats()
 	d = get(socksA, "b", portB)
 	t.Logf("8 MiB b→a through the standalone relay with the coord stopped: %v, %.1f MB/s", d, size/d.Seconds()/1e6)
@@ -368,22 +358,29 @@ func strangerLogin(t *testing.T, addr, relayFP string, target []byte) []byte {
 	frame := control.AppendRelay(nil, control.KindRelayTo, target, bytes.Repeat([]byte{0x40}, 1200))
 	for range 50 {
 		tr.WriteTo(frame, ra)
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // a steady stream, not a burst
 	}
-	time.Sleep(300 * time.Millisecond) // anything forwarded has passed the tap by now
-	return key.Public()
+	// The relay takes packets in order: once it answers a binding request sent after the frames,
+	// anything it forwarded of them has passed the tap.
+	tx := [control.TxIDSize]byte{0x5a}
+	tr.WriteTo(control.AppendBindingRequest(nil, tx), ra)
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := tr.ReadNonQUICPacket(ctx, buf)
+		if err != nil {
+			t.Fatalf("stranger: no answer to a binding request: %v", err)
+		}
+		if got, _, err := control.ParseBindingResponse(buf[:n]); err == nil && got == tx {
+			return key.Public()
+		}
+	}
 }
 
-// waitFor polls cond every 100 ms until it holds, or fails the test after d naming what.
+// waitFor waits until cond holds, or fails the test after d naming what, and returns how long it took.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Eventually(t, d, cond, "%s", what)
 	return time.Since(start)
 }
 

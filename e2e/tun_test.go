@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // TestTUN runs two `warren up --tun` nodes, each in a network namespace of its own joined by a veth
@@ -162,23 +164,14 @@ func TestTUN(t *testing.T) {
 		before := statusOf(t, stateB).Stats.DroppedACL
 		warren(t, true, "network", "acl", "set", "tunnet", rules, "--state", stateA)
 		start := time.Now()
-		deadline := start.Add(15 * time.Second)
-		for {
-			_, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000"))
-			if err != nil {
-				t.Logf("alice → bob:7000 refused %v after the rules were set: %v", time.Since(start).Round(time.Millisecond), err)
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("alice still reaches bob:7000 through the TUN device under rules that allow only carol")
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		var err error
+		testkit.Eventually(t, 60*time.Second, func() bool { _, err = fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000")); return err != nil },
+			"alice still reaches bob:7000 through the TUN device under rules that allow only carol")
+		t.Logf("alice → bob:7000 refused %v after the rules were set: %v", time.Since(start).Round(time.Millisecond), err)
 		if n := statusOf(t, stateB).Stats.DroppedACL; n <= before {
 			t.Errorf("bob's dropped_acl stayed at %d", n)
 		}
 		var conn net.Conn
-		var err error
 		inNS(t, nsB, func() {
 			d, _ := proxy.SOCKS5("tcp", "127.0.0.1:1080", nil, proxy.Direct)
 			conn, err = d.Dial("tcp", "bob.warren:7000")
@@ -190,37 +183,25 @@ func TestTUN(t *testing.T) {
 			t.Errorf("carol → bob via SOCKS: %v (sha256 match %v)", err, sum == sumB)
 		}
 		warren(t, true, "network", "acl", "clear", "tunnet", "--state", stateA)
-		deadline = time.Now().Add(15 * time.Second)
-		for {
-			sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000"))
-			if err == nil && sum == sumB {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("alice → bob:7000 after the rules were cleared: %v", err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		testkit.Eventually(t, 60*time.Second, func() bool {
+			var sum [32]byte
+			sum, err = fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000"))
+			return err == nil && sum == sumB
+		}, "alice → bob:7000 after the rules were cleared: %v", later(func() any { return err }))
 	})
 
 	t.Run("cleanup", func(t *testing.T) {
 		checkGone := func(what string) {
 			t.Helper()
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				link, _ := nsExec(nsA, "ip", "link", "show")
-				r4, _ := nsExec(nsA, "ip", "route", "show", "table", "all")
-				r6, _ := nsExec(nsA, "ip", "-6", "route", "show", "table", "all")
-				left := strings.Contains(link, "warren0") || strings.Contains(r4, "warren0") || strings.Contains(r6, "warren0") ||
-					strings.Contains(r4, "100.64.") || strings.Contains(r6, "fd")
-				if !left {
-					return
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: left behind:\n%s\n%s\n%s", what, link, r4, r6)
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			var link, r4, r6 string
+			// (a.stop's SIGKILL comes only after this)
+			testkit.Eventually(t, 30*time.Second, func() bool {
+				link, _ = nsExec(nsA, "ip", "link", "show")
+				r4, _ = nsExec(nsA, "ip", "route", "show", "table", "all")
+				r6, _ = nsExec(nsA, "ip", "-6", "route", "show", "table", "all")
+				return !strings.Contains(link, "warren0") && !strings.Contains(r4, "warren0") && !strings.Contains(r6, "warren0") &&
+					!strings.Contains(r4, "100.64.") && !strings.Contains(r6, "fd")
+			}, "%s: left behind:\n%v", what, later(func() any { return link + "\n" + r4 + "\n" + r6 }))
 		}
 		// SIGTERM: the device goes first thing in the node's shutdown; check before any SIGKILL.
 		a.cmd.Process.Signal(syscall.SIGTERM)
@@ -245,15 +226,12 @@ func TestTUN(t *testing.T) {
 			t.Error("no word about the stale device")
 		}
 		waitDirect(t, stateA, "bob")
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000")); err == nil && sum == sumB {
-				break
-			} else if time.Now().After(deadline) {
-				t.Fatalf("alice → bob after restart: %v", err)
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
+		var err error
+		testkit.Eventually(t, 60*time.Second, func() bool {
+			var sum [32]byte
+			sum, err = fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000"))
+			return err == nil && sum == sumB
+		}, "alice → bob after restart: %v", later(func() any { return err }))
 		out, _ := nsExec(nsA, "ip", "addr", "show", "dev", "warren0")
 		if strings.Contains(out, "100.64.200.1") || !strings.Contains(out, ipA[0]+"/10") {
 			t.Errorf("restarted device:\n%s", out)

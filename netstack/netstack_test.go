@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 var (
@@ -369,7 +370,7 @@ func TestDialErrors(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("dial to a dead peer: %v", err)
 	}
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > 10*time.Second { // a SYN retry would take far longer; 10 s is for a loaded machine
 		t.Errorf("cancelled dial took %v", d)
 	}
 }
@@ -418,7 +419,7 @@ func TestEchoAnswered(t *testing.T) {
 		if h.Protocol() != uint8(header.ICMPv4ProtocolNumber) || header.ICMPv4(h.Payload()).Type() != header.ICMPv4EchoReply {
 			t.Fatalf("not an echo reply: %x", reply)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("no echo reply")
 	}
 }
@@ -529,7 +530,7 @@ func TestSYNToUnexposedPortGetsRST(t *testing.T) {
 			if tcp.Flags()&header.TCPFlagRst == 0 || tcp.SourcePort() != 22 {
 				t.Errorf("%v: not a RST from port 22: %v", src, tcp.Flags())
 			}
-		case <-time.After(2 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Errorf("%v: no answer to a SYN", src)
 		}
 		s.Close()
@@ -537,20 +538,8 @@ func TestSYNToUnexposedPortGetsRST(t *testing.T) {
 }
 
 // leakCheck fails the test if goroutines started after it was called are still running when the
-// test ends (after a short grace period for goroutines that are finishing).
-func leakCheck(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			t.Errorf("%d goroutines left (before: %d):\n%s", n, before, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+// test ends (testkit.VerifyNone, which waits for goroutines on their way out).
+func leakCheck(t *testing.T) { t.Cleanup(testkit.VerifyNone(t)) }
 
 // TestCloseLeavesNoGoroutines closes stacks with a forwarded connection open (its splice and the
 // host side must end) and checks Close is idempotent and the stack refuses work afterwards.

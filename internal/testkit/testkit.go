@@ -4,8 +4,10 @@ package testkit
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
@@ -53,4 +55,22 @@ func VerifyNone(t testing.TB) func() {
 // Use it as the package's TestMain: func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }.
 func VerifyTestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, ignored...)
+}
+
+// Eventually waits until cond returns true, checking it at once and then at growing intervals (up to
+// 50 ms), and fails t with what if it is still false after timeout. It is for conditions a test
+// cannot be told about (a count in another process, a row a background loop removes); the timeout is
+// a safety net for a loaded machine, not a measure of anything: pass a generous one.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, what string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, fmt.Sprintf(what, args...))
+		}
+		<-time.After(wait)
+	}
 }
