@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // TestACLNameTakeover replays issue 13's attacks with the binaries. (a) The owner lets alice reach
@@ -47,13 +49,8 @@ func TestACLNameTakeover(t *testing.T) {
 
 	expect := func(what string, state string, want bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for reaches(statusOf(t, state).Self.SOCKS, "bob.warren", port) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: reach=%v, want %v", what, !want, want)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		testkit.Eventually(t, 30*time.Second, func() bool { return reaches(statusOf(t, state).Self.SOCKS, "bob.warren", port) == want },
+			"%s: reach=%v, want %v", what, !want, want)
 	}
 	expect("alice → bob", alice, true)
 	expect("mallory → bob", mallory, false)

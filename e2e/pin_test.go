@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // TestCoordPinnedAddr: the key travels with the address. warren-coord prints a --coord value that
@@ -40,11 +42,7 @@ func TestCoordPinnedAddr(t *testing.T) {
 	tofu := filepath.Join(tmp, "tofu")
 	p = startProc(t, "warren", "up", "--coord", addr, "--state", tofu, "--name", "tofu", "--listen", "127.0.0.1:0", "--socks", "127.0.0.1:0")
 	waitLoggedIn(t, tofu)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.stderr.String(), "trusting the coordination server's key on first use") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no first-use warning:\n%s", p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), "trusting the coordination server's key on first use")
+	}, "no first-use warning")
 }

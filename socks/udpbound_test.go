@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // An association passes back only datagrams from destinations its client sent to, or from peers
@@ -121,13 +123,7 @@ func TestUDPAssociationsBounded(t *testing.T) {
 	}
 
 	first.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.associations.Load() > 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("a closed association is still counted")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return s.associations.Load() <= 1 }, "a closed association is still counted")
 	third, _ := associate(t, ln.Addr().String())
 	third.Close()
 }

@@ -8,18 +8,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
-// waitCount waits until c reaches want (a safety-net deadline only).
+// waitCount waits until c reaches want.
 func waitCount(t *testing.T, c *atomic.Uint64, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Load() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("counter at %d, want %d", c.Load(), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return c.Load() >= want }, "counter at %d, want %d", c.Load(), want)
 }
 
 // On loopback every local user shares 127.0.0.1: the first datagram that reaches an association's
