@@ -25,6 +25,11 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	if err := store.ValidNetworkName(r.Network); err != nil {
 		return s.failed(r.ID, &control.Error{Code: control.CodeInvalid, Message: err.Error()})
 	}
+	if r.Op == control.OpCreate {
+		if err := createAccess(r); err != nil {
+			return s.failed(r.ID, err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	p, err := s.prepare(ctx, sess, r)
@@ -69,6 +74,9 @@ func (s *Server) apply(ctx context.Context, sess *session, r *control.Request, p
 		if err == nil && r.Approval {
 			err = s.cfg.Store.SetApproval(ctx, r.Network, true)
 		}
+		if err == nil && r.Open {
+			err = s.cfg.Store.SetOpen(ctx, r.Network, true)
+		}
 		return err
 	case control.OpJoin:
 		return s.join(ctx, sess, r, p.verified)
@@ -106,6 +114,11 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 	case n.Locked:
 		return &control.Error{Code: control.CodeLocked, Message: fmt.Sprintf("network %q is locked by its owner: it takes no new members", r.Network)}
 	}
+	if n.PasswordHash == "" && !n.Approval && !n.Open {
+		sess.log.Info("join refused: network closed", "network", r.Network)
+		return &control.Error{Code: control.CodeClosed, Message: fmt.Sprintf(
+			"network %q takes no joins: it has no password, needs no approval and its owner has not opened it (auth keys still join)", r.Network)}
+	}
 	if n.PasswordHash != "" && n.PasswordHash != verified {
 		if err := s.checkPassword(ctx, sess, r, n.PasswordHash); err != nil {
 			return err
@@ -128,6 +141,26 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 			Message: fmt.Sprintf("network %q needs its owner's approval: the join request is recorded, and this node becomes a member once the owner approves it", r.Network)}
 	}
 	return s.cfg.Store.AddMember(ctx, r.Network, sess.key[:])
+}
+
+// createAccess refuses to create a network that anyone could join by naming it, unless the request
+// says so (Open), and an open network with a password or approval (a contradiction).
+func createAccess(r *control.Request) error {
+	switch {
+	case r.Open && (r.Password != "" || r.Approval):
+		return &control.Error{Code: control.CodeInvalid, Message: fmt.Sprintf(
+			"network %q: an open network takes anyone; give --open, or a password or --approval, not both", r.Network)}
+	case !r.Open && r.Password == "" && !r.Approval:
+		return unprotected(r.Network, "create it")
+	}
+	return nil
+}
+
+// unprotected refuses to leave a network with neither a password nor approval without Open.
+func unprotected(network, what string) error {
+	return &control.Error{Code: control.CodeUnprotected, Message: fmt.Sprintf(
+		"network %q would take anyone who names it: give it a password (--password), make joins wait for the owner's approval (--approval), or %s with --open to make it open on purpose",
+		network, what)}
 }
 
 // Bounds on joins waiting for approval: throwaway keys must not grow a network's roster (loaded for

@@ -31,7 +31,7 @@ func TestPasswordGuessesLimited(t *testing.T) {
 
 	// A member joining again, and a network without a password, cost no password work.
 	other.do(t, "", control.Request{Op: control.OpJoin, Network: "lan", Password: "anything"})
-	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "open"})
+	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "open", Open: true})
 	guesser.do(t, "", control.Request{Op: control.OpJoin, Network: "open"})
 
 	time.Sleep(time.Duration(float64(time.Second)/float64(passwordRateKey)) + 100*time.Millisecond)

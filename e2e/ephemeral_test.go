@@ -155,7 +155,7 @@ func newCISetup(t *testing.T, ephemeralTimeout time.Duration) *ciSetup {
 	startProc(t, "warren", "up", "--coord", s.coordAddr, "--coord-key", s.fp, "--state", s.artifactsState, "--name", "artifacts",
 		"--listen", "127.0.0.1:0", "--socks", "", "--expose", fmt.Sprintf("tcp:%d", s.port))
 	waitLoggedIn(t, s.artifactsState)
-	warren(t, true, "network", "create", "builds", "--state", s.artifactsState)
+	warren(t, true, "network", "create", "builds", "--state", s.artifactsState, "--approval")
 	return s
 }
 

@@ -111,6 +111,9 @@ type NetworkRequest struct {
 	Name     string `json:"name"`
 	Password string `json:"password,omitempty"`
 	Approval bool   `json:"approval,omitempty"` // create: joins need the owner's approval
+	// Open (create): the network takes anyone without a password or approval. A network needs a
+	// password, approval or Open: the coord refuses one with none of them.
+	Open bool `json:"open,omitempty"`
 }
 
 // OwnerRequest asks the node to perform an owner action on a network, or list it (POST
@@ -123,6 +126,11 @@ type OwnerRequest struct {
 	Target   string `json:"target,omitempty"` // a node name, or key fingerprint
 	Password string `json:"password,omitempty"`
 	Approval bool   `json:"approval,omitempty"`
+	// Open (password without one, approval off): the network is to take anyone; needed to take
+	// away the last of a password and approval.
+	Open bool `json:"open,omitempty"`
+	// All (deny, without Target): drop every pending join; the reply lists them.
+	All bool `json:"all,omitempty"`
 }
 
 // OwnerReply answers an OwnerRequest.
