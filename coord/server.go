@@ -74,6 +74,12 @@ type Config struct {
 	LoginRateKey  rate.Limit
 	LoginBurstKey int
 
+	// RequestRate and RequestBurst limit the control requests of one node (network operations,
+	// owner actions, listings): a burst, then a steady rate; beyond it a request is answered with
+	// control.CodeRateLimited. Default DefaultRequestRate and DefaultRequestBurst; rate.Inf = no limit.
+	RequestRate  rate.Limit
+	RequestBurst int
+
 	// MaxNetworksPerNode bounds the networks one node may be a member of (create, join, approval).
 	// Default DefaultMaxNetworksPerNode; at most control.MaxNetworks.
 	MaxNetworksPerNode int
@@ -126,6 +132,7 @@ type Server struct {
 	guard     *abuse.Guard                 // block list and login rate limits (abuse.go)
 	newKeys   *abuse.Limiter[netip.Prefix] // new identities per address (abuse.go)
 	passwords passwordGuard                // bounds on argon2id work (passwords.go)
+	requests  *abuse.Limiter[nodeKey]      // control requests per node (ratelimit.go)
 
 	pending *abuse.Pending // connections not yet logged in (handshake.go)
 }

@@ -474,6 +474,10 @@ func (s *Server) readLoop(sess *session) {
 			case <-sess.conn.Context().Done():
 				return
 			}
+			if rep := s.limitRequest(sess, msg.Request); rep != nil {
+				s.reply(sess, rep)
+				continue
+			}
 			s.reply(sess, s.handleRequest(sess, msg.Request))
 		case control.TypeEndpoints:
 			s.updateEndpoints(sess, msg.Endpoints)
