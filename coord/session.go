@@ -163,7 +163,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	sess := &session{
 		key: key, name: node.Name, conn: conn, stream: stream, observed: observed, since: time.Now(),
 		log:       log.With("name", node.Name),
-		endpoints: candidateEndpoints(observed, l.Endpoints),
+		endpoints: s.candidateEndpoints(observed, l.Endpoints),
 		local:     l.Endpoints,
 		pending:   make(map[nodeKey]*control.Peer),
 		acls:      make(map[string]control.ACL),
@@ -257,7 +257,7 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 	}
 	sess.mu.Unlock()
 	for _, r := range rows {
-		peers = append(peers, s.peerRecord(r.Node, r.Networks))
+		peers = append(peers, *reachableBy(observed.Addr(), new(s.peerRecord(r.Node, r.Networks))))
 	}
 	// Tell every online peer that this node is here now.
 	for _, r := range rows {
@@ -344,10 +344,15 @@ func (s *Server) peerRecord(n store.Node, networks []string) control.Peer {
 func (s *Server) enqueue(to, about nodeKey, p *control.Peer) {
 	s.mu.Lock()
 	sess := s.sessions[to]
+	var toAddr netip.Addr
+	if sess != nil {
+		toAddr = sess.observed.Addr()
+	}
 	s.mu.Unlock()
 	if sess == nil {
 		return
 	}
+	p = reachableBy(toAddr, p)
 	sess.mu.Lock()
 	sess.pending[about] = p
 	if p != nil {
@@ -495,7 +500,7 @@ func (s *Server) updateEndpoints(sess *session, u *control.Endpoints) {
 	same := slices.Equal(sess.local, u.Endpoints) && sess.mapping == u.Mapping
 	if !same {
 		sess.local = u.Endpoints
-		sess.endpoints = candidateEndpoints(sess.observed, u.Endpoints)
+		sess.endpoints = s.candidateEndpoints(sess.observed, u.Endpoints)
 		sess.mapping = u.Mapping
 	}
 	sess.mu.Unlock()
@@ -540,18 +545,31 @@ func (s *Server) refreshEndpoints(sess *session) {
 	}
 }
 
-var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+// IPv4 ranges no peer reaches a node at: "this network" (0.0.0.0/8) and the reserved 240.0.0.0/4,
+// which holds the limited broadcast address.
+var (
+	thisNetwork4 = netip.MustParsePrefix("0.0.0.0/8")
+	reserved4    = netip.MustParsePrefix("240.0.0.0/4")
+)
 
-// candidateEndpoints returns the address the server observed followed by the node's own, without
-// duplicates.
-func candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip.AddrPort {
+// candidateEndpoints returns the address the server observed followed by the node's own that a
+// peer could reach it at, without duplicates. Dropped: multicast, unspecified, link-local,
+// 0.0.0.0/8 and 240.0.0.0/4 (broadcast) addresses, the overlay's own addresses (a peer would send
+// the node's packets into the overlay) and, unless the server sees the node on loopback too (node
+// and server on one host, as in tests), loopback: peers would only send probes at whatever listens
+// there on their own host. Loopback endpoints that remain go only to peers on loopback too
+// (reachableBy).
+func (s *Server) candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip.AddrPort {
 	out := make([]netip.AddrPort, 0, len(local)+1)
 	if observed.IsValid() {
 		out = append(out, observed)
 	}
+	onLoopback := observed.Addr().IsLoopback()
 	for _, ep := range local {
 		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
-		if a := ep.Addr(); a.IsMulticast() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a == broadcast4 {
+		a := ep.Addr()
+		if a.IsMulticast() || a.IsUnspecified() || a.IsLinkLocalUnicast() || thisNetwork4.Contains(a) || reserved4.Contains(a) ||
+			s.cfg.Pools.V4.Contains(a) || s.cfg.Pools.V6.Contains(a) || (a.IsLoopback() && !onLoopback) {
 			continue // no peer can reach a node there; peers would only send probes at whatever is
 		}
 		if !slices.Contains(out, ep) && len(out) < control.MaxEndpoints {
@@ -559,6 +577,17 @@ func candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip
 		}
 	}
 	return out
+}
+
+// reachableBy returns p as the node `to` (whose control connection comes from toAddr) is to see it:
+// without loopback endpoints unless to is on loopback too. p is not modified.
+func reachableBy(toAddr netip.Addr, p *control.Peer) *control.Peer {
+	if p == nil || toAddr.IsLoopback() || !slices.ContainsFunc(p.Endpoints, func(ep netip.AddrPort) bool { return ep.Addr().IsLoopback() }) {
+		return p
+	}
+	q := *p
+	q.Endpoints = slices.DeleteFunc(slices.Clone(p.Endpoints), func(ep netip.AddrPort) bool { return ep.Addr().IsLoopback() })
+	return &q
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
