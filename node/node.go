@@ -24,6 +24,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
+	"github.com/warren-net/warren/internal/privdir"
 	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
@@ -192,6 +193,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}()
 	if err := os.MkdirAll(n.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
+	}
+	if err := privdir.Check(n.cfg.StateDir, "state directory"); err != nil {
+		return err // another user could replace the key, the coord pin or the API socket in it
 	}
 	key, created, err := identity.LoadOrCreate(filepath.Join(n.cfg.StateDir, "key.pem"))
 	if err != nil {
