@@ -102,6 +102,9 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 	if err != nil {
 		return err
 	}
+	if n.Approval {
+		s.expireJoins(ctx) // an expired request of this node's is made anew
+	}
 	member, pending, banned, err := s.cfg.Store.Standing(ctx, r.Network, sess.key[:])
 	switch {
 	case err != nil:
@@ -129,13 +132,15 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 	}
 	if n.Approval && !bytes.Equal(n.Owner, sess.key[:]) {
 		if !pending {
-			if err := s.checkPending(ctx, r.Network, sess.key[:]); err != nil {
+			source := s.pendingSource(sess)
+			if err := s.checkPending(ctx, r.Network, sess.key[:], source); err != nil {
 				return err
 			}
-			if err := s.cfg.Store.AddPending(ctx, r.Network, sess.key[:]); err != nil {
+			if err := s.cfg.Store.AddJoinRequest(ctx, r.Network, sess.key[:], source, s.now()); err != nil {
 				return err
 			}
 			sess.log.Info("join awaits the owner's approval", "network", r.Network)
+			s.pushJoins(ctx, n.Owner)
 		}
 		return &control.Error{Code: control.CodePending,
 			Message: fmt.Sprintf("network %q needs its owner's approval: the join request is recorded, and this node becomes a member once the owner approves it", r.Network)}
@@ -164,14 +169,18 @@ func unprotected(network, what string) error {
 }
 
 // Bounds on joins waiting for approval: throwaway keys must not grow a network's roster (loaded for
-// every owner action) without end, nor one node queue up everywhere.
+// every owner action) without end, nor one node queue up everywhere, nor one source (an IPv4
+// address, an IPv6 /64: where throwaway keys come from) fill a network's queue or everyone's.
 const (
-	maxPendingPerNetwork = 256
-	maxPendingPerNode    = 16
+	maxPendingPerNetwork         = 256
+	maxPendingPerNode            = 16
+	maxPendingPerSourceInNetwork = 16
+	maxPendingPerSource          = 64
 )
 
-// checkPending refuses a new pending join beyond those bounds. The caller holds changeMu.
-func (s *Server) checkPending(ctx context.Context, network string, key []byte) error {
+// checkPending refuses a new pending join beyond those bounds; source is the join's source range
+// ("" = not counted per source). The caller holds changeMu.
+func (s *Server) checkPending(ctx context.Context, network string, key []byte, source string) error {
 	inNetwork, ofNode, err := s.cfg.Store.CountPending(ctx, network, key)
 	switch {
 	case err != nil:
@@ -182,6 +191,19 @@ func (s *Server) checkPending(ctx context.Context, network string, key []byte) e
 	case ofNode >= maxPendingPerNode:
 		return &control.Error{Code: control.CodeTooManyNetworks, Message: fmt.Sprintf(
 			"this node already waits for approval in %d networks", ofNode)}
+	case source == "":
+		return nil
+	}
+	fromInNetwork, fromAll, err := s.cfg.Store.CountPendingFrom(ctx, network, source)
+	switch {
+	case err != nil:
+		return s.storeError("count pending joins", err)
+	case fromInNetwork >= maxPendingPerSourceInNetwork:
+		return &control.Error{Code: control.CodeTooManyRequests, Message: fmt.Sprintf(
+			"%d join requests from this address already wait for the approval of network %q's owner", fromInNetwork, network)}
+	case fromAll >= maxPendingPerSource:
+		return &control.Error{Code: control.CodeTooManyRequests, Message: fmt.Sprintf(
+			"%d join requests from this address already wait for approval", fromAll)}
 	}
 	return nil
 }

@@ -148,6 +148,7 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 		return nil, s.storeError("load network", err)
 	}
 	owner := req.By.Operator || (len(req.By.Key) > 0 && bytes.Equal(n.Owner, req.By.Key))
+	s.expireJoins(ctx) // nobody approves, or sees, an expired request
 	roster, err := s.cfg.Store.Roster(ctx, req.Network)
 	if err != nil {
 		return nil, s.storeError("load roster", err)
@@ -243,6 +244,12 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 			return nil, cerr
 		}
 		return nil, s.storeError(string(req.Op), err)
+	}
+	if req.Op != control.OpMembers && req.Op != control.OpPending {
+		s.pushJoins(ctx, n.Owner) // its list of join requests may have changed
+		if req.Op == control.OpTransfer {
+			s.pushJoins(ctx, target.Key)
+		}
 	}
 	return res, nil
 }

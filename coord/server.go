@@ -91,9 +91,14 @@ type Config struct {
 	// the handshake timeout (5s) plus LoginTimeout. Default DefaultMaxPendingLogins.
 	MaxPendingLogins int
 
-	limitLoopback bool // tests: apply the per-address limit to loopback sources too
-	frameBudget   int  // tests: the peer map and delta frame budget (0 = control.FrameBudget)
-	newNodeBurst  int  // tests: new identities per address at once (0 = newNodeBurst)
+	// JoinRequestExpiry is how long a join request waits for the network owner's approval before it
+	// is dropped. Default DefaultJoinRequestExpiry (7 days).
+	JoinRequestExpiry time.Duration
+
+	clock         func() time.Time // tests: the clock join requests are made and expire by (nil = time.Now)
+	limitLoopback bool             // tests: apply the per-address limit to loopback sources too
+	frameBudget   int              // tests: the peer map and delta frame budget (0 = control.FrameBudget)
+	newNodeBurst  int              // tests: new identities per address at once (0 = newNodeBurst)
 }
 
 // Defaults for the limits in Config.
@@ -163,6 +168,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxPendingLogins <= 0 {
 		cfg.MaxPendingLogins = DefaultMaxPendingLogins
 	}
+	if cfg.JoinRequestExpiry <= 0 {
+		cfg.JoinRequestExpiry = DefaultJoinRequestExpiry
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: relay.NewTable(cfg.RelayRate)}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
@@ -201,6 +209,7 @@ func New(cfg Config) (*Server, error) {
 	s.every(blockCheckEvery, s.checkAbuse)
 	s.every(min(max(s.cfg.EphemeralTimeout/4, 50*time.Millisecond), 15*time.Second), s.reapDue)
 	s.every(addrCheckEvery, s.followAddrs)
+	s.every(joinExpiryCheck, s.expireJoinsNow)
 	return s, nil
 }
 

@@ -41,6 +41,7 @@ type session struct {
 	member    *relay.Member             // the node's relay binding; set at login, before the session is shared
 	pending   map[nodeKey]*control.Peer // nil value = remove
 	networks  *control.NetworkList      // the node's networks changed without its asking; nil = no news
+	joins     *control.JoinRequests     // the join requests awaiting the node's approval changed; nil = no news
 	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
 	replies   []*control.Msg
 	wake      chan struct{}
@@ -264,6 +265,16 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 		p := s.peerRecord(node, r.Networks)
 		s.enqueue(keyOf(r.Node.Key), key, &p)
 	}
+	// The join requests awaiting its approval follow the peer map (the node forgets its list with
+	// every peer map: none = no news).
+	if joins, total, err := s.joinsOf(ctx, key[:]); err != nil {
+		s.log.Error("list join requests", "error", err)
+	} else if total > 0 {
+		sess.mu.Lock()
+		sess.joins = joins
+		sess.mu.Unlock()
+		poke(sess.wake)
+	}
 	return welcome, acls, peers, nil
 }
 
@@ -422,6 +433,8 @@ func (s *Server) writeLoop(sess *session) {
 		sess.pending = make(map[nodeKey]*control.Peer)
 		networks := sess.networks
 		sess.networks = nil
+		joins := sess.joins
+		sess.joins = nil
 		acls := sess.acls
 		sess.acls = make(map[string]control.ACL)
 		sess.mu.Unlock()
@@ -433,8 +446,8 @@ func (s *Server) writeLoop(sess *session) {
 		}
 		// Rules first, or with the peers they apply to; the network list with the first frame.
 		cut := s.newFrameCutter(func(f frame, _ bool) error {
-			delta := &control.PeerDelta{Networks: networks, ACLs: f.acls, Upsert: f.upsert, Remove: f.remove}
-			networks = nil
+			delta := &control.PeerDelta{Networks: networks, Joins: joins, ACLs: f.acls, Upsert: f.upsert, Remove: f.remove}
+			networks, joins = nil, nil
 			return sess.send(&control.Msg{Type: control.TypePeerDelta, PeerDelta: delta})
 		})
 		for _, a := range acls {
@@ -447,7 +460,7 @@ func (s *Server) writeLoop(sess *session) {
 				cut.addPeer(*p)
 			}
 		}
-		if err := cut.close(networks != nil); err != nil {
+		if err := cut.close(networks != nil || joins != nil); err != nil {
 			return
 		}
 	}

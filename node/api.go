@@ -298,6 +298,7 @@ func (n *Node) Status() localapi.Status {
 		}
 		st.Peers = append(st.Peers, ps)
 	}
+	st.JoinRequests, st.JoinRequestsMore = n.joins.status()
 	st.Stats = localapi.Stats{
 		PacketsSent:        n.sendq.sent.Load(),
 		DroppedQueueFull:   n.sendq.full.Load(),

@@ -120,7 +120,8 @@ type Node struct {
 	aclLogAt        atomic.Int64  // unix nanoseconds of the last debug line about a refusal
 	aclLogQuiet     atomic.Uint64 // refusals since, not logged
 
-	sendq sendQueues // per-peer outbound queues (sendq.go)
+	sendq sendQueues   // per-peer outbound queues (sendq.go)
+	joins joinRequests // join requests awaiting this node's approval (joins.go)
 
 	stop stopSignal // Stopped, Err and logout state (logout.go)
 }

@@ -27,6 +27,7 @@ type routeTable struct {
 // handleControl applies a welcome (this node's tag), a peer map or a delta from the coord, with the
 // access rules they carry, then rebuilds routes and peer links.
 func (n *Node) handleControl(m *control.Msg) {
+	n.joins.handle(m, n.log)
 	n.mu.Lock()
 	n.applyACLsLocked(m)
 	switch m.Type {

@@ -28,6 +28,18 @@ type Status struct {
 	Coord Coord  `json:"coord"`
 	Peers []Peer `json:"peers"`
 	Stats Stats  `json:"stats"`
+	// JoinRequests are the nodes waiting for this node's approval to join networks it owns, oldest
+	// first, as the coord last said; JoinRequestsMore counts those beyond the list.
+	JoinRequests     []JoinRequest `json:"join_requests"`
+	JoinRequestsMore int           `json:"join_requests_more,omitempty"`
+}
+
+// JoinRequest is a node waiting to join a network this node owns ('warren network approve|deny').
+type JoinRequest struct {
+	Network     string    `json:"network"`
+	Name        string    `json:"name"`
+	Key         string    `json:"key"` // fingerprint
+	RequestedAt time.Time `json:"requested_at"`
 }
 
 // Stats counts the node's overlay packets since it started.
