@@ -161,3 +161,17 @@ func TestOwnerToldOfJoinRequests(t *testing.T) {
 	owner.do(t, "", control.Request{Op: control.OpDeny, Network: "club", Target: "asker"})
 	owner.waitDelta(t, "the list after deny", joinsAre())
 }
+
+// TestPendingNodeListsNothing: a node whose join waits for approval is not a member yet: it may not
+// list the network's members, its pending joins or its rules (as the README says).
+func TestPendingNodeListsNothing(t *testing.T) {
+	srv := startServer(t)
+	owner, asker := dial(t, srv), dial(t, srv)
+	owner.login(t, "owner")
+	asker.login(t, "asker")
+	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "club", Approval: true})
+	asker.do(t, control.CodePending, control.Request{Op: control.OpJoin, Network: "club"})
+	asker.do(t, control.CodeNotOwner, control.Request{Op: control.OpMembers, Network: "club"})
+	asker.do(t, control.CodeNotOwner, control.Request{Op: control.OpPending, Network: "club"})
+	asker.do(t, control.CodeNotMember, control.Request{Op: control.OpACLShow, Network: "club"})
+}
