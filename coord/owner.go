@@ -63,11 +63,12 @@ type OwnerRequest struct {
 // OwnerResult is what an action did.
 type OwnerResult struct {
 	Target  string           // the node acted on, by name ("" if none)
-	Members []control.Member // OpMembers and OpPending
+	Members []control.Member // OpMembers and OpPending; OpDeny with All: the requests dropped
 }
 
 // Owner performs an owner action or listing. Errors are *control.Error with a code the caller can
-// show: CodeNotFound, CodeNotOwner, CodeInvalid, CodeNetworkFull, CodeTooManyNetworks, or
+// show: CodeNotFound, CodeNotOwner, CodeInvalid, CodeNetworkFull, CodeTooManyNetworks,
+// CodeUnprotected (OpPassword, OpApproval: the network would take anyone, and Open was not given), or
 // CodeInternal for store failures. It is safe for concurrent use.
 func (s *Server) Owner(ctx context.Context, req OwnerRequest) (*OwnerResult, error) {
 	res, err := s.owner(ctx, req)
@@ -193,7 +194,9 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 	case control.OpDeny:
 		if req.All {
 			res.Members = s.members(roster, n, true, true)
-			_, err = st.DenyAll(ctx, req.Network)
+			var dropped int
+			dropped, err = st.DenyAll(ctx, req.Network)
+			res.Target = fmt.Sprintf("all %d pending", dropped) // for the log and the audit
 			break
 		}
 		if target.State != store.StatePending {
