@@ -119,6 +119,7 @@ func TestNetworkAdministration(t *testing.T) {
 		t.Errorf("members table:\n%s", table)
 	}
 	// bob and carol also share a second network.
+	carol.net(t, 1, "--open to make it open on purpose", "create", "game") // closed by default
 	carol.net(t, 0, "created", "create", "game", "--open")
 	bob.net(t, 0, "joined", "join", "game")
 
