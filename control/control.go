@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"time"
 )
 
 // Version is the protocol version a node sends in Login.
@@ -179,6 +180,26 @@ type PeerDelta struct {
 	Networks *NetworkList `json:"networks,omitempty"`
 	// ACLs replace the rule lists of the networks they name; one without rules clears the network's.
 	ACLs []ACL `json:"acls,omitempty"`
+	// Joins, if set, replaces the receiver's list of join requests awaiting its approval, in the
+	// networks it owns: sent after login and whenever the list changes.
+	Joins *JoinRequests `json:"joins,omitempty"`
+}
+
+// MaxJoinRequests bounds JoinRequests.Requests; the rest are counted in More.
+const MaxJoinRequests = 64
+
+// JoinRequests lists the join requests awaiting the receiver's approval, oldest first.
+type JoinRequests struct {
+	Requests []JoinRequest `json:"requests"`
+	More     int           `json:"more,omitempty"` // requests beyond MaxJoinRequests, not listed
+}
+
+// JoinRequest is one node waiting to join a network the receiver owns.
+type JoinRequest struct {
+	Network string    `json:"network"`
+	Name    string    `json:"name"`
+	Key     string    `json:"key"` // fingerprint, "SHA256:..."
+	At      time.Time `json:"at"`  // when it asked
 }
 
 // NetworkList is the full list of a node's networks.
@@ -275,6 +296,22 @@ type Request struct {
 	Approval bool `json:"approval,omitempty"`
 	// Name is the node's new name (OpRename only).
 	Name string `json:"name,omitempty"`
+	// Open: with OpCreate, OpPassword (no password) or OpApproval (off), the network is to take
+	// anyone who names it, without a password or approval. Without it the coord refuses to leave a
+	// network with neither (CodeUnprotected): networks are closed unless their owner says otherwise.
+	Open bool `json:"open,omitempty"`
+	// All: with OpDeny and no Target, every pending join of the network is dropped (Reply.Members
+	// lists them).
+	All bool `json:"all,omitempty"`
+}
+
+// TargetOK reports whether r names the node its op acts on, or none if it acts on none (OpDeny with
+// All acts on every pending join, and names none).
+func (r *Request) TargetOK() bool {
+	if r.All {
+		return r.Op == OpDeny && r.Target == ""
+	}
+	return r.Op.NeedsTarget() == (r.Target != "")
 }
 
 // Code classifies an error in a Reply so callers can react without parsing text.
@@ -295,7 +332,8 @@ const (
 	CodeAuthKey Code = "authkey"
 	// CodeBlocked refuses a login from an address range the server operator blocked.
 	CodeBlocked Code = "blocked"
-	// CodeRateLimited refuses a login over the server's rate limit per address or identity; retry later.
+	// CodeRateLimited refuses a login over the server's rate limit per address or identity, or a
+	// request over the server's rate per node (a burst, then a steady rate); retry later.
 	CodeRateLimited Code = "rate_limited"
 	// CodeNotOwner refuses an owner action from a node that does not own the network.
 	CodeNotOwner Code = "not_owner"
@@ -315,6 +353,15 @@ const (
 	// CodeNameTaken refuses a join, approval or rename that would give two nodes that share a
 	// network one name: names are identities (DNS names, access rules), so they are unique there.
 	CodeNameTaken Code = "name_taken"
+	// CodeUnprotected refuses to create a network with neither a password nor approval, or to take
+	// the last of them away, unless the request says Open: anyone who guessed the name could join.
+	CodeUnprotected Code = "unprotected"
+	// CodeClosed refuses a join to a network that has neither a password nor approval and is not
+	// open: only auth keys bring nodes into it.
+	CodeClosed Code = "closed"
+	// CodeTooManyRequests refuses a join request (pending approval) beyond what one source may have
+	// waiting: per node key and per source address (IPv4 address, IPv6 /64).
+	CodeTooManyRequests Code = "too_many_requests"
 )
 
 // Member states in Reply.Members.

@@ -85,6 +85,9 @@ func (m *Msg) Validate() error {
 		if err := checkACLs(m.PeerDelta.ACLs); err != nil {
 			return err
 		}
+		if err := checkJoins(m.PeerDelta.Joins); err != nil {
+			return err
+		}
 		if len(m.PeerDelta.Remove) > MaxPeers {
 			return errors.New("peerdelta: too many removals")
 		}
@@ -102,8 +105,11 @@ func (m *Msg) Validate() error {
 		if len(r.Target) > MaxTarget {
 			return errors.New("request: target too long")
 		}
-		if r.Op.NeedsTarget() != (r.Target != "") {
+		if !r.TargetOK() {
 			return fmt.Errorf("request: op %q with a wrong target", r.Op)
+		}
+		if r.Open && r.Op != OpCreate && r.Op != OpPassword && r.Op != OpApproval {
+			return fmt.Errorf("request: %s takes no open", r.Op)
 		}
 		switch {
 		case r.Op == OpCreate, r.Op == OpJoin, r.Op == OpLeave, r.Op.IsOwnerAction(), r.Op == OpACLClear, r.Op == OpACLShow:
@@ -227,6 +233,27 @@ func checkMembers(ms []Member) error {
 		case MemberActive, MemberPending, MemberBanned:
 		default:
 			return fmt.Errorf("member: unknown state %.20q", m.State)
+		}
+	}
+	return nil
+}
+
+func checkJoins(j *JoinRequests) error {
+	if j == nil {
+		return nil
+	}
+	if len(j.Requests) > MaxJoinRequests || j.More < 0 {
+		return errors.New("peerdelta: join requests out of bounds")
+	}
+	for _, r := range j.Requests {
+		if err := checkName("join request network", r.Network); err != nil {
+			return err
+		}
+		if err := checkName("join request node", r.Name); err != nil {
+			return err
+		}
+		if len(r.Key) > MaxTarget {
+			return errors.New("join request: key too long")
 		}
 	}
 	return nil

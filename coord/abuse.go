@@ -60,6 +60,7 @@ func (s *Server) initAbuse() error {
 	}
 	s.newKeys = abuse.NewLimiter[netip.Prefix](newNodeRate, burst, maxLimiters)
 	s.passwords = newPasswordGuard()
+	s.initRequestLimit()
 	return nil
 }
 
@@ -69,6 +70,7 @@ func (s *Server) checkAbuse() {
 	now := time.Now()
 	s.newKeys.Sweep(now)
 	s.sweepPasswordLimits(now)
+	s.requests.Sweep(now)
 	s.guard.Maintain(s.disconnectBlocked)
 }
 

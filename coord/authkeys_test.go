@@ -81,7 +81,7 @@ func ownerWithNetwork(t *testing.T, srv *Server) *client {
 	t.Helper()
 	a := dial(t, srv)
 	a.login(t, "owner")
-	if rep := a.request(t, control.Request{ID: 1, Op: control.OpCreate, Network: "ci"}); rep.Code != "" {
+	if rep := a.request(t, control.Request{ID: 1, Op: control.OpCreate, Network: "ci", Open: true}); rep.Code != "" {
 		t.Fatalf("create: %+v", rep)
 	}
 	return a

@@ -15,7 +15,7 @@ func TestLargePeerMapInFrames(t *testing.T) {
 	srv := startServerWith(t, filepath.Join(t.TempDir(), "w.db"), func(c *Config) { c.frameBudget = budget })
 	owner := dial(t, srv)
 	owner.login(t, "owner")
-	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "big"})
+	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "big", Open: true})
 	owner.do(t, "", control.Request{Op: control.OpACLSet, Network: "big",
 		Rules: []control.ACLRule{{From: []string{"*"}, To: []string{"*"}, Ports: []string{"*"}}}})
 	first := mustKey(t)

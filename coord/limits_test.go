@@ -112,7 +112,7 @@ func TestEndpointUpdatesBounded(t *testing.T) {
 	a, b := dial(t, srv), dial(t, srv)
 	a.login(t, "a")
 	b.login(t, "b")
-	a.do(t, "", control.Request{Op: control.OpCreate, Network: "lan"})
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "lan", Open: true})
 	b.do(t, "", control.Request{Op: control.OpJoin, Network: "lan"})
 	a.recv(t, control.TypePeerDelta) // b arrives
 
@@ -158,7 +158,7 @@ func TestAuthKeyJoinsWithinLimits(t *testing.T) {
 	a, b := dial(t, srv), dial(t, srv)
 	a.login(t, "alice")
 	b.login(t, "bob")
-	a.do(t, "", control.Request{Op: control.OpCreate, Network: "one"})
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "one", Open: true})
 	b.do(t, "", control.Request{Op: control.OpJoin, Network: "one"})
 	_, secret, err := srv.cfg.Store.CreateAuthKey(context.Background(), store.AuthKeyOptions{Network: "one", Reusable: true})
 	if err != nil {

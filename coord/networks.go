@@ -28,6 +28,11 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	if err := store.ValidNetworkName(r.Network); err != nil {
 		return s.failed(r.ID, &control.Error{Code: control.CodeInvalid, Message: err.Error()})
 	}
+	if r.Op == control.OpCreate {
+		if err := createAccess(r); err != nil {
+			return s.failed(r.ID, err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	p, err := s.prepare(ctx, sess, r)
@@ -72,6 +77,9 @@ func (s *Server) apply(ctx context.Context, sess *session, r *control.Request, p
 		if err == nil && r.Approval {
 			err = s.cfg.Store.SetApproval(ctx, r.Network, true)
 		}
+		if err == nil && r.Open {
+			err = s.cfg.Store.SetOpen(ctx, r.Network, true)
+		}
 		return err
 	case control.OpJoin:
 		return s.join(ctx, sess, r, p.verified)
@@ -97,6 +105,9 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 	if err != nil {
 		return err
 	}
+	if n.Approval {
+		s.expireJoins(ctx) // an expired request of this node's is made anew
+	}
 	member, pending, banned, err := s.cfg.Store.Standing(ctx, r.Network, sess.key[:])
 	switch {
 	case err != nil:
@@ -109,6 +120,11 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 	case n.Locked:
 		return &control.Error{Code: control.CodeLocked, Message: fmt.Sprintf("network %q is locked by its owner: it takes no new members", r.Network)}
 	}
+	if n.PasswordHash == "" && !n.Approval && !n.Open {
+		sess.log.Info("join refused: network closed", "network", r.Network)
+		return &control.Error{Code: control.CodeClosed, Message: fmt.Sprintf(
+			"network %q takes no joins: it has no password, needs no approval and its owner has not opened it (auth keys still join)", r.Network)}
+	}
 	if n.PasswordHash != "" && n.PasswordHash != verified {
 		if err := s.checkPassword(ctx, sess, r, n.PasswordHash); err != nil {
 			return err
@@ -119,13 +135,15 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 	}
 	if n.Approval && !bytes.Equal(n.Owner, sess.key[:]) {
 		if !pending {
-			if err := s.checkPending(ctx, r.Network, sess.key[:]); err != nil {
+			source := s.pendingSource(sess)
+			if err := s.checkPending(ctx, r.Network, sess.key[:], source); err != nil {
 				return err
 			}
-			if err := s.cfg.Store.AddPending(ctx, r.Network, sess.key[:]); err != nil {
+			if err := s.cfg.Store.AddJoinRequest(ctx, r.Network, sess.key[:], source, s.now()); err != nil {
 				return err
 			}
 			sess.log.Info("join awaits the owner's approval", "network", r.Network)
+			s.pushJoins(ctx, n.Owner)
 		}
 		return &control.Error{Code: control.CodePending,
 			Message: fmt.Sprintf("network %q needs its owner's approval: the join request is recorded, and this node becomes a member once the owner approves it", r.Network)}
@@ -133,15 +151,39 @@ func (s *Server) join(ctx context.Context, sess *session, r *control.Request, ve
 	return nameTaken(s.cfg.Store.AddMember(ctx, r.Network, sess.key[:]))
 }
 
+// createAccess refuses to create a network that anyone could join by naming it, unless the request
+// says so (Open), and an open network with a password or approval (a contradiction).
+func createAccess(r *control.Request) error {
+	switch {
+	case r.Open && (r.Password != "" || r.Approval):
+		return &control.Error{Code: control.CodeInvalid, Message: fmt.Sprintf(
+			"network %q: an open network takes anyone; give --open, or a password or --approval, not both", r.Network)}
+	case !r.Open && r.Password == "" && !r.Approval:
+		return unprotected(r.Network, "create it")
+	}
+	return nil
+}
+
+// unprotected refuses to leave a network with neither a password nor approval without Open.
+func unprotected(network, what string) error {
+	return &control.Error{Code: control.CodeUnprotected, Message: fmt.Sprintf(
+		"network %q would take anyone who names it: give it a password (--password), make joins wait for the owner's approval (--approval), or %s with --open to make it open on purpose",
+		network, what)}
+}
+
 // Bounds on joins waiting for approval: throwaway keys must not grow a network's roster (loaded for
-// every owner action) without end, nor one node queue up everywhere.
+// every owner action) without end, nor one node queue up everywhere, nor one source (an IPv4
+// address, an IPv6 /64: where throwaway keys come from) fill a network's queue or everyone's.
 const (
-	maxPendingPerNetwork = 256
-	maxPendingPerNode    = 16
+	maxPendingPerNetwork         = 256
+	maxPendingPerNode            = 16
+	maxPendingPerSourceInNetwork = 16
+	maxPendingPerSource          = 64
 )
 
-// checkPending refuses a new pending join beyond those bounds. The caller holds changeMu.
-func (s *Server) checkPending(ctx context.Context, network string, key []byte) error {
+// checkPending refuses a new pending join beyond those bounds; source is the join's source range
+// ("" = not counted per source). The caller holds changeMu.
+func (s *Server) checkPending(ctx context.Context, network string, key []byte, source string) error {
 	inNetwork, ofNode, err := s.cfg.Store.CountPending(ctx, network, key)
 	switch {
 	case err != nil:
@@ -152,6 +194,19 @@ func (s *Server) checkPending(ctx context.Context, network string, key []byte) e
 	case ofNode >= maxPendingPerNode:
 		return &control.Error{Code: control.CodeTooManyNetworks, Message: fmt.Sprintf(
 			"this node already waits for approval in %d networks", ofNode)}
+	case source == "":
+		return nil
+	}
+	fromInNetwork, fromAll, err := s.cfg.Store.CountPendingFrom(ctx, network, source)
+	switch {
+	case err != nil:
+		return s.storeError("count pending joins", err)
+	case fromInNetwork >= maxPendingPerSourceInNetwork:
+		return &control.Error{Code: control.CodeTooManyRequests, Message: fmt.Sprintf(
+			"%d join requests from this address already wait for the approval of network %q's owner", fromInNetwork, network)}
+	case fromAll >= maxPendingPerSource:
+		return &control.Error{Code: control.CodeTooManyRequests, Message: fmt.Sprintf(
+			"%d join requests from this address already wait for approval", fromAll)}
 	}
 	return nil
 }

@@ -54,16 +54,21 @@ type OwnerRequest struct {
 	Target   string // the node acted on: its name, or key fingerprint; see control.Request.Target
 	Password string // OpPassword: the new password ("" = none)
 	Approval bool   // OpApproval: whether joins need approval
+	// Open: with OpPassword (no password) or OpApproval (off), the network is to take anyone; without
+	// it the last of a password and approval cannot be taken away (control.CodeUnprotected).
+	Open bool
+	All  bool // OpDeny without Target: drop every pending join
 }
 
 // OwnerResult is what an action did.
 type OwnerResult struct {
 	Target  string           // the node acted on, by name ("" if none)
-	Members []control.Member // OpMembers and OpPending
+	Members []control.Member // OpMembers and OpPending; OpDeny with All: the requests dropped
 }
 
 // Owner performs an owner action or listing. Errors are *control.Error with a code the caller can
-// show: CodeNotFound, CodeNotOwner, CodeInvalid, CodeNetworkFull, CodeTooManyNetworks, or
+// show: CodeNotFound, CodeNotOwner, CodeInvalid, CodeNetworkFull, CodeTooManyNetworks,
+// CodeUnprotected (OpPassword, OpApproval: the network would take anyone, and Open was not given), or
 // CodeInternal for store failures. It is safe for concurrent use.
 func (s *Server) Owner(ctx context.Context, req OwnerRequest) (*OwnerResult, error) {
 	res, err := s.owner(ctx, req)
@@ -108,8 +113,11 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 	if err := store.ValidNetworkName(req.Network); err != nil {
 		return nil, &control.Error{Code: control.CodeInvalid, Message: err.Error()}
 	}
-	if req.Op.NeedsTarget() != (req.Target != "") {
+	if cr := (control.Request{Op: req.Op, Target: req.Target, All: req.All}); !cr.TargetOK() {
 		return nil, &control.Error{Code: control.CodeInvalid, Message: fmt.Sprintf("%s: name exactly one node", req.Op)}
+	}
+	if req.Open && req.Op != control.OpPassword && req.Op != control.OpApproval {
+		return nil, &control.Error{Code: control.CodeInvalid, Message: fmt.Sprintf("%s: open applies to password and approval only", req.Op)}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -141,6 +149,7 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 		return nil, s.storeError("load network", err)
 	}
 	owner := req.By.Operator || (len(req.By.Key) > 0 && bytes.Equal(n.Owner, req.By.Key))
+	s.expireJoins(ctx) // nobody approves, or sees, an expired request
 	roster, err := s.cfg.Store.Roster(ctx, req.Network)
 	if err != nil {
 		return nil, s.storeError("load roster", err)
@@ -153,7 +162,7 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 	}
 	res := &OwnerResult{}
 	var target store.RosterEntry
-	if req.Op.NeedsTarget() {
+	if req.Op.NeedsTarget() && !req.All {
 		if target, err = findTarget(roster, req.Network, req.Target); err != nil {
 			if target, err = s.formerNode(ctx, req.Op, req.Target, err); err != nil {
 				return nil, err
@@ -188,6 +197,13 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 			return s.pushACL(ctx, keyOf(target.Key), req.Network) // the rules, before the peers they apply to
 		})
 	case control.OpDeny:
+		if req.All {
+			res.Members = s.members(roster, n, true, true)
+			var dropped int
+			dropped, err = st.DenyAll(ctx, req.Network)
+			res.Target = fmt.Sprintf("all %d pending", dropped) // for the log and the audit
+			break
+		}
 		if target.State != store.StatePending {
 			return nil, notInState(store.StatePending)
 		}
@@ -214,10 +230,8 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 		_, err = st.Unban(ctx, req.Network, target.Key)
 	case control.OpLock, control.OpUnlock:
 		err = st.SetLocked(ctx, req.Network, req.Op == control.OpLock)
-	case control.OpApproval:
-		err = st.SetApproval(ctx, req.Network, req.Approval)
-	case control.OpPassword:
-		err = st.SetPassword(ctx, req.Network, hash)
+	case control.OpApproval, control.OpPassword:
+		err = s.setAccess(ctx, req, n, hash)
 	case control.OpTransfer:
 		if target.State != store.StateMember {
 			return nil, notInState(store.StateMember)
@@ -239,7 +253,54 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 		}
 		return nil, s.storeError(string(req.Op), err)
 	}
+	if req.Op != control.OpMembers && req.Op != control.OpPending {
+		s.pushJoins(ctx, n.Owner) // its list of join requests may have changed
+		if req.Op == control.OpTransfer {
+			s.pushJoins(ctx, target.Key)
+		}
+	}
 	return res, nil
+}
+
+// setAccess changes a network's password (OpPassword: hash, "" = none) or whether joins need
+// approval (OpApproval), and whether it is open: setting a password or approval closes it; taking the
+// last of them away needs req.Open and opens it. The steps go in an order whose every intermediate
+// state is as closed as the start or the end. The caller holds changeMu.
+func (s *Server) setAccess(ctx context.Context, req OwnerRequest, n store.Network, hash string) error {
+	st := s.cfg.Store
+	password, approval := n.PasswordHash != "", n.Approval
+	if req.Op == control.OpPassword {
+		password = hash != ""
+	} else {
+		approval = req.Approval
+	}
+	switch {
+	case req.Open && (password || approval):
+		return &control.Error{Code: control.CodeInvalid, Message: fmt.Sprintf(
+			"network %q: an open network takes anyone; it cannot also have a password or need approval", req.Network)}
+	case !req.Open && !password && !approval:
+		what := "remove its password"
+		if req.Op == control.OpApproval {
+			what = "turn approval off"
+		}
+		return unprotected(req.Network, what)
+	}
+	set := func() error {
+		if req.Op == control.OpPassword {
+			return st.SetPassword(ctx, req.Network, hash)
+		}
+		return st.SetApproval(ctx, req.Network, req.Approval)
+	}
+	if req.Open {
+		if err := st.SetOpen(ctx, req.Network, true); err != nil {
+			return err
+		}
+		return set()
+	}
+	if err := set(); err != nil {
+		return err
+	}
+	return st.SetOpen(ctx, req.Network, false)
 }
 
 // changeMembership runs change and then tells each node in keys, and everyone it shared or now
@@ -416,7 +477,7 @@ func describeOp(op control.Op) string {
 // ownerRequest answers a node's owner action or listing.
 func (s *Server) ownerRequest(sess *session, r *control.Request) *control.Reply {
 	res, err := s.Owner(s.ctx, OwnerRequest{By: Actor{Key: sess.key[:]}, Op: r.Op, Network: r.Network, Target: r.Target,
-		Password: r.Password, Approval: r.Approval})
+		Password: r.Password, Approval: r.Approval, Open: r.Open, All: r.All})
 	if err != nil {
 		return s.failed(r.ID, err)
 	}

@@ -93,7 +93,7 @@ func TestOwnerActions(t *testing.T) {
 	b.do(t, control.CodePending, control.Request{Op: control.OpJoin, Network: "lan"})
 	a.do(t, "", control.Request{Op: control.OpDeny, Network: "lan", Target: "bob"})
 	a.do(t, control.CodeNotFound, control.Request{Op: control.OpApprove, Network: "lan", Target: "bob"})
-	a.do(t, "", control.Request{Op: control.OpApproval, Network: "lan", Approval: false})
+	a.do(t, "", control.Request{Op: control.OpApproval, Network: "lan", Approval: false, Open: true})
 	b.do(t, "", control.Request{Op: control.OpJoin, Network: "lan"})
 
 	// Ban: out, and refused until unbanned.
@@ -132,7 +132,7 @@ func TestOwnerActions(t *testing.T) {
 	a.do(t, control.CodeNotFound, control.Request{Op: control.OpMembers, Network: "lan"})
 
 	// The operator may act on any network.
-	a.do(t, "", control.Request{Op: control.OpCreate, Network: "ops"})
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "ops", Open: true})
 	if _, err := srv.Owner(context.Background(), OwnerRequest{By: Actor{Operator: true}, Op: control.OpLock, Network: "ops"}); err != nil {
 		t.Fatalf("operator lock: %v", err)
 	}
@@ -171,7 +171,7 @@ func TestKickKeepsOtherNetworks(t *testing.T) {
 	a.login(t, "alice")
 	b.login(t, "bob")
 	for _, n := range []string{"lan", "game"} {
-		a.do(t, "", control.Request{Op: control.OpCreate, Network: n})
+		a.do(t, "", control.Request{Op: control.OpCreate, Network: n, Open: true})
 		b.do(t, "", control.Request{Op: control.OpJoin, Network: n})
 	}
 	a.do(t, "", control.Request{Op: control.OpKick, Network: "lan", Target: "bob"})
@@ -195,13 +195,13 @@ func TestMembershipLimits(t *testing.T) {
 	a.login(t, "alice")
 	b.login(t, "bob")
 	c.login(t, "carol")
-	a.do(t, "", control.Request{Op: control.OpCreate, Network: "one"})
-	a.do(t, "", control.Request{Op: control.OpCreate, Network: "two"})
-	a.do(t, control.CodeTooManyNetworks, control.Request{Op: control.OpCreate, Network: "three"})
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "one", Open: true})
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "two", Open: true})
+	a.do(t, control.CodeTooManyNetworks, control.Request{Op: control.OpCreate, Network: "three", Open: true})
 	b.do(t, "", control.Request{Op: control.OpJoin, Network: "one"})
 	c.do(t, control.CodeNetworkFull, control.Request{Op: control.OpJoin, Network: "one"})
-	c.do(t, "", control.Request{Op: control.OpCreate, Network: "three"})
-	c.do(t, "", control.Request{Op: control.OpCreate, Network: "four"})
+	c.do(t, "", control.Request{Op: control.OpCreate, Network: "three", Open: true})
+	c.do(t, "", control.Request{Op: control.OpCreate, Network: "four", Open: true})
 	b.do(t, "", control.Request{Op: control.OpJoin, Network: "three"})
 	b.do(t, control.CodeTooManyNetworks, control.Request{Op: control.OpJoin, Network: "four"})
 }
@@ -259,7 +259,7 @@ func TestPendingLoginsBounded(t *testing.T) {
 func TestRelayStopsAfterKick(t *testing.T) {
 	srv := startServer(t)
 	x, y := dialSide(t, srv, "x"), dialSide(t, srv, "y")
-	x.do(t, "", control.Request{Op: control.OpCreate, Network: "lan"})
+	x.do(t, "", control.Request{Op: control.OpCreate, Network: "lan", Open: true})
 	y.do(t, "", control.Request{Op: control.OpJoin, Network: "lan"})
 	x.next(0)
 	y.next(0)
@@ -293,7 +293,7 @@ func TestBanAfterKick(t *testing.T) {
 	b := dialKey(t, srv, bKey)
 	a.login(t, "alice")
 	b.login(t, "bob")
-	a.do(t, "", control.Request{Op: control.OpCreate, Network: "lan"})
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "lan", Open: true})
 	b.do(t, "", control.Request{Op: control.OpJoin, Network: "lan"})
 	a.do(t, "", control.Request{Op: control.OpKick, Network: "lan", Target: "bob"})
 	rep := a.do(t, control.CodeNotFound, control.Request{Op: control.OpBan, Network: "lan", Target: "bob"})

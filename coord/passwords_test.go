@@ -56,7 +56,7 @@ func TestPasswordGuessesLimited(t *testing.T) {
 
 	// A member joining again, and a network without a password, cost no password work.
 	other.do(t, "", control.Request{Op: control.OpJoin, Network: "lan", Password: "anything"})
-	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "open"})
+	owner.do(t, "", control.Request{Op: control.OpCreate, Network: "open", Open: true})
 	guesser.do(t, "", control.Request{Op: control.OpJoin, Network: "open"})
 
 	// Once a token is back (1/passwordRateKey seconds), the right password gets in; refused tries

@@ -21,7 +21,7 @@ func TestFailedLoginTellsPeers(t *testing.T) {
 	srv := startServerWith(t, t.TempDir()+"/w.db", func(c *Config) { c.frameBudget = 2000 })
 	a := dial(t, srv)
 	a.login(t, "a")
-	a.do(t, "", control.Request{Op: control.OpCreate, Network: "lan"})
+	a.do(t, "", control.Request{Op: control.OpCreate, Network: "lan", Open: true})
 	for i := range 30 {
 		f := dial(t, srv)
 		f.login(t, fmt.Sprintf("f%d", i))

@@ -87,7 +87,7 @@ func (c *sideClient) relayedBefore(t *testing.T, srv *Server) [][]byte {
 func TestRelayForwardsOnlyBetweenPeers(t *testing.T) {
 	srv := startServer(t)
 	x, y, z := dialSide(t, srv, "x"), dialSide(t, srv, "y"), dialSide(t, srv, "z")
-	x.request(t, control.Request{ID: 1, Op: control.OpCreate, Network: "lan"})
+	x.request(t, control.Request{ID: 1, Op: control.OpCreate, Network: "lan", Open: true})
 	y.request(t, control.Request{ID: 1, Op: control.OpJoin, Network: "lan"})
 	y.next(0) // start reading side-channel packets
 	z.next(0)

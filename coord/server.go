@@ -73,6 +73,12 @@ type Config struct {
 	LoginRateKey  rate.Limit
 	LoginBurstKey int
 
+	// RequestRate and RequestBurst limit the control requests of one node (network operations,
+	// owner actions, listings): a burst, then a steady rate; beyond it a request is answered with
+	// control.CodeRateLimited. Default DefaultRequestRate and DefaultRequestBurst; rate.Inf = no limit.
+	RequestRate  rate.Limit
+	RequestBurst int
+
 	// MaxNetworksPerNode bounds the networks one node may be a member of (create, join, approval).
 	// Default DefaultMaxNetworksPerNode; at most control.MaxNetworks.
 	MaxNetworksPerNode int
@@ -84,9 +90,14 @@ type Config struct {
 	// the handshake timeout (5s) plus LoginTimeout. Default DefaultMaxPendingLogins.
 	MaxPendingLogins int
 
-	limitLoopback bool // tests: apply the per-address limit to loopback sources too
-	frameBudget   int  // tests: the peer map and delta frame budget (0 = control.FrameBudget)
-	newNodeBurst  int  // tests: new identities per address at once (0 = newNodeBurst)
+	// JoinRequestExpiry is how long a join request waits for the network owner's approval before it
+	// is dropped. Default DefaultJoinRequestExpiry (7 days).
+	JoinRequestExpiry time.Duration
+
+	clock         func() time.Time // tests: the clock join requests are made and expire by (nil = time.Now)
+	limitLoopback bool             // tests: apply the per-address limit to loopback sources too
+	frameBudget   int              // tests: the peer map and delta frame budget (0 = control.FrameBudget)
+	newNodeBurst  int              // tests: new identities per address at once (0 = newNodeBurst)
 }
 
 // Defaults for the limits in Config.
@@ -122,6 +133,7 @@ type Server struct {
 	guard     *abuse.Guard                 // block list and login rate limits (abuse.go)
 	newKeys   *abuse.Limiter[netip.Prefix] // new identities per address (abuse.go)
 	passwords passwordGuard                // bounds on argon2id work (passwords.go)
+	requests  *abuse.Limiter[nodeKey]      // control requests per node (ratelimit.go)
 
 	pending *abuse.Pending // connections not yet logged in (handshake.go)
 }
@@ -152,6 +164,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxPendingLogins <= 0 {
 		cfg.MaxPendingLogins = DefaultMaxPendingLogins
 	}
+	if cfg.JoinRequestExpiry <= 0 {
+		cfg.JoinRequestExpiry = DefaultJoinRequestExpiry
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: relay.NewTable(cfg.RelayRate)}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
@@ -174,6 +189,7 @@ func New(cfg Config) (*Server, error) {
 	l.Every(blockCheckEvery, s.checkAbuse)
 	l.Every(min(max(s.cfg.EphemeralTimeout/4, 50*time.Millisecond), 15*time.Second), s.reapDue)
 	l.Every(addrCheckEvery, s.followAddrs)
+	l.Every(joinExpiryCheck, s.expireJoinsNow)
 	return s, nil
 }
 

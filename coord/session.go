@@ -41,6 +41,7 @@ type session struct {
 	member    *relay.Member             // the node's relay binding; set at login, before the session is shared
 	pending   map[nodeKey]*control.Peer // nil value = remove
 	networks  *control.NetworkList      // the node's networks changed without its asking; nil = no news
+	joins     *control.JoinRequests     // the join requests awaiting the node's approval changed; nil = no news
 	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
 	replies   []*control.Msg
 	wake      chan struct{}
@@ -168,7 +169,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	sess := &session{
 		key: key, name: node.Name, conn: conn, stream: stream, observed: observed, since: time.Now(),
 		log:       log.With("name", node.Name),
-		endpoints: candidateEndpoints(observed, l.Endpoints),
+		endpoints: s.candidateEndpoints(observed, l.Endpoints),
 		local:     l.Endpoints,
 		pending:   make(map[nodeKey]*control.Peer),
 		acls:      make(map[string]control.ACL),
@@ -262,12 +263,22 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 	}
 	sess.mu.Unlock()
 	for _, r := range rows {
-		peers = append(peers, s.peerRecord(r.Node, r.Networks))
+		peers = append(peers, *reachableBy(observed.Addr(), new(s.peerRecord(r.Node, r.Networks))))
 	}
 	// Tell every online peer that this node is here now.
 	for _, r := range rows {
 		p := s.peerRecord(node, r.Networks)
 		s.enqueue(keyOf(r.Node.Key), key, &p)
+	}
+	// The join requests awaiting its approval follow the peer map (the node forgets its list with
+	// every peer map: none = no news).
+	if joins, total, err := s.joinsOf(ctx, key[:]); err != nil {
+		s.log.Error("list join requests", "error", err)
+	} else if total > 0 {
+		sess.mu.Lock()
+		sess.joins = joins
+		sess.mu.Unlock()
+		poke(sess.wake)
 	}
 	return welcome, acls, peers, nil
 }
@@ -349,10 +360,15 @@ func (s *Server) peerRecord(n store.Node, networks []string) control.Peer {
 func (s *Server) enqueue(to, about nodeKey, p *control.Peer) {
 	s.mu.Lock()
 	sess := s.sessions[to]
+	var toAddr netip.Addr
+	if sess != nil {
+		toAddr = sess.observed.Addr()
+	}
 	s.mu.Unlock()
 	if sess == nil {
 		return
 	}
+	p = reachableBy(toAddr, p)
 	sess.mu.Lock()
 	sess.pending[about] = p
 	if p != nil {
@@ -423,6 +439,8 @@ func (s *Server) writeLoop(sess *session) {
 		sess.pending = make(map[nodeKey]*control.Peer)
 		networks := sess.networks
 		sess.networks = nil
+		joins := sess.joins
+		sess.joins = nil
 		acls := sess.acls
 		sess.acls = make(map[string]control.ACL)
 		sess.mu.Unlock()
@@ -434,8 +452,8 @@ func (s *Server) writeLoop(sess *session) {
 		}
 		// Rules first, or with the peers they apply to; the network list with the first frame.
 		cut := s.newFrameCutter(func(f frame, _ bool) error {
-			delta := &control.PeerDelta{Networks: networks, ACLs: f.acls, Upsert: f.upsert, Remove: f.remove}
-			networks = nil
+			delta := &control.PeerDelta{Networks: networks, Joins: joins, ACLs: f.acls, Upsert: f.upsert, Remove: f.remove}
+			networks, joins = nil, nil
 			return sess.send(&control.Msg{Type: control.TypePeerDelta, PeerDelta: delta})
 		})
 		for _, a := range acls {
@@ -448,7 +466,7 @@ func (s *Server) writeLoop(sess *session) {
 				cut.addPeer(*p)
 			}
 		}
-		if err := cut.close(networks != nil); err != nil {
+		if err := cut.close(networks != nil || joins != nil); err != nil {
 			return
 		}
 	}
@@ -480,6 +498,10 @@ func (s *Server) readLoop(sess *session) {
 			case <-sess.conn.Context().Done():
 				return
 			}
+			if rep := s.limitRequest(sess, msg.Request); rep != nil {
+				s.reply(sess, rep)
+				continue
+			}
 			s.reply(sess, s.handleRequest(sess, msg.Request))
 		case control.TypeEndpoints:
 			s.updateEndpoints(sess, msg.Endpoints)
@@ -497,7 +519,7 @@ func (s *Server) updateEndpoints(sess *session, u *control.Endpoints) {
 	same := slices.Equal(sess.local, u.Endpoints) && sess.mapping == u.Mapping
 	if !same {
 		sess.local = u.Endpoints
-		sess.endpoints = candidateEndpoints(sess.observed, u.Endpoints)
+		sess.endpoints = s.candidateEndpoints(sess.observed, u.Endpoints)
 		sess.mapping = u.Mapping
 	}
 	sess.mu.Unlock()
@@ -542,18 +564,31 @@ func (s *Server) refreshEndpoints(sess *session) {
 	}
 }
 
-var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+// IPv4 ranges no peer reaches a node at: "this network" (0.0.0.0/8) and the reserved 240.0.0.0/4,
+// which holds the limited broadcast address.
+var (
+	thisNetwork4 = netip.MustParsePrefix("0.0.0.0/8")
+	reserved4    = netip.MustParsePrefix("240.0.0.0/4")
+)
 
-// candidateEndpoints returns the address the server observed followed by the node's own, without
-// duplicates.
-func candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip.AddrPort {
+// candidateEndpoints returns the address the server observed followed by the node's own that a
+// peer could reach it at, without duplicates. Dropped: multicast, unspecified, link-local,
+// 0.0.0.0/8 and 240.0.0.0/4 (broadcast) addresses, the overlay's own addresses (a peer would send
+// the node's packets into the overlay) and, unless the server sees the node on loopback too (node
+// and server on one host, as in tests), loopback: peers would only send probes at whatever listens
+// there on their own host. Loopback endpoints that remain go only to peers on loopback too
+// (reachableBy).
+func (s *Server) candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip.AddrPort {
 	out := make([]netip.AddrPort, 0, len(local)+1)
 	if observed.IsValid() {
 		out = append(out, observed)
 	}
+	onLoopback := observed.Addr().IsLoopback()
 	for _, ep := range local {
 		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
-		if a := ep.Addr(); a.IsMulticast() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a == broadcast4 {
+		a := ep.Addr()
+		if a.IsMulticast() || a.IsUnspecified() || a.IsLinkLocalUnicast() || thisNetwork4.Contains(a) || reserved4.Contains(a) ||
+			s.cfg.Pools.V4.Contains(a) || s.cfg.Pools.V6.Contains(a) || (a.IsLoopback() && !onLoopback) {
 			continue // no peer can reach a node there; peers would only send probes at whatever is
 		}
 		if !slices.Contains(out, ep) && len(out) < control.MaxEndpoints {
@@ -561,6 +596,17 @@ func candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip
 		}
 	}
 	return out
+}
+
+// reachableBy returns p as the node `to` (whose control connection comes from toAddr) is to see it:
+// without loopback endpoints unless to is on loopback too. p is not modified.
+func reachableBy(toAddr netip.Addr, p *control.Peer) *control.Peer {
+	if p == nil || toAddr.IsLoopback() || !slices.ContainsFunc(p.Endpoints, func(ep netip.AddrPort) bool { return ep.Addr().IsLoopback() }) {
+		return p
+	}
+	q := *p
+	q.Endpoints = slices.DeleteFunc(slices.Clone(p.Endpoints), func(ep netip.AddrPort) bool { return ep.Addr().IsLoopback() })
+	return &q
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

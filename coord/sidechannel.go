@@ -64,7 +64,7 @@ func (s *Server) rebind(sess *session, to netip.AddrPort) {
 	s.relay.Move(sess.member, to)
 	s.mu.Unlock()
 	sess.mu.Lock()
-	sess.endpoints = candidateEndpoints(to, sess.local)
+	sess.endpoints = s.candidateEndpoints(to, sess.local)
 	sess.mu.Unlock()
 	sess.log.Info("node address changed", "from", from, "to", to)
 	if err := s.refreshPeers(sess.key, nil); err != nil {

@@ -73,7 +73,7 @@ func TestACL(t *testing.T) {
 		return state
 	}
 	db := up("db", "--expose", fmt.Sprintf("tcp:%d,tcp:%d", portX, portY))
-	warren(t, true, "network", "create", "lab", "--state", db)
+	warren(t, true, "network", "create", "lab", "--state", db, "--open")
 	out, err := sh(t, tmp, "warren-coord authkey create --data "+data+" --network lab --tag ci | tail -1")
 	if err != nil {
 		t.Fatalf("authkey create: %v", err)

@@ -120,7 +120,8 @@ func TestNetworkAdministration(t *testing.T) {
 		t.Errorf("members table:\n%s", table)
 	}
 	// bob and carol also share a second network.
-	carol.net(t, 0, "created", "create", "game")
+	carol.net(t, 1, "--open to make it open on purpose", "create", "game") // closed by default
+	carol.net(t, 0, "created", "create", "game", "--open")
 	bob.net(t, 0, "joined", "join", "game")
 
 	// Kick: bob holds a proxied connection to alice's exposed echo port.
@@ -168,7 +169,8 @@ func TestNetworkAdministration(t *testing.T) {
 	alice.net(t, 0, "denied", "deny", "lan", "bob")
 
 	// Lock, and the member limit (3) from warren-coord's flag.
-	alice.net(t, 0, "joins need approval: off", "approval", "lan", "off")
+	alice.net(t, 1, "would take anyone", "approval", "lan", "off") // no password: only on purpose
+	alice.net(t, 0, "joins need approval: off", "approval", "lan", "off", "--open")
 	alice.net(t, 0, "locked", "lock", "lan")
 	dave.net(t, 1, "locked", "join", "lan")
 	alice.net(t, 0, "unlocked", "unlock", "lan")

@@ -144,7 +144,7 @@ func newCISetup(t *testing.T, ephemeralTimeout time.Duration) *ciSetup {
 	startProc(t, "warren", "up", "--coord", s.coordAddr, "--coord-key", s.fp, "--state", s.artifactsState, "--name", "artifacts",
 		"--listen", "127.0.0.1:0", "--socks", "", "--expose", fmt.Sprintf("tcp:%d", s.port))
 	waitLoggedIn(t, s.artifactsState)
-	warren(t, true, "network", "create", "builds", "--state", s.artifactsState)
+	warren(t, true, "network", "create", "builds", "--state", s.artifactsState, "--password", "pw")
 	return s
 }
 
@@ -241,7 +241,7 @@ func TestEphemeralLeave(t *testing.T) {
 		p := startProc(t, "warren", append([]string{"up", "--coord", s.coordAddr, "--coord-key", s.fp, "--state", state, "--name", name,
 			"--listen", "127.0.0.1:0", "--socks", ""}, extra...)...)
 		waitLoggedIn(t, state)
-		warren(t, true, "network", "join", "builds", "--state", state)
+		warren(t, true, "network", "join", "builds", "--state", state, "--password", "pw")
 		waitPeer(t, s.artifactsState, name, name+" online", 60*time.Second, online)
 		return p, state
 	}

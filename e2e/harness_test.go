@@ -131,9 +131,11 @@ func (n *testNode) peerState(name string) localapi.Peer {
 	return localapi.Peer{}
 }
 
+// network creates, joins or leaves a network; a network created without a password is open.
 func (n *testNode) network(t testing.TB, op, name, password string) {
 	t.Helper()
-	if _, err := n.Network(context.Background(), op, name, password); err != nil {
+	req := localapi.NetworkRequest{Op: op, Name: name, Password: password, Open: op == "create" && password == ""}
+	if _, err := n.api.Network(context.Background(), req); err != nil {
 		t.Fatalf("%s: network %s %s: %v", n.name, op, name, err)
 	}
 }

@@ -267,7 +267,7 @@ func TestLossAndDelay(t *testing.T) {
 	for _, s := range []string{stateA, stateP, stateB} {
 		waitLoggedIn(t, s)
 	}
-	warren(t, true, "network", "create", "lossy", "--state", stateB)
+	warren(t, true, "network", "create", "lossy", "--state", stateB, "--open")
 	warren(t, true, "network", "join", "lossy", "--state", stateA)
 	warren(t, true, "network", "join", "lossy", "--state", stateP)
 	waitDirect(t, stateA, "bob")
@@ -393,7 +393,7 @@ func TestFullQueueDrops(t *testing.T) {
 		"--socks", "127.0.0.1:1080")
 	waitLoggedIn(t, stateA)
 	waitLoggedIn(t, stateB)
-	warren(t, true, "network", "create", "slow", "--state", stateB)
+	warren(t, true, "network", "create", "slow", "--state", stateB, "--open")
 	warren(t, true, "network", "join", "slow", "--state", stateA)
 	waitDirect(t, stateA, "bob")
 

@@ -96,7 +96,7 @@ func TestCoordOutage(t *testing.T) {
 		"--listen", "127.0.0.1:0", "--socks", "", "--expose", fmt.Sprintf("tcp:%d", port))
 	waitLoggedIn(t, stateA)
 	waitLoggedIn(t, stateB)
-	warren(t, true, "network", "create", "lan", "--state", stateA)
+	warren(t, true, "network", "create", "lan", "--state", stateA, "--open")
 	warren(t, true, "network", "join", "lan", "--state", stateB)
 	waitDirect(t, stateA, "bob")
 

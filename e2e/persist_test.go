@@ -118,7 +118,7 @@ func TestCoordKillDuringJoins(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, n := range []string{"bykey", "byrequest"} {
-		if err := owner.request(control.Request{ID: uint64(i + 1), Op: control.OpCreate, Network: n}); err != nil {
+		if err := owner.request(control.Request{ID: uint64(i + 1), Op: control.OpCreate, Network: n, Open: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

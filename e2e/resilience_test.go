@@ -96,7 +96,7 @@ func TestPeerKilled(t *testing.T) {
 	b := startProc(t, "warren", upB...)
 	waitLoggedIn(t, stateA)
 	waitLoggedIn(t, stateB)
-	warren(t, true, "network", "create", "lan", "--state", stateA)
+	warren(t, true, "network", "create", "lan", "--state", stateA, "--open")
 	warren(t, true, "network", "join", "lan", "--state", stateB)
 	waitDirect(t, stateA, "bob")
 	bIPs := statusOf(t, stateB).Self.IPs

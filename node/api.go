@@ -169,7 +169,8 @@ func (n *Node) network(ctx context.Context, req localapi.NetworkRequest) ([]stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	rep, err := n.coord.request(ctx, control.Request{Op: o, Network: name, Password: password, Approval: req.Approval && o == control.OpCreate})
+	rep, err := n.coord.request(ctx, control.Request{Op: o, Network: name, Password: password, Approval: req.Approval && o == control.OpCreate,
+		Open: req.Open && o == control.OpCreate})
 	if err != nil {
 		return nil, err
 	}
@@ -186,8 +187,13 @@ func (n *Node) Owner(ctx context.Context, req localapi.OwnerRequest) (*localapi.
 	if !op.IsOwnerAction() {
 		return nil, fmt.Errorf("unknown network operation %q (want approve, deny, kick, ban, unban, lock, unlock, password, approval, transfer, delete, members or pending)", req.Op)
 	}
-	if op.NeedsTarget() != (req.Target != "") {
-		if req.Target == "" {
+	if r := (control.Request{Op: op, Target: req.Target, All: req.All}); !r.TargetOK() {
+		switch {
+		case req.All && op != control.OpDeny:
+			return nil, fmt.Errorf("%s: all applies to deny only", op)
+		case req.All:
+			return nil, fmt.Errorf("%s all: name no node", op)
+		case req.Target == "":
 			return nil, fmt.Errorf("%s: name the node (its name or key fingerprint)", op)
 		}
 		return nil, fmt.Errorf("%s takes no node", op)
@@ -197,7 +203,7 @@ func (n *Node) Owner(ctx context.Context, req localapi.OwnerRequest) (*localapi.
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	r := control.Request{Op: op, Network: req.Network, Target: req.Target, Approval: req.Approval}
+	r := control.Request{Op: op, Network: req.Network, Target: req.Target, Approval: req.Approval, Open: req.Open, All: req.All}
 	if op == control.OpPassword {
 		r.Password = req.Password
 	}
@@ -291,6 +297,7 @@ func (n *Node) Status() localapi.Status {
 		}
 		st.Peers = append(st.Peers, ps)
 	}
+	st.JoinRequests, st.JoinRequestsMore = n.joins.status()
 	st.Stats = localapi.Stats{
 		PacketsSent:        n.sendq.sent.Load(),
 		DroppedQueueFull:   n.sendq.full.Load(),

@@ -26,6 +26,7 @@ import (
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
 	"github.com/warren-net/warren/internal/peercred"
+	"github.com/warren-net/warren/internal/privdir"
 	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
@@ -108,6 +109,7 @@ type Node struct {
 	stack  atomic.Pointer[netstack.Stack] // set by Start
 	tun    atomic.Pointer[tunBridge]      // TUN mode only (tun.go)
 	sendq  sendQueues                     // per-peer outbound queues (sendq.go)
+	joins  joinRequests                   // join requests awaiting this node's approval (joins.go)
 	limits *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
 	drops  dropCounters                   // packets dropped, by reason
 	aclLog logLimiter                     // debug lines about refusals (acl.go)
@@ -204,6 +206,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}()
 	if err := os.MkdirAll(n.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
+	}
+	if err := privdir.Check(n.cfg.StateDir, "state directory"); err != nil {
+		return err // another user could replace the key, the coord pin or the API socket in it
 	}
 	key, created, err := identity.LoadOrCreate(filepath.Join(n.cfg.StateDir, "key.pem"))
 	if err != nil {

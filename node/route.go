@@ -111,6 +111,7 @@ func grants(peers map[peer.Key]control.Peer, policies map[string]*acl.Policy, se
 // per-peer rate limits and send queues, the peer links, the relays' consent lists and the cache
 // follow.
 func (n *Node) handleControl(m *control.Msg) {
+	n.joins.handle(m, n.log)
 	rt, infos := n.peers.apply(m)
 	if m.Type == control.TypePeerDelta && m.PeerDelta.Networks != nil {
 		n.networksChanged(m.PeerDelta.Networks.Names)

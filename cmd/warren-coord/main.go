@@ -84,6 +84,7 @@ func run(args []string) error {
 	maxPending := fs.Int("max-pending-logins", coord.DefaultMaxPendingLogins, "connections that may be handshaking or logging in at once; more are refused")
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
+	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
 	server := addServerFlags(fs)
 	if done, err := server.parse(fs, args, ""); done {
 		return err
@@ -104,6 +105,10 @@ func run(args []string) error {
 	auditAge, err := parseExpiry(*auditMaxAge)
 	if err != nil || *auditKeep < 1 {
 		return fmt.Errorf("--audit-keep %d, --audit-max-age %q: want at least 1 entry and a positive duration", *auditKeep, *auditMaxAge)
+	}
+	joinAge, err := parseExpiry(*joinExpiry)
+	if err != nil {
+		return fmt.Errorf("--join-request-expiry %q: want a positive duration", *joinExpiry)
 	}
 	log := server.logger("warren-coord")
 	pools, err := parsePools(*pool4, *pool6)
@@ -145,7 +150,8 @@ func run(args []string) error {
 	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
 		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, Relays: relays, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
 		LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP, LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey,
-		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending})
+		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending,
+		JoinRequestExpiry: joinAge})
 	if err != nil {
 		pc.Close()
 		if probe != nil {

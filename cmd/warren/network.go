@@ -14,18 +14,24 @@ import (
 
 const networkSynopsis = `network OP NETWORK [NODE] [flags]
 
-  create NETWORK [--password P] [--approval]   create a network (you own it); --approval: joins need your approval
+  create NETWORK --password P|--approval|--open
+                                               create a network (you own it): joins need the password, or
+                                               your approval (both may be given), or nothing (--open: anyone
+                                               who names the network joins it)
   join NETWORK [--password P]                  join (exit status 3 if the owner must approve it first)
   leave NETWORK                                leave
 owner actions (NODE is a node's name, or its key fingerprint):
   members NETWORK [--json]                     members (any member); with pending joins and bans for the owner
   pending NETWORK [--json]                     joins awaiting approval
   approve|deny NETWORK NODE                    let a pending node in, or drop its request
+  deny NETWORK --all                           drop every pending request
   kick NETWORK NODE                            remove a member (it may ask to join again)
   ban|unban NETWORK NODE                       kick and keep out, or let back in
   lock|unlock NETWORK                          refuse or allow new members
-  approval NETWORK on|off                      whether joins need your approval
-  password NETWORK --password P|--no-password  change the password (members stay)
+  approval NETWORK on|off [--open]             whether joins need your approval (off without a password: --open)
+  password NETWORK --password P|--no-password [--open]
+                                               change the password (members stay); removing it from a
+                                               network that needs no approval opens it: say --open
   transfer NETWORK NODE                        make another member the owner
   delete NETWORK                               delete the network (its members are told)
 access rules (see README, "Access rules"):
@@ -42,6 +48,8 @@ func cmdNetwork(args []string) error {
 	password := fs.String("password", "", "network `password` (or set WARREN_PASSWORD)")
 	noPassword := fs.Bool("no-password", false, "password: remove the network's password")
 	approval := fs.Bool("approval", false, "create: joins need the owner's approval")
+	open := fs.Bool("open", false, "create, password --no-password, approval off: anyone who names the network may join it (no password, no approval)")
+	all := fs.Bool("all", false, "deny: drop every pending join request")
 	asJSON := fs.Bool("json", false, "members, pending, acl show: print JSON")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -66,7 +74,7 @@ func cmdNetwork(args []string) error {
 		if len(rest) > 0 {
 			return fmt.Errorf("network %s: unexpected argument %q", op, rest[0])
 		}
-		rep, err := client.Network(ctx, localapi.NetworkRequest{Op: op, Name: name, Password: *password, Approval: *approval})
+		rep, err := client.Network(ctx, localapi.NetworkRequest{Op: op, Name: name, Password: *password, Approval: *approval, Open: *open && op == "create"})
 		var lerr *localapi.Error
 		if op == "join" && errors.As(err, &lerr) && lerr.Code == "pending" {
 			fmt.Printf("join request for network %q sent: it awaits the owner's approval; this node becomes a member once approved\n", name)
@@ -81,7 +89,16 @@ func cmdNetwork(args []string) error {
 	}
 	req := localapi.OwnerRequest{Op: op, Network: name}
 	switch op {
-	case "approve", "deny", "kick", "ban", "unban", "transfer":
+	case "deny":
+		if *all {
+			if len(rest) != 0 {
+				return errors.New("network deny --all: want the network only")
+			}
+			req.All = true
+			break
+		}
+		fallthrough
+	case "approve", "kick", "ban", "unban", "transfer":
 		if len(rest) != 1 {
 			return fmt.Errorf("network %s: want the network and one node (name or key fingerprint)", op)
 		}
@@ -91,11 +108,13 @@ func cmdNetwork(args []string) error {
 			return errors.New("network approval: want the network and on or off")
 		}
 		req.Approval = rest[0] == "on"
+		req.Open = *open
 	case "password":
 		if (*password == "") == !*noPassword {
 			return errors.New("network password: give the new password with --password (or WARREN_PASSWORD), or --no-password")
 		}
 		req.Password = *password
+		req.Open = *open
 	case "lock", "unlock", "delete", "members", "pending":
 	default:
 		fs.Usage()
@@ -108,9 +127,12 @@ func cmdNetwork(args []string) error {
 	if err != nil {
 		return fmt.Errorf("network %s %s: %w", op, name, err)
 	}
-	switch op {
-	case "members", "pending":
+	switch {
+	case op == "members", op == "pending":
 		return printMembers(rep.Members, *asJSON, op == "pending")
+	case req.All:
+		fmt.Printf("denied %d join requests to network %q\n", len(rep.Members), name)
+		return nil
 	}
 	done := map[string]string{
 		"approve": "approved %[2]s: it is a member of network %[1]q now", "deny": "denied %[2]s's request to join network %[1]q",

@@ -48,6 +48,7 @@ func cmdStatus(args []string) error {
 	s := st.Stats
 	fmt.Printf("packets   %d sent to peers; dropped: %d queue full, %d no route, %d spoofed, %d rate limited, %d by access rules\n",
 		s.PacketsSent, s.DroppedQueueFull, s.DroppedNoRoute, s.DroppedSpoofed, s.DroppedRateLimited, s.DroppedACL)
+	printJoinRequests(st.JoinRequests, st.JoinRequestsMore)
 	fmt.Println()
 	if len(st.Peers) == 0 {
 		fmt.Println("no peers yet: join a network that other nodes are in ('warren network join NAME')")
@@ -83,4 +84,18 @@ func orNone(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printJoinRequests lists the nodes waiting for this node's approval, if any.
+func printJoinRequests(reqs []localapi.JoinRequest, more int) {
+	if len(reqs)+more == 0 {
+		return
+	}
+	fmt.Printf("joins     %d waiting for your approval ('warren network approve|deny NETWORK NODE'):\n", len(reqs)+more)
+	for _, r := range reqs {
+		fmt.Printf("          %s asks to join %s (%s, %v ago)\n", r.Name, r.Network, r.Key, time.Since(r.RequestedAt).Round(time.Second))
+	}
+	if more > 0 {
+		fmt.Printf("          and %d more: 'warren network pending NETWORK'\n", more)
+	}
 }

@@ -1,9 +1,7 @@
 package operator
 
 import (
-	"io/fs"
 	"net"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,12 +23,4 @@ func peerUID(c net.Conn) int {
 		}
 	})
 	return uid
-}
-
-func ownerUID(fi fs.FileInfo) (int, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
-	}
-	return int(st.Uid), true
 }

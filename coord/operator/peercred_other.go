@@ -2,13 +2,8 @@
 
 package operator
 
-import (
-	"io/fs"
-	"net"
-)
+import "net"
 
 // peerUID is unknown here (-1): the socket's mode and the directory's permissions keep other users
 // out.
 func peerUID(net.Conn) int { return -1 }
-
-func ownerUID(fs.FileInfo) (int, bool) { return 0, false }

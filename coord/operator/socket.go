@@ -17,6 +17,7 @@ import (
 
 	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/internal/privdir"
 )
 
 // Socket serves a Commands on the admin socket of a data directory: a unix socket, mode 0600, in a
@@ -116,22 +117,7 @@ type uidKey struct{}
 
 // CheckDir refuses a data directory that other users could write to (and so replace the socket in)
 // or that belongs to another user.
-func CheckDir(dir string) error {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("data directory %s is not a directory", dir)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("data directory %s is writable by other users (mode %v); chmod 700 it", dir, fi.Mode().Perm())
-	}
-	if uid, ok := ownerUID(fi); ok && uid != os.Getuid() {
-		return fmt.Errorf("data directory %s belongs to uid %d, not to this user (uid %d)", dir, uid, os.Getuid())
-	}
-	return nil
-}
+func CheckDir(dir string) error { return privdir.Check(dir, "data directory") }
 
 func (s *Socket) handle(w http.ResponseWriter, r *http.Request) {
 	if r.Host != operatorapi.Host {

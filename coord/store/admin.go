@@ -82,13 +82,10 @@ func (s *Store) DeleteNetwork(ctx context.Context, network string) error {
 	return nil
 }
 
-// AddPending records a join awaiting approval; recording it again changes nothing.
+// AddPending records a join awaiting approval, now and from no particular source (see
+// AddJoinRequest); recording it again changes nothing.
 func (s *Store) AddPending(ctx context.Context, network string, key []byte) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO pending (network, key, requested_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
-		network, key, time.Now().Unix()); err != nil {
-		return fmt.Errorf("record pending join to %q: %w", network, err)
-	}
-	return nil
+	return s.AddJoinRequest(ctx, network, key, "", time.Now())
 }
 
 // Approve turns a pending join into a membership, in one transaction. It returns an error wrapping

@@ -66,7 +66,7 @@ type NetworkInfo struct {
 
 // AllNetworks lists every network with its members' keys, sorted by name, in two queries.
 func (s *Store) AllNetworks(ctx context.Context) ([]NetworkInfo, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, password_hash, owner, created_at FROM networks`)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, password_hash, owner, created_at, approval, locked, is_open FROM networks`)
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
@@ -76,7 +76,7 @@ func (s *Store) AllNetworks(ctx context.Context) ([]NetworkInfo, error) {
 	for rows.Next() {
 		var n NetworkInfo
 		var created int64
-		if err := rows.Scan(&n.Name, &n.PasswordHash, &n.Owner, &created); err != nil {
+		if err := rows.Scan(&n.Name, &n.PasswordHash, &n.Owner, &created, &n.Approval, &n.Locked, &n.Open); err != nil {
 			return nil, fmt.Errorf("list networks: %w", err)
 		}
 		n.CreatedAt = time.Unix(created, 0).UTC()

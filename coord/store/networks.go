@@ -58,8 +58,8 @@ func nodeExists(ctx context.Context, tx *sql.Tx, key []byte) error {
 func (s *Store) Network(ctx context.Context, name string) (Network, error) {
 	var n Network
 	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT name, password_hash, owner, created_at, approval, locked FROM networks WHERE name = ?`, name).
-		Scan(&n.Name, &n.PasswordHash, &n.Owner, &created, &n.Approval, &n.Locked)
+	err := s.db.QueryRowContext(ctx, `SELECT name, password_hash, owner, created_at, approval, locked, is_open FROM networks WHERE name = ?`, name).
+		Scan(&n.Name, &n.PasswordHash, &n.Owner, &created, &n.Approval, &n.Locked, &n.Open)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Network{}, fmt.Errorf("network %q: %w", name, ErrNotFound)
 	}

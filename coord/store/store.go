@@ -93,6 +93,9 @@ type Network struct {
 	CreatedAt    time.Time
 	Approval     bool // joins wait for the owner's approval (see AddPending)
 	Locked       bool // no new joins
+	// Open: anyone may join without a password or approval. A network with neither that is not
+	// open takes new members only through auth keys (see SetOpen).
+	Open bool
 }
 
 // PeerRow is a node that shares at least one network with another node, with the shared networks.
@@ -199,6 +202,15 @@ var migrations = []string{
 	// the checks look nodes up by name. Duplicates an older server let in stay until one of the
 	// nodes renames: nodes resolve a duplicated name to neither.
 	`CREATE INDEX nodes_by_name ON nodes(name);`,
+	// 9: networks are closed unless their owner opens them: is_open says a network takes anyone
+	// without a password or approval. Networks that did so before keep doing so (marked open). Each
+	// pending join records the source range it came from (per-source caps); joins expire by age.
+	`ALTER TABLE networks ADD COLUMN is_open INTEGER NOT NULL DEFAULT 0;
+	UPDATE networks SET is_open = 1 WHERE password_hash = '' AND approval = 0;
+	ALTER TABLE pending ADD COLUMN source TEXT NOT NULL DEFAULT '';
+	CREATE INDEX pending_by_source ON pending(source);
+	CREATE INDEX pending_by_time ON pending(requested_at);
+	CREATE INDEX pending_by_key ON pending(key);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies

@@ -28,6 +28,18 @@ type Status struct {
 	Coord Coord  `json:"coord"`
 	Peers []Peer `json:"peers"`
 	Stats Stats  `json:"stats"`
+	// JoinRequests are the nodes waiting for this node's approval to join networks it owns, oldest
+	// first, as the coord last said; JoinRequestsMore counts those beyond the list.
+	JoinRequests     []JoinRequest `json:"join_requests"`
+	JoinRequestsMore int           `json:"join_requests_more,omitempty"`
+}
+
+// JoinRequest is a node waiting to join a network this node owns ('warren network approve|deny').
+type JoinRequest struct {
+	Network     string    `json:"network"`
+	Name        string    `json:"name"`
+	Key         string    `json:"key"` // fingerprint
+	RequestedAt time.Time `json:"requested_at"`
 }
 
 // Stats counts the node's overlay packets since it started.
@@ -111,6 +123,9 @@ type NetworkRequest struct {
 	Name     string `json:"name"`
 	Password string `json:"password,omitempty"`
 	Approval bool   `json:"approval,omitempty"` // create: joins need the owner's approval
+	// Open (create): the network takes anyone without a password or approval. A network needs a
+	// password, approval or Open: the coord refuses one with none of them.
+	Open bool `json:"open,omitempty"`
 }
 
 // OwnerRequest asks the node to perform an owner action on a network, or list it (POST
@@ -123,6 +138,11 @@ type OwnerRequest struct {
 	Target   string `json:"target,omitempty"` // a node name, or key fingerprint
 	Password string `json:"password,omitempty"`
 	Approval bool   `json:"approval,omitempty"`
+	// Open (password without one, approval off): the network is to take anyone; needed to take
+	// away the last of a password and approval.
+	Open bool `json:"open,omitempty"`
+	// All (deny, without Target): drop every pending join; the reply lists them.
+	All bool `json:"all,omitempty"`
 }
 
 // OwnerReply answers an OwnerRequest.
