@@ -34,7 +34,7 @@ func TestACLNameTakeover(t *testing.T) {
 		return state, p
 	}
 	bob, _ := up("bob", "bob", "--expose", fmt.Sprintf("tcp:%d", port))
-	warren(t, true, "network", "create", "lan", "--state", bob)
+	warren(t, true, "network", "create", "lan", "--open", "--state", bob)
 	alice, _ := up("alice", "alice")
 	mallory, malloryProc := up("mallory", "mallory")
 	for _, s := range []string{alice, mallory} {
