@@ -29,6 +29,8 @@ commands:
   network acl set NAME FILE  set a network's access rules (owner only; FILE - = stdin)
   network acl show NAME      show them (--json: as a rule file)
   network acl clear NAME     remove them: members reach each other's exposed ports
+  run -- COMMAND [ARGS...]   run COMMAND in a namespace of its own whose network is the
+                             overlay (no proxy settings, no root; Linux)
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   version                    print the version
@@ -69,6 +71,10 @@ func run(args []string) error {
 		return cmdPing(rest)
 	case "netcheck":
 		return cmdNetcheck(rest)
+	case "run":
+		return cmdRun(rest)
+	case runNSCommand:
+		return cmdRunNS(rest)
 	case "version", "--version":
 		fmt.Println("warren", version)
 		return nil
