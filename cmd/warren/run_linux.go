@@ -31,6 +31,9 @@ func runInNamespace(state string, command []string, stdin io.Reader, stdout, std
 	if err := runPreflight(); err != nil {
 		return err
 	}
+	if _, err := exec.LookPath(command[0]); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	att, err := localapi.NewClient(state).Attach(ctx)
