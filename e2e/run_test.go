@@ -189,6 +189,20 @@ print("reply from", a[0], d[0])`, ipB[0])
 		}
 	})
 
+	t.Run("other-user", func(t *testing.T) {
+		// Even with the socket opened up, another user may not attach a device (SO_PEERCRED).
+		sock := filepath.Join(stateA, "warren.sock")
+		os.Chmod(stateA, 0o711)
+		os.Chmod(sock, 0o666)
+		defer os.Chmod(stateA, 0o700)
+		defer os.Chmod(sock, 0o600)
+		cmd := exec.Command("setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", warrenBin, "run", "--state", stateA, "--", "true")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "uid 65533 may not attach") {
+			t.Errorf("uid 65533 attaching to nobody's node: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("exit", func(t *testing.T) {
 		if _, code := run("sh", "-c", "exit 7"); code != 7 {
 			t.Errorf("exit 7: got %d", code)

@@ -23,6 +23,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -127,6 +128,10 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	name := fmt.Sprintf("run%d", owner-ownerAttached)
 	dev, err := n.attachDevice(conn, owner, name, info)
+	if errors.Is(err, io.EOF) {
+		n.log.Debug("attach: the client left before sending a device")
+		return
+	}
 	if err != nil {
 		n.log.Warn("attach: refused a device", "error", err)
 		reply(conn, localapi.AttachResult{Error: err.Error()})
