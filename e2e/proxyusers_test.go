@@ -44,8 +44,8 @@ func socksProbe(addr string) string {
 	return fmt.Sprintf("answered %d %d", b[0], b[1])
 }
 
-// asNobody runs this test binary as uid and gid 65534 (nobody) with env; it needs root and setpriv.
-func asNobody(t *testing.T, env string) string {
+// testBinaryAsNobody runs this test binary as uid and gid 65534 (nobody) with env; it needs root and setpriv.
+func testBinaryAsNobody(t *testing.T, env string) string {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a client as another local user")
@@ -99,7 +99,7 @@ func TestProxyServesItsOwnUser(t *testing.T) {
 	if got := socksProbe(socks); !strings.HasPrefix(got, "answered 5 0") {
 		t.Fatalf("the node's own user: %s", got)
 	}
-	if got := asNobody(t, probeEnv+"="+socks); !strings.HasPrefix(got, "closed") {
+	if got := testBinaryAsNobody(t, probeEnv+"="+socks); !strings.HasPrefix(got, "closed") {
 		t.Errorf("another local user got: %s", got)
 	}
 
@@ -122,7 +122,7 @@ func TestProxyServesItsOwnUser(t *testing.T) {
 	}
 
 	shared, _ := start("shared", "--proxy-users", "65534")
-	if got := asNobody(t, probeEnv+"="+shared); !strings.HasPrefix(got, "answered 5 0") {
+	if got := testBinaryAsNobody(t, probeEnv+"="+shared); !strings.HasPrefix(got, "answered 5 0") {
 		t.Errorf("a user named in --proxy-users got: %s", got)
 	}
 }

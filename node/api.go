@@ -85,6 +85,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		writeJSON(w, http.StatusOK, netcheckView(rep, n.relays.logins()))
 	})
 	mux.HandleFunc("POST /v1/down", n.handleDown)
+	mux.HandleFunc("POST /v1/attach", n.handleAttach) // `warren run` (attach.go)
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		seq, _ := strconv.Atoi(q.Get("seq"))
@@ -102,7 +103,8 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		writeJSON(w, http.StatusOK, rep)
 	})
 	a := &apiServer{ln: ln, path: path, done: make(chan struct{}),
-		srv: &http.Server{Handler: hostCheck(mux), ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.StandardLogger(nil)}}
+		srv: &http.Server{Handler: hostCheck(mux), ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.StandardLogger(nil),
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}}
 	go func() {
 		defer close(a.done)
 		a.srv.Serve(ln)

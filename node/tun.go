@@ -38,10 +38,11 @@ import (
 	"github.com/warren-net/warren/tun"
 )
 
-// tunBridge joins the TUN device to the node.
+// tunBridge joins the TUN device, and the devices of `warren run` (attach.go), to the node.
 type tunBridge struct {
 	dev          *tun.Device
-	flows        *packet.FlowTable // owners: ownerTUN or ownerStack
+	devs         [256]atomic.Pointer[tun.Device] // by flow owner: dev at ownerTUN, attached ones from ownerAttached
+	flows        *packet.FlowTable               // owners: ownerTUN or ownerStack
 	self4, self6 netip.Addr
 
 	dropFiltered atomic.Uint64 // inbound packets the filter refused
@@ -52,6 +53,8 @@ type tunBridge struct {
 const (
 	ownerTUN   uint8 = 1
 	ownerStack uint8 = 2
+	// ownerAttached and up: devices of `warren run` (attach.go).
+	ownerAttached uint8 = 3
 )
 
 // maxFlows bounds the flow table.
@@ -62,15 +65,12 @@ func (n *Node) receiveFunc() func(peer.Key, []byte) {
 	if n.cfg.TUN != "" {
 		return n.receiveTUN
 	}
-	return n.receive
+	return n.receiveAttached
 }
 
 // outputFunc is the netstack's Output callback for the configured mode.
 func (n *Node) outputFunc() func([]byte) {
-	if n.cfg.TUN != "" {
-		return n.outputStack
-	}
-	return n.output
+	return n.outputStack // without a bridge (no --tun, no `warren run`), just output
 }
 
 // startTUN creates the device once the node knows its addresses. A no-op unless Config.TUN is set.
@@ -83,7 +83,7 @@ func (n *Node) startTUN(w *control.Welcome) error {
 		Name:    n.cfg.TUN,
 		Addrs:   []netip.Prefix{netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits())},
 		MTU:     peer.MaxPacketSize,
-		Receive: func(pkt []byte) { n.outputTUN(b, pkt) },
+		Receive: func(pkt []byte) { n.outputTUN(b, ownerTUN, pkt) },
 		Logger:  n.log.Named("tun"),
 	})
 	if errors.Is(err, tun.ErrPermission) {
@@ -93,12 +93,14 @@ func (n *Node) startTUN(w *control.Welcome) error {
 		return fmt.Errorf("--tun: %w", err)
 	}
 	b.dev = dev
+	b.devs[ownerTUN].Store(dev)
 	n.tun.Store(b)
 	return nil
 }
 
 // closeTUN deletes the device (and its addresses and routes).
 func (n *Node) closeTUN() {
+	n.attached.close()
 	if b := n.tun.Swap(nil); b != nil && b.dev != nil {
 		if err := b.dev.Close(); err != nil {
 			n.log.Warn("closing the TUN device", "error", err)
@@ -106,8 +108,8 @@ func (n *Node) closeTUN() {
 	}
 }
 
-// outputTUN sends a packet the kernel routed into the device.
-func (n *Node) outputTUN(b *tunBridge, pkt []byte) {
+// outputTUN sends a packet the kernel routed into the device of owner (ownerTUN, or an attached one).
+func (n *Node) outputTUN(b *tunBridge, owner uint8, pkt []byte) {
 	p, ok := packet.Parse(pkt)
 	if !ok || (p.Src != b.self4 && p.Src != b.self6) {
 		// Link-local and unspecified sources (router solicitations, MLD) and anything malformed.
@@ -120,7 +122,7 @@ func (n *Node) outputTUN(b *tunBridge, pkt []byte) {
 		return
 	}
 	if k, ok := p.OutboundFlow(fanOut); ok {
-		b.flows.Track(k, ownerTUN)
+		b.flows.Track(k, owner)
 	}
 	n.output(pkt)
 }
@@ -157,19 +159,21 @@ func (n *Node) receiveTUN(from peer.Key, pkt []byte) {
 		return
 	}
 	switch v {
-	case ownerTUN:
-		b.dev.Write(pkt) // a full or closed device drops, as a NIC would
 	case ownerStack:
 		if s := n.stack.Load(); s != nil {
 			s.Inject(pkt)
 		}
-	default:
+	case 0:
 		b.dropFiltered.Add(1)
 		if n.log.IsTrace() {
 			n.log.Trace("filtered inbound packet", "from", from, "src", p.Src, "dst", p.Dst, "proto", p.Proto, "port", p.DPort)
 		}
 		if rst := packet.TCPReset(&p, pkt); rst != nil {
 			n.sendq.send(from, rst, false)
+		}
+	default:
+		if d := b.devs[v].Load(); d != nil {
+			d.Write(pkt) // a full or closed device drops, as a NIC would
 		}
 	}
 }

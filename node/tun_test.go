@@ -100,7 +100,7 @@ func TestOutputTUNSourceCheck(t *testing.T) {
 		ipPacket(self6, netip.MustParseAddr("ff02::16"), packet.ProtoICMPv6, icmpMsg(143, 0, nil)),
 		ipPacket(self4, netip.MustParseAddr("224.0.0.22"), 2, make([]byte, 8)),
 	} {
-		n.outputTUN(b, pkt)
+		n.outputTUN(b, ownerTUN, pkt)
 	}
 	if got := b.dropOutbound.Load(); got != 3 {
 		t.Errorf("dropped %d of 3", got)

@@ -18,7 +18,7 @@ type Device struct {
 	cfg   Config
 	log   hclog.Logger
 	f     *os.File // the /dev/net/tun descriptor, non-blocking (reads park in the runtime poller)
-	index int      // interface index
+	index int      // interface index; 0 for a device of another network namespace (FromFile)
 	wg    sync.WaitGroup
 
 	closeOnce sync.Once
@@ -34,6 +34,18 @@ func Open(cfg Config) (*Device, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	d, err := openConfigured(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.wg.Add(1)
+	go d.readLoop()
+	cfg.Logger.Info("TUN device up", "name", cfg.Name, "addrs", cfg.Addrs, "mtu", cfg.MTU)
+	return d, nil
+}
+
+// openConfigured creates and configures the device, without its reader. On error nothing is left.
+func openConfigured(cfg Config) (*Device, error) {
 	log := cfg.Logger
 	nl, err := dialNetlink()
 	if err != nil {
@@ -59,9 +71,6 @@ func Open(cfg Config) (*Device, error) {
 		nl.delLink(ifi.Index)
 		return nil, err
 	}
-	d.wg.Add(1)
-	go d.readLoop()
-	log.Info("TUN device up", "name", cfg.Name, "addrs", cfg.Addrs, "mtu", cfg.MTU)
 	return d, nil
 }
 
@@ -145,6 +154,10 @@ func (d *Device) readLoop() {
 			if errors.Is(err, os.ErrClosed) {
 				return
 			}
+			if errors.Is(err, unix.EBADFD) {
+				d.log.Info("TUN device gone", "name", d.cfg.Name) // its network namespace went away
+				return
+			}
 			d.ReadErrors.Add(1)
 			if failures++; failures > 100 {
 				d.log.Error("giving up reading the TUN device", "error", err)
@@ -175,6 +188,9 @@ func (d *Device) Close() error {
 		// makes sure, and is a no-op (ENODEV) when the kernel was first.
 		d.closeErr = d.f.Close()
 		d.wg.Wait()
+		if d.index == 0 {
+			return // another namespace's device: it goes with its last descriptor or its namespace
+		}
 		if nl, err := dialNetlink(); err == nil {
 			if err := nl.delLink(d.index); err != nil && !errors.Is(err, unix.ENODEV) {
 				d.closeErr = errors.Join(d.closeErr, fmt.Errorf("tun: delete device: %w", err))

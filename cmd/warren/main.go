@@ -32,6 +32,8 @@ commands:
   network acl clear NAME     remove them: members reach each other's exposed ports
   rename NEWNAME             rename this node (names are unique in each network;
                              a login under another --name does not rename)
+  run -- COMMAND [ARGS...]   run COMMAND in a namespace of its own whose network is the
+                             overlay (no proxy settings, no root; Linux)
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   version                    print the version
@@ -74,6 +76,10 @@ func run(args []string) error {
 		return cmdPing(rest)
 	case "netcheck":
 		return cmdNetcheck(rest)
+	case "run":
+		return cmdRun(rest)
+	case runNSCommand:
+		return cmdRunNS(rest)
 	case "version", "--version":
 		fmt.Println("warren", version)
 		return nil
