@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/internal/deadline"
 )
 
 // relayAddr is a peer as seen through the relay: QUIC connections over the relay are addressed to the
@@ -46,14 +47,12 @@ type relayConn struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	dlMu     sync.Mutex
-	deadline chan struct{} // closed when the read deadline passes
-	dlTimer  *time.Timer
+	deadline deadline.Deadline // the read deadline
 }
 
 func newRelayConn(write func([]byte, netip.AddrPort) error, local net.Addr) *relayConn {
 	return &relayConn{write: write, local: local, in: make(chan relayPacket, relayQueue),
-		closed: make(chan struct{}), deadline: make(chan struct{})}
+		closed: make(chan struct{})}
 }
 
 // deliver hands a payload that came from peer from through the relay at via to the transport; it
@@ -84,9 +83,7 @@ func (*timeoutError) Temporary() bool { return true }
 func (*timeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }
 
 func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	c.dlMu.Lock()
-	dl := c.deadline
-	c.dlMu.Unlock()
+	dl := c.deadline.Done()
 	select {
 	case p := <-c.in:
 		n := copy(b, (*p.buf)[:p.n])
@@ -129,7 +126,10 @@ func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 }
 
 func (c *relayConn) Close() error {
-	c.closeOnce.Do(func() { close(c.closed) })
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.deadline.Stop()
+	})
 	return nil
 }
 
@@ -138,36 +138,7 @@ func (c *relayConn) LocalAddr() net.Addr { return c.local }
 func (c *relayConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
 func (c *relayConn) SetReadDeadline(t time.Time) error {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	if c.dlTimer != nil {
-		c.dlTimer.Stop()
-		c.dlTimer = nil
-	}
-	select {
-	case <-c.deadline: // expired: start a fresh one
-		c.deadline = make(chan struct{})
-	default:
-	}
-	if t.IsZero() {
-		return nil
-	}
-	dl := c.deadline
-	if d := time.Until(t); d <= 0 {
-		close(dl)
-	} else {
-		c.dlTimer = time.AfterFunc(d, func() {
-			c.dlMu.Lock()
-			defer c.dlMu.Unlock()
-			if c.deadline == dl {
-				select {
-				case <-dl:
-				default:
-					close(dl)
-				}
-			}
-		})
-	}
+	c.deadline.Set(t)
 	return nil
 }
 

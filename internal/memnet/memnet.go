@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/warren-net/warren/internal/deadline"
 )
 
 // QueueLen is how many packets wait for a Conn's reader before more are dropped.
@@ -65,7 +67,7 @@ func (n *Network) Listen(addr netip.AddrPort) (*Conn, error) {
 		return nil, fmt.Errorf("memnet: listen on %v: address in use", addr)
 	}
 	c := &Conn{net: n, addr: addr, local: net.UDPAddrFromAddrPort(addr), in: make(chan packet, QueueLen),
-		closed: make(chan struct{}), deadline: make(chan struct{})}
+		closed: make(chan struct{})}
 	n.conns[addr] = c
 	return c, nil
 }
@@ -120,9 +122,7 @@ type Conn struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	dlMu     sync.Mutex
-	deadline chan struct{} // closed when the read deadline passes
-	dlTimer  *time.Timer
+	deadline deadline.Deadline // the read deadline
 }
 
 var _ net.PacketConn = (*Conn)(nil)
@@ -135,9 +135,7 @@ func (c *Conn) AddrPort() netip.AddrPort { return c.addr }
 
 // ReadFrom reads the next packet; its address is a *net.UDPAddr.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
-	c.dlMu.Lock()
-	dl := c.deadline
-	c.dlMu.Unlock()
+	dl := c.deadline.Done()
 	select {
 	case p := <-c.in:
 		return copy(b, p.b), net.UDPAddrFromAddrPort(p.from), nil
@@ -174,11 +172,7 @@ func (c *Conn) Close() error {
 		c.net.mu.Lock()
 		delete(c.net.conns, c.addr)
 		c.net.mu.Unlock()
-		c.dlMu.Lock()
-		if c.dlTimer != nil {
-			c.dlTimer.Stop()
-		}
-		c.dlMu.Unlock()
+		c.deadline.Stop()
 	})
 	return nil
 }
@@ -192,37 +186,7 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 // SetReadDeadline makes reads, current and future, fail with an error that wraps
 // os.ErrDeadlineExceeded once t has passed; a zero t means no deadline.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	if c.dlTimer != nil {
-		c.dlTimer.Stop()
-		c.dlTimer = nil
-	}
-	select {
-	case <-c.deadline: // expired: start a fresh one
-		c.deadline = make(chan struct{})
-	default:
-	}
-	if t.IsZero() {
-		return nil
-	}
-	dl := c.deadline
-	d := time.Until(t)
-	if d <= 0 {
-		close(dl)
-		return nil
-	}
-	c.dlTimer = time.AfterFunc(d, func() {
-		c.dlMu.Lock()
-		defer c.dlMu.Unlock()
-		if c.deadline == dl {
-			select {
-			case <-dl:
-			default:
-				close(dl)
-			}
-		}
-	})
+	c.deadline.Set(t)
 	return nil
 }
 
