@@ -7,11 +7,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // probeEnv makes the e2e test binary act as a bare SOCKS5 client (see TestMain): it connects to the
@@ -44,34 +45,10 @@ func socksProbe(addr string) string {
 	return fmt.Sprintf("answered %d %d", b[0], b[1])
 }
 
-// testBinaryAsNobody runs this test binary as uid and gid 65534 (nobody) with env; it needs root and setpriv.
+// testBinaryAsNobody runs this test binary as nobody with env and returns its output.
 func testBinaryAsNobody(t *testing.T, env string) string {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root to run a client as another local user")
-	}
-	needTool(t, "setpriv")
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "warren-e2e-user")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe := filepath.Join(dir, "e2e.test")
-	if err := os.WriteFile(exe, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe)
-	cmd.Env = append(os.Environ(), env)
-	out, err := cmd.CombinedOutput()
+	out, err := testkit.SelfAsNobody(t, env).CombinedOutput()
 	if err != nil {
 		t.Fatalf("client as nobody: %v\n%s", err, out)
 	}

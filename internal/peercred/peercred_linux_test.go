@@ -4,11 +4,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 func TestParseHexAddrPort(t *testing.T) {
@@ -110,40 +111,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// asNobody runs this test binary as uid/gid 65534 with env set; it needs root and setpriv.
-func asNobody(t *testing.T, env string) *exec.Cmd {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root to run a client as another user")
-	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Skip("needs setpriv (util-linux) to run a client as another user")
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Another user cannot reach the go test cache: copy the binary where it can.
-	dir, err := os.MkdirTemp("", "peercred")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "peercred.test")
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin)
-	cmd.Env = append(os.Environ(), env)
-	return cmd
-}
-
 // Another local user's connection is told apart and refused by the Listener; ours pass.
 func TestListenerRefusesOtherUsers(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -154,7 +121,7 @@ func TestListenerRefusesOtherUsers(t *testing.T) {
 	l := &Listener{Listener: ln, Policy: OwnerPolicy(uint32(os.Getuid())), Refused: func(uid int64, _ error) { refused <- uid }}
 	defer l.Close()
 
-	cmd := asNobody(t, helperEnv+"="+ln.Addr().String())
+	cmd := testkit.SelfAsNobody(t, helperEnv+"="+ln.Addr().String())
 	out := &strings.Builder{}
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
