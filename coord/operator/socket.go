@@ -124,7 +124,7 @@ func CheckDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("data directory %s is not a directory", dir)
 	}
-	if fi.Mode().Perm()&0o022 != 0 {
+	if modeBits && fi.Mode().Perm()&0o022 != 0 {
 		return fmt.Errorf("data directory %s is writable by other users (mode %v); chmod 700 it", dir, fi.Mode().Perm())
 	}
 	if uid, ok := ownerUID(fi); ok && uid != os.Getuid() {
