@@ -6,17 +6,12 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // nsExec runs a command inside namespace ns.
@@ -31,33 +26,6 @@ func inNS(t *testing.T, ns string, f func()) {
 	if err := enterNS(ns, f); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func enterNS(ns string, f func()) error {
-	target, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	home, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return err
-	}
-	defer home.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return // the thread stays locked and is discarded
-		}
-		f()
-		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- nil
-	}()
-	return <-errc
 }
 
 // startNSProc is startProc inside namespace ns (`ip netns exec` execs the binary: same pid).
@@ -108,7 +76,7 @@ func udpListen(t *testing.T, ns, addr string, broadcast bool) net.PacketConn {
 			return nil
 		}
 		var serr error
-		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1) })
+		rc.Control(func(fd uintptr) { serr = setsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1) })
 		return serr
 	}}
 	var pc net.PacketConn

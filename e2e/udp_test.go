@@ -20,7 +20,7 @@ func udpEchoService(t *testing.T, port int) uint16 {
 	t.Helper()
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
-		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix_SO_REUSEPORT, 1) })
+		rc.Control(func(fd uintptr) { serr = setsockoptInt(fd, syscall.SOL_SOCKET, unix_SO_REUSEPORT, 1) })
 		return serr
 	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf("127.0.0.1:%d", port))

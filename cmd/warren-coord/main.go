@@ -21,7 +21,12 @@ import (
 	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
+	ver "github.com/warren-net/warren/internal/version"
 )
+
+// version is set at build time with -ldflags "-X main.version=..." (make build and make release set
+// `git describe`); version.String falls back to the module version the go command recorded.
+var version = ver.Dev
 
 const usage = `usage: warren-coord --listen HOST:PORT --data DIR [flags]
 
@@ -38,6 +43,8 @@ Operator commands, on the same data directory ('warren-coord help' for details):
   warren-coord authkey create|list|revoke --data DIR ...   (auth keys for CI jobs, containers)
 They go through the running server's admin socket (DIR/admin.sock), or work on the
 database directly when no server runs.
+
+Print the version: warren-coord version
 
 A relay on its own (no database), announced by the server with --relay:
   warren-coord relay --listen HOST:PORT [--key FILE]      ('warren-coord relay -h' for details)
@@ -166,7 +173,7 @@ func run(args []string) error {
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
-	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
+	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
 
 	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")
@@ -177,7 +184,16 @@ func run(args []string) error {
 // commands are the operator's subcommands.
 var commands = map[string]func([]string, io.Writer) error{
 	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork,
-	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit,
+	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "version": cmdVersion, "--version": cmdVersion,
+}
+
+// cmdVersion prints the version.
+func cmdVersion(args []string, w io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("version: unexpected argument %q", args[0])
+	}
+	_, err := fmt.Fprintln(w, "warren-coord", ver.String(version))
+	return err
 }
 
 // defaultBlockList returns DIR/blocklist, creating it (empty but for a comment) if it is missing.

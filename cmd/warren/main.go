@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	ver "github.com/warren-net/warren/internal/version"
 )
 
 const usage = `usage: warren COMMAND [flags]
@@ -42,8 +44,9 @@ Every command takes --state DIR (default: $WARREN_STATE, else $XDG_STATE_HOME/wa
 Flags may come before or after arguments. 'warren COMMAND -h' lists a command's flags.
 `
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=..." (make build and make release set
+// `git describe`); version.String falls back to the module version the go command recorded.
+var version = ver.Dev
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -81,7 +84,7 @@ func run(args []string) error {
 	case runNSCommand:
 		return cmdRunNS(rest)
 	case "version", "--version":
-		fmt.Println("warren", version)
+		fmt.Println("warren", ver.String(version))
 		return nil
 	case "help", "-h", "--help":
 		fmt.Print(usage)

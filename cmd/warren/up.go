@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/warren-net/warren/internal/flagfile"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/tun"
 )
 
 func cmdUp(args []string) error {
@@ -42,7 +44,7 @@ func cmdUp(args []string) error {
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
 	noDirect := fs.Bool("no-direct", false, "send all peer traffic through the relay (no hole punching)")
-	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (needs root or CAP_NET_ADMIN)")
+	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (Linux only; needs root or CAP_NET_ADMIN)")
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
 	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`")
@@ -80,6 +82,9 @@ func cmdUp(args []string) error {
 	}
 	tunDev := ""
 	if *tunOn {
+		if runtime.GOOS != "linux" { // say so before logging in; node.New would fail only once it has addresses
+			return fmt.Errorf("up: --tun: %w (the proxy works everywhere)", tun.ErrUnsupported)
+		}
 		if *tunName == "" {
 			return errors.New("up: --tun-name must not be empty")
 		}

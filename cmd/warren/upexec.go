@@ -99,9 +99,12 @@ func runUntilDone(ctx context.Context, n *node.Node, log hclog.Logger, state str
 	return cerr
 }
 
-// stopCommand asks the command to terminate, and kills it if it has not after 10 seconds.
+// stopCommand asks the command to terminate, and kills it if it has not after 10 seconds, or at once
+// where there is no SIGTERM (Windows).
 func stopCommand(cmd *exec.Cmd, done <-chan error) error {
-	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		cmd.Process.Kill()
+	}
 	select {
 	case err := <-done:
 		return err

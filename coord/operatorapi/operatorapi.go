@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 	"unicode"
 )
@@ -312,10 +311,15 @@ func (c *Client) Running(ctx context.Context) (bool, error) {
 		conn.Close()
 		return true, nil
 	}
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+	if noServer(err) {
 		return false, nil
 	}
 	return false, fmt.Errorf("admin socket %s: %w", c.socket, err)
+}
+
+// noServer reports whether a dial error means nobody serves the socket: no socket file, or a stale one.
+func noServer(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, errRefused)
 }
 
 // MaxReply bounds the answer the client reads.
@@ -336,7 +340,7 @@ func (c *Client) Do(ctx context.Context, req *Request, out any) error {
 	resp, err := c.hc.Do(hreq)
 	if err != nil {
 		// No socket, or one nobody listens on (left by a server that crashed).
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+		if noServer(err) {
 			return ErrNotRunning
 		}
 		return fmt.Errorf("admin socket %s: %w", c.socket, err)

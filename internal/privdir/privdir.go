@@ -18,7 +18,7 @@ func Check(dir, what string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%s %s is not a directory", what, dir)
 	}
-	if fi.Mode().Perm()&0o022 != 0 {
+	if modeBits && fi.Mode().Perm()&0o022 != 0 {
 		return fmt.Errorf("%s %s is writable by other users (mode %v); chmod 700 it", what, dir, fi.Mode().Perm())
 	}
 	if uid, ok := ownerUID(fi); ok && uid != os.Getuid() {
