@@ -42,12 +42,14 @@ func udpPacket(frag byte, dst netip.AddrPort, name string, payload string) []byt
 	return append(b, payload...)
 }
 
-func TestUDPAssociate(t *testing.T) {
+// udpEcho starts a UDP echo server on loopback, closed when the test ends, and returns its address.
+func udpEcho(t *testing.T) netip.AddrPort {
+	t.Helper()
 	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer echo.Close()
+	t.Cleanup(func() { echo.Close() })
 	go func() {
 		buf := make([]byte, 2048)
 		for {
@@ -58,7 +60,11 @@ func TestUDPAssociate(t *testing.T) {
 			echo.WriteToUDP(buf[:n], from)
 		}
 	}()
-	echoAddr := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	return echo.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func TestUDPAssociate(t *testing.T) {
+	echoAddr := udpEcho(t)
 	outClosed := make(chan struct{})
 	s, err := New(Config{
 		Dial:    func(context.Context, string, string) (net.Conn, error) { return nil, io.EOF },

@@ -21,22 +21,7 @@ func waitCount(t *testing.T, c *atomic.Uint64, want uint64) {
 // On loopback every local user shares 127.0.0.1: the first datagram that reaches an association's
 // relay socket must not claim it unless Config.UDPClientAllowed says its sender is the client's.
 func TestUDPClaimNeedsAllowedSender(t *testing.T) {
-	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteToUDP(buf[:n], from)
-		}
-	}()
-	echoAddr := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	echoAddr := udpEcho(t)
 
 	intruder, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	defer intruder.Close()
