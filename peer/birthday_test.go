@@ -29,24 +29,31 @@ func TestBirthdayRole(t *testing.T) {
 	}
 }
 
+// startHardSide starts a hard side h and an easy side e that know each other without endpoints (so
+// probes and links are accepted but never punched to), a socket standing for the easy side's NAT,
+// and h's birthday attempt towards it, whose result arrives on done.
+func startHardSide(t *testing.T) (h, e *testNode, public *net.UDPConn, done <-chan error) {
+	t.Helper()
+	h, e = newUDPTestNode(t), newUDPTestNode(t)
+	h.ep.SetPeers([]Info{{Key: e.key}})
+	e.ep.SetPeers([]Info{{Key: h.key}})
+	public, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { public.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	result := make(chan error, 1)
+	go func() { result <- h.ep.openMany(ctx, e.key, public.LocalAddr().(*net.UDPAddr).AddrPort()) }()
+	return h, e, public, result
+}
+
 // TestBirthdayHardSide plays the easy side by hand: the hard side's sockets all ping the easy side's
 // public address; the easy side answers one of them, and its QUIC dial to that socket becomes the
 // hard side's direct link, which carries packets.
 func TestBirthdayHardSide(t *testing.T) {
-	h, e := newUDPTestNode(t), newUDPTestNode(t)
-	// Peers without endpoints: known (so probes and links are accepted) but never punched to.
-	h.ep.SetPeers([]Info{{Key: e.key}})
-	e.ep.SetPeers([]Info{{Key: h.key}})
-
-	public, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // the easy side's NAT
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer public.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- h.ep.openMany(ctx, e.key, public.LocalAddr().(*net.UDPAddr).AddrPort()) }()
+	h, e, public, done := startHardSide(t)
 
 	// Every socket pings, each from a port of its own, signed by the hard side for the easy side.
 	sources := map[netip.AddrPort]bool{}
@@ -83,6 +90,8 @@ func TestBirthdayHardSide(t *testing.T) {
 		}
 	}
 	// The easy side dials that socket; the hard side accepts it as its direct link.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
 	r := e.ep.dial(ctx, h.key, PathDirect, winner)
 	if r.err != nil {
 		t.Fatalf("dial the winning socket: %v", r.err)
@@ -191,18 +200,7 @@ func TestHardSocketBudget(t *testing.T) {
 // side's NAT through a mapping left open, so the easy side saw a ping, not a spray hit, and will not
 // dial), the hard side dials the easy side from that socket.
 func TestBirthdayHardSideDials(t *testing.T) {
-	h, e := newUDPTestNode(t), newUDPTestNode(t)
-	h.ep.SetPeers([]Info{{Key: e.key}})
-	e.ep.SetPeers([]Info{{Key: h.key}})
-	public, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // the easy side's NAT
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer public.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- h.ep.openMany(ctx, e.key, public.LocalAddr().(*net.UDPAddr).AddrPort()) }()
+	h, e, public, done := startHardSide(t)
 
 	// One ping reaches the easy side, which answers it from its own socket.
 	buf := make([]byte, 2048)
