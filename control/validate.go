@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/warren-net/warren/internal/naming"
 )
 
 // Validate checks that exactly the field named by Type is set and that every list and string is within
@@ -359,36 +361,13 @@ func validCode(c Code) bool {
 // escapes or bidirectional overrides.
 
 // ValidNodeName returns nil if name is a node name (also a tag): a lower-case DNS label, 1-63
-// characters of a-z, 0-9 and '-', neither starting nor ending with '-'. It is the coord store's rule
-// (store.ValidNodeName), restated here because the store knows no protocol.
-func ValidNodeName(name string) error {
-	if len(name) == 0 || len(name) > 63 {
-		return fmt.Errorf("invalid node name: %d characters, want 1-63", len(name))
-	}
-	if name[0] == '-' || name[len(name)-1] == '-' {
-		return fmt.Errorf("invalid node name %q: must not start or end with '-'", name)
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return fmt.Errorf("invalid node name %q: use lower-case letters, digits and '-'", name)
-		}
-	}
-	return nil
-}
+// characters of a-z, 0-9 and '-', neither starting nor ending with '-' (the rule the coord's store
+// applies too: internal/naming).
+func ValidNodeName(name string) error { return naming.Node(name) }
 
 // ValidNetworkName returns nil if name is a network name: 1-64 characters of a-z, 0-9, '-', '_'
 // and '.'.
-func ValidNetworkName(name string) error {
-	if len(name) == 0 || len(name) > MaxNameLen {
-		return fmt.Errorf("invalid network name: %d characters, want 1-%d", len(name), MaxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("invalid network name %q: use lower-case letters, digits, '-', '_' and '.'", name)
-		}
-	}
-	return nil
-}
+func ValidNetworkName(name string) error { return naming.Network(name) }
 
 // checkMemberName accepts a roster name: a node name, or "key-" and a short key ID (base64url) for
 // an entry whose node is gone.

@@ -59,7 +59,7 @@ var (
 var dependencyRules = []rule{
 	{pkg: "control", deny: []string{"!std"}, reason: "the wire contract between node and coord: both sides import it, it imports neither"},
 	{pkg: "identity", deny: []string{"!std"}, reason: "keys and certificates: a leaf both sides trust"},
-	{pkg: "internal", tree: true, except: []string{"internal/testkit"}, deny: []string{"!std"}, reason: "small helpers (backoff, bicopy, flagfile) with no opinion about warren"},
+	{pkg: "internal", tree: true, except: []string{"internal/testkit"}, deny: []string{"!std"}, reason: "small std-only helpers either side may use (backoff, bicopy, deadline, flagfile, naming, packet, peercred, privdir, ...)"},
 	{pkg: "node/localapi", deny: []string{"!std"}, reason: "the CLI's contract with a running node: JSON types only, so the CLI never links the daemon"},
 	{pkg: "coord/operatorapi", deny: []string{"!std"}, reason: "the operator CLI's contract with a running coord: JSON types only"},
 	{pkg: "acl", deny: append([]string{"gvisor.dev/", "github.com/quic-go/"}, append(nodeSide, serverSide...)...), reason: "access rules are evaluated on both sides: pure data and matching"},
