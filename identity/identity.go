@@ -71,6 +71,19 @@ func LoadOrCreate(path string) (k *Key, created bool, err error) {
 	return k, true, nil
 }
 
+// Load reads the key stored at path; unlike LoadOrCreate it never makes one.
+func Load(path string) (*Key, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read identity key: %w", err)
+	}
+	k, err := parsePEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("read identity key %s: %w", path, err)
+	}
+	return k, nil
+}
+
 func parsePEM(data []byte) (*Key, error) {
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PRIVATE KEY" {

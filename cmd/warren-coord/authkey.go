@@ -15,10 +15,11 @@ import (
 	"github.com/warren-net/warren/coord/operator"
 	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
 )
 
 const authKeyUsage = `usage:
-  warren-coord authkey create --data DIR --network NAME [--reusable] [--ephemeral] [--expiry 1h] [--tag TAG]
+  warren-coord authkey create --data DIR --network NAME [--reusable] [--ephemeral] [--expiry 1h] [--tag TAG] [--coord HOST:PORT]
   warren-coord authkey list --data DIR [--json]
   warren-coord authkey revoke --data DIR ID
 
@@ -44,6 +45,7 @@ func cmdAuthKey(args []string, out io.Writer) error {
 		ephemeral := fs.Bool("ephemeral", false, "nodes that join with it are removed once offline (see --ephemeral-timeout)")
 		expiry := fs.String("expiry", "", "the key expires after this `duration`, e.g. 1h, 30m, 7d (default: never)")
 		tag := fs.String("tag", "", "`tag` recorded on nodes that join with it")
+		coordAddr := fs.String("coord", "HOST:PORT", "the `address` nodes reach this server at, for the printed join command")
 		if _, err := parseFlags(fs, args, 0); err != nil {
 			return err
 		}
@@ -62,6 +64,10 @@ func cmdAuthKey(args []string, out io.Writer) error {
 				return err
 			}
 			fmt.Fprintf(out, "auth key %s for network %q: %s\n", k.AuthKey.ID, k.AuthKey.Network, operator.DescribeKey(k.AuthKey))
+			if key, err := identity.Load(filepath.Join(*data, "key.pem")); err == nil {
+				// The coord's key travels with its address: a node's first connection is pinned.
+				fmt.Fprintf(out, "join with: warren up --coord %s --authkey <the key below>\n", identity.PinnedAddr(*coordAddr, key.Fingerprint()))
+			}
 			fmt.Fprintln(out, "the key is shown only this once (only its hash is stored); use it with 'warren up --authkey' or WARREN_AUTHKEY:")
 			fmt.Fprintln(out, k.Secret)
 			return nil

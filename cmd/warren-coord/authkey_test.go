@@ -12,6 +12,7 @@ import (
 
 	"github.com/warren-net/warren/coord/operatorapi"
 	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
 )
 
 func TestAuthKeyCommands(t *testing.T) {
@@ -97,6 +98,19 @@ func TestAuthKeyCommands(t *testing.T) {
 		if _, err := run(bad...); err == nil {
 			t.Errorf("authkey %s succeeded", strings.Join(bad, " "))
 		}
+	}
+
+	// With the server's key in the data directory, the join line carries it with the address.
+	key, _, err := identity.LoadOrCreate(filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = run("create", "--data", dir, "--network", "ci", "--coord", "coord.example:7400")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "join with: warren up --coord coord.example:7400#" + key.Fingerprint() + " --authkey"; !strings.Contains(out, want) {
+		t.Errorf("create output lacks %q:\n%s", want, out)
 	}
 }
 
