@@ -292,7 +292,18 @@ func resolveUDP(ctx context.Context, hostport string) (netip.AddrPort, error) {
 	}
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("coordination server address %q: %w", hostport, err)
+		// No port: warren-coord's default one, 7400 (a bare "host", "[::1]" or "::1").
+		lit := hostport
+		if strings.HasPrefix(lit, "[") && strings.HasSuffix(lit, "]") {
+			lit = lit[1 : len(lit)-1]
+		}
+		if a, perr := netip.ParseAddr(lit); perr == nil {
+			return netip.AddrPortFrom(a.Unmap(), 7400), nil
+		}
+		if hostport == "" || strings.ContainsAny(hostport, ":[]") {
+			return netip.AddrPort{}, fmt.Errorf("coordination server address %q: %w", hostport, err)
+		}
+		host, port = hostport, "7400"
 	}
 	ua, err := (&net.Resolver{}).LookupNetIP(ctx, "ip", host)
 	if err != nil || len(ua) == 0 {

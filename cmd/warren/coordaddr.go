@@ -2,18 +2,48 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
+	"strings"
 
 	"github.com/warren-net/warren/identity"
 )
 
+// defaultCoordPort is the UDP port warren-coord listens on unless told otherwise; --coord HOST means
+// HOST:7400.
+const defaultCoordPort = "7400"
+
+// withDefaultPort adds defaultCoordPort to an address without a port: "host", "[::1]" and a bare IPv6
+// literal "::1" all get one; "host:port" and "[::1]:port" are returned as they are.
+func withDefaultPort(addr string) string {
+	if addr == "" {
+		return addr
+	}
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	if strings.HasPrefix(addr, "[") && strings.HasSuffix(addr, "]") {
+		return addr + ":" + defaultCoordPort
+	}
+	if ip, err := netip.ParseAddr(addr); err == nil && ip.Is6() {
+		return net.JoinHostPort(addr, defaultCoordPort)
+	}
+	if strings.Contains(addr, ":") {
+		return addr // malformed; let the dialer say why
+	}
+	return net.JoinHostPort(addr, defaultCoordPort)
+}
+
 // coordTarget reads --coord, which may carry the coord's key ("HOST:PORT#SHA256:…"), together with
 // --coord-key: the address to dial and the fingerprint to pin ("" = the saved pin, or trust on first
-// use). Two different keys are an error, not a choice.
+// use). Two different keys are an error, not a choice. An address without a port gets the default one,
+// 7400.
 func coordTarget(coord, coordKey string) (addr, key string, err error) {
 	addr, key, err = identity.SplitPinnedAddr(coord)
 	if err != nil {
 		return "", "", fmt.Errorf("--coord: %w", err)
 	}
+	addr = withDefaultPort(addr)
 	if coordKey == "" {
 		return addr, key, nil
 	}

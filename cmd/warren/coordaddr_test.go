@@ -20,6 +20,14 @@ func TestCoordTarget(t *testing.T) {
 		{coord: "coord.example:7400#" + fp, key: other, error: "--coord-key says"},
 		{coord: "coord.example:7400#SHA256:short", error: "invalid key fingerprint"},
 		{coord: "coord.example:7400", key: "nonsense", error: "--coord-key"},
+		// No port: the default one, 7400.
+		{coord: "coord.example", addr: "coord.example:7400"},
+		{coord: "coord.example#" + fp, addr: "coord.example:7400", pin: fp},
+		{coord: "192.0.2.1", addr: "192.0.2.1:7400"},
+		{coord: "[::1]", addr: "[::1]:7400"},
+		{coord: "[::1]#" + fp, addr: "[::1]:7400", pin: fp},
+		{coord: "::1", addr: "[::1]:7400"},
+		{coord: "coord.example:9000", addr: "coord.example:9000"},
 	} {
 		addr, pin, err := coordTarget(tc.coord, tc.key)
 		if tc.error != "" {
