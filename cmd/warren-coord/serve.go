@@ -29,14 +29,15 @@ type serverFlags struct {
 
 func addServerFlags(fs *flag.FlagSet) serverFlags {
 	f := serverFlags{
-		logLevel: fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error"),
+		logLevel: fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off"),
 		logJSON:  fs.Bool("log-json", false, "log as JSON lines"),
 	}
 	flagfile.Define(fs)
 	return f
 }
 
-// parse parses the command line, which takes no arguments, then the --config file. It reports done
+// parse parses the command line, which takes no arguments, then the --config file, and checks
+// --log-level. It reports done
 // after -h (the usage is printed); errors other than the command line's own begin with prefix.
 func (f serverFlags) parse(fs *flag.FlagSet, args []string, prefix string) (done bool, err error) {
 	if err := fs.Parse(args); err != nil {
@@ -50,6 +51,9 @@ func (f serverFlags) parse(fs *flag.FlagSet, args []string, prefix string) (done
 	}
 	if err := flagfile.Apply(fs); err != nil {
 		return true, fmt.Errorf("%s%w", prefix, err)
+	}
+	if hclog.LevelFromString(*f.logLevel) == hclog.NoLevel {
+		return true, fmt.Errorf("%s--log-level %q: want one of trace, debug, info, warn, error, off", prefix, *f.logLevel)
 	}
 	return false, nil
 }

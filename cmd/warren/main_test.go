@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -30,6 +31,19 @@ func TestParseExpose(t *testing.T) {
 	for _, bad := range []string{"tcp:0", "tcp:70000", "sctp:22", "tcp:x"} {
 		if _, err := parseExpose([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestUpUnknownLogLevel: warren up refuses a --log-level it does not know, naming the valid ones.
+func TestUpUnknownLogLevel(t *testing.T) {
+	err := cmdUp([]string{"--log-level", "loud", "--coord", "127.0.0.1:1", "--state", t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), `--log-level "loud"`) || !strings.Contains(err.Error(), "trace, debug, info, warn, error, off") {
+		t.Fatalf("got %v, want an error naming the valid levels", err)
+	}
+	for _, ok := range []string{"trace", "INFO", "warn", "off"} {
+		if _, err := logLevelFlag(ok); err != nil {
+			t.Errorf("logLevelFlag(%q): %v", ok, err)
 		}
 	}
 }

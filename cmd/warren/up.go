@@ -49,7 +49,7 @@ func cmdUp(args []string) error {
 	var expose listFlag
 	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
-	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
+	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	flagfile.Define(fs)
 	args, command := splitCommand(args)
@@ -61,6 +61,10 @@ func cmdUp(args []string) error {
 		return fmt.Errorf("up: unexpected argument %q (put a command to run after --)", pos[0])
 	}
 	if err := flagfile.Apply(fs); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	level, err := logLevelFlag(*logLevel)
+	if err != nil {
 		return fmt.Errorf("up: %w", err)
 	}
 	key, err := authKey(*authKeyFlag, *authKeyFile)
@@ -98,7 +102,7 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "warren", Level: hclog.LevelFromString(*logLevel), JSONFormat: *logJSON, Output: os.Stderr})
+	log := hclog.New(&hclog.LoggerOptions{Name: "warren", Level: level, JSONFormat: *logJSON, Output: os.Stderr})
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -177,4 +181,12 @@ func proxyPassword(user, file string) (string, error) {
 		return "", errors.New("--socks-user needs a password: --socks-password-file FILE or WARREN_PROXY_PASSWORD")
 	}
 	return pass, nil
+}
+
+// logLevelFlag reads --log-level; an unknown level is an error naming the valid ones, not silence.
+func logLevelFlag(s string) (hclog.Level, error) {
+	if l := hclog.LevelFromString(s); l != hclog.NoLevel {
+		return l, nil
+	}
+	return hclog.NoLevel, fmt.Errorf("--log-level %q: want one of trace, debug, info, warn, error, off", s)
 }
