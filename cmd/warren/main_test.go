@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/warren-net/warren/internal/naming"
 )
 
 func TestParseInterspersed(t *testing.T) {
@@ -45,5 +47,36 @@ func TestUpUnknownLogLevel(t *testing.T) {
 		if _, err := logLevelFlag(ok); err != nil {
 			t.Errorf("logLevelFlag(%q): %v", ok, err)
 		}
+	}
+}
+
+// TestDefaultNodeName: the default name made from a host name is always a valid node name.
+func TestDefaultNodeName(t *testing.T) {
+	for host, want := range map[string]string{
+		"DESKTOP-7QK2_PC":              "desktop-7qk2-pc",
+		"laptop.example.com":           "laptop",
+		"-_weird__Host_-":              "weird-host",
+		"ÄÖÜ":                          "node",
+		"":                             "node",
+		"a--b":                         "a-b",
+		strings.Repeat("x", 62) + "_y": strings.Repeat("x", 62),
+		strings.Repeat("z", 80):        strings.Repeat("z", 63),
+	} {
+		got := defaultNodeName(host)
+		if got != want {
+			t.Errorf("defaultNodeName(%q) = %q, want %q", host, got, want)
+		}
+		if err := naming.Node(got); err != nil {
+			t.Errorf("defaultNodeName(%q) = %q: %v", host, got, err)
+		}
+	}
+}
+
+// TestUpInvalidName: an explicit --name that is no node name fails at once, before any login,
+// saying the rule.
+func TestUpInvalidName(t *testing.T) {
+	err := cmdUp([]string{"--name", "My_PC", "--coord", "127.0.0.1:1", "--state", t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "--name") || !strings.Contains(err.Error(), "DNS label") {
+		t.Fatalf("got %v, want an error saying the node name rule", err)
 	}
 }

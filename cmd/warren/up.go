@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/internal/flagfile"
+	"github.com/warren-net/warren/internal/naming"
 	"github.com/warren-net/warren/node"
 	"github.com/warren-net/warren/tun"
 )
@@ -31,7 +32,7 @@ func cmdUp(args []string) error {
 	state := stateFlag(fs)
 	coordAddr := fs.String("coord", "", "coordination server `HOST[:PORT]` (port default 7400), or HOST[:PORT]#SHA256:… with the key it must have, as warren-coord prints it (required)")
 	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
-	name := fs.String("name", "", "this node's `name` at its first login (a DNS label; default: the host name); the coordination server keeps it with the node's key, later changes go through 'warren rename'")
+	name := fs.String("name", "", "this node's `name` at its first login (a DNS label: 1-63 of a-z, 0-9, -; default: the host name made into one); the coordination server keeps it with the node's key, later changes go through 'warren rename'")
 	socksAddr := fs.String("socks", "127.0.0.1:1080", "proxy `address` speaking SOCKS5 and HTTP (loopback only without --socks-user; empty disables)")
 	httpAddr := fs.String("http", "", "an extra proxy `address` for HTTP-only clients (same rules as --socks)")
 	proxyUser := fs.String("socks-user", "", "require this `user` name from proxy clients (SOCKS5 username/password, HTTP Basic)")
@@ -82,7 +83,9 @@ func cmdUp(args []string) error {
 		if err != nil {
 			return errors.New("up: --name is required")
 		}
-		*name = strings.ToLower(strings.Split(h, ".")[0])
+		*name = defaultNodeName(h)
+	} else if err := naming.Node(*name); err != nil {
+		return fmt.Errorf("up: --name: %w (a node name is a DNS label: 1-63 lower-case letters, digits and '-', not starting or ending with '-')", err)
 	}
 	tunDev := ""
 	if *tunOn {
@@ -189,4 +192,30 @@ func logLevelFlag(s string) (hclog.Level, error) {
 		return l, nil
 	}
 	return hclog.NoLevel, fmt.Errorf("--log-level %q: want one of trace, debug, info, warn, error, off", s)
+}
+
+// defaultNodeName makes a node name from a host name: its first label, in lower case, each run of
+// characters a name may not have turned into one '-', trimmed of '-' and cut to 63 characters;
+// "node" if nothing is left. "DESKTOP-7QK2_PC" becomes "desktop-7qk2-pc".
+func defaultNodeName(host string) string {
+	host, _, _ = strings.Cut(host, ".")
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(host) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	name := strings.Trim(b.String(), "-")
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	if naming.Node(name) != nil {
+		return "node"
+	}
+	return name
 }
