@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -34,6 +35,25 @@ func TestParseExpose(t *testing.T) {
 		if _, err := parseExpose([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestExposeBarePortDocumented: a bare --expose port means TCP, and both the README and the error
+// for a bad spec say so.
+func TestExposeBarePortDocumented(t *testing.T) {
+	p, err := parseExpose([]string{"22"})
+	if err != nil || len(p) != 1 || p[0].Proto != "tcp" || p[0].Port != 22 {
+		t.Fatalf("--expose 22: got %+v %v, want tcp:22", p, err)
+	}
+	if _, err := parseExpose([]string{"22x"}); err == nil || !strings.Contains(err.Error(), "PORT (TCP)") {
+		t.Errorf("bad spec: got %v, want the error to name the bare PORT form", err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "a bare port is TCP (`--expose 22` = `--expose tcp:22`)") {
+		t.Error("README's flags section does not say a bare --expose port is TCP")
 	}
 }
 

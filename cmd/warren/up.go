@@ -48,7 +48,7 @@ func cmdUp(args []string) error {
 	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (Linux only; needs root or CAP_NET_ADMIN)")
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
-	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`")
+	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`; a bare port is TCP (22 = tcp:22)")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
@@ -140,6 +140,7 @@ func cmdUp(args []string) error {
 	return runUntilDone(ctx, n, log, *state, command)
 }
 
+// parseExpose reads --expose: tcp:PORT, udp:PORT, or a bare PORT, which is TCP.
 func parseExpose(specs []string) ([]node.Port, error) {
 	var out []node.Port
 	for _, s := range specs {
@@ -149,7 +150,7 @@ func parseExpose(specs []string) ([]node.Port, error) {
 		}
 		p, err := strconv.ParseUint(port, 10, 16)
 		if err != nil || p == 0 || (proto != "tcp" && proto != "udp") {
-			return nil, fmt.Errorf("--expose %q: want tcp:PORT or udp:PORT with PORT 1-65535", s)
+			return nil, fmt.Errorf("--expose %q: want tcp:PORT, udp:PORT or PORT (TCP) with PORT 1-65535", s)
 		}
 		out = append(out, node.Port{Proto: proto, Port: uint16(p)})
 	}
