@@ -113,20 +113,6 @@ func runInNamespace(state string, command []string, stdin io.Reader, stdout, std
 	return exitStatus(command[0], cmd.ProcessState, werr)
 }
 
-// exitStatus turns the command's end into warren's: its exit code, or 128+N if signal N killed it.
-func exitStatus(name string, ps *os.ProcessState, err error) error {
-	if ps == nil {
-		return fmt.Errorf("run %s: %w", name, err)
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return exitCode(128 + int(ws.Signal()))
-	}
-	if c := ps.ExitCode(); c != 0 {
-		return exitCode(c)
-	}
-	return nil
-}
-
 const usernsHint = "unprivileged user namespaces must be allowed: sysctl kernel.unprivileged_userns_clone=1 (Debian, older kernels), user.max_user_namespaces > 0, kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+); in a container, a seccomp profile that allows clone(CLONE_NEWUSER)"
 
 // runPreflight says plainly what is missing for `warren run`, all at once.

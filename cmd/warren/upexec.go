@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,7 +52,8 @@ func authKey(flagValue, file string) (string, error) {
 
 // runUntilDone keeps the started node n up until a signal (ctx), `warren down` or a fatal error
 // (n.Stopped) — or, if command is set, until that command exits. Then it closes the node, which logs
-// an ephemeral node out. With a command, warren exits with the command's status.
+// an ephemeral node out. With a command, warren exits with the command's status (128+N if signal N
+// killed it, as a shell does), and the command gets SIGTERM if warren dies first (Linux).
 func runUntilDone(ctx context.Context, n *node.Node, log hclog.Logger, state string, command []string) error {
 	if len(command) == 0 {
 		select {
@@ -70,6 +70,7 @@ func runUntilDone(ctx context.Context, n *node.Node, log hclog.Logger, state str
 	cmd := exec.Command(command[0], command[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = commandEnv(os.Environ(), state, n.Status())
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		n.Close()
 		return fmt.Errorf("run %s: %w", command[0], err)
@@ -89,14 +90,27 @@ func runUntilDone(ctx context.Context, n *node.Node, log hclog.Logger, state str
 	if ferr := n.Err(); ferr != nil {
 		return ferr
 	}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee) && ee.ExitCode() > 0:
-		return exitCode(ee.ExitCode())
-	case err != nil:
+	if ps := cmd.ProcessState; ps != nil && !ps.Success() {
+		return exitStatus(command[0], ps, err)
+	}
+	if err != nil {
 		return fmt.Errorf("%s: %w", command[0], err)
 	}
 	return cerr
+}
+
+// exitStatus turns the command's end into warren's: its exit code, or 128+N if signal N killed it.
+func exitStatus(name string, ps *os.ProcessState, err error) error {
+	if ps == nil {
+		return fmt.Errorf("run %s: %w", name, err)
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return exitCode(128 + int(ws.Signal()))
+	}
+	if c := ps.ExitCode(); c != 0 {
+		return exitCode(c)
+	}
+	return nil
 }
 
 // stopCommand asks the command to terminate, and kills it if it has not after 10 seconds, or at once
