@@ -50,6 +50,9 @@ var version = ver.Dev
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if stateDir != nil {
+			err = explainNotRunning(err, *stateDir, dialSocket)
+		}
 		var code exitCode
 		if errors.As(err, &code) {
 			os.Exit(int(code))
@@ -116,7 +119,8 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func stateFlag(fs *flag.FlagSet) *string {
-	return fs.String("state", defaultStateDir(), "state `dir`ectory of the node (identity key, coord pin, API socket)")
+	stateDir = fs.String("state", defaultStateDir(), "state `dir`ectory of the node (identity key, coord pin, API socket)")
+	return stateDir
 }
 
 func defaultStateDir() string {
