@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -158,8 +159,12 @@ func (d *demo) start(name, binary string, args ...string) (<-chan string, error)
 func (d *demo) cli(args ...string) error {
 	fmt.Printf("$ warren %s\n", shellJoin(args))
 	cmd := exec.Command(filepath.Join(d.bin, "warren"), args...)
-	cmd.Stdout, cmd.Stderr = indent{os.Stdout}, indent{os.Stderr}
-	return cmd.Run()
+	stdout, stderr := &indent{w: os.Stdout}, &indent{w: os.Stderr}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err := cmd.Run()
+	stdout.end()
+	stderr.end()
+	return err
 }
 
 type statusJSON struct {
@@ -212,13 +217,41 @@ func freePort() int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// indent prefixes every line written with two spaces.
-type indent struct{ w io.Writer }
+// indent prefixes every line written with two spaces. Lines may arrive split across writes (a
+// process's output comes in whatever pieces its pipe gives), so it remembers whether the next byte
+// begins a line. One goroutine writes to it; end finishes a last line without a newline.
+type indent struct {
+	w      io.Writer
+	midway bool // the last write did not end its line
+}
 
-func (i indent) Write(p []byte) (int, error) {
-	s := strings.ReplaceAll(strings.TrimRight(string(p), "\n"), "\n", "\n  ")
-	_, err := fmt.Fprintf(i.w, "  %s\n", s)
-	return len(p), err
+func (i *indent) Write(p []byte) (int, error) {
+	n := len(p)
+	buf := make([]byte, 0, len(p)+16)
+	for len(p) > 0 {
+		if !i.midway {
+			buf = append(buf, "  "...)
+		}
+		line := p
+		if j := bytes.IndexByte(p, '\n'); j >= 0 {
+			line = p[:j+1]
+		}
+		buf = append(buf, line...)
+		i.midway = line[len(line)-1] != '\n'
+		p = p[len(line):]
+	}
+	if _, err := i.w.Write(buf); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// end writes the newline a last line without one lacks.
+func (i *indent) end() {
+	if i.midway {
+		i.w.Write([]byte{'\n'})
+		i.midway = false
+	}
 }
 
 // shellJoin quotes empty arguments so the printed command can be pasted.
