@@ -14,6 +14,8 @@ import (
 
 const networkSynopsis = `network OP NETWORK [NODE] [flags]
 
+  list [--json]                                the networks this node is in: role (owner or member)
+                                               and member count
   create NETWORK --password P|--approval|--open
                                                create a network (you own it): joins need the password, or
                                                your approval (both may be given), or nothing (--open: anyone
@@ -50,13 +52,25 @@ func cmdNetwork(args []string) error {
 	approval := fs.Bool("approval", false, "create: joins need the owner's approval")
 	open := fs.Bool("open", false, "create, password --no-password, approval off: anyone who names the network may join it (no password, no approval)")
 	all := fs.Bool("all", false, "deny: drop every pending join request")
-	asJSON := fs.Bool("json", false, "members, pending, acl show: print JSON")
+	asJSON := fs.Bool("json", false, "list, members, pending, acl show: print JSON")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return flagErr(err)
 	}
 	if len(pos) > 0 && pos[0] == "acl" {
 		return cmdACL(fs, *state, pos[1:], *asJSON)
+	}
+	if len(pos) > 0 && pos[0] == "list" {
+		if len(pos) > 1 {
+			return fmt.Errorf("network list: unexpected argument %q", pos[1])
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		nets, err := listNetworks(ctx, localapi.NewClient(*state))
+		if err != nil {
+			return fmt.Errorf("network list: %w", err)
+		}
+		return printNetworks(nets, *asJSON)
 	}
 	if len(pos) < 2 {
 		fs.Usage()
