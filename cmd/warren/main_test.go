@@ -20,15 +20,16 @@ func TestParseInterspersed(t *testing.T) {
 }
 
 func TestParseExpose(t *testing.T) {
-	ports, err := parseExpose([]string{"tcp:22", "8080"})
-	if err != nil || len(ports) != 2 || ports[0].Port != 22 || ports[1].Proto != "tcp" || ports[1].Port != 8080 {
-		t.Errorf("got %+v, %v", ports, err)
+	ports, proxy, err := parseExpose([]string{"tcp:22", "8080", "tcp:443+proxy"})
+	if err != nil || len(ports) != 3 || ports[0].Port != 22 || ports[1].Proto != "tcp" || ports[1].Port != 8080 ||
+		ports[2].Port != 443 || len(proxy) != 1 || proxy[0] != 443 {
+		t.Errorf("got %+v %v, %v", ports, proxy, err)
 	}
-	if p, err := parseExpose([]string{"udp:27015"}); err != nil || p[0].Proto != "udp" {
+	if p, _, err := parseExpose([]string{"udp:27015"}); err != nil || p[0].Proto != "udp" {
 		t.Errorf("udp: %+v %v", p, err)
 	}
-	for _, bad := range []string{"tcp:0", "tcp:70000", "sctp:22", "tcp:x"} {
-		if _, err := parseExpose([]string{bad}); err == nil {
+	for _, bad := range []string{"tcp:0", "tcp:70000", "sctp:22", "tcp:x", "udp:53+proxy", "tcp:22+proxyx"} {
+		if _, _, err := parseExpose([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
