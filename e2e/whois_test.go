@@ -49,12 +49,18 @@ func proxyV2Echo(t *testing.T) int {
 }
 
 // TestExposeProxyHeaderAndWhois: bob exposes a port with +proxy; alice connects through her SOCKS
-// proxy. The service gets a PROXY v2 header naming alice's overlay IP, `warren whois` at bob names
-// alice for the client address the service saw, and `warren status` lists the port.
+// proxy, over the stream path and over the packet path (the netstack's forwarder). The service gets
+// a PROXY v2 header naming alice's overlay IP, `warren whois` at bob names alice for the client
+// address the service saw, until the connection closes, and `warren status` lists the port.
 func TestExposeProxyHeaderAndWhois(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries")
 	}
+	t.Run("stream", func(t *testing.T) { testProxyHeaderAndWhois(t) })
+	t.Run("packet", func(t *testing.T) { testProxyHeaderAndWhois(t, "--packet-path") })
+}
+
+func testProxyHeaderAndWhois(t *testing.T, aliceFlags ...string) {
 	tmp := t.TempDir()
 	coord := startProc(t, "warren-coord", "--listen", "127.0.0.1:0", "--data", filepath.Join(tmp, "coord"))
 	addr, fp := coord.line(t, "warren-coord listening on"), coord.line(t, "key")
@@ -68,7 +74,7 @@ func TestExposeProxyHeaderAndWhois(t *testing.T) {
 	}
 	bob := up("bob", "--expose", fmt.Sprintf("tcp:%d+proxy", port))
 	warren(t, true, "network", "create", "lan", "--open", "--state", bob)
-	alice := up("alice")
+	alice := up("alice", aliceFlags...)
 	warren(t, true, "network", "join", "lan", "--state", alice)
 	waitPeer(t, alice, "bob", "bob online at alice", 20*time.Second, online)
 
