@@ -60,7 +60,8 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	ctx, cancel := context.WithTimeout(ns.ctx, localDialTimeout)
+	ctx, cancel := context.WithTimeout(withFlow(ns.ctx, Flow{Src: netip.AddrPortFrom(from, id.RemotePort),
+		Dst: netip.AddrPortFrom(addrOf(id.LocalAddress), port)}), localDialTimeout)
 	local, err := ns.cfg.DialLocal(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
 	cancel()
 	if err != nil {

@@ -77,7 +77,8 @@ type Config struct {
 	// dropped). It runs on the forwarding goroutines, possibly many at once, and must not block.
 	// nil: everything exposed is admitted.
 	Admit func(proto string, remote netip.AddrPort, localPort uint16) bool
-	// DialLocal reaches exposed services on the host, with addr "127.0.0.1:PORT". nil: a net.Dialer.
+	// DialLocal reaches exposed services on the host, with addr "127.0.0.1:PORT"; its ctx carries the
+	// overlay flow it serves (FlowOf). nil: a net.Dialer.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives the stack's logs; per-packet lines only at trace level. nil: silent.
 	Logger hclog.Logger

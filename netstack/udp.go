@@ -145,7 +145,7 @@ func (f *udpForwarder) flow(src netip.AddrPort, from net.Addr) *udpFlow {
 	if len(f.flows) >= maxUDPFlows {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(f.ns.ctx, localDialTimeout)
+	ctx, cancel := context.WithTimeout(withFlow(f.ns.ctx, Flow{Src: src, Dst: netip.AddrPortFrom(netip.Addr{}, f.port)}), localDialTimeout)
 	c, err := f.ns.cfg.DialLocal(ctx, "udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(f.port))))
 	cancel()
 	if err != nil {

@@ -85,6 +85,19 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		writeJSON(w, http.StatusOK, netcheckView(rep, n.relays.logins()))
 	})
 	mux.HandleFunc("POST /v1/down", n.handleDown)
+	mux.HandleFunc("GET /v1/whois", func(w http.ResponseWriter, r *http.Request) {
+		addr, err := netip.ParseAddrPort(r.URL.Query().Get("addr"))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, localapi.ErrorReply{Error: fmt.Sprintf("whois: want addr=ADDR:PORT: %v", err)})
+			return
+		}
+		rep, ok := n.Whois(addr)
+		if !ok {
+			writeJSON(w, http.StatusNotFound, localapi.ErrorReply{Error: fmt.Sprintf("whois: %v is not a connection from a peer", addr)})
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
 	mux.HandleFunc("POST /v1/attach", n.handleAttach) // `warren run` (attach.go)
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -252,6 +265,7 @@ func (n *Node) Ping(ctx context.Context, target string, seq uint16) (*localapi.P
 // Status reports the node and its peers.
 func (n *Node) Status() localapi.Status {
 	st := localapi.Status{Self: localapi.Self{Name: n.peers.selfName(), Networks: []string{}}, Peers: []localapi.Peer{}}
+	st.Self.Exposed = n.exposedList()
 	if n.key != nil {
 		st.Self.Key = n.key.Fingerprint()
 	}

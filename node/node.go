@@ -59,7 +59,10 @@ type Config struct {
 	// default, so the proxy cannot become a way into the host.
 	AllowLocal bool
 	Expose     []Port // local services reachable from peers
-	Logger     hclog.Logger
+	// ProxyHeader names exposed TCP ports whose local connections start with a PROXY protocol v2
+	// header carrying the peer's overlay address (`--expose tcp:PORT+proxy`).
+	ProxyHeader []uint16
+	Logger      hclog.Logger
 	// CoordTimeout is how long Start keeps trying to reach the coordination server. Default 30s.
 	CoordTimeout time.Duration
 	// PacketPathTCP sends proxied TCP through the netstacks as IP packets (the packet path) instead
@@ -95,8 +98,10 @@ type Node struct {
 	// proxyUsers says which local users may use the proxy; proxyRefused counts the others' tries.
 	proxyUsers   peercred.Policy
 	proxyRefused atomic.Uint64
-	exposed      map[Port]bool // local services reachable from peers
-	overlay      overlay       // the overlay's address pools; set once at first login
+	exposed      map[Port]bool   // local services reachable from peers
+	proxyHeader  map[uint16]bool // exposed TCP ports that get a PROXY v2 header (Config.ProxyHeader)
+	whois        whoisTable      // local connections made for peers (whois.go)
+	overlay      overlay         // the overlay's address pools; set once at first login
 
 	ctx    context.Context // alive until Close
 	cancel context.CancelFunc
@@ -166,6 +171,13 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("node: cannot expose %s:%d (want tcp or udp, ports 1-65535)", p.Proto, p.Port)
 		}
 		n.exposed[p] = true
+	}
+	n.proxyHeader = make(map[uint16]bool)
+	for _, p := range cfg.ProxyHeader {
+		if !n.exposed[Port{"tcp", p}] {
+			return nil, fmt.Errorf("node: PROXY header for tcp:%d, which is not exposed", p)
+		}
+		n.proxyHeader[p] = true
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.sendq.log = n.log
@@ -287,11 +299,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		// The overlay, plus broadcast and multicast, which fan out to every peer.
 		Routes: []netip.Prefix{w.Prefix4, w.Prefix6, netip.MustParsePrefix("255.255.255.255/32"),
 			netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("ff00::/8")},
-		MTU:     peer.MaxPacketSize,
-		Output:  n.outputFunc(),
-		Exposed: func(proto string, port uint16) bool { return n.exposed[Port{proto, port}] },
-		Admit:   n.stackAdmit(w.IPv4, w.IPv6),
-		Logger:  n.log.Named("netstack"),
+		MTU:       peer.MaxPacketSize,
+		Output:    n.outputFunc(),
+		Exposed:   func(proto string, port uint16) bool { return n.exposed[Port{proto, port}] },
+		Admit:     n.stackAdmit(w.IPv4, w.IPv6),
+		DialLocal: n.stackDialLocal,
+		Logger:    n.log.Named("netstack"),
 	})
 	if err != nil {
 		return fmt.Errorf("start netstack: %w", err)

@@ -72,7 +72,7 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-	local, err := (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(h.Port))))
+	local, err := n.dialLocal(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(h.Port))), from, n.streamFlow(from, h.Port))
 	cancel()
 	if err != nil {
 		n.log.Debug("exposed port not answering on localhost", "port", h.Port, "error", err)

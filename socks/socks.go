@@ -337,10 +337,14 @@ func (s *Server) Close() error {
 }
 
 // handleConnect dials the target and relays bytes both ways with correct half-close.
-func (s *Server) handleConnect(_ context.Context, w io.Writer, req *socks5.Request) error {
+func (s *Server) handleConnect(rctx context.Context, w io.Writer, req *socks5.Request) error {
 	client, ok := w.(net.Conn)
 	if !ok {
 		return errors.New("socks: writer is not a connection")
+	}
+	if err, ok := rctx.Value(resolveErrKey{}).(error); ok {
+		socks5.SendReply(w, statute.RepHostUnreachable, nil)
+		return fmt.Errorf("resolve %q: %w", req.RawDestAddr.FQDN, err)
 	}
 	client.SetDeadline(time.Time{}) // the handshake is over
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
@@ -377,16 +381,22 @@ func replyCode(err error) uint8 {
 	return statute.RepHostUnreachable // also syscall.EHOSTUNREACH and timeouts
 }
 
-// resolver adapts Config.Resolve to go-socks5.
+// resolver adapts Config.Resolve to go-socks5. go-socks5 resolves a request's name before it looks
+// at the command, but only CONNECT needs the answer: UDP ASSOCIATE's address is a hint (RFC 1928),
+// and PySocks sends the name "0" there. So a failure is not returned but carried in the request's
+// context (resolveErrKey), and handleConnect answers it with host unreachable (0x04).
 type resolver struct{ s *Server }
+
+// resolveErrKey keys the context value holding a request's resolution error.
+type resolveErrKey struct{}
 
 func (r resolver) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
 	if r.s.cfg.Resolve == nil {
-		return ctx, nil, fmt.Errorf("%w: %q (names are not supported)", ErrUnknownName, name)
+		return context.WithValue(ctx, resolveErrKey{}, fmt.Errorf("%w: %q (names are not supported)", ErrUnknownName, name)), nil, nil
 	}
 	ip, err := r.s.cfg.Resolve(ctx, name)
 	if err != nil {
-		return ctx, nil, err
+		return context.WithValue(ctx, resolveErrKey{}, err), nil, nil
 	}
 	return ctx, ip.AsSlice(), nil
 }

@@ -38,6 +38,8 @@ commands:
                              overlay (no proxy settings, no root; Linux)
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
+  whois ADDR:PORT [--json]   name the peer behind a connection an exposed service got
+                             from ADDR:PORT (the client address it saw)
   version                    print the version
 
 Every command takes --state DIR (default: $WARREN_STATE, else $XDG_STATE_HOME/warren).
@@ -82,6 +84,8 @@ func run(args []string) error {
 		return cmdPing(rest)
 	case "netcheck":
 		return cmdNetcheck(rest)
+	case "whois":
+		return cmdWhois(rest)
 	case "run":
 		return cmdRun(rest)
 	case runNSCommand:

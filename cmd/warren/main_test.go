@@ -24,15 +24,16 @@ func TestParseInterspersed(t *testing.T) {
 }
 
 func TestParseExpose(t *testing.T) {
-	ports, err := parseExpose([]string{"tcp:22", "8080"})
-	if err != nil || len(ports) != 2 || ports[0].Port != 22 || ports[1].Proto != "tcp" || ports[1].Port != 8080 {
-		t.Errorf("got %+v, %v", ports, err)
+	ports, proxy, err := parseExpose([]string{"tcp:22", "8080", "tcp:443+proxy"})
+	if err != nil || len(ports) != 3 || ports[0].Port != 22 || ports[1].Proto != "tcp" || ports[1].Port != 8080 ||
+		ports[2].Port != 443 || len(proxy) != 1 || proxy[0] != 443 {
+		t.Errorf("got %+v %v, %v", ports, proxy, err)
 	}
-	if p, err := parseExpose([]string{"udp:27015"}); err != nil || p[0].Proto != "udp" {
+	if p, _, err := parseExpose([]string{"udp:27015"}); err != nil || p[0].Proto != "udp" {
 		t.Errorf("udp: %+v %v", p, err)
 	}
-	for _, bad := range []string{"tcp:0", "tcp:70000", "sctp:22", "tcp:x"} {
-		if _, err := parseExpose([]string{bad}); err == nil {
+	for _, bad := range []string{"tcp:0", "tcp:70000", "sctp:22", "tcp:x", "udp:53+proxy", "tcp:22+proxyx"} {
+		if _, _, err := parseExpose([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
@@ -41,11 +42,11 @@ func TestParseExpose(t *testing.T) {
 // TestExposeBarePortDocumented: a bare --expose port means TCP, and both the README and the error
 // for a bad spec say so.
 func TestExposeBarePortDocumented(t *testing.T) {
-	p, err := parseExpose([]string{"22"})
+	p, _, err := parseExpose([]string{"22"})
 	if err != nil || len(p) != 1 || p[0].Proto != "tcp" || p[0].Port != 22 {
 		t.Fatalf("--expose 22: got %+v %v, want tcp:22", p, err)
 	}
-	if _, err := parseExpose([]string{"22x"}); err == nil || !strings.Contains(err.Error(), "PORT (TCP)") {
+	if _, _, err := parseExpose([]string{"22x"}); err == nil || !strings.Contains(err.Error(), "PORT (TCP)") {
 		t.Errorf("bad spec: got %v, want the error to name the bare PORT form", err)
 	}
 	readme, err := os.ReadFile("../../README.md")

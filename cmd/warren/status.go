@@ -42,6 +42,9 @@ func cmdStatus(args []string) error {
 	if st.Self.SOCKS != "" {
 		fmt.Printf("socks5    %s\n", st.Self.SOCKS)
 	}
+	if len(st.Self.Exposed) > 0 {
+		fmt.Printf("exposed   %s\n", strings.Join(st.Self.Exposed, ", "))
+	}
 	if n := st.Self.NAT; n != nil && n.UDP {
 		fmt.Printf("nat       public %s, %s mapping, hairpin %s\n", n.Public, n.Mapping, map[bool]string{true: "yes", false: "no"}[n.Hairpin])
 	}

@@ -48,7 +48,7 @@ func cmdUp(args []string) error {
 	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (Linux only; needs root or CAP_NET_ADMIN)")
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
-	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`; a bare port is TCP (22 = tcp:22)")
+	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`; a bare port is TCP (22 = tcp:22); tcp:PORT+proxy starts each connection with a PROXY v2 header naming the peer")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
@@ -97,7 +97,7 @@ func cmdUp(args []string) error {
 		}
 		tunDev = *tunName
 	}
-	ports, err := parseExpose(expose)
+	ports, proxyHeader, err := parseExpose(expose)
 	if err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func cmdUp(args []string) error {
 		StateDir: *state, Coord: *coordAddr, CoordKey: *coordKey, Name: *name, Listen: *listen,
 		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass, ProxyUsers: *proxyUsers,
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
-		Expose: ports, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect,
+		Expose: ports, ProxyHeader: proxyHeader, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect,
 		AuthKey: key, Ephemeral: *ephemeral,
 	})
 	if err != nil {
@@ -140,21 +140,25 @@ func cmdUp(args []string) error {
 	return runUntilDone(ctx, n, log, *state, command)
 }
 
-// parseExpose reads --expose: tcp:PORT, udp:PORT, or a bare PORT, which is TCP.
-func parseExpose(specs []string) ([]node.Port, error) {
-	var out []node.Port
+// parseExpose reads --expose: [tcp:|udp:]PORT (a bare PORT is TCP), and tcp:PORT+proxy for a port whose local
+// connections start with a PROXY protocol v2 header (returned in proxy).
+func parseExpose(specs []string) (ports []node.Port, proxy []uint16, err error) {
 	for _, s := range specs {
-		proto, port, ok := strings.Cut(s, ":")
+		spec, withProxy := strings.CutSuffix(s, "+proxy")
+		proto, port, ok := strings.Cut(spec, ":")
 		if !ok {
-			proto, port = "tcp", s
+			proto, port = "tcp", spec
 		}
 		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || p == 0 || (proto != "tcp" && proto != "udp") {
-			return nil, fmt.Errorf("--expose %q: want tcp:PORT, udp:PORT or PORT (TCP) with PORT 1-65535", s)
+		if err != nil || p == 0 || (proto != "tcp" && proto != "udp") || (withProxy && proto != "tcp") {
+			return nil, nil, fmt.Errorf("--expose %q: want tcp:PORT, tcp:PORT+proxy, udp:PORT or PORT (TCP) with PORT 1-65535", s)
 		}
-		out = append(out, node.Port{Proto: proto, Port: uint16(p)})
+		ports = append(ports, node.Port{Proto: proto, Port: uint16(p)})
+		if withProxy {
+			proxy = append(proxy, uint16(p))
+		}
 	}
-	return out, nil
+	return ports, proxy, nil
 }
 
 func flagErr(err error) error {

@@ -66,6 +66,8 @@ type Self struct {
 	NAT      *Netcheck    `json:"nat,omitempty"` // the last NAT discovery, if one ran
 	// Ephemeral: the coord removes this node once it is offline (and at once when it logs out).
 	Ephemeral bool `json:"ephemeral"`
+	// Exposed lists the local services peers can reach, as `--expose` takes them ("tcp:8080+proxy").
+	Exposed []string `json:"exposed"`
 }
 
 // Netcheck is what NAT discovery found (GET /v1/netcheck runs a fresh one).
@@ -285,6 +287,13 @@ func (c *Client) Ping(ctx context.Context, target string, seq uint16, timeout ti
 	return &rep, c.do(ctx, http.MethodGet, "/v1/ping?"+q.Encode(), nil, &rep)
 }
 
+// Whois names the peer behind a local connection the node made to an exposed service; addr is the
+// client address the service saw (ADDR:PORT).
+func (c *Client) Whois(ctx context.Context, addr string) (*Whois, error) {
+	var rep Whois
+	return &rep, c.do(ctx, http.MethodGet, "/v1/whois?"+url.Values{"addr": {addr}}.Encode(), nil, &rep)
+}
+
 // Netcheck runs NAT discovery on the node's socket.
 func (c *Client) Netcheck(ctx context.Context) (*Netcheck, error) {
 	var rep Netcheck
@@ -332,4 +341,16 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("local API: %s", resp.Status)
 	}
 	return json.Unmarshal(data, out)
+}
+
+// Whois names the peer behind a local connection the node made to an exposed service
+// (GET /v1/whois?addr=ADDR:PORT, `warren whois`).
+type Whois struct {
+	Addr     string       `json:"addr"`           // the address the service saw as its client's
+	Name     string       `json:"name"`           // the peer's name
+	Key      string       `json:"key"`            // the peer's key fingerprint
+	IPs      []netip.Addr `json:"ips"`            // the peer's overlay addresses
+	Networks []string     `json:"networks"`       // networks shared with the peer
+	Source   string       `json:"source"`         // the peer's overlay address and port on this connection (port 0: not known)
+	Port     uint16       `json:"port,omitempty"` // the exposed port it connected to
 }
