@@ -137,15 +137,10 @@ func TestLinkCarriesPacketsBothWays(t *testing.T) {
 	a.ep.Close() // idempotent
 }
 
-// waitFor polls cond until it holds, failing the test after a minute (virtual under synctest).
+// waitFor waits until cond holds, failing the test after a minute (virtual under synctest).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, time.Minute, cond, "timed out waiting until %s", what)
 }
 
 // TestLinkRecoversAfterOutage: when the path between two peers goes dark for longer than the idle

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // TestUpCommandDiesWithWarren: the command 'warren up -- CMD' starts gets SIGTERM when warren is
@@ -52,13 +54,7 @@ func TestUpCommandDiesWithWarren(t *testing.T) {
 	parent.Wait()
 	// The orphan is reparented and reaped (or left a zombie where pid 1 does not reap); either way it
 	// stops running. Poll for that state, with a generous deadline as a safety net.
-	deadline := time.Now().Add(20 * time.Second)
-	for running(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d still runs 20 s after its parent was killed", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 20*time.Second, func() bool { return !running(pid) }, "child %d still runs after its parent was killed", pid)
 }
 
 // running reports whether process pid exists and is not a zombie.
