@@ -74,7 +74,12 @@ func (b *syncBuffer) String() string {
 
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin(t, name), args...)
+	return startCmd(t, name, exec.Command(bin(t, name), args...))
+}
+
+// startCmd starts cmd, a process named name in the log, and stops it when the test ends.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	stdout, _ := cmd.StdoutPipe()
 	stderr := &syncBuffer{}
 	cmd.Stderr = io.MultiWriter(testkit.Writer(t), stderr)

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/warren-net/warren/internal/testkit"
 )
 
 // nobody is the unprivileged user the rootless side of TestRun runs as.
@@ -225,22 +221,5 @@ func nobodyCmd(args ...string) *exec.Cmd {
 // startProcAs is startProc for a binary (a path) run through a wrapper (setpriv).
 func startProcAs(t *testing.T, wrapper []string, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(wrapper[0], append(append(wrapper[1:len(wrapper):len(wrapper)], name), args...)...)
-	stdout, _ := cmd.StdoutPipe()
-	stderr := &syncBuffer{}
-	cmd.Stderr = io.MultiWriter(testkit.Writer(t), stderr)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan struct{}), stderr: stderr}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			t.Logf("%s stdout: %s", name, sc.Text())
-		}
-		cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.stop() })
-	return p
+	return startCmd(t, name, exec.Command(wrapper[0], append(append(wrapper[1:len(wrapper):len(wrapper)], name), args...)...))
 }
