@@ -222,9 +222,9 @@ func TestTUN(t *testing.T) {
 		}
 		a = startNSProc(t, nsA, "warren", upA...)
 		a.line(t, "warren node")
-		if !strings.Contains(a.stderr.String(), "removed a stale TUN device") {
-			t.Error("no word about the stale device")
-		}
+		// stderr is copied by its own goroutine: the line may arrive after stdout's "warren node".
+		testkit.Eventually(t, 30*time.Second, func() bool { return strings.Contains(a.stderr.String(), "removed a stale TUN device") },
+			"no word about the stale device")
 		waitDirect(t, stateA, "bob")
 		var err error
 		testkit.Eventually(t, 60*time.Second, func() bool {
