@@ -193,6 +193,8 @@ func TestTUN(t *testing.T) {
 	t.Run("cleanup", func(t *testing.T) {
 		checkGone := func(what string) {
 			t.Helper()
+			// The overlay's prefixes are 100.64.0.0/10 and fd7a:7761:7272::/48. (A bare "fd" also
+			// matches a link-local address whose random MAC holds "fd": CI failed on fe80::…:fdb8.)
 			var link, r4, r6 string
 			// (a.stop's SIGKILL comes only after this)
 			testkit.Eventually(t, 30*time.Second, func() bool {
@@ -200,7 +202,7 @@ func TestTUN(t *testing.T) {
 				r4, _ = nsExec(nsA, "ip", "route", "show", "table", "all")
 				r6, _ = nsExec(nsA, "ip", "-6", "route", "show", "table", "all")
 				return !strings.Contains(link, "warren0") && !strings.Contains(r4, "warren0") && !strings.Contains(r6, "warren0") &&
-					!strings.Contains(r4, "100.64.") && !strings.Contains(r6, "fd")
+					!strings.Contains(r4, "100.64.") && !strings.Contains(r6, "fd7a:")
 			}, "%s: left behind:\n%v", what, later(func() any { return link + "\n" + r4 + "\n" + r6 }))
 		}
 		// SIGTERM: the device goes first thing in the node's shutdown; check before any SIGKILL.
