@@ -227,9 +227,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	r := &run{cfg: cfg, quic: &quic.Config{
+		// What a real node uses (node/coordclient.go): a keep-alive every 2 s, so that the coord's
+		// idle timeout never drops a simulated node and the coord carries a real node's keep-alive load.
 		HandshakeIdleTimeout: 10 * time.Second,
-		MaxIdleTimeout:       30 * time.Second,
-		KeepAlivePeriod:      10 * time.Second,
+		MaxIdleTimeout:       8 * time.Second,
+		KeepAlivePeriod:      2 * time.Second,
 	}}
 	for _, a := range cfg.Coords {
 		s, err := parseServer(ctx, a)
