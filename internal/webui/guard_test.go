@@ -71,9 +71,9 @@ func TestGuardSecretPrefix(t *testing.T) {
 		{"/" + testSecret + "/api/status", 200, "GET /api/status"},
 		{"/", 404, ""},
 		{"/api/status", 404, ""},
-		{"/" + testSecret[:23] + "B/", 404, ""},     // one character off
-		{"/" + testSecret + "X/", 404, ""},          // longer
-		{"/" + testSecret[:20] + "/", 404, ""},      // shorter
+		{"/" + testSecret[:23] + "B/", 404, ""}, // one character off
+		{"/" + testSecret + "X/", 404, ""},      // longer
+		{"/" + testSecret[:20] + "/", 404, ""},  // shorter
 		{"/" + strings.ToLower(testSecret) + "/", 404, ""},
 	} {
 		*seen = nil
