@@ -13,14 +13,20 @@ function sparkline(samples) {
   svg.setAttribute("height", h);
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   const max = Math.max(1, ...samples);
-  const step = w / (HISTORY - 1);
-  const off = HISTORY - samples.length;
-  const pts = samples.map((v, i) => `${((off + i) * step).toFixed(1)},${(h - 1 - (v / max) * (h - 2)).toFixed(1)}`);
+  // Spread the samples over the width until there are enough to fill it, then scroll.
+  const step = (w - 2) / (Math.max(samples.length, 12) - 1);
+  const pts = samples.map((v, i) => `${(1 + i * step).toFixed(1)},${(h - 2 - (v / max) * (h - 4)).toFixed(1)}`);
+  const base = document.createElementNS(ns, "line");
+  base.setAttribute("class", "base");
+  base.setAttribute("x1", 0);
+  base.setAttribute("x2", w);
+  base.setAttribute("y1", h - 1);
+  base.setAttribute("y2", h - 1);
   const line = document.createElementNS(ns, "polyline");
   line.setAttribute("points", pts.join(" "));
   const title = document.createElementNS(ns, "title");
   title.textContent = `last ${samples.length} samples, max ${max.toFixed(1)} ms`;
-  svg.append(title, line);
+  svg.append(title, base, line);
   return svg;
 }
 
