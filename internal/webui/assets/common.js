@@ -53,7 +53,11 @@ const warren = (() => {
         render(await api(path));
         set("error", "");
         set("updated", "updated " + new Date().toLocaleTimeString());
-        document.body.dataset.loaded = "1";
+        if (!document.body.dataset.loaded) {
+          // When the first data was on screen, in ms since navigation start (tests read it).
+          document.body.dataset.firstRenderMs = String(Math.round(performance.now()));
+          document.body.dataset.loaded = "1";
+        }
       } catch (e) {
         set("error", "cannot reach the server: " + e.message);
       }
