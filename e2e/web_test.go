@@ -276,6 +276,14 @@ func TestWebPage(t *testing.T) {
 		if out, code := warrenRun(t, "web", "--listen", "0.0.0.0:0", "--state", bobState); code == 0 || !strings.Contains(out, "not loopback") {
 			t.Errorf("warren web on 0.0.0.0: status %d:\n%s", code, out)
 		}
+		// warren up binds the page before it logs in: a bad address leaves nothing on the coord.
+		if out, code := warrenRun(t, "up", "--coord", addr, "--coord-key", fp, "--state", filepath.Join(tmp, "dave"), "--name", "dave",
+			"--listen", "127.0.0.1:0", "--socks", "127.0.0.1:0", "--web", "0.0.0.0:8080"); code == 0 || !strings.Contains(out, "not loopback") {
+			t.Errorf("warren up --web 0.0.0.0:8080: status %d:\n%s", code, out)
+		}
+		if _, ok := nodesByName(t, filepath.Join(tmp, "coord"))["dave"]; ok {
+			t.Error("a node whose --web was refused logged in anyway")
+		}
 	})
 }
 
