@@ -28,9 +28,11 @@ func TestServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
 	get := func(url string) (int, string, http.Header) {
 		t.Helper()
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +65,7 @@ func TestServer(t *testing.T) {
 		req.Header.Set("Origin", base)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set(TokenHeader, strings.Split(u, "/")[3])
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
