@@ -14,12 +14,20 @@ type operatorDoer interface {
 	Do(ctx context.Context, actor string, r *operatorapi.Request) (any, error)
 }
 
-// coordStatus is what the operator page shows, polled from GET api/status.
+// coordStatus is what the operator page shows, polled from GET api/status. Nodes and Networks hold
+// at most webMaxListed entries each; the totals count them all.
 type coordStatus struct {
-	Nodes    []operatorapi.Node    `json:"nodes"`
-	Networks []operatorapi.Network `json:"networks"`
-	Relays   []operatorapi.Relay   `json:"relays"`
+	Nodes         []operatorapi.Node    `json:"nodes"`
+	Networks      []operatorapi.Network `json:"networks"`
+	Relays        []operatorapi.Relay   `json:"relays"`
+	NodesTotal    int                   `json:"nodes_total"`
+	NodesOnline   int                   `json:"nodes_online"`
+	NetworksTotal int                   `json:"networks_total"`
 }
+
+// webMaxListed bounds the nodes and networks one answer lists, so that a page left open on a large
+// server stays small (the CLI listings give them all).
+const webMaxListed = 1000
 
 // coordWebAPI is the operator page's API: read only, the same listings as 'warren-coord nodes',
 // 'networks' and 'relays'.
@@ -44,6 +52,13 @@ func coordWebAPI(ops operatorDoer) http.Handler {
 			}
 			q.set(v)
 		}
+		st.NodesTotal, st.NetworksTotal = len(st.Nodes), len(st.Networks)
+		for _, n := range st.Nodes {
+			if n.Online != nil && *n.Online {
+				st.NodesOnline++
+			}
+		}
+		st.Nodes, st.Networks = st.Nodes[:min(len(st.Nodes), webMaxListed)], st.Networks[:min(len(st.Networks), webMaxListed)]
 		webui.WriteJSON(w, http.StatusOK, st)
 	})
 	return mux

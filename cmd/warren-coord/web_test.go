@@ -11,8 +11,9 @@ import (
 )
 
 type fakeOps struct {
-	ops []operatorapi.Op
-	err error
+	ops   []operatorapi.Op
+	nodes []operatorapi.Node // nil: one node, alice, online
+	err   error
 }
 
 func (f *fakeOps) Do(_ context.Context, _ string, r *operatorapi.Request) (any, error) {
@@ -22,7 +23,11 @@ func (f *fakeOps) Do(_ context.Context, _ string, r *operatorapi.Request) (any, 
 	}
 	switch r.Op {
 	case operatorapi.OpNodes:
-		return []operatorapi.Node{{Name: "alice"}}, nil
+		if f.nodes != nil {
+			return f.nodes, nil
+		}
+		on := true
+		return []operatorapi.Node{{Name: "alice", Online: &on}}, nil
 	case operatorapi.OpNetworks:
 		return []operatorapi.Network{{Name: "lan"}}, nil
 	case operatorapi.OpRelays:
@@ -41,7 +46,7 @@ func TestCoordWebAPI(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil || w.Code != 200 {
 		t.Fatalf("%d %s: %v", w.Code, w.Body, err)
 	}
-	if len(st.Nodes) != 1 || len(st.Networks) != 1 || len(st.Relays) != 1 || *st.Relays[0].Nodes != 2 {
+	if len(st.Nodes) != 1 || len(st.Networks) != 1 || len(st.Relays) != 1 || *st.Relays[0].Nodes != 2 || st.NodesTotal != 1 || st.NodesOnline != 1 {
 		t.Errorf("status %+v", st)
 	}
 	want := []operatorapi.Op{operatorapi.OpNodes, operatorapi.OpNetworks, operatorapi.OpRelays}
@@ -54,6 +59,14 @@ func TestCoordWebAPI(t *testing.T) {
 		if w.Code != 405 {
 			t.Errorf("%s: %d, want 405 (read only)", m, w.Code)
 		}
+	}
+	// A large server: the page lists the first webMaxListed, and counts them all.
+	f.nodes = make([]operatorapi.Node, webMaxListed+5)
+	w = httptest.NewRecorder()
+	coordWebAPI(f).ServeHTTP(w, httptest.NewRequest("GET", "/api/status", nil))
+	st = coordStatus{}
+	if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil || len(st.Nodes) != webMaxListed || st.NodesTotal != webMaxListed+5 || st.NodesOnline != 0 {
+		t.Errorf("large server: %d nodes listed, total %d, online %d (%v)", len(st.Nodes), st.NodesTotal, st.NodesOnline, err)
 	}
 	f.err = errors.New("database is locked")
 	w = httptest.NewRecorder()

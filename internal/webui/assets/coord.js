@@ -4,8 +4,8 @@
 const { el, row, fill, set, poll, ago, badge } = warren;
 
 function render(st) {
-  const online = st.nodes.filter((n) => n.online).length;
-  set("summary", `${st.nodes.length} nodes (${online} online), ${st.networks.length} networks`);
+  const more = st.nodes.length < st.nodes_total || st.networks.length < st.networks_total ? " (the first 1000 of each listed)" : "";
+  set("summary", `${st.nodes_total} nodes (${st.nodes_online} online), ${st.networks_total} networks${more}`);
   fill("relays", (st.relays || []).map((r) =>
     row([badge(r.kind), el("span", r.addr, "mono"), el("span", r.key || "", "mono"), r.nodes === null || r.nodes === undefined ? "not known here" : String(r.nodes)])), "relays-empty");
   fill("networks", st.networks.map((n) => {
