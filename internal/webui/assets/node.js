@@ -45,7 +45,8 @@ function render(st) {
   const self = st.self;
   set("self-name", self.name);
   document.title = `warren ${self.name}`;
-  set("coord", st.coord.connected ? `coord ${st.coord.addr}: connected` : `coord ${st.coord.addr}: disconnected (tunnels stay up)`);
+  const others = (st.coord.servers || []).length > 1 ? ` (of ${st.coord.servers.join(", ")})` : "";
+  set("coord", `coord ${st.coord.addr}${others}: ` + (st.coord.connected ? "connected" : "disconnected (tunnels stay up)"));
   set("self-ips", (self.ips || []).join("  "));
   set("self-networks", (self.networks || []).join(", ") || "none");
   set("self-key", self.key);
