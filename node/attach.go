@@ -163,7 +163,7 @@ func (n *Node) attachDevice(conn *net.UnixConn, owner uint8, name string, info l
 	defer n.attached.mu.Unlock()
 	b := n.tun.Load()
 	if b == nil {
-		b = &tunBridge{flows: packet.NewFlowTable(maxFlows), self4: info.Addrs[0].Addr(), self6: info.Addrs[1].Addr()}
+		b = newBridge(info.Addrs[0], info.Addrs[1])
 		n.tun.Store(b)
 	}
 	dev, err := tun.FromFile(f, tun.Config{Name: name, Addrs: info.Addrs, MTU: info.MTU,

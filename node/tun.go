@@ -44,6 +44,10 @@ type tunBridge struct {
 	devs         [256]atomic.Pointer[tun.Device] // by flow owner: dev at ownerTUN, attached ones from ownerAttached
 	flows        *packet.FlowTable               // owners: ownerTUN or ownerStack
 	self4, self6 netip.Addr
+	dns4, dns6   netip.Addr // the node's DNS server (dns.go)
+	// loopbackOnly reports whether an exposed port's service listens only on loopback (--tun only;
+	// listens.go): then the netstack, not the kernel, takes the new flow and forwards it there.
+	loopbackOnly func(proto uint8, dst netip.Addr, port uint16) bool
 
 	dropFiltered atomic.Uint64 // inbound packets the filter refused
 	dropOutbound atomic.Uint64 // packets from the device that may not leave (foreign source, non-UDP fan-out)
@@ -59,6 +63,13 @@ const (
 
 // maxFlows bounds the flow table.
 const maxFlows = 65536
+
+// newBridge makes a bridge for the node's addresses a4 and a6, with their overlay prefix lengths.
+func newBridge(a4, a6 netip.Prefix) *tunBridge {
+	b := &tunBridge{flows: packet.NewFlowTable(maxFlows), self4: a4.Addr(), self6: a6.Addr()}
+	b.dns4, b.dns6 = dnsAddrs(a4, a6)
+	return b
+}
 
 // receiveFunc is the peer endpoint's Receive callback for the configured mode.
 func (n *Node) receiveFunc() func(peer.Key, []byte) {
@@ -78,7 +89,7 @@ func (n *Node) startTUN(w *control.Welcome) error {
 	if n.cfg.TUN == "" {
 		return nil
 	}
-	b := &tunBridge{flows: packet.NewFlowTable(maxFlows), self4: w.IPv4, self6: w.IPv6}
+	b := newBridge(netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits()))
 	dev, err := tun.Open(tun.Config{
 		Name:    n.cfg.TUN,
 		Addrs:   []netip.Prefix{netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits())},
@@ -114,6 +125,10 @@ func (n *Node) outputTUN(b *tunBridge, owner uint8, pkt []byte) {
 	if !ok || (p.Src != b.self4 && p.Src != b.self6) {
 		// Link-local and unspecified sources (router solicitations, MLD) and anything malformed.
 		b.dropOutbound.Add(1)
+		return
+	}
+	if p.Dst == b.dns4 || p.Dst == b.dns6 {
+		n.serveDNS(b, owner, &p, pkt)
 		return
 	}
 	fanOut := n.overlay.fanOut(p.Dst)
