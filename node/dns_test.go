@@ -31,8 +31,8 @@ func (f fakeNames) inOverlay(ip netip.Addr) bool { return dnsOverlay.contains(ip
 var dnsOverlay = overlay{netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("fd7a:7761:7272::/48")}
 
 var testNames = fakeNames{
-	"bob":   {netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("fd7a:7761:7272::2")},
-	"alice": {netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("fd7a:7761:7272::1")},
+	"bob":                   {netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("fd7a:7761:7272::2")},
+	"alice":                 {netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("fd7a:7761:7272::1")},
 	strings.Repeat("x", 63): {netip.MustParseAddr("100.64.0.9")},
 }
 
