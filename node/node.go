@@ -128,7 +128,10 @@ type Node struct {
 	coordAddr netip.AddrPort   // the coord's address at the last login
 	probePort uint16           // the coord's NAT-discovery port
 	nat       *peer.NATReport  // the last NAT discovery
-	closed    bool
+	// dnsSetup says how the host's resolver uses the DNS server (resolved.go); dnsRegistered is the
+	// device registered with systemd-resolved, to revert at exit.
+	dnsSetup, dnsRegistered string
+	closed                  bool
 }
 
 // dropCounters count the packets the node drops, by reason (Status reports them).

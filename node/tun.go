@@ -106,12 +106,14 @@ func (n *Node) startTUN(w *control.Welcome) error {
 	b.dev = dev
 	b.devs[ownerTUN].Store(dev)
 	n.tun.Store(b)
+	n.registerDNS(dev.Name(), b.dns4, b.dns6)
 	return nil
 }
 
 // closeTUN deletes the device (and its addresses and routes).
 func (n *Node) closeTUN() {
 	n.attached.close()
+	n.unregisterDNS()
 	if b := n.tun.Swap(nil); b != nil && b.dev != nil {
 		if err := b.dev.Close(); err != nil {
 			n.log.Warn("closing the TUN device", "error", err)
