@@ -120,6 +120,8 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) {
 
 	info := localapi.AttachInfo{MTU: peer.MaxPacketSize,
 		Addrs: []netip.Prefix{netip.PrefixFrom(wl.IPv4, wl.Prefix4.Bits()), netip.PrefixFrom(wl.IPv6, wl.Prefix6.Bits())}}
+	d4, d6 := dnsAddrs(wl.Prefix4, wl.Prefix6)
+	info.DNS = []netip.Addr{d4, d6}
 	conn.SetDeadline(time.Now().Add(15 * time.Second))
 	head := "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + localapi.AttachProtocol + "\r\n\r\n"
 	line, _ := json.Marshal(info)
