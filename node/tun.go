@@ -104,6 +104,7 @@ func (n *Node) startTUN(w *control.Welcome) error {
 		return fmt.Errorf("--tun: %w", err)
 	}
 	b.dev = dev
+	b.loopbackOnly = n.listens.loopbackOnly
 	b.devs[ownerTUN].Store(dev)
 	n.tun.Store(b)
 	n.registerDNS(dev.Name(), b.dns4, b.dns6)
@@ -195,6 +196,23 @@ func (n *Node) receiveTUN(from peer.Key, pkt []byte) {
 	}
 }
 
+// exposedOwner is who serves a new flow to exposed port (to dst: this node, broadcast or multicast):
+// the kernel, unless nothing holds the port on the device's address of dst's family, i.e. the
+// service listens only on loopback (or not at all); then the netstack, which forwards to 127.0.0.1.
+func (b *tunBridge) exposedOwner(proto uint8, dst netip.Addr, port uint16) uint8 {
+	if b.loopbackOnly == nil {
+		return ownerTUN
+	}
+	local := b.self4
+	if dst.Is6() {
+		local = b.self6
+	}
+	if b.loopbackOnly(proto, local, port) {
+		return ownerStack
+	}
+	return ownerTUN
+}
+
 // verdict applies the filter of the file comment to an arriving packet, given the node's exposed
 // ports and overlay: ownerTUN, ownerStack or 0 (drop).
 func (b *tunBridge) verdict(p *packet.Packet, exposed map[Port]bool, o overlay) uint8 {
@@ -215,7 +233,7 @@ func (b *tunBridge) verdict(p *packet.Packet, exposed map[Port]bool, o overlay) 
 			return o
 		}
 		if p.TCPFlags&(packet.TCPSYN|packet.TCPACK|packet.TCPRST) == packet.TCPSYN && exposed[Port{"tcp", p.DPort}] {
-			return ownerTUN
+			return b.exposedOwner(packet.ProtoTCP, p.Dst, p.DPort)
 		}
 	case packet.ProtoUDP:
 		if o, ok := b.flows.Lookup(p.InboundFlow()); ok && toSelf {
@@ -225,7 +243,7 @@ func (b *tunBridge) verdict(p *packet.Packet, exposed map[Port]bool, o overlay) 
 			return o // a reply to our broadcast or multicast
 		}
 		if exposed[Port{"udp", p.DPort}] {
-			return ownerTUN
+			return b.exposedOwner(packet.ProtoUDP, p.Dst, p.DPort)
 		}
 	case packet.ProtoICMP, packet.ProtoICMPv6:
 		if !toSelf {
