@@ -26,8 +26,10 @@ func portInUse(proto uint8, addr netip.Addr, port uint16) (bool, error) {
 		return false, err
 	}
 	defer unix.Close(fd)
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(port), Addr: addr.As4()}
-	if addr.Is6() {
+	var sa unix.Sockaddr
+	if addr.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(port), Addr: addr.As4()}
+	} else {
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
 		sa = &unix.SockaddrInet6{Port: int(port), Addr: addr.As16()}
 	}

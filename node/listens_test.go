@@ -97,4 +97,8 @@ func TestPortInUse(t *testing.T) {
 	if in, err := portInUse(packet.ProtoUDP, lo2, uport); in || err != nil {
 		t.Errorf("UDP on 127.0.0.2: %v %v", in, err)
 	}
+	// IPv6: free on ::1 (the IPv4 listener does not hold it there).
+	if in, err := portInUse(packet.ProtoTCP, netip.IPv6Loopback(), port); in || err != nil {
+		t.Logf("TCP on ::1: %v %v (no IPv6 here?)", in, err)
+	}
 }
