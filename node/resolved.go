@@ -21,18 +21,23 @@ import (
 // resolvectlTimeout bounds each resolvectl run.
 const resolvectlTimeout = 5 * time.Second
 
-// resolvedDir exists where systemd-resolved runs.
-const resolvedDir = "/run/systemd/resolve"
+// resolvedDir exists where systemd-resolved runs (a variable for tests).
+var resolvedDir = "/run/systemd/resolve"
 
-// useResolved reports whether to register with systemd-resolved: resolvectl is installed, resolved
-// runs, and this process is in the initial network namespace.
-func useResolved() bool {
+// haveResolved reports whether systemd-resolved runs here and resolvectl is installed.
+func haveResolved() bool {
 	if _, err := exec.LookPath("resolvectl"); err != nil {
 		return false
 	}
-	if fi, err := os.Stat(resolvedDir); err != nil || !fi.IsDir() {
-		return false
-	}
+	fi, err := os.Stat(resolvedDir)
+	return err == nil && fi.IsDir()
+}
+
+// inInitialNetNS reports whether this process shares pid 1's network namespace; false if that cannot
+// be read (a process with only CAP_NET_ADMIN may not look at pid 1). resolvectl names the device by
+// its index in the caller's namespace, so from another one it would configure some other link of
+// the host. A variable for tests.
+var inInitialNetNS = func() bool {
 	self, err1 := os.Readlink("/proc/self/ns/net")
 	init, err2 := os.Readlink("/proc/1/ns/net")
 	return err1 == nil && err2 == nil && self == init
@@ -46,7 +51,9 @@ func resolvConfLine(d4 netip.Addr) string {
 // registerDNS makes the host's resolver send NAME.warren to d4 and d6 on device dev, or says how.
 func (n *Node) registerDNS(dev string, d4, d6 netip.Addr) {
 	setup := ""
-	if useResolved() {
+	byHand := fmt.Sprintf("resolvectl dns %s %s %s; resolvectl domain %s '~warren'", dev, d4, d6, dev)
+	resolved := haveResolved()
+	if resolved && inInitialNetNS() {
 		err := resolvectl("dns", dev, d4.String(), d6.String())
 		if err == nil {
 			err = resolvectl("domain", dev, "~warren")
@@ -60,9 +67,12 @@ func (n *Node) registerDNS(dev string, d4, d6 netip.Addr) {
 			return
 		}
 		resolvectl("revert", dev)
-		n.log.Warn("names: could not register the DNS server with systemd-resolved", "error", err,
-			"by hand", fmt.Sprintf("resolvectl dns %s %s %s; resolvectl domain %s '~warren'", dev, d4, d6, dev))
-		setup = fmt.Sprintf("by hand: resolvectl dns %s %s %s; resolvectl domain %s '~warren'", dev, d4, d6, dev)
+		n.log.Warn("names: could not register the DNS server with systemd-resolved", "error", err, "by hand", byHand)
+		setup = "by hand: " + byHand
+	} else if resolved {
+		setup = "by hand, as root in the host's network namespace: " + byHand
+		n.log.Info("names: NAME.warren resolves at this node's DNS address; not registered with systemd-resolved (not sure this is the host's network namespace)",
+			"dns", d4, "by hand", byHand)
 	} else {
 		setup = "add: " + resolvConfLine(d4)
 		n.log.Info("names: NAME.warren resolves at this node's DNS address; this host's resolver does not ask it yet",
