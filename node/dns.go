@@ -35,13 +35,16 @@ const (
 )
 
 // dnsAddrs returns the reserved DNS addresses of an overlay with pools p4 and p6: the address before
-// p4's broadcast address and p6's last address.
+// p4's broadcast address and p6's last address (invalid addresses for invalid prefixes).
 func dnsAddrs(p4, p6 netip.Prefix) (netip.Addr, netip.Addr) {
 	return lastAddr(p4).Prev(), lastAddr(p6)
 }
 
 // lastAddr returns the last address of prefix p (of an IPv4 pool: its broadcast address).
 func lastAddr(p netip.Prefix) netip.Addr {
+	if !p.IsValid() {
+		return netip.Addr{}
+	}
 	b := p.Masked().Addr().AsSlice()
 	for i := p.Bits(); i < len(b)*8; i++ {
 		b[i/8] |= 0x80 >> (i % 8)
