@@ -8,8 +8,10 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/internal/packet/packettest"
+	"github.com/warren-net/warren/peer"
 )
 
 // fakeNames is a dnsNames with bob (both families), a long-named peer and self alice.
@@ -244,4 +246,41 @@ func FuzzAnswerDNS(f *testing.F) {
 			t.Fatalf("reply %x does not parse as a response: %v", out, err)
 		}
 	})
+}
+
+// TestNodeNames: the node's own view for the answerer: peers by name (any case) with all their
+// addresses, itself from the welcome, reverse lookups; a name two peers claim resolves to neither,
+// either way.
+func TestNodeNames(t *testing.T) {
+	n, _, _ := testNode(t)
+	n.welcome = &control.Welcome{IPv4: netip.MustParseAddr("100.64.0.1"), IPv6: netip.MustParseAddr("fd7a::1")}
+	n.overlay = overlay{netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("fd7a::/48")}
+	kd, ke := peer.Key{3}, peer.Key{4}
+	n.handleControl(&control.Msg{Type: control.TypePeerDelta, PeerDelta: &control.PeerDelta{Upsert: []control.Peer{
+		{Key: kd[:], Name: "twin", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.4")}},
+		{Key: ke[:], Name: "Twin", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.5")}},
+	}}})
+	v := n.names()
+	if got := v.lookup("b"); len(got) != 2 || got[0].String() != "100.64.0.2" || got[1].String() != "fd7a::2" {
+		t.Errorf("b → %v", got)
+	}
+	if got := v.lookup("me"); len(got) != 2 || got[0].String() != "100.64.0.1" {
+		t.Errorf("me → %v", got)
+	}
+	for _, c := range []struct {
+		ip   string
+		name string
+		ok   bool
+	}{{"100.64.0.2", "B", true}, {"fd7a::2", "B", true}, {"100.64.0.1", "me", true}, {"fd7a::1", "me", true},
+		{"100.64.0.4", "", false}, {"100.64.0.9", "", false}} {
+		if name, ok := v.reverse(netip.MustParseAddr(c.ip)); name != c.name || ok != c.ok {
+			t.Errorf("reverse %s → %q %v", c.ip, name, ok)
+		}
+	}
+	if got := v.lookup("twin"); got != nil {
+		t.Errorf("twin (claimed twice) → %v", got)
+	}
+	if !v.inOverlay(netip.MustParseAddr("100.100.0.1")) || v.inOverlay(netip.MustParseAddr("10.0.0.1")) {
+		t.Error("inOverlay")
+	}
 }
