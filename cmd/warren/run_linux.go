@@ -220,7 +220,8 @@ func cmdRunNS(args []string) error {
 
 // mountResolvConf points the namespace's resolver at the node's DNS servers: it makes the mount
 // namespace's mounts private, hides /run/systemd/resolve behind a tmpfs holding our resolv.conf
-// (so neither a stub-resolv.conf symlink nor nss-resolve's socket leads to the host's resolver), and
+// (so neither a stub-resolv.conf symlink nor nss-resolve's socket leads to the host's resolver) and
+// nscd's socket directory behind an empty one, and
 // bind-mounts a generated resolv.conf over /etc/resolv.conf (over its target, if it is a symlink).
 func mountResolvConf(dns []netip.Addr) error {
 	if len(dns) == 0 {
@@ -243,6 +244,12 @@ func mountResolvConf(dns []netip.Addr) error {
 			if err := os.WriteFile(resolvedDir+"/"+name, []byte(conf.String()), 0o644); err != nil {
 				return err
 			}
+		}
+	}
+	// A host's nscd would answer from the host's resolver: hide its socket too.
+	for _, dir := range []string{"/run/nscd", "/var/run/nscd"} {
+		if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
+			unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=4k")
 		}
 	}
 	f, err := os.CreateTemp("", "warren-run-resolv-*.conf")
