@@ -26,6 +26,10 @@ func portInUse(proto uint8, addr netip.Addr, port uint16) (bool, error) {
 		return false, err
 	}
 	defer unix.Close(fd)
+	if typ == unix.SOCK_STREAM {
+		// Connections in TIME_WAIT do not count, only a listener (which conflicts regardless).
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	}
 	var sa unix.Sockaddr
 	if addr.Is4() {
 		sa = &unix.SockaddrInet4{Port: int(port), Addr: addr.As4()}
