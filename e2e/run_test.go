@@ -133,6 +133,10 @@ func TestRun(t *testing.T) {
 		if code != 0 || !strings.Contains(out, ipB[0]) {
 			t.Errorf("getent ahostsv4 bob.warren: exit %d\n%s", code, out)
 		}
+		out, code = run("getent", "ahostsv4", "bob") // the search domain
+		if code != 0 || !strings.Contains(out, ipB[0]) {
+			t.Errorf("getent ahostsv4 bob: exit %d\n%s", code, out)
+		}
 		out, code = run("getent", "hosts", ipB[0])
 		if code != 0 || !strings.Contains(out, "bob.warren") {
 			t.Errorf("getent hosts %s: exit %d\n%s", ipB[0], code, out)
