@@ -22,9 +22,10 @@ package node
 // takes the stream path (no netstack, no device), proxied UDP, --packet-path TCP and `warren ping` use
 // the netstack. Both own the same addresses, so the flow table also records which side opened each
 // flow and delivers replies there; packets of no tracked flow (new inbound connections, pings from
-// peers) go to the kernel. Exposed ports are therefore served by the kernel on the device's address:
-// a service must listen on the overlay address or a wildcard address, not only on 127.0.0.1 (the
-// stream path still dials 127.0.0.1, which a wildcard listener also serves).
+// peers) go to the kernel, with one exception: a new flow to an exposed port whose service listens
+// only on 127.0.0.1 goes to the netstack, which forwards it there as in proxy mode (listens.go). The
+// stream path dials 127.0.0.1 in every mode. Packets the device sends to the node's DNS addresses
+// never leave: the node answers them (dns.go).
 
 import (
 	"errors"
