@@ -291,7 +291,11 @@ func (n *Node) Status() localapi.Status {
 		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
 		st.Self.Ephemeral = w.Ephemeral
 		st.Self.Networks = append(st.Self.Networks, w.Networks...)
+		if d4, d6 := dnsAddrs(w.Prefix4, w.Prefix6); d4.IsValid() && d6.IsValid() {
+			st.Self.DNS = []netip.Addr{d4, d6}
+		}
 	}
+	st.Self.DNSSetup = n.dnsSetup
 	if n.nat != nil {
 		v := netcheckView(*n.nat, logins)
 		st.Self.NAT = &v

@@ -121,6 +121,7 @@ type Node struct {
 	joins    joinRequests                   // join requests awaiting this node's approval (joins.go)
 	limits   *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
 	drops    dropCounters                   // packets dropped, by reason
+	listens  *listenProbe                   // which exposed ports listen where (listens.go)
 	aclLog   logLimiter                     // debug lines about refusals (acl.go)
 	stop     stopSignal                     // Stopped, Err and logout state (logout.go)
 
@@ -131,7 +132,10 @@ type Node struct {
 	coordAddr netip.AddrPort   // the coord's address at the last login
 	probePort uint16           // the coord's NAT-discovery port
 	nat       *peer.NATReport  // the last NAT discovery
-	closed    bool
+	// dnsSetup says how the host's resolver uses the DNS server (resolved.go); dnsRegistered is the
+	// device registered with systemd-resolved, to revert at exit.
+	dnsSetup, dnsRegistered string
+	closed                  bool
 }
 
 // dropCounters count the packets the node drops, by reason (Status reports them).
@@ -168,7 +172,8 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: --proxy-users: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers}
+	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers,
+		listens: newListenProbe()}
 	for _, p := range cfg.Expose {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
 			return nil, fmt.Errorf("node: cannot expose %s:%d (want tcp or udp, ports 1-65535)", p.Proto, p.Port)
@@ -317,12 +322,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	for p := range n.exposed {
-		if p.Proto == "udp" && n.cfg.TUN == "" { // in TUN mode the kernel serves exposed ports
+		// In TUN mode the netstack gets only flows to services that listen on loopback (listens.go).
+		if p.Proto == "udp" {
 			if err := stack.ExposeUDP(p.Port); err != nil {
 				return fmt.Errorf("expose udp:%d: %w", p.Port, err)
 			}
 		}
 	}
+	var overlayAddrs []netip.Addr
+	if n.cfg.TUN != "" {
+		overlayAddrs = []netip.Addr{w.IPv4, w.IPv6}
+	}
+	n.warnUnreachable(n.listens, overlayAddrs)
 
 	n.wg.Add(1)
 	go n.coordLoop()
