@@ -3,8 +3,8 @@
 // WireGuard tools such as wireproxy serve users without root. Two wgpeer processes form a tunnel.
 //
 // One side serves the benchmark's load server (package load) on a TCP port of its netstack
-// (--serve); the other side serves a SOCKS5 proxy on 127.0.0.1 whose CONNECTs are dialed into its
-// netstack (--socks). When both listeners are up it prints "ready" on stdout; it runs until SIGINT
+// and a UDP echo on the same port number (--serve); the other side serves a SOCKS5 proxy on 127.0.0.1 whose CONNECTs are dialed into its
+// netstack (--socks); go-socks5 also serves UDP ASSOCIATE, dialing UDP into the netstack. When both listeners are up it prints "ready" on stdout; it runs until SIGINT
 // or SIGTERM.
 //
 // The private key comes from the environment (WGPEER_PRIVATE_KEY, hex), not the command line.
@@ -91,6 +91,12 @@ func run() error {
 		}
 		defer ln.Close()
 		go func() { errc <- load.Serve(ln) }()
+		uc, err := tnet.ListenUDP(&net.UDPAddr{IP: local.AsSlice(), Port: *serve})
+		if err != nil {
+			return fmt.Errorf("listen on netstack udp port %d: %w", *serve, err)
+		}
+		defer uc.Close()
+		go func() { errc <- load.ServeUDP(uc) }()
 	}
 	if *socksAddr != "" {
 		ln, err := net.Listen("tcp", *socksAddr)
