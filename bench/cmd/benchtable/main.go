@@ -403,11 +403,20 @@ func (b *bench) measureUDP(ctx context.Context, t target) (slow, fast udpStats, 
 		slow = newUDPStats(res, n)
 	}
 	if n := b.opts.udpNFast; n > 0 {
+		cpu0, err := sumCPU(t.vpn)
+		if err != nil {
+			return slow, fast, err
+		}
 		res, err := load.UDPRTT(ctx, p, n, 64, 0, b.opts.udpLoss)
 		if err != nil {
 			return slow, fast, err
 		}
+		cpu1, err := sumCPU(t.vpn)
+		if err != nil {
+			return slow, fast, err
+		}
 		fast = newUDPStats(res, n)
+		fast.cpuPerRT = time.Duration((cpu1 - cpu0) / float64(n) * 1e9)
 	}
 	return slow, fast, nil
 }

@@ -26,6 +26,7 @@ type runResult struct {
 type udpStats struct {
 	p50, p99, p999 time.Duration
 	lost, sent     int
+	cpuPerRT       time.Duration // CPU time of the VPN processes per round trip (back to back only)
 }
 
 func newUDPStats(r load.UDPResult, sent int) udpStats {
@@ -34,7 +35,7 @@ func newUDPStats(r load.UDPResult, sent int) udpStats {
 }
 
 func (u udpStats) String() string {
-	return fmt.Sprintf("p50 %v p99 %v p99.9 %v lost %d/%d", u.p50, u.p99, u.p999, u.lost, u.sent)
+	return fmt.Sprintf("p50 %v p99 %v p99.9 %v lost %d/%d cpu/rt %v", u.p50, u.p99, u.p999, u.lost, u.sent, u.cpuPerRT)
 }
 
 func (r runResult) String() string {
@@ -82,10 +83,11 @@ func median(runs []runResult) runResult {
 			sent += get(r).sent
 		}
 		return udpStats{
-			p50:  d(func(r runResult) time.Duration { return get(r).p50 }),
-			p99:  d(func(r runResult) time.Duration { return get(r).p99 }),
-			p999: d(func(r runResult) time.Duration { return get(r).p999 }),
-			lost: lost, sent: sent,
+			p50:      d(func(r runResult) time.Duration { return get(r).p50 }),
+			p99:      d(func(r runResult) time.Duration { return get(r).p99 }),
+			p999:     d(func(r runResult) time.Duration { return get(r).p999 }),
+			cpuPerRT: d(func(r runResult) time.Duration { return get(r).cpuPerRT }),
+			lost:     lost, sent: sent,
 		}
 	}
 	return runResult{
@@ -133,6 +135,7 @@ func bestOf(name string, vs []rowResult) rowResult {
 	pick("RSS", lo(func(r runResult) float64 { return r.rssLoad }), func(d *runResult, s runResult) { d.rssIdle, d.rssLoad = s.rssIdle, s.rssLoad })
 	pick("UDP 60/s", lo(func(r runResult) float64 { return float64(r.udp60.p50) }), func(d *runResult, s runResult) { d.udp60 = s.udp60 })
 	pick("UDP back to back", lo(func(r runResult) float64 { return float64(r.udpFast.p50) }), func(d *runResult, s runResult) { d.udpFast = s.udpFast })
+	pick("UDP CPU/rt", lo(func(r runResult) float64 { return float64(r.udpFast.cpuPerRT) }), func(d *runResult, s runResult) { d.udpFast.cpuPerRT = s.udpFast.cpuPerRT })
 	best.won = strings.Join(won, ", ")
 	return best
 }
@@ -166,8 +169,8 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 	writeAligned(w, table)
 
 	udpTable := [][]string{
-		{"UDP round trips", "60/s p50", "p99", "p99.9", "lost", "fast p50", "p99", "p99.9", "lost"},
-		{"64 bytes", "µs", "µs", "µs", "", "µs", "µs", "µs", ""},
+		{"UDP round trips", "60/s p50", "p99", "p99.9", "lost", "fast p50", "p99", "p99.9", "lost", "CPU/rt"},
+		{"64 bytes", "µs", "µs", "µs", "", "µs", "µs", "µs", "", "µs A+B"},
 	}
 	for _, r := range rows {
 		m := r.median
@@ -178,6 +181,10 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		for _, u := range []udpStats{m.udp60, m.udpFast} {
 			cells = append(cells, fmt.Sprintf("%.0f", us(u.p50)), fmt.Sprintf("%.0f", us(u.p99)),
 				fmt.Sprintf("%.0f", us(u.p999)), fmt.Sprintf("%d/%d", u.lost, u.sent))
+		}
+		cells = append(cells, "-")
+		if r.vpn && m.udpFast.sent > 0 {
+			cells[len(cells)-1] = fmt.Sprintf("%.1f", us(m.udpFast.cpuPerRT))
 		}
 		udpTable = append(udpTable, cells)
 	}
@@ -217,8 +224,14 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 	}
 	if x, ok := byName["warren"]; ok {
 		if y, ok := byName["warren-base"]; ok {
-			fmt.Fprintf(w, "warren/warren-base: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx; new conns %.2fx; CPU/GB %.2fx\n",
+			fmt.Fprintf(w, "warren/warren-base: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx; new conns %.2fx; CPU/GB %.2fx",
 				x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99), x.connsPerSec/y.connsPerSec, x.cpuPerGB/y.cpuPerGB)
+			if x.udp60.sent > 0 && y.udp60.sent > 0 {
+				fmt.Fprintf(w, "; UDP 60/s p50 %.2fx, p99 %.2fx; back to back p50 %.2fx, CPU per round trip %.2fx",
+					us(x.udp60.p50)/us(y.udp60.p50), us(x.udp60.p99)/us(y.udp60.p99), us(x.udpFast.p50)/us(y.udpFast.p50),
+					us(x.udpFast.cpuPerRT)/us(y.udpFast.cpuPerRT))
+			}
+			fmt.Fprintln(w)
 		}
 	}
 	for _, r := range rows {
@@ -237,6 +250,7 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		}
 	}
 	fmt.Fprintln(w, "\nCPU s/GB: user+system CPU of both VPN processes during the bulk windows, per GB received.")
+	fmt.Fprintln(w, "UDP CPU/rt: user+system CPU of both VPN processes during the back-to-back UDP round trips, per round trip.")
 	fmt.Fprintln(w, "RSS: the larger of the two VPN processes, idle after setup, and under load halfway through the bulk runs (max of 1 and 4 streams).")
 	for _, n := range notes {
 		fmt.Fprintln(w, "note:", n)
