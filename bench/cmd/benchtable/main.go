@@ -54,10 +54,10 @@ type options struct {
 }
 
 // allRows are the rows benchtable knows, in table order. warren-base is added by -base.
-var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "warren-tun", "warren-base"}
+var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-base"}
 
 // defaultRows are the rows measured without -rows.
-var defaultRows = allRows[:5]
+var defaultRows = allRows[:6]
 
 func main() {
 	var o options
@@ -181,7 +181,7 @@ func run(ctx context.Context, o options) (err error) {
 	// Set every row up first and measure them in turns (run 1 of each row, then run 2, ...), so
 	// that other load on the machine, if any, spreads over the rows instead of hitting one.
 	var loadAddr netip.AddrPort
-	if slices.ContainsFunc(o.rows, func(r string) bool { return r != "peer+socks" && r != "warren-tun" }) {
+	if slices.ContainsFunc(o.rows, func(r string) bool { return r != "peer+socks" && r != "warren-tun" && r != "peer-tun" }) {
 		if loadAddr, err = b.startLoad(ctx, self); err != nil {
 			return err
 		}
@@ -287,7 +287,7 @@ type variant struct {
 // warren's node uses on this machine's 2 cores) and at Go's default, so that the table can
 // compare warren with the peer at its best; every other row once, as it ships.
 func variants(row string) []variant {
-	if row != "peer+socks" || runtime.GOMAXPROCS(0) == 1 {
+	if (row != "peer+socks" && row != "peer-tun") || runtime.GOMAXPROCS(0) == 1 {
 		return []variant{{name: row}}
 	}
 	return []variant{{name: row + "@1", gomaxprocs: "1"}, {name: fmt.Sprintf("%s@%d", row, runtime.GOMAXPROCS(0))}}
@@ -314,6 +314,12 @@ func (b *bench) setUp(ctx context.Context, name string, v variant, loadAddr neti
 			return target{}, "warren-packet: skipped, `warren up` has no flag for node.Config.PacketPathTCP", nil
 		}
 		t, err := b.warren(ctx, b.opts.bin, loadAddr, name, flagName)
+		return t, "", err
+	case "peer-tun":
+		if why := tunSkip(); why != "" {
+			return target{}, v.name + ": skipped, " + why, nil
+		}
+		t, err := b.peerTun(ctx, b.self, v.name, v.gomaxprocs)
 		return t, "", err
 	case "warren-tun":
 		if why := tunSkip(); why != "" {

@@ -39,6 +39,7 @@ type bench struct {
 	self     string // this binary (the load server's -serve-load mode)
 	procs    []*proc
 	cleanups []func() // run after the processes stop, newest first (network namespaces)
+	nsPairs  int      // network namespace pairs made so far
 }
 
 // start launches a child process that the bench stops in close.

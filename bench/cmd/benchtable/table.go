@@ -130,7 +130,9 @@ func bestOf(name string, vs []rowResult) rowResult {
 	pick("1 stream", hi(func(r runResult) float64 { return r.gbps1 }), func(d *runResult, s runResult) { d.gbps1 = s.gbps1 })
 	pick("4 streams", hi(func(r runResult) float64 { return r.gbps4 }), func(d *runResult, s runResult) { d.gbps4 = s.gbps4 })
 	pick("RTT", lo(func(r runResult) float64 { return float64(r.p50) }), func(d *runResult, s runResult) { d.p50, d.p99 = s.p50, s.p99 })
-	pick("new conns", hi(func(r runResult) float64 { return r.connsPerSec }), func(d *runResult, s runResult) { d.connsPerSec = s.connsPerSec })
+	if best.socks {
+		pick("new conns", hi(func(r runResult) float64 { return r.connsPerSec }), func(d *runResult, s runResult) { d.connsPerSec = s.connsPerSec })
+	}
 	pick("CPU/GB", lo(func(r runResult) float64 { return r.cpuPerGB }), func(d *runResult, s runResult) { d.cpuPerGB = s.cpuPerGB })
 	pick("RSS", lo(func(r runResult) float64 { return r.rssLoad }), func(d *runResult, s runResult) { d.rssIdle, d.rssLoad = s.rssIdle, s.rssLoad })
 	pick("UDP 60/s", lo(func(r runResult) float64 { return float64(r.udp60.p50) }), func(d *runResult, s runResult) { d.udp60 = s.udp60 })
@@ -208,7 +210,10 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		if !ok {
 			continue
 		}
-		for _, base := range []string{"peer+socks", "direct"} {
+		for _, base := range []string{"peer+socks", "peer-tun", "direct"} {
+			if base == "peer-tun" && wr != "warren-tun" {
+				continue
+			}
 			y, ok := byName[base]
 			if !ok {
 				continue
