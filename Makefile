@@ -45,8 +45,10 @@ fuzz:
 demo: build
 	$(GO) run ./demo
 
-# bench: warren side by side with plain loopback TCP and two wireguard-go+gVisor peers (a separate
-# module in bench/, so the product never depends on wireguard-go). BENCHFLAGS=-h lists the knobs.
+# bench: warren side by side with plain loopback TCP and wireguard-go peers (gVisor netstacks behind
+# SOCKS5; as root also kernel TUN in two netns), each peer at GOMAXPROCS=1 and Go's default, plus UDP
+# round trips (a separate module in bench/, so the product never depends on wireguard-go). ~4-6 min;
+# BENCHFLAGS=-h lists the knobs.
 BENCHFLAGS ?=
 bench: build
 	cd bench && $(GO) build -o ../$(BIN)/bench/ ./cmd/wgpeer && \
