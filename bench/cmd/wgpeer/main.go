@@ -2,10 +2,11 @@
 // netstack (golang.zx2c4.com/wireguard/tun/netstack) on a loopback UDP port, the way userspace
 // WireGuard tools such as wireproxy serve users without root. Two wgpeer processes form a tunnel.
 //
-// One side serves the benchmark's load server (package load) on a TCP port of its netstack
-// and a UDP echo on the same port number (--serve); the other side serves a SOCKS5 proxy on 127.0.0.1 whose CONNECTs are dialed into its
-// netstack (--socks); go-socks5 also serves UDP ASSOCIATE, dialing UDP into the netstack. When both listeners are up it prints "ready" on stdout; it runs until SIGINT
-// or SIGTERM. With --tun it uses a kernel TUN device instead of a netstack (the peer-tun row).
+// One side serves the benchmark's load server (package load) on a TCP port of its netstack and a
+// UDP echo on the same port number (--serve); the other side serves a SOCKS5 proxy on 127.0.0.1 whose
+// CONNECTs are dialed into its netstack (--socks); go-socks5 also serves UDP ASSOCIATE, dialing UDP
+// into the netstack. When both listeners are up it prints "ready" on stdout; it runs until SIGINT or
+// SIGTERM. With --tun it uses a kernel TUN device instead of a netstack (the peer-tun row).
 //
 // The private key comes from the environment (WGPEER_PRIVATE_KEY, hex), not the command line.
 package main
