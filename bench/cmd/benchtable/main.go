@@ -1,7 +1,10 @@
 // Command benchtable is `make bench`: it measures, in one run on loopback, plain TCP (the ceiling),
 // two wireguard-go+gVisor peers behind a SOCKS5 front (the comparison), and the real warren binaries
 // (coord + two nodes, SOCKS5 → QUIC → localhost), and prints one table with the median of several
-// runs per row, plus warren's ratios to the other two.
+// runs per row, plus warren's ratios to the other two. Each wireguard-go row is measured at
+// GOMAXPROCS=1 and at Go's default and the better figure per column counts; as root it adds TUN mode
+// and wireguard-go on kernel TUN devices in network namespaces; every row with a UDP path also gets
+// 64-byte UDP round trips (at 60 packets/s and back to back).
 //
 // Every row reaches the same kind of load server (package load) in a process of its own; the
 // driver is the client. Child processes run in their own process groups and are stopped, and the
