@@ -59,7 +59,9 @@ type Config struct {
 	MaxConns int
 	// ListenUDP opens the socket a UDP ASSOCIATE sends through: WriteTo reaches a destination (overlay
 	// or not, as the caller allows), ReadFrom returns replies with their source. nil = UDP ASSOCIATE
-	// is refused with "command not supported".
+	// is refused with "command not supported". A socket that also implements DatagramPusher
+	// delivers replies through it instead of ReadFrom, and one with WriteToUDPAddrPort (as
+	// *net.UDPConn) is sent to through that, without an address allocated per datagram.
 	ListenUDP func() (net.PacketConn, error)
 	// UDPClientAllowed, if set, is asked once per association about the address its first datagram
 	// (the one that claims it) comes from, after the address matched the client's IP and any port
