@@ -172,7 +172,16 @@ func run(args []string) error {
 		return err
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
+	ms, err := server.serveMetrics(srv.Register, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if ms != nil {
+		defer ms.Close()
+	}
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
+	printMetrics(ms)
 	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
 
 	waitForSignal(log, srv.ReloadBlockList)
