@@ -98,7 +98,8 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		}
 		writeJSON(w, http.StatusOK, rep)
 	})
-	mux.HandleFunc("POST /v1/attach", n.handleAttach) // `warren run` (attach.go)
+	mux.HandleFunc("POST /v1/attach", n.handleAttach)   // `warren run` (attach.go)
+	mux.Handle("GET /v1/metrics", n.registry.Handler()) // Prometheus text format (metrics.go)
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		seq, _ := strconv.Atoi(q.Get("seq"))
@@ -294,15 +295,12 @@ func (n *Node) Status() localapi.Status {
 	}
 	n.mu.Unlock()
 	for _, p := range n.peers.sorted() {
-		ps := localapi.Peer{Name: p.Name, IPs: p.IPs, Online: p.Online, Path: "none", Networks: p.Networks}
-		if k, ok := peer.KeyOf(p.Key); ok && n.ep != nil {
-			ls := n.ep.Status(k)
-			ps.Path = ls.Path
-			if ls.Endpoint.IsValid() {
-				ps.Endpoint = ls.Endpoint.String()
-			}
-			ps.RTTms = float64(ls.RTT.Microseconds()) / 1000
+		ls := n.linkStatus(p)
+		ps := localapi.Peer{Name: p.Name, IPs: p.IPs, Online: p.Online, Path: ls.Path, Networks: p.Networks}
+		if ls.Endpoint.IsValid() {
+			ps.Endpoint = ls.Endpoint.String()
 		}
+		ps.RTTms = float64(ls.RTT.Microseconds()) / 1000
 		switch {
 		case p.Online:
 			ps.State = "online"
@@ -314,14 +312,7 @@ func (n *Node) Status() localapi.Status {
 		st.Peers = append(st.Peers, ps)
 	}
 	st.JoinRequests, st.JoinRequestsMore = n.joins.status()
-	st.Stats = localapi.Stats{
-		PacketsSent:        n.sendq.sent.Load(),
-		DroppedQueueFull:   n.sendq.full.Load(),
-		DroppedNoRoute:     n.drops.noRoute.Load() + n.sendq.failed.Load(),
-		DroppedSpoofed:     n.drops.spoofed.Load(),
-		DroppedRateLimited: n.drops.rateLimited.Load(),
-		DroppedACL:         n.drops.acl.Load(),
-	}
+	st.Stats = n.stats()
 	return st
 }
 
