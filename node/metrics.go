@@ -116,7 +116,7 @@ func (n *Node) collect(ch chan<- prometheus.Metric) {
 			byPath[n.linkStatus(p).Path]++
 		}
 		ls = n.ep.Stats()
-		if n.coord.connected() {
+		if n.coord != nil && n.coord.connected() {
 			connected = 1
 		}
 	}
