@@ -50,10 +50,11 @@ func (r *recorder) Header() http.Header         { return r.header }
 func (r *recorder) Write(b []byte) (int, error) { return r.body.WriteString(string(b)) }
 func (r *recorder) WriteHeader(code int)        { r.code = code }
 
+// value is the sum of the samples of name with the given labels; it fails the test if there are none.
 func value(t *testing.T, f metrics.Families, name string, labels ...string) float64 {
 	t.Helper()
-	v, ok := f.Value(name, labels...)
-	if !ok {
+	v, n := f.Sum(name, labels...)
+	if n == 0 {
 		t.Fatalf("no sample %s%v in the scrape", name, labels)
 	}
 	return v
