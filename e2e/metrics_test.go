@@ -181,7 +181,7 @@ func TestMetricsBinaries(t *testing.T) {
 	if v := sample(af, "warren_node_proxy_connections_total", "kind", "http"); v < 1 {
 		t.Errorf("a: http = %v, want at least 1", v)
 	}
-	bf, _ := scrapeNode(t, stateB)
+	bf, btext := scrapeNode(t, stateB)
 	if v := sample(bf, "warren_node_proxy_connections_total", "kind", "inbound-exposed"); v < 2 {
 		t.Errorf("b: inbound-exposed = %v, want at least 2 (a's SOCKS and HTTP requests)", v)
 	}
@@ -194,6 +194,7 @@ func TestMetricsBinaries(t *testing.T) {
 	}
 	t.Logf("coord scrape (excerpt):\n%s", excerpt(ctext, "warren_coord_logins_total", "warren_coord_login_refusals_total{code=\"authkey\"}",
 		"warren_coord_fanout_seconds_count", "warren_coord_fanout_seconds_sum", "warren_coord_nodes", "warren_coord_networks"))
+	t.Logf("node b scrape through warren metrics (excerpt):\n%s", excerpt(btext, "warren_node_punch", `warren_node_proxy_connections_total{kind="inbound-exposed"}`))
 	t.Logf("relay scrape (excerpt):\n%s", excerpt(rtext, "warren_relay_"))
 	t.Logf("node a scrape (excerpt):\n%s", excerpt(atext, "warren_node_peers", "warren_node_link_sent_bytes_total", "warren_node_link_rtt_seconds_count",
 		"warren_node_link_rtt_seconds_sum", "warren_node_proxy_connections_total", "warren_node_packets_dropped_total", "warren_node_punch"))
