@@ -263,24 +263,29 @@ func (n *Node) Ping(ctx context.Context, target string, seq uint16) (*localapi.P
 	return rep, nil
 }
 
-// Status reports the node and its peers.
+// Status reports the node and its peers. The local API serves it while Start runs: the parts Start
+// sets after the API is up (peer endpoint, coord client, proxy) are read only once it has finished
+// (n.started), so a status request then shows them empty instead of racing their assignment.
 func (n *Node) Status() localapi.Status {
 	st := localapi.Status{Self: localapi.Self{Name: n.peers.selfName(), Networks: []string{}}, Peers: []localapi.Peer{}}
 	st.Self.Exposed = n.exposedList()
-	if n.key != nil {
+	if n.key != nil { // set before the API starts
 		st.Self.Key = n.key.Fingerprint()
 	}
-	if a := n.SOCKSAddr(); a != nil {
-		st.Self.SOCKS = a.String()
-	}
-	if n.ep != nil {
-		st.Self.Endpoint = n.ep.LocalAddr().String()
-	}
-	if n.coord != nil {
-		st.Coord = localapi.Coord{Addr: n.cfg.Coord, Connected: n.coord.connected()}
-		n.coord.mu.Lock()
-		st.Coord.Key = n.coord.pin
-		n.coord.mu.Unlock()
+	st.Coord.Addr = n.cfg.Coord
+	if n.started.Load() {
+		if a := n.SOCKSAddr(); a != nil {
+			st.Self.SOCKS = a.String()
+		}
+		if n.ep != nil { // nil in tests that set parts by hand
+			st.Self.Endpoint = n.ep.LocalAddr().String()
+		}
+		if n.coord != nil {
+			st.Coord.Connected = n.coord.connected()
+			n.coord.mu.Lock()
+			st.Coord.Key = n.coord.pin
+			n.coord.mu.Unlock()
+		}
 	}
 	logins := n.relays.logins()
 	n.mu.Lock()

@@ -169,9 +169,10 @@ func rttHistogram(rtts []time.Duration, path string) prometheus.Metric {
 	return prometheus.MustNewConstHistogram(descRTT, uint64(len(rtts)), sum, buckets, path)
 }
 
-// linkStatus is the state of the link to p: `warren status` and the metrics read it here.
+// linkStatus is the state of the link to p: `warren status` and the metrics read it here. Before
+// Start has finished there is none to read safely.
 func (n *Node) linkStatus(p control.Peer) peer.Status {
-	if k, ok := peer.KeyOf(p.Key); ok && n.ep != nil {
+	if k, ok := peer.KeyOf(p.Key); ok && n.started.Load() && n.ep != nil {
 		return n.ep.Status(k)
 	}
 	return peer.Status{Path: peer.PathNone}

@@ -126,9 +126,9 @@ func TestNodeMetrics(t *testing.T) {
 	}
 }
 
-// TestNodeMetricsDuringStart: the local API serves metrics while Start runs (here: trying to
-// reach a coord that is not there); a scrape then must not read what Start is still setting (run
-// with -race), and after the failed start the node serves nothing.
+// TestNodeMetricsDuringStart: the local API serves metrics and status while Start runs (here:
+// trying to reach a coord that is not there); neither may read what Start is still setting (run
+// with -race).
 func TestNodeMetricsDuringStart(t *testing.T) {
 	dir := t.TempDir()
 	n, err := New(Config{StateDir: dir, Coord: "127.0.0.1:1", Name: "a", Logger: testkit.Logger(t, "a"), CoordTimeout: 1500 * time.Millisecond})
@@ -144,6 +144,7 @@ func TestNodeMetricsDuringStart(t *testing.T) {
 		defer wg.Done()
 		c := localapi.NewClient(dir)
 		for ctx.Err() == nil {
+			c.Status(ctx) // status too reads the node while Start runs
 			b, err := c.Metrics(ctx)
 			if err != nil { // not up yet, or gone: poll again
 				select {
