@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -273,6 +274,9 @@ func (n *Node) Status() localapi.Status {
 		st.Self.Key = n.key.Fingerprint()
 	}
 	st.Coord.Addr = n.cfg.Coord
+	if all := strings.Split(n.cfg.Coord, ","); len(all) > 1 {
+		st.Coord.Addr, st.Coord.Servers = all[0], all
+	}
 	if n.started.Load() {
 		if a := n.SOCKSAddr(); a != nil {
 			st.Self.SOCKS = a.String()
@@ -281,7 +285,7 @@ func (n *Node) Status() localapi.Status {
 			st.Self.Endpoint = n.ep.LocalAddr().String()
 		}
 		if n.coord != nil {
-			st.Coord.Connected = n.coord.connected()
+			st.Coord.Addr, st.Coord.Connected = n.coord.current(), n.coord.connected()
 			n.coord.mu.Lock()
 			st.Coord.Key = n.coord.pin
 			n.coord.mu.Unlock()
