@@ -26,6 +26,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
+	"github.com/warren-net/warren/internal/metrics"
 	"github.com/warren-net/warren/internal/peercred"
 	"github.com/warren-net/warren/internal/privdir"
 	"github.com/warren-net/warren/netstack"
@@ -83,6 +84,9 @@ type Config struct {
 	// Ephemeral asks the coord to remove the node once it is offline; the node logs out when it
 	// closes. A node that joins with an ephemeral auth key is ephemeral without it.
 	Ephemeral bool
+	// Metrics, if set, is a loopback TCP address to serve Prometheus metrics on (/metrics), besides
+	// GET /v1/metrics on the local API (metrics.go). "" = the local API only.
+	Metrics string
 }
 
 // Node is a running warren node. Its state is split by concern into parts, each with its own lock
@@ -105,6 +109,12 @@ type Node struct {
 	proxyHeader  map[uint16]bool // exposed TCP ports that get a PROXY v2 header (Config.ProxyHeader)
 	whois        whoisTable      // local connections made for peers (whois.go)
 	overlay      overlay         // the overlay's address pools; set once at first login
+	registry     *metrics.Registry
+	metricsSrv   *metrics.Server // Config.Metrics; nil without it
+	// started is set once Start has succeeded: what Start sets is then safe to read (metrics.go).
+	started atomic.Bool
+	// inboundExposed counts connections peers made to exposed ports (dialLocal).
+	inboundExposed atomic.Uint64
 
 	ctx    context.Context // alive until Close
 	cancel context.CancelFunc
@@ -168,6 +178,11 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	if cfg.Metrics != "" {
+		if err := metrics.CheckLoopback(cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	proxyUsers, err := peercred.ParsePolicy(peercred.OwnerPolicy(uint32(os.Getuid())), cfg.ProxyUsers)
 	if err != nil {
 		return nil, fmt.Errorf("node: --proxy-users: %w", err)
@@ -188,6 +203,7 @@ func New(cfg Config) (*Node, error) {
 		n.proxyHeader[p] = true
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.registry = n.newRegistry()
 	n.sendq.log = n.log
 	n.peers = newPeerState(cfg.Name, n.log, &n.routes)
 	n.relays = newRelaySet(n.ctx, n.log.Named("relay"), n.peers.consent)
@@ -247,6 +263,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	// The API socket comes first: it also tells us whether another node already uses this state dir.
 	if n.api, err = startAPI(n, filepath.Join(n.cfg.StateDir, "warren.sock"), n.log.Named("api")); err != nil {
+		return err
+	}
+	if err := n.startMetrics(); err != nil {
 		return err
 	}
 
@@ -349,6 +368,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	n.started.Store(true)
 	return nil
 }
 
@@ -529,6 +549,9 @@ func (n *Node) Close() error {
 	n.cancel()
 	if n.api != nil {
 		n.api.close()
+	}
+	if n.metricsSrv != nil {
+		n.metricsSrv.Close()
 	}
 	if n.proxy != nil {
 		n.proxy.close()

@@ -106,7 +106,19 @@ type Server struct {
 	rejected     atomic.Uint64
 	acceptErrors atomic.Uint64 // failed Accepts, retried
 	udp          UDPStats
+	requests     Requests
 }
+
+// Requests counts the proxy's requests by kind, whatever became of them.
+type Requests struct {
+	SOCKSConnect atomic.Uint64 // SOCKS5 CONNECT
+	SOCKSUDP     atomic.Uint64 // SOCKS5 UDP ASSOCIATE
+	HTTP         atomic.Uint64 // plain HTTP requests forwarded (absolute http:// URLs)
+	HTTPConnect  atomic.Uint64 // HTTP CONNECT tunnels
+}
+
+// Requests returns the request counters.
+func (s *Server) Requests() *Requests { return &s.requests }
 
 // UDPStats returns the UDP ASSOCIATE drop counters.
 func (s *Server) UDPStats() *UDPStats { return &s.udp }
@@ -340,6 +352,7 @@ func (s *Server) Close() error {
 
 // handleConnect dials the target and relays bytes both ways with correct half-close.
 func (s *Server) handleConnect(rctx context.Context, w io.Writer, req *socks5.Request) error {
+	s.requests.SOCKSConnect.Add(1)
 	client, ok := w.(net.Conn)
 	if !ok {
 		return errors.New("socks: writer is not a connection")

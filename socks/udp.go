@@ -129,6 +129,7 @@ type UDPStats struct {
 // handleAssociate serves one UDP ASSOCIATE: a relay socket on the proxy's own address, bound to the
 // client's IP, living as long as the TCP control connection and its idle timeout.
 func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Request) error {
+	s.requests.SOCKSUDP.Add(1)
 	client, ok := w.(net.Conn)
 	if !ok || s.cfg.ListenUDP == nil {
 		socks5.SendReply(w, statute.RepCommandNotSupported, nil)

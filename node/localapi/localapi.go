@@ -348,7 +348,18 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		return fmt.Errorf("local API: %s", resp.Status)
 	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = data
+		return nil
+	}
 	return json.Unmarshal(data, out)
+}
+
+// Metrics returns the node's Prometheus metrics in the text exposition format (GET /v1/metrics,
+// `warren metrics`).
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	var b []byte
+	return b, c.do(ctx, http.MethodGet, "/v1/metrics", nil, &b)
 }
 
 // Whois names the peer behind a local connection the node made to an exposed service
