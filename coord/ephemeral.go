@@ -55,6 +55,7 @@ func (s *Server) reapDue() {
 		}
 	}
 	s.forgetAbandoned(time.Now())
+	s.reapUnfinished(time.Now())
 }
 
 // abandonedAfter is how long a node that is in no network may stay offline before the server

@@ -145,7 +145,10 @@ func rawCerts(conn *quic.Conn) [][]byte {
 
 // login registers the session and sends Welcome and the full peer map, then tells the node's peers
 // that it is online.
-func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *control.Login, log hclog.Logger) (*session, error) {
+//
+// A node the login registered (first sight) whose login fails after that is deleted again before
+// the refusal goes out: nodes that never completed a login are not kept (unfinished.go).
+func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *control.Login, log hclog.Logger) (_ *session, err error) {
 	if l.Version != control.Version {
 		return nil, &control.Error{Code: control.CodeVersion, Message: fmt.Sprintf("protocol version %d not supported (server speaks %d)", l.Version, control.Version)}
 	}
@@ -156,9 +159,16 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	if err := s.checkNewNode(ctx, key, addrPort(conn.RemoteAddr()).Addr()); err != nil {
 		return nil, err
 	}
-	node, err := s.cfg.Store.UpsertNode(ctx, key[:], l.Name)
+	node, err := s.registerNode(ctx, key, l.Name, log)
 	if err != nil {
-		return nil, s.storeError("register node", err)
+		return nil, err
+	}
+	if !node.LoginDone {
+		defer func() {
+			if err != nil {
+				s.forgetUnfinished(key, log)
+			}
+		}()
 	}
 	if node.Name != l.Name {
 		// Names are identities: a login does not rename (names.go). The node learns its name
@@ -219,6 +229,13 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 	defer s.changeMu.Unlock()
 	if node, err = s.admit(ctx, key, node, l, log); err != nil {
 		return nil, nil, nil, err
+	}
+	if !node.LoginDone {
+		// Admitted: from here on the node exists for its peers.
+		if err := s.cfg.Store.CompleteLogin(ctx, key[:]); err != nil {
+			return nil, nil, nil, s.storeError("complete login", err)
+		}
+		node.LoginDone = true
 	}
 	if err := s.stillRegistered(ctx, key); err != nil {
 		return nil, nil, nil, err
@@ -296,7 +313,14 @@ func keyOf(b []byte) nodeKey {
 	return k
 }
 
+// storeError logs a failed store operation and turns it into the answer for the node: storage
+// full (the node retries) or an internal error.
 func (s *Server) storeError(step string, err error) error {
+	if store.StorageFull(err) {
+		s.log.Error("storage full: the disk holding the database is full; new nodes and changes are refused until space is freed",
+			"step", step, "error", err)
+		return &control.Error{Code: control.CodeStorageFull, Message: "the coordination server's storage is full; retry later"}
+	}
 	s.log.Error("store failure", "step", step, "error", err)
 	return &control.Error{Code: control.CodeInternal, Message: step + ": internal error"}
 }
