@@ -112,7 +112,7 @@ type Store struct {
 	pools    Pools // masked
 	maxIndex int64 // largest usable host index
 
-	quarantine atomic.Int64       // freed addresses stay unused this long (ns); see SetAddressQuarantine
+	quarantine atomic.Int64     // freed addresses stay unused this long (ns); see SetAddressQuarantine
 	clock      func() time.Time // tests: the allocator's and freeing's clock (nil = time.Now)
 }
 
