@@ -209,8 +209,10 @@ func checkLoopback(hostport string) error {
 // 10-13.3 s later: within the 15 s in which its peers must see it gone.
 const peerIdleTimeout = 10 * time.Second
 
-// Start brings the node up: identity, UDP socket, login (retrying up to CoordTimeout), netstack, proxy
-// and local API. On error everything started so far is closed again.
+// Start brings the node up: identity, local API and proxy listeners (bound before anything reaches
+// the coord, so a port in use leaves nothing behind there), UDP socket, login (retrying up to
+// CoordTimeout while the coord is unreachable, and as long as it answers with transient errors),
+// netstack, and then the proxy serves. On error everything started so far is closed again.
 func (n *Node) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -240,6 +242,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// The API socket comes first: it also tells us whether another node already uses this state dir.
 	if n.api, err = startAPI(n, filepath.Join(n.cfg.StateDir, "warren.sock"), n.log.Named("api")); err != nil {
 		return err
+	}
+
+	// The proxy's listeners too, before the login: a port in use fails the start before the coord
+	// registers anything.
+	if n.cfg.SOCKS != "" || n.cfg.HTTP != "" {
+		where := proxyListen{socks: n.cfg.SOCKS, http: n.cfg.HTTP, socket: filepath.Join(n.cfg.StateDir, ProxySocketFile)}
+		if n.proxy, err = listenProxy(where); err != nil {
+			return err
+		}
 	}
 
 	cache, err := loadCache(n.cachePath())
@@ -324,13 +335,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.wg.Add(1)
 	go n.coordLoop()
 
-	if n.cfg.SOCKS != "" || n.cfg.HTTP != "" {
-		where := proxyListen{socks: n.cfg.SOCKS, http: n.cfg.HTTP, socket: filepath.Join(n.cfg.StateDir, ProxySocketFile), guard: n.localUsersOnly}
-		n.proxy, err = startProxy(where, socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP,
+	if n.proxy != nil {
+		err := n.proxy.serve(socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP,
 			Logger: n.log.Named("proxy"), User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword,
 			UDPClientAllowed: n.proxyUsers.AllowsDatagram,
 			FanOut:           func(ip netip.Addr) bool { return n.overlay.fanOut(ip) },
-			Peer:             func(ip netip.Addr) bool { _, ok := n.routes.Load().owner[ip]; return ok }}, n.log)
+			Peer:             func(ip netip.Addr) bool { _, ok := n.routes.Load().owner[ip]; return ok }}, n.localUsersOnly, n.log)
 		if err != nil {
 			return err
 		}

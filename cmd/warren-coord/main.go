@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warren-net/warren/control"
@@ -92,6 +93,7 @@ func run(args []string) error {
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
+	quarantine := fs.String("address-quarantine", "7d", "keep a deleted node's overlay address out of use this `long`, e.g. 72h or 7d (0 = hand it out again at once)")
 	server := addServerFlags(fs)
 	if done, err := server.parse(fs, args, ""); done {
 		return err
@@ -117,6 +119,12 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--join-request-expiry %q: want a positive duration", *joinExpiry)
 	}
+	var quarantineFor time.Duration
+	if q := strings.TrimRight(*quarantine, "sdhm"); q != "0" && q != "" {
+		if quarantineFor, err = parseExpiry(*quarantine); err != nil {
+			return fmt.Errorf("--address-quarantine %q: want a positive duration or 0", *quarantine)
+		}
+	}
 	log := server.logger("warren-coord")
 	pools, err := parsePools(*pool4, *pool6)
 	if err != nil {
@@ -134,6 +142,7 @@ func run(args []string) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer st.Close()
+	st.SetAddressQuarantine(quarantineFor)
 	if *blockList == "" {
 		if *blockList, err = defaultBlockList(*data); err != nil {
 			return err
