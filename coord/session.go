@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,7 +25,7 @@ import (
 // session is one logged-in node's control connection.
 type session struct {
 	key      nodeKey
-	name     string
+	name     atomic.Pointer[string] // the node's name; String and the log read it, a rename replaces it
 	conn     *quic.Conn
 	stream   *quic.Stream
 	log      hclog.Logger
@@ -96,6 +97,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		return
 	}
 	stream.SetReadDeadline(time.Time{})
+	log = s.log.With("node", identity.Label(msg.Login.Name, key[:]), "remote", conn.RemoteAddr().String())
 	if cerr := s.checkLogin(key, conn.RemoteAddr()); cerr != nil {
 		log.Info("login refused", "error", cerr)
 		refuseLogin(conn, stream, cerr)
@@ -126,6 +128,21 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	wg.Wait()
 	s.logout(sess)
 }
+
+// String names the node in logs, "name(KEYPREFIX)" (identity.Label), with its current name: the
+// session's logger carries the session itself, so a rename shows in its next line.
+func (sess *session) String() string { return identity.Label(sess.nodeName(), sess.key[:]) }
+
+// nodeName is the node's current name.
+func (sess *session) nodeName() string {
+	if p := sess.name.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// MarshalText is String, for JSON logs.
+func (sess *session) MarshalText() ([]byte, error) { return []byte(sess.String()), nil }
 
 // Allows reports whether the node shares a network with k: relay consent, as the coord sees it.
 func (sess *session) Allows(k relay.Key) bool {
@@ -177,8 +194,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	}
 	observed := addrPort(conn.RemoteAddr())
 	sess := &session{
-		key: key, name: node.Name, conn: conn, stream: stream, observed: observed, since: time.Now(),
-		log:       log.With("name", node.Name),
+		key: key, conn: conn, stream: stream, observed: observed, since: time.Now(),
 		endpoints: s.candidateEndpoints(observed, l.Endpoints),
 		local:     l.Endpoints,
 		pending:   make(map[nodeKey]*control.Peer),
@@ -187,6 +203,8 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		endpointRate: rate.NewLimiter(1, 5),
 		peers:        make(map[nodeKey]bool),
 	}
+	sess.name.Store(&node.Name)
+	sess.log = s.log.With("node", sess, "remote", conn.RemoteAddr().String())
 
 	welcome, acls, peers, err := s.register(ctx, sess, node, l, log)
 	if err != nil {
