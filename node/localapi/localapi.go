@@ -100,9 +100,11 @@ type RelayCheck struct {
 
 // Coord describes the control connection.
 type Coord struct {
-	Addr      string `json:"addr"`
-	Key       string `json:"key"`       // pinned fingerprint
-	Connected bool   `json:"connected"` //
+	Addr string `json:"addr"` // the server the node is logged in to, or tries next
+	// Servers lists every server the node fails over between, in order, when it knows several.
+	Servers   []string `json:"servers,omitempty"`
+	Key       string   `json:"key"`       // pinned fingerprint
+	Connected bool     `json:"connected"` //
 	// Trouble is why the last login failed ("" once one worked): the coord's reason for a refusal
 	// (e.g. its storage is full) or why it could not be reached. The node keeps retrying.
 	Trouble string `json:"trouble,omitempty"`
