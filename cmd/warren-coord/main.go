@@ -122,11 +122,9 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--join-request-expiry %q: want a positive duration", *joinExpiry)
 	}
-	var quarantineFor time.Duration
-	if q := strings.TrimRight(*quarantine, "sdhm"); q != "0" && q != "" {
-		if quarantineFor, err = parseExpiry(*quarantine); err != nil {
-			return fmt.Errorf("--address-quarantine %q: want a positive duration or 0", *quarantine)
-		}
+	quarantineFor, err := parseQuarantine(*quarantine)
+	if err != nil {
+		return err
 	}
 	log := server.logger("warren-coord")
 	pools, err := parsePools(*pool4, *pool6)
@@ -280,4 +278,16 @@ func probeAddr(pc net.PacketConn) string {
 		return "off"
 	}
 	return pc.LocalAddr().String()
+}
+
+// parseQuarantine reads --address-quarantine: a duration like 72h or 7d, or 0 (in any unit) for none.
+func parseQuarantine(v string) (time.Duration, error) {
+	if q := strings.TrimRight(v, "smhd"); q == "0" {
+		return 0, nil
+	}
+	d, err := parseExpiry(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--address-quarantine %q: want a duration like 72h or 7d, or 0 for none", v)
+	}
+	return d, nil
 }
