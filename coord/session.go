@@ -203,7 +203,8 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		endpointRate: rate.NewLimiter(1, 5),
 		peers:        make(map[nodeKey]bool),
 	}
-	sess.name.Store(&node.Name)
+	name := node.Name
+	sess.name.Store(&name)
 	sess.log = s.log.With("node", sess, "remote", conn.RemoteAddr().String())
 
 	welcome, acls, peers, err := s.register(ctx, sess, node, l, log)
