@@ -54,10 +54,10 @@ func (s *Server) forgetUnfinished(key nodeKey, log hclog.Logger) {
 // reapUnfinished deletes nodes registered more than unfinishedAfter ago whose login never
 // completed (New runs it with the ephemeral reaper).
 func (s *Server) reapUnfinished(now time.Time) {
+	// No changeMu: the deletion is conditional on login_done = 0 in its transaction, and a login
+	// that completes meanwhile finds its row gone (stillRegistered) or is not deleted.
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
-	s.changeMu.Lock()
-	defer s.changeMu.Unlock()
 	n, err := s.cfg.Store.DeleteStaleUnfinished(ctx, now.Add(-unfinishedAfter), reapBatch)
 	if err != nil {
 		if s.ctx.Err() == nil {
