@@ -293,6 +293,7 @@ func (n *Node) Status() localapi.Status {
 	}
 	logins := n.relays.logins()
 	n.mu.Lock()
+	st.Coord.Trouble = n.coordTrouble
 	if w := n.welcome; w != nil {
 		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
 		st.Self.Ephemeral = w.Ephemeral

@@ -46,7 +46,7 @@ func buildRoutes(peers map[peer.Key]control.Peer, policies map[string]*acl.Polic
 		for _, ip := range p.IPs {
 			rt.owner[ip] = k
 		}
-		info := peer.Info{Key: k, Mapping: p.Mapping}
+		info := peer.Info{Key: k, Name: p.Name, Mapping: p.Mapping}
 		if p.Online {
 			info.Endpoints = p.Endpoints
 		}

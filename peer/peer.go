@@ -73,10 +73,22 @@ func KeyOf(b []byte) (k Key, ok bool) {
 // String renders the key compactly for logs.
 func (k Key) String() string { return identity.ShortID(k[:]) }
 
+// Who names peer k in logs: "name(KEYPREFIX)" (identity.Label) with the name from the last
+// SetPeers, the key prefix alone for a key not in the peer set.
+func (e *Endpoint) Who(k Key) string {
+	var name string
+	if m := e.names.Load(); m != nil {
+		name = (*m)[k]
+	}
+	return identity.Label(name, k[:])
+}
+
 // Info is the desired state of one peer: who it is and where it can be reached. An empty Endpoints
 // means the peer is offline: no dial is attempted, but an inbound link from it is still accepted.
 type Info struct {
 	Key Key
+	// Name is the peer's name, for logs only (Endpoint.Who).
+	Name string
 	// Endpoints are the peer's candidate addresses, the one the coordination server observed (its
 	// public address) first.
 	Endpoints []netip.AddrPort
@@ -139,6 +151,7 @@ type Endpoint struct {
 	cfg        Config
 	log        hclog.Logger
 	self       Key
+	names      atomic.Pointer[map[Key]string] // peer names for logs (Who), replaced by SetPeers
 	tr         *quic.Transport
 	ln         *quic.Listener
 	quicConf   *quic.Config
@@ -404,13 +417,13 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	ps.wakeDialersLocked()
 	e.mu.Unlock()
 	if evict != nil {
-		e.log.Info("closing an old link to make room", "peer", k, "links", maxLinks, "its_streams", evict.streams.Load())
+		e.log.Info("closing an old link to make room", "peer", e.Who(k), "links", maxLinks, "its_streams", evict.streams.Load())
 		evict.conn.CloseWithError(0, "too many links")
 	}
 	if old != nil {
 		old.retire()
 	}
-	e.log.Info("link up", "peer", k, "path", path, "endpoint", conn.RemoteAddr())
+	e.log.Info("link up", "peer", e.Who(k), "path", path, "endpoint", conn.RemoteAddr())
 	e.wg.Add(2)
 	go e.receiveLoop(k, l)
 	go e.acceptStreams(k, l)
@@ -453,7 +466,7 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 	}
 	e.mu.Unlock()
 	if current {
-		e.log.Info("link down", "peer", k, "path", l.path)
+		e.log.Info("link down", "peer", e.Who(k), "path", l.path)
 	}
 }
 
@@ -478,11 +491,14 @@ func poke(c chan struct{}) {
 // (by the side that dials).
 func (e *Endpoint) SetPeers(peers []Info) {
 	want := make(map[Key]Info, len(peers))
+	names := make(map[Key]string, len(peers))
 	for _, p := range peers {
 		if p.Key != e.self {
 			want[p.Key] = p
+			names[p.Key] = p.Name
 		}
 	}
+	e.names.Store(&names)
 	var toClose []*link
 	e.mu.Lock()
 	if e.closed {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warren-net/warren/control"
@@ -96,6 +97,7 @@ func run(args []string) error {
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
+	quarantine := fs.String("address-quarantine", "7d", "keep a deleted node's overlay address out of use this `long`, e.g. 72h or 7d (0 = hand it out again at once)")
 	webAddr := fs.String("web", "", "serve a read-only operator page (nodes, networks, relays) on this loopback `address`, 127.0.0.1:PORT; the URL it prints holds a secret")
 	server := addServerFlags(fs)
 	if done, err := server.parse(fs, args, ""); done {
@@ -122,6 +124,10 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--join-request-expiry %q: want a positive duration", *joinExpiry)
 	}
+	quarantineFor, err := parseQuarantine(*quarantine)
+	if err != nil {
+		return err
+	}
 	log := server.logger("warren-coord")
 	pools, err := parsePools(*pool4, *pool6)
 	if err != nil {
@@ -139,6 +145,7 @@ func run(args []string) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer st.Close()
+	st.SetAddressQuarantine(quarantineFor)
 	if *blockList == "" {
 		if *blockList, err = defaultBlockList(*data); err != nil {
 			return err
@@ -297,4 +304,16 @@ func probeAddr(pc net.PacketConn) string {
 		return "off"
 	}
 	return pc.LocalAddr().String()
+}
+
+// parseQuarantine reads --address-quarantine: a duration like 72h or 7d, or 0 (in any unit) for none.
+func parseQuarantine(v string) (time.Duration, error) {
+	if q := strings.TrimRight(v, "smhd"); q == "0" {
+		return 0, nil
+	}
+	d, err := parseExpiry(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--address-quarantine %q: want a duration like 72h or 7d, or 0 for none", v)
+	}
+	return d, nil
 }

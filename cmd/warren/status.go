@@ -35,6 +35,8 @@ func cmdStatus(args []string) error {
 	coord := "disconnected (tunnels stay up; reconnecting)"
 	if st.Coord.Connected {
 		coord = "connected"
+	} else if st.Coord.Trouble != "" {
+		coord = "not logged in, retrying: " + st.Coord.Trouble
 	}
 	fmt.Printf("node      %s  %s\n", st.Self.Name, joinAddrs(st.Self.IPs))
 	fmt.Printf("networks  %s\n", orNone(strings.Join(st.Self.Networks, ", ")))

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -82,6 +83,7 @@ type Node struct {
 	IPv4, IPv6 netip.Addr // fixed on first sight
 	CreatedAt  time.Time  // first sight, second precision
 	LastSeen   time.Time  // last UpsertNode, second precision
+	LoginDone  bool       // a login completed (CompleteLogin); false only between registration and admission
 	Ephemeral  bool       // removed once offline for the server's ephemeral timeout
 	Tag        string     // from the auth key it joined with; "" = none
 	AuthKeyID  string     // ID of the last auth key it redeemed; "" = none
@@ -111,6 +113,9 @@ type Store struct {
 	db       *sql.DB
 	pools    Pools // masked
 	maxIndex int64 // largest usable host index
+
+	quarantine atomic.Int64     // freed addresses stay unused this long (ns); see SetAddressQuarantine
+	clock      func() time.Time // tests: the allocator's and freeing's clock (nil = time.Now)
 }
 
 // migrations[i] brings the schema from version i to i+1. Append only: never edit a released one.
@@ -213,6 +218,19 @@ var migrations = []string{
 	CREATE INDEX pending_by_source ON pending(source);
 	CREATE INDEX pending_by_time ON pending(requested_at);
 	CREATE INDEX pending_by_key ON pending(key);`,
+	// 10: a node row exists from the first login's registration on, but counts only once a login
+	// completed (login_done = 1); rows of logins refused after registration (a bad auth key) are
+	// deleted, and those left by a crash are reaped (DeleteStaleUnfinished). Existing nodes count as
+	// completed.
+	`ALTER TABLE nodes ADD COLUMN login_done INTEGER NOT NULL DEFAULT 1;
+	CREATE INDEX nodes_by_login_done ON nodes(login_done, created_at);`,
+	// 11: overlay addresses freed by deleted nodes, by host index, with when (unix milliseconds):
+	// the allocator skips them for the address quarantine (freed.go).
+	`CREATE TABLE freed_addresses (
+		ip_index INTEGER PRIMARY KEY,
+		freed_at INTEGER NOT NULL
+	);
+	CREATE INDEX freed_by_time ON freed_addresses(freed_at);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies

@@ -349,7 +349,7 @@ func TestMigrations(t *testing.T) {
 			if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != len(migrations) {
 				t.Fatalf("user_version = %d, %v; want %d", v, err, len(migrations))
 			}
-			if n, err := s.Node(context.Background(), key(1)); err != nil || n.Name != "a" || n.IPv4.String() != "100.64.0.1" || n.Ephemeral || n.Tag != "" {
+			if n, err := s.Node(context.Background(), key(1)); err != nil || n.Name != "a" || n.IPv4.String() != "100.64.0.1" || n.Ephemeral || n.Tag != "" || !n.LoginDone {
 				t.Errorf("node after migration: %+v %v", n, err)
 			}
 			var pool4 string

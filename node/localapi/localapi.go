@@ -111,6 +111,9 @@ type Coord struct {
 	Servers   []string `json:"servers,omitempty"`
 	Key       string   `json:"key"`       // pinned fingerprint
 	Connected bool     `json:"connected"` //
+	// Trouble is why the last login failed ("" once one worked): the coord's reason for a refusal
+	// (e.g. its storage is full) or why it could not be reached. The node keeps retrying.
+	Trouble string `json:"trouble,omitempty"`
 }
 
 // Peer describes one visible peer and the link to it.
