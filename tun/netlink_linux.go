@@ -151,3 +151,20 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	v := binary.BigEndian.Uint32(a[:]) | (uint32(1)<<(32-p.Bits()) - 1)
 	return netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, v)))
 }
+
+// addDefaultRoute adds a default route (0.0.0.0/0, or ::/0 if v6) through the device, in the main
+// table, like `ip route add default dev DEV`: no gateway, the device is point-to-point.
+func (nl *netlink) addDefaultRoute(index int, v6 bool) error {
+	b := make([]byte, unix.SizeofRtMsg)
+	b[0] = unix.AF_INET
+	if v6 {
+		b[0] = unix.AF_INET6
+	}
+	// dst_len, src_len, tos: 0.
+	b[4] = unix.RT_TABLE_MAIN
+	b[5] = unix.RTPROT_BOOT
+	b[6] = unix.RT_SCOPE_LINK
+	b[7] = unix.RTN_UNICAST
+	b = attr(b, unix.RTA_OIF, u32(uint32(index)))
+	return nl.request(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, b)
+}

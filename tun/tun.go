@@ -4,7 +4,8 @@
 //
 // What it changes on the host, and nothing else: one point-to-point device (default "warren0"), the
 // addresses in Config.Addrs on it (their prefixes become connected routes through the device, and an
-// IPv4 prefix's last address its broadcast address), its MTU and up state. No default route, no other
+// IPv4 prefix's last address its broadcast address), its MTU and up state. No default route (unless
+// Config.DefaultRoutes, for a device in a namespace of its own), no other
 // interface, no firewall rules, no sysctls. Configuration goes through rtnetlink; nothing is executed.
 //
 // It knows nothing about peers, filtering or the netstack: the node decides what goes in and out.
@@ -39,6 +40,10 @@ type Config struct {
 	Addrs []netip.Prefix
 	// MTU of the device. Default 1280.
 	MTU int
+	// DefaultRoutes also routes everything else (0.0.0.0/0 and ::/0, for the families of Addrs)
+	// through the device. Only for a device in a network namespace of its own (`warren run`, whose
+	// node reaches the internet for it); never on the host.
+	DefaultRoutes bool
 	// Receive is called with every packet read from the device, from the device's one reader
 	// goroutine. pkt is valid only during the call (the buffer is reused). Required.
 	Receive func(pkt []byte)

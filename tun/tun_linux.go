@@ -140,6 +140,13 @@ func (d *Device) configure(nl *netlink) error {
 	if err := nl.setUp(d.index); err != nil {
 		return fmt.Errorf("tun: bring %s up: %w", d.cfg.Name, permission(err))
 	}
+	if d.cfg.DefaultRoutes {
+		for _, a := range d.cfg.Addrs {
+			if err := nl.addDefaultRoute(d.index, a.Addr().Is6()); err != nil {
+				return fmt.Errorf("tun: default route through %s: %w", d.cfg.Name, permission(err))
+			}
+		}
+	}
 	return nil
 }
 

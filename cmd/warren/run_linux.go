@@ -62,6 +62,9 @@ func runInNamespace(state string, command []string, stdin io.Reader, stdout, std
 	for _, a := range att.Info.DNS {
 		args = append(args, a.String()) // a bare address: a DNS server
 	}
+	if att.Info.Egress {
+		args = append(args, runEgressArg) // default routes through the device
+	}
 	cmd := exec.Command(self, append(append(args, "--"), command...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
@@ -153,8 +156,11 @@ func runPreflight() error {
 	return nil
 }
 
-// cmdRunNS runs inside the new namespaces: MTU ADDR... -- COMMAND [ARGS...], with the socket pair
-// to the parent as fd 3.
+// runEgressArg, among runNSCommand's addresses, asks for default routes through the device.
+const runEgressArg = "default"
+
+// cmdRunNS runs inside the new namespaces: MTU ADDR... [default] -- COMMAND [ARGS...], with the
+// socket pair to the parent as fd 3.
 func cmdRunNS(args []string) error {
 	i := 0
 	for i < len(args) && args[i] != "--" {
@@ -169,7 +175,12 @@ func cmdRunNS(args []string) error {
 	}
 	var addrs []netip.Prefix
 	var dns []netip.Addr
+	egress := false
 	for _, a := range args[1:i] {
+		if a == runEgressArg {
+			egress = true
+			continue
+		}
 		if ip, err := netip.ParseAddr(a); err == nil {
 			dns = append(dns, ip)
 			continue
@@ -184,7 +195,7 @@ func cmdRunNS(args []string) error {
 	parent := os.NewFile(3, "run-parent")
 	unix.CloseOnExec(3)
 
-	dev, err := tun.Create(tun.Config{Name: tun.DefaultName, Addrs: addrs, MTU: mtu})
+	dev, err := tun.Create(tun.Config{Name: tun.DefaultName, Addrs: addrs, MTU: mtu, DefaultRoutes: egress})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

@@ -15,6 +15,9 @@ type AttachInfo struct {
 	MTU   int            `json:"mtu"`
 	// DNS are the node's DNS server addresses (NAME.warren), for the namespace's resolv.conf.
 	DNS []netip.Addr `json:"dns,omitempty"`
+	// Egress says the node reaches destinations outside the overlay for the device (not
+	// --overlay-only): the namespace routes everything through the device.
+	Egress bool `json:"egress,omitempty"`
 }
 
 // AttachResult is the node's answer to the descriptor.
