@@ -70,30 +70,38 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	if ns.splice(r, local) {
+		ns.log.Debug("forwarding connection", "port", port, "from", id.RemoteAddress)
+	}
+}
+
+// splice completes the handshake of r and splices the connection to other in a tracked goroutine,
+// or resets it and closes other; it reports whether the connection is spliced.
+func (ns *Stack) splice(r *tcp.ForwarderRequest, other net.Conn) bool {
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil {
 		// The handshake failed (e.g. the SYN was a duplicate, or the stack is closing).
-		ns.log.Debug("accept forwarded connection", "port", port, "error", tcpErr(terr))
-		local.Close()
+		ns.log.Debug("accept forwarded connection", "port", r.ID().LocalPort, "error", tcpErr(terr))
+		other.Close()
 		r.Complete(true)
-		return
+		return false
 	}
 	r.Complete(false)
 	remote := gonet.NewTCPConn(&wq, ep)
 	splice := func() {
 		ns.stats.forwardsActive.Add(1)
-		bicopy.Copy(remote, nil, local) // half-closes with CloseWrite; on error closes both
+		bicopy.Copy(remote, nil, other) // half-closes with CloseWrite; on error closes both
 		ns.stats.forwardsActive.Add(^uint64(0))
-		ns.untrack(remote, local)
+		ns.untrack(remote, other)
 	}
-	if !ns.goTracked(splice, remote, local) {
+	if !ns.goTracked(splice, remote, other) {
 		remote.Close()
-		local.Close()
-		return
+		other.Close()
+		return false
 	}
 	ns.stats.forwardsAccepted.Add(1)
-	ns.log.Debug("forwarding connection", "port", port, "from", id.RemoteAddress)
+	return true
 }
 
 // startHandshake counts an inbound connection from remote until endHandshake, unless remote has

@@ -80,6 +80,13 @@ type Config struct {
 	// DialLocal reaches exposed services on the host, with addr "127.0.0.1:PORT"; its ctx carries the
 	// overlay flow it serves (FlowOf). nil: a net.Dialer.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
+	// DialEgress, if set, makes this an egress stack (egress.go): instead of holding Addrs, its NIC
+	// takes packets to any address and answers from any (promiscuous and spoofing), and every TCP
+	// connection and UDP flow a client opens, to any destination, is dialed with DialEgress (addr
+	// "IP:PORT", the destination the client asked for) and spliced to it. Exposed, Admit, DialLocal,
+	// Addrs and ExposeUDP are not used then, nor DialContext, ListenUDP and Ping. A failed dial resets
+	// the TCP connection or ends the UDP flow.
+	DialEgress func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives the stack's logs; per-packet lines only at trace level. nil: silent.
 	Logger hclog.Logger
 }
@@ -96,6 +103,7 @@ type Stats struct {
 	ForwardsAccepted uint64 // inbound TCP connections spliced to an exposed port
 	ForwardsRefused  uint64 // inbound TCP connections reset (unexposed, not admitted, local dial failed), UDP datagrams refused (not admitted, no flow)
 	ForwardsActive   uint64 // spliced TCP connections open now
+	EgressUDPFlows   uint64 // egress UDP flows open now (egress stacks only)
 }
 
 // counters are the live counters behind Stats.
@@ -103,6 +111,7 @@ type counters struct {
 	packetsIn, bytesIn, packetsOut, bytesOut          atomic.Uint64
 	malformed, oversize, closed                       atomic.Uint64
 	forwardsAccepted, forwardsRefused, forwardsActive atomic.Uint64
+	egressUDPFlows                                    atomic.Int64
 }
 
 // Stack is a running userspace network stack. Its methods are safe for concurrent use.
@@ -162,8 +171,9 @@ func New(cfg Config) (*Stack, error) {
 	ns.s = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		// HandleLocal: a dial to our own address loops back inside the stack instead of leaving.
-		HandleLocal: true,
+		// HandleLocal: a dial to our own address loops back inside the stack instead of leaving. An
+		// egress stack has no address of its own: everything it sends leaves.
+		HandleLocal: cfg.DialEgress == nil,
 	})
 	if err := ns.setup(); err != nil {
 		ns.stop()
@@ -176,7 +186,15 @@ func New(cfg Config) (*Stack, error) {
 
 // populate validates cfg and fills in defaults.
 func populate(cfg *Config) error {
-	if len(cfg.Addrs) == 0 {
+	if cfg.DialEgress != nil {
+		cfg.Addrs = nil // see Config.DialEgress
+		if cfg.MTU == 0 {
+			cfg.MTU = DefaultMTU
+		}
+		if cfg.MTU < header.IPv6MinimumMTU || cfg.MTU > maxPacket {
+			return fmt.Errorf("netstack: MTU %d out of range [%d, %d]", cfg.MTU, header.IPv6MinimumMTU, maxPacket)
+		}
+	} else if len(cfg.Addrs) == 0 {
 		return errors.New("netstack: Config.Addrs is required")
 	}
 	if cfg.Output == nil {
@@ -194,7 +212,7 @@ func populate(cfg *Config) error {
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
 	}
-	if cfg.MTU < minMTU || cfg.MTU > maxPacket {
+	if cfg.DialEgress == nil && (cfg.MTU < minMTU || cfg.MTU > maxPacket) {
 		return fmt.Errorf("netstack: MTU %d out of range [%d, %d]", cfg.MTU, minMTU, maxPacket)
 	}
 	if len(cfg.Routes) == 0 {
@@ -244,6 +262,9 @@ func (ns *Stack) setup() error {
 	}
 	ns.s.SetRouteTable(table)
 
+	if ns.cfg.DialEgress != nil {
+		return ns.setupEgress()
+	}
 	fwd := tcp.NewForwarder(ns.s, tcpRcvWnd, maxInFlightForwards, ns.forwardTCP)
 	ns.s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
 	return nil
@@ -361,6 +382,7 @@ func (ns *Stack) Stats() Stats {
 		ForwardsAccepted: c.forwardsAccepted.Load(),
 		ForwardsRefused:  c.forwardsRefused.Load(),
 		ForwardsActive:   c.forwardsActive.Load(),
+		EgressUDPFlows:   uint64(max(c.egressUDPFlows.Load(), 0)),
 	}
 }
 
