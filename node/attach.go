@@ -7,6 +7,8 @@ package node
 //
 //   - Outbound, each device's packets are routed like the --tun device's, and their flows are
 //     tracked with the device's own owner number (ownerAttached and up, so at most 253 at once).
+//   - Outbound to destinations outside the overlay (the namespace routes everything through its
+//     device unless --overlay-only), each device has an egress stack of its own (egress.go).
 //   - Inbound, a packet of a flow a device opened goes to that device only. Everything unsolicited
 //     (connections to exposed ports, echo requests, datagrams to exposed UDP ports) goes where it goes
 //     without `warren run`: the netstack in proxy mode, the --tun device in TUN mode. Exposed services
@@ -33,6 +35,7 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/tun"
@@ -44,7 +47,35 @@ type attachSet struct {
 	used   [256]bool // owner numbers in use (from ownerAttached)
 	count  int
 	closed bool
-	wg     sync.WaitGroup // attachment handlers past their hijack
+	wg     sync.WaitGroup // attachment handlers past their hijack, DNS lookups (goLookup)
+	// lookups counts the host DNS lookups under way for the devices (dnshost.go).
+	lookups int
+}
+
+// maxDNSLookups bounds the host DNS lookups under way at once for all attached devices; queries
+// beyond it get no answer (the client retries).
+const maxDNSLookups = 64
+
+// goLookup runs f in a goroutine that close waits for, unless maxDNSLookups run already or the
+// node is closing.
+func (s *attachSet) goLookup(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.lookups >= maxDNSLookups {
+		return false
+	}
+	s.lookups++
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			s.lookups--
+			s.mu.Unlock()
+		}()
+		f()
+	}()
+	return true
 }
 
 // reserve takes a free owner number, or reports that none is left or the node is closing.
@@ -122,6 +153,7 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) {
 		Addrs: []netip.Prefix{netip.PrefixFrom(wl.IPv4, wl.Prefix4.Bits()), netip.PrefixFrom(wl.IPv6, wl.Prefix6.Bits())}}
 	d4, d6 := dnsAddrs(wl.Prefix4, wl.Prefix6)
 	info.DNS = []netip.Addr{d4, d6}
+	info.Egress = !n.cfg.OverlayOnly
 	conn.SetDeadline(time.Now().Add(15 * time.Second))
 	head := "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + localapi.AttachProtocol + "\r\n\r\n"
 	line, _ := json.Marshal(info)
@@ -173,6 +205,14 @@ func (n *Node) attachDevice(conn *net.UnixConn, owner uint8, name string, info l
 	if err != nil {
 		return nil, err
 	}
+	if info.Egress {
+		eg, err := n.newEgress(dev, info.MTU, name)
+		if err != nil {
+			dev.Close()
+			return nil, err
+		}
+		b.egress[owner].Store(eg)
+	}
 	b.devs[owner].Store(dev)
 	return dev, nil
 }
@@ -181,13 +221,18 @@ func (n *Node) attachDevice(conn *net.UnixConn, owner uint8, name string, info l
 // bridge with it.
 func (n *Node) detachDevice(owner uint8, dev *tun.Device) {
 	n.attached.mu.Lock()
+	var eg *netstack.Stack
 	if b := n.tun.Load(); b != nil {
 		b.devs[owner].Store(nil)
+		eg = b.egress[owner].Swap(nil)
 		if n.cfg.TUN == "" && n.attached.count == 1 {
 			n.tun.CompareAndSwap(b, nil)
 		}
 	}
 	n.attached.mu.Unlock()
+	if eg != nil {
+		eg.Close()
+	}
 	dev.Close()
 }
 

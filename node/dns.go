@@ -16,6 +16,7 @@ package node
 // bit); queries over 512 bytes or that are not a single question are not answered or get FORMERR.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"net/netip"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/tun"
 )
 
 // DNS limits.
@@ -65,7 +67,11 @@ type dnsNames interface {
 
 // answerDNS answers one DNS query (a UDP payload) as the file comment says; nil means no answer
 // (too long, a response, or not even a header).
-func answerDNS(query []byte, names dnsNames) []byte {
+func answerDNS(query []byte, names dnsNames) []byte { return answerDNSWith(query, names, nil) }
+
+// answerDNSWith is answerDNS that asks host, if not nil, for A and AAAA of names outside the
+// warren zone instead of refusing them (dnshost.go).
+func answerDNSWith(query []byte, names dnsNames, host hostLookup) []byte {
 	if len(query) > maxDNSMessage {
 		return nil
 	}
@@ -104,8 +110,14 @@ func answerDNS(query []byte, names dnsNames) []byte {
 		}
 	}
 	rcode, answers := resolveDNS(q, names)
-	reply.RCode = rcode
 	reply.Authoritative = rcode != dnsmessage.RCodeRefused
+	if rcode == dnsmessage.RCodeRefused && host != nil {
+		if rc, ans, ok := host.answer(q); ok {
+			rcode, answers = rc, ans
+			reply.Authoritative, reply.RecursionAvailable = false, true
+		}
+	}
+	reply.RCode = rcode
 	if out := buildDNS(reply, &q, answers, edns); len(out) <= maxDNSMessage {
 		return out
 	}
@@ -305,11 +317,34 @@ func (n *Node) serveDNS(b *tunBridge, owner uint8, p *packet.Packet, pkt []byte)
 		if end < 8 || end > len(p.Transport) {
 			return
 		}
-		if ans := answerDNS(p.Transport[8:end], n.names()); ans != nil {
+		ans := answerDNS(p.Transport[8:end], n.names())
+		if len(ans) >= 4 && ans[3]&0x0f == byte(dnsmessage.RCodeRefused) && b.egress[owner].Load() != nil {
+			n.serveHostDNS(d, pkt)
+			return
+		}
+		if ans != nil {
 			out = packet.UDPReply(p, ans)
 		}
 	}
 	if out != nil {
 		d.Write(out)
 	}
+}
+
+// serveHostDNS answers a query the node refuses by itself, from a device with egress, with the
+// host's resolver (dnshost.go), off the device's reader: the answer may take seconds.
+func (n *Node) serveHostDNS(d *tun.Device, pkt []byte) {
+	orig := bytes.Clone(pkt) // serveDNS checked it: a whole UDP datagram
+	n.attached.goLookup(func() {
+		q, ok := packet.Parse(orig)
+		if !ok {
+			return
+		}
+		end := int(binary.BigEndian.Uint16(q.Transport[4:]))
+		if ans := answerDNSWith(q.Transport[8:end], n.names(), n.hostDNS()); ans != nil {
+			if r := packet.UDPReply(&q, ans); r != nil {
+				d.Write(r)
+			}
+		}
+	})
 }

@@ -35,6 +35,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/tun"
 )
@@ -42,8 +43,9 @@ import (
 // tunBridge joins the TUN device, and the devices of `warren run` (attach.go), to the node.
 type tunBridge struct {
 	dev          *tun.Device
-	devs         [256]atomic.Pointer[tun.Device] // by flow owner: dev at ownerTUN, attached ones from ownerAttached
-	flows        *packet.FlowTable               // owners: ownerTUN or ownerStack
+	devs         [256]atomic.Pointer[tun.Device]     // by flow owner: dev at ownerTUN, attached ones from ownerAttached
+	egress       [256]atomic.Pointer[netstack.Stack] // attached devices' egress stacks (egress.go); nil with --overlay-only
+	flows        *packet.FlowTable                   // owners: ownerTUN or ownerStack
 	self4, self6 netip.Addr
 	dns4, dns6   netip.Addr // the node's DNS server (dns.go)
 	// loopbackOnly reports whether an exposed port's service listens only on loopback (--tun only;
@@ -138,6 +140,10 @@ func (n *Node) outputTUN(b *tunBridge, owner uint8, pkt []byte) {
 	fanOut := n.overlay.fanOut(p.Dst)
 	if fanOut && (p.Proto != packet.ProtoUDP || p.Fragment) {
 		b.dropOutbound.Add(1)
+		return
+	}
+	if !fanOut && owner >= ownerAttached && !n.overlay.contains(p.Dst) {
+		n.egress(b, owner, &p, pkt)
 		return
 	}
 	if k, ok := p.OutboundFlow(fanOut); ok {

@@ -1,0 +1,63 @@
+package node
+
+// Egress for `warren run`: unless --overlay-only, the namespace's default routes lead into its TUN
+// device, and outputTUN hands the device's packets to destinations outside the overlay to an egress
+// stack of the device's own (netstack.Config.DialEgress), which ends each TCP connection and UDP flow
+// there and dials the destination from the host by the proxy's rules (dial): never this host's own
+// addresses without --allow-local. Its packets go straight back into the device, so there is no flow
+// table to share: several namespaces using the same overlay address never see each other's flows.
+// With --overlay-only there is no egress stack: a TCP segment is answered with a RST, everything else
+// dropped (the namespace has no default route then, so only an app that routes by itself gets here).
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/netstack"
+	"github.com/warren-net/warren/socks"
+	"github.com/warren-net/warren/tun"
+)
+
+// newEgress makes the egress stack of device dev.
+func (n *Node) newEgress(dev *tun.Device, mtu int, name string) (*netstack.Stack, error) {
+	s, err := netstack.New(netstack.Config{
+		MTU:        mtu,
+		Output:     func(pkt []byte) { dev.Write(pkt) }, // a full or closed device drops, as a NIC would
+		DialEgress: n.dialEgress,
+		Logger:     n.log.Named(name + ".egress"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attach: egress stack: %w", err)
+	}
+	return s, nil
+}
+
+// dialEgress dials a destination outside the overlay for an egress stack, as the proxy would.
+func (n *Node) dialEgress(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("egress %s: %w", addr, err)
+	}
+	if n.inOverlay(ap.Addr()) {
+		return nil, fmt.Errorf("%w: %v is inside the overlay", socks.ErrNotAllowed, ap.Addr())
+	}
+	return n.dial(ctx, network, addr)
+}
+
+// egress passes a packet that device owner sent outside the overlay to its egress stack: TCP and
+// UDP only (the stack would answer pings to any address itself, which would be a lie).
+func (n *Node) egress(b *tunBridge, owner uint8, p *packet.Packet, pkt []byte) {
+	if s := b.egress[owner].Load(); s != nil && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
+		s.Inject(pkt)
+		return
+	}
+	b.dropOutbound.Add(1)
+	if d := b.devs[owner].Load(); d != nil {
+		if rst := packet.TCPReset(p, pkt); rst != nil {
+			d.Write(rst)
+		}
+	}
+}
