@@ -42,7 +42,7 @@ func cmdUp(args []string) error {
 	proxyUsers := fs.String("proxy-users", "", "other local `users` (names or uids, comma-separated, or all) who may use the proxy; by default only this user and root (Linux)")
 	proxyPassFile := fs.String("socks-password-file", "", "read the proxy password from this `file` (or set WARREN_PROXY_PASSWORD)")
 	fs.StringVar(proxyPassFile, "proxy-password-file", "", "same as --socks-password-file")
-	overlayOnly := fs.Bool("overlay-only", false, "refuse proxy destinations outside the overlay instead of dialing them from this host")
+	overlayOnly := fs.Bool("overlay-only", false, "refuse proxy destinations outside the overlay instead of dialing them from this host (also the internet inside warren run)")
 	packetPath := fs.Bool("packet-path", false, "carry proxied TCP as IP packets through both netstacks instead of one QUIC stream per connection (slower; for comparison)")
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
