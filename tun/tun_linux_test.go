@@ -223,3 +223,50 @@ func udp4Packet(src, dst netip.Addr, sport, dport uint16, payload string) []byte
 	copy(p[28:], payload)
 	return p
 }
+
+// TestDefaultRoutes: with DefaultRoutes a datagram to any address leaves through the device, from
+// the device's address; without, the namespace has no route there.
+func TestDefaultRoutes(t *testing.T) {
+	inNewNetns(t, func() {
+		dst := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 53}
+		d, err := Open(Config{Name: "wtest1", Addrs: []netip.Prefix{testAddr4, testAddr6}, Receive: func([]byte) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err := net.DialUDP("udp4", nil, dst); err == nil {
+			c.Close()
+			t.Error("a route to 192.0.2.1 without DefaultRoutes")
+		}
+		d.Close()
+
+		got := make(chan []byte, 16)
+		d, err = Open(Config{Name: "wtest1", Addrs: []netip.Prefix{testAddr4, testAddr6}, DefaultRoutes: true,
+			Receive: func(pkt []byte) {
+				select {
+				case got <- append([]byte(nil), pkt...):
+				default:
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		for _, dst := range []*net.UDPAddr{dst, {IP: net.ParseIP("2001:db8::1"), Port: 53}} {
+			c, err := net.DialUDP("udp", nil, dst)
+			if err != nil {
+				t.Fatalf("dial %v with DefaultRoutes: %v", dst, err)
+			}
+			c.Write([]byte("out"))
+			c.Close()
+			want4, want6 := testAddr4.Addr(), testAddr6.Addr()
+			if !waitFor(got, func(p []byte) bool {
+				if p[0]>>4 == 4 {
+					return len(p) >= 20 && netip.AddrFrom4([4]byte(p[12:16])) == want4 && net.IP(p[16:20]).Equal(dst.IP)
+				}
+				return len(p) >= 40 && netip.AddrFrom16([16]byte(p[8:24])) == want6 && net.IP(p[24:40]).Equal(dst.IP)
+			}) {
+				t.Errorf("datagram to %v never read from the device (from its address)", dst)
+			}
+		}
+	})
+}
