@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/binary"
 	"net/netip"
 	"strings"
@@ -232,18 +233,27 @@ func FuzzAnswerDNS(f *testing.F) {
 	f.Add(query(f, "bob.warren.", dnsmessage.TypeALL, true))
 	f.Add(query(f, "2.0.64.100.in-addr.arpa.", dnsmessage.TypePTR, false))
 	f.Add(query(f, "example.com.", dnsmessage.TypeA, true))
+	// With a host resolver (warren run with egress) that knows every name, by many addresses.
+	many := make([]netip.Addr, 0, 64)
+	for i := range 32 {
+		many = append(many, netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)}))
+	}
+	host := fakeHost(nil)
+	host.lookup = func(context.Context, string, string) ([]netip.Addr, error) { return many, nil }
 	f.Fuzz(func(t *testing.T, q []byte) {
-		out := answerDNS(q, testNames)
-		if out == nil {
-			return
-		}
-		if len(out) > maxDNSMessage {
-			t.Fatalf("reply of %d bytes", len(out))
-		}
-		var p dnsmessage.Parser
-		h, err := p.Start(out)
-		if err != nil || !h.Response {
-			t.Fatalf("reply %x does not parse as a response: %v", out, err)
+		for _, h := range []hostLookup{nil, host} {
+			out := answerDNSWith(q, testNames, h)
+			if out == nil {
+				continue
+			}
+			if len(out) > maxDNSMessage {
+				t.Fatalf("reply of %d bytes", len(out))
+			}
+			var p dnsmessage.Parser
+			hdr, err := p.Start(out)
+			if err != nil || !hdr.Response {
+				t.Fatalf("reply %x does not parse as a response: %v", out, err)
+			}
 		}
 	})
 }
