@@ -20,6 +20,7 @@ import (
 // address (A's) refused without --allow-local, names resolving into the overlay or to loopback
 // dropped, and with --overlay-only none of it.
 func TestRunEgress(t *testing.T) {
+	const blobSize = 32 << 20
 	if testing.Short() {
 		t.Skip("runs the binaries in network and user namespaces")
 	}
@@ -54,6 +55,10 @@ func TestRunEgress(t *testing.T) {
 	})
 	for _, ln := range []net.Listener{web, own} {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/blob" {
+				w.Write(make([]byte, blobSize))
+				return
+			}
 			fmt.Fprintf(w, "hello %s from %s\n", r.RemoteAddr, r.Host)
 		})}
 		go srv.Serve(ln)
@@ -110,6 +115,11 @@ func TestRunEgress(t *testing.T) {
 		}
 		if out, code := run(stateA, "curl", "-sS", "-m", "10", nameURL); code != 0 || !strings.Contains(out, "from web.egress.test") {
 			t.Errorf("curl %s: exit %d\n%s", nameURL, code, out)
+		}
+		// A bulk download, for the log's timing (bytes, bytes/s).
+		out, code := run(stateA, "curl", "-sS", "-m", "60", "-o", "/dev/null", "-w", "%{size_download} %{speed_download}\n", webURL+"blob")
+		if code != 0 || !strings.HasPrefix(out, fmt.Sprint(blobSize)+" ") {
+			t.Errorf("curl %sblob: exit %d\n%s", webURL, code, out)
 		}
 		if out, code := run(stateA, "bash", "-c", udp); code != 0 || !strings.Contains(out, "echo:ping") {
 			t.Errorf("UDP echo: exit %d\n%s", code, out)
