@@ -4,15 +4,20 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
 	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/internal/testkit"
+	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/tun"
 )
@@ -99,5 +104,60 @@ func TestReceiveAttached(t *testing.T) {
 	}
 	if s := n.drops.spoofed.Load(); s != 1 {
 		t.Errorf("spoofed drops %d, want 1", s)
+	}
+}
+
+// TestEgressOutput: an attached device's packets to destinations outside the overlay go to its
+// egress stack (TCP and UDP only: a ping would be answered by the stack itself), which dials them;
+// without one (--overlay-only) a TCP segment is answered with a RST and the rest dropped.
+func TestEgressOutput(t *testing.T) {
+	n, b := testBridge()
+	n.log = hclog.NewNullLogger()
+	dev, far := fakeDevice(t)
+	b.devs[ownerAttached].Store(dev)
+	dst := netip.MustParseAddr("192.0.2.1")
+	syn := ipv4Checked(self4, dst, packet.ProtoTCP, checkedSeg(self4, dst, 80, packet.TCPSYN))
+
+	isRST := func(p []byte) bool {
+		q, ok := packet.Parse(p)
+		return ok && q.Src == dst && q.Dst == self4 && q.Proto == packet.ProtoTCP && q.TCPFlags&packet.TCPRST != 0 && q.DPort == 40000
+	}
+	n.outputTUN(b, ownerAttached, syn)
+	if p := got(t, far); !isRST(p) {
+		t.Errorf("--overlay-only: SYN outward answered with %x, want a RST", p)
+	}
+	n.outputTUN(b, ownerAttached, ipPacket(self4, dst, packet.ProtoUDP, udpDgram(40001, 53)))
+	if p := got(t, far); p != nil {
+		t.Errorf("--overlay-only: a datagram outward got %x", p)
+	}
+
+	dialed := make(chan string, 4)
+	eg, err := netstack.New(netstack.Config{MTU: 1280, Output: func(p []byte) { dev.Write(p) },
+		DialEgress: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialed <- network + " " + addr
+			return nil, errors.New("refused by the test")
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eg.Close()
+	b.egress[ownerAttached].Store(eg)
+	n.outputTUN(b, ownerAttached, ipPacket(self4, dst, packet.ProtoICMP, icmpMsg(8, 5, nil)))
+	if in := eg.Stats().PacketsIn; in != 0 {
+		t.Errorf("a ping outward reached the egress stack")
+	}
+	n.outputTUN(b, ownerAttached, syn)
+	select {
+	case d := <-dialed:
+		if d != "tcp 192.0.2.1:80" {
+			t.Errorf("egress dialed %q", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the egress stack never dialed")
+	}
+	var p []byte
+	testkit.Eventually(t, 10*time.Second, func() bool { p = got(t, far); return p != nil }, "no answer to the refused SYN")
+	if !isRST(p) {
+		t.Errorf("refused egress dial answered with %x, want a RST", p)
 	}
 }
