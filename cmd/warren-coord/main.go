@@ -75,6 +75,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("warren-coord", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	listen := fs.String("listen", "0.0.0.0:7400", "UDP `address` to serve on")
+	listenTCPFlag := fs.String("listen-tcp", "", listenTCPUsage)
 	data := fs.String("data", "", "data `dir`ectory (identity key, database); required")
 	pool4 := fs.String("pool4", "100.64.0.0/10", "IPv4 `prefix` node addresses are allocated from")
 	pool6 := fs.String("pool6", "fd7a:7761:7272::/48", "IPv6 ULA `prefix` node addresses are allocated from")
@@ -146,15 +147,23 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	tcp, err := listenTCP(*listenTCPFlag, pc, key)
+	if err != nil {
+		pc.Close()
+		return err
+	}
 	var probe net.PacketConn
 	if *probePort >= 0 {
 		paddr := &net.UDPAddr{IP: pc.LocalAddr().(*net.UDPAddr).IP, Port: *probePort}
 		if probe, err = net.ListenUDP("udp", paddr); err != nil {
 			pc.Close()
+			if tcp != nil {
+				tcp.Close()
+			}
 			return fmt.Errorf("--probe-port %d: %w", *probePort, err)
 		}
 	}
-	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
+	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, TCP: tcp, Logger: log,
 		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, Relays: relays, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
 		LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP, LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey,
 		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending,
@@ -163,6 +172,9 @@ func run(args []string) error {
 		pc.Close()
 		if probe != nil {
 			probe.Close()
+		}
+		if tcp != nil {
+			tcp.Close()
 		}
 		return err
 	}
@@ -173,7 +185,7 @@ func run(args []string) error {
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
-	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
+	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "tcp", tcpAddr(tcp))
 
 	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")

@@ -32,6 +32,7 @@ func cmdRelay(args []string) error {
 	fs := flag.NewFlagSet("warren-coord relay", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), relayUsage); fs.PrintDefaults() }
 	listen := fs.String("listen", "0.0.0.0:7401", "UDP `address` to serve on")
+	listenTCPFlag := fs.String("listen-tcp", "", listenTCPUsage)
 	keyFile := fs.String("key", defaultRelayKey(), "identity key `file` (created on first run)")
 	relayRate := fs.Int("relay-rate", relay.DefaultRate, "relayed `packets` per second allowed per node")
 	maxNodes := fs.Int("max-nodes", 10000, "`nodes` logged in at once; more are refused")
@@ -65,15 +66,23 @@ func cmdRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP, MaxPending: *maxPending,
-		BlockList: *blockList, LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP,
-		LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey})
+	tcp, err := listenTCP(*listenTCPFlag, pc, key)
 	if err != nil {
 		pc.Close()
 		return err
 	}
+	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Conn: pc, TCP: tcp, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP, MaxPending: *maxPending,
+		BlockList: *blockList, LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP,
+		LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey})
+	if err != nil {
+		pc.Close()
+		if tcp != nil {
+			tcp.Close()
+		}
+		return err
+	}
 	fmt.Printf("warren-coord relay listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
-	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint())
+	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "tcp", tcpAddr(tcp))
 	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")
 	return srv.Close()

@@ -5,19 +5,23 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/coord/abuse"
+	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/flagfile"
+	"github.com/warren-net/warren/internal/tcptun"
 )
 
 // serverFlags are the flags the coordination server and the standalone relay share beyond their
@@ -127,4 +131,39 @@ func waitForSignal(log hclog.Logger, reloadBlockList func() error) {
 			}
 		}
 	}
+}
+
+// listenTCPUsage is --listen-tcp's help, the same for the server and the relay.
+const listenTCPUsage = "TCP `address` for nodes whose UDP is blocked (TLS, QUIC packets framed on the stream); " +
+	"default the UDP --listen address's port; a bare port means all addresses; \"off\" = none"
+
+// listenTCP opens the TCP fallback --listen-tcp names (spec; "" = the UDP socket's address, "off" =
+// none) and serves it as a packet socket with the server's identity: nil, nil when off.
+func listenTCP(spec string, udp *net.UDPConn, key *identity.Key) (net.PacketConn, error) {
+	switch {
+	case spec == "off":
+		return nil, nil
+	case spec == "":
+		spec = udp.LocalAddr().String()
+	case !strings.Contains(spec, ":"):
+		spec = ":" + spec
+	}
+	ln, err := net.Listen("tcp", spec)
+	if err != nil {
+		return nil, fmt.Errorf("--listen-tcp %q: %w", spec, err)
+	}
+	tlsConf, err := identity.TLSConfig(key, tcptun.ALPN, true, func(ed25519.PublicKey) error { return nil })
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return tcptun.NewServer(tcptun.ServerConfig{Listener: ln, TLS: tlsConf, Local: udp.LocalAddr()}), nil
+}
+
+// tcpAddr is the TCP fallback's address for the log ("off" without one).
+func tcpAddr(tcp net.PacketConn) string {
+	if s, ok := tcp.(*tcptun.Server); ok {
+		return s.ListenAddr().String()
+	}
+	return "off"
 }

@@ -329,6 +329,9 @@ func (s *Server) Close() error {
 	return err
 }
 
+// ListenAddr returns the TCP listener's address.
+func (s *Server) ListenAddr() net.Addr { return s.cfg.Listener.Addr() }
+
 // LocalAddr returns ServerConfig.Local.
 func (s *Server) LocalAddr() net.Addr { return s.cfg.Local }
 
