@@ -82,7 +82,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 			writeJSON(w, http.StatusServiceUnavailable, localapi.ErrorReply{Error: err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, netcheckView(rep, n.relays.logins()))
+		writeJSON(w, http.StatusOK, netcheckView(rep, n.relays.logins(), n.coordTransport(), n.transport))
 	})
 	mux.HandleFunc("POST /v1/down", n.handleDown)
 	mux.HandleFunc("GET /v1/whois", func(w http.ResponseWriter, r *http.Request) {
@@ -280,6 +280,9 @@ func (n *Node) Status() localapi.Status {
 		n.coord.mu.Lock()
 		st.Coord.Key = n.coord.pin
 		n.coord.mu.Unlock()
+		n.mu.Lock()
+		st.Coord.Transport = n.transport(n.coordAddr)
+		n.mu.Unlock()
 	}
 	logins := n.relays.logins()
 	n.mu.Lock()
@@ -289,7 +292,7 @@ func (n *Node) Status() localapi.Status {
 		st.Self.Networks = append(st.Self.Networks, w.Networks...)
 	}
 	if n.nat != nil {
-		v := netcheckView(*n.nat, logins)
+		v := netcheckView(*n.nat, logins, n.transport(n.coordAddr), n.transport)
 		st.Self.NAT = &v
 	}
 	n.mu.Unlock()

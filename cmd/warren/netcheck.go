@@ -46,9 +46,9 @@ func cmdNetcheck(args []string) error {
 	fmt.Printf("public:       %s\n", rep.Public)
 	fmt.Printf("mapping:      %s\n", mapping)
 	fmt.Printf("hairpinning:  %s\n", yes[rep.Hairpin])
-	fmt.Printf("coord:        %.2f ms\n", rep.CoordRTTms)
+	fmt.Printf("coord:        %.2f ms%s\n", rep.CoordRTTms, over(rep.CoordTransport))
 	if rep.Relay != "" {
-		fmt.Printf("relay:        %s, %.2f ms (in use)\n", rep.Relay, rep.RelayRTTms)
+		fmt.Printf("relay:        %s, %.2f ms%s (in use)\n", rep.Relay, rep.RelayRTTms, over(rep.RelayTransport))
 	} else {
 		fmt.Println("relay:        none")
 	}
@@ -61,10 +61,18 @@ func cmdNetcheck(args []string) error {
 			login = "; " + r.Login
 		}
 		if r.OK {
-			fmt.Printf("relay:        %s, %.2f ms%s\n", r.Addr, r.RTTms, login)
+			fmt.Printf("relay:        %s, %.2f ms%s%s\n", r.Addr, r.RTTms, over(r.Transport), login)
 		} else {
 			fmt.Printf("relay:        %s, no answer%s\n", r.Addr, login)
 		}
 	}
 	return nil
+}
+
+// over names a transport for netcheck's lines: " over udp", " over tcp", or nothing if unknown.
+func over(transport string) string {
+	if transport == "" {
+		return ""
+	}
+	return " over " + transport
 }

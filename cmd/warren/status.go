@@ -35,6 +35,9 @@ func cmdStatus(args []string) error {
 	coord := "disconnected (tunnels stay up; reconnecting)"
 	if st.Coord.Connected {
 		coord = "connected"
+		if st.Coord.Transport != "" {
+			coord += " over " + st.Coord.Transport
+		}
 	}
 	fmt.Printf("node      %s  %s\n", st.Self.Name, joinAddrs(st.Self.IPs))
 	fmt.Printf("networks  %s\n", orNone(strings.Join(st.Self.Networks, ", ")))
