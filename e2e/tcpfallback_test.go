@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+
+	"github.com/warren-net/warren/internal/testkit"
+	"github.com/warren-net/warren/node/localapi"
+)
+
+// TestTCPFallback runs the NAT lab with sites that block UDP — silently (udpblock), with ICMP port
+// unreachable (udpreject) — and one that reaches out only through an HTTP CONNECT proxy with basic
+// auth on its router (proxyonly), beside a public node. Every blocked node must log in over TCP
+// (`warren status` shows the coord's transport as tcp), fetch the public node's service and be fetched
+// by it, its path to the public node reading relay-tcp (and relay from the other side); the time from
+// its `warren up` to the first fetched byte is logged (goal: 3 s). The nodes join with an auth key, so
+// that time holds no CLI steps.
+func TestTCPFallback(t *testing.T) {
+	lab := newNetlab(t, "pub:public", "ub:udpblock", "ur:udpreject", "px:proxyonly")
+	tmp := t.TempDir()
+	data := filepath.Join(tmp, "coord")
+	coord := startNSProc(t, lab.coord.NS, "warren-coord", "--listen", netip.AddrPortFrom(lab.coord.addr(), 7400).String(), "--data", data)
+	coordAddr := coord.line(t, "warren-coord listening on")
+	fp := coord.line(t, "key")
+
+	// The proxy on the proxy-only site's router, on its LAN address: the clients' only way out.
+	px := lab.site(t, "px")
+	gw := px.Clients[0].addr().As4()
+	gw[3] = 1
+	proxyAddr := netip.AddrPortFrom(netip.AddrFrom4(gw), 3128).String()
+	var ln net.Listener
+	var err error
+	inNS(t, px.Router, func() { ln, err = net.Listen("tcp", proxyAddr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := testkit.StartConnectProxy(t, ln, "lab", "s3cret", nsDialer(px.Router).DialContext)
+
+	type fbNode struct {
+		*matrixNode
+		extra []string
+	}
+	mk := func(site string, extra ...string) *fbNode {
+		s := lab.site(t, site)
+		h := s.Clients[0]
+		n := &matrixNode{name: site, site: s, host: h, state: filepath.Join(tmp, site), api: localapi.NewClient(filepath.Join(tmp, site))}
+		n.body = serveHTTP(t, h.NS, site)
+		d, err := proxy.SOCKS5("tcp", "127.0.0.1:1080", nil, nsDialer(h.NS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			DialContext: d.(proxy.ContextDialer).DialContext, DisableKeepAlives: true}}
+		return &fbNode{matrixNode: n, extra: extra}
+	}
+	start := func(n *fbNode, extra ...string) {
+		args := append([]string{"up", "--coord", coordAddr, "--coord-key", fp, "--state", n.state, "--name", n.name,
+			"--socks", "127.0.0.1:1080", "--expose", fmt.Sprintf("tcp:%d", matrixPort), "--log-level", "debug"}, n.extra...)
+		n.up = time.Now()
+		n.proc = startNSProc(t, n.host.NS, "warren", append(args, extra...)...)
+	}
+
+	pub := mk("pub")
+	start(pub)
+	waitLoggedIn(t, pub.state)
+	warren(t, true, "network", "create", "lab", "--state", pub.state, "--password", "pw")
+	keyOut := coordCmd(t, true, "authkey", "create", "--data", data, "--network", "lab", "--reusable")
+	lines := strings.Split(strings.TrimSpace(keyOut), "\n")
+	authKey := strings.TrimSpace(lines[len(lines)-1])
+
+	blocked := []*fbNode{mk("ub"), mk("ur"), mk("px", "--proxy", "http://lab:s3cret@"+proxyAddr)}
+	type result struct {
+		ttfb time.Duration // from `warren up`
+		err  error
+	}
+	results := make(map[string]result)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range blocked {
+		start(n, "--authkey", authKey)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			url := fmt.Sprintf("http://pub.warren:%d/", matrixPort)
+			deadline := n.up.Add(60 * time.Second)
+			var err error
+			for time.Now().Before(deadline) {
+				var body []byte
+				if body, err = getBody(n.http, url); err == nil && bytes.Equal(body, pub.body) {
+					mu.Lock()
+					results[n.name] = result{ttfb: time.Since(n.up)}
+					mu.Unlock()
+					return
+				} else if err == nil {
+					err = fmt.Errorf("wrong body: %d bytes", len(body))
+				}
+				time.Sleep(100 * time.Millisecond) // a retry pace, not an ordering: each try is a real fetch
+			}
+			mu.Lock()
+			results[n.name] = result{err: err}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	for _, n := range blocked {
+		r := results[n.name]
+		if r.err != nil {
+			t.Errorf("%s (%s): fetch from pub through SOCKS never worked: %v", n.name, n.site.Type, r.err)
+			continue
+		}
+		t.Logf("%s (%s): `warren up` → first byte from pub: %v", n.name, n.site.Type, r.ttfb.Round(time.Millisecond))
+		if r.ttfb > 3*time.Second {
+			t.Logf("%s: over the 3 s goal", n.name)
+		}
+		// The other way, and the paths both sides report.
+		if body, err := getBody(pub.http, fmt.Sprintf("http://%s.warren:%d/", n.name, matrixPort)); err != nil || !bytes.Equal(body, n.body) {
+			t.Errorf("pub → %s: %d bytes, %v", n.name, len(body), err)
+		}
+		st := statusOf(t, n.state)
+		if st.Coord.Transport != "tcp" || !st.Coord.Connected {
+			t.Errorf("%s: coord %+v, want connected over tcp", n.name, st.Coord)
+		}
+		testkit.Eventually(t, 20*time.Second, func() bool {
+			return peerPath(statusOf(t, n.state), "pub") == "relay-tcp" && peerPath(statusOf(t, pub.state), n.name) == "relay"
+		}, "%s ↔ pub: want relay-tcp / relay, have %s / %s", n.name, peerPath(statusOf(t, n.state), "pub"), peerPath(statusOf(t, pub.state), n.name))
+	}
+	if st := statusOf(t, pub.state); st.Coord.Transport != "udp" {
+		t.Errorf("pub: coord transport %q, want udp", st.Coord.Transport)
+	}
+	if cp.Tunnels.Load() == 0 {
+		t.Errorf("px: no CONNECT went through the proxy")
+	}
+	out := warren(t, true, "netcheck", "--state", blocked[0].state)
+	t.Logf("ub: warren netcheck:\n%s", out)
+	if !strings.Contains(out, "over tcp") {
+		t.Errorf("ub: netcheck does not show the coord over tcp")
+	}
+}
