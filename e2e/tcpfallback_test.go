@@ -24,7 +24,7 @@ import (
 // (`warren status` shows the coord's transport as tcp), fetch the public node's service and be fetched
 // by it, its path to the public node reading relay-tcp (and relay from the other side); the time from
 // its `warren up` to the first fetched byte is logged (goal: 3 s). The nodes join with an auth key, so
-// that time holds no CLI steps.
+// that time holds no CLI steps. Then UDP opens on one site, and its node must move back to UDP.
 func TestTCPFallback(t *testing.T) {
 	lab := newNetlab(t, "pub:public", "ub:udpblock", "ur:udpreject", "px:proxyonly")
 	tmp := t.TempDir()
@@ -145,5 +145,21 @@ func TestTCPFallback(t *testing.T) {
 	t.Logf("ub: warren netcheck:\n%s", out)
 	if !strings.Contains(out, "over tcp") {
 		t.Errorf("ub: netcheck does not show the coord over tcp")
+	}
+
+	// UDP comes back on ub's site (the router forwards everything): ub moves back to UDP by itself
+	// (a recheck every 10 s), and its path to pub leaves the TCP relay.
+	ub := blocked[0]
+	if out, err := nsExec(ub.site.Router, "nft", "flush", "chain", "ip", "netlab", "forward"); err != nil {
+		t.Fatalf("open ub's router: %v\n%s", err, out)
+	}
+	opened := time.Now()
+	testkit.Eventually(t, 40*time.Second, func() bool {
+		st := statusOf(t, ub.state)
+		return st.Coord.Connected && st.Coord.Transport == "udp" && peerPath(st, "pub") != "relay-tcp" && peerPath(st, "pub") != "none"
+	}, "ub never moved back to UDP: %+v", statusOf(t, ub.state).Coord)
+	t.Logf("ub: back on UDP %v after UDP was let through; path to pub now %s", time.Since(opened).Round(time.Millisecond), peerPath(statusOf(t, ub.state), "pub"))
+	if body, err := getBody(ub.http, fmt.Sprintf("http://pub.warren:%d/", matrixPort)); err != nil || !bytes.Equal(body, pub.body) {
+		t.Errorf("ub → pub after the move back to UDP: %d bytes, %v", len(body), err)
 	}
 }
