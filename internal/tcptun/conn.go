@@ -17,6 +17,9 @@ type Conn struct {
 	r      *bufio.Reader
 	remote net.Addr
 
+	rmu  sync.Mutex // one reader at a time: rbuf
+	rbuf [MaxFrame]byte
+
 	wmu  sync.Mutex
 	wbuf []byte
 }
@@ -28,12 +31,13 @@ func NewConn(c net.Conn, remote net.Addr) *Conn {
 
 // ReadFrom reads the next packet into p. A packet longer than p is truncated, as on a UDP socket.
 func (c *Conn) ReadFrom(p []byte) (int, net.Addr, error) {
-	var buf [MaxFrame]byte
-	n, err := ReadFrame(c.r, buf[:])
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	n, err := ReadFrame(c.r, c.rbuf[:])
 	if err != nil {
 		return 0, nil, err
 	}
-	return copy(p, buf[:n]), c.remote, nil
+	return copy(p, c.rbuf[:n]), c.remote, nil
 }
 
 // WriteTo writes p as one frame. A packet larger than MaxFrame is an error and nothing is written.
@@ -71,3 +75,10 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline
 
 // IsTimeout reports whether err is a deadline expiring.
 func IsTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// SetReadBuffer does nothing: the stream's TCP buffers hold the packets (quic-go asks, to size a UDP
+// socket's).
+func (c *Conn) SetReadBuffer(int) error { return nil }
+
+// SetWriteBuffer does nothing (see SetReadBuffer).
+func (c *Conn) SetWriteBuffer(int) error { return nil }

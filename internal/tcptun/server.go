@@ -351,6 +351,12 @@ func (s *Server) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline does nothing: writes never block.
 func (s *Server) SetWriteDeadline(time.Time) error { return nil }
 
+// SetReadBuffer does nothing: the queues are the Server's own (quic-go asks, to size a UDP socket's).
+func (s *Server) SetReadBuffer(int) error { return nil }
+
+// SetWriteBuffer does nothing (see SetReadBuffer).
+func (s *Server) SetWriteBuffer(int) error { return nil }
+
 type timeoutErr struct{}
 
 func (timeoutErr) Error() string   { return "tcptun: i/o timeout" }
