@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,12 +29,20 @@ import (
 // (`warren status` shows the coord's transport as tcp), fetch the public node's service and be fetched
 // by it, its path to the public node reading relay-tcp (and relay from the other side); the time from
 // its `warren up` to the first fetched byte is logged (goal: 3 s). The nodes join with an auth key, so
-// that time holds no CLI steps. Then UDP opens on one site, and its node must move back to UDP.
+// that time holds no CLI steps. A standalone relay beside the coord carries the relayed links: the
+// blocked nodes log in to it over TCP as well. Then UDP opens on one site, and its node must move
+// back to UDP.
 func TestTCPFallback(t *testing.T) {
 	lab := newNetlab(t, "pub:public", "ub:udpblock", "ur:udpreject", "px:proxyonly")
 	tmp := t.TempDir()
 	data := filepath.Join(tmp, "coord")
-	coord := startNSProc(t, lab.coord.NS, "warren-coord", "--listen", netip.AddrPortFrom(lab.coord.addr(), 7400).String(), "--data", data)
+	// A standalone relay beside the coord (TCP on the same port number too): peers meet there first.
+	relay := startNSProc(t, lab.coord.NS, "warren-coord", "relay", "--listen", netip.AddrPortFrom(lab.coord.Addrs[1], 7401).String(),
+		"--key", filepath.Join(tmp, "relay", "key.pem"))
+	relayAddr := relay.line(t, "warren-coord relay listening on")
+	relayFP := relay.line(t, "key")
+	coord := startNSProc(t, lab.coord.NS, "warren-coord", "--listen", netip.AddrPortFrom(lab.coord.addr(), 7400).String(), "--data", data,
+		"--relay", relayAddr+"="+relayFP)
 	coordAddr := coord.line(t, "warren-coord listening on")
 	fp := coord.line(t, "key")
 
@@ -135,8 +144,17 @@ func TestTCPFallback(t *testing.T) {
 		if st.Coord.Transport != "tcp" || !st.Coord.Connected {
 			t.Errorf("%s: coord %+v, want connected over tcp", n.name, st.Coord)
 		}
+		var nc localapi.Netcheck
+		if err := json.Unmarshal([]byte(warren(t, true, "netcheck", "--json", "--state", n.state)), &nc); err != nil {
+			t.Fatal(err)
+		}
+		if nc.CoordTransport != "tcp" || nc.Relay != relayAddr || nc.RelayTransport != "tcp" || len(nc.Relays) != 1 ||
+			nc.Relays[0].Transport != "tcp" || nc.Relays[0].Login != "logged in" {
+			t.Errorf("%s: netcheck %+v, want the coord and the relay %s over tcp, logged in", n.name, nc, relayAddr)
+		}
 		testkit.Eventually(t, 20*time.Second, func() bool {
-			return peerPath(statusOf(t, n.state), "pub") == "relay-tcp" && peerPath(statusOf(t, pub.state), n.name) == "relay"
+			st := statusOf(t, n.state)
+			return peerPath(st, "pub") == "relay-tcp" && peerEndpoint(st, "pub") == relayAddr && peerPath(statusOf(t, pub.state), n.name) == "relay"
 		}, "%s ↔ pub: want relay-tcp / relay, have %s / %s", n.name, peerPath(statusOf(t, n.state), "pub"), peerPath(statusOf(t, pub.state), n.name))
 	}
 	if st := statusOf(t, pub.state); st.Coord.Transport != "udp" {
@@ -188,9 +206,12 @@ func TestTCPRelayThroughput(t *testing.T) {
 	p := newImpairedPath(t)
 	tmp := t.TempDir()
 	// bob's namespace drops every UDP packet that leaves it other than on loopback.
-	rules := "table inet udpblock { chain out { type filter hook output priority filter; policy accept; oifname != \"lo\" meta l4proto udp drop; } }"
-	if out, err := nsExec(p.nsB, "nft", rules); err != nil {
-		t.Fatalf("nft in %s: %v\n%s", p.nsB, err, out)
+	for _, rule := range [][]string{{"add", "table", "inet", "udpblock"},
+		{"add", "chain", "inet", "udpblock", "out", "{ type filter hook output priority filter; policy accept; }"},
+		{"add", "rule", "inet", "udpblock", "out", "oifname", "!=", "lo", "meta", "l4proto", "udp", "drop"}} {
+		if out, err := nsExec(p.nsB, append([]string{"nft"}, rule...)...); err != nil {
+			t.Fatalf("nft %s in %s: %v\n%s", strings.Join(rule, " "), p.nsB, err, out)
+		}
 	}
 	coord := startNSProc(t, p.nsA, "warren-coord", "--listen", p.a.String()+":7400", "--data", filepath.Join(tmp, "coord"))
 	addr := coord.line(t, "warren-coord listening on")

@@ -67,7 +67,7 @@ func (e *Endpoint) DialControl(ctx context.Context, addr netip.AddrPort, tlsConf
 	if err == nil || ctx.Err() != nil || !noAnswer(err) {
 		return conn, err
 	}
-	e.log.Debug("no answer over UDP, trying TCP", "server", addr)
+	e.log.Debug("no answer over UDP, trying TCP", "server", addr, "error", err)
 	t, terr := e.openTunnel(ctx, addr)
 	if terr != nil {
 		return nil, fmt.Errorf("%w; over TCP: %w", err, terr)
@@ -81,12 +81,21 @@ func (e *Endpoint) DialControl(ctx context.Context, addr netip.AddrPort, tlsConf
 	return conn, nil
 }
 
-// noAnswer reports whether a dial failed for want of any answer (as opposed to a refusal or a
-// handshake that failed), which is what the TCP fallback is for.
+// noAnswer reports whether a dial failed without the server answering — a timeout, or a send the
+// host refused (a local firewall: EPERM) — as opposed to the server closing or refusing, or a
+// handshake whose check failed, which TCP would not change.
 func noAnswer(err error) bool {
-	var hte *quic.HandshakeTimeoutError
-	var ite *quic.IdleTimeoutError
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &hte) || errors.As(err, &ite)
+	var ae *quic.ApplicationError
+	var te *quic.TransportError
+	var sr *quic.StatelessResetError
+	var vn *quic.VersionNegotiationError
+	switch {
+	case errors.As(err, &ae), errors.As(err, &sr), errors.As(err, &vn):
+		return false
+	case errors.As(err, &te):
+		return !te.Remote && !te.ErrorCode.IsCryptoError()
+	}
+	return true
 }
 
 // openTunnel opens the tunnel to addr and starts its reader and its UDP recheck.
