@@ -191,7 +191,8 @@ func TestTCPFallback(t *testing.T) {
 // a blob from bob through SOCKS, on a clean path and at 1% and 5% loss with 20 ms delay each way. QUIC
 // over TCP retransmits twice over a lossy path (TCP-over-TCP meltdown is the known risk): the log holds
 // the goodput of each. WARREN_TCPFB_MIB sets the size of every transfer (default 64 MiB clean, 8 and
-// 4 MiB under loss).
+// 4 MiB under loss). WARREN_TCPFB_UDP=1 measures the same over the UDP relay instead, for comparison
+// (bob's UDP open, --no-direct).
 func TestTCPRelayThroughput(t *testing.T) {
 	needNetnsTC(t, "tc netem qdiscs (or TUN devices)")
 	needTool(t, "nft")
@@ -205,10 +206,18 @@ func TestTCPRelayThroughput(t *testing.T) {
 	}
 	p := newImpairedPath(t)
 	tmp := t.TempDir()
+	overUDP := os.Getenv("WARREN_TCPFB_UDP") != ""
+	wantPath, bobExtra := "relay-tcp", []string{}
+	if overUDP {
+		wantPath, bobExtra = "relay", []string{"--no-direct"}
+	}
 	// bob's namespace drops every UDP packet that leaves it other than on loopback.
 	for _, rule := range [][]string{{"add", "table", "inet", "udpblock"},
 		{"add", "chain", "inet", "udpblock", "out", "{ type filter hook output priority filter; policy accept; }"},
 		{"add", "rule", "inet", "udpblock", "out", "oifname", "!=", "lo", "meta", "l4proto", "udp", "drop"}} {
+		if overUDP {
+			break
+		}
 		if out, err := nsExec(p.nsB, append([]string{"nft"}, rule...)...); err != nil {
 			t.Fatalf("nft %s in %s: %v\n%s", strings.Join(rule, " "), p.nsB, err, out)
 		}
@@ -223,14 +232,14 @@ func TestTCPRelayThroughput(t *testing.T) {
 	up := func(state, name string, at netip.Addr, extra ...string) []string {
 		return append([]string{"up", "--coord", addr, "--coord-key", fp, "--state", state, "--name", name, "--listen", at.String() + ":0"}, extra...)
 	}
-	startNSProc(t, p.nsB, "warren", up(stateB, "bob", p.b, "--socks", "", "--expose", "tcp:7000")...)
+	startNSProc(t, p.nsB, "warren", up(stateB, "bob", p.b, append([]string{"--socks", "", "--expose", "tcp:7000"}, bobExtra...)...)...)
 	startNSProc(t, p.nsA, "warren", up(stateA, "alice", p.a, "--socks", "127.0.0.1:1080")...)
 	waitLoggedIn(t, stateA)
 	waitLoggedIn(t, stateB)
 	warren(t, true, "network", "create", "tcp", "--state", stateA, "--password", "pw")
 	warren(t, true, "network", "join", "tcp", "--state", stateB, "--password", "pw")
-	testkit.Eventually(t, 30*time.Second, func() bool { return peerPath(statusOf(t, stateB), "alice") == "relay-tcp" },
-		"bob's path to alice: %s, want relay-tcp", peerPath(statusOf(t, stateB), "alice"))
+	testkit.Eventually(t, 30*time.Second, func() bool { return peerPath(statusOf(t, stateB), "alice") == wantPath },
+		"bob's path to alice: %s, want %s", peerPath(statusOf(t, stateB), "alice"), wantPath)
 
 	for i, m := range []impairment{{}, {loss: 0.01, delay: 20 * time.Millisecond}, {loss: 0.05, delay: 20 * time.Millisecond}} {
 		mib := sizes[i]
@@ -256,7 +265,7 @@ func TestTCPRelayThroughput(t *testing.T) {
 			t.Errorf("%s: %d MiB over the TCP relay: %d bytes in %v: %v", what, mib, n, d.Round(time.Millisecond), err)
 			continue
 		}
-		t.Logf("TCP relay, %s: %d MiB in %v: goodput %.1f Mbit/s", what, mib, d.Round(time.Millisecond), float64(n)*8/d.Seconds()/1e6)
+		t.Logf("%s, %s: %d MiB in %v: goodput %.1f Mbit/s", wantPath, what, mib, d.Round(time.Millisecond), float64(n)*8/d.Seconds()/1e6)
 	}
 }
 
