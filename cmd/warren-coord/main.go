@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-net/warren/control"
@@ -147,7 +148,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	tcp, err := listenTCP(*listenTCPFlag, pc, key)
+	var srvRef atomic.Pointer[*coord.Server]
+	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef))
 	if err != nil {
 		pc.Close()
 		return err
@@ -178,6 +180,7 @@ func run(args []string) error {
 		}
 		return err
 	}
+	srvRef.Store(&srv)
 	sock, err := operator.Listen(*data, operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")}), log.Named("operator"))
 	if err != nil {
 		srv.Close()
@@ -187,7 +190,7 @@ func run(args []string) error {
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
 	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "tcp", tcpAddr(tcp))
 
-	waitForSignal(log, srv.ReloadBlockList)
+	waitForSignal(log, reloadWithTCP(srv.ReloadBlockList, srv.Blocked, tcp))
 	log.Info("shutting down")
 	sock.Close() // no admin requests while the server stops
 	return srv.Close()

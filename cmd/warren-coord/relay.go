@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/relay"
@@ -66,7 +67,8 @@ func cmdRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	tcp, err := listenTCP(*listenTCPFlag, pc, key)
+	var srvRef atomic.Pointer[*relay.Server]
+	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef))
 	if err != nil {
 		pc.Close()
 		return err
@@ -81,9 +83,10 @@ func cmdRelay(args []string) error {
 		}
 		return err
 	}
+	srvRef.Store(&srv)
 	fmt.Printf("warren-coord relay listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
 	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "tcp", tcpAddr(tcp))
-	waitForSignal(log, srv.ReloadBlockList)
+	waitForSignal(log, reloadWithTCP(srv.ReloadBlockList, srv.Blocked, tcp))
 	log.Info("shutting down")
 	return srv.Close()
 }

@@ -10,9 +10,11 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -138,8 +140,9 @@ const listenTCPUsage = "TCP `address` for nodes whose UDP is blocked (TLS, QUIC 
 	"default the UDP --listen address's port; a bare port means all addresses; \"off\" = none"
 
 // listenTCP opens the TCP fallback --listen-tcp names (spec; "" = the UDP socket's address, "off" =
-// none) and serves it as a packet socket with the server's identity: nil, nil when off.
-func listenTCP(spec string, udp *net.UDPConn, key *identity.Key) (net.PacketConn, error) {
+// none) and serves it as a packet socket with the server's identity: nil, nil when off. Each stream's
+// source address must pass allow (the server's block list) before its handshake.
+func listenTCP(spec string, udp *net.UDPConn, key *identity.Key, allow func(netip.Addr) bool) (net.PacketConn, error) {
 	switch {
 	case spec == "off":
 		return nil, nil
@@ -157,7 +160,28 @@ func listenTCP(spec string, udp *net.UDPConn, key *identity.Key) (net.PacketConn
 		ln.Close()
 		return nil, err
 	}
-	return tcptun.NewServer(tcptun.ServerConfig{Listener: ln, TLS: tlsConf, Local: udp.LocalAddr()}), nil
+	return tcptun.NewServer(tcptun.ServerConfig{Listener: ln, TLS: tlsConf, Local: udp.LocalAddr(), Allow: allow}), nil
+}
+
+// blockedBy is listenTCP's allow for a server made after the listener: nothing passes until it exists,
+// then what its block list does not name.
+func blockedBy[S interface{ Blocked(netip.Addr) bool }](srv *atomic.Pointer[S]) func(netip.Addr) bool {
+	return func(a netip.Addr) bool {
+		s := srv.Load()
+		return s != nil && !(*s).Blocked(a)
+	}
+}
+
+// reloadWithTCP is a server's ReloadBlockList that also closes the TCP fallback's streams from
+// addresses the new list blocks (their sessions come from synthetic addresses the list cannot name).
+func reloadWithTCP(reload func() error, blocked func(netip.Addr) bool, tcp net.PacketConn) func() error {
+	return func() error {
+		err := reload()
+		if ts, ok := tcp.(*tcptun.Server); ok {
+			ts.CloseFrom(blocked)
+		}
+		return err
+	}
 }
 
 // tcpAddr is the TCP fallback's address for the log ("off" without one).

@@ -76,7 +76,8 @@ type packet struct {
 
 type serverConn struct {
 	c    net.Conn
-	src  netip.Prefix
+	from netip.Addr   // the stream's source address
+	src  netip.Prefix // its source range (MaxPerSource)
 	out  chan *[]byte
 	done chan struct{}
 }
@@ -155,7 +156,7 @@ func (s *Server) acceptLoop() {
 			c.Close()
 			continue
 		}
-		sc, addr, ok := s.add(tls.Server(c, s.cfg.TLS), sourceRange(src))
+		sc, addr, ok := s.add(tls.Server(c, s.cfg.TLS), src)
 		if !ok {
 			c.Close()
 			continue
@@ -167,7 +168,8 @@ func (s *Server) acceptLoop() {
 }
 
 // add registers a stream under a new synthetic address, within the limits.
-func (s *Server) add(c net.Conn, src netip.Prefix) (*serverConn, netip.Addr, bool) {
+func (s *Server) add(c net.Conn, from netip.Addr) (*serverConn, netip.Addr, bool) {
+	src := sourceRange(from)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || len(s.conns) >= s.cfg.MaxConns || s.perSrc[src] >= s.cfg.MaxPerSource {
@@ -176,7 +178,7 @@ func (s *Server) add(c net.Conn, src netip.Prefix) (*serverConn, netip.Addr, boo
 	a16 := Prefix.Addr().As16()
 	binary.BigEndian.PutUint64(a16[8:], s.next.Add(1))
 	addr := netip.AddrFrom16(a16)
-	sc := &serverConn{c: c, src: src, out: make(chan *[]byte, outQueue), done: make(chan struct{})}
+	sc := &serverConn{c: c, from: from, src: src, out: make(chan *[]byte, outQueue), done: make(chan struct{})}
 	s.conns[addr] = sc
 	s.perSrc[src]++
 	return sc, addr, true
@@ -327,6 +329,23 @@ func (s *Server) Close() error {
 	}
 	s.wg.Wait()
 	return err
+}
+
+// CloseFrom closes every stream whose source address drop names (addresses just added to a block
+// list); it returns how many.
+func (s *Server) CloseFrom(drop func(netip.Addr) bool) int {
+	s.mu.Lock()
+	var victims []net.Conn
+	for _, sc := range s.conns {
+		if drop(sc.from) {
+			victims = append(victims, sc.c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range victims {
+		c.Close()
+	}
+	return len(victims)
 }
 
 // ListenAddr returns the TCP listener's address.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -217,5 +218,36 @@ func TestProxyFromEnvironment(t *testing.T) {
 	// http.ProxyFromEnvironment reads the environment once per process: only check it parses.
 	if _, err := ProxyFromEnvironment("example.org:443"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestServerBlocks: a source Allow refuses is closed before its handshake; CloseFrom ends the streams
+// of a source blocked later.
+func TestServerBlocks(t *testing.T) {
+	s, c := pair(t, nil)
+	echoOnce(t, s, c)
+	if n := s.CloseFrom(func(a netip.Addr) bool { return a == netip.MustParseAddr("192.0.2.1") }); n != 0 {
+		t.Fatalf("CloseFrom closed %d streams of another source", n)
+	}
+	if n := s.CloseFrom(func(a netip.Addr) bool { return a.IsLoopback() }); n != 1 {
+		t.Fatalf("CloseFrom closed %d streams, want 1", n)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := c.ReadFrom(make([]byte, MaxFrame)); err == nil || IsTimeout(err) {
+		t.Fatalf("read after CloseFrom: %v, want the stream closed", err)
+	}
+
+	sk, _ := identity.Generate()
+	stls, _ := identity.TLSConfig(sk, "x", true, func(ed25519.PublicKey) error { return nil })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := NewServer(ServerConfig{Listener: ln, TLS: stls, Allow: func(netip.Addr) bool { return false }})
+	defer blocked.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := Dial(ctx, ln.Addr().String(), stls, nil); err == nil {
+		t.Fatal("a blocked source finished its handshake")
 	}
 }
