@@ -145,13 +145,13 @@ func TestTCPFallback(t *testing.T) {
 			t.Errorf("%s: coord %+v, want connected over tcp", n.name, st.Coord)
 		}
 		var nc localapi.Netcheck
-		if err := json.Unmarshal([]byte(warren(t, true, "netcheck", "--json", "--state", n.state)), &nc); err != nil {
-			t.Fatal(err)
-		}
-		if nc.CoordTransport != "tcp" || nc.Relay != relayAddr || nc.RelayTransport != "tcp" || len(nc.Relays) != 1 ||
-			nc.Relays[0].Transport != "tcp" || nc.Relays[0].Login != "logged in" {
-			t.Errorf("%s: netcheck %+v, want the coord and the relay %s over tcp, logged in", n.name, nc, relayAddr)
-		}
+		testkit.Eventually(t, 20*time.Second, func() bool {
+			if err := json.Unmarshal([]byte(warren(t, true, "netcheck", "--json", "--state", n.state)), &nc); err != nil {
+				t.Fatal(err)
+			}
+			return nc.CoordTransport == "tcp" && nc.Relay == relayAddr && nc.RelayTransport == "tcp" && len(nc.Relays) == 1 &&
+				nc.Relays[0].Transport == "tcp" && nc.Relays[0].OK && nc.Relays[0].Login == "logged in"
+		}, "%s: netcheck %+v, want the coord and the relay %s over tcp, logged in", n.name, nc, relayAddr)
 		testkit.Eventually(t, 20*time.Second, func() bool {
 			st := statusOf(t, n.state)
 			return peerPath(st, "pub") == "relay-tcp" && peerEndpoint(st, "pub") == relayAddr && peerPath(statusOf(t, pub.state), n.name) == "relay"

@@ -52,7 +52,8 @@ func unmapAP(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr
 // socket; tlsConf carries the ALPN and the server key check. With Config.Tunnel, a server that does
 // not answer over UDP within TunnelAfter is dialed over a TCP tunnel instead, and stays there until
 // it answers over UDP again (checked every udpRecheck: then the tunnel closes, its connections with
-// it, and the next dial is over UDP).
+// it, and the next dial is over UDP). While another server is reached over TCP, a new one is dialed
+// over TCP at once.
 func (e *Endpoint) DialControl(ctx context.Context, addr netip.AddrPort, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error) {
 	ua := net.UDPAddrFromAddrPort(addr)
 	if t := e.tunnelTo(addr); t != nil {
@@ -61,6 +62,11 @@ func (e *Endpoint) DialControl(ctx context.Context, addr netip.AddrPort, tlsConf
 	if e.cfg.Tunnel == nil {
 		return e.tr.Dial(ctx, ua, tlsConf, conf)
 	}
+	if e.anyTunnel() {
+		// Another server answers only over TCP: UDP is most likely blocked here, so do not make this
+		// one wait 2 s too. The recheck moves it back to UDP within udpRecheck if UDP does work.
+		return e.dialTunnel(ctx, addr, tlsConf, conf, nil)
+	}
 	uctx, cancel := context.WithTimeout(ctx, TunnelAfter)
 	conn, err := e.tr.Dial(uctx, ua, tlsConf, conf)
 	cancel()
@@ -68,17 +74,36 @@ func (e *Endpoint) DialControl(ctx context.Context, addr netip.AddrPort, tlsConf
 		return conn, err
 	}
 	e.log.Debug("no answer over UDP, trying TCP", "server", addr, "error", err)
-	t, terr := e.openTunnel(ctx, addr)
-	if terr != nil {
-		return nil, fmt.Errorf("%w; over TCP: %w", err, terr)
+	return e.dialTunnel(ctx, addr, tlsConf, conf, err)
+}
+
+// dialTunnel opens a tunnel to addr and dials over it; udpErr is why UDP was not used (nil: skipped).
+func (e *Endpoint) dialTunnel(ctx context.Context, addr netip.AddrPort, tlsConf *tls.Config, conf *quic.Config, udpErr error) (*quic.Conn, error) {
+	t, err := e.openTunnel(ctx, addr)
+	if err != nil {
+		if udpErr != nil {
+			return nil, fmt.Errorf("%w; over TCP: %w", udpErr, err)
+		}
+		return nil, fmt.Errorf("over TCP: %w", err)
 	}
-	conn, err = t.tr.Dial(ctx, ua, tlsConf, conf)
+	conn, err := t.tr.Dial(ctx, net.UDPAddrFromAddrPort(addr), tlsConf, conf)
 	if err != nil {
 		e.removeTunnel(t)
 		return nil, fmt.Errorf("over TCP: %w", err)
 	}
-	e.log.Info("reaching server over TCP: no answer over UDP", "server", addr)
+	why := "no answer over UDP"
+	if udpErr == nil {
+		why = "other servers answer over TCP only"
+	}
+	e.log.Info("reaching server over TCP", "server", addr, "why", why)
 	return conn, nil
+}
+
+// anyTunnel reports whether some server is reached over TCP now.
+func (e *Endpoint) anyTunnel() bool {
+	e.tunMu.Lock()
+	defer e.tunMu.Unlock()
+	return len(e.tunnels) > 0
 }
 
 // noAnswer reports whether a dial failed without the server answering — a timeout, or a send the
