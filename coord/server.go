@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -97,7 +98,7 @@ type Config struct {
 	// is dropped. Default DefaultJoinRequestExpiry (7 days).
 	JoinRequestExpiry time.Duration
 
-	clock         func() time.Time // tests: the clock join requests are made and expire by (nil = time.Now)
+	clock         func() time.Time // tests: the clock of join requests and of login and password buckets (nil = time.Now)
 	limitLoopback bool             // tests: apply the per-address limit to loopback sources too
 	frameBudget   int              // tests: the peer map and delta frame budget (0 = control.FrameBudget)
 	newNodeBurst  int              // tests: new identities per address at once (0 = newNodeBurst)
@@ -226,6 +227,21 @@ func (s *Server) Disconnect(key []byte) bool {
 	sess.conn.CloseWithError(closeOK, "disconnected by the server")
 	return true
 }
+
+// RelayLoad describes the relays nodes of this server use.
+type RelayLoad struct {
+	Own        bool            // this server relays (not --no-relay)
+	Bound      int             // nodes bound to this server's relay
+	Standalone []control.Relay // the standalone relays announced, in order of preference
+}
+
+// Relays returns the relays this server offers nodes and the load on its own.
+func (s *Server) Relays() RelayLoad {
+	return RelayLoad{Own: !s.cfg.NoRelay, Bound: s.relay.Len(), Standalone: slices.Clone(s.cfg.Relays)}
+}
+
+// Fingerprint is the server's key fingerprint, as nodes pin it.
+func (s *Server) Fingerprint() string { return s.cfg.Key.Fingerprint() }
 
 // OnlineCount returns how many nodes are logged in.
 func (s *Server) OnlineCount() int {

@@ -23,6 +23,7 @@ import (
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 	ver "github.com/warren-net/warren/internal/version"
+	"github.com/warren-net/warren/internal/webui"
 )
 
 // version is set at build time with -ldflags "-X main.version=..." (make build and make release set
@@ -37,7 +38,7 @@ for nodes without a direct path. Its identity key and SQLite database live in DI
 the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
 
 Operator commands, on the same data directory ('warren-coord help' for details):
-  warren-coord nodes|networks|blocks|audit --data DIR [--json]
+  warren-coord nodes|networks|relays|blocks|audit --data DIR [--json]
   warren-coord node remove NAME|KEY --data DIR
   warren-coord network kick|ban|lock|delete|... NETWORK [NODE] --data DIR   (owner actions)
   warren-coord block add|remove CIDR --data DIR [--comment TEXT]
@@ -46,6 +47,9 @@ They go through the running server's admin socket (DIR/admin.sock), or work on t
 database directly when no server runs.
 
 Print the version: warren-coord version
+
+Load-test running servers with simulated nodes ('warren-coord loadtest -h'):
+  warren-coord loadtest --coord HOST:PORT[,HOST:PORT] --nodes N [--networks-of K] [--churn R]
 
 A relay on its own (no database), announced by the server with --relay:
   warren-coord relay --listen HOST:PORT [--key FILE]      ('warren-coord relay -h' for details)
@@ -94,6 +98,7 @@ func run(args []string) error {
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
+	webAddr := fs.String("web", "", "serve a read-only operator page (nodes, networks, relays) on this loopback `address`, 127.0.0.1:PORT; the URL it prints holds a secret")
 	server := addServerFlags(fs)
 	if done, err := server.parse(fs, args, ""); done {
 		return err
@@ -181,25 +186,41 @@ func run(args []string) error {
 		return err
 	}
 	srvRef.Store(&srv)
-	sock, err := operator.Listen(*data, operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")}), log.Named("operator"))
+	ops := operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")})
+	sock, err := operator.Listen(*data, ops, log.Named("operator"))
 	if err != nil {
 		srv.Close()
 		return err
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
+	var web *webui.Server
+	if *webAddr != "" {
+		if web, err = webui.Start(*webAddr, webui.CoordPage, coordWebAPI(ops)); err != nil {
+			srv.Close()
+			return fmt.Errorf("--web: %w", err)
+		}
+		defer web.Close()
+	}
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
+	if web != nil {
+		fmt.Printf("web page: %s\n", web.URL())
+	}
 	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "tcp", tcpAddr(tcp))
 
 	waitForSignal(log, reloadWithTCP(srv.ReloadBlockList, srv.Blocked, tcp))
 	log.Info("shutting down")
 	sock.Close() // no admin requests while the server stops
+	if web != nil {
+		web.Close()
+	}
 	return srv.Close()
 }
 
 // commands are the operator's subcommands.
 var commands = map[string]func([]string, io.Writer) error{
-	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork,
+	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork, "relays": cmdRelays,
 	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "version": cmdVersion, "--version": cmdVersion,
+	"loadtest": cmdLoadtest,
 }
 
 // cmdVersion prints the version.

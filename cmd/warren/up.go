@@ -17,7 +17,9 @@ import (
 
 	"github.com/warren-net/warren/internal/flagfile"
 	"github.com/warren-net/warren/internal/naming"
+	"github.com/warren-net/warren/internal/webui"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/tun"
 )
 
@@ -30,7 +32,7 @@ func cmdUp(args []string) error {
 	authKeyFile := fs.String("authkey-file", "", "read the auth key from this `file`")
 	ephemeral := fs.Bool("ephemeral", false, "the coord removes this node once it is offline (at once when it exits cleanly or on 'warren down')")
 	state := stateFlag(fs)
-	coordAddr := fs.String("coord", "", "coordination server `HOST[:PORT]` (port default 7400), or HOST[:PORT]#SHA256:… with the key it must have, as warren-coord prints it (required)")
+	coordAddr := fs.String("coord", "", "coordination server `HOST[:PORT]` (port default 7400), or HOST[:PORT]#SHA256:… with the key it must have, as warren-coord prints it; several servers sharing one database and key, comma-separated, are tried in order (required)")
 	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
 	name := fs.String("name", "", "this node's `name` at its first login (a DNS label: 1-63 of a-z, 0-9, -; default: the host name made into one); the coordination server keeps it with the node's key, later changes go through 'warren rename'")
 	socksAddr := fs.String("socks", "127.0.0.1:1080", "proxy `address` speaking SOCKS5 and HTTP (loopback only without --socks-user; empty disables)")
@@ -50,6 +52,7 @@ func cmdUp(args []string) error {
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
 	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`; a bare port is TCP (22 = tcp:22); tcp:PORT+proxy starts each connection with a PROXY v2 header naming the peer")
+	webAddr := fs.String("web", "", "serve a status page on this loopback `address` (127.0.0.1:PORT; the URL it prints holds a secret), as 'warren web' does")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
@@ -120,6 +123,13 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
+	var web *webui.Server
+	if *webAddr != "" { // bound before the login: a bad address fails here, leaving nothing on the coord
+		if web, err = startWeb(*webAddr, localapi.NewClient(*state)); err != nil {
+			return err
+		}
+		defer web.Close()
+	}
 	if err := n.Start(ctx); err != nil {
 		return err
 	}
@@ -138,6 +148,9 @@ func cmdUp(args []string) error {
 		fmt.Print(", ephemeral")
 	}
 	fmt.Println()
+	if web != nil {
+		fmt.Printf("web page: %s\n", web.URL())
+	}
 	return runUntilDone(ctx, n, log, *state, command)
 }
 
