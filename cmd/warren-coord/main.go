@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,7 @@ func run(args []string) error {
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
+	quarantine := fs.String("address-quarantine", "7d", "keep a deleted node's overlay address out of use this `long`, e.g. 72h or 7d (0 = hand it out again at once)")
 	webAddr := fs.String("web", "", "serve a read-only operator page (nodes, networks, relays) on this loopback `address`, 127.0.0.1:PORT; the URL it prints holds a secret")
 	server := addServerFlags(fs)
 	if done, err := server.parse(fs, args, ""); done {
@@ -124,6 +126,10 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--join-request-expiry %q: want a positive duration", *joinExpiry)
 	}
+	quarantineFor, err := parseQuarantine(*quarantine)
+	if err != nil {
+		return err
+	}
 	log := server.logger("warren-coord")
 	pools, err := parsePools(*pool4, *pool6)
 	if err != nil {
@@ -141,6 +147,7 @@ func run(args []string) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer st.Close()
+	st.SetAddressQuarantine(quarantineFor)
 	if *blockList == "" {
 		if *blockList, err = defaultBlockList(*data); err != nil {
 			return err
@@ -193,6 +200,14 @@ func run(args []string) error {
 		return err
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
+	ms, err := server.serveMetrics(srv.Register, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if ms != nil {
+		defer ms.Close()
+	}
 	var web *webui.Server
 	if *webAddr != "" {
 		if web, err = webui.Start(*webAddr, webui.CoordPage, coordWebAPI(ops)); err != nil {
@@ -202,6 +217,7 @@ func run(args []string) error {
 		defer web.Close()
 	}
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
+	printMetrics(ms)
 	if web != nil {
 		fmt.Printf("web page: %s\n", web.URL())
 	}
@@ -303,4 +319,16 @@ func probeAddr(pc net.PacketConn) string {
 		return "off"
 	}
 	return pc.LocalAddr().String()
+}
+
+// parseQuarantine reads --address-quarantine: a duration like 72h or 7d, or 0 (in any unit) for none.
+func parseQuarantine(v string) (time.Duration, error) {
+	if q := strings.TrimRight(v, "smhd"); q == "0" {
+		return 0, nil
+	}
+	d, err := parseExpiry(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--address-quarantine %q: want a duration like 72h or 7d, or 0 for none", v)
+	}
+	return d, nil
 }

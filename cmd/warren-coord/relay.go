@@ -14,6 +14,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/metrics"
 )
 
 const relayUsage = `usage: warren-coord relay --listen HOST:PORT [--key FILE] [flags]
@@ -84,7 +85,16 @@ func cmdRelay(args []string) error {
 		return err
 	}
 	srvRef.Store(&srv)
+	ms, err := server.serveMetrics(func(r *metrics.Registry) { r.Register(srv.Collector()) }, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if ms != nil {
+		defer ms.Close()
+	}
 	fmt.Printf("warren-coord relay listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
+	printMetrics(ms)
 	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "tcp", tcpAddr(tcp))
 	waitForSignal(log, reloadWithTCP(srv.ReloadBlockList, srv.Blocked, tcp))
 	log.Info("shutting down")

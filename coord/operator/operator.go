@@ -404,7 +404,7 @@ func (a *Commands) onlineIn(ctx context.Context, p netip.Prefix) ([]string, erro
 			out = append(out, identity.ShortID([]byte(k)))
 			continue
 		}
-		out = append(out, n.Name)
+		out = append(out, identity.Label(n.Name, n.Key))
 	}
 	return out, nil
 }
@@ -435,7 +435,7 @@ func (a *Commands) removeNode(ctx context.Context, actor string, r *operatorapi.
 	} else {
 		detail += ", on the data directory (no server running)"
 	}
-	if err := a.audit(ctx, actor, r.Op, n.Name, detail); err != nil {
+	if err := a.audit(ctx, actor, r.Op, identity.Label(n.Name, n.Key), detail); err != nil {
 		return nil, err
 	}
 	return res, nil

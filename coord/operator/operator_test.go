@@ -255,7 +255,8 @@ func TestOfflineOperations(t *testing.T) {
 		}
 		got = append(got, e.Action+" "+e.Target)
 	}
-	want := []string{"block.add 203.0.113.9/32", "node.remove twin", "node.remove twin", "authkey.create " + k.AuthKey.ID, "authkey.revoke " + k.AuthKey.ID}
+	// Two nodes named twin, told apart by their keys.
+	want := []string{"block.add 203.0.113.9/32", "node.remove twin(AwMDAwMD)", "node.remove twin(AgICAgIC)", "authkey.create " + k.AuthKey.ID, "authkey.revoke " + k.AuthKey.ID}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("audit:\n%v\nwant\n%v", got, want)
 	}
