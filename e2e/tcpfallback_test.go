@@ -29,7 +29,8 @@ import (
 // (`warren status` shows the coord's transport as tcp), fetch the public node's service and be fetched
 // by it, its path to the public node reading relay-tcp (and relay from the other side); the time from
 // its `warren up` to the first fetched byte is logged (goal: 3 s). The nodes join with an auth key, so
-// that time holds no CLI steps. A standalone relay beside the coord carries the relayed links: the
+// that time holds no CLI steps. The blocked nodes also reach each other (relay-tcp on both sides). A
+// standalone relay beside the coord carries the relayed links: the
 // blocked nodes log in to it over TCP as well. Then UDP opens on one site, and its node must move
 // back to UDP.
 func TestTCPFallback(t *testing.T) {
@@ -160,6 +161,16 @@ func TestTCPFallback(t *testing.T) {
 			st := statusOf(t, n.state)
 			return peerPath(st, "pub") == "relay-tcp" && peerEndpoint(st, "pub") == relayAddr && peerPath(statusOf(t, pub.state), n.name) == "relay"
 		}, "%s ↔ pub: want relay-tcp / relay, have %s / %s", n.name, peerPath(statusOf(t, n.state), "pub"), peerPath(statusOf(t, pub.state), n.name))
+	}
+	// Two nodes on TCP reach each other too, each through the relay over its own stream.
+	for i, a := range blocked {
+		b := blocked[(i+1)%len(blocked)]
+		if body, err := getBody(a.http, fmt.Sprintf("http://%s.warren:%d/", b.name, matrixPort)); err != nil || !bytes.Equal(body, b.body) {
+			t.Errorf("%s → %s (both on TCP): %d bytes, %v", a.name, b.name, len(body), err)
+		}
+		if pa, pb := peerPath(statusOf(t, a.state), b.name), peerPath(statusOf(t, b.state), a.name); pa != "relay-tcp" || pb != "relay-tcp" {
+			t.Errorf("%s ↔ %s (both on TCP): paths %s / %s, want relay-tcp both", a.name, b.name, pa, pb)
+		}
 	}
 	if st := statusOf(t, pub.state); st.Coord.Transport != "udp" {
 		t.Errorf("pub: coord transport %q, want udp", st.Coord.Transport)
