@@ -25,14 +25,13 @@ import (
 
 // TestTCPFallback runs the NAT lab with sites that block UDP — silently (udpblock), with ICMP port
 // unreachable (udpreject) — and one that reaches out only through an HTTP CONNECT proxy with basic
-// auth on its router (proxyonly; the node finds it in https_proxy), beside a public node. Every blocked node must log in over TCP
-// (`warren status` shows the coord's transport as tcp), fetch the public node's service and be fetched
-// by it, its path to the public node reading relay-tcp (and relay from the other side); the time from
-// its `warren up` to the first fetched byte is logged (goal: 3 s). The nodes join with an auth key, so
-// that time holds no CLI steps. The blocked nodes also reach each other (relay-tcp on both sides). A
-// standalone relay beside the coord carries the relayed links: the
-// blocked nodes log in to it over TCP as well. Then UDP opens on one site, and its node must move
-// back to UDP.
+// auth on its router (proxyonly; the node finds it in https_proxy), beside a public node and a
+// standalone relay. Every blocked node must log in to the coord and the relay over TCP (status and
+// netcheck say tcp), fetch the public node's service and be fetched by it, its path to the public
+// node reading relay-tcp (and relay from the other side), and reach the other blocked nodes
+// (relay-tcp on both sides). The time from its `warren up` to the first fetched byte is logged (goal:
+// 3 s); the nodes join with an auth key, so that time holds no CLI steps. Then UDP opens on one site,
+// and its node must move back to UDP.
 func TestTCPFallback(t *testing.T) {
 	lab := newNetlab(t, "pub:public", "ub:udpblock", "ur:udpreject", "px:proxyonly")
 	tmp := t.TempDir()
