@@ -16,7 +16,9 @@ RUN VERSION="$VERSION" sh deploy/container/rootfs.sh /rootfs
 # no CA certificates (warren pins keys; it makes no TLS connection that would need a public CA).
 FROM scratch
 COPY --from=build /rootfs/ /
-COPY --from=build --chown=65532:65532 /rootfs/var/lib/warren/ /var/lib/warren/
+# Copying var/lib's contents hands the state directory itself to 65532 (a COPY into an existing
+# directory would chown only what is inside it).
+COPY --from=build --chown=65532:65532 /rootfs/var/lib/ /var/lib/
 ENV WARREN_STATE=/var/lib/warren HOME=/var/lib/warren
 USER 65532:65532
 WORKDIR /var/lib/warren
