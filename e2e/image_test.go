@@ -61,8 +61,11 @@ func TestImageFinalStage(t *testing.T) {
 		out, err := exec.Command("podman", append(base, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	t.Cleanup(func() { podman("system", "reset", "--force") })
 	const tag = "localhost/warren:image-test"
+	t.Cleanup(func() {
+		podman("rm", "--force", "image-test")
+		podman("rmi", "--force", tag)
+	})
 	if out, err := podman("build", "--pull=never", "--network=none", "-t", tag, "-f", filepath.Join(ctxDir, "Containerfile"), ctxDir); err != nil {
 		t.Fatalf("podman build: %v\n%s", err, out)
 	}
