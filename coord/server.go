@@ -94,7 +94,7 @@ type Config struct {
 	// is dropped. Default DefaultJoinRequestExpiry (7 days).
 	JoinRequestExpiry time.Duration
 
-	clock         func() time.Time // tests: the clock join requests are made and expire by (nil = time.Now)
+	clock         func() time.Time // tests: the clock of join requests and of login and password buckets (nil = time.Now)
 	limitLoopback bool             // tests: apply the per-address limit to loopback sources too
 	frameBudget   int              // tests: the peer map and delta frame budget (0 = control.FrameBudget)
 	newNodeBurst  int              // tests: new identities per address at once (0 = newNodeBurst)

@@ -71,6 +71,7 @@ var dependencyRules = []rule{
 	{pkg: "coord/store", deny: []string{"github.com/quic-go/", mod + "control", mod + "coord/relay", mod + "coord/operator"}, reason: "persistence knows rows, not protocols"},
 	{pkg: "coord/relay", deny: []string{mod + "coord/store", mod + "coord/operator"}, reason: "the relay runs standalone (warren-coord relay) without the coord's database"},
 	{pkg: "internal/testkit", deny: append([]string{"gvisor.dev/", "github.com/quic-go/"}, append(nodeSide, serverSide...)...), reason: "test helpers shared by every package's tests must not pull either side in"},
+	{pkg: "coord/loadtest", deny: []string{mod + "coord/store", mod + "coord/relay", mod + "coord/operator", mod + "coord/listener", mod + "coord/abuse"}, reason: "a load generator is a client: it knows the server only through the control protocol, as a node does"},
 	{pkg: "coord/abuse", deny: []string{mod + "control", mod + "coord/store", mod + "coord/relay"}, reason: "abuse controls are building blocks the coord and the relay share"},
 }
 
