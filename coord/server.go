@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -223,6 +224,21 @@ func (s *Server) Disconnect(key []byte) bool {
 	sess.conn.CloseWithError(closeOK, "disconnected by the server")
 	return true
 }
+
+// RelayLoad describes the relays nodes of this server use.
+type RelayLoad struct {
+	Own        bool            // this server relays (not --no-relay)
+	Bound      int             // nodes bound to this server's relay
+	Standalone []control.Relay // the standalone relays announced, in order of preference
+}
+
+// Relays returns the relays this server offers nodes and the load on its own.
+func (s *Server) Relays() RelayLoad {
+	return RelayLoad{Own: !s.cfg.NoRelay, Bound: s.relay.Len(), Standalone: slices.Clone(s.cfg.Relays)}
+}
+
+// Fingerprint is the server's key fingerprint, as nodes pin it.
+func (s *Server) Fingerprint() string { return s.cfg.Key.Fingerprint() }
 
 // OnlineCount returns how many nodes are logged in.
 func (s *Server) OnlineCount() int {

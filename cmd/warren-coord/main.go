@@ -22,6 +22,7 @@ import (
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 	ver "github.com/warren-net/warren/internal/version"
+	"github.com/warren-net/warren/internal/webui"
 )
 
 // version is set at build time with -ldflags "-X main.version=..." (make build and make release set
@@ -36,7 +37,7 @@ for nodes without a direct path. Its identity key and SQLite database live in DI
 the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
 
 Operator commands, on the same data directory ('warren-coord help' for details):
-  warren-coord nodes|networks|blocks|audit --data DIR [--json]
+  warren-coord nodes|networks|relays|blocks|audit --data DIR [--json]
   warren-coord node remove NAME|KEY --data DIR
   warren-coord network kick|ban|lock|delete|... NETWORK [NODE] --data DIR   (owner actions)
   warren-coord block add|remove CIDR --data DIR [--comment TEXT]
@@ -96,6 +97,7 @@ func run(args []string) error {
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
+	webAddr := fs.String("web", "", "serve a read-only operator page (nodes, networks, relays) on this loopback `address`, 127.0.0.1:PORT; the URL it prints holds a secret")
 	server := addServerFlags(fs)
 	if done, err := server.parse(fs, args, ""); done {
 		return err
@@ -170,24 +172,39 @@ func run(args []string) error {
 		}
 		return err
 	}
-	sock, err := operator.Listen(*data, operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")}), log.Named("operator"))
+	ops := operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")})
+	sock, err := operator.Listen(*data, ops, log.Named("operator"))
 	if err != nil {
 		srv.Close()
 		return err
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
+	var web *webui.Server
+	if *webAddr != "" {
+		if web, err = webui.Start(*webAddr, webui.CoordPage, coordWebAPI(ops)); err != nil {
+			srv.Close()
+			return fmt.Errorf("--web: %w", err)
+		}
+		defer web.Close()
+	}
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
+	if web != nil {
+		fmt.Printf("web page: %s\n", web.URL())
+	}
 	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
 
 	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")
 	sock.Close() // no admin requests while the server stops
+	if web != nil {
+		web.Close()
+	}
 	return srv.Close()
 }
 
 // commands are the operator's subcommands.
 var commands = map[string]func([]string, io.Writer) error{
-	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork,
+	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork, "relays": cmdRelays,
 	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "backup": cmdBackup, "version": cmdVersion, "--version": cmdVersion,
 	"loadtest": cmdLoadtest,
 }

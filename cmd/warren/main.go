@@ -37,6 +37,7 @@ commands:
   run -- COMMAND [ARGS...]   run COMMAND in a namespace of its own whose network is the
                              overlay (no proxy settings, no root; Linux)
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
+  web [--listen ADDR]        serve a status page for the node on loopback (prints its URL)
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   whois ADDR:PORT [--json]   name the peer behind a connection an exposed service got
                              from ADDR:PORT (the client address it saw)
@@ -84,6 +85,8 @@ func run(args []string) error {
 		return cmdPing(rest)
 	case "netcheck":
 		return cmdNetcheck(rest)
+	case "web":
+		return cmdWeb(rest)
 	case "whois":
 		return cmdWhois(rest)
 	case "run":

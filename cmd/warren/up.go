@@ -17,7 +17,9 @@ import (
 
 	"github.com/warren-net/warren/internal/flagfile"
 	"github.com/warren-net/warren/internal/naming"
+	"github.com/warren-net/warren/internal/webui"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/tun"
 )
 
@@ -49,6 +51,7 @@ func cmdUp(args []string) error {
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
 	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`; a bare port is TCP (22 = tcp:22); tcp:PORT+proxy starts each connection with a PROXY v2 header naming the peer")
+	webAddr := fs.String("web", "", "serve a status page on this loopback `address` (127.0.0.1:PORT; the URL it prints holds a secret), as 'warren web' does")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
@@ -119,6 +122,13 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
+	var web *webui.Server
+	if *webAddr != "" { // bound before the login: a bad address fails here, leaving nothing on the coord
+		if web, err = startWeb(*webAddr, localapi.NewClient(*state)); err != nil {
+			return err
+		}
+		defer web.Close()
+	}
 	if err := n.Start(ctx); err != nil {
 		return err
 	}
@@ -137,6 +147,9 @@ func cmdUp(args []string) error {
 		fmt.Print(", ephemeral")
 	}
 	fmt.Println()
+	if web != nil {
+		fmt.Printf("web page: %s\n", web.URL())
+	}
 	return runUntilDone(ctx, n, log, *state, command)
 }
 
