@@ -22,8 +22,9 @@ const maxImageSize = 80 << 20
 // deploy/container/rootfs.sh (what the build stage runs) builds here: the build stage itself needs
 // the golang image from a registry, which the test does not pull, so only its script is tested. It
 // checks the image's configuration (user, entrypoint, volume, environment), its size, and its files
-// (static binaries, /tmp 1777, the state directory owned by 65532 with mode 0700); then it runs
-// `warren version` in it if the container runtime can run containers here, and says so if not.
+// (static binaries, /tmp 1777, the state directory owned by 65532 with mode 0700); runs both
+// binaries' `version` as uid 65532 chrooted into the exported file system; then runs the image with
+// podman if the container runtime can run containers here, and says why not if it cannot.
 func TestImageFinalStage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a container image")
@@ -145,8 +146,22 @@ func TestImageFinalStage(t *testing.T) {
 	slices.Sort(names)
 	t.Logf("image files: %s", strings.Join(names, " "))
 
-	// Running it needs a container runtime that works here; where crun cannot (e.g. setrlimit refused
-	// in a sandbox), the test says why and stops: the image is built and checked.
+	// The binaries run in the image's file system alone (no libc, no shell), as its user: chroot into
+	// the exported file system, whatever the container runtime can do here.
+	fs := filepath.Join(tmp, "fs")
+	os.Mkdir(fs, 0o755)
+	if out, err := exec.Command("tar", "-xf", export, "-C", fs).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	for _, b := range []string{"warren", "warren-coord"} {
+		out, err := exec.Command("chroot", "--userspec=65532:65532", fs, "/usr/local/bin/"+b, "version").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), b+" image-test") {
+			t.Errorf("%s version in the image's file system as 65532: %v\n%s", b, err, out)
+		}
+	}
+
+	// Running it needs a container runtime that works here; where crun cannot (setrlimit refused in a
+	// sandbox without CAP_SYS_RESOURCE, cgroups in hybrid mode), the test says why and stops.
 	out, err = podman("run", "--rm", "--network=none", "--entrypoint", "/usr/local/bin/warren", tag, "version")
 	if err != nil {
 		t.Logf("not run: the container runtime cannot run containers on this machine: %v\n%s", err, out)
