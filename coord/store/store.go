@@ -228,8 +228,8 @@ var migrations = []string{
 // WAL mode, every write transaction takes the write lock up front, and a writer waits up to five
 // seconds (busy timeout) for another one to finish.
 //
-// Open runs SQLite's quick_check first (linear in the file's size: well under a second for a
-// database of 100k nodes) and fails with ErrCorrupt if the file is damaged.
+// Open runs SQLite's quick_check first (linear in the file's size: 0.4-0.5 s for a 25 MiB database
+// of 100k nodes on a loaded 2-core machine) and fails with ErrCorrupt if the file is damaged.
 func Open(path string, pools Pools) (*Store, error) {
 	recorded := pools == Pools{}
 	var maxIndex int64
