@@ -13,9 +13,10 @@ import (
 // TestSystemdUnits checks the units in deploy/systemd with systemd's own tools: `systemd-analyze
 // verify` (system and user manager) must accept them without a word, `systemd-analyze security
 // --offline` must rate the coord's sandbox OK or better, and systemd-sysusers must accept the user
-// the coord's unit runs as. The units name /usr/local/bin/X, where the binaries are not installed
-// here: the copies checked name the binaries built for the test instead. What this cannot show is the
-// service running under systemd (no systemd runs as PID 1 here).
+// the coord's unit runs as; the backup unit's command must make a backup. The units name
+// /usr/local/bin/X, where the binaries are not installed here: the copies checked name the binaries
+// built for the test instead. What this cannot show is the services running under systemd (no
+// systemd runs as PID 1 here).
 func TestSystemdUnits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binaries")
@@ -39,7 +40,7 @@ func TestSystemdUnits(t *testing.T) {
 	binDir := filepath.Dir(bin(t, "warren"))
 	bin(t, "warren-coord")
 	units := map[string]string{}
-	for _, u := range []string{"warren-coord.service", "warren.service"} {
+	for _, u := range []string{"warren-coord.service", "warren.service", "warren-coord-backup.service", "warren-coord-backup.timer"} {
 		b, err := os.ReadFile(repoFile("deploy/systemd/" + u))
 		if err != nil {
 			t.Fatal(err)
@@ -50,7 +51,8 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, c := range []struct{ unit, mode string }{{"warren-coord.service", "--system"}, {"warren.service", "--user"}} {
+	for _, c := range []struct{ unit, mode string }{{"warren-coord.service", "--system"}, {"warren.service", "--user"},
+		{"warren-coord-backup.service", "--system"}, {"warren-coord-backup.timer", "--system"}} {
 		out, err := analyze(c.mode, "verify", filepath.Join(tmp, c.unit))
 		if err != nil || strings.TrimSpace(out) != "" {
 			t.Errorf("systemd-analyze %s verify %s: %v\n%s", c.mode, c.unit, err, out)
@@ -86,6 +88,25 @@ func TestSystemdUnits(t *testing.T) {
 	}
 	if strings.Contains(units["warren.service"], "User=") {
 		t.Error("warren.service is a user unit: it runs as the user and must not set User=")
+	}
+
+	// The backup unit's command, as systemd would run it (specifiers unescaped), on the database of a
+	// running coord: a checked copy appears in the backup directory.
+	m = regexp.MustCompile(`(?m)^ExecStart=(.*)$`).FindStringSubmatch(units["warren-coord-backup.service"])
+	if m == nil {
+		t.Fatal("warren-coord-backup.service has no ExecStart")
+	}
+	data, backups := filepath.Join(tmp, "data"), filepath.Join(tmp, "backups")
+	os.Mkdir(data, 0o700)
+	os.Mkdir(backups, 0o700)
+	startCoord(t, data)
+	line := strings.NewReplacer("%%", "%", "/var/lib/warren-coord-backups", backups, "/var/lib/warren-coord", data,
+		"/usr/local/bin/", binDir+"/").Replace(m[1])
+	if out, err := exec.Command("sh", "-c", line).CombinedOutput(); err != nil || !strings.Contains(string(out), "backed up") {
+		t.Errorf("the backup unit's command %s: %v\n%s", line, err, out)
+	}
+	if copies, _ := filepath.Glob(filepath.Join(backups, "warren-*.db")); len(copies) != 1 {
+		t.Errorf("backups after the backup unit's command: %v, want one warren-DATE-TIME.db", copies)
 	}
 
 	// The coord's user, created by systemd-sysusers in an empty root (dry run).
