@@ -137,6 +137,7 @@ type Server struct {
 	requests  *abuse.Limiter[nodeKey]      // control requests per node (ratelimit.go)
 
 	pending *abuse.Pending // connections not yet logged in (handshake.go)
+	metrics *coordMetrics  // logins, refusals, fan-out latency (metrics.go)
 }
 
 // New validates cfg and starts serving on cfg.Conn.
@@ -168,7 +169,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.JoinRequestExpiry <= 0 {
 		cfg.JoinRequestExpiry = DefaultJoinRequestExpiry
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: relay.NewTable(cfg.RelayRate)}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: relay.NewTable(cfg.RelayRate),
+		metrics: newCoordMetrics()}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
 	}

@@ -46,6 +46,9 @@ type session struct {
 	replies   []*control.Msg
 	wake      chan struct{}
 
+	// pendingSince is when the oldest change in pending was queued (warren_coord_fanout_seconds).
+	pendingSince time.Time
+
 	// replySlots bounds the replies not yet written: the read loop takes a slot before it handles a
 	// request, the write loop gives it back once the reply is out. A node that sends requests but
 	// does not read its replies stops being read, and is dropped after writeTimeout.
@@ -98,12 +101,14 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	stream.SetReadDeadline(time.Time{})
 	if cerr := s.checkLogin(key, conn.RemoteAddr()); cerr != nil {
 		log.Info("login refused", "error", cerr)
+		s.metrics.refused(cerr)
 		refuseLogin(conn, stream, cerr)
 		return
 	}
 	sess, err := s.login(key, conn, stream, msg.Login, log)
 	if err != nil {
 		log.Info("login refused", "error", err)
+		s.metrics.refused(err)
 		var cerr *control.Error
 		if errors.As(err, &cerr) {
 			control.WriteMsg(stream, &control.Msg{Type: control.TypeReply, Reply: &control.Reply{Code: cerr.Code, Error: control.CleanText(cerr.Message)}})
@@ -115,6 +120,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		return
 	}
 	s.pending.Done(conn)
+	s.metrics.logins.Inc()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -370,6 +376,9 @@ func (s *Server) enqueue(to, about nodeKey, p *control.Peer) {
 	}
 	p = reachableBy(toAddr, p)
 	sess.mu.Lock()
+	if len(sess.pending) == 0 {
+		sess.pendingSince = time.Now()
+	}
 	sess.pending[about] = p
 	if p != nil {
 		sess.peers[about] = true
@@ -435,7 +444,7 @@ func (s *Server) writeLoop(sess *session) {
 		sess.mu.Lock()
 		replies := sess.replies
 		sess.replies = nil
-		pending := sess.pending
+		pending, since := sess.pending, sess.pendingSince
 		sess.pending = make(map[nodeKey]*control.Peer)
 		networks := sess.networks
 		sess.networks = nil
@@ -468,6 +477,9 @@ func (s *Server) writeLoop(sess *session) {
 		}
 		if err := cut.close(networks != nil || joins != nil); err != nil {
 			return
+		}
+		if len(pending) > 0 {
+			s.metrics.fanout.Observe(time.Since(since).Seconds())
 		}
 	}
 }

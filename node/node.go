@@ -26,6 +26,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
+	"github.com/warren-net/warren/internal/metrics"
 	"github.com/warren-net/warren/internal/peercred"
 	"github.com/warren-net/warren/internal/privdir"
 	"github.com/warren-net/warren/netstack"
@@ -83,6 +84,9 @@ type Config struct {
 	// Ephemeral asks the coord to remove the node once it is offline; the node logs out when it
 	// closes. A node that joins with an ephemeral auth key is ephemeral without it.
 	Ephemeral bool
+	// Metrics, if set, is a loopback TCP address to serve Prometheus metrics on (/metrics), besides
+	// GET /v1/metrics on the local API (metrics.go). "" = the local API only.
+	Metrics string
 }
 
 // Node is a running warren node. Its state is split by concern into parts, each with its own lock
@@ -105,6 +109,12 @@ type Node struct {
 	proxyHeader  map[uint16]bool // exposed TCP ports that get a PROXY v2 header (Config.ProxyHeader)
 	whois        whoisTable      // local connections made for peers (whois.go)
 	overlay      overlay         // the overlay's address pools; set once at first login
+	registry     *metrics.Registry
+	metricsSrv   *metrics.Server // Config.Metrics; nil without it
+	// started is set once Start has succeeded: what Start sets is then safe to read (metrics.go).
+	started atomic.Bool
+	// inboundExposed counts connections peers made to exposed ports (dialLocal).
+	inboundExposed atomic.Uint64
 
 	ctx    context.Context // alive until Close
 	cancel context.CancelFunc
@@ -121,6 +131,7 @@ type Node struct {
 	joins    joinRequests                   // join requests awaiting this node's approval (joins.go)
 	limits   *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
 	drops    dropCounters                   // packets dropped, by reason
+	listens  *listenProbe                   // which exposed ports listen where (listens.go)
 	aclLog   logLimiter                     // debug lines about refusals (acl.go)
 	stop     stopSignal                     // Stopped, Err and logout state (logout.go)
 
@@ -131,7 +142,10 @@ type Node struct {
 	coordAddr netip.AddrPort   // the coord's address at the last login
 	probePort uint16           // the coord's NAT-discovery port
 	nat       *peer.NATReport  // the last NAT discovery
-	closed    bool
+	// dnsSetup says how the host's resolver uses the DNS server (resolved.go); dnsRegistered is the
+	// device registered with systemd-resolved, to revert at exit.
+	dnsSetup, dnsRegistered string
+	closed                  bool
 }
 
 // dropCounters count the packets the node drops, by reason (Status reports them).
@@ -164,11 +178,17 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	if cfg.Metrics != "" {
+		if err := metrics.CheckLoopback(cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	proxyUsers, err := peercred.ParsePolicy(peercred.OwnerPolicy(uint32(os.Getuid())), cfg.ProxyUsers)
 	if err != nil {
 		return nil, fmt.Errorf("node: --proxy-users: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers}
+	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers,
+		listens: newListenProbe()}
 	for _, p := range cfg.Expose {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
 			return nil, fmt.Errorf("node: cannot expose %s:%d (want tcp or udp, ports 1-65535)", p.Proto, p.Port)
@@ -183,6 +203,7 @@ func New(cfg Config) (*Node, error) {
 		n.proxyHeader[p] = true
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.registry = n.newRegistry()
 	n.sendq.log = n.log
 	n.peers = newPeerState(cfg.Name, n.log, &n.routes)
 	n.relays = newRelaySet(n.ctx, n.log.Named("relay"), n.peers.consent)
@@ -242,6 +263,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	// The API socket comes first: it also tells us whether another node already uses this state dir.
 	if n.api, err = startAPI(n, filepath.Join(n.cfg.StateDir, "warren.sock"), n.log.Named("api")); err != nil {
+		return err
+	}
+	if err := n.startMetrics(); err != nil {
 		return err
 	}
 
@@ -317,12 +341,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	for p := range n.exposed {
-		if p.Proto == "udp" && n.cfg.TUN == "" { // in TUN mode the kernel serves exposed ports
+		// In TUN mode the netstack gets only flows to services that listen on loopback (listens.go).
+		if p.Proto == "udp" {
 			if err := stack.ExposeUDP(p.Port); err != nil {
 				return fmt.Errorf("expose udp:%d: %w", p.Port, err)
 			}
 		}
 	}
+	var overlayAddrs []netip.Addr
+	if n.cfg.TUN != "" {
+		overlayAddrs = []netip.Addr{w.IPv4, w.IPv6}
+	}
+	n.warnUnreachable(n.listens, overlayAddrs)
 
 	n.wg.Add(1)
 	go n.coordLoop()
@@ -338,6 +368,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	n.started.Store(true)
 	return nil
 }
 
@@ -518,6 +549,9 @@ func (n *Node) Close() error {
 	n.cancel()
 	if n.api != nil {
 		n.api.close()
+	}
+	if n.metricsSrv != nil {
+		n.metricsSrv.Close()
 	}
 	if n.proxy != nil {
 		n.proxy.close()

@@ -162,6 +162,11 @@ type Endpoint struct {
 	peers   map[Key]*peerState
 	closed  bool
 	mapping control.Mapping // this node's NAT mapping behaviour (SetMapping)
+	// live is every installed link not yet gone, closedTraffic what the gone ones carried, by path;
+	// punches counts direct dials by the peer's mapping (stats.go).
+	live          map[*link]struct{}
+	closedTraffic map[string]Traffic
+	punches       map[control.Mapping]Punches
 
 	sendDrops atomic.Uint64
 	noDirect  atomic.Bool
@@ -249,6 +254,7 @@ func New(cfg Config) (*Endpoint, error) {
 		hairpins:   make(map[txID]chan struct{}),
 		probes:     rate.NewLimiter(probeRate, 2*probeRate),
 		maxInbound: maxStreams, maxInboundAll: maxStreamsAll,
+		live: make(map[*link]struct{}), closedTraffic: make(map[string]Traffic), punches: make(map[control.Mapping]Punches),
 		quicConf: &quic.Config{
 			EnableDatagrams:      true,
 			InitialPacketSize:    InitialPacketSize,
@@ -393,6 +399,7 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	old := ps.link
 	ps.link = l
 	ps.links[l] = struct{}{}
+	e.live[l] = struct{}{}
 	poke(ps.wake)
 	ps.wakeDialersLocked()
 	e.mu.Unlock()
@@ -429,7 +436,12 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 	if l.client && l.path == PathDirect {
 		e.alias.setAlias(addrPortOf(l.conn.RemoteAddr()), netip.AddrPort{})
 	}
+	final := l.traffic()
 	e.mu.Lock()
+	delete(e.live, l)
+	t := e.closedTraffic[l.path]
+	t.add(final)
+	e.closedTraffic[l.path] = t
 	current := false
 	if ps, ok := e.peers[k]; ok {
 		delete(ps.links, l)

@@ -89,6 +89,9 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 			ev = pathEvent{kind: evWake}
 		case r := <-results:
 			ev = pathEvent{kind: evDialed, path: r.path, addr: r.addr, failed: r.err != nil}
+			if r.path == PathDirect {
+				e.countPunch(ps, &ev.failed)
+			}
 			if r.err != nil {
 				e.log.Debug("dial failed", "peer", k, "path", r.path, "addr", r.addr, "error", r.err)
 			} else if !e.install(k, r.conn, r.path, true) {
@@ -138,6 +141,9 @@ func (e *Endpoint) act(ctx context.Context, k Key, ps *peerState, v *pathView, a
 	}
 	if a.fallback {
 		e.log.Info("direct path stalled, falling back to the relay", "peer", k, "endpoint", v.link.conn.RemoteAddr())
+	}
+	if a.dial == PathDirect {
+		e.countPunch(ps, nil)
 	}
 	go func() { results <- e.dial(ctx, k, a.dial, a.dialAddr) }()
 }

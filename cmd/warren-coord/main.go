@@ -179,6 +179,14 @@ func run(args []string) error {
 		return err
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
+	ms, err := server.serveMetrics(srv.Register, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if ms != nil {
+		defer ms.Close()
+	}
 	var web *webui.Server
 	if *webAddr != "" {
 		if web, err = webui.Start(*webAddr, webui.CoordPage, coordWebAPI(ops)); err != nil {
@@ -188,6 +196,7 @@ func run(args []string) error {
 		defer web.Close()
 	}
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
+	printMetrics(ms)
 	if web != nil {
 		fmt.Printf("web page: %s\n", web.URL())
 	}

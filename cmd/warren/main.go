@@ -41,6 +41,7 @@ commands:
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   whois ADDR:PORT [--json]   name the peer behind a connection an exposed service got
                              from ADDR:PORT (the client address it saw)
+  metrics                    print the node's Prometheus metrics (text format)
   version                    print the version
 
 Every command takes --state DIR (default: $WARREN_STATE, else $XDG_STATE_HOME/warren).
@@ -89,6 +90,8 @@ func run(args []string) error {
 		return cmdWeb(rest)
 	case "whois":
 		return cmdWhois(rest)
+	case "metrics":
+		return cmdMetrics(rest)
 	case "run":
 		return cmdRun(rest)
 	case runNSCommand:

@@ -48,6 +48,13 @@ func cmdStatus(args []string) error {
 	if len(st.Self.Exposed) > 0 {
 		fmt.Printf("exposed   %s\n", strings.Join(st.Self.Exposed, ", "))
 	}
+	if len(st.Self.DNS) > 0 {
+		fmt.Printf("dns       %s  NAME.warren for the TUN device and warren run", joinAddrs(st.Self.DNS))
+		if st.Self.DNSSetup != "" {
+			fmt.Printf("; %s", st.Self.DNSSetup)
+		}
+		fmt.Println()
+	}
 	if n := st.Self.NAT; n != nil && n.UDP {
 		fmt.Printf("nat       public %s, %s mapping, hairpin %s\n", n.Public, n.Mapping, map[bool]string{true: "yes", false: "no"}[n.Hairpin])
 	}

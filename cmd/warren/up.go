@@ -46,6 +46,7 @@ func cmdUp(args []string) error {
 	packetPath := fs.Bool("packet-path", false, "carry proxied TCP as IP packets through both netstacks instead of one QUIC stream per connection (slower; for comparison)")
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
+	metricsAddr := fs.String("metrics", "", "also serve Prometheus metrics on http://`ADDR`/metrics (loopback only: 127.0.0.1:PORT or [::1]:PORT); they are always on the local API, GET /v1/metrics")
 	noDirect := fs.Bool("no-direct", false, "send all peer traffic through the relay (no hole punching)")
 	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (Linux only; needs root or CAP_NET_ADMIN)")
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
@@ -117,7 +118,7 @@ func cmdUp(args []string) error {
 		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass, ProxyUsers: *proxyUsers,
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
 		Expose: ports, ProxyHeader: proxyHeader, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect,
-		AuthKey: key, Ephemeral: *ephemeral,
+		AuthKey: key, Ephemeral: *ephemeral, Metrics: *metricsAddr,
 	})
 	if err != nil {
 		return err
@@ -145,6 +146,9 @@ func cmdUp(args []string) error {
 	}
 	if n.Ephemeral() {
 		fmt.Print(", ephemeral")
+	}
+	if a := n.MetricsAddr(); a != "" {
+		fmt.Printf(", metrics on http://%s/metrics", a)
 	}
 	fmt.Println()
 	if web != nil {

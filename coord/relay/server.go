@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
@@ -329,3 +330,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
+
+// Collector exports the relay's metrics (warren_relay_*: frames and bytes forwarded, drops by
+// reason, nodes bound), read at scrape time.
+func (s *Server) Collector() prometheus.Collector { return s.table.Collector() }

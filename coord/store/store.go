@@ -47,7 +47,9 @@ var (
 
 // Pools are the prefixes overlay addresses are allocated from. A node's IPv4 and IPv6 addresses share
 // one host index i ≥ 1: V4.Addr()+i and V6.Addr()+i. Index 0 (the network address) is never used,
-// nor is the last IPv4 address of V4 (its broadcast address), so a /30 holds exactly two nodes.
+// nor are the last IPv4 address of V4 (its broadcast address) and the one before it (with V6's last
+// address, every node's own DNS server in TUN mode: 100.127.255.254 by default), so a /30 holds
+// exactly one node.
 // V6 must have at least as many host bits as V4.
 type Pools struct {
 	V4 netip.Prefix // e.g. 100.64.0.0/10
@@ -70,7 +72,7 @@ func (p Pools) validate() (Pools, int64, error) {
 		return Pools{}, 0, fmt.Errorf("IPv6 pool %v is smaller than IPv4 pool %v: need at least a /%d", p.V6, p.V4, 128-host4)
 	}
 	p.V4, p.V6 = p.V4.Masked(), p.V6.Masked()
-	return p, int64(1)<<host4 - 2, nil
+	return p, int64(1)<<host4 - 3, nil
 }
 
 // Node is a registered node.

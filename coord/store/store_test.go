@@ -189,8 +189,8 @@ func TestAllocation(t *testing.T) {
 		pools Pools
 		want  []string // IPv4 of successive new nodes; "" = ErrPoolExhausted
 	}{
-		{"/30 holds two", tinyPools("10.9.0.0/30"), []string{"10.9.0.1", "10.9.0.2", "", ""}},
-		{"/29 skips broadcast", tinyPools("10.9.0.8/29"), []string{"10.9.0.9", "10.9.0.10", "10.9.0.11", "10.9.0.12", "10.9.0.13", "10.9.0.14", ""}},
+		{"/30 holds one", tinyPools("10.9.0.0/30"), []string{"10.9.0.1", "", ""}},
+		{"/29 skips the DNS and broadcast addresses", tinyPools("10.9.0.8/29"), []string{"10.9.0.9", "10.9.0.10", "10.9.0.11", "10.9.0.12", "10.9.0.13", ""}},
 		{"crosses a byte", tinyPools("10.9.0.0/23"), nil}, // checked below
 	}
 	for _, tt := range tests[:2] {
