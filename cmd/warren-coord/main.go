@@ -44,6 +44,7 @@ Operator commands, on the same data directory ('warren-coord help' for details):
   warren-coord network kick|ban|lock|delete|... NETWORK [NODE] --data DIR   (owner actions)
   warren-coord block add|remove CIDR --data DIR [--comment TEXT]
   warren-coord authkey create|list|revoke --data DIR ...   (auth keys for CI jobs, containers)
+  warren-coord backup FILE --data DIR        (a consistent copy while the server runs)
 They go through the running server's admin socket (DIR/admin.sock), or work on the
 database directly when no server runs.
 
@@ -142,9 +143,9 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(filepath.Join(*data, "warren.db"), pools)
+	st, err := store.Open(dbPath(*data), pools)
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return openError(*data, err)
 	}
 	defer st.Close()
 	st.SetAddressQuarantine(quarantineFor)
@@ -235,7 +236,7 @@ func run(args []string) error {
 // commands are the operator's subcommands.
 var commands = map[string]func([]string, io.Writer) error{
 	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork, "relays": cmdRelays,
-	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "version": cmdVersion, "--version": cmdVersion,
+	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "backup": cmdBackup, "version": cmdVersion, "--version": cmdVersion,
 	"loadtest": cmdLoadtest,
 }
 
