@@ -106,7 +106,7 @@ const (
 
 // Status is the state of the link to one peer.
 type Status struct {
-	Path     string         // PathDirect, PathRelay or PathNone
+	Path     string         // PathDirect, PathRelay, PathRelayTCP or PathNone
 	Endpoint netip.AddrPort // remote address of the current link (for relayed links the relay's that carries it now)
 	RTT      time.Duration  // smoothed RTT of the current link
 }
