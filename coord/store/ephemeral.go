@@ -110,7 +110,7 @@ type ReapedNode struct {
 // lock throughout, so callers pass a bounded batch.
 func (s *Store) DeleteExpiredEphemeral(ctx context.Context, keys [][]byte, cutoff time.Time) ([]ReapedNode, error) {
 	var out []ReapedNode
-	err := s.inTx(ctx, "delete expired ephemeral nodes", func(tx *sql.Tx) error {
+	err := s.inTx(ctx, "delete expired ephemeral nodes", func(tx *txn) error {
 		peers, err := tx.PrepareContext(ctx, `SELECT DISTINCT theirs.key FROM members mine
 			JOIN members theirs ON theirs.network = mine.network AND theirs.key <> mine.key
 			WHERE mine.key = ?`)

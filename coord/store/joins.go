@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -42,7 +41,7 @@ func (s *Store) CountPendingFrom(ctx context.Context, network, source string) (i
 // the networks they were for (each once).
 func (s *Store) ExpirePending(ctx context.Context, before time.Time) ([][]byte, error) {
 	var owners [][]byte
-	err := s.inTx(ctx, "expire pending joins", func(tx *sql.Tx) error {
+	err := s.inTx(ctx, "expire pending joins", func(tx *txn) error {
 		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT w.owner FROM pending p JOIN networks w ON w.name = p.network WHERE p.requested_at < ?`, before.Unix())
 		if err != nil {
 			return err

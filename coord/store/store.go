@@ -106,7 +106,9 @@ type PeerRow struct {
 
 // Store is an open database. It is safe for concurrent use; writes are serialised.
 type Store struct {
-	db       *sql.DB
+	db       *dbx
+	name     string // for messages: the path, or the PostgreSQL URL without password
+	dsn      string // PostgreSQL: the connection string (the LISTEN connection dials it); "" on SQLite
 	pools    Pools // masked
 	maxIndex int64 // largest usable host index
 }
@@ -233,6 +235,35 @@ func Open(path string, pools Pools) (*Store, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
+	var s *Store
+	var err error
+	if IsPostgres(path) {
+		s, err = openPostgres(path)
+	} else {
+		s, err = openSQLite(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.pools, s.maxIndex = pools, maxIndex
+	name := s.String()
+	if err := s.migrate(); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store: %s: %w", name, err)
+	}
+	check := s.checkPools
+	if recorded {
+		check = s.loadPools
+	}
+	if err := check(); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store: %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// openSQLite opens (creating it 0600) the SQLite file at path.
+func openSQLite(path string) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -250,20 +281,7 @@ func Open(path string, pools Pools) (*Store, error) {
 	// One connection: SQLite has one writer at a time anyway, and it makes every transaction see a
 	// consistent store without SQLITE_BUSY juggling inside the process.
 	db.SetMaxOpenConns(1)
-	s := &Store{db: db, pools: pools, maxIndex: maxIndex}
-	if err := s.migrate(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, err)
-	}
-	check := s.checkPools
-	if recorded {
-		check = s.loadPools
-	}
-	if err := check(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, err)
-	}
-	return s, nil
+	return &Store{db: &dbx{DB: db, d: dialect{}}, name: path}, nil
 }
 
 // loadPools sets s.pools from the pools recorded in the database.
@@ -324,8 +342,8 @@ func (s *Store) migrateOne() (done bool, err error) {
 	defer tx.Rollback()
 	// Read the version inside the (immediate) transaction, so a second process opening the same file
 	// at the same time waits and then sees our work.
-	var version int
-	if err := tx.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+	version, err := s.schemaVersion(tx)
+	if err != nil {
 		return false, fmt.Errorf("read schema version: %w", err)
 	}
 	switch {
@@ -334,10 +352,12 @@ func (s *Store) migrateOne() (done bool, err error) {
 	case version == len(migrations):
 		return true, nil
 	}
-	if _, err := tx.Exec(migrations[version]); err != nil {
-		return false, fmt.Errorf("migration %d: %w", version+1, err)
+	for _, stmt := range statements(s.db.d.ddl(migrations[version])) {
+		if _, err := tx.Exec(stmt); err != nil {
+			return false, fmt.Errorf("migration %d: %w", version+1, err)
+		}
 	}
-	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, version+1)); err != nil {
+	if err := s.setSchemaVersion(tx, version+1); err != nil {
 		return false, fmt.Errorf("migration %d: set version: %w", version+1, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -386,6 +406,10 @@ func (s *Store) checkPools() error {
 
 // Pools returns the pools the store allocates from, masked.
 func (s *Store) Pools() Pools { return s.pools }
+
+// String names the database for messages: the SQLite path, or the PostgreSQL address without
+// password.
+func (s *Store) String() string { return s.name }
 
 // Close closes the database. Calling it again returns nil.
 func (s *Store) Close() error { return s.db.Close() }
