@@ -109,8 +109,8 @@ type Store struct {
 	db       *dbx
 	name     string // for messages: the path, or the PostgreSQL URL without password
 	dsn      string // PostgreSQL: the connection string (the LISTEN connection dials it); "" on SQLite
-	pools    Pools // masked
-	maxIndex int64 // largest usable host index
+	pools    Pools  // masked
+	maxIndex int64  // largest usable host index
 }
 
 // migrations[i] brings the schema from version i to i+1. Append only: never edit a released one.
