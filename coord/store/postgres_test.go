@@ -22,7 +22,7 @@ var bothEngines = []func(*testing.T){
 	TestNetworkOps, TestNetworkRecord, TestMembershipQueries, TestNameStableAcrossLogins,
 	TestNameUniqueInNetwork, TestOpenValidatesPools, TestStableAddressesAcrossReopen,
 	TestUpsertNodeRejects, TestAllocation, TestAllocationFillsGaps, TestConcurrentUpsert,
-	TestPoolsChange, TestOpenRecordedPools,
+	TestPoolsChange, TestOpenRecordedPools, TestEvents, TestPresence, TestListen,
 }
 
 // TestPostgres runs the store tests in bothEngines against a throwaway PostgreSQL server, each in

@@ -213,6 +213,30 @@ var migrations = []string{
 	CREATE INDEX pending_by_source ON pending(source);
 	CREATE INDEX pending_by_time ON pending(requested_at);
 	CREATE INDEX pending_by_key ON pending(key);`,
+	// 12: several coords on one (PostgreSQL) database (events.go): the change events each coord
+	// writes and the others read by ID; which coord each online node is logged in to; and each
+	// coord's heartbeat, by which the others tell a dead coord's nodes offline.
+	`CREATE TABLE events (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		network TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		payload TEXT NOT NULL,
+		created INTEGER NOT NULL
+	);
+	CREATE INDEX events_by_created ON events(created);
+	CREATE TABLE coords (
+		id TEXT PRIMARY KEY,
+		addr TEXT NOT NULL,
+		heartbeat INTEGER NOT NULL
+	);
+	CREATE TABLE presence (
+		key BLOB PRIMARY KEY,
+		coord TEXT NOT NULL,
+		since INTEGER NOT NULL,
+		heartbeat INTEGER NOT NULL,
+		endpoints TEXT NOT NULL
+	);
+	CREATE INDEX presence_by_coord ON presence(coord);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies
