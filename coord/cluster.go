@@ -46,12 +46,12 @@ type cluster struct {
 	wake chan struct{}
 
 	mu     sync.Mutex
-	last   int64                 // the last event ID handled
-	remote map[nodeKey]remote    // nodes on other coords
-	dead   map[string]bool       // coords whose heartbeat is stale
-	seen   map[string]time.Time  // coords' last heartbeats, as read
-	events int64                 // events handled
-	caught map[bool]int64        // events read after a wake-up: by reconnected
+	last   int64                  // the last event ID handled
+	remote map[nodeKey]remote     // nodes on other coords
+	dead   map[string]bool        // coords whose heartbeat is stale
+	seen   map[string]time.Time   // coords' last heartbeats, as read
+	events int64                  // events handled
+	caught map[bool]int64         // events read after a wake-up: by reconnected
 	onWake func(reconnected bool) // tests
 }
 
