@@ -34,6 +34,8 @@ Runs the warren coordination server on one UDP port (QUIC): login, networks, pee
 maps, NAT discovery (plus a second port, --probe-port) and, by default, the relay
 for nodes without a direct path. Its identity key and SQLite database live in DIR;
 the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
+With --db postgres://… the state lives in PostgreSQL instead, and several servers
+may serve it at once (each with its own DIR holding a copy of one key.pem).
 
 Operator commands, on the same data directory ('warren-coord help' for details):
   warren-coord nodes|networks|blocks|audit --data DIR [--json]
@@ -91,6 +93,8 @@ func run(args []string) error {
 	maxPending := fs.Int("max-pending-logins", coord.DefaultMaxPendingLogins, "connections that may be handshaking or logging in at once; more are refused")
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
+	dbURL := fs.String("db", "", "a PostgreSQL `URL` (postgres://USER@HOST/DB) to keep the state in instead of DIR/warren.db; several coords may share one (see README, \"Several coordination servers\"); the password is best given in PGPASSWORD or ~/.pgpass, not the URL")
+	coordID := fs.String("coord-id", "", "this server's `name` among the coords on one --db, stable across restarts (default HOSTNAME/LISTEN)")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
 	server := addServerFlags(fs)
 	if done, err := server.parse(fs, args, ""); done {
@@ -129,9 +133,22 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(filepath.Join(*data, "warren.db"), pools)
+	location := filepath.Join(*data, "warren.db")
+	if *dbURL != "" {
+		if !store.IsPostgres(*dbURL) {
+			return fmt.Errorf("--db %q: want a postgres:// or postgresql:// URL", *dbURL)
+		}
+		location = *dbURL
+	} else if *coordID != "" {
+		return errors.New("--coord-id needs --db: coords share state only through PostgreSQL")
+	}
+	st, err := store.Open(location, pools)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
+	}
+	if st.Postgres() && *coordID == "" {
+		host, _ := os.Hostname()
+		*coordID = host + "/" + *listen
 	}
 	defer st.Close()
 	if *blockList == "" {
@@ -158,7 +175,7 @@ func run(args []string) error {
 		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, Relays: relays, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
 		LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP, LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey,
 		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending,
-		JoinRequestExpiry: joinAge})
+		JoinRequestExpiry: joinAge, CoordID: *coordID})
 	if err != nil {
 		pc.Close()
 		if probe != nil {
@@ -173,7 +190,7 @@ func run(args []string) error {
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
-	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
+	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "db", st.String(), "coord_id", *coordID)
 
 	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")
