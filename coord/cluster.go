@@ -79,8 +79,10 @@ func (s *Server) initCluster() error {
 	cl := &cluster{id: s.cfg.CoordID, wake: make(chan struct{}, 1), remote: make(map[nodeKey]remote),
 		dead: make(map[string]bool), seen: make(map[string]time.Time), caught: make(map[bool]int64)}
 	st := s.cfg.Store
-	// Rows a previous run of this coord left behind are stale: its nodes reconnect.
-	if _, err := st.RemoveCoord(ctx, cl.id); err != nil {
+	// Rows a previous run of this coord left behind are stale: its nodes reconnect. The other coords
+	// hear that they are offline until then (published once s.cluster is set, below).
+	stale, err := st.RemoveCoord(ctx, cl.id)
+	if err != nil {
 		return err
 	}
 	if err := st.CoordHeartbeat(ctx, cl.id, s.Addr().String(), time.Now()); err != nil {
@@ -99,6 +101,9 @@ func (s *Server) initCluster() error {
 		cl.remote[keyOf(p.Key)] = decodeRemote(p)
 	}
 	s.cluster = cl
+	for _, k := range stale {
+		s.publish("", store.EventNode, k)
+	}
 	s.readHeartbeats(ctx)
 	s.l.Go(func() {
 		st.Listen(s.ctx, clusterPoll, func(reconnected bool) {
@@ -243,6 +248,17 @@ func (s *Server) handleEvent(e store.Event) {
 		s.resync(keyOf(b))
 	case store.EventACL:
 		s.resyncACL(e.Network)
+	case store.EventJoins:
+		b, err := hex.DecodeString(keyHex)
+		if err != nil || len(b) != len(nodeKey{}) {
+			s.log.Warn("cluster: bad event", "id", e.ID, "kind", e.Kind)
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+		defer cancel()
+		s.changeMu.Lock()
+		s.pushJoinsHere(ctx, b)
+		s.changeMu.Unlock()
 	default:
 		s.log.Debug("cluster: unknown event kind", "id", e.ID, "kind", e.Kind)
 	}

@@ -62,8 +62,19 @@ func TestCluster(t *testing.T) {
 	})
 	t.Logf("kick on coord 1 (listen connections dropped) reached coord 2's node in %v", time.Since(start))
 
+	// A join request made on coord 2 reaches the network's owner on coord 1.
+	if rep := a.request(t, control.Request{ID: 5, Op: control.OpCreate, Network: "club", Approval: true}); rep.Code != "" {
+		t.Fatalf("create club: %+v", rep)
+	}
+	if rep := b.request(t, control.Request{ID: 5, Op: control.OpJoin, Network: "club"}); rep.Code != control.CodePending {
+		t.Fatalf("join club: %+v", rep)
+	}
+	a.waitDelta(t, "the join request made on the other coord", func(d *control.PeerDelta) bool {
+		return d.Joins != nil && len(d.Joins.Requests) == 1 && d.Joins.Requests[0].Name == "b"
+	})
+
 	// b joins again and logs out: a sees it offline.
-	if rep := b.request(t, control.Request{ID: 4, Op: control.OpJoin, Network: "lan", Password: "pw"}); rep.Code != "" {
+	if rep := b.request(t, control.Request{ID: 6, Op: control.OpJoin, Network: "lan", Password: "pw"}); rep.Code != "" {
 		t.Fatalf("join again: %+v", rep)
 	}
 	a.waitDelta(t, "b back", func(d *control.PeerDelta) bool {

@@ -28,9 +28,10 @@ const NotifyChannel = "warren_events"
 
 // Event kinds.
 const (
-	EventNode = "node" // Payload: a node changed (membership, name, online state, endpoints): its key, hex
-	EventACL  = "acl"  // a network's rules changed; Network names it
-	EventGone = "gone" // Payload: a deleted node's key, hex
+	EventNode  = "node"  // Payload: a node changed (membership, name, online state, endpoints): its key, hex
+	EventACL   = "acl"   // a network's rules changed; Network names it
+	EventGone  = "gone"  // Payload: a deleted node's key, hex
+	EventJoins = "joins" // Payload: the key of a network owner whose list of join requests changed
 )
 
 // MaxEventPayload bounds an event's payload; Publish refuses larger ones.
