@@ -107,6 +107,14 @@ func TestSeveralCoords(t *testing.T) {
 	died := time.Now()
 	off := waitPeer(t, a, "b", "a sees b offline after its coord died", 60*time.Second, offline).Sub(died)
 	t.Logf("coord 2 SIGKILLed → its node offline at coord 1's peers: %v (heartbeat timeout 10s)", off)
+	// Operator commands on a coord's data directory reach the shared database, with the server
+	// running (admin socket) and without (DIR/db.url).
+	if nodes := nodesByName(t, data1); len(nodes) != 2 {
+		t.Errorf("nodes through coord 1's admin socket: %+v", nodes)
+	}
+	if nodes := nodesByName(t, data2); len(nodes) != 2 || nodes["b"].Name != "b" {
+		t.Errorf("nodes on coord 2's data directory, coord 2 not running: %+v", nodes)
+	}
 	for _, d := range []struct {
 		what string
 		d    time.Duration

@@ -146,6 +146,10 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
+	if err := recordDB(*data, *dbURL); err != nil {
+		st.Close()
+		return err
+	}
 	if st.Postgres() && *coordID == "" {
 		host, _ := os.Hostname()
 		*coordID = host + "/" + *listen
@@ -284,4 +288,24 @@ func probeAddr(pc net.PacketConn) string {
 		return "off"
 	}
 	return pc.LocalAddr().String()
+}
+
+// dbURLFile, in the data directory, holds the --db URL of a server on PostgreSQL, so that operator
+// commands on DIR open the same database when no server runs. It is 0600 like the key beside it
+// (the URL may carry a password).
+const dbURLFile = "db.url"
+
+// recordDB writes url to DIR/db.url, or removes the file when the server runs on DIR/warren.db.
+func recordDB(dir, url string) error {
+	path := filepath.Join(dir, dbURLFile)
+	if url == "" {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", path, err)
+		}
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(url+"\n"), 0o600); err != nil {
+		return fmt.Errorf("record --db: %w", err)
+	}
+	return nil
 }
