@@ -147,7 +147,11 @@ func (s *Store) DeleteExpiredEphemeral(ctx context.Context, keys [][]byte, cutof
 
 // peerKeys runs the prepared query q, which selects keys, for key.
 func peerKeys(ctx context.Context, q *sql.Stmt, key []byte) ([][]byte, error) {
-	rows, err := q.QueryContext(ctx, key)
+	return keysOf(q.QueryContext(ctx, key))
+}
+
+// keysOf reads the rows of a query that selects one BLOB column (keys) and closes them.
+func keysOf(rows *sql.Rows, err error) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -231,20 +231,8 @@ func (s *Store) Coords(ctx context.Context) ([]Coord, error) {
 func (s *Store) RemoveCoord(ctx context.Context, id string) ([][]byte, error) {
 	var keys [][]byte
 	err := s.inTx(ctx, "remove coord "+id, func(tx *txn) error {
-		rows, err := tx.QueryContext(ctx, `SELECT key FROM presence WHERE coord = ?`, id)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var k []byte
-			if err := rows.Scan(&k); err != nil {
-				rows.Close()
-				return err
-			}
-			keys = append(keys, k)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		var err error
+		if keys, err = keysOf(tx.QueryContext(ctx, `SELECT key FROM presence WHERE coord = ?`, id)); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM presence WHERE coord = ?`, id); err != nil {
