@@ -72,6 +72,7 @@ var dependencyRules = []rule{
 	{pkg: "coord/relay", deny: []string{mod + "coord/store", mod + "coord/operator"}, reason: "the relay runs standalone (warren-coord relay) without the coord's database"},
 	{pkg: "internal/testkit/pgtest", deny: []string{"!std"}, reason: "a throwaway PostgreSQL for any package's tests: it runs Debian's binaries and speaks SQL through psql, so it links no driver"},
 	{pkg: "internal/testkit", deny: append([]string{"gvisor.dev/", "github.com/quic-go/"}, append(nodeSide, serverSide...)...), reason: "test helpers shared by every package's tests must not pull either side in"},
+	{pkg: "coord/loadtest", deny: []string{mod + "coord/store", mod + "coord/relay", mod + "coord/operator", mod + "coord/listener", mod + "coord/abuse"}, reason: "a load generator is a client: it knows the server only through the control protocol, as a node does"},
 	{pkg: "coord/abuse", deny: []string{mod + "control", mod + "coord/store", mod + "coord/relay"}, reason: "abuse controls are building blocks the coord and the relay share"},
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -276,7 +277,10 @@ func (n *Node) Status() localapi.Status {
 		st.Self.Endpoint = n.ep.LocalAddr().String()
 	}
 	if n.coord != nil {
-		st.Coord = localapi.Coord{Addr: n.cfg.Coord, Connected: n.coord.connected()}
+		st.Coord = localapi.Coord{Addr: n.coord.current(), Connected: n.coord.connected()}
+		if all := strings.Split(n.cfg.Coord, ","); len(all) > 1 {
+			st.Coord.Servers = all
+		}
 		n.coord.mu.Lock()
 		st.Coord.Key = n.coord.pin
 		n.coord.mu.Unlock()

@@ -25,8 +25,12 @@ import (
 var ErrCoordKeyMismatch = errors.New("coordination server key does not match the pinned key")
 
 // coordClient keeps the node's control connection: login, the peer map stream, and requests.
+//
+// It may know several servers (that share one database and key): it logs in to the current one,
+// and when that one cannot be reached or is lost it moves on to the next, in order, wrapping
+// around; the callers' back-off between tries is the jitter.
 type coordClient struct {
-	addr    string
+	addrs   []string // at least one
 	key     *identity.Key
 	pinPath string
 	log     hclog.Logger
@@ -43,6 +47,7 @@ type coordClient struct {
 
 	// mu guards the following.
 	mu      sync.Mutex
+	cur     int    // index in addrs of the server to log in to (or logged in to)
 	pin     string // pinned fingerprint, "" until first use
 	conn    *quic.Conn
 	stream  *quic.Stream
@@ -72,14 +77,43 @@ func loadPin(path, flag string) (string, error) {
 }
 
 // connect dials the coord, logs in and reads Welcome and the first peer map.
+//
+// A try that does not reach the server (rather than being refused by it) moves on to the next
+// server for the next try.
 func (c *coordClient) connect(ctx context.Context) (*control.Welcome, error) {
-	ap, err := resolveUDP(ctx, c.addr)
+	c.mu.Lock()
+	addr, pin := c.addrs[c.cur], c.pin
+	c.mu.Unlock()
+	w, err := c.connectTo(ctx, addr, pin)
+	if err != nil && !errors.Is(err, ErrCoordKeyMismatch) && !isRefusal(err) {
+		c.next(addr, err)
+	}
+	return w, err
+}
+
+// next moves on from the server at addr (if it is still the current one) to the next one.
+func (c *coordClient) next(addr string, why error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.addrs) < 2 || c.addrs[c.cur] != addr {
+		return
+	}
+	c.cur = (c.cur + 1) % len(c.addrs)
+	c.log.Info("moving on to the next coordination server", "from", addr, "to", c.addrs[c.cur], "reason", why)
+}
+
+// current returns the address of the server the node is logged in to, or tries next.
+func (c *coordClient) current() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addrs[c.cur]
+}
+
+func (c *coordClient) connectTo(ctx context.Context, addr, pin string) (*control.Welcome, error) {
+	ap, err := resolveUDP(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	pin := c.pin
-	c.mu.Unlock()
 	var seen string
 	tlsConf, err := identity.TLSConfig(c.key, control.ALPN, false, func(pub ed25519.PublicKey) error {
 		seen = identity.Fingerprint(pub)
@@ -105,7 +139,7 @@ func (c *coordClient) connect(ctx context.Context) (*control.Welcome, error) {
 			return nil, fmt.Errorf("%w: pinned %s, server presented %s (if the server's key really changed, remove %s or pass the new --coord-key)",
 				ErrCoordKeyMismatch, pin, seen, c.pinPath)
 		}
-		return nil, fmt.Errorf("connect to coordination server %s: %w", c.addr, err)
+		return nil, fmt.Errorf("connect to coordination server %s: %w", addr, err)
 	}
 	if pin == "" {
 		if err := identity.WriteFileAtomic(c.pinPath, []byte(seen+"\n"), 0o600); err != nil {

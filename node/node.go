@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +42,9 @@ type Port struct {
 // Config configures a Node. Fields are read once by Start.
 type Config struct {
 	StateDir string // required: identity key, coord pin and the API socket live here
-	Coord    string // required: coordination server HOST:PORT
+	// Coord is required: the coordination server's HOST:PORT, or several servers that share one
+	// database and key, comma-separated, which the node fails over between in order.
+	Coord    string
 	CoordKey string // pinned coord fingerprint; "" = the saved pin, or trust on first use
 	Name     string // required: the node's name (a DNS label)
 	Listen   string // UDP address for the node's socket; default ":0"
@@ -260,7 +263,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.relays.bind(key, n.ep)
 
 	n.coord = &coordClient{
-		addr: n.cfg.Coord, key: key, pinPath: pinPath, pin: pin, log: n.log.Named("coord"),
+		addrs: strings.Split(n.cfg.Coord, ","), key: key, pinPath: pinPath, pin: pin, log: n.log.Named("coord"),
 		dial: n.ep.DialControl,
 		loginMsg: func() *control.Login {
 			return &control.Login{Version: control.Version, Name: n.cfg.Name, Endpoints: n.localEndpoints(),
@@ -436,7 +439,9 @@ func (n *Node) coordLoop() {
 			if n.ctx.Err() != nil {
 				return
 			}
-			n.log.Warn("lost the coordination server; tunnels stay up, reconnecting in the background", "error", err)
+			addr := n.coord.current()
+			n.log.Warn("lost the coordination server; tunnels stay up, reconnecting in the background", "coord", addr, "error", err)
+			n.coord.next(addr, err) // a server that went away is tried again last
 			n.relays.coordLost()
 		}
 		for {
@@ -457,7 +462,7 @@ func (n *Node) coordLoop() {
 				n.setNetworksLocked(w.Networks)
 				n.mu.Unlock()
 				n.saveCache()
-				n.log.Info("connected to the coordination server")
+				n.log.Info("connected to the coordination server", "coord", n.coord.current())
 				break
 			}
 			if errors.Is(err, ErrCoordKeyMismatch) {

@@ -48,6 +48,9 @@ database directly when no server runs.
 
 Print the version: warren-coord version
 
+Load-test running servers with simulated nodes ('warren-coord loadtest -h'):
+  warren-coord loadtest --coord HOST:PORT[,HOST:PORT] --nodes N [--networks-of K] [--churn R]
+
 A relay on its own (no database), announced by the server with --relay:
   warren-coord relay --listen HOST:PORT [--key FILE]      ('warren-coord relay -h' for details)
 
@@ -206,6 +209,7 @@ func run(args []string) error {
 var commands = map[string]func([]string, io.Writer) error{
 	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork,
 	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "version": cmdVersion, "--version": cmdVersion,
+	"loadtest": cmdLoadtest,
 }
 
 // cmdVersion prints the version.

@@ -35,15 +35,32 @@ func withDefaultPort(addr string) string {
 }
 
 // coordTarget reads --coord, which may carry the coord's key ("HOST:PORT#SHA256:…"), together with
-// --coord-key: the address to dial and the fingerprint to pin ("" = the saved pin, or trust on first
-// use). Two different keys are an error, not a choice. An address without a port gets the default one,
-// 7400.
+// --coord-key: the addresses to dial and the fingerprint to pin ("" = the saved pin, or trust on
+// first use). Two different keys are an error, not a choice. An address without a port gets the
+// default one, 7400.
+//
+// --coord may name several servers that share one database and one key, comma-separated, in the
+// order the node tries them ("a:7400,b:7400#SHA256:…"; a key may follow any of them, and all
+// that are given must agree). The result joins them with commas again.
 func coordTarget(coord, coordKey string) (addr, key string, err error) {
-	addr, key, err = identity.SplitPinnedAddr(coord)
-	if err != nil {
-		return "", "", fmt.Errorf("--coord: %w", err)
+	var addrs []string
+	for _, part := range strings.Split(coord, ",") {
+		a, k, err := identity.SplitPinnedAddr(strings.TrimSpace(part))
+		if err != nil {
+			return "", "", fmt.Errorf("--coord: %w", err)
+		}
+		if a == "" {
+			return "", "", fmt.Errorf("--coord %q: an empty address", coord)
+		}
+		if k != "" && key != "" && k != key {
+			return "", "", fmt.Errorf("--coord names two keys, %s and %s: servers a node fails over between share one key", key, k)
+		}
+		if k != "" {
+			key = k
+		}
+		addrs = append(addrs, withDefaultPort(a))
 	}
-	addr = withDefaultPort(addr)
+	addr = strings.Join(addrs, ",")
 	if coordKey == "" {
 		return addr, key, nil
 	}

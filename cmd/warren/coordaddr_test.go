@@ -28,6 +28,13 @@ func TestCoordTarget(t *testing.T) {
 		{coord: "[::1]#" + fp, addr: "[::1]:7400", pin: fp},
 		{coord: "::1", addr: "[::1]:7400"},
 		{coord: "coord.example:9000", addr: "coord.example:9000"},
+		// Several servers sharing one database and key, tried in order.
+		{coord: "a.example,b.example:9000", addr: "a.example:7400,b.example:9000"},
+		{coord: "a.example, [::1]#" + fp, addr: "a.example:7400,[::1]:7400", pin: fp},
+		{coord: "a.example#" + fp + ",b.example#" + fp, addr: "a.example:7400,b.example:7400", pin: fp},
+		{coord: "a.example#" + fp + ",b.example#" + other, error: "share one key"},
+		{coord: "a.example,,b.example", error: "an empty address"},
+		{coord: "a.example,b.example#" + fp, key: other, error: "--coord-key says"},
 	} {
 		addr, pin, err := coordTarget(tc.coord, tc.key)
 		if tc.error != "" {

@@ -38,6 +38,9 @@ func cmdStatus(args []string) error {
 	}
 	fmt.Printf("node      %s  %s\n", st.Self.Name, joinAddrs(st.Self.IPs))
 	fmt.Printf("networks  %s\n", orNone(strings.Join(st.Self.Networks, ", ")))
+	if len(st.Coord.Servers) > 1 {
+		coord += fmt.Sprintf(" (one of %s)", strings.Join(st.Coord.Servers, ", "))
+	}
 	fmt.Printf("coord     %s  %s\n", st.Coord.Addr, coord)
 	if st.Self.SOCKS != "" {
 		fmt.Printf("socks5    %s\n", st.Self.SOCKS)

@@ -30,7 +30,7 @@ func cmdUp(args []string) error {
 	authKeyFile := fs.String("authkey-file", "", "read the auth key from this `file`")
 	ephemeral := fs.Bool("ephemeral", false, "the coord removes this node once it is offline (at once when it exits cleanly or on 'warren down')")
 	state := stateFlag(fs)
-	coordAddr := fs.String("coord", "", "coordination server `HOST[:PORT]` (port default 7400), or HOST[:PORT]#SHA256:… with the key it must have, as warren-coord prints it (required)")
+	coordAddr := fs.String("coord", "", "coordination server `HOST[:PORT]` (port default 7400), or HOST[:PORT]#SHA256:… with the key it must have, as warren-coord prints it; several servers sharing one database and key, comma-separated, are tried in order (required)")
 	coordKey := fs.String("coord-key", "", "coordination server key `fingerprint` to pin (default: trust on first use)")
 	name := fs.String("name", "", "this node's `name` at its first login (a DNS label: 1-63 of a-z, 0-9, -; default: the host name made into one); the coordination server keeps it with the node's key, later changes go through 'warren rename'")
 	socksAddr := fs.String("socks", "127.0.0.1:1080", "proxy `address` speaking SOCKS5 and HTTP (loopback only without --socks-user; empty disables)")

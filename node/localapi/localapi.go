@@ -100,9 +100,11 @@ type RelayCheck struct {
 
 // Coord describes the control connection.
 type Coord struct {
-	Addr      string `json:"addr"`
-	Key       string `json:"key"`       // pinned fingerprint
-	Connected bool   `json:"connected"` //
+	Addr string `json:"addr"` // the server the node is logged in to, or tries next
+	// Servers lists every server the node fails over between, in order, when it knows several.
+	Servers   []string `json:"servers,omitempty"`
+	Key       string   `json:"key"`       // pinned fingerprint
+	Connected bool     `json:"connected"` //
 }
 
 // Peer describes one visible peer and the link to it.
