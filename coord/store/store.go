@@ -213,7 +213,7 @@ var migrations = []string{
 	CREATE INDEX pending_by_source ON pending(source);
 	CREATE INDEX pending_by_time ON pending(requested_at);
 	CREATE INDEX pending_by_key ON pending(key);`,
-	// 12: several coords on one (PostgreSQL) database (events.go): the change events each coord
+	// 10: several coords on one (PostgreSQL) database (events.go): the change events each coord
 	// writes and the others read by ID; which coord each online node is logged in to; and each
 	// coord's heartbeat, by which the others tell a dead coord's nodes offline.
 	`CREATE TABLE events (
