@@ -16,7 +16,8 @@ import (
 // identity key: node a logs in to coord 1, node b to coord 2. They see each other and carry data;
 // a join, a rule change and a kick made through one coord reach the node on the other within a
 // second (measured); after the coords' LISTEN connections are killed nothing is lost; and when
-// coord 2 dies, a sees b offline once coord 2's heartbeat is stale.
+// coord 2 dies, a sees b offline once coord 2's heartbeat is stale, while c, which has both coords
+// in its list, moves to coord 1 and is online at a again.
 func TestSeveralCoords(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs PostgreSQL and the binaries")
@@ -99,20 +100,34 @@ func TestSeveralCoords(t *testing.T) {
 		t.Log("coord 2 caught up by event ID after reconnecting")
 	}
 
-	// b joins again; then coord 2 dies without a word: a sees b offline once coord 2's heartbeat is
-	// stale (10s).
+	// b joins again, and c, which knows both coords (coord 2 first), joins too; then coord 2 dies
+	// without a word: a sees b (which knows only coord 2) offline once coord 2's heartbeat is stale
+	// (10s), and c moves to coord 1, where a sees it online again.
 	warren(t, true, "network", "join", "lan", "--state", b, "--password", "pw")
 	waitPeer(t, a, "b", "a sees b back", 30*time.Second, online)
+	c := up("c", addr2+","+addr1)
+	if st := statusOf(t, c); st.Coord.Addr != addr2 {
+		t.Fatalf("c logged in to %s, want coord 2 (%s) first", st.Coord.Addr, addr2)
+	}
+	warren(t, true, "network", "join", "lan", "--state", c, "--password", "pw")
+	waitPeer(t, a, "c", "a sees c online", 30*time.Second, online)
 	c2.kill()
 	died := time.Now()
 	off := waitPeer(t, a, "b", "a sees b offline after its coord died", 60*time.Second, offline).Sub(died)
 	t.Logf("coord 2 SIGKILLed → its node offline at coord 1's peers: %v (heartbeat timeout 10s)", off)
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		st := statusOf(t, c)
+		return st.Coord.Connected && st.Coord.Addr == addr1
+	}, "c never moved to coord 1")
+	moved := waitPeer(t, a, "c", "a sees c online after it moved to coord 1", 30*time.Second, online).Sub(died)
+	waitPeer(t, c, "a", "c sees a after the move", 30*time.Second, online)
+	t.Logf("coord 2 SIGKILLed → c (coord list) logged in to coord 1 and online at a: %v", moved)
 	// Operator commands on a coord's data directory reach the shared database, with the server
 	// running (admin socket) and without (DIR/db.url).
-	if nodes := nodesByName(t, data1); len(nodes) != 2 {
+	if nodes := nodesByName(t, data1); len(nodes) != 3 {
 		t.Errorf("nodes through coord 1's admin socket: %+v", nodes)
 	}
-	if nodes := nodesByName(t, data2); len(nodes) != 2 || nodes["b"].Name != "b" {
+	if nodes := nodesByName(t, data2); len(nodes) != 3 || nodes["b"].Name != "b" {
 		t.Errorf("nodes on coord 2's data directory, coord 2 not running: %+v", nodes)
 	}
 	for _, d := range []struct {
