@@ -29,11 +29,12 @@ var bothEngines = []func(*testing.T){
 // a fresh database (the same tests run on SQLite as themselves).
 func TestPostgres(t *testing.T) {
 	pgServer = pgtest.Start(t)
-	defer func() { pgServer = nil }()
+	t.Cleanup(func() { pgServer = nil }) // after the parallel subtests, before the next test
 	for _, f := range bothEngines {
 		name := runtime.FuncForPC(reflect.ValueOf(f).Pointer()).Name()
 		name = strings.TrimPrefix(name[strings.LastIndex(name, ".")+1:], "Test")
-		t.Run(name, f)
+		// In parallel: each has its own database, and most of the time goes to PostgreSQL.
+		t.Run(name, func(t *testing.T) { t.Parallel(); f(t) })
 	}
 }
 
