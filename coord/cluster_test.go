@@ -1,10 +1,13 @@
 package coord
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/internal/testkit/pgtest"
 )
 
@@ -84,4 +87,27 @@ func TestCluster(t *testing.T) {
 	a.waitDelta(t, "b offline", func(d *control.PeerDelta) bool {
 		return len(d.Upsert) == 1 && d.Upsert[0].Name == "b" && !d.Upsert[0].Online
 	})
+
+	// A node moves from coord 1 to coord 2: coord 1 ends its old session (and its relay binding)
+	// without clearing the presence coord 2 recorded, and a sees it online on coord 2.
+	mk, _ := identity.Generate()
+	m1 := dialKey(t, srv1, mk)
+	m1.login(t, "m")
+	if rep := m1.request(t, control.Request{ID: 1, Op: control.OpJoin, Network: "lan", Password: "pw"}); rep.Code != "" {
+		t.Fatalf("m joins: %+v", rep)
+	}
+	a.waitDelta(t, "m online", func(d *control.PeerDelta) bool {
+		return len(d.Upsert) == 1 && d.Upsert[0].Name == "m" && d.Upsert[0].Online
+	})
+	m2 := dialKey(t, srv2, mk)
+	m2.login(t, "m")
+	waitClosed(t, m1)
+	testkit.Eventually(t, 30*time.Second, func() bool { return srv1.OnlineCount() == 1 }, "coord 1 kept m's old session")
+	p, err := srv1.cfg.Store.PresenceOf(context.Background(), mk.Public())
+	if err != nil || p.Coord != "c2" {
+		t.Fatalf("m's presence after the move: %+v, %v", p, err)
+	}
+	if _, ok := srv1.cluster.remoteOnline(keyOf(mk.Public())); !ok {
+		t.Error("coord 1 does not count m online on coord 2")
+	}
 }
