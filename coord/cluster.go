@@ -125,9 +125,20 @@ func (cl *cluster) lastID() int64 {
 	return cl.last
 }
 
+// maxPresenceJSON bounds a presence row's endpoints as a coord reads them (MaxEndpoints addresses
+// take well under 1 KiB); a longer one counts as none.
+const maxPresenceJSON = 4096
+
+// decodeRemote reads another coord's presence row. Rows come from the shared database, written by
+// coords, but are decoded defensively all the same: bounded, and a bad one means no endpoints (the
+// node is still online; peers reach it through a relay or once it updates them).
 func decodeRemote(p store.Presence) remote {
 	var pj presenceJSON
-	json.Unmarshal([]byte(p.Endpoints), &pj) // a bad row means no endpoints: the relay still works
+	if len(p.Endpoints) <= maxPresenceJSON {
+		if json.Unmarshal([]byte(p.Endpoints), &pj) != nil {
+			pj = presenceJSON{}
+		}
+	}
 	if len(pj.Endpoints) > control.MaxEndpoints {
 		pj.Endpoints = pj.Endpoints[:control.MaxEndpoints]
 	}
@@ -234,34 +245,41 @@ func (s *Server) catchUp(reconnected bool) {
 
 // handleEvent brings this coord's nodes up to date with one event of another coord.
 func (s *Server) handleEvent(e store.Event) {
-	origin, keyHex, _ := strings.Cut(e.Payload, " ")
+	origin, key, hasKey := parsePayload(e.Payload)
 	if origin == s.cluster.id {
 		return // our own change: our nodes were told when we made it
 	}
+	if !hasKey && e.Kind != store.EventACL {
+		s.log.Warn("cluster: bad event", "id", e.ID, "kind", e.Kind)
+		return
+	}
 	switch e.Kind {
 	case store.EventNode, store.EventGone:
-		b, err := hex.DecodeString(keyHex)
-		if err != nil || len(b) != len(nodeKey{}) {
-			s.log.Warn("cluster: bad event", "id", e.ID, "kind", e.Kind)
-			return
-		}
-		s.resync(keyOf(b))
+		s.resync(key)
 	case store.EventACL:
 		s.resyncACL(e.Network)
 	case store.EventJoins:
-		b, err := hex.DecodeString(keyHex)
-		if err != nil || len(b) != len(nodeKey{}) {
-			s.log.Warn("cluster: bad event", "id", e.ID, "kind", e.Kind)
-			return
-		}
 		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 		defer cancel()
 		s.changeMu.Lock()
-		s.pushJoinsHere(ctx, b)
+		s.pushJoinsHere(ctx, key[:])
 		s.changeMu.Unlock()
 	default:
 		s.log.Debug("cluster: unknown event kind", "id", e.ID, "kind", e.Kind)
 	}
+}
+
+// parsePayload splits an event payload, "COORDID KEYHEX" (KEYHEX empty for network events), into
+// the publishing coord and the node key; hasKey is false without a valid key.
+func parsePayload(payload string) (origin string, key nodeKey, hasKey bool) {
+	origin, keyHex, _ := strings.Cut(payload, " ")
+	if len(keyHex) != 2*len(key) {
+		return origin, key, false
+	}
+	if _, err := hex.Decode(key[:], []byte(keyHex)); err != nil {
+		return origin, nodeKey{}, false
+	}
+	return origin, key, true
 }
 
 // resync re-reads node x — presence, record, peers, networks — and queues for this coord's sessions
