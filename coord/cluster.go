@@ -353,9 +353,11 @@ func (s *Server) resync(x nodeKey) {
 		return
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		// Deleted elsewhere (the operator, the ephemeral reaper): end its session.
+		// Deleted elsewhere (the operator, the ephemeral reaper): end its session, and its presence
+		// (its logout, skipped once the session is dropped, would have).
 		if s.dropSession(mine) {
 			mine.conn.CloseWithError(closeOK, "removed by the server operator")
+			s.clearPresence(x)
 		}
 		return
 	}

@@ -2,10 +2,12 @@ package coord
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/internal/testkit/pgtest"
@@ -110,4 +112,16 @@ func TestCluster(t *testing.T) {
 	if _, ok := srv1.cluster.remoteOnline(keyOf(mk.Public())); !ok {
 		t.Error("coord 1 does not count m online on coord 2")
 	}
+
+	// The operator removes m through coord 1 while it is on coord 2: coord 2 ends its session and
+	// its presence, and a loses it.
+	if _, err := srv1.RemoveNode(context.Background(), mk.Public()); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, m2)
+	a.waitDelta(t, "m removed", func(d *control.PeerDelta) bool { return len(d.Remove) == 1 })
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		_, err := srv1.cfg.Store.PresenceOf(context.Background(), mk.Public())
+		return errors.Is(err, store.ErrNotFound)
+	}, "m's presence outlived it")
 }
