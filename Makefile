@@ -37,7 +37,7 @@ load:
 
 # Every fuzz target for a few seconds: a smoke run that catches regressions in the decoders.
 FUZZTIME ?= 5s
-FUZZ     := ./control:FuzzDecode ./control:FuzzSideChannel ./control:FuzzRelayConsent ./peer:FuzzParseProbe ./peer:FuzzParseStreamHeader ./socks:FuzzParseUDPHeader ./netstack:FuzzInject ./socks:FuzzHandshake ./coord/store:FuzzVerifyPassword ./coord/store:FuzzParseAuthKey ./acl:FuzzParse ./coord/operatorapi:FuzzDecodeRequest ./coord/abuse:FuzzParseBlockList ./internal/flagfile:FuzzParse ./internal/packet:FuzzParse ./coord:FuzzClusterDecode
+FUZZ     := ./control:FuzzDecode ./control:FuzzSideChannel ./control:FuzzRelayConsent ./peer:FuzzParseProbe ./peer:FuzzParseStreamHeader ./socks:FuzzParseUDPHeader ./netstack:FuzzInject ./socks:FuzzHandshake ./coord/store:FuzzVerifyPassword ./coord/store:FuzzParseAuthKey ./acl:FuzzParse ./coord/operatorapi:FuzzDecodeRequest ./coord/abuse:FuzzParseBlockList ./internal/flagfile:FuzzParse ./internal/packet:FuzzParse ./internal/webui:FuzzReadJSON ./node:FuzzAnswerDNS ./internal/peercred:FuzzParseDiagReply ./coord:FuzzClusterDecode
 fuzz:
 	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
 	  $(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
@@ -45,8 +45,10 @@ fuzz:
 demo: build
 	$(GO) run ./demo
 
-# bench: warren side by side with plain loopback TCP and two wireguard-go+gVisor peers (a separate
-# module in bench/, so the product never depends on wireguard-go). BENCHFLAGS=-h lists the knobs.
+# bench: warren side by side with plain loopback TCP and wireguard-go peers (gVisor netstacks behind
+# SOCKS5; as root also kernel TUN in two netns), each peer at GOMAXPROCS=1 and Go's default, plus UDP
+# round trips (a separate module in bench/, so the product never depends on wireguard-go). ~4-6 min;
+# BENCHFLAGS=-h lists the knobs.
 BENCHFLAGS ?=
 bench: build
 	cd bench && $(GO) build -o ../$(BIN)/bench/ ./cmd/wgpeer && \

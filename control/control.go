@@ -362,7 +362,21 @@ const (
 	// CodeTooManyRequests refuses a join request (pending approval) beyond what one source may have
 	// waiting: per node key and per source address (IPv4 address, IPv6 /64).
 	CodeTooManyRequests Code = "too_many_requests"
+	// CodeStorageFull refuses what needs a write while the server's storage is full (a new node's
+	// login, a network change); nothing is wrong with the request: retry later.
+	CodeStorageFull Code = "storage_full"
 )
+
+// Transient reports whether a refusal with code c is the server's passing trouble rather than an
+// answer about the request: a node retries those (with backoff) instead of giving up. Refusals that
+// need a person (a bad auth key, a ban, a bad name) are not transient.
+func (c Code) Transient() bool {
+	switch c {
+	case CodeRateLimited, CodeStorageFull, CodeInternal:
+		return true
+	}
+	return false
+}
 
 // Member states in Reply.Members.
 const (

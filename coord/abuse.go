@@ -49,7 +49,7 @@ const maxLimiters = 10000
 func (s *Server) initAbuse() error {
 	c := &s.cfg
 	g, err := abuse.NewGuard(abuse.GuardConfig{BlockList: c.BlockList, LoginRateIP: c.LoginRateIP, LoginBurstIP: c.LoginBurstIP,
-		LoginRateKey: c.LoginRateKey, LoginBurstKey: c.LoginBurstKey, LimitLoopback: c.limitLoopback, Logger: s.log})
+		LoginRateKey: c.LoginRateKey, LoginBurstKey: c.LoginBurstKey, LimitLoopback: c.limitLoopback, Logger: s.log, Now: c.clock})
 	if err != nil {
 		return fmt.Errorf("coord: %w", err)
 	}
@@ -67,7 +67,7 @@ func (s *Server) initAbuse() error {
 // checkAbuse sweeps idle login buckets, re-reads the block list if its file changed and disconnects
 // nodes online from newly blocked addresses (New runs it periodically).
 func (s *Server) checkAbuse() {
-	now := time.Now()
+	now := s.now()
 	s.newKeys.Sweep(now)
 	s.sweepPasswordLimits(now)
 	s.requests.Sweep(now)
@@ -117,7 +117,7 @@ func (s *Server) checkNewNode(ctx context.Context, key nodeKey, from netip.Addr)
 	if _, err := s.cfg.Store.Node(ctx, key[:]); !errors.Is(err, store.ErrNotFound) {
 		return nil // known (or the store will say what is wrong in a moment)
 	}
-	if !s.newKeys.Allow(p, time.Now()) {
+	if !s.newKeys.Allow(p, s.now()) {
 		return &control.Error{Code: control.CodeRateLimited, Message: "too many new nodes from this address; try again later"}
 	}
 	return nil

@@ -52,7 +52,7 @@ func (s *Server) handleACL(sess *session, r *control.Request) *control.Reply {
 	}
 	if r.Op != control.OpACLShow {
 		sess.log.Info("network rules changed", "op", r.Op, "network", r.Network, "rules", len(a.Rules))
-		s.audit(store.AuditEntry{Actor: store.NodeActor(sess.key[:]), Action: "network." + string(r.Op),
+		s.audit(store.AuditEntry{Actor: store.NodeActor(sess.nodeName(), sess.key[:]), Action: "network." + string(r.Op),
 			Target: r.Network, Detail: fmt.Sprintf("%d rules", len(a.Rules))})
 	}
 	return &control.Reply{ID: r.ID, ACL: a}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
 )
 
 // Ephemeral nodes (Login.Ephemeral, or an ephemeral auth key) are removed — memberships gone,
@@ -55,6 +56,7 @@ func (s *Server) reapDue() {
 		}
 	}
 	s.forgetAbandoned(time.Now())
+	s.reapUnfinished(time.Now())
 }
 
 // abandonedAfter is how long a node that is in no network may stay offline before the server
@@ -131,7 +133,7 @@ func (s *Server) reapOnce(now time.Time) (loaded, removed int) {
 		s.publish("", store.EventGone, k[:])
 		told += len(r.Peers)
 		n := byKey[k]
-		s.log.Debug("ephemeral node removed", "node", k.String(), "name", n.Name, "ipv4", n.IPv4, "reason", reason, "peers_told", len(r.Peers))
+		s.log.Debug("ephemeral node removed", "node", identity.Label(n.Name, k[:]), "ipv4", n.IPv4, "reason", reason, "peers_told", len(r.Peers))
 	}
 	if len(reaped) > 0 {
 		s.log.Info("ephemeral nodes removed", "nodes", len(reaped), "reason", reason, "deltas", told)
@@ -155,7 +157,7 @@ func (s *Server) removeLocked(ctx context.Context, n store.Node, reason string) 
 		s.enqueue(keyOf(r.Node.Key), k, nil)
 	}
 	s.publish("", store.EventGone, k[:])
-	s.log.Info("ephemeral node removed", "node", k.String(), "name", n.Name, "ipv4", n.IPv4, "reason", reason, "peers_told", len(rows))
+	s.log.Info("ephemeral node removed", "node", identity.Label(n.Name, k[:]), "ipv4", n.IPv4, "reason", reason, "peers_told", len(rows))
 	return nil
 }
 

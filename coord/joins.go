@@ -22,7 +22,8 @@ const DefaultJoinRequestExpiry = 7 * 24 * time.Hour
 // no request or owner action comes along to do it.
 const joinExpiryCheck = time.Minute
 
-// now is the server's clock for join requests (Config.clock in tests).
+// now is the server's clock for join requests and the password buckets (Config.clock in tests; the
+// login buckets take it through abuse.GuardConfig.Now).
 func (s *Server) now() time.Time {
 	if s.cfg.clock != nil {
 		return s.cfg.clock()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
 )
 
 // Node names are identities (NAME.warren, access rules), so they are unique among the nodes that
@@ -52,8 +53,10 @@ func (s *Server) handleRename(sess *session, r *control.Request) *control.Reply 
 		if err := s.rename(ctx, sess, nets, r.Name); err != nil {
 			return s.failed(r.ID, err)
 		}
+		name := r.Name
+		sess.name.Store(&name)
 		sess.log.Info("node renamed", "from", old.Name, "to", r.Name)
-		s.audit(store.AuditEntry{Actor: store.NodeActor(sess.key[:]), Action: "node.rename", Target: r.Name, Detail: "was " + old.Name})
+		s.audit(store.AuditEntry{Actor: store.NodeActor(old.Name, sess.key[:]), Action: "node.rename", Target: identity.Label(r.Name, sess.key[:]), Detail: "was " + old.Name})
 	}
 	return &control.Reply{ID: r.ID, Name: r.Name, Networks: nonNil(nets)}
 }

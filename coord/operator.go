@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/coord/store"
+	"github.com/warren-net/warren/identity"
 )
 
 // What the operator's tools (package coord/operator) need from a running server beyond the store:
@@ -75,7 +76,7 @@ func (s *Server) RemoveNode(ctx context.Context, key []byte) (Removed, error) {
 	}
 	s.clearPresence(k) // its logout, skipped above, would have
 	s.publish("", store.EventGone, k[:])
-	s.log.Info("node removed by the operator", "node", k.String(), "name", n.Name, "ipv4", n.IPv4, "was_online", r.WasOnline, "peers_told", r.PeersTold)
+	s.log.Info("node removed by the operator", "node", identity.Label(n.Name, k[:]), "ipv4", n.IPv4, "was_online", r.WasOnline, "peers_told", r.PeersTold)
 	return r, nil
 }
 

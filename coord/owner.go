@@ -29,6 +29,8 @@ type Actor struct {
 	// Key is the asking node's identity key: it must own the network (except for OpMembers, which
 	// any member may list). Ignored with Operator.
 	Key []byte
+	// Name is the asking node's name, for the log and the audit log.
+	Name string
 	// Operator is the server's operator: it may act on every network.
 	Operator bool
 	// OperatorName names the operator in the audit log (store.OperatorActor); "" = "operator".
@@ -43,7 +45,7 @@ func (a Actor) auditName() string {
 	case a.Operator:
 		return store.OperatorActor(-1)
 	}
-	return store.NodeActor(a.Key)
+	return store.NodeActor(a.Name, a.Key)
 }
 
 // OwnerRequest is one owner action or listing (control.Op.IsOwnerAction).
@@ -62,8 +64,11 @@ type OwnerRequest struct {
 
 // OwnerResult is what an action did.
 type OwnerResult struct {
-	Target  string           // the node acted on, by name ("" if none)
-	Members []control.Member // OpMembers and OpPending; OpDeny with All: the requests dropped
+	Target string // the node acted on, by name ("" if none)
+	// targetKey is the key of the node acted on (nil if none): the log and the audit log name it
+	// with its name.
+	targetKey []byte
+	Members   []control.Member // OpMembers and OpPending; OpDeny with All: the requests dropped
 }
 
 // Owner performs an owner action or listing. Errors are *control.Error with a code the caller can
@@ -83,11 +88,14 @@ func (s *Server) logOwner(req OwnerRequest, res *OwnerResult, err error) {
 	}
 	by := "operator"
 	if !req.By.Operator {
-		by = keyOf(req.By.Key).String()
+		by = identity.Label(req.By.Name, req.By.Key)
 	}
 	target := req.Target
 	if res != nil && res.Target != "" {
 		target = res.Target
+		if res.targetKey != nil {
+			target = identity.Label(res.Target, res.targetKey)
+		}
 	}
 	if err != nil {
 		s.log.Info("owner action refused", "op", req.Op, "network", req.Network, "target", target, "by", by, "error", err)
@@ -168,7 +176,7 @@ func (s *Server) owner(ctx context.Context, req OwnerRequest) (*OwnerResult, err
 				return nil, err
 			}
 		}
-		res.Target = entryName(target)
+		res.Target, res.targetKey = entryName(target), target.Key
 		if bytes.Equal(target.Key, n.Owner) && (req.Op == control.OpKick || req.Op == control.OpBan) {
 			return nil, &control.Error{Code: control.CodeInvalid,
 				Message: fmt.Sprintf("%s owns network %q: transfer ownership first, or delete the network", res.Target, req.Network)}
@@ -476,7 +484,7 @@ func describeOp(op control.Op) string {
 
 // ownerRequest answers a node's owner action or listing.
 func (s *Server) ownerRequest(sess *session, r *control.Request) *control.Reply {
-	res, err := s.Owner(s.ctx, OwnerRequest{By: Actor{Key: sess.key[:]}, Op: r.Op, Network: r.Network, Target: r.Target,
+	res, err := s.Owner(s.ctx, OwnerRequest{By: Actor{Key: sess.key[:], Name: sess.nodeName()}, Op: r.Op, Network: r.Network, Target: r.Target,
 		Password: r.Password, Approval: r.Approval, Open: r.Open, All: r.All})
 	if err != nil {
 		return s.failed(r.ID, err)

@@ -148,8 +148,12 @@ func TestOwnerActions(t *testing.T) {
 	for _, e := range log { // oldest first
 		got = append(got, e.Actor+" "+e.Action+" "+e.Target+" "+e.Detail)
 	}
-	alice := store.NodeActor(aliceKey.Public())
-	want := []string{alice + " network.approve lan bob", alice + " network.kick lan bob"}
+	// Nodes are named "name(KEYPREFIX)".
+	alice, bob := store.NodeActor("alice", aliceKey.Public()), identity.Label("bob", bobKey.Public())
+	if alice != "node alice("+identity.ShortID(aliceKey.Public())+")" {
+		t.Errorf("NodeActor = %q", alice)
+	}
+	want := []string{alice + " network.approve lan " + bob, alice + " network.kick lan " + bob}
 	if len(got) < 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("audit log starts %q, want %q", got, want)
 	}

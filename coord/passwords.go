@@ -48,7 +48,7 @@ func newPasswordGuard() passwordGuard {
 // passwordWork runs fn, an argon2id hash or check asked for by the node key (nil: the operator, who
 // is not rate limited) from address from (invalid: unknown), within the limits.
 func (s *Server) passwordWork(ctx context.Context, key []byte, from netip.Addr, fn func() error) error {
-	now := time.Now()
+	now := s.now()
 	if key != nil {
 		k := keyOf(key)
 		if !s.passwords.perKey.Allow(k, now) {

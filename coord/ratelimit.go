@@ -30,7 +30,7 @@ func (s *Server) initRequestLimit() {
 // limitRequest answers r with control.CodeRateLimited if sess's node is over its request rate, and
 // returns nil if r may go ahead.
 func (s *Server) limitRequest(sess *session, r *control.Request) *control.Reply {
-	now := time.Now()
+	now := s.now()
 	if s.requests.Allow(sess.key, now) {
 		return nil
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -106,7 +107,7 @@ type Config struct {
 	ClusterTimeout   time.Duration
 	EventRetention   time.Duration
 
-	clock         func() time.Time // tests: the clock join requests are made and expire by (nil = time.Now)
+	clock         func() time.Time // tests: the clock of join requests and of login and password buckets (nil = time.Now)
 	limitLoopback bool             // tests: apply the per-address limit to loopback sources too
 	frameBudget   int              // tests: the peer map and delta frame budget (0 = control.FrameBudget)
 	newNodeBurst  int              // tests: new identities per address at once (0 = newNodeBurst)
@@ -148,6 +149,7 @@ type Server struct {
 	requests  *abuse.Limiter[nodeKey]      // control requests per node (ratelimit.go)
 
 	pending *abuse.Pending // connections not yet logged in (handshake.go)
+	metrics *coordMetrics  // logins, refusals, fan-out latency (metrics.go)
 
 	cluster *cluster // the other coords on the database; nil = none (cluster.go)
 }
@@ -190,7 +192,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.JoinRequestExpiry <= 0 {
 		cfg.JoinRequestExpiry = DefaultJoinRequestExpiry
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: relay.NewTable(cfg.RelayRate)}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: relay.NewTable(cfg.RelayRate),
+		metrics: newCoordMetrics()}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err
 	}
@@ -250,6 +253,21 @@ func (s *Server) Disconnect(key []byte) bool {
 	sess.conn.CloseWithError(closeOK, "disconnected by the server")
 	return true
 }
+
+// RelayLoad describes the relays nodes of this server use.
+type RelayLoad struct {
+	Own        bool            // this server relays (not --no-relay)
+	Bound      int             // nodes bound to this server's relay
+	Standalone []control.Relay // the standalone relays announced, in order of preference
+}
+
+// Relays returns the relays this server offers nodes and the load on its own.
+func (s *Server) Relays() RelayLoad {
+	return RelayLoad{Own: !s.cfg.NoRelay, Bound: s.relay.Len(), Standalone: slices.Clone(s.cfg.Relays)}
+}
+
+// Fingerprint is the server's key fingerprint, as nodes pin it.
+func (s *Server) Fingerprint() string { return s.cfg.Key.Fingerprint() }
 
 // OnlineCount returns how many nodes are logged in.
 func (s *Server) OnlineCount() int {

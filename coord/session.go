@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,7 +25,7 @@ import (
 // session is one logged-in node's control connection.
 type session struct {
 	key      nodeKey
-	name     string
+	name     atomic.Pointer[string] // the node's name; String and the log read it, a rename replaces it
 	conn     *quic.Conn
 	stream   *quic.Stream
 	log      hclog.Logger
@@ -46,6 +47,9 @@ type session struct {
 	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
 	replies   []*control.Msg
 	wake      chan struct{}
+
+	// pendingSince is when the oldest change in pending was queued (warren_coord_fanout_seconds).
+	pendingSince time.Time
 
 	// replySlots bounds the replies not yet written: the read loop takes a slot before it handles a
 	// request, the write loop gives it back once the reply is out. A node that sends requests but
@@ -97,14 +101,17 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		return
 	}
 	stream.SetReadDeadline(time.Time{})
+	log = s.log.With("node", identity.Label(msg.Login.Name, key[:]), "remote", conn.RemoteAddr().String())
 	if cerr := s.checkLogin(key, conn.RemoteAddr()); cerr != nil {
 		log.Info("login refused", "error", cerr)
+		s.metrics.refused(cerr)
 		refuseLogin(conn, stream, cerr)
 		return
 	}
 	sess, err := s.login(key, conn, stream, msg.Login, log)
 	if err != nil {
 		log.Info("login refused", "error", err)
+		s.metrics.refused(err)
 		var cerr *control.Error
 		if errors.As(err, &cerr) {
 			control.WriteMsg(stream, &control.Msg{Type: control.TypeReply, Reply: &control.Reply{Code: cerr.Code, Error: control.CleanText(cerr.Message)}})
@@ -116,6 +123,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		return
 	}
 	s.pending.Done(conn)
+	s.metrics.logins.Inc()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -127,6 +135,21 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	wg.Wait()
 	s.logout(sess)
 }
+
+// String names the node in logs, "name(KEYPREFIX)" (identity.Label), with its current name: the
+// session's logger carries the session itself, so a rename shows in its next line.
+func (sess *session) String() string { return identity.Label(sess.nodeName(), sess.key[:]) }
+
+// nodeName is the node's current name.
+func (sess *session) nodeName() string {
+	if p := sess.name.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// MarshalText is String, for JSON logs.
+func (sess *session) MarshalText() ([]byte, error) { return []byte(sess.String()), nil }
 
 // Allows reports whether the node shares a network with k: relay consent, as the coord sees it.
 func (sess *session) Allows(k relay.Key) bool {
@@ -146,7 +169,10 @@ func rawCerts(conn *quic.Conn) [][]byte {
 
 // login registers the session and sends Welcome and the full peer map, then tells the node's peers
 // that it is online.
-func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *control.Login, log hclog.Logger) (*session, error) {
+//
+// A node the login registered (first sight) whose login fails after that is deleted again before
+// the refusal goes out: nodes that never completed a login are not kept (unfinished.go).
+func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *control.Login, log hclog.Logger) (_ *session, err error) {
 	if l.Version != control.Version {
 		return nil, &control.Error{Code: control.CodeVersion, Message: fmt.Sprintf("protocol version %d not supported (server speaks %d)", l.Version, control.Version)}
 	}
@@ -157,9 +183,16 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	if err := s.checkNewNode(ctx, key, addrPort(conn.RemoteAddr()).Addr()); err != nil {
 		return nil, err
 	}
-	node, err := s.cfg.Store.UpsertNode(ctx, key[:], l.Name)
+	node, err := s.registerNode(ctx, key, l.Name, log)
 	if err != nil {
-		return nil, s.storeError("register node", err)
+		return nil, err
+	}
+	if !node.LoginDone {
+		defer func() {
+			if err != nil {
+				s.forgetUnfinished(key, log)
+			}
+		}()
 	}
 	if node.Name != l.Name {
 		// Names are identities: a login does not rename (names.go). The node learns its name
@@ -168,8 +201,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	}
 	observed := addrPort(conn.RemoteAddr())
 	sess := &session{
-		key: key, name: node.Name, conn: conn, stream: stream, observed: observed, since: time.Now(),
-		log:       log.With("name", node.Name),
+		key: key, conn: conn, stream: stream, observed: observed, since: time.Now(),
 		endpoints: s.candidateEndpoints(observed, l.Endpoints),
 		local:     l.Endpoints,
 		pending:   make(map[nodeKey]*control.Peer),
@@ -178,6 +210,9 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 		endpointRate: rate.NewLimiter(1, 5),
 		peers:        make(map[nodeKey]bool),
 	}
+	name := node.Name
+	sess.name.Store(&name)
+	sess.log = s.log.With("node", sess, "remote", conn.RemoteAddr().String())
 
 	welcome, acls, peers, err := s.register(ctx, sess, node, l, log)
 	if err != nil {
@@ -220,6 +255,13 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 	defer s.changeMu.Unlock()
 	if node, err = s.admit(ctx, key, node, l, log); err != nil {
 		return nil, nil, nil, err
+	}
+	if !node.LoginDone {
+		// Admitted: from here on the node exists for its peers.
+		if err := s.cfg.Store.CompleteLogin(ctx, key[:]); err != nil {
+			return nil, nil, nil, s.storeError("complete login", err)
+		}
+		node.LoginDone = true
 	}
 	if err := s.stillRegistered(ctx, key); err != nil {
 		return nil, nil, nil, err
@@ -300,7 +342,14 @@ func keyOf(b []byte) nodeKey {
 	return k
 }
 
+// storeError logs a failed store operation and turns it into the answer for the node: storage
+// full (the node retries) or an internal error.
 func (s *Server) storeError(step string, err error) error {
+	if store.StorageFull(err) {
+		s.log.Error("storage full: the disk holding the database is full; new nodes and changes are refused until space is freed",
+			"step", step, "error", err)
+		return &control.Error{Code: control.CodeStorageFull, Message: "the coordination server's storage is full; retry later"}
+	}
 	s.log.Error("store failure", "step", step, "error", err)
 	return &control.Error{Code: control.CodeInternal, Message: step + ": internal error"}
 }
@@ -379,6 +428,9 @@ func (s *Server) enqueue(to, about nodeKey, p *control.Peer) {
 	}
 	p = reachableBy(toAddr, p)
 	sess.mu.Lock()
+	if len(sess.pending) == 0 {
+		sess.pendingSince = time.Now()
+	}
 	sess.pending[about] = p
 	if p != nil {
 		sess.peers[about] = true
@@ -445,7 +497,7 @@ func (s *Server) writeLoop(sess *session) {
 		sess.mu.Lock()
 		replies := sess.replies
 		sess.replies = nil
-		pending := sess.pending
+		pending, since := sess.pending, sess.pendingSince
 		sess.pending = make(map[nodeKey]*control.Peer)
 		networks := sess.networks
 		sess.networks = nil
@@ -478,6 +530,9 @@ func (s *Server) writeLoop(sess *session) {
 		}
 		if err := cut.close(networks != nil || joins != nil); err != nil {
 			return
+		}
+		if len(pending) > 0 {
+			s.metrics.fanout.Observe(time.Since(since).Seconds())
 		}
 	}
 }

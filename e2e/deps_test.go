@@ -59,7 +59,7 @@ var (
 var dependencyRules = []rule{
 	{pkg: "control", deny: []string{"!std"}, reason: "the wire contract between node and coord: both sides import it, it imports neither"},
 	{pkg: "identity", deny: []string{"!std"}, reason: "keys and certificates: a leaf both sides trust"},
-	{pkg: "internal", tree: true, except: []string{"internal/testkit"}, deny: []string{"!std"}, reason: "small std-only helpers either side may use (backoff, bicopy, deadline, flagfile, naming, packet, peercred, privdir, ...)"},
+	{pkg: "internal", tree: true, except: []string{"internal/testkit", "internal/metrics"}, deny: []string{"!std"}, reason: "small std-only helpers either side may use (backoff, bicopy, deadline, flagfile, naming, packet, peercred, privdir, ...)"},
 	{pkg: "node/localapi", deny: []string{"!std"}, reason: "the CLI's contract with a running node: JSON types only, so the CLI never links the daemon"},
 	{pkg: "coord/operatorapi", deny: []string{"!std"}, reason: "the operator CLI's contract with a running coord: JSON types only"},
 	{pkg: "acl", deny: append([]string{"gvisor.dev/", "github.com/quic-go/"}, append(nodeSide, serverSide...)...), reason: "access rules are evaluated on both sides: pure data and matching"},
@@ -72,6 +72,7 @@ var dependencyRules = []rule{
 	{pkg: "coord/relay", deny: []string{mod + "coord/store", mod + "coord/operator"}, reason: "the relay runs standalone (warren-coord relay) without the coord's database"},
 	{pkg: "internal/testkit/pgtest", deny: []string{"!std"}, reason: "a throwaway PostgreSQL for any package's tests: it runs Debian's binaries and speaks SQL through psql, so it links no driver"},
 	{pkg: "internal/testkit", deny: append([]string{"gvisor.dev/", "github.com/quic-go/"}, append(nodeSide, serverSide...)...), reason: "test helpers shared by every package's tests must not pull either side in"},
+	{pkg: "internal/metrics", deny: append([]string{"gvisor.dev/", "github.com/quic-go/", mod + "control", mod + "identity"}, append(nodeSide, serverSide...)...), reason: "metric helpers both sides use (a private Prometheus registry, a loopback-only listener): each side registers its own metrics, the helpers know neither"},
 	{pkg: "coord/loadtest", deny: []string{mod + "coord/store", mod + "coord/relay", mod + "coord/operator", mod + "coord/listener", mod + "coord/abuse"}, reason: "a load generator is a client: it knows the server only through the control protocol, as a node does"},
 	{pkg: "coord/abuse", deny: []string{mod + "control", mod + "coord/store", mod + "coord/relay"}, reason: "abuse controls are building blocks the coord and the relay share"},
 }
@@ -117,8 +118,9 @@ func TestDependencyDirection(t *testing.T) {
 func denied(dep, deny string) bool {
 	switch {
 	case deny == "!std":
-		// The std-only helpers under internal/ count as standard library (testkit does not).
-		if strings.HasPrefix(dep, mod+"internal/") && !strings.HasPrefix(dep, mod+"internal/testkit") {
+		// The std-only helpers under internal/ count as standard library (testkit and metrics, which
+		// pull in third-party modules, do not).
+		if strings.HasPrefix(dep, mod+"internal/") && !strings.HasPrefix(dep, mod+"internal/testkit") && !strings.HasPrefix(dep, mod+"internal/metrics") {
 			return false
 		}
 		return strings.Contains(strings.Split(dep, "/")[0], ".") && !strings.HasPrefix(dep, "vendor/")

@@ -125,6 +125,7 @@ func TestOperatorCommands(t *testing.T) {
 
 	// node remove: gone from its peer's status within seconds; the listing no longer has it.
 	start = time.Now()
+	charlieKey := nodesByName(t, data)["charlie"].Key // short key, as logs and the audit log show it
 	out := coordCmd(t, true, "node", "remove", "charlie", "--data", data)
 	if !strings.Contains(out, "removed node charlie") || !strings.Contains(out, "disconnected") || !strings.Contains(out, "2 peer(s) told") {
 		t.Errorf("node remove said:\n%s", out)
@@ -240,7 +241,7 @@ func TestOperatorCommands(t *testing.T) {
 			t.Errorf("audit entry %d: %+v", i, e)
 		}
 	}
-	want := []string{"authkey.create " + keys[0].ID, "node.remove charlie", "block.add 127.0.0.2/32", "authkey.revoke " + keys[0].ID, "block.remove 127.0.0.2/32",
+	want := []string{"authkey.create " + keys[0].ID, "node.remove charlie(" + charlieKey + ")", "block.add 127.0.0.2/32", "authkey.revoke " + keys[0].ID, "block.remove 127.0.0.2/32",
 		"network.kick lan", "network.lock lan"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("audit:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -126,6 +126,35 @@ func TestRun(t *testing.T) {
 		}
 	})
 
+	t.Run("names", func(t *testing.T) {
+		// The namespace's resolv.conf points at the node's DNS address: NAME.warren resolves with the
+		// system's own resolver (getent, curl), and so do reverse lookups of overlay addresses.
+		out, code := run("getent", "ahostsv4", "bob.warren")
+		if code != 0 || !strings.Contains(out, ipB[0]) {
+			t.Errorf("getent ahostsv4 bob.warren: exit %d\n%s", code, out)
+		}
+		out, code = run("getent", "ahostsv4", "bob") // the search domain
+		if code != 0 || !strings.Contains(out, ipB[0]) {
+			t.Errorf("getent ahostsv4 bob: exit %d\n%s", code, out)
+		}
+		out, code = run("getent", "hosts", ipB[0])
+		if code != 0 || !strings.Contains(out, "bob.warren") {
+			t.Errorf("getent hosts %s: exit %d\n%s", ipB[0], code, out)
+		}
+		url := fmt.Sprintf("http://bob.warren:%d/", httpPort)
+		out, code = run("curl", "-sS", "-m", "10", url)
+		if code != 0 || !strings.Contains(out, "from bob") {
+			t.Errorf("curl %s: exit %d\n%s", url, code, out)
+		}
+		out, code = run("getent", "hosts", "nobody-here.warren")
+		if code == 0 {
+			t.Errorf("an unknown name resolved:\n%s", out)
+		}
+		if out, _ := run("cat", "/etc/resolv.conf"); !strings.Contains(out, "nameserver 100.127.255.254") {
+			t.Errorf("resolv.conf inside:\n%s", out)
+		}
+	})
+
 	t.Run("udp", func(t *testing.T) {
 		out, code := run("bash", "-c", fmt.Sprintf("exec 3<>/dev/udp/%s/%d; echo ping >&3; timeout 5 head -c 10 <&3", ipB[0], udpPort))
 		if code != 0 || !strings.Contains(out, "echo:ping") {

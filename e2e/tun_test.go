@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -51,16 +52,22 @@ func TestTUN(t *testing.T) {
 	sumC := tcpBlob(t, nsB, "127.0.0.1:7100", 1<<20)
 	udpB := udpListen(t, nsB, "0.0.0.0:7001", false)
 	udpB3 := udpListen(t, nsB, "0.0.0.0:7003", false)
-	go func() { // bob's UDP service answers every datagram
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := udpB.ReadFrom(buf)
-			if err != nil {
-				return
+	// bob's localhost-only services, exposed too: TCP 7004 and a UDP echo on 7005. Nothing listens on
+	// exposed tcp:7006, which bob warns about at start.
+	sumLo := tcpBlob(t, nsB, "127.0.0.1:7004", 1<<20)
+	udpLo := udpListen(t, nsB, "127.0.0.1:7005", false)
+	for _, c := range []net.PacketConn{udpB, udpLo} {
+		go func() { // bob's UDP services answer every datagram
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := c.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
 			}
-			udpB.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-		}
-	}()
+		}()
+	}
 
 	stateA, stateB, stateC := filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c")
 	upA := []string{"up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "10.99.0.1:0",
@@ -69,8 +76,8 @@ func TestTUN(t *testing.T) {
 	if l := a.line(t, "warren node"); !strings.Contains(l, "TUN device warren0") {
 		t.Errorf("alice says: %s", l)
 	}
-	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateB, "--name", "bob", "--listen", "10.99.0.2:0",
-		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001")
+	b := startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateB, "--name", "bob", "--listen", "10.99.0.2:0",
+		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001,tcp:7004,udp:7005,tcp:7006")
 	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "10.99.0.2:0",
 		"--socks", "127.0.0.1:1080", "--expose", "tcp:7100")
 	for _, s := range []string{stateA, stateB, stateC} {
@@ -113,6 +120,83 @@ func TestTUN(t *testing.T) {
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("refusal took %v", d)
+		}
+	})
+
+	t.Run("dns", func(t *testing.T) {
+		// alice's node answers NAME.warren at its DNS addresses, for what its kernel routes into the
+		// device; Go's own resolver asks them from inside alice's namespace.
+		st := statusOf(t, stateA)
+		if got := ipStrings(st.Self.DNS); strings.Join(got, " ") != "100.127.255.254 fd7a:7761:7272:ffff:ffff:ffff:ffff:ffff" {
+			t.Fatalf("self.dns = %v", got)
+		}
+		// Not registered from a network namespace: the line to add by hand (resolvectl or resolv.conf).
+		if !strings.Contains(st.Self.DNSSetup, "100.127.255.254") || strings.HasPrefix(st.Self.DNSSetup, "registered") {
+			t.Errorf("dns_setup outside the initial namespace: %q", st.Self.DNSSetup)
+		}
+		if out := warren(t, true, "status", "--state", stateA); !strings.Contains(out, "dns       100.127.255.254") {
+			t.Errorf("warren status:\n%s", out)
+		}
+		for _, server := range st.Self.DNS {
+			r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var c net.Conn
+				var err error
+				inNS(t, nsA, func() { c, err = (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(server.String(), "53")) })
+				return c, err
+			}}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			start := time.Now()
+			ips, err := r.LookupHost(ctx, "bob.warren")
+			took := time.Since(start)
+			names, rerr := r.LookupAddr(ctx, ipB[0])
+			_, nerr := r.LookupHost(ctx, "nobody.warren")
+			_, xerr := r.LookupHost(ctx, "example.com")
+			cancel()
+			t.Logf("via %v: bob.warren → %v in %v; %s → %v", server, ips, took.Round(time.Microsecond), ipB[0], names)
+			if err != nil || strings.Join(ips, " ") != strings.Join(ipB, " ") && strings.Join(ips, " ") != ipB[1]+" "+ipB[0] {
+				t.Errorf("via %v: bob.warren → %v, %v; want %v", server, ips, err, ipB)
+			}
+			if rerr != nil || len(names) != 1 || names[0] != "bob.warren." {
+				t.Errorf("via %v: reverse %s → %v, %v", server, ipB[0], names, rerr)
+			}
+			var dnsErr *net.DNSError
+			if !errors.As(nerr, &dnsErr) || !dnsErr.IsNotFound {
+				t.Errorf("via %v: nobody.warren: %v, want not found", server, nerr)
+			}
+			if xerr == nil {
+				t.Errorf("via %v: example.com resolved (want REFUSED)", server)
+			}
+		}
+	})
+
+	t.Run("localhost", func(t *testing.T) {
+		// bob's services on 127.0.0.1 are reachable through its exposed ports in TUN mode too: the
+		// netstack takes those flows and forwards them to loopback.
+		if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7004")); err != nil || sum != sumLo {
+			t.Errorf("alice → bob:7004 (127.0.0.1 only): %v (sha256 match %v)", err, sum == sumLo)
+		}
+		if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[1], "7004")); err != nil || sum != sumLo {
+			t.Errorf("alice → bob:7004 over IPv6 (127.0.0.1 only): %v (sha256 match %v)", err, sum == sumLo)
+		}
+		c := udpListen(t, nsA, "0.0.0.0:0", false)
+		buf := make([]byte, 2048)
+		for i := range 3 {
+			msg := fmt.Sprintf("game-%d", i)
+			if _, err := c.WriteTo([]byte(msg), &net.UDPAddr{IP: net.ParseIP(ipB[0]), Port: 7005}); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, from, err := c.ReadFrom(buf)
+			if err != nil || string(buf[:n]) != "echo:"+msg || from.(*net.UDPAddr).IP.String() != ipB[0] {
+				t.Fatalf("UDP echo on bob's 127.0.0.1:7005: %q from %v: %v", buf[:n], from, err)
+			}
+		}
+		testkit.Eventually(t, 30*time.Second, func() bool { return strings.Contains(b.stderr.String(), "nothing listens on exposed port tcp:7006") },
+			"bob did not warn about tcp:7006")
+		for _, port := range []string{"7000", "7001", "7004", "7005"} {
+			if strings.Contains(b.stderr.String(), "exposed port tcp:"+port) || strings.Contains(b.stderr.String(), "exposed port udp:"+port) {
+				t.Errorf("bob warned about port %s, which a service listens on", port)
+			}
 		}
 	})
 

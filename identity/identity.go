@@ -162,6 +162,16 @@ func ShortID(pub []byte) string {
 	return base64.RawURLEncoding.EncodeToString(pub[:6])
 }
 
+// Label names a node in logs and the audit log: its name with its short key, "bob(BNuJKfiB)", so a
+// line is readable and still says which key (names can change or, from older servers, repeat). An
+// empty name gives the short key alone.
+func Label(name string, pub []byte) string {
+	if name == "" {
+		return ShortID(pub)
+	}
+	return name + "(" + ShortID(pub) + ")"
+}
+
 // ParseFingerprint normalises a fingerprint given by a person (with or without the "SHA256:" prefix).
 func ParseFingerprint(s string) (string, error) {
 	s = strings.TrimSpace(s)

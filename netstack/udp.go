@@ -168,12 +168,17 @@ func (f *udpForwarder) flow(src netip.AddrPort, from net.Addr) *udpFlow {
 func (f *udpForwarder) replies(src netip.AddrPort, fl *udpFlow) {
 	defer f.ns.wg.Done()
 	buf := make([]byte, maxDatagram)
+	var armed time.Time // when the idle deadline was last moved: at most once per second
 	for {
-		fl.host.SetReadDeadline(time.Now().Add(udpIdleTimeout))
+		if now := time.Now(); now.Sub(armed) >= time.Second {
+			fl.host.SetReadDeadline(now.Add(udpIdleTimeout))
+			armed = now
+		}
 		n, err := fl.host.Read(buf)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, fl.lastSeen.Load())) < udpIdleTimeout {
+				armed = time.Time{}
 				continue // the peer is still sending; only silence both ways ends a flow
 			}
 			break

@@ -138,7 +138,7 @@ func (n *Node) aclRefused(from peer.Key, proto uint8, port uint16) {
 		return
 	}
 	if quiet, ok := n.aclLog.due(aclLogEvery); ok {
-		n.log.Debug("access rules refused a connection or packet", "peer", from, "proto", proto, "port", port,
+		n.log.Debug("access rules refused a connection or packet", "peer", n.who(from), "proto", proto, "port", port,
 			"refused_unlogged", quiet)
 	}
 }

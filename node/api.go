@@ -99,7 +99,8 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 		}
 		writeJSON(w, http.StatusOK, rep)
 	})
-	mux.HandleFunc("POST /v1/attach", n.handleAttach) // `warren run` (attach.go)
+	mux.HandleFunc("POST /v1/attach", n.handleAttach)   // `warren run` (attach.go)
+	mux.Handle("GET /v1/metrics", n.registry.Handler()) // Prometheus text format (metrics.go)
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		seq, _ := strconv.Atoi(q.Get("seq"))
@@ -263,50 +264,57 @@ func (n *Node) Ping(ctx context.Context, target string, seq uint16) (*localapi.P
 	return rep, nil
 }
 
-// Status reports the node and its peers.
+// Status reports the node and its peers. The local API serves it while Start runs: the parts Start
+// sets after the API is up (peer endpoint, coord client, proxy) are read only once it has finished
+// (n.started), so a status request then shows them empty instead of racing their assignment.
 func (n *Node) Status() localapi.Status {
 	st := localapi.Status{Self: localapi.Self{Name: n.peers.selfName(), Networks: []string{}}, Peers: []localapi.Peer{}}
 	st.Self.Exposed = n.exposedList()
-	if n.key != nil {
+	if n.key != nil { // set before the API starts
 		st.Self.Key = n.key.Fingerprint()
 	}
-	if a := n.SOCKSAddr(); a != nil {
-		st.Self.SOCKS = a.String()
+	st.Coord.Addr = n.cfg.Coord
+	if all := strings.Split(n.cfg.Coord, ","); len(all) > 1 {
+		st.Coord.Addr, st.Coord.Servers = all[0], all
 	}
-	if n.ep != nil {
-		st.Self.Endpoint = n.ep.LocalAddr().String()
-	}
-	if n.coord != nil {
-		st.Coord = localapi.Coord{Addr: n.coord.current(), Connected: n.coord.connected()}
-		if all := strings.Split(n.cfg.Coord, ","); len(all) > 1 {
-			st.Coord.Servers = all
+	if n.started.Load() {
+		if a := n.SOCKSAddr(); a != nil {
+			st.Self.SOCKS = a.String()
 		}
-		n.coord.mu.Lock()
-		st.Coord.Key = n.coord.pin
-		n.coord.mu.Unlock()
+		if n.ep != nil { // nil in tests that set parts by hand
+			st.Self.Endpoint = n.ep.LocalAddr().String()
+		}
+		if n.coord != nil {
+			st.Coord.Addr, st.Coord.Connected = n.coord.current(), n.coord.connected()
+			n.coord.mu.Lock()
+			st.Coord.Key = n.coord.pin
+			n.coord.mu.Unlock()
+		}
 	}
 	logins := n.relays.logins()
 	n.mu.Lock()
+	st.Coord.Trouble = n.coordTrouble
 	if w := n.welcome; w != nil {
 		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
 		st.Self.Ephemeral = w.Ephemeral
 		st.Self.Networks = append(st.Self.Networks, w.Networks...)
+		if d4, d6 := dnsAddrs(w.Prefix4, w.Prefix6); d4.IsValid() && d6.IsValid() {
+			st.Self.DNS = []netip.Addr{d4, d6}
+		}
 	}
+	st.Self.DNSSetup = n.dnsSetup
 	if n.nat != nil {
 		v := netcheckView(*n.nat, logins)
 		st.Self.NAT = &v
 	}
 	n.mu.Unlock()
 	for _, p := range n.peers.sorted() {
-		ps := localapi.Peer{Name: p.Name, IPs: p.IPs, Online: p.Online, Path: "none", Networks: p.Networks}
-		if k, ok := peer.KeyOf(p.Key); ok && n.ep != nil {
-			ls := n.ep.Status(k)
-			ps.Path = ls.Path
-			if ls.Endpoint.IsValid() {
-				ps.Endpoint = ls.Endpoint.String()
-			}
-			ps.RTTms = float64(ls.RTT.Microseconds()) / 1000
+		ls := n.linkStatus(p)
+		ps := localapi.Peer{Name: p.Name, IPs: p.IPs, Online: p.Online, Path: ls.Path, Networks: p.Networks}
+		if ls.Endpoint.IsValid() {
+			ps.Endpoint = ls.Endpoint.String()
 		}
+		ps.RTTms = float64(ls.RTT.Microseconds()) / 1000
 		switch {
 		case p.Online:
 			ps.State = "online"
@@ -318,14 +326,7 @@ func (n *Node) Status() localapi.Status {
 		st.Peers = append(st.Peers, ps)
 	}
 	st.JoinRequests, st.JoinRequestsMore = n.joins.status()
-	st.Stats = localapi.Stats{
-		PacketsSent:        n.sendq.sent.Load(),
-		DroppedQueueFull:   n.sendq.full.Load(),
-		DroppedNoRoute:     n.drops.noRoute.Load() + n.sendq.failed.Load(),
-		DroppedSpoofed:     n.drops.spoofed.Load(),
-		DroppedRateLimited: n.drops.rateLimited.Load(),
-		DroppedACL:         n.drops.acl.Load(),
-	}
+	st.Stats = n.stats()
 	return st
 }
 

@@ -120,6 +120,8 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) {
 
 	info := localapi.AttachInfo{MTU: peer.MaxPacketSize,
 		Addrs: []netip.Prefix{netip.PrefixFrom(wl.IPv4, wl.Prefix4.Bits()), netip.PrefixFrom(wl.IPv6, wl.Prefix6.Bits())}}
+	d4, d6 := dnsAddrs(wl.Prefix4, wl.Prefix6)
+	info.DNS = []netip.Addr{d4, d6}
 	conn.SetDeadline(time.Now().Add(15 * time.Second))
 	head := "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + localapi.AttachProtocol + "\r\n\r\n"
 	line, _ := json.Marshal(info)
@@ -163,7 +165,7 @@ func (n *Node) attachDevice(conn *net.UnixConn, owner uint8, name string, info l
 	defer n.attached.mu.Unlock()
 	b := n.tun.Load()
 	if b == nil {
-		b = &tunBridge{flows: packet.NewFlowTable(maxFlows), self4: info.Addrs[0].Addr(), self6: info.Addrs[1].Addr()}
+		b = newBridge(info.Addrs[0], info.Addrs[1])
 		n.tun.Store(b)
 	}
 	dev, err := tun.FromFile(f, tun.Config{Name: name, Addrs: info.Addrs, MTU: info.MTU,

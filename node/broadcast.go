@@ -42,14 +42,6 @@ func (o overlay) fanOut(dst netip.Addr) bool {
 // inOverlay reports whether ip is an overlay address.
 func (n *Node) inOverlay(ip netip.Addr) bool { return n.overlay.contains(ip) }
 
-// lastAddr returns the last address of an IPv4 prefix: its broadcast address.
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-}
-
 // fanOut sends pkt to every peer with a link.
 func (n *Node) fanOut(pkt []byte) {
 	if !n.limits.allow(peer.Key{}) { // our own key slot: the local sender

@@ -102,3 +102,11 @@ func (n *Node) handleRenameAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, localapi.Rename{Name: name})
 }
+
+// who names a peer in logs: "name(KEYPREFIX)" (peer.Endpoint.Who).
+func (n *Node) who(k peer.Key) string {
+	if n.ep == nil {
+		return k.String()
+	}
+	return n.ep.Who(k)
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
+	"github.com/warren-net/warren/internal/metrics"
 	"github.com/warren-net/warren/internal/peercred"
 	"github.com/warren-net/warren/internal/privdir"
 	"github.com/warren-net/warren/netstack"
@@ -83,6 +84,9 @@ type Config struct {
 	// Ephemeral asks the coord to remove the node once it is offline; the node logs out when it
 	// closes. A node that joins with an ephemeral auth key is ephemeral without it.
 	Ephemeral bool
+	// Metrics, if set, is a loopback TCP address to serve Prometheus metrics on (/metrics), besides
+	// GET /v1/metrics on the local API (metrics.go). "" = the local API only.
+	Metrics string
 }
 
 // Node is a running warren node. Its state is split by concern into parts, each with its own lock
@@ -105,6 +109,12 @@ type Node struct {
 	proxyHeader  map[uint16]bool // exposed TCP ports that get a PROXY v2 header (Config.ProxyHeader)
 	whois        whoisTable      // local connections made for peers (whois.go)
 	overlay      overlay         // the overlay's address pools; set once at first login
+	registry     *metrics.Registry
+	metricsSrv   *metrics.Server // Config.Metrics; nil without it
+	// started is set once Start has succeeded: what Start sets is then safe to read (metrics.go).
+	started atomic.Bool
+	// inboundExposed counts connections peers made to exposed ports (dialLocal).
+	inboundExposed atomic.Uint64
 
 	ctx    context.Context // alive until Close
 	cancel context.CancelFunc
@@ -121,6 +131,7 @@ type Node struct {
 	joins    joinRequests                   // join requests awaiting this node's approval (joins.go)
 	limits   *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
 	drops    dropCounters                   // packets dropped, by reason
+	listens  *listenProbe                   // which exposed ports listen where (listens.go)
 	aclLog   logLimiter                     // debug lines about refusals (acl.go)
 	stop     stopSignal                     // Stopped, Err and logout state (logout.go)
 
@@ -131,7 +142,12 @@ type Node struct {
 	coordAddr netip.AddrPort   // the coord's address at the last login
 	probePort uint16           // the coord's NAT-discovery port
 	nat       *peer.NATReport  // the last NAT discovery
-	closed    bool
+	// dnsSetup says how the host's resolver uses the DNS server (resolved.go); dnsRegistered is the
+	// device registered with systemd-resolved, to revert at exit.
+	dnsSetup, dnsRegistered string
+	// coordTrouble is why the last login to the coord failed, "" after one worked (Status).
+	coordTrouble string
+	closed       bool
 }
 
 // dropCounters count the packets the node drops, by reason (Status reports them).
@@ -164,11 +180,17 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	if cfg.Metrics != "" {
+		if err := metrics.CheckLoopback(cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	proxyUsers, err := peercred.ParsePolicy(peercred.OwnerPolicy(uint32(os.Getuid())), cfg.ProxyUsers)
 	if err != nil {
 		return nil, fmt.Errorf("node: --proxy-users: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers}
+	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers,
+		listens: newListenProbe()}
 	for _, p := range cfg.Expose {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
 			return nil, fmt.Errorf("node: cannot expose %s:%d (want tcp or udp, ports 1-65535)", p.Proto, p.Port)
@@ -183,6 +205,7 @@ func New(cfg Config) (*Node, error) {
 		n.proxyHeader[p] = true
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.registry = n.newRegistry()
 	n.sendq.log = n.log
 	n.peers = newPeerState(cfg.Name, n.log, &n.routes)
 	n.relays = newRelaySet(n.ctx, n.log.Named("relay"), n.peers.consent)
@@ -212,8 +235,10 @@ func checkLoopback(hostport string) error {
 // 10-13.3 s later: within the 15 s in which its peers must see it gone.
 const peerIdleTimeout = 10 * time.Second
 
-// Start brings the node up: identity, UDP socket, login (retrying up to CoordTimeout), netstack, proxy
-// and local API. On error everything started so far is closed again.
+// Start brings the node up: identity, local API and proxy listeners (bound before anything reaches
+// the coord, so a port in use leaves nothing behind there), UDP socket, login (retrying up to
+// CoordTimeout while the coord is unreachable, and as long as it answers with transient errors),
+// netstack, and then the proxy serves. On error everything started so far is closed again.
 func (n *Node) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -243,6 +268,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// The API socket comes first: it also tells us whether another node already uses this state dir.
 	if n.api, err = startAPI(n, filepath.Join(n.cfg.StateDir, "warren.sock"), n.log.Named("api")); err != nil {
 		return err
+	}
+	if err := n.startMetrics(); err != nil {
+		return err
+	}
+
+	// The proxy's listeners too, before the login: a port in use fails the start before the coord
+	// registers anything.
+	if n.cfg.SOCKS != "" || n.cfg.HTTP != "" {
+		where := proxyListen{socks: n.cfg.SOCKS, http: n.cfg.HTTP, socket: filepath.Join(n.cfg.StateDir, ProxySocketFile)}
+		if n.proxy, err = listenProxy(where); err != nil {
+			return err
+		}
 	}
 
 	cache, err := loadCache(n.cachePath())
@@ -276,7 +313,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if cache != nil {
 		loginTimeout = min(loginTimeout, 3*time.Second) // do not keep known tunnels waiting for long
 	}
-	w, err := n.firstLogin(ctx, loginTimeout)
+	w, err := n.firstLogin(ctx, loginTimeout, cache == nil)
 	switch {
 	case err == nil:
 		n.log.Info("logged in", "name", cmp.Or(w.Name, n.cfg.Name), "ipv4", w.IPv4, "ipv6", w.IPv6, "networks", w.Networks, "observed", w.Observed)
@@ -317,27 +354,33 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	for p := range n.exposed {
-		if p.Proto == "udp" && n.cfg.TUN == "" { // in TUN mode the kernel serves exposed ports
+		// In TUN mode the netstack gets only flows to services that listen on loopback (listens.go).
+		if p.Proto == "udp" {
 			if err := stack.ExposeUDP(p.Port); err != nil {
 				return fmt.Errorf("expose udp:%d: %w", p.Port, err)
 			}
 		}
 	}
+	var overlayAddrs []netip.Addr
+	if n.cfg.TUN != "" {
+		overlayAddrs = []netip.Addr{w.IPv4, w.IPv6}
+	}
+	n.warnUnreachable(n.listens, overlayAddrs)
 
 	n.wg.Add(1)
 	go n.coordLoop()
 
-	if n.cfg.SOCKS != "" || n.cfg.HTTP != "" {
-		where := proxyListen{socks: n.cfg.SOCKS, http: n.cfg.HTTP, socket: filepath.Join(n.cfg.StateDir, ProxySocketFile), guard: n.localUsersOnly}
-		n.proxy, err = startProxy(where, socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP,
+	if n.proxy != nil {
+		err := n.proxy.serve(socks.Config{Dial: n.dial, Resolve: n.resolve, ListenUDP: n.listenUDP,
 			Logger: n.log.Named("proxy"), User: n.cfg.ProxyUser, Password: n.cfg.ProxyPassword,
 			UDPClientAllowed: n.proxyUsers.AllowsDatagram,
 			FanOut:           func(ip netip.Addr) bool { return n.overlay.fanOut(ip) },
-			Peer:             func(ip netip.Addr) bool { _, ok := n.routes.Load().owner[ip]; return ok }}, n.log)
+			Peer:             func(ip netip.Addr) bool { _, ok := n.routes.Load().owner[ip]; return ok }}, n.localUsersOnly, n.log)
 		if err != nil {
 			return err
 		}
 	}
+	n.started.Store(true)
 	return nil
 }
 
@@ -392,40 +435,74 @@ func canStartFromCache(err error) bool {
 	return !errors.Is(err, ErrCoordKeyMismatch) && !isRefusal(err)
 }
 
-// isRefusal reports whether err is the coord refusing the login for good (a bad name, a blocked
-// address, a bad auth key...). Being rate limited is not: it passes, so the node tries again.
+// isRefusal reports whether err is the coord refusing the login for good: a refusal that needs a
+// person (a bad name, a blocked address, a bad auth key, a ban...). Transient ones (storage full,
+// rate limited, an internal error) are not: the node tries again.
 func isRefusal(err error) bool {
-	var cerr *control.Error
-	return errors.As(err, &cerr) && cerr.Code != control.CodeRateLimited
+	cerr, ok := errors.AsType[*control.Error](err)
+	return ok && !cerr.Code.Transient()
 }
 
-// firstLogin connects to the coord, retrying with backoff for up to CoordTimeout. A key mismatch or
-// a refused login is final.
-func (n *Node) firstLogin(ctx context.Context, timeout time.Duration) (*control.Welcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	bo := backoff.New(500*time.Millisecond, 5*time.Second)
+// Retry delays of the first login: 0.5 s doubling to 10 s, each ±25% (internal/backoff).
+const (
+	firstLoginMinDelay = 500 * time.Millisecond
+	firstLoginMaxDelay = 10 * time.Second
+)
+
+// firstLogin connects to the coord, retrying with jittered backoff. It gives up once the coord has
+// not answered for timeout; while it answers with a transient refusal (storage full, rate limited,
+// an internal error) and keepTrying is set, it goes on until ctx ends, the reason in its log and in
+// Status. A key mismatch or a refusal that needs a person is final.
+func (n *Node) firstLogin(ctx context.Context, timeout time.Duration, keepTrying bool) (*control.Welcome, error) {
+	bo := backoff.New(firstLoginMinDelay, firstLoginMaxDelay)
+	deadline := time.Now().Add(timeout) // moved on by each transient answer when keepTrying
 	tries := 0
+	lastReason := ""
 	for {
 		tries++
-		w, err := n.coord.connect(ctx)
+		tctx, cancel := context.WithDeadline(ctx, deadline)
+		w, err := n.coord.connect(tctx)
+		cancel()
 		if err == nil {
+			n.setCoordTrouble("")
 			return w, nil
 		}
 		if errors.Is(err, ErrCoordKeyMismatch) || isRefusal(err) {
+			n.setCoordTrouble(err.Error())
 			return nil, err
 		}
-		if cerr, ok := errors.AsType[*control.Error](err); tries == 1 && ok { // rate limited: it answered
-			n.log.Warn("coordination server asks to wait, retrying", "coord", n.cfg.Coord, "reason", cerr.Message, "giving_up_after", timeout)
+		wait := bo.Next()
+		reason := err.Error()
+		if cerr, ok := errors.AsType[*control.Error](err); ok { // it answered: a transient refusal
+			reason = fmt.Sprintf("%s (%s)", cerr.Message, cerr.Code)
+			if keepTrying {
+				deadline = time.Now().Add(timeout)
+			}
+			if reason != lastReason || tries%10 == 0 {
+				n.log.Warn("coordination server cannot log this node in now; retrying", "coord", n.cfg.Coord,
+					"reason", cerr.Message, "code", cerr.Code, "retry_in", wait.Round(time.Millisecond), "tries", tries)
+			}
 		} else if tries == 1 {
 			n.log.Warn("coordination server not reachable yet, retrying", "coord", n.cfg.Coord, "error", err, "giving_up_after", timeout)
 		}
+		lastReason = reason
+		n.setCoordTrouble(reason)
 		select {
 		case <-ctx.Done():
+			return nil, fmt.Errorf("logging in to the coordination server at %s: %w (last: %s)", n.cfg.Coord, ctx.Err(), reason)
+		case <-time.After(min(wait, time.Until(deadline))):
+		}
+		if !time.Now().Before(deadline) {
 			return nil, fmt.Errorf("cannot reach the coordination server at %s after %d tries in %s: %w", n.cfg.Coord, tries, timeout, err)
-		case <-time.After(bo.Next()):
 		}
 	}
+}
+
+// setCoordTrouble records why the last login failed ("" = it worked), for Status.
+func (n *Node) setCoordTrouble(reason string) {
+	n.mu.Lock()
+	n.coordTrouble = reason
+	n.mu.Unlock()
 }
 
 // coordLoop reads the control connection and reconnects with jittered backoff when it drops; peer
@@ -433,6 +510,7 @@ func (n *Node) firstLogin(ctx context.Context, timeout time.Duration) (*control.
 func (n *Node) coordLoop() {
 	defer n.wg.Done()
 	bo := backoff.New(time.Second, 30*time.Second)
+	lastReason := "" // the last refusal logged
 	for {
 		if n.coord.connected() {
 			err := n.coord.readLoop()
@@ -455,7 +533,9 @@ func (n *Node) coordLoop() {
 			cancel()
 			if err == nil {
 				bo.Reset()
+				lastReason = ""
 				n.mu.Lock()
+				n.coordTrouble = ""
 				if n.welcome != nil && (w.IPv4 != n.welcome.IPv4 || w.IPv6 != n.welcome.IPv6) {
 					n.log.Error("coordination server assigned different addresses; restart the node to use them", "ipv4", w.IPv4)
 				}
@@ -472,6 +552,11 @@ func (n *Node) coordLoop() {
 			if fatalLogin(err) {
 				n.fatal(err)
 				return
+			}
+			n.setCoordTrouble(err.Error())
+			if cerr, ok := errors.AsType[*control.Error](err); ok && cerr.Message != lastReason {
+				lastReason = cerr.Message
+				n.log.Warn("coordination server refused the login for now; retrying", "reason", cerr.Message, "code", cerr.Code)
 			}
 		}
 	}
@@ -518,6 +603,9 @@ func (n *Node) Close() error {
 	n.cancel()
 	if n.api != nil {
 		n.api.close()
+	}
+	if n.metricsSrv != nil {
+		n.metricsSrv.Close()
 	}
 	if n.proxy != nil {
 		n.proxy.close()

@@ -21,27 +21,32 @@ import (
 // routeTable is an immutable snapshot of who owns which virtual IP and name. It is replaced as a whole
 // on every peer-map change and read without locks on the packet path.
 type routeTable struct {
-	owner     map[netip.Addr]peer.Key // virtual IP → the peer it belongs to
-	byName    map[string]netip.Addr   // lower-case peer name → its IPv4, for names one peer has (names.go)
-	ambiguous []string                // names several peers claim, sorted (names.go)
-	peers     map[peer.Key]bool       // every peer, for broadcast fan-out
-	grants    map[peer.Key]*acl.Grant // what a peer restricted by access rules may reach here (acl.go)
+	owner     map[netip.Addr]peer.Key   // virtual IP → the peer it belongs to
+	byName    map[string]netip.Addr     // lower-case peer name → its IPv4, for names one peer has (names.go)
+	ambiguous []string                  // names several peers claim, sorted (names.go)
+	names     map[peer.Key]string       // each peer's name, for reverse lookups (dns.go)
+	ips       map[peer.Key][]netip.Addr // each peer's addresses, for AAAA answers (dns.go)
+	peers     map[peer.Key]bool         // every peer, for broadcast fan-out
+	grants    map[peer.Key]*acl.Grant   // what a peer restricted by access rules may reach here (acl.go)
 }
 
 // buildRoutes is the route table of a peer map under the access rules (compiled, by network) for
 // this node (self), and the peer links to have: one per peer, with its endpoints while it is online.
 // It only reads its arguments.
 func buildRoutes(peers map[peer.Key]control.Peer, policies map[string]*acl.Policy, self acl.Member) (*routeTable, []peer.Info) {
-	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), peers: make(map[peer.Key]bool)}
+	rt := &routeTable{owner: make(map[netip.Addr]peer.Key), peers: make(map[peer.Key]bool),
+		names: make(map[peer.Key]string, len(peers)), ips: make(map[peer.Key][]netip.Addr, len(peers))}
 	rt.byName, rt.ambiguous = nameIndex(peers, self.Name)
 	rt.grants = grants(peers, policies, self, rt.ambiguous)
 	infos := make([]peer.Info, 0, len(peers))
 	for k, p := range peers {
 		rt.peers[k] = true
+		rt.names[k] = p.Name
+		rt.ips[k] = slices.Clone(p.IPs)
 		for _, ip := range p.IPs {
 			rt.owner[ip] = k
 		}
-		info := peer.Info{Key: k, Mapping: p.Mapping}
+		info := peer.Info{Key: k, Name: p.Name, Mapping: p.Mapping}
 		if p.Online {
 			info.Endpoints = p.Endpoints
 		}

@@ -120,12 +120,12 @@ func TestBuildRoutes(t *testing.T) {
 		{name: "no rules", peers: peers,
 			owner:  map[netip.Addr]peer.Key{a4: ka, a6: ka, b4: kb},
 			byName: map[string]netip.Addr{"alpha": a4, "beta": b4},
-			infos:  map[peer.Key]peer.Info{ka: {Key: ka, Endpoints: ep, Mapping: control.MappingIndependent}, kb: {Key: kb}, kc: {Key: kc}}},
+			infos:  map[peer.Key]peer.Info{ka: {Key: ka, Name: "Alpha", Endpoints: ep, Mapping: control.MappingIndependent}, kb: {Key: kb, Name: "beta"}, kc: {Key: kc, Name: "gamma"}}},
 		{name: "rules in lab", peers: peers, policies: map[string]*acl.Policy{"lab": lab},
 			owner:      map[netip.Addr]peer.Key{a4: ka, a6: ka, b4: kb},
 			byName:     map[string]netip.Addr{"alpha": a4, "beta": b4},
 			restricted: []peer.Key{ka, kc}, // beta also shares "open", which has no rules
-			infos:      map[peer.Key]peer.Info{ka: {Key: ka, Endpoints: ep, Mapping: control.MappingIndependent}, kb: {Key: kb}, kc: {Key: kc}}},
+			infos:      map[peer.Key]peer.Info{ka: {Key: ka, Name: "Alpha", Endpoints: ep, Mapping: control.MappingIndependent}, kb: {Key: kb, Name: "beta"}, kc: {Key: kc, Name: "gamma"}}},
 	} {
 		rt, infos := buildRoutes(c.peers, c.policies, self)
 		if len(rt.owner) != len(c.owner) || (len(c.owner) > 0 && !reflect.DeepEqual(rt.owner, c.owner)) {

@@ -61,7 +61,7 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 	from, h := s.From, s.Header
 	if h.Proto != peer.ProtoTCP || !n.exposed[Port{"tcp", h.Port}] {
 		if n.log.IsDebug() {
-			n.log.Debug("refused stream to unexposed port", "peer", from, "port", h.Port)
+			n.log.Debug("refused stream to unexposed port", "peer", n.who(from), "port", h.Port)
 		}
 		s.Refuse()
 		return

@@ -22,9 +22,10 @@ package node
 // takes the stream path (no netstack, no device), proxied UDP, --packet-path TCP and `warren ping` use
 // the netstack. Both own the same addresses, so the flow table also records which side opened each
 // flow and delivers replies there; packets of no tracked flow (new inbound connections, pings from
-// peers) go to the kernel. Exposed ports are therefore served by the kernel on the device's address:
-// a service must listen on the overlay address or a wildcard address, not only on 127.0.0.1 (the
-// stream path still dials 127.0.0.1, which a wildcard listener also serves).
+// peers) go to the kernel, with one exception: a new flow to an exposed port whose service listens
+// only on 127.0.0.1 goes to the netstack, which forwards it there as in proxy mode (listens.go). The
+// stream path dials 127.0.0.1 in every mode. Packets the device sends to the node's DNS addresses
+// never leave: the node answers them (dns.go).
 
 import (
 	"errors"
@@ -44,6 +45,10 @@ type tunBridge struct {
 	devs         [256]atomic.Pointer[tun.Device] // by flow owner: dev at ownerTUN, attached ones from ownerAttached
 	flows        *packet.FlowTable               // owners: ownerTUN or ownerStack
 	self4, self6 netip.Addr
+	dns4, dns6   netip.Addr // the node's DNS server (dns.go)
+	// loopbackOnly reports whether an exposed port's service listens only on loopback (--tun only;
+	// listens.go): then the netstack, not the kernel, takes the new flow and forwards it there.
+	loopbackOnly func(proto uint8, dst netip.Addr, port uint16) bool
 
 	dropFiltered atomic.Uint64 // inbound packets the filter refused
 	dropOutbound atomic.Uint64 // packets from the device that may not leave (foreign source, non-UDP fan-out)
@@ -59,6 +64,13 @@ const (
 
 // maxFlows bounds the flow table.
 const maxFlows = 65536
+
+// newBridge makes a bridge for the node's addresses a4 and a6, with their overlay prefix lengths.
+func newBridge(a4, a6 netip.Prefix) *tunBridge {
+	b := &tunBridge{flows: packet.NewFlowTable(maxFlows), self4: a4.Addr(), self6: a6.Addr()}
+	b.dns4, b.dns6 = dnsAddrs(a4, a6)
+	return b
+}
 
 // receiveFunc is the peer endpoint's Receive callback for the configured mode.
 func (n *Node) receiveFunc() func(peer.Key, []byte) {
@@ -78,7 +90,7 @@ func (n *Node) startTUN(w *control.Welcome) error {
 	if n.cfg.TUN == "" {
 		return nil
 	}
-	b := &tunBridge{flows: packet.NewFlowTable(maxFlows), self4: w.IPv4, self6: w.IPv6}
+	b := newBridge(netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits()))
 	dev, err := tun.Open(tun.Config{
 		Name:    n.cfg.TUN,
 		Addrs:   []netip.Prefix{netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits())},
@@ -93,14 +105,17 @@ func (n *Node) startTUN(w *control.Welcome) error {
 		return fmt.Errorf("--tun: %w", err)
 	}
 	b.dev = dev
+	b.loopbackOnly = n.listens.loopbackOnly
 	b.devs[ownerTUN].Store(dev)
 	n.tun.Store(b)
+	n.registerDNS(dev.Name(), b.dns4, b.dns6)
 	return nil
 }
 
 // closeTUN deletes the device (and its addresses and routes).
 func (n *Node) closeTUN() {
 	n.attached.close()
+	n.unregisterDNS()
 	if b := n.tun.Swap(nil); b != nil && b.dev != nil {
 		if err := b.dev.Close(); err != nil {
 			n.log.Warn("closing the TUN device", "error", err)
@@ -114,6 +129,10 @@ func (n *Node) outputTUN(b *tunBridge, owner uint8, pkt []byte) {
 	if !ok || (p.Src != b.self4 && p.Src != b.self6) {
 		// Link-local and unspecified sources (router solicitations, MLD) and anything malformed.
 		b.dropOutbound.Add(1)
+		return
+	}
+	if p.Dst == b.dns4 || p.Dst == b.dns6 {
+		n.serveDNS(b, owner, &p, pkt)
 		return
 	}
 	fanOut := n.overlay.fanOut(p.Dst)
@@ -178,6 +197,23 @@ func (n *Node) receiveTUN(from peer.Key, pkt []byte) {
 	}
 }
 
+// exposedOwner is who serves a new flow to exposed port (to dst: this node, broadcast or multicast):
+// the kernel, unless nothing holds the port on the device's address of dst's family, i.e. the
+// service listens only on loopback (or not at all); then the netstack, which forwards to 127.0.0.1.
+func (b *tunBridge) exposedOwner(proto uint8, dst netip.Addr, port uint16) uint8 {
+	if b.loopbackOnly == nil {
+		return ownerTUN
+	}
+	local := b.self4
+	if dst.Is6() {
+		local = b.self6
+	}
+	if b.loopbackOnly(proto, local, port) {
+		return ownerStack
+	}
+	return ownerTUN
+}
+
 // verdict applies the filter of the file comment to an arriving packet, given the node's exposed
 // ports and overlay: ownerTUN, ownerStack or 0 (drop).
 func (b *tunBridge) verdict(p *packet.Packet, exposed map[Port]bool, o overlay) uint8 {
@@ -198,7 +234,7 @@ func (b *tunBridge) verdict(p *packet.Packet, exposed map[Port]bool, o overlay) 
 			return o
 		}
 		if p.TCPFlags&(packet.TCPSYN|packet.TCPACK|packet.TCPRST) == packet.TCPSYN && exposed[Port{"tcp", p.DPort}] {
-			return ownerTUN
+			return b.exposedOwner(packet.ProtoTCP, p.Dst, p.DPort)
 		}
 	case packet.ProtoUDP:
 		if o, ok := b.flows.Lookup(p.InboundFlow()); ok && toSelf {
@@ -208,7 +244,7 @@ func (b *tunBridge) verdict(p *packet.Packet, exposed map[Port]bool, o overlay) 
 			return o // a reply to our broadcast or multicast
 		}
 		if exposed[Port{"udp", p.DPort}] {
-			return ownerTUN
+			return b.exposedOwner(packet.ProtoUDP, p.Dst, p.DPort)
 		}
 	case packet.ProtoICMP, packet.ProtoICMPv6:
 		if !toSelf {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-net/warren/socks"
@@ -47,7 +48,9 @@ func (n *Node) listenUDP() (net.PacketConn, error) {
 
 // udpRouter is one UDP association of the proxy: a net.PacketConn over several sockets, choosing one
 // by destination on write and merging their reads. Reads go through a small bounded queue; datagrams
-// beyond it are dropped, as a full socket buffer would.
+// beyond it are dropped, as a full socket buffer would. Once the proxy asks (socks.DatagramPusher),
+// each socket's reader hands its datagrams straight to the proxy instead, with no queue and no
+// hand-off between goroutines.
 type udpRouter struct {
 	overlay      overlay        // destinations that go through the netstack (with fan-out addresses)
 	allowLocal   bool           // Config.AllowLocal
@@ -57,28 +60,43 @@ type udpRouter struct {
 	once         sync.Once
 	wg           sync.WaitGroup
 
+	push atomic.Pointer[func(buf []byte, off int, from netip.AddrPort)] // set by PushTo
+
 	mu       sync.Mutex
 	deadline time.Time
+	lastTo   netip.AddrPort // the destination of the last write, and
+	lastAddr *net.UDPAddr   // its net.Addr, reused while the destination stays the same
 }
 
+// datagram is a received datagram: buf[socks.PushHeadroom:socks.PushHeadroom+n].
 type datagram struct {
-	buf  *[maxDatagram]byte
+	buf  *[datagramBuf]byte
 	n    int
 	from net.Addr
 }
 
-const maxDatagram = 65535
+const (
+	maxDatagram = 65535
+	datagramBuf = socks.PushHeadroom + maxDatagram
+)
 
-var datagramPool = sync.Pool{New: func() any { return new([maxDatagram]byte) }}
+var datagramPool = sync.Pool{New: func() any { return new([datagramBuf]byte) }}
 
 func (r *udpRouter) read(c net.PacketConn) {
 	defer r.wg.Done()
 	for {
-		buf := datagramPool.Get().(*[maxDatagram]byte)
-		n, from, err := c.ReadFrom(buf[:])
+		buf := datagramPool.Get().(*[datagramBuf]byte)
+		n, from, err := c.ReadFrom(buf[socks.PushHeadroom:])
 		if err != nil {
 			datagramPool.Put(buf)
 			return
+		}
+		if push := r.push.Load(); push != nil {
+			if ua, ok := from.(*net.UDPAddr); ok {
+				(*push)(buf[:socks.PushHeadroom+n], socks.PushHeadroom, ua.AddrPort())
+			}
+			datagramPool.Put(buf)
+			continue
 		}
 		select {
 		case r.in <- datagram{buf: buf, n: n, from: from}:
@@ -101,7 +119,7 @@ func (r *udpRouter) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 	select {
 	case d := <-r.in:
-		n := copy(b, d.buf[:d.n])
+		n := copy(b, d.buf[socks.PushHeadroom:socks.PushHeadroom+d.n])
 		datagramPool.Put(d.buf)
 		return n, d.from, nil
 	case <-r.done:
@@ -111,25 +129,63 @@ func (r *udpRouter) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// PushTo hands every datagram from now on to h, on the sockets' reader goroutines, and the ones
+// already queued (see socks.DatagramPusher).
+func (r *udpRouter) PushTo(h func(buf []byte, off int, from netip.AddrPort)) {
+	r.push.Store(&h)
+	for {
+		select {
+		case d := <-r.in:
+			if ua, ok := d.from.(*net.UDPAddr); ok {
+				h(d.buf[:socks.PushHeadroom+d.n], socks.PushHeadroom, ua.AddrPort())
+			}
+			datagramPool.Put(d.buf)
+		default:
+			return
+		}
+	}
+}
+
 // WriteTo sends b to addr through the socket its destination calls for.
 func (r *udpRouter) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, fmt.Errorf("not a UDP address: %v", addr)
 	}
-	ip := ua.AddrPort().Addr().Unmap()
+	return r.WriteToUDPAddrPort(b, ua.AddrPort())
+}
+
+// WriteToUDPAddrPort is WriteTo without a net.Addr from the caller; the one the sockets need is
+// made once per destination, not per datagram.
+func (r *udpRouter) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	ip := to.Addr().Unmap()
+	to = netip.AddrPortFrom(ip, to.Port())
+	var c net.PacketConn
 	switch {
 	case r.overlay.contains(ip) || r.overlay.fanOut(ip) || (ip.Is6() && ip.IsMulticast()):
+		c = r.v6
 		if ip.Is4() {
-			return r.v4.WriteTo(b, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, ua.AddrPort().Port())))
+			c = r.v4
 		}
-		return r.v6.WriteTo(b, addr)
 	case r.host == nil:
 		return 0, fmt.Errorf("%w: %v is outside the overlay (--overlay-only)", socks.ErrNotAllowed, ip)
 	case !r.allowLocal && isHostAddr(ip):
 		return 0, fmt.Errorf("%w: %v is this host", socks.ErrNotAllowed, ip)
+	default:
+		c = r.host
 	}
-	return r.host.WriteTo(b, addr)
+	return c.WriteTo(b, r.addrFor(to))
+}
+
+// addrFor returns a net.Addr for to, the same one while the destination does not change. The
+// sockets only read it during WriteTo.
+func (r *udpRouter) addrFor(to netip.AddrPort) *net.UDPAddr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastAddr == nil || r.lastTo != to {
+		r.lastTo, r.lastAddr = to, net.UDPAddrFromAddrPort(to)
+	}
+	return r.lastAddr
 }
 
 // Close closes every socket and waits for the readers.

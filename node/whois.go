@@ -92,6 +92,7 @@ func (n *Node) dialLocal(ctx context.Context, network, addr string, key peer.Key
 	if err != nil {
 		return nil, err
 	}
+	n.inboundExposed.Add(1)
 	if network != "tcp" {
 		// The netstack keeps UDP flows as *net.UDPConn, and a whois entry would outlive them: UDP is
 		// not recorded.

@@ -80,7 +80,7 @@ func (e *Endpoint) startBirthday(ctx context.Context, k Key, ps *peerState, role
 	if !public.IsValid() || !public.Addr().Is4() || !ps.hardBusy.CompareAndSwap(false, true) {
 		return
 	}
-	e.log.Debug("hard NAT: birthday attempt", "peer", k, "role", role, "peer_public", public)
+	e.log.Debug("hard NAT: birthday attempt", "peer", e.Who(k), "role", role, "peer_public", public)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -88,7 +88,7 @@ func (e *Endpoint) startBirthday(ctx context.Context, k Key, ps *peerState, role
 		if role == "easy" {
 			e.spray(ctx, k, ps, public.Addr())
 		} else if err := e.openMany(ctx, k, public); err != nil && ctx.Err() == nil {
-			e.log.Debug("hard NAT: birthday attempt failed", "peer", k, "error", err)
+			e.log.Debug("hard NAT: birthday attempt failed", "peer", e.Who(k), "error", err)
 		}
 	}()
 }
@@ -130,7 +130,7 @@ func (e *Endpoint) spray(ctx context.Context, k Key, ps *peerState, ip netip.Add
 		hit := ps.sprayHit.IsValid()
 		e.mu.RUnlock()
 		if hit {
-			e.log.Debug("hard NAT: spray answered", "peer", k, "probes", sent)
+			e.log.Debug("hard NAT: spray answered", "peer", e.Who(k), "probes", sent)
 			return
 		}
 	}
@@ -259,7 +259,7 @@ wait:
 		return errors.New("no probe reached any socket")
 	}
 	w.c.SetReadDeadline(time.Time{})
-	e.log.Debug("hard NAT: a probe got through", "peer", k, "local", w.c.LocalAddr(), "peer_addr", w.from, "our_ping_answered", w.pong)
+	e.log.Debug("hard NAT: a probe got through", "peer", e.Who(k), "local", w.c.LocalAddr(), "peer_addr", w.from, "our_ping_answered", w.pong)
 	if w.pong {
 		// Our ping crossed the peer's NAT (a mapping its earlier spray left open): the peer saw a
 		// ping, not a spray hit, and will not dial. We do, from this socket.

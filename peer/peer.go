@@ -73,10 +73,22 @@ func KeyOf(b []byte) (k Key, ok bool) {
 // String renders the key compactly for logs.
 func (k Key) String() string { return identity.ShortID(k[:]) }
 
+// Who names peer k in logs: "name(KEYPREFIX)" (identity.Label) with the name from the last
+// SetPeers, the key prefix alone for a key not in the peer set.
+func (e *Endpoint) Who(k Key) string {
+	var name string
+	if m := e.names.Load(); m != nil {
+		name = (*m)[k]
+	}
+	return identity.Label(name, k[:])
+}
+
 // Info is the desired state of one peer: who it is and where it can be reached. An empty Endpoints
 // means the peer is offline: no dial is attempted, but an inbound link from it is still accepted.
 type Info struct {
 	Key Key
+	// Name is the peer's name, for logs only (Endpoint.Who).
+	Name string
 	// Endpoints are the peer's candidate addresses, the one the coordination server observed (its
 	// public address) first.
 	Endpoints []netip.AddrPort
@@ -139,6 +151,7 @@ type Endpoint struct {
 	cfg        Config
 	log        hclog.Logger
 	self       Key
+	names      atomic.Pointer[map[Key]string] // peer names for logs (Who), replaced by SetPeers
 	tr         *quic.Transport
 	ln         *quic.Listener
 	quicConf   *quic.Config
@@ -162,6 +175,11 @@ type Endpoint struct {
 	peers   map[Key]*peerState
 	closed  bool
 	mapping control.Mapping // this node's NAT mapping behaviour (SetMapping)
+	// live is every installed link not yet gone, closedTraffic what the gone ones carried, by path;
+	// punches counts direct dials by the peer's mapping (stats.go).
+	live          map[*link]struct{}
+	closedTraffic map[string]Traffic
+	punches       map[control.Mapping]Punches
 
 	sendDrops atomic.Uint64
 	noDirect  atomic.Bool
@@ -249,6 +267,7 @@ func New(cfg Config) (*Endpoint, error) {
 		hairpins:   make(map[txID]chan struct{}),
 		probes:     rate.NewLimiter(probeRate, 2*probeRate),
 		maxInbound: maxStreams, maxInboundAll: maxStreamsAll,
+		live: make(map[*link]struct{}), closedTraffic: make(map[string]Traffic), punches: make(map[control.Mapping]Punches),
 		quicConf: &quic.Config{
 			EnableDatagrams:      true,
 			InitialPacketSize:    InitialPacketSize,
@@ -393,17 +412,18 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	old := ps.link
 	ps.link = l
 	ps.links[l] = struct{}{}
+	e.live[l] = struct{}{}
 	poke(ps.wake)
 	ps.wakeDialersLocked()
 	e.mu.Unlock()
 	if evict != nil {
-		e.log.Info("closing an old link to make room", "peer", k, "links", maxLinks, "its_streams", evict.streams.Load())
+		e.log.Info("closing an old link to make room", "peer", e.Who(k), "links", maxLinks, "its_streams", evict.streams.Load())
 		evict.conn.CloseWithError(0, "too many links")
 	}
 	if old != nil {
 		old.retire()
 	}
-	e.log.Info("link up", "peer", k, "path", path, "endpoint", conn.RemoteAddr())
+	e.log.Info("link up", "peer", e.Who(k), "path", path, "endpoint", conn.RemoteAddr())
 	e.wg.Add(2)
 	go e.receiveLoop(k, l)
 	go e.acceptStreams(k, l)
@@ -429,7 +449,12 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 	if l.client && l.path == PathDirect {
 		e.alias.setAlias(addrPortOf(l.conn.RemoteAddr()), netip.AddrPort{})
 	}
+	final := l.traffic()
 	e.mu.Lock()
+	delete(e.live, l)
+	t := e.closedTraffic[l.path]
+	t.add(final)
+	e.closedTraffic[l.path] = t
 	current := false
 	if ps, ok := e.peers[k]; ok {
 		delete(ps.links, l)
@@ -441,7 +466,7 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 	}
 	e.mu.Unlock()
 	if current {
-		e.log.Info("link down", "peer", k, "path", l.path)
+		e.log.Info("link down", "peer", e.Who(k), "path", l.path)
 	}
 }
 
@@ -466,11 +491,14 @@ func poke(c chan struct{}) {
 // (by the side that dials).
 func (e *Endpoint) SetPeers(peers []Info) {
 	want := make(map[Key]Info, len(peers))
+	names := make(map[Key]string, len(peers))
 	for _, p := range peers {
 		if p.Key != e.self {
 			want[p.Key] = p
+			names[p.Key] = p.Name
 		}
 	}
+	e.names.Store(&names)
 	var toClose []*link
 	e.mu.Lock()
 	if e.closed {

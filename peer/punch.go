@@ -89,8 +89,11 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 			ev = pathEvent{kind: evWake}
 		case r := <-results:
 			ev = pathEvent{kind: evDialed, path: r.path, addr: r.addr, failed: r.err != nil}
+			if r.path == PathDirect {
+				e.countPunch(ps, &ev.failed)
+			}
 			if r.err != nil {
-				e.log.Debug("dial failed", "peer", k, "path", r.path, "addr", r.addr, "error", r.err)
+				e.log.Debug("dial failed", "peer", e.Who(k), "path", r.path, "addr", r.addr, "error", r.err)
 			} else if !e.install(k, r.conn, r.path, true) {
 				r.conn.CloseWithError(0, "not a peer")
 			}
@@ -121,7 +124,7 @@ func (e *Endpoint) viewLocked(ps *peerState, v *pathView) {
 // act carries out a turn's actions for k.
 func (e *Endpoint) act(ctx context.Context, k Key, ps *peerState, v *pathView, a pathActions, stalled bool, results chan<- dialResult) {
 	if a.recheck {
-		e.log.Debug("rechecking the direct path", "peer", k, "stalled", stalled)
+		e.log.Debug("rechecking the direct path", "peer", e.Who(k), "stalled", stalled)
 	}
 	if a.ping {
 		e.sendPings(k, ps)
@@ -130,14 +133,17 @@ func (e *Endpoint) act(ctx context.Context, k Key, ps *peerState, v *pathView, a
 		e.startBirthday(ctx, k, ps, v.role, v.public)
 	}
 	if a.follow.IsValid() {
-		e.log.Info("peer moved, following it", "peer", k, "from", v.sendsTo, "to", a.follow)
+		e.log.Info("peer moved, following it", "peer", e.Who(k), "from", v.sendsTo, "to", a.follow)
 		e.alias.setAlias(addrPortOf(v.link.conn.RemoteAddr()), a.follow)
 	}
 	if a.dial == "" {
 		return
 	}
 	if a.fallback {
-		e.log.Info("direct path stalled, falling back to the relay", "peer", k, "endpoint", v.link.conn.RemoteAddr())
+		e.log.Info("direct path stalled, falling back to the relay", "peer", e.Who(k), "endpoint", v.link.conn.RemoteAddr())
+	}
+	if a.dial == PathDirect {
+		e.countPunch(ps, nil)
 	}
 	go func() { results <- e.dial(ctx, k, a.dial, a.dialAddr) }()
 }
@@ -251,10 +257,10 @@ func (e *Endpoint) handleProbe(b []byte, from netip.AddrPort) {
 				delete(ps.pending, p.tx)
 				if pp.spray {
 					ps.validated, ps.sprayHit = from, from
-					e.log.Debug("hard NAT: spray answered", "peer", p.from, "addr", from, "after", time.Since(pp.sent))
+					e.log.Debug("hard NAT: spray answered", "peer", e.Who(p.from), "addr", from, "after", time.Since(pp.sent))
 				} else if !ps.validated.IsValid() {
 					ps.validated = from
-					e.log.Debug("path validated", "peer", p.from, "addr", from, "rtt", time.Since(pp.sent), "seen_as", p.observed)
+					e.log.Debug("path validated", "peer", e.Who(p.from), "addr", from, "rtt", time.Since(pp.sent), "seen_as", p.observed)
 				}
 				poke(ps.wake)
 			}

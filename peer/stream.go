@@ -103,7 +103,7 @@ func (e *Endpoint) DialStream(ctx context.Context, k Key, h StreamHeader) (net.C
 		}
 		c, err := e.dialStreamOn(ctx, k, l, h)
 		if err != nil && l.retired.Load() && ctx.Err() == nil && tries < 3 {
-			e.log.Debug("link replaced while opening a stream, retrying on the new one", "peer", k)
+			e.log.Debug("link replaced while opening a stream, retrying on the new one", "peer", e.Who(k))
 			continue
 		}
 		return c, err

@@ -146,6 +146,7 @@ func (p *httpProxy) authorized(req *http.Request) bool {
 
 // connect opens a tunnel to req.Host and relays it.
 func (p *httpProxy) connect(c *peekedConn, req *http.Request) error {
+	p.s.requests.HTTPConnect.Add(1)
 	target, err := p.s.dialName(p.s.ctx, "tcp", req.Host)
 	if err != nil {
 		writeError(c, dialStatus(err), err.Error())
@@ -166,6 +167,7 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 // forward sends an absolute-URI request on and copies the response back; keep reports whether the
 // client connection may carry another request.
 func (p *httpProxy) forward(c *peekedConn, req *http.Request) (keep bool, err error) {
+	p.s.requests.HTTP.Add(1)
 	out := req.Clone(p.s.ctx)
 	out.RequestURI = ""
 	for _, h := range strings.Split(req.Header.Get("Connection"), ",") {

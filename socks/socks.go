@@ -59,7 +59,9 @@ type Config struct {
 	MaxConns int
 	// ListenUDP opens the socket a UDP ASSOCIATE sends through: WriteTo reaches a destination (overlay
 	// or not, as the caller allows), ReadFrom returns replies with their source. nil = UDP ASSOCIATE
-	// is refused with "command not supported".
+	// is refused with "command not supported". A socket that also implements DatagramPusher
+	// delivers replies through it instead of ReadFrom, and one with WriteToUDPAddrPort (as
+	// *net.UDPConn) is sent to through that, without an address allocated per datagram.
 	ListenUDP func() (net.PacketConn, error)
 	// UDPClientAllowed, if set, is asked once per association about the address its first datagram
 	// (the one that claims it) comes from, after the address matched the client's IP and any port
@@ -104,7 +106,19 @@ type Server struct {
 	rejected     atomic.Uint64
 	acceptErrors atomic.Uint64 // failed Accepts, retried
 	udp          UDPStats
+	requests     Requests
 }
+
+// Requests counts the proxy's requests by kind, whatever became of them.
+type Requests struct {
+	SOCKSConnect atomic.Uint64 // SOCKS5 CONNECT
+	SOCKSUDP     atomic.Uint64 // SOCKS5 UDP ASSOCIATE
+	HTTP         atomic.Uint64 // plain HTTP requests forwarded (absolute http:// URLs)
+	HTTPConnect  atomic.Uint64 // HTTP CONNECT tunnels
+}
+
+// Requests returns the request counters.
+func (s *Server) Requests() *Requests { return &s.requests }
 
 // UDPStats returns the UDP ASSOCIATE drop counters.
 func (s *Server) UDPStats() *UDPStats { return &s.udp }
@@ -338,6 +352,7 @@ func (s *Server) Close() error {
 
 // handleConnect dials the target and relays bytes both ways with correct half-close.
 func (s *Server) handleConnect(rctx context.Context, w io.Writer, req *socks5.Request) error {
+	s.requests.SOCKSConnect.Add(1)
 	client, ok := w.(net.Conn)
 	if !ok {
 		return errors.New("socks: writer is not a connection")

@@ -38,6 +38,30 @@ const (
 	defaultMaxAssociations = 1024
 )
 
+// PushHeadroom is the room a DatagramPusher leaves before each datagram, enough for the SOCKS5
+// header of a reply (at most 22 bytes, for an IPv6 source), so the reply goes out without a copy.
+const PushHeadroom = 32
+
+// DatagramPusher is a socket from Config.ListenUDP that can hand each datagram it receives to a
+// function, called on its own reader goroutines, instead of queueing it for ReadFrom: one hand-off
+// between goroutines (a wake-up of a parked thread, at a game's packet rate) less per reply.
+type DatagramPusher interface {
+	// PushTo makes the socket call h for every datagram from now on (and for any it queued), from
+	// one or more goroutines at once, until it is closed; ReadFrom then returns nothing. The
+	// datagram is buf[off:]; buf[:off], at least PushHeadroom bytes, is h's to write; h must not
+	// keep buf after it returns.
+	PushTo(h func(buf []byte, off int, from netip.AddrPort))
+}
+
+// udpAddrPortWriter is a socket that sends to a netip.AddrPort without allocating a net.Addr.
+type udpAddrPortWriter interface {
+	WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
+}
+
+// deadlineEvery bounds how often the relay socket's idle deadline is moved: at most once per
+// second, not once per datagram (each move takes the runtime's timer locks).
+const deadlineEvery = time.Second
+
 // UDPHeader is the destination (or, on replies, the source) of a relayed datagram.
 type UDPHeader struct {
 	Frag byte
@@ -105,6 +129,7 @@ type UDPStats struct {
 // handleAssociate serves one UDP ASSOCIATE: a relay socket on the proxy's own address, bound to the
 // client's IP, living as long as the TCP control connection and its idle timeout.
 func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Request) error {
+	s.requests.SOCKSUDP.Add(1)
 	client, ok := w.(net.Conn)
 	if !ok || s.cfg.ListenUDP == nil {
 		socks5.SendReply(w, statute.RepCommandNotSupported, nil)
@@ -145,9 +170,14 @@ func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Req
 		a.setClient(netip.AddrPortFrom(clientIP, uint16(req.RawDestAddr.Port)))
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); a.fromClient() }()
-	go func() { defer wg.Done(); a.toClient() }()
+	if p, ok := out.(DatagramPusher); ok {
+		p.PushTo(a.reply)
+	} else {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.toClient() }()
+	}
 	// The association lives while the control connection does (RFC 1928 §7).
 	io.Copy(io.Discard, client)
 	relaySock.Close()
@@ -247,12 +277,21 @@ func (a *association) clientAddr() netip.AddrPort {
 // fromClient relays the client's datagrams to their destinations.
 func (a *association) fromClient() {
 	buf := make([]byte, maxUDPDatagram)
+	writeTo := func(b []byte, to netip.AddrPort) { a.out.WriteTo(b, net.UDPAddrFromAddrPort(to)) }
+	if w, ok := a.out.(udpAddrPortWriter); ok {
+		writeTo = func(b []byte, to netip.AddrPort) { w.WriteToUDPAddrPort(b, to) }
+	}
+	var armed time.Time // when the idle deadline was last moved
 	for {
-		a.relay.SetReadDeadline(time.Now().Add(udpAssocIdle))
+		if now := time.Now(); now.Sub(armed) >= deadlineEvery {
+			a.relay.SetReadDeadline(now.Add(udpAssocIdle))
+			armed = now
+		}
 		n, from, err := a.relay.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, a.lastSeen.Load())) < udpAssocIdle {
+				armed = time.Time{}
 				continue
 			}
 			a.out.Close() // idle or closed: end the association
@@ -285,7 +324,7 @@ func (a *association) fromClient() {
 		a.lastSeen.Store(time.Now().UnixNano())
 		to := netip.AddrPortFrom(dst.Unmap(), h.Port)
 		a.noteSent(to)
-		a.out.WriteTo(payload, net.UDPAddrFromAddrPort(to))
+		writeTo(payload, to)
 	}
 }
 
@@ -316,31 +355,40 @@ func (a *association) resolve(h UDPHeader) (netip.Addr, bool) {
 	return ip, true
 }
 
-// toClient relays replies back to the client with a header naming their source.
+// toClient relays replies back to the client with a header naming their source, for a socket that
+// is not a DatagramPusher.
 func (a *association) toClient() {
-	buf := make([]byte, 32+maxUDPDatagram)
+	buf := make([]byte, PushHeadroom+maxUDPDatagram)
 	for {
-		n, from, err := a.out.ReadFrom(buf[32:])
+		n, from, err := a.out.ReadFrom(buf[PushHeadroom:])
 		if err != nil {
 			a.relay.Close()
 			return
 		}
-		c := a.clientAddr()
-		src, ok := from.(*net.UDPAddr)
-		if !c.IsValid() || !ok {
-			continue
+		if src, ok := from.(*net.UDPAddr); ok {
+			a.reply(buf[:PushHeadroom+n], PushHeadroom, src.AddrPort())
 		}
-		if sap := src.AddrPort(); !a.replyAllowed(netip.AddrPortFrom(sap.Addr().Unmap(), sap.Port())) {
-			a.s.udp.Unsolicited.Add(1)
-			continue
-		}
-		a.lastSeen.Store(time.Now().UnixNano())
-		hdr := AppendUDPHeader(make([]byte, 0, 22), src.AddrPort())
-		// Put the header right before the payload to send one buffer without copying the data.
-		start := 32 - len(hdr)
-		copy(buf[start:], hdr)
-		a.relay.WriteToUDPAddrPort(buf[start:32+n], c)
 	}
+}
+
+// reply sends the datagram buf[off:] from src to the client, with the header naming src written
+// into buf[:off] right before it, so the payload is not copied. Safe for concurrent use.
+func (a *association) reply(buf []byte, off int, src netip.AddrPort) {
+	c := a.clientAddr()
+	if !c.IsValid() {
+		return
+	}
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	if !a.replyAllowed(src) {
+		a.s.udp.Unsolicited.Add(1)
+		return
+	}
+	a.lastSeen.Store(time.Now().UnixNano())
+	var h [22]byte
+	hdr := AppendUDPHeader(h[:0], src)
+	start := off - len(hdr)
+	copy(buf[start:], hdr)
+	a.relay.WriteToUDPAddrPort(buf[start:], c)
 }
 
 func addrOf(a net.Addr) netip.Addr {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warren-net/warren/control"
@@ -22,6 +23,7 @@ import (
 	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 	ver "github.com/warren-net/warren/internal/version"
+	"github.com/warren-net/warren/internal/webui"
 )
 
 // version is set at build time with -ldflags "-X main.version=..." (make build and make release set
@@ -38,7 +40,7 @@ With --db postgres://… the state lives in PostgreSQL instead, and several serv
 may serve it at once (each with its own DIR holding a copy of one key.pem).
 
 Operator commands, on the same data directory ('warren-coord help' for details):
-  warren-coord nodes|networks|blocks|audit --data DIR [--json]
+  warren-coord nodes|networks|relays|blocks|audit --data DIR [--json]
   warren-coord node remove NAME|KEY --data DIR
   warren-coord network kick|ban|lock|delete|... NETWORK [NODE] --data DIR   (owner actions)
   warren-coord block add|remove CIDR --data DIR [--comment TEXT]
@@ -99,6 +101,8 @@ func run(args []string) error {
 	dbURL := fs.String("db", "", "a PostgreSQL `URL` (postgres://USER@HOST/DB) to keep the state in instead of DIR/warren.db; several coords may share one (see README, \"Several coordination servers\"); the password is best given in PGPASSWORD or ~/.pgpass, not the URL")
 	coordID := fs.String("coord-id", "", "this server's `name` among the coords on one --db, stable across restarts (default HOSTNAME/LISTEN)")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
+	quarantine := fs.String("address-quarantine", "7d", "keep a deleted node's overlay address out of use this `long`, e.g. 72h or 7d (0 = hand it out again at once)")
+	webAddr := fs.String("web", "", "serve a read-only operator page (nodes, networks, relays) on this loopback `address`, 127.0.0.1:PORT; the URL it prints holds a secret")
 	server := addServerFlags(fs)
 	if done, err := server.parse(fs, args, ""); done {
 		return err
@@ -123,6 +127,10 @@ func run(args []string) error {
 	joinAge, err := parseExpiry(*joinExpiry)
 	if err != nil {
 		return fmt.Errorf("--join-request-expiry %q: want a positive duration", *joinExpiry)
+	}
+	quarantineFor, err := parseQuarantine(*quarantine)
+	if err != nil {
+		return err
 	}
 	log := server.logger("warren-coord")
 	pools, err := parsePools(*pool4, *pool6)
@@ -158,6 +166,7 @@ func run(args []string) error {
 		*coordID = host + "/" + *listen
 	}
 	defer st.Close()
+	st.SetAddressQuarantine(quarantineFor)
 	if *blockList == "" {
 		if *blockList, err = defaultBlockList(*data); err != nil {
 			return err
@@ -190,24 +199,48 @@ func run(args []string) error {
 		}
 		return err
 	}
-	sock, err := operator.Listen(*data, operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")}), log.Named("operator"))
+	ops := operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")})
+	sock, err := operator.Listen(*data, ops, log.Named("operator"))
 	if err != nil {
 		srv.Close()
 		return err
 	}
 	defer sock.Close() // on early returns; the normal path closes it before the server
+	ms, err := server.serveMetrics(srv.Register, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if ms != nil {
+		defer ms.Close()
+	}
+	var web *webui.Server
+	if *webAddr != "" {
+		if web, err = webui.Start(*webAddr, webui.CoordPage, coordWebAPI(ops)); err != nil {
+			srv.Close()
+			return fmt.Errorf("--web: %w", err)
+		}
+		defer web.Close()
+	}
 	fmt.Printf("warren-coord listening on %s\nkey %s\njoin with: warren up --coord %s\n", srv.Addr(), key.Fingerprint(), joinAddr(srv.Addr(), key.Fingerprint()))
+	printMetrics(ms)
+	if web != nil {
+		fmt.Printf("web page: %s\n", web.URL())
+	}
 	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "db", st.String(), "coord_id", *coordID)
 
 	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")
 	sock.Close() // no admin requests while the server stops
+	if web != nil {
+		web.Close()
+	}
 	return srv.Close()
 }
 
 // commands are the operator's subcommands.
 var commands = map[string]func([]string, io.Writer) error{
-	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork,
+	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork, "relays": cmdRelays,
 	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "version": cmdVersion, "--version": cmdVersion,
 	"loadtest": cmdLoadtest,
 }
@@ -312,4 +345,16 @@ func recordDB(dir, url string) error {
 		return fmt.Errorf("record --db: %w", err)
 	}
 	return nil
+}
+
+// parseQuarantine reads --address-quarantine: a duration like 72h or 7d, or 0 (in any unit) for none.
+func parseQuarantine(v string) (time.Duration, error) {
+	if q := strings.TrimRight(v, "smhd"); q == "0" {
+		return 0, nil
+	}
+	d, err := parseExpiry(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--address-quarantine %q: want a duration like 72h or 7d, or 0 for none", v)
+	}
+	return d, nil
 }

@@ -24,6 +24,7 @@ const adminUsage = `usage:
   warren-coord networks --data DIR [--json]
   warren-coord network kick|ban|unban|approve|deny|transfer NETWORK NODE --data DIR
   warren-coord network lock|unlock|delete NETWORK --data DIR
+  warren-coord relays --data DIR [--json]     (the running server's relays and their load)
   warren-coord blocks --data DIR [--json]
   warren-coord block add CIDR|IP --data DIR [--comment TEXT]
   warren-coord block remove CIDR|IP --data DIR
@@ -270,6 +271,23 @@ func cmdNetwork(args []string, out io.Writer) error {
 			fmt.Fprintf(out, "network %s: %s done; its members are told\n", r.Network, action)
 		}
 		return nil
+	})
+}
+
+func cmdRelays(args []string, out io.Writer) error {
+	fs, data := operatorFlags("relays", adminUsage)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	return list(out, *data, "", &operatorapi.Request{Op: operatorapi.OpRelays}, *asJSON, func(relays []operatorapi.Relay, _ bool) error {
+		return printTable(out, relays, "no relays (--no-relay, and no --relay announced)", "KIND\tADDRESS\tNODES\tKEY", func(r operatorapi.Relay) string {
+			nodes := "?"
+			if r.Nodes != nil {
+				nodes = fmt.Sprint(*r.Nodes)
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s", r.Kind, r.Addr, nodes, r.Key)
+		})
 	})
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // --pool4 1.1.1.0/24 would hand out public addresses as overlay addresses; nodes refuse that, so the
@@ -24,6 +25,22 @@ func TestParsePoolsOverlayRanges(t *testing.T) {
 			t.Errorf("%s %s: refused: %v", tc.v4, tc.v6, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s %s: got %v, want %q", tc.v4, tc.v6, err, tc.want)
+		}
+	}
+}
+
+func TestParseQuarantine(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"7d", 7 * 24 * time.Hour, true}, {"72h", 72 * time.Hour, true}, {"0", 0, true}, {"0s", 0, true}, {"0d", 0, true},
+		{"", 0, false}, {"-1h", 0, false}, {"soon", 0, false}, {"10", 0, false},
+	} {
+		got, err := parseQuarantine(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("parseQuarantine(%q) = %v, %v; want %v, ok %v", c.in, got, err, c.want, c.ok)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/relay"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/metrics"
 )
 
 const relayUsage = `usage: warren-coord relay --listen HOST:PORT [--key FILE] [flags]
@@ -72,7 +73,16 @@ func cmdRelay(args []string) error {
 		pc.Close()
 		return err
 	}
+	ms, err := server.serveMetrics(func(r *metrics.Registry) { r.Register(srv.Collector()) }, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if ms != nil {
+		defer ms.Close()
+	}
 	fmt.Printf("warren-coord relay listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
+	printMetrics(ms)
 	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint())
 	waitForSignal(log, srv.ReloadBlockList)
 	log.Info("shutting down")

@@ -18,19 +18,22 @@ import (
 
 	"github.com/warren-net/warren/coord/abuse"
 	"github.com/warren-net/warren/internal/flagfile"
+	"github.com/warren-net/warren/internal/metrics"
 )
 
 // serverFlags are the flags the coordination server and the standalone relay share beyond their
-// own: logging and --config.
+// own: logging, metrics and --config.
 type serverFlags struct {
 	logLevel *string
 	logJSON  *bool
+	metrics  *string
 }
 
 func addServerFlags(fs *flag.FlagSet) serverFlags {
 	f := serverFlags{
 		logLevel: fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off"),
 		logJSON:  fs.Bool("log-json", false, "log as JSON lines"),
+		metrics:  fs.String("metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics (loopback only: 127.0.0.1:PORT or [::1]:PORT; default off)"),
 	}
 	flagfile.Define(fs)
 	return f
@@ -55,7 +58,28 @@ func (f serverFlags) parse(fs *flag.FlagSet, args []string, prefix string) (done
 	if hclog.LevelFromString(*f.logLevel) == hclog.NoLevel {
 		return true, fmt.Errorf("%s--log-level %q: want one of trace, debug, info, warn, error, off", prefix, *f.logLevel)
 	}
+	if *f.metrics != "" {
+		if err := metrics.CheckLoopback(*f.metrics); err != nil {
+			return true, fmt.Errorf("%s--metrics: %w", prefix, err)
+		}
+	}
 	return false, nil
+}
+
+// serveMetrics serves --metrics, if set, with the collectors register adds; nil without the flag.
+// The caller prints its address (printMetrics) after its own first line.
+func (f serverFlags) serveMetrics(register func(*metrics.Registry), log hclog.Logger) (*metrics.Server, error) {
+	if *f.metrics == "" {
+		return nil, nil
+	}
+	reg := metrics.New()
+	register(reg)
+	ms, err := metrics.Listen(*f.metrics, reg.Handler())
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	log.Info("serving metrics", "addr", "http://"+ms.Addr().String()+"/metrics")
+	return ms, nil
 }
 
 // logger returns the logger the flags ask for, named name, writing to stderr.
@@ -126,5 +150,12 @@ func waitForSignal(log hclog.Logger, reloadBlockList func() error) {
 				log.Warn("block list not reloaded; keeping the old one", "error", err)
 			}
 		}
+	}
+}
+
+// printMetrics prints where metrics are served, if they are.
+func printMetrics(ms *metrics.Server) {
+	if ms != nil {
+		fmt.Printf("metrics on http://%s/metrics\n", ms.Addr())
 	}
 }

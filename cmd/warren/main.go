@@ -37,9 +37,11 @@ commands:
   run -- COMMAND [ARGS...]   run COMMAND in a namespace of its own whose network is the
                              overlay (no proxy settings, no root; Linux)
   ping PEER [-c N]           ICMP echo through the overlay, with RTT and path
+  web [--listen ADDR]        serve a status page for the node on loopback (prints its URL)
   netcheck [--json]          UDP connectivity, public address, NAT type, relay latency
   whois ADDR:PORT [--json]   name the peer behind a connection an exposed service got
                              from ADDR:PORT (the client address it saw)
+  metrics                    print the node's Prometheus metrics (text format)
   version                    print the version
 
 Every command takes --state DIR (default: $WARREN_STATE, else $XDG_STATE_HOME/warren).
@@ -84,8 +86,12 @@ func run(args []string) error {
 		return cmdPing(rest)
 	case "netcheck":
 		return cmdNetcheck(rest)
+	case "web":
+		return cmdWeb(rest)
 	case "whois":
 		return cmdWhois(rest)
+	case "metrics":
+		return cmdMetrics(rest)
 	case "run":
 		return cmdRun(rest)
 	case runNSCommand:

@@ -12,9 +12,10 @@ const runNSCommand = "__run-ns"
 func cmdRun(args []string) error {
 	fs := newFlagSet("run", "run [--state DIR] -- COMMAND [ARGS...]\n\n"+
 		"Runs COMMAND in a network namespace of its own (no root needed) whose only interfaces are lo and\n"+
-		"a TUN device that the running node bridges to the overlay: the command reaches peers at their\n"+
-		"overlay addresses with its own TCP/IP stack, no proxy settings. Nothing outside the overlay is\n"+
-		"reachable from inside. warren exits with the command's status (128+N if signal N killed it).\n"+
+		"a TUN device that the running node bridges to the overlay: the command reaches peers by name\n"+
+		"(NAME.warren, through the node's DNS server) or address with its own TCP/IP stack, no proxy\n"+
+		"settings. Nothing outside the overlay is reachable from inside. warren exits with the command's\n"+
+		"status (128+N if signal N killed it).\n"+
 		"Needs unprivileged user namespaces and a /dev/net/tun users may open (warren says what is missing).")
 	state := stateFlag(fs)
 	args, command := splitCommand(args)

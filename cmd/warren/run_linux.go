@@ -59,15 +59,18 @@ func runInNamespace(state string, command []string, stdin io.Reader, stdout, std
 	for _, a := range att.Info.Addrs {
 		args = append(args, a.String())
 	}
+	for _, a := range att.Info.DNS {
+		args = append(args, a.String()) // a bare address: a DNS server
+	}
 	cmd := exec.Command(self, append(append(args, "--"), command...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
 	uid, gid := os.Getuid(), os.Getgid()
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
-		AmbientCaps: []uintptr{unix.CAP_NET_ADMIN},
+		AmbientCaps: []uintptr{unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN}, // the device; the resolv.conf mounts
 		Pdeathsig:   syscall.SIGKILL,
 	}
 	// Ctrl-C and Ctrl-\ reach the command from the terminal; SIGTERM and SIGHUP are passed on.
@@ -165,7 +168,12 @@ func cmdRunNS(args []string) error {
 		return fmt.Errorf("run: bad MTU: %w", err)
 	}
 	var addrs []netip.Prefix
+	var dns []netip.Addr
 	for _, a := range args[1:i] {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			dns = append(dns, ip)
+			continue
+		}
 		p, err := netip.ParsePrefix(a)
 		if err != nil {
 			return fmt.Errorf("run: %w", err)
@@ -179,6 +187,9 @@ func cmdRunNS(args []string) error {
 	dev, err := tun.Create(tun.Config{Name: tun.DefaultName, Addrs: addrs, MTU: mtu})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
+	}
+	if err := mountResolvConf(dns); err != nil {
+		fmt.Fprintf(os.Stderr, "warren run: NAME.warren will not resolve inside: %v\n", err)
 	}
 	// Kernel ping without privileges uses ICMP sockets, which the namespace allows our group.
 	gid := strconv.Itoa(os.Getgid())
@@ -206,6 +217,64 @@ func cmdRunNS(args []string) error {
 	}
 	return fmt.Errorf("run: %w", syscall.Exec(path, command, os.Environ()))
 }
+
+// mountResolvConf points the namespace's resolver at the node's DNS servers: it makes the mount
+// namespace's mounts private, hides /run/systemd/resolve behind a tmpfs holding our resolv.conf
+// (so neither a stub-resolv.conf symlink nor nss-resolve's socket leads to the host's resolver) and
+// nscd's socket directory behind an empty one, and
+// bind-mounts a generated resolv.conf over /etc/resolv.conf (over its target, if it is a symlink).
+func mountResolvConf(dns []netip.Addr) error {
+	if len(dns) == 0 {
+		return errors.New("the node sent no DNS address")
+	}
+	var conf strings.Builder
+	conf.WriteString("# warren run: the node answers NAME.warren and overlay reverse lookups\n")
+	for _, a := range dns {
+		fmt.Fprintf(&conf, "nameserver %s\n", a)
+	}
+	conf.WriteString("search warren\n")
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("private mounts: %w", err)
+	}
+	if fi, err := os.Stat(resolvedDir); err == nil && fi.IsDir() {
+		if err := unix.Mount("tmpfs", resolvedDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+			return fmt.Errorf("tmpfs over %s: %w", resolvedDir, err)
+		}
+		for _, name := range []string{"stub-resolv.conf", "resolv.conf"} {
+			if err := os.WriteFile(resolvedDir+"/"+name, []byte(conf.String()), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	// A host's nscd would answer from the host's resolver: hide its socket too.
+	for _, dir := range []string{"/run/nscd", "/var/run/nscd"} {
+		if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
+			unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=4k")
+		}
+	}
+	f, err := os.CreateTemp("", "warren-run-resolv-*.conf")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // the mount keeps the file
+	_, err = f.WriteString(conf.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount(f.Name(), "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind-mount over /etc/resolv.conf: %w", err)
+	}
+	return nil
+}
+
+// resolvedDir is systemd-resolved's runtime directory.
+const resolvedDir = "/run/systemd/resolve"
 
 // sendFile sends f's descriptor over the socket pair c.
 func sendFile(c *os.File, f *os.File) error {

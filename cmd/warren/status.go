@@ -35,6 +35,8 @@ func cmdStatus(args []string) error {
 	coord := "disconnected (tunnels stay up; reconnecting)"
 	if st.Coord.Connected {
 		coord = "connected"
+	} else if st.Coord.Trouble != "" {
+		coord = "not logged in, retrying: " + st.Coord.Trouble
 	}
 	fmt.Printf("node      %s  %s\n", st.Self.Name, joinAddrs(st.Self.IPs))
 	fmt.Printf("networks  %s\n", orNone(strings.Join(st.Self.Networks, ", ")))
@@ -47,6 +49,13 @@ func cmdStatus(args []string) error {
 	}
 	if len(st.Self.Exposed) > 0 {
 		fmt.Printf("exposed   %s\n", strings.Join(st.Self.Exposed, ", "))
+	}
+	if len(st.Self.DNS) > 0 {
+		fmt.Printf("dns       %s  NAME.warren for the TUN device and warren run", joinAddrs(st.Self.DNS))
+		if st.Self.DNSSetup != "" {
+			fmt.Printf("; %s", st.Self.DNSSetup)
+		}
+		fmt.Println()
 	}
 	if n := st.Self.NAT; n != nil && n.UDP {
 		fmt.Printf("nat       public %s, %s mapping, hairpin %s\n", n.Public, n.Mapping, map[bool]string{true: "yes", false: "no"}[n.Hairpin])

@@ -17,7 +17,9 @@ import (
 
 	"github.com/warren-net/warren/internal/flagfile"
 	"github.com/warren-net/warren/internal/naming"
+	"github.com/warren-net/warren/internal/webui"
 	"github.com/warren-net/warren/node"
+	"github.com/warren-net/warren/node/localapi"
 	"github.com/warren-net/warren/tun"
 )
 
@@ -44,11 +46,13 @@ func cmdUp(args []string) error {
 	packetPath := fs.Bool("packet-path", false, "carry proxied TCP as IP packets through both netstacks instead of one QUIC stream per connection (slower; for comparison)")
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
+	metricsAddr := fs.String("metrics", "", "also serve Prometheus metrics on http://`ADDR`/metrics (loopback only: 127.0.0.1:PORT or [::1]:PORT); they are always on the local API, GET /v1/metrics")
 	noDirect := fs.Bool("no-direct", false, "send all peer traffic through the relay (no hole punching)")
 	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (Linux only; needs root or CAP_NET_ADMIN)")
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
 	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`; a bare port is TCP (22 = tcp:22); tcp:PORT+proxy starts each connection with a PROXY v2 header naming the peer")
+	webAddr := fs.String("web", "", "serve a status page on this loopback `address` (127.0.0.1:PORT; the URL it prints holds a secret), as 'warren web' does")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
@@ -114,10 +118,17 @@ func cmdUp(args []string) error {
 		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass, ProxyUsers: *proxyUsers,
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
 		Expose: ports, ProxyHeader: proxyHeader, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect,
-		AuthKey: key, Ephemeral: *ephemeral,
+		AuthKey: key, Ephemeral: *ephemeral, Metrics: *metricsAddr,
 	})
 	if err != nil {
 		return err
+	}
+	var web *webui.Server
+	if *webAddr != "" { // bound before the login: a bad address fails here, leaving nothing on the coord
+		if web, err = startWeb(*webAddr, localapi.NewClient(*state)); err != nil {
+			return err
+		}
+		defer web.Close()
 	}
 	if err := n.Start(ctx); err != nil {
 		return err
@@ -136,7 +147,13 @@ func cmdUp(args []string) error {
 	if n.Ephemeral() {
 		fmt.Print(", ephemeral")
 	}
+	if a := n.MetricsAddr(); a != "" {
+		fmt.Printf(", metrics on http://%s/metrics", a)
+	}
 	fmt.Println()
+	if web != nil {
+		fmt.Printf("web page: %s\n", web.URL())
+	}
 	return runUntilDone(ctx, n, log, *state, command)
 }
 

@@ -47,6 +47,8 @@ type GuardConfig struct {
 	LimitLoopback bool
 	// Logger says when the block list is (re)loaded or a bad edit is kept out; nil = silent.
 	Logger hclog.Logger
+	// Now is the clock the login buckets fill by; nil = time.Now (tests: a clock they move).
+	Now func() time.Time
 }
 
 // Verdict is a Guard's answer to a login.
@@ -69,6 +71,7 @@ type Guard struct {
 	perKey  *Limiter[[32]byte]
 	limitLo bool
 	log     hclog.Logger
+	now     func() time.Time
 }
 
 // NewGuard returns the Guard cfg describes, with its block list loaded.
@@ -82,7 +85,11 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	g := &Guard{
+		now:     cfg.Now,
 		perIP:   NewLimiter[netip.Prefix](cfg.LoginRateIP, cfg.LoginBurstIP, maxBuckets),
 		perKey:  NewLimiter[[32]byte](cfg.LoginRateKey, cfg.LoginBurstKey, maxBuckets),
 		limitLo: cfg.LimitLoopback,
@@ -120,7 +127,7 @@ func (g *Guard) CheckLogin(key [32]byte, a netip.Addr) Verdict {
 	if g.Blocked(a) {
 		return Blocked
 	}
-	now := time.Now()
+	now := g.now()
 	if p, ok := g.Limited(a); ok && !g.perIP.Allow(p, now) {
 		return TooManyFromIP
 	}
@@ -133,7 +140,7 @@ func (g *Guard) CheckLogin(key [32]byte, a netip.Addr) Verdict {
 // Maintain is what a server runs every CheckEvery: it drops the login buckets that are full again and
 // reloads the block list (Reload), logging an error as a warning.
 func (g *Guard) Maintain(changed func()) {
-	now := time.Now()
+	now := g.now()
 	g.perIP.Sweep(now)
 	g.perKey.Sweep(now)
 	if err := g.Reload(changed); err != nil {

@@ -64,6 +64,7 @@ func New(cfg Config) *Commands {
 		operatorapi.OpAuthKeys:      a.authKeys,
 		operatorapi.OpBlocks:        a.blocks,
 		operatorapi.OpAudit:         a.auditLog,
+		operatorapi.OpRelays:        a.relays,
 		operatorapi.OpAuthKeyCreate: a.createAuthKey,
 		operatorapi.OpAuthKeyRevoke: a.revokeAuthKey,
 		operatorapi.OpBlockAdd:      a.addBlock,
@@ -172,6 +173,23 @@ func (a *Commands) networks(ctx context.Context, _ string, _ *operatorapi.Reques
 			v.Online = &count
 		}
 		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (a *Commands) relays(context.Context, string, *operatorapi.Request) (any, error) {
+	srv := a.cfg.Server
+	if srv == nil {
+		return nil, operatorapi.Errorf(operatorapi.CodeInvalid, "relays: no server runs on this data directory (relays are a running server's)")
+	}
+	load := srv.Relays()
+	out := []operatorapi.Relay{}
+	if load.Own {
+		bound := load.Bound
+		out = append(out, operatorapi.Relay{Kind: "coord", Addr: srv.Addr().String(), Key: srv.Fingerprint(), Nodes: &bound})
+	}
+	for _, r := range load.Standalone {
+		out = append(out, operatorapi.Relay{Kind: "standalone", Addr: r.Addr.String(), Key: r.Key})
 	}
 	return out, nil
 }
@@ -386,7 +404,7 @@ func (a *Commands) onlineIn(ctx context.Context, p netip.Prefix) ([]string, erro
 			out = append(out, identity.ShortID([]byte(k)))
 			continue
 		}
-		out = append(out, n.Name)
+		out = append(out, identity.Label(n.Name, n.Key))
 	}
 	return out, nil
 }
@@ -417,7 +435,7 @@ func (a *Commands) removeNode(ctx context.Context, actor string, r *operatorapi.
 	} else {
 		detail += ", on the data directory (no server running)"
 	}
-	if err := a.audit(ctx, actor, r.Op, n.Name, detail); err != nil {
+	if err := a.audit(ctx, actor, r.Op, identity.Label(n.Name, n.Key), detail); err != nil {
 		return nil, err
 	}
 	return res, nil

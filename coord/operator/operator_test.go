@@ -191,6 +191,9 @@ func TestOfflineOperations(t *testing.T) {
 	if len(nets) != 1 || nets[0].Online != nil || nets[0].Members != 2 || nets[0].OwnerName != "alpha" {
 		t.Errorf("networks: %+v", nets)
 	}
+	if _, err := do(&operatorapi.Request{Op: operatorapi.OpRelays}); err == nil || !strings.Contains(err.Error(), "no server runs") {
+		t.Errorf("relays without a server: %v", err)
+	}
 	if _, err := do(&operatorapi.Request{Op: operatorapi.OpBlockAdd, Prefix: "203.0.113.9"}); err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +255,8 @@ func TestOfflineOperations(t *testing.T) {
 		}
 		got = append(got, e.Action+" "+e.Target)
 	}
-	want := []string{"block.add 203.0.113.9/32", "node.remove twin", "node.remove twin", "authkey.create " + k.AuthKey.ID, "authkey.revoke " + k.AuthKey.ID}
+	// Two nodes named twin, told apart by their keys.
+	want := []string{"block.add 203.0.113.9/32", "node.remove twin(AwMDAwMD)", "node.remove twin(AgICAgIC)", "authkey.create " + k.AuthKey.ID, "authkey.revoke " + k.AuthKey.ID}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("audit:\n%v\nwant\n%v", got, want)
 	}

@@ -44,6 +44,7 @@ const (
 	OpAuthKeys      Op = "authkey.list"   // → []AuthKey
 	OpBlocks        Op = "blocks"         // → Blocks
 	OpAudit         Op = "audit"          // Since, Limit → []AuditEntry
+	OpRelays        Op = "relays"         // → []Relay (needs a running server)
 	OpAuthKeyCreate Op = "authkey.create" // Network, Reusable, Ephemeral, ExpirySeconds, Tag → NewAuthKey
 	OpAuthKeyRevoke Op = "authkey.revoke" // ID → AuthKey
 	OpBlockAdd      Op = "block.add"      // Prefix, Comment → BlockChange
@@ -69,7 +70,7 @@ type NetworkResult struct {
 }
 
 // knownOps is what DecodeRequest accepts.
-var knownOps = map[Op]bool{OpNodes: true, OpNetworks: true, OpAuthKeys: true, OpBlocks: true, OpAudit: true,
+var knownOps = map[Op]bool{OpNodes: true, OpNetworks: true, OpAuthKeys: true, OpBlocks: true, OpAudit: true, OpRelays: true,
 	OpAuthKeyCreate: true, OpAuthKeyRevoke: true, OpBlockAdd: true, OpBlockRemove: true, OpNodeRemove: true,
 	OpNetwork: true}
 
@@ -220,6 +221,16 @@ type Network struct {
 	Online    *int      `json:"online"`
 	Password  bool      `json:"password"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// Relay is a relay nodes use: the coord's own, or a standalone one it announces (--relay).
+type Relay struct {
+	Kind string `json:"kind"` // "coord" or "standalone"
+	Addr string `json:"addr"` // its UDP address
+	Key  string `json:"key"`  // its key fingerprint
+	// Nodes counts the nodes bound to it (its load); null for a standalone relay, whose load only
+	// that relay knows.
+	Nodes *int `json:"nodes"`
 }
 
 // AuthKey is an auth key (never the key itself). Absent times are null.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
@@ -59,7 +60,8 @@ type ServerConfig struct {
 	LoginRateKey  rate.Limit
 	LoginBurstKey int
 
-	limitLoopback bool // tests: apply the per-address limit to loopback sources too
+	limitLoopback bool             // tests: apply the per-address limit to loopback sources too
+	clock         func() time.Time // tests: the clock login buckets fill by (nil = time.Now)
 }
 
 // Error codes for closing relay login connections (control's RelayClose codes).
@@ -138,7 +140,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.IdleTimeout = 12 * time.Second
 	}
 	guard, err := abuse.NewGuard(abuse.GuardConfig{BlockList: cfg.BlockList, LoginRateIP: cfg.LoginRateIP, LoginBurstIP: cfg.LoginBurstIP,
-		LoginRateKey: cfg.LoginRateKey, LoginBurstKey: cfg.LoginBurstKey, LimitLoopback: cfg.limitLoopback, Logger: cfg.Logger})
+		LoginRateKey: cfg.LoginRateKey, LoginBurstKey: cfg.LoginBurstKey, LimitLoopback: cfg.limitLoopback, Logger: cfg.Logger, Now: cfg.clock})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
@@ -328,3 +330,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
+
+// Collector exports the relay's metrics (warren_relay_*: frames and bytes forwarded, drops by
+// reason, nodes bound), read at scrape time.
+func (s *Server) Collector() prometheus.Collector { return s.table.Collector() }

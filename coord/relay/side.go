@@ -44,10 +44,13 @@ func Serve(ctx context.Context, cfg SideConfig) {
 			continue
 		}
 		from := unmap(ua.AddrPort())
+		b := buf[:n]
 		if cfg.Blocked != nil && cfg.Blocked(from.Addr()) {
+			if b[0] == control.KindRelayTo && cfg.Table != nil {
+				cfg.Table.stats.drop(DropBlocked)
+			}
 			continue
 		}
-		b := buf[:n]
 		switch b[0] {
 		case control.KindBindingReq:
 			if tx, err := control.ParseBindingRequest(b); err == nil {
@@ -59,12 +62,15 @@ func Serve(ctx context.Context, cfg SideConfig) {
 			}
 			_, dst, payload, err := control.ParseRelay(b)
 			if err != nil {
+				cfg.Table.stats.drop(DropMalformed)
 				continue
 			}
 			if to, src, ok := cfg.Table.Route(from, Key(dst)); ok {
 				if cfg.Tap != nil {
 					cfg.Tap(payload)
 				}
+				cfg.Table.stats.frames.Add(1)
+				cfg.Table.stats.bytes.Add(uint64(len(payload)))
 				cfg.Transport.WriteTo(control.AppendRelay(out[:0], control.KindRelayFrom, src[:], payload), to)
 			}
 		}

@@ -70,6 +70,7 @@ func (m *Member) Key() Key { return m.key }
 type Table struct {
 	rate  rate.Limit
 	burst int
+	stats Stats // what Serve and Route did with frames
 
 	// mu guards the following.
 	mu     sync.RWMutex
@@ -160,13 +161,19 @@ func (t *Table) Route(from netip.AddrPort, dst Key) (to *net.UDPAddr, src Key, o
 		to = d.ua
 	}
 	t.mu.RUnlock()
-	if s == nil || d == nil || s == d || !s.limiter.Allow() {
-		return nil, Key{}, false
+	switch {
+	case s == nil:
+		t.stats.drop(DropUnknownSource)
+	case d == nil || s == d:
+		t.stats.drop(DropUnknownDest)
+	case !s.limiter.Allow():
+		t.stats.drop(DropRateLimited)
+	case !s.consent.Allows(dst) || !d.consent.Allows(s.key):
+		t.stats.drop(DropNoConsent)
+	default:
+		return to, s.key, true
 	}
-	if !s.consent.Allows(dst) || !d.consent.Allows(s.key) {
-		return nil, Key{}, false
-	}
-	return to, s.key, true
+	return nil, Key{}, false
 }
 
 func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }

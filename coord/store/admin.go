@@ -215,7 +215,7 @@ func (s *Store) Roster(ctx context.Context, network string) ([]RosterEntry, erro
 	}
 	for _, g := range []struct{ table, state string }{{"pending", StatePending}, {"bans", StateBanned}} {
 		rows, err := s.db.QueryContext(ctx, `SELECT t.key, n.key IS NOT NULL, t.key, COALESCE(n.name, ''), COALESCE(n.ip_index, 1),
-			COALESCE(n.created_at, 0), COALESCE(n.last_seen, 0), COALESCE(n.ephemeral, 0), COALESCE(n.tag, ''), COALESCE(n.authkey, '')
+			COALESCE(n.created_at, 0), COALESCE(n.last_seen, 0), COALESCE(n.ephemeral, 0), COALESCE(n.tag, ''), COALESCE(n.authkey, ''), COALESCE(n.login_done, 1)
 			FROM `+g.table+` t LEFT JOIN nodes n ON n.key = t.key WHERE t.network = ?`, network)
 		if err != nil {
 			return nil, fmt.Errorf("roster of %q: %w", network, err)

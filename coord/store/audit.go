@@ -35,7 +35,7 @@ const (
 type AuditEntry struct {
 	ID     int64     // assigned by Audit; increases with every entry
 	Time   time.Time // zero = now; stored with millisecond precision
-	Actor  string    // who: OperatorActor(uid) or NodeActor(key)
+	Actor  string    // who: OperatorActor(uid) or NodeActor(name, key)
 	Action string    // what, dotted: "node.remove", "block.add", "network.kick", ...; required
 	Target string    // on what: a node, network, prefix or key ID
 	Detail string    // anything else worth keeping; never secrets
@@ -49,12 +49,13 @@ func OperatorActor(uid int) string {
 	return "operator uid=" + strconv.Itoa(uid)
 }
 
-// NodeActor names a node acting as a network owner, by its short key (as listings show it).
-func NodeActor(key []byte) string { return "node " + identity.ShortID(key) }
+// NodeActor names a node acting as a network owner: "node name(KEYPREFIX)" (identity.Label), by its
+// name and short key (as listings show it).
+func NodeActor(name string, key []byte) string { return "node " + identity.Label(name, key) }
 
 // Audit appends e to the audit log and prunes it to the retention settings, in one transaction.
 //
-//	st.Audit(ctx, store.AuditEntry{Actor: store.NodeActor(owner), Action: "network.kick", Target: net, Detail: "node " + name})
+//	st.Audit(ctx, store.AuditEntry{Actor: store.NodeActor(ownerName, owner), Action: "network.kick", Target: net, Detail: "node " + name})
 func (s *Store) Audit(ctx context.Context, e AuditEntry) error {
 	if e.Action == "" {
 		return errors.New("audit: no action")

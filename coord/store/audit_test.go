@@ -19,7 +19,7 @@ func TestAuditLog(t *testing.T) {
 	long := strings.Repeat("é", 3000) // 6000 bytes
 	entries := []AuditEntry{
 		{Actor: OperatorActor(1000), Action: "block.add", Target: "10.0.0.0/8", Detail: "spam"},
-		{Actor: NodeActor(key(7)), Action: "network.kick", Target: "games", Detail: long},
+		{Actor: NodeActor("owner", key(7)), Action: "network.kick", Target: "games", Detail: long},
 		{Actor: OperatorActor(-1), Action: "node.remove", Target: "laptop", Time: time.Now().Add(-time.Hour)},
 	}
 	for _, e := range entries {
@@ -48,7 +48,7 @@ func TestAuditLog(t *testing.T) {
 	if got[0].Actor != "operator uid=1000" || got[0].Target != "10.0.0.0/8" || got[0].Detail != "spam" || time.Since(got[0].Time) > time.Minute {
 		t.Errorf("first entry: %+v", got[0])
 	}
-	if got[1].Actor != "node "+"BwcHBwcH" || len(got[1].Detail) > maxAuditDetail || !utf8.ValidString(got[1].Detail) || !strings.HasSuffix(got[1].Detail, "…") {
+	if got[1].Actor != "node owner(BwcHBwcH)" || len(got[1].Detail) > maxAuditDetail || !utf8.ValidString(got[1].Detail) || !strings.HasSuffix(got[1].Detail, "…") {
 		t.Errorf("second entry: actor %q, detail %d bytes, valid %v", got[1].Actor, len(got[1].Detail), utf8.ValidString(got[1].Detail))
 	}
 	if got[2].Actor != "operator" {

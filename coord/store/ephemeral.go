@@ -85,15 +85,7 @@ func (s *Store) ExpiredEphemeral(ctx context.Context, cutoff time.Time, limit in
 // index becomes free for new nodes. It reports whether the node was deleted. The reaper's deletions,
 // conditional on the offline time, are DeleteExpiredEphemeral's.
 func (s *Store) DeleteEphemeral(ctx context.Context, node []byte) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE key = ? AND ephemeral = 1`, node)
-	if err != nil {
-		return false, fmt.Errorf("delete ephemeral node: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("delete ephemeral node: %w", err)
-	}
-	return n > 0, nil
+	return s.deleteNode(ctx, "delete ephemeral node", node, `n.ephemeral = 1`)
 }
 
 // ReapedNode is a node DeleteExpiredEphemeral deleted.
@@ -118,18 +110,12 @@ func (s *Store) DeleteExpiredEphemeral(ctx context.Context, keys [][]byte, cutof
 			return err
 		}
 		defer peers.Close()
-		del, err := tx.PrepareContext(ctx, `DELETE FROM nodes WHERE key = ? AND ephemeral = 1
-			AND offline_since IS NOT NULL AND offline_since < ?`)
-		if err != nil {
-			return err
-		}
-		defer del.Close()
 		for _, k := range keys {
 			ps, err := peerKeys(ctx, peers, k)
 			if err != nil {
 				return err
 			}
-			ok, err := deleted(del.ExecContext(ctx, k, cutoff.UnixMilli()))
+			ok, err := s.deleteNodeTx(ctx, tx, k, `n.ephemeral = 1 AND n.offline_since IS NOT NULL AND n.offline_since < ?`, cutoff.UnixMilli())
 			if err != nil {
 				return err
 			}
@@ -172,15 +158,28 @@ func keysOf(rows *sql.Rows, err error) ([][]byte, error) {
 // node's absence), and returns how many it deleted. Such nodes have no peers to tell; their
 // overlay addresses become free.
 func (s *Store) DeleteAbandoned(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE key IN (SELECT n.key FROM nodes n
-		WHERE n.offline_since IS NOT NULL AND n.offline_since < ?
-		AND NOT EXISTS (SELECT 1 FROM members m WHERE m.key = n.key)
-		AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.key = n.key)
-		AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.key = n.key)
-		AND NOT EXISTS (SELECT 1 FROM networks w WHERE w.owner = n.key)
-		LIMIT ?)`, cutoff.UnixMilli(), limit)
-	if err != nil {
-		return 0, fmt.Errorf("delete abandoned nodes: %w", err)
-	}
-	return res.RowsAffected()
+	var n int64
+	err := s.inTx(ctx, "delete abandoned nodes", func(tx *txn) error {
+		keys, err := queryKeys(ctx, tx, `SELECT n.key FROM nodes n
+			WHERE n.offline_since IS NOT NULL AND n.offline_since < ?
+			AND NOT EXISTS (SELECT 1 FROM members m WHERE m.key = n.key)
+			AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.key = n.key)
+			AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.key = n.key)
+			AND NOT EXISTS (SELECT 1 FROM networks w WHERE w.owner = n.key)
+			LIMIT ?`, cutoff.UnixMilli(), limit)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			ok, err := s.deleteNodeTx(ctx, tx, k, "")
+			if err != nil {
+				return err
+			}
+			if ok {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
 }

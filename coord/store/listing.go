@@ -111,16 +111,8 @@ func (s *Store) AllNetworks(ctx context.Context) ([]NetworkInfo, error) {
 }
 
 // DeleteNode deletes a node, ephemeral or not, with its memberships; its host index becomes free
-// for new nodes. Networks it owns stay (with an owner that no longer exists). It reports whether
+// for new nodes after the address quarantine. Networks it owns stay (with an owner that no longer exists). It reports whether
 // the node existed. If the same key logs in later, it is a new node.
 func (s *Store) DeleteNode(ctx context.Context, key []byte) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE key = ?`, key)
-	if err != nil {
-		return false, fmt.Errorf("delete node: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("delete node: %w", err)
-	}
-	return n > 0, nil
+	return s.deleteNode(ctx, "delete node", key, "")
 }

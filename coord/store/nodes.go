@@ -12,7 +12,7 @@ import (
 	"github.com/warren-net/warren/identity"
 )
 
-const nodeColumns = `n.key, n.name, n.ip_index, n.created_at, n.last_seen, n.ephemeral, n.tag, n.authkey`
+const nodeColumns = `n.key, n.name, n.ip_index, n.created_at, n.last_seen, n.ephemeral, n.tag, n.authkey, n.login_done`
 
 // NodeByFingerprint returns the node whose key has fingerprint fp (identity.Fingerprint), as recorded
 // at its last login; ErrNotFound if there is none.
@@ -27,7 +27,9 @@ func (s *Store) NodeByFingerprint(ctx context.Context, fp string) (Node, error) 
 // UpsertNode registers the node with the given Ed25519 public key under name, or updates the
 // last-seen time of a known one and marks it online (see MarkOffline). On first sight the node gets
 // the lowest free host index (see Pools) and its name; later calls change neither (names are
-// identities: see RenameNode). It returns ErrPoolExhausted when a new node does not fit.
+// identities: see RenameNode). A new node has LoginDone false until CompleteLogin; its address is
+// the lowest free host index outside the address quarantine (freed.go). It returns
+// ErrPoolExhausted when a new node does not fit.
 func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, error) {
 	if len(key) != ed25519.PublicKeySize {
 		return Node{}, fmt.Errorf("upsert node: key is %d bytes, want %d", len(key), ed25519.PublicKeySize)
@@ -35,7 +37,7 @@ func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, 
 	if err := ValidNodeName(name); err != nil {
 		return Node{}, err
 	}
-	now := time.Now().Unix()
+	now := s.now().Unix()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return Node{}, fmt.Errorf("upsert node: %w", err)
@@ -50,21 +52,14 @@ func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, 
 	if n, err := res.RowsAffected(); err != nil {
 		return Node{}, fmt.Errorf("update node: %w", err)
 	} else if n == 0 {
-		// The lowest free index: 1 if free, else one past the smallest used index whose successor
-		// is free. Both probes use the UNIQUE index on ip_index.
-		var idx int64
-		err := tx.QueryRowContext(ctx, `SELECT CASE
-			WHEN NOT EXISTS (SELECT 1 FROM nodes WHERE ip_index = 1) THEN 1
-			ELSE (SELECT MIN(a.ip_index) + 1 FROM nodes a
-				WHERE NOT EXISTS (SELECT 1 FROM nodes b WHERE b.ip_index = a.ip_index + 1))
-			END`).Scan(&idx)
+		idx, err := s.allocIndex(ctx, tx)
 		if err != nil {
 			return Node{}, fmt.Errorf("allocate address: %w", err)
 		}
 		if idx > s.maxIndex {
 			return Node{}, ErrPoolExhausted
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (key, name, ip_index, created_at, last_seen, fingerprint) VALUES (?, ?, ?, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (key, name, ip_index, created_at, last_seen, fingerprint, login_done) VALUES (?, ?, ?, ?, ?, ?, 0)`,
 			key, name, idx, now, now, fp); err != nil {
 			return Node{}, fmt.Errorf("insert node: %w", err)
 		}
@@ -96,7 +91,7 @@ type scanner interface{ Scan(...any) error }
 func (s *Store) scanNode(r scanner, extra ...any) (Node, error) {
 	var n Node
 	var idx, created, seen int64
-	if err := r.Scan(append([]any{&n.Key, &n.Name, &idx, &created, &seen, &n.Ephemeral, &n.Tag, &n.AuthKeyID}, extra...)...); err != nil {
+	if err := r.Scan(append([]any{&n.Key, &n.Name, &idx, &created, &seen, &n.Ephemeral, &n.Tag, &n.AuthKeyID, &n.LoginDone}, extra...)...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return Node{}, ErrNotFound
 		}

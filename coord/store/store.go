@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -47,7 +48,9 @@ var (
 
 // Pools are the prefixes overlay addresses are allocated from. A node's IPv4 and IPv6 addresses share
 // one host index i ≥ 1: V4.Addr()+i and V6.Addr()+i. Index 0 (the network address) is never used,
-// nor is the last IPv4 address of V4 (its broadcast address), so a /30 holds exactly two nodes.
+// nor are the last IPv4 address of V4 (its broadcast address) and the one before it (with V6's last
+// address, every node's own DNS server in TUN mode: 100.127.255.254 by default), so a /30 holds
+// exactly one node.
 // V6 must have at least as many host bits as V4.
 type Pools struct {
 	V4 netip.Prefix // e.g. 100.64.0.0/10
@@ -70,7 +73,7 @@ func (p Pools) validate() (Pools, int64, error) {
 		return Pools{}, 0, fmt.Errorf("IPv6 pool %v is smaller than IPv4 pool %v: need at least a /%d", p.V6, p.V4, 128-host4)
 	}
 	p.V4, p.V6 = p.V4.Masked(), p.V6.Masked()
-	return p, int64(1)<<host4 - 2, nil
+	return p, int64(1)<<host4 - 3, nil
 }
 
 // Node is a registered node.
@@ -80,6 +83,7 @@ type Node struct {
 	IPv4, IPv6 netip.Addr // fixed on first sight
 	CreatedAt  time.Time  // first sight, second precision
 	LastSeen   time.Time  // last UpsertNode, second precision
+	LoginDone  bool       // a login completed (CompleteLogin); false only between registration and admission
 	Ephemeral  bool       // removed once offline for the server's ephemeral timeout
 	Tag        string     // from the auth key it joined with; "" = none
 	AuthKeyID  string     // ID of the last auth key it redeemed; "" = none
@@ -111,6 +115,9 @@ type Store struct {
 	dsn      string // PostgreSQL: the connection string (the LISTEN connection dials it); "" on SQLite
 	pools    Pools  // masked
 	maxIndex int64  // largest usable host index
+
+	quarantine atomic.Int64     // freed addresses stay unused this long (ns); see SetAddressQuarantine
+	clock      func() time.Time // tests: the allocator's and freeing's clock (nil = time.Now)
 }
 
 // migrations[i] brings the schema from version i to i+1. Append only: never edit a released one.
@@ -213,7 +220,20 @@ var migrations = []string{
 	CREATE INDEX pending_by_source ON pending(source);
 	CREATE INDEX pending_by_time ON pending(requested_at);
 	CREATE INDEX pending_by_key ON pending(key);`,
-	// 10: several coords on one (PostgreSQL) database (events.go): the change events each coord
+	// 10: a node row exists from the first login's registration on, but counts only once a login
+	// completed (login_done = 1); rows of logins refused after registration (a bad auth key) are
+	// deleted, and those left by a crash are reaped (DeleteStaleUnfinished). Existing nodes count as
+	// completed.
+	`ALTER TABLE nodes ADD COLUMN login_done INTEGER NOT NULL DEFAULT 1;
+	CREATE INDEX nodes_by_login_done ON nodes(login_done, created_at);`,
+	// 11: overlay addresses freed by deleted nodes, by host index, with when (unix milliseconds):
+	// the allocator skips them for the address quarantine (freed.go).
+	`CREATE TABLE freed_addresses (
+		ip_index INTEGER PRIMARY KEY,
+		freed_at INTEGER NOT NULL
+	);
+	CREATE INDEX freed_by_time ON freed_addresses(freed_at);`,
+	// 12: several coords on one (PostgreSQL) database (events.go): the change events each coord
 	// writes and the others read by ID; which coord each online node is logged in to; and each
 	// coord's heartbeat, by which the others tell a dead coord's nodes offline.
 	`CREATE TABLE events (

@@ -196,8 +196,8 @@ func TestAllocation(t *testing.T) {
 		pools Pools
 		want  []string // IPv4 of successive new nodes; "" = ErrPoolExhausted
 	}{
-		{"/30 holds two", tinyPools("10.9.0.0/30"), []string{"10.9.0.1", "10.9.0.2", "", ""}},
-		{"/29 skips broadcast", tinyPools("10.9.0.8/29"), []string{"10.9.0.9", "10.9.0.10", "10.9.0.11", "10.9.0.12", "10.9.0.13", "10.9.0.14", ""}},
+		{"/30 holds one", tinyPools("10.9.0.0/30"), []string{"10.9.0.1", "", ""}},
+		{"/29 skips the DNS and broadcast addresses", tinyPools("10.9.0.8/29"), []string{"10.9.0.9", "10.9.0.10", "10.9.0.11", "10.9.0.12", "10.9.0.13", ""}},
 		{"crosses a byte", tinyPools("10.9.0.0/23"), nil}, // checked below
 	}
 	for _, tt := range tests[:2] {
@@ -356,7 +356,7 @@ func TestMigrations(t *testing.T) {
 			if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != len(migrations) {
 				t.Fatalf("user_version = %d, %v; want %d", v, err, len(migrations))
 			}
-			if n, err := s.Node(context.Background(), key(1)); err != nil || n.Name != "a" || n.IPv4.String() != "100.64.0.1" || n.Ephemeral || n.Tag != "" {
+			if n, err := s.Node(context.Background(), key(1)); err != nil || n.Name != "a" || n.IPv4.String() != "100.64.0.1" || n.Ephemeral || n.Tag != "" || !n.LoginDone {
 				t.Errorf("node after migration: %+v %v", n, err)
 			}
 			var pool4 string

@@ -1,7 +1,7 @@
 // Package packet reads and builds the few parts of IPv4 and IPv6 packets that the node's packet
 // filters need: addresses, protocol, ports, TCP flags, ICMP kind, fragments (Parse, Addrs); the flow
 // a packet opens or belongs to and a bounded table of recent flows (FlowKey, FlowTable); and the TCP
-// RST that refuses a segment (TCPReset, with the RFC 1071 Checksum).
+// RST that refuses a segment (TCPReset) and a UDP reply (UDPReply), with the RFC 1071 Checksum.
 //
 // It reads untrusted bytes (packets from peers) and must never panic or allocate on them; Parse is
 // fuzzed. It knows nothing of warren: not peers, access rules, the overlay's addresses, exposed ports
@@ -201,34 +201,56 @@ func TCPReset(p *Packet, pkt []byte) []byte {
 	binary.BigEndian.PutUint32(tcp[8:], rack)
 	tcp[12] = 5 << 4
 	tcp[13] = flags
-	var out []byte
+	return reverse(p, ProtoTCP, tcp, 16)
+}
+
+// UDPReply builds the UDP datagram that answers p (a UDP packet, not a fragment) with payload: from
+// p's destination address and port to its source. nil if p is not such a packet or the reply would
+// not fit in one IP packet.
+func UDPReply(p *Packet, payload []byte) []byte {
+	if p.Proto != ProtoUDP || p.Fragment || len(payload) > 65535-8-40 {
+		return nil
+	}
+	udp := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], p.DPort)
+	binary.BigEndian.PutUint16(udp[2:], p.SPort)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	return reverse(p, ProtoUDP, append(udp, payload...), 6)
+}
+
+// reverse puts transport (whose checksum field is at csum and zero) in an IP header from p's
+// destination to its source, and fills in the checksums.
+func reverse(p *Packet, proto uint8, transport []byte, csum int) []byte {
+	n := len(transport)
+	var ip, pseudo []byte
 	if p.Src.Is4() {
-		ip := make([]byte, 20, 40)
+		ip = make([]byte, 20, 20+n)
 		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], 40)
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+n))
 		ip[8] = 64
-		ip[9] = ProtoTCP
+		ip[9] = proto
 		d, s := p.Dst.As4(), p.Src.As4()
 		copy(ip[12:], d[:])
 		copy(ip[16:], s[:])
 		binary.BigEndian.PutUint16(ip[10:], ^Checksum(0, ip))
-		pseudo := append(append(d[:], s[:]...), 0, ProtoTCP, 0, 20)
-		binary.BigEndian.PutUint16(tcp[16:], ^Checksum(Checksum(0, pseudo), tcp))
-		out = append(ip, tcp...)
+		pseudo = append(append(d[:], s[:]...), 0, proto, byte(n>>8), byte(n))
 	} else {
-		ip := make([]byte, 40, 60)
+		ip = make([]byte, 40, 40+n)
 		ip[0] = 0x60
-		binary.BigEndian.PutUint16(ip[4:], 20)
-		ip[6] = ProtoTCP
+		binary.BigEndian.PutUint16(ip[4:], uint16(n))
+		ip[6] = proto
 		ip[7] = 64
 		d, s := p.Dst.As16(), p.Src.As16()
 		copy(ip[8:], d[:])
 		copy(ip[24:], s[:])
-		pseudo := append(append(d[:], s[:]...), 0, 0, 0, 20, 0, 0, 0, ProtoTCP)
-		binary.BigEndian.PutUint16(tcp[16:], ^Checksum(Checksum(0, pseudo), tcp))
-		out = append(ip, tcp...)
+		pseudo = append(append(d[:], s[:]...), 0, 0, byte(n>>8), byte(n), 0, 0, 0, proto)
 	}
-	return out
+	sum := ^Checksum(Checksum(0, pseudo), transport)
+	if sum == 0 && proto == ProtoUDP {
+		sum = 0xffff // 0 means "no checksum" in UDP
+	}
+	binary.BigEndian.PutUint16(transport[csum:], sum)
+	return append(ip, transport...)
 }
 
 // Checksum adds b to the ones' complement sum sum (RFC 1071), folded to 16 bits. A header or

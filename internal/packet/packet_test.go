@@ -206,7 +206,35 @@ func TestTCPReset(t *testing.T) {
 	}
 }
 
-// checksumsVerify reports whether a TCP segment's checksums (IPv4 header, TCP with the
+func TestUDPReply(t *testing.T) {
+	for _, c := range []struct {
+		src, dst netip.Addr
+		payload  string
+	}{{peer4, self4, "answer"}, {peer6, self6, "odd"}, {peer4, self4, ""}} {
+		in := pt.IP(c.src, c.dst, ProtoUDP, pt.UDP(40000, 53))
+		p, _ := Parse(in)
+		out := UDPReply(&p, []byte(c.payload))
+		r, ok := Parse(out)
+		if !ok || r.Src != c.dst || r.Dst != c.src || r.SPort != 53 || r.DPort != 40000 || string(r.Transport[8:]) != c.payload ||
+			int(binary.BigEndian.Uint16(r.Transport[4:])) != 8+len(c.payload) {
+			t.Fatalf("reply %+v", r)
+		}
+		if !checksumsVerify(out, &r) {
+			t.Errorf("bad checksum from %v", c.dst)
+		}
+	}
+	for name, pkt := range map[string][]byte{
+		"TCP":      pt.IP(peer4, self4, ProtoTCP, pt.TCP(1, 2, TCPSYN, "")),
+		"fragment": func() []byte { b := pt.IP(peer4, self4, ProtoUDP, pt.UDP(1, 2)); b[7] = 1; return b }(),
+	} {
+		p, _ := Parse(pkt)
+		if UDPReply(&p, []byte("x")) != nil {
+			t.Errorf("%s answered", name)
+		}
+	}
+}
+
+// checksumsVerify reports whether a TCP segment's or UDP datagram's checksums (IPv4 header, TCP or UDP with the
 // pseudo-header) verify: the sum over the covered bytes is all ones.
 func checksumsVerify(pkt []byte, p *Packet) bool {
 	var pseudo []byte

@@ -1,7 +1,8 @@
 // Package peercred tells which local user owns the other end of a loopback connection or the source
 // of a loopback datagram, so that a service on 127.0.0.1 can serve its own user and refuse the
-// others on a shared machine. On Linux it reads the kernel's socket tables (/proc/net/tcp, tcp6, udp,
-// udp6) and SO_PEERCRED for unix sockets; elsewhere it reports ErrUnsupported. It knows nothing
+// others on a shared machine. On Linux it asks the kernel for the one TCP socket over netlink
+// (sock_diag), reads the socket tables /proc/net/udp and udp6 for UDP (and tcp, tcp6 where netlink
+// is unavailable), and SO_PEERCRED for unix sockets; elsewhere it reports ErrUnsupported. It knows nothing
 // about proxies or warren.
 package peercred
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -41,12 +42,23 @@ func ConnOwner(c net.Conn) (uint32, error) {
 	return 0, fmt.Errorf("%w: %T", ErrUnsupported, c)
 }
 
-// TCP states in which a client's socket still belongs to its process: ESTABLISHED, FIN_WAIT1,
+// TCP states (as /proc writes them) in which a client's socket still belongs to its process: ESTABLISHED, FIN_WAIT1,
 // FIN_WAIT2. (A socket in TIME_WAIT is listed with uid 0: it must never count.)
 var liveTCP = map[string]bool{"01": true, "04": true, "05": true}
 
-// TCPOwner returns the uid owning the local TCP socket bound to local and connected to remote.
+// TCPOwner returns the uid owning the local TCP socket bound to local and connected to remote. It
+// asks the kernel for that one socket over netlink (sock_diag), at a cost independent of how many
+// sockets the host has; where netlink is unavailable it scans /proc/net/tcp and tcp6.
 func TCPOwner(local, remote netip.AddrPort) (uint32, error) {
+	uid, err := diagTCPOwner(local, remote)
+	if errors.Is(err, errDiagUnavailable) {
+		return procTCPOwner(local, remote)
+	}
+	return uid, err
+}
+
+// procTCPOwner is TCPOwner by reading /proc: every socket of the host, per lookup.
+func procTCPOwner(local, remote netip.AddrPort) (uint32, error) {
 	return scanTables([]string{"/proc/net/tcp", "/proc/net/tcp6"}, func(loc, rem netip.AddrPort, state string) bool {
 		return liveTCP[state] && sameAddrPort(loc, local) && sameAddrPort(rem, remote)
 	})

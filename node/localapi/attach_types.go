@@ -13,6 +13,8 @@ const AttachProtocol = "warren-tun"
 type AttachInfo struct {
 	Addrs []netip.Prefix `json:"addrs"` // the node's overlay addresses with the overlay prefix lengths
 	MTU   int            `json:"mtu"`
+	// DNS are the node's DNS server addresses (NAME.warren), for the namespace's resolv.conf.
+	DNS []netip.Addr `json:"dns,omitempty"`
 }
 
 // AttachResult is the node's answer to the descriptor.

@@ -68,6 +68,12 @@ type Self struct {
 	Ephemeral bool `json:"ephemeral"`
 	// Exposed lists the local services peers can reach, as `--expose` takes them ("tcp:8080+proxy").
 	Exposed []string `json:"exposed"`
+	// DNS are the node's DNS server addresses: they answer NAME.warren for apps on the TUN device
+	// (--tun) and inside `warren run`.
+	DNS []netip.Addr `json:"dns,omitempty"`
+	// DNSSetup says how this host's resolver uses them in TUN mode: registered with
+	// systemd-resolved for the warren domain, or the line a user adds; "" without --tun.
+	DNSSetup string `json:"dns_setup,omitempty"`
 }
 
 // Netcheck is what NAT discovery found (GET /v1/netcheck runs a fresh one).
@@ -105,6 +111,9 @@ type Coord struct {
 	Servers   []string `json:"servers,omitempty"`
 	Key       string   `json:"key"`       // pinned fingerprint
 	Connected bool     `json:"connected"` //
+	// Trouble is why the last login failed ("" once one worked): the coord's reason for a refusal
+	// (e.g. its storage is full) or why it could not be reached. The node keeps retrying.
+	Trouble string `json:"trouble,omitempty"`
 }
 
 // Peer describes one visible peer and the link to it.
@@ -342,7 +351,18 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		return fmt.Errorf("local API: %s", resp.Status)
 	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = data
+		return nil
+	}
 	return json.Unmarshal(data, out)
+}
+
+// Metrics returns the node's Prometheus metrics in the text exposition format (GET /v1/metrics,
+// `warren metrics`).
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	var b []byte
+	return b, c.do(ctx, http.MethodGet, "/v1/metrics", nil, &b)
 }
 
 // Whois names the peer behind a local connection the node made to an exposed service

@@ -1,7 +1,10 @@
 // Command benchtable is `make bench`: it measures, in one run on loopback, plain TCP (the ceiling),
 // two wireguard-go+gVisor peers behind a SOCKS5 front (the comparison), and the real warren binaries
 // (coord + two nodes, SOCKS5 → QUIC → localhost), and prints one table with the median of several
-// runs per row, plus warren's ratios to the other two.
+// runs per row, plus warren's ratios to the other two. Each wireguard-go row is measured at
+// GOMAXPROCS=1 and at Go's default and the better figure per column counts; as root it adds TUN mode
+// and wireguard-go on kernel TUN devices in network namespaces; every row with a UDP path also gets
+// 64-byte UDP round trips (at 60 packets/s and back to back).
 //
 // Every row reaches the same kind of load server (package load) in a process of its own; the
 // driver is the client. Child processes run in their own process groups and are stopped, and the
@@ -20,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -47,13 +51,16 @@ type options struct {
 	idle      int           // idle SOCKS connections held open at once; 0 = skip
 	idleRows  []string      // rows the idle check runs on
 	idlePar   int           // connections opened in parallel for the idle check
+	udpN60    int           // UDP round trips at 60 packets/s per run (0 = skip)
+	udpNFast  int           // UDP round trips back to back per run (0 = skip)
+	udpLoss   time.Duration // a UDP datagram not back in this time is lost
 }
 
 // allRows are the rows benchtable knows, in table order. warren-base is added by -base.
-var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "warren-tun", "warren-base"}
+var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-base"}
 
 // defaultRows are the rows measured without -rows.
-var defaultRows = allRows[:5]
+var defaultRows = allRows[:6]
 
 func main() {
 	var o options
@@ -71,9 +78,15 @@ func main() {
 	flag.DurationVar(&o.connLimit, "conn-limit", 3*time.Second, "time bound of the new-connections measurement")
 	flag.IntVar(&o.wgMTU, "wg-mtu", 1420, "MTU of the wireguard-go tunnel (wireguard-go's default)")
 	var idleRows string
-	flag.IntVar(&o.idle, "idle", 10000, "idle SOCKS connections to hold open at once through each of -idle-rows after the runs (0 = skip)")
+	// 4000: a warren node accepts at most 4096 streams from one peer (peer.maxStreams), and the
+	// bench has one peer; 10,000 to one peer cannot all open.
+	flag.IntVar(&o.idle, "idle", 4000, "idle SOCKS connections to hold open at once through each of -idle-rows after the runs (0 = skip;\n"+
+		"a warren node takes at most 4096 streams from one peer; opening stops after -idle-par failures)")
 	flag.StringVar(&idleRows, "idle-rows", "peer+socks,warren,warren-base", "comma-separated `rows` the -idle check runs on")
 	flag.IntVar(&o.idlePar, "idle-par", 64, "connections opened in parallel for the -idle check")
+	flag.IntVar(&o.udpN60, "udp-n60", 300, "64-byte UDP round trips at 60 packets/s per run (5 s at 300; 0 = skip)")
+	flag.IntVar(&o.udpNFast, "udp-n", 2000, "64-byte UDP round trips back to back per run (0 = skip)")
+	flag.DurationVar(&o.udpLoss, "udp-loss", 500*time.Millisecond, "a UDP datagram not echoed within this time counts as lost")
 	flag.BoolVar(&o.verbose, "v", false, "print every run's numbers")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir with the child processes' logs")
 	flag.StringVar(&o.profile, "profile", "", "after the table, profile each VPN row's processes with perf into this `dir`ectory")
@@ -103,8 +116,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable: row warren-base needs -base")
 		os.Exit(2)
 	}
-	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 || o.idle < 0 || o.idlePar < 1 {
-		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns, -dur and -idle-par must be positive, -idle not negative")
+	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 || o.idle < 0 || o.idlePar < 1 || o.udpN60 < 0 || o.udpNFast < 0 || o.udpLoss <= 0 {
+		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns, -dur, -idle-par and -udp-loss must be positive, -idle, -udp-n60 and -udp-n not negative")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -128,6 +141,14 @@ func runLoadServer(addr string, anyAddr bool) error {
 		ln.Close()
 		return fmt.Errorf("%s: loopback addresses only", addr)
 	}
+	// The UDP echo listens on the same port number (the rows' UDP round trips).
+	uc, err := net.ListenPacket("udp", ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("udp echo: %w", err)
+	}
+	go load.ServeUDP(uc)
+	defer uc.Close()
 	fmt.Println("listening", ln.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -166,30 +187,32 @@ func run(ctx context.Context, o options) (err error) {
 	// Set every row up first and measure them in turns (run 1 of each row, then run 2, ...), so
 	// that other load on the machine, if any, spreads over the rows instead of hitting one.
 	var loadAddr netip.AddrPort
-	if slices.ContainsFunc(o.rows, func(r string) bool { return r != "peer+socks" && r != "warren-tun" }) {
+	if slices.ContainsFunc(o.rows, func(r string) bool { return r != "peer+socks" && r != "warren-tun" && r != "peer-tun" }) {
 		if loadAddr, err = b.startLoad(ctx, self); err != nil {
 			return err
 		}
 	}
 	var rows []*rowState
 	var notes []string
-	for _, name := range o.rows {
-		t, note, err := b.setUp(ctx, name, loadAddr)
-		if err != nil {
-			return fmt.Errorf("row %s: set up: %w", name, err)
+	for _, row := range o.rows {
+		for _, v := range variants(row) {
+			t, note, err := b.setUp(ctx, row, v, loadAddr)
+			if err != nil {
+				return fmt.Errorf("row %s: set up: %w", v.name, err)
+			}
+			if note != "" {
+				notes = append(notes, note)
+				continue
+			}
+			if err := waitReachable(ctx, t.dial, 20*time.Second); err != nil {
+				return fmt.Errorf("row %s: %w", v.name, err)
+			}
+			rss, err := maxRSS(t.vpn)
+			if err != nil {
+				return fmt.Errorf("row %s: %w", v.name, err)
+			}
+			rows = append(rows, &rowState{name: v.name, row: row, gomaxprocs: v.gomaxprocs, t: t, rssIdle: rss})
 		}
-		if note != "" {
-			notes = append(notes, note)
-			continue
-		}
-		if err := waitReachable(ctx, t.dial, 20*time.Second); err != nil {
-			return fmt.Errorf("row %s: %w", name, err)
-		}
-		rss, err := maxRSS(t.vpn)
-		if err != nil {
-			return fmt.Errorf("row %s: %w", name, err)
-		}
-		rows = append(rows, &rowState{name: name, t: t, rssIdle: rss})
 	}
 	for i := range o.runs {
 		for _, r := range rows {
@@ -204,18 +227,28 @@ func run(ctx context.Context, o options) (err error) {
 			r.runs = append(r.runs, res)
 		}
 	}
-	results := make([]rowResult, len(rows))
+	var results, vs []rowResult // vs: the variants of the current row
 	for i, r := range rows {
 		m := median(r.runs)
 		m.rssIdle = r.rssIdle
-		results[i] = rowResult{name: r.name, socks: r.t.socks, vpn: len(r.t.vpn) > 0, median: m}
-		if o.idle > 0 && r.t.socks && slices.Contains(o.idleRows, r.name) {
+		res := rowResult{name: r.name, socks: r.t.socks, vpn: len(r.t.vpn) > 0, median: m}
+		// The idle check runs on one variant of a row: Go's default GOMAXPROCS, as shipped.
+		if o.idle > 0 && r.t.socks && slices.Contains(o.idleRows, r.row) && r.gomaxprocs == "" {
 			fmt.Fprintf(os.Stderr, "idle: %s, %d connections\n", r.name, o.idle)
 			ir, err := b.idleCheck(ctx, r.t)
 			if err != nil {
 				return fmt.Errorf("row %s: idle connections: %w", r.name, err)
 			}
-			results[i].idle = &ir
+			res.idle = &ir
+		}
+		results = append(results, res)
+		if r.name != r.row {
+			vs = append(vs, res)
+		}
+		// After the last variant of a row measured at several GOMAXPROCS: the best of them.
+		if len(vs) > 0 && (i+1 == len(rows) || rows[i+1].row != r.row) {
+			results = append(results, bestOf(r.row, vs))
+			vs = nil
 		}
 	}
 	took := time.Since(started)
@@ -242,20 +275,38 @@ func run(ctx context.Context, o options) (err error) {
 
 // rowState is a row being measured: its path and its runs so far.
 type rowState struct {
-	name    string
-	t       target
-	rssIdle float64 // largest VPN process resident set right after setup, MiB
-	runs    []runResult
+	name       string // the row, or one variant of it (peer+socks@1)
+	row        string // the row as -rows names it
+	gomaxprocs string // the variant's GOMAXPROCS ("": Go's default)
+	t          target
+	rssIdle    float64 // largest VPN process resident set right after setup, MiB
+	runs       []runResult
 }
 
-// setUp starts the processes of one row. A row that this build cannot measure returns a note
-// instead.
-func (b *bench) setUp(ctx context.Context, name string, loadAddr netip.AddrPort) (target, string, error) {
+// variant is one configuration a row is measured in.
+type variant struct {
+	name       string
+	gomaxprocs string // "": Go's default
+}
+
+// variants are the configurations row is measured in: the wireguard-go peer at GOMAXPROCS=1 (what
+// warren's node uses on this machine's 2 cores) and at Go's default, so that the table can
+// compare warren with the peer at its best; every other row once, as it ships.
+func variants(row string) []variant {
+	if (row != "peer+socks" && row != "peer-tun") || runtime.GOMAXPROCS(0) == 1 {
+		return []variant{{name: row}}
+	}
+	return []variant{{name: row + "@1", gomaxprocs: "1"}, {name: fmt.Sprintf("%s@%d", row, runtime.GOMAXPROCS(0))}}
+}
+
+// setUp starts the processes of one row in one variant. A row that this build cannot measure
+// returns a note instead.
+func (b *bench) setUp(ctx context.Context, name string, v variant, loadAddr netip.AddrPort) (target, string, error) {
 	switch name {
 	case "direct":
 		return b.direct(ctx, loadAddr), "", nil
 	case "peer+socks":
-		t, err := b.peer(ctx)
+		t, err := b.peer(ctx, v.name, v.gomaxprocs)
 		return t, "", err
 	case "warren":
 		t, err := b.warren(ctx, b.opts.bin, loadAddr, name)
@@ -269,6 +320,12 @@ func (b *bench) setUp(ctx context.Context, name string, loadAddr netip.AddrPort)
 			return target{}, "warren-packet: skipped, `warren up` has no flag for node.Config.PacketPathTCP", nil
 		}
 		t, err := b.warren(ctx, b.opts.bin, loadAddr, name, flagName)
+		return t, "", err
+	case "peer-tun":
+		if why := tunSkip(); why != "" {
+			return target{}, v.name + ": skipped, " + why, nil
+		}
+		t, err := b.peerTun(ctx, b.self, v.name, v.gomaxprocs)
 		return t, "", err
 	case "warren-tun":
 		if why := tunSkip(); why != "" {
@@ -326,12 +383,54 @@ func (b *bench) measureOnce(ctx context.Context, t target) (runResult, error) {
 		return r, err
 	}
 	r.p50, r.p99 = load.Percentile(rtts, 50), load.Percentile(rtts, 99)
+	if t.udp != nil && (b.opts.udpN60 > 0 || b.opts.udpNFast > 0) {
+		if r.udp60, r.udpFast, err = b.measureUDP(ctx, t); err != nil {
+			return r, fmt.Errorf("udp: %w", err)
+		}
+	}
 	if t.socks {
 		if r.connsPerSec, err = load.ConnRate(ctx, t.dial, b.opts.conns, b.opts.connLimit); err != nil {
 			return r, fmt.Errorf("new connections: %w", err)
 		}
 	}
 	return r, nil
+}
+
+// measureUDP opens one UDP path (a new SOCKS5 association) and measures 64-byte round trips at 60
+// packets/s, a game's rate, and back to back, after 20 unmeasured ones.
+func (b *bench) measureUDP(ctx context.Context, t target) (slow, fast udpStats, err error) {
+	p, err := t.udp(ctx)
+	if err != nil {
+		return slow, fast, err
+	}
+	defer p.Close()
+	if _, err := load.UDPRTT(ctx, p, 20, 64, 0, b.opts.udpLoss); err != nil {
+		return slow, fast, err
+	}
+	if n := b.opts.udpN60; n > 0 {
+		res, err := load.UDPRTT(ctx, p, n, 64, time.Second/60, b.opts.udpLoss)
+		if err != nil {
+			return slow, fast, err
+		}
+		slow = newUDPStats(res, n)
+	}
+	if n := b.opts.udpNFast; n > 0 {
+		cpu0, err := sumCPU(t.vpn)
+		if err != nil {
+			return slow, fast, err
+		}
+		res, err := load.UDPRTT(ctx, p, n, 64, 0, b.opts.udpLoss)
+		if err != nil {
+			return slow, fast, err
+		}
+		cpu1, err := sumCPU(t.vpn)
+		if err != nil {
+			return slow, fast, err
+		}
+		fast = newUDPStats(res, n)
+		fast.cpuPerRT = time.Duration((cpu1 - cpu0) / float64(n) * 1e9)
+	}
+	return slow, fast, nil
 }
 
 // idleCheck holds opts.idle SOCKS connections open at once through t and samples the VPN

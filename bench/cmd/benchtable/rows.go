@@ -28,6 +28,8 @@ type target struct {
 	dial  load.DialFunc
 	socks bool    // connections go through a SOCKS5 proxy (new connections per second is measured)
 	vpn   []*proc // the VPN processes whose CPU time and memory are reported
+	// udp opens a path to the load server's UDP echo (nil: the row has none).
+	udp func(ctx context.Context) (load.UDPPath, error)
 }
 
 // bench owns the child processes and the temp dir of one benchmark run.
@@ -37,6 +39,7 @@ type bench struct {
 	self     string // this binary (the load server's -serve-load mode)
 	procs    []*proc
 	cleanups []func() // run after the processes stop, newest first (network namespaces)
+	nsPairs  int      // network namespace pairs made so far
 }
 
 // start launches a child process that the bench stops in close.
@@ -84,7 +87,7 @@ func (b *bench) direct(ctx context.Context, loadAddr netip.AddrPort) target {
 	var d net.Dialer
 	return target{dial: func(ctx context.Context) (net.Conn, error) {
 		return d.DialContext(ctx, "tcp", loadAddr.String())
-	}}
+	}, udp: func(context.Context) (load.UDPPath, error) { return load.DialUDP(loadAddr) }}
 }
 
 // Tunnel addresses of the two wireguard-go peers (a private range that never leaves their netstacks).
@@ -96,8 +99,9 @@ var (
 const wgLoadPort = 9000
 
 // peer is the comparison: two wgpeer processes, B serving the load server in its netstack, A
-// serving SOCKS5 into its netstack; the client connects through A's SOCKS5.
-func (b *bench) peer(ctx context.Context) (target, error) {
+// serving SOCKS5 into its netstack; the client connects through A's SOCKS5. gomaxprocs is both
+// processes' GOMAXPROCS ("": Go's default).
+func (b *bench) peer(ctx context.Context, name, gomaxprocs string) (target, error) {
 	privA, pubA, err := wgKeyPair()
 	if err != nil {
 		return target{}, err
@@ -113,7 +117,7 @@ func (b *bench) peer(ctx context.Context) (target, error) {
 		return target{}, err
 	}
 	mtu := strconv.Itoa(b.opts.wgMTU)
-	pb, err := b.start("wg-b", b.opts.wgpeer, []string{"WGPEER_PRIVATE_KEY=" + privB},
+	pb, err := b.start(name+"-b", b.opts.wgpeer, []string{"WGPEER_PRIVATE_KEY=" + privB, "GOMAXPROCS=" + gomaxprocs},
 		"--addr", wgAddrB.String(), "--peer-addr", wgAddrA.String(), "--peer-key", pubA,
 		"--listen-port", strconv.Itoa(portB), "--endpoint", fmt.Sprintf("127.0.0.1:%d", portA),
 		"--mtu", mtu, "--serve", strconv.Itoa(wgLoadPort))
@@ -121,7 +125,7 @@ func (b *bench) peer(ctx context.Context) (target, error) {
 		return target{}, err
 	}
 	socksAddr := fmt.Sprintf("127.0.0.1:%d", socksPort)
-	pa, err := b.start("wg-a", b.opts.wgpeer, []string{"WGPEER_PRIVATE_KEY=" + privA},
+	pa, err := b.start(name+"-a", b.opts.wgpeer, []string{"WGPEER_PRIVATE_KEY=" + privA, "GOMAXPROCS=" + gomaxprocs},
 		"--addr", wgAddrA.String(), "--peer-addr", wgAddrB.String(), "--peer-key", pubB,
 		"--listen-port", strconv.Itoa(portA), "--endpoint", fmt.Sprintf("127.0.0.1:%d", portB),
 		"--mtu", mtu, "--socks", socksAddr)
@@ -133,11 +137,12 @@ func (b *bench) peer(ctx context.Context) (target, error) {
 			return target{}, fmt.Errorf("%s not ready (said %q): %v", p.name, l, err)
 		}
 	}
-	dial, err := socksDialer(socksAddr, netip.AddrPortFrom(wgAddrB, wgLoadPort))
+	dest := netip.AddrPortFrom(wgAddrB, wgLoadPort)
+	dial, err := socksDialer(socksAddr, dest)
 	if err != nil {
 		return target{}, err
 	}
-	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}}, nil
+	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}, udp: socksUDP(socksAddr, dest)}, nil
 }
 
 // warren runs the real binaries from bin: a coord and two nodes on loopback in one network; node B
@@ -167,7 +172,7 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 		return target{}, err
 	}
 	pb, err := b.start(name+"-b", warren, nil, append(append(common, "--name", "b", "--state", stateB, "--socks", "",
-		"--expose", fmt.Sprintf("tcp:%d", loadAddr.Port())), extra...)...)
+		"--expose", fmt.Sprintf("tcp:%d,udp:%d", loadAddr.Port(), loadAddr.Port())), extra...)...)
 	if err != nil {
 		return target{}, err
 	}
@@ -175,11 +180,12 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 	if err != nil {
 		return target{}, err
 	}
-	dial, err := socksDialer(socksAddr, netip.AddrPortFrom(ipB, loadAddr.Port()))
+	dest := netip.AddrPortFrom(ipB, loadAddr.Port())
+	dial, err := socksDialer(socksAddr, dest)
 	if err != nil {
 		return target{}, err
 	}
-	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}}, nil
+	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}, udp: socksUDP(socksAddr, dest)}, nil
 }
 
 // coordHello reads warren-coord's first two lines: its address and its key.
@@ -286,6 +292,11 @@ func socksDialer(proxyAddr string, dest netip.AddrPort) (load.DialFunc, error) {
 	return func(ctx context.Context) (net.Conn, error) {
 		return cd.DialContext(ctx, "tcp", dest.String())
 	}, nil
+}
+
+// socksUDP returns a func that opens a SOCKS5 UDP association at proxyAddr towards dest.
+func socksUDP(proxyAddr string, dest netip.AddrPort) func(context.Context) (load.UDPPath, error) {
+	return func(ctx context.Context) (load.UDPPath, error) { return load.AssociateUDP(ctx, proxyAddr, dest) }
 }
 
 // waitReachable retries one echo through dial until it works or limit passes (a WireGuard

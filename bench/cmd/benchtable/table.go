@@ -19,11 +19,28 @@ type runResult struct {
 	connsPerSec      float64       // new SOCKS connections per second (0: not measured)
 	cpuPerGB         float64       // CPU seconds of the VPN processes per GB moved (0: none)
 	rssIdle, rssLoad float64       // largest VPN process resident set, MiB (0: none)
+	udp60, udpFast   udpStats      // 64-byte UDP round trips at 60 packets/s and back to back
+}
+
+// udpStats sums up one UDP round-trip measurement (sent 0: not measured).
+type udpStats struct {
+	p50, p99, p999 time.Duration
+	lost, sent     int
+	cpuPerRT       time.Duration // CPU time of the VPN processes per round trip (back to back only)
+}
+
+func newUDPStats(r load.UDPResult, sent int) udpStats {
+	return udpStats{p50: load.Percentile(r.RTTs, 50), p99: load.Percentile(r.RTTs, 99),
+		p999: load.Percentile(r.RTTs, 99.9), lost: r.Lost, sent: sent}
+}
+
+func (u udpStats) String() string {
+	return fmt.Sprintf("p50 %v p99 %v p99.9 %v lost %d/%d cpu/rt %v", u.p50, u.p99, u.p999, u.lost, u.sent, u.cpuPerRT)
 }
 
 func (r runResult) String() string {
-	return fmt.Sprintf("1x %.2f Gbit/s, 4x %.2f Gbit/s, rtt p50 %v p99 %v, %.0f conn/s, %.2f CPU s/GB, rss %.1f/%.1f MiB",
-		r.gbps1, r.gbps4, r.p50, r.p99, r.connsPerSec, r.cpuPerGB, r.rssIdle, r.rssLoad)
+	return fmt.Sprintf("1x %.2f Gbit/s, 4x %.2f Gbit/s, rtt p50 %v p99 %v, %.0f conn/s, %.2f CPU s/GB, rss %.1f/%.1f MiB; udp 60/s %v; udp back to back %v",
+		r.gbps1, r.gbps4, r.p50, r.p99, r.connsPerSec, r.cpuPerGB, r.rssIdle, r.rssLoad, r.udp60, r.udpFast)
 }
 
 // rowResult is a row of the table: the per-column medians of its runs.
@@ -33,6 +50,8 @@ type rowResult struct {
 	vpn    bool // CPU and RSS measured
 	median runResult
 	idle   *idleResult // nil: not measured
+	// won, for a best-of row, says which variant gave each column's figure.
+	won string
 }
 
 // idleResult is the idle-connections check of one row.
@@ -57,7 +76,23 @@ func median(runs []runResult) runResult {
 	d := func(get func(runResult) time.Duration) time.Duration {
 		return time.Duration(f(func(r runResult) float64 { return float64(get(r)) }))
 	}
+	u := func(get func(runResult) udpStats) udpStats {
+		var lost, sent int
+		for _, r := range runs {
+			lost += get(r).lost
+			sent += get(r).sent
+		}
+		return udpStats{
+			p50:      d(func(r runResult) time.Duration { return get(r).p50 }),
+			p99:      d(func(r runResult) time.Duration { return get(r).p99 }),
+			p999:     d(func(r runResult) time.Duration { return get(r).p999 }),
+			cpuPerRT: d(func(r runResult) time.Duration { return get(r).cpuPerRT }),
+			lost:     lost, sent: sent,
+		}
+	}
 	return runResult{
+		udp60:       u(func(r runResult) udpStats { return r.udp60 }),
+		udpFast:     u(func(r runResult) udpStats { return r.udpFast }),
 		gbps1:       f(func(r runResult) float64 { return r.gbps1 }),
 		gbps4:       f(func(r runResult) float64 { return r.gbps4 }),
 		p50:         d(func(r runResult) time.Duration { return r.p50 }),
@@ -69,13 +104,53 @@ func median(runs []runResult) runResult {
 	}
 }
 
+// bestOf merges the rows of one peer measured at several GOMAXPROCS settings into one row named
+// name: each column takes the better figure (higher throughput and connections per second, lower
+// latency, CPU and memory), and won lists which variant gave it.
+func bestOf(name string, vs []rowResult) rowResult {
+	best := vs[0]
+	best.name, best.idle = name, nil
+	var won []string
+	pick := func(col string, better func(a, b runResult) bool, take func(dst *runResult, src runResult)) {
+		w := vs[0]
+		for _, v := range vs[1:] {
+			if better(v.median, w.median) {
+				w = v
+			}
+		}
+		take(&best.median, w.median)
+		won = append(won, fmt.Sprintf("%s %s", col, strings.TrimPrefix(w.name, vs[0].name[:strings.IndexByte(vs[0].name, '@')])))
+	}
+	hi := func(get func(runResult) float64) func(a, b runResult) bool {
+		return func(a, b runResult) bool { return get(a) > get(b) }
+	}
+	lo := func(get func(runResult) float64) func(a, b runResult) bool {
+		return func(a, b runResult) bool { return get(a) < get(b) }
+	}
+	pick("1 stream", hi(func(r runResult) float64 { return r.gbps1 }), func(d *runResult, s runResult) { d.gbps1 = s.gbps1 })
+	pick("4 streams", hi(func(r runResult) float64 { return r.gbps4 }), func(d *runResult, s runResult) { d.gbps4 = s.gbps4 })
+	pick("RTT", lo(func(r runResult) float64 { return float64(r.p50) }), func(d *runResult, s runResult) { d.p50, d.p99 = s.p50, s.p99 })
+	if best.socks {
+		pick("new conns", hi(func(r runResult) float64 { return r.connsPerSec }), func(d *runResult, s runResult) { d.connsPerSec = s.connsPerSec })
+	}
+	pick("CPU/GB", lo(func(r runResult) float64 { return r.cpuPerGB }), func(d *runResult, s runResult) { d.cpuPerGB = s.cpuPerGB })
+	pick("RSS", lo(func(r runResult) float64 { return r.rssLoad }), func(d *runResult, s runResult) { d.rssIdle, d.rssLoad = s.rssIdle, s.rssLoad })
+	pick("UDP 60/s", lo(func(r runResult) float64 { return float64(r.udp60.p50) }), func(d *runResult, s runResult) { d.udp60 = s.udp60 })
+	pick("UDP back to back", lo(func(r runResult) float64 { return float64(r.udpFast.p50) }), func(d *runResult, s runResult) { d.udpFast = s.udpFast })
+	pick("UDP CPU/rt", lo(func(r runResult) float64 { return float64(r.udpFast.cpuPerRT) }), func(d *runResult, s runResult) { d.udpFast.cpuPerRT = s.udpFast.cpuPerRT })
+	best.won = strings.Join(won, ", ")
+	return best
+}
+
 // printTable writes the aligned table, warren's ratios and the notes.
 func printTable(w io.Writer, o options, rows []rowResult, notes []string, took time.Duration, load0, others string) {
 	fmt.Fprintf(w, "\nwarren bench, %s, %d CPUs (%s), load average %s at start, %s at end\n",
 		time.Now().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), cpuModel(), load0, loadAvg())
 	fmt.Fprintf(w, "other processes and steal during the run: %s\n", others)
-	fmt.Fprintf(w, "median of %d runs; bulk: %v measured after %v warmup; RTT: %d x 64 bytes; new conns: up to %d in %v; wg MTU %d; took %v\n\n",
+	fmt.Fprintf(w, "median of %d runs; bulk: %v measured after %v warmup; RTT: %d x 64 bytes; new conns: up to %d in %v; wg MTU %d; took %v\n",
 		o.runs, o.dur, o.warmup, o.rttN, o.conns, o.connLimit, o.wgMTU, took.Round(time.Second))
+	fmt.Fprintf(w, "UDP: 64-byte datagrams one at a time, %d at 60/s and %d back to back per run, lost = not back in %v (summed over runs)\n\n",
+		o.udpN60, o.udpNFast, o.udpLoss)
 	head := []string{"row", "1 stream", "4 streams", "RTT p50", "RTT p99", "new conns", "CPU s/GB", "RSS idle", "RSS load"}
 	unit := []string{"", "Gbit/s", "Gbit/s", "µs", "µs", "per s", "A+B", "MiB", "MiB"}
 	table := [][]string{head, unit}
@@ -95,6 +170,36 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 	}
 	writeAligned(w, table)
 
+	udpTable := [][]string{
+		{"UDP round trips", "60/s p50", "p99", "p99.9", "lost", "fast p50", "p99", "p99.9", "lost", "CPU/rt"},
+		{"64 bytes", "µs", "µs", "µs", "", "µs", "µs", "µs", "", "µs A+B"},
+	}
+	for _, r := range rows {
+		m := r.median
+		if m.udp60.sent == 0 && m.udpFast.sent == 0 {
+			continue
+		}
+		cells := []string{r.name}
+		for _, u := range []udpStats{m.udp60, m.udpFast} {
+			cells = append(cells, fmt.Sprintf("%.0f", us(u.p50)), fmt.Sprintf("%.0f", us(u.p99)),
+				fmt.Sprintf("%.0f", us(u.p999)), fmt.Sprintf("%d/%d", u.lost, u.sent))
+		}
+		cells = append(cells, "-")
+		if r.vpn && m.udpFast.sent > 0 {
+			cells[len(cells)-1] = fmt.Sprintf("%.1f", us(m.udpFast.cpuPerRT))
+		}
+		udpTable = append(udpTable, cells)
+	}
+	if len(udpTable) > 2 {
+		fmt.Fprintln(w)
+		writeAligned(w, udpTable)
+	}
+	for _, r := range rows {
+		if r.won != "" {
+			fmt.Fprintf(w, "\n%s: the better of its GOMAXPROCS variants per column: %s\n", r.name, r.won)
+		}
+	}
+
 	byName := map[string]runResult{}
 	for _, r := range rows {
 		byName[r.name] = r.median
@@ -105,19 +210,33 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		if !ok {
 			continue
 		}
-		for _, base := range []string{"peer+socks", "direct"} {
+		for _, base := range []string{"peer+socks", "peer-tun", "direct"} {
+			if base == "peer-tun" && wr != "warren-tun" {
+				continue
+			}
 			y, ok := byName[base]
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(w, "%s/%s: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx\n",
+			fmt.Fprintf(w, "%s/%s: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx",
 				wr, base, x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99))
+			if x.udp60.sent > 0 && y.udp60.sent > 0 {
+				fmt.Fprintf(w, "; UDP 60/s p50 %.2fx, p99 %.2fx; back to back p50 %.2fx",
+					us(x.udp60.p50)/us(y.udp60.p50), us(x.udp60.p99)/us(y.udp60.p99), us(x.udpFast.p50)/us(y.udpFast.p50))
+			}
+			fmt.Fprintln(w)
 		}
 	}
 	if x, ok := byName["warren"]; ok {
 		if y, ok := byName["warren-base"]; ok {
-			fmt.Fprintf(w, "warren/warren-base: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx; new conns %.2fx; CPU/GB %.2fx\n",
+			fmt.Fprintf(w, "warren/warren-base: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx; new conns %.2fx; CPU/GB %.2fx",
 				x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99), x.connsPerSec/y.connsPerSec, x.cpuPerGB/y.cpuPerGB)
+			if x.udp60.sent > 0 && y.udp60.sent > 0 {
+				fmt.Fprintf(w, "; UDP 60/s p50 %.2fx, p99 %.2fx; back to back p50 %.2fx, CPU per round trip %.2fx",
+					us(x.udp60.p50)/us(y.udp60.p50), us(x.udp60.p99)/us(y.udp60.p99), us(x.udpFast.p50)/us(y.udpFast.p50),
+					us(x.udpFast.cpuPerRT)/us(y.udpFast.cpuPerRT))
+			}
+			fmt.Fprintln(w)
 		}
 	}
 	for _, r := range rows {
@@ -136,6 +255,7 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		}
 	}
 	fmt.Fprintln(w, "\nCPU s/GB: user+system CPU of both VPN processes during the bulk windows, per GB received.")
+	fmt.Fprintln(w, "UDP CPU/rt: user+system CPU of both VPN processes during the back-to-back UDP round trips, per round trip.")
 	fmt.Fprintln(w, "RSS: the larger of the two VPN processes, idle after setup, and under load halfway through the bulk runs (max of 1 and 4 streams).")
 	for _, n := range notes {
 		fmt.Fprintln(w, "note:", n)

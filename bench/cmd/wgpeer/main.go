@@ -2,10 +2,11 @@
 // netstack (golang.zx2c4.com/wireguard/tun/netstack) on a loopback UDP port, the way userspace
 // WireGuard tools such as wireproxy serve users without root. Two wgpeer processes form a tunnel.
 //
-// One side serves the benchmark's load server (package load) on a TCP port of its netstack
-// (--serve); the other side serves a SOCKS5 proxy on 127.0.0.1 whose CONNECTs are dialed into its
-// netstack (--socks). When both listeners are up it prints "ready" on stdout; it runs until SIGINT
-// or SIGTERM.
+// One side serves the benchmark's load server (package load) on a TCP port of its netstack and a
+// UDP echo on the same port number (--serve); the other side serves a SOCKS5 proxy on 127.0.0.1 whose
+// CONNECTs are dialed into its netstack (--socks); go-socks5 also serves UDP ASSOCIATE, dialing UDP
+// into the netstack. When both listeners are up it prints "ready" on stdout; it runs until SIGINT or
+// SIGTERM. With --tun it uses a kernel TUN device instead of a netstack (the peer-tun row).
 //
 // The private key comes from the environment (WGPEER_PRIVATE_KEY, hex), not the command line.
 package main
@@ -25,6 +26,7 @@ import (
 	socks5 "github.com/things-go/go-socks5"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/warren-net/warren/bench/internal/load"
@@ -46,6 +48,8 @@ func run() error {
 	mtu := flag.Int("mtu", 1420, "tunnel MTU (wireguard-go's default is 1420)")
 	serve := flag.Int("serve", 0, "serve the load server on this TCP `port` of the netstack")
 	socksAddr := flag.String("socks", "", "serve SOCKS5 on this loopback `address`, dialing into the netstack")
+	tunName := flag.String("tun", "", "use a kernel TUN device of this `name` (wireguard-go's own, with its offloads) instead of a\n"+
+		"netstack; the caller gives it its address; --serve and --socks are not available")
 	verbose := flag.Bool("v", false, "log wireguard-go's verbose messages to stderr")
 	flag.Parse()
 
@@ -58,12 +62,20 @@ func run() error {
 		return fmt.Errorf("--addr: %w", err)
 	}
 	ep, err := netip.ParseAddrPort(*endpoint)
-	if err != nil || !ep.Addr().IsLoopback() {
-		return fmt.Errorf("--endpoint %q: want a loopback IP:PORT", *endpoint)
+	if err != nil || (!ep.Addr().IsLoopback() && *tunName == "") {
+		return fmt.Errorf("--endpoint %q: want a loopback IP:PORT (any address with --tun, in a namespace of its own)", *endpoint)
 	}
 
-	tdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{local}, nil, *mtu)
-	if err != nil {
+	var tdev tun.Device
+	var tnet *netstack.Net
+	if *tunName != "" {
+		if *serve != 0 || *socksAddr != "" {
+			return errors.New("--tun: no --serve or --socks (the kernel serves the device's address)")
+		}
+		if tdev, err = tun.CreateTUN(*tunName, *mtu); err != nil {
+			return fmt.Errorf("create TUN %s: %w", *tunName, err)
+		}
+	} else if tdev, tnet, err = netstack.CreateNetTUN([]netip.Addr{local}, nil, *mtu); err != nil {
 		return fmt.Errorf("create netstack TUN: %w", err)
 	}
 	level := device.LogLevelError
@@ -91,6 +103,12 @@ func run() error {
 		}
 		defer ln.Close()
 		go func() { errc <- load.Serve(ln) }()
+		uc, err := tnet.ListenUDP(&net.UDPAddr{IP: local.AsSlice(), Port: *serve})
+		if err != nil {
+			return fmt.Errorf("listen on netstack udp port %d: %w", *serve, err)
+		}
+		defer uc.Close()
+		go func() { errc <- load.ServeUDP(uc) }()
 	}
 	if *socksAddr != "" {
 		ln, err := net.Listen("tcp", *socksAddr)

@@ -202,7 +202,8 @@ type IdleResult struct {
 
 // Idle opens n connections through dial, par at a time, each in echo mode with one verified
 // 1-byte echo; keeps them all open and idle while hold runs (to sample the memory of the processes
-// on the path); then checks that every one still echoes, and closes them.
+// on the path); then checks that every one still echoes, and closes them. It stops opening after
+// par failures.
 func Idle(ctx context.Context, dial DialFunc, n, par int, hold func()) IdleResult {
 	var (
 		mu    sync.Mutex
@@ -233,13 +234,21 @@ func Idle(ctx context.Context, dial DialFunc, n, par int, hold func()) IdleResul
 	}
 	// Workers take indexes from next until n are done.
 	var next atomic.Int64
+	// Opening stops after par failures: a path that refuses or stalls new connections (a bound on
+	// streams per peer, say) would otherwise cost a dial timeout per remaining connection.
+	opening := true
+	gaveUp := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return res.Failed >= max(par, 1)
+	}
 	work := func(f func(i int)) {
 		var wg sync.WaitGroup
 		for range max(par, 1) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for ctx.Err() == nil {
+				for ctx.Err() == nil && !(opening && gaveUp()) {
 					i := int(next.Add(1)) - 1
 					if i >= n {
 						return
@@ -279,7 +288,7 @@ func Idle(ctx context.Context, dial DialFunc, n, par int, hold func()) IdleResul
 	if hold != nil {
 		hold()
 	}
-	n = len(conns)
+	n, opening = len(conns), false
 	work(func(i int) {
 		if err := echo(conns[i], []byte{'y'}); err != nil {
 			fail(true, fmt.Errorf("held connection %d: echo: %w", i, err))
