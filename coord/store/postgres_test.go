@@ -22,7 +22,8 @@ var bothEngines = []func(*testing.T){
 	TestNetworkOps, TestNetworkRecord, TestMembershipQueries, TestNameStableAcrossLogins,
 	TestNameUniqueInNetwork, TestOpenValidatesPools, TestStableAddressesAcrossReopen,
 	TestUpsertNodeRejects, TestAllocation, TestAllocationFillsGaps, TestConcurrentUpsert,
-	TestPoolsChange, TestOpenRecordedPools, TestEvents, TestPresence, TestListen,
+	TestPoolsChange, TestOpenRecordedPools, TestEvents, TestPresence, TestListen, TestAddressQuarantine,
+	TestQuarantineExhaustsSmallPool, TestUnfinishedNodes,
 }
 
 // TestPostgres runs the store tests in bothEngines against a throwaway PostgreSQL server, each in
