@@ -159,7 +159,7 @@ func withStore(dir string, f func(context.Context, *store.Store) error) error {
 	}
 	st, err := store.Open(path, store.Pools{})
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return openError(dir, err)
 	}
 	defer st.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

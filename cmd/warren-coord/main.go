@@ -45,6 +45,7 @@ Operator commands, on the same data directory ('warren-coord help' for details):
   warren-coord network kick|ban|lock|delete|... NETWORK [NODE] --data DIR   (owner actions)
   warren-coord block add|remove CIDR --data DIR [--comment TEXT]
   warren-coord authkey create|list|revoke --data DIR ...   (auth keys for CI jobs, containers)
+  warren-coord backup FILE --data DIR        (a consistent copy while the server runs)
 They go through the running server's admin socket (DIR/admin.sock), or work on the
 database directly when no server runs.
 
@@ -144,7 +145,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	location := filepath.Join(*data, "warren.db")
+	location := dbPath(*data)
 	if *dbURL != "" {
 		if !store.IsPostgres(*dbURL) {
 			return fmt.Errorf("--db %q: want a postgres:// or postgresql:// URL", *dbURL)
@@ -155,7 +156,7 @@ func run(args []string) error {
 	}
 	st, err := store.Open(location, pools)
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return openError(*data, err)
 	}
 	if err := recordDB(*data, *dbURL); err != nil {
 		st.Close()
@@ -241,7 +242,7 @@ func run(args []string) error {
 // commands are the operator's subcommands.
 var commands = map[string]func([]string, io.Writer) error{
 	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork, "relays": cmdRelays,
-	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "version": cmdVersion, "--version": cmdVersion,
+	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "backup": cmdBackup, "version": cmdVersion, "--version": cmdVersion,
 	"loadtest": cmdLoadtest,
 }
 

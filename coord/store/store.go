@@ -13,6 +13,7 @@
 package store
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -20,7 +21,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -119,6 +119,9 @@ type Store struct {
 	quarantine atomic.Int64     // freed addresses stay unused this long (ns); see SetAddressQuarantine
 	clock      func() time.Time // tests: the allocator's and freeing's clock (nil = time.Now)
 }
+
+// openCheckTimeout bounds Open's quick_check.
+const openCheckTimeout = 2 * time.Minute
 
 // migrations[i] brings the schema from version i to i+1. Append only: never edit a released one.
 var migrations = []string{
@@ -270,6 +273,9 @@ var migrations = []string{
 // Several Stores, in one process or several, may use one file at the same time: the database is in
 // WAL mode, every write transaction takes the write lock up front, and a writer waits up to five
 // seconds (busy timeout) for another one to finish.
+//
+// Open runs SQLite's quick_check first (linear in the file's size: 0.4-0.5 s for a 25 MiB database
+// of 100k nodes on a loaded 2-core machine) and fails with ErrCorrupt if the file is damaged.
 func Open(path string, pools Pools) (*Store, error) {
 	recorded := pools == Pools{}
 	var maxIndex int64
@@ -293,7 +299,7 @@ func Open(path string, pools Pools) (*Store, error) {
 	name := s.String()
 	if err := s.migrate(); err != nil {
 		s.db.Close()
-		return nil, fmt.Errorf("store: %s: %w", name, err)
+		return nil, fmt.Errorf("store: %s: %w", name, corrupt(err))
 	}
 	check := s.checkPools
 	if recorded {
@@ -325,6 +331,14 @@ func openSQLite(path string) (*Store, error) {
 	// One connection: SQLite has one writer at a time anyway, and it makes every transaction see a
 	// consistent store without SQLITE_BUSY juggling inside the process.
 	db.SetMaxOpenConns(1)
+	// A damaged file is named as such (ErrCorrupt), before a migration or a query trips over it.
+	ctx, cancel := context.WithTimeout(context.Background(), openCheckTimeout)
+	err = quickCheck(ctx, db)
+	cancel()
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", path, err)
+	}
 	return &Store{db: &dbx{DB: db, d: dialect{}}, name: path}, nil
 }
 
@@ -352,10 +366,6 @@ func (s *Store) loadPools() error {
 // dsn builds the modernc.org/sqlite data source name for an absolute path. The path is escaped as a
 // URI so that '?', '#' or '%' in it cannot be taken for parameters.
 func dsn(abs string) string {
-	p := filepath.ToSlash(abs)
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p // Windows: file:///C:/...
-	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(5000)")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -365,7 +375,7 @@ func dsn(abs string) string {
 	// BEGIN IMMEDIATE: take the write lock up front, so that two processes on one file wait on
 	// busy_timeout instead of failing to upgrade a read lock.
 	q.Set("_txlock", "immediate")
-	return (&url.URL{Scheme: "file", Path: p, RawQuery: q.Encode()}).String()
+	return fileURI(abs) + "?" + q.Encode()
 }
 
 // migrate applies pending migrations, each in its own transaction together with the version bump.
