@@ -148,18 +148,5 @@ func (s *Store) DeleteStaleUnfinished(ctx context.Context, cutoff time.Time, lim
 
 // queryKeys runs a query that selects one key column.
 func queryKeys(ctx context.Context, tx *txn, q string, args ...any) ([][]byte, error) {
-	rows, err := tx.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out [][]byte
-	for rows.Next() {
-		var k []byte
-		if err := rows.Scan(&k); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return keysOf(tx.QueryContext(ctx, q, args...))
 }
