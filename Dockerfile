@@ -23,5 +23,5 @@ ENV WARREN_STATE=/var/lib/warren HOME=/var/lib/warren
 USER 65532:65532
 WORKDIR /var/lib/warren
 VOLUME /var/lib/warren
-EXPOSE 7400/udp
+EXPOSE 7400/udp 7400/tcp
 ENTRYPOINT ["/usr/local/bin/warren", "up"]

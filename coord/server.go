@@ -38,6 +38,9 @@ type Config struct {
 	Pools store.Pools
 	// Conn is the UDP socket to serve on. Required; the Server closes it.
 	Conn net.PacketConn
+	// TCP, if set, serves clients whose UDP is blocked (a *tcptun.Server on --listen-tcp) like Conn
+	// serves the others. The Server closes it.
+	TCP net.PacketConn
 	// Logger; nil = silent.
 	Logger hclog.Logger
 	// LoginTimeout bounds how long a new connection may take to log in. Default 10s.
@@ -201,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.newPending()
-	l, err := listener.Listen(listener.Config{Key: cfg.Key, ALPN: control.ALPN, ResetLabel: "coord", Conn: cfg.Conn,
+	l, err := listener.Listen(listener.Config{Key: cfg.Key, ALPN: control.ALPN, ResetLabel: "coord", Conn: cfg.Conn, TCP: cfg.TCP,
 		Pending: s.pending, IdleTimeout: cfg.IdleTimeout, MaxStreams: 2})
 	if err != nil {
 		return nil, fmt.Errorf("coord: %w", err)

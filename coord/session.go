@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/warren-net/warren/internal/tcptun"
 	"io"
 	"net"
 	"net/netip"
@@ -643,9 +644,12 @@ var (
 // the node's packets into the overlay) and, unless the server sees the node on loopback too (node
 // and server on one host, as in tests), loopback: peers would only send probes at whatever listens
 // there on their own host. Loopback endpoints that remain go only to peers on loopback too
-// (reachableBy).
+// (reachableBy). A node that reaches the server over TCP offers only its own addresses.
 func (s *Server) candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip.AddrPort {
 	out := make([]netip.AddrPort, 0, len(local)+1)
+	if tcptun.IsSynthetic(observed.Addr()) {
+		observed = netip.AddrPort{} // a TCP client's stream (tcptun): no peer can send there
+	}
 	if observed.IsValid() {
 		out = append(out, observed)
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-net/warren/control"
@@ -83,6 +84,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("warren-coord", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	listen := fs.String("listen", "0.0.0.0:7400", "UDP `address` to serve on")
+	listenTCPFlag := fs.String("listen-tcp", "", listenTCPUsage)
 	data := fs.String("data", "", "data `dir`ectory (identity key, database); required")
 	pool4 := fs.String("pool4", "100.64.0.0/10", "IPv4 `prefix` node addresses are allocated from")
 	pool6 := fs.String("pool6", "fd7a:7761:7272::/48", "IPv6 ULA `prefix` node addresses are allocated from")
@@ -180,15 +182,24 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	var srvRef atomic.Pointer[*coord.Server]
+	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef))
+	if err != nil {
+		pc.Close()
+		return err
+	}
 	var probe net.PacketConn
 	if *probePort >= 0 {
 		paddr := &net.UDPAddr{IP: pc.LocalAddr().(*net.UDPAddr).IP, Port: *probePort}
 		if probe, err = net.ListenUDP("udp", paddr); err != nil {
 			pc.Close()
+			if tcp != nil {
+				tcp.Close()
+			}
 			return fmt.Errorf("--probe-port %d: %w", *probePort, err)
 		}
 	}
-	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
+	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, TCP: tcp, Logger: log,
 		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, Relays: relays, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
 		LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP, LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey,
 		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending,
@@ -198,8 +209,12 @@ func run(args []string) error {
 		if probe != nil {
 			probe.Close()
 		}
+		if tcp != nil {
+			tcp.Close()
+		}
 		return err
 	}
+	srvRef.Store(&srv)
 	ops := operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")})
 	sock, err := operator.Listen(*data, ops, log.Named("operator"))
 	if err != nil {
@@ -228,9 +243,9 @@ func run(args []string) error {
 	if web != nil {
 		fmt.Printf("web page: %s\n", web.URL())
 	}
-	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "db", st.String(), "coord_id", *coordID)
+	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "tcp", tcpAddr(tcp), "db", st.String(), "coord_id", *coordID)
 
-	waitForSignal(log, srv.ReloadBlockList)
+	waitForSignal(log, reloadWithTCP(srv.ReloadBlockList, srv.Blocked, tcp))
 	log.Info("shutting down")
 	sock.Close() // no admin requests while the server stops
 	if web != nil {
