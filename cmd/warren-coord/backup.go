@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -35,6 +36,9 @@ func cmdBackup(args []string, out io.Writer) error {
 	}
 	if *data == "" {
 		return errors.New("backup: --data DIR is required")
+	}
+	if _, err := os.Stat(filepath.Join(*data, dbURLFile)); err == nil {
+		return errors.New("backup: this server keeps its state in PostgreSQL (--db): back that up with pg_dump; copy DIR/key.pem separately")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), backupTimeout)
 	defer cancel()

@@ -37,6 +37,8 @@ Runs the warren coordination server on one UDP port (QUIC): login, networks, pee
 maps, NAT discovery (plus a second port, --probe-port) and, by default, the relay
 for nodes without a direct path. Its identity key and SQLite database live in DIR;
 the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
+With --db postgres://… the state lives in PostgreSQL instead, and several servers
+may serve it at once (each with its own DIR holding a copy of one key.pem).
 
 Operator commands, on the same data directory ('warren-coord help' for details):
   warren-coord nodes|networks|relays|blocks|audit --data DIR [--json]
@@ -99,6 +101,8 @@ func run(args []string) error {
 	maxPending := fs.Int("max-pending-logins", coord.DefaultMaxPendingLogins, "connections that may be handshaking or logging in at once; more are refused")
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
+	dbURL := fs.String("db", "", "a PostgreSQL `URL` (postgres://USER@HOST/DB) to keep the state in instead of DIR/warren.db; several coords may share one (see README, \"Several coordination servers\"); the password is best given in PGPASSWORD or ~/.pgpass, not the URL")
+	coordID := fs.String("coord-id", "", "this server's `name` among the coords on one --db, stable across restarts (default HOSTNAME/LISTEN)")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
 	quarantine := fs.String("address-quarantine", "7d", "keep a deleted node's overlay address out of use this `long`, e.g. 72h or 7d (0 = hand it out again at once)")
 	webAddr := fs.String("web", "", "serve a read-only operator page (nodes, networks, relays) on this loopback `address`, 127.0.0.1:PORT; the URL it prints holds a secret")
@@ -143,9 +147,26 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(dbPath(*data), pools)
+	location := dbPath(*data)
+	if *dbURL != "" {
+		if !store.IsPostgres(*dbURL) {
+			return fmt.Errorf("--db %q: want a postgres:// or postgresql:// URL", *dbURL)
+		}
+		location = *dbURL
+	} else if *coordID != "" {
+		return errors.New("--coord-id needs --db: coords share state only through PostgreSQL")
+	}
+	st, err := store.Open(location, pools)
 	if err != nil {
 		return openError(*data, err)
+	}
+	if err := recordDB(*data, *dbURL); err != nil {
+		st.Close()
+		return err
+	}
+	if st.Postgres() && *coordID == "" {
+		host, _ := os.Hostname()
+		*coordID = host + "/" + *listen
 	}
 	defer st.Close()
 	st.SetAddressQuarantine(quarantineFor)
@@ -182,7 +203,7 @@ func run(args []string) error {
 		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, Relays: relays, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
 		LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP, LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey,
 		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending,
-		JoinRequestExpiry: joinAge})
+		JoinRequestExpiry: joinAge, CoordID: *coordID})
 	if err != nil {
 		pc.Close()
 		if probe != nil {
@@ -222,7 +243,7 @@ func run(args []string) error {
 	if web != nil {
 		fmt.Printf("web page: %s\n", web.URL())
 	}
-	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "tcp", tcpAddr(tcp))
+	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "tcp", tcpAddr(tcp), "db", st.String(), "coord_id", *coordID)
 
 	waitForSignal(log, reloadWithTCP(srv.ReloadBlockList, srv.Blocked, tcp))
 	log.Info("shutting down")
@@ -320,6 +341,26 @@ func probeAddr(pc net.PacketConn) string {
 		return "off"
 	}
 	return pc.LocalAddr().String()
+}
+
+// dbURLFile, in the data directory, holds the --db URL of a server on PostgreSQL, so that operator
+// commands on DIR open the same database when no server runs. It is 0600 like the key beside it
+// (the URL may carry a password).
+const dbURLFile = "db.url"
+
+// recordDB writes url to DIR/db.url, or removes the file when the server runs on DIR/warren.db.
+func recordDB(dir, url string) error {
+	path := filepath.Join(dir, dbURLFile)
+	if url == "" {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", path, err)
+		}
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(url+"\n"), 0o600); err != nil {
+		return fmt.Errorf("record --db: %w", err)
+	}
+	return nil
 }
 
 // parseQuarantine reads --address-quarantine: a duration like 72h or 7d, or 0 (in any unit) for none.

@@ -110,9 +110,11 @@ type PeerRow struct {
 
 // Store is an open database. It is safe for concurrent use; writes are serialised.
 type Store struct {
-	db       *sql.DB
-	pools    Pools // masked
-	maxIndex int64 // largest usable host index
+	db       *dbx
+	name     string // for messages: the path, or the PostgreSQL URL without password
+	dsn      string // PostgreSQL: the connection string (the LISTEN connection dials it); "" on SQLite
+	pools    Pools  // masked
+	maxIndex int64  // largest usable host index
 
 	quarantine atomic.Int64     // freed addresses stay unused this long (ns); see SetAddressQuarantine
 	clock      func() time.Time // tests: the allocator's and freeing's clock (nil = time.Now)
@@ -234,6 +236,30 @@ var migrations = []string{
 		freed_at INTEGER NOT NULL
 	);
 	CREATE INDEX freed_by_time ON freed_addresses(freed_at);`,
+	// 12: several coords on one (PostgreSQL) database (events.go): the change events each coord
+	// writes and the others read by ID; which coord each online node is logged in to; and each
+	// coord's heartbeat, by which the others tell a dead coord's nodes offline.
+	`CREATE TABLE events (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		network TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		payload TEXT NOT NULL,
+		created INTEGER NOT NULL
+	);
+	CREATE INDEX events_by_created ON events(created);
+	CREATE TABLE coords (
+		id TEXT PRIMARY KEY,
+		addr TEXT NOT NULL,
+		heartbeat INTEGER NOT NULL
+	);
+	CREATE TABLE presence (
+		key BLOB PRIMARY KEY,
+		coord TEXT NOT NULL,
+		since INTEGER NOT NULL,
+		heartbeat INTEGER NOT NULL,
+		endpoints TEXT NOT NULL
+	);
+	CREATE INDEX presence_by_coord ON presence(coord);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies
@@ -259,6 +285,35 @@ func Open(path string, pools Pools) (*Store, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
+	var s *Store
+	var err error
+	if IsPostgres(path) {
+		s, err = openPostgres(path)
+	} else {
+		s, err = openSQLite(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.pools, s.maxIndex = pools, maxIndex
+	name := s.String()
+	if err := s.migrate(); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store: %s: %w", name, corrupt(err))
+	}
+	check := s.checkPools
+	if recorded {
+		check = s.loadPools
+	}
+	if err := check(); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store: %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// openSQLite opens (creating it 0600) the SQLite file at path.
+func openSQLite(path string) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -276,7 +331,6 @@ func Open(path string, pools Pools) (*Store, error) {
 	// One connection: SQLite has one writer at a time anyway, and it makes every transaction see a
 	// consistent store without SQLITE_BUSY juggling inside the process.
 	db.SetMaxOpenConns(1)
-	s := &Store{db: db, pools: pools, maxIndex: maxIndex}
 	// A damaged file is named as such (ErrCorrupt), before a migration or a query trips over it.
 	ctx, cancel := context.WithTimeout(context.Background(), openCheckTimeout)
 	err = quickCheck(ctx, db)
@@ -285,19 +339,7 @@ func Open(path string, pools Pools) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
-	if err := s.migrate(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, corrupt(err))
-	}
-	check := s.checkPools
-	if recorded {
-		check = s.loadPools
-	}
-	if err := check(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, err)
-	}
-	return s, nil
+	return &Store{db: &dbx{DB: db, d: dialect{}}, name: path}, nil
 }
 
 // loadPools sets s.pools from the pools recorded in the database.
@@ -354,8 +396,8 @@ func (s *Store) migrateOne() (done bool, err error) {
 	defer tx.Rollback()
 	// Read the version inside the (immediate) transaction, so a second process opening the same file
 	// at the same time waits and then sees our work.
-	var version int
-	if err := tx.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+	version, err := s.schemaVersion(tx)
+	if err != nil {
 		return false, fmt.Errorf("read schema version: %w", err)
 	}
 	switch {
@@ -364,10 +406,12 @@ func (s *Store) migrateOne() (done bool, err error) {
 	case version == len(migrations):
 		return true, nil
 	}
-	if _, err := tx.Exec(migrations[version]); err != nil {
-		return false, fmt.Errorf("migration %d: %w", version+1, err)
+	for _, stmt := range statements(s.db.d.ddl(migrations[version])) {
+		if _, err := tx.Exec(stmt); err != nil {
+			return false, fmt.Errorf("migration %d: %w", version+1, err)
+		}
 	}
-	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, version+1)); err != nil {
+	if err := s.setSchemaVersion(tx, version+1); err != nil {
 		return false, fmt.Errorf("migration %d: set version: %w", version+1, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -416,6 +460,10 @@ func (s *Store) checkPools() error {
 
 // Pools returns the pools the store allocates from, masked.
 func (s *Store) Pools() Pools { return s.pools }
+
+// String names the database for messages: the SQLite path, or the PostgreSQL address without
+// password.
+func (s *Store) String() string { return s.name }
 
 // Close closes the database. Calling it again returns nil.
 func (s *Store) Close() error { return s.db.Close() }
