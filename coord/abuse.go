@@ -79,6 +79,10 @@ func (s *Server) checkAbuse() {
 // few seconds.
 func (s *Server) ReloadBlockList() error { return s.guard.Reload(s.disconnectBlocked) }
 
+// Blocked reports whether address a is in the block list (the TCP fallback asks before a stream's
+// handshake: its QUIC connections come from synthetic addresses the list cannot name).
+func (s *Server) Blocked(a netip.Addr) bool { return s.guard.Blocked(a) }
+
 // disconnectBlocked closes the control connections of nodes online from a blocked address.
 func (s *Server) disconnectBlocked() {
 	var victims []*session

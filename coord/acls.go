@@ -120,6 +120,7 @@ func (s *Server) applyACL(ctx context.Context, sess *session, r *control.Request
 	for _, m := range members {
 		s.enqueueACL(keyOf(m.Key), *a)
 	}
+	s.publish(r.Network, store.EventACL, nil)
 	return s.showACL(ctx, r.Network, a)
 }
 
@@ -199,6 +200,7 @@ func (s *Server) bindACL(ctx context.Context, network string) (*control.ACL, err
 	for _, m := range members {
 		s.enqueueACL(keyOf(m.Key), *a)
 	}
+	s.publish(network, store.EventACL, nil)
 	s.log.Info("network rules: names bound to keys", "network", network)
 	return a, nil
 }

@@ -130,6 +130,7 @@ func (s *Server) reapOnce(now time.Time) (loaded, removed int) {
 		for _, p := range r.Peers {
 			s.enqueue(keyOf(p), k, nil)
 		}
+		s.publish("", store.EventGone, k[:])
 		told += len(r.Peers)
 		n := byKey[k]
 		s.log.Debug("ephemeral node removed", "node", identity.Label(n.Name, k[:]), "ipv4", n.IPv4, "reason", reason, "peers_told", len(r.Peers))
@@ -155,6 +156,7 @@ func (s *Server) removeLocked(ctx context.Context, n store.Node, reason string) 
 	for _, r := range rows {
 		s.enqueue(keyOf(r.Node.Key), k, nil)
 	}
+	s.publish("", store.EventGone, k[:])
 	s.log.Info("ephemeral node removed", "node", identity.Label(n.Name, k[:]), "ipv4", n.IPv4, "reason", reason, "peers_told", len(rows))
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/control"
+	"github.com/warren-net/warren/coord/store"
 	"github.com/warren-net/warren/identity"
 )
 
@@ -77,22 +78,34 @@ func (s *Server) joinsOf(ctx context.Context, owner []byte) (*control.JoinReques
 	return out, total, nil
 }
 
-// pushJoins queues owner's current list of join requests for its node, if it is online. The caller
-// holds changeMu (so lists reach the node in the order they were made); a failure is logged.
+// pushJoins queues owner's current list of join requests for its node, if it is online: here, or
+// through the coord it is logged in to (cluster.go). The caller holds changeMu (so lists reach the
+// node in the order they were made); a failure is logged.
 func (s *Server) pushJoins(ctx context.Context, owner []byte) {
+	if s.pushJoinsHere(ctx, owner) {
+		return
+	}
+	if _, ok := s.cluster.remoteOnline(keyOf(owner)); ok {
+		s.publish("", store.EventJoins, owner)
+	}
+}
+
+// pushJoinsHere is pushJoins for an owner logged in to this coord; it reports whether it is.
+func (s *Server) pushJoinsHere(ctx context.Context, owner []byte) bool {
 	s.mu.Lock()
 	sess := s.sessions[keyOf(owner)]
 	s.mu.Unlock()
 	if sess == nil {
-		return
+		return false
 	}
 	joins, _, err := s.joinsOf(ctx, owner)
 	if err != nil {
 		s.log.Error("list join requests", "error", err)
-		return
+		return true
 	}
 	sess.mu.Lock()
 	sess.joins = joins
 	sess.mu.Unlock()
 	poke(sess.wake)
+	return true
 }

@@ -59,6 +59,9 @@ func (s *Server) handleRequest(sess *session, r *control.Request) *control.Reply
 	if err != nil {
 		return s.failed(r.ID, err)
 	}
+	sess.mu.Lock()
+	sess.nets = nets // the reply tells the node
+	sess.mu.Unlock()
 	sess.log.Info("network request done", "op", r.Op, "network", r.Network)
 	return &control.Reply{ID: r.ID, Networks: nonNil(nets)}
 }
@@ -262,5 +265,6 @@ func (s *Server) refreshPeers(x nodeKey, before map[nodeKey]bool) error {
 			s.enqueue(k, x, nil)
 		}
 	}
+	s.publish("", store.EventNode, x[:]) // the same for the nodes on other coords (cluster.go)
 	return nil
 }

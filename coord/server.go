@@ -38,6 +38,9 @@ type Config struct {
 	Pools store.Pools
 	// Conn is the UDP socket to serve on. Required; the Server closes it.
 	Conn net.PacketConn
+	// TCP, if set, serves clients whose UDP is blocked (a *tcptun.Server on --listen-tcp) like Conn
+	// serves the others. The Server closes it.
+	TCP net.PacketConn
 	// Logger; nil = silent.
 	Logger hclog.Logger
 	// LoginTimeout bounds how long a new connection may take to log in. Default 10s.
@@ -95,6 +98,18 @@ type Config struct {
 	// is dropped. Default DefaultJoinRequestExpiry (7 days).
 	JoinRequestExpiry time.Duration
 
+	// CoordID names this server among several on one database (a PostgreSQL store shared by
+	// several coords, see cluster.go); "" = the only one, nothing is published. Every coord needs its
+	// own ID, stable across restarts.
+	CoordID string
+	// ClusterHeartbeat is how often a coord records that it is alive (default
+	// DefaultClusterHeartbeat); ClusterTimeout is how long after its last heartbeat a coord counts
+	// dead and its nodes offline (default DefaultClusterTimeout); EventRetention is how long events
+	// are kept (default DefaultEventRetention).
+	ClusterHeartbeat time.Duration
+	ClusterTimeout   time.Duration
+	EventRetention   time.Duration
+
 	clock         func() time.Time // tests: the clock of join requests and of login and password buckets (nil = time.Now)
 	limitLoopback bool             // tests: apply the per-address limit to loopback sources too
 	frameBudget   int              // tests: the peer map and delta frame budget (0 = control.FrameBudget)
@@ -138,6 +153,8 @@ type Server struct {
 
 	pending *abuse.Pending // connections not yet logged in (handshake.go)
 	metrics *coordMetrics  // logins, refusals, fan-out latency (metrics.go)
+
+	cluster *cluster // the other coords on the database; nil = none (cluster.go)
 }
 
 // New validates cfg and starts serving on cfg.Conn.
@@ -166,6 +183,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxPendingLogins <= 0 {
 		cfg.MaxPendingLogins = DefaultMaxPendingLogins
 	}
+	if cfg.ClusterHeartbeat <= 0 {
+		cfg.ClusterHeartbeat = DefaultClusterHeartbeat
+	}
+	if cfg.ClusterTimeout <= 0 {
+		cfg.ClusterTimeout = DefaultClusterTimeout
+	}
+	if cfg.EventRetention <= 0 {
+		cfg.EventRetention = DefaultEventRetention
+	}
 	if cfg.JoinRequestExpiry <= 0 {
 		cfg.JoinRequestExpiry = DefaultJoinRequestExpiry
 	}
@@ -178,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.newPending()
-	l, err := listener.Listen(listener.Config{Key: cfg.Key, ALPN: control.ALPN, ResetLabel: "coord", Conn: cfg.Conn,
+	l, err := listener.Listen(listener.Config{Key: cfg.Key, ALPN: control.ALPN, ResetLabel: "coord", Conn: cfg.Conn, TCP: cfg.TCP,
 		Pending: s.pending, IdleTimeout: cfg.IdleTimeout, MaxStreams: 2})
 	if err != nil {
 		return nil, fmt.Errorf("coord: %w", err)
@@ -193,6 +219,10 @@ func New(cfg Config) (*Server, error) {
 	l.Every(min(max(s.cfg.EphemeralTimeout/4, 50*time.Millisecond), 15*time.Second), s.reapDue)
 	l.Every(addrCheckEvery, s.followAddrs)
 	l.Every(joinExpiryCheck, s.expireJoinsNow)
+	if err := s.initCluster(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("coord: join the other coordination servers: %w", err)
+	}
 	return s, nil
 }
 

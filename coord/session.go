@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/warren-net/warren/internal/tcptun"
 	"io"
 	"net"
 	"net/netip"
@@ -42,6 +43,7 @@ type session struct {
 	member    *relay.Member             // the node's relay binding; set at login, before the session is shared
 	pending   map[nodeKey]*control.Peer // nil value = remove
 	networks  *control.NetworkList      // the node's networks changed without its asking; nil = no news
+	nets      []string                  // the networks the node was last told it is in (cluster.go)
 	joins     *control.JoinRequests     // the join requests awaiting the node's approval changed; nil = no news
 	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
 	replies   []*control.Msg
@@ -303,7 +305,9 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 	for _, r := range rows {
 		sess.peers[keyOf(r.Node.Key)] = true
 	}
+	sess.nets = nets
 	sess.mu.Unlock()
+	s.setPresence(sess) // before its peers on other coords hear of it
 	for _, r := range rows {
 		peers = append(peers, *reachableBy(observed.Addr(), new(s.peerRecord(r.Node, r.Networks))))
 	}
@@ -322,6 +326,7 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 		sess.mu.Unlock()
 		poke(sess.wake)
 	}
+	s.publish("", store.EventNode, key[:])
 	return welcome, acls, peers, nil
 }
 
@@ -370,6 +375,9 @@ func (s *Server) logout(sess *session) {
 		return // replaced by a newer login, which already announced itself, or logged out
 	}
 	s.markOfflineLocked(sess.key)
+	if s.clearPresence(sess.key) {
+		s.publish("", store.EventNode, sess.key[:])
+	}
 	sess.log.Info("node offline")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -399,6 +407,8 @@ func (s *Server) peerRecord(n store.Node, networks []string) control.Peer {
 		p.Endpoints = slices.Clone(sess.endpoints)
 		p.Mapping = sess.mapping
 		sess.mu.Unlock()
+	} else if r, ok := s.cluster.remoteOnline(keyOf(n.Key)); ok {
+		p.Online, p.Endpoints, p.Mapping = true, slices.Clone(r.endpoints), r.mapping
 	}
 	s.mu.Unlock()
 	return p
@@ -443,6 +453,7 @@ func (s *Server) enqueueNetworks(to nodeKey, networks []string) {
 	}
 	sess.mu.Lock()
 	sess.networks = &control.NetworkList{Names: nonNil(networks)}
+	sess.nets = networks
 	sess.mu.Unlock()
 	poke(sess.wake)
 }
@@ -614,6 +625,7 @@ func (s *Server) refreshEndpoints(sess *session) {
 	}
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
+	s.setPresence(sess) // the other coords read the endpoints there
 	if err := s.refreshPeers(sess.key, nil); err != nil {
 		s.log.Error("endpoints: refresh peers", "error", err)
 	}
@@ -632,9 +644,12 @@ var (
 // the node's packets into the overlay) and, unless the server sees the node on loopback too (node
 // and server on one host, as in tests), loopback: peers would only send probes at whatever listens
 // there on their own host. Loopback endpoints that remain go only to peers on loopback too
-// (reachableBy).
+// (reachableBy). A node that reaches the server over TCP offers only its own addresses.
 func (s *Server) candidateEndpoints(observed netip.AddrPort, local []netip.AddrPort) []netip.AddrPort {
 	out := make([]netip.AddrPort, 0, len(local)+1)
+	if tcptun.IsSynthetic(observed.Addr()) {
+		observed = netip.AddrPort{} // a TCP client's stream (tcptun): no peer can send there
+	}
 	if observed.IsValid() {
 		out = append(out, observed)
 	}

@@ -18,11 +18,17 @@ import (
 
 // sideLoop serves the main socket's non-QUIC packets until Close.
 func (s *Server) sideLoop() {
-	cfg := relay.SideConfig{Transport: s.l.Transport(), Table: s.relay, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap}
+	table := s.relay
 	if s.cfg.NoRelay {
-		cfg.Table = nil
+		table = nil
 	}
-	relay.Serve(s.ctx, cfg)
+	sides := s.l.Sides()
+	for _, side := range sides[1:] {
+		s.l.Go(func() {
+			relay.Serve(s.ctx, relay.SideConfig{Transport: side, Table: table, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap})
+		})
+	}
+	relay.Serve(s.ctx, relay.SideConfig{Transport: sides[0], Table: table, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap})
 }
 
 // followAddrs keeps each session's address current: when a node's NAT maps it to a new public address,

@@ -70,6 +70,7 @@ var dependencyRules = []rule{
 	{pkg: "coord", tree: true, deny: append([]string{"gvisor.dev/", mod + "cmd"}, nodeSide...), reason: "the server side never links node code: it knows nodes only through the control protocol"},
 	{pkg: "coord/store", deny: []string{"github.com/quic-go/", mod + "control", mod + "coord/relay", mod + "coord/operator"}, reason: "persistence knows rows, not protocols"},
 	{pkg: "coord/relay", deny: []string{mod + "coord/store", mod + "coord/operator"}, reason: "the relay runs standalone (warren-coord relay) without the coord's database"},
+	{pkg: "internal/testkit/pgtest", deny: []string{"!std"}, reason: "a throwaway PostgreSQL for any package's tests: it runs Debian's binaries and speaks SQL through psql, so it links no driver"},
 	{pkg: "internal/testkit", deny: append([]string{"gvisor.dev/", "github.com/quic-go/"}, append(nodeSide, serverSide...)...), reason: "test helpers shared by every package's tests must not pull either side in"},
 	{pkg: "internal/metrics", deny: append([]string{"gvisor.dev/", "github.com/quic-go/", mod + "control", mod + "identity"}, append(nodeSide, serverSide...)...), reason: "metric helpers both sides use (a private Prometheus registry, a loopback-only listener): each side registers its own metrics, the helpers know neither"},
 	{pkg: "coord/loadtest", deny: []string{mod + "coord/store", mod + "coord/relay", mod + "coord/operator", mod + "coord/listener", mod + "coord/abuse"}, reason: "a load generator is a client: it knows the server only through the control protocol, as a node does"},

@@ -114,13 +114,16 @@ type ciSetup struct {
 	artifactsState           string
 	port                     int
 	content                  []byte
+	// listed receives, for each fetch of the artifact, whether the artifacts node listed the
+	// fetching job's node ("ci-42") as a peer while it served the fetch.
+	listed chan bool
 }
 
 func newCISetup(t *testing.T, ephemeralTimeout time.Duration) *ciSetup {
 	t.Helper()
 	tmp := t.TempDir()
 	s := &ciSetup{coordData: filepath.Join(tmp, "coord"), artifactsState: filepath.Join(tmp, "artifacts"),
-		content: []byte("built by the test at " + time.Now().String() + "\n")}
+		content: []byte("built by the test at " + time.Now().String() + "\n"), listed: make(chan bool, 4)}
 	coord := startProc(t, "warren-coord", "--listen", "127.0.0.1:0", "--data", s.coordData, "--ephemeral-timeout", ephemeralTimeout.String())
 	s.coordAddr = coord.line(t, "warren-coord listening on")
 	s.fp = coord.line(t, "key")
@@ -134,6 +137,13 @@ func newCISetup(t *testing.T, ephemeralTimeout time.Duration) *ciSetup {
 		if r.URL.Path != "/build.tar.gz" {
 			http.NotFound(w, r)
 			return
+		}
+		// While the job's fetch is being served its node is up: the artifacts node must list it.
+		st, err := cliStatus(s.artifactsState)
+		_, ok := peerNamed(st, "ci-42")
+		select {
+		case s.listed <- err == nil && ok:
+		default:
 		}
 		w.Write(tgz)
 	})}
@@ -172,21 +182,6 @@ func TestCIRecipe(t *testing.T) {
 	jobDir := t.TempDir()
 	jobScript := replaceOnce(t, readmeBlock(t, "ci-recipe:job"), "artifacts.warren:8080", fmt.Sprintf("artifacts.warren:%d", s.port))
 	env := []string{"WARREN_COORD=" + s.coordAddr, "WARREN_COORD_KEY=" + s.fp, "WARREN_AUTHKEY=" + key, "CI_JOB_ID=42", "TMPDIR=" + t.TempDir()}
-	// Watch the job from its peer's side while it runs.
-	seen := make(chan bool, 1)
-	go func() {
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			if st, err := cliStatus(s.artifactsState); err == nil {
-				if _, ok := peerNamed(st, "ci-42"); ok {
-					seen <- true
-					return
-				}
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		seen <- false
-	}()
 	start := time.Now()
 	if _, err := sh(t, jobDir, jobScript, env...); err != nil {
 		t.Fatalf("the job command failed: %v", err)
@@ -196,8 +191,13 @@ func TestCIRecipe(t *testing.T) {
 	if err != nil || !bytes.Equal(got, s.content) {
 		t.Fatalf("unpacked artifact: %q, %v", got, err)
 	}
-	if !<-seen {
-		t.Error("the artifacts node never listed the job's node")
+	select {
+	case ok := <-s.listed:
+		if !ok {
+			t.Error("the artifacts node did not list the job's node while serving its fetch")
+		}
+	default:
+		t.Error("the job's fetch never reached the artifacts server")
 	}
 	gone := waitPeer(t, s.artifactsState, "ci-42", "job node gone after a clean exit", timeout-time.Second, absent)
 	t.Logf("job ran %v; its node was gone from the peer's status %v after it exited (timeout %v: it logged out)",

@@ -83,7 +83,7 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 			writeJSON(w, http.StatusServiceUnavailable, localapi.ErrorReply{Error: err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, netcheckView(rep, n.relays.logins()))
+		writeJSON(w, http.StatusOK, netcheckView(rep, n.relays.logins(), n.coordTransport(), n.transport))
 	})
 	mux.HandleFunc("POST /v1/down", n.handleDown)
 	mux.HandleFunc("GET /v1/whois", func(w http.ResponseWriter, r *http.Request) {
@@ -294,6 +294,9 @@ func (n *Node) Status() localapi.Status {
 	logins := n.relays.logins()
 	n.mu.Lock()
 	st.Coord.Trouble = n.coordTrouble
+	if n.started.Load() {
+		st.Coord.Transport = n.transport(n.coordAddr)
+	}
 	if w := n.welcome; w != nil {
 		st.Self.IPs = []netip.Addr{w.IPv4, w.IPv6}
 		st.Self.Ephemeral = w.Ephemeral
@@ -304,7 +307,7 @@ func (n *Node) Status() localapi.Status {
 	}
 	st.Self.DNSSetup = n.dnsSetup
 	if n.nat != nil {
-		v := netcheckView(*n.nat, logins)
+		v := netcheckView(*n.nat, logins, n.transport(n.coordAddr), n.transport)
 		st.Self.NAT = &v
 	}
 	n.mu.Unlock()

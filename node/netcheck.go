@@ -62,14 +62,33 @@ func (n *Node) Netcheck(ctx context.Context) (peer.NATReport, error) {
 	if !addr.IsValid() {
 		return peer.NATReport{Mapping: peer.MappingUnknown}, errNoCoordYet
 	}
-	return n.ep.Netcheck(ctx, addr, probePort, relays)
+	r, err := n.ep.Netcheck(ctx, addr, probePort, relays)
+	if err == nil && n.ep.Tunneled(addr) {
+		// The binding went over TCP: it proves nothing about UDP, and the address it shows is the
+		// coord's name for the stream.
+		r.UDP, r.Public, r.Mapping, r.Hairpin = false, netip.AddrPort{}, peer.MappingUnknown, false
+	}
+	return r, err
+}
+
+// transport names how the node reaches the server at addr: "tcp" over the TCP fallback, else "udp"
+// ("" for no address).
+func (n *Node) transport(addr netip.AddrPort) string {
+	switch {
+	case !addr.IsValid() || n.ep == nil:
+		return ""
+	case n.ep.Tunneled(addr):
+		return "tcp"
+	}
+	return "udp"
 }
 
 // netcheckView renders a NAT report for the local API; logins are the states of the node's relay
 // logins by relay address (relaySet.logins).
-func netcheckView(r peer.NATReport, logins map[netip.AddrPort]string) localapi.Netcheck {
+// coordTransport is how the node reaches the coord; transport names it for a relay (Node.transport).
+func netcheckView(r peer.NATReport, logins map[netip.AddrPort]string, coordTransport string, transport func(netip.AddrPort) string) localapi.Netcheck {
 	v := localapi.Netcheck{UDP: r.UDP, Mapping: r.Mapping, Hairpin: r.Hairpin,
-		CoordRTTms: ms(r.CoordRTT), RelayRTTms: ms(r.RelayRTT)}
+		CoordRTTms: ms(r.CoordRTT), RelayRTTms: ms(r.RelayRTT), CoordTransport: coordTransport, RelayTransport: transport(r.Relay)}
 	if r.Public.IsValid() {
 		v.Public = r.Public.String()
 	}
@@ -78,7 +97,7 @@ func netcheckView(r peer.NATReport, logins map[netip.AddrPort]string) localapi.N
 	}
 	for _, rr := range r.Relays {
 		v.Relays = append(v.Relays, localapi.RelayCheck{Addr: rr.Addr.String(), OK: rr.OK, RTTms: ms(rr.RTT), InUse: rr.Addr == r.Relay,
-			Login: logins[rr.Addr]})
+			Login: logins[rr.Addr], Transport: transport(rr.Addr)})
 	}
 	return v
 }
@@ -88,3 +107,10 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // SetDirect turns direct peer paths on or off at run time (see Config.NoDirect); off affects new links
 // only.
 func (n *Node) SetDirect(on bool) { n.ep.SetDirect(on) }
+
+// coordTransport is transport for the coord's address.
+func (n *Node) coordTransport() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.transport(n.coordAddr)
+}

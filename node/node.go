@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +85,9 @@ type Config struct {
 	// Ephemeral asks the coord to remove the node once it is offline; the node logs out when it
 	// closes. A node that joins with an ephemeral auth key is ephemeral without it.
 	Ephemeral bool
+	// Proxy is the HTTP proxy (http://[user:pass@]host:port) the TCP fallback goes through when UDP
+	// to a server is blocked; "" = HTTPS_PROXY/https_proxy, "none" = never a proxy.
+	Proxy string
 	// Metrics, if set, is a loopback TCP address to serve Prometheus metrics on (/metrics), besides
 	// GET /v1/metrics on the local API (metrics.go). "" = the local API only.
 	Metrics string
@@ -162,6 +166,11 @@ type dropCounters struct {
 func New(cfg Config) (*Node, error) {
 	if cfg.StateDir == "" || cfg.Coord == "" || cfg.Name == "" {
 		return nil, errors.New("node: state dir, coordination server and name are required")
+	}
+	if cfg.Proxy != "" && cfg.Proxy != "none" {
+		if u, err := url.Parse(cfg.Proxy); err != nil || u.Scheme != "http" || u.Host == "" {
+			return nil, fmt.Errorf("node: --proxy %q: want http://[user:pass@]host:port", cfg.Proxy)
+		}
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = ":0"
@@ -291,7 +300,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream,
-		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, Logger: n.log.Named("peer")})
+		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, Logger: n.log.Named("peer"), Tunnel: n.openTunnel})
 	if err != nil {
 		pc.Close()
 		return err

@@ -54,6 +54,9 @@ type pathView struct {
 	role     string         // our birthday role with it (birthdayRole)
 	noDirect bool           // direct paths are off
 	relaying bool           // we are logged in to a relay
+	// udpBlocked: we reach a server over TCP (tunnel.go), so UDP is likely blocked here: the relay is
+	// dialed at once, whichever side would dial, while punching goes on.
+	udpBlocked bool
 
 	validated netip.AddrPort // peerState.validated
 	sprayHit  netip.AddrPort // peerState.sprayHit
@@ -251,14 +254,14 @@ func (s *pathState) keepDirect(v *pathView, now time.Time, a *pathActions) {
 // address, whatever the key order. It returns when the relay dial is due (zero: not waiting for it).
 func (s *pathState) connect(v *pathView, now time.Time, a *pathActions) time.Time {
 	sprayed := v.validated.IsValid() && v.validated == v.sprayHit
-	if !(s.dialer || sprayed) || !v.online || v.direct || s.dialing {
+	if !(s.dialer || sprayed || v.udpBlocked) || !v.online || v.direct || s.dialing {
 		return time.Time{}
 	}
 	switch {
-	case v.validated.IsValid() && !v.noDirect:
+	case v.validated.IsValid() && !v.noDirect && (s.dialer || sprayed):
 		s.dialing = true
 		a.dial, a.dialAddr = PathDirect, v.validated
-	case v.link == nil && v.relaying && now.Sub(s.searching) >= s.relayDelay:
+	case v.link == nil && v.relaying && (v.udpBlocked || now.Sub(s.searching) >= s.relayDelay):
 		s.dialing = true
 		a.dial = PathRelay
 	case v.link == nil && v.relaying:

@@ -360,3 +360,16 @@ func TestPathDirectLost(t *testing.T) {
 		})
 	})
 }
+
+// TestPathUDPBlocked: a node that reaches a server over TCP dials the relay at once, also when the
+// other side would dial, and still pings; an address that answers is left to the dialer.
+func TestPathUDPBlocked(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	v := &pathView{online: true, relaying: true, udpBlocked: true}
+	runPath(t, newTestPath(false, t0), v, t0, []pathStep{
+		{at: 0, ev: timer, want: pathActions{ping: true, dial: PathRelay}, wake: 200 * time.Millisecond},
+		{at: 100 * time.Millisecond, ev: dialed, set: withLink(&link{path: PathRelay}), want: none, wake: 200 * time.Millisecond},
+		{at: 200 * time.Millisecond, ev: timer, want: ping, wake: 200*time.Millisecond + 4*400*time.Millisecond},
+		{at: 300 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated = addrA }, want: none, wake: 200*time.Millisecond + 4*400*time.Millisecond},
+	})
+}

@@ -106,7 +106,7 @@ const (
 
 // Status is the state of the link to one peer.
 type Status struct {
-	Path     string         // PathDirect, PathRelay or PathNone
+	Path     string         // PathDirect, PathRelay, PathRelayTCP or PathNone
 	Endpoint netip.AddrPort // remote address of the current link (for relayed links the relay's that carries it now)
 	RTT      time.Duration  // smoothed RTT of the current link
 }
@@ -144,6 +144,12 @@ type Config struct {
 	// NoDirect disables direct paths (probes are neither sent nor answered): every link goes through
 	// the relay. For tests and for networks where direct UDP must not be used.
 	NoDirect bool
+	// Tunnel, if set, opens a TCP fallback to the server at addr (framed TLS, package tcptun): a
+	// packet socket whose packets all go to and come from addr. DialControl uses it for a server that
+	// does not answer over UDP (tunnel.go). nil = UDP only.
+	Tunnel func(ctx context.Context, addr netip.AddrPort) (net.PacketConn, error)
+	// OnTunnel, if set, is called when a server moves between UDP and TCP (Tunneled changes).
+	OnTunnel func()
 }
 
 // Endpoint is the node's UDP socket with its peer links. Methods are safe for concurrent use.
@@ -183,6 +189,9 @@ type Endpoint struct {
 
 	sendDrops atomic.Uint64
 	noDirect  atomic.Bool
+
+	tunMu   sync.Mutex
+	tunnels map[netip.AddrPort]*tunnel // servers reached over TCP (tunnel.go)
 
 	// bindMu guards binding requests in flight (NAT discovery).
 	bindMu   sync.Mutex
@@ -265,6 +274,7 @@ func New(cfg Config) (*Endpoint, error) {
 		peers:      make(map[Key]*peerState),
 		bindings:   make(map[[control.TxIDSize]byte]chan netip.AddrPort),
 		hairpins:   make(map[txID]chan struct{}),
+		tunnels:    make(map[netip.AddrPort]*tunnel),
 		probes:     rate.NewLimiter(probeRate, 2*probeRate),
 		maxInbound: maxStreams, maxInboundAll: maxStreamsAll,
 		live: make(map[*link]struct{}), closedTraffic: make(map[string]Traffic), punches: make(map[control.Mapping]Punches),
@@ -324,12 +334,6 @@ func (e *Endpoint) LocalAddr() netip.AddrPort {
 	}
 	ap, _ := netip.ParseAddrPort(e.cfg.Conn.LocalAddr().String())
 	return ap
-}
-
-// DialControl opens a QUIC connection to the coordination server from the node's socket. tlsConf
-// carries the control ALPN and the coord key check.
-func (e *Endpoint) DialControl(ctx context.Context, addr netip.AddrPort, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error) {
-	return e.tr.Dial(ctx, net.UDPAddrFromAddrPort(addr), tlsConf, conf)
 }
 
 // verifyInbound accepts a link only from a peer in the current peer set.
@@ -594,6 +598,9 @@ func (e *Endpoint) Status(k Key) Status {
 	} else {
 		st.Endpoint = e.relay.paths.first()
 	}
+	if st.Path == PathRelay && e.Tunneled(st.Endpoint) {
+		st.Path = PathRelayTCP
+	}
 	return st
 }
 
@@ -618,6 +625,7 @@ func (e *Endpoint) Close() error {
 		l.conn.CloseWithError(0, "node shutting down")
 	}
 	e.cancel()
+	e.closeTunnels()
 	e.ln.Close()
 	e.relayLn.Close()
 	e.wg.Wait()

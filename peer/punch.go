@@ -111,6 +111,7 @@ func (e *Endpoint) viewLocked(ps *peerState, v *pathView) {
 		v.public = ps.info.Endpoints[0]
 	}
 	v.role = birthdayRole(e.mapping, ps.info.Mapping)
+	v.udpBlocked = e.anyTunnel()
 	v.validated, v.sprayHit, v.recheck = ps.validated, ps.sprayHit, ps.recheck
 	if l := v.link; l != nil {
 		v.direct = l.path == PathDirect

@@ -25,39 +25,55 @@ func (e *Endpoint) readSideChannel() {
 		if err != nil {
 			return
 		}
-		from := addrPortOf(addr)
-		b := buf[:n]
-		switch b[0] {
-		case control.KindRelayFrom:
-			if e.relay.paths.rank(from) < 0 {
-				continue // only a relay we are logged in to may speak for other peers
+		e.handleSide(buf[:n], addrPortOf(addr))
+	}
+}
+
+// handleSide handles one side-channel packet from the socket or a tunnel (tunnel.go).
+func (e *Endpoint) handleSide(b []byte, from netip.AddrPort) {
+	if len(b) == 0 {
+		return
+	}
+	switch b[0] {
+	case control.KindRelayFrom:
+		if e.relay.paths.rank(from) < 0 {
+			return // only a relay we are logged in to may speak for other peers
+		}
+		if _, key, payload, err := control.ParseRelay(b); err == nil {
+			k, _ := KeyOf(key)
+			if e.isPeer(k) { // the relay only forwards between peers; check it anyway
+				e.relay.deliver(k, from, payload)
 			}
-			if _, key, payload, err := control.ParseRelay(b); err == nil {
-				k, _ := KeyOf(key)
-				if e.isPeer(k) { // the relay only forwards between peers; check it anyway
-					e.relay.deliver(k, from, payload)
-				}
-			}
-		case kindPing, kindPong:
-			e.handleProbe(b, from)
-		case control.KindBindingResp:
-			if tx, observed, err := control.ParseBindingResponse(b); err == nil {
-				e.bindMu.Lock()
-				ch := e.bindings[tx]
-				e.bindMu.Unlock()
-				if ch != nil {
-					select {
-					case ch <- observed:
-					default:
-					}
+		}
+	case kindPing, kindPong:
+		e.handleProbe(b, from)
+	case control.KindBindingResp:
+		if tx, observed, err := control.ParseBindingResponse(b); err == nil {
+			e.bindMu.Lock()
+			ch := e.bindings[tx]
+			e.bindMu.Unlock()
+			if ch != nil {
+				select {
+				case ch <- observed:
+				default:
 				}
 			}
 		}
 	}
 }
 
-// writeSide sends a side-channel packet from the node's socket.
+// writeSide sends a side-channel packet from the node's socket, or over the tunnel to a server the
+// node reaches over TCP.
 func (e *Endpoint) writeSide(b []byte, to netip.AddrPort) error {
+	if t := e.tunnelTo(to); t != nil {
+		_, err := t.tr.WriteTo(b, net.UDPAddrFromAddrPort(to))
+		return err
+	}
+	return e.writeUDP(b, to)
+}
+
+// writeUDP sends a side-channel packet from the node's socket.
+func (e *Endpoint) writeUDP(b []byte, to netip.AddrPort) error {
 	_, err := e.tr.WriteTo(b, net.UDPAddrFromAddrPort(to))
 	return err
 }
@@ -106,6 +122,10 @@ func (e *Endpoint) RelayDrops() uint64 { return e.relay.drops.Load() }
 // Binding asks the server at addr which address this node's socket has from there (NAT discovery),
 // retrying until ctx ends. It returns the observed address and the round-trip time.
 func (e *Endpoint) Binding(ctx context.Context, addr netip.AddrPort) (netip.AddrPort, time.Duration, error) {
+	return e.binding(ctx, addr, e.writeSide)
+}
+
+func (e *Endpoint) binding(ctx context.Context, addr netip.AddrPort, write func([]byte, netip.AddrPort) error) (netip.AddrPort, time.Duration, error) {
 	var tx [control.TxIDSize]byte
 	rand.Read(tx[:])
 	ch := make(chan netip.AddrPort, 1)
@@ -122,7 +142,7 @@ func (e *Endpoint) Binding(ctx context.Context, addr netip.AddrPort) (netip.Addr
 	defer retry.Stop()
 	for {
 		sent := time.Now()
-		if err := e.writeSide(req, addr); err != nil {
+		if err := write(req, addr); err != nil {
 			return netip.AddrPort{}, 0, fmt.Errorf("binding request to %s: %w", addr, err)
 		}
 		select {

@@ -8,7 +8,7 @@ import (
 
 // Paths lists every path a link can take, for metrics that show each one (at 0 when unused). A new
 // path constant belongs here too.
-var Paths = []string{PathDirect, PathRelay}
+var Paths = []string{PathDirect, PathRelay, PathRelayTCP}
 
 // Traffic is what the links of one path carried: QUIC packets and their bytes (without UDP and IP
 // headers), including retransmissions, keep-alives and path probing.

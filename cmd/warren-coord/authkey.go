@@ -152,12 +152,14 @@ func withStore(dir string, f func(context.Context, *store.Store) error) error {
 		return errors.New("--data DIR is required")
 	}
 	path := filepath.Join(dir, "warren.db")
-	if _, err := os.Stat(path); err != nil {
+	if url, err := os.ReadFile(filepath.Join(dir, dbURLFile)); err == nil {
+		path = strings.TrimSpace(string(url)) // the server runs on PostgreSQL (--db)
+	} else if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("no database in %s (start 'warren-coord --data %s' once first): %w", dir, dir, err)
 	}
 	st, err := store.Open(path, store.Pools{})
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return openError(dir, err)
 	}
 	defer st.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

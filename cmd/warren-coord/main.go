@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-net/warren/control"
@@ -36,6 +37,8 @@ Runs the warren coordination server on one UDP port (QUIC): login, networks, pee
 maps, NAT discovery (plus a second port, --probe-port) and, by default, the relay
 for nodes without a direct path. Its identity key and SQLite database live in DIR;
 the key fingerprint printed at start is what nodes pin with 'warren up --coord-key'.
+With --db postgres://… the state lives in PostgreSQL instead, and several servers
+may serve it at once (each with its own DIR holding a copy of one key.pem).
 
 Operator commands, on the same data directory ('warren-coord help' for details):
   warren-coord nodes|networks|relays|blocks|audit --data DIR [--json]
@@ -43,6 +46,7 @@ Operator commands, on the same data directory ('warren-coord help' for details):
   warren-coord network kick|ban|lock|delete|... NETWORK [NODE] --data DIR   (owner actions)
   warren-coord block add|remove CIDR --data DIR [--comment TEXT]
   warren-coord authkey create|list|revoke --data DIR ...   (auth keys for CI jobs, containers)
+  warren-coord backup FILE --data DIR        (a consistent copy while the server runs)
 They go through the running server's admin socket (DIR/admin.sock), or work on the
 database directly when no server runs.
 
@@ -80,6 +84,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("warren-coord", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	listen := fs.String("listen", "0.0.0.0:7400", "UDP `address` to serve on")
+	listenTCPFlag := fs.String("listen-tcp", "", listenTCPUsage)
 	data := fs.String("data", "", "data `dir`ectory (identity key, database); required")
 	pool4 := fs.String("pool4", "100.64.0.0/10", "IPv4 `prefix` node addresses are allocated from")
 	pool6 := fs.String("pool6", "fd7a:7761:7272::/48", "IPv6 ULA `prefix` node addresses are allocated from")
@@ -96,6 +101,8 @@ func run(args []string) error {
 	maxPending := fs.Int("max-pending-logins", coord.DefaultMaxPendingLogins, "connections that may be handshaking or logging in at once; more are refused")
 	auditKeep := fs.Int("audit-keep", store.DefaultAuditKeep, "keep at most this many audit log `entries`")
 	auditMaxAge := fs.String("audit-max-age", "90d", "drop audit log entries older than this `duration`, e.g. 720h or 90d")
+	dbURL := fs.String("db", "", "a PostgreSQL `URL` (postgres://USER@HOST/DB) to keep the state in instead of DIR/warren.db; several coords may share one (see README, \"Several coordination servers\"); the password is best given in PGPASSWORD or ~/.pgpass, not the URL")
+	coordID := fs.String("coord-id", "", "this server's `name` among the coords on one --db, stable across restarts (default HOSTNAME/LISTEN)")
 	joinExpiry := fs.String("join-request-expiry", "7d", "drop a join request the network's owner has not approved or denied after this `duration`, e.g. 48h or 7d")
 	quarantine := fs.String("address-quarantine", "7d", "keep a deleted node's overlay address out of use this `long`, e.g. 72h or 7d (0 = hand it out again at once)")
 	webAddr := fs.String("web", "", "serve a read-only operator page (nodes, networks, relays) on this loopback `address`, 127.0.0.1:PORT; the URL it prints holds a secret")
@@ -140,9 +147,26 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(filepath.Join(*data, "warren.db"), pools)
+	location := dbPath(*data)
+	if *dbURL != "" {
+		if !store.IsPostgres(*dbURL) {
+			return fmt.Errorf("--db %q: want a postgres:// or postgresql:// URL", *dbURL)
+		}
+		location = *dbURL
+	} else if *coordID != "" {
+		return errors.New("--coord-id needs --db: coords share state only through PostgreSQL")
+	}
+	st, err := store.Open(location, pools)
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return openError(*data, err)
+	}
+	if err := recordDB(*data, *dbURL); err != nil {
+		st.Close()
+		return err
+	}
+	if st.Postgres() && *coordID == "" {
+		host, _ := os.Hostname()
+		*coordID = host + "/" + *listen
 	}
 	defer st.Close()
 	st.SetAddressQuarantine(quarantineFor)
@@ -158,26 +182,39 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	var srvRef atomic.Pointer[*coord.Server]
+	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef))
+	if err != nil {
+		pc.Close()
+		return err
+	}
 	var probe net.PacketConn
 	if *probePort >= 0 {
 		paddr := &net.UDPAddr{IP: pc.LocalAddr().(*net.UDPAddr).IP, Port: *probePort}
 		if probe, err = net.ListenUDP("udp", paddr); err != nil {
 			pc.Close()
+			if tcp != nil {
+				tcp.Close()
+			}
 			return fmt.Errorf("--probe-port %d: %w", *probePort, err)
 		}
 	}
-	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, Logger: log,
+	srv, err := coord.New(coord.Config{Key: key, Store: st, Pools: st.Pools(), Conn: pc, TCP: tcp, Logger: log,
 		ProbeConn: probe, NoRelay: *noRelay, RelayRate: *relayRate, Relays: relays, EphemeralTimeout: *ephemeralTimeout, BlockList: *blockList,
 		LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP, LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey,
 		MaxNetworksPerNode: *maxNetworks, MaxNodesPerNetwork: *maxNodes, MaxPendingLogins: *maxPending,
-		JoinRequestExpiry: joinAge})
+		JoinRequestExpiry: joinAge, CoordID: *coordID})
 	if err != nil {
 		pc.Close()
 		if probe != nil {
 			probe.Close()
 		}
+		if tcp != nil {
+			tcp.Close()
+		}
 		return err
 	}
+	srvRef.Store(&srv)
 	ops := operator.New(operator.Config{Store: st, Server: srv, Logger: log.Named("operator")})
 	sock, err := operator.Listen(*data, ops, log.Named("operator"))
 	if err != nil {
@@ -206,9 +243,9 @@ func run(args []string) error {
 	if web != nil {
 		fmt.Printf("web page: %s\n", web.URL())
 	}
-	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe))
+	log.Info("serving", "version", ver.String(version), "addr", srv.Addr().String(), "key", key.Fingerprint(), "data", *data, "relay", !*noRelay, "relays", relays.String(), "probe", probeAddr(probe), "tcp", tcpAddr(tcp), "db", st.String(), "coord_id", *coordID)
 
-	waitForSignal(log, srv.ReloadBlockList)
+	waitForSignal(log, reloadWithTCP(srv.ReloadBlockList, srv.Blocked, tcp))
 	log.Info("shutting down")
 	sock.Close() // no admin requests while the server stops
 	if web != nil {
@@ -220,7 +257,7 @@ func run(args []string) error {
 // commands are the operator's subcommands.
 var commands = map[string]func([]string, io.Writer) error{
 	"authkey": cmdAuthKey, "nodes": cmdNodes, "node": cmdNode, "networks": cmdNetworks, "network": cmdNetwork, "relays": cmdRelays,
-	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "version": cmdVersion, "--version": cmdVersion,
+	"blocks": cmdBlocks, "block": cmdBlock, "audit": cmdAudit, "backup": cmdBackup, "version": cmdVersion, "--version": cmdVersion,
 	"loadtest": cmdLoadtest,
 }
 
@@ -304,6 +341,26 @@ func probeAddr(pc net.PacketConn) string {
 		return "off"
 	}
 	return pc.LocalAddr().String()
+}
+
+// dbURLFile, in the data directory, holds the --db URL of a server on PostgreSQL, so that operator
+// commands on DIR open the same database when no server runs. It is 0600 like the key beside it
+// (the URL may carry a password).
+const dbURLFile = "db.url"
+
+// recordDB writes url to DIR/db.url, or removes the file when the server runs on DIR/warren.db.
+func recordDB(dir, url string) error {
+	path := filepath.Join(dir, dbURLFile)
+	if url == "" {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", path, err)
+		}
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(url+"\n"), 0o600); err != nil {
+		return fmt.Errorf("record --db: %w", err)
+	}
+	return nil
 }
 
 // parseQuarantine reads --address-quarantine: a duration like 72h or 7d, or 0 (in any unit) for none.

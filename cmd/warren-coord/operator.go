@@ -30,6 +30,7 @@ const adminUsage = `usage:
   warren-coord block remove CIDR|IP --data DIR
   warren-coord audit --data DIR [--json] [--since D] [--limit N]
   warren-coord authkey create|list|revoke --data DIR ...
+  warren-coord backup FILE --data DIR     (the database file itself, not the admin socket)
 
 These commands work through the running server's admin socket (DIR/admin.sock) when it
 runs, so changes take effect at once (a removed node's peers are told, a blocked range is

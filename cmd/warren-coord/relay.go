@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/relay"
@@ -33,6 +34,7 @@ func cmdRelay(args []string) error {
 	fs := flag.NewFlagSet("warren-coord relay", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), relayUsage); fs.PrintDefaults() }
 	listen := fs.String("listen", "0.0.0.0:7401", "UDP `address` to serve on")
+	listenTCPFlag := fs.String("listen-tcp", "", listenTCPUsage)
 	keyFile := fs.String("key", defaultRelayKey(), "identity key `file` (created on first run)")
 	relayRate := fs.Int("relay-rate", relay.DefaultRate, "relayed `packets` per second allowed per node")
 	maxNodes := fs.Int("max-nodes", 10000, "`nodes` logged in at once; more are refused")
@@ -66,13 +68,23 @@ func cmdRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Conn: pc, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP, MaxPending: *maxPending,
-		BlockList: *blockList, LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP,
-		LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey})
+	var srvRef atomic.Pointer[*relay.Server]
+	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef))
 	if err != nil {
 		pc.Close()
 		return err
 	}
+	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Conn: pc, TCP: tcp, Logger: log, Rate: *relayRate, MaxNodes: *maxNodes, MaxPerIP: *maxPerIP, MaxPending: *maxPending,
+		BlockList: *blockList, LoginRateIP: limits.LoginRateIP, LoginBurstIP: limits.LoginBurstIP,
+		LoginRateKey: limits.LoginRateKey, LoginBurstKey: limits.LoginBurstKey})
+	if err != nil {
+		pc.Close()
+		if tcp != nil {
+			tcp.Close()
+		}
+		return err
+	}
+	srvRef.Store(&srv)
 	ms, err := server.serveMetrics(func(r *metrics.Registry) { r.Register(srv.Collector()) }, log)
 	if err != nil {
 		srv.Close()
@@ -83,8 +95,8 @@ func cmdRelay(args []string) error {
 	}
 	fmt.Printf("warren-coord relay listening on %s\nkey %s\n", srv.Addr(), key.Fingerprint())
 	printMetrics(ms)
-	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint())
-	waitForSignal(log, srv.ReloadBlockList)
+	log.Info("serving", "addr", srv.Addr().String(), "key", key.Fingerprint(), "tcp", tcpAddr(tcp))
+	waitForSignal(log, reloadWithTCP(srv.ReloadBlockList, srv.Blocked, tcp))
 	log.Info("shutting down")
 	return srv.Close()
 }

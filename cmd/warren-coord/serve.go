@@ -5,20 +5,26 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
 
 	"github.com/warren-net/warren/coord/abuse"
+	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/flagfile"
 	"github.com/warren-net/warren/internal/metrics"
+	"github.com/warren-net/warren/internal/tcptun"
 )
 
 // serverFlags are the flags the coordination server and the standalone relay share beyond their
@@ -151,6 +157,63 @@ func waitForSignal(log hclog.Logger, reloadBlockList func() error) {
 			}
 		}
 	}
+}
+
+// listenTCPUsage is --listen-tcp's help, the same for the server and the relay.
+const listenTCPUsage = "TCP `address` for nodes whose UDP is blocked (TLS, QUIC packets framed on the stream); " +
+	"default the UDP --listen address's port; a bare port means all addresses; \"off\" = none"
+
+// listenTCP opens the TCP fallback --listen-tcp names (spec; "" = the UDP socket's address, "off" =
+// none) and serves it as a packet socket with the server's identity: nil, nil when off. Each stream's
+// source address must pass allow (the server's block list) before its handshake.
+func listenTCP(spec string, udp *net.UDPConn, key *identity.Key, allow func(netip.Addr) bool) (net.PacketConn, error) {
+	switch {
+	case spec == "off":
+		return nil, nil
+	case spec == "":
+		spec = udp.LocalAddr().String()
+	case !strings.Contains(spec, ":"):
+		spec = ":" + spec
+	}
+	ln, err := net.Listen("tcp", spec)
+	if err != nil {
+		return nil, fmt.Errorf("--listen-tcp %q: %w", spec, err)
+	}
+	tlsConf, err := identity.TLSConfig(key, tcptun.ALPN, true, func(ed25519.PublicKey) error { return nil })
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return tcptun.NewServer(tcptun.ServerConfig{Listener: ln, TLS: tlsConf, Local: udp.LocalAddr(), Allow: allow}), nil
+}
+
+// blockedBy is listenTCP's allow for a server made after the listener: nothing passes until it exists,
+// then what its block list does not name.
+func blockedBy[S interface{ Blocked(netip.Addr) bool }](srv *atomic.Pointer[S]) func(netip.Addr) bool {
+	return func(a netip.Addr) bool {
+		s := srv.Load()
+		return s != nil && !(*s).Blocked(a)
+	}
+}
+
+// reloadWithTCP is a server's ReloadBlockList that also closes the TCP fallback's streams from
+// addresses the new list blocks (their sessions come from synthetic addresses the list cannot name).
+func reloadWithTCP(reload func() error, blocked func(netip.Addr) bool, tcp net.PacketConn) func() error {
+	return func() error {
+		err := reload()
+		if ts, ok := tcp.(*tcptun.Server); ok {
+			ts.CloseFrom(blocked)
+		}
+		return err
+	}
+}
+
+// tcpAddr is the TCP fallback's address for the log ("off" without one).
+func tcpAddr(tcp net.PacketConn) string {
+	if s, ok := tcp.(*tcptun.Server); ok {
+		return s.ListenAddr().String()
+	}
+	return "off"
 }
 
 // printMetrics prints where metrics are served, if they are.

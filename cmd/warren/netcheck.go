@@ -32,8 +32,15 @@ func cmdNetcheck(args []string) error {
 	}
 	yes := map[bool]string{true: "yes", false: "no"}
 	fmt.Printf("UDP:          %s\n", yes[rep.UDP])
+	if !rep.UDP && rep.CoordTransport == "tcp" {
+		fmt.Println("The coordination server does not answer over UDP: this network blocks UDP. warren reaches it over TCP,")
+		fmt.Println("and its peers through a relay over TCP (slower than direct; it moves back when UDP works).")
+		fmt.Printf("coord:        %.2f ms%s\n", rep.CoordRTTms, over(rep.CoordTransport))
+		printRelays(rep)
+		return nil
+	}
 	if !rep.UDP {
-		fmt.Println("The coordination server does not answer over UDP: this network blocks UDP, and warren needs it.")
+		fmt.Println("The coordination server does not answer over UDP: this network blocks UDP, and the TCP fallback is not up.")
 		return errors.New("netcheck: no UDP")
 	}
 	mapping := rep.Mapping
@@ -46,9 +53,23 @@ func cmdNetcheck(args []string) error {
 	fmt.Printf("public:       %s\n", rep.Public)
 	fmt.Printf("mapping:      %s\n", mapping)
 	fmt.Printf("hairpinning:  %s\n", yes[rep.Hairpin])
-	fmt.Printf("coord:        %.2f ms\n", rep.CoordRTTms)
+	fmt.Printf("coord:        %.2f ms%s\n", rep.CoordRTTms, over(rep.CoordTransport))
+	printRelays(rep)
+	return nil
+}
+
+// over names a transport for netcheck's lines: " over udp", " over tcp", or nothing if unknown.
+func over(transport string) string {
+	if transport == "" {
+		return ""
+	}
+	return " over " + transport
+}
+
+// printRelays prints netcheck's relay lines: the one in use, then the others.
+func printRelays(rep *localapi.Netcheck) {
 	if rep.Relay != "" {
-		fmt.Printf("relay:        %s, %.2f ms (in use)\n", rep.Relay, rep.RelayRTTms)
+		fmt.Printf("relay:        %s, %.2f ms%s (in use)\n", rep.Relay, rep.RelayRTTms, over(rep.RelayTransport))
 	} else {
 		fmt.Println("relay:        none")
 	}
@@ -61,10 +82,9 @@ func cmdNetcheck(args []string) error {
 			login = "; " + r.Login
 		}
 		if r.OK {
-			fmt.Printf("relay:        %s, %.2f ms%s\n", r.Addr, r.RTTms, login)
+			fmt.Printf("relay:        %s, %.2f ms%s%s\n", r.Addr, r.RTTms, over(r.Transport), login)
 		} else {
 			fmt.Printf("relay:        %s, no answer%s\n", r.Addr, login)
 		}
 	}
-	return nil
 }

@@ -35,6 +35,9 @@ func cmdStatus(args []string) error {
 	coord := "disconnected (tunnels stay up; reconnecting)"
 	if st.Coord.Connected {
 		coord = "connected"
+		if st.Coord.Transport != "" {
+			coord += " over " + st.Coord.Transport
+		}
 	} else if st.Coord.Trouble != "" {
 		coord = "not logged in, retrying: " + st.Coord.Trouble
 	}

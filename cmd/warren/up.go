@@ -42,6 +42,7 @@ func cmdUp(args []string) error {
 	proxyUsers := fs.String("proxy-users", "", "other local `users` (names or uids, comma-separated, or all) who may use the proxy; by default only this user and root (Linux)")
 	proxyPassFile := fs.String("socks-password-file", "", "read the proxy password from this `file` (or set WARREN_PROXY_PASSWORD)")
 	fs.StringVar(proxyPassFile, "proxy-password-file", "", "same as --socks-password-file")
+	outProxy := fs.String("proxy", "", "HTTP proxy `URL` (http://[user:pass@]host:port) for reaching the coord and relays over TCP where UDP is blocked; default HTTPS_PROXY/https_proxy; none = never")
 	overlayOnly := fs.Bool("overlay-only", false, "refuse proxy destinations outside the overlay instead of dialing them from this host (also the internet inside warren run)")
 	packetPath := fs.Bool("packet-path", false, "carry proxied TCP as IP packets through both netstacks instead of one QUIC stream per connection (slower; for comparison)")
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
@@ -117,7 +118,7 @@ func cmdUp(args []string) error {
 		StateDir: *state, Coord: *coordAddr, CoordKey: *coordKey, Name: *name, Listen: *listen,
 		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass, ProxyUsers: *proxyUsers,
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
-		Expose: ports, ProxyHeader: proxyHeader, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect,
+		Expose: ports, ProxyHeader: proxyHeader, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect, Proxy: *outProxy,
 		AuthKey: key, Ephemeral: *ephemeral, Metrics: *metricsAddr,
 	})
 	if err != nil {

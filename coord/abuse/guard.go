@@ -1,6 +1,8 @@
 package abuse
 
 import (
+	"github.com/warren-net/warren/internal/tcptun"
+
 	"net/netip"
 	"time"
 
@@ -167,6 +169,10 @@ func (g *Guard) Reload(changed func()) error {
 // or the IPv6 /64 (one subscriber's usual share). IPv4-mapped addresses count as IPv4.
 func SourceRange(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
+	if tcptun.IsSynthetic(a) {
+		// A TCP client's stream (tcptun.Server): one range each; tcptun bounds streams per real source.
+		return netip.PrefixFrom(a, 128)
+	}
 	bits := 64
 	if a.Is4() {
 		bits = 32

@@ -34,6 +34,10 @@ func (s *Server) checkLogin(key Key, addr netip.AddrPort) (quic.ApplicationError
 // every abuse.CheckEvery.
 func (s *Server) ReloadBlockList() error { return s.guard.Reload(s.disconnectBlocked) }
 
+// Blocked reports whether address a is in the block list (the TCP fallback asks before a stream's
+// handshake: its QUIC connections come from synthetic addresses the list cannot name).
+func (s *Server) Blocked(a netip.Addr) bool { return s.guard.Blocked(a) }
+
 // disconnectBlocked closes the login connections of nodes whose address is blocked; their sessions
 // end and unbind them.
 func (s *Server) disconnectBlocked() {

@@ -27,6 +27,9 @@ type ServerConfig struct {
 	Key *identity.Key
 	// Conn is the UDP socket to serve on. Required; the Server closes it.
 	Conn net.PacketConn
+	// TCP, if set, serves clients whose UDP is blocked (a *tcptun.Server on --listen-tcp) like Conn
+	// serves the others. The Server closes it.
+	TCP net.PacketConn
 	// Logger; nil = silent.
 	Logger hclog.Logger
 	// Rate bounds the relayed packets per second per node. Default DefaultRate.
@@ -147,16 +150,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Rate), guard: guard, sessions: make(map[Key]*relaySession),
 		perIP: make(map[netip.Prefix]int)}
 	s.pending = abuse.NewPending(cfg.MaxPending, guard.Limited)
-	l, err := listener.Listen(listener.Config{Key: cfg.Key, ALPN: control.RelayALPN, ResetLabel: "relay", Conn: cfg.Conn,
+	l, err := listener.Listen(listener.Config{Key: cfg.Key, ALPN: control.RelayALPN, ResetLabel: "relay", Conn: cfg.Conn, TCP: cfg.TCP,
 		Pending: s.pending, IdleTimeout: cfg.IdleTimeout, MaxStreams: 1})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	s.l, s.ctx = l, l.Context()
 	l.Serve(s.serveConn)
-	l.Go(func() {
-		Serve(s.ctx, SideConfig{Transport: l.Transport(), Table: s.table, Blocked: s.guard.Blocked, Tap: cfg.Tap})
-	})
+	for _, side := range l.Sides() {
+		l.Go(func() {
+			Serve(s.ctx, SideConfig{Transport: side, Table: s.table, Blocked: s.guard.Blocked, Tap: cfg.Tap})
+		})
+	}
 	l.Every(addrCheckEvery, s.followAddrs)
 	l.Every(abuse.CheckEvery, func() { s.guard.Maintain(s.disconnectBlocked) })
 	return s, nil

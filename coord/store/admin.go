@@ -58,7 +58,7 @@ func (s *Store) setNetwork(ctx context.Context, network, col string, v any) erro
 
 // SetOwner makes key the network's owner. It must be a member (else an error wrapping ErrNotMember).
 func (s *Store) SetOwner(ctx context.Context, network string, key []byte) error {
-	return s.inTx(ctx, "transfer "+network, func(tx *sql.Tx) error {
+	return s.inTx(ctx, "transfer "+network, func(tx *txn) error {
 		if err := isMember(ctx, tx, network, key); err != nil {
 			return err
 		}
@@ -92,7 +92,7 @@ func (s *Store) AddPending(ctx context.Context, network string, key []byte) erro
 // ErrNotFound if the node has no pending join to the network, and a *NameTakenError (the join stays
 // pending) if a member has the node's name.
 func (s *Store) Approve(ctx context.Context, network string, key []byte) error {
-	return s.inTx(ctx, "approve join to "+network, func(tx *sql.Tx) error {
+	return s.inTx(ctx, "approve join to "+network, func(tx *txn) error {
 		if ok, err := deleted(tx.ExecContext(ctx, `DELETE FROM pending WHERE network = ? AND key = ?`, network, key)); err != nil {
 			return err
 		} else if !ok {
@@ -119,7 +119,7 @@ func (s *Store) RemovePending(ctx context.Context, network string, key []byte) (
 // Ban removes the key's membership and pending join, if any, and bans it from the network, in one
 // transaction. Banning a banned key changes nothing.
 func (s *Store) Ban(ctx context.Context, network string, key []byte) error {
-	return s.inTx(ctx, "ban from "+network, func(tx *sql.Tx) error {
+	return s.inTx(ctx, "ban from "+network, func(tx *txn) error {
 		for _, q := range []string{`DELETE FROM members WHERE network = ? AND key = ?`, `DELETE FROM pending WHERE network = ? AND key = ?`} {
 			if _, err := tx.ExecContext(ctx, q, network, key); err != nil {
 				return err
@@ -158,7 +158,7 @@ type Limits struct {
 }
 
 // check returns ErrTooManyNetworks or ErrNetworkFull if key joining network would break a limit.
-func (l Limits) check(ctx context.Context, tx *sql.Tx, network string, key []byte) error {
+func (l Limits) check(ctx context.Context, tx *txn, network string, key []byte) error {
 	var nets, members int
 	err := tx.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM members WHERE key = ?), (SELECT COUNT(*) FROM members WHERE network = ?)`,
 		key, network).Scan(&nets, &members)
@@ -259,7 +259,7 @@ type prefixScanner struct {
 
 func (p *prefixScanner) Scan(dest ...any) error { return p.r.Scan(append(p.extra, dest...)...) }
 
-func isMember(ctx context.Context, tx *sql.Tx, network string, key []byte) error {
+func isMember(ctx context.Context, tx *txn, network string, key []byte) error {
 	var one int
 	err := tx.QueryRowContext(ctx, `SELECT 1 FROM members WHERE network = ? AND key = ?`, network, key).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -269,7 +269,7 @@ func isMember(ctx context.Context, tx *sql.Tx, network string, key []byte) error
 }
 
 // inTx runs f in a transaction and commits it; errors are wrapped with step.
-func (s *Store) inTx(ctx context.Context, step string, f func(*sql.Tx) error) error {
+func (s *Store) inTx(ctx context.Context, step string, f func(*txn) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", step, err)

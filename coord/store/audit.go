@@ -68,12 +68,10 @@ func (s *Store) Audit(ctx context.Context, e AuditEntry) error {
 		return fmt.Errorf("audit %s: %w", e.Action, err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)`,
-		e.Time.UnixMilli(), clip(e.Actor, maxAuditField), clip(e.Action, maxAuditField), clip(e.Target, maxAuditField), clip(e.Detail, maxAuditDetail))
-	if err != nil {
-		return fmt.Errorf("audit %s: %w", e.Action, err)
-	}
-	id, err := res.LastInsertId()
+	// RETURNING rather than LastInsertId: PostgreSQL's driver has no last insert ID.
+	var id int64
+	err = tx.QueryRowContext(ctx, `INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?) RETURNING id`,
+		e.Time.UnixMilli(), clip(e.Actor, maxAuditField), clip(e.Action, maxAuditField), clip(e.Target, maxAuditField), clip(e.Detail, maxAuditDetail)).Scan(&id)
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", e.Action, err)
 	}
@@ -116,7 +114,7 @@ func (s *Store) SetAuditRetention(ctx context.Context, keep int, maxAge time.Dur
 	return s.SetSetting(ctx, "audit_max_age", strconv.FormatInt(int64(maxAge/time.Second), 10))
 }
 
-func auditRetention(ctx context.Context, tx *sql.Tx) (keep int, maxAge time.Duration, err error) {
+func auditRetention(ctx context.Context, tx *txn) (keep int, maxAge time.Duration, err error) {
 	keep, maxAge = DefaultAuditKeep, DefaultAuditMaxAge
 	var k, a sql.NullString
 	err = tx.QueryRowContext(ctx, `SELECT (SELECT value FROM settings WHERE name = 'audit_keep'), (SELECT value FROM settings WHERE name = 'audit_max_age')`).

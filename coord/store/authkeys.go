@@ -304,7 +304,7 @@ func (s *Store) RedeemAuthKey(ctx context.Context, node []byte, key string, now 
 		{`UPDATE authkeys SET uses = uses + 1, last_used_at = ? WHERE id = ?`, []any{now.Unix(), k.ID}},
 		{`INSERT INTO members (network, key, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, []any{k.Network, node, now.Unix()}},
 		{`UPDATE nodes SET authkey = ?, tag = CASE WHEN ? = '' THEN tag ELSE ? END,
-			ephemeral = CASE WHEN ? THEN 1 ELSE ephemeral END WHERE key = ?`, []any{k.ID, k.Tag, k.Tag, k.Ephemeral, node}},
+			ephemeral = CASE WHEN ? = 1 THEN 1 ELSE ephemeral END WHERE key = ?`, []any{k.ID, k.Tag, k.Tag, k.Ephemeral, node}},
 	}
 	for _, st := range steps {
 		if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {

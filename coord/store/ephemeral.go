@@ -102,7 +102,7 @@ type ReapedNode struct {
 // lock throughout, so callers pass a bounded batch.
 func (s *Store) DeleteExpiredEphemeral(ctx context.Context, keys [][]byte, cutoff time.Time) ([]ReapedNode, error) {
 	var out []ReapedNode
-	err := s.inTx(ctx, "delete expired ephemeral nodes", func(tx *sql.Tx) error {
+	err := s.inTx(ctx, "delete expired ephemeral nodes", func(tx *txn) error {
 		peers, err := tx.PrepareContext(ctx, `SELECT DISTINCT theirs.key FROM members mine
 			JOIN members theirs ON theirs.network = mine.network AND theirs.key <> mine.key
 			WHERE mine.key = ?`)
@@ -133,7 +133,11 @@ func (s *Store) DeleteExpiredEphemeral(ctx context.Context, keys [][]byte, cutof
 
 // peerKeys runs the prepared query q, which selects keys, for key.
 func peerKeys(ctx context.Context, q *sql.Stmt, key []byte) ([][]byte, error) {
-	rows, err := q.QueryContext(ctx, key)
+	return keysOf(q.QueryContext(ctx, key))
+}
+
+// keysOf reads the rows of a query that selects one BLOB column (keys) and closes them.
+func keysOf(rows *sql.Rows, err error) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +159,7 @@ func peerKeys(ctx context.Context, q *sql.Stmt, key []byte) ([][]byte, error) {
 // overlay addresses become free.
 func (s *Store) DeleteAbandoned(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
 	var n int64
-	err := s.inTx(ctx, "delete abandoned nodes", func(tx *sql.Tx) error {
+	err := s.inTx(ctx, "delete abandoned nodes", func(tx *txn) error {
 		keys, err := queryKeys(ctx, tx, `SELECT n.key FROM nodes n
 			WHERE n.offline_since IS NOT NULL AND n.offline_since < ?
 			AND NOT EXISTS (SELECT 1 FROM members m WHERE m.key = n.key)

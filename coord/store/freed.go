@@ -34,7 +34,7 @@ func (s *Store) now() time.Time {
 // forgets quarantine records that have expired. The candidates are 1 and one past every index in
 // use or recorded as freed: the lowest free index f is 1 or f-1 is taken, so f is among them. Every
 // probe uses a unique index (nodes.ip_index, freed_addresses' primary key).
-func (s *Store) allocIndex(ctx context.Context, tx *sql.Tx) (int64, error) {
+func (s *Store) allocIndex(ctx context.Context, tx *txn) (int64, error) {
 	cutoff := s.now().Add(-time.Duration(s.quarantine.Load())).UnixMilli()
 	if _, err := tx.ExecContext(ctx, `DELETE FROM freed_addresses WHERE freed_at <= ?`, cutoff); err != nil {
 		return 0, fmt.Errorf("forget expired quarantine: %w", err)
@@ -59,7 +59,7 @@ func (s *Store) allocIndex(ctx context.Context, tx *sql.Tx) (int64, error) {
 // deleteNodeTx deletes the node with the given key if it matches cond (SQL over the nodes table
 // aliased n, with args; "" = any), memberships included, and records its host index as freed unless
 // its first login never completed. It reports whether it deleted the node.
-func (s *Store) deleteNodeTx(ctx context.Context, tx *sql.Tx, key []byte, cond string, args ...any) (bool, error) {
+func (s *Store) deleteNodeTx(ctx context.Context, tx *txn, key []byte, cond string, args ...any) (bool, error) {
 	q := `SELECT n.ip_index, n.login_done FROM nodes n WHERE n.key = ?`
 	if cond != "" {
 		q += ` AND (` + cond + `)`
@@ -90,7 +90,7 @@ func (s *Store) deleteNodeTx(ctx context.Context, tx *sql.Tx, key []byte, cond s
 // deleteNode runs deleteNodeTx in a transaction of its own.
 func (s *Store) deleteNode(ctx context.Context, step string, key []byte, cond string, args ...any) (bool, error) {
 	var ok bool
-	err := s.inTx(ctx, step, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, step, func(tx *txn) error {
 		var err error
 		ok, err = s.deleteNodeTx(ctx, tx, key, cond, args...)
 		return err
@@ -127,7 +127,7 @@ func (s *Store) DeleteStaleUnfinished(ctx context.Context, cutoff time.Time, lim
 		return 0, nil
 	}
 	n := 0
-	err := s.inTx(ctx, "delete stale unfinished nodes", func(tx *sql.Tx) error {
+	err := s.inTx(ctx, "delete stale unfinished nodes", func(tx *txn) error {
 		keys, err := queryKeys(ctx, tx, `SELECT key FROM nodes WHERE login_done = 0 AND created_at < ? LIMIT ?`, cutoff.Unix(), limit)
 		if err != nil {
 			return err
@@ -147,19 +147,6 @@ func (s *Store) DeleteStaleUnfinished(ctx context.Context, cutoff time.Time, lim
 }
 
 // queryKeys runs a query that selects one key column.
-func queryKeys(ctx context.Context, tx *sql.Tx, q string, args ...any) ([][]byte, error) {
-	rows, err := tx.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out [][]byte
-	for rows.Next() {
-		var k []byte
-		if err := rows.Scan(&k); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+func queryKeys(ctx context.Context, tx *txn, q string, args ...any) ([][]byte, error) {
+	return keysOf(tx.QueryContext(ctx, q, args...))
 }

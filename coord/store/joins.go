@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -42,21 +41,10 @@ func (s *Store) CountPendingFrom(ctx context.Context, network, source string) (i
 // the networks they were for (each once).
 func (s *Store) ExpirePending(ctx context.Context, before time.Time) ([][]byte, error) {
 	var owners [][]byte
-	err := s.inTx(ctx, "expire pending joins", func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT w.owner FROM pending p JOIN networks w ON w.name = p.network WHERE p.requested_at < ?`, before.Unix())
+	err := s.inTx(ctx, "expire pending joins", func(tx *txn) error {
+		var err error
+		owners, err = keysOf(tx.QueryContext(ctx, `SELECT DISTINCT w.owner FROM pending p JOIN networks w ON w.name = p.network WHERE p.requested_at < ?`, before.Unix()))
 		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var k []byte
-			if err := rows.Scan(&k); err != nil {
-				rows.Close()
-				return err
-			}
-			owners = append(owners, k)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		if len(owners) == 0 {

@@ -45,7 +45,7 @@ func (s *Store) CreateNetwork(ctx context.Context, name, passwordHash string, ow
 }
 
 // nodeExists returns nil if key is a registered node, ErrNotFound if not.
-func nodeExists(ctx context.Context, tx *sql.Tx, key []byte) error {
+func nodeExists(ctx context.Context, tx *txn, key []byte) error {
 	var one int
 	err := tx.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE key = ?`, key).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -35,7 +35,7 @@ func (e *NameTakenError) Unwrap() error { return ErrNameTaken }
 
 // nameFreeIn returns a *NameTakenError if a member of network other than key has key's name. The
 // caller's transaction adds key to network next.
-func nameFreeIn(ctx context.Context, tx *sql.Tx, network string, key []byte) error {
+func nameFreeIn(ctx context.Context, tx *txn, network string, key []byte) error {
 	var name string
 	err := tx.QueryRowContext(ctx, `SELECT n.name FROM nodes n WHERE n.key = ? AND EXISTS (
 		SELECT 1 FROM members m JOIN nodes o ON o.key = m.key
@@ -56,7 +56,7 @@ func (s *Store) RenameNode(ctx context.Context, key []byte, name string) error {
 	if err := ValidNodeName(name); err != nil {
 		return err
 	}
-	return s.inTx(ctx, "rename node", func(tx *sql.Tx) error {
+	return s.inTx(ctx, "rename node", func(tx *txn) error {
 		if err := nodeExists(ctx, tx, key); err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@
 package store
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -20,7 +21,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -110,13 +110,18 @@ type PeerRow struct {
 
 // Store is an open database. It is safe for concurrent use; writes are serialised.
 type Store struct {
-	db       *sql.DB
-	pools    Pools // masked
-	maxIndex int64 // largest usable host index
+	db       *dbx
+	name     string // for messages: the path, or the PostgreSQL URL without password
+	dsn      string // PostgreSQL: the connection string (the LISTEN connection dials it); "" on SQLite
+	pools    Pools  // masked
+	maxIndex int64  // largest usable host index
 
 	quarantine atomic.Int64     // freed addresses stay unused this long (ns); see SetAddressQuarantine
 	clock      func() time.Time // tests: the allocator's and freeing's clock (nil = time.Now)
 }
+
+// openCheckTimeout bounds Open's quick_check.
+const openCheckTimeout = 2 * time.Minute
 
 // migrations[i] brings the schema from version i to i+1. Append only: never edit a released one.
 var migrations = []string{
@@ -231,6 +236,30 @@ var migrations = []string{
 		freed_at INTEGER NOT NULL
 	);
 	CREATE INDEX freed_by_time ON freed_addresses(freed_at);`,
+	// 12: several coords on one (PostgreSQL) database (events.go): the change events each coord
+	// writes and the others read by ID; which coord each online node is logged in to; and each
+	// coord's heartbeat, by which the others tell a dead coord's nodes offline.
+	`CREATE TABLE events (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		network TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		payload TEXT NOT NULL,
+		created INTEGER NOT NULL
+	);
+	CREATE INDEX events_by_created ON events(created);
+	CREATE TABLE coords (
+		id TEXT PRIMARY KEY,
+		addr TEXT NOT NULL,
+		heartbeat INTEGER NOT NULL
+	);
+	CREATE TABLE presence (
+		key BLOB PRIMARY KEY,
+		coord TEXT NOT NULL,
+		since INTEGER NOT NULL,
+		heartbeat INTEGER NOT NULL,
+		endpoints TEXT NOT NULL
+	);
+	CREATE INDEX presence_by_coord ON presence(coord);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies
@@ -244,6 +273,9 @@ var migrations = []string{
 // Several Stores, in one process or several, may use one file at the same time: the database is in
 // WAL mode, every write transaction takes the write lock up front, and a writer waits up to five
 // seconds (busy timeout) for another one to finish.
+//
+// Open runs SQLite's quick_check first (linear in the file's size: 0.4-0.5 s for a 25 MiB database
+// of 100k nodes on a loaded 2-core machine) and fails with ErrCorrupt if the file is damaged.
 func Open(path string, pools Pools) (*Store, error) {
 	recorded := pools == Pools{}
 	var maxIndex int64
@@ -253,6 +285,35 @@ func Open(path string, pools Pools) (*Store, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
+	var s *Store
+	var err error
+	if IsPostgres(path) {
+		s, err = openPostgres(path)
+	} else {
+		s, err = openSQLite(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.pools, s.maxIndex = pools, maxIndex
+	name := s.String()
+	if err := s.migrate(); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store: %s: %w", name, corrupt(err))
+	}
+	check := s.checkPools
+	if recorded {
+		check = s.loadPools
+	}
+	if err := check(); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store: %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// openSQLite opens (creating it 0600) the SQLite file at path.
+func openSQLite(path string) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -270,20 +331,15 @@ func Open(path string, pools Pools) (*Store, error) {
 	// One connection: SQLite has one writer at a time anyway, and it makes every transaction see a
 	// consistent store without SQLITE_BUSY juggling inside the process.
 	db.SetMaxOpenConns(1)
-	s := &Store{db: db, pools: pools, maxIndex: maxIndex}
-	if err := s.migrate(); err != nil {
+	// A damaged file is named as such (ErrCorrupt), before a migration or a query trips over it.
+	ctx, cancel := context.WithTimeout(context.Background(), openCheckTimeout)
+	err = quickCheck(ctx, db)
+	cancel()
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
-	check := s.checkPools
-	if recorded {
-		check = s.loadPools
-	}
-	if err := check(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, err)
-	}
-	return s, nil
+	return &Store{db: &dbx{DB: db, d: dialect{}}, name: path}, nil
 }
 
 // loadPools sets s.pools from the pools recorded in the database.
@@ -310,10 +366,6 @@ func (s *Store) loadPools() error {
 // dsn builds the modernc.org/sqlite data source name for an absolute path. The path is escaped as a
 // URI so that '?', '#' or '%' in it cannot be taken for parameters.
 func dsn(abs string) string {
-	p := filepath.ToSlash(abs)
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p // Windows: file:///C:/...
-	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(5000)")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -323,7 +375,7 @@ func dsn(abs string) string {
 	// BEGIN IMMEDIATE: take the write lock up front, so that two processes on one file wait on
 	// busy_timeout instead of failing to upgrade a read lock.
 	q.Set("_txlock", "immediate")
-	return (&url.URL{Scheme: "file", Path: p, RawQuery: q.Encode()}).String()
+	return fileURI(abs) + "?" + q.Encode()
 }
 
 // migrate applies pending migrations, each in its own transaction together with the version bump.
@@ -344,8 +396,8 @@ func (s *Store) migrateOne() (done bool, err error) {
 	defer tx.Rollback()
 	// Read the version inside the (immediate) transaction, so a second process opening the same file
 	// at the same time waits and then sees our work.
-	var version int
-	if err := tx.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+	version, err := s.schemaVersion(tx)
+	if err != nil {
 		return false, fmt.Errorf("read schema version: %w", err)
 	}
 	switch {
@@ -354,10 +406,12 @@ func (s *Store) migrateOne() (done bool, err error) {
 	case version == len(migrations):
 		return true, nil
 	}
-	if _, err := tx.Exec(migrations[version]); err != nil {
-		return false, fmt.Errorf("migration %d: %w", version+1, err)
+	for _, stmt := range statements(s.db.d.ddl(migrations[version])) {
+		if _, err := tx.Exec(stmt); err != nil {
+			return false, fmt.Errorf("migration %d: %w", version+1, err)
+		}
 	}
-	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, version+1)); err != nil {
+	if err := s.setSchemaVersion(tx, version+1); err != nil {
 		return false, fmt.Errorf("migration %d: set version: %w", version+1, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -406,6 +460,10 @@ func (s *Store) checkPools() error {
 
 // Pools returns the pools the store allocates from, masked.
 func (s *Store) Pools() Pools { return s.pools }
+
+// String names the database for messages: the SQLite path, or the PostgreSQL address without
+// password.
+func (s *Store) String() string { return s.name }
 
 // Close closes the database. Calling it again returns nil.
 func (s *Store) Close() error { return s.db.Close() }

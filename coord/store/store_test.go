@@ -32,7 +32,14 @@ func open(t *testing.T, path string, pools Pools) *Store {
 	return s
 }
 
-func tempDB(t *testing.T) string { return filepath.Join(t.TempDir(), "warren.db") }
+// tempDB returns a fresh database: a SQLite file, or a new PostgreSQL database while
+// TestPostgres runs the tests against its server.
+func tempDB(t *testing.T) string {
+	if pgServer != nil {
+		return pgServer.NewDatabase(t)
+	}
+	return filepath.Join(t.TempDir(), "warren.db")
+}
 
 func upsert(t *testing.T, s *Store, k []byte, name string) Node {
 	t.Helper()

@@ -88,6 +88,10 @@ type Netcheck struct {
 	// another relay its peer shares while this one does not reach the peer.
 	Relay      string  `json:"relay"`
 	RelayRTTms float64 `json:"relay_rtt_ms"`
+	// CoordTransport and RelayTransport say how the node reaches the coord and the relay in use:
+	// "udp", or "tcp" (the TCP fallback where UDP gets no answer).
+	CoordTransport string `json:"coord_transport"`
+	RelayTransport string `json:"relay_transport,omitempty"`
 	// Relays are the standalone relays the coord announces, each measured; the node logs in to all.
 	Relays []RelayCheck `json:"relays,omitempty"`
 }
@@ -98,6 +102,8 @@ type RelayCheck struct {
 	OK    bool    `json:"ok"` // it answered
 	RTTms float64 `json:"rtt_ms"`
 	InUse bool    `json:"in_use"` // it is the relay in use (Netcheck.Relay)
+	// Transport is "udp" or "tcp" (the TCP fallback).
+	Transport string `json:"transport"`
 	// Login is the state of the node's login to it: "logged in", "logging in", "refused: REASON"
 	// (the relay's operator blocked the node's address, a rate limit, the relay is full) or
 	// "not logged in: ERROR"; "" = the node does not log in to it.
@@ -111,6 +117,9 @@ type Coord struct {
 	Servers   []string `json:"servers,omitempty"`
 	Key       string   `json:"key"`       // pinned fingerprint
 	Connected bool     `json:"connected"` //
+	// Transport is how the control connection goes: "udp", or "tcp" (the TCP fallback where UDP
+	// gets no answer; README "Networks that block UDP").
+	Transport string `json:"transport"`
 	// Trouble is why the last login failed ("" once one worked): the coord's reason for a refusal
 	// (e.g. its storage is full) or why it could not be reached. The node keeps retrying.
 	Trouble string `json:"trouble,omitempty"`
@@ -124,7 +133,7 @@ type Peer struct {
 	// State sums up Online and Path: "online", "offline", or "control offline, tunnel up" when the
 	// coord reports the peer gone but the tunnel to it still answers its liveness checks.
 	State    string   `json:"state"`
-	Path     string   `json:"path"` // "direct", "relay" or "none"
+	Path     string   `json:"path"` // "direct", "relay", "relay-tcp" (a relay reached over TCP) or "none"
 	Endpoint string   `json:"endpoint"`
 	RTTms    float64  `json:"rtt_ms"`
 	Networks []string `json:"networks"`

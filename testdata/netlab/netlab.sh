@@ -32,7 +32,11 @@
 #              the common home router)
 #   symmetric  endpoint-dependent mapping (masquerade random: a new public port per destination),
 #              port-restricted filtering
-#   blocked    UDP dropped in both directions
+#   blocked    UDP dropped in both directions (port-restricted for the rest)
+#   udpblock   the same: every UDP packet dropped silently (nodes fall back to TCP)
+#   udpreject  UDP refused with ICMP port unreachable instead of dropped
+#   proxyonly  nothing forwarded at all: the clients reach only the router itself (10.N.0.1), where
+#              an HTTP CONNECT proxy (run by whoever uses the lab) is their only way out
 # Every router drops new inbound connections to itself on the WAN side (as real routers do): a probe
 # that arrives before the client sent anything must not leave a conntrack entry behind, or the router
 # remaps the client's port when it does send.
@@ -55,7 +59,7 @@ set -euo pipefail
 
 NET=203.0.113
 COORD_ADDRS=("$NET.2" "$NET.3")
-TYPES="public fullcone addr port symmetric blocked"
+TYPES="public fullcone addr port symmetric blocked udpblock udpreject proxyonly"
 
 die() {
   echo "netlab: $*" >&2
@@ -129,7 +133,11 @@ table ip netlab {
   chain forward {
     type filter hook forward priority filter; policy accept;
     jump coordonly
-$( [ "$type" = blocked ] && echo '    meta l4proto udp drop' )
+$( case $type in
+  blocked | udpblock) echo '    meta l4proto udp drop' ;;
+  udpreject) echo '    meta l4proto udp reject' ;;
+  proxyonly) echo '    iifname "lan" drop' ;;
+esac )
     iifname "wan" ct state established,related accept
     iifname "wan" ct status dnat accept
     iifname "wan" drop
