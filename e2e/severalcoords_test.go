@@ -113,15 +113,20 @@ func TestSeveralCoords(t *testing.T) {
 	waitPeer(t, a, "c", "a sees c online", 30*time.Second, online)
 	c2.kill()
 	died := time.Now()
-	off := waitPeer(t, a, "b", "a sees b offline after its coord died", 60*time.Second, offline).Sub(died)
-	t.Logf("coord 2 SIGKILLed → its node offline at coord 1's peers: %v (heartbeat timeout 10s)", off)
+	// c notices the loss after its idle timeout (6–8 s) and tries coord 1 next at once.
 	testkit.Eventually(t, 60*time.Second, func() bool {
 		st := statusOf(t, c)
 		return st.Coord.Connected && st.Coord.Addr == addr1
 	}, "c never moved to coord 1")
+	movedAt := time.Since(died)
 	moved := waitPeer(t, a, "c", "a sees c online after it moved to coord 1", 30*time.Second, online).Sub(died)
 	waitPeer(t, c, "a", "c sees a after the move", 30*time.Second, online)
-	t.Logf("coord 2 SIGKILLed → c (coord list) logged in to coord 1 and online at a: %v", moved)
+	t.Logf("coord 2 SIGKILLed → c (coord list) logged in to coord 1 after %v, online at a after %v", movedAt, moved)
+	if movedAt > 10*time.Second {
+		t.Logf("note: c took over 10 s to fail over (the issue's goal; a loaded machine can exceed it)")
+	}
+	off := waitPeer(t, a, "b", "a sees b offline after its coord died", 60*time.Second, offline).Sub(died)
+	t.Logf("coord 2 SIGKILLed → its node offline at coord 1's peers: %v (heartbeat timeout 10s)", off)
 	// Operator commands on a coord's data directory reach the shared database, with the server
 	// running (admin socket) and without (DIR/db.url).
 	if nodes := nodesByName(t, data1); len(nodes) != 3 {

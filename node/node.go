@@ -531,11 +531,18 @@ func (n *Node) coordLoop() {
 			n.coord.next(addr, err) // a server that went away is tried again last
 			n.relays.coordLost()
 		}
+		// With several servers, the first try after a loss goes to the next one at once: the loss
+		// took the idle timeout to notice already, and that server has not failed yet.
+		failover := len(n.coord.addrs) > 1
 		for {
+			wait := bo.Next()
+			if failover {
+				wait, failover = 0, false
+			}
 			select {
 			case <-n.ctx.Done():
 				return
-			case <-time.After(bo.Next()):
+			case <-time.After(wait):
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 			w, err := n.coord.connect(ctx)
