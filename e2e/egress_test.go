@@ -128,6 +128,14 @@ func TestRunEgress(t *testing.T) {
 		if out, code := run(stateA, "curl", "-sS", "-m", "10", ownURL); code != 7 {
 			t.Errorf("curl %s (the node's host): exit %d, want 7 (connection refused)\n%s", ownURL, code, out)
 		}
+		// Counted: 3 TCP connections and 1 UDP flow dialed, the host's address refused.
+		m := warren(t, true, "metrics", "--state", stateA)
+		for _, want := range []string{`warren_node_egress_dials_total{proto="tcp",result="dialed"} 3`,
+			`warren_node_egress_dials_total{proto="udp",result="dialed"} 1`, `warren_node_egress_dials_total{proto="tcp",result="refused"} 1`} {
+			if !strings.Contains(m, want) {
+				t.Errorf("metrics lack %s:\n%s", want, m)
+			}
+		}
 	})
 
 	t.Run("names", func(t *testing.T) {

@@ -11,9 +11,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/netstack"
@@ -35,8 +37,40 @@ func (n *Node) newEgress(dev *tun.Device, mtu int, name string) (*netstack.Stack
 	return s, nil
 }
 
+// egressCounters count the egress stacks' dials (connections and UDP flows), by protocol and
+// outcome: dialed, refused by the proxy's rules, failed (unreachable, refused by the destination).
+type egressCounters struct {
+	tcp, udp [3]atomic.Uint64 // indexed by egressDialed, egressRefused, egressFailed
+}
+
+const (
+	egressDialed = iota
+	egressRefused
+	egressFailed
+)
+
+// egressResults are the metric labels of the outcomes, in index order.
+var egressResults = [3]string{"dialed", "refused", "failed"}
+
 // dialEgress dials a destination outside the overlay for an egress stack, as the proxy would.
 func (n *Node) dialEgress(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := n.dialEgressAddr(ctx, network, addr)
+	counts := &n.egressN.tcp
+	if network == "udp" {
+		counts = &n.egressN.udp
+	}
+	switch {
+	case err == nil:
+		counts[egressDialed].Add(1)
+	case errors.Is(err, socks.ErrNotAllowed):
+		counts[egressRefused].Add(1)
+	default:
+		counts[egressFailed].Add(1)
+	}
+	return c, err
+}
+
+func (n *Node) dialEgressAddr(ctx context.Context, network, addr string) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("egress %s: %w", addr, err)

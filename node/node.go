@@ -135,6 +135,7 @@ type Node struct {
 	joins    joinRequests                   // join requests awaiting this node's approval (joins.go)
 	limits   *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
 	drops    dropCounters                   // packets dropped, by reason
+	egressN  egressCounters                 // `warren run` egress dials (egress.go)
 	listens  *listenProbe                   // which exposed ports listen where (listens.go)
 	aclLog   logLimiter                     // debug lines about refusals (acl.go)
 	stop     stopSignal                     // Stopped, Err and logout state (logout.go)
