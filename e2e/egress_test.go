@@ -110,7 +110,7 @@ func TestRunEgress(t *testing.T) {
 	udp := fmt.Sprintf("exec 3<>/dev/udp/10.99.0.2/%d; echo ping >&3; timeout 5 head -c 10 <&3", udpPort)
 
 	t.Run("egress", func(t *testing.T) {
-		if out, code := run(stateA, "curl", "-sS", "-m", "10", webURL); code != 0 || !strings.Contains(out, "from 10.99.0.2") {
+		if out, code := run(stateA, "curl", "-sS", "-m", "10", "-w", "connect %{time_connect}s, total %{time_total}s\n", webURL); code != 0 || !strings.Contains(out, "from 10.99.0.2") {
 			t.Errorf("curl %s: exit %d\n%s", webURL, code, out)
 		}
 		if out, code := run(stateA, "curl", "-sS", "-m", "10", nameURL); code != 0 || !strings.Contains(out, "from web.egress.test") {
