@@ -14,9 +14,9 @@ import (
 
 // TestRunEgress: inside `warren run`, destinations outside the overlay are reached through the
 // node, as the proxy reaches them. The node runs in network namespace A (10.99.0.1), "the internet"
-// is namespace B (10.99.0.2) with an HTTP server and a UDP echo; the node's own mount namespace has
+// is namespace B (10.99.0.2, fd99::2) with an HTTP server and a UDP echo; the node's own mount namespace has
 // an /etc/hosts that names B (its host resolver), the `warren run` namespaces do not (so only the
-// node's DNS can tell them). Checked: curl by address and by name, a UDP echo, the node's own
+// node's DNS can tell them). Checked: curl by address (IPv4 and IPv6) and by name, a UDP echo, the node's own
 // address (A's) refused without --allow-local, names resolving into the overlay or to loopback
 // dropped, and with --overlay-only none of it.
 func TestRunEgress(t *testing.T) {
@@ -33,6 +33,22 @@ func TestRunEgress(t *testing.T) {
 	}
 	nsA, nsB := netnsPair(t)
 	tmp := t.TempDir()
+	// IPv6 on the pair too: fd99::1 (A) and fd99::2 (B).
+	for ns, ip := range map[string]string{nsA: "fd99::1/64", nsB: "fd99::2/64"} {
+		out, err := nsExec(ns, "ip", "-o", "-4", "addr", "show")
+		dev := ""
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 3 && strings.HasPrefix(f[3], "10.99.0.") {
+				dev = f[1]
+			}
+		}
+		if err != nil || dev == "" {
+			t.Fatalf("the veth in %s: %v\n%s", ns, err, out)
+		}
+		if out, err := nsExec(ns, "ip", "addr", "add", ip, "dev", dev, "nodad"); err != nil {
+			t.Fatalf("ip addr add %s: %v\n%s", ip, err, out)
+		}
+	}
 
 	// "The internet": an HTTP server and a UDP echo on B's address; a server on A's own address,
 	// which the node must not reach for its clients.
@@ -40,7 +56,7 @@ func TestRunEgress(t *testing.T) {
 	var echo net.PacketConn
 	inNS(t, nsB, func() {
 		var err error
-		if web, err = net.Listen("tcp", "10.99.0.2:0"); err == nil {
+		if web, err = net.Listen("tcp", ":0"); err == nil { // 10.99.0.2 and fd99::2
 			echo, err = net.ListenPacket("udp", "10.99.0.2:0")
 		}
 		if err != nil {
@@ -124,13 +140,17 @@ func TestRunEgress(t *testing.T) {
 		if out, code := run(stateA, "bash", "-c", udp); code != 0 || !strings.Contains(out, "echo:ping") {
 			t.Errorf("UDP echo: exit %d\n%s", code, out)
 		}
+		url6 := fmt.Sprintf("http://[fd99::2]:%d/", webPort)
+		if out, code := run(stateA, "curl", "-sS", "-m", "10", url6); code != 0 || !strings.Contains(out, "from [fd99::2]") {
+			t.Errorf("curl %s: exit %d\n%s", url6, code, out)
+		}
 		// The node's own address: refused (reset at once), as the proxy refuses it.
 		if out, code := run(stateA, "curl", "-sS", "-m", "10", ownURL); code != 7 {
 			t.Errorf("curl %s (the node's host): exit %d, want 7 (connection refused)\n%s", ownURL, code, out)
 		}
-		// Counted: 3 TCP connections and 1 UDP flow dialed, the host's address refused.
+		// Counted: 4 TCP connections and 1 UDP flow dialed, the host's address refused.
 		m := warren(t, true, "metrics", "--state", stateA)
-		for _, want := range []string{`warren_node_egress_dials_total{proto="tcp",result="dialed"} 3`,
+		for _, want := range []string{`warren_node_egress_dials_total{proto="tcp",result="dialed"} 4`,
 			`warren_node_egress_dials_total{proto="udp",result="dialed"} 1`, `warren_node_egress_dials_total{proto="tcp",result="refused"} 1`} {
 			if !strings.Contains(m, want) {
 				t.Errorf("metrics lack %s:\n%s", want, m)
