@@ -21,6 +21,10 @@ import (
 // hostLookupTimeout bounds one host lookup; the client's resolver retries on its own schedule.
 const hostLookupTimeout = 5 * time.Second
 
+// maxHostAnswers caps the addresses in one answer, so that it always fits in 512 bytes: a truncated
+// reply would send the client to DNS over TCP, which the node does not serve.
+const maxHostAnswers = 8
+
 // hostLookup answers questions the node does not know the answer to.
 type hostLookup interface {
 	// answer returns the reply code and records for q; ok false leaves q REFUSED.
@@ -68,7 +72,9 @@ func (h *hostResolver) answer(q dnsmessage.Question) (dnsmessage.RCode, []dnsAns
 		if ip.Is4() != (q.Type == dnsmessage.TypeA) || !h.reachable(ip) {
 			continue
 		}
-		answers = append(answers, dnsAnswer{addr: ip})
+		if answers = append(answers, dnsAnswer{addr: ip}); len(answers) == maxHostAnswers {
+			break
+		}
 	}
 	return dnsmessage.RCodeSuccess, answers, true
 }

@@ -34,6 +34,7 @@ func TestHostDNS(t *testing.T) {
 		"rebind.test": {netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1"), netip.MustParseAddr("fd7a:7761:7272::2"), netip.MustParseAddr("0.0.0.0")},
 		"mixed.test":  {netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("198.51.100.1")},
 		"v6only.test": {netip.MustParseAddr("2001:db8::6")},
+		"many.test":   slices.Repeat([]netip.Addr{netip.MustParseAddr("2001:db8::1")}, 40),
 	})
 	for _, tt := range []struct {
 		name  string
@@ -48,6 +49,7 @@ func TestHostDNS(t *testing.T) {
 		{"mixed.test.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, []string{"198.51.100.1"}},
 		{"v6only.test.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, nil}, // no data, not NXDOMAIN
 		{"gone.test.", dnsmessage.TypeA, dnsmessage.RCodeNameError, nil},
+		{"many.test.", dnsmessage.TypeAAAA, dnsmessage.RCodeSuccess, slices.Repeat([]string{"2001:db8::1"}, maxHostAnswers)},
 		{"slow.test.", dnsmessage.TypeA, dnsmessage.RCodeServerFailure, nil},
 		{"web.test.", dnsmessage.TypeMX, dnsmessage.RCodeRefused, nil},
 		{"bob.warren.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, []string{"100.64.0.2"}},
@@ -76,6 +78,9 @@ func TestHostDNS(t *testing.T) {
 		}
 		if h.RCode != tt.rcode || !slices.Equal(got, tt.want) {
 			t.Errorf("%s %v: %v %v, want %v %v", tt.name, tt.typ, h.RCode, got, tt.rcode, tt.want)
+		}
+		if h.Truncated {
+			t.Errorf("%s %v: truncated", tt.name, tt.typ)
 		}
 		if tt.name == "web.test." && tt.rcode == dnsmessage.RCodeSuccess && (h.Authoritative || !h.RecursionAvailable) {
 			t.Errorf("a host answer claims authority: %+v", h)
