@@ -361,13 +361,22 @@ func strangerLogin(t *testing.T, addr, relayFP string, target []byte) []byte {
 	}
 	// The relay takes packets in order: once it answers a binding request sent after the frames,
 	// anything it forwarded of them has passed the tap.
+	// Asked again every second (a datagram may be lost), with its own safety net: the login's 10 s
+	// may be spent on a loaded machine.
 	tx := [control.TxIDSize]byte{0x5a}
-	tr.WriteTo(control.AppendBindingRequest(nil, tx), ra)
+	answer, stop := context.WithTimeout(context.Background(), 60*time.Second)
+	defer stop()
 	buf := make([]byte, 2048)
 	for {
-		n, _, err := tr.ReadNonQUICPacket(ctx, buf)
+		tr.WriteTo(control.AppendBindingRequest(nil, tx), ra)
+		wait, cancelWait := context.WithTimeout(answer, time.Second)
+		n, _, err := tr.ReadNonQUICPacket(wait, buf)
+		cancelWait()
 		if err != nil {
-			t.Fatalf("stranger: no answer to a binding request: %v", err)
+			if answer.Err() != nil {
+				t.Fatalf("stranger: no answer to a binding request: %v", err)
+			}
+			continue
 		}
 		if got, _, err := control.ParseBindingResponse(buf[:n]); err == nil && got == tx {
 			return key.Public()

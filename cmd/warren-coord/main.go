@@ -183,7 +183,7 @@ func run(args []string) error {
 		return err
 	}
 	var srvRef atomic.Pointer[*coord.Server]
-	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef))
+	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef), log)
 	if err != nil {
 		pc.Close()
 		return err

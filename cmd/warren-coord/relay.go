@@ -69,7 +69,7 @@ func cmdRelay(args []string) error {
 		return err
 	}
 	var srvRef atomic.Pointer[*relay.Server]
-	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef))
+	tcp, err := listenTCP(*listenTCPFlag, pc, key, blockedBy(&srvRef), log)
 	if err != nil {
 		pc.Close()
 		return err

@@ -166,7 +166,11 @@ const listenTCPUsage = "TCP `address` for nodes whose UDP is blocked (TLS, QUIC 
 // listenTCP opens the TCP fallback --listen-tcp names (spec; "" = the UDP socket's address, "off" =
 // none) and serves it as a packet socket with the server's identity: nil, nil when off. Each stream's
 // source address must pass allow (the server's block list) before its handshake.
-func listenTCP(spec string, udp *net.UDPConn, key *identity.Key, allow func(netip.Addr) bool) (net.PacketConn, error) {
+//
+// A default address (spec "") that is taken by another program is not fatal: the server runs
+// without the fallback and log says so; an address the operator named must work.
+func listenTCP(spec string, udp *net.UDPConn, key *identity.Key, allow func(netip.Addr) bool, log hclog.Logger) (net.PacketConn, error) {
+	named := spec != ""
 	switch {
 	case spec == "off":
 		return nil, nil
@@ -176,6 +180,11 @@ func listenTCP(spec string, udp *net.UDPConn, key *identity.Key, allow func(neti
 		spec = ":" + spec
 	}
 	ln, err := net.Listen("tcp", spec)
+	if err != nil && !named {
+		log.Warn("no TCP fallback: the UDP port's TCP twin is taken; nodes whose UDP is blocked cannot reach this server (name a free one with --listen-tcp, or say --listen-tcp off)",
+			"addr", spec, "error", err)
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--listen-tcp %q: %w", spec, err)
 	}
