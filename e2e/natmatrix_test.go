@@ -230,6 +230,9 @@ func TestNATMatrix(t *testing.T) {
 				continue
 			}
 			views[n.name] = st
+			if st.Self.NAT == nil { // NAT discovery still running
+				settled = false
+			}
 			for _, m := range nodes {
 				if m != n && peerPath(st, m.name) != natWantPath(n, m) {
 					settled = false

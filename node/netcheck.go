@@ -62,13 +62,7 @@ func (n *Node) Netcheck(ctx context.Context) (peer.NATReport, error) {
 	if !addr.IsValid() {
 		return peer.NATReport{Mapping: peer.MappingUnknown}, errNoCoordYet
 	}
-	r, err := n.ep.Netcheck(ctx, addr, probePort, relays)
-	if err == nil && n.ep.Tunneled(addr) {
-		// The binding went over TCP: it proves nothing about UDP, and the address it shows is the
-		// coord's name for the stream.
-		r.UDP, r.Public, r.Mapping, r.Hairpin = false, netip.AddrPort{}, peer.MappingUnknown, false
-	}
-	return r, err
+	return n.ep.Netcheck(ctx, addr, probePort, relays) // over the TCP fallback: UDP false, mapping unknown
 }
 
 // transport names how the node reaches the server at addr: "tcp" over the TCP fallback, else "udp"

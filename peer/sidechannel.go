@@ -246,6 +246,12 @@ func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort
 			rep.RelayRTT = rrtt
 		}
 	}
+	if e.Tunneled(coord) {
+		// The binding went over the TCP fallback: it proves nothing about UDP, the address it shows is
+		// the coord's name for the stream, and the probe port and hairpin (UDP only) would only wait.
+		rep.UDP, rep.Public = false, netip.AddrPort{}
+		return rep, nil
+	}
 	if probePort != 0 {
 		if obs2, _, err := e.Binding(ctx, netip.AddrPortFrom(coord.Addr(), probePort)); err == nil {
 			rep.Mapping = MappingIndependent
