@@ -49,7 +49,7 @@ const maxLimiters = 10000
 func (s *Server) initAbuse() error {
 	c := &s.cfg
 	g, err := abuse.NewGuard(abuse.GuardConfig{BlockList: c.BlockList, LoginRateIP: c.LoginRateIP, LoginBurstIP: c.LoginBurstIP,
-		LoginRateKey: c.LoginRateKey, LoginBurstKey: c.LoginBurstKey, LimitLoopback: c.limitLoopback, Logger: s.log, Now: c.clock})
+		LoginRateKey: c.LoginRateKey, LoginBurstKey: c.LoginBurstKey, LimitLoopback: c.limitLoopback, Logger: s.log, Now: c.clock, TCP: abuse.SourcesOf(c.TCP)})
 	if err != nil {
 		return fmt.Errorf("coord: %w", err)
 	}

@@ -1,15 +1,21 @@
 package coord
 
 import (
+	"context"
+	"crypto/ed25519"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/tcptun"
 	"github.com/warren-net/warren/internal/testkit"
 )
 
@@ -161,4 +167,80 @@ func TestLoginRateLimitPerAddress(t *testing.T) {
 	clock.Advance(time.Second)
 	dial(t, srv).login(t, "y")
 	dial(t, srv).loginRefused(t, "z", control.CodeRateLimited)
+}
+
+// startTCPServer starts a server whose TCP fallback (a tcptun.Server) listens on loopback too, and
+// returns it with the fallback's address.
+func startTCPServer(t *testing.T, adjust func(*Config)) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServerWith(t, filepath.Join(t.TempDir(), "w.db"), func(c *Config) {
+		stls, err := identity.TLSConfig(c.Key, tcptun.ALPN, true, func(ed25519.PublicKey) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TCP = tcptun.NewServer(tcptun.ServerConfig{Listener: ln, TLS: stls, Local: c.Conn.LocalAddr()})
+		adjust(c)
+	})
+	return srv, ln.Addr().String()
+}
+
+// dialTCP connects to the server over a new stream of its TCP fallback, as a node whose UDP is
+// blocked does.
+func dialTCP(t *testing.T, srv *Server, addr string) *client {
+	t.Helper()
+	key, _ := identity.Generate()
+	accept := func(ed25519.PublicKey) error { return nil }
+	ttls, _ := identity.TLSConfig(key, tcptun.ALPN, false, accept)
+	qtls, _ := identity.TLSConfig(key, control.ALPN, false, accept)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tc, err := tcptun.Dial(ctx, addr, ttls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := tcptun.NewConn(tc, srv.Addr())
+	tr := &quic.Transport{Conn: pc}
+	t.Cleanup(func() { tr.Close() })
+	conn, err := tr.Dial(ctx, srv.Addr(), qtls, clientQUIC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openControl(t, ctx, conn)
+}
+
+// TestLoginRateLimitOverTCP: each stream of the TCP fallback is a new synthetic address to QUIC, but
+// the limits count its client's real address, so reconnecting over a fresh stream escapes nothing:
+// not the login rate, not the block list.
+func TestLoginRateLimitOverTCP(t *testing.T) {
+	clock := testkit.NewClock()
+	srv, addr := startTCPServer(t, func(c *Config) {
+		c.LoginRateIP, c.LoginBurstIP, c.limitLoopback, c.clock = 1, 2, true, clock.Now
+	})
+	for _, name := range []string{"a", "b"} {
+		dialTCP(t, srv, addr).login(t, name)
+	}
+	dialTCP(t, srv, addr).loginRefused(t, "c", control.CodeRateLimited)
+	dial(t, srv).loginRefused(t, "d", control.CodeRateLimited) // the same address over UDP
+	clock.Advance(time.Second)
+	dialTCP(t, srv, addr).login(t, "e")
+	if src := srv.guard.Source(netip.MustParseAddr("100::1")); !src.IsLoopback() {
+		t.Errorf("the first stream's synthetic address names %v, want its client's loopback address", src)
+	}
+}
+
+// TestBlockListOverTCP: a block list naming a TCP client's real address disconnects its session when
+// the list is reloaded (by the server's own periodic check as well as on SIGHUP).
+func TestBlockListOverTCP(t *testing.T) {
+	list := filepath.Join(t.TempDir(), "blocklist")
+	writeBlockList(t, list, "192.0.2.0/24\n")
+	srv, addr := startTCPServer(t, func(c *Config) { c.BlockList = list })
+	c := dialTCP(t, srv, addr)
+	c.login(t, "a")
+	writeBlockList(t, list, "192.0.2.0/24\n127.0.0.0/8\n")
+	srv.checkAbuse() // what the server runs every few seconds
+	waitClosed(t, c)
 }

@@ -76,6 +76,12 @@ func dialKey(t *testing.T, srv *Server, key *identity.Key) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return openControl(t, ctx, conn)
+}
+
+// openControl opens the control stream on a connection to the server.
+func openControl(t *testing.T, ctx context.Context, conn *quic.Conn) *client {
+	t.Helper()
 	t.Cleanup(func() { conn.CloseWithError(0, "") })
 	stream, err := conn.OpenStreamSync(ctx)
 	if err != nil {

@@ -1,13 +1,13 @@
 package abuse
 
 import (
-	"github.com/warren-net/warren/internal/tcptun"
-
 	"net/netip"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
+
+	"github.com/warren-net/warren/internal/tcptun"
 )
 
 // Defaults for the login rate limits. The per-address limit must let a whole carrier-grade NAT
@@ -51,6 +51,22 @@ type GuardConfig struct {
 	Logger hclog.Logger
 	// Now is the clock the login buckets fill by; nil = time.Now (tests: a clock they move).
 	Now func() time.Time
+	// TCP names the client behind a synthetic address of the server's TCP fallback
+	// (*tcptun.Server); nil without one. Every check then counts a TCP client by its real address:
+	// the block list, the login rates and the per-address shares.
+	TCP Sources
+}
+
+// Sources names the real source of a synthetic address (tcptun.Server.Source), and false once the
+// stream behind it is gone.
+type Sources interface {
+	Source(netip.Addr) (netip.Addr, bool)
+}
+
+// SourcesOf returns conn's Sources if it has them (a *tcptun.Server), else nil.
+func SourcesOf(conn any) Sources {
+	src, _ := conn.(Sources)
+	return src
 }
 
 // Verdict is a Guard's answer to a login.
@@ -74,6 +90,7 @@ type Guard struct {
 	limitLo bool
 	log     hclog.Logger
 	now     func() time.Time
+	tcp     Sources // nil: no TCP fallback
 }
 
 // NewGuard returns the Guard cfg describes, with its block list loaded.
@@ -96,6 +113,7 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 		perKey:  NewLimiter[[32]byte](cfg.LoginRateKey, cfg.LoginBurstKey, maxBuckets),
 		limitLo: cfg.LimitLoopback,
 		log:     cfg.Logger,
+		tcp:     cfg.TCP,
 	}
 	if cfg.BlockList != "" {
 		b, err := NewBlockFile(cfg.BlockList)
@@ -108,14 +126,30 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 	return g, nil
 }
 
-// Blocked reports whether a is in the block list.
-func (g *Guard) Blocked(a netip.Addr) bool { return g.blocks.Blocked(a) }
+// Source returns the address a server should hold a to: a itself, or for a synthetic address of the
+// TCP fallback the address of the TCP client behind it (while its stream lasts; after that the
+// synthetic address, which no list names and SourceRange counts alone).
+func (g *Guard) Source(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if g.tcp != nil && tcptun.IsSynthetic(a) {
+		if src, ok := g.tcp.Source(a); ok {
+			return src.Unmap()
+		}
+	}
+	return a
+}
+
+// Blocked reports whether a (or the TCP client behind it) is in the block list.
+func (g *Guard) Blocked(a netip.Addr) bool { return g.blocks.Blocked(g.Source(a)) }
+
+// SourceRange is the package's SourceRange of Source(a): the range per-address limits count a in.
+func (g *Guard) SourceRange(a netip.Addr) netip.Prefix { return SourceRange(g.Source(a)) }
 
 // Limited returns the range that per-address limits count a's requests under (SourceRange), and
 // false for an address they do not apply to: an unknown one, or loopback — this very host — unless
 // LimitLoopback.
 func (g *Guard) Limited(a netip.Addr) (netip.Prefix, bool) {
-	a = a.Unmap()
+	a = g.Source(a)
 	if !a.IsValid() || (a.IsLoopback() && !g.limitLo) {
 		return netip.Prefix{}, false
 	}
@@ -125,7 +159,7 @@ func (g *Guard) Limited(a netip.Addr) (netip.Prefix, bool) {
 // CheckLogin takes a login token for the identity key from address a, in that order: a blocked
 // address takes none, and one over its address's rate takes none of the key's.
 func (g *Guard) CheckLogin(key [32]byte, a netip.Addr) Verdict {
-	a = a.Unmap()
+	a = g.Source(a)
 	if g.Blocked(a) {
 		return Blocked
 	}
@@ -170,7 +204,8 @@ func (g *Guard) Reload(changed func()) error {
 func SourceRange(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
 	if tcptun.IsSynthetic(a) {
-		// A TCP client's stream (tcptun.Server): one range each; tcptun bounds streams per real source.
+		// A TCP client's stream whose client Guard.Source cannot name (gone, or no Sources given):
+		// one range each.
 		return netip.PrefixFrom(a, 128)
 	}
 	bits := 64

@@ -143,7 +143,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.IdleTimeout = 12 * time.Second
 	}
 	guard, err := abuse.NewGuard(abuse.GuardConfig{BlockList: cfg.BlockList, LoginRateIP: cfg.LoginRateIP, LoginBurstIP: cfg.LoginBurstIP,
-		LoginRateKey: cfg.LoginRateKey, LoginBurstKey: cfg.LoginBurstKey, LimitLoopback: cfg.limitLoopback, Logger: cfg.Logger, Now: cfg.clock})
+		LoginRateKey: cfg.LoginRateKey, LoginBurstKey: cfg.LoginBurstKey, LimitLoopback: cfg.limitLoopback, Logger: cfg.Logger, Now: cfg.clock, TCP: abuse.SourcesOf(cfg.TCP)})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
@@ -209,7 +209,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		conn.CloseWithError(closeProtocol, "no login stream")
 		return
 	}
-	if !s.room(key, abuse.SourceRange(addrPortOf(conn.RemoteAddr()).Addr())) { // before reading the list, too
+	if !s.room(key, s.guard.SourceRange(addrPortOf(conn.RemoteAddr()).Addr())) { // before reading the list, too
 		log.Info("relay login refused: too many nodes")
 		conn.CloseWithError(closeFull, reasonFull)
 		return
@@ -223,7 +223,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}
 	stream.SetReadDeadline(time.Time{})
 	addr := addrPortOf(conn.RemoteAddr())
-	sess := &relaySession{conn: conn, prefix: abuse.SourceRange(addr.Addr())}
+	sess := &relaySession{conn: conn, prefix: s.guard.SourceRange(addr.Addr())}
 	set := NewKeySet(keys)
 	sess.consent.Store(&set)
 

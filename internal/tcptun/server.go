@@ -117,14 +117,17 @@ func (s *Server) Conns() int {
 	return len(s.conns)
 }
 
-// Source returns the TCP address behind a synthetic address, for logs.
-func (s *Server) Source(a netip.Addr) (net.Addr, bool) {
+// Source returns the address of the TCP client behind synthetic address a, and false once its
+// stream is gone (or for an address that is not one of this server's). Servers count logins, pending
+// handshakes and the block list by it (abuse.Guard), so that a client cannot escape a per-address
+// limit by opening new streams.
+func (s *Server) Source(a netip.Addr) (netip.Addr, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.conns[a.Unmap()]; c != nil {
-		return c.c.RemoteAddr(), true
+		return c.from, true
 	}
-	return nil, false
+	return netip.Addr{}, false
 }
 
 func sourceRange(a netip.Addr) netip.Prefix {
