@@ -25,15 +25,15 @@ import (
 
 // TestTCPFallback runs the NAT lab with sites that block UDP — silently (udpblock), with ICMP port
 // unreachable (udpreject) — and one that reaches out only through an HTTP CONNECT proxy with basic
-// auth on its router (proxyonly; the node finds it in https_proxy), beside a public node and a
-// standalone relay. Every blocked node must log in to the coord and the relay over TCP (status and
-// netcheck say tcp), fetch the public node's service and be fetched by it, its path to the public
-// node reading relay-tcp (and relay from the other side), and reach the other blocked nodes
+// auth on its router (proxyonly; the node finds it in https_proxy), beside a public node, a node
+// behind a full-cone NAT and a standalone relay. Every blocked node must log in to the coord and the relay over TCP (status and
+// netcheck say tcp), fetch the services of the nodes on UDP (public, cone) and be fetched by them, its
+// path to each reading relay-tcp (and relay from the other side), and reach the other blocked nodes
 // (relay-tcp on both sides). The time from its `warren up` to the first fetched byte is logged (goal:
 // 3 s); the nodes join with an auth key, so that time holds no CLI steps. Then UDP opens on one site,
 // and its node must move back to UDP.
 func TestTCPFallback(t *testing.T) {
-	lab := newNetlab(t, "pub:public", "ub:udpblock", "ur:udpreject", "px:proxyonly")
+	lab := newNetlab(t, "pub:public", "fc:fullcone", "ub:udpblock", "ur:udpreject", "px:proxyonly")
 	tmp := t.TempDir()
 	data := filepath.Join(tmp, "coord")
 	// A standalone relay beside the coord (TCP on the same port number too): peers meet there first.
@@ -90,6 +90,9 @@ func TestTCPFallback(t *testing.T) {
 	keyOut := coordCmd(t, true, "authkey", "create", "--data", data, "--network", "lab", "--reusable")
 	lines := strings.Split(strings.TrimSpace(keyOut), "\n")
 	authKey := strings.TrimSpace(lines[len(lines)-1])
+	fc := mk("fc") // a node behind a cone NAT: on UDP, like pub
+	start(fc, "--authkey", authKey)
+	onUDP := []*fbNode{pub, fc}
 
 	blocked := []*fbNode{mk("ub"), mk("ur"), mk("px")}
 	type result struct {
@@ -140,9 +143,25 @@ func TestTCPFallback(t *testing.T) {
 		if r.ttfb > 3*time.Second {
 			t.Logf("%s: over the 3 s goal", n.name)
 		}
-		// The other way, and the paths both sides report.
-		if body, err := getBody(pub.http, fmt.Sprintf("http://%s.warren:%d/", n.name, matrixPort)); err != nil || !bytes.Equal(body, n.body) {
-			t.Errorf("pub → %s: %d bytes, %v", n.name, len(body), err)
+		// Both ways with every node on UDP (public, cone), and the paths both sides report.
+		for _, u := range onUDP {
+			var fetchErr error
+			fetch := func(from, to *fbNode) bool {
+				body, err := getBody(from.http, fmt.Sprintf("http://%s.warren:%d/", to.name, matrixPort))
+				if err == nil && !bytes.Equal(body, to.body) {
+					err = fmt.Errorf("wrong body: %d bytes", len(body))
+				}
+				if err != nil {
+					fetchErr = fmt.Errorf("%s → %s: %w", from.name, to.name, err)
+				}
+				return err == nil
+			}
+			testkit.Eventually(t, 20*time.Second, func() bool { return fetch(n, u) && fetch(u, n) }, "%v", later(func() any { return fetchErr }))
+			testkit.Eventually(t, 20*time.Second, func() bool {
+				st := statusOf(t, n.state)
+				return peerPath(st, u.name) == "relay-tcp" && peerEndpoint(st, u.name) == relayAddr && peerPath(statusOf(t, u.state), n.name) == "relay"
+			}, "%s ↔ %s: want relay-tcp / relay, have %s / %s", n.name, u.name,
+				later(func() any { return peerPath(statusOf(t, n.state), u.name) }), later(func() any { return peerPath(statusOf(t, u.state), n.name) }))
 		}
 		st := statusOf(t, n.state)
 		if st.Coord.Transport != "tcp" || !st.Coord.Connected {
@@ -156,10 +175,6 @@ func TestTCPFallback(t *testing.T) {
 			return nc.CoordTransport == "tcp" && nc.Relay == relayAddr && nc.RelayTransport == "tcp" && len(nc.Relays) == 1 &&
 				nc.Relays[0].Transport == "tcp" && nc.Relays[0].OK && nc.Relays[0].Login == "logged in"
 		}, "%s: netcheck %+v, want the coord and the relay %s over tcp, logged in", n.name, nc, relayAddr)
-		testkit.Eventually(t, 20*time.Second, func() bool {
-			st := statusOf(t, n.state)
-			return peerPath(st, "pub") == "relay-tcp" && peerEndpoint(st, "pub") == relayAddr && peerPath(statusOf(t, pub.state), n.name) == "relay"
-		}, "%s ↔ pub: want relay-tcp / relay, have %s / %s", n.name, peerPath(statusOf(t, n.state), "pub"), peerPath(statusOf(t, pub.state), n.name))
 	}
 	// Two nodes on TCP reach each other too, each through the relay over its own stream.
 	for i, a := range blocked {
@@ -171,8 +186,10 @@ func TestTCPFallback(t *testing.T) {
 			t.Errorf("%s ↔ %s (both on TCP): paths %s / %s, want relay-tcp both", a.name, b.name, pa, pb)
 		}
 	}
-	if st := statusOf(t, pub.state); st.Coord.Transport != "udp" {
-		t.Errorf("pub: coord transport %q, want udp", st.Coord.Transport)
+	for _, u := range onUDP {
+		if st := statusOf(t, u.state); st.Coord.Transport != "udp" {
+			t.Errorf("%s: coord transport %q, want udp", u.name, st.Coord.Transport)
+		}
 	}
 	if cp.Tunnels.Load() == 0 {
 		t.Errorf("px: no CONNECT went through the proxy")
