@@ -163,7 +163,7 @@ func (s *pathState) turn(v *pathView, now time.Time) (a pathActions, wakeAt time
 	s.wasDirect, s.hadLink = v.direct, v.link != nil
 	if v.direct && !v.noDirect {
 		s.watch(v, now, &a)
-		wakeAt = now.Add(directCheck)
+		wakeAt = nextTick(now, directCheck)
 	}
 	if v.online && !v.direct && !v.noDirect {
 		wakeAt = s.punch(v, now, &a)
@@ -173,6 +173,14 @@ func (s *pathState) turn(v *pathView, now time.Time) (a pathActions, wakeAt time
 		wakeAt = t
 	}
 	return a, wakeAt
+}
+
+// nextTick returns the first multiple of d on the wall clock after now, keeping now's monotonic
+// reading (so a clock step moves the phase, never the interval). Every peer's direct-link check wakes
+// on the same ticks: an idle node with many peers then wakes once per d, not once per peer (measured
+// with 9 peers: 115 context switches a second spread over the second, see BENCHMARKS.md).
+func nextTick(now time.Time, d time.Duration) time.Time {
+	return now.Add(d - time.Duration(now.UnixNano()%int64(d)))
 }
 
 // directLost: the direct path is gone; birthday attempts start over, and a spray's hit is spent.

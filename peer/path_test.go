@@ -94,8 +94,8 @@ func TestPathRelayThenDirect(t *testing.T) {
 		{at: 3 * time.Second, ev: timer, want: ping, wake: 3*time.Second + 4*3200*time.Millisecond}, // relayed: 4× slower
 		{at: 4 * time.Second, ev: wake, set: func(v *pathView) { v.validated = addrA },
 			want: pathActions{dial: PathDirect, dialAddr: addrA}, wake: 3*time.Second + 4*3200*time.Millisecond},
-		{at: 4500 * time.Millisecond, ev: dialed, set: func(v *pathView) { v.link, v.direct, v.sendsTo = direct, true, addrA }, want: none, wake: 5500 * time.Millisecond},
-		{at: 5500 * time.Millisecond, ev: timer, want: none, wake: 6500 * time.Millisecond}, // a direct link: checked every second
+		{at: 4500 * time.Millisecond, ev: dialed, set: func(v *pathView) { v.link, v.direct, v.sendsTo = direct, true, addrA }, want: none, wake: 5 * time.Second}, // a direct link: checked on every whole second (nextTick)
+		{at: 5 * time.Second, ev: timer, want: none, wake: 6 * time.Second},
 	})
 }
 
@@ -198,8 +198,8 @@ func TestPathStall(t *testing.T) {
 	})
 	t.Run("probe answered", func(t *testing.T) {
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, append(quiet,
-			pathStep{at: 4500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated = addrA }, want: none, wake: 5500 * time.Millisecond},
-			pathStep{at: 5500 * time.Millisecond, ev: timer, want: none, wake: 6500 * time.Millisecond}))
+			pathStep{at: 4500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated = addrA }, want: none, wake: 5 * time.Second},
+			pathStep{at: 5 * time.Second, ev: timer, want: none, wake: 6 * time.Second}))
 	})
 	t.Run("no relay: rechecks every pingTimeout", func(t *testing.T) {
 		steps := append(quiet, pathStep{at: 4 * time.Second, ev: wake, set: func(v *pathView) { v.relaying = false }, want: none, wake: 5 * time.Second})
@@ -208,7 +208,7 @@ func TestPathStall(t *testing.T) {
 		}
 		steps = append(steps,
 			pathStep{at: 9 * time.Second, ev: timer, want: none, wake: 10 * time.Second}, // 5 s since the last: not yet
-			pathStep{at: 9001 * time.Millisecond, ev: timer, want: recheck, wake: 10001 * time.Millisecond})
+			pathStep{at: 9001 * time.Millisecond, ev: timer, want: recheck, wake: 10 * time.Second})
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, steps)
 	})
 	t.Run("packets come back", func(t *testing.T) {
@@ -217,13 +217,13 @@ func TestPathStall(t *testing.T) {
 			{at: 3 * time.Second, ev: timer, set: sends(16, 11), want: none, wake: 4 * time.Second},
 			{at: 4 * time.Second, ev: timer, set: sends(18, 11), want: none, wake: 5 * time.Second},
 			{at: 6 * time.Second, ev: timer, set: sends(20, 11), want: none, wake: 7 * time.Second}, // quiet since 4 s: 2 s is no stall
-			{at: 6001 * time.Millisecond, ev: timer, want: recheck, wake: 7001 * time.Millisecond},
+			{at: 6001 * time.Millisecond, ev: timer, want: recheck, wake: 7 * time.Second},
 		})
 	})
 	t.Run("endpoints changed", func(t *testing.T) {
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
 			quiet[0],
-			{at: 500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.recheck, v.validated = true, netip.AddrPort{} }, want: recheck, wake: 1500 * time.Millisecond,
+			{at: 500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.recheck, v.validated = true, netip.AddrPort{} }, want: recheck, wake: time.Second,
 				then: func(t *testing.T, v *pathView) {
 					if v.recheck {
 						t.Fatal("the recheck request is not consumed")
@@ -372,4 +372,21 @@ func TestPathUDPBlocked(t *testing.T) {
 		{at: 200 * time.Millisecond, ev: timer, want: ping, wake: 200*time.Millisecond + 4*400*time.Millisecond},
 		{at: 300 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated = addrA }, want: none, wake: 200*time.Millisecond + 4*400*time.Millisecond},
 	})
+}
+
+// TestNextTick: every caller wakes on the same whole multiples of d, at most d away, never now.
+func TestNextTick(t *testing.T) {
+	now := time.Now() // with a monotonic reading, which the result keeps
+	for _, d := range []time.Duration{time.Second, 250 * time.Millisecond} {
+		for _, off := range []time.Duration{0, time.Nanosecond, 123456789, d - 1} {
+			at := now.Add(off)
+			next := nextTick(at, d)
+			if gap := next.Sub(at); gap <= 0 || gap > d || next.UnixNano()%int64(d) != 0 {
+				t.Errorf("nextTick(%v, %v) = %v: %v later, want a multiple of d within (0, d]", at, d, next, gap)
+			}
+			if next == next.Round(0) {
+				t.Errorf("nextTick(%v, %v) dropped the monotonic reading", at, d)
+			}
+		}
+	}
 }
