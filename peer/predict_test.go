@@ -1,9 +1,13 @@
 package peer
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/warren-net/warren/control"
 )
@@ -119,5 +123,83 @@ func TestRandomPorts(t *testing.T) {
 	}
 	if len(ports) != birthdayProbes {
 		t.Fatalf("%d ports, want %d", len(ports), birthdayProbes)
+	}
+}
+
+// fakeNATCoord stands for a coord's main and probe ports seen through a NAT: it answers binding
+// requests with the public port that NAT would have given the sender's socket towards that port,
+// allocating as next says for every new (socket, destination) pair.
+func fakeNATCoord(t *testing.T, next func(n int) uint16) (coord netip.AddrPort, probePort uint16) {
+	t.Helper()
+	var (
+		mu       sync.Mutex
+		mappings = map[[2]netip.AddrPort]uint16{}
+	)
+	var ports [2]*net.UDPConn
+	for i := range ports {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		ports[i] = c
+		go func() {
+			buf := make([]byte, 512)
+			for {
+				n, from, err := c.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				tx, err := control.ParseBindingRequest(buf[:n])
+				if err != nil {
+					continue
+				}
+				k := [2]netip.AddrPort{from, udpAddrOf(c)}
+				mu.Lock()
+				port, ok := mappings[k]
+				if !ok {
+					port = next(len(mappings))
+					mappings[k] = port
+				}
+				mu.Unlock()
+				c.WriteToUDPAddrPort(control.AppendBindingResponse(nil, tx, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), port)), from)
+			}
+		}()
+	}
+	return udpAddrOf(ports[0]), udpAddrOf(ports[1]).Port()
+}
+
+func udpAddrOf(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// TestPortPattern runs NAT discovery's port probes against a fake coord behind a sequential NAT
+// and behind a random one: three fresh mappings, read as sequential from the right last port, or as
+// random.
+func TestPortPattern(t *testing.T) {
+	n := newUDPTestNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	coord, probe := fakeNATCoord(t, func(i int) uint16 { return 30000 + 2*uint16(i) })
+	alloc, ports := n.ep.PortPattern(ctx, coord, probe)
+	if alloc != AllocSequential || ports == nil || *ports != (control.Ports{Delta: 2, Last: 30004}) {
+		t.Errorf("behind a NAT counting in twos: %s %+v, want sequential, delta 2, last 30004", alloc, ports)
+	}
+
+	random := []uint16{41234, 9876, 61000}
+	coord, probe = fakeNATCoord(t, func(i int) uint16 { return random[i%len(random)] })
+	if alloc, ports := n.ep.PortPattern(ctx, coord, probe); alloc != AllocRandom || ports != nil {
+		t.Errorf("behind a random NAT: %s %+v, want random and no pattern", alloc, ports)
+	}
+
+	// A coord that does not answer: not measured.
+	silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer scancel()
+	if alloc, ports := n.ep.PortPattern(sctx, udpAddrOf(silent), 9); alloc != "" || ports != nil {
+		t.Errorf("without answers: %q %+v, want nothing", alloc, ports)
 	}
 }
