@@ -426,6 +426,12 @@ func TestNATMatrix(t *testing.T) {
 			t.Errorf("%s behind %s: netcheck port allocation %q, want %q", n.name, n.site.Type, got, wantAlloc)
 		}
 	}
+	// And `warren netcheck` says so (a fresh run, after everything else: it moves sq's counter).
+	out := warren(t, true, "netcheck", "--state", byName["sq"].state)
+	if !strings.Contains(out, "ports:        sequential, +1 per mapping") {
+		t.Errorf("warren netcheck behind the sequential NAT does not say so:\n%s", out)
+	}
+	t.Logf("warren netcheck behind the sequential NAT:\n%s", out)
 }
 
 // settlePairs waits, for every pair at once, until a fetch each way works and both sides show the path

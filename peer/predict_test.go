@@ -173,7 +173,7 @@ func udpAddrOf(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAd
 
 // TestPortPattern runs NAT discovery's port probes against a fake coord behind a sequential NAT
 // and behind a random one: three fresh mappings, read as sequential from the right last port, or as
-// random.
+// random (twice: a random reading is measured again).
 func TestPortPattern(t *testing.T) {
 	n := newUDPTestNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -189,6 +189,14 @@ func TestPortPattern(t *testing.T) {
 	coord, probe = fakeNATCoord(t, func(i int) uint16 { return random[i%len(random)] })
 	if alloc, ports := n.ep.PortPattern(ctx, coord, probe); alloc != AllocRandom || ports != nil {
 		t.Errorf("behind a random NAT: %s %+v, want random and no pattern", alloc, ports)
+	}
+
+	// A sequential NAT whose counter jumped during the first reading (the node's other mappings):
+	// the second reading counts.
+	jumpy := []uint16{30000, 30001, 30040, 30041, 30042, 30043}
+	coord, probe = fakeNATCoord(t, func(i int) uint16 { return jumpy[i] })
+	if alloc, ports := n.ep.PortPattern(ctx, coord, probe); alloc != AllocSequential || ports == nil || ports.Last != 30043 {
+		t.Errorf("behind a sequential NAT that jumped once: %s %+v, want sequential, last 30043", alloc, ports)
 	}
 
 	// A coord that does not answer: not measured.

@@ -275,41 +275,57 @@ func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort
 // PortPattern tells how the node's endpoint-dependent NAT allocates ports (classifyPorts): it makes
 // three new mappings in a row, from two fresh sockets (one to the coord's main and probe ports, the
 // other to its main port), and compares their public ports. Fresh sockets, because the node's own
-// socket may hold mappings to both ports from an earlier run. "" if that could not be measured.
+// socket may hold mappings to both ports from an earlier run. Mappings the node makes meanwhile (a
+// birthday attempt's sockets) can make a sequential NAT read as random, so a random reading is
+// measured once more. "" if that could not be measured.
 func (e *Endpoint) PortPattern(ctx context.Context, coord netip.AddrPort, probePort uint16) (string, *control.Ports) {
 	if !coord.Addr().Unmap().Is4() {
 		return "", nil // the extra sockets are IPv4 (extraBind)
 	}
+	var alloc string
+	var pattern *control.Ports
+	for range 2 {
+		ports, err := e.threeMappings(ctx, coord, netip.AddrPortFrom(coord.Addr(), probePort))
+		if err != nil {
+			e.log.Debug("NAT discovery: port probes", "error", err)
+			return "", nil
+		}
+		alloc, pattern = classifyPorts(ports)
+		e.log.Debug("NAT discovery: port allocation", "ports", ports, "allocation", alloc)
+		if alloc == AllocSequential {
+			break
+		}
+	}
+	return alloc, pattern
+}
+
+// threeMappings makes three new NAT mappings in a row (PortPattern) and returns their public ports.
+func (e *Endpoint) threeMappings(ctx context.Context, coord, probe netip.AddrPort) ([3]uint16, error) {
+	var ports [3]uint16
 	bind, err := e.extraBind()
 	if err != nil {
-		return "", nil
+		return ports, err
 	}
 	var socks [2]*net.UDPConn
 	for i := range socks {
 		c, err := net.ListenUDP("udp4", bind)
 		if err != nil {
-			e.log.Debug("NAT discovery: no socket for the port probes", "error", err)
-			return "", nil
+			return ports, fmt.Errorf("socket for the port probes: %w", err)
 		}
 		defer c.Close()
 		socks[i] = c
 	}
-	probe := netip.AddrPortFrom(coord.Addr(), probePort)
-	var ports [3]uint16
 	for i, p := range []struct {
 		c  *net.UDPConn
 		to netip.AddrPort
 	}{{socks[0], coord}, {socks[0], probe}, {socks[1], coord}} {
 		obs, err := bindingOn(ctx, p.c, p.to)
 		if err != nil {
-			e.log.Debug("NAT discovery: port probe", "error", err)
-			return "", nil
+			return ports, err
 		}
 		ports[i] = obs.Port()
 	}
-	alloc, pattern := classifyPorts(ports)
-	e.log.Debug("NAT discovery: port allocation", "ports", ports, "allocation", alloc)
-	return alloc, pattern
+	return ports, nil
 }
 
 // bindingOn asks the server at addr which address socket c has from there, as Binding does for the
