@@ -77,7 +77,7 @@ func (n *Node) refreshPorts() {
 		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
 		defer cancel()
 		alloc, ports := n.ep.PortPattern(ctx, addr, probePort)
-		if alloc != peer.AllocSequential || n.ep.Tunneled(addr) {
+		if alloc != peer.AllocSequential || !ports.Valid() || n.ep.Tunneled(addr) {
 			return
 		}
 		n.mu.Lock()

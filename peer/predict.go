@@ -87,11 +87,11 @@ const (
 // most control.MaxPortDelta, with the smaller step as Delta (another mapping made in between only
 // lengthens a step) and the third port as Last; random otherwise. Two random steps that small and
 // alike come once in millions of runs. A counter that wraps between the probes reads as random for
-// that run.
+// that run. (A port 0, which no NAT hands out, reads as random too.)
 func classifyPorts(ports [3]uint16) (string, *control.Ports) {
 	d1, d2 := int(ports[1])-int(ports[0]), int(ports[2])-int(ports[1])
 	small := func(d int) bool { return d != 0 && d >= -control.MaxPortDelta && d <= control.MaxPortDelta }
-	if !small(d1) || !small(d2) || (d1 > 0) != (d2 > 0) {
+	if !small(d1) || !small(d2) || (d1 > 0) != (d2 > 0) || ports[2] == 0 {
 		return AllocRandom, nil
 	}
 	delta := d1

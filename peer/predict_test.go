@@ -30,6 +30,7 @@ func TestClassifyPorts(t *testing.T) {
 		{[3]uint16{30999, 30000, 30001}, AllocRandom, nil}, // the counter wrapped: random this time
 		{[3]uint16{41234, 9876, 61000}, AllocRandom, nil},
 		{[3]uint16{65534, 65535, 1}, AllocRandom, nil},
+		{[3]uint16{2, 1, 0}, AllocRandom, nil}, // port 0 is no mapping
 	} {
 		alloc, got := classifyPorts(c.ports)
 		if alloc != c.alloc || (got == nil) != (c.want == nil) || got != nil && *got != *c.want {
