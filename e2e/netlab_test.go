@@ -259,8 +259,8 @@ func udpAddr(c *net.UDPConn) netip.AddrPort {
 }
 
 // TestNetlabBehaviour checks the lab itself, with plain UDP sockets and no warren code: every router
-// type maps and filters as its name says (the sequential one counts ports up from 30000), rebind changes the public port and drops old mappings,
-// coordonly stops UDP with everyone but the coord, two
+// type maps and filters as its name says (the sequential one counts ports up from 30000), rebind
+// changes the public port and drops old mappings, coordonly stops UDP with everyone but the coord, two
 // clients behind one NAT reach each other on their LAN, and the lab leaves nothing behind, also when
 // `up` fails half-way. A misconfigured router fails it.
 //

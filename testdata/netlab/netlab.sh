@@ -33,7 +33,7 @@
 #   symmetric  endpoint-dependent mapping (masquerade random: a new public port per destination),
 #              port-restricted filtering
 #   sequential endpoint-dependent mapping with a predictable allocator: every new UDP mapping takes
-#              the next port of one counter shared by all clients (30000, 30001, … 30999, then
+#              the next port of one counter shared by all clients (30000, 30001, … 39999, then
 #              30000 again), as many carrier-grade and corporate NATs do; port-restricted filtering
 #   blocked    UDP dropped in both directions (port-restricted for the rest)
 #   udpblock   the same: every UDP packet dropped silently (nodes fall back to TCP)
@@ -118,13 +118,13 @@ internet_host() {
   ipn "$ns" route add blackhole default
 }
 
-# seq_snat ADDR LO: the statement of a sequential allocator: each new mapping takes the next of the
-# ports LO … LO+999 on ADDR. (A counter, numgen inc, with a map to ports: numgen's "offset" puts its
+# seq_snat ADDR LO N: the statement of a sequential allocator: each new mapping takes the next of the
+# N ports LO … LO+N-1 on ADDR. (A counter, numgen inc, with a map to ports: numgen's "offset" puts its
 # value into the port in host byte order with nft 1.0.6, which counts in steps of 256.)
 seq_snat() {
   local i
-  printf 'snat ip to %s : numgen inc mod 1000 map { ' "$1"
-  for ((i = 0; i < 1000; i++)); do
+  printf 'snat ip to %s : numgen inc mod %d map { ' "$1" "$3"
+  for ((i = 0; i < $3; i++)); do
     printf '%d : %d, ' "$i" "$(($2 + i))"
   done
   printf '}'
@@ -171,7 +171,7 @@ esac )
   }
   chain nat_out {
     type nat hook postrouting priority srcnat; policy accept;
-$( [ "$type" = sequential ] && echo "    oifname \"wan\" meta l4proto udp $(seq_snat "$wan" 30000)" )
+$( [ "$type" = sequential ] && echo "    oifname \"wan\" meta l4proto udp $(seq_snat "$wan" 30000 10000)" )
     oifname "wan" masquerade$( [ "$type" = symmetric ] && echo ' random' )
   }
   chain note_out {
@@ -300,7 +300,7 @@ cmd_rebind() {
   # A sequential router keeps counting, in the new range; the others masquerade into it.
   udp="masquerade to :$lo-$((lo + 999))$random"
   seq=$(sed -n 's/.*snat \(ip \)\{0,1\}to \([0-9.]*\):numgen.*/\2/p' <<<"$rules" | head -1)
-  [ -z "$seq" ] || udp=$(seq_snat "$seq" "$lo")
+  [ -z "$seq" ] || udp=$(seq_snat "$seq" "$lo" 1000)
   in_ns "$router" nft -f - <<EOF
 flush chain ip netlab nat_out
 add rule ip netlab nat_out oifname "wan" meta l4proto udp $udp
