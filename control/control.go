@@ -158,6 +158,8 @@ type Peer struct {
 	Tag       string           `json:"tag,omitempty"` // from the auth key the peer joined with
 	// Mapping is the peer's NAT mapping behaviour as it last reported it (Endpoints.Mapping).
 	Mapping Mapping `json:"mapping,omitempty"`
+	// Ports is how the peer's NAT allocates ports, as it last reported it (Endpoints.Ports).
+	Ports *Ports `json:"ports,omitempty"`
 }
 
 // PeerMap replaces the receiver's whole view of its peers. A map too large for one frame comes as
@@ -428,6 +430,39 @@ type Endpoints struct {
 	// Mapping is the node's NAT mapping behaviour from its NAT discovery; peers use it to pick a
 	// hole-punching technique. Empty = not known.
 	Mapping Mapping `json:"mapping,omitempty"`
+	// Ports, with MappingDependent only, says that the NAT allocates its ports predictably, and
+	// where it was: peers aim at the ports it will allocate next. nil = random or not known.
+	Ports *Ports `json:"ports,omitempty"`
+}
+
+// MaxPortDelta bounds Ports.Delta: a NAT that steps further between mappings is not predicted.
+const MaxPortDelta = 16
+
+// Ports is the port allocation pattern of an endpoint-dependent NAT that allocates sequentially: its
+// next mapping takes public port Last+Delta, the one after Last+2·Delta, and so on (as long as nothing
+// else behind it opens mappings in between).
+type Ports struct {
+	Delta int    `json:"delta"` // the step between consecutive mappings: 1…MaxPortDelta or −MaxPortDelta…−1
+	Last  uint16 `json:"last"`  // the public port of the last mapping NAT discovery saw; never 0
+}
+
+// Valid reports whether p is a pattern a node may act on (nil is valid: no pattern).
+func (p *Ports) Valid() bool {
+	return p == nil || p.Last != 0 && p.Delta != 0 && p.Delta >= -MaxPortDelta && p.Delta <= MaxPortDelta
+}
+
+// checkPorts checks a pattern that comes with mapping m: only an endpoint-dependent NAT has one.
+func checkPorts(what string, m Mapping, p *Ports) error {
+	if p == nil {
+		return nil
+	}
+	if m != MappingDependent {
+		return fmt.Errorf("%s: a port pattern with mapping %.32q", what, m)
+	}
+	if !p.Valid() {
+		return fmt.Errorf("%s: invalid port pattern (delta %d, last port %d)", what, p.Delta, p.Last)
+	}
+	return nil
 }
 
 // Mapping is a NAT's mapping behaviour (RFC 4787): whether it keeps one public address and port for

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -31,6 +32,9 @@ func samples() []*Msg {
 		{Type: TypeReply, Reply: &Reply{Code: CodeBlocked, Error: "logins from this address are blocked"}},
 		{Type: TypeReply, Reply: &Reply{Code: CodeRateLimited, Error: "too many logins"}},
 		{Type: TypeEndpoints, Endpoints: &Endpoints{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:9")}}},
+		{Type: TypeEndpoints, Endpoints: &Endpoints{Mapping: MappingDependent, Ports: &Ports{Delta: 1, Last: 30011}}},
+		{Type: TypePeerDelta, PeerDelta: &PeerDelta{Upsert: []Peer{{Key: key, Name: "d", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.4")}, Networks: []string{"lan"},
+			Mapping: MappingDependent, Ports: &Ports{Delta: -2, Last: 1}}}}},
 		{Type: TypeRequest, Request: &Request{ID: 5, Op: OpKick, Network: "lan", Target: "bob"}},
 		{Type: TypeRequest, Request: &Request{ID: 6, Op: OpCreate, Network: "lan", Approval: true}},
 		{Type: TypeRequest, Request: &Request{ID: 7, Op: OpMembers, Network: "lan"}},
@@ -103,6 +107,16 @@ func TestRejects(t *testing.T) {
 		`{"type":"request","request":{"op":"acl_set","network":"lan","rules":[{"from":["a"],"to":[` + strings.Repeat(`"b",`, MaxACLEntries) + `"b"],"ports":["*"]}]}}`,
 		`{"type":"peerdelta","peerdelta":{"acls":[{"network":"","rules":[]}]}}`,
 		`{"type":"reply","reply":{"acl":{"network":"` + strings.Repeat("x", 65) + `"}}}`,
+		// Port patterns: only with an endpoint-dependent mapping, a small nonzero step, a real port.
+		`{"type":"endpoints","endpoints":{"endpoints":[],"ports":{"delta":1,"last":30000}}}`,
+		`{"type":"endpoints","endpoints":{"endpoints":[],"mapping":"endpoint-independent","ports":{"delta":1,"last":30000}}}`,
+		`{"type":"endpoints","endpoints":{"endpoints":[],"mapping":"endpoint-dependent","ports":{"delta":0,"last":30000}}}`,
+		`{"type":"endpoints","endpoints":{"endpoints":[],"mapping":"endpoint-dependent","ports":{"delta":17,"last":30000}}}`,
+		`{"type":"endpoints","endpoints":{"endpoints":[],"mapping":"endpoint-dependent","ports":{"delta":-17,"last":30000}}}`,
+		`{"type":"endpoints","endpoints":{"endpoints":[],"mapping":"endpoint-dependent","ports":{"delta":1,"last":0}}}`,
+		`{"type":"endpoints","endpoints":{"endpoints":[],"mapping":"endpoint-dependent","ports":{"delta":1,"last":65536}}}`,
+		`{"type":"endpoints","endpoints":{"endpoints":[],"mapping":"endpoint-dependent","ports":{"delta":9223372036854775808,"last":1}}}`,
+		`{"type":"peerdelta","peerdelta":{"upsert":[{"key":"` + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)) + `","name":"d","ips":["100.64.0.4"],"online":true,"networks":["lan"],"ports":{"delta":1,"last":5}}]}}`,
 	}
 	for _, s := range bad {
 		if _, err := Decode([]byte(s)); err == nil {

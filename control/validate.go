@@ -179,6 +179,9 @@ func (m *Msg) Validate() error {
 		if !m.Endpoints.Mapping.valid() {
 			return fmt.Errorf("endpoints: unknown mapping %.32q", m.Endpoints.Mapping)
 		}
+		if err := checkPorts("endpoints", m.Endpoints.Mapping, m.Endpoints.Ports); err != nil {
+			return err
+		}
 		return checkEndpoints(m.Endpoints.Endpoints)
 	default:
 		return fmt.Errorf("unknown message type %q", m.Type)
@@ -292,6 +295,9 @@ func checkPeers(peers []Peer) error {
 		}
 		if !p.Mapping.valid() {
 			return fmt.Errorf("peer: unknown mapping %.32q", p.Mapping)
+		}
+		if err := checkPorts("peer", p.Mapping, p.Ports); err != nil {
+			return err
 		}
 		if p.Tag != "" {
 			if err := ValidNodeName(p.Tag); err != nil {

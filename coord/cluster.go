@@ -60,12 +60,14 @@ type remote struct {
 	coord     string
 	endpoints []netip.AddrPort
 	mapping   control.Mapping
+	ports     *control.Ports
 }
 
 // presenceJSON is how a coord stores a node's endpoints in its presence row.
 type presenceJSON struct {
 	Endpoints []netip.AddrPort `json:"e,omitempty"`
 	Mapping   control.Mapping  `json:"m,omitempty"`
+	Ports     *control.Ports   `json:"p,omitempty"`
 }
 
 // initCluster loads the other coords' nodes and starts the event loop, the LISTEN connection and
@@ -142,7 +144,10 @@ func decodeRemote(p store.Presence) remote {
 	if len(pj.Endpoints) > control.MaxEndpoints {
 		pj.Endpoints = pj.Endpoints[:control.MaxEndpoints]
 	}
-	return remote{coord: p.Coord, endpoints: pj.Endpoints, mapping: pj.Mapping}
+	if pj.Mapping != control.MappingDependent || !pj.Ports.Valid() {
+		pj.Ports = nil // a pattern goes with an endpoint-dependent mapping only (control.Peer)
+	}
+	return remote{coord: p.Coord, endpoints: pj.Endpoints, mapping: pj.Mapping, ports: pj.Ports}
 }
 
 // remoteOnline returns the presence of a node logged in to another live coord.
@@ -180,7 +185,7 @@ func (s *Server) setPresence(sess *session) {
 		return
 	}
 	sess.mu.Lock()
-	b, _ := json.Marshal(presenceJSON{Endpoints: sess.endpoints, Mapping: sess.mapping})
+	b, _ := json.Marshal(presenceJSON{Endpoints: sess.endpoints, Mapping: sess.mapping, Ports: sess.ports})
 	sess.mu.Unlock()
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()

@@ -194,6 +194,16 @@ func TestLoginAndPeerDeltas(t *testing.T) {
 	if len(d.Upsert) != 1 || d.Upsert[0].Name != "b" || !d.Upsert[0].Online || len(d.Upsert[0].Endpoints) != 2 {
 		t.Fatalf("delta at a: %+v", d)
 	}
+	// b reports a sequential NAT: a gets its mapping and port pattern; a new last port alone is news too.
+	for _, last := range []uint16{30004, 30107} {
+		b.send(t, &control.Msg{Type: control.TypeEndpoints, Endpoints: &control.Endpoints{
+			Mapping: control.MappingDependent, Ports: &control.Ports{Delta: 1, Last: last}}})
+		d = a.peerDelta(t)
+		if len(d.Upsert) != 1 || d.Upsert[0].Mapping != control.MappingDependent || d.Upsert[0].Ports == nil ||
+			*d.Upsert[0].Ports != (control.Ports{Delta: 1, Last: last}) {
+			t.Fatalf("delta at a after b's port pattern (last %d): %+v", last, d)
+		}
+	}
 	// b goes away: a is told it is offline.
 	b.conn.CloseWithError(0, "bye")
 	d = a.peerDelta(t)

@@ -39,6 +39,7 @@ type session struct {
 	local     []netip.AddrPort // the node's own interface addresses, as it reported them
 	endpoints []netip.AddrPort
 	mapping   control.Mapping           // the node's NAT mapping, as it reported it
+	ports     *control.Ports            // its NAT's port allocation pattern, as it reported it
 	peers     map[nodeKey]bool          // who may send to this node through the relay (shares a network)
 	member    *relay.Member             // the node's relay binding; set at login, before the session is shared
 	pending   map[nodeKey]*control.Peer // nil value = remove
@@ -405,10 +406,10 @@ func (s *Server) peerRecord(n store.Node, networks []string) control.Peer {
 		p.Online = true
 		sess.mu.Lock()
 		p.Endpoints = slices.Clone(sess.endpoints)
-		p.Mapping = sess.mapping
+		p.Mapping, p.Ports = sess.mapping, sess.ports
 		sess.mu.Unlock()
 	} else if r, ok := s.cluster.remoteOnline(keyOf(n.Key)); ok {
-		p.Online, p.Endpoints, p.Mapping = true, slices.Clone(r.endpoints), r.mapping
+		p.Online, p.Endpoints, p.Mapping, p.Ports = true, slices.Clone(r.endpoints), r.mapping, r.ports
 	}
 	s.mu.Unlock()
 	return p
@@ -582,17 +583,22 @@ func (s *Server) readLoop(sess *session) {
 func (s *Server) updateEndpoints(sess *session, u *control.Endpoints) {
 	s.mu.Lock() // s.mu before sess.mu, as everywhere (peerRecord)
 	sess.mu.Lock()
-	same := slices.Equal(sess.local, u.Endpoints) && sess.mapping == u.Mapping
+	same := slices.Equal(sess.local, u.Endpoints) && sess.mapping == u.Mapping && samePorts(sess.ports, u.Ports)
 	if !same {
 		sess.local = u.Endpoints
 		sess.endpoints = s.candidateEndpoints(sess.observed, u.Endpoints)
-		sess.mapping = u.Mapping
+		sess.mapping, sess.ports = u.Mapping, u.Ports // validated with the message (control.Validate)
 	}
 	sess.mu.Unlock()
 	s.mu.Unlock()
 	if !same {
 		s.scheduleEndpointRefresh(sess)
 	}
+}
+
+// samePorts reports whether two port patterns (nil = none) are equal.
+func samePorts(a, b *control.Ports) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 // scheduleEndpointRefresh tells sess's peers its endpoints: at once if its rate allows, else once

@@ -37,10 +37,12 @@ type matrixNode struct {
 }
 
 // natWantPath is the path a pair of nodes should end up on: direct wherever port-preserving hole
-// punching can open both NATs, and between a symmetric NAT (a random port per destination) and a
-// port-restricted one, where the birthday technique does (peer/birthday.go); relay between two
-// symmetric NATs. Two clients behind the same NAT meet on their LAN. A node whose UDP is blocked
-// reaches everyone through the coord's relay over TCP: relay-tcp from its side, relay from the other's.
+// punching can open both NATs, and between a symmetric NAT (a new port per destination) and a
+// port-restricted one, where the birthday technique does (peer/birthday.go), aimed at the predicted
+// ports where the symmetric NAT allocates sequentially (peer/predict.go), which also pairs two
+// sequential NATs; relay between two symmetric NATs of which one (or both) picks ports at random. Two
+// clients behind the same NAT meet on their LAN. A node whose UDP is blocked reaches everyone through
+// the coord's relay over TCP: relay-tcp from its side, relay from the other's.
 // It is the path a's status shows for b.
 func natWantPath(a, b *matrixNode) string {
 	switch {
@@ -51,19 +53,23 @@ func natWantPath(a, b *matrixNode) string {
 	case b.site.Type == "blocked":
 		return "relay"
 	}
-	hard := func(n *matrixNode) bool { return n.site.Type == "symmetric" }
-	if hard(a) && hard(b) {
+	if hardNAT(a) && hardNAT(b) && !(seqNAT(a) && seqNAT(b)) {
 		return "relay"
 	}
 	return "direct"
 }
 
+// hardNAT says whether n's NAT maps endpoint-dependently (a new public port per destination).
+func hardNAT(n *matrixNode) bool { return n.site.Type == "symmetric" || seqNAT(n) }
+
+// seqNAT says whether n's NAT allocates its ports sequentially (predictably).
+func seqNAT(n *matrixNode) bool { return n.site.Type == "sequential" }
+
 // birthdayPair says whether a and b need the birthday technique for a direct path: plain hole
-// punching fails between them.
+// punching fails between them (a hard NAT and a port-restricted one, or two sequential ones).
 func birthdayPair(a, b *matrixNode) bool {
-	hard := func(n *matrixNode) bool { return n.site.Type == "symmetric" }
 	strict := func(n *matrixNode) bool { return n.site.Type == "port" }
-	return a.site != b.site && (hard(a) && strict(b) || hard(b) && strict(a))
+	return a.site != b.site && (hardNAT(a) && strict(b) || hardNAT(b) && strict(a) || seqNAT(a) && seqNAT(b))
 }
 
 const (
@@ -72,8 +78,8 @@ const (
 )
 
 // TestNATMatrix runs a coord on the lab's internet segment and one node per client namespace (public,
-// full cone, address-restricted, port-restricted, two symmetric, two clients behind one port-restricted
-// NAT), all in one network, and checks every pair: an HTTP fetch through each side's SOCKS port from the
+// full cone, address-restricted, port-restricted, two symmetric with random ports, two symmetric that
+// allocate sequentially, two clients behind one port-restricted NAT), all in one network, and checks every pair: an HTTP fetch through each side's SOCKS port from the
 // other's exposed service (both ways, content compared), and the path `warren status --json` shows,
 // direct or relay as natWantPath says. The node behind the UDP-blocking router logs in over TCP and
 // reaches every peer through the coord's relay over TCP (relay-tcp).
@@ -82,7 +88,8 @@ const (
 // Then: a firewall closing on one site (its direct links must fail over to the relay), opening again
 // (relay → direct upgrade), and — opt-in until it works — roaming behind a rebinding NAT, each timed.
 func TestNATMatrix(t *testing.T) {
-	lab := newNetlab(t, "pub:public", "fc:fullcone", "ar:addr", "pr:port", "sy:symmetric", "sy2:symmetric", "lan:port:2", "bl:blocked")
+	lab := newNetlab(t, "pub:public", "fc:fullcone", "ar:addr", "pr:port", "sy:symmetric", "sy2:symmetric", "sq:sequential", "sq2:sequential",
+		"lan:port:2", "bl:blocked")
 	tmp := t.TempDir()
 	coord := startNSProc(t, lab.coord.NS, "warren-coord", "--listen", netip.AddrPortFrom(lab.coord.addr(), 7400).String(), "--data", filepath.Join(tmp, "coord"))
 	coordAddr := coord.line(t, "warren-coord listening on")
@@ -255,6 +262,18 @@ func TestNATMatrix(t *testing.T) {
 		}
 		return "?"
 	}
+	allocOf := func(n *matrixNode) string {
+		if st, ok := views[n.name]; ok && st.Self.NAT != nil {
+			return st.Self.NAT.Allocation
+		}
+		return "?"
+	}
+	natCol := func(n *matrixNode) string {
+		if a := allocOf(n); a == "sequential" {
+			return short(natOf(n)) + "+seq"
+		}
+		return short(natOf(n))
+	}
 	ms := func(d time.Duration) string {
 		if d == 0 {
 			return "-"
@@ -280,7 +299,7 @@ func TestNATMatrix(t *testing.T) {
 				s = &seen{}
 			}
 			rows = append(rows, fmt.Sprintf("%-5s %-5s | %-15s %-15s | %-13s %-13s | %-11s %-11s | %-9s %-9s",
-				a.name, b.name, want, got, ms(s.relay), ms(s.direct), ms(rab.ttfb), ms(rba.ttfb), short(natOf(a)), short(natOf(b))))
+				a.name, b.name, want, got, ms(s.relay), ms(s.direct), ms(rab.ttfb), ms(rba.ttfb), natCol(a), natCol(b)))
 			if pa != natWantPath(a, b) || pb != wantBA {
 				t.Errorf("%s (%s) ↔ %s (%s): path %s / %s, want %s", a.name, a.site.Type, b.name, b.site.Type, pa, pb, want)
 			}
@@ -303,6 +322,9 @@ func TestNATMatrix(t *testing.T) {
 	// From `warren up` to the first fetched body, per path (the nodes started within a few ms).
 	sinceUp := t0.Sub(nodes[len(nodes)-1].up)
 	kind := func(a, b *matrixNode) string {
+		if birthdayPair(a, b) && (seqNAT(a) || seqNAT(b)) {
+			return "predicted"
+		}
 		if birthdayPair(a, b) {
 			return "birthday"
 		}
@@ -311,7 +333,7 @@ func TestNATMatrix(t *testing.T) {
 		}
 		return natWantPath(a, b)
 	}
-	for _, path := range []string{"direct", "birthday", "relay", "relay-tcp"} {
+	for _, path := range []string{"direct", "birthday", "predicted", "relay", "relay-tcp"} {
 		var lo, hi time.Duration
 		for k, r := range results {
 			if r.ttfb == 0 || kind(byName[k[0]], byName[k[1]]) != path {
@@ -372,10 +394,10 @@ func TestNATMatrix(t *testing.T) {
 		}
 		lab.rebind(t, "pr")
 		settlePairs(t, "pr's router rebinds (new public port, mappings dropped)", pairsOf(pr, "pub", "fc", "lan1"), natWantPath, 8*time.Second) // target 5 s, measured ~2.5 s
-		// pr ↔ sy was opened by the birthday technique: sy's NAT accepts only pr's old address on that
-		// mapping, so the link cannot follow; it falls back to the relay (stall detection) and a new
-		// attempt opens a new direct link.
-		settlePairs(t, "pr's router rebinds: pr ↔ sy (birthday) punches again", pairsOf(pr, "sy"), natWantPath, 20*time.Second)
+		// pr ↔ sy and pr ↔ sq were opened by the birthday technique: the hard side's NAT accepts only
+		// pr's old address on that mapping, so the link cannot follow; it falls back to the relay
+		// (stall detection) and a new attempt opens a new direct link.
+		settlePairs(t, "pr's router rebinds: pr ↔ sy, sq (birthday) punch again", pairsOf(pr, "sy", "sq"), natWantPath, 20*time.Second)
 		for _, ss := range sessions {
 			if birthdayPair(pr, ss.to) {
 				sessionGet(t, ss.client, ss.to, nil)
@@ -388,17 +410,28 @@ func TestNATMatrix(t *testing.T) {
 
 	// What each node's NAT discovery found, against what the lab built.
 	for _, n := range nodes {
-		want := "endpoint-independent"
+		want, wantAlloc := "endpoint-independent", ""
 		switch n.site.Type {
 		case "symmetric":
-			want = "endpoint-dependent"
+			want, wantAlloc = "endpoint-dependent", "random"
+		case "sequential":
+			want, wantAlloc = "endpoint-dependent", "sequential"
 		case "blocked":
 			want = "unknown" // over TCP: NAT discovery has no UDP to measure
 		}
 		if got := natOf(n); got != want {
 			t.Errorf("%s behind %s: netcheck mapping %q, want %q", n.name, n.site.Type, got, want)
 		}
+		if got := allocOf(n); got != wantAlloc {
+			t.Errorf("%s behind %s: netcheck port allocation %q, want %q", n.name, n.site.Type, got, wantAlloc)
+		}
 	}
+	// And `warren netcheck` says so (a fresh run, after everything else: it moves sq's counter).
+	out := warren(t, true, "netcheck", "--state", byName["sq"].state)
+	if !strings.Contains(out, "ports:        sequential, +1 per mapping") {
+		t.Errorf("warren netcheck behind the sequential NAT does not say so:\n%s", out)
+	}
+	t.Logf("warren netcheck behind the sequential NAT:\n%s", out)
 }
 
 // settlePairs waits, for every pair at once, until a fetch each way works and both sides show the path

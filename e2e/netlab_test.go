@@ -259,15 +259,15 @@ func udpAddr(c *net.UDPConn) netip.AddrPort {
 }
 
 // TestNetlabBehaviour checks the lab itself, with plain UDP sockets and no warren code: every router
-// type maps and filters as its name says, rebind changes the public port and drops old mappings,
-// coordonly stops UDP with everyone but the coord, two
+// type maps and filters as its name says (the sequential one counts ports up from 30000), rebind
+// changes the public port and drops old mappings, coordonly stops UDP with everyone but the coord, two
 // clients behind one NAT reach each other on their LAN, and the lab leaves nothing behind, also when
 // `up` fails half-way. A misconfigured router fails it.
 //
 // The internet side: s1 = coord address 1, port p; s2 = the same address, port p+1; s3 = coord address
 // 2, port p; x = a stranger, an address the client never sent to. The client sends to s1 and s3 only.
 func TestNetlabBehaviour(t *testing.T) {
-	lab := newNetlab(t, "pub:public", "fc:fullcone", "ar:addr", "pr:port", "sy:symmetric", "bl:blocked", "lan:port:2")
+	lab := newNetlab(t, "pub:public", "fc:fullcone", "ar:addr", "pr:port", "sy:symmetric", "sq:sequential", "bl:blocked", "lan:port:2")
 	coordNS := lab.coord.NS
 	// What each type lets in from s1 (contacted), s2 (contacted address, other port) and x (stranger);
 	// whether its mapping is endpoint-independent; whether it is a NAT that rebind applies to.
@@ -277,12 +277,13 @@ func TestNetlabBehaviour(t *testing.T) {
 		nat     bool
 	}
 	wants := map[string]want{
-		"public":    {[]string{"s1", "s2", "x"}, true, false},
-		"fullcone":  {[]string{"s1", "s2", "x"}, true, true},
-		"addr":      {[]string{"s1", "s2"}, true, true},
-		"port":      {[]string{"s1"}, true, true},
-		"symmetric": {[]string{"s1"}, false, true},
-		"blocked":   {nil, false, false},
+		"public":     {[]string{"s1", "s2", "x"}, true, false},
+		"fullcone":   {[]string{"s1", "s2", "x"}, true, true},
+		"addr":       {[]string{"s1", "s2"}, true, true},
+		"port":       {[]string{"s1"}, true, true},
+		"symmetric":  {[]string{"s1"}, false, true},
+		"sequential": {[]string{"s1"}, false, true},
+		"blocked":    {nil, false, false},
 	}
 	var (
 		mu    sync.Mutex
@@ -355,6 +356,10 @@ func TestNetlabBehaviour(t *testing.T) {
 				}
 				if w.eim && m1.Port() != local {
 					t.Errorf("mapping not port-preserving before any rebind: %d → %v", local, m1)
+				}
+				// Sequential: one counter from 30000, so s1 and s3 see its first two ports.
+				if s.Type == "sequential" && (m1.Port() != 30000 || m3.Port() != 30001) {
+					t.Errorf("sequential: s1 saw port %d and s3 %d, want 30000 and 30001", m1.Port(), m3.Port())
 				}
 			}
 
@@ -493,9 +498,9 @@ func TestNetlabBehaviour(t *testing.T) {
 		if left := other.namespaces(t); len(left) > 0 {
 			t.Errorf("after down: %v left", left)
 		}
-		// pub: 1, fc/ar/pr/sy/bl: router and client, lan: router and two clients, inet, coord.
-		if n := len(lab.namespaces(t)); n != 16 {
-			t.Errorf("the other lab has %d namespaces, want 16", n)
+		// pub: 1, fc/ar/pr/sy/sq/bl: router and client, lan: router and two clients, inet, coord.
+		if n := len(lab.namespaces(t)); n != 18 {
+			t.Errorf("the other lab has %d namespaces, want 18", n)
 		}
 	})
 

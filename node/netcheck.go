@@ -34,18 +34,61 @@ func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
 			}
 			return
 		}
-		n.log.Info("NAT discovery", "public", rep.Public, "mapping", rep.Mapping, "hairpin", rep.Hairpin,
-			"coord_rtt", rep.CoordRTT.Round(time.Microsecond), "relay", rep.Relay)
+		n.log.Info("NAT discovery", "public", rep.Public, "mapping", rep.Mapping, "allocation", rep.Allocation,
+			"hairpin", rep.Hairpin, "coord_rtt", rep.CoordRTT.Round(time.Microsecond), "relay", rep.Relay)
 		n.mu.Lock()
 		n.nat = &rep
 		n.mu.Unlock()
-		// Peers pick their hole-punching technique by both sides' mappings (peer/birthday.go).
+		// Peers pick their hole-punching technique by both sides' mappings, and aim at the ports a
+		// sequential NAT allocates next (peer/birthday.go, peer/predict.go).
 		mapping := control.Mapping(rep.Mapping)
 		if rep.Mapping == peer.MappingUnknown {
 			mapping = control.MappingUnknown
 		}
-		n.ep.SetMapping(mapping)
-		n.coord.sendEndpoints(&control.Endpoints{Endpoints: n.localEndpoints(), Mapping: mapping})
+		ports := rep.Ports
+		if mapping != control.MappingDependent || !ports.Valid() {
+			ports = nil
+		}
+		n.ep.SetMapping(mapping, ports)
+		n.coord.sendEndpoints(&control.Endpoints{Endpoints: n.localEndpoints(), Mapping: mapping, Ports: ports})
+	}()
+}
+
+// refreshPorts measures the NAT's port counter again after a birthday attempt moved it
+// (peer.Config.OnPortsUsed) and reports the new pattern, so that peers' next attempt aims from there
+// (peer/predict.go). One measurement at a time; one that fails or does not read as sequential changes
+// nothing.
+func (n *Node) refreshPorts() {
+	if !n.portsBusy.CompareAndSwap(false, true) {
+		return
+	}
+	n.mu.Lock()
+	addr, probePort := n.coordAddr, n.probePort
+	if n.closed || !addr.IsValid() || probePort == 0 {
+		n.mu.Unlock()
+		n.portsBusy.Store(false)
+		return
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
+	go func() {
+		defer n.wg.Done()
+		defer n.portsBusy.Store(false)
+		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
+		defer cancel()
+		alloc, ports := n.ep.PortPattern(ctx, addr, probePort)
+		if alloc != peer.AllocSequential || !ports.Valid() || n.ep.Tunneled(addr) {
+			return
+		}
+		n.mu.Lock()
+		if n.nat != nil {
+			rep := *n.nat
+			rep.Ports = ports
+			n.nat = &rep
+		}
+		n.mu.Unlock()
+		n.ep.SetMapping(control.MappingDependent, ports)
+		n.coord.sendEndpoints(&control.Endpoints{Endpoints: n.localEndpoints(), Mapping: control.MappingDependent, Ports: ports})
 	}()
 }
 
@@ -81,10 +124,13 @@ func (n *Node) transport(addr netip.AddrPort) string {
 // logins by relay address (relaySet.logins).
 // coordTransport is how the node reaches the coord; transport names it for a relay (Node.transport).
 func netcheckView(r peer.NATReport, logins map[netip.AddrPort]string, coordTransport string, transport func(netip.AddrPort) string) localapi.Netcheck {
-	v := localapi.Netcheck{UDP: r.UDP, Mapping: r.Mapping, Hairpin: r.Hairpin,
+	v := localapi.Netcheck{UDP: r.UDP, Mapping: r.Mapping, Allocation: r.Allocation, Hairpin: r.Hairpin,
 		CoordRTTms: ms(r.CoordRTT), RelayRTTms: ms(r.RelayRTT), CoordTransport: coordTransport, RelayTransport: transport(r.Relay)}
 	if r.Public.IsValid() {
 		v.Public = r.Public.String()
+	}
+	if r.Ports != nil {
+		v.PortDelta, v.LastPort = r.Ports.Delta, r.Ports.Last
 	}
 	if r.Relay.IsValid() {
 		v.Relay = r.Relay.String()

@@ -117,6 +117,8 @@ type Node struct {
 	metricsSrv   *metrics.Server // Config.Metrics; nil without it
 	// started is set once Start has succeeded: what Start sets is then safe to read (metrics.go).
 	started atomic.Bool
+	// portsBusy: a measurement of the NAT's port counter is under way (refreshPorts).
+	portsBusy atomic.Bool
 	// inboundExposed counts connections peers made to exposed ports (dialLocal).
 	inboundExposed atomic.Uint64
 
@@ -301,7 +303,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream,
-		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, Logger: n.log.Named("peer"), Tunnel: n.openTunnel})
+		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, Logger: n.log.Named("peer"), Tunnel: n.openTunnel,
+		OnPortsUsed: n.refreshPorts})
 	if err != nil {
 		pc.Close()
 		return err

@@ -47,6 +47,10 @@ func buildRoutes(peers map[peer.Key]control.Peer, policies map[string]*acl.Polic
 			rt.owner[ip] = k
 		}
 		info := peer.Info{Key: k, Name: p.Name, Mapping: p.Mapping}
+		if p.Ports != nil { // validated with the message (control.Validate)
+			ports := *p.Ports
+			info.Ports = &ports
+		}
 		if p.Online {
 			info.Endpoints = p.Endpoints
 		}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -48,24 +47,31 @@ const (
 )
 
 // birthdayRole says what this node does in a birthday attempt with a peer: "hard" opens sockets, "easy"
-// sprays probes, "" means the technique does not apply (both easy: plain punching works; both hard:
-// hopeless; unknown: no NAT discovery yet).
-func birthdayRole(self, peer control.Mapping) string {
+// sprays probes, "" means the technique does not apply (both easy: plain punching works; unknown: no
+// NAT discovery yet; both hard: hopeless, unless both NATs allocate sequentially (predict.go), where
+// the lower key (lower) opens the sockets and the other sprays). ports are the sides' port patterns.
+func birthdayRole(self, peer control.Mapping, selfPorts, peerPorts *control.Ports, lower bool) string {
 	switch {
 	case self == control.MappingDependent && peer == control.MappingIndependent:
 		return "hard"
 	case self == control.MappingIndependent && peer == control.MappingDependent:
 		return "easy"
+	case self == control.MappingDependent && peer == control.MappingDependent && selfPorts != nil && peerPorts != nil:
+		if lower {
+			return "hard"
+		}
+		return "easy"
 	}
 	return ""
 }
 
-// SetMapping records this node's NAT mapping behaviour (from its NAT discovery), which decides its
+// SetMapping records this node's NAT mapping behaviour and, for an endpoint-dependent NAT that
+// allocates sequentially, its port pattern (from its NAT discovery; nil = none), which decide its
 // role in the birthday technique with each peer.
-func (e *Endpoint) SetMapping(m control.Mapping) {
+func (e *Endpoint) SetMapping(m control.Mapping, ports *control.Ports) {
 	e.mu.Lock()
-	changed := e.mapping != m
-	e.mapping = m
+	changed := e.mapping != m || (e.ports == nil) != (ports == nil)
+	e.mapping, e.ports = m, ports
 	if changed {
 		for _, ps := range e.peers {
 			poke(ps.wake)
@@ -75,27 +81,64 @@ func (e *Endpoint) SetMapping(m control.Mapping) {
 }
 
 // startBirthday starts an attempt with peer k in the given role, unless one is under way. The peer's
-// first endpoint is its public address (Info.Endpoints).
+// first endpoint is its public address (Info.Endpoints). Where a side's NAT allocates sequentially,
+// the attempt aims at its predicted ports (predict.go).
 func (e *Endpoint) startBirthday(ctx context.Context, k Key, ps *peerState, role string, public netip.AddrPort) {
 	if !public.IsValid() || !public.Addr().Is4() || !ps.hardBusy.CompareAndSwap(false, true) {
 		return
 	}
-	e.log.Debug("hard NAT: birthday attempt", "peer", e.Who(k), "role", role, "peer_public", public)
+	e.mu.RLock()
+	selfPorts, peerPorts := e.ports, ps.info.Ports
+	e.mu.RUnlock()
+	e.log.Debug("hard NAT: birthday attempt", "peer", e.Who(k), "role", role, "peer_public", public,
+		"predicted", peerPorts != nil)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
 		defer ps.hardBusy.Store(false)
 		if role == "easy" {
-			e.spray(ctx, k, ps, public.Addr())
-		} else if err := e.openMany(ctx, k, public); err != nil && ctx.Err() == nil {
+			ports := randomPorts(birthdayProbes)
+			if peerPorts != nil {
+				ports = predictPorts(*peerPorts, birthdayProbes)
+			}
+			e.spray(ctx, k, ps, public.Addr(), ports)
+		} else if err := e.openMany(ctx, k, hardTargets(public, selfPorts, peerPorts)); err != nil && ctx.Err() == nil {
 			e.log.Debug("hard NAT: birthday attempt failed", "peer", e.Who(k), "error", err)
+		}
+		// Sockets or probes behind our sequential NAT moved its counter.
+		if selfPorts != nil && e.cfg.OnPortsUsed != nil && ctx.Err() == nil {
+			e.cfg.OnPortsUsed()
 		}
 	}()
 }
 
-// spray sends one signed ping (one txid, so one signature) to birthdayProbes random ports of ip,
-// stopping early once a pong arrives.
-func (e *Endpoint) spray(ctx context.Context, k Key, ps *peerState, ip netip.Addr) {
+// hardTargets returns where the hard side's sockets ping, one address per socket: the peer's public
+// address from birthdaySockets sockets, or from sequentialSockets if our own NAT allocates
+// sequentially (the peer's spray finds them); towards a peer behind a sequential NAT too, the ports
+// pairedTargets predicts.
+func hardTargets(public netip.AddrPort, selfPorts, peerPorts *control.Ports) []netip.AddrPort {
+	if peerPorts != nil {
+		ports := pairedTargets(*peerPorts, birthdaySockets)
+		out := make([]netip.AddrPort, len(ports))
+		for i, port := range ports {
+			out[i] = netip.AddrPortFrom(public.Addr(), port)
+		}
+		return out
+	}
+	n := birthdaySockets
+	if selfPorts != nil {
+		n = sequentialSockets
+	}
+	out := make([]netip.AddrPort, n)
+	for i := range out {
+		out[i] = public
+	}
+	return out
+}
+
+// spray sends one signed ping (one txid, so one signature) to each of ports of ip in order, sprayBurst
+// per sprayTick, stopping early once a pong arrives.
+func (e *Endpoint) spray(ctx context.Context, k Key, ps *peerState, ip netip.Addr, ports []uint16) {
 	select {
 	case <-time.After(sprayDelay):
 	case <-ctx.Done():
@@ -110,14 +153,8 @@ func (e *Endpoint) spray(ctx context.Context, k Key, ps *peerState, ip netip.Add
 	ping := appendProbe(nil, e.cfg.Key, kindPing, e.self, k, tx, netip.AddrPort{})
 	tick := time.NewTicker(sprayTick)
 	defer tick.Stop()
-	seen := make(map[uint16]bool, birthdayProbes)
-	for sent := 0; sent < birthdayProbes; {
-		for range sprayBurst {
-			port := uint16(1024 + mrand.IntN(65536-1024))
-			if seen[port] {
-				continue
-			}
-			seen[port] = true
+	for sent := 0; sent < len(ports); {
+		for _, port := range ports[sent:min(sent+sprayBurst, len(ports))] {
 			e.writeSide(ping, netip.AddrPortFrom(ip, port))
 			sent++
 		}
@@ -151,29 +188,26 @@ func (e *Endpoint) reserveHardSockets(want int) int {
 	}
 }
 
-// openMany is the hard side of an attempt: birthdaySockets sockets ping the peer's public address
-// until one of them hears from the peer; that socket then accepts the peer's QUIC connection.
-func (e *Endpoint) openMany(ctx context.Context, k Key, target netip.AddrPort) error {
-	local := e.LocalAddr().Addr()
-	if local.Is6() && !local.Is4In6() && !local.IsUnspecified() {
-		return errors.New("the node's socket is IPv6-only")
-	}
-	bind := &net.UDPAddr{}
-	if local.Unmap().Is4() {
-		bind.IP = local.Unmap().AsSlice()
+// openMany is the hard side of an attempt: a socket per target (hardTargets) pings its target until
+// one of them hears from the peer; that socket then accepts the peer's QUIC connection.
+func (e *Endpoint) openMany(ctx context.Context, k Key, targets []netip.AddrPort) error {
+	bind, err := e.extraBind()
+	if err != nil {
+		return err
 	}
 	// Attempts with several peers at once share maxHardSockets; fewer sockets still give a fair
 	// chance (1−e^(−64·1024/64512) = 64% for a quarter), a handful is not worth trying.
-	budget := e.reserveHardSockets(birthdaySockets)
+	want := len(targets)
+	budget := e.reserveHardSockets(want)
 	defer e.hardSocks.Add(-int32(budget))
-	if budget < birthdaySockets/4 {
+	if budget < (want+3)/4 {
 		return fmt.Errorf("%d other sockets are open for attempts with other peers", maxHardSockets-budget)
 	}
 	socks := make([]*net.UDPConn, 0, budget)
 	for range budget {
 		c, err := net.ListenUDP("udp4", bind)
 		if err != nil {
-			if len(socks) < birthdaySockets/4 {
+			if len(socks) < (want+3)/4 {
 				for _, c := range socks {
 					c.Close()
 				}
@@ -225,9 +259,10 @@ func (e *Endpoint) openMany(ctx context.Context, k Key, target netip.AddrPort) e
 			}
 		}()
 	}
+	// In order: behind a sequential NAT, socket i takes the i-th port of the counter (predict.go).
 	sendAll := func() {
-		for _, c := range socks {
-			c.WriteToUDPAddrPort(ping, target)
+		for i, c := range socks {
+			c.WriteToUDPAddrPort(ping, targets[i])
 		}
 	}
 	sendAll()
@@ -266,6 +301,20 @@ wait:
 		return e.dialOn(ctx, k, w.c, w.from)
 	}
 	return e.acceptOn(ctx, k, w.c)
+}
+
+// extraBind is the address extra IPv4 sockets (birthday attempts, NAT discovery's port probes) bind
+// to: the node socket's address if it is bound to one, so they leave by the same way.
+func (e *Endpoint) extraBind() (*net.UDPAddr, error) {
+	local := e.LocalAddr().Addr()
+	if local.Is6() && !local.Is4In6() && !local.IsUnspecified() {
+		return nil, errors.New("the node's socket is IPv6-only")
+	}
+	bind := &net.UDPAddr{}
+	if local.Unmap().Is4() {
+		bind.IP = local.Unmap().AsSlice()
+	}
+	return bind, nil
 }
 
 // dialOn dials k at addr from socket c and installs the link, which keeps c.

@@ -15,16 +15,24 @@ import (
 
 func TestBirthdayRole(t *testing.T) {
 	in, dep, unk := control.MappingIndependent, control.MappingDependent, control.MappingUnknown
+	seq := &control.Ports{Delta: 1, Last: 30000}
 	for _, c := range []struct {
-		self, peer control.Mapping
-		want       string
+		self, peer         control.Mapping
+		selfPorts, peerPts *control.Ports
+		lower              bool
+		want               string
 	}{
-		{dep, in, "hard"}, {in, dep, "easy"},
-		{in, in, ""}, {dep, dep, ""}, // plain punching works / nothing works
-		{unk, dep, ""}, {dep, unk, ""}, {unk, unk, ""}, // no NAT discovery yet
+		{dep, in, nil, nil, false, "hard"}, {in, dep, nil, nil, true, "easy"},
+		{in, in, nil, nil, true, ""}, {dep, dep, nil, nil, true, ""}, // plain punching works / nothing works
+		{unk, dep, nil, nil, true, ""}, {dep, unk, nil, nil, true, ""}, {unk, unk, nil, nil, true, ""}, // no NAT discovery yet
+		// Sequential NATs (predict.go): against an easy peer as any hard side; two of them pair up by key.
+		{dep, in, seq, nil, true, "hard"}, {in, dep, nil, seq, false, "easy"},
+		{dep, dep, seq, seq, true, "hard"}, {dep, dep, seq, seq, false, "easy"},
+		{dep, dep, seq, nil, true, ""}, {dep, dep, nil, seq, false, ""}, // one random side: hopeless
+		{dep, unk, seq, nil, true, ""},
 	} {
-		if got := birthdayRole(c.self, c.peer); got != c.want {
-			t.Errorf("birthdayRole(%q, %q) = %q, want %q", c.self, c.peer, got, c.want)
+		if got := birthdayRole(c.self, c.peer, c.selfPorts, c.peerPts, c.lower); got != c.want {
+			t.Errorf("birthdayRole(%q, %q, %v, %v, lower %v) = %q, want %q", c.self, c.peer, c.selfPorts, c.peerPts, c.lower, got, c.want)
 		}
 	}
 }
@@ -45,7 +53,9 @@ func startHardSide(t *testing.T) (h, e *testNode, public *net.UDPConn, done <-ch
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	t.Cleanup(cancel)
 	result := make(chan error, 1)
-	go func() { result <- h.ep.openMany(ctx, e.key, public.LocalAddr().(*net.UDPAddr).AddrPort()) }()
+	go func() {
+		result <- h.ep.openMany(ctx, e.key, hardTargets(public.LocalAddr().(*net.UDPAddr).AddrPort(), nil, nil))
+	}()
 	return h, e, public, result
 }
 
@@ -187,7 +197,7 @@ func TestHardSocketBudget(t *testing.T) {
 	}
 	short := int32(maxHardSockets - birthdaySockets/4 + 1) // one socket short of a quarter attempt left
 	h.ep.hardSocks.Store(short)
-	err := h.ep.openMany(context.Background(), e.key, netip.MustParseAddrPort("127.0.0.1:9"))
+	err := h.ep.openMany(context.Background(), e.key, hardTargets(netip.MustParseAddrPort("127.0.0.1:9"), nil, nil))
 	if err == nil || !strings.Contains(err.Error(), "other peers") {
 		t.Fatalf("openMany with %d sockets left: %v", maxHardSockets-h.ep.hardSocks.Load(), err)
 	}

@@ -95,6 +95,9 @@ type Info struct {
 	// Mapping is the peer's NAT mapping behaviour as it reported it; it picks the technique for hard
 	// NATs (birthday.go).
 	Mapping control.Mapping
+	// Ports is the peer's NAT's port pattern as it reported it (with MappingDependent only): its
+	// next ports are predicted (predict.go). nil = random or not known.
+	Ports *control.Ports
 }
 
 // Paths a link can take.
@@ -150,6 +153,10 @@ type Config struct {
 	Tunnel func(ctx context.Context, addr netip.AddrPort) (net.PacketConn, error)
 	// OnTunnel, if set, is called when a server moves between UDP and TCP (Tunneled changes).
 	OnTunnel func()
+	// OnPortsUsed, if set, is called after a birthday attempt of this node behind a NAT that allocates
+	// sequentially (SetMapping): its sockets or probes moved the NAT's port counter, so the pattern
+	// peers predict from is stale; the node may measure it again (PortPattern) and report it.
+	OnPortsUsed func()
 }
 
 // Endpoint is the node's UDP socket with its peer links. Methods are safe for concurrent use.
@@ -181,6 +188,7 @@ type Endpoint struct {
 	peers   map[Key]*peerState
 	closed  bool
 	mapping control.Mapping // this node's NAT mapping behaviour (SetMapping)
+	ports   *control.Ports  // and its NAT's port pattern, if it allocates sequentially
 	// live is every installed link not yet gone, closedTraffic what the gone ones carried, by path;
 	// punches counts direct dials by the peer's mapping (stats.go).
 	live          map[*link]struct{}
@@ -531,10 +539,11 @@ func (e *Endpoint) SetPeers(peers []Info) {
 			go e.peerLoop(ctx, k, ps)
 			continue
 		}
-		if ps.info.Mapping != info.Mapping {
+		if ps.info.Mapping != info.Mapping || (ps.info.Ports == nil) != (info.Ports == nil) {
 			ps.info.Mapping = info.Mapping
 			poke(ps.wake)
 		}
+		ps.info.Ports = info.Ports // a newer prediction: the next attempt aims there
 		if !sameEndpoints(ps.info.Endpoints, info.Endpoints) {
 			ps.info = info
 			ps.validated, ps.learned = netip.AddrPort{}, nil // re-punch from scratch

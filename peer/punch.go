@@ -71,7 +71,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		v := pathView{noDirect: e.noDirect.Load(), relaying: e.relaying()}
 		now := time.Now()
 		e.mu.Lock()
-		e.viewLocked(ps, &v)
+		e.viewLocked(ps, &v, s.dialer)
 		a, wakeAt := s.next(ev, &v, now)
 		ps.validated, ps.sprayHit, ps.recheck = v.validated, v.sprayHit, v.recheck
 		e.mu.Unlock()
@@ -103,14 +103,15 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 	}
 }
 
-// viewLocked fills in what a path decision reads of ps. e.mu is held.
-func (e *Endpoint) viewLocked(ps *peerState, v *pathView) {
+// viewLocked fills in what a path decision reads of ps; lower says our key is the lower one. e.mu is
+// held.
+func (e *Endpoint) viewLocked(ps *peerState, v *pathView, lower bool) {
 	v.link = ps.link
 	v.online = len(ps.info.Endpoints) > 0
 	if v.online {
 		v.public = ps.info.Endpoints[0]
 	}
-	v.role = birthdayRole(e.mapping, ps.info.Mapping)
+	v.role = birthdayRole(e.mapping, ps.info.Mapping, e.ports, ps.info.Ports, lower)
 	v.udpBlocked = e.anyTunnel()
 	v.validated, v.sprayHit, v.recheck = ps.validated, ps.sprayHit, ps.recheck
 	if l := v.link; l != nil {

@@ -193,14 +193,18 @@ const (
 
 // NATReport is what Netcheck found out about the node's UDP connectivity.
 type NATReport struct {
-	UDP      bool           `json:"udp"`                 // the coord answered over UDP
-	Public   netip.AddrPort `json:"public,omitempty"`    // the node's address as the coord sees it
-	Mapping  string         `json:"mapping"`             // MappingIndependent, MappingDependent or MappingUnknown
-	Hairpin  bool           `json:"hairpin"`             // a packet to the own public address comes back
-	CoordRTT time.Duration  `json:"coord_rtt,omitempty"` // round trip to the coord
-	Relay    netip.AddrPort `json:"relay,omitempty"`     // the best relay the node is logged in to: new links start there
-	RelayRTT time.Duration  `json:"relay_rtt,omitempty"` // round trip to the relay
-	Relays   []RelayRTT     `json:"relays,omitempty"`    // each relay Netcheck was asked to measure
+	UDP     bool           `json:"udp"`              // the coord answered over UDP
+	Public  netip.AddrPort `json:"public,omitempty"` // the node's address as the coord sees it
+	Mapping string         `json:"mapping"`          // MappingIndependent, MappingDependent or MappingUnknown
+	// Allocation is how an endpoint-dependent NAT picks ports, AllocSequential or AllocRandom ("" =
+	// not measured); Ports is the pattern of a sequential one, which peers predict (predict.go).
+	Allocation string         `json:"allocation,omitempty"`
+	Ports      *control.Ports `json:"ports,omitempty"`
+	Hairpin    bool           `json:"hairpin"`             // a packet to the own public address comes back
+	CoordRTT   time.Duration  `json:"coord_rtt,omitempty"` // round trip to the coord
+	Relay      netip.AddrPort `json:"relay,omitempty"`     // the best relay the node is logged in to: new links start there
+	RelayRTT   time.Duration  `json:"relay_rtt,omitempty"` // round trip to the relay
+	Relays     []RelayRTT     `json:"relays,omitempty"`    // each relay Netcheck was asked to measure
 }
 
 // RelayRTT is the round trip to one relay; OK is false if it did not answer.
@@ -214,8 +218,9 @@ type RelayRTT struct {
 var ErrNoUDP = errors.New("no answer from the coordination server over UDP")
 
 // Netcheck probes the node's connectivity through the coord at coord, using its second port probePort
-// (0 = none) to tell mapping behaviours apart, and measures the round trip to each of relays (binding
-// requests, which relays answer too). It takes up to about 3 seconds.
+// (0 = none) to tell mapping behaviours apart (and, for an endpoint-dependent NAT, how it allocates
+// ports: portPattern), and measures the round trip to each of relays (binding requests, which relays
+// answer too). It takes up to about 3 seconds.
 func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort uint16, relays []netip.AddrPort) (NATReport, error) {
 	rep := NATReport{Mapping: MappingUnknown}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -257,6 +262,7 @@ func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort
 			rep.Mapping = MappingIndependent
 			if obs2 != obs {
 				rep.Mapping = MappingDependent
+				rep.Allocation, rep.Ports = e.PortPattern(ctx, coord, probePort)
 			}
 		}
 	}
@@ -264,4 +270,96 @@ func (e *Endpoint) Netcheck(ctx context.Context, coord netip.AddrPort, probePort
 	rep.Hairpin = e.Hairpin(hctx, obs)
 	hcancel()
 	return rep, nil
+}
+
+// PortPattern tells how the node's endpoint-dependent NAT allocates ports (classifyPorts): it makes
+// three new mappings in a row, from two fresh sockets (one to the coord's main and probe ports, the
+// other to its main port), and compares their public ports. Fresh sockets, because the node's own
+// socket may hold mappings to both ports from an earlier run. Mappings the node makes meanwhile (a
+// birthday attempt's sockets) can make a sequential NAT read as random, so a random reading is
+// measured once more. "" if that could not be measured.
+func (e *Endpoint) PortPattern(ctx context.Context, coord netip.AddrPort, probePort uint16) (string, *control.Ports) {
+	if !coord.Addr().Unmap().Is4() {
+		return "", nil // the extra sockets are IPv4 (extraBind)
+	}
+	var alloc string
+	var pattern *control.Ports
+	for range 2 {
+		ports, err := e.threeMappings(ctx, coord, netip.AddrPortFrom(coord.Addr(), probePort))
+		if err != nil {
+			e.log.Debug("NAT discovery: port probes", "error", err)
+			return "", nil
+		}
+		alloc, pattern = classifyPorts(ports)
+		e.log.Debug("NAT discovery: port allocation", "ports", ports, "allocation", alloc)
+		if alloc == AllocSequential {
+			break
+		}
+	}
+	return alloc, pattern
+}
+
+// threeMappings makes three new NAT mappings in a row (PortPattern) and returns their public ports.
+func (e *Endpoint) threeMappings(ctx context.Context, coord, probe netip.AddrPort) ([3]uint16, error) {
+	var ports [3]uint16
+	bind, err := e.extraBind()
+	if err != nil {
+		return ports, err
+	}
+	var socks [2]*net.UDPConn
+	for i := range socks {
+		c, err := net.ListenUDP("udp4", bind)
+		if err != nil {
+			return ports, fmt.Errorf("socket for the port probes: %w", err)
+		}
+		defer c.Close()
+		socks[i] = c
+	}
+	for i, p := range []struct {
+		c  *net.UDPConn
+		to netip.AddrPort
+	}{{socks[0], coord}, {socks[0], probe}, {socks[1], coord}} {
+		obs, err := bindingOn(ctx, p.c, p.to)
+		if err != nil {
+			return ports, err
+		}
+		ports[i] = obs.Port()
+	}
+	return ports, nil
+}
+
+// bindingOn asks the server at addr which address socket c has from there, as Binding does for the
+// node's socket, retrying until ctx ends. c is read here and must not be read elsewhere meanwhile.
+func bindingOn(ctx context.Context, c *net.UDPConn, addr netip.AddrPort) (netip.AddrPort, error) {
+	var tx [control.TxIDSize]byte
+	rand.Read(tx[:])
+	req := control.AppendBindingRequest(nil, tx)
+	buf := make([]byte, 512)
+	for ctx.Err() == nil {
+		if _, err := c.WriteToUDPAddrPort(req, addr); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("binding request to %s: %w", addr, err)
+		}
+		until := time.Now().Add(300 * time.Millisecond) // then ask again
+		if d, ok := ctx.Deadline(); ok && d.Before(until) {
+			until = d
+		}
+		c.SetReadDeadline(until)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				break
+			}
+			if err != nil {
+				return netip.AddrPort{}, fmt.Errorf("binding response from %s: %w", addr, err)
+			}
+			if unmapped(from) != unmapped(addr) {
+				continue
+			}
+			if rtx, obs, err := control.ParseBindingResponse(buf[:n]); err == nil && rtx == tx {
+				return obs, nil
+			}
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("no binding response from %s: %w", addr, ctx.Err())
 }

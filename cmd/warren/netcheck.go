@@ -48,10 +48,20 @@ func cmdNetcheck(args []string) error {
 	case "endpoint-independent":
 		mapping += " (easy: direct paths to most peers)"
 	case "endpoint-dependent":
-		mapping += " (symmetric NAT: direct only to peers with an easy NAT, else relay)"
+		if rep.Allocation == "sequential" {
+			mapping += " (symmetric NAT: direct to peers with an easy NAT or a sequential one, else relay)"
+		} else {
+			mapping += " (symmetric NAT: direct only to peers with an easy NAT, else relay)"
+		}
 	}
 	fmt.Printf("public:       %s\n", rep.Public)
 	fmt.Printf("mapping:      %s\n", mapping)
+	switch rep.Allocation {
+	case "sequential":
+		fmt.Printf("ports:        sequential, %+d per mapping (last %d): peers predict the next ones\n", rep.PortDelta, rep.LastPort)
+	case "random":
+		fmt.Println("ports:        random (nothing to predict)")
+	}
 	fmt.Printf("hairpinning:  %s\n", yes[rep.Hairpin])
 	fmt.Printf("coord:        %.2f ms%s\n", rep.CoordRTTms, over(rep.CoordTransport))
 	printRelays(rep)

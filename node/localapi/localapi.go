@@ -78,9 +78,14 @@ type Self struct {
 
 // Netcheck is what NAT discovery found (GET /v1/netcheck runs a fresh one).
 type Netcheck struct {
-	UDP        bool    `json:"udp"`     // the coord answered over UDP
-	Public     string  `json:"public"`  // the node's address as the coord sees it
-	Mapping    string  `json:"mapping"` // "endpoint-independent", "endpoint-dependent" (symmetric) or "unknown"
+	UDP     bool   `json:"udp"`     // the coord answered over UDP
+	Public  string `json:"public"`  // the node's address as the coord sees it
+	Mapping string `json:"mapping"` // "endpoint-independent", "endpoint-dependent" (symmetric) or "unknown"
+	// Allocation is how an endpoint-dependent NAT picks its ports: "sequential" (peers predict the
+	// next ones: PortDelta between mappings, LastPort the last one seen) or "random"; "" if not measured.
+	Allocation string  `json:"allocation,omitempty"`
+	PortDelta  int     `json:"port_delta,omitempty"`
+	LastPort   uint16  `json:"last_port,omitempty"`
 	Hairpin    bool    `json:"hairpin"` // a packet to the own public address comes back
 	CoordRTTms float64 `json:"coord_rtt_ms"`
 	// Relay is the relay in use: the best one the node is logged in to (standalone relays in the

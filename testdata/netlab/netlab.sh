@@ -32,6 +32,9 @@
 #              the common home router)
 #   symmetric  endpoint-dependent mapping (masquerade random: a new public port per destination),
 #              port-restricted filtering
+#   sequential endpoint-dependent mapping with a predictable allocator: every new UDP mapping takes
+#              the next port of one counter shared by all clients (30000, 30001, … 39999, then
+#              30000 again), as many carrier-grade and corporate NATs do; port-restricted filtering
 #   blocked    UDP dropped in both directions (port-restricted for the rest)
 #   udpblock   the same: every UDP packet dropped silently (nodes fall back to TCP)
 #   udpreject  UDP refused with ICMP port unreachable instead of dropped
@@ -44,10 +47,15 @@
 # coordonly models a firewall that lets the clients reach the coord but no other internet host over UDP
 # (so peers must use the relay), and then opens up: existing mappings stay, only forwarding stops.
 #
-# Mapping is port-preserving until the first rebind; rebind number R (1, 2, …) maps UDP into
-# 20000+1000*((R-1)%10) … +999 (below Linux's ephemeral range, so a client's own port is never
-# kept) and switches the router to a fresh conntrack zone, which drops every mapping at once, as a
-# router reboot or a new DHCP lease upstream would.
+# Mapping is port-preserving until the first rebind (sequential routers excepted); rebind number R
+# (1, 2, …) maps UDP into 20000+1000*((R-1)%10) … +999 (below Linux's ephemeral range, so a client's
+# own port is never kept; a sequential router counts through that range instead) and switches the
+# router to a fresh conntrack zone, which drops every mapping at once, as a router reboot or a new
+# DHCP lease upstream would.
+#
+# There is no "port-preserving endpoint-dependent" type: Linux keeps the client's port for every
+# destination whenever it can (a different destination never clashes), which is the plain `port`
+# router, and which NAT discovery rightly measures as endpoint-independent.
 #
 # `up` prints one line per namespace, fields separated by spaces:
 #   coord NS ADDR ADDR
@@ -59,7 +67,7 @@ set -euo pipefail
 
 NET=203.0.113
 COORD_ADDRS=("$NET.2" "$NET.3")
-TYPES="public fullcone addr port symmetric blocked udpblock udpreject proxyonly"
+TYPES="public fullcone addr port symmetric sequential blocked udpblock udpreject proxyonly"
 
 die() {
   echo "netlab: $*" >&2
@@ -110,9 +118,21 @@ internet_host() {
   ipn "$ns" route add blackhole default
 }
 
-# router_rules TYPE: the nftables ruleset of a router of that type.
+# seq_snat ADDR LO N: the statement of a sequential allocator: each new mapping takes the next of the
+# N ports LO … LO+N-1 on ADDR. (A counter, numgen inc, with a map to ports: numgen's "offset" puts its
+# value into the port in host byte order with nft 1.0.6, which counts in steps of 256.)
+seq_snat() {
+  local i
+  printf 'snat ip to %s : numgen inc mod %d map { ' "$1" "$3"
+  for ((i = 0; i < $3; i++)); do
+    printf '%d : %d, ' "$i" "$(($2 + i))"
+  done
+  printf '}'
+}
+
+# router_rules TYPE WAN-ADDR: the nftables ruleset of a router of that type.
 router_rules() {
-  local type=$1
+  local type=$1 wan=$2
   cat <<EOF
 table ip netlab {
   # Everything the router tracks lives in one conntrack zone; rebind switches to a fresh one.
@@ -151,6 +171,7 @@ esac )
   }
   chain nat_out {
     type nat hook postrouting priority srcnat; policy accept;
+$( [ "$type" = sequential ] && echo "    oifname \"wan\" meta l4proto udp $(seq_snat "$wan" 30000 10000)" )
     oifname "wan" masquerade$( [ "$type" = symmetric ] && echo ' random' )
   }
   chain note_out {
@@ -214,7 +235,7 @@ cmd_up() {
       ipn "$router" link add lan type bridge
       ipn "$router" addr add "10.$n.0.1/24" dev lan
       ipn "$router" link set lan up
-      router_rules "$type" | in_ns "$router" nft -f -
+      router_rules "$type" "$wan" | in_ns "$router" nft -f -
       echo "site $name $type $router $wan"
       for ((k = 1; k <= count; k++)); do
         client="$P-$name-$k"
@@ -268,7 +289,7 @@ cmd_down() {
 cmd_rebind() {
   [ $# -eq 2 ] || usage
   check_prefix "$1"
-  local router="$1-$2-nat" rules zone r lo random=""
+  local router="$1-$2-nat" rules zone r lo random="" udp seq
   [ -e "/var/run/netns/$router" ] || die "no NAT router $router (a public site has none)"
   rules=$(in_ns "$router" nft list table ip netlab)
   zone=$(sed -n 's/.*ct zone set \([0-9]*\).*/\1/p' <<<"$rules" | head -1)
@@ -276,9 +297,13 @@ cmd_rebind() {
   r=$zone # zone 1 before the first rebind; rebind R switches to zone R+1
   lo=$((20000 + 1000 * ((r - 1) % 10)))
   grep -q 'masquerade.*random' <<<"$rules" && random=" random"
+  # A sequential router keeps counting, in the new range; the others masquerade into it.
+  udp="masquerade to :$lo-$((lo + 999))$random"
+  seq=$(sed -n 's/.*snat \(ip \)\{0,1\}to \([0-9.]*\):numgen.*/\2/p' <<<"$rules" | head -1)
+  [ -z "$seq" ] || udp=$(seq_snat "$seq" "$lo" 1000)
   in_ns "$router" nft -f - <<EOF
 flush chain ip netlab nat_out
-add rule ip netlab nat_out oifname "wan" meta l4proto udp masquerade to :$lo-$((lo + 999))$random
+add rule ip netlab nat_out oifname "wan" meta l4proto udp $udp
 add rule ip netlab nat_out oifname "wan" masquerade$random
 flush chain ip netlab raw_pre
 add rule ip netlab raw_pre ct zone set $((zone + 1))
