@@ -184,7 +184,7 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	if err := s.checkNewNode(ctx, key, addrPort(conn.RemoteAddr()).Addr()); err != nil {
 		return nil, err
 	}
-	node, err := s.registerNode(ctx, key, l.Name, log)
+	node, err := s.registerNode(ctx, key, l, log)
 	if err != nil {
 		return nil, err
 	}
