@@ -307,7 +307,7 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 	}
 	sess.nets = nets
 	sess.mu.Unlock()
-	s.setPresence(sess) // before its peers on other coords hear of it
+	s.setPresence(sess, false) // before its peers on other coords hear of it
 	for _, r := range rows {
 		peers = append(peers, *reachableBy(observed.Addr(), new(s.peerRecord(r.Node, r.Networks))))
 	}
@@ -375,9 +375,7 @@ func (s *Server) logout(sess *session) {
 		return // replaced by a newer login, which already announced itself, or logged out
 	}
 	s.markOfflineLocked(sess.key)
-	if s.clearPresence(sess.key) {
-		s.publish("", store.EventNode, sess.key[:])
-	}
+	s.clearPresence(sess.key, true)
 	sess.log.Info("node offline")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -625,7 +623,7 @@ func (s *Server) refreshEndpoints(sess *session) {
 	}
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
-	s.setPresence(sess) // the other coords read the endpoints there
+	s.setPresence(sess, true) // the other coords read the endpoints there
 	if err := s.refreshPeers(sess.key, nil); err != nil {
 		s.log.Error("endpoints: refresh peers", "error", err)
 	}
