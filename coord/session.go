@@ -538,14 +538,10 @@ func (s *Server) writeLoop(sess *session) {
 
 // readLoop handles the node's requests until the connection ends or the node misbehaves.
 func (s *Server) readLoop(sess *session) {
-	go func() {
-		// Unblock the read when the server shuts down.
-		select {
-		case <-s.ctx.Done():
-			sess.conn.CloseWithError(closeOK, "server shutting down")
-		case <-sess.conn.Context().Done():
-		}
-	}()
+	// Unblock the read when the server shuts down. A callback rather than a goroutine that waits
+	// for it: at 10,000 sessions a goroutine each is ~80 MB of stacks.
+	stop := context.AfterFunc(s.ctx, func() { sess.conn.CloseWithError(closeOK, "server shutting down") })
+	defer stop()
 	for {
 		msg, err := control.ReadMsgMax(sess.stream, control.MaxNodeFrame)
 		if err != nil {

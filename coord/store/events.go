@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -272,8 +273,10 @@ type ClusterWrite struct {
 
 // WriteCluster applies ws in order in one transaction, with one notification (PostgreSQL) for all
 // their events: a coord queues its presence changes and events and writes them in batches, so that
-// fifty endpoint changes cost one commit instead of a hundred (the store's writer lock, which
-// Publish takes to keep event IDs in commit order, is taken once too).
+// fifty endpoint changes cost one commit instead of a hundred. The presence rows are written before
+// the store's writer lock is taken (single statements need none, as SetPresence takes none); the
+// lock, which keeps event IDs in commit order, covers one INSERT of all the batch's events, so
+// that a batch holds it no longer than one Publish did.
 func (s *Store) WriteCluster(ctx context.Context, ws []ClusterWrite) error {
 	if len(ws) == 0 {
 		return nil
@@ -283,41 +286,69 @@ func (s *Store) WriteCluster(ctx context.Context, ws []ClusterWrite) error {
 			return fmt.Errorf("publish %s event: payload of %d bytes exceeds %d", w.Kind, len(w.Payload), MaxEventPayload)
 		}
 	}
-	return s.inTx(ctx, fmt.Sprintf("write %d cluster changes", len(ws)), func(tx *txn) error {
-		var last int64
-		for _, w := range ws {
-			publish := w.Event
-			switch w.Presence {
-			case PresenceSet:
-				if _, err := tx.ExecContext(ctx, setPresenceSQL, w.Key, w.Coord, w.At.UnixMilli(), w.At.UnixMilli(), w.Endpoints); err != nil {
-					return fmt.Errorf("record presence: %w", err)
-				}
-			case PresenceUpdate:
-				if _, err := tx.ExecContext(ctx, `UPDATE presence SET heartbeat = ?, endpoints = ? WHERE key = ? AND coord = ?`,
-					w.At.UnixMilli(), w.Endpoints, w.Key, w.Coord); err != nil {
-					return fmt.Errorf("update presence: %w", err)
-				}
-			case PresenceClear:
-				ok, err := deleted(tx.ExecContext(ctx, `DELETE FROM presence WHERE key = ? AND coord = ?`, w.Key, w.Coord))
-				if err != nil {
-					return fmt.Errorf("clear presence: %w", err)
-				}
-				publish = publish && ok
+	step := fmt.Sprintf("write %d cluster changes", len(ws))
+	tx, err := s.db.beginUnlocked(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	defer tx.Rollback()
+	var events []any // network, kind, payload, created of each event to publish, in order
+	now := time.Now().UnixMilli()
+	for _, w := range ws {
+		publish := w.Event
+		switch w.Presence {
+		case PresenceSet:
+			if _, err := tx.ExecContext(ctx, setPresenceSQL, w.Key, w.Coord, w.At.UnixMilli(), w.At.UnixMilli(), w.Endpoints); err != nil {
+				return fmt.Errorf("%s: record presence: %w", step, err)
 			}
-			if !publish {
-				continue
+		case PresenceUpdate:
+			if _, err := tx.ExecContext(ctx, `UPDATE presence SET heartbeat = ?, endpoints = ? WHERE key = ? AND coord = ?`,
+				w.At.UnixMilli(), w.Endpoints, w.Key, w.Coord); err != nil {
+				return fmt.Errorf("%s: update presence: %w", step, err)
 			}
-			if err := tx.QueryRowContext(ctx, `INSERT INTO events (network, kind, payload, created) VALUES (?, ?, ?, ?) RETURNING id`,
-				w.Network, w.Kind, w.Payload, time.Now().UnixMilli()).Scan(&last); err != nil {
-				return fmt.Errorf("publish %s event: %w", w.Kind, err)
+		case PresenceClear:
+			ok, err := deleted(tx.ExecContext(ctx, `DELETE FROM presence WHERE key = ? AND coord = ?`, w.Key, w.Coord))
+			if err != nil {
+				return fmt.Errorf("%s: clear presence: %w", step, err)
 			}
+			publish = publish && ok
 		}
-		if last != 0 && s.db.d.pg {
+		if publish {
+			events = append(events, w.Network, w.Kind, w.Payload, now)
+		}
+	}
+	if len(events) > 0 {
+		if err := tx.lockWriter(ctx); err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
+		// One statement for all: IDs are handed out in the order of the rows.
+		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", len(events)/4), ", ")
+		ids, err := tx.QueryContext(ctx, `INSERT INTO events (network, kind, payload, created) VALUES `+rows+` RETURNING id`, events...)
+		if err != nil {
+			return fmt.Errorf("%s: publish events: %w", step, err)
+		}
+		var last int64
+		for ids.Next() {
+			var id int64
+			if err := ids.Scan(&id); err != nil {
+				ids.Close()
+				return fmt.Errorf("%s: publish events: %w", step, err)
+			}
+			last = max(last, id)
+		}
+		ids.Close()
+		if err := ids.Err(); err != nil {
+			return fmt.Errorf("%s: publish events: %w", step, err)
+		}
+		if s.db.d.pg {
 			// One notification wakes the listeners for the whole batch: they read by ID.
 			if _, err := tx.ExecContext(ctx, `SELECT pg_notify(?, ?)`, NotifyChannel, strconv.FormatInt(last, 10)); err != nil {
-				return fmt.Errorf("notify: %w", err)
+				return fmt.Errorf("%s: notify: %w", step, err)
 			}
 		}
-		return nil
-	})
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	return nil
 }
