@@ -278,10 +278,16 @@ func (s *Server) flushCluster() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := s.cfg.Store.WriteCluster(ctx, batch)
 		cancel()
+		o.mu.Lock()
 		if err != nil {
 			s.log.Error("cluster: write presence and events", "changes", len(batch), "error", err)
+			if s.ctx.Err() != nil && len(o.queue) > 0 {
+				// Closing, and the database fails: do not hold Close for 10 s a batch.
+				s.log.Error("cluster: closing; changes not written for the other coords", "changes", len(o.queue))
+				batch = append(batch, o.queue...)
+				o.queue = o.queue[:0]
+			}
 		}
-		o.mu.Lock()
 		for _, w := range batch {
 			if w.Presence == store.PresenceSet {
 				if k := keyOf(w.Key); o.setting[k] <= 1 {
