@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -45,14 +44,17 @@ type cluster struct {
 	id   string
 	wake chan struct{}
 
-	mu     sync.Mutex
-	last   int64                  // the last event ID handled
-	remote map[nodeKey]remote     // nodes on other coords
-	dead   map[string]bool        // coords whose heartbeat is stale
-	seen   map[string]time.Time   // coords' last heartbeats, as read
-	events int64                  // events handled
-	caught map[bool]int64         // events read after a wake-up: by reconnected
-	onWake func(reconnected bool) // tests
+	mu      sync.Mutex
+	last    int64                  // the last event ID handled
+	remote  map[nodeKey]remote     // nodes on other coords
+	dead    map[string]bool        // coords whose heartbeat is stale
+	seen    map[string]time.Time   // coords' last heartbeats, as read
+	events  int64                  // events handled
+	batches int64                  // resync batches (resyncBatch): store reads for node events
+	caught  map[bool]int64         // events read after a wake-up: by reconnected
+	onWake  func(reconnected bool) // tests
+
+	out outbox // presence changes and events on their way to the database
 }
 
 // remote is a node logged in to another coord, as its presence row says.
@@ -164,49 +166,151 @@ func (cl *cluster) remoteOnline(k nodeKey) (remote, bool) {
 	return r, true
 }
 
-// publish tells the other coords about a change. Failures are logged: the change itself is made,
-// and the other coords' nodes catch up at their next login.
+// publish tells the other coords about a change, through the outbox (queueCluster).
 func (s *Server) publish(network, kind string, key []byte) {
 	if s.cluster == nil {
 		return
 	}
-	// Not s.ctx: a closing server still tells the others about its nodes' logouts.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	payload := s.cluster.id + " " + hex.EncodeToString(key)
-	if _, err := s.cfg.Store.Publish(ctx, network, kind, payload); err != nil {
-		s.log.Error("cluster: publish event", "kind", kind, "error", err)
-	}
+	s.queueCluster(store.ClusterWrite{Event: true, Network: network, Kind: kind, Payload: s.cluster.payload(key)})
 }
 
-// setPresence records that sess is logged in here, with its endpoints, and announces it.
-func (s *Server) setPresence(sess *session) {
+// payload is an event's payload for node key (nil for network events): "COORDID KEYHEX".
+func (cl *cluster) payload(key []byte) string { return cl.id + " " + hex.EncodeToString(key) }
+
+// setPresence records that sess is logged in here, with its endpoints: at login (taking the node
+// over from any other coord), or with new endpoints (refresh: only while the row is still this
+// coord's, so that a late refresh never takes back a node that has moved on).
+func (s *Server) setPresence(sess *session, refresh bool) {
 	if s.cluster == nil {
 		return
 	}
 	sess.mu.Lock()
 	b, _ := json.Marshal(presenceJSON{Endpoints: sess.endpoints, Mapping: sess.mapping, Ports: sess.ports})
 	sess.mu.Unlock()
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-	defer cancel()
-	if err := s.cfg.Store.SetPresence(ctx, sess.key[:], s.cluster.id, string(b), time.Now()); err != nil {
-		s.log.Error("cluster: record presence", "error", err)
+	op := store.PresenceSet
+	if refresh {
+		op = store.PresenceUpdate
+	}
+	s.queueCluster(store.ClusterWrite{Presence: op, Key: sess.key[:], Coord: s.cluster.id, Endpoints: string(b), At: time.Now()})
+}
+
+// clearPresence removes the node's presence row unless the node has moved to another coord; with
+// announce, the others hear of the logout if it did.
+func (s *Server) clearPresence(key nodeKey, announce bool) {
+	if s.cluster == nil {
+		return
+	}
+	w := store.ClusterWrite{Presence: store.PresenceClear, Key: key[:], Coord: s.cluster.id}
+	if announce {
+		w.Event, w.Kind, w.Payload = true, store.EventNode, s.cluster.payload(key[:])
+	}
+	s.queueCluster(w)
+}
+
+// The outbox: presence changes and events are queued in the order they are made (under changeMu,
+// where they were written before) and written in batches by one flusher goroutine at a time, one
+// transaction per batch (store.WriteCluster). A login or an endpoint change no longer waits for two
+// commits and the store's writer lock while it holds changeMu, and under load many changes share
+// one commit. A failed batch is logged, as a failed publish was: the changes stand here, and the
+// other coords' nodes catch up at their next login or the next event about the node.
+const (
+	outboxBatch = 512     // writes per transaction
+	outboxMax   = 1 << 16 // queued writes beyond which new ones are dropped (the database is down)
+)
+
+// outbox is the cluster's queue of writes to the shared database.
+type outbox struct {
+	mu      sync.Mutex
+	queue   []store.ClusterWrite
+	running bool           // a flusher goroutine is writing
+	dropped int64          // writes dropped because the queue was full
+	wg      sync.WaitGroup // the flusher; Server.Close waits for it
+	// setting counts the logins' presence rows (PresenceSet) queued or being written, by node:
+	// until ours lands, a row naming another coord is older than our session (resyncOne).
+	setting map[nodeKey]int
+}
+
+// settingPresence reports whether a login's presence row for k is still on its way.
+func (o *outbox) settingPresence(k nodeKey) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.setting[k] > 0
+}
+
+// queueCluster queues w and starts a flusher unless one runs.
+func (s *Server) queueCluster(w store.ClusterWrite) {
+	o := &s.cluster.out
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.queue) >= outboxMax {
+		o.dropped++
+		if o.dropped == 1 || o.dropped%1000 == 0 {
+			s.log.Error("cluster: outbox full, change not written for the other coords", "dropped", o.dropped)
+		}
+		return
+	}
+	o.queue = append(o.queue, w)
+	if w.Presence == store.PresenceSet {
+		if o.setting == nil {
+			o.setting = make(map[nodeKey]int)
+		}
+		o.setting[keyOf(w.Key)]++
+	}
+	if !o.running {
+		o.running = true
+		o.wg.Add(1)
+		go s.flushCluster()
 	}
 }
 
-// clearPresence removes sess's presence row unless the node has moved to another coord; it reports
-// whether it did (and the logout is news for the others).
-func (s *Server) clearPresence(key nodeKey) bool {
-	if s.cluster == nil {
-		return false
+// flushCluster writes the queue in batches until it is empty. Not s.ctx: a closing server still
+// tells the others about its nodes' logouts (Close waits for it).
+func (s *Server) flushCluster() {
+	o := &s.cluster.out
+	defer o.wg.Done()
+	for {
+		o.mu.Lock()
+		n := min(len(o.queue), outboxBatch)
+		if n == 0 {
+			o.running = false
+			o.queue = nil // let a burst's backing array go
+			o.mu.Unlock()
+			return
+		}
+		batch := slices.Clone(o.queue[:n])
+		o.queue = o.queue[n:]
+		o.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.cfg.Store.WriteCluster(ctx, batch)
+		cancel()
+		o.mu.Lock()
+		if err != nil {
+			s.log.Error("cluster: write presence and events", "changes", len(batch), "error", err)
+			if s.ctx.Err() != nil && len(o.queue) > 0 {
+				// Closing, and the database fails: do not hold Close for 10 s a batch.
+				s.log.Error("cluster: closing; changes not written for the other coords", "changes", len(o.queue))
+				batch = append(batch, o.queue...)
+				o.queue = o.queue[:0]
+			}
+		}
+		for _, w := range batch {
+			if w.Presence == store.PresenceSet {
+				if k := keyOf(w.Key); o.setting[k] <= 1 {
+					delete(o.setting, k)
+				} else {
+					o.setting[k]--
+				}
+			}
+		}
+		o.mu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ok, err := s.cfg.Store.ClearPresence(ctx, key[:], s.cluster.id)
-	if err != nil {
-		s.log.Error("cluster: clear presence", "error", err)
+}
+
+// flushed waits until the outbox is written (Close; tests).
+func (cl *cluster) flushed() {
+	if cl != nil {
+		cl.out.wg.Wait()
 	}
-	return ok
 }
 
 // catchUp handles every event after the last one handled, in batches.
@@ -226,13 +330,38 @@ func (s *Server) catchUp(reconnected bool) {
 			}
 			return
 		}
-		for _, e := range evs {
-			s.handleEvent(e)
-			cl.mu.Lock()
-			cl.last = e.ID
-			cl.events++
-			cl.mu.Unlock()
+		if len(evs) == 0 {
+			break
 		}
+		// Node events are resynced together, up to the next event of another kind (which may
+		// depend on them) or the batch's end; a node named twice is read once.
+		var keys []nodeKey
+		queued := make(map[nodeKey]bool)
+		flush := func() {
+			s.resync(keys...)
+			keys = keys[:0]
+			clear(queued)
+		}
+		for _, e := range evs {
+			origin, key, hasKey := parsePayload(e.Payload)
+			switch {
+			case origin == cl.id:
+				// our own change: our nodes were told when we made it
+			case hasKey && (e.Kind == store.EventNode || e.Kind == store.EventGone):
+				if !queued[key] {
+					queued[key] = true
+					keys = append(keys, key)
+				}
+			default:
+				flush()
+				s.handleEvent(e)
+			}
+		}
+		flush()
+		cl.mu.Lock()
+		cl.last = evs[len(evs)-1].ID
+		cl.events += int64(len(evs))
+		cl.mu.Unlock()
 		n += len(evs)
 		if len(evs) < eventBatch {
 			break
@@ -287,54 +416,82 @@ func parsePayload(payload string) (origin string, key nodeKey, hasKey bool) {
 	return origin, key, true
 }
 
-// resync re-reads node x — presence, record, peers, networks — and queues for this coord's sessions
-// whatever differs from what they were sent: x's view of its peers if x is logged in here, and
-// every local peer's view of x.
-func (s *Server) resync(x nodeKey) {
+// resync re-reads the given nodes — presence, record, peers, networks — and queues for this
+// coord's sessions whatever differs from what they were sent: each node's view of its peers if it
+// is logged in here, and every local peer's view of it. The nodes are read in batches of
+// store.MaxBatchKeys, a few queries per batch: a coord that has fallen behind catches up by the
+// batch, not by the event (resyncing one node at a time, each with three queries, could not keep up
+// with two coords' endpoint changes at 10,000 nodes).
+func (s *Server) resync(keys ...nodeKey) {
+	for len(keys) > 0 {
+		n := min(len(keys), store.MaxBatchKeys)
+		s.resyncBatch(keys[:n])
+		keys = keys[n:]
+	}
+}
+
+func (s *Server) resyncBatch(keys []nodeKey) {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
 	st, cl := s.cfg.Store, s.cluster
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 
-	p, err := st.PresenceOf(ctx, x[:])
-	switch {
-	case err == nil:
-		cl.mu.Lock()
-		cl.remote[x] = decodeRemote(p)
-		cl.mu.Unlock()
-	case errors.Is(err, store.ErrNotFound):
-		cl.mu.Lock()
-		delete(cl.remote, x)
-		cl.mu.Unlock()
-	default:
+	bs := make([][]byte, len(keys))
+	for i := range keys {
+		bs[i] = keys[i][:]
+	}
+	pres, err := st.PresencesOf(ctx, bs)
+	if err != nil {
 		s.log.Error("cluster: read presence", "error", err)
 		return
 	}
+	cl.mu.Lock()
+	cl.batches++
+	for _, x := range keys {
+		if p, ok := pres[string(x[:])]; ok {
+			cl.remote[x] = decodeRemote(p)
+		} else {
+			delete(cl.remote, x)
+		}
+	}
+	cl.mu.Unlock()
+	nodes, peers, err := st.NodesWithPeers(ctx, bs)
+	if err != nil {
+		s.log.Error("cluster: resync nodes", "nodes", len(keys), "error", err)
+		return
+	}
 	s.mu.Lock()
-	mine := s.sessions[x]
 	locals := make([]*session, 0, len(s.sessions))
 	for _, l := range s.sessions {
 		locals = append(locals, l)
 	}
 	s.mu.Unlock()
-	if mine != nil && err == nil && p.Coord != cl.id {
+	for _, x := range keys {
+		p, online := pres[string(x[:])]
+		me, exists := nodes[string(x[:])]
+		s.resyncOne(ctx, x, p, online, me, exists, peers[string(x[:])], locals)
+	}
+}
+
+// resyncOne is resync for node x, read as p (online: it has a presence row), me (exists: not
+// deleted) and rows (its peers). locals are this coord's sessions. The caller holds changeMu.
+func (s *Server) resyncOne(ctx context.Context, x nodeKey, p store.Presence, online bool, me store.Node, exists bool, rows []store.PeerRow, locals []*session) {
+	st, cl := s.cfg.Store, s.cluster
+	s.mu.Lock()
+	mine := s.sessions[x]
+	s.mu.Unlock()
+	if mine != nil && online && p.Coord != cl.id && !cl.out.settingPresence(x) {
 		// The node logged in to another coord: this session is over. Unregister it first so its
-		// logout neither announces it offline nor clears the other coord's presence row.
+		// logout neither announces it offline nor clears the other coord's presence row. (Not
+		// while our own login's row is still on its way: the row read is the one it replaces.)
 		if s.dropSession(mine) {
 			mine.conn.CloseWithError(closeReplaced, "logged in to another coordination server")
 		}
 		mine = nil
 	}
-
-	me, err := st.Node(ctx, x[:])
-	var rows []store.PeerRow
-	if err == nil {
-		rows, err = st.Peers(ctx, x[:])
-	}
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.log.Error("cluster: resync node", "node", x.String(), "error", err)
-		return
+	if !exists {
+		rows = nil
 	}
 	now := make(map[nodeKey]bool, len(rows)) // empty for a deleted node: everyone drops it
 	for _, r := range rows {
@@ -357,12 +514,12 @@ func (s *Server) resync(x nodeKey) {
 	if mine == nil {
 		return
 	}
-	if errors.Is(err, store.ErrNotFound) {
+	if !exists {
 		// Deleted elsewhere (the operator, the ephemeral reaper): end its session, and its presence
 		// (its logout, skipped once the session is dropped, would have).
 		if s.dropSession(mine) {
 			mine.conn.CloseWithError(closeOK, "removed by the server operator")
-			s.clearPresence(x)
+			s.clearPresence(x, false)
 		}
 		return
 	}
@@ -489,9 +646,7 @@ func (s *Server) readHeartbeats(ctx context.Context) {
 	for _, id := range flipped {
 		s.log.Warn("cluster: coordination server changed state", "coord", id, "dead", cl.isDead(id), "nodes", len(keys))
 	}
-	for _, k := range keys {
-		s.resync(k)
-	}
+	s.resync(keys...)
 	for _, c := range coords {
 		if c.ID != cl.id && now.Sub(c.Heartbeat) > removeDeadCoordAfter {
 			if _, err := s.cfg.Store.RemoveCoord(ctx, c.ID); err != nil {

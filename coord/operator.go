@@ -74,7 +74,7 @@ func (s *Server) RemoveNode(ctx context.Context, key []byte) (Removed, error) {
 	for _, row := range rows {
 		s.enqueue(keyOf(row.Node.Key), k, nil)
 	}
-	s.clearPresence(k) // its logout, skipped above, would have
+	s.clearPresence(k, false) // its logout, skipped above, would have
 	s.publish("", store.EventGone, k[:])
 	s.log.Info("node removed by the operator", "node", identity.Label(n.Name, k[:]), "ipv4", n.IPv4, "was_online", r.WasOnline, "peers_told", r.PeersTold)
 	return r, nil

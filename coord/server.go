@@ -241,7 +241,9 @@ func (s *Server) Close() error {
 	if s.cfg.ProbeConn != nil {
 		s.cfg.ProbeConn.Close() // ends probeLoop
 	}
-	return s.l.Close() // ends sessions: their loops watch s.ctx
+	err := s.l.Close()  // ends sessions: their loops watch s.ctx
+	s.cluster.flushed() // their logouts, for the other coords
+	return err
 }
 
 // Disconnect closes the control connection of the node with the given key, if it is logged in, and

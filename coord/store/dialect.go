@@ -155,18 +155,36 @@ const writerLock = 0x77617272656e // "warren"
 // BeginTx starts a transaction; on PostgreSQL it first waits for the store's writer lock, released
 // at commit or rollback.
 func (x *dbx) BeginTx(ctx context.Context, opts *sql.TxOptions) (*txn, error) {
+	t, err := x.beginUnlocked(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.lockWriter(ctx); err != nil {
+		t.Rollback()
+		return nil, err
+	}
+	return t, nil
+}
+
+// beginUnlocked starts a transaction without the writer lock, for work that needs no more than
+// single statements do (WriteCluster's presence rows) before it takes the lock (lockWriter) for
+// what does.
+func (x *dbx) beginUnlocked(ctx context.Context, opts *sql.TxOptions) (*txn, error) {
 	tx, err := x.DB.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	t := &txn{Tx: tx, d: x.d}
-	if x.d.pg {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writerLock)); err != nil {
-			tx.Rollback()
-			return nil, err
-		}
+	return &txn{Tx: tx, d: x.d}, nil
+}
+
+// lockWriter takes the store's writer lock until the end of the transaction (PostgreSQL; on SQLite
+// every transaction holds the file's write lock from its start).
+func (x *txn) lockWriter(ctx context.Context) error {
+	if !x.d.pg {
+		return nil
 	}
-	return t, nil
+	_, err := x.Tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writerLock))
+	return err
 }
 
 // txn is a *sql.Tx that speaks the store's dialect.

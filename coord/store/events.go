@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -123,15 +124,17 @@ type Presence struct {
 // SetPresence records that the node key is logged in to coord (taking it over from any other
 // coord), with its endpoints. since is kept while the coord stays the same.
 func (s *Store) SetPresence(ctx context.Context, key []byte, coord, endpoints string, now time.Time) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO presence (key, coord, since, heartbeat, endpoints) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (key) DO UPDATE SET
-			since = CASE WHEN presence.coord = excluded.coord THEN presence.since ELSE excluded.since END,
-			coord = excluded.coord, heartbeat = excluded.heartbeat, endpoints = excluded.endpoints`,
-		key, coord, now.UnixMilli(), now.UnixMilli(), endpoints); err != nil {
+	if _, err := s.db.ExecContext(ctx, setPresenceSQL, key, coord, now.UnixMilli(), now.UnixMilli(), endpoints); err != nil {
 		return fmt.Errorf("record presence: %w", err)
 	}
 	return nil
 }
+
+// setPresenceSQL records a presence: key, coord, since, heartbeat, endpoints.
+const setPresenceSQL = `INSERT INTO presence (key, coord, since, heartbeat, endpoints) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET
+			since = CASE WHEN presence.coord = excluded.coord THEN presence.since ELSE excluded.since END,
+			coord = excluded.coord, heartbeat = excluded.heartbeat, endpoints = excluded.endpoints`
 
 // ClearPresence removes the node's presence if it is on coord (a node that has moved on to another
 // coord stays there), and reports whether it did.
@@ -242,4 +245,110 @@ func (s *Store) RemoveCoord(ctx context.Context, id string) ([][]byte, error) {
 		return err
 	})
 	return keys, err
+}
+
+// PresenceOp is what a ClusterWrite does to the node's presence row.
+type PresenceOp int
+
+// Presence operations of a ClusterWrite.
+const (
+	PresenceKeep   PresenceOp = iota // no presence change
+	PresenceSet                      // SetPresence: the node logged in to Coord (taking it over)
+	PresenceUpdate                   // new endpoints, recorded only while the node is still on Coord
+	PresenceClear                    // ClearPresence; the write's event goes out only if it removed the row
+)
+
+// ClusterWrite is one change a coord tells the others about: a presence change, an event, or both
+// (the presence first).
+type ClusterWrite struct {
+	Presence  PresenceOp
+	Key       []byte // the node, for a presence change
+	Coord     string
+	Endpoints string
+	At        time.Time
+
+	Event                  bool // publish an event (see Publish)
+	Network, Kind, Payload string
+}
+
+// WriteCluster applies ws in order in one transaction, with one notification (PostgreSQL) for all
+// their events: a coord queues its presence changes and events and writes them in batches, so that
+// fifty endpoint changes cost one commit instead of a hundred. The presence rows are written before
+// the store's writer lock is taken (single statements need none, as SetPresence takes none); the
+// lock, which keeps event IDs in commit order, covers one INSERT of all the batch's events, so
+// that a batch holds it no longer than one Publish did.
+func (s *Store) WriteCluster(ctx context.Context, ws []ClusterWrite) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	for _, w := range ws {
+		if w.Event && len(w.Payload) > MaxEventPayload {
+			return fmt.Errorf("publish %s event: payload of %d bytes exceeds %d", w.Kind, len(w.Payload), MaxEventPayload)
+		}
+	}
+	step := fmt.Sprintf("write %d cluster changes", len(ws))
+	tx, err := s.db.beginUnlocked(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	defer tx.Rollback()
+	var events []any // network, kind, payload, created of each event to publish, in order
+	now := time.Now().UnixMilli()
+	for _, w := range ws {
+		publish := w.Event
+		switch w.Presence {
+		case PresenceSet:
+			if _, err := tx.ExecContext(ctx, setPresenceSQL, w.Key, w.Coord, w.At.UnixMilli(), w.At.UnixMilli(), w.Endpoints); err != nil {
+				return fmt.Errorf("%s: record presence: %w", step, err)
+			}
+		case PresenceUpdate:
+			if _, err := tx.ExecContext(ctx, `UPDATE presence SET heartbeat = ?, endpoints = ? WHERE key = ? AND coord = ?`,
+				w.At.UnixMilli(), w.Endpoints, w.Key, w.Coord); err != nil {
+				return fmt.Errorf("%s: update presence: %w", step, err)
+			}
+		case PresenceClear:
+			ok, err := deleted(tx.ExecContext(ctx, `DELETE FROM presence WHERE key = ? AND coord = ?`, w.Key, w.Coord))
+			if err != nil {
+				return fmt.Errorf("%s: clear presence: %w", step, err)
+			}
+			publish = publish && ok
+		}
+		if publish {
+			events = append(events, w.Network, w.Kind, w.Payload, now)
+		}
+	}
+	if len(events) > 0 {
+		if err := tx.lockWriter(ctx); err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
+		// One statement for all: IDs are handed out in the order of the rows.
+		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", len(events)/4), ", ")
+		ids, err := tx.QueryContext(ctx, `INSERT INTO events (network, kind, payload, created) VALUES `+rows+` RETURNING id`, events...)
+		if err != nil {
+			return fmt.Errorf("%s: publish events: %w", step, err)
+		}
+		var last int64
+		for ids.Next() {
+			var id int64
+			if err := ids.Scan(&id); err != nil {
+				ids.Close()
+				return fmt.Errorf("%s: publish events: %w", step, err)
+			}
+			last = max(last, id)
+		}
+		ids.Close()
+		if err := ids.Err(); err != nil {
+			return fmt.Errorf("%s: publish events: %w", step, err)
+		}
+		if s.db.d.pg {
+			// One notification wakes the listeners for the whole batch: they read by ID.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_notify(?, ?)`, NotifyChannel, strconv.FormatInt(last, 10)); err != nil {
+				return fmt.Errorf("%s: notify: %w", step, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	return nil
 }

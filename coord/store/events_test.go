@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +154,58 @@ func TestListen(t *testing.T) {
 		t.Logf("reported: %v", err)
 	default:
 		t.Error("the dropped connection was not reported")
+	}
+}
+
+// TestWriteCluster: a batch applies presence changes and events in order in one transaction; a
+// refresh leaves a node that moved to another coord alone, and a clear that removes nothing
+// publishes nothing.
+func TestWriteCluster(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, tempDB(t), testPools)
+	t0 := time.UnixMilli(1_700_000_000_000)
+	ev := func(k byte) (bool, string, string, string) { return true, "", EventNode, fmt.Sprintf("c1 %02x", k) }
+	w := func(op PresenceOp, k byte, coord, eps string, event bool) ClusterWrite {
+		cw := ClusterWrite{Presence: op, Key: key(k), Coord: coord, Endpoints: eps, At: t0}
+		if event {
+			cw.Event, cw.Network, cw.Kind, cw.Payload = ev(k)
+		}
+		return cw
+	}
+	if err := s.WriteCluster(ctx, []ClusterWrite{
+		w(PresenceSet, 1, "c1", "e1", true),
+		w(PresenceSet, 2, "c2", "e2", false),  // node 2 is on c2 ...
+		w(PresenceUpdate, 2, "c1", "x", true), // ... so c1's late refresh changes nothing (its event goes out)
+		w(PresenceClear, 2, "c1", "", true),   // nor does c1's clear, whose event does not
+		w(PresenceUpdate, 1, "c1", "e1b", false),
+		w(PresenceClear, 3, "c1", "", true), // nothing to clear: no event
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.PresenceOf(ctx, key(1)); err != nil || p.Coord != "c1" || p.Endpoints != "e1b" {
+		t.Errorf("node 1: %+v, %v", p, err)
+	}
+	if p, err := s.PresenceOf(ctx, key(2)); err != nil || p.Coord != "c2" || p.Endpoints != "e2" {
+		t.Errorf("node 2: %+v, %v", p, err)
+	}
+	evs, err := s.EventsAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var payloads []string
+	for _, e := range evs {
+		payloads = append(payloads, e.Payload)
+	}
+	if want := []string{"c1 01", "c1 02"}; !slices.Equal(payloads, want) {
+		t.Errorf("events %q, want %q", payloads, want)
+	}
+	if err := s.WriteCluster(ctx, []ClusterWrite{w(PresenceClear, 1, "c1", "", true)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PresenceOf(ctx, key(1)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("node 1 after its clear: %v", err)
+	}
+	if evs, _ := s.EventsAfter(ctx, evs[len(evs)-1].ID, 10); len(evs) != 1 || evs[0].Payload != "c1 01" {
+		t.Errorf("events after the clear: %+v", evs)
 	}
 }

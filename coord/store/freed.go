@@ -39,6 +39,20 @@ func (s *Store) allocIndex(ctx context.Context, tx *txn) (int64, error) {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM freed_addresses WHERE freed_at <= ?`, cutoff); err != nil {
 		return 0, fmt.Errorf("forget expired quarantine: %w", err)
 	}
+	// Fast path, the usual case: no gap below the highest index taken (by a node or a quarantine
+	// record; the two sets are disjoint), so the lowest free one is the next. Counting walks one
+	// index in order, where the search below probes another index once per node: at 10,000 nodes
+	// that search was a fifth of the coord's CPU while nodes logged in, and it grows with every node.
+	var taken, top int64
+	if err := tx.QueryRowContext(ctx, `SELECT
+			(SELECT COUNT(*) FROM nodes) + (SELECT COUNT(*) FROM freed_addresses),
+			(SELECT COALESCE(MAX(m.i), 0) FROM (SELECT MAX(ip_index) AS i FROM nodes UNION ALL SELECT MAX(ip_index) FROM freed_addresses) m)`).
+		Scan(&taken, &top); err != nil {
+		return 0, err
+	}
+	if taken == top {
+		return top + 1, nil
+	}
 	var idx sql.NullInt64
 	err := tx.QueryRowContext(ctx, `SELECT MIN(c.i) FROM (
 			SELECT 1 AS i

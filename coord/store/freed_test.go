@@ -170,3 +170,39 @@ func (e codedErr) Error() string { return fmt.Sprintf("sqlite code %d", int(e)) 
 func (e codedErr) Code() int     { return int(e) }
 
 func netipAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestRegisterLogin: a login without an admission decision registers, marks ephemeral and
+// completes in one write; RegisterLogin never unmarks an ephemeral node nor uncompletes a login.
+func TestRegisterLogin(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, tempDB(t), testPools)
+	n, err := s.RegisterLogin(ctx, key(1), "job", LoginOptions{Ephemeral: true, Complete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.Ephemeral || !n.LoginDone || n.IPv4 != netipAddr("100.64.0.1") {
+		t.Fatalf("new node: %+v, want ephemeral, login done, 100.64.0.1", n)
+	}
+	if n, err = s.RegisterLogin(ctx, key(1), "job", LoginOptions{}); err != nil || !n.Ephemeral || !n.LoginDone {
+		t.Fatalf("known node, no options: %+v %v; want still ephemeral and done", n, err)
+	}
+	upsert(t, s, key(2), "laptop")
+	if n, err = s.RegisterLogin(ctx, key(2), "laptop", LoginOptions{Complete: true}); err != nil || n.Ephemeral || !n.LoginDone {
+		t.Fatalf("unfinished node completed: %+v %v; want not ephemeral, done", n, err)
+	}
+	if n, err = s.RegisterLogin(ctx, key(2), "laptop", LoginOptions{Ephemeral: true}); err != nil || !n.Ephemeral {
+		t.Fatalf("known node asking to be ephemeral: %+v %v", n, err)
+	}
+	// The allocator's fast path (no gap) and its search (a gap) agree with the lowest free index.
+	upsert(t, s, key(3), "c")
+	upsert(t, s, key(4), "d")
+	if ok, err := s.DeleteUnfinished(ctx, key(3)); err != nil || !ok {
+		t.Fatalf("DeleteUnfinished: %v %v", ok, err)
+	}
+	for i, want := range []string{"100.64.0.3", "100.64.0.5"} {
+		k := byte(5 + i)
+		if n := upsert(t, s, key(k), fmt.Sprintf("n%d", k)); n.IPv4 != netipAddr(want) {
+			t.Errorf("node %d got %v, want %v", k, n.IPv4, want)
+		}
+	}
+}

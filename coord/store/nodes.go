@@ -31,6 +31,19 @@ func (s *Store) NodeByFingerprint(ctx context.Context, fp string) (Node, error) 
 // the lowest free host index outside the address quarantine (freed.go). It returns
 // ErrPoolExhausted when a new node does not fit.
 func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, error) {
+	return s.RegisterLogin(ctx, key, name, LoginOptions{})
+}
+
+// LoginOptions are what a login that needs no admission decision (no auth key to redeem) records
+// with its registration, so that it writes the node once rather than three times (UpsertNode,
+// SetEphemeral, CompleteLogin: one commit, one fsync on SQLite, instead of three).
+type LoginOptions struct {
+	Ephemeral bool // mark the node ephemeral (never unmarks one)
+	Complete  bool // the login is admitted: LoginDone becomes true
+}
+
+// RegisterLogin is UpsertNode that also applies opts in the same transaction.
+func (s *Store) RegisterLogin(ctx context.Context, key []byte, name string, opts LoginOptions) (Node, error) {
 	if len(key) != ed25519.PublicKeySize {
 		return Node{}, fmt.Errorf("upsert node: key is %d bytes, want %d", len(key), ed25519.PublicKeySize)
 	}
@@ -44,8 +57,10 @@ func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, 
 	}
 	defer tx.Rollback()
 	fp := identity.Fingerprint(key)
-	res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ?, offline_since = NULL, fingerprint = ? WHERE key = ?`,
-		now, fp, key)
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ?, offline_since = NULL, fingerprint = ?,
+			ephemeral = CASE WHEN ? = 1 THEN 1 ELSE ephemeral END, login_done = CASE WHEN ? = 1 THEN 1 ELSE login_done END
+		WHERE key = ?`,
+		now, fp, boolInt(opts.Ephemeral), boolInt(opts.Complete), key)
 	if err != nil {
 		return Node{}, fmt.Errorf("update node: %w", err)
 	}
@@ -59,8 +74,8 @@ func (s *Store) UpsertNode(ctx context.Context, key []byte, name string) (Node, 
 		if idx > s.maxIndex {
 			return Node{}, ErrPoolExhausted
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (key, name, ip_index, created_at, last_seen, fingerprint, login_done) VALUES (?, ?, ?, ?, ?, ?, 0)`,
-			key, name, idx, now, now, fp); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (key, name, ip_index, created_at, last_seen, fingerprint, ephemeral, login_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			key, name, idx, now, now, fp, boolInt(opts.Ephemeral), boolInt(opts.Complete)); err != nil {
 			return Node{}, fmt.Errorf("insert node: %w", err)
 		}
 	}

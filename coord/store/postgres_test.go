@@ -23,7 +23,7 @@ var bothEngines = []func(*testing.T){
 	TestNameUniqueInNetwork, TestOpenValidatesPools, TestStableAddressesAcrossReopen,
 	TestUpsertNodeRejects, TestAllocation, TestAllocationFillsGaps, TestConcurrentUpsert,
 	TestPoolsChange, TestOpenRecordedPools, TestEvents, TestPresence, TestListen, TestAddressQuarantine,
-	TestQuarantineExhaustsSmallPool, TestUnfinishedNodes,
+	TestQuarantineExhaustsSmallPool, TestUnfinishedNodes, TestRegisterLogin, TestWriteCluster,
 }
 
 // TestPostgres runs the store tests in bothEngines against a throwaway PostgreSQL server, each in
