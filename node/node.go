@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,10 @@ type Config struct {
 	// Metrics, if set, is a loopback TCP address to serve Prometheus metrics on (/metrics), besides
 	// GET /v1/metrics on the local API (metrics.go). "" = the local API only.
 	Metrics string
+	// Advertise lists extra addresses peers can reach the node's UDP socket at, such as a port
+	// forward set up by hand on the home router (`--advertise HOST:PORT`). They are reported to the
+	// coord as candidate endpoints, ahead of the interface addresses. See CheckAdvertise.
+	Advertise []netip.AddrPort
 }
 
 // Node is a running warren node. Its state is split by concern into parts, each with its own lock
@@ -208,6 +213,14 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("node: cannot expose %s:%d (want tcp or udp, ports 1-65535)", p.Proto, p.Port)
 		}
 		n.exposed[p] = true
+	}
+	if len(cfg.Advertise) > MaxAdvertise {
+		return nil, fmt.Errorf("node: --advertise: %d addresses, at most %d", len(cfg.Advertise), MaxAdvertise)
+	}
+	for _, ap := range cfg.Advertise {
+		if err := CheckAdvertise(ap); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
 	}
 	n.proxyHeader = make(map[uint16]bool)
 	for _, p := range cfg.ProxyHeader {
@@ -345,6 +358,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.welcome = w
 	n.mu.Unlock()
 	n.overlay = []netip.Prefix{w.Prefix4, w.Prefix6}
+	for _, ap := range n.cfg.Advertise {
+		if n.overlay.contains(ap.Addr()) {
+			return fmt.Errorf("node: --advertise %s is inside the overlay (%s, %s): peers would send it into the overlay", ap, w.Prefix4, w.Prefix6)
+		}
+	}
 	n.saveCache()
 
 	stack, err := netstack.New(netstack.Config{
@@ -582,32 +600,69 @@ func (n *Node) coordLoop() {
 	}
 }
 
-// localEndpoints lists the UDP socket's addresses peers may reach it on.
+// localEndpoints lists the addresses peers may reach the UDP socket at: the advertised ones
+// (Config.Advertise) first, then the socket's own addresses.
 func (n *Node) localEndpoints() []netip.AddrPort {
 	la := n.ep.LocalAddr()
-	if !la.Addr().IsUnspecified() {
-		return []netip.AddrPort{la}
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var out []netip.AddrPort
-	for _, a := range addrs {
-		pfx, err := netip.ParsePrefix(a.String())
-		if err != nil {
-			continue
+	var ifaces []netip.Addr
+	if la.Addr().IsUnspecified() {
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+					ifaces = append(ifaces, pfx.Addr())
+				}
+			}
 		}
-		ip := pfx.Addr().Unmap()
+	}
+	return endpointList(la, ifaces, n.cfg.Advertise)
+}
+
+// endpointList builds localEndpoints from the socket's address la, the interface addresses (used
+// when la is unspecified) and the extra endpoints to list first; without duplicates, at most
+// control.MaxEndpoints-1 (the coord adds the address it sees). The coord drops overlay addresses.
+func endpointList(la netip.AddrPort, ifaces []netip.Addr, extra []netip.AddrPort) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(extra)+len(ifaces)+1)
+	add := func(ap netip.AddrPort) {
+		if len(out) < control.MaxEndpoints-1 && !slices.Contains(out, ap) {
+			out = append(out, ap)
+		}
+	}
+	for _, ap := range extra {
+		add(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	if !la.Addr().IsUnspecified() {
+		add(la)
+		return out
+	}
+	for _, a := range ifaces {
+		ip := a.Unmap()
 		if ip.IsLinkLocalUnicast() || ip.IsMulticast() {
 			continue
 		}
-		out = append(out, netip.AddrPortFrom(ip, la.Port()))
-		if len(out) == control.MaxEndpoints-1 {
-			break
-		}
+		add(netip.AddrPortFrom(ip, la.Port()))
 	}
 	return out
+}
+
+// MaxAdvertise bounds Config.Advertise.
+const MaxAdvertise = 8
+
+// CheckAdvertise reports whether ap may be advertised as an endpoint (Config.Advertise): a literal
+// IP address and port that a peer could send to: not loopback, unspecified, multicast, link-local or
+// the limited broadcast address, and without a zone. Whether it lies inside the overlay is checked
+// once the node knows the overlay's prefixes, at the first login (Start).
+func CheckAdvertise(ap netip.AddrPort) error {
+	a := ap.Addr().Unmap()
+	switch {
+	case !ap.IsValid() || ap.Port() == 0:
+		return fmt.Errorf("--advertise %s: want a literal IP:PORT with a port 1-65535", ap)
+	case a.Zone() != "":
+		return fmt.Errorf("--advertise %s: an address with a zone is not reachable from other hosts", ap)
+	case a.IsLoopback(), a.IsUnspecified(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(),
+		a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return fmt.Errorf("--advertise %s: a loopback, unspecified, multicast, link-local or broadcast address is not reachable from other hosts", ap)
+	}
+	return nil
 }
 
 // Close stops the node: API, proxy, control connection, peer links, TUN device, netstack, in that order (users

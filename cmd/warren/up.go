@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -53,6 +54,8 @@ func cmdUp(args []string) error {
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
 	fs.Var(&expose, "expose", "local services to expose on the virtual IP, e.g. `tcp:22,udp:27015`; a bare port is TCP (22 = tcp:22); tcp:PORT+proxy starts each connection with a PROXY v2 header naming the peer")
+	var advertise listFlag
+	fs.Var(&advertise, "advertise", "also offer peers this `IP:PORT` for the node's UDP socket, e.g. a port forward set up by hand on the router (a literal public address; repeatable or comma-separated)")
 	webAddr := fs.String("web", "", "serve a status page on this loopback `address` (127.0.0.1:PORT; the URL it prints holds a secret), as 'warren web' does")
 	coordTimeout := fs.Duration("coord-timeout", 30*time.Second, "how long to keep trying to reach the coordination server at start")
 	logLevel := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error, off")
@@ -106,6 +109,10 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
+	advertised, err := parseAdvertise(advertise)
+	if err != nil {
+		return err
+	}
 	proxyPass, err := proxyPassword(*proxyUser, *proxyPassFile)
 	if err != nil {
 		return err
@@ -120,6 +127,7 @@ func cmdUp(args []string) error {
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
 		Expose: ports, ProxyHeader: proxyHeader, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect, Proxy: *outProxy,
 		AuthKey: key, Ephemeral: *ephemeral, Metrics: *metricsAddr,
+		Advertise: advertised,
 	})
 	if err != nil {
 		return err
@@ -177,6 +185,26 @@ func parseExpose(specs []string) (ports []node.Port, proxy []uint16, err error) 
 		}
 	}
 	return ports, proxy, nil
+}
+
+// parseAdvertise reads --advertise: literal IP:PORT addresses peers can reach the node's UDP socket
+// at (node.CheckAdvertise), at most node.MaxAdvertise of them.
+func parseAdvertise(specs []string) ([]netip.AddrPort, error) {
+	if len(specs) > node.MaxAdvertise {
+		return nil, fmt.Errorf("--advertise: %d addresses, at most %d", len(specs), node.MaxAdvertise)
+	}
+	var out []netip.AddrPort
+	for _, s := range specs {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return nil, fmt.Errorf("--advertise %q: want a literal IP:PORT such as 203.0.113.5:41641 or [2001:db8::1]:41641 (no host names)", s)
+		}
+		if err := node.CheckAdvertise(ap); err != nil {
+			return nil, err
+		}
+		out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	return out, nil
 }
 
 func flagErr(err error) error {
