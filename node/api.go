@@ -83,7 +83,9 @@ func startAPI(n *Node, path string, log hclog.Logger) (*apiServer, error) {
 			writeJSON(w, http.StatusServiceUnavailable, localapi.ErrorReply{Error: err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, netcheckView(rep, n.relays.logins(), n.coordTransport(), n.transport))
+		v := netcheckView(rep, n.relays.logins(), n.coordTransport(), n.transport)
+		v.Portmap = n.portmapStatus()
+		writeJSON(w, http.StatusOK, v)
 	})
 	mux.HandleFunc("POST /v1/down", n.handleDown)
 	mux.HandleFunc("GET /v1/whois", func(w http.ResponseWriter, r *http.Request) {
@@ -308,6 +310,7 @@ func (n *Node) Status() localapi.Status {
 	st.Self.DNSSetup = n.dnsSetup
 	if n.nat != nil {
 		v := netcheckView(*n.nat, logins, n.transport(n.coordAddr), n.transport)
+		v.Portmap = n.portmapStatus()
 		st.Self.NAT = &v
 	}
 	n.mu.Unlock()

@@ -41,14 +41,7 @@ func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
 		n.mu.Unlock()
 		// Peers pick their hole-punching technique by both sides' mappings, and aim at the ports a
 		// sequential NAT allocates next (peer/birthday.go, peer/predict.go).
-		mapping := control.Mapping(rep.Mapping)
-		if rep.Mapping == peer.MappingUnknown {
-			mapping = control.MappingUnknown
-		}
-		ports := rep.Ports
-		if mapping != control.MappingDependent || !ports.Valid() {
-			ports = nil
-		}
+		mapping, ports := natMapping(rep)
 		n.ep.SetMapping(mapping, ports)
 		n.coord.sendEndpoints(&control.Endpoints{Endpoints: n.localEndpoints(), Mapping: mapping, Ports: ports})
 	}()

@@ -30,6 +30,7 @@ import (
 	"github.com/warren-net/warren/internal/backoff"
 	"github.com/warren-net/warren/internal/metrics"
 	"github.com/warren-net/warren/internal/peercred"
+	"github.com/warren-net/warren/internal/portmap"
 	"github.com/warren-net/warren/internal/privdir"
 	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/peer"
@@ -96,6 +97,10 @@ type Config struct {
 	// forward set up by hand on the home router (`--advertise HOST:PORT`). They are reported to the
 	// coord as candidate endpoints, ahead of the interface addresses. See CheckAdvertise.
 	Advertise []netip.AddrPort
+	// NoPortmap turns off port mapping: by default the node asks the home router (the default
+	// gateway) to map its UDP port with PCP or NAT-PMP and offers the external address to peers
+	// (portmap.go).
+	NoPortmap bool
 }
 
 // Node is a running warren node. Its state is split by concern into parts, each with its own lock
@@ -122,6 +127,8 @@ type Node struct {
 	metricsSrv   *metrics.Server // Config.Metrics; nil without it
 	// started is set once Start has succeeded: what Start sets is then safe to read (metrics.go).
 	started atomic.Bool
+	// portmap keeps the router's mapping of the UDP port; nil when off (portmap.go).
+	portmap atomic.Pointer[portmap.Mapper]
 	// portsBusy: a measurement of the NAT's port counter is under way (refreshPorts).
 	portsBusy atomic.Bool
 	// inboundExposed counts connections peers made to exposed ports (dialLocal).
@@ -335,6 +342,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		handle:    n.handleControl,
 		onConnect: n.coordConnected,
 	}
+	n.startPortmap() // in the background: the first login goes ahead, the mapping is reported when made
 	loginTimeout := n.cfg.CoordTimeout
 	if cache != nil {
 		loginTimeout = min(loginTimeout, 3*time.Second) // do not keep known tunnels waiting for long
@@ -600,8 +608,8 @@ func (n *Node) coordLoop() {
 	}
 }
 
-// localEndpoints lists the addresses peers may reach the UDP socket at: the advertised ones
-// (Config.Advertise) first, then the socket's own addresses.
+// localEndpoints lists the addresses peers may reach the UDP socket at: the router's mapping
+// (portmap.go) and the advertised ones (Config.Advertise) first, then the socket's own addresses.
 func (n *Node) localEndpoints() []netip.AddrPort {
 	la := n.ep.LocalAddr()
 	var ifaces []netip.Addr
@@ -614,7 +622,7 @@ func (n *Node) localEndpoints() []netip.AddrPort {
 			}
 		}
 	}
-	return endpointList(la, ifaces, n.cfg.Advertise)
+	return endpointList(la, ifaces, n.extraEndpoints())
 }
 
 // endpointList builds localEndpoints from the socket's address la, the interface addresses (used
@@ -689,6 +697,7 @@ func (n *Node) Close() error {
 		n.logoutOnClose()
 		n.coord.close()
 	}
+	n.closePortmap()
 	if n.ep != nil {
 		n.ep.Close()
 	}

@@ -63,6 +63,9 @@ func cmdNetcheck(args []string) error {
 		fmt.Println("ports:        random (nothing to predict)")
 	}
 	fmt.Printf("hairpinning:  %s\n", yes[rep.Hairpin])
+	if rep.Portmap != "" { // an older node does not say
+		fmt.Printf("portmap:      %s\n", rep.Portmap)
+	}
 	fmt.Printf("coord:        %.2f ms%s\n", rep.CoordRTTms, over(rep.CoordTransport))
 	printRelays(rep)
 	return nil
