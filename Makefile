@@ -37,7 +37,7 @@ load:
 
 # Every fuzz target for a few seconds: a smoke run that catches regressions in the decoders.
 FUZZTIME ?= 5s
-FUZZ     := ./control:FuzzDecode ./control:FuzzSideChannel ./control:FuzzRelayConsent ./peer:FuzzParseProbe ./peer:FuzzParseStreamHeader ./socks:FuzzParseUDPHeader ./netstack:FuzzInject ./socks:FuzzHandshake ./coord/store:FuzzVerifyPassword ./coord/store:FuzzParseAuthKey ./acl:FuzzParse ./coord/operatorapi:FuzzDecodeRequest ./coord/abuse:FuzzParseBlockList ./internal/flagfile:FuzzParse ./internal/packet:FuzzParse ./internal/webui:FuzzReadJSON ./node:FuzzAnswerDNS ./internal/peercred:FuzzParseDiagReply ./internal/tcptun:FuzzReadFrame ./coord:FuzzClusterDecode
+FUZZ     := ./control:FuzzDecode ./control:FuzzSideChannel ./control:FuzzRelayConsent ./peer:FuzzParseProbe ./peer:FuzzParseStreamHeader ./socks:FuzzParseUDPHeader ./netstack:FuzzInject ./socks:FuzzHandshake ./coord/store:FuzzVerifyPassword ./coord/store:FuzzParseAuthKey ./acl:FuzzParse ./coord/operatorapi:FuzzDecodeRequest ./coord/abuse:FuzzParseBlockList ./internal/flagfile:FuzzParse ./internal/packet:FuzzParse ./internal/webui:FuzzReadJSON ./node:FuzzAnswerDNS ./internal/peercred:FuzzParseDiagReply ./internal/tcptun:FuzzReadFrame ./coord:FuzzClusterDecode ./internal/portmap:FuzzDecodePMP ./internal/portmap:FuzzDecodePCP
 fuzz:
 	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
 	  $(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done

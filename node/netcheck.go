@@ -35,7 +35,8 @@ func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
 			return
 		}
 		n.log.Info("NAT discovery", "public", rep.Public, "mapping", rep.Mapping, "allocation", rep.Allocation,
-			"hairpin", rep.Hairpin, "coord_rtt", rep.CoordRTT.Round(time.Microsecond), "relay", rep.Relay)
+			"hairpin", rep.Hairpin, "coord_rtt", rep.CoordRTT.Round(time.Microsecond), "relay", rep.Relay,
+			"portmap", n.portmapStatus())
 		n.mu.Lock()
 		n.nat = &rep
 		n.mu.Unlock()
