@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 		fmt.Println(socksProbe(addr))
 		os.Exit(0)
 	}
+	// Every node these tests start (and their children inherit the variable) leaves the host's
+	// default gateway alone: tests talk only to loopback and to namespaces they made themselves.
+	os.Setenv("WARREN_NO_PORTMAP", "1")
 	os.Exit(m.Run())
 }
 

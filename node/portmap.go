@@ -1,6 +1,7 @@
 package node
 
 import (
+	"net"
 	"net/netip"
 
 	"github.com/warren-net/warren/control"
@@ -9,10 +10,11 @@ import (
 )
 
 // startPortmap asks the home router, the default route's gateway, to map the node's UDP port
-// (internal/portmap: PCP, else NAT-PMP), unless Config.NoPortmap or NoDirect says not to or the host
-// has no default gateway.
+// (internal/portmap: PCP, else NAT-PMP) if Config.Portmap asks for it, unless NoDirect says no direct
+// paths, the socket is bound to loopback (nothing beyond this host could use a mapping; the demo,
+// benchmarks and tests listen there) or the host has no default gateway.
 func (n *Node) startPortmap() {
-	if n.cfg.NoPortmap || n.cfg.NoDirect {
+	if !n.cfg.Portmap || n.cfg.NoDirect || listensOnLoopback(n.cfg.Listen) {
 		return
 	}
 	gw, err := portmap.DefaultGateway()
@@ -48,7 +50,8 @@ func (n *Node) extraEndpoints() []netip.AddrPort {
 }
 
 // portmapStatus is what netcheck shows: "PROTOCOL EXTERNAL", "none" while there is no mapping,
-// "off" when the node does not try (Config.NoPortmap, NoDirect, no default gateway).
+// "off" when the node does not try (Config.Portmap unset, NoDirect, a loopback socket, no default
+// gateway).
 func (n *Node) portmapStatus() string {
 	if m := n.portmap.Load(); m != nil {
 		return m.Current().String()
@@ -92,4 +95,17 @@ func natMapping(rep peer.NATReport) (control.Mapping, *control.Ports) {
 		ports = nil
 	}
 	return mapping, ports
+}
+
+// listensOnLoopback reports whether the UDP address the node binds (Config.Listen) is a loopback one.
+func listensOnLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }

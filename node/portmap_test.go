@@ -100,9 +100,10 @@ func TestPortmapEndpoint(t *testing.T) {
 	}
 }
 
-// TestNoPortmap: --no-portmap and --no-direct leave the router alone.
+// TestNoPortmap: without Config.Portmap (--no-portmap), with --no-direct, or with the socket on
+// loopback, the node leaves the router alone.
 func TestNoPortmap(t *testing.T) {
-	for _, cfg := range []Config{{NoPortmap: true}, {NoDirect: true}} {
+	for _, cfg := range []Config{{}, {Portmap: true, NoDirect: true}, {Portmap: true, Listen: "127.0.0.1:0"}} {
 		cfg.StateDir, cfg.Coord, cfg.Name = t.TempDir(), "127.0.0.1:7400", "n"
 		n, err := New(cfg)
 		if err != nil {
