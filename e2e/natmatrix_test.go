@@ -36,6 +36,21 @@ type matrixNode struct {
 	http  *http.Client // through its own SOCKS port, from inside its namespace
 }
 
+// newMatrixNode is the node to run in h's namespace, state under tmp: its HTTP service is up, and
+// its HTTP client goes through the SOCKS port 127.0.0.1:1080 the node will open there.
+func newMatrixNode(t *testing.T, s *labSite, h labHost, name, tmp string) *matrixNode {
+	t.Helper()
+	n := &matrixNode{name: name, site: s, host: h, state: filepath.Join(tmp, name), api: localapi.NewClient(filepath.Join(tmp, name))}
+	n.body = serveHTTP(t, h.NS, name)
+	d, err := proxy.SOCKS5("tcp", "127.0.0.1:1080", nil, nsDialer(h.NS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: d.(proxy.ContextDialer).DialContext, DisableKeepAlives: true}}
+	return n
+}
+
 // natWantPath is the path a pair of nodes should end up on: direct wherever port-preserving hole
 // punching can open both NATs, and between a symmetric NAT (a new port per destination) and a
 // port-restricted one, where the birthday technique does (peer/birthday.go), aimed at the predicted
@@ -107,15 +122,7 @@ func TestNATMatrix(t *testing.T) {
 			if len(s.Clients) > 1 {
 				name = fmt.Sprintf("%s%d", s.Name, k+1)
 			}
-			n := &matrixNode{name: name, site: s, host: h, state: filepath.Join(tmp, name), api: localapi.NewClient(filepath.Join(tmp, name))}
-			n.body = serveHTTP(t, h.NS, name)
-			d, err := proxy.SOCKS5("tcp", "127.0.0.1:1080", nil, nsDialer(h.NS))
-			if err != nil {
-				t.Fatal(err)
-			}
-			n.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-				DialContext: d.(proxy.ContextDialer).DialContext, DisableKeepAlives: true}}
-			nodes = append(nodes, n)
+			nodes = append(nodes, newMatrixNode(t, s, h, name, tmp))
 		}
 	}
 	byName := map[string]*matrixNode{}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -65,16 +64,7 @@ func TestTCPFallback(t *testing.T) {
 	}
 	mk := func(site string, extra ...string) *fbNode {
 		s := lab.site(t, site)
-		h := s.Clients[0]
-		n := &matrixNode{name: site, site: s, host: h, state: filepath.Join(tmp, site), api: localapi.NewClient(filepath.Join(tmp, site))}
-		n.body = serveHTTP(t, h.NS, site)
-		d, err := proxy.SOCKS5("tcp", "127.0.0.1:1080", nil, nsDialer(h.NS))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			DialContext: d.(proxy.ContextDialer).DialContext, DisableKeepAlives: true}}
-		return &fbNode{matrixNode: n, extra: extra}
+		return &fbNode{matrixNode: newMatrixNode(t, s, s.Clients[0], site, tmp), extra: extra}
 	}
 	start := func(n *fbNode, extra ...string) {
 		args := append([]string{"up", "--coord", coordAddr, "--coord-key", fp, "--state", n.state, "--name", n.name,

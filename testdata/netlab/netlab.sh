@@ -6,6 +6,7 @@
 #   netlab.sh rebind PREFIX SITE                 move the site's NAT to a new port range, drop its mappings
 #   netlab.sh coordonly PREFIX SITE on|off       on: the site's router passes UDP to and from the coord only
 #   netlab.sh exec PREFIX NS CMD...              run CMD in namespace PREFIX-NS (e.g. coord, a-1, a-nat)
+#   netlab.sh miniupnpd PREFIX SITE DIR          run miniupnpd (foreground) on an upnp site's router
 #   netlab.sh list PREFIX                        the lab's namespaces
 #
 # Every namespace is named PREFIX-something, so runs with different prefixes never collide and `down`
@@ -15,12 +16,13 @@
 # Layout:
 #   PREFIX-inet       the "internet": bridge br0, 203.0.113.0/24, no addresses of its own
 #   PREFIX-coord      203.0.113.2 and 203.0.113.3 (two addresses, for NAT mapping discovery)
-#   PREFIX-SITE-nat   site number N (1, 2, … in argument order): WAN "wan" 203.0.113.(10+N),
+#   PREFIX-SITE-nat   site number N (1, 2, … in argument order): WAN "wan" 203.0.113.(10+N)
+#                     (11.0.113.(10+N) for an upnp router: see UPNET),
 #                     LAN bridge "lan" 10.N.0.1/24; absent for public sites
 #   PREFIX-SITE-K     client K (1, 2, …): 10.N.0.(1+K)/24, default route via 10.N.0.1;
 #                     a public site's only client sits on the internet as 203.0.113.(10+N)
-# Hosts on the internet segment reach 203.0.113.0/24 and nothing else (blackhole default route), as
-# private addresses are unreachable across the real internet.
+# Hosts on the internet segment reach 203.0.113.0/24 and 11.0.113.0/24 and nothing else (blackhole
+# default route), as private addresses are unreachable across the real internet.
 #
 # Router TYPEs (UDP behaviour; TCP and ICMP are masqueraded and stateful everywhere):
 #   public     no router: the client is on the internet segment
@@ -35,6 +37,9 @@
 #   sequential endpoint-dependent mapping with a predictable allocator: every new UDP mapping takes
 #              the next port of one counter shared by all clients (30000, 30001, … 39999, then
 #              30000 again), as many carrier-grade and corporate NATs do; port-restricted filtering
+#   upnp       symmetric (masquerade random), plus the hooks miniupnpd fills (table inet miniupnpd);
+#              `netlab.sh miniupnpd` runs it (NAT-PMP and PCP on the LAN side, UPnP IGD off), so a
+#              client can map a public port to itself
 #   blocked    UDP dropped in both directions (port-restricted for the rest)
 #   udpblock   the same: every UDP packet dropped silently (nodes fall back to TCP)
 #   udpreject  UDP refused with ICMP port unreachable instead of dropped
@@ -66,8 +71,12 @@
 set -euo pipefail
 
 NET=203.0.113
+# upnp routers' WAN prefix, also on the internet segment: miniupnpd (2.3.1) refuses to map ports on a
+# reserved external address, the documentation ranges included, so it cannot be 203.0.113.0/24. It
+# is a global prefix, but nothing of the lab reaches beyond its namespaces.
+UPNET=11.0.113
 COORD_ADDRS=("$NET.2" "$NET.3")
-TYPES="public fullcone addr port symmetric sequential blocked udpblock udpreject proxyonly"
+TYPES="public fullcone addr port symmetric sequential upnp blocked udpblock udpreject proxyonly"
 
 die() {
   echo "netlab: $*" >&2
@@ -75,7 +84,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -116,6 +125,11 @@ internet_host() {
   done
   ipn "$ns" link set wan up
   ipn "$ns" route add blackhole default
+  # Both internet prefixes are on the segment: a route to the one the host has no address in.
+  local pfx
+  for pfx in "$NET" "$UPNET"; do
+    [[ " $* " == *" $pfx."* ]] || ipn "$ns" route add "$pfx.0/24" dev wan
+  done
 }
 
 # seq_snat ADDR LO N: the statement of a sequential allocator: each new mapping takes the next of the
@@ -172,7 +186,7 @@ esac )
   chain nat_out {
     type nat hook postrouting priority srcnat; policy accept;
 $( [ "$type" = sequential ] && echo "    oifname \"wan\" meta l4proto udp $(seq_snat "$wan" 30000 10000)" )
-    oifname "wan" masquerade$( [ "$type" = symmetric ] && echo ' random' )
+    oifname "wan" masquerade$( [ "$type" = symmetric ] || [ "$type" = upnp ] && echo ' random' )
   }
   chain note_out {
     type filter hook postrouting priority srcnat + 1; policy accept;
@@ -180,6 +194,27 @@ $( case $type in
   fullcone | addr) echo '    oifname "wan" update @pub { udp sport : ct original ip saddr . ct original proto-src }' ;;
 esac
   [ "$type" = addr ] && echo '    oifname "wan" update @contacted { ip daddr . udp sport }' )
+  }
+}
+$( [ "$type" = upnp ] && upnp_rules )
+EOF
+}
+
+# upnp_rules: the hooks miniupnpd (nftables backend) fills on an upnp router, in a table of its own;
+# cmd_miniupnpd's config names them. A MAP adds a DNAT in prerouting_miniupnpd and an accept in
+# miniupnpd (the forward hook); postrouting_miniupnpd (PCP PEER only) stays empty, so a client's own
+# outbound packets still leave from random ports, the mapped port only answers what came in on it.
+upnp_rules() {
+  cat <<EOF
+table inet miniupnpd {
+  chain forward { type filter hook forward priority filter - 1; policy accept; jump miniupnpd; }
+  chain miniupnpd {
+  }
+  chain prerouting { type nat hook prerouting priority dstnat - 1; policy accept; jump prerouting_miniupnpd; }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting { type nat hook postrouting priority srcnat - 1; policy accept; jump postrouting_miniupnpd; }
+  chain postrouting_miniupnpd {
   }
 }
 EOF
@@ -221,6 +256,7 @@ cmd_up() {
     count=${count:-1}
     n=$((n + 1))
     wan="$NET.$((10 + n))"
+    [ "$type" != upnp ] || wan="$UPNET.$((10 + n))"
     if [ "$type" = public ]; then
       client="$P-$name-1"
       new_ns "$client"
@@ -335,6 +371,38 @@ EOF
   echo "coordonly $2: $3"
 }
 
+# cmd_miniupnpd PREFIX SITE DIR: run miniupnpd in the foreground in an upnp site's router, NAT-PMP and
+# PCP on the LAN side (UPnP IGD off), rules in the hooks upnp_rules made; config, pid and lease files
+# in DIR. It stops on TERM (or `down`), removing its rules.
+cmd_miniupnpd() {
+  [ $# -eq 3 ] || usage
+  check_prefix "$1"
+  local router="$1-$2-nat" dir=$3 bin
+  [ -e "/var/run/netns/$router" ] || die "no NAT router $router"
+  in_ns "$router" nft list table inet miniupnpd >/dev/null 2>&1 || die "$router is no upnp router"
+  bin=$(command -v miniupnpd || echo /usr/sbin/miniupnpd)
+  [ -x "$bin" ] || die "needs miniupnpd (apt-get install miniupnpd-nftables)"
+  [ -d "$dir" ] || die "no directory $dir"
+  cat >"$dir/miniupnpd.conf" <<EOF
+ext_ifname=wan
+listening_ip=lan
+enable_natpmp=yes
+enable_upnp=no
+secure_mode=yes
+lease_file=$dir/leases
+clean_ruleset_interval=0
+upnp_table_name=miniupnpd
+upnp_nat_table_name=miniupnpd
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+uuid=00000000-0000-4000-8000-$(printf '%012x' "$RANDOM$RANDOM")
+allow 1024-65535 10.0.0.0/8 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF
+  exec ip netns exec "$router" "$bin" -d -f "$dir/miniupnpd.conf" -P "$dir/miniupnpd.pid"
+}
+
 cmd_exec() {
   [ $# -ge 3 ] || usage
   check_prefix "$1"
@@ -356,6 +424,7 @@ down) cmd_down "$@" ;;
 rebind) cmd_rebind "$@" ;;
 coordonly) cmd_coordonly "$@" ;;
 exec) cmd_exec "$@" ;;
+miniupnpd) cmd_miniupnpd "$@" ;;
 list)
   [ $# -eq 1 ] || usage
   check_prefix "$1"
