@@ -69,13 +69,14 @@ func startMiniupnpd(t *testing.T, lab *netlab, site string) {
 
 // TestPortMapLab: behind a random symmetric NAT that maps ports on request (miniupnpd: PCP, NAT-PMP),
 // a node maps its UDP port, advertises the external address first, and ends direct with every other
-// type of NAT, another such router included (issue 16 item 5). Each upnp node's `warren netcheck`
-// must show the mapping; every pair with an upnp node must fetch both ways through SOCKS and show
-// `direct` on both sides. (symmetric ↔ symmetric without a mapping is the matrix's business: relay.)
+// type of NAT (symmetric, sequential, port- and address-restricted, full cone, public), another such
+// router included (issue 16 item 5). Each upnp node's `warren netcheck` must show the mapping; every
+// pair with an upnp node must fetch both ways through SOCKS and show `direct` on both sides.
+// (symmetric ↔ symmetric without a mapping is the matrix's business: relay.)
 func TestPortMapLab(t *testing.T) {
 	needNetlab(t)
 	needMiniupnpd(t)
-	lab := newNetlab(t, "up:upnp", "up2:upnp", "sy:symmetric", "pr:port", "pub:public")
+	lab := newNetlab(t, "up:upnp", "up2:upnp", "sy:symmetric", "sq:sequential", "pr:port", "ar:addr", "fc:fullcone", "pub:public")
 	for _, s := range []string{"up", "up2"} {
 		startMiniupnpd(t, lab, s)
 	}
