@@ -184,8 +184,11 @@ func TestCatchUpInBatches(t *testing.T) {
 	}, "coord 2 did not handle the events")
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	// 600 events are read as 256 + 256 + 88 (eventBatch): one resync batch each.
-	if got := cl.batches - batches; got > 3 {
-		t.Errorf("%d events took %d resync batches, want at most 3", n, got)
+	// 600 events are read as 256 + 256 + 88 (eventBatch): one resync batch each. Other events the
+	// coord handled meanwhile (a heartbeat's, the join's tail on a loaded machine) may each have come
+	// in a batch of their own; one at a time, the 600 would have taken 600.
+	other := cl.events - handled - n
+	if got := cl.batches - batches; got > 3+other {
+		t.Errorf("%d events (and %d others) took %d resync batches, want at most %d", n, other, got, 3+other)
 	}
 }
