@@ -80,17 +80,7 @@ func TestRunEgress(t *testing.T) {
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
 	}
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-		}
-	}()
+	serveUDPEcho(t, echo)
 	webPort, ownPort, udpPort := web.Addr().(*net.TCPAddr).Port, own.Addr().(*net.TCPAddr).Port, echo.LocalAddr().(*net.UDPAddr).Port
 
 	coord := startNSProc(t, nsA, "warren-coord", "--listen", "127.0.0.1:0", "--data", filepath.Join(tmp, "coord"))

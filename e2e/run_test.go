@@ -80,17 +80,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { uc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := uc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			uc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-		}
-	}()
+	serveUDPEcho(t, uc)
 	httpPort, udpPort := ln.Addr().(*net.TCPAddr).Port, uc.LocalAddr().(*net.UDPAddr).Port
 
 	startProc(t, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateB, "--name", "bob", "--listen", "127.0.0.1:0",

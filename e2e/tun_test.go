@@ -56,17 +56,8 @@ func TestTUN(t *testing.T) {
 	// exposed tcp:7006, which bob warns about at start.
 	sumLo := tcpBlob(t, nsB, "127.0.0.1:7004", 1<<20)
 	udpLo := udpListen(t, nsB, "127.0.0.1:7005", false)
-	for _, c := range []net.PacketConn{udpB, udpLo} {
-		go func() { // bob's UDP services answer every datagram
-			buf := make([]byte, 2048)
-			for {
-				n, from, err := c.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-			}
-		}()
+	for _, c := range []net.PacketConn{udpB, udpLo} { // bob's UDP services answer every datagram
+		serveUDPEcho(t, c)
 	}
 
 	stateA, stateB, stateC := filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c")

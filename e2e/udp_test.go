@@ -27,19 +27,23 @@ func udpEchoService(t *testing.T, port int) uint16 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := pc.(*net.UDPConn)
+	serveUDPEcho(t, pc)
+	return uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// serveUDPEcho answers every datagram on c with "echo:<payload>" until the test ends (it closes c).
+func serveUDPEcho(t *testing.T, c net.PacketConn) {
 	t.Cleanup(func() { c.Close() })
 	go func() {
 		buf := make([]byte, 2048)
 		for {
-			n, from, err := c.ReadFromUDP(buf)
+			n, from, err := c.ReadFrom(buf)
 			if err != nil {
 				return
 			}
-			c.WriteToUDP(append([]byte("echo:"), buf[:n]...), from)
+			c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
 		}
 	}()
-	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
 }
 
 // unix_SO_REUSEPORT is SO_REUSEPORT on Linux (not in package syscall).

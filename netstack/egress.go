@@ -54,14 +54,9 @@ func (ns *Stack) setupEgress() error {
 // maxInFlightForwards at once): the destination is dialed first, so a refused or unreachable one
 // looks to the client like it would without warren, a reset (or its SYN timing out meanwhile).
 func (ns *Stack) egressTCP(r *tcp.ForwarderRequest) {
-	ns.mu.Lock()
-	if ns.closed {
-		ns.mu.Unlock()
-		r.Complete(true)
+	if !ns.admitForward(r) {
 		return
 	}
-	ns.wg.Add(1) // under mu while open: see Stack.mu
-	ns.mu.Unlock()
 	defer ns.wg.Done()
 
 	id := r.ID()

@@ -18,20 +18,28 @@ import (
 // localDialTimeout bounds the dial to an exposed service on the host; the remote's SYN waits that long.
 const localDialTimeout = 5 * time.Second
 
+// admitForward counts a forwarder goroutine in ns.wg while the stack is open, and the caller calls
+// ns.wg.Done when it ends; once the stack is closed it resets the connection and returns false.
+func (ns *Stack) admitForward(r *tcp.ForwarderRequest) bool {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.closed {
+		r.Complete(true)
+		return false
+	}
+	ns.wg.Add(1) // under mu while open: see Stack.mu
+	return true
+}
+
 // forwardTCP handles a new inbound connection (a SYN to one of our addresses that no endpoint
 // listens for), on a goroutine gVisor's forwarder starts (at most maxInFlightForwards at once).
 // Exposed ports are dialed on the host first and then accepted and spliced, so a service that is
 // down looks exactly like an unexposed port: a RST, which the remote side reports as "connection
 // refused".
 func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
-	ns.mu.Lock()
-	if ns.closed {
-		ns.mu.Unlock()
-		r.Complete(true)
+	if !ns.admitForward(r) {
 		return
 	}
-	ns.wg.Add(1) // under mu while open: see Stack.mu
-	ns.mu.Unlock()
 	defer ns.wg.Done()
 
 	id := r.ID()
