@@ -69,7 +69,7 @@ type Server struct {
 }
 
 type packet struct {
-	from netip.Addr
+	from *net.UDPAddr // the stream's synthetic address, made once per stream (never modified)
 	buf  *[MaxFrame]byte
 	n    int
 }
@@ -214,6 +214,7 @@ func (s *Server) serve(sc *serverConn, addr netip.Addr) {
 	stop := context.AfterFunc(s.ctx, func() { tc.Close() })
 	defer stop()
 	r := bufio.NewReaderSize(tc, 16<<10)
+	from := net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, 1))
 	for {
 		buf := frameBufs.Get().(*[MaxFrame]byte)
 		n, err := ReadFrame(r, buf[:])
@@ -222,7 +223,7 @@ func (s *Server) serve(sc *serverConn, addr netip.Addr) {
 			return
 		}
 		select {
-		case s.in <- packet{from: addr, buf: buf, n: n}:
+		case s.in <- packet{from: from, buf: buf, n: n}:
 		default:
 			frameBufs.Put(buf)
 			s.drops.Add(1)
@@ -269,7 +270,7 @@ func (s *Server) ReadFrom(p []byte) (int, net.Addr, error) {
 		case pk := <-s.in:
 			n := copy(p, pk.buf[:pk.n])
 			frameBufs.Put(pk.buf)
-			return n, &net.UDPAddr{IP: pk.from.AsSlice(), Port: 1}, nil
+			return n, pk.from, nil
 		case <-s.ctx.Done():
 			return 0, nil, net.ErrClosed
 		case <-timer:
