@@ -34,26 +34,29 @@ import (
 
 // options are the command-line knobs; every duration and count is bounded by them.
 type options struct {
-	bin       string        // directory with warren and warren-coord
-	wgpeer    string        // the wgpeer binary
-	rows      []string      // rows to measure, in order
-	runs      int           // runs per row (the median is shown)
-	dur       time.Duration // measured window of each bulk run
-	warmup    time.Duration // unmeasured start of each bulk run
-	rttN      int           // round trips per RTT measurement
-	conns     int           // connections per new-connection measurement
-	connLimit time.Duration // time bound of the new-connection measurement
-	wgMTU     int           // MTU of the wireguard-go tunnel
-	verbose   bool          // print every run's numbers
-	keep      bool          // keep the temp dir (logs) after the run
-	profile   string        // directory for perf profiles of the VPN rows; "" = none
-	base      string        // directory with baseline warren binaries for the warren-base row; "" = none
-	idle      int           // idle SOCKS connections held open at once; 0 = skip
-	idleRows  []string      // rows the idle check runs on
-	idlePar   int           // connections opened in parallel for the idle check
-	udpN60    int           // UDP round trips at 60 packets/s per run (0 = skip)
-	udpNFast  int           // UDP round trips back to back per run (0 = skip)
-	udpLoss   time.Duration // a UDP datagram not back in this time is lost
+	bin        string        // directory with warren and warren-coord
+	wgpeer     string        // the wgpeer binary
+	rows       []string      // rows to measure, in order
+	runs       int           // runs per row (the median is shown)
+	dur        time.Duration // measured window of each bulk run
+	warmup     time.Duration // unmeasured start of each bulk run
+	rttN       int           // round trips per RTT measurement
+	conns      int           // connections per new-connection measurement
+	connLimit  time.Duration // time bound of the new-connection measurement
+	wgMTU      int           // MTU of the wireguard-go tunnel
+	verbose    bool          // print every run's numbers
+	keep       bool          // keep the temp dir (logs) after the run
+	profile    string        // directory for perf profiles of the VPN rows; "" = none
+	base       string        // directory with baseline warren binaries for the warren-base row; "" = none
+	idle       int           // idle SOCKS connections held open at once; 0 = skip
+	idleRows   []string      // rows the idle check runs on
+	idlePar    int           // connections opened in parallel for the idle check
+	udpN60     int           // UDP round trips at 60 packets/s per run (0 = skip)
+	udpNFast   int           // UDP round trips back to back per run (0 = skip)
+	udpLoss    time.Duration // a UDP datagram not back in this time is lost
+	idleNodes  int           // nodes in the idle-cost network (0 = skip)
+	idleSettle time.Duration // wait after all links are direct before the idle window
+	idleWindow time.Duration // the idle-cost measuring window
 }
 
 // allRows are the rows benchtable knows, in table order. warren-base is added by -base.
@@ -87,6 +90,9 @@ func main() {
 	flag.IntVar(&o.udpN60, "udp-n60", 300, "64-byte UDP round trips at 60 packets/s per run (5 s at 300; 0 = skip)")
 	flag.IntVar(&o.udpNFast, "udp-n", 2000, "64-byte UDP round trips back to back per run (0 = skip)")
 	flag.DurationVar(&o.udpLoss, "udp-loss", 500*time.Millisecond, "a UDP datagram not echoed within this time counts as lost")
+	flag.IntVar(&o.idleNodes, "idle-nodes", 10, "after the table, measure the idle cost of a network of this many idle nodes (0 = skip)")
+	flag.DurationVar(&o.idleSettle, "idle-settle", 15*time.Second, "wait after every idle node's links are direct before the idle window")
+	flag.DurationVar(&o.idleWindow, "idle-window", 20*time.Second, "the idle-cost measuring window")
 	flag.BoolVar(&o.verbose, "v", false, "print every run's numbers")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir with the child processes' logs")
 	flag.StringVar(&o.profile, "profile", "", "after the table, profile each VPN row's processes with perf into this `dir`ectory")
@@ -116,8 +122,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable: row warren-base needs -base")
 		os.Exit(2)
 	}
-	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 || o.idle < 0 || o.idlePar < 1 || o.udpN60 < 0 || o.udpNFast < 0 || o.udpLoss <= 0 {
-		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns, -dur, -idle-par and -udp-loss must be positive, -idle, -udp-n60 and -udp-n not negative")
+	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 || o.idle < 0 || o.idlePar < 1 || o.udpN60 < 0 || o.udpNFast < 0 || o.udpLoss <= 0 ||
+		o.idleNodes < 0 || o.idleNodes == 1 || o.idleSettle < 0 || o.idleWindow <= 0 {
+		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns, -dur, -idle-par, -udp-loss and -idle-window must be positive,\n"+
+			"-idle, -udp-n60, -udp-n and -idle-settle not negative, -idle-nodes 0 or at least 2")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -253,23 +261,32 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	took := time.Since(started)
 	printTable(os.Stdout, o, results, notes, took, load0, meter.describe(b, took.Seconds()))
-	if o.profile == "" {
-		return nil
-	}
-	if err := os.MkdirAll(o.profile, 0o755); err != nil {
-		return err
-	}
-	for _, r := range rows {
-		if len(r.t.vpn) == 0 {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "profiling %s\n", r.name)
-		txt, err := b.profile(ctx, o.profile, r.name, r.t)
-		if err != nil {
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
 			return err
 		}
-		fmt.Printf("profile of %s (1 stream): %s\n", r.name, txt)
+		for _, r := range rows {
+			if len(r.t.vpn) == 0 {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "profiling %s\n", r.name)
+			txt, err := b.profile(ctx, o.profile, r.name, r.t)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("profile of %s (1 stream): %s\n", r.name, txt)
+		}
 	}
+	if o.idleNodes == 0 {
+		return nil
+	}
+	b.stopAll() // the rows' processes would add their own keep-alives to the machine's noise
+	fmt.Fprintf(os.Stderr, "idle cost: %d nodes, %s settle, %s window\n", o.idleNodes, o.idleSettle, o.idleWindow)
+	ic, err := b.measureIdleCost(ctx)
+	if err != nil {
+		return fmt.Errorf("idle cost: %w", err)
+	}
+	printIdleCost(os.Stdout, ic)
 	return nil
 }
 

@@ -151,12 +151,7 @@ func (b *bench) peer(ctx context.Context, name, gomaxprocs string) (target, erro
 func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort, name string, extra ...string) (target, error) {
 	warren := filepath.Join(bin, "warren")
 	dir := filepath.Join(b.dir, name)
-	coord, err := b.start(name+"-coord", filepath.Join(bin, "warren-coord"), nil,
-		"--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "coord"), "--log-level", "warn")
-	if err != nil {
-		return target{}, err
-	}
-	coordAddr, coordKey, err := coordHello(ctx, coord)
+	_, coordAddr, coordKey, err := b.startCoord(ctx, name, bin, dir)
 	if err != nil {
 		return target{}, err
 	}
@@ -186,6 +181,18 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 		return target{}, err
 	}
 	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}, udp: socksUDP(socksAddr, dest)}, nil
+}
+
+// startCoord starts a warren-coord from bin on loopback with its data in dir/coord, and returns it
+// with its address and key.
+func (b *bench) startCoord(ctx context.Context, name, bin, dir string) (coord *proc, addr, key string, err error) {
+	coord, err = b.start(name+"-coord", filepath.Join(bin, "warren-coord"), nil,
+		"--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "coord"), "--log-level", "warn")
+	if err != nil {
+		return nil, "", "", err
+	}
+	addr, key, err = coordHello(ctx, coord)
+	return coord, addr, key, err
 }
 
 // coordHello reads warren-coord's first two lines: its address and its key.
@@ -246,11 +253,14 @@ func packetPathFlag(ctx context.Context, warren string) string {
 
 // nodeStatus is the part of `warren status --json` the benchmark reads.
 type nodeStatus struct {
-	Peers []struct {
-		Name string       `json:"name"`
-		IPs  []netip.Addr `json:"ips"`
-		Path string       `json:"path"`
-	} `json:"peers"`
+	Peers []peerStatus `json:"peers"`
+}
+
+// peerStatus is one peer in nodeStatus.
+type peerStatus struct {
+	Name string       `json:"name"`
+	IPs  []netip.Addr `json:"ips"`
+	Path string       `json:"path"`
 }
 
 // waitStatus polls `warren status --json` until ok accepts it (nil: any answer), for up to 20 s.

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/warren-net/warren/bench/internal/load"
+)
+
+// Idle cost targets (issue 17): what a node that carries no traffic may cost, whatever the size of
+// its network, and what the coord may spend to keep one idle node connected.
+const (
+	idleWakeupsTarget = 5.0  // thread wake-ups per second per node
+	idleCPUTarget     = 0.1  // % of one CPU per node
+	idleCoordTarget   = 20.0 // µs of coord CPU per node per second
+)
+
+// idleCost is the idle row: a network of idle nodes, each with a direct link to every other.
+type idleCost struct {
+	nodes         int
+	window        time.Duration
+	wakeups, cpus []float64 // per node: thread wake-ups/s and % of one CPU
+	coordCPU      float64   // µs of coord CPU per node per second
+	coordWakeups  float64   // coord thread wake-ups/s
+}
+
+// measureIdleCost starts one coord and opts.idleNodes nodes on loopback in one network, waits until
+// every node has a direct link to every other, lets the start-up probing settle, then counts each
+// process's thread wake-ups (context switches of all its threads) and CPU time over opts.idleWindow.
+func (b *bench) measureIdleCost(ctx context.Context) (idleCost, error) {
+	n := b.opts.idleNodes
+	warren := filepath.Join(b.opts.bin, "warren")
+	dir := filepath.Join(b.dir, "idle")
+	coord, coordAddr, coordKey, err := b.startCoord(ctx, "idle", b.opts.bin, dir)
+	if err != nil {
+		return idleCost{}, err
+	}
+	nodes := make([]*proc, n)
+	states := make([]string, n)
+	for i := range n {
+		states[i] = filepath.Join(dir, fmt.Sprintf("n%d", i))
+		nodes[i], err = b.start(fmt.Sprintf("idle-n%d", i), warren, nil, "up", "--coord", coordAddr, "--coord-key", coordKey,
+			"--listen", "127.0.0.1:0", "--log-level", "warn", "--name", fmt.Sprintf("n%d", i), "--state", states[i], "--socks", "")
+		if err != nil {
+			return idleCost{}, err
+		}
+	}
+	for _, st := range states {
+		if _, err := b.waitStatus(ctx, warren, st, nil); err != nil {
+			return idleCost{}, err
+		}
+	}
+	const pw = "bench-password"
+	if err := runCLI(ctx, warren, "network", "create", "idle", "--password", pw, "--state", states[0]); err != nil {
+		return idleCost{}, err
+	}
+	for _, st := range states[1:] {
+		if err := runCLI(ctx, warren, "network", "join", "idle", "--password", pw, "--state", st); err != nil {
+			return idleCost{}, err
+		}
+	}
+	allDirect := func(s nodeStatus) bool {
+		return len(s.Peers) == n-1 && !slices.ContainsFunc(s.Peers, func(p peerStatus) bool { return p.Path != "direct" })
+	}
+	for _, st := range states {
+		if _, err := b.waitStatus(ctx, warren, st, allDirect); err != nil {
+			return idleCost{}, err
+		}
+	}
+	// Start-up work (punching, probes, the first rounds of path checks) is not idle cost.
+	if err := load.Sleep(ctx, b.opts.idleSettle); err != nil {
+		return idleCost{}, err
+	}
+	procs := append([]*proc{coord}, nodes...)
+	w0, c0, err := idleSample(procs)
+	if err != nil {
+		return idleCost{}, err
+	}
+	t0 := time.Now()
+	if err := load.Sleep(ctx, b.opts.idleWindow); err != nil {
+		return idleCost{}, err
+	}
+	w1, c1, err := idleSample(procs)
+	if err != nil {
+		return idleCost{}, err
+	}
+	secs := time.Since(t0).Seconds()
+	ic := idleCost{nodes: n, window: b.opts.idleWindow}
+	ic.coordWakeups = (w1[0] - w0[0]) / secs
+	ic.coordCPU = (c1[0] - c0[0]) / secs / float64(n) * 1e6
+	for i := 1; i < len(procs); i++ {
+		ic.wakeups = append(ic.wakeups, (w1[i]-w0[i])/secs)
+		ic.cpus = append(ic.cpus, (c1[i]-c0[i])/secs*100)
+	}
+	for _, p := range procs {
+		p.stop(3 * time.Second)
+	}
+	return ic, nil
+}
+
+// idleSample reads each process's thread wake-ups so far and its CPU seconds so far.
+func idleSample(ps []*proc) (wakeups, cpu []float64, err error) {
+	for _, p := range ps {
+		w, err := threadSwitches(p.pid())
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := cpuSeconds(p.pid())
+		if err != nil {
+			return nil, nil, err
+		}
+		wakeups, cpu = append(wakeups, w), append(cpu, c)
+	}
+	return wakeups, cpu, nil
+}
+
+// threadSwitches is the number of context switches of all of a process's threads so far
+// (voluntary_ctxt_switches + nonvoluntary_ctxt_switches of /proc/PID/task/*/status): each one is a
+// thread that went to sleep or was preempted, so over an idle window it counts wake-ups.
+func threadSwitches(pid int) (float64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, fmt.Errorf("threads of %d: %w", pid, err)
+	}
+	var sum float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(l, ":")
+			if !ok || (k != "voluntary_ctxt_switches" && k != "nonvoluntary_ctxt_switches") {
+				continue
+			}
+			x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("threads of %d: %s: %w", pid, l, err)
+			}
+			sum += x
+		}
+	}
+	return sum, nil
+}
+
+// printIdleCost writes the idle row with its targets.
+func printIdleCost(w io.Writer, ic idleCost) {
+	mw, xw := medianMax(ic.wakeups)
+	mc, xc := medianMax(ic.cpus)
+	fmt.Fprintf(w, "\nIdle cost: %d idle nodes on loopback in one network, each with %d direct peers, over %s (median / worst node):\n\n",
+		ic.nodes, ic.nodes-1, ic.window)
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "not met"
+	}
+	writeAligned(w, [][]string{
+		{"", "measured", "target", ""},
+		{"node wake-ups/s", fmt.Sprintf("%.1f / %.1f", mw, xw), fmt.Sprintf("≤ %.0f", idleWakeupsTarget), verdict(xw <= idleWakeupsTarget)},
+		{"node CPU", fmt.Sprintf("%.2f%% / %.2f%%", mc, xc), fmt.Sprintf("≤ %.1f%%", idleCPUTarget), verdict(xc <= idleCPUTarget)},
+		{"coord CPU per node", fmt.Sprintf("%.1f µs/s", ic.coordCPU), fmt.Sprintf("≤ %.0f µs/s", idleCoordTarget), verdict(ic.coordCPU <= idleCoordTarget)},
+		{"coord wake-ups/s", fmt.Sprintf("%.1f", ic.coordWakeups), "", ""},
+	})
+}
+
+// medianMax returns the median and the largest of xs (0, 0 for none).
+func medianMax(xs []float64) (med, mx float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)/2], s[len(s)-1]
+}
