@@ -50,6 +50,7 @@ func cmdLoadtest(args []string, stdout io.Writer) error {
 	fs.Float64Var(&cfg.Churn, "churn", 0, "nodes per `second` that drop and log in again in the churn phase (0 = none)")
 	fs.DurationVar(&cfg.ChurnFor, "churn-for", 10e9, "how `long` the churn phase lasts")
 	fs.StringVar(&cfg.Password, "password", "", "protect the networks with this `password`, so that each join pays the server's password hash (default: open networks)")
+	fs.DurationVar(&cfg.Idle, "idle", 0, "end with every node connected and idle this `long`, and report each local coord's CPU per node per second (0 = skip)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 128, "logins and requests in flight")
 	fs.IntVar(&cfg.Sockets, "sockets", 32, "UDP `sockets` the nodes share")
 	fs.DurationVar(&cfg.Timeout, "timeout", 120e9, "how `long` each phase may take")

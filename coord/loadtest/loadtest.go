@@ -49,6 +49,9 @@ type Config struct {
 	// phase, which lasts ChurnFor (default 10 s). 0 = no churn phase.
 	Churn    float64
 	ChurnFor time.Duration
+	// Idle, if set, ends the run with every node connected and idle this long, and reports what
+	// each local coord spent on CPU to keep them so (ServerStats.IdleCPUMicros).
+	Idle time.Duration
 	// Concurrency bounds the logins and requests in flight. Default 128 (the coord admits 1024
 	// handshaking connections at once).
 	Concurrency int
@@ -100,6 +103,9 @@ type ServerStats struct {
 	RSSMiB     float64 `json:"rss_mib"`
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// IdleCPUMicros is the coord's CPU time per node it serves per second during the idle phase,
+	// in µs (Config.Idle; absent without it).
+	IdleCPUMicros float64 `json:"idle_cpu_us_per_node_s,omitempty"`
 }
 
 // markerBase is where the endpoints of timed events come from: 198.18.0.0/15 (benchmarking, RFC
@@ -160,6 +166,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ChurnFor <= 0 {
 		c.ChurnFor = 10 * time.Second
+	}
+	if c.Idle < 0 {
+		return fmt.Errorf("idle: %v, want 0 or more", c.Idle)
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 128
@@ -294,14 +303,54 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
+	idleCPU, err := r.idle(ctx)
+	if err != nil {
+		return nil, err
+	}
 	res.Retries = int(r.retries.Load())
-	for _, s := range r.servers {
+	for i, s := range r.servers {
 		if st, ok := processStats(s.ap); ok {
 			st.Addr = s.addr
+			st.IdleCPUMicros = idleCPU[i]
 			res.Servers = append(res.Servers, st)
 		}
 	}
 	return res, nil
+}
+
+// idle holds every node connected and idle for cfg.Idle (keep-alives only) and returns, per
+// server, its CPU time per node it serves per second in µs (0 where it is not a local process).
+func (r *run) idle(ctx context.Context) ([]float64, error) {
+	out := make([]float64, len(r.servers))
+	if r.cfg.Idle <= 0 {
+		return out, nil
+	}
+	r.cfg.Log.Info("idling", "for", r.cfg.Idle)
+	before := make([]ServerStats, len(r.servers))
+	for i, s := range r.servers {
+		before[i], _ = processStats(s.ap)
+	}
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(r.cfg.Idle):
+	}
+	secs := time.Since(start).Seconds()
+	for i, s := range r.servers {
+		after, ok := processStats(s.ap)
+		if !ok || before[i].PID == 0 {
+			continue
+		}
+		// Node j logs in to server j % len(servers).
+		served := r.cfg.Nodes / len(r.servers)
+		if i < r.cfg.Nodes%len(r.servers) {
+			served++
+		}
+		out[i] = round((after.CPUSeconds - before[i].CPUSeconds) / secs / float64(served) * 1e6)
+	}
+	r.cfg.Log.Info("idled", "coord_cpu_us_per_node_s", out)
+	return out, nil
 }
 
 func parseServer(ctx context.Context, a string) (*server, error) {

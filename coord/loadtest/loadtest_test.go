@@ -38,16 +38,21 @@ func startCoord(t testing.TB) (addr string, srv *coord.Server, st *store.Store) 
 }
 
 // TestRunMeasures: a small run against a real server logs every node in, times every event at every
-// peer, churns, and leaves no node behind (they are ephemeral and log out).
+// peer, churns, idles, and leaves no node behind (they are ephemeral and log out).
 func TestRunMeasures(t *testing.T) {
 	addr, _, st := startCoord(t)
+	const idle = time.Second
+	start := time.Now()
 	res, err := loadtest.Run(context.Background(), loadtest.Config{
 		Coords: []string{addr}, Nodes: 41, NetworksOf: 8, Events: 20, EventRate: 200,
-		Churn: 20, ChurnFor: 500 * time.Millisecond, Concurrency: 16, Sockets: 4,
+		Churn: 20, ChurnFor: 500 * time.Millisecond, Idle: idle, Concurrency: 16, Sockets: 4,
 		Log: testkit.Logger(t, "loadtest"),
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if took := time.Since(start); took < idle {
+		t.Errorf("the run took %v, less than its idle phase of %v", took, idle)
 	}
 	t.Logf("%+v", res)
 	// 41 nodes in networks of 8: five of 8, and the 41st folded into the fifth (no network of one).
@@ -63,7 +68,7 @@ func TestRunMeasures(t *testing.T) {
 	if res.ChurnLogins == 0 || res.ChurnFailures != 0 {
 		t.Errorf("churn: %d logins, %d failures", res.ChurnLogins, res.ChurnFailures)
 	}
-	if len(res.Servers) != 1 || res.Servers[0].RSSMiB <= 0 || res.Servers[0].CPUSeconds <= 0 {
+	if len(res.Servers) != 1 || res.Servers[0].RSSMiB <= 0 || res.Servers[0].CPUSeconds <= 0 || res.Servers[0].IdleCPUMicros < 0 {
 		t.Errorf("server stats of this process (the coord runs in it): %+v", res.Servers)
 	}
 	// The nodes were ephemeral and logged out: the server removed them.
