@@ -21,16 +21,24 @@ import (
 // installs miniupnpd-nftables, and under CI=true a missing one is a failure).
 func needMiniupnpd(t *testing.T) {
 	t.Helper()
+	if !haveMiniupnpd(t) {
+		t.Skip("portmap lab: needs miniupnpd (apt-get install --no-install-recommends miniupnpd-nftables)")
+	}
+}
+
+// haveMiniupnpd reports whether miniupnpd is installed; under CI=true a missing one fails the test.
+func haveMiniupnpd(t *testing.T) bool {
+	t.Helper()
 	if _, err := exec.LookPath("miniupnpd"); err == nil {
-		return
+		return true
 	}
 	if _, err := os.Stat("/usr/sbin/miniupnpd"); err == nil {
-		return
+		return true
 	}
 	if os.Getenv("CI") != "" {
 		t.Fatal("portmap lab: miniupnpd is not installed, but CI must run this test (.ci/run installs miniupnpd-nftables)")
 	}
-	t.Skip("portmap lab: needs miniupnpd (apt-get install --no-install-recommends miniupnpd-nftables)")
+	return false
 }
 
 // startMiniupnpd runs miniupnpd on an upnp site's router until the test ends, and returns once it
