@@ -21,24 +21,32 @@ import (
 // installs miniupnpd-nftables, and under CI=true a missing one is a failure).
 func needMiniupnpd(t *testing.T) {
 	t.Helper()
+	if !haveMiniupnpd(t) {
+		t.Skip("portmap lab: needs miniupnpd (apt-get install --no-install-recommends miniupnpd-nftables)")
+	}
+}
+
+// haveMiniupnpd reports whether miniupnpd is installed; under CI=true a missing one fails the test.
+func haveMiniupnpd(t *testing.T) bool {
+	t.Helper()
 	if _, err := exec.LookPath("miniupnpd"); err == nil {
-		return
+		return true
 	}
 	if _, err := os.Stat("/usr/sbin/miniupnpd"); err == nil {
-		return
+		return true
 	}
 	if os.Getenv("CI") != "" {
 		t.Fatal("portmap lab: miniupnpd is not installed, but CI must run this test (.ci/run installs miniupnpd-nftables)")
 	}
-	t.Skip("portmap lab: needs miniupnpd (apt-get install --no-install-recommends miniupnpd-nftables)")
+	return false
 }
 
-// startMiniupnpd runs miniupnpd (NAT-PMP and PCP) on an upnp site's router until the test ends, and
-// returns once it listens.
-func startMiniupnpd(t *testing.T, lab *netlab, site string) {
+// startMiniupnpd runs miniupnpd on an upnp site's router until the test ends, and returns once it
+// listens. mode is netlab.sh's: "pcp" (NAT-PMP and PCP), "upnp" (UPnP IGD only) or "all".
+func startMiniupnpd(t *testing.T, lab *netlab, site, mode string) {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("bash", netlabScript, "miniupnpd", lab.prefix, site, dir)
+	cmd := exec.Command("bash", netlabScript, "miniupnpd", lab.prefix, site, dir, mode)
 	out := &syncBuffer{}
 	ns := lab.site(t, site).Router
 	cmd.Stdout = nsWriter{t, ns}
@@ -63,22 +71,34 @@ func startMiniupnpd(t *testing.T, lab *netlab, site string) {
 			t.Fatalf("miniupnpd on %s exited:\n%s", site, out.String())
 		default:
 		}
+		if mode == "upnp" {
+			return strings.Contains(out.String(), "HTTP listening on port")
+		}
 		return strings.Contains(out.String(), "Listening for NAT-PMP/PCP traffic")
 	}, "miniupnpd on %s does not listen", site)
 }
 
-// TestPortMapLab: behind a random symmetric NAT that maps ports on request (miniupnpd: PCP, NAT-PMP),
-// a node maps its UDP port, advertises the external address first, and ends direct with every other
-// type of NAT (symmetric, sequential, port- and address-restricted, full cone, public), another such
-// router included (issue 16 item 5). Each upnp node's `warren netcheck` must show the mapping; every
-// pair with an upnp node must fetch both ways through SOCKS and show `direct` on both sides.
+// TestPortMapLab: behind a random symmetric NAT that maps ports on request (miniupnpd: PCP and NAT-PMP
+// on up and up2, UPnP IGD alone on uo), a node maps its UDP port, advertises the external address
+// first, and ends direct with every other type of NAT (symmetric, sequential, port- and
+// address-restricted, full cone, public), another such router included (issue 16 item 5). Each upnp
+// node's `warren netcheck` must show the mapping and its protocol (uo: upnp); every pair with an upnp
+// node must fetch both ways through SOCKS and show `direct` on both sides.
 // (symmetric ↔ symmetric without a mapping is the matrix's business: relay.)
 func TestPortMapLab(t *testing.T) {
 	needNetlab(t)
 	needMiniupnpd(t)
-	lab := newNetlab(t, "up:upnp", "up2:upnp", "sy:symmetric", "sq:sequential", "pr:port", "ar:addr", "fc:fullcone", "pub:public")
-	for _, s := range []string{"up", "up2"} {
-		startMiniupnpd(t, lab, s)
+	lab := newNetlab(t, "up:upnp", "up2:upnp", "uo:upnp", "sy:symmetric", "sq:sequential", "pr:port", "ar:addr", "fc:fullcone", "pub:public")
+	modes := map[string]string{"up": "pcp", "up2": "pcp", "uo": "upnp"}
+	for s, mode := range modes {
+		startMiniupnpd(t, lab, s, mode)
+	}
+	// The protocols netcheck must show: PCP or NAT-PMP where miniupnpd speaks them, else UPnP-IGD.
+	wantProto := func(n *matrixNode, proto string) bool {
+		if modes[n.name] == "upnp" {
+			return proto == "upnp"
+		}
+		return proto == "pcp" || proto == "nat-pmp"
 	}
 	tmp := t.TempDir()
 	coord := startNSProc(t, lab.coord.NS, "warren-coord", "--listen", netip.AddrPortFrom(lab.coord.addr(), 7400).String(), "--data", filepath.Join(tmp, "coord"))
@@ -119,7 +139,8 @@ func TestPortMapLab(t *testing.T) {
 				return false
 			}
 			mapped[n.name] = st.Self.NAT.Portmap
-			return strings.HasPrefix(st.Self.NAT.Portmap, "pcp ") || strings.HasPrefix(st.Self.NAT.Portmap, "nat-pmp ")
+			proto, _, _ := strings.Cut(st.Self.NAT.Portmap, " ")
+			return wantProto(n, proto)
 		}, "%s behind miniupnpd: no port mapping (last: %q)", n.name, mapped[n.name])
 		t.Logf("%s: portmap %s after %v", n.name, mapped[n.name], time.Since(n.up).Round(time.Millisecond))
 	}
@@ -159,7 +180,7 @@ func TestPortMapLab(t *testing.T) {
 			t.Logf("%s reaches %s at %s: %s", a.name, b.name, ep, how)
 		}
 	}
-	for _, s := range []string{"up", "up2"} {
+	for s := range modes {
 		out, _ := nsExec(lab.site(t, s).Router, "nft", "list", "table", "inet", "miniupnpd")
 		t.Logf("%s's router, miniupnpd's rules:\n%s", s, out)
 	}
@@ -176,8 +197,8 @@ func TestPortMapLab(t *testing.T) {
 		}
 		proto, ext, _ := strings.Cut(rep.Portmap, " ")
 		ap, err := netip.ParseAddrPort(ext)
-		if (proto != "pcp" && proto != "nat-pmp") || err != nil || ap.Addr() != n.site.Public {
-			t.Errorf("%s behind miniupnpd: netcheck portmap %q, want pcp or nat-pmp on %v", n.name, rep.Portmap, n.site.Public)
+		if !wantProto(n, proto) || err != nil || ap.Addr() != n.site.Public {
+			t.Errorf("%s behind miniupnpd (%s): netcheck portmap %q, want its protocol on %v", n.name, modes[n.name], rep.Portmap, n.site.Public)
 		}
 		t.Logf("%s: netcheck portmap %s (mapping %s, %s)", n.name, rep.Portmap, rep.Mapping, rep.Allocation)
 	}

@@ -45,18 +45,7 @@ func TestTCPFallback(t *testing.T) {
 	coordAddr := coord.line(t, "warren-coord listening on")
 	fp := coord.line(t, "key")
 
-	// The proxy on the proxy-only site's router, on its LAN address: the clients' only way out.
-	px := lab.site(t, "px")
-	gw := px.Clients[0].addr().As4()
-	gw[3] = 1
-	proxyAddr := netip.AddrPortFrom(netip.AddrFrom4(gw), 3128).String()
-	var ln net.Listener
-	var err error
-	inNS(t, px.Router, func() { ln, err = net.Listen("tcp", proxyAddr) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := testkit.StartConnectProxy(t, ln, "lab", "s3cret", nsDialer(px.Router).DialContext)
+	proxyURL, cp := startLabProxy(t, lab, "px")
 
 	type fbNode struct {
 		*matrixNode
@@ -95,7 +84,7 @@ func TestTCPFallback(t *testing.T) {
 	for _, n := range blocked {
 		if n.site.Type == "proxyonly" {
 			// As curl and git find it; the nodes started before do not see it.
-			t.Setenv("https_proxy", "http://lab:s3cret@"+proxyAddr)
+			t.Setenv("https_proxy", proxyURL)
 		}
 		start(n, "--authkey", authKey)
 		wg.Add(1)
@@ -306,4 +295,23 @@ func socksPrefix(ns, socksAddr, target string, n int64, limit time.Duration) (in
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(limit))
 	return io.CopyN(io.Discard, c, n)
+}
+
+// startLabProxy runs an HTTP CONNECT proxy (basic auth) on a proxyonly site's router, on its LAN
+// address, port 3128: the clients' only way out. It returns the proxy's URL with the credentials, as
+// https_proxy or `warren up --proxy` take it.
+func startLabProxy(t *testing.T, lab *netlab, site string) (string, *testkit.ConnectProxy) {
+	t.Helper()
+	s := lab.site(t, site)
+	gw := s.Clients[0].addr().As4()
+	gw[3] = 1
+	proxyAddr := netip.AddrPortFrom(netip.AddrFrom4(gw), 3128).String()
+	var ln net.Listener
+	var err error
+	inNS(t, s.Router, func() { ln, err = net.Listen("tcp", proxyAddr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := testkit.StartConnectProxy(t, ln, "lab", "s3cret", nsDialer(s.Router).DialContext)
+	return "http://lab:s3cret@" + proxyAddr, cp
 }

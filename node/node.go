@@ -97,8 +97,8 @@ type Config struct {
 	// forward set up by hand on the home router (`--advertise HOST:PORT`). They are reported to the
 	// coord as candidate endpoints, ahead of the interface addresses. See CheckAdvertise.
 	Advertise []netip.AddrPort
-	// Portmap asks the home router (the default gateway) to map the node's UDP port with PCP or
-	// NAT-PMP and offers the external address to peers (portmap.go). `warren up` turns it on unless
+	// Portmap asks the home router (the default gateway) to map the node's UDP port with PCP,
+	// NAT-PMP or UPnP-IGD and offers the external address to peers (portmap.go). `warren up` turns it on unless
 	// --no-portmap; off by default here, so that a node made in a test never talks to the host's
 	// router. A socket bound to loopback is never mapped.
 	Portmap bool

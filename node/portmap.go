@@ -10,9 +10,9 @@ import (
 )
 
 // startPortmap asks the home router, the default route's gateway, to map the node's UDP port
-// (internal/portmap: PCP, else NAT-PMP) if Config.Portmap asks for it, unless NoDirect says no direct
-// paths, the socket is bound to loopback (nothing beyond this host could use a mapping; the demo,
-// benchmarks and tests listen there) or the host has no default gateway.
+// (internal/portmap: PCP, else NAT-PMP, else UPnP-IGD) if Config.Portmap asks for it, unless NoDirect
+// says no direct paths, the socket is bound to loopback (nothing beyond this host could use a
+// mapping; the demo, benchmarks and tests listen there) or the host has no default gateway.
 func (n *Node) startPortmap() {
 	if !n.cfg.Portmap || n.cfg.NoDirect || listensOnLoopback(n.cfg.Listen) {
 		return

@@ -50,7 +50,7 @@ func cmdUp(args []string) error {
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
 	metricsAddr := fs.String("metrics", "", "also serve Prometheus metrics on http://`ADDR`/metrics (loopback only: 127.0.0.1:PORT or [::1]:PORT); they are always on the local API, GET /v1/metrics")
 	noPortmap := fs.Bool("no-portmap", os.Getenv("WARREN_NO_PORTMAP") != "",
-		"do not ask the home router to map the UDP port (PCP, NAT-PMP); default true if $WARREN_NO_PORTMAP is set")
+		"do not ask the home router to map the UDP port (PCP, NAT-PMP, UPnP-IGD); default true if $WARREN_NO_PORTMAP is set")
 	noDirect := fs.Bool("no-direct", false, "send all peer traffic through the relay (no hole punching)")
 	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (Linux only; needs root or CAP_NET_ADMIN)")
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")

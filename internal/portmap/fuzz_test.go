@@ -1,7 +1,10 @@
 package portmap
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -68,6 +71,44 @@ func FuzzDecodePCP(f *testing.F) {
 		}
 		if len(b) < 24 || len(b) > pcpMaxLen || len(b)%4 != 0 || (r.Result == resultSuccess && (len(b) < pcpMapLen || b[36] != protoUDP)) {
 			t.Errorf("decoded %x as %+v", b, r)
+		}
+	})
+}
+
+func FuzzParseSSDP(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nST: " + igdTypes[0] + "\r\nLOCATION: http://10.1.0.1:5000/rootDesc.xml\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\nst:" + igdTypes[1] + "\nlocation:x\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		loc, err := parseSSDP(b)
+		if err == nil && (loc == "" || len(b) > maxSSDPReply) {
+			t.Errorf("parsed %q as location %q", b, loc)
+		}
+	})
+}
+
+func FuzzParseDescription(f *testing.F) {
+	f.Add([]byte(fmt.Sprintf(igdDescriptionFmt, "/ctl/IPConn")))
+	f.Add([]byte("<root><URLBase>http://10.1.0.1/</URLBase><device><serviceList><service><serviceType>" + wanServices[2] +
+		"</serviceType><controlURL>c</controlURL></service></serviceList></device></root>"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		service, control, _, err := parseDescription(b)
+		if err == nil && (!slices.Contains(wanServices, service) || control == "" || len(b) > maxUPnPBody) {
+			t.Errorf("parsed %q as %q %q", b, service, control)
+		}
+	})
+}
+
+func FuzzParseSOAP(f *testing.F) {
+	f.Add([]byte(`<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><u:AddPortMappingResponse xmlns:u="x"></u:AddPortMappingResponse></s:Body></s:Envelope>`))
+	f.Add([]byte(`<s:Envelope><s:Body><u:AddPortMappingResponse><a>1</a><b> 2 </b></u:AddPortMappingResponse></s:Body></s:Envelope>`))
+	f.Add([]byte(`<Envelope><Body><Fault><detail><UPnPError><errorCode>718</errorCode><errorDescription>x</errorDescription></UPnPError></detail></Fault></Body></Envelope>`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := parseSOAP(b, "AddPortMapping")
+		if ue, ok := errors.AsType[*UPnPError](err); ok && (ue.Code <= 0 || ue.Code > upnpMaxErrorCode || len(ue.Description) > 4*upnpErrDescription+2) {
+			t.Errorf("parsed %q as %v", b, ue)
+		}
+		if err == nil && (len(out) > maxSOAPArgs || len(b) > maxUPnPBody) {
+			t.Errorf("parsed %q as %v", b, out)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 // Package portmap asks the home router to map the node's UDP port, so that peers can reach it
 // behind a NAT no hole punching opens: PCP (RFC 6887, MAP) first, NAT-PMP (RFC 6886) when the router
-// answers PCP with UNSUPP_VERSION or not at all. A Mapper keeps one mapping, renews it at half its
+// answers PCP with UNSUPP_VERSION or not at all, UPnP-IGD (SSDP, then SOAP over HTTP to the gateway
+// only) when it answers neither. A Mapper keeps one mapping, renews it at half its
 // lifetime and deletes it on Close. The router is the default route's gateway (DefaultGateway; Linux
 // only). Standard library only: it knows nothing of peers, the coord or the node, which decides what
 // to do with the external address (a candidate endpoint).
@@ -21,6 +22,7 @@ import (
 const (
 	ProtoPCP    = "pcp"
 	ProtoNATPMP = "nat-pmp"
+	ProtoUPnP   = "upnp"
 )
 
 // Defaults and bounds of Config and the renewal schedule.
@@ -36,7 +38,7 @@ const (
 
 // Mapping is a port mapping on the router.
 type Mapping struct {
-	Protocol string         // ProtoPCP or ProtoNATPMP
+	Protocol string         // ProtoPCP, ProtoNATPMP or ProtoUPnP
 	External netip.AddrPort // where the router forwards to the internal port
 	Lifetime time.Duration  // as granted
 }
@@ -69,7 +71,8 @@ type Config struct {
 	Timeout time.Duration
 	Tries   int
 
-	clock clock // tests set a fake one; nil = the real clock
+	clock clock            // tests set a fake one; nil = the real clock
+	ssdp  []netip.AddrPort // where SSDP searches go; nil = SSDP's multicast group and the gateway's port 1900
 }
 
 // clock is the time the renewal schedule runs on.
@@ -97,6 +100,8 @@ type Mapper struct {
 	current Mapping
 	expires time.Time
 	proto   string // the protocol that worked last; "" = try PCP first
+
+	igd *igd // the gateway's UPnP service once found; the run goroutine's (then Close's) alone
 }
 
 // Start checks cfg and starts the Mapper's goroutine, which maps the port at once.
@@ -212,6 +217,7 @@ func (m *Mapper) expire() {
 	}
 	m.current = Mapping{}
 	m.mu.Unlock()
+	m.igd = nil // discover the gateway's service again
 	m.cfg.Log("port mapping expired")
 	m.notify(Mapping{})
 }
@@ -222,18 +228,31 @@ func (m *Mapper) notify(mp Mapping) {
 	}
 }
 
-// mapPort makes or renews the mapping with the protocol that worked last, else PCP and then NAT-PMP.
+// mapPort makes or renews the mapping with the protocol that worked last, else PCP, then NAT-PMP
+// (PCP unanswered or UNSUPP_VERSION), then UPnP-IGD (NAT-PMP unanswered too).
 func (m *Mapper) mapPort(ctx context.Context) (Mapping, error) {
 	m.mu.Lock()
 	proto, prev := m.proto, m.current.External
 	m.mu.Unlock()
+	lifetime := seconds(m.cfg.Lifetime)
+	if proto == ProtoUPnP {
+		return m.upnpMap(ctx, lifetime)
+	}
 	if proto != ProtoNATPMP {
-		mp, err := m.pcp(ctx, prev, seconds(m.cfg.Lifetime), m.cfg.Tries)
+		mp, err := m.pcp(ctx, prev, lifetime, m.cfg.Tries)
 		if err == nil || proto == ProtoPCP || !(errors.Is(err, errUnsuppVersion) || errors.Is(err, errNoAnswer)) {
 			return mp, err
 		}
 	}
-	return m.natPMP(ctx, seconds(m.cfg.Lifetime), m.cfg.Tries)
+	mp, err := m.natPMP(ctx, lifetime, m.cfg.Tries)
+	if err == nil || proto == ProtoNATPMP || !errors.Is(err, errNoAnswer) {
+		return mp, err
+	}
+	mp, uerr := m.upnpMap(ctx, lifetime)
+	if uerr != nil {
+		return mp, fmt.Errorf("%v; %w", err, uerr)
+	}
+	return mp, nil
 }
 
 // delete removes mapping cur on the router.
@@ -241,9 +260,12 @@ func (m *Mapper) delete(cur Mapping) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var err error
-	if cur.Protocol == ProtoPCP {
+	switch cur.Protocol {
+	case ProtoPCP:
 		_, err = m.pcp(ctx, cur.External, 0, deleteTries)
-	} else {
+	case ProtoUPnP:
+		err = m.upnpDelete(ctx)
+	default:
 		_, err = m.natPMP(ctx, 0, deleteTries)
 	}
 	if err != nil {

@@ -100,7 +100,7 @@ type Netcheck struct {
 	// Relays are the standalone relays the coord announces, each measured; the node logs in to all.
 	Relays []RelayCheck `json:"relays,omitempty"`
 	// Portmap is the home router's mapping of the node's UDP port, a candidate endpoint for peers:
-	// "PROTOCOL EXTERNAL" ("pcp 203.0.113.5:41641" or "nat-pmp ..."), "none" (the router did not map
+	// "PROTOCOL EXTERNAL" ("pcp 203.0.113.5:41641", "nat-pmp ..." or "upnp ..."), "none" (the router did not map
 	// it, or not yet), or "off" (--no-portmap, --no-direct, a loopback socket, no default gateway).
 	Portmap string `json:"portmap"`
 }

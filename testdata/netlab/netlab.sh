@@ -6,7 +6,9 @@
 #   netlab.sh rebind PREFIX SITE                 move the site's NAT to a new port range, drop its mappings
 #   netlab.sh coordonly PREFIX SITE on|off       on: the site's router passes UDP to and from the coord only
 #   netlab.sh exec PREFIX NS CMD...              run CMD in namespace PREFIX-NS (e.g. coord, a-1, a-nat)
-#   netlab.sh miniupnpd PREFIX SITE DIR          run miniupnpd (foreground) on an upnp site's router
+#   netlab.sh miniupnpd PREFIX SITE DIR [MODE]   run miniupnpd (foreground) on an upnp site's router;
+#                                                MODE pcp (NAT-PMP and PCP, the default), upnp (UPnP
+#                                                IGD only) or all
 #   netlab.sh list PREFIX                        the lab's namespaces
 #
 # Every namespace is named PREFIX-something, so runs with different prefixes never collide and `down`
@@ -38,8 +40,8 @@
 #              the next port of one counter shared by all clients (30000, 30001, … 39999, then
 #              30000 again), as many carrier-grade and corporate NATs do; port-restricted filtering
 #   upnp       symmetric (masquerade random), plus the hooks miniupnpd fills (table inet miniupnpd);
-#              `netlab.sh miniupnpd` runs it (NAT-PMP and PCP on the LAN side, UPnP IGD off), so a
-#              client can map a public port to itself
+#              `netlab.sh miniupnpd` runs it (NAT-PMP and PCP on the LAN side, or UPnP IGD, or all
+#              three), so a client can map a public port to itself
 #   blocked    UDP dropped in both directions (port-restricted for the rest)
 #   udpblock   the same: every UDP packet dropped silently (nodes fall back to TCP)
 #   udpreject  UDP refused with ICMP port unreachable instead of dropped
@@ -84,7 +86,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -371,13 +373,20 @@ EOF
   echo "coordonly $2: $3"
 }
 
-# cmd_miniupnpd PREFIX SITE DIR: run miniupnpd in the foreground in an upnp site's router, NAT-PMP and
-# PCP on the LAN side (UPnP IGD off), rules in the hooks upnp_rules made; config, pid and lease files
-# in DIR. It stops on TERM (or `down`), removing its rules.
+# cmd_miniupnpd PREFIX SITE DIR [MODE]: run miniupnpd in the foreground in an upnp site's router, on
+# the LAN side: NAT-PMP and PCP (MODE pcp, the default), UPnP IGD alone (upnp: SSDP on 1900, the
+# description and SOAP control on HTTP port 5000) or all three (all); rules in the hooks upnp_rules
+# made; config, pid and lease files in DIR. It stops on TERM (or `down`), removing its rules.
 cmd_miniupnpd() {
-  [ $# -eq 3 ] || usage
+  [ $# -eq 3 ] || [ $# -eq 4 ] || usage
   check_prefix "$1"
-  local router="$1-$2-nat" dir=$3 bin
+  local router="$1-$2-nat" dir=$3 mode=${4:-pcp} bin natpmp=yes upnp=no
+  case $mode in
+  pcp) ;;
+  upnp) natpmp=no upnp=yes ;;
+  all) upnp=yes ;;
+  *) die "miniupnpd mode '$mode': want pcp, upnp or all" ;;
+  esac
   [ -e "/var/run/netns/$router" ] || die "no NAT router $router"
   in_ns "$router" nft list table inet miniupnpd >/dev/null 2>&1 || die "$router is no upnp router"
   bin=$(command -v miniupnpd || echo /usr/sbin/miniupnpd)
@@ -386,8 +395,10 @@ cmd_miniupnpd() {
   cat >"$dir/miniupnpd.conf" <<EOF
 ext_ifname=wan
 listening_ip=lan
-enable_natpmp=yes
-enable_upnp=no
+enable_natpmp=$natpmp
+enable_upnp=$upnp
+http_port=5000
+system_uptime=no
 secure_mode=yes
 lease_file=$dir/leases
 clean_ruleset_interval=0
