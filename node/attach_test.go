@@ -141,7 +141,7 @@ func TestEgressOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eg.Close()
-	b.egress[ownerAttached].Store(eg)
+	b.stacks[ownerAttached].Store(eg)
 	n.outputTUN(b, ownerAttached, ipPacket(self4, dst, packet.ProtoICMP, icmpMsg(8, 5, nil)))
 	if in := eg.Stats().PacketsIn; in != 0 {
 		t.Errorf("a ping outward reached the egress stack")

@@ -140,20 +140,21 @@ type Node struct {
 	wg     sync.WaitGroup // coordLoop and NAT discovery
 
 	// The parts, each safe for concurrent use.
-	peers    *peerState                     // peer map and access rules (peers.go)
-	routes   atomic.Pointer[routeTable]     // the packet path's lock-free view; peers publishes it (route.go)
-	relays   *relaySet                      // standalone and coord relays (relayclient.go)
-	stack    atomic.Pointer[netstack.Stack] // set by Start
-	tun      atomic.Pointer[tunBridge]      // TUN mode, or while `warren run` devices are attached (tun.go)
-	attached attachSet                      // devices of `warren run` (attach.go)
-	sendq    sendQueues                     // per-peer outbound queues (sendq.go)
-	joins    joinRequests                   // join requests awaiting this node's approval (joins.go)
-	limits   *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
-	drops    dropCounters                   // packets dropped, by reason
-	egressN  egressCounters                 // `warren run` egress dials (egress.go)
-	listens  *listenProbe                   // which exposed ports listen where (listens.go)
-	aclLog   logLimiter                     // debug lines about refusals (acl.go)
-	stop     stopSignal                     // Stopped, Err and logout state (logout.go)
+	peers      *peerState                     // peer map and access rules (peers.go)
+	routes     atomic.Pointer[routeTable]     // the packet path's lock-free view; peers publishes it (route.go)
+	relays     *relaySet                      // standalone and coord relays (relayclient.go)
+	stack      atomic.Pointer[netstack.Stack] // set by Start
+	tun        atomic.Pointer[tunBridge]      // TUN mode, or while `warren run` devices are attached (tun.go)
+	attached   attachSet                      // devices of `warren run` (attach.go)
+	sendq      sendQueues                     // per-peer outbound queues (sendq.go)
+	joins      joinRequests                   // join requests awaiting this node's approval (joins.go)
+	limits     *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
+	drops      dropCounters                   // packets dropped, by reason
+	egressN    egressCounters                 // `warren run` egress dials (egress.go)
+	devStreams streamCounters                 // streams the device stacks opened to peers (devstack.go)
+	listens    *listenProbe                   // which exposed ports listen where (listens.go)
+	aclLog     logLimiter                     // debug lines about refusals (acl.go)
+	stop       stopSignal                     // Stopped, Err and logout state (logout.go)
 
 	// mu guards the following.
 	mu        sync.Mutex
