@@ -68,7 +68,7 @@ func TestTUN(t *testing.T) {
 		t.Errorf("alice says: %s", l)
 	}
 	b := startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateB, "--name", "bob", "--listen", "10.99.0.2:0",
-		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001,tcp:7004,udp:7005,tcp:7006")
+		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001,tcp:7004,udp:7005,tcp:7006,tcp:7007")
 	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "10.99.0.2:0",
 		"--socks", "127.0.0.1:1080", "--expose", "tcp:7100")
 	for _, s := range []string{stateA, stateB, stateC} {
@@ -98,19 +98,44 @@ func TestTUN(t *testing.T) {
 	})
 
 	t.Run("tcp", func(t *testing.T) {
+		// TCP between the devices rides the stream path: alice's stack ends the connection and opens
+		// a QUIC stream (counted), so the 2 MiB (some 1700 segments on the packet path) moves with
+		// (almost) no overlay packets either way.
+		streams := func(state, result string) float64 {
+			f, _ := scrapeNode(t, state)
+			return sample(f, "warren_node_tun_streams_total", "result", result)
+		}
+		sent := func(state string) uint64 { return statusOf(t, state).Stats.PacketsSent }
+		dialed, sentA, sentB := streams(stateA, "dialed"), sent(stateA), sent(stateB)
 		if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000")); err != nil || sum != sumB {
 			t.Errorf("alice → bob:7000 over IPv4: %v (sha256 match %v)", err, sum == sumB)
+		}
+		if d := streams(stateA, "dialed") - dialed; d != 1 {
+			t.Errorf("alice's device stack dialed %v streams for one connection", d)
+		}
+		if dA, dB := sent(stateA)-sentA, sent(stateB)-sentB; dA > 100 || dB > 100 {
+			t.Errorf("2 MiB over TCP took %d overlay packets from alice and %d from bob: not the stream path", dA, dB)
 		}
 		if sum, err := fetchBlob(nsB, net.JoinHostPort(ipA[1], "7000")); err != nil || sum != sumA {
 			t.Errorf("bob → alice:7000 over IPv6: %v (sha256 match %v)", err, sum == sumA)
 		}
-		// Not exposed: refused by bob's filter with a RST, although something listens there.
+		// bob's service on its overlay address only: the stream is dialed there, not on 127.0.0.1.
+		sumOv := tcpBlob(t, nsB, net.JoinHostPort(ipB[0], "7007"), 1<<20)
+		if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7007")); err != nil || sum != sumOv {
+			t.Errorf("alice → bob:7007 (on bob's overlay address only): %v (sha256 match %v)", err, sum == sumOv)
+		}
+		// Not exposed: bob refuses the stream, alice's stack answers the SYN with a RST, although
+		// something listens there.
+		refused := streams(stateA, "refused")
 		start := time.Now()
 		if _, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7002")); err == nil || !strings.Contains(err.Error(), "refused") {
 			t.Errorf("unexposed bob:7002: %v", err)
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("refusal took %v", d)
+		}
+		if d := streams(stateA, "refused") - refused; d != 1 {
+			t.Errorf("refused streams: %v more, want 1", d)
 		}
 	})
 
