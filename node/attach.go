@@ -205,7 +205,7 @@ func (n *Node) attachDevice(conn *net.UnixConn, owner uint8, name string, info l
 	if err != nil {
 		return nil, err
 	}
-	s, err := n.newDeviceStack(dev, owner, info.MTU, name)
+	s, err := n.newDeviceStack(dev, owner, name)
 	if err != nil {
 		dev.Close()
 		return nil, err

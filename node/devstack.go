@@ -33,15 +33,33 @@ import (
 	"github.com/warren-net/warren/tun"
 )
 
+// deviceMTU is the device stacks' MTU, and deviceMSS the MSS they see in every SYN from the device.
+// The device is no link but a pipe into this host's kernel, which takes packets of any size up to
+// 65535 bytes from it whatever the device's MTU: the MTU (1280, the overlay's) binds only what the
+// kernel sends. So the stack sends segments of up to 64 KiB into it, one write each, instead of
+// 1240-byte ones: the app's SYN advertises the MSS of the device's MTU, which injectDevice raises.
+const (
+	deviceMTU = 65535
+	deviceMSS = deviceMTU - 40 - 20 - 40 // IPv6 header, TCP header, TCP options (timestamps, SACK)
+)
+
+// injectDevice hands a packet from a device to its stack, raising the MSS of a SYN to deviceMSS.
+func injectDevice(s *netstack.Stack, p *packet.Packet, pkt []byte) {
+	if p.Proto == packet.ProtoTCP && p.TCPFlags&packet.TCPSYN != 0 {
+		packet.RaiseMSS(p, deviceMSS)
+	}
+	s.Inject(pkt)
+}
+
 // ownerStream marks a flow the device's stack carries on the stream path. It is 0, the filter's
 // "drop" verdict, on purpose: a peer never sends packets of such a flow, so any that arrive are
 // refused.
 const ownerStream uint8 = 0
 
 // newDeviceStack makes the stack of device dev of owner (tun.go, attach.go).
-func (n *Node) newDeviceStack(dev *tun.Device, owner uint8, mtu int, name string) (*netstack.Stack, error) {
+func (n *Node) newDeviceStack(dev *tun.Device, owner uint8, name string) (*netstack.Stack, error) {
 	s, err := netstack.New(netstack.Config{
-		MTU:    mtu,
+		MTU:    deviceMTU,
 		Output: func(pkt []byte) { dev.Write(pkt) }, // a full or closed device drops, as a NIC would
 		DialEgress: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return n.dialDevice(ctx, owner, network, addr)

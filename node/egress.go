@@ -76,7 +76,7 @@ func (n *Node) egressAllowed(owner uint8) bool {
 // UDP only (the stack would answer pings to any address itself, which would be a lie).
 func (n *Node) egress(b *tunBridge, owner uint8, p *packet.Packet, pkt []byte) {
 	if s := b.stacks[owner].Load(); s != nil && n.egressAllowed(owner) && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
-		s.Inject(pkt)
+		injectDevice(s, p, pkt)
 		return
 	}
 	b.dropOutbound.Add(1)

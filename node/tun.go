@@ -109,7 +109,7 @@ func (n *Node) startTUN(w *control.Welcome) error {
 	if err != nil {
 		return fmt.Errorf("--tun: %w", err)
 	}
-	s, err := n.newDeviceStack(dev, ownerTUN, peer.MaxPacketSize, dev.Name())
+	s, err := n.newDeviceStack(dev, ownerTUN, dev.Name())
 	if err != nil {
 		dev.Close()
 		return err
@@ -160,7 +160,7 @@ func (n *Node) outputTUN(b *tunBridge, owner uint8, pkt []byte) {
 	}
 	if p.Proto == packet.ProtoTCP && !fanOut {
 		if s := n.streamStack(b, owner, &p); s != nil {
-			s.Inject(pkt)
+			injectDevice(s, &p, pkt)
 			return
 		}
 	}
