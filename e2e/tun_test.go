@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -23,8 +25,9 @@ import (
 
 // TestTUN runs two `warren up --tun` nodes, each in a network namespace of its own joined by a veth
 // pair (10.99.0.0/24, nothing outside the namespaces changes), plus a rootless proxy node, and checks
-// ping, TCP, broadcast, the inbound filter, TUN↔proxy traffic and that the device and its routes
-// disappear on exit, after a crash and when a stale device is in the way.
+// ping, TCP (on the stream path: both ways, half-close, refusals), broadcast, the inbound filter,
+// TUN↔proxy traffic and that the device and its routes disappear on exit, after a crash and when a
+// stale device is in the way.
 func TestTUN(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries in network namespaces")
@@ -59,6 +62,21 @@ func TestTUN(t *testing.T) {
 	for _, c := range []net.PacketConn{udpB, udpLo} { // bob's UDP services answer every datagram
 		serveUDPEcho(t, c)
 	}
+	// bob's tcp:7008 hashes what it reads until the client half-closes, then answers the hash.
+	var lnHash net.Listener
+	var err error
+	inNS(t, nsB, func() { lnHash, err = net.Listen("tcp", "0.0.0.0:7008") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveEach(t, lnHash, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err == nil {
+			c.Write(h.Sum(nil))
+		}
+	})
 
 	stateA, stateB, stateC := filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c")
 	upA := []string{"up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "10.99.0.1:0",
@@ -68,7 +86,7 @@ func TestTUN(t *testing.T) {
 		t.Errorf("alice says: %s", l)
 	}
 	b := startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateB, "--name", "bob", "--listen", "10.99.0.2:0",
-		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001,tcp:7004,udp:7005,tcp:7006,tcp:7007")
+		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001,tcp:7004,udp:7005,tcp:7006,tcp:7007,tcp:7008")
 	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "10.99.0.2:0",
 		"--socks", "127.0.0.1:1080", "--expose", "tcp:7100")
 	for _, s := range []string{stateA, stateB, stateC} {
@@ -118,6 +136,25 @@ func TestTUN(t *testing.T) {
 		}
 		if sum, err := fetchBlob(nsB, net.JoinHostPort(ipA[1], "7000")); err != nil || sum != sumA {
 			t.Errorf("bob → alice:7000 over IPv6: %v (sha256 match %v)", err, sum == sumA)
+		}
+		// Upload and half-close: alice sends 1 MiB, closes her side, and reads bob's hash of it.
+		up := make([]byte, 1<<20)
+		rand.Read(up)
+		var c net.Conn
+		var err error
+		inNS(t, nsA, func() { c, err = net.DialTimeout("tcp", net.JoinHostPort(ipB[0], "7008"), 5*time.Second) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		_, err = c.Write(up)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		got, rerr := io.ReadAll(c)
+		c.Close()
+		if want := sha256.Sum256(up); err != nil || rerr != nil || !bytes.Equal(got, want[:]) {
+			t.Errorf("alice → bob:7008, 1 MiB up then half-close: %v, %v, hash match %v", err, rerr, bytes.Equal(got, want[:]))
 		}
 		// bob's service on its overlay address only: the stream is dialed there, not on 127.0.0.1.
 		sumOv := tcpBlob(t, nsB, net.JoinHostPort(ipB[0], "7007"), 1<<20)
