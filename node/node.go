@@ -72,8 +72,9 @@ type Config struct {
 	Logger      hclog.Logger
 	// CoordTimeout is how long Start keeps trying to reach the coordination server. Default 30s.
 	CoordTimeout time.Duration
-	// PacketPathTCP sends proxied TCP through the netstacks as IP packets (the packet path) instead
-	// of one QUIC stream per connection (the stream path, the default and the fast one).
+	// PacketPathTCP sends proxied TCP through the netstacks, and TCP from TUN devices as they send
+	// it, as IP packets (the packet path) instead of one QUIC stream per connection (the stream
+	// path, the default and the fast one; devstack.go).
 	PacketPathTCP bool
 	// NoDirect sends all peer traffic through the relay (no hole punching); for tests and
 	// networks where direct UDP between nodes must not be used.
