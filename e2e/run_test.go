@@ -114,6 +114,11 @@ func TestRun(t *testing.T) {
 				t.Errorf("curl %s: exit %d\n%s", url, code, out)
 			}
 		}
+		// Each connection ended in the device's stack and rode a stream to bob.
+		f, _ := scrapeNode(t, stateA)
+		if v := sample(f, "warren_node_tun_streams_total", "result", "dialed"); v != float64(len(ipB)) {
+			t.Errorf("alice's device stacks dialed %v streams for %d connections", v, len(ipB))
+		}
 	})
 
 	t.Run("names", func(t *testing.T) {

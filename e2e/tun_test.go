@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -23,8 +25,9 @@ import (
 
 // TestTUN runs two `warren up --tun` nodes, each in a network namespace of its own joined by a veth
 // pair (10.99.0.0/24, nothing outside the namespaces changes), plus a rootless proxy node, and checks
-// ping, TCP, broadcast, the inbound filter, TUN↔proxy traffic and that the device and its routes
-// disappear on exit, after a crash and when a stale device is in the way.
+// ping, TCP (on the stream path: both ways, half-close, refusals), broadcast, the inbound filter,
+// TUN↔proxy traffic and that the device and its routes disappear on exit, after a crash and when a
+// stale device is in the way.
 func TestTUN(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries in network namespaces")
@@ -59,6 +62,21 @@ func TestTUN(t *testing.T) {
 	for _, c := range []net.PacketConn{udpB, udpLo} { // bob's UDP services answer every datagram
 		serveUDPEcho(t, c)
 	}
+	// bob's tcp:7008 hashes what it reads until the client half-closes, then answers the hash.
+	var lnHash net.Listener
+	var err error
+	inNS(t, nsB, func() { lnHash, err = net.Listen("tcp", "0.0.0.0:7008") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveEach(t, lnHash, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err == nil {
+			c.Write(h.Sum(nil))
+		}
+	})
 
 	stateA, stateB, stateC := filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c")
 	upA := []string{"up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "10.99.0.1:0",
@@ -68,7 +86,7 @@ func TestTUN(t *testing.T) {
 		t.Errorf("alice says: %s", l)
 	}
 	b := startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateB, "--name", "bob", "--listen", "10.99.0.2:0",
-		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001,tcp:7004,udp:7005,tcp:7006")
+		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001,tcp:7004,udp:7005,tcp:7006,tcp:7007,tcp:7008")
 	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "10.99.0.2:0",
 		"--socks", "127.0.0.1:1080", "--expose", "tcp:7100")
 	for _, s := range []string{stateA, stateB, stateC} {
@@ -98,19 +116,63 @@ func TestTUN(t *testing.T) {
 	})
 
 	t.Run("tcp", func(t *testing.T) {
+		// TCP between the devices rides the stream path: alice's stack ends the connection and opens
+		// a QUIC stream (counted), so the 2 MiB (some 1700 segments on the packet path) moves with
+		// (almost) no overlay packets either way.
+		streams := func(state, result string) float64 {
+			f, _ := scrapeNode(t, state)
+			return sample(f, "warren_node_tun_streams_total", "result", result)
+		}
+		sent := func(state string) uint64 { return statusOf(t, state).Stats.PacketsSent }
+		dialed, sentA, sentB := streams(stateA, "dialed"), sent(stateA), sent(stateB)
 		if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7000")); err != nil || sum != sumB {
 			t.Errorf("alice → bob:7000 over IPv4: %v (sha256 match %v)", err, sum == sumB)
+		}
+		if d := streams(stateA, "dialed") - dialed; d != 1 {
+			t.Errorf("alice's device stack dialed %v streams for one connection", d)
+		}
+		if dA, dB := sent(stateA)-sentA, sent(stateB)-sentB; dA > 100 || dB > 100 {
+			t.Errorf("2 MiB over TCP took %d overlay packets from alice and %d from bob: not the stream path", dA, dB)
 		}
 		if sum, err := fetchBlob(nsB, net.JoinHostPort(ipA[1], "7000")); err != nil || sum != sumA {
 			t.Errorf("bob → alice:7000 over IPv6: %v (sha256 match %v)", err, sum == sumA)
 		}
-		// Not exposed: refused by bob's filter with a RST, although something listens there.
+		// Upload and half-close: alice sends 1 MiB, closes her side, and reads bob's hash of it.
+		up := make([]byte, 1<<20)
+		rand.Read(up)
+		var c net.Conn
+		var err error
+		inNS(t, nsA, func() { c, err = net.DialTimeout("tcp", net.JoinHostPort(ipB[0], "7008"), 5*time.Second) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		_, err = c.Write(up)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		got, rerr := io.ReadAll(c)
+		c.Close()
+		if want := sha256.Sum256(up); err != nil || rerr != nil || !bytes.Equal(got, want[:]) {
+			t.Errorf("alice → bob:7008, 1 MiB up then half-close: %v, %v, hash match %v", err, rerr, bytes.Equal(got, want[:]))
+		}
+		// bob's service on its overlay address only: the stream is dialed there, not on 127.0.0.1.
+		sumOv := tcpBlob(t, nsB, net.JoinHostPort(ipB[0], "7007"), 1<<20)
+		if sum, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7007")); err != nil || sum != sumOv {
+			t.Errorf("alice → bob:7007 (on bob's overlay address only): %v (sha256 match %v)", err, sum == sumOv)
+		}
+		// Not exposed: bob refuses the stream, alice's stack answers the SYN with a RST, although
+		// something listens there.
+		refused := streams(stateA, "refused")
 		start := time.Now()
 		if _, err := fetchBlob(nsA, net.JoinHostPort(ipB[0], "7002")); err == nil || !strings.Contains(err.Error(), "refused") {
 			t.Errorf("unexposed bob:7002: %v", err)
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("refusal took %v", d)
+		}
+		if d := streams(stateA, "refused") - refused; d != 1 {
+			t.Errorf("refused streams: %v more, want 1", d)
 		}
 	})
 

@@ -205,14 +205,12 @@ func (n *Node) attachDevice(conn *net.UnixConn, owner uint8, name string, info l
 	if err != nil {
 		return nil, err
 	}
-	if info.Egress {
-		eg, err := n.newEgress(dev, info.MTU, name)
-		if err != nil {
-			dev.Close()
-			return nil, err
-		}
-		b.egress[owner].Store(eg)
+	s, err := n.newDeviceStack(dev, owner, name)
+	if err != nil {
+		dev.Close()
+		return nil, err
 	}
+	b.stacks[owner].Store(s)
 	b.devs[owner].Store(dev)
 	return dev, nil
 }
@@ -224,7 +222,7 @@ func (n *Node) detachDevice(owner uint8, dev *tun.Device) {
 	var eg *netstack.Stack
 	if b := n.tun.Load(); b != nil {
 		b.devs[owner].Store(nil)
-		eg = b.egress[owner].Swap(nil)
+		eg = b.stacks[owner].Swap(nil)
 		if n.cfg.TUN == "" && n.attached.count == 1 {
 			n.tun.CompareAndSwap(b, nil)
 		}

@@ -109,7 +109,7 @@ func TestReceiveAttached(t *testing.T) {
 
 // TestEgressOutput: an attached device's packets to destinations outside the overlay go to its
 // egress stack (TCP and UDP only: a ping would be answered by the stack itself), which dials them;
-// without one (--overlay-only) a TCP segment is answered with a RST and the rest dropped.
+// with --overlay-only a TCP segment is answered with a RST and the rest dropped, the stack untouched.
 func TestEgressOutput(t *testing.T) {
 	n, b := testBridge()
 	n.log = hclog.NewNullLogger()
@@ -122,15 +122,6 @@ func TestEgressOutput(t *testing.T) {
 		q, ok := packet.Parse(p)
 		return ok && q.Src == dst && q.Dst == self4 && q.Proto == packet.ProtoTCP && q.TCPFlags&packet.TCPRST != 0 && q.DPort == 40000
 	}
-	n.outputTUN(b, ownerAttached, syn)
-	if p := got(t, far); !isRST(p) {
-		t.Errorf("--overlay-only: SYN outward answered with %x, want a RST", p)
-	}
-	n.outputTUN(b, ownerAttached, ipPacket(self4, dst, packet.ProtoUDP, udpDgram(40001, 53)))
-	if p := got(t, far); p != nil {
-		t.Errorf("--overlay-only: a datagram outward got %x", p)
-	}
-
 	dialed := make(chan string, 4)
 	eg, err := netstack.New(netstack.Config{MTU: 1280, Output: func(p []byte) { dev.Write(p) },
 		DialEgress: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -141,7 +132,22 @@ func TestEgressOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eg.Close()
-	b.egress[ownerAttached].Store(eg)
+	b.stacks[ownerAttached].Store(eg) // the device's stack, there for TCP to peers whatever the mode
+
+	n.cfg.OverlayOnly = true
+	n.outputTUN(b, ownerAttached, syn)
+	if p := got(t, far); !isRST(p) {
+		t.Errorf("--overlay-only: SYN outward answered with %x, want a RST", p)
+	}
+	n.outputTUN(b, ownerAttached, ipPacket(self4, dst, packet.ProtoUDP, udpDgram(40001, 53)))
+	if p := got(t, far); p != nil {
+		t.Errorf("--overlay-only: a datagram outward got %x", p)
+	}
+	if in := eg.Stats().PacketsIn; in != 0 {
+		t.Errorf("--overlay-only: %d packets outward reached the device's stack", in)
+	}
+	n.cfg.OverlayOnly = false
+
 	n.outputTUN(b, ownerAttached, ipPacket(self4, dst, packet.ProtoICMP, icmpMsg(8, 5, nil)))
 	if in := eg.Stats().PacketsIn; in != 0 {
 		t.Errorf("a ping outward reached the egress stack")

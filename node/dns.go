@@ -318,7 +318,7 @@ func (n *Node) serveDNS(b *tunBridge, owner uint8, p *packet.Packet, pkt []byte)
 			return
 		}
 		ans := answerDNS(p.Transport[8:end], n.names())
-		if len(ans) >= 4 && ans[3]&0x0f == byte(dnsmessage.RCodeRefused) && b.egress[owner].Load() != nil {
+		if len(ans) >= 4 && ans[3]&0x0f == byte(dnsmessage.RCodeRefused) && n.egressAllowed(owner) {
 			n.serveHostDNS(d, pkt)
 			return
 		}

@@ -1,13 +1,14 @@
 package node
 
 // Egress for `warren run`: unless --overlay-only, the namespace's default routes lead into its TUN
-// device, and outputTUN hands the device's packets to destinations outside the overlay to an egress
-// stack of the device's own (netstack.Config.DialEgress), which ends each TCP connection and UDP flow
-// there and dials the destination from the host by the proxy's rules (dial): never this host's own
-// addresses without --allow-local. Its packets go straight back into the device, so there is no flow
-// table to share: several namespaces using the same overlay address never see each other's flows.
-// With --overlay-only there is no egress stack: a TCP segment is answered with a RST, everything else
-// dropped (the namespace has no default route then, so only an app that routes by itself gets here).
+// device, and outputTUN hands the device's packets to destinations outside the overlay to the
+// device's own stack (devstack.go), which ends each TCP connection and UDP flow there and dials the
+// destination from the host by the proxy's rules (dial): never this host's own addresses without
+// --allow-local. Its packets go straight back into the device, so there is no flow table to share:
+// several namespaces using the same overlay address never see each other's flows. With
+// --overlay-only nothing goes to the stack that way: a TCP segment is answered with a RST,
+// everything else dropped (the namespace has no default route then, so only an app that routes by
+// itself gets here).
 
 import (
 	"context"
@@ -18,24 +19,8 @@ import (
 	"sync/atomic"
 
 	"github.com/warren-net/warren/internal/packet"
-	"github.com/warren-net/warren/netstack"
 	"github.com/warren-net/warren/socks"
-	"github.com/warren-net/warren/tun"
 )
-
-// newEgress makes the egress stack of device dev.
-func (n *Node) newEgress(dev *tun.Device, mtu int, name string) (*netstack.Stack, error) {
-	s, err := netstack.New(netstack.Config{
-		MTU:        mtu,
-		Output:     func(pkt []byte) { dev.Write(pkt) }, // a full or closed device drops, as a NIC would
-		DialEgress: n.dialEgress,
-		Logger:     n.log.Named(name + ".egress"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("attach: egress stack: %w", err)
-	}
-	return s, nil
-}
 
 // egressCounters count the egress stacks' dials (connections and UDP flows), by protocol and
 // outcome: dialed, refused by the proxy's rules, failed (unreachable, refused by the destination).
@@ -81,11 +66,17 @@ func (n *Node) dialEgressAddr(ctx context.Context, network, addr string) (net.Co
 	return n.dial(ctx, network, addr)
 }
 
+// egressAllowed reports whether device owner may reach destinations outside the overlay: a
+// `warren run` device, unless --overlay-only.
+func (n *Node) egressAllowed(owner uint8) bool {
+	return owner >= ownerAttached && !n.cfg.OverlayOnly
+}
+
 // egress passes a packet that device owner sent outside the overlay to its egress stack: TCP and
 // UDP only (the stack would answer pings to any address itself, which would be a lie).
 func (n *Node) egress(b *tunBridge, owner uint8, p *packet.Packet, pkt []byte) {
-	if s := b.egress[owner].Load(); s != nil && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
-		s.Inject(pkt)
+	if s := b.stacks[owner].Load(); s != nil && n.egressAllowed(owner) && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
+		injectDevice(s, p, pkt)
 		return
 	}
 	b.dropOutbound.Add(1)

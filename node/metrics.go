@@ -44,6 +44,7 @@ var (
 	descPunch  = prometheus.NewDesc("warren_node_punch_attempts_total", "Direct dials after hole punching found an answering address (made by the dialing side of each pair), by the peer's NAT mapping.", []string{"nat"}, nil)
 	descPunchR = prometheus.NewDesc("warren_node_punch_results_total", "How direct dials ended (direct: the link came up), by the peer's NAT mapping.", []string{"nat", "result"}, nil)
 	descEgress = prometheus.NewDesc("warren_node_egress_dials_total", "Connections (tcp) and flows (udp) that apps inside warren run opened outside the overlay, by result: dialed from the host, refused by the proxy's rules (this host's addresses without --allow-local), failed.", []string{"proto", "result"}, nil)
+	descDevStr = prometheus.NewDesc("warren_node_tun_streams_total", "TCP connections that apps on a TUN device (--tun, warren run) opened to peers, carried on the stream path, by result: dialed, refused by the peer (port not exposed, rules, service down), failed (no link in time).", []string{"result"}, nil)
 	descCoord  = prometheus.NewDesc("warren_node_coord_connected", "1 while the node is connected to its coordination server.", nil, nil)
 )
 
@@ -63,7 +64,7 @@ func (n *Node) stats() localapi.Stats {
 func (n *Node) newRegistry() *metrics.Registry {
 	r := metrics.New()
 	r.Register(metrics.NewFunc(n.collect, descPeers, descSent, descRecv, descSentP, descRecvP, descRTT, descDrops, descTx, descUDP,
-		descProxy, descRefus, descPunch, descPunchR, descCoord, descEgress))
+		descProxy, descRefus, descPunch, descPunchR, descCoord, descEgress, descDevStr))
 	return r
 }
 
@@ -86,6 +87,7 @@ func (n *Node) collect(ch chan<- prometheus.Metric) {
 	for i, res := range egressResults {
 		counter(descEgress, n.egressN.tcp[i].Load(), "tcp", res)
 		counter(descEgress, n.egressN.udp[i].Load(), "udp", res)
+		counter(descDevStr, n.devStreams[i].Load(), res)
 	}
 	started := n.started.Load()
 

@@ -72,8 +72,9 @@ type Config struct {
 	Logger      hclog.Logger
 	// CoordTimeout is how long Start keeps trying to reach the coordination server. Default 30s.
 	CoordTimeout time.Duration
-	// PacketPathTCP sends proxied TCP through the netstacks as IP packets (the packet path) instead
-	// of one QUIC stream per connection (the stream path, the default and the fast one).
+	// PacketPathTCP sends proxied TCP through the netstacks, and TCP from TUN devices as they send
+	// it, as IP packets (the packet path) instead of one QUIC stream per connection (the stream
+	// path, the default and the fast one; devstack.go).
 	PacketPathTCP bool
 	// NoDirect sends all peer traffic through the relay (no hole punching); for tests and
 	// networks where direct UDP between nodes must not be used.
@@ -140,20 +141,21 @@ type Node struct {
 	wg     sync.WaitGroup // coordLoop and NAT discovery
 
 	// The parts, each safe for concurrent use.
-	peers    *peerState                     // peer map and access rules (peers.go)
-	routes   atomic.Pointer[routeTable]     // the packet path's lock-free view; peers publishes it (route.go)
-	relays   *relaySet                      // standalone and coord relays (relayclient.go)
-	stack    atomic.Pointer[netstack.Stack] // set by Start
-	tun      atomic.Pointer[tunBridge]      // TUN mode, or while `warren run` devices are attached (tun.go)
-	attached attachSet                      // devices of `warren run` (attach.go)
-	sendq    sendQueues                     // per-peer outbound queues (sendq.go)
-	joins    joinRequests                   // join requests awaiting this node's approval (joins.go)
-	limits   *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
-	drops    dropCounters                   // packets dropped, by reason
-	egressN  egressCounters                 // `warren run` egress dials (egress.go)
-	listens  *listenProbe                   // which exposed ports listen where (listens.go)
-	aclLog   logLimiter                     // debug lines about refusals (acl.go)
-	stop     stopSignal                     // Stopped, Err and logout state (logout.go)
+	peers      *peerState                     // peer map and access rules (peers.go)
+	routes     atomic.Pointer[routeTable]     // the packet path's lock-free view; peers publishes it (route.go)
+	relays     *relaySet                      // standalone and coord relays (relayclient.go)
+	stack      atomic.Pointer[netstack.Stack] // set by Start
+	tun        atomic.Pointer[tunBridge]      // TUN mode, or while `warren run` devices are attached (tun.go)
+	attached   attachSet                      // devices of `warren run` (attach.go)
+	sendq      sendQueues                     // per-peer outbound queues (sendq.go)
+	joins      joinRequests                   // join requests awaiting this node's approval (joins.go)
+	limits     *rateLimiter                   // broadcast/multicast packets per sender (broadcast.go)
+	drops      dropCounters                   // packets dropped, by reason
+	egressN    egressCounters                 // `warren run` egress dials (egress.go)
+	devStreams streamCounters                 // streams the device stacks opened to peers (devstack.go)
+	listens    *listenProbe                   // which exposed ports listen where (listens.go)
+	aclLog     logLimiter                     // debug lines about refusals (acl.go)
+	stop       stopSignal                     // Stopped, Err and logout state (logout.go)
 
 	// mu guards the following.
 	mu        sync.Mutex

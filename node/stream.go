@@ -10,6 +10,7 @@ import (
 
 	"github.com/warren-net/warren/acl"
 	"github.com/warren-net/warren/internal/bicopy"
+	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
 )
@@ -55,8 +56,8 @@ func isHostAddr(ip netip.Addr) bool {
 	return hostAddrIn(ip, addrs)
 }
 
-// acceptStream serves a peer's stream to an exposed TCP port by dialing it on localhost; anything else
-// is refused, as the netstack would answer an unexposed port with a RST.
+// acceptStream serves a peer's stream to an exposed TCP port by dialing it on this host (exposedAddr);
+// anything else is refused, as the netstack would answer an unexposed port with a RST.
 func (n *Node) acceptStream(s *peer.IncomingStream) {
 	from, h := s.From, s.Header
 	if h.Proto != peer.ProtoTCP || !n.exposed[Port{"tcp", h.Port}] {
@@ -72,10 +73,11 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-	local, err := n.dialLocal(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(h.Port))), from, n.streamFlow(from, h.Port))
+	dst := n.exposedAddr(h.Port)
+	local, err := n.dialLocal(ctx, "tcp", net.JoinHostPort(dst.String(), strconv.Itoa(int(h.Port))), from, n.streamFlow(from, h.Port))
 	cancel()
 	if err != nil {
-		n.log.Debug("exposed port not answering on localhost", "port", h.Port, "error", err)
+		n.log.Debug("exposed port not answering", "addr", dst, "port", h.Port, "error", err)
 		s.Refuse()
 		return
 	}
@@ -86,4 +88,19 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 	}
 	defer c.Close()
 	bicopy.Copy(c, nil, local)
+}
+
+// exposedAddr is where acceptStream dials exposed TCP port: 127.0.0.1, or in TUN mode the device's
+// address when a service holds the port there (bound to it, or to all addresses; listens.go), since
+// a TUN-mode service may listen on its overlay address only. Either way the service sees a
+// connection from this host; whois and PROXY headers say which peer it serves.
+func (n *Node) exposedAddr(port uint16) netip.Addr {
+	if b := n.tun.Load(); b != nil && b.dev != nil {
+		for _, a := range []netip.Addr{b.self4, b.self6} {
+			if inUse, err := n.listens.check(packet.ProtoTCP, a, port); err == nil && inUse {
+				return a
+			}
+		}
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }

@@ -16,15 +16,18 @@ package node
 //   - Non-first fragments pass (without their first fragment the kernel cannot reassemble them).
 //
 // Flows live in a bounded table with idle expiry (packet.FlowTable). Outbound, only packets from the node's
-// own overlay addresses leave the device, and only UDP may fan out.
+// own overlay addresses leave the device, and only UDP may fan out. TCP the device opens to a peer
+// does not leave as packets: the device's own stack ends it and carries it on the stream path
+// (devstack.go); the peer's filter never sees it, the peer's acceptStream does.
 //
 // The netstack keeps running beside the device, and the proxy keeps using it: proxied TCP to a peer
 // takes the stream path (no netstack, no device), proxied UDP, --packet-path TCP and `warren ping` use
 // the netstack. Both own the same addresses, so the flow table also records which side opened each
 // flow and delivers replies there; packets of no tracked flow (new inbound connections, pings from
 // peers) go to the kernel, with one exception: a new flow to an exposed port whose service listens
-// only on 127.0.0.1 goes to the netstack, which forwards it there as in proxy mode (listens.go). The
-// stream path dials 127.0.0.1 in every mode. Packets the device sends to the node's DNS addresses
+// only on 127.0.0.1 goes to the netstack, which forwards it there as in proxy mode (listens.go). A
+// peer's stream is dialed on this host, on the device's address if the service listens there, else
+// on 127.0.0.1 (exposedAddr). Packets the device sends to the node's DNS addresses
 // never leave: the node answers them (dns.go).
 
 import (
@@ -44,7 +47,7 @@ import (
 type tunBridge struct {
 	dev          *tun.Device
 	devs         [256]atomic.Pointer[tun.Device]     // by flow owner: dev at ownerTUN, attached ones from ownerAttached
-	egress       [256]atomic.Pointer[netstack.Stack] // attached devices' egress stacks (egress.go); nil with --overlay-only
+	stacks       [256]atomic.Pointer[netstack.Stack] // each device's own stack (devstack.go), by owner
 	flows        *packet.FlowTable                   // owners: ownerTUN or ownerStack
 	self4, self6 netip.Addr
 	dns4, dns6   netip.Addr // the node's DNS server (dns.go)
@@ -106,8 +109,14 @@ func (n *Node) startTUN(w *control.Welcome) error {
 	if err != nil {
 		return fmt.Errorf("--tun: %w", err)
 	}
+	s, err := n.newDeviceStack(dev, ownerTUN, dev.Name())
+	if err != nil {
+		dev.Close()
+		return err
+	}
 	b.dev = dev
 	b.loopbackOnly = n.listens.loopbackOnly
+	b.stacks[ownerTUN].Store(s)
 	b.devs[ownerTUN].Store(dev)
 	n.tun.Store(b)
 	n.registerDNS(dev.Name(), b.dns4, b.dns6)
@@ -119,6 +128,9 @@ func (n *Node) closeTUN() {
 	n.attached.close()
 	n.unregisterDNS()
 	if b := n.tun.Swap(nil); b != nil && b.dev != nil {
+		if s := b.stacks[ownerTUN].Swap(nil); s != nil {
+			s.Close()
+		}
 		if err := b.dev.Close(); err != nil {
 			n.log.Warn("closing the TUN device", "error", err)
 		}
@@ -145,6 +157,12 @@ func (n *Node) outputTUN(b *tunBridge, owner uint8, pkt []byte) {
 	if !fanOut && owner >= ownerAttached && !n.overlay.contains(p.Dst) {
 		n.egress(b, owner, &p, pkt)
 		return
+	}
+	if p.Proto == packet.ProtoTCP && !fanOut {
+		if s := n.streamStack(b, owner, &p); s != nil {
+			injectDevice(s, &p, pkt)
+			return
+		}
 	}
 	if k, ok := p.OutboundFlow(fanOut); ok {
 		b.flows.Track(k, owner)

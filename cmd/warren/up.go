@@ -45,7 +45,7 @@ func cmdUp(args []string) error {
 	fs.StringVar(proxyPassFile, "proxy-password-file", "", "same as --socks-password-file")
 	outProxy := fs.String("proxy", "", "HTTP proxy `URL` (http://[user:pass@]host:port) for reaching the coord and relays over TCP where UDP is blocked; default HTTPS_PROXY/https_proxy; none = never")
 	overlayOnly := fs.Bool("overlay-only", false, "refuse proxy destinations outside the overlay instead of dialing them from this host (also the internet inside warren run)")
-	packetPath := fs.Bool("packet-path", false, "carry proxied TCP as IP packets through both netstacks instead of one QUIC stream per connection (slower; for comparison)")
+	packetPath := fs.Bool("packet-path", false, "carry proxied TCP, and TCP from the TUN device or warren run, as IP packets instead of one QUIC stream per connection (slower; for comparison)")
 	allowLocal := fs.Bool("allow-local", false, "let proxy clients reach this host's own addresses (loopback, interfaces)")
 	listen := fs.String("listen", ":0", "UDP `address` for peer and coord traffic")
 	metricsAddr := fs.String("metrics", "", "also serve Prometheus metrics on http://`ADDR`/metrics (loopback only: 127.0.0.1:PORT or [::1]:PORT); they are always on the local API, GET /v1/metrics")

@@ -8,7 +8,7 @@ import (
 )
 
 // FuzzParse feeds Parse what a peer may send. It must not panic; what it accepts must agree with
-// Addrs, keep its slices inside the packet, and give flows and RSTs that read back.
+// Addrs, keep its slices inside the packet, and give flows, RSTs and raised MSS options that read back.
 func FuzzParse(f *testing.F) {
 	for _, seed := range [][]byte{
 		pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPSYN, "")),
@@ -47,6 +47,11 @@ func FuzzParse(f *testing.F) {
 		}
 		if p.ICMPError {
 			Parse(p.ICMPQuote)
+		}
+		if RaiseMSS(&p, 65000) {
+			if q, ok := Parse(pkt); !ok || q.Src != p.Src || q.Dst != p.Dst || q.SPort != p.SPort || q.TCPFlags != p.TCPFlags {
+				t.Fatalf("RaiseMSS changed more than the option: %+v, then %+v", p, q)
+			}
 		}
 		if rst := TCPReset(&p, pkt); rst != nil {
 			r, ok := Parse(rst)

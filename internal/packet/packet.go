@@ -269,3 +269,44 @@ func Checksum(sum uint16, b []byte) uint16 {
 	}
 	return uint16(s)
 }
+
+// RaiseMSS sets the MSS option of TCP SYN p (read from pkt, which it changes in place) to mss if the
+// option is there, 16-bit aligned, and smaller, and updates the checksum (RFC 1624); it reports
+// whether it changed anything. Options it cannot read in full leave the segment as it was.
+func RaiseMSS(p *Packet, mss uint16) bool {
+	t := p.Transport
+	if p.Proto != ProtoTCP || p.Fragment || p.TCPFlags&TCPSYN == 0 || len(t) < 20 {
+		return false
+	}
+	doff := int(t[12]>>4) * 4
+	if doff < 20 || doff > len(t) {
+		return false
+	}
+	for i := 20; i < doff; {
+		switch t[i] {
+		case 0: // end of options
+			return false
+		case 1: // no-op
+			i++
+			continue
+		}
+		if i+1 >= doff || t[i+1] < 2 || i+int(t[i+1]) > doff {
+			return false
+		}
+		if t[i] == 2 && t[i+1] == 4 {
+			old := binary.BigEndian.Uint16(t[i+2:])
+			if old >= mss || i%2 != 0 {
+				return false
+			}
+			binary.BigEndian.PutUint16(t[i+2:], mss)
+			sum := uint32(^binary.BigEndian.Uint16(t[16:])) + uint32(^old) + uint32(mss)
+			for sum > 0xffff {
+				sum = sum>>16 + sum&0xffff
+			}
+			binary.BigEndian.PutUint16(t[16:], ^uint16(sum))
+			return true
+		}
+		i += int(t[i+1])
+	}
+	return false
+}

@@ -314,3 +314,49 @@ func TestParseAllocs(t *testing.T) {
 		t.Errorf("%v allocations per packet", a)
 	}
 }
+
+func TestRaiseMSS(t *testing.T) {
+	// syn is a checksummed SYN from peer to self with the given options (a multiple of 4 bytes).
+	syn := func(src, dst netip.Addr, flags uint8, opts ...byte) []byte {
+		seg := append(pt.TCP(50000, 80, flags, ""), opts...)
+		seg[12] = byte(len(seg)/4) << 4
+		return reverse(&Packet{Src: dst, Dst: src}, ProtoTCP, seg, 16)
+	}
+	mss := func(v uint16) []byte { return []byte{2, 4, byte(v >> 8), byte(v)} }
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		want uint16 // the MSS afterwards; 0: unchanged
+	}{
+		{"IPv4 SYN", syn(peer4, self4, TCPSYN, append(mss(1240), 1, 3, 3, 7)...), 65000},
+		{"IPv6 SYN-ACK after a no-op pair", syn(peer6, self6, TCPSYN|TCPACK, append([]byte{1, 1}, append(mss(1220), 0, 0, 0, 0)...)...), 65000},
+		{"MSS already larger", syn(peer4, self4, TCPSYN, mss(65400)...), 0},
+		{"MSS at an odd offset", syn(peer4, self4, TCPSYN, append([]byte{1}, append(mss(1240), 0, 0, 0)...)...), 0},
+		{"no MSS", syn(peer4, self4, TCPSYN, 1, 1, 1, 0), 0},
+		{"ACK", syn(peer4, self4, TCPACK, mss(1240)...), 0},
+		{"option running past the header", syn(peer4, self4, TCPSYN, 1, 1, 8, 9), 0},
+		{"zero-length option", syn(peer4, self4, TCPSYN, 3, 0, 2, 4, 4, 0xd8, 0, 0), 0},
+	} {
+		before := bytes.Clone(c.pkt)
+		p, ok := Parse(c.pkt)
+		if !ok {
+			t.Fatalf("%s: not parsed", c.name)
+		}
+		changed := RaiseMSS(&p, 65000)
+		if changed != (c.want != 0) {
+			t.Errorf("%s: changed %v", c.name, changed)
+		}
+		if !changed {
+			if !bytes.Equal(c.pkt, before) {
+				t.Errorf("%s: changed the packet but said not", c.name)
+			}
+			continue
+		}
+		if !checksumsVerify(c.pkt, &p) {
+			t.Errorf("%s: bad checksum after the change", c.name)
+		}
+		if i := bytes.Index(p.Transport[20:], []byte{2, 4}); i < 0 || binary.BigEndian.Uint16(p.Transport[20+i+2:]) != c.want {
+			t.Errorf("%s: options now %x", c.name, p.Transport[20:])
+		}
+	}
+}
