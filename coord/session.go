@@ -294,20 +294,26 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 		s.dropSession(sess)
 		return nil, nil, nil, s.storeError("list networks", err)
 	}
-	rows, err := s.cfg.Store.Peers(ctx, key[:])
-	if err != nil {
-		s.dropSession(sess)
-		return nil, nil, nil, s.storeError("list peers", err)
+	// Peers and rules come with networks: a node in none (every node's first login) has neither,
+	// and is spared two queries under changeMu.
+	var rows []store.PeerRow
+	if len(nets) > 0 {
+		if rows, err = s.cfg.Store.Peers(ctx, key[:]); err != nil {
+			s.dropSession(sess)
+			return nil, nil, nil, s.storeError("list peers", err)
+		}
 	}
 	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
 		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
 		Observed: observed, Networks: nonNil(nets), ProbePort: s.probePort(), Relay: !s.cfg.NoRelay,
 		Relays: s.cfg.Relays, Ephemeral: node.Ephemeral, Tag: node.Tag, Name: node.Name,
 	}}
-	acls, err := s.aclsOf(ctx, key)
-	if err != nil {
-		s.dropSession(sess)
-		return nil, nil, nil, s.storeError("list rules", err)
+	var acls []control.ACL
+	if len(nets) > 0 {
+		if acls, err = s.aclsOf(ctx, key); err != nil {
+			s.dropSession(sess)
+			return nil, nil, nil, s.storeError("list rules", err)
+		}
 	}
 	peers := make([]control.Peer, 0, len(rows))
 	sess.mu.Lock()
