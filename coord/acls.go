@@ -298,5 +298,5 @@ func (s *Server) enqueueACL(to nodeKey, a control.ACL) {
 	sess.mu.Lock()
 	sess.acls[a.Network] = a
 	sess.mu.Unlock()
-	poke(sess.wake)
+	s.wake(sess)
 }

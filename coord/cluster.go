@@ -461,22 +461,16 @@ func (s *Server) resyncBatch(keys []nodeKey) {
 		s.log.Error("cluster: resync nodes", "nodes", len(keys), "error", err)
 		return
 	}
-	s.mu.Lock()
-	locals := make([]*session, 0, len(s.sessions))
-	for _, l := range s.sessions {
-		locals = append(locals, l)
-	}
-	s.mu.Unlock()
 	for _, x := range keys {
 		p, online := pres[string(x[:])]
 		me, exists := nodes[string(x[:])]
-		s.resyncOne(ctx, x, p, online, me, exists, peers[string(x[:])], locals)
+		s.resyncOne(ctx, x, p, online, me, exists, peers[string(x[:])])
 	}
 }
 
 // resyncOne is resync for node x, read as p (online: it has a presence row), me (exists: not
-// deleted) and rows (its peers). locals are this coord's sessions. The caller holds changeMu.
-func (s *Server) resyncOne(ctx context.Context, x nodeKey, p store.Presence, online bool, me store.Node, exists bool, rows []store.PeerRow, locals []*session) {
+// deleted) and rows (its peers). The caller holds changeMu.
+func (s *Server) resyncOne(ctx context.Context, x nodeKey, p store.Presence, online bool, me store.Node, exists bool, rows []store.PeerRow) {
 	st, cl := s.cfg.Store, s.cluster
 	s.mu.Lock()
 	mine := s.sessions[x]
@@ -500,7 +494,7 @@ func (s *Server) resyncOne(ctx context.Context, x nodeKey, p store.Presence, onl
 		rec := s.peerRecord(me, r.Networks)
 		s.enqueue(k, x, &rec) // no-op unless k is logged in here
 	}
-	for _, l := range locals {
+	for _, l := range s.watching(x) { // the sessions told of x: those no longer its peers drop it
 		if l.key == x {
 			continue
 		}

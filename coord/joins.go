@@ -106,6 +106,6 @@ func (s *Server) pushJoinsHere(ctx context.Context, owner []byte) bool {
 	sess.mu.Lock()
 	sess.joins = joins
 	sess.mu.Unlock()
-	poke(sess.wake)
+	s.wake(sess)
 	return true
 }

@@ -142,6 +142,12 @@ type Server struct {
 	sessions map[nodeKey]*session
 	closed   bool
 
+	// watchMu guards watchers: for each node, the sessions that have it in their peers (a reverse
+	// index of session.peers, kept by watch and unwatch), so that an event about a node looks at
+	// its peers' sessions, not at every session (resyncOne). Taken after session.mu.
+	watchMu  sync.Mutex
+	watchers map[nodeKey]map[*session]struct{}
+
 	// relay binds each session's key to the address its control connection comes from, for the relay
 	// (relay.go); safe for concurrent use.
 	relay *relay.Table
@@ -195,7 +201,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.JoinRequestExpiry <= 0 {
 		cfg.JoinRequestExpiry = DefaultJoinRequestExpiry
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), relay: relay.NewTable(cfg.RelayRate),
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), watchers: make(map[nodeKey]map[*session]struct{}), relay: relay.NewTable(cfg.RelayRate),
 		metrics: newCoordMetrics()}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err

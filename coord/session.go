@@ -40,7 +40,8 @@ type session struct {
 	endpoints []netip.AddrPort
 	mapping   control.Mapping           // the node's NAT mapping, as it reported it
 	ports     *control.Ports            // its NAT's port allocation pattern, as it reported it
-	peers     map[nodeKey]bool          // who may send to this node through the relay (shares a network)
+	peers     map[nodeKey]bool          // who may send to this node through the relay (shares a network); see watch
+	gone      bool                      // dropped (dropSession): peers no longer enters Server.watchers
 	member    *relay.Member             // the node's relay binding; set at login, before the session is shared
 	pending   map[nodeKey]*control.Peer // nil value = remove
 	networks  *control.NetworkList      // the node's networks changed without its asking; nil = no news
@@ -48,13 +49,19 @@ type session struct {
 	joins     *control.JoinRequests     // the join requests awaiting the node's approval changed; nil = no news
 	acls      map[string]control.ACL    // rule-list changes to send, the latest per network (acls.go)
 	replies   []*control.Msg
-	wake      chan struct{}
+
+	// The writer (flush) runs only while there is something to send: a goroutine per session that
+	// waited for changes was ~8 KB of stack for each of thousands of idle nodes. writing: a flush
+	// is running; writable: one may start (from the end of the login until the session ends or a
+	// write fails). Under mu; flushes counts the running one for the session's end.
+	writing, writable bool
+	flushes           sync.WaitGroup
 
 	// pendingSince is when the oldest change in pending was queued (warren_coord_fanout_seconds).
 	pendingSince time.Time
 
 	// replySlots bounds the replies not yet written: the read loop takes a slot before it handles a
-	// request, the write loop gives it back once the reply is out. A node that sends requests but
+	// request, the writer gives it back once the reply is out. A node that sends requests but
 	// does not read its replies stops being read, and is dropped after writeTimeout.
 	replySlots chan struct{}
 	// endpointRate bounds how often the node's endpoint updates go to its peers; refreshDue is the
@@ -126,15 +133,16 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}
 	s.pending.Done(conn)
 	s.metrics.logins.Inc()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.writeLoop(sess)
-	}()
+	sess.mu.Lock()
+	sess.writable = true
+	sess.mu.Unlock()
+	s.wake(sess) // what was queued since the peer map
 	s.readLoop(sess)
 	conn.CloseWithError(closeOK, "")
-	wg.Wait()
+	sess.mu.Lock()
+	sess.writable = false
+	sess.mu.Unlock()
+	sess.flushes.Wait() // a write in progress fails now that the connection is closed
 	s.logout(sess)
 }
 
@@ -204,11 +212,11 @@ func (s *Server) login(key nodeKey, conn *quic.Conn, stream *quic.Stream, l *con
 	observed := addrPort(conn.RemoteAddr())
 	sess := &session{
 		key: key, conn: conn, stream: stream, observed: observed, since: time.Now(),
-		endpoints: s.candidateEndpoints(observed, l.Endpoints),
-		local:     l.Endpoints,
-		pending:   make(map[nodeKey]*control.Peer),
-		acls:      make(map[string]control.ACL),
-		wake:      make(chan struct{}, 1), replySlots: make(chan struct{}, maxQueuedReplies),
+		endpoints:    s.candidateEndpoints(observed, l.Endpoints),
+		local:        l.Endpoints,
+		pending:      make(map[nodeKey]*control.Peer),
+		acls:         make(map[string]control.ACL),
+		replySlots:   make(chan struct{}, maxQueuedReplies),
 		endpointRate: rate.NewLimiter(1, 5),
 		peers:        make(map[nodeKey]bool),
 	}
@@ -286,25 +294,31 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 		s.dropSession(sess)
 		return nil, nil, nil, s.storeError("list networks", err)
 	}
-	rows, err := s.cfg.Store.Peers(ctx, key[:])
-	if err != nil {
-		s.dropSession(sess)
-		return nil, nil, nil, s.storeError("list peers", err)
+	// Peers and rules come with networks: a node in none (every node's first login) has neither,
+	// and is spared two queries under changeMu.
+	var rows []store.PeerRow
+	if len(nets) > 0 {
+		if rows, err = s.cfg.Store.Peers(ctx, key[:]); err != nil {
+			s.dropSession(sess)
+			return nil, nil, nil, s.storeError("list peers", err)
+		}
 	}
 	welcome := &control.Msg{Type: control.TypeWelcome, Welcome: &control.Welcome{
 		IPv4: node.IPv4, IPv6: node.IPv6, Prefix4: s.cfg.Pools.V4, Prefix6: s.cfg.Pools.V6,
 		Observed: observed, Networks: nonNil(nets), ProbePort: s.probePort(), Relay: !s.cfg.NoRelay,
 		Relays: s.cfg.Relays, Ephemeral: node.Ephemeral, Tag: node.Tag, Name: node.Name,
 	}}
-	acls, err := s.aclsOf(ctx, key)
-	if err != nil {
-		s.dropSession(sess)
-		return nil, nil, nil, s.storeError("list rules", err)
+	var acls []control.ACL
+	if len(nets) > 0 {
+		if acls, err = s.aclsOf(ctx, key); err != nil {
+			s.dropSession(sess)
+			return nil, nil, nil, s.storeError("list rules", err)
+		}
 	}
 	peers := make([]control.Peer, 0, len(rows))
 	sess.mu.Lock()
 	for _, r := range rows {
-		sess.peers[keyOf(r.Node.Key)] = true
+		s.watch(sess, keyOf(r.Node.Key))
 	}
 	sess.nets = nets
 	sess.mu.Unlock()
@@ -325,7 +339,7 @@ func (s *Server) register(ctx context.Context, sess *session, node store.Node, l
 		sess.mu.Lock()
 		sess.joins = joins
 		sess.mu.Unlock()
-		poke(sess.wake)
+		s.wake(sess)
 	}
 	s.publish("", store.EventNode, key[:])
 	return welcome, acls, peers, nil
@@ -361,6 +375,16 @@ func (s *Server) dropSession(sess *session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.relay.Unbind(sess.member)
+	sess.mu.Lock()
+	if !sess.gone {
+		sess.gone = true
+		s.watchMu.Lock()
+		for k := range sess.peers {
+			s.unwatchLocked(sess, k)
+		}
+		s.watchMu.Unlock()
+	}
+	sess.mu.Unlock()
 	if s.sessions[sess.key] != sess {
 		return false
 	}
@@ -433,12 +457,57 @@ func (s *Server) enqueue(to, about nodeKey, p *control.Peer) {
 	}
 	sess.pending[about] = p
 	if p != nil {
-		sess.peers[about] = true
+		s.watch(sess, about)
 	} else {
-		delete(sess.peers, about)
+		s.unwatch(sess, about)
 	}
 	sess.mu.Unlock()
-	poke(sess.wake)
+	s.wake(sess)
+}
+
+// watch records that sess's node may hear from k (sess.peers) and, unless sess was dropped, that it
+// watches k (Server.watchers). The caller holds sess.mu.
+func (s *Server) watch(sess *session, k nodeKey) {
+	sess.peers[k] = true
+	if sess.gone {
+		return
+	}
+	s.watchMu.Lock()
+	w := s.watchers[k]
+	if w == nil {
+		w = make(map[*session]struct{}, 1)
+		s.watchers[k] = w
+	}
+	w[sess] = struct{}{}
+	s.watchMu.Unlock()
+}
+
+// unwatch undoes watch. The caller holds sess.mu.
+func (s *Server) unwatch(sess *session, k nodeKey) {
+	delete(sess.peers, k)
+	s.watchMu.Lock()
+	s.unwatchLocked(sess, k)
+	s.watchMu.Unlock()
+}
+
+func (s *Server) unwatchLocked(sess *session, k nodeKey) {
+	if w := s.watchers[k]; w != nil {
+		delete(w, sess)
+		if len(w) == 0 {
+			delete(s.watchers, k)
+		}
+	}
+}
+
+// watching returns the sessions whose nodes were told of k (k in their peers), dropped ones not.
+func (s *Server) watching(k nodeKey) []*session {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	out := make([]*session, 0, len(s.watchers[k]))
+	for sess := range s.watchers[k] {
+		out = append(out, sess)
+	}
+	return out
 }
 
 // enqueueNetworks tells the node `to`, if it is online, its current list of networks with its next
@@ -454,7 +523,7 @@ func (s *Server) enqueueNetworks(to nodeKey, networks []string) {
 	sess.networks = &control.NetworkList{Names: nonNil(networks)}
 	sess.nets = networks
 	sess.mu.Unlock()
-	poke(sess.wake)
+	s.wake(sess)
 }
 
 func (s *Server) reply(sess *session, r *control.Reply) {
@@ -462,14 +531,7 @@ func (s *Server) reply(sess *session, r *control.Reply) {
 	sess.mu.Lock()
 	sess.replies = append(sess.replies, &control.Msg{Type: control.TypeReply, Reply: r})
 	sess.mu.Unlock()
-	poke(sess.wake)
-}
-
-func poke(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
+	s.wake(sess)
 }
 
 // send writes m to the node within writeTimeout.
@@ -482,59 +544,88 @@ func (sess *session) send(m *control.Msg) error {
 	return err
 }
 
-// writeLoop sends queued replies and coalesced peer deltas until the connection ends.
-func (s *Server) writeLoop(sess *session) {
-	ctx := sess.conn.Context()
-	defer sess.conn.CloseWithError(closeOK, "") // a failed write ends the session; the read loop too
+// wake has what is queued for sess sent: it starts the session's writer unless it is running (it
+// sends what it finds before it stops) or the session is not writable.
+func (s *Server) wake(sess *session) {
+	sess.mu.Lock()
+	start := sess.writable && !sess.writing
+	if start {
+		sess.writing = true
+		sess.flushes.Add(1)
+	}
+	sess.mu.Unlock()
+	if start {
+		go s.flush(sess)
+	}
+}
+
+// flush sends queued replies and coalesced peer deltas until nothing is queued. A failed write ends
+// the session (the read loop too) and stops its writer for good.
+func (s *Server) flush(sess *session) {
+	defer sess.flushes.Done()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.ctx.Done():
-			return
-		case <-sess.wake:
-		}
 		sess.mu.Lock()
-		replies := sess.replies
-		sess.replies = nil
-		pending, since := sess.pending, sess.pendingSince
-		sess.pending = make(map[nodeKey]*control.Peer)
-		networks := sess.networks
-		sess.networks = nil
-		joins := sess.joins
-		sess.joins = nil
-		acls := sess.acls
-		sess.acls = make(map[string]control.ACL)
-		sess.mu.Unlock()
-		for _, m := range replies {
-			if err := sess.send(m); err != nil {
-				return
-			}
-			<-sess.replySlots
-		}
-		// Rules first, or with the peers they apply to; the network list with the first frame.
-		cut := s.newFrameCutter(func(f frame, _ bool) error {
-			delta := &control.PeerDelta{Networks: networks, Joins: joins, ACLs: f.acls, Upsert: f.upsert, Remove: f.remove}
-			networks, joins = nil, nil
-			return sess.send(&control.Msg{Type: control.TypePeerDelta, PeerDelta: delta})
-		})
-		for _, a := range acls {
-			cut.addACL(a)
-		}
-		for k, p := range pending {
-			if p == nil {
-				cut.addRemove(k[:])
-			} else {
-				cut.addPeer(*p)
-			}
-		}
-		if err := cut.close(networks != nil || joins != nil); err != nil {
+		replies, pending, since, networks, joins, acls := sess.replies, sess.pending, sess.pendingSince, sess.networks, sess.joins, sess.acls
+		if len(replies) == 0 && len(pending) == 0 && networks == nil && joins == nil && len(acls) == 0 {
+			sess.writing = false
+			sess.mu.Unlock()
 			return
 		}
+		// The maps taken are the writer's now; an empty one stays the session's (no new map).
+		sess.replies, sess.networks, sess.joins = nil, nil, nil
 		if len(pending) > 0 {
-			s.metrics.fanout.Observe(time.Since(since).Seconds())
+			sess.pending = make(map[nodeKey]*control.Peer)
+		} else {
+			pending = nil
+		}
+		if len(acls) > 0 {
+			sess.acls = make(map[string]control.ACL)
+		} else {
+			acls = nil
+		}
+		sess.mu.Unlock()
+		if err := s.write(sess, replies, pending, since, networks, joins, acls); err != nil {
+			sess.conn.CloseWithError(closeOK, "")
+			sess.mu.Lock()
+			sess.writing, sess.writable = false, false
+			sess.mu.Unlock()
+			return
 		}
 	}
+}
+
+// write sends one batch of what flush took from the session.
+func (s *Server) write(sess *session, replies []*control.Msg, pending map[nodeKey]*control.Peer, since time.Time,
+	networks *control.NetworkList, joins *control.JoinRequests, acls map[string]control.ACL) error {
+	for _, m := range replies {
+		if err := sess.send(m); err != nil {
+			return err
+		}
+		<-sess.replySlots
+	}
+	// Rules first, or with the peers they apply to; the network list with the first frame.
+	cut := s.newFrameCutter(func(f frame, _ bool) error {
+		delta := &control.PeerDelta{Networks: networks, Joins: joins, ACLs: f.acls, Upsert: f.upsert, Remove: f.remove}
+		networks, joins = nil, nil
+		return sess.send(&control.Msg{Type: control.TypePeerDelta, PeerDelta: delta})
+	})
+	for _, a := range acls {
+		cut.addACL(a)
+	}
+	for k, p := range pending {
+		if p == nil {
+			cut.addRemove(k[:])
+		} else {
+			cut.addPeer(*p)
+		}
+	}
+	if err := cut.close(networks != nil || joins != nil); err != nil {
+		return err
+	}
+	if len(pending) > 0 {
+		s.metrics.fanout.Observe(time.Since(since).Seconds())
+	}
+	return nil
 }
 
 // readLoop handles the node's requests until the connection ends or the node misbehaves.

@@ -62,9 +62,22 @@ flags:
 `
 
 func main() {
+	noGSO()
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "warren-coord:", err)
 		os.Exit(1)
+	}
+}
+
+// noGSO turns quic-go's UDP segmentation offload off for this process unless QUIC_GO_DISABLE_GSO is
+// set already. A coordination server or relay sends small control messages to thousands of
+// connections: with GSO each send takes a 20 KB buffer from quic-go's pool instead of a 1.4 KB one,
+// and at 3,000 nodes those pooled buffers were 73 MB of a 192 MB heap (a third of the RSS the
+// memory goal allows at 10,000); without GSO the coord's RSS at 3,000 nodes fell from 472 to 399 MiB
+// (BENCHMARKS.md, "Control plane under load").
+func noGSO() {
+	if _, set := os.LookupEnv("QUIC_GO_DISABLE_GSO"); !set {
+		os.Setenv("QUIC_GO_DISABLE_GSO", "true")
 	}
 }
 
