@@ -215,21 +215,21 @@ func (n *Node) attachDevice(conn *net.UnixConn, owner uint8, name string, info l
 	return dev, nil
 }
 
-// detachDevice takes the device off the bridge and closes it; in proxy mode the last one takes the
-// bridge with it.
+// detachDevice takes the device off the bridge and closes it with its stack (devstack.go); in proxy
+// mode the last one takes the bridge with it.
 func (n *Node) detachDevice(owner uint8, dev *tun.Device) {
 	n.attached.mu.Lock()
-	var eg *netstack.Stack
+	var stack *netstack.Stack
 	if b := n.tun.Load(); b != nil {
 		b.devs[owner].Store(nil)
-		eg = b.stacks[owner].Swap(nil)
+		stack = b.stacks[owner].Swap(nil)
 		if n.cfg.TUN == "" && n.attached.count == 1 {
 			n.tun.CompareAndSwap(b, nil)
 		}
 	}
 	n.attached.mu.Unlock()
-	if eg != nil {
-		eg.Close()
+	if stack != nil {
+		stack.Close()
 	}
 	dev.Close()
 }
