@@ -3,10 +3,14 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // The store's SQL is written once, in SQLite's spelling with '?' placeholders, and runs on both
@@ -185,6 +189,77 @@ func (x *txn) lockWriter(ctx context.Context) error {
 	}
 	_, err := x.Tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writerLock))
 	return err
+}
+
+// stmt is one statement of a pipeline: SQL in the store's spelling and its arguments.
+type stmt struct {
+	q    string
+	args []any
+}
+
+// pipeline runs stmts in order in one transaction that holds the store's writer lock, and returns
+// the number of rows each changed; a failing statement rolls back all of them. Its statements may
+// not depend on each other's results in Go, only in SQL.
+//
+// On PostgreSQL the lock, the statements and the commit go to the server in one round trip (a pgx
+// batch, one implicit transaction), so the lock is held for the server's own work only. A
+// transaction that waits for the client between statements holds the lock for as many round trips,
+// and on a busy machine each waits for the coord's scheduler: first logins held it 8.3 ms each at
+// 10,000 nodes on two coords, which capped logins at about 120/s. On SQLite they run one by one in
+// a transaction.
+func (x *dbx) pipeline(ctx context.Context, stmts ...stmt) ([]int64, error) {
+	n := make([]int64, len(stmts))
+	if !x.d.pg {
+		tx, err := x.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		defer tx.Rollback()
+		for i, st := range stmts {
+			res, err := tx.ExecContext(ctx, st.q, st.args...)
+			if err != nil {
+				return nil, err
+			}
+			if n[i], err = res.RowsAffected(); err != nil {
+				return nil, err
+			}
+		}
+		return n, tx.Commit()
+	}
+	conn, err := x.DB.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("pipeline: driver connection is %T, not pgx's", dc)
+		}
+		b := &pgx.Batch{}
+		b.Queue(`SELECT pg_advisory_xact_lock($1)`, int64(writerLock))
+		for _, st := range stmts {
+			b.Queue(x.d.rebind(st.q), x.d.args(st.args)...)
+		}
+		br := c.Conn().SendBatch(ctx, b)
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return err
+		}
+		for i := range stmts {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			n[i] = tag.RowsAffected()
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
 // txn is a *sql.Tx that speaks the store's dialect.

@@ -43,6 +43,12 @@ type LoginOptions struct {
 }
 
 // RegisterLogin is UpsertNode that also applies opts in the same transaction.
+//
+// A known node's login is one statement, which needs no writer lock. A new node's registration
+// allocates its address, which must see every other registration, so it runs as a pipeline (one
+// round trip under the lock on PostgreSQL): allocStatements inserts the node at the lowest free
+// index unless it exists by now (another coord may have registered it meanwhile), and the update
+// applies opts to whichever row is there.
 func (s *Store) RegisterLogin(ctx context.Context, key []byte, name string, opts LoginOptions) (Node, error) {
 	if len(key) != ed25519.PublicKeySize {
 		return Node{}, fmt.Errorf("upsert node: key is %d bytes, want %d", len(key), ed25519.PublicKeySize)
@@ -50,41 +56,31 @@ func (s *Store) RegisterLogin(ctx context.Context, key []byte, name string, opts
 	if err := ValidNodeName(name); err != nil {
 		return Node{}, err
 	}
-	now := s.now().Unix()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Node{}, fmt.Errorf("upsert node: %w", err)
-	}
-	defer tx.Rollback()
+	now := s.now()
 	fp := identity.Fingerprint(key)
-	res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ?, offline_since = NULL, fingerprint = ?,
+	update := stmt{`UPDATE nodes SET last_seen = ?, offline_since = NULL, fingerprint = ?,
 			ephemeral = CASE WHEN ? = 1 THEN 1 ELSE ephemeral END, login_done = CASE WHEN ? = 1 THEN 1 ELSE login_done END
 		WHERE key = ?`,
-		now, fp, boolInt(opts.Ephemeral), boolInt(opts.Complete), key)
+		[]any{now.Unix(), fp, boolInt(opts.Ephemeral), boolInt(opts.Complete), key}}
+	res, err := s.db.ExecContext(ctx, update.q, update.args...)
 	if err != nil {
 		return Node{}, fmt.Errorf("update node: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return Node{}, fmt.Errorf("update node: %w", err)
 	} else if n == 0 {
-		idx, err := s.allocIndex(ctx, tx)
+		cutoff := now.Add(-time.Duration(s.quarantine.Load())).UnixMilli()
+		changed, err := s.db.pipeline(ctx, append(allocStatements(cutoff, key, name, now.Unix(), fp, opts.Ephemeral, opts.Complete, s.maxIndex), update)...)
 		if err != nil {
-			return Node{}, fmt.Errorf("allocate address: %w", err)
+			return Node{}, fmt.Errorf("register node: %w", err)
 		}
-		if idx > s.maxIndex {
-			return Node{}, ErrPoolExhausted
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (key, name, ip_index, created_at, last_seen, fingerprint, ephemeral, login_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			key, name, idx, now, now, fp, boolInt(opts.Ephemeral), boolInt(opts.Complete)); err != nil {
-			return Node{}, fmt.Errorf("insert node: %w", err)
+		if changed[len(changed)-1] == 0 {
+			return Node{}, ErrPoolExhausted // not there, and not inserted
 		}
 	}
-	n, err := s.scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes n WHERE n.key = ?`, key))
+	n, err := s.Node(ctx, key)
 	if err != nil {
 		return Node{}, fmt.Errorf("read node: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Node{}, fmt.Errorf("upsert node: %w", err)
 	}
 	return n, nil
 }

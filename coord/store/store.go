@@ -260,6 +260,10 @@ var migrations = []string{
 		endpoints TEXT NOT NULL
 	);
 	CREATE INDEX presence_by_coord ON presence(coord);`,
+	// 13: the allocator's floor (freed.go): no host index below it is free. 1 holds for any
+	// database; the first allocation raises it.
+	`CREATE TABLE address_floor (below INTEGER NOT NULL);
+	INSERT INTO address_floor (below) VALUES (1);`,
 }
 
 // Open opens the database at path, creating the file (mode 0600) and schema if needed, and applies

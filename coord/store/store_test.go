@@ -239,10 +239,10 @@ func TestAllocationFillsGaps(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		upsert(t, s, key(byte(i)), "n")
 	}
-	// There is no API to delete nodes yet; make the holes directly.
-	for _, i := range []byte{1, 3, 4} {
-		if _, err := s.db.Exec(`DELETE FROM nodes WHERE key = ?`, key(i)); err != nil {
-			t.Fatal(err)
+	// Nodes that never completed a login free their addresses at once: holes below the floor.
+	for _, i := range []byte{4, 1, 3} {
+		if ok, err := s.DeleteUnfinished(ctx, key(i)); err != nil || !ok {
+			t.Fatalf("delete node %d: %v %v", i, ok, err)
 		}
 	}
 	for i, want := range []string{"100.64.0.1", "100.64.0.3", "100.64.0.4", "100.64.0.6"} {
@@ -281,6 +281,23 @@ func TestConcurrentUpsert(t *testing.T) {
 		if !testPools.V4.Contains(nd.IPv4) || nd.IPv4.As4()[3] > n {
 			t.Errorf("node %d: %v not among the lowest %d", i, nd.IPv4, n)
 		}
+	}
+	// One new node's first login on both at once (a node that moved between coords mid-login):
+	// one registration, the same address for both.
+	var twice [2]Node
+	for i := range twice {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			twice[i], errs[i] = stores[i].UpsertNode(context.Background(), key(n+1), "late")
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("same key on both stores: %v, %v", errs[0], errs[1])
+	}
+	if twice[0].IPv4 != twice[1].IPv4 || twice[0].IPv4.As4()[3] != n+1 {
+		t.Errorf("same key on both stores got %v and %v, want both the next address", twice[0].IPv4, twice[1].IPv4)
 	}
 }
 
