@@ -2,10 +2,14 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -203,6 +207,82 @@ func TestRegisterLogin(t *testing.T) {
 		k := byte(5 + i)
 		if n := upsert(t, s, key(k), fmt.Sprintf("n%d", k)); n.IPv4 != netipAddr(want) {
 			t.Errorf("node %d got %v, want %v", k, n.IPv4, want)
+		}
+	}
+}
+
+// TestAllocatorFloorMatchesModel drives the allocator through a random mix of registrations,
+// deletions (before and after a completed login) and clock steps across the quarantine, and checks
+// every new node's index against a plain model: the lowest index that no node has and that no live
+// quarantine record holds. The floor (address_floor) must never make it skip one or reuse one.
+func TestAllocatorFloorMatchesModel(t *testing.T) {
+	ctx := context.Background()
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s := withClock(open(t, tempDB(t), testPools), clock)
+	const quarantine = time.Hour
+	s.SetAddressQuarantine(quarantine)
+	rng := rand.New(rand.NewPCG(1, 23))
+	base := testPools.V4.Addr().As4()
+	index := func(n Node) int64 {
+		a := n.IPv4.As4()
+		return int64(binary.BigEndian.Uint32(a[:]) - binary.BigEndian.Uint32(base[:]))
+	}
+	type live struct {
+		key  []byte
+		done bool
+	}
+	used := map[int64]live{}         // index -> node
+	freedAt := map[int64]time.Time{} // index -> quarantined since
+	var next uint64
+	steps := 400
+	if pgServer != nil {
+		steps = 150 // a round trip per statement: keep the PostgreSQL run short
+	}
+	for step := range steps {
+		switch op := rng.IntN(10); {
+		case op < 5 || len(used) == 0: // a new node
+			next++
+			k := make([]byte, 32)
+			binary.BigEndian.PutUint64(k, next)
+			want := int64(1)
+			for {
+				_, taken := used[want]
+				if at, ok := freedAt[want]; ok && clock.t.Sub(at) < quarantine {
+					taken = true
+				}
+				if !taken {
+					break
+				}
+				want++
+			}
+			n := upsert(t, s, k, "n")
+			if got := index(n); got != want {
+				t.Fatalf("step %d: new node got index %d, want %d (used %d, quarantined %d)", step, got, want, len(used), len(freedAt))
+			}
+			done := rng.IntN(3) > 0
+			if done {
+				if err := s.CompleteLogin(ctx, k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			used[want] = live{k, done}
+		case op < 8: // a node goes: quarantined if its login completed, free at once if not
+			idx := slices.Sorted(maps.Keys(used))[rng.IntN(len(used))]
+			n := used[idx]
+			var ok bool
+			var err error
+			if n.done {
+				ok, err = s.DeleteNode(ctx, n.key)
+				freedAt[idx] = clock.t
+			} else {
+				ok, err = s.DeleteUnfinished(ctx, n.key)
+			}
+			if err != nil || !ok {
+				t.Fatalf("step %d: delete index %d: %v %v", step, idx, ok, err)
+			}
+			delete(used, idx)
+		default: // time passes; some quarantines end
+			clock.advance(time.Duration(rng.IntN(40)) * time.Minute)
 		}
 	}
 }

@@ -25,6 +25,7 @@ var bothEngines = []func(*testing.T){
 	TestUpsertNodeRejects, TestAllocation, TestAllocationFillsGaps, TestConcurrentUpsert,
 	TestPoolsChange, TestOpenRecordedPools, TestEvents, TestPresence, TestListen, TestAddressQuarantine,
 	TestQuarantineExhaustsSmallPool, TestUnfinishedNodes, TestRegisterLogin, TestWriteCluster,
+	TestAllocatorFloorMatchesModel,
 }
 
 // TestPostgres runs the store tests in bothEngines against a throwaway PostgreSQL server, each in
