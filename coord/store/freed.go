@@ -47,25 +47,23 @@ func (s *Store) now() time.Time {
 // use or in quarantine at or above it, since the lowest free index f is the floor or f-1 is taken.
 // The search may read every node (PostgreSQL plans a range of a third of the table as a scan), but
 // it runs only when the floor sits below a run of taken indexes, and leaves the floor past it.
-const lowestFreeSQL = `(SELECT CASE
-		WHEN ` + freeSQL + ` THEN f.below
-		WHEN ` + freeSQL1 + ` THEN f.below + 1
+var lowestFreeSQL = `(SELECT CASE
+		WHEN ` + freeSQL("f.below") + ` THEN f.below
+		WHEN ` + freeSQL("f.below + 1") + ` THEN f.below + 1
 		ELSE (SELECT MIN(c.i) FROM (
 				SELECT f.below AS i
 				UNION ALL SELECT ip_index + 1 FROM nodes WHERE ip_index >= f.below
 				UNION ALL SELECT ip_index + 1 FROM freed_addresses WHERE ip_index >= f.below
 			) c
-			WHERE (SELECT 1 FROM nodes n WHERE n.ip_index = c.i) IS NULL
-			AND (SELECT 1 FROM freed_addresses q WHERE q.ip_index = c.i) IS NULL)
+			WHERE ` + freeSQL("c.i") + `)
 		END FROM address_floor f)`
 
-// freeSQL and freeSQL1 are true when the floor (f.below), or the index after it, is free. The
+// freeSQL is true when host index i (an SQL expression) is neither a node's nor in quarantine. The
 // probes are scalar subqueries rather than NOT EXISTS, which PostgreSQL may turn into an anti-join
 // that hashes every node.
-const (
-	freeSQL  = `(SELECT 1 FROM nodes n WHERE n.ip_index = f.below) IS NULL AND (SELECT 1 FROM freed_addresses q WHERE q.ip_index = f.below) IS NULL`
-	freeSQL1 = `(SELECT 1 FROM nodes n WHERE n.ip_index = f.below + 1) IS NULL AND (SELECT 1 FROM freed_addresses q WHERE q.ip_index = f.below + 1) IS NULL`
-)
+func freeSQL(i string) string {
+	return `(SELECT 1 FROM nodes n WHERE n.ip_index = ` + i + `) IS NULL AND (SELECT 1 FROM freed_addresses q WHERE q.ip_index = ` + i + `) IS NULL`
+}
 
 // allocStatements are the statements of a new node's registration, for a pipeline that holds the
 // writer lock (see RegisterLogin): forget quarantine records older than cutoff (unix ms), lowering

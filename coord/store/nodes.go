@@ -42,7 +42,7 @@ type LoginOptions struct {
 	Complete  bool // the login is admitted: LoginDone becomes true
 }
 
-// RegisterLogin is UpsertNode that also applies opts in the same transaction.
+// RegisterLogin is UpsertNode that also applies opts in the same write.
 //
 // A known node's login is one statement, which needs no writer lock. A new node's registration
 // allocates its address, which must see every other registration, so it runs as a pipeline (one
