@@ -96,14 +96,21 @@ func (e *Endpoint) startBirthday(ctx context.Context, k Key, ps *peerState, role
 	go func() {
 		defer e.wg.Done()
 		defer ps.hardBusy.Store(false)
-		if role == "easy" {
+		switch {
+		case role == "easy" && selfPorts != nil && peerPorts != nil:
+			if err := e.sprayPaired(ctx, k, public.Addr(), predictPorts(*peerPorts, birthdayProbes)); err != nil && ctx.Err() == nil {
+				e.log.Debug("hard NAT: birthday attempt failed", "peer", e.Who(k), "error", err)
+			}
+		case role == "easy":
 			ports := randomPorts(birthdayProbes)
 			if peerPorts != nil {
 				ports = predictPorts(*peerPorts, birthdayProbes)
 			}
 			e.spray(ctx, k, ps, public.Addr(), ports)
-		} else if err := e.openMany(ctx, k, hardTargets(public, selfPorts, peerPorts)); err != nil && ctx.Err() == nil {
-			e.log.Debug("hard NAT: birthday attempt failed", "peer", e.Who(k), "error", err)
+		default:
+			if err := e.openMany(ctx, k, hardTargets(public, selfPorts, peerPorts)); err != nil && ctx.Err() == nil {
+				e.log.Debug("hard NAT: birthday attempt failed", "peer", e.Who(k), "error", err)
+			}
 		}
 		// Sockets or probes behind our sequential NAT moved its counter.
 		if selfPorts != nil && e.cfg.OnPortsUsed != nil && ctx.Err() == nil {
@@ -151,26 +158,126 @@ func (e *Endpoint) spray(ctx context.Context, k Key, ps *peerState, ip netip.Add
 	ps.sprayHit = netip.AddrPort{}
 	e.mu.Unlock()
 	ping := appendProbe(nil, e.cfg.Key, kindPing, e.self, k, tx, netip.AddrPort{})
+	sent, hit := sprayPorts(ctx, ip, ports, func(to netip.AddrPort) { e.writeSide(ping, to) }, func() bool {
+		e.mu.RLock()
+		defer e.mu.RUnlock()
+		return ps.sprayHit.IsValid()
+	})
+	if hit {
+		e.log.Debug("hard NAT: spray answered", "peer", e.Who(k), "probes", sent)
+	}
+}
+
+// sprayPorts sends one probe (send) to each of ports of ip in order, sprayBurst per sprayTick, until
+// answered says one was answered or ctx ends. It returns how many it sent and whether one was answered.
+func sprayPorts(ctx context.Context, ip netip.Addr, ports []uint16, send func(netip.AddrPort), answered func() bool) (int, bool) {
 	tick := time.NewTicker(sprayTick)
 	defer tick.Stop()
 	for sent := 0; sent < len(ports); {
 		for _, port := range ports[sent:min(sent+sprayBurst, len(ports))] {
-			e.writeSide(ping, netip.AddrPortFrom(ip, port))
+			send(netip.AddrPortFrom(ip, port))
 			sent++
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return sent, false
 		case <-tick.C:
 		}
-		e.mu.RLock()
-		hit := ps.sprayHit.IsValid()
-		e.mu.RUnlock()
-		if hit {
-			e.log.Debug("hard NAT: spray answered", "peer", e.Who(k), "probes", sent)
-			return
+		if answered() {
+			return sent, true
 		}
 	}
+	return len(ports), false
+}
+
+// sprayPaired is the spraying side between two sequential NATs (predict.go): the same spray, from a
+// socket of its own, which then dials the peer's socket that answered. Every probe must open a new
+// mapping, so that probe j leaves from the j-th next port of the counter. From the node's own socket
+// a probe to a port that an earlier attempt's spray already reached reuses the mapping the NAT still
+// keeps for that destination (unanswered UDP mappings live about 30 s), so the counter skips those
+// probes and the pairing fails: in the lab every retry within 30 s of the last one missed.
+func (e *Endpoint) sprayPaired(ctx context.Context, k Key, ip netip.Addr, ports []uint16) error {
+	bind, err := e.extraBind()
+	if err != nil {
+		return err
+	}
+	if e.reserveHardSockets(1) == 0 {
+		return fmt.Errorf("%d sockets are open for attempts with other peers", maxHardSockets)
+	}
+	defer e.hardSocks.Add(-1)
+	c, err := net.ListenUDP("udp4", bind)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	var tx txID
+	rand.Read(tx[:])
+	ping := appendProbe(nil, e.cfg.Key, kindPing, e.self, k, tx, netip.AddrPort{})
+	// The reader takes the first pong to the spray's ping from any port of ip; it ends with the
+	// socket's deadline.
+	hits := make(chan netip.AddrPort, 1)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		var buf [pongSize]byte
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf[:])
+			if err != nil {
+				return
+			}
+			from = unmapped(from)
+			if from.Addr() != ip {
+				continue
+			}
+			p, err := parseProbe(buf[:n])
+			if err != nil || p.kind != kindPong || p.from != k || p.tx != tx || !e.probes.Allow() || !p.verify(e.self) {
+				continue
+			}
+			hits <- from
+			return
+		}
+	}()
+	stopReader := func() {
+		c.SetReadDeadline(time.Now())
+		<-readerDone
+	}
+	var hit netip.AddrPort
+	answered := func() bool {
+		select {
+		case hit = <-hits:
+			return true
+		default:
+			return false
+		}
+	}
+	select {
+	case <-time.After(sprayDelay):
+	case <-ctx.Done():
+		stopReader()
+		c.Close()
+		return ctx.Err()
+	}
+	sent, ok := sprayPorts(ctx, ip, ports, func(to netip.AddrPort) { c.WriteToUDPAddrPort(ping, to) }, answered)
+	if !ok && ctx.Err() == nil { // a pong to one of the last probes may still be on its way
+		wait := time.NewTimer(max(birthdayWindow-time.Since(start), sprayTick))
+		select {
+		case hit = <-hits:
+		case <-wait.C:
+		case <-ctx.Done():
+		}
+		wait.Stop()
+	}
+	stopReader()
+	if !hit.IsValid() {
+		c.Close()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("no answer to %d probes", sent)
+	}
+	c.SetReadDeadline(time.Time{})
+	e.log.Debug("hard NAT: spray answered", "peer", e.Who(k), "addr", hit, "probes", sent, "after", time.Since(start))
+	return e.dialOn(ctx, k, c, hit)
 }
 
 // reserveHardSockets takes up to want of the sockets left for birthday attempts and returns how
@@ -232,7 +339,7 @@ func (e *Endpoint) openMany(ctx context.Context, k Key, targets []netip.AddrPort
 		wg    sync.WaitGroup
 		until = time.Now().Add(birthdayWindow)
 	)
-	for _, c := range socks {
+	for i, c := range socks {
 		c.SetReadDeadline(until)
 		wg.Add(1)
 		go func() {
@@ -243,7 +350,16 @@ func (e *Endpoint) openMany(ctx context.Context, k Key, targets []netip.AddrPort
 				if err != nil {
 					return
 				}
+				// Only a probe from the address this socket pings can open a path both ways: our NAT
+				// maps each destination apart, so an answer to any other address would leave from a
+				// new public port, which the peer's NAT drops. A NAT that filters by address only lets
+				// such probes in (between two sequential NATs the spray reaches socket 0 from the wrong
+				// port first whenever the counters drifted, predict.go); taking that one-way hit as the
+				// win would close the socket that matches a few probes later.
 				from = unmapped(from)
+				if from != targets[i] {
+					continue
+				}
 				p, err := parseProbe(buf[:n])
 				if err != nil || p.from != k || (p.kind == kindPong && p.tx != tx) || !e.probes.Allow() || !p.verify(e.self) {
 					continue

@@ -137,6 +137,51 @@ func TestBirthdayHardSide(t *testing.T) {
 	}
 }
 
+// TestBirthdayOneWayHit: a signed ping that reaches a hard-side socket from an address other than
+// the one that socket pings (between two sequential NATs: an earlier probe of the spray, from the
+// wrong port) is a path one way only. The socket neither answers it nor ends the attempt, and a
+// ping from its own target, later, still wins.
+func TestBirthdayOneWayHit(t *testing.T) {
+	h, e, public, _ := startHardSide(t)
+	buf := make([]byte, 2048)
+	public.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var socket netip.AddrPort
+	for !socket.IsValid() {
+		n, from, err := public.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("no ping from the hard side: %v", err)
+		}
+		if p, err := parseProbe(buf[:n]); err == nil && p.kind == kindPing && p.from == h.key {
+			socket = unmapped(from)
+		}
+	}
+	elsewhere, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer elsewhere.Close()
+	// Both pings are the easy side's, validly signed; only the source differs. The socket reads them
+	// in this order, so a pong to the first would be written before the pong to the second.
+	for _, c := range []*net.UDPConn{elsewhere, public} {
+		if _, err := c.WriteToUDPAddrPort(appendProbe(nil, e.id, kindPing, e.key, h.key, txID{9}, netip.AddrPort{}), socket); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		n, from, err := public.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("the ping from the socket's own target got no pong: %v", err)
+		}
+		if p, err := parseProbe(buf[:n]); err == nil && p.kind == kindPong && unmapped(from) == socket && p.verify(e.key) {
+			break
+		}
+	}
+	elsewhere.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, from, err := elsewhere.ReadFromUDPAddrPort(buf); err == nil {
+		t.Errorf("the socket answered a ping from an address it does not ping (%d bytes from %v)", n, from)
+	}
+}
+
 func isRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && errors.Is(op.Err, syscall.ECONNREFUSED)
@@ -179,6 +224,59 @@ func TestSprayAcceptsAnyPort(t *testing.T) {
 	}
 }
 
+// TestSprayPairedDials: between two sequential NATs the spraying side sprays from a socket of its
+// own (not the node's: see sprayPaired), takes the pong from any port of the sprayed address, and
+// dials the peer from that socket; the hard side (here a socket played by hand, then accepting) gets
+// the link.
+func TestSprayPairedDials(t *testing.T) {
+	e, h := newUDPTestNode(t), newUDPTestNode(t)
+	e.ep.SetPeers([]Info{{Key: h.key}})
+	h.ep.SetPeers([]Info{{Key: e.key}})
+	hard, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	hardAddr := unmapped(hard.LocalAddr().(*net.UDPAddr).AddrPort())
+	sprayed := make(chan error, 1)
+	go func() {
+		sprayed <- e.ep.sprayPaired(ctx, h.key, hardAddr.Addr(), []uint16{hardAddr.Port() - 1, hardAddr.Port(), hardAddr.Port() + 1})
+	}()
+
+	buf := make([]byte, 2048)
+	hard.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := hard.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("no probe from the spray: %v", err)
+	}
+	from = unmapped(from)
+	p, err := parseProbe(buf[:n])
+	if err != nil || p.kind != kindPing || p.from != e.key || !p.verify(h.key) {
+		t.Fatalf("not a signed ping from the spraying side: %v %+v", err, p)
+	}
+	if from == e.ep.LocalAddr() {
+		t.Fatalf("the spray left from the node's own socket %v", from)
+	}
+	hard.SetReadDeadline(time.Time{})
+	if _, err := hard.WriteToUDPAddrPort(appendProbe(nil, h.id, kindPong, h.key, e.key, p.tx, from), from); err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan error, 1)
+	go func() { accepted <- h.ep.acceptOn(ctx, e.key, hard) }()
+	if err := <-sprayed; err != nil {
+		t.Fatalf("spraying side: %v", err)
+	}
+	if err := <-accepted; err != nil {
+		t.Fatalf("hard side: %v", err)
+	}
+	sendUntil(t, e, h, []byte("dialed from the spray's socket"))
+	sendUntil(t, h, e, []byte("and back"))
+	if st := e.ep.Status(h.key); st.Path != PathDirect {
+		t.Errorf("spraying side's path: %+v, want direct", st)
+	}
+}
+
 // TestHardSocketBudget: attempts with many hard-NAT peers at once share a bounded number of
 // sockets; one that would get only a handful does not start.
 func TestHardSocketBudget(t *testing.T) {
@@ -210,21 +308,15 @@ func TestHardSocketBudget(t *testing.T) {
 // side's NAT through a mapping left open, so the easy side saw a ping, not a spray hit, and will not
 // dial), the hard side dials the easy side from that socket.
 func TestBirthdayHardSideDials(t *testing.T) {
-	h, e, public, done := startHardSide(t)
+	h, e := newUDPTestNode(t), newUDPTestNode(t)
+	h.ep.SetPeers([]Info{{Key: e.key}})
+	e.ep.SetPeers([]Info{{Key: h.key}})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
 
-	// One ping reaches the easy side, which answers it from its own socket.
-	buf := make([]byte, 2048)
-	public.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, from, err := public.ReadFromUDPAddrPort(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := parseProbe(buf[:n])
-	if err != nil || p.kind != kindPing || !p.verify(e.key) {
-		t.Fatalf("not a ping from the hard side: %v", err)
-	}
-	e.ep.writeSide(appendProbe(nil, e.id, kindPong, e.key, h.key, p.tx, unmapped(from)), unmapped(from))
-	if err := <-done; err != nil {
+	// The easy side's socket is the sockets' target (its NAT let the pings in): it answers the
+	// pings as pings, from the address they went to.
+	if err := h.ep.openMany(ctx, e.key, hardTargets(e.ep.LocalAddr(), nil, nil)); err != nil {
 		t.Fatalf("hard side: %v", err)
 	}
 	sendUntil(t, h, e, []byte("dialed from the birthday socket"))

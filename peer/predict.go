@@ -17,7 +17,8 @@ import (
 //     sprays Last+Delta, Last+2·Delta, … upwards, so it reaches S's sockets after c−Last probes,
 //     whatever c is, as long as fewer than birthdayProbes−sequentialSockets mappings were made behind
 //     S since its report. Nothing is left to chance.
-//   - Two sequential NATs, S1 (the lower key: it opens sockets) and S2 (it sprays): S1's sockets,
+//   - Two sequential NATs, S1 (the lower key: it opens sockets) and S2 (it sprays, from a fresh
+//     socket, so that each probe opens a new mapping: sprayPaired): S1's sockets,
 //     i = 0, 1, …, get ports p1+(a+1+i)·d1 (a = mappings S1 made since its report Last p1), and
 //     socket i pings S2's public address at port q+(1+2i)·d2 (pairedTargets). S2's spray probe j goes
 //     to p1+(1+j)·d1 (predictPorts) and leaves from q+(b+1+j)·d2 (b likewise). Probe j reaches socket
