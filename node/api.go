@@ -324,7 +324,7 @@ func (n *Node) Status() localapi.Status {
 		switch {
 		case p.Online:
 			ps.State = "online"
-		case ps.Path != "none":
+		case ps.Path != peer.PathNone && ps.Path != peer.PathIdle:
 			ps.State = "control offline, tunnel up"
 		default:
 			ps.State = "offline"

@@ -30,7 +30,7 @@ var natLabels = map[control.Mapping]string{control.MappingUnknown: "unknown", co
 	control.MappingDependent: string(control.MappingDependent)}
 
 var (
-	descPeers  = prometheus.NewDesc("warren_node_peers", "Peers by the path of their current link (none: no link).", []string{"path"}, nil)
+	descPeers  = prometheus.NewDesc("warren_node_peers", "Peers by the path of their current link (idle: wound down after --link-idle without traffic; none: no link).", []string{"path"}, nil)
 	descSent   = prometheus.NewDesc("warren_node_link_sent_bytes_total", "Bytes of QUIC packets sent on peer links, by path (retransmissions and keep-alives included; UDP and IP headers not).", []string{"path"}, nil)
 	descRecv   = prometheus.NewDesc("warren_node_link_received_bytes_total", "Bytes of QUIC packets received on peer links, by path.", []string{"path"}, nil)
 	descSentP  = prometheus.NewDesc("warren_node_link_sent_packets_total", "QUIC packets sent on peer links, by path.", []string{"path"}, nil)
@@ -128,12 +128,12 @@ func (n *Node) collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for p := range byPath {
-		if p != peer.PathNone && !slices.Contains(paths, p) {
+		if p != peer.PathNone && p != peer.PathIdle && !slices.Contains(paths, p) {
 			paths = append(paths, p) // a path the list lacks still shows (the set is the peer package's)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descCoord, prometheus.GaugeValue, connected)
-	for _, p := range append(paths, peer.PathNone) {
+	for _, p := range append(paths, peer.PathIdle, peer.PathNone) {
 		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(byPath[p]), p)
 	}
 	for _, p := range paths {

@@ -79,6 +79,11 @@ type Config struct {
 	// NoDirect sends all peer traffic through the relay (no hole punching); for tests and
 	// networks where direct UDP between nodes must not be used.
 	NoDirect bool
+	// LinkIdle is how long a peer link may carry nothing before it winds down (no keep-alives, no
+	// probes) until the next packet or connection for that peer brings it back, through the relay
+	// at once and then direct (peer/idle.go); 0 = links never wind down. `warren up` defaults to
+	// DefaultLinkIdle.
+	LinkIdle time.Duration
 	// TUN, if set, names a kernel TUN device to create for the overlay (privileged: root or
 	// CAP_NET_ADMIN); "" = off, the rootless default. See tun.go.
 	TUN string
@@ -264,6 +269,11 @@ func checkLoopback(hostport string) error {
 	return nil
 }
 
+// DefaultLinkIdle is `warren up`'s Config.LinkIdle: long enough that a session between bursts (a
+// game's lobby, an SSH prompt: those keep a stream open anyway) keeps its link, short enough that a
+// node with many quiet peers stops waking for them within minutes.
+const DefaultLinkIdle = 2 * time.Minute
+
 // peerIdleTimeout is how long a peer link may stay silent before it is declared dead; keep-alives go
 // out at a third of it. The idle timer restarts with the first keep-alive after the last packet
 // received, so the link to a peer that vanished without a goodbye (kill -9, power loss) is freed
@@ -326,7 +336,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream,
-		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, Logger: n.log.Named("peer"), Tunnel: n.openTunnel,
+		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, LinkIdle: n.cfg.LinkIdle, Logger: n.log.Named("peer"), Tunnel: n.openTunnel,
 		OnPortsUsed: n.refreshPorts})
 	if err != nil {
 		pc.Close()

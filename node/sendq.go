@@ -1,8 +1,11 @@
 package node
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -22,9 +25,14 @@ import (
 // peer.MaxPacketSize bytes (160 KiB), in front of quic-go's own 32.
 const sendQueueLen = 128
 
+// linkWakeWait bounds how long a peer's queue waits for a link that wound down to come back
+// (peer.ErrLinkWaking): a relay dial, with margin for the handshake.
+const linkWakeWait = 10 * time.Second
+
 // linkSender is what the send queues need of the peer endpoint. *peer.Endpoint implements it.
 type linkSender interface {
 	Send(k peer.Key, pkt []byte) error
+	WaitLink(ctx context.Context, k peer.Key) error
 }
 
 var _ linkSender = (*peer.Endpoint)(nil)
@@ -108,7 +116,17 @@ func (qs *sendQueues) run(k peer.Key, q *sendQueue) {
 		case <-q.stop:
 			return
 		case p := <-q.ch:
-			switch err := qs.link.Send(k, p.b); {
+			err := qs.link.Send(k, p.b)
+			if errors.Is(err, peer.ErrLinkWaking) {
+				// The link wound down and is coming back: the queue holds (later packets wait in
+				// it, up to its bound) until it is up, and this packet goes first.
+				ctx, cancel := context.WithTimeout(context.Background(), linkWakeWait)
+				if qs.link.WaitLink(ctx, k) == nil {
+					err = qs.link.Send(k, p.b)
+				}
+				cancel()
+			}
+			switch {
 			case err == nil:
 				qs.sent.Add(1)
 			case !p.fanOut:

@@ -66,6 +66,11 @@ type pathView struct {
 	sent, recv uint64         // its packet counters
 	sendsTo    netip.AddrPort // where its packets go now (Endpoint.sendsTo)
 	canAlias   bool           // we dialed it: its packets can be redirected (alias.go)
+	used       uint64         // its traffic counter (link.used: packets and streams, no keep-alives)
+	streams    int32          // its open streams
+
+	wanted    bool // traffic for the peer arrived while it was dormant (idle.go)
+	peerSlept bool // the peer closed the last link as idle
 }
 
 // pathActions is what a turn asks the loop to do, in this order.
@@ -77,12 +82,14 @@ type pathActions struct {
 	dial     string         // dial on this path ("" = no dial)...
 	dialAddr netip.AddrPort // ...to this address (PathDirect)
 	fallback bool           // the relay dial replaces a stalled direct link
+	sleep    bool           // close the link as idle (idle.go); no other action comes with it
 }
 
 // pathState is what path finding carries from one turn to the next.
 type pathState struct {
 	dialer     bool // our key is the lower: we dial
 	relayDelay time.Duration
+	linkIdle   time.Duration // Config.LinkIdle
 
 	pingEvery *backoff.Backoff
 	// Birthday attempts need both sides at once: they start from the same event (the peer
@@ -102,12 +109,21 @@ type pathState struct {
 	unanswered         time.Time
 	recheckAt          time.Time
 	stalled            bool
+
+	// Winding down (idle.go): the link and traffic count last seen and since when it stood still;
+	// dormant while wound down; waking from our own traffic until the next dial ends.
+	useLink *link
+	lastUse uint64
+	usedAt  time.Time
+	dormant bool
+	waking  bool
 }
 
-func newPathState(dialer bool, relayDelay time.Duration, now time.Time) *pathState {
+func newPathState(dialer bool, relayDelay, linkIdle time.Duration, now time.Time) *pathState {
 	return &pathState{
 		dialer:     dialer,
 		relayDelay: relayDelay,
+		linkIdle:   linkIdle,
 		pingEvery:  backoff.New(pingMin, pingMax),
 		hardEvery:  backoff.NewSteady(hardMin, hardMax),
 		searching:  now,
@@ -132,6 +148,11 @@ func (s *pathState) onWake(v *pathView, now time.Time) {
 	if v.link != nil || !s.hadLink {
 		return
 	}
+	s.restart(v, now)
+}
+
+// restart begins the search for a path afresh.
+func (s *pathState) restart(v *pathView, now time.Time) {
 	v.validated, v.sprayHit = netip.AddrPort{}, netip.AddrPort{}
 	s.searching = now
 	s.nextHard = now.Add(s.relayDelay)
@@ -142,7 +163,7 @@ func (s *pathState) onWake(v *pathView, now time.Time) {
 
 // onDialed: a failed direct dial forgets the address it tried.
 func (s *pathState) onDialed(ev pathEvent, v *pathView) {
-	s.dialing = false
+	s.dialing, s.waking = false, false
 	if !ev.failed || ev.path != PathDirect {
 		return
 	}
@@ -157,6 +178,16 @@ func (s *pathState) onDialed(ev pathEvent, v *pathView) {
 // turn decides what the peer needs now.
 func (s *pathState) turn(v *pathView, now time.Time) (a pathActions, wakeAt time.Time) {
 	wakeAt = now.Add(idleWake)
+	if s.rest(v, now) {
+		return a, wakeAt
+	}
+	slept, idleAt := s.idle(v, now, &a)
+	if slept {
+		return a, wakeAt
+	}
+	if v.link != nil {
+		s.waking = false
+	}
 	if s.wasDirect && !v.direct {
 		s.directLost(v, now)
 	}
@@ -169,8 +200,10 @@ func (s *pathState) turn(v *pathView, now time.Time) (a pathActions, wakeAt time
 		wakeAt = s.punch(v, now, &a)
 	}
 	s.keepDirect(v, now, &a)
-	if t := s.connect(v, now, &a); !t.IsZero() && t.Before(wakeAt) {
-		wakeAt = t
+	for _, t := range []time.Time{s.connect(v, now, &a), idleAt} {
+		if !t.IsZero() && t.Before(wakeAt) {
+			wakeAt = t
+		}
 	}
 	return a, wakeAt
 }
@@ -262,14 +295,14 @@ func (s *pathState) keepDirect(v *pathView, now time.Time, a *pathActions) {
 // address, whatever the key order. It returns when the relay dial is due (zero: not waiting for it).
 func (s *pathState) connect(v *pathView, now time.Time, a *pathActions) time.Time {
 	sprayed := v.validated.IsValid() && v.validated == v.sprayHit
-	if !(s.dialer || sprayed || v.udpBlocked) || !v.online || v.direct || s.dialing {
+	if !(s.dialer || sprayed || v.udpBlocked || s.waking) || !v.online || v.direct || s.dialing {
 		return time.Time{}
 	}
 	switch {
 	case v.validated.IsValid() && !v.noDirect && (s.dialer || sprayed):
 		s.dialing = true
 		a.dial, a.dialAddr = PathDirect, v.validated
-	case v.link == nil && v.relaying && (v.udpBlocked || now.Sub(s.searching) >= s.relayDelay):
+	case v.link == nil && v.relaying && (v.udpBlocked || s.waking || now.Sub(s.searching) >= s.relayDelay):
 		s.dialing = true
 		a.dial = PathRelay
 	case v.link == nil && v.relaying:

@@ -29,7 +29,7 @@ type pathStep struct {
 
 // newTestPath is newPathState with a ping schedule without jitter, so the schedule is exact.
 func newTestPath(dialer bool, t0 time.Time) *pathState {
-	s := newPathState(dialer, time.Second, t0)
+	s := newPathState(dialer, time.Second, 0, t0)
 	s.pingEvery = backoff.NewSteady(pingMin, pingMax)
 	return s
 }
@@ -102,7 +102,7 @@ func TestPathRelayThenDirect(t *testing.T) {
 // TestPathPingBackoff: the search's pings back off from 200 ms to 5 s, with jitter (±25%).
 func TestPathPingBackoff(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	s := newPathState(false, time.Second, t0)
+	s := newPathState(false, time.Second, 0, t0)
 	v := &pathView{online: true}
 	now := t0
 	for i, ms := range []time.Duration{200, 400, 800, 1600, 3200, 5000, 5000} {
@@ -283,7 +283,7 @@ func TestPathLinkDied(t *testing.T) {
 // over when a direct path is lost, and stop once an address answers.
 func TestPathBirthdaySchedule(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	s := newPathState(false, time.Second, t0) // jittered pings must not move the attempts
+	s := newPathState(false, time.Second, 0, t0) // jittered pings must not move the attempts
 	v := &pathView{online: true, role: "easy", public: addrB}
 	attempts := func(from, until time.Duration) []time.Duration {
 		var got []time.Duration
@@ -388,5 +388,73 @@ func TestNextTick(t *testing.T) {
 				t.Errorf("nextTick(%v, %v) dropped the monotonic reading", at, d)
 			}
 		}
+	}
+}
+
+// TestPathIdleWindsDown: a link that carries nothing for LinkIdle winds down, and nothing is sent
+// or scheduled for the dormant peer until traffic wants it back; then the search starts afresh
+// and, though this side is not the dialer, it dials the relay at once (the dormant peer is not
+// punching), and pings for a direct path.
+func TestPathIdleWindsDown(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newTestPath(false, t0)
+	s.linkIdle = 10 * time.Second
+	direct := &link{path: PathDirect}
+	v := &pathView{online: true, relaying: true}
+	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+	runPath(t, s, v, t0, []pathStep{
+		{at: 0, ev: wake, set: func(v *pathView) { v.link, v.direct, v.validated = direct, true, addrA }, want: none, wake: sec(1)},
+		{at: sec(5), ev: timer, set: func(v *pathView) { v.used = 3 }, want: none, wake: sec(6)},
+		{at: sec(14.5), ev: timer, want: none, wake: sec(15)},
+		{at: sec(15), ev: timer, want: pathActions{sleep: true}, wake: sec(15) + idleWake},
+		{at: sec(15.1), ev: wake, set: withLink(nil), want: none, wake: sec(15.1) + idleWake},
+		{at: sec(600), ev: timer, want: none, wake: sec(600) + idleWake},
+		{at: sec(601), ev: wake, set: func(v *pathView) { v.wanted = true }, want: pathActions{ping: true, dial: PathRelay}, wake: sec(601.2),
+			then: wantValidated(netip.AddrPort{})},
+		{at: sec(601.1), ev: dialed, set: func(v *pathView) { v.wanted, v.link = false, &link{path: PathRelay} }, want: none, wake: sec(601.2)},
+	})
+	if s.dormant {
+		t.Fatal("still dormant with a link up")
+	}
+}
+
+// TestPathIdleKeepsBusyLinks: a link with a stream open stays up however long nothing moves, and
+// without a relay to come back through no link winds down.
+func TestPathIdleKeepsBusyLinks(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, c := range []struct {
+		name string
+		v    pathView
+	}{
+		{"a stream open", pathView{online: true, relaying: true, streams: 1}},
+		{"no relay", pathView{online: true}},
+	} {
+		s := newTestPath(true, t0)
+		s.linkIdle = 10 * time.Second
+		v := c.v
+		v.link, v.direct, v.validated, v.sendsTo = &link{path: PathDirect}, true, addrA, addrA
+		for at := time.Duration(0); at <= time.Minute; at += time.Second {
+			if a, _ := s.next(timer, &v, t0.Add(at)); a.sleep {
+				t.Fatalf("%s: wound down after %v", c.name, at)
+			}
+		}
+	}
+}
+
+// TestPathPeerSlept: when the peer closes the link as idle, this side goes dormant too (no pings,
+// no relay dial), and leaves dormancy when the peer brings a new link.
+func TestPathPeerSlept(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newTestPath(true, t0)
+	relayed := &link{path: PathRelay}
+	v := &pathView{online: true, relaying: true}
+	runPath(t, s, v, t0, []pathStep{
+		{at: 0, ev: wake, set: withLink(relayed), want: ping, wake: 4 * 200 * time.Millisecond},
+		{at: time.Second, ev: wake, set: func(v *pathView) { v.link, v.peerSlept = nil, true }, want: none, wake: time.Second + idleWake},
+		{at: 2 * time.Second, ev: timer, set: func(v *pathView) { v.peerSlept = false }, want: none, wake: 2*time.Second + idleWake},
+		{at: 3 * time.Second, ev: wake, set: withLink(relayed), want: ping, wake: 3*time.Second + 4*200*time.Millisecond},
+	})
+	if s.dormant {
+		t.Fatal("still dormant with the peer's link up")
 	}
 }

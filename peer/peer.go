@@ -105,11 +105,14 @@ const (
 	PathDirect = "direct"
 	PathRelay  = "relay"
 	PathNone   = "none"
+	// PathIdle: the link wound down after LinkIdle without traffic (idle.go); the first packet or
+	// stream to the peer brings it back.
+	PathIdle = "idle"
 )
 
 // Status is the state of the link to one peer.
 type Status struct {
-	Path     string         // PathDirect, PathRelay, PathRelayTCP or PathNone
+	Path     string         // PathDirect, PathRelay, PathRelayTCP, PathIdle or PathNone
 	Endpoint netip.AddrPort // remote address of the current link (for relayed links the relay's that carries it now)
 	RTT      time.Duration  // smoothed RTT of the current link
 }
@@ -118,6 +121,9 @@ type Status struct {
 var (
 	// ErrNoLink is returned by Send when there is no live link to the peer.
 	ErrNoLink = errors.New("no link to peer")
+	// ErrLinkWaking is returned by Send to a peer whose link wound down (PathIdle): the packet is not
+	// sent, the link is coming back, and WaitLink says when it is up. It wraps ErrNoLink.
+	ErrLinkWaking = fmt.Errorf("%w: waking the idle link", ErrNoLink)
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("peer endpoint closed")
 )
@@ -144,6 +150,11 @@ type Config struct {
 	// RelayDelay is how long hole punching may try alone before the dialing side also opens a link
 	// through the relay. Default 1s.
 	RelayDelay time.Duration
+	// LinkIdle is how long a link may carry nothing (no packet either way, no stream open) before it
+	// winds down: it closes, and nothing is sent to the peer (no keep-alives, no probes) until either
+	// side has traffic for the other (idle.go). Only while the node is logged in to a relay, the way
+	// back. 0 = links never wind down.
+	LinkIdle time.Duration
 	// NoDirect disables direct paths (probes are neither sent nor answered): every link goes through
 	// the relay. For tests and for networks where direct UDP must not be used.
 	NoDirect bool
@@ -224,11 +235,18 @@ type peerState struct {
 	sprayHit  netip.AddrPort // the address a birthday spray found (birthday.go): we dial it
 	hardBusy  atomic.Bool    // a birthday attempt for this peer is under way
 	inbound   atomic.Int32   // streams the peer opened to us that are still open, on any link
+
+	// Winding down (idle.go). dormant: the link wound down and nothing is sent to the peer; the
+	// peer loop sets and clears it. wanted: traffic for the peer arrived while dormant (Send,
+	// DialStream); the loop takes it. peerSlept: the peer closed the current link as idle.
+	dormant   atomic.Bool
+	wanted    atomic.Bool
+	peerSlept bool
 }
 
 // link is one QUIC connection to a peer. A link that a newer one replaced is retired: it takes no
-// new streams or packets, and closes once its last stream ends, so proxied TCP connections riding
-// it survive a move from the relay to a direct path.
+// new streams or packets, and closes once its last stream ends (retireGrace at the soonest), so
+// proxied TCP connections riding it survive a move from the relay to a direct path.
 type link struct {
 	conn    *quic.Conn
 	path    string
@@ -236,6 +254,7 @@ type link struct {
 	ctx     context.Context // done when the link is retired or its connection closes
 	cancel  context.CancelFunc
 	streams atomic.Int32
+	used    atomic.Uint64 // packets sent and received and streams opened: idle.go watches it
 	retired atomic.Bool
 	release func() // runs once the connection is gone (closes a socket of its own); may be nil
 	// removed is set when the peer left the peer set: the link is being closed, and nothing that
@@ -243,7 +262,10 @@ type link struct {
 	removed atomic.Bool
 }
 
-func (l *link) addStream() { l.streams.Add(1) }
+func (l *link) addStream() {
+	l.streams.Add(1)
+	l.used.Add(1)
+}
 
 func (l *link) doneStream() {
 	if l.streams.Add(-1) == 0 && l.retired.Load() {
@@ -251,12 +273,20 @@ func (l *link) doneStream() {
 	}
 }
 
+// retireGrace is how long a retired link without streams stays open. The new link is up on our side
+// before it is on the peer's (the side that completes the handshake first retires first); closing
+// the old one at once left the peer with no link for that moment, and it dropped what it sent then
+// (seen on every relay-to-direct move, in e2e TestIdleLinkWakes).
+const retireGrace = time.Second
+
 func (l *link) retire() {
 	l.retired.Store(true)
 	l.cancel()
-	if l.streams.Load() == 0 {
-		l.conn.CloseWithError(0, "replaced")
-	}
+	time.AfterFunc(retireGrace, func() {
+		if l.streams.Load() == 0 {
+			l.conn.CloseWithError(0, "replaced")
+		}
+	})
 }
 
 // New opens the Endpoint on cfg.Conn and starts accepting links from peers.
@@ -452,8 +482,10 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		if l.removed.Load() {
 			continue // no longer a peer: the link is closing
 		}
+		l.used.Add(1)
 		e.cfg.Receive(k, pkt)
 	}
+	idle, slept := closedIdle(l.conn)
 	l.conn.CloseWithError(0, "")
 	if l.release != nil {
 		l.release()
@@ -472,12 +504,16 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		delete(ps.links, l)
 		if ps.link == l {
 			ps.link = nil
+			ps.peerSlept = slept
 			current = true
 			poke(ps.wake)
 		}
 	}
 	e.mu.Unlock()
-	if current {
+	switch {
+	case current && slept:
+		e.log.Info("link idle, wound down by the peer", "peer", e.Who(k), "path", l.path)
+	case current && !idle:
 		e.log.Info("link down", "peer", e.Who(k), "path", l.path)
 	}
 }
@@ -582,9 +618,13 @@ func (e *Endpoint) Send(k Key, pkt []byte) error {
 	}
 	e.mu.RUnlock()
 	if l == nil {
+		if ps != nil && ps.wakeIfDormant() {
+			return ErrLinkWaking
+		}
 		e.sendDrops.Add(1)
 		return ErrNoLink
 	}
+	l.used.Add(1)
 	return l.conn.SendDatagram(pkt)
 }
 
@@ -592,10 +632,14 @@ func (e *Endpoint) Send(k Key, pkt []byte) error {
 func (e *Endpoint) Status(k Key) Status {
 	e.mu.RLock()
 	var l *link
-	if ps := e.peers[k]; ps != nil {
+	ps := e.peers[k]
+	if ps != nil {
 		l = ps.link
 	}
 	e.mu.RUnlock()
+	if l == nil && ps != nil && ps.dormant.Load() {
+		return Status{Path: PathIdle}
+	}
 	if l == nil {
 		return Status{Path: PathNone}
 	}

@@ -62,7 +62,7 @@ type dialResult struct {
 // what the turn asks for.
 func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 	defer e.wg.Done()
-	s := newPathState(bytes.Compare(e.self[:], k[:]) < 0, e.cfg.RelayDelay, time.Now())
+	s := newPathState(bytes.Compare(e.self[:], k[:]) < 0, e.cfg.RelayDelay, e.cfg.LinkIdle, time.Now())
 	results := make(chan dialResult, 1)
 	timer := time.NewTimer(idleWake)
 	defer timer.Stop()
@@ -74,6 +74,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 		e.viewLocked(ps, &v, s.dialer)
 		a, wakeAt := s.next(ev, &v, now)
 		ps.validated, ps.sprayHit, ps.recheck = v.validated, v.sprayHit, v.recheck
+		ps.dormant.Store(s.dormant)
 		e.mu.Unlock()
 		e.act(ctx, k, ps, &v, a, s.stalled, results)
 		timer.Reset(time.Until(wakeAt))
@@ -114,7 +115,10 @@ func (e *Endpoint) viewLocked(ps *peerState, v *pathView, lower bool) {
 	v.role = birthdayRole(e.mapping, ps.info.Mapping, e.ports, ps.info.Ports, lower)
 	v.udpBlocked = e.anyTunnel()
 	v.validated, v.sprayHit, v.recheck = ps.validated, ps.sprayHit, ps.recheck
+	v.wanted, v.peerSlept = ps.wanted.Swap(false), ps.peerSlept
+	ps.peerSlept = false
 	if l := v.link; l != nil {
+		v.used, v.streams = l.used.Load(), l.streams.Load()
 		v.direct = l.path == PathDirect
 		st := l.conn.ConnectionStats()
 		v.sent, v.recv = st.PacketsSent, st.PacketsReceived
@@ -125,6 +129,11 @@ func (e *Endpoint) viewLocked(ps *peerState, v *pathView, lower bool) {
 
 // act carries out a turn's actions for k.
 func (e *Endpoint) act(ctx context.Context, k Key, ps *peerState, v *pathView, a pathActions, stalled bool, results chan<- dialResult) {
+	if a.sleep {
+		e.log.Info("link idle, winding it down", "peer", e.Who(k), "path", v.link.path, "idle_for", e.cfg.LinkIdle)
+		v.link.conn.CloseWithError(codeIdle, "idle")
+		return
+	}
 	if a.recheck {
 		e.log.Debug("rechecking the direct path", "peer", e.Who(k), "stalled", stalled)
 	}

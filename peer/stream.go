@@ -166,6 +166,7 @@ func (e *Endpoint) waitLink(ctx context.Context, k Key) (*link, error) {
 			e.mu.Unlock()
 			return l, nil
 		}
+		ps.wakeIfDormant()
 		if ps.linkUp == nil {
 			ps.linkUp = make(chan struct{})
 		}

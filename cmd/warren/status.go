@@ -77,7 +77,7 @@ func cmdStatus(args []string) error {
 	for _, p := range st.Peers {
 		state := p.State
 		rtt := "-"
-		if p.Path != "none" {
+		if p.Path != "none" && p.Path != "idle" {
 			rtt = fmt.Sprintf("%.1f ms", p.RTTms)
 		}
 		var ip4 string

@@ -52,6 +52,7 @@ func cmdUp(args []string) error {
 	noPortmap := fs.Bool("no-portmap", os.Getenv("WARREN_NO_PORTMAP") != "",
 		"do not ask the home router to map the UDP port (PCP, NAT-PMP, UPnP-IGD); default true if $WARREN_NO_PORTMAP is set")
 	noDirect := fs.Bool("no-direct", false, "send all peer traffic through the relay (no hole punching)")
+	linkIdle := fs.Duration("link-idle", node.DefaultLinkIdle, "wind a peer link down after this long without traffic (no keep-alives; the next packet or connection brings it back through the relay at once, then direct); 0 = never")
 	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (Linux only; needs root or CAP_NET_ADMIN)")
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
 	var expose listFlag
@@ -127,7 +128,7 @@ func cmdUp(args []string) error {
 		StateDir: *state, Coord: *coordAddr, CoordKey: *coordKey, Name: *name, Listen: *listen,
 		SOCKS: *socksAddr, HTTP: *httpAddr, ProxyUser: *proxyUser, ProxyPassword: proxyPass, ProxyUsers: *proxyUsers,
 		OverlayOnly: *overlayOnly, AllowLocal: *allowLocal, PacketPathTCP: *packetPath,
-		Expose: ports, ProxyHeader: proxyHeader, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect, Proxy: *outProxy,
+		Expose: ports, ProxyHeader: proxyHeader, Logger: log, CoordTimeout: *coordTimeout, TUN: tunDev, NoDirect: *noDirect, LinkIdle: max(*linkIdle, 0), Proxy: *outProxy,
 		AuthKey: key, Ephemeral: *ephemeral, Metrics: *metricsAddr,
 		Advertise: advertised, Portmap: !*noPortmap,
 	})

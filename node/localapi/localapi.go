@@ -142,7 +142,7 @@ type Peer struct {
 	// State sums up Online and Path: "online", "offline", or "control offline, tunnel up" when the
 	// coord reports the peer gone but the tunnel to it still answers its liveness checks.
 	State    string   `json:"state"`
-	Path     string   `json:"path"` // "direct", "relay", "relay-tcp" (a relay reached over TCP) or "none"
+	Path     string   `json:"path"` // "direct", "relay", "relay-tcp" (a relay reached over TCP), "idle" (wound down after --link-idle without traffic: the next packet brings it back) or "none"
 	Endpoint string   `json:"endpoint"`
 	RTTms    float64  `json:"rtt_ms"`
 	Networks []string `json:"networks"`
