@@ -282,11 +282,11 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	b.stopAll() // the rows' processes would add their own keep-alives to the machine's noise
 	fmt.Fprintf(os.Stderr, "idle cost: %d nodes, %s settle, %s window\n", o.idleNodes, o.idleSettle, o.idleWindow)
-	ic, err := b.measureIdleCost(ctx)
+	up, down, err := b.measureIdleCost(ctx)
 	if err != nil {
 		return fmt.Errorf("idle cost: %w", err)
 	}
-	printIdleCost(os.Stdout, ic)
+	printIdleCost(os.Stdout, up, down, o.idleLinkAfter())
 	return nil
 }
 
