@@ -126,15 +126,11 @@ func (c *coordClient) connectTo(ctx context.Context, addr, pin string) (*control
 	if err != nil {
 		return nil, err
 	}
+	idle, keepAlive := control.Timers(len(c.addrs))
 	conn, err := c.dial(ctx, ap, tlsConf, &quic.Config{
 		HandshakeIdleTimeout: 5 * time.Second,
-		// Keep-alives every 2 s (also how soon the coord sees a NAT rebinding); three missed ones and
-		// the connection is dead: a node with several servers moves to the next within 6–8 s of a
-		// crash (QUIC restarts the idle timer when it sends a keep-alive). QUIC takes the smaller idle
-		// timeout of the two sides, so this also bounds how long the coord takes to call a silent
-		// node offline.
-		MaxIdleTimeout:  6 * time.Second,
-		KeepAlivePeriod: 2 * time.Second,
+		MaxIdleTimeout:       idle,
+		KeepAlivePeriod:      keepAlive,
 	})
 	if err != nil {
 		if pin != "" && seen != "" && seen != pin {

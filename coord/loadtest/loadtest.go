@@ -235,12 +235,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	// What a real node with these servers uses (control.Timers), so that the coord carries a real
+	// node's keep-alive load.
+	idle, keepAlive := control.Timers(len(cfg.Coords))
 	r := &run{cfg: cfg, quic: &quic.Config{
-		// What a real node uses (node/coordclient.go): a keep-alive every 2 s, so that the coord's
-		// idle timeout never drops a simulated node and the coord carries a real node's keep-alive load.
 		HandshakeIdleTimeout: 10 * time.Second,
-		MaxIdleTimeout:       8 * time.Second,
-		KeepAlivePeriod:      2 * time.Second,
+		MaxIdleTimeout:       idle,
+		KeepAlivePeriod:      keepAlive,
 	}}
 	for _, a := range cfg.Coords {
 		s, err := parseServer(ctx, a)
