@@ -60,3 +60,37 @@ func TestIdleLinkWakes(t *testing.T) {
 	t.Logf("TCP connect and echo through a woken link: %v", time.Since(start))
 	b.waitPath(t, "a", "direct")
 }
+
+// TestIdleLinksReturnWithoutCoord: links that wound down come back by themselves when the coord goes
+// away, before anyone needs them: without the coord's relay and signals a dormant pair behind NATs
+// could not find each other again, so both sides punch as soon as they lose it, and a connection
+// made afterwards works over the direct path.
+func TestIdleLinksReturnWithoutCoord(t *testing.T) {
+	echoTCP := echoServer(t)
+	c := startCoord(t, t.TempDir())
+	quick := func(cfg *node.Config) { cfg.LinkIdle = 2 * time.Second }
+	a := startNodeWith(t, c, "a", quick)
+	b := startNodeWith(t, c, "b", quick, echoTCP)
+	a.network(t, "create", "lan", "")
+	b.network(t, "join", "lan", "")
+	a.waitPath(t, "b", "direct")
+	bIP := b.Status().Self.IPs[0]
+	a.waitPath(t, "b", "idle")
+	b.waitPath(t, "a", "idle")
+
+	c.srv.Close() // a clean stop: both nodes notice at once
+	a.waitPath(t, "b", "direct")
+	b.waitPath(t, "a", "direct")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := a.socksDialer(t).DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", bIP, echoTCP))
+	if err != nil {
+		t.Fatalf("a connection with the coord gone: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintln(conn, "still here")
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || line != "still here\n" {
+		t.Fatalf("echo with the coord gone: %q, %v", line, err)
+	}
+}

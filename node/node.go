@@ -573,6 +573,7 @@ func (n *Node) coordLoop() {
 			n.log.Warn("lost the coordination server; tunnels stay up, reconnecting in the background", "coord", addr, "error", err)
 			n.coord.next(addr, err) // a server that went away is tried again last
 			n.relays.coordLost()
+			n.ep.HoldLinks(true) // no link winds down, wound-down ones come back (peer/idle.go)
 		}
 		// With several servers, the first try after a loss goes to the next one at once: the loss
 		// took the idle timeout to notice already, and that server has not failed yet.
@@ -601,6 +602,7 @@ func (n *Node) coordLoop() {
 				n.setNetworksLocked(w.Networks)
 				n.mu.Unlock()
 				n.saveCache()
+				n.ep.HoldLinks(false)
 				n.log.Info("connected to the coordination server", "coord", n.coord.current())
 				break
 			}

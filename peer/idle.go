@@ -24,6 +24,10 @@ import (
 //     punching moves both to a direct path as at first contact.
 //   - Links wind down only while the node is logged in to a relay: that is the way back. Without
 //     one a dormant pair behind NATs could not reach each other again.
+//   - While the node cannot reach its coord (HoldLinks), no link winds down and every dormant one
+//     comes back at once: the coord's relay and its signals are gone, and the peer, which lost the
+//     coord too, does the same, so the two punch towards the endpoints they knew while their NATs
+//     still remember each other, as at first contact. Tunnels keep working while the coord is down.
 //
 // What keeps a NAT mapping open for the way back is the node's connection to the coord and relay
 // over the same socket; it is not the link's job.
@@ -52,6 +56,19 @@ func (ps *peerState) wakeIfDormant() bool {
 	return true
 }
 
+// HoldLinks says whether the node has lost its coord (see the top of this file): while held, no
+// link winds down, and dormant ones come back.
+func (e *Endpoint) HoldLinks(hold bool) {
+	if e.hold.Swap(hold) == hold {
+		return
+	}
+	e.mu.RLock()
+	for _, ps := range e.peers {
+		poke(ps.wake)
+	}
+	e.mu.RUnlock()
+}
+
 // WaitLink waits until a link to k is up (for a packet Send refused with ErrLinkWaking), or ctx
 // ends.
 func (e *Endpoint) WaitLink(ctx context.Context, k Key) error {
@@ -66,7 +83,7 @@ func (s *pathState) rest(v *pathView, now time.Time) bool {
 		return false
 	}
 	s.dormant = true
-	if v.link == nil && !v.wanted {
+	if v.link == nil && !v.wanted && !v.hold {
 		return true
 	}
 	s.dormant = false
@@ -82,7 +99,7 @@ func (s *pathState) rest(v *pathView, now time.Time) bool {
 // through, and not while a dial is under way). It reports whether it did; otherwise it returns when
 // the link may be idle long enough, at the latest.
 func (s *pathState) idle(v *pathView, now time.Time, a *pathActions) (bool, time.Time) {
-	if v.link == nil || s.linkIdle <= 0 || !v.relaying || s.dialing {
+	if v.link == nil || s.linkIdle <= 0 || !v.relaying || v.hold || s.dialing {
 		return false, time.Time{}
 	}
 	if v.link != s.useLink || v.used != s.lastUse || v.streams > 0 {

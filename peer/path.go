@@ -70,6 +70,7 @@ type pathView struct {
 	streams    int32          // its open streams
 
 	wanted    bool // traffic for the peer arrived while it was dormant (idle.go)
+	hold      bool // the node lost its coord: links stay up, dormant ones come back (HoldLinks)
 	peerSlept bool // the peer closed the last link as idle
 }
 

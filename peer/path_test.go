@@ -458,3 +458,26 @@ func TestPathPeerSlept(t *testing.T) {
 		t.Fatal("still dormant with the peer's link up")
 	}
 }
+
+// TestPathHoldWakes: when the node loses its coord (HoldLinks) a dormant peer comes back without
+// any traffic: the search restarts with pings (no relay dial: the coord's relay is gone with it),
+// and while held an idle link does not wind down.
+func TestPathHoldWakes(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newTestPath(false, t0)
+	s.linkIdle = 10 * time.Second
+	v := &pathView{online: true, relaying: true}
+	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+	runPath(t, s, v, t0, []pathStep{
+		{at: 0, ev: wake, set: withLink(&link{path: PathDirect}), want: none, wake: sec(1)},
+		{at: sec(10), ev: timer, want: pathActions{sleep: true}, wake: sec(10) + idleWake},
+		{at: sec(10.1), ev: wake, set: withLink(nil), want: none, wake: sec(10.1) + idleWake},
+		{at: sec(100), ev: wake, set: func(v *pathView) { v.hold, v.relaying = true, false }, want: ping, wake: sec(100.2)},
+		{at: sec(100.1), ev: wake, set: withLink(&link{path: PathDirect}), want: none, wake: sec(101)},
+	})
+	for at := sec(101); at <= sec(200); at += time.Second {
+		if a, _ := s.next(timer, v, t0.Add(at)); a.sleep {
+			t.Fatalf("wound down at %v while the coord is lost", at)
+		}
+	}
+}

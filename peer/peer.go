@@ -208,6 +208,7 @@ type Endpoint struct {
 
 	sendDrops atomic.Uint64
 	noDirect  atomic.Bool
+	hold      atomic.Bool // HoldLinks (idle.go)
 
 	tunMu   sync.Mutex
 	tunnels map[netip.AddrPort]*tunnel // servers reached over TCP (tunnel.go)

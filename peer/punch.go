@@ -68,7 +68,7 @@ func (e *Endpoint) peerLoop(ctx context.Context, k Key, ps *peerState) {
 	defer timer.Stop()
 	var ev pathEvent
 	for {
-		v := pathView{noDirect: e.noDirect.Load(), relaying: e.relaying()}
+		v := pathView{noDirect: e.noDirect.Load(), relaying: e.relaying(), hold: e.hold.Load()}
 		now := time.Now()
 		e.mu.Lock()
 		e.viewLocked(ps, &v, s.dialer)
