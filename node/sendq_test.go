@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -149,5 +150,65 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		case <-deadline:
 			t.Fatalf("no %s after %v", what, timeout)
 		}
+	}
+}
+
+// wakingLink is a linkSender whose link wound down (peer.ErrLinkWaking) and comes back when up is
+// closed; a WaitLink that gives up first fails.
+type wakingLink struct {
+	up   chan struct{}
+	sent chan []byte
+	wait atomic.Int32 // WaitLink calls
+}
+
+func (w *wakingLink) Send(_ peer.Key, pkt []byte) error {
+	select {
+	case <-w.up:
+		w.sent <- append([]byte(nil), pkt...)
+		return nil
+	default:
+		return peer.ErrLinkWaking
+	}
+}
+
+func (w *wakingLink) WaitLink(ctx context.Context, _ peer.Key) error {
+	w.wait.Add(1)
+	select {
+	case <-w.up:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestSendWaitsForWakingLink: a packet for a peer whose link wound down is not dropped: the peer's
+// queue holds it (and those behind it, in order) until the link is back, then sends them all.
+func TestSendWaitsForWakingLink(t *testing.T) {
+	w := &wakingLink{up: make(chan struct{}), sent: make(chan []byte, 8)}
+	qs := &sendQueues{log: testkit.Logger(t, "sendq"), link: w}
+	defer qs.close()
+	var k peer.Key
+	for _, p := range []string{"first", "second", "third"} {
+		qs.send(k, []byte(p), false)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return w.wait.Load() == 1 }, "the queue never waited for the link")
+	select {
+	case p := <-w.sent:
+		t.Fatalf("%q sent before the link was back", p)
+	default:
+	}
+	close(w.up)
+	for _, want := range []string{"first", "second", "third"} {
+		select {
+		case p := <-w.sent:
+			if string(p) != want {
+				t.Fatalf("sent %q, want %q", p, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q never sent once the link was back", want)
+		}
+	}
+	if qs.failed.Load() != 0 || qs.sent.Load() != 3 {
+		t.Errorf("sent %d, failed %d; want 3 and 0", qs.sent.Load(), qs.failed.Load())
 	}
 }
