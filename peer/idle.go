@@ -83,10 +83,13 @@ func (s *pathState) rest(v *pathView, now time.Time) bool {
 		return false
 	}
 	s.dormant = true
+	if v.link != nil && v.link == s.slept {
+		v.link, v.direct = nil, false // still closing: as good as gone
+	}
 	if v.link == nil && !v.wanted && !v.hold {
 		return true
 	}
-	s.dormant = false
+	s.dormant, s.slept = false, nil
 	s.wasDirect, s.hadLink = false, false
 	if v.link == nil { // our traffic wakes it: search afresh and reach the peer through the relay
 		s.waking = true
@@ -109,7 +112,7 @@ func (s *pathState) idle(v *pathView, now time.Time, a *pathActions) (bool, time
 		return false, s.usedAt.Add(s.linkIdle)
 	}
 	*a = pathActions{sleep: true}
-	s.dormant = true
+	s.dormant, s.slept = true, v.link
 	s.useLink = nil
 	s.wasDirect, s.hadLink = false, false
 	return true, time.Time{}

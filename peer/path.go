@@ -114,6 +114,7 @@ type pathState struct {
 	// Winding down (idle.go): the link and traffic count last seen and since when it stood still;
 	// dormant while wound down; waking from our own traffic until the next dial ends.
 	useLink *link
+	slept   *link // the link wound down last, until it is gone
 	lastUse uint64
 	usedAt  time.Time
 	dormant bool

@@ -481,3 +481,20 @@ func TestPathHoldWakes(t *testing.T) {
 		}
 	}
 }
+
+// TestPathWakeWhileClosing: traffic that wants the link back while the one just wound down is still
+// closing wakes the peer as if it were gone: the relay dial goes out at once (the peer, dormant, will
+// not dial), instead of the search waiting for a link that is closing.
+func TestPathWakeWhileClosing(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newTestPath(false, t0)
+	s.linkIdle = 10 * time.Second
+	closing := &link{path: PathDirect}
+	v := &pathView{online: true, relaying: true}
+	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+	runPath(t, s, v, t0, []pathStep{
+		{at: 0, ev: wake, set: withLink(closing), want: none, wake: sec(1)},
+		{at: sec(10), ev: timer, want: pathActions{sleep: true}, wake: sec(10) + idleWake},
+		{at: sec(10.01), ev: wake, set: func(v *pathView) { v.wanted = true }, want: pathActions{ping: true, dial: PathRelay}, wake: sec(10.21)},
+	})
+}

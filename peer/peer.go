@@ -626,7 +626,11 @@ func (e *Endpoint) Send(k Key, pkt []byte) error {
 		return ErrNoLink
 	}
 	l.used.Add(1)
-	return l.conn.SendDatagram(pkt)
+	err := l.conn.SendDatagram(pkt)
+	if err != nil && ps.wakeIfDormant() {
+		return ErrLinkWaking // the link was closing as idle: it comes back
+	}
+	return err
 }
 
 // Status reports the link state of peer k.
