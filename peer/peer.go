@@ -256,8 +256,11 @@ type link struct {
 	cancel  context.CancelFunc
 	streams atomic.Int32
 	used    atomic.Uint64 // packets sent and received and streams opened: idle.go watches it
-	retired atomic.Bool
-	release func() // runs once the connection is gone (closes a socket of its own); may be nil
+	// up is when the link was installed; retiredAt when it was retired (written before retired is
+	// set, read after it is seen set).
+	up, retiredAt time.Time
+	retired       atomic.Bool
+	release       func() // runs once the connection is gone (closes a socket of its own); may be nil
 	// removed is set when the peer left the peer set: the link is being closed, and nothing that
 	// still arrives on it (packets, streams) is delivered.
 	removed atomic.Bool
@@ -269,10 +272,15 @@ func (l *link) addStream() {
 }
 
 func (l *link) doneStream() {
-	if l.streams.Add(-1) == 0 && l.retired.Load() {
-		l.conn.CloseWithError(0, "replaced")
+	if l.streams.Add(-1) == 0 && l.retired.Load() && time.Since(l.retiredAt) >= retireGrace {
+		l.conn.CloseWithError(0, "replaced") // else retire's timer closes it
 	}
 }
+
+// freshDirect is how young a direct link is still kept when a relay link to the same peer comes up
+// (installLink). A direct link that stalls and falls back to the relay is always older: a stall takes
+// stallAfter plus RelayDelay to act on.
+const freshDirect = 2 * time.Second
 
 // retireGrace is how long a retired link without streams stays open. The new link is up on our side
 // before it is on the peer's (the side that completes the handshake first retires first); closing
@@ -281,6 +289,7 @@ func (l *link) doneStream() {
 const retireGrace = time.Second
 
 func (l *link) retire() {
+	l.retiredAt = time.Now()
 	l.retired.Store(true)
 	l.cancel()
 	time.AfterFunc(retireGrace, func() {
@@ -436,6 +445,7 @@ func (e *Endpoint) install(k Key, conn *quic.Conn, path string, client bool) boo
 func (e *Endpoint) installLink(k Key, l *link) bool {
 	conn, path := l.conn, l.path
 	l.ctx, l.cancel = context.WithCancel(conn.Context())
+	l.up = time.Now()
 	e.mu.Lock()
 	ps, ok := e.peers[k]
 	if !ok || e.closed {
@@ -452,8 +462,18 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 			}
 		}
 	}
+	// The link the new one replaces is retired; but a relay link does not replace a direct one that
+	// just came up. The peer dialed both at once (waking a link that wound down: the relay at once,
+	// direct as soon as a probe answers) and they arrived the other way round; the peer keeps the
+	// direct one. Letting the relay link replace it left the two sides on different links, and this
+	// side with none once the peer closed the one it had retired.
 	old := ps.link
-	ps.link = l
+	kept := old != nil && old.path == PathDirect && path != PathDirect && time.Since(old.up) < freshDirect
+	if kept {
+		old = l
+	} else {
+		ps.link = l
+	}
 	ps.links[l] = struct{}{}
 	e.live[l] = struct{}{}
 	poke(ps.wake)
@@ -466,7 +486,11 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	if old != nil {
 		old.retire()
 	}
-	e.log.Info("link up", "peer", e.Who(k), "path", path, "endpoint", conn.RemoteAddr())
+	if kept {
+		e.log.Info("link up, kept the direct one", "peer", e.Who(k), "path", path, "endpoint", conn.RemoteAddr())
+	} else {
+		e.log.Info("link up", "peer", e.Who(k), "path", path, "endpoint", conn.RemoteAddr())
+	}
 	e.wg.Add(2)
 	go e.receiveLoop(k, l)
 	go e.acceptStreams(k, l)
