@@ -218,14 +218,14 @@ func nextTick(now time.Time, d time.Duration) time.Time {
 	return now.Add(d - time.Duration(now.UnixNano()%int64(d)))
 }
 
-// directLost: the direct path is gone; birthday attempts start over, and a spray's hit is spent.
+// directLost: the direct path is gone; birthday attempts start over, and the address that answered
+// last is spent, a spray's hit or not: it answered on the path that just failed. (Kept, it stopped
+// the side it belonged to from ever trying the birthday technique again: after a NAT rebinding in
+// TestNATMatrix the easy side still held an address its first, raced link had validated.)
 func (s *pathState) directLost(v *pathView, now time.Time) {
 	s.nextHard = now.Add(s.relayDelay)
 	s.hardEvery.Reset()
-	if v.sprayHit == v.validated {
-		v.validated = netip.AddrPort{}
-	}
-	v.sprayHit = netip.AddrPort{}
+	v.validated, v.sprayHit = netip.AddrPort{}, netip.AddrPort{}
 }
 
 // watch looks for a stall on the direct link (packets go out, nothing comes back for stallAfter)
