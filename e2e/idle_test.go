@@ -1,9 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -19,19 +18,7 @@ func TestIdleLinkWakes(t *testing.T) {
 	echoUDP := udpEchoService(t, 0)
 	echoTCP := echoServer(t)
 	c := startCoord(t, t.TempDir())
-	quick := func(cfg *node.Config) { cfg.LinkIdle = 2 * time.Second }
-	a := startNodeWith(t, c, "a", quick)
-	b := startNodeWith(t, c, "b", func(cfg *node.Config) {
-		quick(cfg)
-		cfg.Expose = append(cfg.Expose, node.Port{Proto: "udp", Port: echoUDP}, node.Port{Proto: "tcp", Port: echoTCP})
-	})
-	a.network(t, "create", "lan", "")
-	b.network(t, "join", "lan", "")
-	a.waitPath(t, "b", "direct")
-	bIP := b.Status().Self.IPs[0]
-
-	a.waitPath(t, "b", "idle")
-	b.waitPath(t, "a", "idle")
+	a, b, bIP := idlePair(t, c, node.Port{Proto: "udp", Port: echoUDP}, node.Port{Proto: "tcp", Port: echoTCP})
 	u := newSocksUDP(t, a.SOCKSAddr().String())
 	start := time.Now()
 	u.sendTo(bIP.String(), echoUDP, "wake up")
@@ -43,20 +30,8 @@ func TestIdleLinkWakes(t *testing.T) {
 	a.waitPath(t, "b", "direct")
 
 	a.waitPath(t, "b", "idle")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	start = time.Now()
-	conn, err := a.socksDialer(t).DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", bIP, echoTCP))
-	if err != nil {
-		t.Fatalf("a connection through an idle link: %v", err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintln(conn, "hello")
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil || line != "hello\n" {
-		t.Fatalf("echo through the woken link: %q, %v", line, err)
-	}
+	defer dialEcho(t, a, netip.AddrPortFrom(bIP, echoTCP), "hello").Close()
 	t.Logf("TCP connect and echo through a woken link: %v", time.Since(start))
 	b.waitPath(t, "a", "direct")
 }
@@ -68,29 +43,45 @@ func TestIdleLinkWakes(t *testing.T) {
 func TestIdleLinksReturnWithoutCoord(t *testing.T) {
 	echoTCP := echoServer(t)
 	c := startCoord(t, t.TempDir())
-	quick := func(cfg *node.Config) { cfg.LinkIdle = 2 * time.Second }
-	a := startNodeWith(t, c, "a", quick)
-	b := startNodeWith(t, c, "b", quick, echoTCP)
-	a.network(t, "create", "lan", "")
-	b.network(t, "join", "lan", "")
-	a.waitPath(t, "b", "direct")
-	bIP := b.Status().Self.IPs[0]
-	a.waitPath(t, "b", "idle")
-	b.waitPath(t, "a", "idle")
+	a, b, bIP := idlePair(t, c, node.Port{Proto: "tcp", Port: echoTCP})
 
 	c.srv.Close() // a clean stop: both nodes notice at once
 	a.waitPath(t, "b", "direct")
 	b.waitPath(t, "a", "direct")
+	dialEcho(t, a, netip.AddrPortFrom(bIP, echoTCP), "still here").Close()
+}
+
+// idlePair starts nodes a and b (b exposing expose) with a 2 s --link-idle in one network, and
+// returns once their link has come up direct and wound down on both sides; bIP is b's IPv4.
+func idlePair(t *testing.T, c *testCoord, expose ...node.Port) (a, b *testNode, bIP netip.Addr) {
+	t.Helper()
+	quick := func(cfg *node.Config) { cfg.LinkIdle = 2 * time.Second }
+	a = startNodeWith(t, c, "a", quick)
+	b = startNodeWith(t, c, "b", func(cfg *node.Config) {
+		quick(cfg)
+		cfg.Expose = append(cfg.Expose, expose...)
+	})
+	a.network(t, "create", "lan", "")
+	b.network(t, "join", "lan", "")
+	a.waitPath(t, "b", "direct")
+	a.waitPath(t, "b", "idle")
+	b.waitPath(t, "a", "idle")
+	return a, b, b.Status().Self.IPs[0]
+}
+
+// dialEcho connects through n's SOCKS proxy to the line echo server at dst, checks that line comes
+// back (echoLine), and returns the connection.
+func dialEcho(t *testing.T, n *testNode, dst netip.AddrPort, line string) net.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := a.socksDialer(t).DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", bIP, echoTCP))
+	conn, err := n.socksDialer(t).DialContext(ctx, "tcp", dst.String())
 	if err != nil {
-		t.Fatalf("a connection with the coord gone: %v", err)
+		t.Fatalf("connect to %v through %s: %v", dst, n.name, err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintln(conn, "still here")
-	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || line != "still here\n" {
-		t.Fatalf("echo with the coord gone: %q, %v", line, err)
+	if err := echoLine(conn, line); err != nil {
+		conn.Close()
+		t.Fatalf("echo from %v through %s: %v", dst, n.name, err)
 	}
+	return conn
 }
