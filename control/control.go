@@ -558,19 +558,22 @@ func Encode(m *Msg) ([]byte, error) {
 
 // Timers returns the control connection's idle timeout and keep-alive period for a node that
 // knows servers coords. The keep-alive is also how soon the coord sees a NAT rebinding, and QUIC
-// takes the smaller idle timeout of the two sides (the coord's is 12 s), which bounds how long the
+// takes the smaller idle timeout of the two sides (the coord's is 45 s), which bounds how long the
 // coord takes to call a silent node offline.
 //   - Several servers: keep-alives every 2 s, and three missed ones end the connection, so the node
 //     moves to the next server within 6–8 s of a crash (QUIC restarts the idle timer when it sends a
 //     keep-alive).
 //   - One server: there is nowhere to move to, so only the NAT mapping, the coord's view of the node
-//     and rebinding matter: keep-alives every 4 s and a 12 s idle timeout. On a node whose peer
-//     links wound down (package peer, idle.go) these keep-alives are most of what still wakes it:
-//     at 2 s about 8 wake-ups a second (the bench's idle row), and the coord a QUIC exchange per node
-//     every 2 s.
+//     and rebinding matter: keep-alives every 15 s (half the 30 s that the shortest-lived NAT
+//     mappings last) and a 45 s idle timeout, so two lost keep-alives in a row do not end it. On a
+//     node whose peer links wound down (package peer, idle.go) these keep-alives are all that still
+//     wakes it, and each costs the coord a QUIC exchange. Each exchange costs the node about 50
+//     thread wake-ups, nearly all of them Go's sysmon thread, which every syscall wakes from its
+//     deep sleep and which then polls every 20 µs until the process is idle again (measured with
+//     strace on an idle node): about 8 wake-ups a second at 2 s, 5 at 10 s (BENCHMARKS.md).
 func Timers(coords int) (idle, keepAlive time.Duration) {
 	if coords > 1 {
 		return 6 * time.Second, 2 * time.Second
 	}
-	return 12 * time.Second, 4 * time.Second
+	return 45 * time.Second, 15 * time.Second
 }

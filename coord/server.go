@@ -45,7 +45,8 @@ type Config struct {
 	Logger hclog.Logger
 	// LoginTimeout bounds how long a new connection may take to log in. Default 10s.
 	LoginTimeout time.Duration
-	// IdleTimeout is how long a silent node stays online. Default 12s (nodes send keep-alives every 4s).
+	// IdleTimeout is how long a silent node stays online. Default 45s (a node with one coord sends keep-alives every 15s,
+	// control.Timers; one with several sets 6s itself, and QUIC uses the smaller).
 	IdleTimeout time.Duration
 	// ProbeConn is an optional second UDP socket on the same address, answering binding requests so
 	// nodes can tell endpoint-dependent NAT mappings from endpoint-independent ones. The Server closes it.
@@ -175,7 +176,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.LoginTimeout = 10 * time.Second
 	}
 	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 12 * time.Second
+		cfg.IdleTimeout = 45 * time.Second
 	}
 	if len(cfg.Relays) > control.MaxRelays {
 		return nil, fmt.Errorf("coord: %d relays announced, at most %d", len(cfg.Relays), control.MaxRelays)

@@ -219,7 +219,8 @@ func TestCIRecipe(t *testing.T) {
 	waitPeer(t, s.artifactsState, "ci-43", "second job online", 60*time.Second, online)
 	job.kill()
 	killed := time.Now()
-	off := waitPeer(t, s.artifactsState, "ci-43", "killed job offline", 30*time.Second, offline)
+	// Offline after the coord's idle timeout (45 s for a node with one coord: control.Timers).
+	off := waitPeer(t, s.artifactsState, "ci-43", "killed job offline", 90*time.Second, offline)
 	gone = waitPeer(t, s.artifactsState, "ci-43", "killed job removed", timeout+5*time.Second, absent)
 	t.Logf("SIGKILLed job: offline after %v (the coord's idle timeout), removed %v after that (--ephemeral-timeout %v)",
 		off.Sub(killed).Round(100*time.Millisecond), gone.Sub(off).Round(100*time.Millisecond), timeout)

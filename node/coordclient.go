@@ -52,6 +52,7 @@ type coordClient struct {
 	conn    *quic.Conn
 	stream  *quic.Stream
 	waiters map[uint64]chan *control.Reply
+	sent    *control.Endpoints // the last endpoints report (sendEndpoints), for nudge
 }
 
 // loadPin returns the pinned coord fingerprint: the flag wins; else the saved pin; else "" (TOFU).
@@ -298,8 +299,22 @@ func (c *coordClient) request(ctx context.Context, r control.Request) (*control.
 func (c *coordClient) sendEndpoints(u *control.Endpoints) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.sent = u
 	if c.stream != nil {
 		control.WriteMsg(c.stream, &control.Msg{Type: control.TypeEndpoints, Endpoints: u})
+	}
+}
+
+// nudge sends the last endpoints report again, unchanged, so that the coord hears from the node now
+// rather than at its next keep-alive (every 15 s with one coord): when the node's NAT rebound, the
+// coord's QUIC connection moves to the new address on this packet, and the coord tells the peers
+// (coord/sidechannel.go, followAddrs). An unchanged report costs the coord nothing else. Nothing is
+// sent before the first report. Best effort.
+func (c *coordClient) nudge() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stream != nil && c.sent != nil {
+		control.WriteMsg(c.stream, &control.Msg{Type: control.TypeEndpoints, Endpoints: c.sent})
 	}
 }
 

@@ -48,6 +48,33 @@ func (n *Node) coordConnected(w *control.Welcome, addr netip.AddrPort) {
 	}()
 }
 
+// nudgeEvery bounds how often a stalled link makes the node nudge the coord (nudgeCoord).
+const nudgeEvery = 2 * time.Second
+
+// nudgeCoord runs when a direct link stalls (peer.Config.OnStall): the path may have changed under the
+// node, most often because its NAT rebound to a new public port. Peers that dialled the node cannot
+// follow it there by themselves (a QUIC client ignores a server's new address), so the coord must tell
+// them, and it sees the new address only when the node next sends it something. The node sends its
+// endpoints report again at once (coordClient.nudge), at most every nudgeEvery.
+func (n *Node) nudgeCoord() {
+	now := time.Now().UnixNano()
+	last := n.nudged.Load()
+	if now-last < int64(nudgeEvery) || !n.nudged.CompareAndSwap(last, now) {
+		return
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
+	go func() { // off the peer's path loop: a write to the control stream may wait for flow control
+		defer n.wg.Done()
+		n.coord.nudge()
+	}()
+}
+
 // refreshPorts measures the NAT's port counter again after a birthday attempt moved it
 // (peer.Config.OnPortsUsed) and reports the new pattern, so that peers' next attempt aims from there
 // (peer/predict.go). One measurement at a time; one that fails or does not read as sequential changes

@@ -138,6 +138,8 @@ type Node struct {
 	portmap atomic.Pointer[portmap.Mapper]
 	// portsBusy: a measurement of the NAT's port counter is under way (refreshPorts).
 	portsBusy atomic.Bool
+	// nudged is when the node last nudged the coord (nudgeCoord), in Unix nanoseconds.
+	nudged atomic.Int64
 	// inboundExposed counts connections peers made to exposed ports (dialLocal).
 	inboundExposed atomic.Uint64
 
@@ -337,7 +339,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream,
 		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, LinkIdle: n.cfg.LinkIdle, Logger: n.log.Named("peer"), Tunnel: n.openTunnel,
-		OnPortsUsed: n.refreshPorts})
+		OnPortsUsed: n.refreshPorts, OnStall: n.nudgeCoord})
 	if err != nil {
 		pc.Close()
 		return err

@@ -67,10 +67,12 @@ func waitPath(t *testing.T, a, b *testNode, path string) time.Duration {
 // time: with the direct path dark from the start the pair meets on the relay RelayDelay after it
 // appears; when the direct path opens the link moves there; when it goes dark again the stalled link
 // (packets go out, nothing comes back) falls back to the relay within seconds, long before the idle
-// timeout.
+// timeout, and the side that saw the stall told its owner (Config.OnStall: the node nudges the coord).
 func TestRelayFallbackAndBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b := newTestNode(t), newTestNode(t)
+		var stalls atomic.Int32
+		a.ep.cfg.OnStall = func() { stalls.Add(1) } // before SetPeers: no path loop turn reads it yet
 		relay := startTestRelay(t, a, b)
 		var dark atomic.Bool // the direct path between a and b drops everything
 		direct := func(x, y netip.AddrPort) bool {
@@ -100,6 +102,9 @@ func TestRelayFallbackAndBack(t *testing.T) {
 		}
 		sendUntil(t, a, b, []byte("direct"))
 
+		if n := stalls.Load(); n != 0 {
+			t.Fatalf("OnStall called %d times before the direct path went dark", n)
+		}
 		// Dark while both sides keep sending (as TCP through the link would: a stall is seen by the
 		// side that sends, and only the dialer falls back).
 		dark.Store(true)
@@ -130,6 +135,9 @@ func TestRelayFallbackAndBack(t *testing.T) {
 		// dialer gives up on it and dials the relay.
 		if min, max := stallAfter+a.ep.cfg.RelayDelay, 3*directCheck+stallAfter+a.ep.cfg.RelayDelay+500*time.Millisecond; took < min || took > max {
 			t.Fatalf("back on the relay after %v, want between %v and %v (idle timeout %v)", took, min, max, a.ep.cfg.IdleTimeout)
+		}
+		if stalls.Load() == 0 {
+			t.Error("the direct link stalled and fell back, but OnStall was never called")
 		}
 	})
 }

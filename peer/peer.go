@@ -168,6 +168,10 @@ type Config struct {
 	// sequentially (SetMapping): its sockets or probes moved the NAT's port counter, so the pattern
 	// peers predict from is stale; the node may measure it again (PortPattern) and report it.
 	OnPortsUsed func()
+	// OnStall, if set, is called when a direct link stalls (packets go out, nothing comes back) and
+	// the path is rechecked: the node's own NAT may have rebound, which the coord must learn. It must
+	// not block.
+	OnStall func()
 }
 
 // Endpoint is the node's UDP socket with its peer links. Methods are safe for concurrent use.

@@ -136,6 +136,9 @@ func (e *Endpoint) act(ctx context.Context, k Key, ps *peerState, v *pathView, a
 	}
 	if a.recheck {
 		e.log.Debug("rechecking the direct path", "peer", e.Who(k), "stalled", stalled)
+		if stalled && e.cfg.OnStall != nil {
+			e.cfg.OnStall()
+		}
 	}
 	if a.ping {
 		e.sendPings(k, ps)
