@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -185,7 +187,8 @@ func threadSwitches(pid int) (float64, error) {
 
 // printIdleCost writes the idle rows, links up and wound down, with the targets (judged on the
 // wound-down figures: the state an idle node settles in).
-func printIdleCost(w io.Writer, up, down idleCost, linkIdle time.Duration) {
+// atScale is the coord's CPU per node at scaleNodes simulated nodes (0 nodes: not measured).
+func printIdleCost(w io.Writer, up, down idleCost, linkIdle time.Duration, scaleNodes int, atScale float64) {
 	fmt.Fprintf(w, "\nIdle cost: %d idle nodes on loopback in one network, each with %d peers, over %s (median / worst node);\n"+
 		"links up (all direct), then wound down (--link-idle %s here, 2m by default):\n\n", up.nodes, up.nodes-1, up.window, linkIdle)
 	verdict := func(ok bool) string {
@@ -198,13 +201,21 @@ func printIdleCost(w io.Writer, up, down idleCost, linkIdle time.Duration) {
 	uc, uxc := medianMax(up.cpus)
 	dw, dxw := medianMax(down.wakeups)
 	dc, dxc := medianMax(down.cpus)
-	writeAligned(w, [][]string{
+	rows := [][]string{
 		{"", "links up", "wound down", "target", ""},
 		{"node wake-ups/s", fmt.Sprintf("%.1f / %.1f", uw, uxw), fmt.Sprintf("%.1f / %.1f", dw, dxw), fmt.Sprintf("≤ %.0f", idleWakeupsTarget), verdict(dxw <= idleWakeupsTarget)},
 		{"node CPU", fmt.Sprintf("%.2f%% / %.2f%%", uc, uxc), fmt.Sprintf("%.2f%% / %.2f%%", dc, dxc), fmt.Sprintf("≤ %.1f%%", idleCPUTarget), verdict(dxc <= idleCPUTarget)},
 		{"coord CPU per node", fmt.Sprintf("%.1f µs/s", up.coordCPU), fmt.Sprintf("%.1f µs/s", down.coordCPU), fmt.Sprintf("≤ %.0f µs/s", idleCoordTarget), verdict(down.coordCPU <= idleCoordTarget)},
 		{"coord wake-ups/s", fmt.Sprintf("%.1f", up.coordWakeups), fmt.Sprintf("%.1f", down.coordWakeups), "", ""},
-	})
+	}
+	if scaleNodes > 0 {
+		rows = append(rows, []string{fmt.Sprintf("coord CPU per node, %d nodes", scaleNodes), "", fmt.Sprintf("%.1f µs/s", atScale),
+			fmt.Sprintf("≤ %.0f µs/s", idleCoordTarget), verdict(atScale <= idleCoordTarget)})
+	}
+	writeAligned(w, rows)
+	if scaleNodes > 0 {
+		fmt.Fprintf(w, "(%d nodes: simulated by `warren-coord loadtest --idle %s`, logged in and idle, no peer links)\n", scaleNodes, up.window)
+	}
 }
 
 // medianMax returns the median and the largest of xs (0, 0 for none).
@@ -214,4 +225,36 @@ func medianMax(xs []float64) (med, mx float64) {
 	}
 	s := slices.Sorted(slices.Values(xs))
 	return s[len(s)/2], s[len(s)-1]
+}
+
+// measureCoordAtScale starts a fresh coord and holds opts.idleScale simulated nodes (`warren-coord
+// loadtest`: real keys, the real control protocol and its keep-alives, no peer links) logged in and
+// idle for opts.idleWindow, and returns the coord's CPU per node per second over that time, in µs.
+// With ten nodes the coord's own timers dominate its idle cost; at scale what is left is the price of
+// each node's keep-alives, which is what decides how many idle nodes one coord can hold.
+func (b *bench) measureCoordAtScale(ctx context.Context) (float64, error) {
+	bin := filepath.Join(b.opts.bin, "warren-coord")
+	coord, addr, key, err := b.startCoord(ctx, "scale", b.opts.bin, filepath.Join(b.dir, "scale"))
+	if err != nil {
+		return 0, err
+	}
+	defer coord.stop(3 * time.Second)
+	ctx, cancel := context.WithTimeout(ctx, b.opts.idleWindow+5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "loadtest", "--coord", addr+"#"+key, "--nodes", strconv.Itoa(b.opts.idleScale),
+		"--events", "20", "--idle", b.opts.idleWindow.String(), "--log-level", "off")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("loadtest: %w", err)
+	}
+	var res struct {
+		Servers []struct {
+			IdleCPUMicros float64 `json:"idle_cpu_us_per_node_s"`
+		} `json:"servers"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Servers) != 1 {
+		return 0, fmt.Errorf("loadtest output %q: %v", out, err)
+	}
+	return res.Servers[0].IdleCPUMicros, nil
 }

@@ -57,6 +57,7 @@ type options struct {
 	idleNodes  int           // nodes in the idle-cost network (0 = skip)
 	idleSettle time.Duration // wait after all links are direct before the idle window
 	idleWindow time.Duration // the idle-cost measuring window
+	idleScale  int           // simulated nodes for the coord's idle cost at scale (0 = skip)
 }
 
 // allRows are the rows benchtable knows, in table order. warren-base is added by -base.
@@ -92,7 +93,8 @@ func main() {
 	flag.DurationVar(&o.udpLoss, "udp-loss", 500*time.Millisecond, "a UDP datagram not echoed within this time counts as lost")
 	flag.IntVar(&o.idleNodes, "idle-nodes", 10, "after the table, measure the idle cost of a network of this many idle nodes (0 = skip)")
 	flag.DurationVar(&o.idleSettle, "idle-settle", 15*time.Second, "wait after every idle node's links are direct before the idle window")
-	flag.DurationVar(&o.idleWindow, "idle-window", 20*time.Second, "the idle-cost measuring window")
+	flag.DurationVar(&o.idleWindow, "idle-window", 60*time.Second, "the idle-cost measuring window (a node with one coord sends a keep-alive every 15 s: four of them)")
+	flag.IntVar(&o.idleScale, "idle-scale", 1000, "also measure the coord's idle cost per node with this many simulated idle nodes (0 = skip)")
 	flag.BoolVar(&o.verbose, "v", false, "print every run's numbers")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir with the child processes' logs")
 	flag.StringVar(&o.profile, "profile", "", "after the table, profile each VPN row's processes with perf into this `dir`ectory")
@@ -123,7 +125,7 @@ func main() {
 		os.Exit(2)
 	}
 	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 || o.idle < 0 || o.idlePar < 1 || o.udpN60 < 0 || o.udpNFast < 0 || o.udpLoss <= 0 ||
-		o.idleNodes < 0 || o.idleNodes == 1 || o.idleSettle < 0 || o.idleWindow <= 0 {
+		o.idleNodes < 0 || o.idleNodes == 1 || o.idleScale < 0 || o.idleSettle < 0 || o.idleWindow <= 0 {
 		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns, -dur, -idle-par, -udp-loss and -idle-window must be positive,\n"+
 			"-idle, -udp-n60, -udp-n and -idle-settle not negative, -idle-nodes 0 or at least 2")
 		os.Exit(2)
@@ -286,7 +288,14 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return fmt.Errorf("idle cost: %w", err)
 	}
-	printIdleCost(os.Stdout, up, down, o.idleLinkAfter())
+	var atScale float64
+	if o.idleScale > 0 {
+		fmt.Fprintf(os.Stderr, "idle cost: the coord with %d simulated nodes\n", o.idleScale)
+		if atScale, err = b.measureCoordAtScale(ctx); err != nil {
+			return fmt.Errorf("idle cost at scale: %w", err)
+		}
+	}
+	printIdleCost(os.Stdout, up, down, o.idleLinkAfter(), o.idleScale, atScale)
 	return nil
 }
 
