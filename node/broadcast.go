@@ -5,13 +5,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/peer"
 )
 
 // Broadcast and multicast: a packet to 255.255.255.255, to the overlay's broadcast address or to a
-// multicast group goes to every peer with a live link (they all share a network with us), the way a
-// LAN delivers it. Each peer's fan-out traffic is rate-limited at every receiver, so one node cannot
-// flood a network, and at the sender, so a busy app cannot swamp our own links.
+// multicast group goes to every peer (they all share a network with us), the way a LAN delivers it,
+// and wakes links that wound down; link-local multicast goes over live links only
+// (linkLocalMulticast). Each peer's fan-out traffic is rate-limited at every receiver, so one node
+// cannot flood a network, and at the sender, so a busy app cannot swamp our own links.
 
 // Broadcast limits per sending peer.
 const (
@@ -41,6 +43,16 @@ func (o overlay) fanOut(dst netip.Addr) bool {
 
 // inOverlay reports whether ip is an overlay address.
 func (n *Node) inOverlay(ip netip.Addr) bool { return n.overlay.contains(ip) }
+
+// linkLocalMulticast reports whether pkt goes to a link-local multicast group (224.0.0.0/24,
+// ff02::/16): what operating systems send on their own schedule (mDNS, LLMNR), listened to or not.
+// It is peer.Config.Chatter: it neither wakes a peer link that wound down nor keeps one up, or the
+// chatter of a TUN-mode node's OS would keep every link awake for ever. Broadcasts and other groups
+// do wake links, as a game's "who is hosting?" must reach every player.
+func linkLocalMulticast(pkt []byte) bool {
+	_, dst, ok := packet.Addrs(pkt)
+	return ok && dst.IsLinkLocalMulticast()
+}
 
 // fanOut sends pkt to every peer with a link.
 func (n *Node) fanOut(pkt []byte) {

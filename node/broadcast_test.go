@@ -77,3 +77,41 @@ func TestOverlay(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkLocalMulticast: only packets to link-local groups are chatter (peer.Config.Chatter); a
+// broadcast, a wider multicast group or a unicast packet wakes links as before.
+func TestLinkLocalMulticast(t *testing.T) {
+	pkt := func(dst string) []byte {
+		a := netip.MustParseAddr(dst)
+		if a.Is4() {
+			b := make([]byte, 20)
+			b[0] = 0x45
+			copy(b[16:20], a.AsSlice())
+			return b
+		}
+		b := make([]byte, 40)
+		b[0] = 0x60
+		copy(b[24:40], a.AsSlice())
+		return b
+	}
+	for dst, want := range map[string]bool{
+		"224.0.0.251":     true, // mDNS
+		"224.0.0.252":     true, // LLMNR
+		"ff02::fb":        true,
+		"ff02::1:3":       true,
+		"255.255.255.255": false,
+		"239.255.255.250": false, // SSDP: site scope
+		"224.0.2.60":      false,
+		"ff05::1:3":       false,
+		"100.64.0.7":      false,
+	} {
+		if got := linkLocalMulticast(pkt(dst)); got != want {
+			t.Errorf("linkLocalMulticast(packet to %s) = %v, want %v", dst, got, want)
+		}
+	}
+	for _, b := range [][]byte{nil, {0x45}, make([]byte, 20)} {
+		if linkLocalMulticast(b) {
+			t.Errorf("linkLocalMulticast(%x) = true for a packet it cannot read", b)
+		}
+	}
+}

@@ -339,7 +339,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream,
 		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, LinkIdle: n.cfg.LinkIdle, Logger: n.log.Named("peer"), Tunnel: n.openTunnel,
-		OnPortsUsed: n.refreshPorts, OnStall: n.nudgeCoord})
+		OnPortsUsed: n.refreshPorts, OnStall: n.nudgeCoord, Chatter: linkLocalMulticast})
 	if err != nil {
 		pc.Close()
 		return err

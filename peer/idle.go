@@ -29,8 +29,15 @@ import (
 //     coord too, does the same, so the two punch towards the endpoints they knew while their NATs
 //     still remember each other, as at first contact. Tunnels keep working while the coord is down.
 //
+// Packets that Config.Chatter reports (the node's: link-local multicast such as mDNS and LLMNR, which
+// a TUN-mode node's operating system sends every so often) count for neither: they go over live links
+// only and do not keep a link up.
+//
 // What keeps a NAT mapping open for the way back is the node's connection to the coord and relay
 // over the same socket; it is not the link's job.
+
+// chatter reports whether pkt is Config.Chatter's: no use of a link, and no reason to wake one.
+func (e *Endpoint) chatter(pkt []byte) bool { return e.cfg.Chatter != nil && e.cfg.Chatter(pkt) }
 
 // codeIdle is the QUIC application error code of a link closed because it was idle.
 const codeIdle quic.ApplicationErrorCode = 0x1d1e

@@ -4,11 +4,39 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 )
+
+// directIdlePair starts two nodes with LinkIdle linkIdle and Config.Chatter chatter, both logged in to
+// a relay, waits until they have a direct link and sends one packet over it. sent counts the packets
+// a or b send from then on (and before), to anyone. Inside a synctest bubble.
+func directIdlePair(t *testing.T, linkIdle time.Duration, chatter func([]byte) bool) (a, b *testNode, sent *atomic.Int64) {
+	t.Helper()
+	a, b = newTestNode(t), newTestNode(t)
+	for _, n := range []*testNode{a, b} {
+		n.ep.cfg.LinkIdle, n.ep.cfg.Chatter = linkIdle, chatter
+	}
+	relay := startTestRelay(t, a, b)
+	sent = new(atomic.Int64)
+	testNet(t).SetFilter(func(from, to netip.AddrPort) bool {
+		if from == a.ep.LocalAddr() || from == b.ep.LocalAddr() {
+			sent.Add(1)
+		}
+		return true
+	})
+	for _, n := range []*testNode{a, b} {
+		n.ep.SetRelays([]netip.AddrPort{relay})
+	}
+	a.ep.SetPeers([]Info{b.info()})
+	b.ep.SetPeers([]Info{a.info()})
+	waitPath(t, a, b, PathDirect)
+	sendUntil(t, a, b, []byte("before"))
+	return a, b, sent
+}
 
 // TestLinkIdleWindsDownAndWakes, in virtual time: a direct link that carries nothing for LinkIdle
 // winds down on both sides (PathIdle), after which neither side sends a single packet, however long
@@ -17,26 +45,8 @@ import (
 // the pair moves back to the direct path. A stream dialed by the other side wakes it the same way.
 func TestLinkIdleWindsDownAndWakes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		a, b := newTestNode(t), newTestNode(t)
 		const linkIdle = 30 * time.Second
-		for _, n := range []*testNode{a, b} {
-			n.ep.cfg.LinkIdle = linkIdle
-		}
-		relay := startTestRelay(t, a, b)
-		var sent atomic.Int64 // packets from a or b, to anyone
-		testNet(t).SetFilter(func(from, to netip.AddrPort) bool {
-			if from == a.ep.LocalAddr() || from == b.ep.LocalAddr() {
-				sent.Add(1)
-			}
-			return true
-		})
-		for _, n := range []*testNode{a, b} {
-			n.ep.SetRelays([]netip.AddrPort{relay})
-		}
-		a.ep.SetPeers([]Info{b.info()})
-		b.ep.SetPeers([]Info{a.info()})
-		waitPath(t, a, b, PathDirect)
-		sendUntil(t, a, b, []byte("before"))
+		a, b, sent := directIdlePair(t, linkIdle, nil)
 
 		took := waitPath(t, a, b, PathIdle)
 		if took < linkIdle || took > linkIdle+2*directCheck {
@@ -80,6 +90,65 @@ func TestLinkIdleWindsDownAndWakes(t *testing.T) {
 		}
 		if st := a.ep.Status(b.key).Path; st == PathIdle || st == PathNone {
 			t.Fatalf("a's path after b dialed a stream: %v (dial: %v)", st, err)
+		}
+	})
+}
+
+// TestChatterNeitherKeepsNorWakesLinks, in virtual time: packets Config.Chatter reports (the node's:
+// link-local multicast) flow over a live link but do not keep it up: with chatter every 5 s both
+// ways, the link still winds down LinkIdle after the last real packet. A dormant link stays asleep
+// when chatter is sent to it (ErrNoLink, not ErrLinkWaking) and nothing goes on the wire.
+func TestChatterNeitherKeepsNorWakesLinks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const linkIdle = 30 * time.Second
+		a, b, sent := directIdlePair(t, linkIdle, func(pkt []byte) bool { return string(pkt) == "chatter" })
+		last := time.Now()
+
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		halt := func() { once.Do(func() { close(stop) }); <-stopped }
+		defer halt() // also when the test fails before the chatter ends
+		var delivered atomic.Int32
+		go func() { // chatter both ways every 5 s, for at most 5 minutes
+			defer close(stopped)
+			for range 60 {
+				a.ep.Send(b.key, []byte("chatter"))
+				b.ep.Send(a.key, []byte("chatter"))
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Second):
+				}
+				for _, n := range []*testNode{a, b} {
+					for len(n.got) > 0 {
+						if string(<-n.got) == "chatter" {
+							delivered.Add(1)
+						}
+					}
+				}
+			}
+		}()
+		waitPath(t, a, b, PathIdle)
+		halt()
+		if took := time.Since(last); took > linkIdle+2*directCheck {
+			t.Fatalf("wound down %v after the last real packet, want just after LinkIdle (%v): chatter kept it up", took, linkIdle)
+		}
+		if delivered.Load() == 0 {
+			t.Fatal("no chatter delivered while the link was up")
+		}
+
+		synctest.Wait()
+		before := sent.Load()
+		if err := a.ep.Send(b.key, []byte("chatter")); !errors.Is(err, ErrNoLink) || errors.Is(err, ErrLinkWaking) {
+			t.Fatalf("chatter to a dormant peer: %v, want ErrNoLink and no wake-up", err)
+		}
+		time.Sleep(time.Minute) // virtual time
+		synctest.Wait()
+		if n := sent.Load() - before; n != 0 {
+			t.Fatalf("%d packets sent after chatter to a dormant peer, want none", n)
+		}
+		if a.ep.Status(b.key).Path != PathIdle || b.ep.Status(a.key).Path != PathIdle {
+			t.Fatalf("paths %v / %v after chatter, want idle", a.ep.Status(b.key), b.ep.Status(a.key))
 		}
 	})
 }

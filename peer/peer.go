@@ -172,6 +172,11 @@ type Config struct {
 	// the path is rechecked: the node's own NAT may have rebound, which the coord must learn. It must
 	// not block.
 	OnStall func()
+	// Chatter, if set, reports packets that neither wake a link that wound down nor keep one up
+	// (idle.go): what operating systems send on their own schedule, whether anyone listens or not.
+	// Without a live link Send drops them (ErrNoLink); sent or received, they do not count as use.
+	// nil = every packet counts.
+	Chatter func(pkt []byte) bool
 }
 
 // Endpoint is the node's UDP socket with its peer links. Methods are safe for concurrent use.
@@ -511,7 +516,9 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		if l.removed.Load() {
 			continue // no longer a peer: the link is closing
 		}
-		l.used.Add(1)
+		if !e.chatter(pkt) {
+			l.used.Add(1)
+		}
 		e.cfg.Receive(k, pkt)
 	}
 	idle, slept := closedIdle(l.conn)
@@ -646,16 +653,19 @@ func (e *Endpoint) Send(k Key, pkt []byte) error {
 		l = ps.link
 	}
 	e.mu.RUnlock()
+	use := !e.chatter(pkt)
 	if l == nil {
-		if ps != nil && ps.wakeIfDormant() {
+		if ps != nil && use && ps.wakeIfDormant() {
 			return ErrLinkWaking
 		}
 		e.sendDrops.Add(1)
 		return ErrNoLink
 	}
-	l.used.Add(1)
+	if use {
+		l.used.Add(1)
+	}
 	err := l.conn.SendDatagram(pkt)
-	if err != nil && ps.wakeIfDormant() {
+	if err != nil && use && ps.wakeIfDormant() {
 		return ErrLinkWaking // the link was closing as idle: it comes back
 	}
 	return err
