@@ -571,28 +571,9 @@ func Encode(m *Msg) ([]byte, error) {
 //     thread wake-ups, nearly all of them Go's sysmon thread, which every syscall wakes from its
 //     deep sleep and which then polls every 20 µs until the process is idle again (measured with
 //     strace on an idle node): about 8 wake-ups a second at 2 s, 5 at 10 s (BENCHMARKS.md).
-//     A crashed coord is noticed after the idle timeout, 45–60 s, unless it is back on the same
-//     port: see Heartbeat.
 func Timers(coords int) (idle, keepAlive time.Duration) {
 	if coords > 1 {
 		return 6 * time.Second, 2 * time.Second
 	}
 	return 45 * time.Second, 15 * time.Second
-}
-
-// Heartbeat returns how often a node that knows servers coords sends its last endpoints report
-// again, unchanged (0: never). A QUIC keep-alive (a PING, 25 bytes on the wire) is too small for a
-// stateless reset, so a coord that crashed and came back on the same port cannot answer it, and the
-// node would wait out the idle timeout; the report can be answered with one, and the node logs in
-// again at once. With one server that wait is 45 s or more, so the report is the keep-alive: it goes
-// out a second before QUIC's own would (QUIC counts from the last packet received, and the coord's
-// ACK of the report restarts that), which then only covers the time before the node's first report.
-// The coord compares it with what it has and does nothing else. With several servers the 6 s idle
-// timeout is short enough.
-func Heartbeat(coords int) time.Duration {
-	if coords > 1 {
-		return 0
-	}
-	_, keepAlive := Timers(coords)
-	return keepAlive - time.Second
 }

@@ -172,23 +172,3 @@ func TestReadMsgMax(t *testing.T) {
 		t.Fatalf("reading 100 bytes of an announced %d allocated %d bytes", MaxFrameSize, grew)
 	}
 }
-
-// TestTimers: the relations the timers rely on. QUIC sends a keep-alive only after keepAlive without
-// receiving, and takes the smaller idle timeout of the two sides, so the keep-alive must leave room
-// for two lost ones before the idle timeout; the heartbeat must come before QUIC's own keep-alive, or
-// the bare PING that a restarted coord cannot answer with a reset would go out instead.
-func TestTimers(t *testing.T) {
-	for _, coords := range []int{1, 2, 3} {
-		idle, keepAlive := Timers(coords)
-		if keepAlive <= 0 || idle < 3*keepAlive {
-			t.Errorf("Timers(%d) = %v, %v: want an idle timeout of at least three keep-alives", coords, idle, keepAlive)
-		}
-		hb := Heartbeat(coords)
-		switch {
-		case coords == 1 && (hb <= 0 || hb >= keepAlive):
-			t.Errorf("Heartbeat(1) = %v, want between 0 and the keep-alive (%v)", hb, keepAlive)
-		case coords > 1 && hb != 0:
-			t.Errorf("Heartbeat(%d) = %v, want none: the %v idle timeout notices a crash soon enough", coords, hb, idle)
-		}
-	}
-}

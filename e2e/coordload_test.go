@@ -66,10 +66,9 @@ func TestCoordRestartUnderLoad(t *testing.T) {
 	waitResynced(t, swarm, group-1, 60*time.Second)
 	t.Logf("%d nodes logged in, in networks of %d, every peer online, after %v", nodes, group, time.Since(start).Round(time.Millisecond))
 
-	// SIGKILL: the nodes notice with their next heartbeat (control.Heartbeat, every 14 s), which the
-	// restarted coord answers with a stateless reset, so within 14 s of the restart, each at its own
-	// moment; they come back after their first backoff (1 s ±25%). (Without the heartbeat only the
-	// 45 s idle timeout would end their connections.)
+	// SIGKILL: the nodes notice when their control connection times out, 12 s after the last packet
+	// or the first keep-alive sent after it (every 4 s), so 12-16 s after the kill, each at its own
+	// moment; they come back after their first backoff (1 s ±25%).
 	coord = restartCoord(t, coord, true, coordArgs, swarm, group-1)
 	// SIGTERM: the coord closes every connection, so every node notices at once and only the backoff
 	// jitter spreads them: the hardest burst.

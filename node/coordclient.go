@@ -160,7 +160,6 @@ func (c *coordClient) connectTo(ctx context.Context, addr, pin string) (*control
 	c.mu.Lock()
 	c.conn, c.stream = conn, stream
 	c.waiters = make(map[uint64]chan *control.Reply)
-	c.sent = nil // this login's report comes after its NAT discovery
 	c.mu.Unlock()
 	if c.onConnect != nil {
 		c.onConnect(w, ap)
@@ -206,23 +205,11 @@ func (c *coordClient) doLogin(ctx context.Context, conn *quic.Conn) (*control.We
 	return m.Welcome, stream, nil
 }
 
-// readLoop dispatches messages until the connection ends; it returns the reason. Meanwhile it
-// sends the heartbeat (control.Heartbeat).
+// readLoop dispatches messages until the connection ends; it returns the reason.
 func (c *coordClient) readLoop() error {
 	c.mu.Lock()
 	stream := c.stream
 	c.mu.Unlock()
-	if every := control.Heartbeat(len(c.addrs)); every > 0 {
-		stop, done := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			c.heartbeat(every, stop)
-		}()
-		defer func() {
-			close(stop)
-			<-done
-		}()
-	}
 	for {
 		m, err := control.ReadMsg(stream)
 		if err != nil {
@@ -248,20 +235,6 @@ func (c *coordClient) readLoop() error {
 			c.handle(m)
 		default:
 			c.log.Warn("ignoring unexpected control message", "type", m.Type)
-		}
-	}
-}
-
-// heartbeat nudges the coord every period until stop is closed.
-func (c *coordClient) heartbeat(every time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			c.nudge()
 		}
 	}
 }
@@ -332,11 +305,11 @@ func (c *coordClient) sendEndpoints(u *control.Endpoints) {
 	}
 }
 
-// nudge sends the last endpoints report again, unchanged: as the heartbeat (control.Heartbeat), and
-// when a link stalls, so that the coord hears from the node now rather than at its next keep-alive.
-// When the node's NAT rebound, the coord's QUIC connection moves to the new address on this packet,
-// and the coord tells the peers (coord/sidechannel.go, followAddrs). An unchanged report costs the
-// coord nothing else. Nothing is sent before the first report. Best effort.
+// nudge sends the last endpoints report again, unchanged, so that the coord hears from the node now
+// rather than at its next keep-alive (every 15 s with one coord): when the node's NAT rebound, the
+// coord's QUIC connection moves to the new address on this packet, and the coord tells the peers
+// (coord/sidechannel.go, followAddrs). An unchanged report costs the coord nothing else. Nothing is
+// sent before the first report. Best effort.
 func (c *coordClient) nudge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -207,7 +207,6 @@ type simNode struct {
 	stream  *quic.Stream
 	replies chan *control.Reply // one request in flight at a time
 	gen     int                 // connection generation, so an old reader's end is not the new one's
-	sent    control.Endpoints   // the last endpoints report, which the heartbeat sends again
 }
 
 // run is one load test in progress.
@@ -320,40 +319,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// heartbeats sends each node's heartbeat as a real node does (control.Heartbeat: its last endpoints
-// report again, every period), for d: one node at a time, spread evenly over the period, as real
-// nodes' phases are. With several servers there is none, and it just waits.
-func (r *run) heartbeats(ctx context.Context, d time.Duration) error {
-	end := time.After(d)
-	every := control.Heartbeat(len(r.servers))
-	if every <= 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-end:
-			return nil
-		}
-	}
-	tick := time.NewTicker(every / time.Duration(len(r.nodes)))
-	defer tick.Stop()
-	for i := 0; ; i = (i + 1) % len(r.nodes) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-end:
-			return nil
-		case <-tick.C:
-		}
-		n := r.nodes[i]
-		n.mu.Lock()
-		if n.stream != nil {
-			control.WriteMsg(n.stream, &control.Msg{Type: control.TypeEndpoints, Endpoints: &n.sent})
-		}
-		n.mu.Unlock()
-	}
-}
-
-// idle holds every node connected and idle for cfg.Idle (keep-alives and heartbeats only) and returns, per
+// idle holds every node connected and idle for cfg.Idle (keep-alives only) and returns, per
 // server, its CPU time per node it serves per second in µs (0 where it is not a local process).
 func (r *run) idle(ctx context.Context) ([]float64, error) {
 	out := make([]float64, len(r.servers))
@@ -366,8 +332,10 @@ func (r *run) idle(ctx context.Context) ([]float64, error) {
 		before[i], _ = processStats(s.ap)
 	}
 	start := time.Now()
-	if err := r.heartbeats(ctx, r.cfg.Idle); err != nil {
-		return nil, err
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(r.cfg.Idle):
 	}
 	secs := time.Since(start).Seconds()
 	for i, s := range r.servers {
@@ -686,8 +654,7 @@ func (r *run) fanout(ctx context.Context, res *Result) error {
 			r.evMu.Lock()
 			r.evSent[i] = time.Now()
 			r.evMu.Unlock()
-			n.sent = control.Endpoints{Endpoints: []netip.AddrPort{markerFor(i)}}
-			control.WriteMsg(n.stream, &control.Msg{Type: control.TypeEndpoints, Endpoints: &n.sent})
+			control.WriteMsg(n.stream, &control.Msg{Type: control.TypeEndpoints, Endpoints: &control.Endpoints{Endpoints: []netip.AddrPort{markerFor(i)}}})
 		}
 		n.mu.Unlock()
 	}
