@@ -172,3 +172,13 @@ func TestReadMsgMax(t *testing.T) {
 		t.Fatalf("reading 100 bytes of an announced %d allocated %d bytes", MaxFrameSize, grew)
 	}
 }
+
+// TestTimers: QUIC sends a keep-alive only after keepAlive without receiving and takes the smaller
+// idle timeout of the two sides, so the idle timeout must leave room for two lost keep-alives.
+func TestTimers(t *testing.T) {
+	for _, coords := range []int{1, 2, 3} {
+		if idle, keepAlive := Timers(coords); keepAlive <= 0 || idle < 3*keepAlive {
+			t.Errorf("Timers(%d) = %v, %v: want an idle timeout of at least three keep-alives", coords, idle, keepAlive)
+		}
+	}
+}

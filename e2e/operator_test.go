@@ -210,9 +210,10 @@ func TestOperatorCommands(t *testing.T) {
 
 	// Owner actions by the operator, on any network: a kick reaches the kicked node's peer, a lock
 	// refuses the next join; with no server running they are refused (the members must be told).
-	// (alpha notices the killed server only after its idle timeout: wait until the new one has it.)
+	// (alpha notices the killed server only after its idle timeout, 45-60 s: wait until the new one
+	// has it.)
 	var listed map[string]operatorapi.Node
-	testkit.Eventually(t, 60*time.Second, func() bool {
+	testkit.Eventually(t, 90*time.Second, func() bool {
 		listed = nodesByName(t, data)
 		a, b := listed["alpha"], listed["bravo"]
 		return a.Online != nil && *a.Online && b.Online != nil && *b.Online
