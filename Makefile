@@ -48,7 +48,7 @@ demo: build
 # bench: warren side by side with plain loopback TCP and wireguard-go peers (gVisor netstacks behind
 # SOCKS5; as root also kernel TUN in two netns), each peer at GOMAXPROCS=1 and Go's default, plus UDP
 # round trips, then the idle cost of a 10-node network (a separate module in bench/, so the product
-# never depends on wireguard-go). ~5-7 min;
+# never depends on wireguard-go). ~9 min;
 # BENCHFLAGS=-h lists the knobs.
 BENCHFLAGS ?=
 bench: build
