@@ -94,11 +94,15 @@ func ParseUDPHeader(b []byte) (UDPHeader, []byte, error) {
 		h.Addr = netip.AddrFrom16([16]byte(rest[:16])).Unmap()
 		rest = rest[16:]
 	case statute.ATYPDomain:
-		if len(rest) < 1 || rest[0] == 0 || len(rest) < 1+int(rest[0])+2 {
+		if len(rest) < 1 || rest[0] == 0 {
 			return h, nil, errBadUDPHeader
 		}
-		h.Name = string(rest[1 : 1+rest[0]])
-		rest = rest[1+rest[0]:]
+		n := 1 + int(rest[0]) // as an int: 1+rest[0] wraps to 0 for a 255-byte name
+		if len(rest) < n+2 {
+			return h, nil, errBadUDPHeader
+		}
+		h.Name = string(rest[1:n])
+		rest = rest[n:]
 	default:
 		return h, nil, errBadUDPHeader
 	}

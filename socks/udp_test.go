@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,8 +147,24 @@ func (c *notifyClose) Close() error {
 	return err
 }
 
+// TestParseUDPHeaderLongName: a name of 255 bytes, the most its length byte can say, parses (the
+// fuzzer found the sum 1+255 computed in a byte, which wrapped to 0 and panicked on a client's
+// datagram); one byte short of its port is refused.
+func TestParseUDPHeaderLongName(t *testing.T) {
+	name := strings.Repeat("a", 255)
+	b := udpPacket(0, netip.MustParseAddrPort("1.2.3.4:53"), name, "query")
+	h, payload, err := ParseUDPHeader(b)
+	if err != nil || h.Name != name || h.Port != 53 || string(payload) != "query" {
+		t.Fatalf("ParseUDPHeader: %+v, %q, %v", h, payload, err)
+	}
+	if _, _, err := ParseUDPHeader(b[:4+1+255+1]); err == nil {
+		t.Fatal("a header cut inside its port parsed")
+	}
+}
+
 func FuzzParseUDPHeader(f *testing.F) {
 	f.Add(udpPacket(0, netip.MustParseAddrPort("100.64.0.2:27015"), "", "x"))
+	f.Add(udpPacket(0, netip.MustParseAddrPort("1.2.3.4:53"), strings.Repeat("a", 255), "query"))
 	f.Add(udpPacket(0, netip.MustParseAddrPort("1.2.3.4:53"), "b.warren", "query"))
 	f.Add([]byte{0, 0, 0, 4})
 	f.Fuzz(func(t *testing.T, b []byte) {
