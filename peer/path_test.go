@@ -393,6 +393,9 @@ func TestNextTick(t *testing.T) {
 	}
 }
 
+// seconds is f seconds, for the idle tests' timelines.
+func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+
 // TestPathIdleWindsDown: a link that carries nothing for LinkIdle winds down, and nothing is sent
 // or scheduled for the dormant peer until traffic wants it back; then the search starts afresh
 // and, though this side is not the dialer, it dials the relay at once (the dormant peer is not
@@ -403,17 +406,16 @@ func TestPathIdleWindsDown(t *testing.T) {
 	s.linkIdle = 10 * time.Second
 	direct := &link{path: PathDirect}
 	v := &pathView{online: true, relaying: true}
-	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 	runPath(t, s, v, t0, []pathStep{
-		{at: 0, ev: wake, set: func(v *pathView) { v.link, v.direct, v.validated = direct, true, addrA }, want: none, wake: sec(1)},
-		{at: sec(5), ev: timer, set: func(v *pathView) { v.used = 3 }, want: none, wake: sec(6)},
-		{at: sec(14.5), ev: timer, want: none, wake: sec(15)},
-		{at: sec(15), ev: timer, want: pathActions{sleep: true}, wake: sec(15) + idleWake},
-		{at: sec(15.1), ev: wake, set: withLink(nil), want: none, wake: sec(15.1) + idleWake},
-		{at: sec(600), ev: timer, want: none, wake: sec(600) + idleWake},
-		{at: sec(601), ev: wake, set: func(v *pathView) { v.wanted = true }, want: pathActions{ping: true, dial: PathRelay}, wake: sec(601.2),
+		{at: 0, ev: wake, set: func(v *pathView) { v.link, v.direct, v.validated = direct, true, addrA }, want: none, wake: seconds(1)},
+		{at: seconds(5), ev: timer, set: func(v *pathView) { v.used = 3 }, want: none, wake: seconds(6)},
+		{at: seconds(14.5), ev: timer, want: none, wake: seconds(15)},
+		{at: seconds(15), ev: timer, want: pathActions{sleep: true}, wake: seconds(15) + idleWake},
+		{at: seconds(15.1), ev: wake, set: withLink(nil), want: none, wake: seconds(15.1) + idleWake},
+		{at: seconds(600), ev: timer, want: none, wake: seconds(600) + idleWake},
+		{at: seconds(601), ev: wake, set: func(v *pathView) { v.wanted = true }, want: pathActions{ping: true, dial: PathRelay}, wake: seconds(601.2),
 			then: wantValidated(netip.AddrPort{})},
-		{at: sec(601.1), ev: dialed, set: func(v *pathView) { v.wanted, v.link = false, &link{path: PathRelay} }, want: none, wake: sec(601.2)},
+		{at: seconds(601.1), ev: dialed, set: func(v *pathView) { v.wanted, v.link = false, &link{path: PathRelay} }, want: none, wake: seconds(601.2)},
 	})
 	if s.dormant {
 		t.Fatal("still dormant with a link up")
@@ -469,15 +471,14 @@ func TestPathHoldWakes(t *testing.T) {
 	s := newTestPath(false, t0)
 	s.linkIdle = 10 * time.Second
 	v := &pathView{online: true, relaying: true}
-	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 	runPath(t, s, v, t0, []pathStep{
-		{at: 0, ev: wake, set: withLink(&link{path: PathDirect}), want: none, wake: sec(1)},
-		{at: sec(10), ev: timer, want: pathActions{sleep: true}, wake: sec(10) + idleWake},
-		{at: sec(10.1), ev: wake, set: withLink(nil), want: none, wake: sec(10.1) + idleWake},
-		{at: sec(100), ev: wake, set: func(v *pathView) { v.hold, v.relaying = true, false }, want: ping, wake: sec(100.2)},
-		{at: sec(100.1), ev: wake, set: withLink(&link{path: PathDirect}), want: none, wake: sec(101)},
+		{at: 0, ev: wake, set: withLink(&link{path: PathDirect}), want: none, wake: seconds(1)},
+		{at: seconds(10), ev: timer, want: pathActions{sleep: true}, wake: seconds(10) + idleWake},
+		{at: seconds(10.1), ev: wake, set: withLink(nil), want: none, wake: seconds(10.1) + idleWake},
+		{at: seconds(100), ev: wake, set: func(v *pathView) { v.hold, v.relaying = true, false }, want: ping, wake: seconds(100.2)},
+		{at: seconds(100.1), ev: wake, set: withLink(&link{path: PathDirect}), want: none, wake: seconds(101)},
 	})
-	for at := sec(101); at <= sec(200); at += time.Second {
+	for at := seconds(101); at <= seconds(200); at += time.Second {
 		if a, _ := s.next(timer, v, t0.Add(at)); a.sleep {
 			t.Fatalf("wound down at %v while the coord is lost", at)
 		}
@@ -493,10 +494,9 @@ func TestPathWakeWhileClosing(t *testing.T) {
 	s.linkIdle = 10 * time.Second
 	closing := &link{path: PathDirect}
 	v := &pathView{online: true, relaying: true}
-	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 	runPath(t, s, v, t0, []pathStep{
-		{at: 0, ev: wake, set: withLink(closing), want: none, wake: sec(1)},
-		{at: sec(10), ev: timer, want: pathActions{sleep: true}, wake: sec(10) + idleWake},
-		{at: sec(10.01), ev: wake, set: func(v *pathView) { v.wanted = true }, want: pathActions{ping: true, dial: PathRelay}, wake: sec(10.21)},
+		{at: 0, ev: wake, set: withLink(closing), want: none, wake: seconds(1)},
+		{at: seconds(10), ev: timer, want: pathActions{sleep: true}, wake: seconds(10) + idleWake},
+		{at: seconds(10.01), ev: wake, set: func(v *pathView) { v.wanted = true }, want: pathActions{ping: true, dial: PathRelay}, wake: seconds(10.21)},
 	})
 }
