@@ -245,11 +245,11 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	if old != nil {
 		old.conn.CloseWithError(closeReplaced, "logged in elsewhere")
 	}
+	s.pending.Done(conn) // before the OK: a node that has read it holds no slot
 	if _, err := stream.Write([]byte{control.RelayLoginOK}); err != nil {
 		s.logout(key, sess)
 		return
 	}
-	s.pending.Done(conn)
 	log.Info("node logged in to the relay", "peers", len(set))
 	for {
 		keys, err := control.ReadRelayConsent(stream)
