@@ -38,7 +38,7 @@ load:
 # Every fuzz target for a few seconds: a smoke run that catches regressions in the decoders
 # (scripts/fuzz.sh says which failure is Go's own and how it is still checked).
 FUZZTIME ?= 5s
-FUZZ     := ./control:FuzzDecode ./control:FuzzSideChannel ./control:FuzzRelayConsent ./peer:FuzzParseProbe ./peer:FuzzParseStreamHeader ./socks:FuzzParseUDPHeader ./netstack:FuzzInject ./socks:FuzzHandshake ./coord/store:FuzzVerifyPassword ./coord/store:FuzzParseAuthKey ./acl:FuzzParse ./coord/operatorapi:FuzzDecodeRequest ./coord/abuse:FuzzParseBlockList ./internal/flagfile:FuzzParse ./internal/packet:FuzzParse ./internal/webui:FuzzReadJSON ./node:FuzzAnswerDNS ./internal/peercred:FuzzParseDiagReply ./internal/tcptun:FuzzReadFrame ./coord:FuzzClusterDecode ./internal/portmap:FuzzDecodePMP ./internal/portmap:FuzzDecodePCP ./internal/portmap:FuzzParseSSDP ./internal/portmap:FuzzParseDescription ./internal/portmap:FuzzParseSOAP
+FUZZ     := ./control:FuzzDecode ./control:FuzzSideChannel ./control:FuzzRelayConsent ./peer:FuzzParseProbe ./peer:FuzzParseStreamHeader ./peer:FuzzGROSplit ./socks:FuzzParseUDPHeader ./netstack:FuzzInject ./socks:FuzzHandshake ./coord/store:FuzzVerifyPassword ./coord/store:FuzzParseAuthKey ./acl:FuzzParse ./coord/operatorapi:FuzzDecodeRequest ./coord/abuse:FuzzParseBlockList ./internal/flagfile:FuzzParse ./internal/packet:FuzzParse ./internal/webui:FuzzReadJSON ./node:FuzzAnswerDNS ./internal/peercred:FuzzParseDiagReply ./internal/tcptun:FuzzReadFrame ./coord:FuzzClusterDecode ./internal/portmap:FuzzDecodePMP ./internal/portmap:FuzzDecodePCP ./internal/portmap:FuzzParseSSDP ./internal/portmap:FuzzParseDescription ./internal/portmap:FuzzParseSOAP
 fuzz:
 	@GO=$(GO) scripts/fuzz.sh $(FUZZTIME) $(FUZZ)
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
 )
 
 // aliasConn is the node's socket with a per-destination redirect on the send side. A QUIC client
@@ -25,11 +26,13 @@ type aliasConn struct {
 	mu      sync.Mutex                                      // serialises updates
 }
 
-// udpAliasConn is an aliasConn over a *net.UDPConn: quic-go keeps its batched receive path (it reads
-// through SyscallConn) and its GSO send path (WriteMsgUDP, overridden here).
+// udpAliasConn is an aliasConn over a *net.UDPConn: quic-go keeps its batched receive path
+// (ReadBatch, with UDP_GRO where the kernel has it) and its GSO send path (WriteMsgUDP, overridden
+// here).
 type udpAliasConn struct {
 	*net.UDPConn
 	alias *aliasConn // over the same UDPConn
+	batch batchReader
 }
 
 // quic-go's fast paths need these methods: losing one (say, by wrapping the socket once more) would
@@ -40,7 +43,11 @@ var _ quic.OOBCapablePacketConn = (*udpAliasConn)(nil)
 func newAliasConn(c net.PacketConn) (a *aliasConn, transport net.PacketConn) {
 	a = &aliasConn{PacketConn: c}
 	if uc, ok := c.(*net.UDPConn); ok {
-		return a, &udpAliasConn{UDPConn: uc, alias: a}
+		u := &udpAliasConn{UDPConn: uc, alias: a, batch: ipv4.NewPacketConn(uc)}
+		if enableGRO(uc) {
+			u.batch = newGROReader(u.batch)
+		}
+		return a, u
 	}
 	return a, a
 }
@@ -84,6 +91,11 @@ func (c *aliasConn) SetWriteBuffer(n int) error {
 		return b.SetWriteBuffer(n)
 	}
 	return nil
+}
+
+// ReadBatch is quic-go's receive path (it uses a conn's own ReadBatch when it has one).
+func (c *udpAliasConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
+	return c.batch.ReadBatch(ms, flags)
 }
 
 // WriteTo is the plain send path.
