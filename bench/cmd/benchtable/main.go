@@ -61,7 +61,7 @@ type options struct {
 }
 
 // allRows are the rows benchtable knows, in table order. warren-base is added by -base.
-var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-base"}
+var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-base", "warren-relay"}
 
 // defaultRows are the rows measured without -rows.
 var defaultRows = allRows[:6]
@@ -339,6 +339,9 @@ func (b *bench) setUp(ctx context.Context, name string, v variant, loadAddr neti
 		return t, "", err
 	case "warren-base":
 		t, err := b.warren(ctx, b.opts.base, loadAddr, name)
+		return t, "", err
+	case "warren-relay":
+		t, err := b.warren(ctx, b.opts.bin, loadAddr, name, "--no-direct")
 		return t, "", err
 	case "warren-packet":
 		flagName := packetPathFlag(ctx, filepath.Join(b.opts.bin, "warren"))

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -171,7 +172,11 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 	if err != nil {
 		return target{}, err
 	}
-	ipB, err := b.joinPair(ctx, warren, stateA, stateB)
+	path := "direct"
+	if slices.Contains(extra, "--no-direct") {
+		path = "relay"
+	}
+	ipB, err := b.joinPair(ctx, warren, stateA, stateB, path)
 	if err != nil {
 		return target{}, err
 	}
@@ -214,8 +219,9 @@ func coordHello(ctx context.Context, coord *proc) (addr, key string, err error) 
 }
 
 // joinPair waits for the nodes with states stateA and stateB, puts them in one network and waits
-// until A has a direct link to B; it returns B's overlay IPv4.
-func (b *bench) joinPair(ctx context.Context, warren, stateA, stateB string) (netip.Addr, error) {
+// until A's link to B takes path ("direct", or "relay" for nodes with --no-direct); it returns
+// B's overlay IPv4.
+func (b *bench) joinPair(ctx context.Context, warren, stateA, stateB, path string) (netip.Addr, error) {
 	for _, st := range []string{stateA, stateB} {
 		if _, err := b.waitStatus(ctx, warren, st, nil); err != nil {
 			return netip.Addr{}, err
@@ -228,7 +234,7 @@ func (b *bench) joinPair(ctx context.Context, warren, stateA, stateB string) (ne
 	if err := runCLI(ctx, warren, "network", "join", "bench", "--password", pw, "--state", stateB); err != nil {
 		return netip.Addr{}, err
 	}
-	st, err := b.waitStatus(ctx, warren, stateA, func(st nodeStatus) bool { return len(st.Peers) == 1 && st.Peers[0].Path == "direct" })
+	st, err := b.waitStatus(ctx, warren, stateA, func(st nodeStatus) bool { return len(st.Peers) == 1 && st.Peers[0].Path == path })
 	if err != nil {
 		return netip.Addr{}, err
 	}

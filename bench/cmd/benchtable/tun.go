@@ -69,7 +69,7 @@ func (b *bench) warrenTun(ctx context.Context, self string) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	ipB, err := b.joinPair(ctx, warren, stateA, stateB)
+	ipB, err := b.joinPair(ctx, warren, stateA, stateB, "direct")
 	if err != nil {
 		return target{}, err
 	}
