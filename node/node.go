@@ -145,7 +145,7 @@ type Node struct {
 
 	ctx    context.Context // alive until Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // coordLoop and NAT discovery
+	wg     sync.WaitGroup // coordLoop, NAT discovery, relays of exposed-port streams
 
 	// The parts, each safe for concurrent use.
 	peers      *peerState                     // peer map and access rules (peers.go)

@@ -81,13 +81,22 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 		s.Refuse()
 		return
 	}
-	defer local.Close()
 	c, err := s.Accept()
 	if err != nil {
+		local.Close()
 		return
 	}
-	defer c.Close()
-	bicopy.Copy(c, nil, local)
+	// The relay runs on a fresh goroutine and this one, whose stack grew deep in the dial, ends: an
+	// idle connection's two parked readers then hold two small stacks. Close waits for it after the
+	// peer endpoint is closed (which ends every stream, so every relay) and has waited for the
+	// goroutine that called this.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer local.Close()
+		defer c.Close()
+		bicopy.Copy(c, nil, local)
+	}()
 }
 
 // exposedAddr is where acceptStream dials exposed TCP port: 127.0.0.1, or in TUN mode the device's
