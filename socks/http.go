@@ -11,8 +11,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	"github.com/warren-net/warren/internal/bicopy"
 )
 
 // HTTP proxy limits.
@@ -152,12 +150,12 @@ func (p *httpProxy) connect(c *peekedConn, req *http.Request) error {
 		writeError(c, dialStatus(err), err.Error())
 		return fmt.Errorf("http CONNECT %s: %w", req.Host, err)
 	}
-	defer target.Close()
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		target.Close()
 		return err
 	}
 	conn, rest := c.detach(nil)
-	bicopy.Copy(conn, rest, target)
+	p.s.relay(c, conn, rest, target)
 	return nil
 }
 

@@ -395,18 +395,24 @@ func (s *Server) handleConnect(rctx context.Context, w io.Writer, req *socks5.Re
 	}
 	conn, rest := pc.detach(req.Reader)
 	req.Reader = nil // go-socks5's buffer: garbage from here on
-	// The relay runs on a fresh goroutine and this one, whose stack grew deep in the handshake and
-	// the dial, ends: an idle connection's two parked readers then hold two small stacks (4 KiB
-	// each, Go's starting size here) instead of one of 8 KiB and one of 4 KiB.
+	s.relay(pc, conn, rest, target)
+	return nil
+}
+
+// relay copies between a client whose handshake is over and target, on a fresh goroutine, and
+// closes both when done. The handshake's goroutine, whose stack grew deep in the handshake and the
+// dial, can then end: an idle connection's two parked readers hold two small stacks instead of one
+// of them a large one. pc belongs to the relay from now on: its Close is a no-op, and the relay
+// untracks it.
+func (s *Server) relay(pc *peekedConn, conn net.Conn, rest io.Reader, target net.Conn) {
 	pc.relayed.Store(true)
-	s.wg.Add(1)
+	s.wg.Add(1) // the handshake's goroutine still counts, so Close cannot be past its Wait
 	go func() {
 		defer s.wg.Done()
 		defer s.untrack(pc.Conn)
 		defer target.Close()
 		bicopy.Copy(conn, rest, target)
 	}()
-	return nil
 }
 
 // replyCode maps a dial error to a SOCKS5 reply code by what it matches (see Config.Dial). The

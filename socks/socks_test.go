@@ -1,6 +1,7 @@
 package socks
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -322,37 +324,62 @@ func TestMaxConnsAndClose(t *testing.T) {
 	}
 }
 
-// TestRelayOutlivesHandshakeGoroutine: once a CONNECT is answered, the relay runs on goroutines of
-// its own and the handshake's goroutine (go-socks5's ServeConn, whose stack grew deep in the
-// handshake and the dial) ends, so an idle connection does not hold its stack; the connection keeps
-// working, and the server counts it until the client leaves.
+// TestRelayOutlivesHandshakeGoroutine: once a SOCKS5 or HTTP CONNECT is answered, the relay runs
+// on goroutines of its own and the handshake's goroutine (whose stack grew deep in the handshake and
+// the dial) ends, so an idle connection does not hold its stack; the connection keeps working, and
+// the server counts it until the client leaves.
 func TestRelayOutlivesHandshakeGoroutine(t *testing.T) {
 	echo, _ := echoServer(t)
-	s, proxy := startServer(t, nil, 10)
-	c, code := connect(t, proxy, echo.Addr().String(), echo.Port())
-	if code != 0 {
-		t.Fatalf("reply %d", code)
+	for _, tc := range []struct {
+		name, frame string // frame: a function of the handshake's goroutine
+		open        func(t *testing.T, proxy string) net.Conn
+	}{
+		{"socks5", "go-socks5.(*Server).ServeConn", func(t *testing.T, proxy string) net.Conn {
+			c, code := connect(t, proxy, echo.Addr().String(), echo.Port())
+			if code != 0 {
+				t.Fatalf("reply %d", code)
+			}
+			return c
+		}},
+		{"http", "socks.(*httpProxy).serve", func(t *testing.T, proxy string) net.Conn {
+			c, err := net.Dial("tcp", proxy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(c, "CONNECT %v HTTP/1.1\r\nHost: %v\r\n\r\n", echo, echo)
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			return c
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, proxy := startServer(t, nil, 10)
+			c := tc.open(t, proxy)
+			defer c.Close()
+			stacks := func() string {
+				buf := make([]byte, 1<<20)
+				return string(buf[:runtime.Stack(buf, true)])
+			}
+			testkit.Eventually(t, 10*time.Second, func() bool { return !strings.Contains(stacks(), tc.frame) },
+				"the handshake's goroutine still runs while the relay holds the connection")
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 4)
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+				t.Fatalf("echo through the relay: %q, %v", got, err)
+			}
+			if n := s.ActiveConns(); n != 1 {
+				t.Errorf("%d active connections while the relay runs, want 1", n)
+			}
+			c.Close()
+			testkit.Eventually(t, 10*time.Second, func() bool { return s.ActiveConns() == 0 }, "the relay's connection is still counted after the client left")
+		})
 	}
-	defer c.Close()
-	stacks := func() string {
-		buf := make([]byte, 1<<20)
-		return string(buf[:runtime.Stack(buf, true)])
-	}
-	testkit.Eventually(t, 10*time.Second, func() bool { return !strings.Contains(stacks(), "go-socks5.(*Server).ServeConn") },
-		"the handshake's goroutine still runs while the relay holds the connection")
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, 4)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
-		t.Fatalf("echo through the relay: %q, %v", got, err)
-	}
-	if n := s.ActiveConns(); n != 1 {
-		t.Errorf("%d active connections while the relay runs, want 1", n)
-	}
-	c.Close()
-	testkit.Eventually(t, 10*time.Second, func() bool { return s.ActiveConns() == 0 }, "the relay's connection is still counted after the client left")
 }
 
 func TestHandshakeTimeout(t *testing.T) {
