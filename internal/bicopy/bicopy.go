@@ -2,10 +2,13 @@
 // forwarder does, with pooled buffers and correct half-close. It knows nothing about what the
 // connections carry.
 //
-// Each direction reads into a small buffer of its own while it is quiet (an idle connection holds
-// only that while its Read blocks), and switches to a large pooled buffer as soon as a read fills the
-// small one, so bulk transfers move large chunks with few system calls and few handoffs to the
-// connection's writer. It goes back to the small buffer when reads become short again.
+// Each direction reads into a small buffer while it is quiet, and switches to a large pooled buffer
+// as soon as a read fills the small one, so bulk transfers move large chunks with few system calls
+// and few handoffs to the connection's writer. It goes back to the small buffer when reads become
+// short again. A quiet direction whose source is a socket (syscall.Conn) holds no buffer at all
+// while it waits: it waits for the socket to become readable (a MSG_PEEK that takes nothing), and
+// only then takes a small buffer from a pool for the read. Other sources (a QUIC stream, a netstack
+// connection) offer no such wait and keep a small buffer of their own.
 package bicopy
 
 import (
@@ -13,6 +16,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 const (
@@ -24,8 +28,15 @@ const (
 	bigSize = 128 << 10
 )
 
-// bigPool holds large buffers; a pointer to an array avoids an allocation per Get.
-var bigPool = sync.Pool{New: func() any { return new([bigSize]byte) }}
+// bigPool holds large buffers and smallPool small ones; a pointer to an array avoids an allocation
+// per Get.
+var (
+	bigPool   = sync.Pool{New: func() any { return new([bigSize]byte) }}
+	smallPool = sync.Pool{New: func() any { return new([smallSize]byte) }}
+)
+
+// smallHeld counts the small buffers held by directions, pooled or their own (for tests).
+var smallHeld atomic.Int64
 
 type closeWriter interface{ CloseWrite() error }
 
@@ -62,7 +73,13 @@ func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
 // io.ReaderFrom: those would bring their own buffers (net.TCPConn's allocate 32 KiB per call) or
 // splice, which holds a pipe (two descriptors) for as long as the connection lives.
 func copyAdaptive(dst io.Writer, src io.Reader) error {
-	small := make([]byte, smallSize)
+	wait := readableWaiter(src)
+	var small *[smallSize]byte // held for good when src cannot be waited on
+	if wait == nil {
+		small = new([smallSize]byte)
+		smallHeld.Add(1)
+		defer smallHeld.Add(-1)
+	}
 	var big *[bigSize]byte
 	defer func() {
 		if big != nil {
@@ -70,19 +87,34 @@ func copyAdaptive(dst io.Writer, src io.Reader) error {
 		}
 	}()
 	for {
-		buf := small
-		if big != nil {
+		var buf []byte
+		var pooled *[smallSize]byte
+		switch {
+		case big != nil:
 			buf = big[:]
+		case small != nil:
+			buf = small[:]
+		default:
+			wait() // errors and EOF are the Read's to report
+			pooled = smallPool.Get().(*[smallSize]byte)
+			smallHeld.Add(1)
+			buf = pooled[:]
 		}
 		n, err := src.Read(buf)
+		var werr error
 		if n > 0 {
-			nw, werr := dst.Write(buf[:n])
-			if werr != nil {
-				return werr
+			var nw int
+			nw, werr = dst.Write(buf[:n])
+			if werr == nil && nw != n {
+				werr = io.ErrShortWrite
 			}
-			if nw != n {
-				return io.ErrShortWrite
-			}
+		}
+		if pooled != nil {
+			smallPool.Put(pooled)
+			smallHeld.Add(-1)
+		}
+		if werr != nil {
+			return werr
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -91,7 +123,7 @@ func copyAdaptive(dst io.Writer, src io.Reader) error {
 			return err
 		}
 		switch {
-		case big == nil && n == len(small): // busy: more is likely waiting
+		case big == nil && n == smallSize: // busy: more is likely waiting
 			big = bigPool.Get().(*[bigSize]byte)
 		case big != nil && n <= smallSize: // quiet again: do not hold the large buffer while idle
 			bigPool.Put(big)

@@ -134,3 +134,54 @@ func TestAdaptiveBuffers(t *testing.T) {
 		}
 	}
 }
+
+// waitHeld waits until smallHeld is want, failing after a generous deadline.
+func waitHeld(t *testing.T, want int64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for smallHeld.Load() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d small buffers held, want %d", what, smallHeld.Load(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestQuietSocketHoldsNoBuffer: a direction that reads a socket holds no read buffer while it
+// waits, and still relays what arrives; one that reads anything else keeps its small buffer.
+func TestQuietSocketHoldsNoBuffer(t *testing.T) {
+	app, proxyIn := tcpPair(t)
+	proxyOut, backend := tcpPair(t)
+	done := make(chan struct{})
+	go func() {
+		Copy(proxyIn, nil, proxyOut)
+		proxyIn.Close()
+		proxyOut.Close()
+		close(done)
+	}()
+	for _, hop := range [][2]net.Conn{{app, backend}, {backend, app}} {
+		hop[0].Write([]byte("hello"))
+		hop[1].SetReadDeadline(time.Now().Add(10 * time.Second))
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(hop[1], got); err != nil || string(got) != "hello" {
+			t.Fatalf("relayed %q, %v", got, err)
+		}
+	}
+	waitHeld(t, 0, "two quiet directions reading sockets")
+	app.Close()
+	backend.Close()
+	<-done
+
+	a1, a2 := net.Pipe()
+	b1, b2 := net.Pipe()
+	pipes := make(chan struct{})
+	go func() {
+		Copy(a2, nil, b1)
+		close(pipes)
+	}()
+	waitHeld(t, 2, "two quiet directions reading pipes")
+	a1.Close()
+	b2.Close()
+	<-pipes
+	waitHeld(t, 0, "after the pipes closed")
+}
