@@ -60,7 +60,14 @@ func Copy(a net.Conn, aR io.Reader, b net.Conn) {
 
 // pipe copies src into dst; srcConn is the connection src reads from.
 func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
-	err := copyAdaptive(dst, src)
+	// Which copy runs is decided here, not in a function of its own: every frame on the way to a
+	// parked Read counts against the reader's stack (see copyBuffered).
+	var err error
+	if wait := readableWaiter(src); wait != nil {
+		err = copyWaiting(dst, src, wait)
+	} else {
+		err = copyBuffered(dst, src)
+	}
 	if cw, ok := dst.(closeWriter); ok && err == nil {
 		cw.CloseWrite()
 		return
@@ -69,52 +76,36 @@ func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
 	srcConn.Close()
 }
 
-// copyAdaptive copies src to dst until EOF (nil) or an error. It never uses io.WriterTo or
-// io.ReaderFrom: those would bring their own buffers (net.TCPConn's allocate 32 KiB per call) or
-// splice, which holds a pipe (two descriptors) for as long as the connection lives.
-func copyAdaptive(dst io.Writer, src io.Reader) error {
-	wait := readableWaiter(src)
-	var small *[smallSize]byte // held for good when src cannot be waited on
-	if wait == nil {
-		small = new([smallSize]byte)
-		smallHeld.Add(1)
-		defer smallHeld.Add(-1)
-	}
+// copyBuffered copies src to dst until EOF (nil) or an error, with a small buffer of its own for the
+// quiet stretches (a source that is not a socket). It never uses io.WriterTo or io.ReaderFrom: those
+// would bring their own buffers (net.TCPConn's allocate 32 KiB per call) or splice, which holds a
+// pipe (two descriptors) for as long as the connection lives. Its frame
+// is part of every parked reader's stack, so it stays lean: a few words more made node B's readers
+// of QUIC streams outgrow Go's 2 KiB starting stack (BENCHMARKS.md, stop 26).
+func copyBuffered(dst io.Writer, src io.Reader) error {
+	small := make([]byte, smallSize)
+	smallHeld.Add(1)
 	var big *[bigSize]byte
 	defer func() {
+		smallHeld.Add(-1)
 		if big != nil {
 			bigPool.Put(big)
 		}
 	}()
 	for {
-		var buf []byte
-		var pooled *[smallSize]byte
-		switch {
-		case big != nil:
+		buf := small
+		if big != nil {
 			buf = big[:]
-		case small != nil:
-			buf = small[:]
-		default:
-			wait() // errors and EOF are the Read's to report
-			pooled = smallPool.Get().(*[smallSize]byte)
-			smallHeld.Add(1)
-			buf = pooled[:]
 		}
 		n, err := src.Read(buf)
-		var werr error
 		if n > 0 {
-			var nw int
-			nw, werr = dst.Write(buf[:n])
-			if werr == nil && nw != n {
-				werr = io.ErrShortWrite
+			nw, werr := dst.Write(buf[:n])
+			if werr != nil {
+				return werr
 			}
-		}
-		if pooled != nil {
-			smallPool.Put(pooled)
-			smallHeld.Add(-1)
-		}
-		if werr != nil {
-			return werr
+			if nw != n {
+				return io.ErrShortWrite
+			}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -123,11 +114,73 @@ func copyAdaptive(dst io.Writer, src io.Reader) error {
 			return err
 		}
 		switch {
-		case big == nil && n == smallSize: // busy: more is likely waiting
+		case big == nil && n == len(small): // busy: more is likely waiting
 			big = bigPool.Get().(*[bigSize]byte)
 		case big != nil && n <= smallSize: // quiet again: do not hold the large buffer while idle
 			bigPool.Put(big)
 			big = nil
 		}
 	}
+}
+
+// copyWaiting is copyBuffered for a socket: while quiet it holds no buffer, waiting for the socket
+// to become readable and only then taking a small one from the pool for the read; a read that fills
+// it hands over to copyBusy until reads are short again.
+func copyWaiting(dst io.Writer, src io.Reader, wait func()) error {
+	for {
+		wait() // errors and EOF are the Read's to report
+		small := smallPool.Get().(*[smallSize]byte)
+		smallHeld.Add(1)
+		n, err := src.Read(small[:])
+		werr := writeAll(dst, small[:n])
+		smallPool.Put(small)
+		smallHeld.Add(-1)
+		switch {
+		case werr != nil:
+			return werr
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		case n == smallSize: // busy: more is likely waiting
+			if done, err := copyBusy(dst, src); done {
+				return err
+			}
+		}
+	}
+}
+
+// copyBusy copies through a large pooled buffer while reads keep coming back larger than smallSize.
+// done reports that the copy is over (src ended: err is nil at EOF; or an error), rather than src
+// having gone quiet again.
+func copyBusy(dst io.Writer, src io.Reader) (done bool, err error) {
+	big := bigPool.Get().(*[bigSize]byte)
+	defer bigPool.Put(big)
+	for {
+		n, err := src.Read(big[:])
+		if werr := writeAll(dst, big[:n]); werr != nil {
+			return true, werr
+		}
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		if err != nil {
+			return true, err
+		}
+		if n <= smallSize {
+			return false, nil
+		}
+	}
+}
+
+// writeAll writes b to dst, a short write being an error.
+func writeAll(dst io.Writer, b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	n, err := dst.Write(b)
+	if err == nil && n != len(b) {
+		err = io.ErrShortWrite
+	}
+	return err
 }

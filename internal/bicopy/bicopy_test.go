@@ -118,7 +118,7 @@ func TestAdaptiveBuffers(t *testing.T) {
 	}
 	r.chunks = append(r.chunks, data[off:])
 	var out bytes.Buffer
-	if err := copyAdaptive(&out, r); err != nil {
+	if err := copyBuffered(&out, r); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), data) {
