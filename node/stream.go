@@ -91,12 +91,23 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 	// peer endpoint is closed (which ends every stream, so every relay) and has waited for the
 	// goroutine that called this.
 	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer local.Close()
-		defer c.Close()
-		bicopy.Copy(c, nil, local)
-	}()
+	go n.relayStream(local, c)
+}
+
+// relayStream copies between an exposed service's connection and the peer's stream until both
+// directions end, then closes both. bicopy reads the service's socket itself (holding no buffer
+// while it is quiet) on this goroutine, and the stream on one it starts: with the stream's read
+// (quic-go's, the deeper one) under this goroutine's frames instead, half the parked readers
+// outgrew Go's 2 KiB starting stack (BENCHMARKS.md, stop 26).
+func (n *Node) relayStream(local, c net.Conn) {
+	defer n.wg.Done()
+	raw := local // the socket itself: whoisConn's Read is its socket's
+	if w, ok := local.(*whoisConn); ok {
+		raw = w.Conn
+	}
+	bicopy.Copy(c, nil, raw)
+	c.Close()
+	local.Close()
 }
 
 // exposedAddr is where acceptStream dials exposed TCP port: 127.0.0.1, or in TUN mode the device's

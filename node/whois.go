@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
@@ -83,15 +82,6 @@ func (c *whoisConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errors.New("node: connection has no half-close")
-}
-
-// SyscallConn exposes the TCP socket underneath, so the relay can wait for it to become readable
-// without holding a buffer (internal/bicopy).
-func (c *whoisConn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.New("node: connection has no socket")
 }
 
 // dialLocal dials an exposed service on localhost for the peer key (or, if key is zero, the peer

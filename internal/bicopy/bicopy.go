@@ -5,10 +5,10 @@
 // Each direction reads into a small buffer while it is quiet, and switches to a large pooled buffer
 // as soon as a read fills the small one, so bulk transfers move large chunks with few system calls
 // and few handoffs to the connection's writer. It goes back to the small buffer when reads become
-// short again. A quiet direction whose source is a socket (syscall.Conn) holds no buffer at all
-// while it waits: it waits for the socket to become readable (a MSG_PEEK that takes nothing), and
-// only then takes a small buffer from a pool for the read. Other sources (a QUIC stream, a netstack
-// connection) offer no such wait and keep a small buffer of their own.
+// short again. A quiet direction whose source is a TCP or Unix socket holds no buffer at all while
+// it waits: it reads the socket itself (syscall.RawConn) into a pooled small buffer that it gives
+// back before parking. Other sources (a QUIC stream, a netstack connection) offer no such read and
+// keep a small buffer of their own.
 package bicopy
 
 import (
@@ -63,8 +63,8 @@ func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
 	// Which copy runs is decided here, not in a function of its own: every frame on the way to a
 	// parked Read counts against the reader's stack (see copyBuffered).
 	var err error
-	if wait := readableWaiter(src); wait != nil {
-		err = copyWaiting(dst, src, wait)
+	if read := socketReader(src); read != nil {
+		err = copyWaiting(dst, src, read)
 	} else {
 		err = copyBuffered(dst, src)
 	}
@@ -123,18 +123,17 @@ func copyBuffered(dst io.Writer, src io.Reader) error {
 	}
 }
 
-// copyWaiting is copyBuffered for a socket: while quiet it holds no buffer, waiting for the socket
-// to become readable and only then taking a small one from the pool for the read; a read that fills
-// it hands over to copyBusy until reads are short again.
-func copyWaiting(dst io.Writer, src io.Reader, wait func()) error {
+// copyWaiting is copyBuffered for a socket, read through socketReader: while quiet it holds no
+// buffer. A read that fills the small buffer hands over to copyBusy until reads are short again.
+func copyWaiting(dst io.Writer, src io.Reader, read func() (*[smallSize]byte, int, error)) error {
 	for {
-		wait() // errors and EOF are the Read's to report
-		small := smallPool.Get().(*[smallSize]byte)
-		smallHeld.Add(1)
-		n, err := src.Read(small[:])
-		werr := writeAll(dst, small[:n])
-		smallPool.Put(small)
-		smallHeld.Add(-1)
+		small, n, err := read()
+		var werr error
+		if small != nil {
+			werr = writeAll(dst, small[:n])
+			smallPool.Put(small)
+			smallHeld.Add(-1)
+		}
 		switch {
 		case werr != nil:
 			return werr

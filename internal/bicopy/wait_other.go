@@ -4,5 +4,5 @@ package bicopy
 
 import "io"
 
-// readableWaiter returns nil: waiting for a socket without reading is done on Unix only.
-func readableWaiter(io.Reader) func() { return nil }
+// socketReader returns nil: reading a socket without holding a buffer is done on Unix only.
+func socketReader(io.Reader) func() (*[smallSize]byte, int, error) { return nil }
