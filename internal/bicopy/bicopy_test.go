@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 func tcpPair(t *testing.T) (client, server net.Conn) {
@@ -28,18 +30,25 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, <-ch
 }
 
-// TestHalfClose: a client that sends, then shuts down its write side, still receives the full answer
-// that the far side writes after seeing EOF.
-func TestHalfClose(t *testing.T) {
+// relayPair relays between two TCP pairs as a proxy does: app ↔ Copy ↔ backend; done closes when
+// Copy has returned and closed its ends.
+func relayPair(t *testing.T) (app, backend net.Conn, done <-chan struct{}) {
 	app, proxyIn := tcpPair(t)
 	proxyOut, backend := tcpPair(t)
-	done := make(chan struct{})
+	ch := make(chan struct{})
 	go func() {
 		Copy(proxyIn, nil, proxyOut)
 		proxyIn.Close()
 		proxyOut.Close()
-		close(done)
+		close(ch)
 	}()
+	return app, backend, ch
+}
+
+// TestHalfClose: a client that sends, then shuts down its write side, still receives the full answer
+// that the far side writes after seeing EOF.
+func TestHalfClose(t *testing.T) {
+	app, backend, done := relayPair(t)
 	go func() { // backend: read everything, then answer with it reversed in size
 		got, _ := io.ReadAll(backend)
 		backend.Write(bytes.Repeat([]byte{'x'}, len(got)*2))
@@ -135,30 +144,17 @@ func TestAdaptiveBuffers(t *testing.T) {
 	}
 }
 
-// waitHeld waits until smallHeld is want, failing after a generous deadline.
+// waitHeld waits until smallHeld is want.
 func waitHeld(t *testing.T, want int64, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for smallHeld.Load() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d small buffers held, want %d", what, smallHeld.Load(), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return smallHeld.Load() == want },
+		"%s: small buffers held never reached %d", what, want)
 }
 
 // TestQuietSocketHoldsNoBuffer: a direction that reads a socket holds no read buffer while it
 // waits, and still relays what arrives; one that reads anything else keeps its small buffer.
 func TestQuietSocketHoldsNoBuffer(t *testing.T) {
-	app, proxyIn := tcpPair(t)
-	proxyOut, backend := tcpPair(t)
-	done := make(chan struct{})
-	go func() {
-		Copy(proxyIn, nil, proxyOut)
-		proxyIn.Close()
-		proxyOut.Close()
-		close(done)
-	}()
+	app, backend, done := relayPair(t)
 	for _, hop := range [][2]net.Conn{{app, backend}, {backend, app}} {
 		hop[0].Write([]byte("hello"))
 		hop[1].SetReadDeadline(time.Now().Add(10 * time.Second))
