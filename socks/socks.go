@@ -388,10 +388,9 @@ func (s *Server) handleConnect(rctx context.Context, w io.Writer, req *socks5.Re
 		return fmt.Errorf("send reply: %w", err)
 	}
 	pc, ok := client.(*peekedConn)
-	if !ok {
-		defer target.Close()
-		bicopy.Copy(client, req.Reader, target)
-		return nil
+	if !ok { // serveConn hands go-socks5 a *peekedConn: nothing else reaches here
+		target.Close()
+		return errors.New("socks: client connection not from serveConn")
 	}
 	conn, rest := pc.detach(req.Reader)
 	req.Reader = nil // go-socks5's buffer: garbage from here on

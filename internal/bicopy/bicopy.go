@@ -77,48 +77,30 @@ func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
 }
 
 // copyBuffered copies src to dst until EOF (nil) or an error, with a small buffer of its own for the
-// quiet stretches (a source that is not a socket). It never uses io.WriterTo or io.ReaderFrom: those
-// would bring their own buffers (net.TCPConn's allocate 32 KiB per call) or splice, which holds a
-// pipe (two descriptors) for as long as the connection lives. Its frame
-// is part of every parked reader's stack, so it stays lean: a few words more made node B's readers
-// of QUIC streams outgrow Go's 2 KiB starting stack (BENCHMARKS.md, stop 26).
+// quiet stretches (a source that is not a socket); a read that fills it hands over to copyBusy until
+// reads are short again. It never uses io.WriterTo or io.ReaderFrom: those would bring their own
+// buffers (net.TCPConn's allocate 32 KiB per call) or splice, which holds a pipe (two descriptors)
+// for as long as the connection lives. Its frame is part of every parked reader's stack, so it stays
+// lean: a few words more made node B's readers of QUIC streams outgrow Go's 2 KiB starting stack
+// (BENCHMARKS.md, stop 26).
 func copyBuffered(dst io.Writer, src io.Reader) error {
 	small := make([]byte, smallSize)
 	smallHeld.Add(1)
-	var big *[bigSize]byte
-	defer func() {
-		smallHeld.Add(-1)
-		if big != nil {
-			bigPool.Put(big)
-		}
-	}()
+	defer smallHeld.Add(-1)
 	for {
-		buf := small
-		if big != nil {
-			buf = big[:]
-		}
-		n, err := src.Read(buf)
-		if n > 0 {
-			nw, werr := dst.Write(buf[:n])
-			if werr != nil {
-				return werr
-			}
-			if nw != n {
-				return io.ErrShortWrite
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
+		n, err := src.Read(small)
+		if werr := writeAll(dst, small[:n]); werr != nil {
+			return werr
 		}
 		switch {
-		case big == nil && n == len(small): // busy: more is likely waiting
-			big = bigPool.Get().(*[bigSize]byte)
-		case big != nil && n <= smallSize: // quiet again: do not hold the large buffer while idle
-			bigPool.Put(big)
-			big = nil
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		case n == smallSize: // busy: more is likely waiting
+			if done, err := copyBusy(dst, src); done {
+				return err
+			}
 		}
 	}
 }
