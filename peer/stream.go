@@ -285,7 +285,12 @@ type streamConn struct {
 
 func (c *streamConn) Read(b []byte) (int, error)  { return c.s.Read(b) }
 func (c *streamConn) Write(b []byte) (int, error) { return c.s.Write(b) }
-func (c *streamConn) CloseWrite() error           { return c.s.Close() }
+
+// Peek waits until len(b) bytes are there and copies them without consuming them (quic-go's
+// Stream.Peek): bicopy waits on a one-byte Peek, so a quiet relay parks without a read buffer.
+func (c *streamConn) Peek(b []byte) (int, error) { return c.s.Peek(b) }
+
+func (c *streamConn) CloseWrite() error { return c.s.Close() }
 func (c *streamConn) Close() error {
 	c.s.CancelRead(0)
 	err := c.s.Close()

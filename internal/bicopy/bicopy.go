@@ -7,8 +7,9 @@
 // and few handoffs to the connection's writer. It goes back to the small buffer when reads become
 // short again. A quiet direction whose source is a TCP or Unix socket holds no buffer at all while
 // it waits: it reads the socket itself (syscall.RawConn) into a pooled small buffer that it gives
-// back before parking. Other sources (a QUIC stream, a netstack connection) offer no such read and
-// keep a small buffer of their own.
+// back before parking. So does a source that can wait without consuming (a QUIC stream's Peek):
+// it takes the buffer only once a byte is there. Other sources (a netstack connection) offer no
+// such wait and keep a small buffer of their own.
 package bicopy
 
 import (
@@ -65,6 +66,8 @@ func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
 	var err error
 	if read := socketReader(src); read != nil {
 		err = copyWaiting(dst, src, read)
+	} else if p, ok := src.(peeker); ok {
+		err = copyPeeking(dst, p)
 	} else {
 		err = copyBuffered(dst, src)
 	}
@@ -76,8 +79,15 @@ func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
 	srcConn.Close()
 }
 
+// peeker is a source that can wait for data without consuming it: a QUIC stream (quic-go's
+// Stream.Peek blocks until len(b) bytes are there).
+type peeker interface {
+	io.Reader
+	Peek(b []byte) (int, error)
+}
+
 // copyBuffered copies src to dst until EOF (nil) or an error, with a small buffer of its own for the
-// quiet stretches (a source that is not a socket); a read that fills it hands over to copyBusy until
+// quiet stretches (a source with no waitingReader); a read that fills it hands over to copyBusy until
 // reads are short again. It never uses io.WriterTo or io.ReaderFrom: those would bring their own
 // buffers (net.TCPConn's allocate 32 KiB per call) or splice, which holds a pipe (two descriptors)
 // for as long as the connection lives. Its frame is part of every parked reader's stack, so it stays
@@ -106,29 +116,59 @@ func copyBuffered(dst io.Writer, src io.Reader) error {
 }
 
 // copyWaiting is copyBuffered for a socket, read through socketReader: while quiet it holds no
-// buffer. A read that fills the small buffer hands over to copyBusy until reads are short again.
+// buffer.
 func copyWaiting(dst io.Writer, src io.Reader, read func() (*[smallSize]byte, int, error)) error {
 	for {
 		small, n, err := read()
-		var werr error
-		if small != nil {
-			werr = writeAll(dst, small[:n])
-			smallPool.Put(small)
-			smallHeld.Add(-1)
-		}
-		switch {
-		case werr != nil:
-			return werr
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
+		if done, err := afterRead(dst, src, small, n, err); done {
 			return err
-		case n == smallSize: // busy: more is likely waiting
-			if done, err := copyBusy(dst, src); done {
-				return err
-			}
 		}
 	}
+}
+
+// copyPeeking is copyBuffered for a peeker: it waits for the first byte with a one-byte Peek and
+// only then takes a small buffer from the pool for the Read, which returns what is there without
+// blocking; so while quiet it holds no buffer. It calls Peek itself, not through a read function
+// as copyWaiting does: one frame fewer keeps node B's parked stream readers (quic-go's Peek is
+// deeper than its Read) within Go's 2 KiB starting stack.
+func copyPeeking(dst io.Writer, src peeker) error {
+	one := new([1]byte)
+	for {
+		var small *[smallSize]byte
+		n := 0
+		_, err := src.Peek(one[:]) // no byte came: the end, or an error
+		if err == nil {
+			small = smallPool.Get().(*[smallSize]byte)
+			smallHeld.Add(1)
+			n, err = src.Read(small[:])
+		}
+		if done, err := afterRead(dst, src, small, n, err); done {
+			return err
+		}
+	}
+}
+
+// afterRead finishes a read of copyWaiting or copyPeeking: it writes the n bytes in small (if any)
+// to dst, gives small back to the pool and, if the read filled it, hands over to copyBusy until
+// reads are short again. done reports that the copy is over (err is nil at src's EOF).
+func afterRead(dst io.Writer, src io.Reader, small *[smallSize]byte, n int, err error) (done bool, _ error) {
+	if small != nil {
+		werr := writeAll(dst, small[:n])
+		smallPool.Put(small)
+		smallHeld.Add(-1)
+		if werr != nil {
+			return true, werr
+		}
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return true, nil
+	case err != nil:
+		return true, err
+	case n == smallSize: // busy: more is likely waiting
+		return copyBusy(dst, src)
+	}
+	return false, nil
 }
 
 // copyBusy copies through a large pooled buffer while reads keep coming back larger than smallSize.

@@ -1,8 +1,10 @@
 package bicopy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -111,9 +113,32 @@ func (r *chunkReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
+// Peek copies the start of the current chunk without consuming it; a chunkReader as a peeker, so
+// copyPeeking can be fed the same chunks. It does not record a buffer size.
+func (r *chunkReader) Peek(b []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, r.chunks[0])
+	if n < len(b) {
+		return n, errors.New("chunkReader: Peek past a chunk")
+	}
+	return n, nil
+}
+
 // TestAdaptiveBuffers: a direction reads into the small buffer until a read fills it, then into a
-// large one until reads come back short again, and copies every byte in order either way.
+// large one until reads come back short again, and copies every byte in order either way; whether
+// it holds its small buffer (copyBuffered) or peeks before taking one (copyPeeking).
 func TestAdaptiveBuffers(t *testing.T) {
+	for name, copy := range map[string]func(io.Writer, *chunkReader) error{
+		"buffered": func(w io.Writer, r *chunkReader) error { return copyBuffered(w, r) },
+		"peeking":  func(w io.Writer, r *chunkReader) error { return copyPeeking(w, r) },
+	} {
+		t.Run(name, func(t *testing.T) { testAdaptiveBuffers(t, copy) })
+	}
+}
+
+func testAdaptiveBuffers(t *testing.T, copy func(io.Writer, *chunkReader) error) {
 	data := make([]byte, 3*bigSize)
 	rand.Read(data)
 	// 100 bytes (quiet), 2 KiB (fills small: switch to big), 200 KiB arrives (read as 128 KiB + 72 KiB),
@@ -127,7 +152,7 @@ func TestAdaptiveBuffers(t *testing.T) {
 	}
 	r.chunks = append(r.chunks, data[off:])
 	var out bytes.Buffer
-	if err := copyBuffered(&out, r); err != nil {
+	if err := copy(&out, r); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), data) {
@@ -180,4 +205,42 @@ func TestQuietSocketHoldsNoBuffer(t *testing.T) {
 	b2.Close()
 	<-pipes
 	waitHeld(t, 0, "after the pipes closed")
+}
+
+// pipePeeker is one end of a net.Pipe read through a bufio.Reader, whose Peek waits as a QUIC
+// stream's does: a peeker source for Copy.
+type pipePeeker struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p pipePeeker) Read(b []byte) (int, error) { return p.r.Read(b) }
+func (p pipePeeker) Peek(b []byte) (int, error) { bb, err := p.r.Peek(len(b)); return copy(b, bb), err }
+func newPipePeeker(c net.Conn) pipePeeker       { return pipePeeker{c, bufio.NewReader(c)} }
+
+// TestQuietPeekerHoldsNoBuffer: a direction that reads a peeker (a QUIC stream) holds no read
+// buffer while it waits, relays what arrives, and ends at the peeker's EOF; the other direction,
+// reading a plain pipe, keeps its small buffer.
+func TestQuietPeekerHoldsNoBuffer(t *testing.T) {
+	a1, a2 := net.Pipe()
+	b1, b2 := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		Copy(newPipePeeker(a2), nil, b1)
+		close(done)
+	}()
+	waitHeld(t, 1, "one quiet peeker, one quiet pipe")
+	data := make([]byte, 3*smallSize+5) // fills small buffers: copyBusy runs too
+	rand.Read(data)
+	go a1.Write(data)
+	b2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(b2, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("relayed %d bytes (equal: %v), %v", len(got), bytes.Equal(got, data), err)
+	}
+	waitHeld(t, 1, "the peeker quiet again")
+	a1.Close() // the peeker's EOF: its direction ends, b1 is closed (a pipe has no CloseWrite)
+	<-done
+	b2.Close()
+	waitHeld(t, 0, "after both ended")
 }
