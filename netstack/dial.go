@@ -145,7 +145,7 @@ func (ns *Stack) DialContext(ctx context.Context, network, address string) (net.
 		ep.Close()
 		return nil, opErr(tcpErr(terr))
 	}
-	return gonet.NewTCPConn(&wq, ep), nil
+	return newTCPConn(&wq, ep), nil
 }
 
 func (ns *Stack) isClosed() bool {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
@@ -96,7 +95,7 @@ func (ns *Stack) splice(r *tcp.ForwarderRequest, other net.Conn) bool {
 		return false
 	}
 	r.Complete(false)
-	remote := gonet.NewTCPConn(&wq, ep)
+	remote := newTCPConn(&wq, ep) // bicopy waits on its Peek: no buffer while quiet
 	splice := func() {
 		ns.stats.forwardsActive.Add(1)
 		bicopy.Copy(remote, nil, other) // half-closes with CloseWrite; on error closes both

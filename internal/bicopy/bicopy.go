@@ -7,9 +7,9 @@
 // and few handoffs to the connection's writer. It goes back to the small buffer when reads become
 // short again. A quiet direction whose source is a TCP or Unix socket holds no buffer at all while
 // it waits: it reads the socket itself (syscall.RawConn) into a pooled small buffer that it gives
-// back before parking. So does a source that can wait without consuming (a QUIC stream's Peek):
-// it takes the buffer only once a byte is there. Other sources (a netstack connection) offer no
-// such wait and keep a small buffer of their own.
+// back before parking. So does a source that can wait without consuming (Peek: a QUIC stream, a
+// netstack connection): it takes the buffer only once a byte is there. Other sources (a pipe, a
+// wrapper with its own Read) keep a small buffer of their own.
 package bicopy
 
 import (
@@ -80,7 +80,8 @@ func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
 }
 
 // peeker is a source that can wait for data without consuming it: a QUIC stream (quic-go's
-// Stream.Peek blocks until len(b) bytes are there).
+// Stream.Peek blocks until len(b) bytes are there) or a netstack connection (netstack.tcpConn);
+// copyPeeking asks for one byte.
 type peeker interface {
 	io.Reader
 	Peek(b []byte) (int, error)
