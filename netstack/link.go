@@ -19,6 +19,7 @@ import (
 // expects).
 type link struct {
 	mtu    atomic.Uint32
+	caps   stack.LinkEndpointCapabilities // set before the stack uses the link
 	output func([]byte)
 	stats  *counters
 	log    hclog.Logger
@@ -85,7 +86,7 @@ func (l *link) SetMTU(mtu uint32)                            { l.mtu.Store(mtu) 
 func (l *link) MaxHeaderLength() uint16                      { return 0 }
 func (l *link) LinkAddress() tcpip.LinkAddress               { return "" }
 func (l *link) SetLinkAddress(tcpip.LinkAddress)             {}
-func (l *link) Capabilities() stack.LinkEndpointCapabilities { return stack.CapabilityNone }
+func (l *link) Capabilities() stack.LinkEndpointCapabilities { return l.caps }
 func (l *link) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
 func (l *link) AddHeader(*stack.PacketBuffer)                {}
 func (l *link) ParseHeader(*stack.PacketBuffer) bool         { return true }

@@ -87,6 +87,10 @@ type Config struct {
 	// Addrs and ExposeUDP are not used then, nor DialContext, ListenUDP and Ping. A failed dial resets
 	// the TCP connection or ends the UDP flow.
 	DialEgress func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TrustChecksums skips checking the IP, TCP and UDP checksums of injected packets (receive
+	// checksum offload), for a stack whose packets come only from this host's kernel: a TUN
+	// device's, which hands over large TCP segments with their checksums left undone.
+	TrustChecksums bool
 	// Logger receives the stack's logs; per-packet lines only at trace level. nil: silent.
 	Logger hclog.Logger
 }
@@ -167,6 +171,9 @@ func New(cfg Config) (*Stack, error) {
 		handshakes: make(map[netip.Addr]int)}
 	ns.ctx, ns.stop = context.WithCancel(context.Background())
 	ns.link = newLink(uint32(cfg.MTU), cfg.Output, &ns.stats, ns.log)
+	if cfg.TrustChecksums {
+		ns.link.caps = stack.CapabilityRXChecksumOffload
+	}
 
 	ns.s = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},

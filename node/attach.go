@@ -201,7 +201,9 @@ func (n *Node) attachDevice(conn *net.UnixConn, owner uint8, name string, info l
 		n.tun.Store(b)
 	}
 	dev, err := tun.FromFile(f, tun.Config{Name: name, Addrs: info.Addrs, MTU: info.MTU,
-		Receive: func(pkt []byte) { n.outputTUN(b, owner, pkt) }, Logger: n.log.Named(name)})
+		Receive:      func(pkt []byte) { n.outputTUN(b, owner, pkt) },
+		ReceiveLarge: func(pkt []byte) bool { return n.outputTUNLarge(b, owner, pkt) },
+		Logger:       n.log.Named(name)})
 	if err != nil {
 		return nil, err
 	}

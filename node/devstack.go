@@ -51,6 +51,32 @@ func injectDevice(s *netstack.Stack, p *packet.Packet, pkt []byte) {
 	s.Inject(pkt)
 }
 
+// outputTUNLarge takes a large TCP segment (TSO, tun.Config.ReceiveLarge) from device owner whole
+// where outputTUN would give it to the device's stack, which takes segments of any size and trusts
+// the kernel's checksums: a flow on the stream path, or egress. Anywhere else (the packet path,
+// DNS, a drop) it returns false, and the device cuts the segment into the MTU's for outputTUN. A
+// large segment is never a SYN, so it opens no flow and has no MSS to raise.
+func (n *Node) outputTUNLarge(b *tunBridge, owner uint8, pkt []byte) bool {
+	p, ok := packet.Parse(pkt)
+	if !ok || p.Proto != packet.ProtoTCP || (p.Src != b.self4 && p.Src != b.self6) ||
+		p.Dst == b.dns4 || p.Dst == b.dns6 || n.overlay.fanOut(p.Dst) {
+		return false
+	}
+	var s *netstack.Stack
+	if owner >= ownerAttached && !n.overlay.contains(p.Dst) {
+		if n.egressAllowed(owner) {
+			s = b.stacks[owner].Load()
+		}
+	} else {
+		s = n.streamStack(b, owner, &p)
+	}
+	if s == nil {
+		return false
+	}
+	s.Inject(pkt)
+	return true
+}
+
 // ownerStream marks a flow the device's stack carries on the stream path. It is 0, the filter's
 // "drop" verdict, on purpose: a peer never sends packets of such a flow, so any that arrive are
 // refused.
@@ -59,8 +85,9 @@ const ownerStream uint8 = 0
 // newDeviceStack makes the stack of device dev of owner (tun.go, attach.go).
 func (n *Node) newDeviceStack(dev *tun.Device, owner uint8, name string) (*netstack.Stack, error) {
 	s, err := netstack.New(netstack.Config{
-		MTU:    deviceMTU,
-		Output: func(pkt []byte) { dev.Write(pkt) }, // a full or closed device drops, as a NIC would
+		MTU:            deviceMTU,
+		Output:         func(pkt []byte) { dev.Write(pkt) }, // a full or closed device drops, as a NIC would
+		TrustChecksums: true,                                // only the device feeds it (outputTUN, outputTUNLarge)
 		DialEgress: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return n.dialDevice(ctx, owner, network, addr)
 		},

@@ -97,11 +97,12 @@ func (n *Node) startTUN(w *control.Welcome) error {
 	}
 	b := newBridge(netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits()))
 	dev, err := tun.Open(tun.Config{
-		Name:    n.cfg.TUN,
-		Addrs:   []netip.Prefix{netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits())},
-		MTU:     peer.MaxPacketSize,
-		Receive: func(pkt []byte) { n.outputTUN(b, ownerTUN, pkt) },
-		Logger:  n.log.Named("tun"),
+		Name:         n.cfg.TUN,
+		Addrs:        []netip.Prefix{netip.PrefixFrom(w.IPv4, w.Prefix4.Bits()), netip.PrefixFrom(w.IPv6, w.Prefix6.Bits())},
+		MTU:          peer.MaxPacketSize,
+		Receive:      func(pkt []byte) { n.outputTUN(b, ownerTUN, pkt) },
+		ReceiveLarge: func(pkt []byte) bool { return n.outputTUNLarge(b, ownerTUN, pkt) },
+		Logger:       n.log.Named("tun"),
 	})
 	if errors.Is(err, tun.ErrPermission) {
 		return fmt.Errorf("--tun needs root or CAP_NET_ADMIN: %w", err)

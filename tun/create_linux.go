@@ -57,7 +57,13 @@ func FromFile(f *os.File, cfg Config) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: %w", err)
 	}
-	d := &Device{cfg: cfg, log: cfg.Logger, f: os.NewFile(uintptr(fd), "/dev/net/tun")}
+	vnet := hasVnetHdr(fd)
+	f = os.NewFile(uintptr(fd), "/dev/net/tun")
+	d, err := newDevice(cfg, f, 0, vnet)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	d.wg.Add(1)
 	go d.readLoop()
 	return d, nil

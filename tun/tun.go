@@ -47,6 +47,15 @@ type Config struct {
 	// Receive is called with every packet read from the device, from the device's one reader
 	// goroutine. pkt is valid only during the call (the buffer is reused). Required.
 	Receive func(pkt []byte)
+	// ReceiveLarge, if set, turns on the kernel's TCP segmentation offload for the device (Linux):
+	// the kernel then hands over TCP in segments of up to 64 KiB instead of the MTU's, and leaves
+	// TCP and UDP checksums for the device to complete. Each large segment, its IP length set but
+	// its TCP checksum not (a receiver that takes it must trust the kernel's data without checking
+	// it, as a stack with receive checksum offload does), goes to ReceiveLarge; if it returns false
+	// the device cuts the segment into the MTU's, with full checksums, for Receive. Every other
+	// packet goes to Receive, its checksum completed. Called from the reader goroutine, pkt valid
+	// only during the call.
+	ReceiveLarge func(pkt []byte) bool
 	// Logger; nil = silent.
 	Logger hclog.Logger
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -18,14 +19,41 @@ type Device struct {
 	cfg   Config
 	log   hclog.Logger
 	f     *os.File // the /dev/net/tun descriptor, non-blocking (reads park in the runtime poller)
-	index int      // interface index; 0 for a device of another network namespace (FromFile)
+	rc    syscall.RawConn
+	index int  // interface index; 0 for a device of another network namespace (FromFile)
+	vnet  bool // packets carry a virtio_net_hdr (offload_linux.go)
 	wg    sync.WaitGroup
+
+	segBuf []byte // the reader's buffer for splitting large segments
 
 	closeOnce sync.Once
 	closeErr  error
 
 	// ReadErrors counts failed reads from the device other than the one ending it at Close.
 	ReadErrors atomic.Uint64
+	// Dropped counts packets read that could not be made sense of (an offload the device never
+	// turned on, a header cut short); Large the large TCP segments ReceiveLarge took whole.
+	Dropped, Large atomic.Uint64
+}
+
+// newDevice wraps descriptor f of a TUN device; vnet says whether it was created with
+// IFF_VNET_HDR. With cfg.ReceiveLarge it turns on the kernel's offloads.
+func newDevice(cfg Config, f *os.File, index int, vnet bool) (*Device, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("tun: %w", err)
+	}
+	d := &Device{cfg: cfg, log: cfg.Logger, f: f, rc: rc, index: index, vnet: vnet}
+	if vnet && cfg.ReceiveLarge != nil {
+		var oerr error
+		if err := rc.Control(func(fd uintptr) { oerr = enableOffload(int(fd)) }); err != nil {
+			oerr = err
+		}
+		if oerr != nil { // old kernels: packets as the MTU makes them
+			d.log.Debug("TUN segmentation offload unavailable", "error", oerr)
+		}
+	}
+	return d, nil
 }
 
 // Open creates and configures the device and starts its reader goroutine. On error nothing is left
@@ -65,7 +93,11 @@ func openConfigured(cfg Config) (*Device, error) {
 		f.Close()
 		return nil, fmt.Errorf("tun: find new device %q: %w", cfg.Name, err)
 	}
-	d := &Device{cfg: cfg, log: log, f: f, index: ifi.Index}
+	d, err := newDevice(cfg, f, ifi.Index, true)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	if err := d.configure(nl); err != nil {
 		f.Close() // not persistent: the kernel deletes the device with its last descriptor
 		nl.delLink(ifi.Index)
@@ -85,7 +117,7 @@ func create(name string) (*os.File, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: device name %q: %w", name, err)
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.EBUSY) {
@@ -150,10 +182,10 @@ func (d *Device) configure(nl *netlink) error {
 	return nil
 }
 
-// readLoop hands every packet to Receive until Close. One buffer, reused.
+// readLoop hands every packet to Receive (or ReceiveLarge) until Close. One buffer, reused.
 func (d *Device) readLoop() {
 	defer d.wg.Done()
-	buf := make([]byte, 65535)
+	buf := make([]byte, maxFrame)
 	failures := 0
 	for {
 		n, err := d.f.Read(buf)
@@ -174,7 +206,10 @@ func (d *Device) readLoop() {
 			continue
 		}
 		failures = 0
-		if n > 0 {
+		switch {
+		case d.vnet:
+			d.handleFrame(buf[:n])
+		case n > 0:
 			d.cfg.Receive(buf[:n])
 		}
 	}
@@ -182,6 +217,9 @@ func (d *Device) readLoop() {
 
 // Write sends one IP packet to the kernel, as if it had arrived on the device.
 func (d *Device) Write(pkt []byte) (int, error) {
+	if d.vnet {
+		return d.writeVnet(pkt)
+	}
 	return d.f.Write(pkt)
 }
 

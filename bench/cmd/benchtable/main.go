@@ -40,6 +40,7 @@ type options struct {
 	runs       int           // runs per row (the median is shown)
 	dur        time.Duration // measured window of each bulk run
 	warmup     time.Duration // unmeasured start of each bulk run
+	upload     bool          // bulk runs client → server instead of server → client
 	rttN       int           // round trips per RTT measurement
 	conns      int           // connections per new-connection measurement
 	connLimit  time.Duration // time bound of the new-connection measurement
@@ -76,6 +77,7 @@ func main() {
 	flag.StringVar(&rows, "rows", strings.Join(defaultRows, ","), "comma-separated `rows` to measure")
 	flag.IntVar(&o.runs, "runs", 3, "runs per row; the table shows the median")
 	flag.DurationVar(&o.dur, "dur", 2*time.Second, "measured time of each bulk throughput run")
+	flag.BoolVar(&o.upload, "upload", false, "bulk runs send from the client to the server (an upload through the path) instead of the other way")
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured start of each bulk run")
 	flag.IntVar(&o.rttN, "rtt-n", 2000, "64-byte round trips per RTT measurement")
 	flag.IntVar(&o.conns, "conns", 300, "connections per new-connections-per-second measurement")
@@ -390,7 +392,7 @@ func (b *bench) measureOnce(ctx context.Context, t target) (runResult, error) {
 				sampleErr = errors.Join(sampleErr, err)
 			}
 		}
-		res, err := load.Bulk(ctx, t.dial, streams, b.opts.warmup, b.opts.dur, window)
+		res, err := load.Bulk(ctx, t.dial, streams, b.opts.upload, b.opts.warmup, b.opts.dur, window)
 		if err != nil {
 			return r, err
 		}

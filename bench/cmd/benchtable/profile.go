@@ -46,7 +46,7 @@ func (b *bench) profile(ctx context.Context, dir, name string, t target) (string
 			}
 		}
 	}
-	if _, err := load.Bulk(ctx, t.dial, 1, b.opts.warmup, b.opts.dur+time.Second, window); err != nil {
+	if _, err := load.Bulk(ctx, t.dial, 1, b.opts.upload, b.opts.warmup, b.opts.dur+time.Second, window); err != nil {
 		if rec != nil {
 			rec.Wait()
 		}

@@ -147,8 +147,12 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 	fmt.Fprintf(w, "\nwarren bench, %s, %d CPUs (%s), load average %s at start, %s at end\n",
 		time.Now().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), cpuModel(), load0, loadAvg())
 	fmt.Fprintf(w, "other processes and steal during the run: %s\n", others)
-	fmt.Fprintf(w, "median of %d runs; bulk: %v measured after %v warmup; RTT: %d x 64 bytes; new conns: up to %d in %v; wg MTU %d; took %v\n",
-		o.runs, o.dur, o.warmup, o.rttN, o.conns, o.connLimit, o.wgMTU, took.Round(time.Second))
+	dir := "server to client"
+	if o.upload {
+		dir = "client to server (-upload)"
+	}
+	fmt.Fprintf(w, "median of %d runs; bulk: %s, %v measured after %v warmup; RTT: %d x 64 bytes; new conns: up to %d in %v; wg MTU %d; took %v\n",
+		o.runs, dir, o.dur, o.warmup, o.rttN, o.conns, o.connLimit, o.wgMTU, took.Round(time.Second))
 	fmt.Fprintf(w, "UDP: 64-byte datagrams one at a time, %d at 60/s and %d back to back per run, lost = not back in %v (summed over runs)\n\n",
 		o.udpN60, o.udpNFast, o.udpLoss)
 	head := []string{"row", "1 stream", "4 streams", "RTT p50", "RTT p99", "new conns", "CPU s/GB", "RSS idle", "RSS load"}

@@ -18,7 +18,7 @@ type DialFunc func(ctx context.Context) (net.Conn, error)
 
 // BulkResult is what one bulk measurement moved.
 type BulkResult struct {
-	Bytes   int64         // bytes received in the measured window
+	Bytes   int64         // bytes received (upload: written) in the measured window
 	Elapsed time.Duration // length of the measured window
 }
 
@@ -30,11 +30,16 @@ func (r BulkResult) Gbps() float64 {
 	return float64(r.Bytes) * 8 / r.Elapsed.Seconds() / 1e9
 }
 
-// Bulk opens streams connections in download mode, lets them run for warmup (connection setup and
-// slow start are not measured), then counts the bytes received during dur. window, if not nil, is
+// Bulk opens streams connections in download mode (upload: in upload mode), lets them run for
+// warmup (connection setup and slow start are not measured), then counts the bytes received
+// (upload: written) during dur. window, if not nil, is
 // called with "start" right when the measured window opens, with "mid" halfway, and with "end" when
 // it closes, so callers can sample CPU time and memory of the processes on the path.
-func Bulk(ctx context.Context, dial DialFunc, streams int, warmup, dur time.Duration, window func(phase string)) (BulkResult, error) {
+func Bulk(ctx context.Context, dial DialFunc, streams int, upload bool, warmup, dur time.Duration, window func(phase string)) (BulkResult, error) {
+	mode := byte(ModeDownload)
+	if upload {
+		mode = ModeUpload
+	}
 	conns := make([]net.Conn, 0, streams)
 	defer func() {
 		for _, c := range conns {
@@ -47,7 +52,7 @@ func Bulk(ctx context.Context, dial DialFunc, streams int, warmup, dur time.Dura
 			return BulkResult{}, fmt.Errorf("bulk stream %d: dial: %w", i, err)
 		}
 		conns = append(conns, c)
-		if _, err := c.Write([]byte{ModeDownload}); err != nil {
+		if _, err := c.Write([]byte{mode}); err != nil {
 			return BulkResult{}, fmt.Errorf("bulk stream %d: write mode: %w", i, err)
 		}
 	}
@@ -57,13 +62,19 @@ func Bulk(ctx context.Context, dial DialFunc, streams int, warmup, dur time.Dura
 	errs := make([]error, streams)
 	stop := time.Now().Add(warmup + dur + 5*time.Second) // hard bound if the window is never closed
 	for i, c := range conns {
-		c.SetReadDeadline(stop)
+		c.SetDeadline(stop)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 256<<10)
 			for {
-				n, err := c.Read(buf)
+				var n int
+				var err error
+				if upload {
+					n, err = c.Write(buf)
+				} else {
+					n, err = c.Read(buf)
+				}
 				total.Add(int64(n))
 				if err != nil {
 					errs[i] = err
@@ -75,7 +86,7 @@ func Bulk(ctx context.Context, dial DialFunc, streams int, warmup, dur time.Dura
 	// Unblock the readers however this function returns; errs may be read only after this.
 	stopReaders := sync.OnceFunc(func() {
 		for _, c := range conns {
-			c.SetReadDeadline(time.Now())
+			c.SetDeadline(time.Now())
 		}
 		wg.Wait()
 	})

@@ -5,10 +5,13 @@
 // The protocol is one mode byte sent by the client after connecting:
 //
 //	'D' the server writes bytes until the connection fails (the client reads and counts them);
+//	'U' the server reads and discards until the connection ends (the client writes and counts);
 //	'E' the server echoes everything it reads until EOF.
 //
-// Bulk traffic flows server → client so that the client counts exactly what arrived in its time
-// window, without depending on half-close support in the proxies in between.
+// Bulk traffic flows server → client by default so that the client counts exactly what arrived in
+// its time window, without depending on half-close support in the proxies in between. An upload
+// ('U') counts what the client's writes handed to its socket: up to a socket buffer more than
+// arrived, a few MB against the GB of a window.
 package load
 
 import (
@@ -21,6 +24,7 @@ import (
 // Modes a client selects with its first byte.
 const (
 	ModeDownload = 'D'
+	ModeUpload   = 'U'
 	ModeEcho     = 'E'
 )
 
@@ -57,6 +61,13 @@ func serveConn(c net.Conn) {
 		buf := make([]byte, 128<<10)
 		for {
 			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	case ModeUpload:
+		buf := make([]byte, 128<<10)
+		for {
+			if _, err := c.Read(buf); err != nil {
 				return
 			}
 		}
