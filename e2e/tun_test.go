@@ -25,8 +25,9 @@ import (
 
 // TestTUN runs two `warren up --tun` nodes, each in a network namespace of its own joined by a veth
 // pair (10.99.0.0/24, nothing outside the namespaces changes), plus a rootless proxy node, and checks
-// ping, TCP (on the stream path: both ways, half-close, refusals), broadcast, the inbound filter,
-// TUN↔proxy traffic and that the device and its routes disappear on exit, after a crash and when a
+// ping, TCP (on the stream path: both ways, half-close, refusals; on the packet path, where the
+// kernel's large TSO segments are cut to the MTU's), broadcast, the inbound filter, TUN↔proxy
+// traffic and that the device and its routes disappear on exit, after a crash and when a
 // stale device is in the way.
 func TestTUN(t *testing.T) {
 	if testing.Short() {
@@ -78,7 +79,7 @@ func TestTUN(t *testing.T) {
 		}
 	})
 
-	stateA, stateB, stateC := filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c")
+	stateA, stateB, stateC, stateD := filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c"), filepath.Join(tmp, "dave")
 	upA := []string{"up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "10.99.0.1:0",
 		"--socks", "", "--tun", "--tun-name", "warren0", "--expose", "tcp:7000,udp:7001"}
 	a := startNSProc(t, nsA, "warren", upA...)
@@ -89,15 +90,21 @@ func TestTUN(t *testing.T) {
 		"--socks", "", "--tun", "--expose", "tcp:7000,udp:7001,tcp:7004,udp:7005,tcp:7006,tcp:7007,tcp:7008")
 	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateC, "--name", "carol", "--listen", "10.99.0.2:0",
 		"--socks", "127.0.0.1:1080", "--expose", "tcp:7100")
-	for _, s := range []string{stateA, stateB, stateC} {
+	// dave (proxy mode, in nsB) sends proxied TCP as IP packets: a TUN node's kernel answers such a
+	// flow on the packet path, so its large segments (TSO) must be cut to the MTU's.
+	startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateD, "--name", "dave", "--listen", "10.99.0.2:0",
+		"--socks", "127.0.0.1:1081", "--packet-path")
+	for _, s := range []string{stateA, stateB, stateC, stateD} {
 		waitLoggedIn(t, s)
 	}
 	warren(t, true, "network", "create", "tunnet", "--state", stateA, "--password", "pw")
 	warren(t, true, "network", "join", "tunnet", "--state", stateB, "--password", "pw")
 	warren(t, true, "network", "join", "tunnet", "--state", stateC, "--password", "pw")
+	warren(t, true, "network", "join", "tunnet", "--state", stateD, "--password", "pw")
 	waitDirect(t, stateA, "bob")
 	waitDirect(t, stateA, "carol")
 	waitDirect(t, stateC, "alice")
+	waitDirect(t, stateD, "alice")
 	ipA, ipB, ipC := ipStrings(statusOf(t, stateA).Self.IPs), ipStrings(statusOf(t, stateB).Self.IPs), ipStrings(statusOf(t, stateC).Self.IPs)
 	t.Logf("alice %v, bob %v, carol %v", ipA, ipB, ipC)
 
@@ -293,6 +300,27 @@ func TestTUN(t *testing.T) {
 		}
 	})
 
+	t.Run("packet-path", func(t *testing.T) {
+		// dave → alice's exposed port as IP packets: alice's kernel sends the 2 MiB in large
+		// segments, which alice cuts to the MTU's for the packet path (hundreds of overlay packets).
+		sentA := statusOf(t, stateA).Stats.PacketsSent
+		var conn net.Conn
+		var err error
+		inNS(t, nsB, func() {
+			d, _ := proxy.SOCKS5("tcp", "127.0.0.1:1081", nil, proxy.Direct)
+			conn, err = d.Dial("tcp", net.JoinHostPort(ipA[0], "7000"))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum, err := readBlob(conn); err != nil || sum != sumA {
+			t.Errorf("dave → alice:7000 on the packet path: %v (sha256 match %v)", err, sum == sumA)
+		}
+		if d := statusOf(t, stateA).Stats.PacketsSent - sentA; d < 1000 {
+			t.Errorf("2 MiB took %d overlay packets from alice: not the packet path", d)
+		}
+	})
+
 	t.Run("acl", func(t *testing.T) {
 		// Rules: only carol may reach bob's tcp:7000. bob enforces them on what its TUN device
 		// receives from alice's kernel, and on carol's proxied stream.
@@ -386,7 +414,7 @@ func TestTUN(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin",
-			bin(t, "warren"), "up", "--coord", addr, "--coord-key", fp, "--state", filepath.Join(tmp, "d"), "--name", "dave",
+			bin(t, "warren"), "up", "--coord", addr, "--coord-key", fp, "--state", filepath.Join(tmp, "nocap"), "--name", "nocap",
 			"--listen", "10.99.0.1:0", "--socks", "", "--tun", "--tun-name", "warren9").CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "--tun needs root or CAP_NET_ADMIN: ") {
 			t.Errorf("without CAP_NET_ADMIN: %v\n%s", err, out)
