@@ -41,6 +41,7 @@ type options struct {
 	dur        time.Duration // measured window of each bulk run
 	warmup     time.Duration // unmeasured start of each bulk run
 	upload     bool          // bulk runs client → server instead of server → client
+	uploadCol  bool          // also a 1-stream upload per run (the table's upload column)
 	rttN       int           // round trips per RTT measurement
 	conns      int           // connections per new-connection measurement
 	connLimit  time.Duration // time bound of the new-connection measurement
@@ -77,6 +78,7 @@ func main() {
 	flag.StringVar(&rows, "rows", strings.Join(defaultRows, ","), "comma-separated `rows` to measure")
 	flag.IntVar(&o.runs, "runs", 3, "runs per row; the table shows the median")
 	flag.DurationVar(&o.dur, "dur", 2*time.Second, "measured time of each bulk throughput run")
+	flag.BoolVar(&o.uploadCol, "upload-col", true, "also measure a 1-stream upload (client to server) per row and run: the table's upload column")
 	flag.BoolVar(&o.upload, "upload", false, "bulk runs send from the client to the server (an upload through the path) instead of the other way")
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured start of each bulk run")
 	flag.IntVar(&o.rttN, "rtt-n", 2000, "64-byte round trips per RTT measurement")
@@ -408,6 +410,13 @@ func (b *bench) measureOnce(ctx context.Context, t target) (runResult, error) {
 	}
 	if len(t.vpn) > 0 && bytes > 0 {
 		r.cpuPerGB = cpu / (float64(bytes) / 1e9)
+	}
+	if b.opts.uploadCol && !b.opts.upload {
+		res, err := load.Bulk(ctx, t.dial, 1, true, b.opts.warmup, b.opts.dur, nil)
+		if err != nil {
+			return r, fmt.Errorf("upload: %w", err)
+		}
+		r.up1 = res.Gbps()
 	}
 	rtts, err := load.RTT(ctx, t.dial, b.opts.rttN, 64, 30*time.Second)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 // runResult is one run of every measurement of a row.
 type runResult struct {
 	gbps1, gbps4     float64       // bulk throughput, 1 and 4 streams
+	up1              float64       // upload (client to server) throughput, 1 stream; 0: not measured
 	p50, p99         time.Duration // 64-byte round trips
 	connsPerSec      float64       // new SOCKS connections per second (0: not measured)
 	cpuPerGB         float64       // CPU seconds of the VPN processes per GB moved (0: none)
@@ -39,8 +40,8 @@ func (u udpStats) String() string {
 }
 
 func (r runResult) String() string {
-	return fmt.Sprintf("1x %.2f Gbit/s, 4x %.2f Gbit/s, rtt p50 %v p99 %v, %.0f conn/s, %.2f CPU s/GB, rss %.1f/%.1f MiB; udp 60/s %v; udp back to back %v",
-		r.gbps1, r.gbps4, r.p50, r.p99, r.connsPerSec, r.cpuPerGB, r.rssIdle, r.rssLoad, r.udp60, r.udpFast)
+	return fmt.Sprintf("1x %.2f Gbit/s, 4x %.2f Gbit/s, up %.2f Gbit/s, rtt p50 %v p99 %v, %.0f conn/s, %.2f CPU s/GB, rss %.1f/%.1f MiB; udp 60/s %v; udp back to back %v",
+		r.gbps1, r.gbps4, r.up1, r.p50, r.p99, r.connsPerSec, r.cpuPerGB, r.rssIdle, r.rssLoad, r.udp60, r.udpFast)
 }
 
 // rowResult is a row of the table: the per-column medians of its runs.
@@ -95,6 +96,7 @@ func median(runs []runResult) runResult {
 		udpFast:     u(func(r runResult) udpStats { return r.udpFast }),
 		gbps1:       f(func(r runResult) float64 { return r.gbps1 }),
 		gbps4:       f(func(r runResult) float64 { return r.gbps4 }),
+		up1:         f(func(r runResult) float64 { return r.up1 }),
 		p50:         d(func(r runResult) time.Duration { return r.p50 }),
 		p99:         d(func(r runResult) time.Duration { return r.p99 }),
 		connsPerSec: f(func(r runResult) float64 { return r.connsPerSec }),
@@ -129,6 +131,7 @@ func bestOf(name string, vs []rowResult) rowResult {
 	}
 	pick("1 stream", hi(func(r runResult) float64 { return r.gbps1 }), func(d *runResult, s runResult) { d.gbps1 = s.gbps1 })
 	pick("4 streams", hi(func(r runResult) float64 { return r.gbps4 }), func(d *runResult, s runResult) { d.gbps4 = s.gbps4 })
+	pick("upload", hi(func(r runResult) float64 { return r.up1 }), func(d *runResult, s runResult) { d.up1 = s.up1 })
 	pick("RTT", lo(func(r runResult) float64 { return float64(r.p50) }), func(d *runResult, s runResult) { d.p50, d.p99 = s.p50, s.p99 })
 	if best.socks {
 		pick("new conns", hi(func(r runResult) float64 { return r.connsPerSec }), func(d *runResult, s runResult) { d.connsPerSec = s.connsPerSec })
@@ -155,20 +158,23 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		o.runs, dir, o.dur, o.warmup, o.rttN, o.conns, o.connLimit, o.wgMTU, took.Round(time.Second))
 	fmt.Fprintf(w, "UDP: 64-byte datagrams one at a time, %d at 60/s and %d back to back per run, lost = not back in %v (summed over runs)\n\n",
 		o.udpN60, o.udpNFast, o.udpLoss)
-	head := []string{"row", "1 stream", "4 streams", "RTT p50", "RTT p99", "new conns", "CPU s/GB", "RSS idle", "RSS load"}
-	unit := []string{"", "Gbit/s", "Gbit/s", "µs", "µs", "per s", "A+B", "MiB", "MiB"}
+	head := []string{"row", "1 stream", "4 streams", "upload", "RTT p50", "RTT p99", "new conns", "CPU s/GB", "RSS idle", "RSS load"}
+	unit := []string{"", "Gbit/s", "Gbit/s", "Gbit/s", "µs", "µs", "per s", "A+B", "MiB", "MiB"}
 	table := [][]string{head, unit}
 	for _, r := range rows {
 		m := r.median
-		cells := []string{r.name, fmt.Sprintf("%.2f", m.gbps1), fmt.Sprintf("%.2f", m.gbps4),
+		cells := []string{r.name, fmt.Sprintf("%.2f", m.gbps1), fmt.Sprintf("%.2f", m.gbps4), "-",
 			fmt.Sprintf("%.0f", us(m.p50)), fmt.Sprintf("%.0f", us(m.p99)), "-", "-", "-", "-"}
+		if m.up1 > 0 {
+			cells[3] = fmt.Sprintf("%.2f", m.up1)
+		}
 		if r.socks {
-			cells[5] = fmt.Sprintf("%.0f", m.connsPerSec)
+			cells[6] = fmt.Sprintf("%.0f", m.connsPerSec)
 		}
 		if r.vpn {
-			cells[6] = fmt.Sprintf("%.2f", m.cpuPerGB)
-			cells[7] = fmt.Sprintf("%.1f", m.rssIdle)
-			cells[8] = fmt.Sprintf("%.1f", m.rssLoad)
+			cells[7] = fmt.Sprintf("%.2f", m.cpuPerGB)
+			cells[8] = fmt.Sprintf("%.1f", m.rssIdle)
+			cells[9] = fmt.Sprintf("%.1f", m.rssLoad)
 		}
 		table = append(table, cells)
 	}
@@ -224,6 +230,9 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 			}
 			fmt.Fprintf(w, "%s/%s: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx",
 				wr, base, x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99))
+			if x.up1 > 0 && y.up1 > 0 {
+				fmt.Fprintf(w, "; upload %.2fx", x.up1/y.up1)
+			}
 			if x.udp60.sent > 0 && y.udp60.sent > 0 {
 				fmt.Fprintf(w, "; UDP 60/s p50 %.2fx, p99 %.2fx; back to back p50 %.2fx",
 					us(x.udp60.p50)/us(y.udp60.p50), us(x.udp60.p99)/us(y.udp60.p99), us(x.udpFast.p50)/us(y.udpFast.p50))
@@ -258,7 +267,8 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 			fmt.Fprintf(w, "  first failure: %v\n", ir.FirstErr)
 		}
 	}
-	fmt.Fprintln(w, "\nCPU s/GB: user+system CPU of both VPN processes during the bulk windows, per GB received.")
+	fmt.Fprintln(w, "\nupload: one stream from the client to the server (the load server discards; bytes the client wrote in the window), after the download runs; not in CPU s/GB.")
+	fmt.Fprintln(w, "CPU s/GB: user+system CPU of both VPN processes during the bulk windows, per GB received.")
 	fmt.Fprintln(w, "UDP CPU/rt: user+system CPU of both VPN processes during the back-to-back UDP round trips, per round trip.")
 	fmt.Fprintln(w, "RSS: the larger of the two VPN processes, idle after setup, and under load halfway through the bulk runs (max of 1 and 4 streams).")
 	for _, n := range notes {
