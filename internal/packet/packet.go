@@ -17,6 +17,7 @@ package packet
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 )
 
@@ -256,13 +257,27 @@ func reverse(p *Packet, proto uint8, transport []byte, csum int) []byte {
 // Checksum adds b to the ones' complement sum sum (RFC 1071), folded to 16 bits. A header or
 // pseudo-header plus segment whose checksum field is right sums to 0xffff.
 func Checksum(sum uint16, b []byte) uint16 {
-	s := uint32(sum)
+	// Eight bytes at a time into a 64-bit accumulator, carries folded back in: the ones' complement
+	// sum of the big-endian 16-bit words is the same whatever the word size (RFC 1071, 2(B)).
+	s, c := uint64(sum), uint64(0)
+	for len(b) >= 16 {
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[8:]), c)
+		b = b[16:]
+	}
+	if len(b) >= 8 {
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
+		b = b[8:]
+	}
+	s, c = bits.Add64(s, 0, c) // the carries out of bit 63, added back in
+	s += c
+	s = s>>32 + s&0xffffffff // below 2^33: the words below cannot overflow it
 	for len(b) >= 2 {
-		s += uint32(binary.BigEndian.Uint16(b))
+		s += uint64(binary.BigEndian.Uint16(b))
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		s += uint32(b[0]) << 8
+		s += uint64(b[0]) << 8
 	}
 	for s > 0xffff {
 		s = s>>16 + s&0xffff
