@@ -62,7 +62,7 @@ func Copy(a net.Conn, aR io.Reader, b net.Conn) {
 // pipe copies src into dst; srcConn is the connection src reads from.
 func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
 	// Which copy runs is decided here, not in a function of its own: every frame on the way to a
-	// parked Read counts against the reader's stack (see copyBuffered).
+	// parked Read counts against the reader's stack (see copyPeeking).
 	var err error
 	if read := socketReader(src); read != nil {
 		err = copyWaiting(dst, src, read)
@@ -88,12 +88,11 @@ type peeker interface {
 }
 
 // copyBuffered copies src to dst until EOF (nil) or an error, with a small buffer of its own for the
-// quiet stretches (a source with no waitingReader); a read that fills it hands over to copyBusy until
-// reads are short again. It never uses io.WriterTo or io.ReaderFrom: those would bring their own
-// buffers (net.TCPConn's allocate 32 KiB per call) or splice, which holds a pipe (two descriptors)
-// for as long as the connection lives. Its frame is part of every parked reader's stack, so it stays
-// lean: a few words more made node B's readers of QUIC streams outgrow Go's 2 KiB starting stack
-// (BENCHMARKS.md, stop 26).
+// quiet stretches (a source that is neither a socket nor a peeker: a pipe, a wrapper with its own
+// Read); a read that fills it hands over to copyBusy until reads are short again (afterRead). It
+// never uses io.WriterTo or io.ReaderFrom: those would bring their own buffers (net.TCPConn's
+// allocate 32 KiB per call) or splice, which holds a pipe (two descriptors) for as long as the
+// connection lives.
 func copyBuffered(dst io.Writer, src io.Reader) error {
 	small := make([]byte, smallSize)
 	smallHeld.Add(1)
@@ -103,15 +102,8 @@ func copyBuffered(dst io.Writer, src io.Reader) error {
 		if werr := writeAll(dst, small[:n]); werr != nil {
 			return werr
 		}
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
+		if done, err := afterRead(dst, src, nil, n, err); done {
 			return err
-		case n == smallSize: // busy: more is likely waiting
-			if done, err := copyBusy(dst, src); done {
-				return err
-			}
 		}
 	}
 }
@@ -131,7 +123,8 @@ func copyWaiting(dst io.Writer, src io.Reader, read func() (*[smallSize]byte, in
 // only then takes a small buffer from the pool for the Read, which returns what is there without
 // blocking; so while quiet it holds no buffer. It calls Peek itself, not through a read function
 // as copyWaiting does: one frame fewer keeps node B's parked stream readers (quic-go's Peek is
-// deeper than its Read) within Go's 2 KiB starting stack.
+// deeper than its Read) within Go's 2 KiB starting stack. Its frame counts likewise: a few words
+// more made half of node B's readers outgrow that stack (BENCHMARKS.md, stop 26).
 func copyPeeking(dst io.Writer, src peeker) error {
 	one := new([1]byte)
 	for {
@@ -149,9 +142,10 @@ func copyPeeking(dst io.Writer, src peeker) error {
 	}
 }
 
-// afterRead finishes a read of copyWaiting or copyPeeking: it writes the n bytes in small (if any)
-// to dst, gives small back to the pool and, if the read filled it, hands over to copyBusy until
-// reads are short again. done reports that the copy is over (err is nil at src's EOF).
+// afterRead finishes a read of n bytes: it writes the bytes in small, a pooled buffer, to dst and
+// gives small back (copyWaiting, copyPeeking; nil: the caller wrote them, copyBuffered) and, if the
+// read filled a small buffer, hands over to copyBusy until reads are short again. done reports
+// that the copy is over (err is nil at src's EOF).
 func afterRead(dst io.Writer, src io.Reader, small *[smallSize]byte, n int, err error) (done bool, _ error) {
 	if small != nil {
 		werr := writeAll(dst, small[:n])
