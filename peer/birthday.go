@@ -435,7 +435,7 @@ func (e *Endpoint) extraBind() (*net.UDPAddr, error) {
 
 // dialOn dials k at addr from socket c and installs the link, which keeps c.
 func (e *Endpoint) dialOn(ctx context.Context, k Key, c *net.UDPConn, addr netip.AddrPort) error {
-	tr := &quic.Transport{Conn: c}
+	tr := &quic.Transport{Conn: c, ConnectionIDLength: connIDLen}
 	release := func() {
 		tr.Close()
 		c.Close()
@@ -463,7 +463,7 @@ func (e *Endpoint) dialOn(ctx context.Context, k Key, c *net.UDPConn, addr netip
 // acceptOn accepts peer k's QUIC connection on a transport of its own over c and installs it as a
 // direct link that closes c when it ends.
 func (e *Endpoint) acceptOn(ctx context.Context, k Key, c *net.UDPConn) error {
-	tr := &quic.Transport{Conn: c}
+	tr := &quic.Transport{Conn: c, ConnectionIDLength: connIDLen}
 	release := func() {
 		tr.Close()
 		c.Close()

@@ -273,6 +273,10 @@ type link struct {
 	// removed is set when the peer left the peer set: the link is being closed, and nothing that
 	// still arrives on it (packets, streams) is delivered.
 	removed atomic.Bool
+	// fill is the datagram size that fills a QUIC packet, 0 for no padding; large counts the sends
+	// that could be padded, to read fill again now and then (pad.go).
+	fill  atomic.Int32
+	large atomic.Uint32
 }
 
 func (l *link) addStream() {
@@ -357,7 +361,7 @@ func New(cfg Config) (*Endpoint, error) {
 	relayKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey("peer relay"))
 	var conn net.PacketConn
 	e.alias, conn = newAliasConn(cfg.Conn)
-	e.tr = &quic.Transport{Conn: conn, StatelessResetKey: &sockKey}
+	e.tr = &quic.Transport{Conn: conn, StatelessResetKey: &sockKey, ConnectionIDLength: connIDLen}
 	e.self, _ = KeyOf(cfg.Key.Public())
 	e.noDirect.Store(cfg.NoDirect)
 	serverTLS, err := identity.TLSConfig(cfg.Key, ALPN, true, e.verifyInbound)
@@ -370,7 +374,7 @@ func New(cfg Config) (*Endpoint, error) {
 		return nil, fmt.Errorf("peer: listen: %w", err)
 	}
 	e.relay = newRelayConn(e.writeSide, cfg.Conn.LocalAddr())
-	e.relayTr = &quic.Transport{Conn: e.relay, StatelessResetKey: &relayKey}
+	e.relayTr = &quic.Transport{Conn: e.relay, StatelessResetKey: &relayKey, ConnectionIDLength: connIDLen}
 	e.relayLn, err = e.relayTr.Listen(serverTLS, e.quicConf)
 	if err != nil {
 		e.ln.Close()
@@ -500,6 +504,7 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	} else {
 		e.log.Info("link up", "peer", e.Who(k), "path", path, "endpoint", conn.RemoteAddr())
 	}
+	l.fill.Store(int32(readFill(conn)))
 	e.wg.Add(2)
 	go e.receiveLoop(k, l)
 	go e.acceptStreams(k, l)
@@ -519,7 +524,7 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		if !e.chatter(pkt) {
 			l.used.Add(1)
 		}
-		e.cfg.Receive(k, pkt)
+		e.cfg.Receive(k, unpad(pkt))
 	}
 	idle, slept := closedIdle(l.conn)
 	l.conn.CloseWithError(0, "")
@@ -664,7 +669,7 @@ func (e *Endpoint) Send(k Key, pkt []byte) error {
 	if use {
 		l.used.Add(1)
 	}
-	err := l.conn.SendDatagram(pkt)
+	err := l.sendDatagram(pkt)
 	if err != nil && use && ps.wakeIfDormant() {
 		return ErrLinkWaking // the link was closing as idle: it comes back
 	}

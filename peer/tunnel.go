@@ -130,7 +130,7 @@ func (e *Endpoint) openTunnel(ctx context.Context, addr netip.AddrPort) (*tunnel
 	if err != nil {
 		return nil, err
 	}
-	t := &tunnel{addr: addr, conn: pc, tr: &quic.Transport{Conn: pc}, done: make(chan struct{})}
+	t := &tunnel{addr: addr, conn: pc, tr: &quic.Transport{Conn: pc, ConnectionIDLength: connIDLen}, done: make(chan struct{})}
 	e.tunMu.Lock()
 	if e.ctx.Err() != nil || e.tunnels[addr] != nil {
 		old := e.tunnels[addr]
