@@ -41,7 +41,7 @@ func padFrom(fill int) int { return fill * 7 / 8 }
 // a path change, which a refused datagram also reveals at once). minPadded is below padFrom of the
 // smallest fill size (1200-byte packets, quic-go's least: fill 1160, padded from 1015 bytes).
 const (
-	fillRefresh = 1024
+	fillRefresh = 128
 	minPadded   = 1000
 )
 
