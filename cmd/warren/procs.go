@@ -22,11 +22,11 @@ func init() {
 	runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)/2)) // GOMAXPROCS(0): NumCPU or the container's limit
 }
 
-// gcFloor is the least heap growth between two collections (internal/gcfloor) unless GOGC is set:
-// WARREN_GC_FLOOR_MIB overrides it, 0 turns it off. Measured on the packet path (bench rows
-// warren-packet and warren, one run each, floors 0/16/32 MiB in turns, two rounds): 16 MiB gave
-// 1.2-1.5x the bulk throughput of no floor at 0.8x the CPU per GB and 43 MiB instead of 28 under load,
-// 32 MiB no more throughput for 52-70 MiB; the stream path (few allocations) moved within noise.
+// gcFloor is the least heap growth between two collections while they come fast (internal/gcfloor)
+// unless GOGC is set: WARREN_GC_FLOOR_MIB overrides it, 0 turns it off. Measured on the packet path
+// (bench rows warren-packet and warren, one run each, floors 0/16/32 MiB in turns, two rounds): 16
+// MiB gave 1.2-1.5x the bulk throughput of no floor at 0.8x the CPU per GB, 32 MiB no more; the
+// stream path collects a few times a second under bulk and keeps GOGC=100 (and its memory).
 const gcFloor = 16 << 20
 
 func init() {

@@ -26,8 +26,44 @@ func TestPercent(t *testing.T) {
 	}
 }
 
-// TestFloorFollowsCollections: after a collection the percentage is raised for this test's small
-// heap, and Stop puts the starting one back.
+// TestFloorEngagesWhenCollectionsComeFast: the floor applies while collections come less than
+// engageBelow apart, stays between the two thresholds, and lets go once they come more than
+// releaseAbove apart. A fake clock drives adjust; the percentage is the process's own.
+func TestFloorEngagesWhenCollectionsComeFast(t *testing.T) {
+	base := Current()
+	if base < 0 {
+		t.Skip("GOGC=off: the floor has nothing to raise")
+	}
+	const live = 4 << 20
+	f := &Floor{floor: 32 << 20, base: base, percent: base}
+	defer f.Stop()
+	t0 := time.Unix(1000, 0)
+	raised := Percent(base, f.floor, live)
+	for _, step := range []struct {
+		after time.Duration
+		want  int
+	}{
+		{0, base},                        // the first collection: nothing to compare with
+		{300 * time.Millisecond, base},   // a calm pace (the stream path's)
+		{20 * time.Millisecond, raised},  // fast: the floor applies
+		{400 * time.Millisecond, raised}, // between the thresholds: it stays
+		{2 * time.Second, base},          // calm again: GOGC as it was
+		{10 * time.Millisecond, raised},
+	} {
+		t0 = t0.Add(step.after)
+		f.adjust(t0, live)
+		if got := Current(); got != step.want {
+			t.Fatalf("after a collection %v after the previous one: percentage %d, want %d", step.after, got, step.want)
+		}
+	}
+	f.Stop()
+	if got := Current(); got != base {
+		t.Errorf("percentage %d after Stop, want %d back", got, base)
+	}
+}
+
+// TestFloorFollowsCollections: collections back to back engage the floor through the real cleanup
+// hook, and Stop puts the starting percentage back.
 func TestFloorFollowsCollections(t *testing.T) {
 	base := Current()
 	if base < 0 {
@@ -43,7 +79,7 @@ func TestFloorFollowsCollections(t *testing.T) {
 		runtime.Gosched()
 	}
 	if got := Current(); got <= base || got > maxPercent {
-		t.Errorf("percentage %d after a collection, want above %d and at most %d", got, base, maxPercent)
+		t.Errorf("percentage %d after collections back to back, want above %d and at most %d", got, base, maxPercent)
 	}
 	f.Stop()
 	if got := Current(); got != base {
