@@ -46,8 +46,8 @@ func TestFloorEngagesWhenCollectionsComeFast(t *testing.T) {
 		{0, base},                        // the first collection: nothing to compare with
 		{300 * time.Millisecond, base},   // a calm pace (the stream path's)
 		{20 * time.Millisecond, raised},  // fast: the floor applies
-		{400 * time.Millisecond, raised}, // between the thresholds: it stays
-		{2 * time.Second, base},          // calm again: GOGC as it was
+		{150 * time.Millisecond, raised}, // between the thresholds: it stays
+		{300 * time.Millisecond, base},   // calm again: GOGC as it was
 		{10 * time.Millisecond, raised},
 	} {
 		t0 = t0.Add(step.after)
