@@ -46,9 +46,10 @@ type Floor struct {
 	stopped bool
 }
 
-// Start sets the heap goal to at least floor bytes above the live heap from the next collection on,
-// and returns the Floor, or nil when the collector is off (GOGC=off): then there is nothing to raise.
-// Call it once per process.
+// Start hooks the collector: from the next collection on, while collections come less than
+// engageBelow apart, the heap goal is at least floor bytes above the live heap. It returns the Floor,
+// or nil when the collector is off (GOGC=off): then there is nothing to raise. Call it once per
+// process.
 func Start(floor uint64) *Floor {
 	base := Current()
 	if base < 0 {
