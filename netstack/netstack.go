@@ -282,13 +282,13 @@ func (ns *Stack) setup() error {
 // while the receiver's next ACKs put the sender straight back into recovery with every segment it
 // has not heard of since counted in flight (seen on the packet path: cwnd 5, ssthresh 2, 87
 // segments "outstanding"), so it sends nothing until the next timeout, two segments per 200 ms for
-// tens of seconds; one bulk run in five hit it (bench row warren-packet, stop 28). Without SACK
-// (NewReno, RACK) 16 runs of 16 ran clean, as fast or faster. gVisor's Outstanding accounting with
+// tens of seconds; one bulk run in four to six hit it (bench row warren-packet, stop 28). Without
+// SACK (NewReno: gVisor's RACK needs SACK) 16 runs of 16 ran clean, as fast or faster. gVisor's Outstanding accounting with
 // SACK is a known open bug (google/gvisor#14092: SACKed-then-acked segments leak into Outstanding);
 // SACK can come back with a gVisor that fixes it. Buffers auto-tune between tcpBufMin and
 // tcpBufMax (see there), so one flow is not window-limited at overlay RTTs while idle connections
 // stay small. Congestion control stays gVisor's default (reno): cubic gains little at these windows,
-// and QUIC datagrams underneath have no congestion control of their own to fight with.
+// and the link's QUIC congestion control already paces the datagrams underneath.
 func (ns *Stack) tune() error {
 	sack := tcpip.TCPSACKEnabled(false)
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)

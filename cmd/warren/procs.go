@@ -25,8 +25,9 @@ func init() {
 // gcFloor is the least heap growth between two collections while they come fast (internal/gcfloor)
 // unless GOGC is set: WARREN_GC_FLOOR_MIB overrides it, 0 turns it off. Measured on the packet path
 // (bench rows warren-packet and warren, one run each, floors 0/16/32 MiB in turns, two rounds): 16
-// MiB gave 1.2-1.5x the bulk throughput of no floor at 0.8x the CPU per GB, 32 MiB no more; the
-// stream path collects a few times a second under bulk and keeps GOGC=100 (and its memory).
+// MiB against none gave 4 streams 1.56x and 1.00x, 1 stream 1.14x (the other round's run without
+// a floor stalled), CPU per GB 0.66x and 0.96x; 32 MiB no more. The stream path collects a few
+// times a second under bulk and keeps GOGC=100 (and its memory).
 const gcFloor = 16 << 20
 
 func init() {

@@ -5,12 +5,12 @@
 // A node's live heap is a few MiB, so at GOGC=100 the collector runs every few MiB allocated. On the
 // packet path quic-go allocates a copy of every DATAGRAM on send and two on receive (its API hands
 // out owned slices): at a few hundred Mbit/s that was 35-55 collections a second, each waking the
-// collector's workers; measured, a 16 MiB floor moved 1.2-1.5x the bytes per second through the
-// packet path at 0.8x the CPU per GB. The floor engages only when collections come less than
-// engageBelow apart and lets go when they come more than releaseAbove apart: the stream path's and
-// TUN mode's come 300-700 ms apart under bulk, so they keep GOGC=100 and their memory (a floor held
-// through TUN bulk runs cost it 10 MiB and, in alternating runs, throughput), while the packet
-// path's, under the floor, still come less than 100 ms apart. A node holding 10,000 idle
+// collector's workers; measured (two rounds), a 16 MiB floor moved 1.0-1.6x the bytes per second
+// through the packet path at 0.66-0.96x the CPU per GB. The floor engages only when collections
+// come less than engageBelow apart and lets go when they come more than releaseAbove apart: the
+// stream path's and TUN mode's come 300-700 ms apart under bulk, so they keep GOGC=100 and their
+// memory (a floor held through TUN bulk runs cost it 10 MiB and, in alternating runs, throughput),
+// while the packet path's, under the floor, still come less than 100 ms apart. A node holding 10,000 idle
 // connections (60 MiB live) collects at twice its live heap either way, and the extra memory is
 // bounded by the floor whatever the load.
 package gcfloor
