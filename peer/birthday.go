@@ -259,7 +259,7 @@ func (e *Endpoint) sprayPaired(ctx context.Context, k Key, ip netip.Addr, ports 
 	}
 	sent, ok := sprayPorts(ctx, ip, ports, func(to netip.AddrPort) { c.WriteToUDPAddrPort(ping, to) }, answered)
 	if !ok && ctx.Err() == nil { // a pong to one of the last probes may still be on its way
-		wait := time.NewTimer(max(birthdayWindow-time.Since(start), sprayTick))
+		wait := time.NewTimer(max(e.hardWindow-time.Since(start), sprayTick))
 		select {
 		case hit = <-hits:
 		case <-wait.C:
@@ -337,7 +337,7 @@ func (e *Endpoint) openMany(ctx context.Context, k Key, targets []netip.AddrPort
 		won   atomic.Bool
 		wins  = make(chan win, 1)
 		wg    sync.WaitGroup
-		until = time.Now().Add(birthdayWindow)
+		until = time.Now().Add(e.hardWindow)
 	)
 	for i, c := range socks {
 		c.SetReadDeadline(until)
@@ -384,7 +384,7 @@ func (e *Endpoint) openMany(ctx context.Context, k Key, targets []netip.AddrPort
 	sendAll()
 	resend := time.NewTicker(birthdayResend)
 	defer resend.Stop()
-	timeout := time.NewTimer(birthdayWindow)
+	timeout := time.NewTimer(e.hardWindow)
 	defer timeout.Stop()
 	var w win
 wait:

@@ -199,6 +199,7 @@ type Endpoint struct {
 	inboundAll    atomic.Int32
 	maxInboundAll int32
 	hardSocks     atomic.Int32    // sockets open for birthday attempts, all peers together (birthday.go)
+	hardWindow    time.Duration   // how long a birthday attempt waits (birthdayWindow; tests lengthen it)
 	ctx           context.Context // alive until Close
 	cancel        context.CancelFunc
 	wg            sync.WaitGroup
@@ -337,7 +338,7 @@ func New(cfg Config) (*Endpoint, error) {
 		hairpins:   make(map[txID]chan struct{}),
 		tunnels:    make(map[netip.AddrPort]*tunnel),
 		probes:     rate.NewLimiter(probeRate, 2*probeRate),
-		maxInbound: maxStreams, maxInboundAll: maxStreamsAll,
+		maxInbound: maxStreams, maxInboundAll: maxStreamsAll, hardWindow: birthdayWindow,
 		live: make(map[*link]struct{}), closedTraffic: make(map[string]Traffic), punches: make(map[control.Mapping]Punches),
 		quicConf: &quic.Config{
 			EnableDatagrams:      true,
