@@ -86,28 +86,21 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 		local.Close()
 		return
 	}
-	// The relay runs on a fresh goroutine and this one, whose stack grew deep in the dial, ends: an
-	// idle connection's two parked readers then hold two small stacks. Close waits for it after the
-	// peer endpoint is closed (which ends every stream, so every relay) and has waited for the
-	// goroutine that called this.
-	n.wg.Add(1)
-	go n.relayStream(local, c)
-}
-
-// relayStream copies between an exposed service's connection and the peer's stream until both
-// directions end, then closes both. bicopy reads the service's socket itself (holding no buffer
-// while it is quiet) on this goroutine, and the stream on one it starts: with the stream's read
-// (quic-go's, the deeper one) under this goroutine's frames instead, half the parked readers
-// outgrew Go's 2 KiB starting stack (BENCHMARKS.md, stop 26).
-func (n *Node) relayStream(local, c net.Conn) {
-	defer n.wg.Done()
+	// The relay runs on goroutines of its own (bicopy.Start) and this one, whose stack grew deep in
+	// the dial, ends: an idle connection then holds the stream's parked reader and, after a quiet
+	// second, nothing for the service's socket (bicopy parks it). Close waits for the relay after
+	// the peer endpoint is closed, which ends every stream, so every relay (a stream's error closes
+	// both sides, parked or not).
 	raw := local // the socket itself: whoisConn's Read is its socket's
 	if w, ok := local.(*whoisConn); ok {
 		raw = w.Conn
 	}
-	bicopy.Copy(c, nil, raw)
-	c.Close()
-	local.Close()
+	n.wg.Add(1)
+	bicopy.Start(c, nil, raw, func() {
+		defer n.wg.Done()
+		c.Close()
+		local.Close()
+	})
 }
 
 // exposedAddr is where acceptStream dials exposed TCP port: 127.0.0.1, or in TUN mode the device's

@@ -49,12 +49,14 @@ const MaxPacketSize = 1280
 // maxStreams bounds the concurrent streams (proxied TCP connections) a peer may open to us, over
 // all its links together; maxStreamsAll bounds them over all peers together (each holds a local
 // connection, and with it a file descriptor), so that no peer and no group of peers can take every
-// descriptor the node has; maxLinks bounds a peer's links (the current one and retired ones that
+// descriptor the node has; a node behind one proxy may hold 10,000 idle connections to one peer
+// (ssh sessions, a crawler's keep-alives), so a peer's bound is the proxy's (socks.Config.MaxConns);
+// maxLinks bounds a peer's links (the current one and retired ones that
 // streams still use: at the bound a new link closes the retired one with the fewest), so that a
 // peer cannot multiply streams by opening new links.
 const (
-	maxStreams    = 4096
-	maxStreamsAll = 16384
+	maxStreams    = 16384
+	maxStreamsAll = 32768
 	maxLinks      = 8
 )
 

@@ -99,7 +99,7 @@ type Server struct {
 	// mu guards the following.
 	mu     sync.Mutex
 	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]io.Closer // client connections: what closes each (nil: the connection itself)
 	closed bool
 
 	associations atomic.Int64 // UDP associations open
@@ -143,7 +143,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 16384
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}), conns: make(map[net.Conn]struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}), conns: make(map[net.Conn]io.Closer)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	opts := []socks5.Option{
 		socks5.WithResolver(resolver{s}),
@@ -321,7 +321,7 @@ func (s *Server) track(c net.Conn) bool {
 	if s.closed || len(s.conns) >= s.cfg.MaxConns {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.conns[c] = nil
 	return true
 }
 
@@ -355,8 +355,11 @@ func (s *Server) Close() error {
 	for ln := range s.lns {
 		ln.Close()
 	}
-	for c := range s.conns {
-		c.Close()
+	for c, closer := range s.conns {
+		if closer == nil {
+			closer = c
+		}
+		closer.Close()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -398,20 +401,29 @@ func (s *Server) handleConnect(rctx context.Context, w io.Writer, req *socks5.Re
 	return nil
 }
 
-// relay copies between a client whose handshake is over and target, on a fresh goroutine, and
-// closes both when done. The handshake's goroutine, whose stack grew deep in the handshake and the
-// dial, can then end: an idle connection's two parked readers hold two small stacks instead of one
-// of them a large one. pc belongs to the relay from now on: its Close is a no-op, and the relay
-// untracks it.
+// relay copies between a client whose handshake is over and target (bicopy.Start: goroutines of its
+// own, none for a client socket that has gone quiet) and closes both when done. The handshake's
+// goroutine, whose stack grew deep in the handshake and the dial, can then end. pc belongs to the
+// relay from now on: its Close is a no-op, the relay untracks it, and Close closes the relay, which
+// is what ends a direction parked by bicopy.
 func (s *Server) relay(pc *peekedConn, conn net.Conn, rest io.Reader, target net.Conn) {
 	pc.relayed.Store(true)
 	s.wg.Add(1) // the handshake's goroutine still counts, so Close cannot be past its Wait
-	go func() {
+	r := bicopy.Start(conn, rest, target, func() {
 		defer s.wg.Done()
-		defer s.untrack(pc.Conn)
-		defer target.Close()
-		bicopy.Copy(conn, rest, target)
-	}()
+		s.untrack(pc.Conn)
+		target.Close()
+	})
+	s.mu.Lock()
+	_, tracked := s.conns[pc.Conn] // not if the relay has ended already
+	if tracked && !s.closed {
+		s.conns[pc.Conn] = r
+	}
+	closed := s.closed
+	s.mu.Unlock()
+	if closed { // Close closed the client connection itself, which a parked direction misses
+		r.Close()
+	}
 }
 
 // replyCode maps a dial error to a SOCKS5 reply code by what it matches (see Config.Dial). The

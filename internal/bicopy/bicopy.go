@@ -18,6 +18,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 const (
@@ -28,6 +29,12 @@ const (
 	// back larger than smallSize.
 	bigSize = 128 << 10
 )
+
+// quietAfter is how long a socket direction waits for data on its goroutine before it parks the
+// socket in the poller and lets the goroutine go, where it can (Linux; tests shorten it). Parking
+// and waking cost a few microseconds (two epoll calls and a goroutine); a goroutine costs a 2 KiB
+// stack for as long as it waits.
+var quietAfter = time.Second
 
 // bigPool holds large buffers and smallPool small ones; a pointer to an array avoids an allocation
 // per Get.
@@ -45,38 +52,100 @@ type closeWriter interface{ CloseWrite() error }
 // reader that holds bytes already buffered from a). When one direction reaches EOF, the write side of
 // its destination is shut down, so the far end sees EOF and can still answer. On an error both
 // connections are closed, which ends the other direction too. Copy does not close a or b on a clean
-// end: the caller does.
+// end: the caller does. It is Start, waited for.
 func Copy(a net.Conn, aR io.Reader, b net.Conn) {
-	if aR == nil {
-		aR = a
-	}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pipe(b, aR, a)
-	}()
-	pipe(a, b, b)
+	Start(a, aR, b, func() { close(done) })
 	<-done
 }
 
-// pipe copies src into dst; srcConn is the connection src reads from.
-func pipe(dst net.Conn, src io.Reader, srcConn net.Conn) {
+// Relay is a relay that Start began.
+type Relay struct {
+	a, b net.Conn
+	dirs [2]direction
+	left atomic.Int32 // directions still running
+	done func()
+}
+
+// direction copies one way: from src (read from srcConn) to dst.
+type direction struct {
+	r       *Relay
+	dst     net.Conn
+	src     io.Reader
+	srcConn net.Conn
+	// sock is src when it is a socket read directly (socketSource): such a direction holds no buffer
+	// while it waits and, where the package can park (Linux), no goroutine either once it has been
+	// quiet for quietAfter. nil for other sources.
+	sock *socketSource
+}
+
+// Start relays between a and b as Copy does, on goroutines of its own, and returns at once; done
+// (if not nil) runs once both directions have ended, on the goroutine of the last. A direction
+// that reads a socket and has been quiet for quietAfter gives up its goroutine on Linux: the
+// socket waits in the package's epoll set, and a new goroutine takes over when it is readable. So
+// an idle relay between a socket and a QUIC stream holds one goroutine (the stream's reader) and
+// no buffer. Whoever closes a or b while the relay runs must do it through Relay.Close: a parked
+// direction notices nothing else.
+func Start(a net.Conn, aR io.Reader, b net.Conn, done func()) *Relay {
+	if aR == nil {
+		aR = a
+	}
+	r := &Relay{a: a, b: b, done: done}
+	r.dirs[0] = direction{r: r, dst: b, src: aR, srcConn: a, sock: newSocketSource(aR)}
+	r.dirs[1] = direction{r: r, dst: a, src: b, srcConn: b, sock: newSocketSource(b)}
+	r.left.Store(2)
+	for i := range r.dirs {
+		if s := r.dirs[i].sock; s != nil {
+			s.d = &r.dirs[i]
+			r.dirs[i].src = s
+		}
+		go r.dirs[i].run()
+	}
+	return r
+}
+
+// Close closes both connections, which ends both directions (done still runs, once they have).
+func (r *Relay) Close() error {
+	r.unpark()
+	return errors.Join(r.a.Close(), r.b.Close())
+}
+
+// unpark takes the relay's parked directions out of the poller and restarts them, so that they see
+// the close that follows.
+func (r *Relay) unpark() {
+	for i := range r.dirs {
+		if s := r.dirs[i].sock; s != nil && s.cancel() {
+			go r.dirs[i].run()
+		}
+	}
+}
+
+// run copies until the direction ends or parks.
+func (d *direction) run() {
 	// Which copy runs is decided here, not in a function of its own: every frame on the way to a
 	// parked Read counts against the reader's stack (see copyPeeking).
 	var err error
-	if read := socketReader(src); read != nil {
-		err = copyWaiting(dst, src, read)
-	} else if p, ok := src.(peeker); ok {
-		err = copyPeeking(dst, p)
+	if d.sock != nil {
+		var parked bool
+		if parked, err = copySocket(d.dst, d.sock); parked {
+			return
+		}
+		d.sock.forget()
+	} else if p, ok := d.src.(peeker); ok {
+		err = copyPeeking(d.dst, p)
 	} else {
-		err = copyBuffered(dst, src)
+		err = copyBuffered(d.dst, d.src)
 	}
-	if cw, ok := dst.(closeWriter); ok && err == nil {
+	if cw, ok := d.dst.(closeWriter); ok && err == nil {
 		cw.CloseWrite()
-		return
+	} else {
+		d.r.unpark()
+		d.dst.Close()
+		d.srcConn.Close()
 	}
-	dst.Close()
-	srcConn.Close()
+	if d.r.left.Add(-1) == 0 && d.r.done != nil {
+		d.r.done()
+	}
 }
 
 // peeker is a source that can wait for data without consuming it: a QUIC stream (quic-go's
@@ -108,13 +177,22 @@ func copyBuffered(dst io.Writer, src io.Reader) error {
 	}
 }
 
-// copyWaiting is copyBuffered for a socket, read through socketReader: while quiet it holds no
-// buffer.
-func copyWaiting(dst io.Writer, src io.Reader, read func() (*[smallSize]byte, int, error)) error {
+// copySocket is copyBuffered for a socket, read through s: while quiet it holds no buffer, and
+// once it has been quiet for quietAfter it parks s in the poller and reports parked (the caller's
+// goroutine then ends; the poller starts a new one when the socket is readable). Where parking is
+// not possible it keeps waiting.
+func copySocket(dst io.Writer, s *socketSource) (parked bool, _ error) {
 	for {
-		small, n, err := read()
-		if done, err := afterRead(dst, src, small, n, err); done {
-			return err
+		small, n, err := s.read()
+		done, err := afterRead(dst, s, small, n, err)
+		if !done {
+			continue
+		}
+		if !isQuiet(err) {
+			return false, err
+		}
+		if s.park() {
+			return true, nil
 		}
 	}
 }
@@ -143,7 +221,7 @@ func copyPeeking(dst io.Writer, src peeker) error {
 }
 
 // afterRead finishes a read of n bytes: it writes the bytes in small, a pooled buffer, to dst and
-// gives small back (copyWaiting, copyPeeking; nil: the caller wrote them, copyBuffered) and, if the
+// gives small back (copySocket, copyPeeking; nil: the caller wrote them, copyBuffered) and, if the
 // read filled a small buffer, hands over to copyBusy until reads are short again. done reports
 // that the copy is over (err is nil at src's EOF).
 func afterRead(dst io.Writer, src io.Reader, small *[smallSize]byte, n int, err error) (done bool, _ error) {
