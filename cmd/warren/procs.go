@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
+	"time"
 
 	"github.com/warren-net/warren/internal/gcfloor"
+	"github.com/warren-net/warren/internal/memtrim"
 )
 
 // A node gets half of the CPUs Go would use (at least one) unless GOMAXPROCS is set. Its traffic
@@ -40,5 +43,25 @@ func init() {
 	}
 	if floor > 0 {
 		gcfloor.Start(floor)
+	}
+}
+
+// trimAfter is how long a node must go without a collection before it returns its spare heap to
+// the system (internal/memtrim); WARREN_TRIM_AFTER overrides it, 0 turns it off. Measured: 10,000
+// idle SOCKS connections opened in 5–7 s took node A to 109.7 MiB without a trim, 86.2 MiB with one.
+const trimAfter = 2 * time.Second
+
+func init() {
+	after := trimAfter
+	if v := os.Getenv("WARREN_TRIM_AFTER"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			fmt.Fprintf(os.Stderr, "warren: WARREN_TRIM_AFTER wants a duration (2s; 0 = off): %q\n", v)
+		} else {
+			after = d
+		}
+	}
+	if after > 0 {
+		memtrim.Start(after)
 	}
 }

@@ -480,7 +480,10 @@ func (b *bench) idleCheck(ctx context.Context, t target) (idleResult, error) {
 	var sampleErr error
 	ir.rss0, sampleErr = rssEach(t.vpn)
 	ir.res = load.Idle(ctx, t.dial, b.opts.idle, b.opts.idlePar, func() {
-		load.Sleep(ctx, 500*time.Millisecond) // let the last handshakes settle
+		// Held connections are idle ones: let the last handshakes settle, quiet relays give up their
+		// goroutines (warren: after 1 s) and the processes return what the burst left (warren: 2 s
+		// after its last collection), for the peer alike.
+		load.Sleep(ctx, 5*time.Second)
 		var err error
 		ir.rss, err = rssEach(t.vpn)
 		sampleErr = errors.Join(sampleErr, err)
