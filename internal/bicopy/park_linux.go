@@ -5,8 +5,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // The poller holds parked sockets: an epoll set of its own, level-triggered and one-shot, whose
@@ -29,13 +27,13 @@ type poller struct {
 }
 
 func (p *poller) init() {
-	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		p.err = err
 		return
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
 		p.err = err
 		return
 	}
@@ -66,15 +64,15 @@ func (s *socketSource) park() bool {
 	if s.cancelled {
 		return false
 	}
-	op := unix.EPOLL_CTL_MOD // re-arms the one-shot registration
+	op := syscall.EPOLL_CTL_MOD // re-arms the one-shot registration
 	if !s.registered {
-		op = unix.EPOLL_CTL_ADD
+		op = syscall.EPOLL_CTL_ADD
 		p.nextKey++
 		s.key = p.nextKey
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(s.key), Pad: int32(s.key >> 32)}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(s.key), Pad: int32(s.key >> 32)}
 	var err error
-	if cerr := s.rc.Control(func(fd uintptr) { err = unix.EpollCtl(p.epfd, op, int(fd), &ev) }); cerr != nil || err != nil {
+	if cerr := s.rc.Control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, op, int(fd), &ev) }); cerr != nil || err != nil {
 		return false
 	}
 	s.registered = true
@@ -118,17 +116,17 @@ func (p *poller) deregister(s *socketSource) {
 		return
 	}
 	s.registered = false
-	s.rc.Control(func(fd uintptr) { unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	s.rc.Control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
 }
 
 // run restarts the directions of sockets that became ready, until no socket is parked.
 func (p *poller) run() {
 	var (
-		events [64]unix.EpollEvent
+		events [64]syscall.EpollEvent
 		ready  []*socketSource
 	)
 	wait := func(fd uintptr) bool {
-		n, err := unix.EpollWait(int(fd), events[:], 0)
+		n, err := syscall.EpollWait(int(fd), events[:], 0)
 		if err != nil || n <= 0 {
 			return false // nothing (EINTR is nothing too): wait for the set to be readable
 		}
