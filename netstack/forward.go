@@ -82,7 +82,7 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 	}
 }
 
-// splice completes the handshake of r and splices the connection to other in a tracked goroutine,
+// splice completes the handshake of r and splices the connection to other in a tracked relay,
 // or resets it and closes other; it reports whether the connection is spliced.
 func (ns *Stack) splice(r *tcp.ForwarderRequest, other net.Conn) bool {
 	var wq waiter.Queue
@@ -96,17 +96,19 @@ func (ns *Stack) splice(r *tcp.ForwarderRequest, other net.Conn) bool {
 	}
 	r.Complete(false)
 	remote := newTCPConn(&wq, ep) // bicopy waits on its Peek: no buffer while quiet
-	splice := func() {
-		ns.stats.forwardsActive.Add(1)
-		bicopy.Copy(remote, nil, other) // half-closes with CloseWrite; on error closes both
-		ns.stats.forwardsActive.Add(^uint64(0))
-		ns.untrack(remote, other)
-	}
-	if !ns.goTracked(splice, remote, other) {
+	if !ns.track(remote, other) {
 		remote.Close()
 		other.Close()
 		return false
 	}
+	// The relay runs on goroutines of its own (a quiet host socket parks without one); Close ends it
+	// by closing remote, whose error closes other too.
+	ns.stats.forwardsActive.Add(1)
+	bicopy.Start(remote, nil, other, func() { // half-closes with CloseWrite; on error closes both
+		ns.stats.forwardsActive.Add(^uint64(0))
+		ns.untrack(remote, other)
+		ns.wg.Done()
+	})
 	ns.stats.forwardsAccepted.Add(1)
 	return true
 }

@@ -403,6 +403,19 @@ func (ns *Stack) Stats() Stats {
 // goTracked runs f in a goroutine counted in wg, after registering conns so that Close closes
 // them. It reports false, and runs nothing, if the stack is closed.
 func (ns *Stack) goTracked(f func(), conns ...net.Conn) bool {
+	if !ns.track(conns...) {
+		return false
+	}
+	go func() {
+		defer ns.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// track registers conns so that Close closes them, and counts one piece of work in wg, which the
+// caller ends with wg.Done. It reports false, and counts nothing, if the stack is closed.
+func (ns *Stack) track(conns ...net.Conn) bool {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	if ns.closed {
@@ -412,10 +425,6 @@ func (ns *Stack) goTracked(f func(), conns ...net.Conn) bool {
 		ns.conns[c] = struct{}{}
 	}
 	ns.wg.Add(1)
-	go func() {
-		defer ns.wg.Done()
-		f()
-	}()
 	return true
 }
 
