@@ -45,6 +45,9 @@ func (p *poller) init() {
 	p.parked = make(map[uint64]*socketSource)
 }
 
+// epollCtl is syscall.EpollCtl (tests make it fail).
+var epollCtl = syscall.EpollCtl
+
 // canPark reports whether sockets can be parked here.
 func canPark() bool {
 	thePoller.once.Do(thePoller.init)
@@ -72,7 +75,14 @@ func (s *socketSource) park() bool {
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(s.key), Pad: int32(s.key >> 32)}
 	var err error
-	if cerr := s.rc.Control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, op, int(fd), &ev) }); cerr != nil || err != nil {
+	if cerr := s.rc.Control(func(fd uintptr) { err = epollCtl(p.epfd, op, int(fd), &ev) }); cerr != nil {
+		return false // closed: the next read says so
+	}
+	if err != nil {
+		// The set refuses it (ENOSPC: fs.epoll.max_user_watches reached; ENOMEM): this direction
+		// waits on its goroutine from now on, without a deadline to wake it for nothing.
+		s.noPark = true
+		s.conn.SetReadDeadline(time.Time{})
 		return false
 	}
 	s.registered = true

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,4 +200,28 @@ func TestManyParked(t *testing.T) {
 		wait(t, dones[i], "closed")
 	}
 	waitPollerGone(t)
+}
+
+// TestParkRefused: when the epoll set refuses a socket (fs.epoll.max_user_watches reached), its
+// direction keeps its goroutine, relays as before, and stops trying to park (no wake-up every
+// quietAfter for nothing).
+func TestParkRefused(t *testing.T) {
+	shortQuiet(t)
+	var tries atomic.Int32
+	epollCtl = func(int, int, int, *syscall.EpollEvent) error { tries.Add(1); return syscall.ENOSPC }
+	defer func() { epollCtl = syscall.EpollCtl }()
+	app, backend, _, done := startRelay(t)
+	testkit.Eventually(t, 10*time.Second, func() bool { return tries.Load() == 2 }, "both directions tried to park")
+	exchange(t, app, backend, []byte("hello"))
+	exchange(t, backend, app, []byte("and back"))
+	time.Sleep(20 * quietAfter) // a negative check: a retry would have come several times by now
+	if n := tries.Load(); n != 2 {
+		t.Errorf("%d attempts to park, want 2 (one per direction)", n)
+	}
+	if n, _ := parkedNow(); n != 0 {
+		t.Errorf("%d sockets parked", n)
+	}
+	app.Close()
+	backend.Close()
+	wait(t, done, "both sides closed")
 }

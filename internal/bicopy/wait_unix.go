@@ -25,7 +25,8 @@ type socketSource struct {
 	n    int
 	rerr error
 
-	d *direction // what the poller restarts
+	d      *direction // what the poller restarts
+	noPark bool       // the poller refused the socket: wait on the goroutine (its own field)
 	// The poller's, guarded by its mutex: the socket's key in the epoll set, whether it is in the
 	// set (parked or disarmed), and whether the direction is over or being closed (no more parking).
 	key        uint64
@@ -81,7 +82,7 @@ func (s *socketSource) attempt(fd uintptr) bool {
 
 // armQuiet bounds the next wait by quietAfter where the socket can park afterwards.
 func (s *socketSource) armQuiet() {
-	if canPark() {
+	if canPark() && !s.noPark {
 		s.conn.SetReadDeadline(time.Now().Add(quietAfter))
 	}
 }

@@ -86,10 +86,9 @@ func main() {
 	flag.DurationVar(&o.connLimit, "conn-limit", 3*time.Second, "time bound of the new-connections measurement")
 	flag.IntVar(&o.wgMTU, "wg-mtu", 1420, "MTU of the wireguard-go tunnel (wireguard-go's default)")
 	var idleRows string
-	// 4000: a warren node accepts at most 4096 streams from one peer (peer.maxStreams), and the
-	// bench has one peer; 10,000 to one peer cannot all open.
-	flag.IntVar(&o.idle, "idle", 4000, "idle SOCKS connections to hold open at once through each of -idle-rows after the runs (0 = skip;\n"+
-		"a warren node takes at most 4096 streams from one peer; opening stops after -idle-par failures)")
+	// 10,000: issue 17's figure; a warren node takes 16384 streams from one peer (peer.maxStreams).
+	flag.IntVar(&o.idle, "idle", 10000, "idle SOCKS connections to hold open at once through each of -idle-rows after the runs (0 = skip;\n"+
+		"a warren node takes at most 16384 streams from one peer; opening stops after -idle-par failures)")
 	flag.StringVar(&idleRows, "idle-rows", "peer+socks,warren,warren-base", "comma-separated `rows` the -idle check runs on")
 	flag.IntVar(&o.idlePar, "idle-par", 64, "connections opened in parallel for the -idle check")
 	flag.IntVar(&o.udpN60, "udp-n60", 300, "64-byte UDP round trips at 60 packets/s per run (5 s at 300; 0 = skip)")
