@@ -72,6 +72,9 @@ func TestNodeMetrics(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the packet never arrived")
 	}
+	// The send queue counts a packet once Send has returned, which may be after the peer has it.
+	testkit.Eventually(t, 10*time.Second, func() bool { return n.Status().Stats.PacketsSent >= 1 },
+		"the packet that arrived was never counted as sent")
 	// Three spoofed packets: from an address the sender does not own, from no peer, malformed.
 	n.receive(peer.Key{9}, ipPacket(netip.MustParseAddr("100.64.0.9"), self4, packet.ProtoUDP, nil))
 	n.receive(peer.Key{9}, []byte{0x45, 0})
