@@ -463,9 +463,9 @@ func BenchmarkConnectThroughput(b *testing.B) {
 
 // BenchmarkIdleRelayMemory reports what an idle CONNECT costs the proxy once its handshake is over:
 // goroutine stack and heap per connection (runtime.MemStats), with 1,000 connections held, each
-// after one short write. Both of a relay's directions read sockets here, so neither holds a buffer
-// while quiet; each parked reader should stay within Go's 2 KiB starting stack (BENCHMARKS.md,
-// "Memory per idle connection"): about 4 KiB of stack per connection.
+// after one short write and a quiet second. Both of a relay's directions read sockets here, so
+// neither holds a buffer or, once parked in bicopy's epoll set, a goroutine: no stack per
+// connection on Linux (BENCHMARKS.md, "Memory per idle connection"; about 4 KiB before stop 29).
 func BenchmarkIdleRelayMemory(b *testing.B) {
 	const conns = 1000
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -515,6 +515,9 @@ func BenchmarkIdleRelayMemory(b *testing.B) {
 		}
 		testkit.Eventually(b, 30*time.Second, func() bool { return !strings.Contains(allStacks(), "go-socks5.(*Server).ServeConn") },
 			"handshake goroutines still running")
+		// Both directions read sockets: after a quiet second each parks in bicopy's epoll set.
+		testkit.Eventually(b, 30*time.Second, func() bool { return !strings.Contains(allStacks(), "bicopy.(*direction).run") },
+			"relay goroutines still waiting on their sockets")
 		stack1, heap1 := measure()
 		stackPer = float64(int64(stack1)-int64(stack0)) / conns
 		heapPer = float64(int64(heap1)-int64(heap0)) / conns

@@ -22,6 +22,7 @@ func shortQuiet(t *testing.T) {
 
 // parkedNow is how many sockets wait in the poller, and whether its goroutine runs.
 func parkedNow() (n int, running bool) {
+	canPark() // the poller's fields are set up once, first
 	p := &thePoller
 	p.mu.Lock()
 	defer p.mu.Unlock()
