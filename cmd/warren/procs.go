@@ -48,7 +48,7 @@ func init() {
 
 // trimAfter is how long a node must go without a collection before it returns its spare heap to
 // the system (internal/memtrim); WARREN_TRIM_AFTER overrides it, 0 turns it off. Measured: 10,000
-// idle SOCKS connections opened in 5–7 s took node A to 109.7 MiB without a trim, 86.2 MiB with one.
+// idle SOCKS connections took node A from 23.4 to 111.4 MiB without a trim, from 23.6 to 87.0 with one.
 const trimAfter = 2 * time.Second
 
 func init() {
