@@ -5,7 +5,7 @@
 // Go keeps what a burst of work made it map: with no allocation after the burst there is no
 // collection, and its background scavenger returns memory only above the heap goal, twice the live
 // heap. A node that opened 10,000 connections in a few seconds and then holds them idle kept the
-// handshakes' garbage and the collector's headroom resident, about a third of its RSS (measured:
+// handshakes' garbage and the collector's headroom resident, about a fifth of its RSS (measured:
 // 10,000 idle SOCKS connections took node A to 111.4 MiB without a trim, 87.0 with one). The trim
 // costs one forced collection per quiet spell, and only when it returns enough to matter; a busy
 // process collects often enough that it never comes to one.
