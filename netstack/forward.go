@@ -10,8 +10,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
-
-	"github.com/warren-net/warren/internal/bicopy"
 )
 
 // localDialTimeout bounds the dial to an exposed service on the host; the remote's SYN waits that long.
@@ -96,19 +94,18 @@ func (ns *Stack) splice(r *tcp.ForwarderRequest, other net.Conn) bool {
 	}
 	r.Complete(false)
 	remote := newTCPConn(&wq, ep) // bicopy waits on its Peek: no buffer while quiet
-	if !ns.track(remote, other) {
+	// The relay runs on goroutines of its own (a quiet host socket parks without one).
+	ns.stats.forwardsActive.Add(1)
+	if !ns.startRelay(remote, other, func() { // half-closes with CloseWrite; on error closes both
+		ns.stats.forwardsActive.Add(^uint64(0))
+		remote.Close()
+		other.Close()
+	}) {
+		ns.stats.forwardsActive.Add(^uint64(0))
 		remote.Close()
 		other.Close()
 		return false
 	}
-	// The relay runs on goroutines of its own (a quiet host socket parks without one); Close ends it
-	// by closing remote, whose error closes other too.
-	ns.stats.forwardsActive.Add(1)
-	bicopy.Start(remote, nil, other, func() { // half-closes with CloseWrite; on error closes both
-		ns.stats.forwardsActive.Add(^uint64(0))
-		ns.untrack(remote, other)
-		ns.wg.Done()
-	})
 	ns.stats.forwardsAccepted.Add(1)
 	return true
 }

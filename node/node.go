@@ -28,6 +28,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/backoff"
+	"github.com/warren-net/warren/internal/bicopy"
 	"github.com/warren-net/warren/internal/metrics"
 	"github.com/warren-net/warren/internal/peercred"
 	"github.com/warren-net/warren/internal/portmap"
@@ -176,6 +177,10 @@ type Node struct {
 	dnsSetup, dnsRegistered string
 	// coordTrouble is why the last login to the coord failed, "" after one worked (Status).
 	coordTrouble string
+	// streamRelays are the relays of exposed-port streams (stream.go): Close closes them, since a
+	// relay whose stream has ended (half-closed) and whose service is quiet waits on the service's
+	// socket alone, parked by bicopy.
+	streamRelays map[*bicopy.Relay]struct{}
 	closed       bool
 }
 
@@ -223,7 +228,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: --proxy-users: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers,
+	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), streamRelays: make(map[*bicopy.Relay]struct{}), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers,
 		listens: newListenProbe()}
 	for _, p := range cfg.Expose {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
@@ -699,6 +704,10 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
+	streamRelays := make([]*bicopy.Relay, 0, len(n.streamRelays))
+	for r := range n.streamRelays {
+		streamRelays = append(streamRelays, r)
+	}
 	n.mu.Unlock()
 	n.cancel()
 	if n.api != nil {
@@ -720,6 +729,9 @@ func (n *Node) Close() error {
 	}
 	n.sendq.close() // after the links: no Send is left blocking
 	n.relays.close()
+	for _, r := range streamRelays { // no new ones: acceptStream checks closed
+		r.Close()
+	}
 	n.wg.Wait()
 	n.closeTUN()
 	if s := n.stack.Load(); s != nil {

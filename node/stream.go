@@ -88,19 +88,30 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 	}
 	// The relay runs on goroutines of its own (bicopy.Start) and this one, whose stack grew deep in
 	// the dial, ends: an idle connection then holds the stream's parked reader and, after a quiet
-	// second, nothing for the service's socket (bicopy parks it). Close waits for the relay after
-	// the peer endpoint is closed, which ends every stream, so every relay (a stream's error closes
-	// both sides, parked or not).
+	// second, nothing for the service's socket (bicopy parks it). Close closes every relay and then
+	// waits for them (a stream's error closes both sides by itself; a half-closed stream does not).
 	raw := local // the socket itself: whoisConn's Read is its socket's
 	if w, ok := local.(*whoisConn); ok {
 		raw = w.Conn
 	}
-	n.wg.Add(1)
-	bicopy.Start(c, nil, raw, func() {
-		defer n.wg.Done()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
 		c.Close()
 		local.Close()
+		return
+	}
+	n.wg.Add(1)
+	var r *bicopy.Relay
+	r = bicopy.Start(c, nil, raw, func() { // its first step waits for mu: r is set by then
+		n.mu.Lock()
+		delete(n.streamRelays, r)
+		n.mu.Unlock()
+		c.Close()
+		local.Close()
+		n.wg.Done()
 	})
+	n.streamRelays[r] = struct{}{}
 }
 
 // exposedAddr is where acceptStream dials exposed TCP port: 127.0.0.1, or in TUN mode the device's

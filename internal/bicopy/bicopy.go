@@ -267,7 +267,8 @@ func copyBusy(dst io.Writer, src io.Reader) (done bool, err error) {
 	}
 }
 
-// writeAll writes b to dst, a short write being an error.
+// writeAll writes b to dst, a short write being an error. A failed write's error is a writeError,
+// so that a deadline on dst is never taken for the source's quiet deadline (isQuiet).
 func writeAll(dst io.Writer, b []byte) error {
 	if len(b) == 0 {
 		return nil
@@ -276,5 +277,14 @@ func writeAll(dst io.Writer, b []byte) error {
 	if err == nil && n != len(b) {
 		err = io.ErrShortWrite
 	}
-	return err
+	if err != nil {
+		return writeError{err}
+	}
+	return nil
 }
+
+// writeError is an error of the destination's Write.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }

@@ -226,3 +226,25 @@ func TestParkRefused(t *testing.T) {
 	backend.Close()
 	wait(t, done, "both sides closed")
 }
+
+// TestHalfClosedParkedRelayCloses: after the peeker side ended (EOF, the socket's write side shut)
+// the socket direction parks alone; Relay.Close, what node and netstack call on Close, ends it
+// (closing the connections directly would not: a closed descriptor leaves the epoll set silently).
+func TestHalfClosedParkedRelayCloses(t *testing.T) {
+	shortQuiet(t)
+	app, in := tcpPair(t)
+	defer app.Close()
+	s1, s2 := net.Pipe()
+	done := make(chan struct{})
+	r := Start(newPipePeeker(s2), nil, in, func() { close(done) })
+	waitParked(t, 1, "the socket side")
+	s1.Close() // the peeker's EOF: its direction ends with a CloseWrite on in
+	app.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := app.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("app read %d, %v; want EOF", n, err)
+	}
+	waitParked(t, 1, "the socket side, alone")
+	r.Close()
+	wait(t, done, "Relay.Close of a half-closed relay")
+	waitPollerGone(t)
+}

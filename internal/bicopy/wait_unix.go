@@ -87,9 +87,11 @@ func (s *socketSource) armQuiet() {
 	}
 }
 
-// isQuiet reports whether err is the end of a wait that armQuiet bounded.
+// isQuiet reports whether err is the end of a wait that armQuiet bounded (a read's deadline, not a
+// write's: writeError).
 func isQuiet(err error) bool {
-	return canPark() && errors.Is(err, os.ErrDeadlineExceeded)
+	var we writeError
+	return canPark() && errors.Is(err, os.ErrDeadlineExceeded) && !errors.As(err, &we)
 }
 
 // read waits for data and returns the pooled buffer holding its n bytes (the caller puts it back in
