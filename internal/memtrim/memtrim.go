@@ -48,6 +48,13 @@ type Trimmer struct {
 // Start trims the process's heap whenever quiet has passed since the last collection and the
 // heap is worth a trim. Call it once per process.
 func Start(quiet time.Duration) *Trimmer {
+	t := newTrimmer(quiet)
+	t.arm()
+	return t
+}
+
+// newTrimmer returns a Trimmer that is not hooked to the collector yet (arm does that).
+func newTrimmer(quiet time.Duration) *Trimmer {
 	t := &Trimmer{quiet: quiet, sample: []metrics.Sample{
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
@@ -56,7 +63,6 @@ func Start(quiet time.Duration) *Trimmer {
 	}}
 	t.timer = time.AfterFunc(time.Hour, t.check)
 	t.timer.Stop()
-	t.arm()
 	return t
 }
 
