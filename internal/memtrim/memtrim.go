@@ -23,14 +23,16 @@ import (
 // an eighth of the live one (a large idle heap keeps some slack).
 const minExcess = 4 << 20
 
-// Worth reports whether a heap whose objects, unused and free bytes (not released) add up to
-// mapped, of which live bytes were live at the last collection, has enough spare memory to trim.
-func Worth(mapped, live uint64) bool {
-	if mapped <= live {
-		return false
+// Worth reports whether a heap is worth a trim: objects bytes in heap objects (live at the last
+// collection, live bytes, plus what was allocated since, mostly garbage) and free bytes in free
+// spans not yet returned. Free slots inside spans that hold live objects (fragmentation) do not
+// count: no trim can return them, and counting them would trim again after every trim.
+func Worth(objects, free, live uint64) bool {
+	spare := free
+	if objects > live {
+		spare += objects - live
 	}
-	excess := mapped - live
-	return excess >= minExcess && excess >= live/8
+	return spare >= minExcess && spare >= live/8
 }
 
 // Trimmer watches the collector and trims after each quiet spell. Stop ends it.
@@ -41,8 +43,10 @@ type Trimmer struct {
 	mu      sync.Mutex
 	timer   *time.Timer // fires quiet after the last collection
 	stopped bool
-	checks  int // quiet spells looked at
-	trims   int // of which trimmed
+	ownGC   bool // the collection under way is a trim's: it starts no quiet spell
+	spells  int  // quiet spells started
+	checks  int  // quiet spells looked at
+	trims   int  // of which trimmed
 }
 
 // Start trims the process's heap whenever quiet has passed since the last collection and the
@@ -58,7 +62,6 @@ func newTrimmer(quiet time.Duration) *Trimmer {
 	t := &Trimmer{quiet: quiet, sample: []metrics.Sample{
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/memory/classes/heap/unused:bytes"},
 		{Name: "/memory/classes/heap/free:bytes"},
 	}}
 	t.timer = time.AfterFunc(time.Hour, t.check)
@@ -77,11 +80,12 @@ func (t *Trimmer) Stop() {
 	t.timer.Stop()
 }
 
-// Counts returns how many quiet spells the Trimmer looked at and how many of them it trimmed.
-func (t *Trimmer) Counts() (checks, trims int) {
+// Counts returns how many quiet spells the Trimmer started, how many it looked at and how many of
+// those it trimmed.
+func (t *Trimmer) Counts() (spells, checks, trims int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.checks, t.trims
+	return t.spells, t.checks, t.trims
 }
 
 // sentinel is garbage from birth: its cleanup runs after the collection that finds it, which makes
@@ -92,19 +96,24 @@ func (t *Trimmer) arm() {
 	runtime.AddCleanup(new(sentinel), func(t *Trimmer) { t.collected() }, t)
 }
 
-// collected runs on the cleanup goroutine after each collection: the quiet spell starts again.
+// collected runs on the cleanup goroutine after each collection: the quiet spell starts again,
+// unless the collection was a trim's (so a process trims at most once per collection of its own).
 func (t *Trimmer) collected() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.stopped {
 		return
 	}
-	t.timer.Reset(t.quiet)
+	if t.ownGC {
+		t.ownGC = false
+	} else {
+		t.spells++
+		t.timer.Reset(t.quiet)
+	}
 	t.arm()
 }
 
 // check runs quiet after the last collection (on the timer's goroutine) and trims if it is worth it.
-// The trim's own collection starts the next quiet spell, which finds little to return.
 func (t *Trimmer) check() {
 	t.mu.Lock()
 	if t.stopped {
@@ -112,16 +121,17 @@ func (t *Trimmer) check() {
 		return
 	}
 	metrics.Read(t.sample)
-	var v [4]uint64
+	var v [3]uint64
 	for i, s := range t.sample {
 		if s.Value.Kind() == metrics.KindUint64 {
 			v[i] = s.Value.Uint64()
 		}
 	}
-	worth := Worth(v[1]+v[2]+v[3], v[0])
+	worth := Worth(v[1], v[2], v[0])
 	t.checks++
 	if worth {
 		t.trims++
+		t.ownGC = true
 	}
 	t.mu.Unlock()
 	if worth {

@@ -12,20 +12,37 @@ import (
 func TestWorth(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
-		mapped, live uint64
-		want         bool
+		objects, free, live uint64
+		want                bool
 	}{
-		{20 * mib, 8 * mib, true},   // 12 MiB spare
-		{11 * mib, 8 * mib, false},  // 3 MiB: not worth a collection
-		{89 * mib, 80 * mib, false}, // 9 MiB spare of 80 live: the slack of a large idle heap
-		{100 * mib, 80 * mib, true}, // 20 MiB of 80
-		{8 * mib, 9 * mib, false},   // less mapped than was live (it shrank)
-		{minExcess, 0, true},        // nothing live, 4 MiB spare
-		{minExcess - 1, 0, false},
+		{8 * mib, 12 * mib, 8 * mib, true},   // 12 MiB of free spans
+		{20 * mib, 0, 8 * mib, true},         // 12 MiB allocated since the last collection
+		{9 * mib, 2 * mib, 8 * mib, false},   // 3 MiB: not worth a collection
+		{85 * mib, 4 * mib, 80 * mib, false}, // 9 MiB spare of 80 live: the slack of a large idle heap
+		{90 * mib, 10 * mib, 80 * mib, true}, // 20 MiB of 80
+		{7 * mib, 0, 9 * mib, false},         // fewer objects than were live (the heap shrank)
+		{0, minExcess, 0, true},              // nothing live, 4 MiB spare
+		{0, minExcess - 1, 0, false},
 	} {
-		if got := Worth(tc.mapped, tc.live); got != tc.want {
-			t.Errorf("Worth(%d MiB, %d MiB) = %v, want %v", tc.mapped>>20, tc.live>>20, got, tc.want)
+		if got := Worth(tc.objects, tc.free, tc.live); got != tc.want {
+			t.Errorf("Worth(%d, %d, %d MiB) = %v, want %v", tc.objects>>20, tc.free>>20, tc.live>>20, got, tc.want)
 		}
+	}
+}
+
+// TestOwnCollectionStartsNoSpell: the collection a trim runs starts no quiet spell (the process
+// trims at most once per collection of its own); the next collection does.
+func TestOwnCollectionStartsNoSpell(t *testing.T) {
+	tr := newTrimmer(time.Hour)
+	defer tr.Stop()
+	tr.ownGC = true
+	tr.collected() // the trim's collection
+	if spells, _, _ := tr.Counts(); spells != 0 {
+		t.Fatalf("%d spells after a trim's collection, want 0", spells)
+	}
+	tr.collected() // the process's own
+	if spells, _, _ := tr.Counts(); spells != 1 {
+		t.Fatalf("%d spells after a collection, want 1", spells)
 	}
 }
 
@@ -50,7 +67,7 @@ func TestTrimReturnsSpareHeap(t *testing.T) {
 	runtime.GC()
 	tr := newTrimmer(time.Hour) // not hooked: the test runs the checks
 	tr.check()
-	if _, trims := tr.Counts(); trims != 1 {
+	if _, _, trims := tr.Counts(); trims != 1 {
 		t.Fatalf("%d trims after 64 MiB became free, want 1", trims)
 	}
 	if got := released() - before; got < 32<<20 {
@@ -63,12 +80,12 @@ func TestTrimReturnsSpareHeap(t *testing.T) {
 func TestQuietSpellFollowsCollection(t *testing.T) {
 	tr := Start(time.Millisecond)
 	defer tr.Stop()
-	checks, _ := tr.Counts()
+	_, checks, _ := tr.Counts()
 	runtime.GC()
-	testkit.Eventually(t, 30*time.Second, func() bool { c, _ := tr.Counts(); return c > checks },
+	testkit.Eventually(t, 30*time.Second, func() bool { _, c, _ := tr.Counts(); return c > checks },
 		"no check after a collection")
-	checks, _ = tr.Counts()
+	_, checks, _ = tr.Counts()
 	runtime.GC()
-	testkit.Eventually(t, 30*time.Second, func() bool { c, _ := tr.Counts(); return c > checks },
+	testkit.Eventually(t, 30*time.Second, func() bool { _, c, _ := tr.Counts(); return c > checks },
 		"no check after the next collection")
 }
