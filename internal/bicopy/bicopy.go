@@ -130,7 +130,7 @@ func (d *direction) run() {
 		if parked, err = copySocket(d.dst, d.sock); parked {
 			return
 		}
-		d.sock.forget()
+		d.sock.cancel() // ending on its own goroutine: not parked, out of the set for good
 	} else if p, ok := d.src.(peeker); ok {
 		err = copyPeeking(d.dst, p)
 	} else {

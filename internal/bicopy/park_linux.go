@@ -116,9 +116,6 @@ func (s *socketSource) cancel() bool {
 	return parked
 }
 
-// forget is cancel for a direction that is ending on its own goroutine (so not parked).
-func (s *socketSource) forget() { s.cancel() }
-
 // deregister takes s out of the epoll set while its descriptor is still its own (a closed socket
 // has left the set by itself, and its number may already be another socket's). p.mu is held.
 func (p *poller) deregister(s *socketSource) {

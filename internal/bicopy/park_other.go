@@ -8,4 +8,3 @@ func canPark() bool { return false }
 
 func (*socketSource) park() bool   { return false }
 func (*socketSource) cancel() bool { return false }
-func (*socketSource) forget()      {}

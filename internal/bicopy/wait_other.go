@@ -13,5 +13,4 @@ func (*socketSource) read() (*[smallSize]byte, int, error) { return nil, 0, io.E
 func (*socketSource) Read([]byte) (int, error)             { return 0, io.EOF }
 func (*socketSource) park() bool                           { return false }
 func (*socketSource) cancel() bool                         { return false }
-func (*socketSource) forget()                              {}
 func isQuiet(error) bool                                   { return false }
