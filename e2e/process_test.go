@@ -169,13 +169,22 @@ func TestBinaries(t *testing.T) {
 	httpPort, _ := blobServer(t, 1<<20)
 	socksPort := freePort(t)
 	stateA, stateB := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
-	// Flags after the positional-free command, in any order.
-	startProc(t, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "127.0.0.1:0",
-		"--socks", fmt.Sprintf("127.0.0.1:%d", socksPort))
+	// Flags after the positional-free command, in any order. Alice runs in low-latency mode: it
+	// re-executes itself (same process) with the runtime setting, and everything below goes through it.
+	alice := startProc(t, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", stateA, "--name", "alice", "--listen", "127.0.0.1:0",
+		"--socks", fmt.Sprintf("127.0.0.1:%d", socksPort), "--low-latency")
 	startProc(t, "warren", "up", "--state", stateB, "--name", "bob", "--coord", addr, "--listen", "127.0.0.1:0", "--socks", "",
 		"--expose", fmt.Sprintf("tcp:%d", httpPort))
 	waitLoggedIn(t, stateA)
 	waitLoggedIn(t, stateB)
+	if !strings.Contains(alice.stderr.String(), "low latency: the Go runtime's monitor thread stays awake") {
+		t.Errorf("alice (--low-latency) did not log low-latency mode:\n%s", alice.stderr.String())
+	}
+	if environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", alice.cmd.Process.Pid)); err == nil { // Linux
+		if !bytes.Contains(environ, []byte("GODEBUG=schedtrace=2147483647")) {
+			t.Errorf("alice's process (pid %d) runs without the low-latency GODEBUG", alice.cmd.Process.Pid)
+		}
+	}
 
 	warren(t, true, "network", "create", "demo", "--state", stateA, "--password", "pw")
 	warren(t, true, "network", "--state", stateB, "join", "--password", "pw", "demo")
@@ -222,6 +231,18 @@ func TestBinaries(t *testing.T) {
 	out = warren(t, false, "up", "--coord", addr, "--coord-key", "SHA256:"+strings.Repeat("A", 43), "--state", filepath.Join(tmp, "c"), "--name", "carol", "--socks", "", "--listen", "127.0.0.1:0")
 	if !strings.Contains(out, "does not match the pinned key") {
 		t.Errorf("key mismatch said: %s", out)
+	}
+	// A node that runs a command is in low-latency mode unless told otherwise; the command runs
+	// without the runtime setting (a Go program there behaves as without warren).
+	out = warren(t, true, "up", "--coord", addr, "--coord-key", fp, "--state", filepath.Join(tmp, "e"), "--name", "erin", "--socks", "",
+		"--listen", "127.0.0.1:0", "--", "sh", "-c", `echo "command GODEBUG=[$GODEBUG]"`)
+	if !strings.Contains(out, "command GODEBUG=[]") || !strings.Contains(out, "low latency:") {
+		t.Errorf("warren up -- COMMAND: want low-latency mode and the command without its GODEBUG:\n%s", out)
+	}
+	out = warren(t, true, "up", "--coord", addr, "--coord-key", fp, "--state", filepath.Join(tmp, "e"), "--name", "erin", "--socks", "",
+		"--listen", "127.0.0.1:0", "--low-latency=false", "--", "true")
+	if strings.Contains(out, "low latency:") {
+		t.Errorf("warren up --low-latency=false -- COMMAND ran in low-latency mode:\n%s", out)
 	}
 	// An unreachable coord gives up after the bounded retry with a message.
 	start := time.Now()

@@ -52,6 +52,8 @@ func cmdUp(args []string) error {
 	noPortmap := fs.Bool("no-portmap", os.Getenv("WARREN_NO_PORTMAP") != "",
 		"do not ask the home router to map the UDP port (PCP, NAT-PMP, UPnP-IGD); default true if $WARREN_NO_PORTMAP is set")
 	noDirect := fs.Bool("no-direct", false, "send all peer traffic through the relay (no hole punching)")
+	lowLatency := fs.Bool("low-latency", os.Getenv(lowLatencyEnv) != "",
+		"keep the Go runtime's monitor thread awake between packets: faster round trips and about 40% more throughput, for about 100 wake-ups a second while idle (servers, CI, games; not on battery); default true with a COMMAND or if $WARREN_LOW_LATENCY is set")
 	linkIdle := fs.Duration("link-idle", node.DefaultLinkIdle, "wind a peer link down after this long without traffic (no keep-alives; the next packet or connection brings it back through the relay at once, then direct); 0 = never")
 	tunOn := fs.Bool("tun", false, "also bridge a kernel TUN device to the overlay, for apps that cannot use the proxy (Linux only; needs root or CAP_NET_ADMIN)")
 	tunName := fs.String("tun-name", "warren0", "`name` of the TUN device (with --tun)")
@@ -78,6 +80,14 @@ func cmdUp(args []string) error {
 	level, err := logLevelFlag(*logLevel)
 	if err != nil {
 		return fmt.Errorf("up: %w", err)
+	}
+	if len(command) > 0 && !flagSet(fs, "low-latency") {
+		*lowLatency = true // a node that lives as long as a job never idles for long
+	}
+	if *lowLatency {
+		if err := enterLowLatency(); err != nil { // re-executes warren, before anything is read or started
+			return fmt.Errorf("up: %w", err)
+		}
 	}
 	key, err := authKey(*authKeyFlag, *authKeyFile)
 	if err != nil {
@@ -121,6 +131,9 @@ func cmdUp(args []string) error {
 		return err
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "warren", Level: level, JSONFormat: *logJSON, Output: os.Stderr})
+	if lowLatencyActive() {
+		log.Info("low latency: the Go runtime's monitor thread stays awake between packets", "GODEBUG", os.Getenv("GODEBUG"))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

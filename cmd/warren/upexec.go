@@ -132,7 +132,7 @@ func stopCommand(cmd *exec.Cmd, done <-chan error) error {
 // ALL_PROXY (honoured by curl and many other tools) and WARREN_PROXY pointing at the node's proxy,
 // and WARREN_STATE naming its state directory (the default --state of warren commands).
 func commandEnv(environ []string, state string, st localapi.Status) []string {
-	env := slices.DeleteFunc(slices.Clone(environ), func(kv string) bool {
+	env := slices.DeleteFunc(withoutSysmonAwake(environ), func(kv string) bool {
 		return strings.HasPrefix(kv, "WARREN_AUTHKEY=") || strings.HasPrefix(kv, "WARREN_STATE=")
 	})
 	env = append(env, "WARREN_STATE="+state)
