@@ -50,6 +50,8 @@ type options struct {
 	keep       bool          // keep the temp dir (logs) after the run
 	profile    string        // directory for perf profiles of the VPN rows; "" = none
 	base       string        // directory with baseline warren binaries for the warren-base row; "" = none
+	lowLatency bool          // also measure warren with --low-latency and the peer with its runtime setting
+	appsAwake  bool          // the driver and the load server run with godebugAwake
 	idle       int           // idle SOCKS connections held open at once; 0 = skip
 	idleRows   []string      // rows the idle check runs on
 	idlePar    int           // connections opened in parallel for the idle check
@@ -98,6 +100,8 @@ func main() {
 	flag.DurationVar(&o.idleSettle, "idle-settle", 15*time.Second, "wait after every idle node's links are direct before the idle window")
 	flag.DurationVar(&o.idleWindow, "idle-window", 60*time.Second, "the idle-cost measuring window (a node with one coord sends a keep-alive every 15 s: four of them)")
 	flag.IntVar(&o.idleScale, "idle-scale", 1000, "also measure the coord's idle cost per node with this many simulated idle nodes (0 = skip)")
+	flag.BoolVar(&o.lowLatency, "low-latency", true, "also measure warren's rows with `warren up --low-latency` and the peer's with the same Go runtime setting ("+godebugAwake+"); each row's table line is then the best of its variants per column. Turn it off to compare a build with -base")
+	appsAwake := flag.Bool("apps-awake", true, "run the driver (the client) and the load server with the same runtime setting ("+godebugAwake+"): they stand for the apps a VPN carries (ssh, a game), which have no Go runtime monitor to wake; without it their own wake-ups weigh on every row's round trips, twice on rows whose load server is a process of its own")
 	flag.BoolVar(&o.verbose, "v", false, "print every run's numbers")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir with the child processes' logs")
 	flag.StringVar(&o.profile, "profile", "", "after the table, profile each VPN row's processes with perf into this `dir`ectory")
@@ -112,6 +116,13 @@ func main() {
 		}
 		return
 	}
+	if *appsAwake {
+		if err := awakeSelf(); err != nil {
+			fmt.Fprintln(os.Stderr, "benchtable:", err)
+			os.Exit(1)
+		}
+	}
+	o.appsAwake = *appsAwake
 	o.rows = strings.Split(rows, ",")
 	o.idleRows = strings.Split(idleRows, ",")
 	if o.base != "" && !slices.Contains(o.rows, "warren-base") {
@@ -208,7 +219,7 @@ func run(ctx context.Context, o options) (err error) {
 	var rows []*rowState
 	var notes []string
 	for _, row := range o.rows {
-		for _, v := range variants(row) {
+		for _, v := range variants(row, o.lowLatency) {
 			t, note, err := b.setUp(ctx, row, v, loadAddr)
 			if err != nil {
 				return fmt.Errorf("row %s: set up: %w", v.name, err)
@@ -224,7 +235,7 @@ func run(ctx context.Context, o options) (err error) {
 			if err != nil {
 				return fmt.Errorf("row %s: %w", v.name, err)
 			}
-			rows = append(rows, &rowState{name: v.name, row: row, gomaxprocs: v.gomaxprocs, t: t, rssIdle: rss})
+			rows = append(rows, &rowState{name: v.name, row: row, v: v, t: t, rssIdle: rss})
 		}
 	}
 	for i := range o.runs {
@@ -245,8 +256,9 @@ func run(ctx context.Context, o options) (err error) {
 		m := median(r.runs)
 		m.rssIdle = r.rssIdle
 		res := rowResult{name: r.name, socks: r.t.socks, vpn: len(r.t.vpn) > 0, median: m}
-		// The idle check runs on one variant of a row: Go's default GOMAXPROCS, as shipped.
-		if o.idle > 0 && r.t.socks && slices.Contains(o.idleRows, r.row) && r.gomaxprocs == "" {
+		// The idle check runs on one variant of a row: as shipped (Go's default GOMAXPROCS, no
+		// low-latency setting).
+		if o.idle > 0 && r.t.socks && slices.Contains(o.idleRows, r.row) && r.v.gomaxprocs == "" && !r.v.lowLatency {
 			fmt.Fprintf(os.Stderr, "idle: %s, %d connections\n", r.name, o.idle)
 			ir, err := b.idleCheck(ctx, r.t)
 			if err != nil {
@@ -258,7 +270,7 @@ func run(ctx context.Context, o options) (err error) {
 		if r.name != r.row {
 			vs = append(vs, res)
 		}
-		// After the last variant of a row measured at several GOMAXPROCS: the best of them.
+		// After the last variant of a row measured in several configurations: the best of them.
 		if len(vs) > 0 && (i+1 == len(rows) || rows[i+1].row != r.row) {
 			results = append(results, bestOf(r.row, vs))
 			vs = nil
@@ -304,28 +316,82 @@ func run(ctx context.Context, o options) (err error) {
 
 // rowState is a row being measured: its path and its runs so far.
 type rowState struct {
-	name       string // the row, or one variant of it (peer+socks@1)
-	row        string // the row as -rows names it
-	gomaxprocs string // the variant's GOMAXPROCS ("": Go's default)
-	t          target
-	rssIdle    float64 // largest VPN process resident set right after setup, MiB
-	runs       []runResult
+	name    string // the row, or one variant of it (peer+socks@1)
+	row     string // the row as -rows names it
+	v       variant
+	t       target
+	rssIdle float64 // largest VPN process resident set right after setup, MiB
+	runs    []runResult
 }
 
 // variant is one configuration a row is measured in.
 type variant struct {
 	name       string
 	gomaxprocs string // "": Go's default
+	// lowLatency: warren up --low-latency; for the wireguard-go peer, the same Go runtime setting
+	// in its environment (godebugAwake).
+	lowLatency bool
 }
 
-// variants are the configurations row is measured in: the wireguard-go peer at GOMAXPROCS=1 (what
-// warren's node uses on this machine's 2 cores) and at Go's default, so that the table can
-// compare warren with the peer at its best; every other row once, as it ships.
-func variants(row string) []variant {
-	if (row != "peer+socks" && row != "peer-tun") || runtime.GOMAXPROCS(0) == 1 {
-		return []variant{{name: row}}
+// godebugAwake is the runtime setting behind warren's --low-latency (cmd/warren/lowlatency.go): the
+// runtime's monitor thread never sleeps deeply, so no system call has to wake it. The peer is a Go
+// program too, and gets it in its low-latency variants.
+const godebugAwake = "GODEBUG=schedtrace=2147483647"
+
+// variants are the configurations row is measured in, so that the table compares each side at its
+// best: the wireguard-go peer at GOMAXPROCS=1 (what warren's node uses on this machine's 2 cores)
+// and at Go's default, each with and without the low-latency runtime setting (lowLatency);
+// warren's rows as they ship and with --low-latency. Every other row once, as it ships.
+func variants(row string, lowLatency bool) []variant {
+	switch row {
+	case "peer+socks", "peer-tun":
+		var vs []variant
+		procs := []string{""}
+		if runtime.GOMAXPROCS(0) > 1 {
+			procs = []string{"1", ""}
+		}
+		for _, ll := range []bool{false, true} {
+			if ll && !lowLatency {
+				break
+			}
+			for _, p := range procs {
+				name := row + "@" + p
+				if p == "" {
+					name = fmt.Sprintf("%s@%d", row, runtime.GOMAXPROCS(0))
+				}
+				if ll {
+					name += ",ll"
+				}
+				vs = append(vs, variant{name: name, gomaxprocs: p, lowLatency: ll})
+			}
+		}
+		if len(vs) == 1 {
+			vs[0].name = row
+		}
+		return vs
+	case "warren", "warren-packet", "warren-tun":
+		if lowLatency {
+			return []variant{{name: row + "@default"}, {name: row + "@ll", lowLatency: true}}
+		}
 	}
-	return []variant{{name: row + "@1", gomaxprocs: "1"}, {name: fmt.Sprintf("%s@%d", row, runtime.GOMAXPROCS(0))}}
+	return []variant{{name: row}}
+}
+
+// warrenFlags are the extra `warren up` flags of a variant of a warren row.
+func (v variant) warrenFlags() []string {
+	if v.lowLatency {
+		return []string{"--low-latency"}
+	}
+	return nil
+}
+
+// peerEnv is the environment of a variant's wgpeer processes (besides their keys).
+func (v variant) peerEnv() []string {
+	env := []string{"GOMAXPROCS=" + v.gomaxprocs}
+	if v.lowLatency {
+		env = append(env, godebugAwake)
+	}
+	return env
 }
 
 // setUp starts the processes of one row in one variant. A row that this build cannot measure
@@ -335,10 +401,10 @@ func (b *bench) setUp(ctx context.Context, name string, v variant, loadAddr neti
 	case "direct":
 		return b.direct(ctx, loadAddr), "", nil
 	case "peer+socks":
-		t, err := b.peer(ctx, v.name, v.gomaxprocs)
+		t, err := b.peer(ctx, v)
 		return t, "", err
 	case "warren":
-		t, err := b.warren(ctx, b.opts.bin, loadAddr, name)
+		t, err := b.warren(ctx, b.opts.bin, loadAddr, v.name, v.warrenFlags()...)
 		return t, "", err
 	case "warren-base":
 		t, err := b.warren(ctx, b.opts.base, loadAddr, name)
@@ -351,19 +417,19 @@ func (b *bench) setUp(ctx context.Context, name string, v variant, loadAddr neti
 		if flagName == "" {
 			return target{}, "warren-packet: skipped, `warren up` has no flag for node.Config.PacketPathTCP", nil
 		}
-		t, err := b.warren(ctx, b.opts.bin, loadAddr, name, flagName)
+		t, err := b.warren(ctx, b.opts.bin, loadAddr, v.name, append(v.warrenFlags(), flagName)...)
 		return t, "", err
 	case "peer-tun":
 		if why := tunSkip(); why != "" {
 			return target{}, v.name + ": skipped, " + why, nil
 		}
-		t, err := b.peerTun(ctx, b.self, v.name, v.gomaxprocs)
+		t, err := b.peerTun(ctx, b.self, v)
 		return t, "", err
 	case "warren-tun":
 		if why := tunSkip(); why != "" {
 			return target{}, "warren-tun: skipped, " + why, nil
 		}
-		t, err := b.warrenTun(ctx, b.self)
+		t, err := b.warrenTun(ctx, b.self, v)
 		return t, "", err
 	}
 	return target{}, "", errors.New("unknown row")

@@ -37,7 +37,7 @@ func startProc(dir, name, bin string, env []string, args ...string) (*proc, erro
 	}
 	defer logf.Close() // the child holds its own descriptor
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(childEnviron(), env...)
 	cmd.Stderr = logf
 	// Own process group (so one signal reaches everything it spawned) and killed if we die first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -152,4 +152,41 @@ func rssMiB(pid int) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("rss: no VmRSS in /proc/%d/status", pid)
+}
+
+// origGodebug holds benchtable's own GODEBUG as it was started, while awakeSelf has changed it.
+const origGodebug = "BENCHTABLE_ORIG_GODEBUG"
+
+// awakeSelf re-executes benchtable with godebugAwake in its environment (-apps-awake) unless it
+// runs that way already. The runtime reads the setting only at start.
+func awakeSelf() error {
+	if _, ok := os.LookupEnv(origGodebug); ok {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("-apps-awake: %w", err)
+	}
+	env := append(os.Environ(), origGodebug+"="+os.Getenv("GODEBUG"), godebugAwake)
+	return fmt.Errorf("-apps-awake: re-execute %s: %w", exe, syscall.Exec(exe, os.Args, env))
+}
+
+// childEnviron is the environment children start from: benchtable's own as it was started (the
+// VPN processes get godebugAwake only in their low-latency variants).
+func childEnviron() []string {
+	orig, awake := os.LookupEnv(origGodebug)
+	env := os.Environ()
+	if !awake {
+		return env
+	}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "GODEBUG=") && !strings.HasPrefix(kv, origGodebug+"=") {
+			out = append(out, kv)
+		}
+	}
+	if orig != "" {
+		out = append(out, "GODEBUG="+orig)
+	}
+	return out
 }

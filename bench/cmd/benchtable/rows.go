@@ -65,10 +65,19 @@ func (b *bench) stopAll() {
 	b.cleanups = nil
 }
 
+// appEnv is the environment of the load server, which stands for an app like the driver
+// (-apps-awake).
+func (b *bench) appEnv() []string {
+	if b.opts.appsAwake {
+		return []string{godebugAwake}
+	}
+	return nil
+}
+
 // startLoad runs the load server as its own process (this binary in -serve-load mode) and returns
 // its address.
 func (b *bench) startLoad(ctx context.Context, self string) (netip.AddrPort, error) {
-	p, err := b.start("load", self, nil, "-serve-load", "127.0.0.1:0")
+	p, err := b.start("load", self, b.appEnv(), "-serve-load", "127.0.0.1:0")
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -100,9 +109,10 @@ var (
 const wgLoadPort = 9000
 
 // peer is the comparison: two wgpeer processes, B serving the load server in its netstack, A
-// serving SOCKS5 into its netstack; the client connects through A's SOCKS5. gomaxprocs is both
-// processes' GOMAXPROCS ("": Go's default).
-func (b *bench) peer(ctx context.Context, name, gomaxprocs string) (target, error) {
+// serving SOCKS5 into its netstack; the client connects through A's SOCKS5. v sets both
+// processes' GOMAXPROCS and runtime setting (variant.peerEnv).
+func (b *bench) peer(ctx context.Context, v variant) (target, error) {
+	name := v.name
 	privA, pubA, err := wgKeyPair()
 	if err != nil {
 		return target{}, err
@@ -118,7 +128,7 @@ func (b *bench) peer(ctx context.Context, name, gomaxprocs string) (target, erro
 		return target{}, err
 	}
 	mtu := strconv.Itoa(b.opts.wgMTU)
-	pb, err := b.start(name+"-b", b.opts.wgpeer, []string{"WGPEER_PRIVATE_KEY=" + privB, "GOMAXPROCS=" + gomaxprocs},
+	pb, err := b.start(name+"-b", b.opts.wgpeer, append([]string{"WGPEER_PRIVATE_KEY=" + privB}, v.peerEnv()...),
 		"--addr", wgAddrB.String(), "--peer-addr", wgAddrA.String(), "--peer-key", pubA,
 		"--listen-port", strconv.Itoa(portB), "--endpoint", fmt.Sprintf("127.0.0.1:%d", portA),
 		"--mtu", mtu, "--serve", strconv.Itoa(wgLoadPort))
@@ -126,7 +136,7 @@ func (b *bench) peer(ctx context.Context, name, gomaxprocs string) (target, erro
 		return target{}, err
 	}
 	socksAddr := fmt.Sprintf("127.0.0.1:%d", socksPort)
-	pa, err := b.start(name+"-a", b.opts.wgpeer, []string{"WGPEER_PRIVATE_KEY=" + privA, "GOMAXPROCS=" + gomaxprocs},
+	pa, err := b.start(name+"-a", b.opts.wgpeer, append([]string{"WGPEER_PRIVATE_KEY=" + privA}, v.peerEnv()...),
 		"--addr", wgAddrA.String(), "--peer-addr", wgAddrB.String(), "--peer-key", pubB,
 		"--listen-port", strconv.Itoa(portA), "--endpoint", fmt.Sprintf("127.0.0.1:%d", portB),
 		"--mtu", mtu, "--socks", socksAddr)

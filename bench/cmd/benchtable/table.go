@@ -106,7 +106,7 @@ func median(runs []runResult) runResult {
 	}
 }
 
-// bestOf merges the rows of one peer measured at several GOMAXPROCS settings into one row named
+// bestOf merges the rows of one row measured in several variants (GOMAXPROCS, low latency) into one row named
 // name: each column takes the better figure (higher throughput and connections per second, lower
 // latency, CPU and memory), and won lists which variant gave it.
 func bestOf(name string, vs []rowResult) rowResult {
@@ -156,8 +156,13 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 	}
 	fmt.Fprintf(w, "median of %d runs; bulk: %s, %v measured after %v warmup; RTT: %d x 64 bytes; new conns: up to %d in %v; wg MTU %d; took %v\n",
 		o.runs, dir, o.dur, o.warmup, o.rttN, o.conns, o.connLimit, o.wgMTU, took.Round(time.Second))
-	fmt.Fprintf(w, "UDP: 64-byte datagrams one at a time, %d at 60/s and %d back to back per run, lost = not back in %v (summed over runs)\n\n",
+	fmt.Fprintf(w, "UDP: 64-byte datagrams one at a time, %d at 60/s and %d back to back per run, lost = not back in %v (summed over runs)\n",
 		o.udpN60, o.udpNFast, o.udpLoss)
+	apps := "as shipped (-apps-awake=false)"
+	if o.appsAwake {
+		apps = godebugAwake + " (-apps-awake)"
+	}
+	fmt.Fprintf(w, "driver and load server: %s\n\n", apps)
 	head := []string{"row", "1 stream", "4 streams", "upload", "RTT p50", "RTT p99", "new conns", "CPU s/GB", "RSS idle", "RSS load"}
 	unit := []string{"", "Gbit/s", "Gbit/s", "Gbit/s", "µs", "µs", "per s", "A+B", "MiB", "MiB"}
 	table := [][]string{head, unit}
@@ -206,7 +211,7 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 	}
 	for _, r := range rows {
 		if r.won != "" {
-			fmt.Fprintf(w, "\n%s: the better of its GOMAXPROCS variants per column: %s\n", r.name, r.won)
+			fmt.Fprintf(w, "\n%s: the best of its variants per column (@GOMAXPROCS; ll: low latency): %s\n", r.name, r.won)
 		}
 	}
 

@@ -40,8 +40,8 @@ func tunSkip() string {
 // node B's overlay IPv4 inside B's namespace (node B exposes its port), and the client dials it from
 // A's namespace, so every byte goes kernel TCP → warren0 → node A → QUIC DATAGRAMs → node B →
 // warren0 → kernel TCP. The namespaces go when the run ends (b.cleanup), however it ends.
-func (b *bench) warrenTun(ctx context.Context, self string) (target, error) {
-	const name = "warren-tun"
+func (b *bench) warrenTun(ctx context.Context, self string, v variant) (target, error) {
+	name := v.name
 	nsA, nsB, addrA, addrB, err := b.nsPair(ctx, "w")
 	if err != nil {
 		return target{}, err
@@ -59,7 +59,7 @@ func (b *bench) warrenTun(ctx context.Context, self string) (target, error) {
 		return target{}, err
 	}
 	stateA, stateB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	common := []string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--log-level", "warn", "--socks", "", "--tun"}
+	common := append([]string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--log-level", "warn", "--socks", "", "--tun"}, v.warrenFlags()...)
 	pa, err := inNS(nsA, name+"-a", warren, append(common, "--name", "a", "--state", stateA, "--listen", addrA+":0")...)
 	if err != nil {
 		return target{}, err
@@ -119,7 +119,7 @@ func (b *bench) inNS(ns, name, bin string, env []string, args ...string) (*proc,
 // nsTarget starts the load server (TCP and UDP) on dest inside nsB and returns the target that
 // reaches it from sockets made in nsA.
 func (b *bench) nsTarget(ctx context.Context, self, name, nsA, nsB string, dest netip.AddrPort, vpn []*proc) (target, error) {
-	lp, err := b.inNS(nsB, name+"-load", self, nil, "-serve-load", dest.String(), "-serve-load-any")
+	lp, err := b.inNS(nsB, name+"-load", self, b.appEnv(), "-serve-load", dest.String(), "-serve-load-any")
 	if err != nil {
 		return target{}, err
 	}
@@ -150,8 +150,9 @@ func (b *bench) nsTarget(ctx context.Context, self, name, nsA, nsB string, dest 
 
 // peerTun is the peer for TUN mode: two wgpeer processes on wireguard-go's own kernel TUN devices
 // (with its offloads), one per namespace, their UDP over the veth; the load server listens on B's
-// tunnel address in B's namespace and the client dials from A's. gomaxprocs as in peer.
-func (b *bench) peerTun(ctx context.Context, self, name, gomaxprocs string) (target, error) {
+// tunnel address in B's namespace and the client dials from A's. v as in peer.
+func (b *bench) peerTun(ctx context.Context, self string, v variant) (target, error) {
+	name := v.name
 	nsA, nsB, addrA, addrB, err := b.nsPair(ctx, "p")
 	if err != nil {
 		return target{}, err
@@ -174,7 +175,7 @@ func (b *bench) peerTun(ctx context.Context, self, name, gomaxprocs string) (tar
 		{nsB, privB, pubA, wgAddrB.String(), wgAddrA.String(), addrA},
 	} {
 		p, err := b.inNS(side.ns, fmt.Sprintf("%s-%c", name, 'a'+len(procs)), b.opts.wgpeer,
-			[]string{"WGPEER_PRIVATE_KEY=" + side.priv, "GOMAXPROCS=" + gomaxprocs},
+			append([]string{"WGPEER_PRIVATE_KEY=" + side.priv}, v.peerEnv()...),
 			"--tun", dev, "--addr", side.addr, "--peer-addr", side.peerAddr, "--peer-key", side.peerKey,
 			"--listen-port", strconv.Itoa(wgPort), "--endpoint", fmt.Sprintf("%s:%d", side.endpoint, wgPort), "--mtu", mtu)
 		if err != nil {
