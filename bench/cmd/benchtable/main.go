@@ -378,6 +378,10 @@ func variants(row string, lowLatency bool) []variant {
 }
 
 // warrenFlags are the extra `warren up` flags of a variant of a warren row.
+// The rows' nodes run with --link-idle 0: measured in turns, a row's nodes sit idle between its runs
+// for longer than the default 2 minutes, and a link that wound down comes back through the relay
+// first, where a connection opened then stays (link retirement keeps it): the 1-stream column
+// measured the relay's rate bound, 0.21 Gbit/s (stop 30). The idle-cost nodes run as shipped.
 func (v variant) warrenFlags() []string {
 	if v.lowLatency {
 		return []string{"--low-latency"}

@@ -172,7 +172,7 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 	}
 	socksAddr := fmt.Sprintf("127.0.0.1:%d", socksPort)
 	stateA, stateB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	common := []string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--listen", "127.0.0.1:0", "--log-level", "warn"}
+	common := []string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--listen", "127.0.0.1:0", "--log-level", "warn", "--link-idle", "0"}
 	pa, err := b.start(name+"-a", warren, nil, append(append(common, "--name", "a", "--state", stateA, "--socks", socksAddr), extra...)...)
 	if err != nil {
 		return target{}, err

@@ -59,7 +59,7 @@ func (b *bench) warrenTun(ctx context.Context, self string, v variant) (target, 
 		return target{}, err
 	}
 	stateA, stateB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	common := append([]string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--log-level", "warn", "--socks", "", "--tun"}, v.warrenFlags()...)
+	common := append([]string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--log-level", "warn", "--socks", "", "--tun", "--link-idle", "0"}, v.warrenFlags()...)
 	pa, err := inNS(nsA, name+"-a", warren, append(common, "--name", "a", "--state", stateA, "--listen", addrA+":0")...)
 	if err != nil {
 		return target{}, err
