@@ -11,16 +11,17 @@ import (
 // next system call of any goroutine wakes it (entersyscall), after which it polls every 20 µs until
 // it sees the process idle again and sleeps again. A node is idle between the packets of a round
 // trip, so every round trip paid a thread wake-up and a few 20 µs timers on the other CPU; on a VM,
-// where each timer and wake-up exits to the hypervisor, that was most of the node's cost.
+// where each timer and wake-up exits to the hypervisor, that was a large share of the node's CPU.
 // GODEBUG=schedtrace=N with N > 0 is the runtime's only switch that turns the deep sleep off
 // (proc.go, sysmon: `debug.schedtrace <= 0 && ...`): sysmon then backs off to one wake-up every
 // 10 ms when nothing happens and is never woken by a system call. N is in milliseconds, the period
 // of the scheduler trace that it also turns on; the largest value prints one trace line after
 // 24.8 days of uptime (or at once, if the machine has been up longer) and no more for 24.8 days.
 //
-// Measured on the 2-core bench VM (BENCHMARKS.md, stop 30): stream path RTT p50 217 → 113 µs,
-// throughput 3.35 → 5.17 Gbit/s, CPU per GB 3.24 → 2.48 s; the cost is about 100 wake-ups a
-// second and 0.1% CPU while idle (2-4 and 0.00% without), which is why it is not the default.
+// Measured on the 2-core bench VM (BENCHMARKS.md, stop 30, both nodes with it): stream path
+// 3.23 → 4.58 Gbit/s, RTT p50 202 → 145 µs, CPU per GB 3.30 → 2.61 s; the cost is about 100
+// wake-ups a second and 0.1% CPU while idle (2-4 and 0.00% without), which is why it is not the
+// default.
 // The setting is read once, when the runtime starts, so warren re-executes itself with it.
 const sysmonAwake = "schedtrace=2147483647"
 
