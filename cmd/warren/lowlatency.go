@@ -20,7 +20,7 @@ import (
 //
 // Measured on the 2-core bench VM (BENCHMARKS.md, stop 30, both nodes with it): stream path
 // 3.23 → 4.58 Gbit/s, RTT p50 202 → 145 µs, CPU per GB 3.30 → 2.61 s; the cost is about 100
-// wake-ups a second and 0.1% CPU while idle (2-4 and 0.00% without), which is why it is not the
+// wake-ups a second and 0.1-0.25% CPU while idle (2-4 and 0.00% without), which is why it is not the
 // default.
 // The setting is read once, when the runtime starts, so warren re-executes itself with it.
 const sysmonAwake = "schedtrace=2147483647"
