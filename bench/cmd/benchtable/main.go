@@ -345,15 +345,18 @@ const godebugAwake = "GODEBUG=schedtrace=2147483647"
 func variants(row string, lowLatency bool) []variant {
 	switch row {
 	case "peer+socks", "peer-tun":
-		var vs []variant
-		procs := []string{""}
+		procs, lls := []string{""}, []bool{false}
 		if runtime.GOMAXPROCS(0) > 1 {
 			procs = []string{"1", ""}
 		}
-		for _, ll := range []bool{false, true} {
-			if ll && !lowLatency {
-				break
-			}
+		if lowLatency {
+			lls = append(lls, true)
+		}
+		if len(procs)*len(lls) == 1 {
+			break
+		}
+		var vs []variant
+		for _, ll := range lls {
 			for _, p := range procs {
 				name := row + "@" + p
 				if p == "" {
@@ -365,9 +368,6 @@ func variants(row string, lowLatency bool) []variant {
 				vs = append(vs, variant{name: name, gomaxprocs: p, lowLatency: ll})
 			}
 		}
-		if len(vs) == 1 {
-			vs[0].name = row
-		}
 		return vs
 	case "warren", "warren-packet", "warren-tun":
 		if lowLatency {
@@ -378,10 +378,6 @@ func variants(row string, lowLatency bool) []variant {
 }
 
 // warrenFlags are the extra `warren up` flags of a variant of a warren row.
-// The rows' nodes run with --link-idle 0: measured in turns, a row's nodes sit idle between its runs
-// for longer than the default 2 minutes, and a link that wound down comes back through the relay
-// first, where a connection opened then stays (link retirement keeps it): the 1-stream column
-// measured the relay's rate bound, 0.21 Gbit/s (stop 30). The idle-cost nodes run as shipped.
 func (v variant) warrenFlags() []string {
 	if v.lowLatency {
 		return []string{"--low-latency"}
