@@ -20,7 +20,8 @@ import (
 //     the search starts afresh, and the waking side dials the relay at once, whatever the key order,
 //     since the dormant side does not punch and would not answer from behind its NAT. The packet
 //     itself is refused with ErrLinkWaking (node/sendq.go holds its queue until WaitLink says the
-//     link is up); a stream waits for the link. The woken side gets the link, leaves dormancy, and
+//     link is up); a stream waits for the link, and when the link wound down on the direct path
+//     for the direct one (link.interimUntil, stream.go's waitLink). The woken side gets the link, leaves dormancy, and
 //     punching moves both to a direct path as at first contact.
 //   - Links wind down only while the node is logged in to a relay: that is the way back. Without
 //     one a dormant pair behind NATs could not reach each other again.
@@ -79,7 +80,7 @@ func (e *Endpoint) HoldLinks(hold bool) {
 // WaitLink waits until a link to k is up (for a packet Send refused with ErrLinkWaking), or ctx
 // ends.
 func (e *Endpoint) WaitLink(ctx context.Context, k Key) error {
-	_, err := e.waitLink(ctx, k)
+	_, err := e.waitLink(ctx, k, false)
 	return err
 }
 

@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	"errors"
+	"io"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -149,6 +150,54 @@ func TestChatterNeitherKeepsNorWakesLinks(t *testing.T) {
 		}
 		if a.ep.Status(b.key).Path != PathIdle || b.ep.Status(a.key).Path != PathIdle {
 			t.Fatalf("paths %v / %v after chatter, want idle", a.ep.Status(b.key), b.ep.Status(a.key))
+		}
+	})
+}
+
+// TestStreamAfterWakeRidesDirect, in virtual time: a stream that wakes a link which wound down on
+// the direct path waits for the direct link instead of riding the relay link that comes up first
+// (streams never move between links, so it would stay on the relay for its whole life). When the
+// direct path is gone for good, the stream takes the relay link after the bounded wait.
+func TestStreamAfterWakeRidesDirect(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const linkIdle = 30 * time.Second
+		a, b, _ := directIdlePair(t, linkIdle, nil)
+		a.ep.cfg.AcceptStream = func(s *IncomingStream) {
+			if c, err := s.Accept(); err == nil {
+				io.Copy(c, c)
+				c.Close()
+			}
+		}
+		dial := func(want string) time.Duration {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			start := time.Now()
+			c, err := b.ep.DialStream(ctx, a.key, StreamHeader{Proto: ProtoTCP, Port: 22})
+			if err != nil {
+				t.Fatalf("stream that wakes the link: %v", err)
+			}
+			defer c.Close()
+			took := time.Since(start)
+			if got := c.(*streamConn).link.path; got != want {
+				t.Fatalf("the stream that woke the link rides the %s link, want %s", got, want)
+			}
+			if err := echo(c, "after the idle spell"); err != nil {
+				t.Fatal(err)
+			}
+			return took
+		}
+		waitPath(t, a, b, PathIdle)
+		dial(PathDirect)
+
+		waitPath(t, a, b, PathIdle)
+		direct := func(x, y netip.AddrPort) bool {
+			return x == a.ep.LocalAddr() && y == b.ep.LocalAddr() || x == b.ep.LocalAddr() && y == a.ep.LocalAddr()
+		}
+		testNet(t).SetFilter(func(from, to netip.AddrPort) bool { return !direct(from, to) })
+		if took := dial(PathRelay); took < interimWait(0) || took > maxInterimWait+time.Second {
+			t.Fatalf("with the direct path gone the stream took the relay link after %v, want after %v and at most about %v",
+				took, interimWait(0), maxInterimWait)
 		}
 	})
 }

@@ -252,9 +252,11 @@ type peerState struct {
 	// Winding down (idle.go). dormant: the link wound down and nothing is sent to the peer; the
 	// peer loop sets and clears it. wanted: traffic for the peer arrived while dormant (Send,
 	// DialStream); the loop takes it. peerSlept: the peer closed the current link as idle.
-	dormant   atomic.Bool
-	wanted    atomic.Bool
-	peerSlept bool
+	// sleptDirect: the last link was direct and wound down as idle; the next relay link is interim.
+	dormant     atomic.Bool
+	wanted      atomic.Bool
+	peerSlept   bool
+	sleptDirect bool
 }
 
 // link is one QUIC connection to a peer. A link that a newer one replaced is retired: it takes no
@@ -272,7 +274,10 @@ type link struct {
 	// set, read after it is seen set).
 	up, retiredAt time.Time
 	retired       atomic.Bool
-	release       func() // runs once the connection is gone (closes a socket of its own); may be nil
+	// interimUntil is set on a relay link that came up as the pair woke from an idle direct link:
+	// until then streams wait for the direct link that follows (waitLink). Set before install.
+	interimUntil time.Time
+	release      func() // runs once the connection is gone (closes a socket of its own); may be nil
 	// removed is set when the peer left the peer set: the link is being closed, and nothing that
 	// still arrives on it (packets, streams) is delivered.
 	removed atomic.Bool
@@ -292,6 +297,16 @@ func (l *link) doneStream() {
 		l.conn.CloseWithError(0, "replaced") // else retire's timer closes it
 	}
 }
+
+// interimWait is how long streams wait for the direct link after an interim relay link came up
+// (link.interimUntil), given the relay link's round-trip time: the woken peer learns of the wake
+// over the relay, the two punch and handshake, a few round trips in all; at most maxInterimWait,
+// the most a connection made just after an idle spell waits when the direct path is gone for good.
+func interimWait(rtt time.Duration) time.Duration {
+	return min(maxInterimWait, 50*time.Millisecond+6*rtt)
+}
+
+const maxInterimWait = time.Second
 
 // freshDirect is how young a direct link is still kept when a relay link to the same peer comes up
 // (installLink). A direct link that stalls and falls back to the relay is always older: a stall takes
@@ -484,6 +499,10 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	// direct one. Letting the relay link replace it left the two sides on different links, and this
 	// side with none once the peer closed the one it had retired.
 	old := ps.link
+	if old == nil && path != PathDirect && ps.sleptDirect {
+		l.interimUntil = l.up.Add(interimWait(conn.ConnectionStats().SmoothedRTT))
+	}
+	ps.sleptDirect = false
 	kept := old != nil && old.path == PathDirect && path != PathDirect && time.Since(old.up) < freshDirect
 	if kept {
 		old = l
@@ -549,6 +568,7 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		if ps.link == l {
 			ps.link = nil
 			ps.peerSlept = slept
+			ps.sleptDirect = idle && l.path == PathDirect
 			current = true
 			poke(ps.wake)
 		}

@@ -97,7 +97,7 @@ func (e *dialError) Is(target error) bool {
 // A refusal is ErrStreamRefused; no such peer, or no link in time, wraps ErrPeerUnreachable.
 func (e *Endpoint) DialStream(ctx context.Context, k Key, h StreamHeader) (net.Conn, error) {
 	for tries := 0; ; tries++ {
-		l, err := e.waitLink(ctx, k)
+		l, err := e.waitLink(ctx, k, true)
 		if err != nil {
 			return nil, err
 		}
@@ -154,7 +154,12 @@ func (e *Endpoint) dialStreamOn(ctx context.Context, k Key, l *link, h StreamHea
 // waitLink returns the live link to k. While none is up it waits, until ctx ends, for the peer's
 // linkUp signal (installLink closes it when a link comes up, SetPeers when k leaves the peer set).
 // It takes the write lock once per dial (the first waiter makes the channel), never per packet.
-func (e *Endpoint) waitLink(ctx context.Context, k Key) (*link, error) {
+//
+// For a stream it also waits out an interim link (link.interimUntil): a relay link that came up as
+// the pair woke from an idle direct one. The direct link follows within a few round trips, and a
+// stream opened on the relay would stay there for its whole life (links retire, streams do not
+// move): an scp after an idle spell would run at the relay's rate. Packets take any link at once.
+func (e *Endpoint) waitLink(ctx context.Context, k Key, stream bool) (*link, error) {
 	for {
 		e.mu.Lock()
 		ps := e.peers[k]
@@ -162,22 +167,39 @@ func (e *Endpoint) waitLink(ctx context.Context, k Key) (*link, error) {
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s is not a peer", ErrPeerUnreachable, k)
 		}
+		var interim *time.Timer
 		if l := ps.link; l != nil {
-			e.mu.Unlock()
-			return l, nil
+			wait := time.Until(l.interimUntil)
+			if dl, ok := ctx.Deadline(); ok {
+				wait = min(wait, time.Until(dl)/2) // leave the dial half its time on the interim link
+			}
+			if !stream || wait <= 0 {
+				e.mu.Unlock()
+				return l, nil
+			}
+			interim = time.NewTimer(wait) // then the loop takes the interim link
+		} else {
+			ps.wakeIfDormant()
 		}
-		ps.wakeIfDormant()
 		if ps.linkUp == nil {
 			ps.linkUp = make(chan struct{})
 		}
 		up := ps.linkUp
 		e.mu.Unlock()
+		var interimUp <-chan time.Time
+		if interim != nil {
+			interimUp = interim.C
+		}
 		select {
 		case <-up:
+		case <-interimUp:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: no link to peer %s: %w", ErrPeerUnreachable, k, ctx.Err())
 		case <-e.ctx.Done():
 			return nil, ErrClosed
+		}
+		if interim != nil {
+			interim.Stop()
 		}
 	}
 }
