@@ -173,9 +173,10 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 	socksAddr := fmt.Sprintf("127.0.0.1:%d", socksPort)
 	stateA, stateB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	// --link-idle 0 (also warrenTun's): measured in turns, a row's nodes sit idle between its runs
-	// for longer than the default 2 minutes, and a link that wound down comes back through the relay
-	// first, where a connection opened then stays (link retirement keeps it): the 1-stream column
-	// measured the relay's rate bound, 0.21 Gbit/s (stop 30). The idle-cost nodes run as shipped.
+	// for longer than the default 2 minutes; the rows measure a live link, not the wake-up (first
+	// through the relay, then direct; before 3896c9e a connection opened during it stayed on the
+	// relay, and the 1-stream column measured the relay's rate bound, 0.21 Gbit/s, stop 30). The
+	// idle-cost nodes run as shipped.
 	common := []string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--listen", "127.0.0.1:0", "--log-level", "warn", "--link-idle", "0"}
 	pa, err := b.start(name+"-a", warren, nil, append(append(common, "--name", "a", "--state", stateA, "--socks", socksAddr), extra...)...)
 	if err != nil {
