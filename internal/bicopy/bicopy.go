@@ -85,7 +85,7 @@ type direction struct {
 // socket waits in the package's epoll set, and a new goroutine takes over when it is readable. So
 // an idle relay between a socket and a QUIC stream holds one goroutine (the stream's reader) and
 // no buffer. Whoever closes a or b while the relay runs must do it through Relay.Close: a parked
-// direction notices nothing else.
+// direction notices nothing else. An owner that closes all its relays at once starts them in a Group.
 func Start(a net.Conn, aR io.Reader, b net.Conn, done func()) *Relay {
 	if aR == nil {
 		aR = a

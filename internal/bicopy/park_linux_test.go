@@ -248,3 +248,21 @@ func TestHalfClosedParkedRelayCloses(t *testing.T) {
 	wait(t, done, "Relay.Close of a half-closed relay")
 	waitPollerGone(t)
 }
+
+// TestGroupClosesParked: a Group's Close ends relays whose directions are all parked, which closing
+// their sockets directly would not reach, and returns once they have ended.
+func TestGroupClosesParked(t *testing.T) {
+	shortQuiet(t)
+	var g Group
+	var ended atomic.Int32
+	app1, _ := groupRelay(t, &g, func() { ended.Add(1) })
+	app2, _ := groupRelay(t, &g, func() { ended.Add(1) })
+	waitParked(t, 4, "two fresh relays")
+	closeWithin(t, &g)
+	if got := ended.Load(); got != 2 {
+		t.Fatalf("Close returned with %d of 2 done callbacks run", got)
+	}
+	readEnds(t, app1, "app 1")
+	readEnds(t, app2, "app 2")
+	waitPollerGone(t)
+}
