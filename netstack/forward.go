@@ -96,15 +96,12 @@ func (ns *Stack) splice(r *tcp.ForwarderRequest, other net.Conn) bool {
 	remote := newTCPConn(&wq, ep) // bicopy waits on its Peek: no buffer while quiet
 	// The relay runs on goroutines of its own (a quiet host socket parks without one).
 	ns.stats.forwardsActive.Add(1)
-	if !ns.startRelay(remote, other, func() { // half-closes with CloseWrite; on error closes both
+	if !ns.relays.Start(remote, nil, other, func() { // half-closes with CloseWrite; on error closes both
 		ns.stats.forwardsActive.Add(^uint64(0))
 		remote.Close()
 		other.Close()
 	}) {
-		ns.stats.forwardsActive.Add(^uint64(0))
-		remote.Close()
-		other.Close()
-		return false
+		return false // closed: done ran
 	}
 	ns.stats.forwardsAccepted.Add(1)
 	return true

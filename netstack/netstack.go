@@ -130,16 +130,16 @@ type Stack struct {
 	stats counters
 	ctx   context.Context // alive until Close; cancels local dials
 	stop  context.CancelFunc
-	wg    sync.WaitGroup // every goroutine the Stack started (forwarder handlers, splices, UDP flows)
+	wg    sync.WaitGroup // every goroutine the Stack started (forwarder handlers, UDP flows) but relays
+	// relays are the forwarded connections' relays (splices): Close closes them (a relay direction
+	// parked in bicopy's epoll set would not see its socket closed directly) and waits for them.
+	relays bicopy.Group
 
 	// mu guards the following. wg.Add happens only under mu while !closed, so Close's wg.Wait
 	// never races with a new goroutine.
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // exposed UDP listeners, egress flows' sockets
-	// relays are the forwarded connections' relays: Close closes them (a relay direction parked
-	// in bicopy's epoll set would not see its socket closed directly).
-	relays map[*bicopy.Relay]struct{}
-	groups map[netip.Addr]bool // multicast groups joined
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // exposed UDP listeners, egress flows' sockets
+	groups map[netip.Addr]bool   // multicast groups joined
 	// handshakes counts inbound connections per remote address that are not spliced yet (local
 	// dial, then the handshake, which a remote that never answers our SYN-ACK keeps open for
 	// about two minutes).
@@ -172,7 +172,7 @@ func New(cfg Config) (*Stack, error) {
 	if err := populate(&cfg); err != nil {
 		return nil, err
 	}
-	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{}), relays: make(map[*bicopy.Relay]struct{}), groups: make(map[netip.Addr]bool),
+	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{}), groups: make(map[netip.Addr]bool),
 		handshakes: make(map[netip.Addr]int)}
 	ns.ctx, ns.stop = context.WithCancel(context.Background())
 	ns.link = newLink(uint32(cfg.MTU), cfg.Output, &ns.stats, ns.log)
@@ -424,28 +424,6 @@ func (ns *Stack) goTracked(f func(), conns ...net.Conn) bool {
 	return true
 }
 
-// startRelay relays between a and b (bicopy.Start) as work counted in wg, which Close closes; done
-// runs when the relay has ended, before the relay is forgotten. It reports false, and starts
-// nothing, if the stack is closed.
-func (ns *Stack) startRelay(a, b net.Conn, done func()) bool {
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	if ns.closed {
-		return false
-	}
-	ns.wg.Add(1)
-	var r *bicopy.Relay
-	r = bicopy.Start(a, nil, b, func() { // its first step waits for mu: r is set by then
-		done()
-		ns.mu.Lock()
-		delete(ns.relays, r)
-		ns.mu.Unlock()
-		ns.wg.Done()
-	})
-	ns.relays[r] = struct{}{}
-	return true
-}
-
 // untrack forgets and closes conns.
 func (ns *Stack) untrack(conns ...net.Conn) {
 	ns.mu.Lock()
@@ -503,16 +481,12 @@ func (ns *Stack) Close() error {
 	for c := range ns.conns {
 		conns = append(conns, c)
 	}
-	relays := make([]*bicopy.Relay, 0, len(ns.relays))
-	for r := range ns.relays {
-		relays = append(relays, r)
-	}
 	ns.mu.Unlock()
 	// 2. Closing every relay and socket ends every splice and UDP listener; cancelling ctx aborts
-	// local dials; aborting the endpoints ends handshakes in progress.
-	for _, r := range relays {
-		r.Close()
-	}
+	// local dials; aborting the endpoints ends handshakes in progress. Closing a relay closes its
+	// host socket and its endpoint, which wakes its directions: relays.Close waits for them here,
+	// and no splice starts from here on.
+	ns.relays.Close()
 	for _, c := range conns {
 		c.Close()
 	}

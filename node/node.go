@@ -146,7 +146,7 @@ type Node struct {
 
 	ctx    context.Context // alive until Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // coordLoop, NAT discovery, relays of exposed-port streams
+	wg     sync.WaitGroup // coordLoop, NAT discovery
 
 	// The parts, each safe for concurrent use.
 	peers      *peerState                     // peer map and access rules (peers.go)
@@ -164,6 +164,10 @@ type Node struct {
 	listens    *listenProbe                   // which exposed ports listen where (listens.go)
 	aclLog     logLimiter                     // debug lines about refusals (acl.go)
 	stop       stopSignal                     // Stopped, Err and logout state (logout.go)
+	// streamRelays are the relays of exposed-port streams (stream.go): Close closes them and waits,
+	// since a relay whose stream has ended (half-closed) and whose service is quiet waits on the
+	// service's socket alone, parked by bicopy.
+	streamRelays bicopy.Group
 
 	// mu guards the following.
 	mu        sync.Mutex
@@ -177,10 +181,6 @@ type Node struct {
 	dnsSetup, dnsRegistered string
 	// coordTrouble is why the last login to the coord failed, "" after one worked (Status).
 	coordTrouble string
-	// streamRelays are the relays of exposed-port streams (stream.go): Close closes them, since a
-	// relay whose stream has ended (half-closed) and whose service is quiet waits on the service's
-	// socket alone, parked by bicopy.
-	streamRelays map[*bicopy.Relay]struct{}
 	closed       bool
 }
 
@@ -228,7 +228,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: --proxy-users: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), streamRelays: make(map[*bicopy.Relay]struct{}), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers,
+	n := &Node{cfg: cfg, log: cfg.Logger, exposed: make(map[Port]bool), limits: newRateLimiter(broadcastRate, broadcastBurst), proxyUsers: proxyUsers,
 		listens: newListenProbe()}
 	for _, p := range cfg.Expose {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.Port == 0 {
@@ -704,10 +704,6 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
-	streamRelays := make([]*bicopy.Relay, 0, len(n.streamRelays))
-	for r := range n.streamRelays {
-		streamRelays = append(streamRelays, r)
-	}
 	n.mu.Unlock()
 	n.cancel()
 	if n.api != nil {
@@ -729,9 +725,7 @@ func (n *Node) Close() error {
 	}
 	n.sendq.close() // after the links: no Send is left blocking
 	n.relays.close()
-	for _, r := range streamRelays { // no new ones: acceptStream checks closed
-		r.Close()
-	}
+	n.streamRelays.Close() // and waits for them; none new since closed was set: acceptStream checks it
 	n.wg.Wait()
 	n.closeTUN()
 	if s := n.stack.Load(); s != nil {

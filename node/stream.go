@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/warren-net/warren/acl"
-	"github.com/warren-net/warren/internal/bicopy"
 	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/peer"
 	"github.com/warren-net/warren/socks"
@@ -86,7 +85,7 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 		local.Close()
 		return
 	}
-	// The relay runs on goroutines of its own (bicopy.Start) and this one, whose stack grew deep in
+	// The relay runs on goroutines of its own (n.streamRelays) and this one, whose stack grew deep in
 	// the dial, ends: an idle connection then holds the stream's parked reader and, after a quiet
 	// second, nothing for the service's socket (bicopy parks it). Close closes every relay and then
 	// waits for them (a stream's error closes both sides by itself; a half-closed stream does not).
@@ -94,24 +93,18 @@ func (n *Node) acceptStream(s *peer.IncomingStream) {
 	if w, ok := local.(*whoisConn); ok {
 		raw = w.Conn
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
+	end := func() {
 		c.Close()
 		local.Close()
+	}
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed { // no relay once Close has begun, though streamRelays closes only later in it
+		end()
 		return
 	}
-	n.wg.Add(1)
-	var r *bicopy.Relay
-	r = bicopy.Start(c, nil, raw, func() { // its first step waits for mu: r is set by then
-		n.mu.Lock()
-		delete(n.streamRelays, r)
-		n.mu.Unlock()
-		c.Close()
-		local.Close()
-		n.wg.Done()
-	})
-	n.streamRelays[r] = struct{}{}
+	n.streamRelays.Start(c, nil, raw, end)
 }
 
 // exposedAddr is where acceptStream dials exposed TCP port: 127.0.0.1, or in TUN mode the device's

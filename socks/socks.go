@@ -95,11 +95,15 @@ type Server struct {
 	ctx    context.Context // alive until Close: dials and lookups end with it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// relays are the relays of connections whose handshake is over (relay): Close closes them, which
+	// is what ends a direction parked by bicopy, and waits for them.
+	relays bicopy.Group
 
 	// mu guards the following.
-	mu     sync.Mutex
-	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]io.Closer // client connections: what closes each (nil: the connection itself)
+	mu  sync.Mutex
+	lns map[net.Listener]struct{}
+	// conns are the client connections; true: a relay owns it, and Close leaves it to relays.
+	conns  map[net.Conn]bool
 	closed bool
 
 	associations atomic.Int64 // UDP associations open
@@ -143,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 16384
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}), conns: make(map[net.Conn]io.Closer)}
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}), conns: make(map[net.Conn]bool)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	opts := []socks5.Option{
 		socks5.WithResolver(resolver{s}),
@@ -321,7 +325,7 @@ func (s *Server) track(c net.Conn) bool {
 	if s.closed || len(s.conns) >= s.cfg.MaxConns {
 		return false
 	}
-	s.conns[c] = nil
+	s.conns[c] = false
 	return true
 }
 
@@ -355,13 +359,13 @@ func (s *Server) Close() error {
 	for ln := range s.lns {
 		ln.Close()
 	}
-	for c, closer := range s.conns {
-		if closer == nil {
-			closer = c
+	for c, relayed := range s.conns {
+		if !relayed {
+			c.Close()
 		}
-		closer.Close()
 	}
 	s.mu.Unlock()
+	s.relays.Close()
 	s.wg.Wait()
 	s.http.tr.CloseIdleConnections()
 	return nil
@@ -401,29 +405,23 @@ func (s *Server) handleConnect(rctx context.Context, w io.Writer, req *socks5.Re
 	return nil
 }
 
-// relay copies between a client whose handshake is over and target (bicopy.Start: goroutines of its
+// relay copies between a client whose handshake is over and target (s.relays: goroutines of its
 // own, none for a client socket that has gone quiet) and closes both when done. The handshake's
 // goroutine, whose stack grew deep in the handshake and the dial, can then end. pc belongs to the
 // relay from now on: its Close is a no-op, the relay untracks it, and Close closes the relay, which
-// is what ends a direction parked by bicopy.
+// is what ends a direction parked by bicopy. After Close the relay does not start, and both are
+// closed and pc untracked at once.
 func (s *Server) relay(pc *peekedConn, conn net.Conn, rest io.Reader, target net.Conn) {
 	pc.relayed.Store(true)
-	s.wg.Add(1) // the handshake's goroutine still counts, so Close cannot be past its Wait
-	r := bicopy.Start(conn, rest, target, func() {
-		defer s.wg.Done()
+	s.mu.Lock()
+	if _, tracked := s.conns[pc.Conn]; tracked && !s.closed {
+		s.conns[pc.Conn] = true
+	}
+	s.mu.Unlock()
+	s.relays.Start(conn, rest, target, func() {
 		s.untrack(pc.Conn)
 		target.Close()
 	})
-	s.mu.Lock()
-	_, tracked := s.conns[pc.Conn] // not if the relay has ended already
-	if tracked && !s.closed {
-		s.conns[pc.Conn] = r
-	}
-	closed := s.closed
-	s.mu.Unlock()
-	if closed { // Close closed the client connection itself, which a parked direction misses
-		r.Close()
-	}
 }
 
 // replyCode maps a dial error to a SOCKS5 reply code by what it matches (see Config.Dial). The
