@@ -169,6 +169,7 @@ func TestCIRecipe(t *testing.T) {
 		t.Skip("runs the binaries")
 	}
 	needTool(t, "curl", "tar")
+	t.Parallel() // mostly waiting for the coord to see a killed node offline: overlaps the other long waits
 	const timeout = 5 * time.Second
 	s := newCISetup(t, timeout)
 

@@ -83,6 +83,7 @@ func TestPeerKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
 	}
+	t.Parallel() // mostly waiting for alice to see bob offline: overlaps the other long waits
 	tmp := t.TempDir()
 	coord := startProc(t, "warren-coord", "--listen", "127.0.0.1:0", "--data", filepath.Join(tmp, "coord"))
 	addr := coord.line(t, "warren-coord listening on")

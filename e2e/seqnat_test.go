@@ -18,6 +18,7 @@ import (
 // reports it (peer.Config.OnPortsUsed), so the next attempt (15 s later, the birthday schedule) finds
 // them: the pair ends direct, and sq's reported last port has moved.
 func TestSequentialNATDrift(t *testing.T) {
+	t.Parallel() // its own lab (namespaces under a random prefix), mostly waiting on retries: overlaps the long waits
 	lab := newNetlab(t, "pr:port", "sq:sequential:2")
 	nodes := startSiteNodes(t, lab, "pr", "sq")
 	pr, sq := nodes[0], nodes[1]
@@ -66,6 +67,7 @@ func TestSequentialNATDrift(t *testing.T) {
 // ports, the prediction missed again, and the pair stayed on the relay (TestNATMatrix saw this under
 // load); each spray now comes from a fresh socket. The pair must go direct on the retry.
 func TestSequentialPairRetry(t *testing.T) {
+	t.Parallel() // its own lab (namespaces under a random prefix), mostly waiting on retries: overlaps the long waits
 	lab := newNetlab(t, "sq:sequential:2", "sq2:sequential")
 	nodes := startSiteNodes(t, lab, "sq", "sq2")
 	sq, sq2 := nodes[0], nodes[1]
