@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -138,8 +139,8 @@ type Stack struct {
 	// mu guards the following. wg.Add happens only under mu while !closed, so Close's wg.Wait
 	// never races with a new goroutine.
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // exposed UDP listeners, egress flows' sockets
-	groups map[netip.Addr]bool   // multicast groups joined
+	conns  map[io.Closer]struct{} // exposed UDP listeners, egress flows' sockets
+	groups map[netip.Addr]bool    // multicast groups joined
 	// handshakes counts inbound connections per remote address that are not spliced yet (local
 	// dial, then the handshake, which a remote that never answers our SYN-ACK keeps open for
 	// about two minutes).
@@ -172,7 +173,7 @@ func New(cfg Config) (*Stack, error) {
 	if err := populate(&cfg); err != nil {
 		return nil, err
 	}
-	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{}), groups: make(map[netip.Addr]bool),
+	ns := &Stack{cfg: cfg, log: cfg.Logger, conns: make(map[io.Closer]struct{}), groups: make(map[netip.Addr]bool),
 		handshakes: make(map[netip.Addr]int)}
 	ns.ctx, ns.stop = context.WithCancel(context.Background())
 	ns.link = newLink(uint32(cfg.MTU), cfg.Output, &ns.stats, ns.log)
@@ -407,7 +408,7 @@ func (ns *Stack) Stats() Stats {
 
 // goTracked runs f in a goroutine counted in wg, after registering conns so that Close closes
 // them. It reports false, and runs nothing, if the stack is closed.
-func (ns *Stack) goTracked(f func(), conns ...net.Conn) bool {
+func (ns *Stack) goTracked(f func(), conns ...io.Closer) bool {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	if ns.closed {
@@ -425,7 +426,7 @@ func (ns *Stack) goTracked(f func(), conns ...net.Conn) bool {
 }
 
 // untrack forgets and closes conns.
-func (ns *Stack) untrack(conns ...net.Conn) {
+func (ns *Stack) untrack(conns ...io.Closer) {
 	ns.mu.Lock()
 	for _, c := range conns {
 		delete(ns.conns, c)
@@ -477,7 +478,7 @@ func (ns *Stack) Close() error {
 	}
 	// 1. No new goroutines from here on (goTracked and the forwarder check closed).
 	ns.closed = true
-	conns := make([]net.Conn, 0, len(ns.conns))
+	conns := make([]io.Closer, 0, len(ns.conns))
 	for c := range ns.conns {
 		conns = append(conns, c)
 	}

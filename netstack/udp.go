@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -44,7 +43,7 @@ func (ns *Stack) ListenUDP(network string) (net.PacketConn, error) {
 
 // bindUDP makes an unconnected UDP endpoint bound to ap (an unspecified address binds every address
 // of that family, which also receives broadcast and multicast).
-func (ns *Stack) bindUDP(ap netip.AddrPort) (*gonet.UDPConn, error) {
+func (ns *Stack) bindUDP(ap netip.AddrPort) (*udpConn, error) {
 	if ns.isClosed() {
 		return nil, errClosedStack
 	}
@@ -66,7 +65,7 @@ func (ns *Stack) bindUDP(ap netip.AddrPort) (*gonet.UDPConn, error) {
 		ep.Close()
 		return nil, fmt.Errorf("netstack: bind UDP %v: %w", ap, tcpErr(terr))
 	}
-	return gonet.NewUDPConn(&wq, ep), nil
+	return newUDPConn(&wq, ep), nil
 }
 
 // ExposeUDP forwards datagrams that peers send to port (unicast to this node, broadcast, or
@@ -93,7 +92,7 @@ func (ns *Stack) ExposeUDP(port uint16) error {
 // udpForwarder owns one exposed-port listener and its flows.
 type udpForwarder struct {
 	ns   *Stack
-	ln   *gonet.UDPConn
+	ln   *udpConn
 	port uint16
 
 	mu    sync.Mutex
@@ -101,9 +100,9 @@ type udpForwarder struct {
 }
 
 type udpFlow struct {
-	host     *net.UDPConn // connected to 127.0.0.1:port
-	remote   net.Addr     // the peer's address on the overlay
-	lastSeen atomic.Int64 // unix nanoseconds of the last datagram from the peer
+	host     *net.UDPConn   // connected to 127.0.0.1:port
+	remote   netip.AddrPort // the peer's address on the overlay
+	lastSeen atomic.Int64   // unix nanoseconds of the last datagram from the peer
 }
 
 // run reads datagrams from the exposed port until the listener is closed. It runs under goTracked,
@@ -112,20 +111,16 @@ func (f *udpForwarder) run() {
 	defer f.ns.untrack(f.ln)
 	buf := make([]byte, maxDatagram)
 	for {
-		n, from, err := f.ln.ReadFrom(buf)
+		n, src, err := f.ln.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			f.closeFlows()
 			return
-		}
-		src, ok := addrPortOf(from)
-		if !ok {
-			continue
 		}
 		if !f.ns.cfg.Admit("udp", src, f.port) {
 			f.ns.stats.forwardsRefused.Add(1)
 			continue
 		}
-		fl := f.flow(src, from)
+		fl := f.flow(src)
 		if fl == nil {
 			f.ns.stats.forwardsRefused.Add(1)
 			continue
@@ -136,7 +131,7 @@ func (f *udpForwarder) run() {
 }
 
 // flow returns the flow for src, creating it (and its reply goroutine) if there is room.
-func (f *udpForwarder) flow(src netip.AddrPort, from net.Addr) *udpFlow {
+func (f *udpForwarder) flow(src netip.AddrPort) *udpFlow {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if fl, ok := f.flows[src]; ok {
@@ -156,7 +151,7 @@ func (f *udpForwarder) flow(src netip.AddrPort, from net.Addr) *udpFlow {
 		c.Close()
 		return nil
 	}
-	fl := &udpFlow{host: host, remote: from}
+	fl := &udpFlow{host: host, remote: src}
 	fl.lastSeen.Store(time.Now().UnixNano())
 	f.flows[src] = fl
 	f.ns.wg.Add(1)
@@ -183,7 +178,7 @@ func (f *udpForwarder) replies(src netip.AddrPort, fl *udpFlow) {
 			}
 			break
 		}
-		f.ln.WriteTo(buf[:n], fl.remote)
+		f.ln.WriteToUDPAddrPort(buf[:n], fl.remote)
 	}
 	f.mu.Lock()
 	if f.flows[src] == fl {
@@ -199,12 +194,4 @@ func (f *udpForwarder) closeFlows() {
 	for _, fl := range f.flows {
 		fl.host.Close()
 	}
-}
-
-func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
-	if ua, ok := a.(*net.UDPAddr); ok {
-		ap := ua.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
-	}
-	return netip.AddrPort{}, false
 }

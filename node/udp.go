@@ -64,15 +64,13 @@ type udpRouter struct {
 
 	mu       sync.Mutex
 	deadline time.Time
-	lastTo   netip.AddrPort // the destination of the last write, and
-	lastAddr *net.UDPAddr   // its net.Addr, reused while the destination stays the same
 }
 
 // datagram is a received datagram: buf[socks.PushHeadroom:socks.PushHeadroom+n].
 type datagram struct {
 	buf  *[datagramBuf]byte
 	n    int
-	from net.Addr
+	from netip.AddrPort
 }
 
 const (
@@ -82,19 +80,43 @@ const (
 
 var datagramPool = sync.Pool{New: func() any { return new([datagramBuf]byte) }}
 
+// addrPortReader is a socket that returns a datagram's source as a value (*net.UDPConn and the
+// netstack's UDP sockets): no allocation per datagram.
+type addrPortReader interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+}
+
+// addrPortWriter is its writing side.
+type addrPortWriter interface {
+	WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
+}
+
 func (r *udpRouter) read(c net.PacketConn) {
 	defer r.wg.Done()
+	readFrom := func(b []byte) (int, netip.AddrPort, error) {
+		n, from, err := c.ReadFrom(b)
+		ua, _ := from.(*net.UDPAddr)
+		if err != nil || ua == nil {
+			return n, netip.AddrPort{}, err
+		}
+		return n, ua.AddrPort(), nil
+	}
+	if ar, ok := c.(addrPortReader); ok {
+		readFrom = ar.ReadFromUDPAddrPort
+	}
 	for {
 		buf := datagramPool.Get().(*[datagramBuf]byte)
-		n, from, err := c.ReadFrom(buf[socks.PushHeadroom:])
+		n, from, err := readFrom(buf[socks.PushHeadroom:])
 		if err != nil {
 			datagramPool.Put(buf)
 			return
 		}
+		if !from.IsValid() {
+			datagramPool.Put(buf)
+			continue
+		}
 		if push := r.push.Load(); push != nil {
-			if ua, ok := from.(*net.UDPAddr); ok {
-				(*push)(buf[:socks.PushHeadroom+n], socks.PushHeadroom, ua.AddrPort())
-			}
+			(*push)(buf[:socks.PushHeadroom+n], socks.PushHeadroom, from)
 			datagramPool.Put(buf)
 			continue
 		}
@@ -121,7 +143,7 @@ func (r *udpRouter) ReadFrom(b []byte) (int, net.Addr, error) {
 	case d := <-r.in:
 		n := copy(b, d.buf[socks.PushHeadroom:socks.PushHeadroom+d.n])
 		datagramPool.Put(d.buf)
-		return n, d.from, nil
+		return n, net.UDPAddrFromAddrPort(d.from), nil
 	case <-r.done:
 		return 0, nil, net.ErrClosed
 	case <-timeout:
@@ -136,9 +158,7 @@ func (r *udpRouter) PushTo(h func(buf []byte, off int, from netip.AddrPort)) {
 	for {
 		select {
 		case d := <-r.in:
-			if ua, ok := d.from.(*net.UDPAddr); ok {
-				h(d.buf[:socks.PushHeadroom+d.n], socks.PushHeadroom, ua.AddrPort())
-			}
+			h(d.buf[:socks.PushHeadroom+d.n], socks.PushHeadroom, d.from)
 			datagramPool.Put(d.buf)
 		default:
 			return
@@ -155,8 +175,7 @@ func (r *udpRouter) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return r.WriteToUDPAddrPort(b, ua.AddrPort())
 }
 
-// WriteToUDPAddrPort is WriteTo without a net.Addr from the caller; the one the sockets need is
-// made once per destination, not per datagram.
+// WriteToUDPAddrPort is WriteTo without a net.Addr from the caller.
 func (r *udpRouter) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
 	ip := to.Addr().Unmap()
 	to = netip.AddrPortFrom(ip, to.Port())
@@ -174,18 +193,10 @@ func (r *udpRouter) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
 	default:
 		c = r.host
 	}
-	return c.WriteTo(b, r.addrFor(to))
-}
-
-// addrFor returns a net.Addr for to, the same one while the destination does not change. The
-// sockets only read it during WriteTo.
-func (r *udpRouter) addrFor(to netip.AddrPort) *net.UDPAddr {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.lastAddr == nil || r.lastTo != to {
-		r.lastTo, r.lastAddr = to, net.UDPAddrFromAddrPort(to)
+	if w, ok := c.(addrPortWriter); ok {
+		return w.WriteToUDPAddrPort(b, to) // the netstack's and host sockets: no net.Addr per datagram
 	}
-	return r.lastAddr
+	return c.WriteTo(b, net.UDPAddrFromAddrPort(to))
 }
 
 // Close closes every socket and waits for the readers.
