@@ -58,28 +58,6 @@ func startRelay(t *testing.T) (app, backend net.Conn, r *Relay, done <-chan stru
 	return app, backend, r, ch
 }
 
-// exchange writes msg on from and reads it on to.
-func exchange(t *testing.T, from, to net.Conn, msg []byte) {
-	t.Helper()
-	if _, err := from.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	to.SetReadDeadline(time.Now().Add(10 * time.Second))
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(to, got); err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("relayed %d bytes (equal: %v): %v", len(got), bytes.Equal(got, msg), err)
-	}
-}
-
-func wait(t *testing.T, done <-chan struct{}, what string) {
-	t.Helper()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s: the relay did not end", what)
-	}
-}
-
 // TestQuietSocketsPark: both directions of a relay between sockets park once quiet (no goroutine,
 // no buffer), wake for data whichever way it comes, small or bulk, park again, and a half-close
 // that reaches a parked direction passes on as one.
