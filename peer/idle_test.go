@@ -168,9 +168,9 @@ func TestStreamAfterWakeRidesDirect(t *testing.T) {
 				c.Close()
 			}
 		}
-		dial := func(want string) time.Duration {
+		dial := func(want string, timeout time.Duration) time.Duration {
 			t.Helper()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			start := time.Now()
 			c, err := b.ep.DialStream(ctx, a.key, StreamHeader{Proto: ProtoTCP, Port: 22})
@@ -188,16 +188,27 @@ func TestStreamAfterWakeRidesDirect(t *testing.T) {
 			return took
 		}
 		waitPath(t, a, b, PathIdle)
-		dial(PathDirect)
+		dial(PathDirect, time.Minute)
 
 		waitPath(t, a, b, PathIdle)
 		direct := func(x, y netip.AddrPort) bool {
 			return x == a.ep.LocalAddr() && y == b.ep.LocalAddr() || x == b.ep.LocalAddr() && y == a.ep.LocalAddr()
 		}
 		testNet(t).SetFilter(func(from, to netip.AddrPort) bool { return !direct(from, to) })
-		if took := dial(PathRelay); took < interimWait(0) || took > maxInterimWait+time.Second {
+		if took := dial(PathRelay, time.Minute); took < interimWait(0) || took > maxInterimWait+time.Second {
 			t.Fatalf("with the direct path gone the stream took the relay link after %v, want after %v and at most about %v",
 				took, interimWait(0), maxInterimWait)
+		}
+
+		// A dial with little time keeps half of it for the relay link: it takes the interim link
+		// halfway to its deadline, not at the end of the wait, and still gets through.
+		testNet(t).SetFilter(nil)
+		waitPath(t, a, b, PathDirect)
+		waitPath(t, a, b, PathIdle)
+		testNet(t).SetFilter(func(from, to netip.AddrPort) bool { return !direct(from, to) })
+		const short = 80 * time.Millisecond
+		if took := dial(PathRelay, short); took > short*3/4 {
+			t.Fatalf("a dial with %v took the interim relay link after %v, want by halfway", short, took)
 		}
 	})
 }

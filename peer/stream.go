@@ -160,6 +160,10 @@ func (e *Endpoint) dialStreamOn(ctx context.Context, k Key, l *link, h StreamHea
 // stream opened on the relay would stay there for its whole life (links retire, streams do not
 // move): an scp after an idle spell would run at the relay's rate. Packets take any link at once.
 func (e *Endpoint) waitLink(ctx context.Context, k Key, stream bool) (*link, error) {
+	var halfway time.Time // an interim link is taken by then at the latest: the dial keeps half its time
+	if dl, ok := ctx.Deadline(); ok {
+		halfway = time.Now().Add(time.Until(dl) / 2)
+	}
 	for {
 		e.mu.Lock()
 		ps := e.peers[k]
@@ -169,10 +173,11 @@ func (e *Endpoint) waitLink(ctx context.Context, k Key, stream bool) (*link, err
 		}
 		var interim *time.Timer
 		if l := ps.link; l != nil {
-			wait := time.Until(l.interimUntil)
-			if dl, ok := ctx.Deadline(); ok {
-				wait = min(wait, time.Until(dl)/2) // leave the dial half its time on the interim link
+			until := l.interimUntil
+			if !halfway.IsZero() && halfway.Before(until) {
+				until = halfway
 			}
+			wait := time.Until(until)
 			if !stream || wait <= 0 {
 				e.mu.Unlock()
 				return l, nil
