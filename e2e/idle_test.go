@@ -1,19 +1,23 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/warren-net/warren/internal/metrics"
 	"github.com/warren-net/warren/node"
 )
 
 // TestIdleLinkWakes: with a short --link-idle, a quiet link winds down on both nodes (status
 // "idle"), and the first use brings it back without losing that use: a UDP datagram through the
 // SOCKS5 proxy (held in the send queue until the link is back, then echoed), and a proxied TCP
-// connection (its stream waits for the link). Each time the pair ends direct again.
+// connection (its stream waits for the link, and for the direct one: its bytes never cross the
+// relay). Each time the pair ends direct again.
 func TestIdleLinkWakes(t *testing.T) {
 	echoUDP := udpEchoService(t, 0)
 	echoTCP := echoServer(t)
@@ -30,10 +34,45 @@ func TestIdleLinkWakes(t *testing.T) {
 	a.waitPath(t, "b", "direct")
 
 	a.waitPath(t, "b", "idle")
+	before, _ := scrapeNode(t, a.state)
 	start = time.Now()
-	defer dialEcho(t, a, netip.AddrPortFrom(bIP, echoTCP), "hello").Close()
+	conn := dialEcho(t, a, netip.AddrPortFrom(bIP, echoTCP), "hello")
+	defer conn.Close()
 	t.Logf("TCP connect and echo through a woken link: %v", time.Since(start))
 	b.waitPath(t, "a", "direct")
+
+	// The connection that woke the link rides the direct path, not the relay link that came up
+	// first (streams never move between links): a MiB through it crosses the relay not at all.
+	const bulk = 1 << 20
+	echoBulk(t, conn, bulk)
+	after, _ := scrapeNode(t, a.state)
+	sent := func(f metrics.Families, path string) float64 {
+		return sample(f, "warren_node_link_sent_bytes_total", "path", path)
+	}
+	relayed, direct := sent(after, "relay")-sent(before, "relay"), sent(after, "direct")-sent(before, "direct")
+	if relayed > bulk/4 || direct < bulk {
+		t.Errorf("a MiB through the connection that woke the link: %.0f bytes sent relayed, %.0f direct; want it all direct", relayed, direct)
+	}
+}
+
+// echoBulk writes n bytes on c and reads them back from the echo server behind it.
+func echoBulk(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	msg := bytes.Repeat([]byte("warren"), n/6+1)[:n]
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(msg)
+		wrote <- err
+	}()
+	got := make([]byte, n)
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo of %d bytes: %v (intact: %v)", n, err, bytes.Equal(got, msg))
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestIdleLinksReturnWithoutCoord: links that wound down come back by themselves when the coord goes
