@@ -65,59 +65,85 @@ func TestUDPConnDeadlinesAndClose(t *testing.T) {
 	}
 }
 
+// udpSocket opens an unconnected IPv4 UDP socket on s: the stack's own (udpConn), or, with gonet,
+// gVisor's gonet.UDPConn over the same kind of endpoint, for comparison.
+func udpSocket(tb testing.TB, s *Stack, gonetConn bool) net.PacketConn {
+	tb.Helper()
+	if !gonetConn {
+		c, err := s.ListenUDP("udp4")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { c.Close() })
+		return c
+	}
+	var wq waiter.Queue
+	ep, terr := s.s.NewEndpoint(udp.ProtocolNumber, netProto(ipA4), &wq)
+	if terr != nil {
+		tb.Fatal(terr)
+	}
+	if terr := ep.Bind(tcpip.FullAddress{NIC: nicID}); terr != nil {
+		tb.Fatal(terr)
+	}
+	c := gonet.NewUDPConn(&wq, ep)
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// udpRoundTrip returns a function that sends a 64-byte datagram from A's socket to B's, which echoes
+// it back, through the net.PacketConn methods; it has run once (routes in place).
+func udpRoundTrip(tb testing.TB, gonetConn bool) func() {
+	a, b, _, _ := newPair(tb, pairConfig{})
+	ca, cb := udpSocket(tb, a, gonetConn), udpSocket(tb, b, gonetConn)
+	toB := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ipB4, uint16(cb.LocalAddr().(*net.UDPAddr).Port)))
+	msg, buf := make([]byte, 64), make([]byte, 2048)
+	roundTrip := func() {
+		if _, err := ca.WriteTo(msg, toB); err != nil {
+			tb.Fatal(err)
+		}
+		n, from, err := cb.ReadFrom(buf)
+		if err != nil || n != len(msg) {
+			tb.Fatalf("read: %d bytes, %v", n, err)
+		}
+		if _, err := cb.WriteTo(buf[:n], from); err != nil {
+			tb.Fatal(err)
+		}
+		if _, _, err := ca.ReadFrom(buf); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	roundTrip()
+	return roundTrip
+}
+
 // TestUDPConnAllocatesLess: a datagram from A's socket to B's and back costs fewer allocations
 // through udpConn than through gonet.UDPConn, which it replaces (gVisor's own per-packet ones and
 // the test wire's copy remain in both).
 func TestUDPConnAllocatesLess(t *testing.T) {
-	a, b, _, _ := pair(t)
-	gonetConn := func(s *Stack) net.PacketConn {
-		var wq waiter.Queue
-		ep, terr := s.s.NewEndpoint(udp.ProtocolNumber, netProto(ipA4), &wq)
-		if terr != nil {
-			t.Fatal(terr)
-		}
-		if terr := ep.Bind(tcpip.FullAddress{NIC: nicID}); terr != nil {
-			t.Fatal(terr)
-		}
-		c := gonet.NewUDPConn(&wq, ep)
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	ours := func(s *Stack) net.PacketConn {
-		c, err := s.ListenUDP("udp4")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	perRoundTrip := func(open func(*Stack) net.PacketConn) float64 {
-		ca, cb := open(a), open(b)
-		toB := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ipB4, uint16(cb.LocalAddr().(*net.UDPAddr).Port)))
-		msg, buf := []byte("ping"), make([]byte, 64)
-		roundTrip := func() {
-			if _, err := ca.WriteTo(msg, toB); err != nil {
-				t.Fatal(err)
-			}
-			n, from, err := cb.ReadFrom(buf)
-			if err != nil || n != len(msg) {
-				t.Fatalf("read: %d bytes, %v", n, err)
-			}
-			if _, err := cb.WriteTo(buf[:n], from); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := ca.ReadFrom(buf); err != nil {
-				t.Fatal(err)
-			}
-		}
-		roundTrip() // routes and neighbours in place
-		return testing.AllocsPerRun(200, roundTrip)
-	}
-	theirs, mine := perRoundTrip(gonetConn), perRoundTrip(ours)
+	theirs := testing.AllocsPerRun(200, udpRoundTrip(t, true))
+	mine := testing.AllocsPerRun(200, udpRoundTrip(t, false))
 	t.Logf("allocations per round trip: gonet.UDPConn %.1f, udpConn %.1f", theirs, mine)
 	// Through the net.PacketConn methods (a *net.UDPAddr per read, as gonet): reads save the waiter
 	// entry and the reader, writes the FullAddress and the reader.
 	if mine > theirs-4 {
 		t.Errorf("udpConn allocates %.1f times per round trip, gonet.UDPConn %.1f: want at least 4 fewer", mine, theirs)
+	}
+}
+
+// BenchmarkUDPRoundTrip: a 64-byte datagram to the other stack and back, through udpConn and, for
+// comparison, gonet.UDPConn (the test wire between the stacks copies each packet and hands it over
+// on a goroutine of its own, as a node's link does not).
+func BenchmarkUDPRoundTrip(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		gonet bool
+	}{{"udpConn", false}, {"gonet", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			roundTrip := udpRoundTrip(b, c.gonet)
+			b.ReportAllocs()
+			for b.Loop() {
+				roundTrip()
+			}
+		})
 	}
 }
