@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
+	"github.com/warren-net/warren/internal/deadline"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -33,7 +35,7 @@ type udpConn struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	dl deadlines
+	rd, wd deadline.Deadline // read and write deadlines
 
 	readMu sync.Mutex // one reader at a time: w is reused
 	w      tcpip.SliceWriter
@@ -46,7 +48,6 @@ type udpConn struct {
 // newUDPConn wraps a bound UDP endpoint whose waiter queue is wq.
 func newUDPConn(wq *waiter.Queue, ep tcpip.Endpoint) *udpConn {
 	c := &udpConn{ep: ep, wq: wq, readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), closed: make(chan struct{})}
-	c.dl.init()
 	if fa, err := ep.GetLocalAddress(); err == nil {
 		c.local = net.UDPAddrFromAddrPort(addrPortOfFull(fa))
 	}
@@ -96,8 +97,8 @@ func (c *udpConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 		}
 		select {
 		case <-c.readable:
-		case <-c.dl.read():
-			return 0, netip.AddrPort{}, c.opError("read", netip.AddrPort{}, errTimeout)
+		case <-c.rd.Done():
+			return 0, netip.AddrPort{}, c.opError("read", netip.AddrPort{}, os.ErrDeadlineExceeded)
 		case <-c.closed:
 			return 0, netip.AddrPort{}, c.opError("read", netip.AddrPort{}, net.ErrClosed)
 		}
@@ -131,8 +132,8 @@ func (c *udpConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
 	defer c.r.Reset(nil)
 	for {
 		select {
-		case <-c.dl.write():
-			return 0, c.opError("write", to, errTimeout)
+		case <-c.wd.Done():
+			return 0, c.opError("write", to, os.ErrDeadlineExceeded)
 		default:
 		}
 		n, terr := c.ep.Write(&c.r, tcpip.WriteOptions{To: &c.to})
@@ -147,8 +148,8 @@ func (c *udpConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
 		}
 		select {
 		case <-c.writable:
-		case <-c.dl.write():
-			return 0, c.opError("write", to, errTimeout)
+		case <-c.wd.Done():
+			return 0, c.opError("write", to, os.ErrDeadlineExceeded)
 		case <-c.closed:
 			return 0, c.opError("write", to, net.ErrClosed)
 		}
@@ -171,7 +172,8 @@ func (c *udpConn) Close() error {
 		c.wq.EventUnregister(&c.rEntry)
 		c.wq.EventUnregister(&c.wEntry)
 		c.ep.Close()
-		c.dl.stop()
+		c.rd.Stop()
+		c.wd.Stop()
 	})
 	return nil
 }
@@ -181,16 +183,16 @@ func (c *udpConn) LocalAddr() net.Addr { return c.local }
 
 // SetDeadline implements net.PacketConn.
 func (c *udpConn) SetDeadline(t time.Time) error {
-	c.dl.set(&c.dl.r, t)
-	c.dl.set(&c.dl.w, t)
+	c.rd.Set(t)
+	c.wd.Set(t)
 	return nil
 }
 
 // SetReadDeadline implements net.PacketConn.
-func (c *udpConn) SetReadDeadline(t time.Time) error { c.dl.set(&c.dl.r, t); return nil }
+func (c *udpConn) SetReadDeadline(t time.Time) error { c.rd.Set(t); return nil }
 
 // SetWriteDeadline implements net.PacketConn.
-func (c *udpConn) SetWriteDeadline(t time.Time) error { c.dl.set(&c.dl.w, t); return nil }
+func (c *udpConn) SetWriteDeadline(t time.Time) error { c.wd.Set(t); return nil }
 
 func (c *udpConn) opError(op string, to netip.AddrPort, err error) error {
 	e := &net.OpError{Op: op, Net: "udp", Source: c.local, Err: err}
@@ -198,78 +200,4 @@ func (c *udpConn) opError(op string, to netip.AddrPort, err error) error {
 		e.Addr = net.UDPAddrFromAddrPort(to)
 	}
 	return e
-}
-
-var errTimeout = &timeoutError{}
-
-// timeoutError is a deadline's error: a net.Error whose Timeout is true (os.ErrDeadlineExceeded's
-// contract, which callers test with errors.As and net.Error).
-type timeoutError struct{}
-
-func (*timeoutError) Error() string   { return "i/o timeout" }
-func (*timeoutError) Timeout() bool   { return true }
-func (*timeoutError) Temporary() bool { return true }
-
-// deadlines are a conn's read and write deadlines: each a channel closed when the deadline passes.
-// A deadline moved or cleared before it fires keeps its channel; one that fired gets a new one.
-type deadlines struct {
-	mu   sync.Mutex
-	r, w deadline
-}
-
-type deadline struct {
-	passed chan struct{}
-	timer  *time.Timer
-}
-
-func (d *deadlines) init() {
-	d.r.passed, d.w.passed = make(chan struct{}), make(chan struct{})
-}
-
-func (d *deadlines) read() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.r.passed
-}
-
-func (d *deadlines) write() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.w.passed
-}
-
-// set moves deadline x (d.r or d.w) to t; the zero t clears it.
-func (d *deadlines) set(x *deadline, t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if x.timer != nil && !x.timer.Stop() {
-		x.passed = make(chan struct{}) // it fired (or is firing, on its own copy of the channel)
-	}
-	x.timer = nil
-	select {
-	case <-x.passed: // closed by an earlier deadline already in the past
-		x.passed = make(chan struct{})
-	default:
-	}
-	if t.IsZero() {
-		return
-	}
-	wait := time.Until(t)
-	if wait <= 0 {
-		close(x.passed)
-		return
-	}
-	ch := x.passed
-	x.timer = time.AfterFunc(wait, func() { close(ch) })
-}
-
-// stop stops both timers (Close).
-func (d *deadlines) stop() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, x := range []*deadline{&d.r, &d.w} {
-		if x.timer != nil {
-			x.timer.Stop()
-		}
-	}
 }
