@@ -38,9 +38,12 @@ func TestBirthdayRole(t *testing.T) {
 }
 
 // startHardSide starts a hard side h and an easy side e that know each other without endpoints (so
-// probes and links are accepted but never punched to), a socket standing for the easy side's NAT,
-// and h's birthday attempt towards it, whose result arrives on done.
-func startHardSide(t *testing.T) (h, e *testNode, public *net.UDPConn, done <-chan error) {
+// probes and links are accepted but never punched to), and h's birthday attempt, whose result arrives
+// on done. Socket 0 of the attempt pings public, a socket standing for the easy side's NAT; the other
+// sockets ping others. A real easy side gets every socket's pings on one address; here they go apart
+// so that public, which the tests read for pongs, gets one ping a second instead of a burst of
+// birthdaySockets that could fill its receive buffer and drop the pong a test waits for.
+func startHardSide(t *testing.T) (h, e *testNode, public, others *net.UDPConn, done <-chan error) {
 	t.Helper()
 	h, e = newUDPTestNode(t), newUDPTestNode(t)
 	h.ep.SetPeers([]Info{{Key: e.key}})
@@ -48,60 +51,87 @@ func startHardSide(t *testing.T) (h, e *testNode, public *net.UDPConn, done <-ch
 	// The sockets wait far longer than a loaded machine (-race, other packages in parallel) can
 	// take to deliver the test's probes; the read deadlines below are safety nets, not timing.
 	h.ep.hardWindow = time.Minute
-	public, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	listen := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
 	}
-	t.Cleanup(func() { public.Close() })
+	public, others = listen(), listen()
+	targets := hardTargets(others.LocalAddr().(*net.UDPAddr).AddrPort(), nil, nil)
+	targets[0] = public.LocalAddr().(*net.UDPAddr).AddrPort()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	result := make(chan error, 1)
 	go func() {
-		result <- h.ep.openMany(ctx, e.key, hardTargets(public.LocalAddr().(*net.UDPAddr).AddrPort(), nil, nil))
+		result <- h.ep.openMany(ctx, e.key, targets)
 	}()
-	return h, e, public, result
+	return h, e, public, others, result
+}
+
+// pingSources reads c until it has signed pings from h (for peer) from want sockets, and returns
+// their addresses.
+func pingSources(t *testing.T, c *net.UDPConn, h, peer *testNode, want int) map[netip.AddrPort]bool {
+	t.Helper()
+	sources := map[netip.AddrPort]bool{}
+	buf := make([]byte, 2048)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	for len(sources) < want {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("got pings from %d sockets, want %d: %v", len(sources), want, err)
+		}
+		p, err := parseProbe(buf[:n])
+		if err != nil || p.kind != kindPing || p.from != h.key || !p.verify(peer.key) {
+			t.Fatalf("not a signed ping from the hard side: %v %+v", err, p)
+		}
+		sources[unmapped(from)] = true
+	}
+	return sources
+}
+
+// awaitPong reads c until a pong signed by h for tx comes from the socket at from.
+func awaitPong(t *testing.T, c *net.UDPConn, from netip.AddrPort, tx txID, peer *testNode) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	for {
+		n, src, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("no pong from the socket that was reached (%v): %v", from, err)
+		}
+		if p, err := parseProbe(buf[:n]); err == nil && p.kind == kindPong && unmapped(src) == from && p.tx == tx && p.verify(peer.key) {
+			return
+		}
+	}
 }
 
 // TestBirthdayHardSide plays the easy side by hand: the hard side's sockets all ping the easy side's
 // public address; the easy side answers one of them, and its QUIC dial to that socket becomes the
 // hard side's direct link, which carries packets.
 func TestBirthdayHardSide(t *testing.T) {
-	h, e, public, done := startHardSide(t)
+	h, e, public, others, done := startHardSide(t)
 
 	// Every socket pings, each from a port of its own, signed by the hard side for the easy side.
-	sources := map[netip.AddrPort]bool{}
-	buf := make([]byte, 2048)
-	public.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for len(sources) < birthdaySockets {
-		n, from, err := public.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatalf("got pings from %d sockets, want %d: %v", len(sources), birthdaySockets, err)
-		}
-		p, err := parseProbe(buf[:n])
-		if err != nil || p.kind != kindPing || p.from != h.key || !p.verify(e.key) {
-			t.Fatalf("not a signed ping from the hard side: %v %+v", err, p)
-		}
-		sources[unmapped(from)] = true
-	}
+	sources := pingSources(t, others, h, e, birthdaySockets-1)
 	var winner netip.AddrPort
-	for a := range sources {
+	for a := range pingSources(t, public, h, e, 1) {
 		winner = a
-		break
+		sources[a] = true
 	}
-	// A ping from the easy side reaches one socket: it answers with a pong.
+	if len(sources) != birthdaySockets {
+		t.Fatalf("%d sockets pinged, want %d each from a port of its own", len(sources), birthdaySockets)
+	}
+	// A ping from the easy side reaches the socket that pings it: it answers with a pong.
 	tx := txID{1, 2, 3}
 	if _, err := public.WriteToUDPAddrPort(appendProbe(nil, e.id, kindPing, e.key, h.key, tx, netip.AddrPort{}), winner); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		n, from, err := public.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatalf("no pong from the socket that was reached: %v", err)
-		}
-		if p, err := parseProbe(buf[:n]); err == nil && p.kind == kindPong && unmapped(from) == winner && p.tx == tx && p.verify(e.key) {
-			break
-		}
-	}
+	awaitPong(t, public, winner, tx, e)
 	// The easy side dials that socket; the hard side accepts it as its direct link.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -121,6 +151,7 @@ func TestBirthdayHardSide(t *testing.T) {
 		t.Errorf("hard side's path: %+v, want direct", st)
 	}
 	// The losing sockets are closed: a packet to one of them is refused (ICMP port unreachable).
+	buf := make([]byte, 64)
 	for a := range sources {
 		if a == winner {
 			continue
@@ -145,18 +176,10 @@ func TestBirthdayHardSide(t *testing.T) {
 // wrong port) is a path one way only. The socket neither answers it nor ends the attempt, and a
 // ping from its own target, later, still wins.
 func TestBirthdayOneWayHit(t *testing.T) {
-	h, e, public, _ := startHardSide(t)
-	buf := make([]byte, 2048)
-	public.SetReadDeadline(time.Now().Add(30 * time.Second))
+	h, e, public, _, _ := startHardSide(t)
 	var socket netip.AddrPort
-	for !socket.IsValid() {
-		n, from, err := public.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatalf("no ping from the hard side: %v", err)
-		}
-		if p, err := parseProbe(buf[:n]); err == nil && p.kind == kindPing && p.from == h.key {
-			socket = unmapped(from)
-		}
+	for a := range pingSources(t, public, h, e, 1) {
+		socket = a
 	}
 	elsewhere, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -165,20 +188,14 @@ func TestBirthdayOneWayHit(t *testing.T) {
 	defer elsewhere.Close()
 	// Both pings are the easy side's, validly signed; only the source differs. The socket reads them
 	// in this order, so a pong to the first would be written before the pong to the second.
+	tx := txID{9}
 	for _, c := range []*net.UDPConn{elsewhere, public} {
-		if _, err := c.WriteToUDPAddrPort(appendProbe(nil, e.id, kindPing, e.key, h.key, txID{9}, netip.AddrPort{}), socket); err != nil {
+		if _, err := c.WriteToUDPAddrPort(appendProbe(nil, e.id, kindPing, e.key, h.key, tx, netip.AddrPort{}), socket); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for {
-		n, from, err := public.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatalf("the ping from the socket's own target got no pong: %v", err)
-		}
-		if p, err := parseProbe(buf[:n]); err == nil && p.kind == kindPong && unmapped(from) == socket && p.verify(e.key) {
-			break
-		}
-	}
+	awaitPong(t, public, socket, tx, e)
+	buf := make([]byte, 2048)
 	elsewhere.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if n, from, err := elsewhere.ReadFromUDPAddrPort(buf); err == nil {
 		t.Errorf("the socket answered a ping from an address it does not ping (%d bytes from %v)", n, from)
