@@ -139,6 +139,10 @@ type Config struct {
 	// Receive is called with every packet a peer sends, from that link's receive goroutine. pkt may be
 	// retained. Required.
 	Receive func(from Key, pkt []byte)
+	// Flush, if set, ends a batch of Receive calls: a link's receive goroutine calls it when no more
+	// of the link's packets are queued, or after maxBatch of them, before it waits for the next. A
+	// receiver that holds packets to coalesce them (netstack.Stack.Gather) delivers them then.
+	Flush func()
 	// AcceptStream is called, in a goroutine of its own, for every stream a peer opens, after its
 	// header has been read. It must answer with s.Accept or s.Refuse. nil = streams are refused.
 	AcceptStream func(s *IncomingStream)
@@ -540,13 +544,17 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		if err != nil {
 			break
 		}
-		if l.removed.Load() {
-			continue // no longer a peer: the link is closing
+		if !e.receive(k, l, pkt) || e.cfg.Flush == nil {
+			continue
 		}
-		if !e.chatter(pkt) {
-			l.used.Add(1)
+		// The rest of the batch: what is queued already, up to maxBatch packets, then Flush.
+		for range maxBatch - 1 {
+			pkt, err := l.conn.ReceiveDatagram(pollContext{})
+			if err != nil || pkt == nil || !e.receive(k, l, pkt) {
+				break
+			}
 		}
-		e.cfg.Receive(k, unpad(pkt))
+		e.cfg.Flush()
 	}
 	idle, slept := closedIdle(l.conn)
 	l.conn.CloseWithError(0, "")
@@ -581,6 +589,34 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		e.log.Info("link down", "peer", e.Who(k), "path", l.path)
 	}
 }
+
+// receive passes one packet of link l to Config.Receive. It reports false if the link is closing.
+func (e *Endpoint) receive(k Key, l *link, pkt []byte) bool {
+	if l.removed.Load() {
+		return false // no longer a peer: the link is closing
+	}
+	if !e.chatter(pkt) {
+		l.used.Add(1)
+	}
+	e.cfg.Receive(k, unpad(pkt))
+	return true
+}
+
+// maxBatch bounds the packets a receive loop passes on between two calls of Config.Flush.
+const maxBatch = 64
+
+// pollContext is the context of a ReceiveDatagram that must not wait: quic-go's datagram queue
+// returns a datagram already queued, and otherwise, seeing Done closed, returns at once with
+// Cause(ctx), which is nil here (Err is nil): (nil, nil) means "none queued". quic-go offers no
+// non-blocking receive; TestPollContext pins this behaviour.
+type pollContext struct{}
+
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (pollContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (pollContext) Done() <-chan struct{}       { return closedDone }
+func (pollContext) Err() error                  { return nil }
+func (pollContext) Value(any) any               { return nil }
 
 // wakeDialersLocked wakes every DialStream waiting for a link to the peer (waitLink).
 func (ps *peerState) wakeDialersLocked() {
