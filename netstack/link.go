@@ -14,12 +14,17 @@ import (
 // are flattened into a pooled buffer and handed to output synchronously; inbound packets arrive
 // through deliver. No goroutine, no queue: backpressure flows straight to the stack's writer.
 //
-// It advertises no capabilities: no GSO (gVisor would hand over segments larger than the MTU), no
+// It advertises one capability, receive checksum offload: gVisor does not check the checksums of
+// inbound packets. Every packet a stack gets comes from a peer over an authenticated, encrypted
+// link (QUIC's AEAD: a wrong checksum can only be the sending peer's own doing, and spoils only its
+// own flow) or from this host's kernel (a TUN device, which hands over large TCP segments with their
+// checksums left undone); and it is what lets coalesced segments (gather.go) through, whose
+// headers keep the first segment's checksums. Inbound TCP segments are still checked where they
+// are coalesced. No GSO (gVisor would hand over segments larger than the MTU), no transmit
 // checksum offload (every packet leaves with valid checksums, as the peer's stack or a kernel TUN
 // expects).
 type link struct {
 	mtu    atomic.Uint32
-	caps   stack.LinkEndpointCapabilities // set before the stack uses the link
 	output func([]byte)
 	stats  *counters
 	log    hclog.Logger
@@ -81,16 +86,18 @@ func (l *link) deliver(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffe
 	return true
 }
 
-func (l *link) MTU() uint32                                  { return l.mtu.Load() }
-func (l *link) SetMTU(mtu uint32)                            { l.mtu.Store(mtu) }
-func (l *link) MaxHeaderLength() uint16                      { return 0 }
-func (l *link) LinkAddress() tcpip.LinkAddress               { return "" }
-func (l *link) SetLinkAddress(tcpip.LinkAddress)             {}
-func (l *link) Capabilities() stack.LinkEndpointCapabilities { return l.caps }
-func (l *link) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
-func (l *link) AddHeader(*stack.PacketBuffer)                {}
-func (l *link) ParseHeader(*stack.PacketBuffer) bool         { return true }
-func (l *link) Wait()                                        {}
+func (l *link) MTU() uint32                      { return l.mtu.Load() }
+func (l *link) SetMTU(mtu uint32)                { l.mtu.Store(mtu) }
+func (l *link) MaxHeaderLength() uint16          { return 0 }
+func (l *link) LinkAddress() tcpip.LinkAddress   { return "" }
+func (l *link) SetLinkAddress(tcpip.LinkAddress) {}
+func (l *link) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
+func (l *link) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+func (l *link) AddHeader(*stack.PacketBuffer)           {}
+func (l *link) ParseHeader(*stack.PacketBuffer) bool    { return true }
+func (l *link) Wait()                                   {}
 
 func (l *link) Attach(d stack.NetworkDispatcher) {
 	l.mu.Lock()

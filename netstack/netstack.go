@@ -1,6 +1,7 @@
 // Package netstack is a node's userspace TCP/IP stack (gVisor) with one point-to-point, header-less
 // NIC (like a TUN device) that holds the node's overlay addresses. Outbound IP packets leave through a
-// callback (Config.Output); inbound ones enter through Inject. On top of that it
+// callback (Config.Output); inbound ones enter through Inject (or Gather and Flush, which coalesce a
+// batch's TCP segments). On top of that it
 //   - dials TCP and UDP on the overlay for local clients (DialContext, ListenUDP),
 //   - answers ICMP echo to its own addresses and sends pings (Ping),
 //   - forwards inbound TCP connections to exposed ports on to 127.0.0.1 and resets every other one
@@ -90,10 +91,6 @@ type Config struct {
 	// Addrs and ExposeUDP are not used then, nor DialContext, ListenUDP and Ping. A failed dial resets
 	// the TCP connection or ends the UDP flow.
 	DialEgress func(ctx context.Context, network, addr string) (net.Conn, error)
-	// TrustChecksums skips checking the IP, TCP and UDP checksums of injected packets (receive
-	// checksum offload), for a stack whose packets come only from this host's kernel: a TUN
-	// device's, which hands over large TCP segments with their checksums left undone.
-	TrustChecksums bool
 	// Logger receives the stack's logs; per-packet lines only at trace level. nil: silent.
 	Logger hclog.Logger
 }
@@ -128,6 +125,7 @@ type Stack struct {
 	log   hclog.Logger
 	s     *stack.Stack
 	link  *link
+	gro   coalescer
 	stats counters
 	ctx   context.Context // alive until Close; cancels local dials
 	stop  context.CancelFunc
@@ -177,9 +175,7 @@ func New(cfg Config) (*Stack, error) {
 		handshakes: make(map[netip.Addr]int)}
 	ns.ctx, ns.stop = context.WithCancel(context.Background())
 	ns.link = newLink(uint32(cfg.MTU), cfg.Output, &ns.stats, ns.log)
-	if cfg.TrustChecksums {
-		ns.link.caps = stack.CapabilityRXChecksumOffload
-	}
+	ns.gro.init(ns.link, &ns.stats)
 
 	ns.s = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -323,7 +319,10 @@ func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
 // Inject delivers one inbound IP packet (IPv4 or IPv6, told apart by the version nibble) from the
 // overlay. pkt is copied; the caller may reuse it at once. Malformed packets are dropped and
 // counted. Inject never blocks on the network and is safe to call after Close (the packet is dropped).
-func (ns *Stack) Inject(pkt []byte) {
+func (ns *Stack) Inject(pkt []byte) { ns.inject(pkt, false) }
+
+// inject is Inject, or Gather if gather is set.
+func (ns *Stack) inject(pkt []byte, gather bool) {
 	if len(pkt) == 0 || len(pkt) > maxPacket {
 		ns.dropMalformed(pkt, "bad length")
 		return
@@ -343,7 +342,9 @@ func (ns *Stack) Inject(pkt []byte) {
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	defer pb.DecRef()
-	if !ns.link.deliver(proto, pb) {
+	if gather {
+		ns.gather(proto, pb)
+	} else if !ns.link.deliver(proto, pb) {
 		ns.stats.closed.Add(1)
 		return
 	}

@@ -55,15 +55,29 @@ type wire struct {
 	done    chan struct{}
 	maxSeen atomic.Int64 // largest packet seen
 	drop    atomic.Bool  // drop everything (a dead peer)
+	// held, if set, takes the packets instead of the destination (dropped when full), for a test
+	// to hand over itself.
+	held   atomic.Pointer[chan []byte]
+	synced chan struct{} // see sync
+}
+
+// sync returns once every packet the wire took before the call has been injected.
+func (w *wire) sync() {
+	w.ch <- nil
+	<-w.synced
 }
 
 func newWire() *wire {
-	w := &wire{ch: make(chan []byte, 1024), quit: make(chan struct{}), done: make(chan struct{})}
+	w := &wire{ch: make(chan []byte, 1024), quit: make(chan struct{}), done: make(chan struct{}), synced: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		for {
 			select {
 			case p := <-w.ch:
+				if p == nil { // from sync
+					w.synced <- struct{}{}
+					continue
+				}
 				if s := w.dst.Load(); s != nil {
 					s.Inject(p)
 				}
@@ -85,8 +99,12 @@ func (w *wire) output(p []byte) {
 	if w.drop.Load() {
 		return
 	}
+	ch := w.ch
+	if h := w.held.Load(); h != nil {
+		ch = *h
+	}
 	select {
-	case w.ch <- bytes.Clone(p):
+	case ch <- bytes.Clone(p):
 	default: // full: drop
 	}
 }
@@ -611,6 +629,7 @@ func TestCloseDuringHandshake(t *testing.T) {
 	}
 }
 
+// FuzzInject feeds arbitrary bytes to Inject, and to Gather and Flush.
 func FuzzInject(f *testing.F) {
 	f.Add(tcpSYN(ipA4, ipB4, 22))
 	f.Add(tcpSYN(ipA6, ipB6, 80))
@@ -618,6 +637,16 @@ func FuzzInject(f *testing.F) {
 	f.Add(udpPacket(ipA6, ipB6, 53, "hello"))
 	f.Add(echoRequest(ipA4, ipB4))
 	f.Add([]byte{0x45})
+	for _, src := range []netip.Addr{ipA4, ipA6} {
+		dst := ipB4
+		if src.Is6() {
+			dst = ipB6
+		}
+		seg := make([]byte, header.TCPMinimumSize+100)
+		header.TCP(seg).Encode(&header.TCPFields{SrcPort: 40000, DstPort: 80, SeqNum: 1, AckNum: 1,
+			DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 65535})
+		f.Add(ipPacket(src, dst, header.TCPProtocolNumber, seg))
+	}
 	s, err := New(Config{Addrs: pfx(ipB4, ipB6), Output: func([]byte) {}})
 	if err != nil {
 		f.Fatal(err)
@@ -625,6 +654,9 @@ func FuzzInject(f *testing.F) {
 	f.Cleanup(func() { s.Close() })
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		s.Inject(pkt)
+		s.Gather(pkt) // the coalescing engine's parser too, and a second copy to merge or flush
+		s.Gather(pkt)
+		s.Flush()
 	})
 }
 

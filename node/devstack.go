@@ -85,9 +85,8 @@ const ownerStream uint8 = 0
 // newDeviceStack makes the stack of device dev of owner (tun.go, attach.go).
 func (n *Node) newDeviceStack(dev *tun.Device, owner uint8, name string) (*netstack.Stack, error) {
 	s, err := netstack.New(netstack.Config{
-		MTU:            deviceMTU,
-		Output:         func(pkt []byte) { dev.Write(pkt) }, // a full or closed device drops, as a NIC would
-		TrustChecksums: true,                                // only the device feeds it (outputTUN, outputTUNLarge)
+		MTU:    deviceMTU,
+		Output: func(pkt []byte) { dev.Write(pkt) }, // a full or closed device drops, as a NIC would
 		DialEgress: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return n.dialDevice(ctx, owner, network, addr)
 		},

@@ -342,7 +342,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), AcceptStream: n.acceptStream,
+	n.ep, err = peer.New(peer.Config{Key: key, Conn: pc, Receive: n.receiveFunc(), Flush: n.flushReceived, AcceptStream: n.acceptStream,
 		NoDirect: n.cfg.NoDirect, IdleTimeout: peerIdleTimeout, LinkIdle: n.cfg.LinkIdle, Logger: n.log.Named("peer"), Tunnel: n.openTunnel,
 		OnPortsUsed: n.refreshPorts, OnStall: n.nudgeCoord, Chatter: linkLocalMulticast})
 	if err != nil {

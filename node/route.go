@@ -184,7 +184,13 @@ func (n *Node) receive(from peer.Key, pkt []byte) {
 		return
 	}
 	if s := n.stack.Load(); s != nil {
-		s.Inject(pkt)
+		s.Gather(pkt)
+	}
+}
+
+func (n *Node) flushReceived() {
+	if s := n.stack.Load(); s != nil {
+		s.Flush()
 	}
 }
 
