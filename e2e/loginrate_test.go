@@ -24,7 +24,7 @@ func TestLoginRateFlags(t *testing.T) {
 	nsA, nsB := netnsPair(t)
 	tmp := t.TempDir()
 	coord := startNSProc(t, nsA, "warren-coord", "--listen", "10.99.0.1:0", "--data", filepath.Join(tmp, "coord"),
-		"--login-rate-ip", "0.5", "--login-burst-ip", "2")
+		"--login-rate-ip", "0.05", "--login-burst-ip", "2") // a token every 20 s: c asks long before the next
 	addr, fp := coord.line(t, "warren-coord listening on"), coord.line(t, "key")
 	up := func(name string) *proc {
 		return startNSProc(t, nsB, "warren", "up", "--coord", addr, "--coord-key", fp, "--state", filepath.Join(tmp, name),
@@ -38,6 +38,6 @@ func TestLoginRateFlags(t *testing.T) {
 	c := up("c")
 	testkit.Eventually(t, 60*time.Second, func() bool { return strings.Contains(c.stderr.String(), "too many logins from this address") },
 		"the third node was not told it is over the limit:\n%v", later(func() any { return c.stderr.String() }))
-	waitLoggedIn(t, filepath.Join(tmp, "c")) // a token every 2 s; the node retries with backoff
+	waitLoggedIn(t, filepath.Join(tmp, "c")) // a token every 20 s; the node retries with backoff (at most 12.5 s)
 	t.Logf("third login from one address: refused, then in after %v", time.Since(start).Round(time.Millisecond))
 }

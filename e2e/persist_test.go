@@ -28,16 +28,18 @@ type controlSession struct {
 	welcome *control.Welcome
 }
 
-// dialControl logs in to the coord at addr as key and reads Welcome and the peer map.
+// dialControl logs in to the coord at addr as key and reads Welcome and the peer map. The session
+// ends with ctx: when ctx is done its connection is closed (what reads it fails at once).
 func dialControl(ctx context.Context, addr string, key *identity.Key, l control.Login) (*controlSession, error) {
 	tlsConf, err := identity.TLSConfig(key, control.ALPN, false, func(ed25519.PublicKey) error { return nil })
 	if err != nil {
 		return nil, err
 	}
-	conn, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{HandshakeIdleTimeout: 2 * time.Second})
+	conn, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{HandshakeIdleTimeout: 30 * time.Second}) // ctx bounds it
 	if err != nil {
 		return nil, err
 	}
+	context.AfterFunc(ctx, func() { conn.CloseWithError(0, "") })
 	s := &controlSession{conn: conn}
 	if err := s.login(ctx, l); err != nil {
 		conn.CloseWithError(0, "")
@@ -110,10 +112,9 @@ func TestCoordKillDuringJoins(t *testing.T) {
 	coord := startProc(t, "warren-coord", "--listen", addr, "--data", data)
 	coord.line(t, "warren-coord listening on")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	ownerKey, _ := identity.Generate()
 	owner, err := dialControl(ctx, addr, ownerKey, control.Login{Name: "owner"})
-	cancel()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestCoordKillDuringJoins(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	owner.close()
+	cancel() // closes the session
 	out, err := sh(t, tmp, "warren-coord authkey create --data "+data+" --network bykey --reusable --tag burst | tail -1")
 	authKey := strings.TrimSpace(out)
 	if err != nil || !strings.HasPrefix(authKey, "warren-auth-") {
@@ -136,6 +137,9 @@ func TestCoordKillDuringJoins(t *testing.T) {
 		attempts atomic.Int64
 		stop     = make(chan struct{})
 		wg       sync.WaitGroup
+		// Each join may take 30 s while the database is written concurrently (a safety net); the
+		// ones in flight when the coord is killed end with the burst.
+		burst, endBurst = context.WithCancel(context.Background())
 	)
 	for w := range 6 {
 		wg.Add(1)
@@ -150,7 +154,7 @@ func TestCoordKillDuringJoins(t *testing.T) {
 				key, _ := identity.Generate()
 				name := fmt.Sprintf("w%d-%d", w, i)
 				attempts.Add(1)
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				ctx, cancel := context.WithTimeout(burst, 30*time.Second)
 				join := ackedJoin{key: key}
 				var s *controlSession
 				var err error
@@ -204,6 +208,7 @@ func TestCoordKillDuringJoins(t *testing.T) {
 	}
 	close(stop)
 	coord.kill()
+	endBurst()
 	wg.Wait()
 	mu.Lock()
 	joins := slices.Clone(acked)
@@ -218,7 +223,7 @@ func TestCoordKillDuringJoins(t *testing.T) {
 	coord.line(t, "warren-coord listening on")
 	lost := 0
 	for _, j := range joins {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		s, err := dialControl(ctx, addr, j.key, control.Login{Name: "check"})
 		cancel()
 		if err != nil {

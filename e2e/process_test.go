@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -147,14 +149,8 @@ func warren(t *testing.T, wantOK bool, args ...string) string {
 	return string(out)
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a free TCP port on 127.0.0.1 (unusedPort).
+func freePort(t *testing.T) int { return unusedPort(t) }
 
 // TestBinaries drives warren-coord and two warren nodes the way the README does.
 func TestBinaries(t *testing.T) {
@@ -269,13 +265,44 @@ func waitAPI(t *testing.T, state string) {
 	}, "node with state %s never answered: %v", state, later(func() any { return err }))
 }
 
-func freeUDPPort(t *testing.T) int {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+// freeUDPPort returns a free UDP port on 127.0.0.1 (unusedPort), whose TCP twin is free too.
+func freeUDPPort(t *testing.T) int { return unusedPort(t) }
+
+// unusedPort returns a port that is free on 127.0.0.1 for both UDP and TCP, chosen at random below
+// the kernel's ephemeral range (ip_local_port_range). The kernel never hands such a port to a socket
+// bound to port 0 or connecting unbound, so it stays free after this returns, however long it takes
+// a process to bind it, and while one restarts on it (TestCoordOutage's coord is away two minutes);
+// a port from the range could be taken by any socket of a test running meanwhile.
+func unusedPort(t *testing.T) int {
+	t.Helper()
+	low := 32768 // Linux's default start of the range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	from := max(1024, low/2)
+	if low-from < 1000 {
+		t.Fatalf("the ephemeral port range starts at %d: no room below it for a port of our own", low)
+	}
+	for range 100 {
+		port := from + rand.IntN(low-from)
+		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err != nil {
+			continue
+		}
+		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		u.Close()
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
+	}
+	t.Fatalf("no free port in %d-%d", from, low-1)
+	return 0
 }
 
 func statusOf(t *testing.T, state string) localapi.Status {

@@ -90,13 +90,19 @@ func TestPortmapEndpoint(t *testing.T) {
 	}
 	n.reportEndpoints() // no NAT discovery and no coord yet: nothing to send, nothing breaks
 	n.Close()
-	select {
-	case l := <-lifetimes:
-		if l != 0 {
-			t.Errorf("on close: a map request for %d s, want a delete", l)
+	// A request unanswered for 250 ms is sent again, so the router may have had the map request
+	// twice, and may get the delete after Close gave up on its answer: the requests from here on are
+	// more of the same 7200 s, then a delete.
+	for deleted := false; !deleted; {
+		select {
+		case l := <-lifetimes:
+			deleted = l == 0
+			if l != 0 && l != 7200 {
+				t.Errorf("on close: a map request for %d s, want a delete", l)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("closing the node did not delete the mapping")
 		}
-	default:
-		t.Error("closing the node did not delete the mapping")
 	}
 }
 

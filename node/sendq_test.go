@@ -89,7 +89,9 @@ func TestSendNeverBlocks(t *testing.T) {
 	}
 
 	bh.cut.Store(true)
-	const flood, bound = 5000, 200 * time.Millisecond
+	// bound is far above any scheduling stall of a loaded machine (-race, packages in parallel) and
+	// far below a blocked send, which lasts until the link's idle timeout (15 s).
+	const flood, bound = 5000, 2 * time.Second
 	var slowest time.Duration
 	done := make(chan struct{})
 	go func() {

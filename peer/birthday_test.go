@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -37,13 +38,18 @@ func TestBirthdayRole(t *testing.T) {
 	}
 }
 
+// othersSockets is how many sockets startHardSide's other attempt sockets ping: 32 pings a second each.
+const othersSockets = 8
+
 // startHardSide starts a hard side h and an easy side e that know each other without endpoints (so
 // probes and links are accepted but never punched to), and h's birthday attempt, whose result arrives
 // on done. Socket 0 of the attempt pings public, a socket standing for the easy side's NAT; the other
-// sockets ping others. A real easy side gets every socket's pings on one address; here they go apart
-// so that public, which the tests read for pongs, gets one ping a second instead of a burst of
-// birthdaySockets that could fill its receive buffer and drop the pong a test waits for.
-func startHardSide(t *testing.T) (h, e *testNode, public, others *net.UDPConn, done <-chan error) {
+// sockets ping others, given with how many of them ping each. A real easy side gets every socket's
+// pings on one address; here they go apart so that public, which the tests read for pongs, gets one
+// ping a second instead of a burst of birthdaySockets that could fill its receive buffer and drop the
+// pong a test waits for; and the rest go to several sockets, as a burst of 255 on one (some 196 KB of
+// buffer space against a default of 208 KB) could drop pings too.
+func startHardSide(t *testing.T) (h, e *testNode, public *net.UDPConn, others map[*net.UDPConn]int, done <-chan error) {
 	t.Helper()
 	h, e = newUDPTestNode(t), newUDPTestNode(t)
 	h.ep.SetPeers([]Info{{Key: e.key}})
@@ -59,9 +65,18 @@ func startHardSide(t *testing.T) (h, e *testNode, public, others *net.UDPConn, d
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	public, others = listen(), listen()
-	targets := hardTargets(others.LocalAddr().(*net.UDPAddr).AddrPort(), nil, nil)
-	targets[0] = public.LocalAddr().(*net.UDPAddr).AddrPort()
+	public = listen()
+	spread := make([]*net.UDPConn, othersSockets)
+	for i := range spread {
+		spread[i] = listen()
+	}
+	targets := hardTargets(public.LocalAddr().(*net.UDPAddr).AddrPort(), nil, nil)
+	others = make(map[*net.UDPConn]int)
+	for i := 1; i < len(targets); i++ {
+		c := spread[i%othersSockets]
+		targets[i] = c.LocalAddr().(*net.UDPAddr).AddrPort()
+		others[c]++
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	result := make(chan error, 1)
@@ -117,7 +132,10 @@ func TestBirthdayHardSide(t *testing.T) {
 	h, e, public, others, done := startHardSide(t)
 
 	// Every socket pings, each from a port of its own, signed by the hard side for the easy side.
-	sources := pingSources(t, others, h, e, birthdaySockets-1)
+	sources := map[netip.AddrPort]bool{}
+	for c, n := range others {
+		maps.Copy(sources, pingSources(t, c, h, e, n))
+	}
 	var winner netip.AddrPort
 	for a := range pingSources(t, public, h, e, 1) {
 		winner = a

@@ -481,6 +481,9 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	conn, path := l.conn, l.path
 	l.ctx, l.cancel = context.WithCancel(conn.Context())
 	l.up = time.Now()
+	// Before the link is published: a Send that finds it must find its fill size too (read after,
+	// the sends until then went unpadded, all of them if this goroutine stalled).
+	l.fill.Store(int32(readFill(conn)))
 	e.mu.Lock()
 	ps, ok := e.peers[k]
 	if !ok || e.closed {
@@ -530,7 +533,6 @@ func (e *Endpoint) installLink(k Key, l *link) bool {
 	} else {
 		e.log.Info("link up", "peer", e.Who(k), "path", path, "endpoint", conn.RemoteAddr())
 	}
-	l.fill.Store(int32(readFill(conn)))
 	e.wg.Add(2)
 	go e.receiveLoop(k, l)
 	go e.acceptStreams(k, l)

@@ -23,6 +23,12 @@ type testNode struct {
 	id  *identity.Key
 	key Key
 	got chan []byte
+
+	// resent holds the payloads sendUntil saw arrive: it resends until one does, so more copies may
+	// follow, and Receive drops them instead of queueing them in got ahead of the test's next packet.
+	// mu makes Receive's check and queueing one step against sendUntil's marking and draining.
+	mu     sync.Mutex
+	resent map[string]bool
 }
 
 // testNets holds each test's in-memory network (memnet), created by its first node.
@@ -75,11 +81,16 @@ func newTestNodeOn(t *testing.T, k *identity.Key, pc net.PacketConn) *testNode {
 // newTestNodeWith starts a node with identity k on pc, passing its streams to accept.
 func newTestNodeWith(t *testing.T, k *identity.Key, pc net.PacketConn, accept func(*IncomingStream)) *testNode {
 	t.Helper()
-	n := &testNode{id: k, got: make(chan []byte, 64)}
+	n := &testNode{id: k, got: make(chan []byte, 64), resent: make(map[string]bool)}
 	n.key, _ = KeyOf(k.Public())
 	var err error
 	n.ep, err = New(Config{Key: k, Conn: pc, Logger: testkit.Logger(t, n.key.String()), AcceptStream: accept,
 		Receive: func(from Key, pkt []byte) {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if n.resent[string(pkt)] {
+				return
+			}
 			select {
 			case n.got <- pkt:
 			default:
@@ -96,9 +107,13 @@ func (n *testNode) info() Info {
 	return Info{Key: n.key, Endpoints: []netip.AddrPort{n.ep.LocalAddr()}}
 }
 
-// sendUntil retries Send until the link is up and the packet arrives, or fails the test.
+// sendUntil retries Send until the link is up and the packet arrives, or fails the test. The copies
+// of pkt that arrive later are dropped (testNode.resent).
 func sendUntil(t *testing.T, from, to *testNode, pkt []byte) {
 	t.Helper()
+	to.mu.Lock()
+	delete(to.resent, string(pkt)) // sent again: this call waits for a copy
+	to.mu.Unlock()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		err := from.ep.Send(to.key, pkt)
@@ -110,11 +125,24 @@ func sendUntil(t *testing.T, from, to *testNode, pkt []byte) {
 			if !bytes.Equal(got, pkt) {
 				t.Fatalf("got %d bytes, want %d", len(got), len(pkt))
 			}
+			to.dropResent(pkt)
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	t.Fatal("packet never arrived")
+}
+
+// dropResent drops the copies of pkt queued in got and those that arrive from now on.
+func (n *testNode) dropResent(pkt []byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.resent[string(pkt)] = true
+	for range len(n.got) {
+		if p := <-n.got; !bytes.Equal(p, pkt) {
+			n.got <- p // in order: nothing else queues while mu is held
+		}
+	}
 }
 
 func TestLinkCarriesPacketsBothWays(t *testing.T) {
