@@ -20,9 +20,10 @@ import (
 // own flow) or from this host's kernel (a TUN device, which hands over large TCP segments with their
 // checksums left undone); and it is what lets coalesced segments (gather.go) through, whose
 // headers keep the first segment's checksums. Inbound TCP segments are still checked where they
-// are coalesced. No GSO (gVisor would hand over segments larger than the MTU), no transmit
-// checksum offload (every packet leaves with valid checksums, as the peer's stack or a kernel TUN
-// expects).
+// are coalesced. It declares gVisor GSO (GSOMaxSize, SupportedGSO): gVisor's TCP then queues and
+// tracks segments of up to 64 KB and cuts each into the MTU's as it sends it, with full checksums,
+// so no packet larger than the MTU reaches WritePackets. No transmit checksum offload (every
+// packet leaves with valid checksums, as the peer's stack or a kernel TUN expects).
 type link struct {
 	mtu    atomic.Uint32
 	output func([]byte)
@@ -34,7 +35,10 @@ type link struct {
 	onClose    func()
 }
 
-var _ stack.LinkEndpoint = (*link)(nil)
+var (
+	_ stack.LinkEndpoint = (*link)(nil)
+	_ stack.GSOEndpoint  = (*link)(nil)
+)
 
 // pktPool holds flattening buffers, one per WritePackets call; a pointer to an array avoids an
 // allocation per Get.
@@ -126,3 +130,7 @@ func (l *link) SetOnCloseAction(f func()) {
 	l.onClose = f
 	l.mu.Unlock()
 }
+
+// GSOMaxSize and SupportedGSO declare gVisor GSO (see link).
+func (l *link) GSOMaxSize() uint32               { return stack.GVisorGSOMaxSize }
+func (l *link) SupportedGSO() stack.SupportedGSO { return stack.GVisorGSOSupported }
