@@ -558,6 +558,14 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 		}
 		e.cfg.Flush()
 	}
+	// quic-go closes the datagram queue before it ends the connection's context with the cause
+	// that closedIdle reads: wait for it (not when the endpoint is closing, which closes the
+	// connection below). Read too early, a link that wound down as idle looked lost, and the relay
+	// link that came up as the pair woke was not interim.
+	select {
+	case <-l.conn.Context().Done():
+	case <-e.ctx.Done():
+	}
 	idle, slept := closedIdle(l.conn)
 	l.conn.CloseWithError(0, "")
 	if l.release != nil {
@@ -588,7 +596,7 @@ func (e *Endpoint) receiveLoop(k Key, l *link) {
 	case current && slept:
 		e.log.Info("link idle, wound down by the peer", "peer", e.Who(k), "path", l.path)
 	case current && !idle:
-		e.log.Info("link down", "peer", e.Who(k), "path", l.path)
+		e.log.Info("link down", "peer", e.Who(k), "path", l.path, "reason", context.Cause(l.conn.Context()))
 	}
 }
 
