@@ -12,8 +12,15 @@ import (
 )
 
 // TestGatherCoalesces: a train of full-sized segments handed over with Gather reaches B's TCP at
-// Flush, not before, as one packet that its IP layer takes, and the connection's bytes arrive intact.
+// Flush, not before, as one packet that its IP layer takes, and the connection's bytes arrive
+// intact; over IPv4 and IPv6.
 func TestGatherCoalesces(t *testing.T) {
+	for _, dst := range []netip.Addr{ipB4, ipB6} {
+		t.Run(dst.String(), func(t *testing.T) { gatherTrain(t, dst) })
+	}
+}
+
+func gatherTrain(t *testing.T, dst netip.Addr) {
 	const size = 256 << 10
 	data, sum := randBytes(size)
 	got := make(chan [32]byte, 1)
@@ -23,7 +30,7 @@ func TestGatherCoalesces(t *testing.T) {
 		got <- [32]byte(h.Sum(nil))
 	})
 	a, b, ab, _ := pair(t, port)
-	c := dial(t, a, ipB4, port)
+	c := dial(t, a, dst, port)
 	defer c.Close()
 	ab.sync() // B has every packet of A's handshake
 
@@ -123,8 +130,12 @@ func TestFlushDeliversEveryFlow(t *testing.T) {
 	}
 }
 
-// tsVal returns the TCP timestamp of an IPv4 TCP segment.
+// tsVal returns the TCP timestamp of a TCP segment in an IPv4 or IPv6 packet (no extension headers).
 func tsVal(pkt []byte) uint32 {
-	tcp := header.TCP(pkt[header.IPv4(pkt).HeaderLength():])
+	off := header.IPv6MinimumSize
+	if pkt[0]>>4 == 4 {
+		off = int(header.IPv4(pkt).HeaderLength())
+	}
+	tcp := header.TCP(pkt[off:])
 	return header.ParseTCPOptions(tcp.Options()).TSVal
 }
