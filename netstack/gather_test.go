@@ -104,18 +104,14 @@ func TestFlushDeliversEveryFlow(t *testing.T) {
 	defer s.Close()
 	const flows = 24
 	payload := make([]byte, 1000)
-	segment := func(src netip.Addr, srcPort uint16, seq uint32) []byte {
-		tcp := make([]byte, header.TCPMinimumSize+len(payload))
-		header.TCP(tcp).Encode(&header.TCPFields{SrcPort: srcPort, DstPort: 80, SeqNum: seq, AckNum: 1,
-			DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 65535})
-		copy(tcp[header.TCPMinimumSize:], payload)
-		return ipPacket(src, ipB4, header.TCPProtocolNumber, tcp)
+	segment := func(srcPort uint16, seq uint32) []byte {
+		return tcpSegment(ipA4, ipB4, srcPort, 80, seq, 1, header.TCPFlagAck, payload)
 	}
 	received := func() uint64 { return s.s.Stats().IP.PacketsReceived.Value() }
 	before := received()
 	for i := range flows {
-		s.Gather(segment(ipA4, uint16(40000+i), 1))
-		s.Gather(segment(ipA4, uint16(40000+i), 1+uint32(len(payload)))) // the next one: merged
+		s.Gather(segment(uint16(40000+i), 1))
+		s.Gather(segment(uint16(40000+i), 1+uint32(len(payload)))) // the next one: merged
 	}
 	if n := received() - before; n != 0 {
 		t.Fatalf("%d packets reached the IP layer before Flush", n)

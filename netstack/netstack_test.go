@@ -505,10 +505,14 @@ func ipPacket(src, dst netip.Addr, proto tcpip.TransportProtocolNumber, transpor
 	return pkt
 }
 
-func tcpSYN(src, dst netip.Addr, port uint16) []byte {
-	t := make([]byte, header.TCPMinimumSize)
-	header.TCP(t).Encode(&header.TCPFields{SrcPort: 40000, DstPort: port, SeqNum: 1, DataOffset: header.TCPMinimumSize,
-		Flags: header.TCPFlagSyn, WindowSize: 65535})
+func tcpSYN(src, dst netip.Addr, port uint16) []byte { return tcpSYNFrom(src, dst, 40000, port) }
+
+// tcpSegment builds a TCP segment (no options) in an IP packet, checksummed.
+func tcpSegment(src, dst netip.Addr, srcPort, port uint16, seq, ack uint32, flags header.TCPFlags, payload []byte) []byte {
+	t := make([]byte, header.TCPMinimumSize+len(payload))
+	header.TCP(t).Encode(&header.TCPFields{SrcPort: srcPort, DstPort: port, SeqNum: seq, AckNum: ack,
+		DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535})
+	copy(t[header.TCPMinimumSize:], payload)
 	return ipPacket(src, dst, header.TCPProtocolNumber, t)
 }
 
@@ -642,10 +646,7 @@ func FuzzInject(f *testing.F) {
 		if src.Is6() {
 			dst = ipB6
 		}
-		seg := make([]byte, header.TCPMinimumSize+100)
-		header.TCP(seg).Encode(&header.TCPFields{SrcPort: 40000, DstPort: 80, SeqNum: 1, AckNum: 1,
-			DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 65535})
-		f.Add(ipPacket(src, dst, header.TCPProtocolNumber, seg))
+		f.Add(tcpSegment(src, dst, 40000, 80, 1, 1, header.TCPFlagAck, make([]byte, 100)))
 	}
 	s, err := New(Config{Addrs: pfx(ipB4, ipB6), Output: func([]byte) {}})
 	if err != nil {
@@ -686,10 +687,7 @@ func BenchmarkBulkTCP(b *testing.B) {
 }
 
 func tcpSYNFrom(src, dst netip.Addr, srcPort, port uint16) []byte {
-	t := make([]byte, header.TCPMinimumSize)
-	header.TCP(t).Encode(&header.TCPFields{SrcPort: srcPort, DstPort: port, SeqNum: 1, DataOffset: header.TCPMinimumSize,
-		Flags: header.TCPFlagSyn, WindowSize: 65535})
-	return ipPacket(src, dst, header.TCPProtocolNumber, t)
+	return tcpSegment(src, dst, srcPort, port, 1, 0, header.TCPFlagSyn, nil)
 }
 
 // TestHandshakesPerAddress: a remote that leaves its handshakes half-open holds at most its share
