@@ -21,6 +21,7 @@ func TestLoginRateFlags(t *testing.T) {
 		t.Skip("needs root: creates network namespaces")
 	}
 	needTool(t, "ip")
+	t.Parallel() // mostly waiting for the limit's bucket to refill: overlaps the other long waits
 	nsA, nsB := netnsPair(t)
 	tmp := t.TempDir()
 	coord := startNSProc(t, nsA, "warren-coord", "--listen", "10.99.0.1:0", "--data", filepath.Join(tmp, "coord"),

@@ -60,6 +60,7 @@ func TestOperatorCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries")
 	}
+	t.Parallel() // mostly waiting for nodes to notice a killed server: overlaps the other long waits
 	tmp := t.TempDir()
 	data := filepath.Join(tmp, "coord")
 	listen := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))

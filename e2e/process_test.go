@@ -272,7 +272,8 @@ func freeUDPPort(t *testing.T) int { return unusedPort(t) }
 // the kernel's ephemeral range (ip_local_port_range). The kernel never hands such a port to a socket
 // bound to port 0 or connecting unbound, so it stays free after this returns, however long it takes
 // a process to bind it, and while one restarts on it (TestCoordOutage's coord is away two minutes);
-// a port from the range could be taken by any socket of a test running meanwhile.
+// a port from the range could be taken by any socket of a test running meanwhile. No port is
+// handed out twice in one test binary, so parallel tests never pick the same one.
 func unusedPort(t *testing.T) int {
 	t.Helper()
 	low := 32768 // Linux's default start of the range
@@ -289,6 +290,9 @@ func unusedPort(t *testing.T) int {
 	}
 	for range 100 {
 		port := from + rand.IntN(low-from)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
 		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 		if err != nil {
 			continue
@@ -304,6 +308,9 @@ func unusedPort(t *testing.T) int {
 	t.Fatalf("no free port in %d-%d", from, low-1)
 	return 0
 }
+
+// handedOut holds every port unusedPort returned or tried.
+var handedOut sync.Map
 
 func statusOf(t *testing.T, state string) localapi.Status {
 	t.Helper()

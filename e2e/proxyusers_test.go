@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +28,16 @@ func TestMain(m *testing.M) {
 	// Every node these tests start (and their children inherit the variable) leaves the host's
 	// default gateway alone: tests talk only to loopback and to namespaces they made themselves.
 	os.Setenv("WARREN_NO_PORTMAP", "1")
+	// The parallel tests here spend their time waiting (a coord outage, a lossy link, a node's idle
+	// timeout, a login limit's refill), not computing: run them all at once instead of GOMAXPROCS
+	// (two on the CI machine) at a time, unless -parallel says otherwise. Each has its own ports,
+	// data directories and namespaces.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		flag.Set("test.parallel", "16")
+	}
 	os.Exit(m.Run())
 }
 

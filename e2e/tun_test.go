@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -433,13 +434,17 @@ func ipStrings(ips []netip.Addr) []string {
 	return out
 }
 
+// netnsPairs counts the namespace pairs this process made (netnsPair).
+var netnsPairs atomic.Uint64
+
 // netnsPair creates two network namespaces joined by a veth pair, 10.99.0.1/24 and 10.99.0.2/24;
-// they are deleted (with everything in them) when the test ends, failed or not.
+// they are deleted (with everything in them) when the test ends, failed or not. Names carry the
+// process ID and a count, so parallel tests (and test binaries) each get their own pair.
 func netnsPair(t *testing.T) (string, string) {
 	t.Helper()
-	id := os.Getpid() % 100000
-	a, b := fmt.Sprintf("wtun-a-%d", id), fmt.Sprintf("wtun-b-%d", id)
-	va, vb := fmt.Sprintf("wta%d", id), fmt.Sprintf("wtb%d", id)
+	id := fmt.Sprintf("%dx%d", os.Getpid()%100000, netnsPairs.Add(1)) // veth names: 15 bytes at most
+	a, b := "wtun-a-"+id, "wtun-b-"+id
+	va, vb := "wta"+id, "wtb"+id
 	t.Cleanup(func() {
 		exec.Command("ip", "netns", "del", a).Run()
 		exec.Command("ip", "netns", "del", b).Run()
