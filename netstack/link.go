@@ -66,15 +66,29 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			}
 			continue
 		}
-		b := buf[:0]
-		for _, s := range pkt.AsSlices() {
-			b = append(b, s...)
-		}
+		b := flatten(buf[:0], pkt)
 		l.stats.packetsOut.Add(1)
 		l.stats.bytesOut.Add(uint64(len(b)))
 		l.output(b)
 	}
 	return n, nil
+}
+
+// flatten appends pkt's bytes (its headers, then its payload) to b. It walks the packet's views in
+// place: PacketBuffer.AsSlices allocates a slice per call and clones every view (two atomic
+// reference-count updates each), which cost about 5% of a sending node's CPU on the packet path.
+func flatten(b []byte, pkt *stack.PacketBuffer) []byte {
+	views, skip := pkt.AsViewList() // skip: bytes reserved in front of the headers
+	for v := views.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if skip >= len(s) {
+			skip -= len(s)
+			continue
+		}
+		b = append(b, s[skip:]...)
+		skip = 0
+	}
+	return b
 }
 
 // deliver hands one inbound packet to the stack. It reports false if the link is not attached
