@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
 	"github.com/warren-net/warren/internal/packet"
+	"github.com/warren-net/warren/internal/packet/packettest"
 	"github.com/warren-net/warren/internal/testkit"
 	"github.com/warren-net/warren/peer"
 )
@@ -212,5 +214,46 @@ func TestSendWaitsForWakingLink(t *testing.T) {
 	}
 	if qs.failed.Load() != 0 || qs.sent.Load() != 3 {
 		t.Errorf("sent %d, failed %d; want 3 and 0", qs.sent.Load(), qs.failed.Load())
+	}
+}
+
+// TestSendQueueACKs: bare TCP acknowledgements (which yield once when they wake the queue) and
+// other packets go out in the order they were queued, whether each wakes the queue or they come in
+// a burst.
+func TestSendQueueACKs(t *testing.T) {
+	a, b := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.2")
+	ack := packettest.IP(a, b, packet.ProtoTCP, packettest.TCP(5000, 22, packet.TCPACK, ""))
+	data := packettest.IP(a, b, packet.ProtoTCP, packettest.TCP(5000, 22, packet.TCPACK, "data"))
+	if !packet.PureACK(ack) || packet.PureACK(data) {
+		t.Fatal("the test's packets are not what they should be")
+	}
+	w := &wakingLink{up: make(chan struct{}), sent: make(chan []byte, 8)}
+	close(w.up)
+	qs := &sendQueues{log: testkit.Logger(t, "sendq"), link: w}
+	defer qs.close()
+	var k peer.Key
+	expect := func(want ...[]byte) {
+		t.Helper()
+		for i, p := range want {
+			select {
+			case got := <-w.sent:
+				if !bytes.Equal(got, p) {
+					t.Fatalf("packet %d: sent %x, want %x", i, got, p)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("packet %d never sent", i)
+			}
+		}
+	}
+	for _, p := range [][]byte{ack, data, ack} { // one at a time: each wakes the queue
+		qs.send(k, p, false)
+		expect(p)
+	}
+	for _, p := range [][]byte{ack, data, ack, ack, data} {
+		qs.send(k, p, false)
+	}
+	expect(ack, data, ack, ack, data)
+	if qs.sent.Load() != 8 || qs.failed.Load() != 0 || qs.full.Load() != 0 {
+		t.Errorf("sent %d, failed %d, full %d; want 8, 0, 0", qs.sent.Load(), qs.failed.Load(), qs.full.Load())
 	}
 }

@@ -19,11 +19,17 @@ func FuzzParse(f *testing.F) {
 		pt.IP(peer4, self4, ProtoICMP, pt.ICMP(3, 0, pt.IP(self4, peer4, ProtoUDP, pt.UDP(9, 9)))),
 		pt.IP(peer6, self6, 0, append([]byte{44, 0, 0, 0, 0, 0, 0, 0, ProtoUDP, 0, 0, 1, 0, 0, 0, 1}, pt.UDP(1, 2)...)),
 		pt.IP(peer6, self6, 60, append([]byte{ProtoTCP, 0, 1, 4, 0, 0, 0, 0}, pt.TCP(1, 2, TCPSYN, "")...)),
+		pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPACK, "")),
+		pt.IP(peer6, self6, ProtoTCP, pt.TCP(5000, 22, TCPACK, "")),
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		p, ok := Parse(pkt)
+		if PureACK(pkt) && (!ok || p.Proto != ProtoTCP || p.Fragment || p.TCPFlags != TCPACK || len(p.Transport) < 20 ||
+			len(p.Transport) != int(p.Transport[12]>>4)*4) {
+			t.Fatalf("PureACK, but Parse says %+v (ok=%v)", p, ok)
+		}
 		src, dst, aok := Addrs(pkt)
 		if !ok {
 			return

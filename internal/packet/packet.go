@@ -1,6 +1,7 @@
 // Package packet reads and builds the few parts of IPv4 and IPv6 packets that the node's packet
 // filters need: addresses, protocol, ports, TCP flags, ICMP kind, fragments (Parse, Addrs); the flow
-// a packet opens or belongs to and a bounded table of recent flows (FlowKey, FlowTable); and the TCP
+// a packet opens or belongs to and a bounded table of recent flows (FlowKey, FlowTable); whether a
+// packet is a bare TCP acknowledgement (PureACK); and the TCP
 // RST that refuses a segment (TCPReset) and a UDP reply (UDPReply), with the RFC 1071 Checksum.
 //
 // It reads untrusted bytes (packets from peers) and must never panic or allocate on them; Parse is
@@ -324,4 +325,28 @@ func RaiseMSS(p *Packet, mss uint16) bool {
 		i += int(t[i+1])
 	}
 	return false
+}
+
+// PureACK reports whether pkt is an unfragmented IPv4 packet, or an IPv6 packet without extension
+// headers, that carries a TCP segment with no payload and no flag but ACK: a bare acknowledgement.
+// The segment ends where pkt ends (a packet of this host's own stack, not one read off a wire
+// with padding).
+func PureACK(pkt []byte) bool {
+	var tcp []byte
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		ihl := int(pkt[0]&0x0f) * 4
+		if pkt[9] != ProtoTCP || ihl < 20 || len(pkt) < ihl+20 || pkt[6]&0x3f != 0 || pkt[7] != 0 {
+			return false // not TCP, or a fragment (more fragments, or an offset)
+		}
+		tcp = pkt[ihl:]
+	case len(pkt) >= 60 && pkt[0]>>4 == 6:
+		if pkt[6] != ProtoTCP {
+			return false
+		}
+		tcp = pkt[40:]
+	default:
+		return false
+	}
+	return len(tcp) == int(tcp[12]>>4)*4 && tcp[13] == TCPACK
 }

@@ -360,3 +360,42 @@ func TestRaiseMSS(t *testing.T) {
 		}
 	}
 }
+
+// TestPureACK: bare TCP acknowledgements over IPv4 and IPv6, with and without options, and nothing
+// else: no payload, no other flag, not a fragment, not behind an IPv6 extension header, not cut short.
+func TestPureACK(t *testing.T) {
+	withOptions := pt.TCP(5000, 22, TCPACK, "")
+	withOptions[12] = 8 << 4 // 32-byte header: 12 bytes of options (timestamps)
+	withOptions = append(withOptions, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2)
+	fragment := pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPACK, ""))
+	fragment[6] = 0x20 // more fragments
+	later := pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPACK, ""))
+	later[7] = 1 // fragment offset 8
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want bool
+	}{
+		{"v4 ack", pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPACK, "")), true},
+		{"v6 ack", pt.IP(peer6, self6, ProtoTCP, pt.TCP(5000, 22, TCPACK, "")), true},
+		{"v4 ack with options", pt.IP(peer4, self4, ProtoTCP, withOptions), true},
+		{"v6 ack with options", pt.IP(peer6, self6, ProtoTCP, withOptions), true},
+		{"ack with data", pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPACK, "x")), false},
+		{"v6 ack with data", pt.IP(peer6, self6, ProtoTCP, pt.TCP(5000, 22, TCPACK, "x")), false},
+		{"ack and push", pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPACK|0x08, "")), false},
+		{"syn ack", pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPSYN|TCPACK, "")), false},
+		{"fin ack", pt.IP(peer6, self6, ProtoTCP, pt.TCP(5000, 22, TCPFIN|TCPACK, "")), false},
+		{"rst ack", pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPRST|TCPACK, "")), false},
+		{"udp", pt.IP(peer4, self4, ProtoUDP, append(pt.UDP(1, 2), make([]byte, 12)...)), false},
+		{"first fragment", fragment, false},
+		{"later fragment", later, false},
+		{"v6 hop-by-hop", pt.IP(peer6, self6, 0, append([]byte{ProtoTCP, 0, 0, 0, 0, 0, 0, 0}, pt.TCP(1, 2, TCPACK, "")...)), false},
+		{"cut short", pt.IP(peer4, self4, ProtoTCP, pt.TCP(5000, 22, TCPACK, ""))[:39], false},
+		{"options cut short", pt.IP(peer4, self4, ProtoTCP, withOptions)[:50], false},
+		{"empty", nil, false},
+	} {
+		if got := PureACK(tc.pkt); got != tc.want {
+			t.Errorf("%s: PureACK = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
