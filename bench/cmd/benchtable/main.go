@@ -65,10 +65,10 @@ type options struct {
 }
 
 // allRows are the rows benchtable knows, in table order. warren-base is added by -base.
-var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-base", "warren-relay"}
+var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-run", "warren-base", "warren-relay"}
 
 // defaultRows are the rows measured without -rows.
-var defaultRows = allRows[:6]
+var defaultRows = allRows[:7]
 
 func main() {
 	var o options
@@ -369,7 +369,7 @@ func variants(row string, lowLatency bool) []variant {
 			}
 		}
 		return vs
-	case "warren", "warren-packet", "warren-tun":
+	case "warren", "warren-packet", "warren-tun", "warren-run":
 		if lowLatency {
 			return []variant{{name: row + "@default"}, {name: row + "@ll", lowLatency: true}}
 		}
@@ -430,6 +430,12 @@ func (b *bench) setUp(ctx context.Context, name string, v variant, loadAddr neti
 			return target{}, "warren-tun: skipped, " + why, nil
 		}
 		t, err := b.warrenTun(ctx, b.self, v)
+		return t, "", err
+	case "warren-run":
+		if why := runSkip(); why != "" {
+			return target{}, "warren-run: skipped, " + why, nil
+		}
+		t, err := b.warrenRun(ctx, v, loadAddr)
 		return t, "", err
 	}
 	return target{}, "", errors.New("unknown row")

@@ -160,17 +160,40 @@ func (b *bench) peer(ctx context.Context, v variant) (target, error) {
 // exposes the load server's port, the client connects through node A's SOCKS5 to B's virtual IP.
 // extra arguments go to both `warren up` commands (e.g. the packet path flag).
 func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort, name string, extra ...string) (target, error) {
-	warren := filepath.Join(bin, "warren")
-	dir := filepath.Join(b.dir, name)
-	_, coordAddr, coordKey, err := b.startCoord(ctx, name, bin, dir)
-	if err != nil {
-		return target{}, err
-	}
 	socksPort, err := freePort("tcp")
 	if err != nil {
 		return target{}, err
 	}
 	socksAddr := fmt.Sprintf("127.0.0.1:%d", socksPort)
+	pair, err := b.warrenPair(ctx, bin, loadAddr, name, socksAddr, extra...)
+	if err != nil {
+		return target{}, err
+	}
+	dial, err := socksDialer(socksAddr, pair.dest)
+	if err != nil {
+		return target{}, err
+	}
+	return target{dial: dial, socks: true, vpn: pair.vpn, udp: socksUDP(socksAddr, pair.dest)}, nil
+}
+
+// nodePair is what warrenPair starts: the two nodes, node A's state dir, and the load server's
+// address on B's virtual IP.
+type nodePair struct {
+	vpn    []*proc
+	stateA string
+	dest   netip.AddrPort
+}
+
+// warrenPair starts a coord and two nodes from bin on loopback in one network, node A with its
+// SOCKS5 on socksA ("" for none), node B exposing the load server's port (TCP and UDP); extra
+// arguments go to both `warren up` commands.
+func (b *bench) warrenPair(ctx context.Context, bin string, loadAddr netip.AddrPort, name, socksA string, extra ...string) (nodePair, error) {
+	warren := filepath.Join(bin, "warren")
+	dir := filepath.Join(b.dir, name)
+	_, coordAddr, coordKey, err := b.startCoord(ctx, name, bin, dir)
+	if err != nil {
+		return nodePair{}, err
+	}
 	stateA, stateB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	// --link-idle 0 (also warrenTun's): measured in turns, a row's nodes sit idle between its runs
 	// for longer than the default 2 minutes; the rows measure a live link, not the wake-up (first
@@ -178,14 +201,14 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 	// relay, and the 1-stream column measured the relay's rate bound, 0.21 Gbit/s, stop 30). The
 	// idle-cost nodes run as shipped.
 	common := []string{"up", "--coord", coordAddr, "--coord-key", coordKey, "--listen", "127.0.0.1:0", "--log-level", "warn", "--link-idle", "0"}
-	pa, err := b.start(name+"-a", warren, nil, append(append(common, "--name", "a", "--state", stateA, "--socks", socksAddr), extra...)...)
+	pa, err := b.start(name+"-a", warren, nil, append(append(common, "--name", "a", "--state", stateA, "--socks", socksA), extra...)...)
 	if err != nil {
-		return target{}, err
+		return nodePair{}, err
 	}
 	pb, err := b.start(name+"-b", warren, nil, append(append(common, "--name", "b", "--state", stateB, "--socks", "",
 		"--expose", fmt.Sprintf("tcp:%d,udp:%d", loadAddr.Port(), loadAddr.Port())), extra...)...)
 	if err != nil {
-		return target{}, err
+		return nodePair{}, err
 	}
 	path := "direct"
 	if slices.Contains(extra, "--no-direct") {
@@ -193,14 +216,9 @@ func (b *bench) warren(ctx context.Context, bin string, loadAddr netip.AddrPort,
 	}
 	ipB, err := b.joinPair(ctx, warren, stateA, stateB, path)
 	if err != nil {
-		return target{}, err
+		return nodePair{}, err
 	}
-	dest := netip.AddrPortFrom(ipB, loadAddr.Port())
-	dial, err := socksDialer(socksAddr, dest)
-	if err != nil {
-		return target{}, err
-	}
-	return target{dial: dial, socks: true, vpn: []*proc{pa, pb}, udp: socksUDP(socksAddr, dest)}, nil
+	return nodePair{vpn: []*proc{pa, pb}, stateA: stateA, dest: netip.AddrPortFrom(ipB, loadAddr.Port())}, nil
 }
 
 // startCoord starts a warren-coord from bin on loopback with its data in dir/coord, and returns it

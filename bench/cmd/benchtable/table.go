@@ -220,13 +220,13 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		byName[r.name] = r.median
 	}
 	fmt.Fprintln(w)
-	for _, wr := range []string{"warren", "warren-packet", "warren-tun"} {
+	for _, wr := range []string{"warren", "warren-packet", "warren-tun", "warren-run"} {
 		x, ok := byName[wr]
 		if !ok {
 			continue
 		}
 		for _, base := range []string{"peer+socks", "peer-tun", "direct"} {
-			if base == "peer-tun" && wr != "warren-tun" {
+			if base == "peer-tun" && wr != "warren-tun" && wr != "warren-run" {
 				continue
 			}
 			y, ok := byName[base]

@@ -126,10 +126,18 @@ func (b *bench) nsTarget(ctx context.Context, self, name, nsA, nsB string, dest 
 	if l, err := lp.line(ctx, 10*time.Second); err != nil || !strings.HasPrefix(l, "listening ") {
 		return target{}, fmt.Errorf("load server in %s said %q: %v", nsB, l, err)
 	}
+	t := nsClient(nsA, dest)
+	t.vpn = vpn
+	return t, nil
+}
+
+// nsClient is the target that reaches dest (TCP and UDP) from sockets made in network namespace ns
+// (a name `ip netns add` made, or a path such as /proc/PID/ns/net).
+func nsClient(ns string, dest netip.AddrPort) target {
 	dial := func(ctx context.Context) (net.Conn, error) {
 		var c net.Conn
 		var derr error
-		if err := enterNS(nsA, func() {
+		if err := enterNS(ns, func() {
 			var d net.Dialer
 			c, derr = d.DialContext(ctx, "tcp", dest.String())
 		}); err != nil {
@@ -140,12 +148,12 @@ func (b *bench) nsTarget(ctx context.Context, self, name, nsA, nsB string, dest 
 	udp := func(context.Context) (load.UDPPath, error) {
 		var p load.UDPPath
 		var derr error
-		if err := enterNS(nsA, func() { p, derr = load.DialUDP(dest) }); err != nil {
+		if err := enterNS(ns, func() { p, derr = load.DialUDP(dest) }); err != nil {
 			return nil, err
 		}
 		return p, derr
 	}
-	return target{dial: load.DialFunc(dial), udp: udp, vpn: vpn}, nil
+	return target{dial: load.DialFunc(dial), udp: udp}
 }
 
 // peerTun is the peer for TUN mode: two wgpeer processes on wireguard-go's own kernel TUN devices
@@ -197,10 +205,14 @@ func (b *bench) peerTun(ctx context.Context, self string, v variant) (target, er
 	return b.nsTarget(ctx, self, name, nsA, nsB, netip.AddrPortFrom(wgAddrB, tunLoadPort), procs)
 }
 
-// enterNS runs f on an OS thread switched into network namespace ns (as `ip netns add` made it):
-// sockets f creates stay in ns for their whole life, whatever thread uses them later.
+// enterNS runs f on an OS thread switched into network namespace ns (a name `ip netns add` made,
+// or a path): sockets f creates stay in ns for their whole life, whatever thread uses them later.
 func enterNS(ns string, f func()) error {
-	target, err := os.Open("/var/run/netns/" + ns)
+	path := ns
+	if !strings.HasPrefix(ns, "/") {
+		path = "/var/run/netns/" + ns
+	}
+	target, err := os.Open(path)
 	if err != nil {
 		return err
 	}
