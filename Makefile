@@ -49,7 +49,7 @@ demo: build
 # bench: warren side by side with plain loopback TCP and wireguard-go peers (gVisor netstacks behind
 # SOCKS5; as root also kernel TUN in two netns, and `warren run`), each peer at GOMAXPROCS=1 and Go's
 # default, plus UDP round trips, then the idle cost of a 10-node network (a separate module in bench/,
-# so the product never depends on wireguard-go). About 22 min on 2 cores;
+# so the product never depends on wireguard-go). About 15 min on 2 cores;
 # BENCHFLAGS=-h lists the knobs.
 BENCHFLAGS ?=
 bench: build
