@@ -21,6 +21,9 @@ func runSkip() string {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return "needs /dev/net/tun"
 	}
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return "user namespaces are disabled (user.max_user_namespaces is 0)"
+	}
 	return ""
 }
 
