@@ -65,10 +65,12 @@ type options struct {
 }
 
 // allRows are the rows benchtable knows, in table order. warren-base is added by -base.
-var allRows = []string{"direct", "peer+socks", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-run", "warren-base", "warren-relay"}
+var allRows = []string{"direct", "peer+socks", "peer-fwd", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-run", "warren-base", "warren-relay"}
 
-// defaultRows are the rows measured without -rows.
-var defaultRows = allRows[:7]
+// defaultRows are the rows measured without -rows: all but peer-fwd (the peer's path with its load
+// server as a process of its own, for a like-for-like look at round trips), warren-base (-base)
+// and warren-relay (the relay's rate bound).
+var defaultRows = []string{"direct", "peer+socks", "warren", "warren-packet", "peer-tun", "warren-tun", "warren-run"}
 
 func main() {
 	var o options
@@ -344,7 +346,7 @@ const godebugAwake = "GODEBUG=schedtrace=2147483647"
 // warren's rows as they ship and with --low-latency. Every other row once, as it ships.
 func variants(row string, lowLatency bool) []variant {
 	switch row {
-	case "peer+socks", "peer-tun":
+	case "peer+socks", "peer-tun", "peer-fwd":
 		procs, lls := []string{""}, []bool{false}
 		if runtime.GOMAXPROCS(0) > 1 {
 			procs = []string{"1", ""}
@@ -401,7 +403,10 @@ func (b *bench) setUp(ctx context.Context, name string, v variant, loadAddr neti
 	case "direct":
 		return b.direct(ctx, loadAddr), "", nil
 	case "peer+socks":
-		t, err := b.peer(ctx, v)
+		t, err := b.peer(ctx, v, netip.AddrPort{})
+		return t, "", err
+	case "peer-fwd":
+		t, err := b.peer(ctx, v, loadAddr)
 		return t, "", err
 	case "warren":
 		t, err := b.warren(ctx, b.opts.bin, loadAddr, v.name, v.warrenFlags()...)

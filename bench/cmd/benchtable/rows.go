@@ -110,8 +110,10 @@ const wgLoadPort = 9000
 
 // peer is the comparison: two wgpeer processes, B serving the load server in its netstack, A
 // serving SOCKS5 into its netstack; the client connects through A's SOCKS5. v sets both
-// processes' GOMAXPROCS and runtime setting (variant.peerEnv).
-func (b *bench) peer(ctx context.Context, v variant) (target, error) {
+// processes' GOMAXPROCS and runtime setting (variant.peerEnv). With forward (the peer-fwd row), B
+// instead forwards its netstack port to the load server process at forward, as warren's node B
+// dials the exposed service.
+func (b *bench) peer(ctx context.Context, v variant, forward netip.AddrPort) (target, error) {
 	name := v.name
 	privA, pubA, err := wgKeyPair()
 	if err != nil {
@@ -128,10 +130,13 @@ func (b *bench) peer(ctx context.Context, v variant) (target, error) {
 		return target{}, err
 	}
 	mtu := strconv.Itoa(b.opts.wgMTU)
-	pb, err := b.start(name+"-b", b.opts.wgpeer, append([]string{"WGPEER_PRIVATE_KEY=" + privB}, v.peerEnv()...),
-		"--addr", wgAddrB.String(), "--peer-addr", wgAddrA.String(), "--peer-key", pubA,
+	argsB := []string{"--addr", wgAddrB.String(), "--peer-addr", wgAddrA.String(), "--peer-key", pubA,
 		"--listen-port", strconv.Itoa(portB), "--endpoint", fmt.Sprintf("127.0.0.1:%d", portA),
-		"--mtu", mtu, "--serve", strconv.Itoa(wgLoadPort))
+		"--mtu", mtu, "--serve", strconv.Itoa(wgLoadPort)}
+	if forward.IsValid() {
+		argsB = append(argsB, "--forward", forward.String())
+	}
+	pb, err := b.start(name+"-b", b.opts.wgpeer, append([]string{"WGPEER_PRIVATE_KEY=" + privB}, v.peerEnv()...), argsB...)
 	if err != nil {
 		return target{}, err
 	}

@@ -225,8 +225,8 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		if !ok {
 			continue
 		}
-		for _, base := range []string{"peer+socks", "peer-tun", "direct"} {
-			if base == "peer-tun" && wr != "warren-tun" && wr != "warren-run" {
+		for _, base := range []string{"peer+socks", "peer-fwd", "peer-tun", "direct"} {
+			if base == "peer-tun" && wr != "warren-tun" && wr != "warren-run" || base == "peer-fwd" && wr == "warren-tun" {
 				continue
 			}
 			y, ok := byName[base]

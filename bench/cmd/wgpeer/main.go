@@ -3,7 +3,8 @@
 // WireGuard tools such as wireproxy serve users without root. Two wgpeer processes form a tunnel.
 //
 // One side serves the benchmark's load server (package load) on a TCP port of its netstack and a
-// UDP echo on the same port number (--serve); the other side serves a SOCKS5 proxy on 127.0.0.1 whose
+// UDP echo on the same port number (--serve), or forwards that port to a load server process of its
+// own on loopback (--forward, as wireproxy's server tunnels reach a local service); the other side serves a SOCKS5 proxy on 127.0.0.1 whose
 // CONNECTs are dialed into its netstack (--socks); go-socks5 also serves UDP ASSOCIATE, dialing UDP
 // into the netstack. When both listeners are up it prints "ready" on stdout; it runs until SIGINT or
 // SIGTERM. With --tun it uses a kernel TUN device instead of a netstack (the peer-tun row).
@@ -47,6 +48,8 @@ func run() error {
 	endpoint := flag.String("endpoint", "", "the peer's UDP `address` (127.0.0.1:PORT)")
 	mtu := flag.Int("mtu", 1420, "tunnel MTU (wireguard-go's default is 1420)")
 	serve := flag.Int("serve", 0, "serve the load server on this TCP `port` of the netstack")
+	forward := flag.String("forward", "", "with --serve: forward the port's TCP connections and UDP datagrams to this loopback\n"+
+		"`address` (a load server of its own) instead of serving the load server in-process")
 	socksAddr := flag.String("socks", "", "serve SOCKS5 on this loopback `address`, dialing into the netstack")
 	tunName := flag.String("tun", "", "use a kernel TUN device of this `name` (wireguard-go's own, with its offloads) instead of a\n"+
 		"netstack; the caller gives it its address; --serve and --socks are not available")
@@ -102,13 +105,21 @@ func run() error {
 			return fmt.Errorf("listen on netstack port %d: %w", *serve, err)
 		}
 		defer ln.Close()
-		go func() { errc <- load.Serve(ln) }()
 		uc, err := tnet.ListenUDP(&net.UDPAddr{IP: local.AsSlice(), Port: *serve})
 		if err != nil {
 			return fmt.Errorf("listen on netstack udp port %d: %w", *serve, err)
 		}
 		defer uc.Close()
-		go func() { errc <- load.ServeUDP(uc) }()
+		if *forward != "" {
+			if ap, err := netip.ParseAddrPort(*forward); err != nil || !ap.Addr().IsLoopback() {
+				return fmt.Errorf("--forward %q: a loopback IP:PORT only", *forward)
+			}
+			go func() { errc <- forwardTCP(ln, *forward) }()
+			go func() { errc <- forwardUDP(uc, *forward) }()
+		} else {
+			go func() { errc <- load.Serve(ln) }()
+			go func() { errc <- load.ServeUDP(uc) }()
+		}
 	}
 	if *socksAddr != "" {
 		ln, err := net.Listen("tcp", *socksAddr)
