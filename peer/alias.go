@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -33,7 +34,20 @@ type udpAliasConn struct {
 	*net.UDPConn
 	alias *aliasConn // over the same UDPConn
 	batch batchReader
+	// unyielded counts the datagrams handed to quic-go since ReadBatch last yielded (yieldEvery).
+	unyielded int
 }
+
+// yieldEvery is how many datagrams ReadBatch hands over before it lets the goroutines they woke
+// run. quic-go's transport reads on a goroutine of its own and queues each datagram for its
+// connection, which drops what does not fit in its queue of 256 (protocol.MaxConnUnprocessedPackets).
+// Where the connection's goroutine runs in parallel it keeps up; on a node with one P
+// (GOMAXPROCS 1, a node on two cores) it runs only once the reader blocks, and with UDP GRO one
+// read can return 8 coalesced buffers of up to 64 datagrams each: a bulk transfer then overflowed
+// the queue, each drop cost a retransmission, and the congestion window stayed near 300 KB
+// (BENCHMARKS.md, stop 35). Yielding every quarter of the queue lets the connection drain it; a
+// backlog waits in the socket's receive buffer instead, as on more cores.
+const yieldEvery = 64
 
 // quic-go's fast paths need these methods: losing one (say, by wrapping the socket once more) would
 // fall back to a read per packet without anyone noticing.
@@ -93,9 +107,17 @@ func (c *aliasConn) SetWriteBuffer(n int) error {
 	return nil
 }
 
-// ReadBatch is quic-go's receive path (it uses a conn's own ReadBatch when it has one).
+// ReadBatch is quic-go's receive path (it uses a conn's own ReadBatch when it has one). It yields
+// the processor every yieldEvery datagrams, before a read: by then quic-go has queued all the
+// datagrams of the reads before.
 func (c *udpAliasConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
-	return c.batch.ReadBatch(ms, flags)
+	if c.unyielded >= yieldEvery {
+		c.unyielded = 0
+		runtime.Gosched()
+	}
+	n, err := c.batch.ReadBatch(ms, flags)
+	c.unyielded += n
+	return n, err
 }
 
 // WriteTo is the plain send path.

@@ -3,9 +3,12 @@ package peer
 import (
 	"net"
 	"net/netip"
+	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
 )
 
 // TestAliasRedirects: packets for an aliased address go to its alias, whatever the socket under the
@@ -51,5 +54,39 @@ func TestAliasRedirects(t *testing.T) {
 		t.Fatal("no transport conn")
 	} else if _, ok := tc.(quic.OOBCapablePacketConn); !ok {
 		t.Fatal("over a UDP socket the transport's conn lost quic-go's fast paths")
+	}
+}
+
+// floodBatch is a socket under a flood: every read fills all the messages at once.
+type floodBatch struct{}
+
+func (floodBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
+	for i := range ms {
+		ms[i].N = 1
+	}
+	return len(ms), nil
+}
+
+// TestReadBatchYields: under a flood the transport's reads never block, and on one P the goroutines
+// they wake (quic-go's connection, which must drain its queue of 256 datagrams) would not run until
+// they do. ReadBatch lets them run well before that queue is full.
+func TestReadBatchYields(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c := &udpAliasConn{batch: floodBatch{}}
+	ms := make([]ipv4.Message, 8)
+	for round := range 3 {
+		var ran atomic.Bool
+		go ran.Store(true) // runnable from here on, on the one P this goroutine holds
+		handed := 0
+		for !ran.Load() {
+			n, err := c.ReadBatch(ms, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			handed += n
+			if handed > 256-len(ms) {
+				t.Fatalf("round %d: %d datagrams handed over and a runnable goroutine has not run", round, handed)
+			}
+		}
 	}
 }
