@@ -49,6 +49,7 @@ type options struct {
 	verbose    bool          // print every run's numbers
 	keep       bool          // keep the temp dir (logs) after the run
 	profile    string        // directory for perf profiles of the VPN rows; "" = none
+	profileN   int           // streams of the profiled bulk run
 	base       string        // directory with baseline warren binaries for the warren-base row; "" = none
 	lowLatency bool          // also measure warren with --low-latency and the peer with its runtime setting
 	appsAwake  bool          // the driver and the load server run with godebugAwake
@@ -107,6 +108,7 @@ func main() {
 	flag.BoolVar(&o.verbose, "v", false, "print every run's numbers")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir with the child processes' logs")
 	flag.StringVar(&o.profile, "profile", "", "after the table, profile each VPN row's processes with perf into this `dir`ectory")
+	flag.IntVar(&o.profileN, "profile-streams", 1, "parallel streams of the bulk run that -profile records")
 	flag.StringVar(&o.base, "base", "", "also measure row warren-base: the warren row with the binaries in this `dir`ectory (a build\n"+
 		"before a change), in turns with the other rows, so that a change is compared within one run")
 	flag.Parse()
@@ -140,9 +142,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable: row warren-base needs -base")
 		os.Exit(2)
 	}
-	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 || o.idle < 0 || o.idlePar < 1 || o.udpN60 < 0 || o.udpNFast < 0 || o.udpLoss <= 0 ||
+	if o.runs < 1 || o.rttN < 1 || o.conns < 1 || o.dur <= 0 || o.idle < 0 || o.idlePar < 1 || o.profileN < 1 || o.udpN60 < 0 || o.udpNFast < 0 || o.udpLoss <= 0 ||
 		o.idleNodes < 0 || o.idleNodes == 1 || o.idleScale < 0 || o.idleSettle < 0 || o.idleWindow <= 0 {
-		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns, -dur, -idle-par, -udp-loss and -idle-window must be positive,\n"+
+		fmt.Fprintln(os.Stderr, "benchtable: -runs, -rtt-n, -conns, -dur, -idle-par, -profile-streams, -udp-loss and -idle-window must be positive,\n"+
 			"-idle, -udp-n60, -udp-n and -idle-settle not negative, -idle-nodes 0 or at least 2")
 		os.Exit(2)
 	}
@@ -293,7 +295,7 @@ func run(ctx context.Context, o options) (err error) {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("profile of %s (1 stream): %s\n", r.name, txt)
+			fmt.Printf("profile of %s (%d streams): %s\n", r.name, o.profileN, txt)
 		}
 	}
 	if o.idleNodes == 0 {

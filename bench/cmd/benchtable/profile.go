@@ -14,7 +14,7 @@ import (
 	"github.com/warren-net/warren/bench/internal/load"
 )
 
-// profile records both VPN processes of a row with Linux perf during one single-stream bulk run
+// profile records both VPN processes of a row with Linux perf during one bulk run of -profile-streams
 // and writes, into dir, ROW.perf.data (for `perf report -i`) and ROW.txt (where the CPU time
 // went: by binary and kernel, by function including callees, by function alone). The warren
 // binaries take no -cpuprofile flag, and perf sees the real processes as they run, Go runtime and
@@ -46,7 +46,7 @@ func (b *bench) profile(ctx context.Context, dir, name string, t target) (string
 			}
 		}
 	}
-	if _, err := load.Bulk(ctx, t.dial, 1, b.opts.upload, b.opts.warmup, b.opts.dur+time.Second, window); err != nil {
+	if _, err := load.Bulk(ctx, t.dial, b.opts.profileN, b.opts.upload, b.opts.warmup, b.opts.dur+time.Second, window); err != nil {
 		if rec != nil {
 			rec.Wait()
 		}
