@@ -9,15 +9,7 @@ import (
 
 // enableGRO turns on UDP_GRO for c (Linux 5.0 and later), reporting whether it took.
 func enableGRO(c *net.UDPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) }); err != nil {
-		return false
-	}
-	return serr == nil
+	return withFD(c, func(fd int) error { return unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) }) == nil
 }
 
 // groSegmentSize returns the segment size of a coalesced read from its control messages, 0 if it

@@ -395,6 +395,12 @@ func New(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer: listen: %w", err)
 	}
+	if uc, ok := cfg.Conn.(*net.UDPConn); ok {
+		// After Listen: the transport has sized the buffer by then (receiveBufferCap says why).
+		if err := capReceiveBuffer(uc); err != nil {
+			e.log.Warn("cannot bound the socket's receive buffer", "err", err)
+		}
+	}
 	e.relay = newRelayConn(e.writeSide, cfg.Conn.LocalAddr())
 	e.relayTr = &quic.Transport{Conn: e.relay, StatelessResetKey: &relayKey, ConnectionIDLength: connIDLen}
 	e.relayLn, err = e.relayTr.Listen(serverTLS, e.quicConf)
