@@ -456,9 +456,20 @@ func (b *bench) measureOnce(ctx context.Context, t target) (runResult, error) {
 	var sampleErr error
 	for _, streams := range []int{1, 4} {
 		var cpu0 float64
+		var loaded chan error
 		window := func(phase string) {
 			switch phase {
 			case "start":
+				if streams == 1 {
+					// Round trips beside the bulk stream, on a connection of their own: what an
+					// interactive flow (ssh, a game) sees while a transfer fills the path.
+					loaded = make(chan error, 1)
+					go func() {
+						rtts, err := load.RTTFor(ctx, t.dial, 64, b.opts.dur*3/4, 100000)
+						r.loadedP50, r.loadedP99 = load.Percentile(rtts, 50), load.Percentile(rtts, 99)
+						loaded <- err
+					}()
+				}
 				var err error
 				cpu0, err = sumCPU(t.vpn)
 				sampleErr = errors.Join(sampleErr, err)
@@ -473,6 +484,11 @@ func (b *bench) measureOnce(ctx context.Context, t target) (runResult, error) {
 			}
 		}
 		res, err := load.Bulk(ctx, t.dial, streams, b.opts.upload, b.opts.warmup, b.opts.dur, window)
+		if loaded != nil {
+			if lerr := <-loaded; lerr != nil && err == nil {
+				err = fmt.Errorf("round trips under load: %w", lerr)
+			}
+		}
 		if err != nil {
 			return r, err
 		}

@@ -17,10 +17,12 @@ type runResult struct {
 	gbps1, gbps4     float64       // bulk throughput, 1 and 4 streams
 	up1              float64       // upload (client to server) throughput, 1 stream; 0: not measured
 	p50, p99         time.Duration // 64-byte round trips
-	connsPerSec      float64       // new SOCKS connections per second (0: not measured)
-	cpuPerGB         float64       // CPU seconds of the VPN processes per GB moved (0: none)
-	rssIdle, rssLoad float64       // largest VPN process resident set, MiB (0: none)
-	udp60, udpFast   udpStats      // 64-byte UDP round trips at 60 packets/s and back to back
+	loadedP50        time.Duration // 64-byte round trips beside a 1-stream bulk run, on a connection of their own
+	loadedP99        time.Duration
+	connsPerSec      float64  // new SOCKS connections per second (0: not measured)
+	cpuPerGB         float64  // CPU seconds of the VPN processes per GB moved (0: none)
+	rssIdle, rssLoad float64  // largest VPN process resident set, MiB (0: none)
+	udp60, udpFast   udpStats // 64-byte UDP round trips at 60 packets/s and back to back
 }
 
 // udpStats sums up one UDP round-trip measurement (sent 0: not measured).
@@ -40,8 +42,8 @@ func (u udpStats) String() string {
 }
 
 func (r runResult) String() string {
-	return fmt.Sprintf("1x %.2f Gbit/s, 4x %.2f Gbit/s, up %.2f Gbit/s, rtt p50 %v p99 %v, %.0f conn/s, %.2f CPU s/GB, rss %.1f/%.1f MiB; udp 60/s %v; udp back to back %v",
-		r.gbps1, r.gbps4, r.up1, r.p50, r.p99, r.connsPerSec, r.cpuPerGB, r.rssIdle, r.rssLoad, r.udp60, r.udpFast)
+	return fmt.Sprintf("1x %.2f Gbit/s, 4x %.2f Gbit/s, up %.2f Gbit/s, rtt p50 %v p99 %v, loaded p50 %v p99 %v, %.0f conn/s, %.2f CPU s/GB, rss %.1f/%.1f MiB; udp 60/s %v; udp back to back %v",
+		r.gbps1, r.gbps4, r.up1, r.p50, r.p99, r.loadedP50, r.loadedP99, r.connsPerSec, r.cpuPerGB, r.rssIdle, r.rssLoad, r.udp60, r.udpFast)
 }
 
 // rowResult is a row of the table: the per-column medians of its runs.
@@ -99,6 +101,8 @@ func median(runs []runResult) runResult {
 		up1:         f(func(r runResult) float64 { return r.up1 }),
 		p50:         d(func(r runResult) time.Duration { return r.p50 }),
 		p99:         d(func(r runResult) time.Duration { return r.p99 }),
+		loadedP50:   d(func(r runResult) time.Duration { return r.loadedP50 }),
+		loadedP99:   d(func(r runResult) time.Duration { return r.loadedP99 }),
 		connsPerSec: f(func(r runResult) float64 { return r.connsPerSec }),
 		cpuPerGB:    f(func(r runResult) float64 { return r.cpuPerGB }),
 		rssIdle:     f(func(r runResult) float64 { return r.rssIdle }),
@@ -133,6 +137,9 @@ func bestOf(name string, vs []rowResult) rowResult {
 	pick("4 streams", hi(func(r runResult) float64 { return r.gbps4 }), func(d *runResult, s runResult) { d.gbps4 = s.gbps4 })
 	pick("upload", hi(func(r runResult) float64 { return r.up1 }), func(d *runResult, s runResult) { d.up1 = s.up1 })
 	pick("RTT", lo(func(r runResult) float64 { return float64(r.p50) }), func(d *runResult, s runResult) { d.p50, d.p99 = s.p50, s.p99 })
+	pick("RTT loaded", lo(func(r runResult) float64 { return float64(r.loadedP50) }), func(d *runResult, s runResult) {
+		d.loadedP50, d.loadedP99 = s.loadedP50, s.loadedP99
+	})
 	if best.socks {
 		pick("new conns", hi(func(r runResult) float64 { return r.connsPerSec }), func(d *runResult, s runResult) { d.connsPerSec = s.connsPerSec })
 	}
@@ -163,23 +170,24 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		apps = godebugAwake + " (-apps-awake)"
 	}
 	fmt.Fprintf(w, "driver and load server: %s\n\n", apps)
-	head := []string{"row", "1 stream", "4 streams", "upload", "RTT p50", "RTT p99", "new conns", "CPU s/GB", "RSS idle", "RSS load"}
-	unit := []string{"", "Gbit/s", "Gbit/s", "Gbit/s", "µs", "µs", "per s", "A+B", "MiB", "MiB"}
+	head := []string{"row", "1 stream", "4 streams", "upload", "RTT p50", "RTT p99", "loaded p50", "loaded p99", "new conns", "CPU s/GB", "RSS idle", "RSS load"}
+	unit := []string{"", "Gbit/s", "Gbit/s", "Gbit/s", "µs", "µs", "µs", "µs", "per s", "A+B", "MiB", "MiB"}
 	table := [][]string{head, unit}
 	for _, r := range rows {
 		m := r.median
 		cells := []string{r.name, fmt.Sprintf("%.2f", m.gbps1), fmt.Sprintf("%.2f", m.gbps4), "-",
-			fmt.Sprintf("%.0f", us(m.p50)), fmt.Sprintf("%.0f", us(m.p99)), "-", "-", "-", "-"}
+			fmt.Sprintf("%.0f", us(m.p50)), fmt.Sprintf("%.0f", us(m.p99)),
+			fmt.Sprintf("%.0f", us(m.loadedP50)), fmt.Sprintf("%.0f", us(m.loadedP99)), "-", "-", "-", "-"}
 		if m.up1 > 0 {
 			cells[3] = fmt.Sprintf("%.2f", m.up1)
 		}
 		if r.socks {
-			cells[6] = fmt.Sprintf("%.0f", m.connsPerSec)
+			cells[8] = fmt.Sprintf("%.0f", m.connsPerSec)
 		}
 		if r.vpn {
-			cells[7] = fmt.Sprintf("%.2f", m.cpuPerGB)
-			cells[8] = fmt.Sprintf("%.1f", m.rssIdle)
-			cells[9] = fmt.Sprintf("%.1f", m.rssLoad)
+			cells[9] = fmt.Sprintf("%.2f", m.cpuPerGB)
+			cells[10] = fmt.Sprintf("%.1f", m.rssIdle)
+			cells[11] = fmt.Sprintf("%.1f", m.rssLoad)
 		}
 		table = append(table, cells)
 	}
@@ -233,8 +241,8 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(w, "%s/%s: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx",
-				wr, base, x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99))
+			fmt.Fprintf(w, "%s/%s: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx, loaded p50 %.2fx",
+				wr, base, x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99), us(x.loadedP50)/us(y.loadedP50))
 			if x.up1 > 0 && y.up1 > 0 {
 				fmt.Fprintf(w, "; upload %.2fx", x.up1/y.up1)
 			}
@@ -247,8 +255,9 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 	}
 	if x, ok := byName["warren"]; ok {
 		if y, ok := byName["warren-base"]; ok {
-			fmt.Fprintf(w, "warren/warren-base: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx; new conns %.2fx; CPU/GB %.2fx",
-				x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99), x.connsPerSec/y.connsPerSec, x.cpuPerGB/y.cpuPerGB)
+			fmt.Fprintf(w, "warren/warren-base: throughput 1 stream %.2fx, 4 streams %.2fx; RTT p50 %.2fx, p99 %.2fx, loaded p50 %.2fx, p99 %.2fx; new conns %.2fx; CPU/GB %.2fx",
+				x.gbps1/y.gbps1, x.gbps4/y.gbps4, us(x.p50)/us(y.p50), us(x.p99)/us(y.p99), us(x.loadedP50)/us(y.loadedP50), us(x.loadedP99)/us(y.loadedP99),
+				x.connsPerSec/y.connsPerSec, x.cpuPerGB/y.cpuPerGB)
 			if x.udp60.sent > 0 && y.udp60.sent > 0 {
 				fmt.Fprintf(w, "; UDP 60/s p50 %.2fx, p99 %.2fx; back to back p50 %.2fx, CPU per round trip %.2fx",
 					us(x.udp60.p50)/us(y.udp60.p50), us(x.udp60.p99)/us(y.udp60.p99), us(x.udpFast.p50)/us(y.udpFast.p50),
@@ -273,6 +282,7 @@ func printTable(w io.Writer, o options, rows []rowResult, notes []string, took t
 		}
 	}
 	fmt.Fprintln(w, "\nupload: one stream from the client to the server (the load server discards; bytes the client wrote in the window), after the download runs; not in CPU s/GB.")
+	fmt.Fprintln(w, "loaded: 64-byte round trips on a connection of their own, back to back, during the first 3/4 of the 1-stream bulk window (a queue the bulk stream builds on the path shows here).")
 	fmt.Fprintln(w, "CPU s/GB: user+system CPU of both VPN processes during the bulk windows, per GB received.")
 	fmt.Fprintln(w, "UDP CPU/rt: user+system CPU of both VPN processes during the back-to-back UDP round trips, per round trip.")
 	fmt.Fprintln(w, "RSS: the larger of the two VPN processes, idle after setup, and under load halfway through the bulk runs (max of 1 and 4 streams).")

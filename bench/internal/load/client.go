@@ -154,6 +154,36 @@ func RTT(ctx context.Context, dial DialFunc, n, size int, limit time.Duration) (
 	return out, nil
 }
 
+// RTTFor is RTT for a time instead of a count: it times round trips of size bytes back to back on
+// one echo connection until dur has passed (at most max of them), for round trips beside other
+// traffic (a bulk run's window). It returns the sorted round-trip times.
+func RTTFor(ctx context.Context, dial DialFunc, size int, dur time.Duration, max int) ([]time.Duration, error) {
+	c, err := dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rtt: dial: %w", err)
+	}
+	defer c.Close()
+	end := time.Now().Add(dur)
+	c.SetDeadline(end.Add(10 * time.Second)) // a round trip under way when dur ends may finish
+	if _, err := c.Write([]byte{ModeEcho}); err != nil {
+		return nil, fmt.Errorf("rtt: write mode: %w", err)
+	}
+	msg, reply := make([]byte, size), make([]byte, size)
+	var out []time.Duration
+	for i := 0; i < max && time.Now().Before(end); i++ {
+		t := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			return nil, fmt.Errorf("rtt: round trip %d: write: %w", i, err)
+		}
+		if _, err := io.ReadFull(c, reply); err != nil {
+			return nil, fmt.Errorf("rtt: round trip %d: read: %w", i, err)
+		}
+		out = append(out, time.Since(t))
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // Percentile returns the p-th percentile (0-100) of sorted durations, or 0 for none.
 func Percentile(sorted []time.Duration, p float64) time.Duration {
 	if len(sorted) == 0 {
