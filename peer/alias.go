@@ -53,11 +53,13 @@ const yieldEvery = 64
 // asks for 7 MiB and, as root, forces it past net.core.rmem_max. Where the node itself is the
 // bottleneck (a fast LAN, loopback, a small CPU) the backlog waits there, and a 64-byte round trip
 // beside one bulk stream took 6–20 ms at p50 with that buffer, against 1.2–1.6 ms before the reads
-// yielded (when the drops in quic-go's queue kept the backlog short); with this cap 1.6–1.9 ms, and
-// the bulk stream keeps most of the yield's gain (BENCHMARKS.md, stop 35). A user without root on
-// Linux's default rmem_max (208 KiB) had about this buffer already. The backlog a path's bandwidth
-// times its delay needs is in flight on the path, not in this buffer: it holds only what arrives
-// while the node is busy, 512 KiB being about a millisecond of the most a node moves here.
+// yielded (when the drops in quic-go's queue kept the backlog short); with this cap 1.6–2.3 ms (p99
+// 8–10 ms against 4–5), and the bulk stream keeps most of the yield's gain. Half this cap gives the
+// round trips back and costs the gain and a few percent more (BENCHMARKS.md, stop 35: the trade-off
+// measured). A user without root on Linux's default rmem_max (208 KiB) had about this buffer
+// already. The backlog a path's bandwidth times its delay needs is in flight on the path, not in
+// this buffer: it holds only what arrives while the node is busy, 512 KiB being about a
+// millisecond of the most a node moves here.
 const receiveBufferCap = 256 << 10
 
 // quic-go's fast paths need these methods: losing one (say, by wrapping the socket once more) would
