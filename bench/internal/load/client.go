@@ -126,30 +126,12 @@ func Bulk(ctx context.Context, dial DialFunc, streams int, upload bool, warmup, 
 // RTT opens one echo connection and times n round trips of size bytes each, after a few unmeasured
 // ones. It returns the sorted round-trip times.
 func RTT(ctx context.Context, dial DialFunc, n, size int, limit time.Duration) ([]time.Duration, error) {
-	c, err := dial(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("rtt: dial: %w", err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(limit))
-	if _, err := c.Write([]byte{ModeEcho}); err != nil {
-		return nil, fmt.Errorf("rtt: write mode: %w", err)
-	}
-	msg, reply := make([]byte, size), make([]byte, size)
 	const warm = 20
-	out := make([]time.Duration, 0, n)
-	for i := range n + warm {
-		t := time.Now()
-		if _, err := c.Write(msg); err != nil {
-			return nil, fmt.Errorf("rtt: round trip %d: write: %w", i, err)
-		}
-		if _, err := io.ReadFull(c, reply); err != nil {
-			return nil, fmt.Errorf("rtt: round trip %d: read: %w", i, err)
-		}
-		if i >= warm {
-			out = append(out, time.Since(t))
-		}
+	out, err := roundTrips(ctx, dial, size, time.Now().Add(limit), func(i int) bool { return i < n+warm })
+	if err != nil {
+		return nil, err
 	}
+	out = out[min(warm, len(out)):]
 	slices.Sort(out)
 	return out, nil
 }
@@ -158,19 +140,31 @@ func RTT(ctx context.Context, dial DialFunc, n, size int, limit time.Duration) (
 // one echo connection until dur has passed (at most max of them), for round trips beside other
 // traffic (a bulk run's window). It returns the sorted round-trip times.
 func RTTFor(ctx context.Context, dial DialFunc, size int, dur time.Duration, max int) ([]time.Duration, error) {
+	end := time.Now().Add(dur)
+	// A round trip under way when dur ends may still finish, within 10 s.
+	out, err := roundTrips(ctx, dial, size, end.Add(10*time.Second), func(i int) bool { return i < max && time.Now().Before(end) })
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// roundTrips opens one echo connection and times round trips of size bytes while more(i) holds for
+// the next one, all within deadline. The times come back in the order they were taken.
+func roundTrips(ctx context.Context, dial DialFunc, size int, deadline time.Time, more func(i int) bool) ([]time.Duration, error) {
 	c, err := dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("rtt: dial: %w", err)
 	}
 	defer c.Close()
-	end := time.Now().Add(dur)
-	c.SetDeadline(end.Add(10 * time.Second)) // a round trip under way when dur ends may finish
+	c.SetDeadline(deadline)
 	if _, err := c.Write([]byte{ModeEcho}); err != nil {
 		return nil, fmt.Errorf("rtt: write mode: %w", err)
 	}
 	msg, reply := make([]byte, size), make([]byte, size)
 	var out []time.Duration
-	for i := 0; i < max && time.Now().Before(end); i++ {
+	for i := 0; more(i); i++ {
 		t := time.Now()
 		if _, err := c.Write(msg); err != nil {
 			return nil, fmt.Errorf("rtt: round trip %d: write: %w", i, err)
@@ -180,7 +174,6 @@ func RTTFor(ctx context.Context, dial DialFunc, size int, dur time.Duration, max
 		}
 		out = append(out, time.Since(t))
 	}
-	slices.Sort(out)
 	return out, nil
 }
 
