@@ -153,6 +153,8 @@ type Server struct {
 	// (relay.go); safe for concurrent use.
 	relay *relay.Table
 
+	addrWatch *addrWatch // which sessions followAddrs looks at (addrs.go)
+
 	guard     *abuse.Guard                 // block list and login rate limits (abuse.go)
 	newKeys   *abuse.Limiter[netip.Prefix] // new identities per address (abuse.go)
 	passwords passwordGuard                // bounds on argon2id work (passwords.go)
@@ -202,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.JoinRequestExpiry <= 0 {
 		cfg.JoinRequestExpiry = DefaultJoinRequestExpiry
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), watchers: make(map[nodeKey]map[*session]struct{}), relay: relay.NewTable(cfg.RelayRate),
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: make(map[nodeKey]*session), watchers: make(map[nodeKey]map[*session]struct{}), relay: relay.NewTable(cfg.RelayRate), addrWatch: newAddrWatch(),
 		metrics: newCoordMetrics()}
 	if err := s.initEphemeral(); err != nil {
 		return nil, err

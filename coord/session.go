@@ -635,6 +635,7 @@ func (s *Server) readLoop(sess *session) {
 	stop := context.AfterFunc(s.ctx, func() { sess.conn.CloseWithError(closeOK, "server shutting down") })
 	defer stop()
 	for {
+		s.addrWatch.sent(sess) // the login, then each message: see followAddrs
 		msg, err := control.ReadMsgMax(sess.stream, control.MaxNodeFrame)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && sess.conn.Context().Err() == nil && s.ctx.Err() == nil {

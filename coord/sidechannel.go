@@ -2,8 +2,6 @@ package coord
 
 import (
 	"net"
-	"net/netip"
-	"time"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/coord/relay"
@@ -29,53 +27,6 @@ func (s *Server) sideLoop() {
 		})
 	}
 	relay.Serve(s.ctx, relay.SideConfig{Transport: sides[0], Table: table, Blocked: s.guard.Blocked, Tap: s.cfg.RelayTap})
-}
-
-// followAddrs keeps each session's address current: when a node's NAT maps it to a new public address,
-// quic-go migrates its control connection (after path validation), and the coord must follow, or it
-// would drop the node's relay frames and keep giving its peers a dead endpoint to punch.
-// New runs it periodically.
-func (s *Server) followAddrs() {
-	type move struct {
-		sess *session
-		to   netip.AddrPort
-	}
-	var moves []move
-	s.mu.Lock()
-	for _, sess := range s.sessions {
-		if a := addrPort(sess.conn.RemoteAddr()); a.IsValid() && a != sess.observed {
-			moves = append(moves, move{sess, a})
-		}
-	}
-	s.mu.Unlock()
-	for _, m := range moves {
-		s.rebind(m.sess, m.to)
-	}
-}
-
-// addrCheckEvery is how often followAddrs looks at the sessions' addresses.
-const addrCheckEvery = 500 * time.Millisecond
-
-// rebind moves sess to its new address and tells its peers the new endpoints.
-func (s *Server) rebind(sess *session, to netip.AddrPort) {
-	s.changeMu.Lock()
-	defer s.changeMu.Unlock()
-	s.mu.Lock()
-	if s.sessions[sess.key] != sess {
-		s.mu.Unlock()
-		return
-	}
-	from := sess.observed
-	sess.observed = to
-	s.relay.Move(sess.member, to)
-	s.mu.Unlock()
-	sess.mu.Lock()
-	sess.endpoints = s.candidateEndpoints(to, sess.local)
-	sess.mu.Unlock()
-	sess.log.Info("node address changed", "from", from, "to", to)
-	if err := s.refreshPeers(sess.key, nil); err != nil {
-		s.log.Error("address change: refresh peers", "error", err)
-	}
 }
 
 // probeLoop answers binding requests on the second port until Close.
