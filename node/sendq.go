@@ -21,11 +21,15 @@ import (
 // to every peer. Instead output copies the packet into a bounded queue per peer and returns; one
 // goroutine per peer with traffic feeds the link, and a packet that finds its queue full is dropped
 // and counted, as a router's full interface queue would (TCP inside the overlay sees a loss and backs
-// off).
+// off). Before that, CoDel (codel.go) drops single packets from a queue that stands, so that packets
+// wait there for milliseconds, not for as long as the bound holds on a slow path; the bound is for
+// bursts and for a link that stopped.
 
-// sendQueueLen is the number of packets that may wait for one peer's link: 128 packets of up to
-// peer.MaxPacketSize bytes (160 KiB), in front of quic-go's own 32.
-const sendQueueLen = 128
+// sendQueueLen is the number of packets that may wait for one peer's link: 1024 packets of up to
+// peer.MaxPacketSize bytes (1.3 MiB), in front of quic-go's own 32. With drop-tail at 128 a flow
+// that outran its link lost the tail of each burst, and TCP over the packet path went through 25–30
+// retransmission timeouts per bench row (BENCHMARKS.md, stop 36).
+const sendQueueLen = 1024
 
 // linkWakeWait bounds how long a peer's queue waits for a link that wound down to come back
 // (peer.ErrLinkWaking): a relay dial, with margin for the handshake.
@@ -52,7 +56,7 @@ type sendQueues struct {
 	wg     sync.WaitGroup // every queue's goroutine
 
 	sent   atomic.Uint64 // packets handed to a link
-	full   atomic.Uint64 // packets dropped because the peer's queue was full
+	full   atomic.Uint64 // packets dropped because the peer's queue was full or standing (CoDel)
 	failed atomic.Uint64 // packets the link refused (no link, link closing)
 }
 
@@ -64,7 +68,8 @@ type sendQueue struct {
 // outPacket is one queued packet in a pooled buffer.
 type outPacket struct {
 	b      []byte
-	fanOut bool // a broadcast copy: a peer without a link is skipped, not a drop
+	fanOut bool      // a broadcast copy: a peer without a link is skipped, not a drop
+	queued time.Time // when it was queued
 }
 
 var outPool = sync.Pool{New: func() any { return &outPacket{b: make([]byte, 0, peer.MaxPacketSize)} }}
@@ -77,7 +82,7 @@ func (qs *sendQueues) send(k peer.Key, pkt []byte, fanOut bool) {
 		return
 	}
 	p := outPool.Get().(*outPacket)
-	p.b, p.fanOut = append(p.b[:0], pkt...), fanOut
+	p.b, p.fanOut, p.queued = append(p.b[:0], pkt...), fanOut, time.Now()
 	select {
 	case q.ch <- p:
 	default:
@@ -113,10 +118,21 @@ func (qs *sendQueues) queue(k peer.Key) *sendQueue {
 // meanwhile new packets wait in the queue or are dropped.
 func (qs *sendQueues) run(k peer.Key, q *sendQueue) {
 	defer qs.wg.Done()
+	var aqm codel
+	var woke time.Time // when the link last came back: the wait for it is not a standing queue
 	for {
 		p := q.next()
 		if p == nil {
 			return
+		}
+		since := p.queued
+		if woke.After(since) {
+			since = woke
+		}
+		if now := time.Now(); aqm.drop(now, now.Sub(since), len(q.ch) > 0) {
+			qs.full.Add(1)
+			outPool.Put(p)
+			continue
 		}
 		err := qs.link.Send(k, p.b)
 		if errors.Is(err, peer.ErrLinkWaking) {
@@ -127,6 +143,7 @@ func (qs *sendQueues) run(k peer.Key, q *sendQueue) {
 				err = qs.link.Send(k, p.b)
 			}
 			cancel()
+			woke = time.Now()
 		}
 		switch {
 		case err == nil:
