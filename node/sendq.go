@@ -21,15 +21,22 @@ import (
 // to every peer. Instead output copies the packet into a bounded queue per peer and returns; one
 // goroutine per peer with traffic feeds the link, and a packet that finds its queue full is dropped
 // and counted, as a router's full interface queue would (TCP inside the overlay sees a loss and backs
-// off). Before that, CoDel (codel.go) drops single packets from a queue that stands, so that packets
-// wait there for milliseconds, not for as long as the bound holds on a slow path; the bound is for
-// bursts and for a link that stopped.
+// off). The queue is bounded in time as well as in packets (sendQueueMaxWait).
 
 // sendQueueLen is the number of packets that may wait for one peer's link: 1024 packets of up to
-// peer.MaxPacketSize bytes (1.3 MiB), in front of quic-go's own 32. With drop-tail at 128 a flow
-// that outran its link lost the tail of each burst, and TCP over the packet path went through 25–30
-// retransmission timeouts per bench row (BENCHMARKS.md, stop 36).
+// peer.MaxPacketSize bytes (1.3 MiB), in front of quic-go's own 32. At 128, a flow that outran its
+// link on a fast path (TCP over the packet path, loopback) lost the tail of each burst, and gVisor's
+// NewReno (SACK is off: netstack.tune) went through 25–30 retransmission timeouts per bench row
+// (BENCHMARKS.md, stop 36).
 const sendQueueLen = 1024
+
+// sendQueueMaxWait bounds the queue in time: on a slow path 1024 packets take long to send (410 ms
+// at 20 Mbit/s), and a flow that does not slow down when it loses packets (a UDP stream faster than
+// the path) would keep the queue full, every packet to that peer, a game's among them, waiting as
+// long. A packet that would wait longer than this, at the rate the link has been taking packets,
+// is dropped as a full queue drops it (BENCHMARKS.md, stop 36). On a LAN or loopback the queue
+// drains in a few milliseconds.
+const sendQueueMaxWait = 50 * time.Millisecond
 
 // linkWakeWait bounds how long a peer's queue waits for a link that wound down to come back
 // (peer.ErrLinkWaking): a relay dial, with margin for the handshake.
@@ -56,20 +63,27 @@ type sendQueues struct {
 	wg     sync.WaitGroup // every queue's goroutine
 
 	sent   atomic.Uint64 // packets handed to a link
-	full   atomic.Uint64 // packets dropped because the peer's queue was full or standing (CoDel)
+	full   atomic.Uint64 // packets dropped because the peer's queue was full (in packets or in time)
 	failed atomic.Uint64 // packets the link refused (no link, link closing)
 }
 
 type sendQueue struct {
 	ch   chan *outPacket
 	stop chan struct{}
+	// perPacket is how long the link has been taking to take one packet while packets waited (a
+	// moving average, in nanoseconds; 0 while it took them as fast as they came). send drops a
+	// packet that would wait longer than sendQueueMaxWait behind those queued.
+	perPacket atomic.Int64
+	// sending is when the link's Send under way began (UnixNano; 0 between sends): a Send that
+	// blocks (a path that stopped) counts as the time of one packet, so the queue stops taking
+	// packets at once instead of filling up for as long as the link stays stopped.
+	sending atomic.Int64
 }
 
 // outPacket is one queued packet in a pooled buffer.
 type outPacket struct {
 	b      []byte
-	fanOut bool      // a broadcast copy: a peer without a link is skipped, not a drop
-	queued time.Time // when it was queued
+	fanOut bool // a broadcast copy: a peer without a link is skipped, not a drop
 }
 
 var outPool = sync.Pool{New: func() any { return &outPacket{b: make([]byte, 0, peer.MaxPacketSize)} }}
@@ -81,8 +95,18 @@ func (qs *sendQueues) send(k peer.Key, pkt []byte, fanOut bool) {
 		qs.failed.Add(1)
 		return
 	}
+	if n := len(q.ch); n > 0 {
+		per := q.perPacket.Load()
+		if since := q.sending.Load(); since != 0 {
+			per = max(per, time.Now().UnixNano()-since)
+		}
+		if time.Duration(int64(n)*per) > sendQueueMaxWait {
+			qs.full.Add(1)
+			return
+		}
+	}
 	p := outPool.Get().(*outPacket)
-	p.b, p.fanOut, p.queued = append(p.b[:0], pkt...), fanOut, time.Now()
+	p.b, p.fanOut = append(p.b[:0], pkt...), fanOut
 	select {
 	case q.ch <- p:
 	default:
@@ -118,23 +142,27 @@ func (qs *sendQueues) queue(k peer.Key) *sendQueue {
 // meanwhile new packets wait in the queue or are dropped.
 func (qs *sendQueues) run(k peer.Key, q *sendQueue) {
 	defer qs.wg.Done()
-	var aqm codel
-	var woke time.Time // when the link last came back: the wait for it is not a standing queue
+	var last time.Time // when the last packet was taken
+	waited := false    // whether packets were queued behind it
 	for {
 		p := q.next()
 		if p == nil {
 			return
 		}
-		since := p.queued
-		if woke.After(since) {
-			since = woke
+		now := time.Now()
+		if waited {
+			// The link took the last packet while this one waited: the time between the two is
+			// what one packet costs now (one stall counts as at most sendQueueMaxWait). A moving
+			// average over about 8 packets.
+			avg := q.perPacket.Load()
+			q.perPacket.Store(avg + (int64(min(now.Sub(last), sendQueueMaxWait))-avg)/8)
+		} else {
+			q.perPacket.Store(0) // the queue had emptied: the link kept up
 		}
-		if now := time.Now(); aqm.drop(now, now.Sub(since), len(q.ch) > 0) {
-			qs.full.Add(1)
-			outPool.Put(p)
-			continue
-		}
+		last, waited = now, len(q.ch) > 0
+		q.sending.Store(now.UnixNano())
 		err := qs.link.Send(k, p.b)
+		q.sending.Store(0)
 		if errors.Is(err, peer.ErrLinkWaking) {
 			// The link wound down and is coming back: the queue holds (later packets wait in
 			// it, up to its bound) until it is up, and this packet goes first.
@@ -143,7 +171,7 @@ func (qs *sendQueues) run(k peer.Key, q *sendQueue) {
 				err = qs.link.Send(k, p.b)
 			}
 			cancel()
-			woke = time.Now()
+			waited = false // the wait for the link to come back is not its rate
 		}
 		switch {
 		case err == nil:

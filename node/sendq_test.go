@@ -3,11 +3,15 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
@@ -256,4 +260,55 @@ func TestSendQueueACKs(t *testing.T) {
 	if qs.sent.Load() != 8 || qs.failed.Load() != 0 || qs.full.Load() != 0 {
 		t.Errorf("sent %d, failed %d, full %d; want 8, 0, 0", qs.sent.Load(), qs.failed.Load(), qs.full.Load())
 	}
+}
+
+// stampLink sends one packet per perPacket (on synctest's clock) and records how long each waited:
+// the packets carry the time they were queued.
+type stampLink struct {
+	perPacket time.Duration
+	sent      atomic.Int64
+	maxWait   atomic.Int64 // nanoseconds
+}
+
+func (l *stampLink) Send(_ peer.Key, pkt []byte) error {
+	queued := time.Unix(0, int64(binary.BigEndian.Uint64(pkt)))
+	if w := int64(time.Since(queued)); w > l.maxWait.Load() {
+		l.maxWait.Store(w)
+	}
+	time.Sleep(l.perPacket)
+	l.sent.Add(1)
+	return nil
+}
+
+func (l *stampLink) WaitLink(context.Context, peer.Key) error { return nil }
+
+// TestSendQueueBoundedInTime: traffic at twice what the link carries grows a peer's queue by a
+// packet per packet time; in a second it would hold about 1000 packets (under sendQueueLen), the
+// last of them waiting half a second. The queue is bounded in time too: no packet waits much longer
+// than sendQueueMaxWait, and the excess is dropped and counted.
+func TestSendQueueBoundedInTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		link := &stampLink{perPacket: time.Millisecond}
+		qs := &sendQueues{log: hclog.NewNullLogger(), link: link}
+		var k peer.Key
+		pkt := make([]byte, 100)
+		const packets = 2000 // 2 per ms for a second
+		for i := range packets {
+			binary.BigEndian.PutUint64(pkt, uint64(time.Now().UnixNano()))
+			qs.send(k, pkt, false)
+			if i%2 == 1 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		time.Sleep(time.Second) // the queue drains
+		qs.close()
+		maxWait := time.Duration(link.maxWait.Load())
+		t.Logf("%d packets at twice the link's rate for 1 s: %d sent, %d dropped, longest wait %v", packets, link.sent.Load(), qs.full.Load(), maxWait)
+		if maxWait > sendQueueMaxWait+5*time.Millisecond {
+			t.Errorf("a packet waited %v in the queue, want at most about %v", maxWait, sendQueueMaxWait)
+		}
+		if qs.full.Load() == 0 || link.sent.Load()+int64(qs.full.Load()) != packets {
+			t.Errorf("%d sent and %d dropped of %d: want drops, and every packet sent or dropped", link.sent.Load(), qs.full.Load(), packets)
+		}
+	})
 }

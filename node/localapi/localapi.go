@@ -45,9 +45,9 @@ type JoinRequest struct {
 // Stats counts the node's overlay packets since it started.
 type Stats struct {
 	PacketsSent uint64 `json:"packets_sent"` // packets handed to peer links
-	// DroppedQueueFull counts outbound packets dropped by their peer's send queue, full or standing
-	// (CoDel): the traffic was faster than the link (its congestion control, or a dead path) could
-	// carry.
+	// DroppedQueueFull counts outbound packets dropped because their peer's send queue was full (in
+	// packets, or in time at the link's rate): the traffic was faster than the link (its congestion
+	// control, or a dead path) could carry.
 	DroppedQueueFull   uint64 `json:"dropped_queue_full"`
 	DroppedNoRoute     uint64 `json:"dropped_no_route"`     // outbound packets for no known peer, or with no link to it
 	DroppedSpoofed     uint64 `json:"dropped_spoofed"`      // inbound packets from addresses the sending peer does not own
