@@ -7,12 +7,12 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/warren-net/warren/control"
 	"github.com/warren-net/warren/identity"
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // TestAddrWatch: followAddrs looks at a session for addrWatchFor after its node sent, at every
@@ -104,11 +104,6 @@ func TestFollowAddrsAfterMigration(t *testing.T) {
 	c.send(t, &control.Msg{Type: control.TypeEndpoints, Endpoints: &control.Endpoints{
 		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}})
 	want := pc2.LocalAddr().(*net.UDPAddr).AddrPort()
-	deadline := time.Now().Add(ioTimeout) // a safety net: it takes about one addrCheckEvery
-	for observed() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("observed %v after the move, want %v", observed(), want)
-		}
-		time.Sleep(20 * time.Millisecond) // polls a condition; orders nothing
-	}
+	// ioTimeout is a safety net: it takes about one addrCheckEvery.
+	testkit.Eventually(t, ioTimeout, func() bool { return observed() == want }, "the coord never followed the node to %v", want)
 }
