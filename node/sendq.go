@@ -74,11 +74,19 @@ type sendQueue struct {
 	// moving average, in nanoseconds; 0 while it took them as fast as they came). send drops a
 	// packet that would wait longer than sendQueueMaxWait behind those queued.
 	perPacket atomic.Int64
-	// sending is when the link's Send under way began (UnixNano; 0 between sends): a Send that
+	// sending is when the link's Send under way began (monoNanos; 0 between sends): a Send that
 	// blocks (a path that stopped) counts as the time of one packet, so the queue stops taking
 	// packets at once instead of filling up for as long as the link stays stopped.
 	sending atomic.Int64
 }
+
+// monoStart anchors monoNanos.
+var monoStart = time.Now()
+
+// monoNanos is the monotonic clock in nanoseconds since the process started, plus one so that it is
+// never 0: a wall-clock reading would jump with the system clock (an NTP step), and a Send under
+// way would then count as minutes long, or as negative.
+func monoNanos() int64 { return int64(time.Since(monoStart)) + 1 }
 
 // outPacket is one queued packet in a pooled buffer.
 type outPacket struct {
@@ -98,7 +106,7 @@ func (qs *sendQueues) send(k peer.Key, pkt []byte, fanOut bool) {
 	if n := len(q.ch); n > 0 {
 		per := q.perPacket.Load()
 		if since := q.sending.Load(); since != 0 {
-			per = max(per, time.Now().UnixNano()-since)
+			per = max(per, monoNanos()-since)
 		}
 		if time.Duration(int64(n)*per) > sendQueueMaxWait {
 			qs.full.Add(1)
@@ -160,7 +168,7 @@ func (qs *sendQueues) run(k peer.Key, q *sendQueue) {
 			q.perPacket.Store(0) // the queue had emptied: the link kept up
 		}
 		last, waited = now, len(q.ch) > 0
-		q.sending.Store(now.UnixNano())
+		q.sending.Store(monoNanos())
 		err := qs.link.Send(k, p.b)
 		q.sending.Store(0)
 		if errors.Is(err, peer.ErrLinkWaking) {
