@@ -564,16 +564,21 @@ func Encode(m *Msg) ([]byte, error) {
 //     moves to the next server within 6–8 s of a crash (QUIC restarts the idle timer when it sends a
 //     keep-alive).
 //   - One server: there is nowhere to move to, so only the NAT mapping, the coord's view of the node
-//     and rebinding matter: keep-alives every 15 s (half the 30 s that the shortest-lived NAT
-//     mappings last) and a 45 s idle timeout, so two lost keep-alives in a row do not end it. On a
-//     node whose peer links wound down (package peer, idle.go) these keep-alives are all that still
-//     wakes it, and each costs the coord a QUIC exchange. Each exchange costs the node about 50
-//     thread wake-ups, nearly all of them Go's sysmon thread, which every syscall wakes from its
-//     deep sleep and which then polls every 20 µs until the process is idle again (measured with
-//     strace on an idle node): about 8 wake-ups a second at 2 s, 5 at 10 s (BENCHMARKS.md).
+//     and rebinding matter: keep-alives every 22 s, under the 30 s that the shortest-lived NAT
+//     mappings and stateful firewalls keep an idle UDP flow (WireGuard's advice for its persistent
+//     keep-alive is 25 s), and under half the 45 s idle timeout, the most quic-go sends them at. A
+//     lost keep-alive is an ack-eliciting packet: QUIC's probe timeout sends it again within about
+//     a second, doubling, so a path that drops packets for less than about 20 s keeps the
+//     connection. On a node whose peer links wound down (package peer, idle.go) these keep-alives
+//     are all that still wakes it, and each costs the coord a QUIC exchange. Each exchange costs the
+//     node about 50 thread wake-ups, nearly all of them Go's sysmon thread (measured with strace on
+//     an idle node; BENCHMARKS.md, "Changes of stop 37"): sysmon wakes at the keep-alive timer's
+//     exact time, but the netpoller's epoll_pwait, which runs the timer, comes back up to 0.1% of
+//     its timeout late (the kernel's timer slack for a 22 s wait is 22 ms), and sysmon polls every
+//     20 µs until it does. So the only lever in the program is how often the exchange happens.
 func Timers(coords int) (idle, keepAlive time.Duration) {
 	if coords > 1 {
 		return 6 * time.Second, 2 * time.Second
 	}
-	return 45 * time.Second, 15 * time.Second
+	return 45 * time.Second, 22 * time.Second
 }

@@ -45,7 +45,7 @@ type Config struct {
 	Logger hclog.Logger
 	// LoginTimeout bounds how long a new connection may take to log in. Default 10s.
 	LoginTimeout time.Duration
-	// IdleTimeout is how long a silent node stays online. Default 45s (a node with one coord sends keep-alives every 15s,
+	// IdleTimeout is how long a silent node stays online. Default 45s (a node with one coord sends keep-alives every 22s,
 	// control.Timers; one with several sets 6s itself, and QUIC uses the smaller).
 	IdleTimeout time.Duration
 	// ProbeConn is an optional second UDP socket on the same address, answering binding requests so

@@ -69,7 +69,7 @@ func TestCoordRestartUnderLoad(t *testing.T) {
 	t.Logf("%d nodes logged in, in networks of %d, every peer online, after %v", nodes, group, time.Since(start).Round(time.Millisecond))
 
 	// SIGKILL: the nodes notice when their control connection times out, 45 s after the last packet
-	// or the first keep-alive sent after it (every 15 s: control.Timers), so 45-60 s after the kill,
+	// or the first keep-alive sent after it (every 22 s: control.Timers), so 45-67 s after the kill,
 	// each at its own moment (a bare keep-alive is too small for the restarted coord to answer with a
 	// stateless reset); they come back after their first backoff (1 s ±25%).
 	coord = restartCoord(t, coord, true, coordArgs, swarm, group-1)

@@ -306,7 +306,7 @@ func (c *coordClient) sendEndpoints(u *control.Endpoints) {
 }
 
 // nudge sends the last endpoints report again, unchanged, so that the coord hears from the node now
-// rather than at its next keep-alive (every 15 s with one coord): when the node's NAT rebound, the
+// rather than at its next keep-alive (every 22 s with one coord): when the node's NAT rebound, the
 // coord's QUIC connection moves to the new address on this packet, and the coord tells the peers
 // (coord/sidechannel.go, followAddrs). An unchanged report costs the coord nothing else. Nothing is
 // sent before the first report. Best effort.

@@ -101,7 +101,7 @@ func main() {
 	flag.DurationVar(&o.udpLoss, "udp-loss", 500*time.Millisecond, "a UDP datagram not echoed within this time counts as lost")
 	flag.IntVar(&o.idleNodes, "idle-nodes", 10, "after the table, measure the idle cost of a network of this many idle nodes (0 = skip)")
 	flag.DurationVar(&o.idleSettle, "idle-settle", 15*time.Second, "wait after every idle node's links are direct before the idle window")
-	flag.DurationVar(&o.idleWindow, "idle-window", 60*time.Second, "the idle-cost measuring window (a node with one coord sends a keep-alive every 15 s: four of them)")
+	flag.DurationVar(&o.idleWindow, "idle-window", 66*time.Second, "the idle-cost measuring window (a node with one coord sends a keep-alive every 22 s: three of them)")
 	flag.IntVar(&o.idleScale, "idle-scale", 1000, "also measure the coord's idle cost per node with this many simulated idle nodes (0 = skip)")
 	flag.BoolVar(&o.lowLatency, "low-latency", true, "also measure warren's rows with `warren up --low-latency` and the peer's with the same Go runtime setting ("+godebugAwake+"); each row's table line is then the best of its variants per column. Turn it off to compare a build with -base")
 	appsAwake := flag.Bool("apps-awake", true, "run the driver (the client) and the load server with the same runtime setting ("+godebugAwake+"): they stand for the apps a VPN carries (ssh, a game), which have no Go runtime monitor to wake; without it their own wake-ups weigh on every row's round trips, twice on rows whose load server is a process of its own")
