@@ -64,6 +64,7 @@ type pathView struct {
 
 	// Of the current link:
 	sent, recv uint64         // its packet counters
+	pto        time.Duration  // its QUIC probe timeout, from the RTT estimate (stallAfter)
 	sendsTo    netip.AddrPort // where its packets go now (Endpoint.sendsTo)
 	canAlias   bool           // we dialed it: its packets can be redirected (alias.go)
 	used       uint64         // its traffic counter (link.used: packets and streams, no keep-alives)
@@ -237,7 +238,7 @@ func (s *pathState) watch(v *pathView, now time.Time, a *pathActions) {
 		s.unanswered = now
 	}
 	s.lastSent = v.sent
-	s.stalled = !s.unanswered.IsZero() && now.Sub(s.unanswered) > stallAfter
+	s.stalled = !s.unanswered.IsZero() && now.Sub(s.unanswered) > stallAfter(v.pto)
 	recheck := v.recheck || (s.stalled && now.Sub(s.recheckAt) > pingTimeout)
 	v.recheck = false
 	if recheck {

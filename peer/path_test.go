@@ -169,7 +169,8 @@ func TestPathDialFailed(t *testing.T) {
 
 // TestPathStall: a direct link that sends without receiving for over stallAfter is rechecked (its
 // address forgotten, pings sent), and if no probe is answered within RelayDelay the dialer falls back
-// to the relay. Rechecks repeat every pingTimeout while the stall lasts.
+// to the relay. Rechecks repeat every pingTimeout while the stall lasts. The link here is a slow one
+// (a probe timeout of 700 ms: stallAfter is stallMax); "fast path" has a LAN's.
 func TestPathStall(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	l := &link{path: PathDirect}
@@ -178,7 +179,8 @@ func TestPathStall(t *testing.T) {
 	}
 	recheck := pathActions{ping: true, recheck: true}
 	start := func(v *pathView) {
-		*v = pathView{online: true, relaying: true, link: l, direct: true, sendsTo: addrA, validated: addrA, sent: 10, recv: 10}
+		*v = pathView{online: true, relaying: true, link: l, direct: true, sendsTo: addrA, validated: addrA, sent: 10, recv: 10,
+			pto: 700 * time.Millisecond}
 	}
 	// The link goes quiet at 1 s: stalled once more than 2 s have passed, at 4 s.
 	quiet := []pathStep{
@@ -220,6 +222,16 @@ func TestPathStall(t *testing.T) {
 			{at: 6001 * time.Millisecond, ev: timer, want: recheck, wake: 7 * time.Second},
 		})
 	})
+	t.Run("fast path", func(t *testing.T) {
+		// A probe timeout of 30 ms: stalled once more than stallMin (1 s) has passed, at 3 s.
+		fast := func(v *pathView) { start(v); v.pto = 30 * time.Millisecond }
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
+			{at: 0, ev: timer, set: fast, want: none, wake: time.Second},
+			quiet[1], quiet[2],
+			{at: 3 * time.Second, ev: timer, set: sends(16, 10), want: recheck, wake: 4 * time.Second, then: wantValidated(netip.AddrPort{})},
+			{at: 4 * time.Second, ev: timer, set: sends(18, 10), want: pathActions{dial: PathRelay, fallback: true}, wake: 5 * time.Second},
+		})
+	})
 	t.Run("endpoints changed", func(t *testing.T) {
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
 			quiet[0],
@@ -231,6 +243,18 @@ func TestPathStall(t *testing.T) {
 				}},
 		})
 	})
+}
+
+// TestStallAfter: three probe timeouts, within stallMin and stallMax.
+func TestStallAfter(t *testing.T) {
+	for _, c := range []struct{ pto, want time.Duration }{
+		{0, stallMin}, {30 * time.Millisecond, stallMin}, {500 * time.Millisecond, 1500 * time.Millisecond},
+		{700 * time.Millisecond, stallMax}, {5 * time.Second, stallMax},
+	} {
+		if got := stallAfter(c.pto); got != c.want {
+			t.Errorf("stallAfter(%v) = %v, want %v", c.pto, got, c.want)
+		}
+	}
 }
 
 // TestPathPeerMoved: when a direct link's peer answers at another address, the dialer follows it

@@ -314,7 +314,7 @@ const maxInterimWait = time.Second
 
 // freshDirect is how young a direct link is still kept when a relay link to the same peer comes up
 // (installLink). A direct link that stalls and falls back to the relay is always older: a stall takes
-// stallAfter plus RelayDelay to act on.
+// over stallMin plus RelayDelay to act on.
 const freshDirect = 2 * time.Second
 
 // retireGrace is how long a retired link without streams stays open. The new link is up on our side

@@ -40,9 +40,25 @@ const (
 	maxPending = 64
 	// pingTimeout is how long a ping may wait for its pong.
 	pingTimeout = 5 * time.Second
-	// stallAfter is how long a direct link may send without receiving before it is rechecked.
-	stallAfter = 2 * time.Second
+	// stallMin and stallMax bound how long a direct link may send without receiving before it is
+	// rechecked (stallAfter).
+	stallMin = time.Second
+	stallMax = 2 * time.Second
+	// maxAckDelay is how long a QUIC peer may wait before it acknowledges (quic-go's, and RFC
+	// 9000's default): part of the probe timeout.
+	maxAckDelay = 25 * time.Millisecond
 )
+
+// stallAfter is how long a direct link whose QUIC probe timeout is pto may send without receiving
+// before it is rechecked: three probe timeouts, what RFC 9002 calls persistent congestion, within
+// stallMin and stallMax. A healthy link answers every packet that asks for an answer within one,
+// so on a LAN or a fast internet path a link that went dark (the peer's NAT rebound, a firewall
+// closed) is rechecked after 1 s, and a slow path (hundreds of ms, a satellite) gets up to 2 s
+// before its round trips could read as a stall. A recheck that finds the path alive costs a round
+// of pings and, on the side whose links stalled, an endpoints report to the coord.
+func stallAfter(pto time.Duration) time.Duration {
+	return min(stallMax, max(stallMin, 3*pto))
+}
 
 type pendingPing struct {
 	to    netip.AddrPort
@@ -122,6 +138,7 @@ func (e *Endpoint) viewLocked(ps *peerState, v *pathView, lower bool) {
 		v.direct = l.path == PathDirect
 		st := l.conn.ConnectionStats()
 		v.sent, v.recv = st.PacketsSent, st.PacketsReceived
+		v.pto = st.SmoothedRTT + 4*st.MeanDeviation + maxAckDelay
 		v.sendsTo = e.sendsTo(l)
 		v.canAlias = l.client
 	}
