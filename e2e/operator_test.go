@@ -211,7 +211,7 @@ func TestOperatorCommands(t *testing.T) {
 
 	// Owner actions by the operator, on any network: a kick reaches the kicked node's peer, a lock
 	// refuses the next join; with no server running they are refused (the members must be told).
-	// (alpha notices the killed server only after its idle timeout, 45-60 s: wait until the new one
+	// (alpha notices the killed server only after its idle timeout, 45-67 s: wait until the new one
 	// has it.)
 	var listed map[string]operatorapi.Node
 	testkit.Eventually(t, 90*time.Second, func() bool {
