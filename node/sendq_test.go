@@ -300,7 +300,7 @@ func TestSendQueueBoundedInTime(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 		}
-		time.Sleep(time.Second) // the queue drains
+		time.Sleep(time.Second) // the queue drains (synctest's clock: no real wait)
 		qs.close()
 		maxWait := time.Duration(link.maxWait.Load())
 		t.Logf("%d packets at twice the link's rate for 1 s: %d sent, %d dropped, longest wait %v", packets, link.sent.Load(), qs.full.Load(), maxWait)
