@@ -23,7 +23,8 @@ const (
 	relayedPingSlow = 4                      // pings to a relayed peer go this many times slower
 	hardMin         = 15 * time.Second       // first birthday retry interval...
 	hardMax         = 5 * time.Minute        // ...doubling up to this, without jitter
-	directCheck     = time.Second            // how often a direct link's counters are looked at
+	directCheck     = time.Second            // how often a quiet direct link's counters are looked at...
+	directCheckBusy = 250 * time.Millisecond // ...and one that sent since the last look (stall detection)
 	idleWake        = time.Hour              // the wake-up when nothing is scheduled
 )
 
@@ -196,8 +197,7 @@ func (s *pathState) turn(v *pathView, now time.Time) (a pathActions, wakeAt time
 	}
 	s.wasDirect, s.hadLink = v.direct, v.link != nil
 	if v.direct && !v.noDirect {
-		s.watch(v, now, &a)
-		wakeAt = nextTick(now, directCheck)
+		wakeAt = s.watch(v, now, &a)
 	}
 	if v.online && !v.direct && !v.noDirect {
 		wakeAt = s.punch(v, now, &a)
@@ -230,15 +230,27 @@ func (s *pathState) directLost(v *pathView, now time.Time) {
 }
 
 // watch looks for a stall on the direct link (packets go out, nothing comes back for stallAfter)
-// and rechecks the path, by probing again, when it stalls or the peer's endpoints changed.
-func (s *pathState) watch(v *pathView, now time.Time, a *pathActions) {
+// and rechecks the path, by probing again, when it stalls or the peer's endpoints changed. It returns
+// when to look again: at the next directCheck tick, or directCheckBusy one while the link sends, or
+// sooner when the stall's next step is due, the moment the link has been unanswered for stallAfter
+// or, once it stalled, the moment the dialer may fall back to the relay (keepDirect). Each step used
+// to wait for the next once-a-second look after it, a second or two in all (BENCHMARKS.md, "Changes
+// of stop 38").
+//
+// The link's counters are read once per turn, so unanswered is the turn that first saw packets go out
+// with nothing back: the packets left before it, so the link has been unanswered for at least
+// now - unanswered, and reaching stallAfter is enough. The finer look while the link sends makes that
+// turn come sooner after the path went dark; a quiet link keeps the coarse one, on the same ticks for
+// every peer (nextTick).
+func (s *pathState) watch(v *pathView, now time.Time, a *pathActions) (wakeAt time.Time) {
+	busy := v.link == s.watched && v.sent != s.lastSent
 	if s.watched != v.link || v.recv != s.lastRecv {
 		s.watched, s.lastRecv, s.unanswered = v.link, v.recv, time.Time{}
-	} else if v.sent != s.lastSent && s.unanswered.IsZero() {
+	} else if busy && s.unanswered.IsZero() {
 		s.unanswered = now
 	}
 	s.lastSent = v.sent
-	s.stalled = !s.unanswered.IsZero() && now.Sub(s.unanswered) > stallAfter(v.pto)
+	s.stalled = !s.unanswered.IsZero() && now.Sub(s.unanswered) >= stallAfter(v.pto)
 	recheck := v.recheck || (s.stalled && now.Sub(s.recheckAt) > pingTimeout)
 	v.recheck = false
 	if recheck {
@@ -246,6 +258,21 @@ func (s *pathState) watch(v *pathView, now time.Time, a *pathActions) {
 		s.recheckAt = now
 		a.ping, a.recheck = true, true
 	}
+	wakeAt = nextTick(now, directCheck)
+	if busy {
+		wakeAt = nextTick(now, directCheckBusy)
+	}
+	var due time.Time
+	switch {
+	case !s.unanswered.IsZero() && !s.stalled:
+		due = s.unanswered.Add(stallAfter(v.pto))
+	case s.stalled && s.dialer && v.relaying && now.Before(s.recheckAt.Add(s.relayDelay)):
+		due = s.recheckAt.Add(s.relayDelay)
+	}
+	if !due.IsZero() && due.Before(wakeAt) {
+		wakeAt = due
+	}
+	return wakeAt
 }
 
 // punch schedules pings (and birthday attempts) while there is no direct link, and returns when the

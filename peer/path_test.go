@@ -167,10 +167,12 @@ func TestPathDialFailed(t *testing.T) {
 	})
 }
 
-// TestPathStall: a direct link that sends without receiving for over stallAfter is rechecked (its
-// address forgotten, pings sent), and if no probe is answered within RelayDelay the dialer falls back
-// to the relay. Rechecks repeat every pingTimeout while the stall lasts. The link here is a slow one
-// (a probe timeout of 700 ms: stallAfter is stallMax); "fast path" has a LAN's.
+// TestPathStall: a direct link that sends without receiving for stallAfter is rechecked (its address
+// forgotten, pings sent), and if no probe is answered within RelayDelay the dialer falls back to the
+// relay. The loop wakes at each of those moments, not at the next directCheck tick after it. Rechecks
+// repeat every pingTimeout while the stall lasts. The link here is a slow one (a probe timeout of
+// 700 ms: stallAfter is stallMax); "fast path" has a LAN's, "between ticks" one whose stallAfter
+// falls between two ticks.
 func TestPathStall(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	l := &link{path: PathDirect}
@@ -178,59 +180,99 @@ func TestPathStall(t *testing.T) {
 		return func(v *pathView) { v.sent, v.recv = sent, recv }
 	}
 	recheck := pathActions{ping: true, recheck: true}
+	fallback := pathActions{dial: PathRelay, fallback: true}
 	start := func(v *pathView) {
 		*v = pathView{online: true, relaying: true, link: l, direct: true, sendsTo: addrA, validated: addrA, sent: 10, recv: 10,
 			pto: 700 * time.Millisecond}
 	}
-	// The link goes quiet at 1 s: stalled once more than 2 s have passed, at 4 s.
+	// The link sends without an answer at 1 s: the look after a send comes directCheckBusy later,
+	// and it is stalled 2 s after the turn that saw it, at 3 s.
 	quiet := []pathStep{
 		{at: 0, ev: timer, set: start, want: none, wake: time.Second},
-		{at: time.Second, ev: timer, set: sends(12, 10), want: none, wake: 2 * time.Second},
-		{at: 2 * time.Second, ev: timer, set: sends(14, 10), want: none, wake: 3 * time.Second},
-		{at: 3 * time.Second, ev: timer, set: sends(16, 10), want: none, wake: 4 * time.Second},
-		{at: 4 * time.Second, ev: timer, set: sends(18, 10), want: recheck, wake: 5 * time.Second, then: wantValidated(netip.AddrPort{})},
+		{at: time.Second, ev: timer, set: sends(12, 10), want: none, wake: 1250 * time.Millisecond},
+		{at: 1250 * time.Millisecond, ev: timer, want: none, wake: 2 * time.Second},
+		{at: 2 * time.Second, ev: timer, want: none, wake: 3 * time.Second},
+		{at: 3 * time.Second, ev: timer, want: recheck, wake: 4 * time.Second, then: wantValidated(netip.AddrPort{})},
 	}
 	t.Run("fallback", func(t *testing.T) {
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, append(quiet,
-			pathStep{at: 5 * time.Second, ev: timer, set: sends(20, 10), want: pathActions{dial: PathRelay, fallback: true}, wake: 6 * time.Second}))
+			pathStep{at: 4 * time.Second, ev: timer, set: sends(18, 10), want: fallback, wake: 4250 * time.Millisecond}))
 	})
 	t.Run("not the dialer", func(t *testing.T) {
 		runPath(t, newTestPath(false, t0), &pathView{}, t0, append(quiet,
-			pathStep{at: 5 * time.Second, ev: timer, set: sends(20, 10), want: none, wake: 6 * time.Second}))
+			pathStep{at: 4 * time.Second, ev: timer, set: sends(18, 10), want: none, wake: 4250 * time.Millisecond}))
 	})
 	t.Run("probe answered", func(t *testing.T) {
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, append(quiet,
-			pathStep{at: 4500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated = addrA }, want: none, wake: 5 * time.Second},
-			pathStep{at: 5 * time.Second, ev: timer, want: none, wake: 6 * time.Second}))
+			pathStep{at: 3500 * time.Millisecond, ev: wake, set: func(v *pathView) { v.validated = addrA }, want: none, wake: 4 * time.Second},
+			pathStep{at: 4 * time.Second, ev: timer, want: none, wake: 5 * time.Second}))
 	})
 	t.Run("no relay: rechecks every pingTimeout", func(t *testing.T) {
-		steps := append(quiet, pathStep{at: 4 * time.Second, ev: wake, set: func(v *pathView) { v.relaying = false }, want: none, wake: 5 * time.Second})
-		for at := 5 * time.Second; at < 9*time.Second; at += time.Second {
+		steps := append(quiet, pathStep{at: 3 * time.Second, ev: wake, set: func(v *pathView) { v.relaying = false }, want: none, wake: 4 * time.Second})
+		for at := 4 * time.Second; at < 8*time.Second; at += time.Second {
 			steps = append(steps, pathStep{at: at, ev: timer, want: none, wake: at + time.Second})
 		}
 		steps = append(steps,
-			pathStep{at: 9 * time.Second, ev: timer, want: none, wake: 10 * time.Second}, // 5 s since the last: not yet
-			pathStep{at: 9001 * time.Millisecond, ev: timer, want: recheck, wake: 10 * time.Second})
+			pathStep{at: 8 * time.Second, ev: timer, want: none, wake: 9 * time.Second}, // 5 s since the last: not yet
+			pathStep{at: 8001 * time.Millisecond, ev: timer, want: recheck, wake: 9 * time.Second})
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, steps)
 	})
 	t.Run("packets come back", func(t *testing.T) {
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
 			quiet[0], quiet[1], quiet[2],
-			{at: 3 * time.Second, ev: timer, set: sends(16, 11), want: none, wake: 4 * time.Second},
-			{at: 4 * time.Second, ev: timer, set: sends(18, 11), want: none, wake: 5 * time.Second},
-			{at: 6 * time.Second, ev: timer, set: sends(20, 11), want: none, wake: 7 * time.Second}, // quiet since 4 s: 2 s is no stall
-			{at: 6001 * time.Millisecond, ev: timer, want: recheck, wake: 7 * time.Second},
+			{at: 2 * time.Second, ev: timer, set: sends(12, 11), want: none, wake: 3 * time.Second},
+			{at: 3 * time.Second, ev: timer, set: sends(14, 11), want: none, wake: 3250 * time.Millisecond},
+			{at: 3250 * time.Millisecond, ev: timer, want: none, wake: 4 * time.Second},
+			{at: 4 * time.Second, ev: timer, want: none, wake: 5 * time.Second}, // unanswered since 3 s: 1 s is no stall
+			{at: 5 * time.Second, ev: timer, want: recheck, wake: 6 * time.Second},
 		})
 	})
 	t.Run("fast path", func(t *testing.T) {
-		// A probe timeout of 30 ms: stalled once more than stallMin (1 s) has passed, at 3 s.
+		// A probe timeout of 30 ms: stalled after stallMin (1 s), at 2 s.
 		fast := func(v *pathView) { start(v); v.pto = 30 * time.Millisecond }
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
 			{at: 0, ev: timer, set: fast, want: none, wake: time.Second},
 			quiet[1], quiet[2],
-			{at: 3 * time.Second, ev: timer, set: sends(16, 10), want: recheck, wake: 4 * time.Second, then: wantValidated(netip.AddrPort{})},
-			{at: 4 * time.Second, ev: timer, set: sends(18, 10), want: pathActions{dial: PathRelay, fallback: true}, wake: 5 * time.Second},
+			{at: 2 * time.Second, ev: timer, want: recheck, wake: 3 * time.Second, then: wantValidated(netip.AddrPort{})},
+			{at: 3 * time.Second, ev: timer, want: fallback, wake: 4 * time.Second},
 		})
+	})
+	t.Run("between ticks", func(t *testing.T) {
+		// A probe timeout of 500 ms: stallAfter 1.5 s, so the loop wakes at 2.5 s for the stall
+		// and at 3.5 s, RelayDelay later, for the fallback.
+		mid := func(v *pathView) { start(v); v.pto = 500 * time.Millisecond }
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
+			{at: 0, ev: timer, set: mid, want: none, wake: time.Second},
+			quiet[1], quiet[2],
+			{at: 2 * time.Second, ev: timer, want: none, wake: 2500 * time.Millisecond},
+			{at: 2500 * time.Millisecond, ev: timer, want: recheck, wake: 3 * time.Second},
+			{at: 3 * time.Second, ev: timer, want: none, wake: 3500 * time.Millisecond},
+			{at: 3500 * time.Millisecond, ev: timer, want: fallback, wake: 4 * time.Second},
+		})
+	})
+	t.Run("busy link goes dark", func(t *testing.T) {
+		// Traffic both ways, looked at every directCheckBusy; the path goes dark just after the
+		// look at 1 s. The look at 1.25 s still counts the packets that came in before the dark,
+		// the one at 1.5 s sees packets go out unanswered: stalled at 2.5 s (a fast path), fallen
+		// back at 3.5 s. A look once a second would see it at 3 s at the earliest.
+		fast := func(v *pathView) { start(v); v.pto = 30 * time.Millisecond }
+		steps := []pathStep{{at: 0, ev: timer, set: fast, want: none, wake: time.Second}}
+		sent, recv := uint64(10), uint64(10)
+		for at := time.Second; at <= 3500*time.Millisecond; at += directCheckBusy {
+			sent += 2
+			if at <= 1250*time.Millisecond {
+				recv += 2
+			}
+			st := pathStep{at: at, ev: timer, set: sends(sent, recv), want: none, wake: at + directCheckBusy}
+			switch at {
+			case 2500 * time.Millisecond:
+				st.want = recheck
+			case 3500 * time.Millisecond:
+				st.want = fallback
+			}
+			steps = append(steps, st)
+		}
+		runPath(t, newTestPath(true, t0), &pathView{}, t0, steps)
 	})
 	t.Run("endpoints changed", func(t *testing.T) {
 		runPath(t, newTestPath(true, t0), &pathView{}, t0, []pathStep{
