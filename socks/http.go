@@ -78,13 +78,20 @@ func (c *capReader) Read(b []byte) (int, error) {
 
 const unlimited = 1 << 62
 
-// serve handles requests on one client connection until it closes or asks to.
+// maxAuthFailures is how many requests without valid credentials one client connection may send
+// before the proxy closes it: a browser sends one, reads the 407 and sends it again with them.
+const maxAuthFailures = 3
+
+// serve handles requests on one client connection until it closes or asks to. Until a request
+// carries valid credentials (when the proxy wants them), the connection stays under the handshake
+// deadline set by serveConn, reading and discarding included, and gets maxAuthFailures tries: a
+// client without them cannot hold a connection slot.
 func (p *httpProxy) serve(c *peekedConn, cr *capReader) error {
-	first := true
+	first, failures := true, 0
 	for {
 		if first {
 			first = false // the handshake deadline set by serveConn applies
-		} else {
+		} else if failures == 0 {
 			c.SetReadDeadline(time.Now().Add(httpIdleTimeout))
 		}
 		cr.n = maxHTTPHeader + int64(c.r.Buffered())
@@ -101,14 +108,21 @@ func (p *httpProxy) serve(c *peekedConn, cr *capReader) error {
 			writeError(c, status, "bad request")
 			return fmt.Errorf("http: read request: %w", err)
 		}
-		c.SetDeadline(time.Time{})
 		if p.s.cfg.User != "" && !p.authorized(req) {
+			failures++
 			io.Copy(io.Discard, io.LimitReader(req.Body, 1<<20))
 			resp := errorResponse(http.StatusProxyAuthRequired, "proxy authentication required")
 			resp.Header.Set("Proxy-Authenticate", `Basic realm="warren"`)
-			resp.Write(c)
+			if failures >= maxAuthFailures {
+				resp.Close = true
+			}
+			if err := resp.Write(c); err != nil || failures >= maxAuthFailures {
+				return errors.New("http: no valid proxy credentials")
+			}
 			continue
 		}
+		failures = 0
+		c.SetDeadline(time.Time{})
 		if strings.EqualFold(hostOnly(req.Host), "local.warren") {
 			// The node's local API name: never reachable through the proxy (no DNS-rebinding path).
 			writeError(c, http.StatusForbidden, "the local API is not reachable through the proxy")

@@ -161,3 +161,63 @@ func TestAuth(t *testing.T) {
 }
 
 func url_(user, pass string) *url.Userinfo { return url.UserPassword(user, pass) }
+
+// TestAuthHoldsNoSlot: a client without credentials cannot keep a connection: one that promises a
+// body and goes silent is closed at the handshake deadline, and one that keeps sending requests
+// without credentials is closed after maxAuthFailures of them. Both would otherwise hold one of the
+// proxy's MaxConns slots for as long as they liked.
+func TestAuthHoldsNoSlot(t *testing.T) {
+	s, err := New(Config{
+		Dial:             func(context.Context, string, string) (net.Conn, error) { return nil, fmt.Errorf("no dials here") },
+		Resolve:          func(context.Context, string) (netip.Addr, error) { return netip.Addr{}, fmt.Errorf("no names here") },
+		User:             "alice",
+		Password:         "s3cret",
+		HandshakeTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(ln)
+	defer s.Close()
+
+	closedWithin := func(t *testing.T, c net.Conn, within time.Duration) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(within))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("the proxy kept the connection open: %v", err)
+		}
+	}
+	t.Run("silent body", func(t *testing.T) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "POST http://b.warren/ HTTP/1.1\r\nHost: b.warren\r\nContent-Length: 1000\r\n\r\n")
+		closedWithin(t, c, 10*time.Second) // the handshake deadline is 300 ms; 10 s is a safety net
+	})
+	t.Run("requests without credentials", func(t *testing.T) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := range maxAuthFailures {
+			io.WriteString(c, "GET http://b.warren/ HTTP/1.1\r\nHost: b.warren\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusProxyAuthRequired {
+				t.Fatalf("request %d: %v %v", i+1, resp, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if last := i == maxAuthFailures-1; resp.Close != last {
+				t.Errorf("request %d: Connection: close is %v, want %v", i+1, resp.Close, last)
+			}
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := br.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("the proxy kept the connection open after %d failures (read %d bytes)", maxAuthFailures, n)
+		}
+	})
+}
