@@ -24,11 +24,14 @@ func IsSynthetic(a netip.Addr) bool { return Prefix.Contains(a.Unmap()) }
 
 // Server limits (defaults for ServerConfig's zero fields).
 const (
-	DefaultMaxConns     = 10000            // streams open at once
-	DefaultMaxPerSource = 16               // streams from one IPv4 address or IPv6 /64
-	handshakeTimeout    = 10 * time.Second // TLS handshake of an accepted stream
-	inQueue             = 1024             // packets read from all streams, not yet read by QUIC
-	outQueue            = 256              // packets per stream waiting for its writer
+	DefaultMaxConns     = 10000 // streams open at once
+	DefaultMaxPerSource = 16    // streams from one IPv4 address or IPv6 /64
+	// DefaultIdleTimeout closes a stream that carries no frame for this long: twice the longest QUIC
+	// idle timeout warren uses (45 s), whose keep-alives every 22 s keep a live stream busier.
+	DefaultIdleTimeout = 90 * time.Second
+	handshakeTimeout   = 10 * time.Second // TLS handshake of an accepted stream
+	inQueue            = 1024             // packets read from all streams, not yet read by QUIC
+	outQueue           = 256              // packets per stream waiting for its writer
 )
 
 // ServerConfig configures a Server.
@@ -43,6 +46,9 @@ type ServerConfig struct {
 	Allow func(netip.Addr) bool
 	// MaxConns and MaxPerSource bound the streams; 0 = the defaults.
 	MaxConns, MaxPerSource int
+	// IdleTimeout closes a stream that sends no frame for this long, so a client that completes the
+	// handshake and then stays silent cannot hold a slot; 0 = DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// Local is what LocalAddr returns (the server's UDP address); nil = the listener's address.
 	Local net.Addr
 }
@@ -92,6 +98,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if cfg.MaxPerSource <= 0 {
 		cfg.MaxPerSource = DefaultMaxPerSource
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.Local == nil {
 		cfg.Local = cfg.Listener.Addr()
@@ -215,7 +224,15 @@ func (s *Server) serve(sc *serverConn, addr netip.Addr) {
 	defer stop()
 	r := bufio.NewReaderSize(tc, 16<<10)
 	from := net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, 1))
+	// The read deadline moves on with the frames, at most four times per IdleTimeout (not per
+	// frame: a stream may carry tens of thousands a second).
+	idle := s.cfg.IdleTimeout
+	var moved time.Time
 	for {
+		if now := time.Now(); now.Sub(moved) > idle/4 {
+			tc.SetReadDeadline(now.Add(idle))
+			moved = now
+		}
 		buf := frameBufs.Get().(*[MaxFrame]byte)
 		n, err := ReadFrame(r, buf[:])
 		if err != nil {

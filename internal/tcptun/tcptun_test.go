@@ -251,3 +251,57 @@ func TestServerBlocks(t *testing.T) {
 		t.Fatal("a blocked source finished its handshake")
 	}
 }
+
+// TestServerIdleTimeout: a stream that completes its handshake and then sends nothing is closed
+// after IdleTimeout, so silent clients cannot hold the server's slots; one that keeps sending frames
+// stays open past it.
+func TestServerIdleTimeout(t *testing.T) {
+	sk, _ := identity.Generate()
+	ck, _ := identity.Generate()
+	stls, _ := identity.TLSConfig(sk, "x", true, func(ed25519.PublicKey) error { return nil })
+	ctls, _ := identity.TLSConfig(ck, "x", false, func(ed25519.PublicKey) error { return nil })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const idle = 2 * time.Second
+	s := NewServer(ServerConfig{Listener: ln, TLS: stls, IdleTimeout: idle})
+	defer s.Close()
+	dial := func() *Conn {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		tc, err := Dial(ctx, ln.Addr().String(), ctls, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := NewConn(tc, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	busy, silent := dial(), dial()
+	for _, c := range []*Conn{busy, silent} {
+		if _, err := c.WriteTo([]byte("hello"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return s.Conns() == 2 }, "both streams are open")
+	// The busy stream sends a frame every 100 ms (a twentieth of the idle timeout) until the silent
+	// one is closed, and for one more idle timeout after that.
+	var closedAt time.Time
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := busy.WriteTo([]byte("still here"), nil); err != nil {
+			t.Fatalf("the busy stream: %v", err)
+		}
+		if n := s.Conns(); n == 0 {
+			t.Fatal("the busy stream was closed as idle")
+		} else if n == 1 && closedAt.IsZero() {
+			closedAt = time.Now()
+		}
+		if !closedAt.IsZero() && time.Since(closedAt) > idle {
+			break
+		}
+		if time.Since(start) > 30*time.Second { // a safety net, far past 2 s
+			t.Fatalf("the silent stream is still open after %v (idle timeout %v)", time.Since(start), idle)
+		}
+	}
+}
