@@ -246,7 +246,7 @@ func (n *Node) Ping(ctx context.Context, target string, seq uint16) (*localapi.P
 	if stack == nil {
 		return nil, errClosed
 	}
-	ip, err := n.resolve(ctx, target)
+	ip, err := n.resolvePeer(ctx, target)
 	if err != nil {
 		return nil, err
 	}

@@ -217,32 +217,52 @@ func (n *Node) admit(from peer.Key, pkt []byte) bool {
 	return true
 }
 
-// resolve maps "NAME.warren" or a bare peer name to the peer's IPv4 from the peer map: no DNS query
-// leaves the host for overlay names. Other names are looked up in DNS, unless OverlayOnly.
+// resolve maps "NAME.warren" to the peer's IPv4 from the peer map: no DNS query leaves the host for
+// overlay names. Other names, bare ones included, are looked up in DNS, unless OverlayOnly: a peer's
+// name is its owner's choice, so as a bare name it could stand in for "localhost" or a host name of
+// the user's own network ("db", "gitlab") and pull what an app meant for it, credentials and all,
+// into the overlay. The proxy resolves with this.
 func (n *Node) resolve(ctx context.Context, name string) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(name); err == nil {
 		return ip, nil
 	}
 	lower := strings.ToLower(strings.TrimSuffix(name, "."))
-	label, isOverlay := strings.CutSuffix(lower, ".warren")
-	if ip, ok := n.routes.Load().byName[label]; ok {
-		return ip, nil
-	}
-	n.mu.Lock()
-	if n.welcome != nil && strings.EqualFold(label, n.peers.selfName()) {
-		ip := n.welcome.IPv4
-		n.mu.Unlock()
-		return ip, nil
-	}
-	n.mu.Unlock()
-	if isOverlay || n.cfg.OverlayOnly {
+	if label, isOverlay := strings.CutSuffix(lower, ".warren"); isOverlay {
+		if ip, ok := n.peerIP(label); ok {
+			return ip, nil
+		}
 		return netip.Addr{}, fmt.Errorf("%w: %q is not a peer in any of this node's networks", socks.ErrUnknownName, name)
+	}
+	if n.cfg.OverlayOnly {
+		return netip.Addr{}, fmt.Errorf("%w: %q is not a NAME.warren name, and the proxy is overlay-only", socks.ErrUnknownName, name)
 	}
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
 	if err != nil || len(ips) == 0 {
 		return netip.Addr{}, fmt.Errorf("resolve %q: %w", name, err)
 	}
 	return hostAnswer(name, ips, n.overlay)
+}
+
+// resolvePeer is resolve for a target that can only be a peer (`warren ping`): a bare name is a
+// peer's name too.
+func (n *Node) resolvePeer(ctx context.Context, name string) (netip.Addr, error) {
+	if ip, ok := n.peerIP(strings.ToLower(strings.TrimSuffix(name, "."))); ok {
+		return ip, nil
+	}
+	return n.resolve(ctx, name)
+}
+
+// peerIP is the IPv4 of the peer, or of this node, named label (lower case, without .warren).
+func (n *Node) peerIP(label string) (netip.Addr, bool) {
+	if ip, ok := n.routes.Load().byName[label]; ok {
+		return ip, true
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.welcome != nil && strings.EqualFold(label, n.peers.selfName()) {
+		return n.welcome.IPv4, true
+	}
+	return netip.Addr{}, false
 }
 
 var errClosed = errors.New("node is shutting down")

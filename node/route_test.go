@@ -54,16 +54,39 @@ func TestReceiveDropsSpoofed(t *testing.T) {
 	}
 }
 
+// TestResolve: the proxy finds peers by NAME.warren only; a bare name is a DNS name, even one a peer
+// has (its owner picked it: it must not stand in for "localhost" or the user's own "db"). `warren
+// ping` takes bare peer names too.
 func TestResolve(t *testing.T) {
 	n, _, _ := testNode(t)
-	for name, want := range map[string]string{"b.warren": "100.64.0.2", "B": "100.64.0.2", "b.warren.": "100.64.0.2",
-		"c": "100.64.0.3", "me.warren": "100.64.0.1", "100.64.0.7": "100.64.0.7"} {
-		if ip, err := n.resolve(context.Background(), name); err != nil || ip.String() != want {
+	ctx := context.Background()
+	for name, want := range map[string]string{"b.warren": "100.64.0.2", "B.Warren": "100.64.0.2", "b.warren.": "100.64.0.2",
+		"c.warren": "100.64.0.3", "me.warren": "100.64.0.1", "100.64.0.7": "100.64.0.7"} {
+		if ip, err := n.resolve(ctx, name); err != nil || ip.String() != want {
 			t.Errorf("resolve(%q) = %v, %v; want %s", name, ip, err, want)
 		}
 	}
-	if _, err := n.resolve(context.Background(), "nobody.warren"); !errors.Is(err, socks.ErrUnknownName) {
+	if _, err := n.resolve(ctx, "nobody.warren"); !errors.Is(err, socks.ErrUnknownName) {
 		t.Errorf("unknown name: %v", err)
+	}
+	// A peer named like a host name. OverlayOnly keeps DNS out of the test: a bare name is then
+	// refused, never answered from the peer map.
+	n.cfg.OverlayOnly = true
+	kl := peer.Key{7}
+	n.handleControl(&control.Msg{Type: control.TypePeerDelta, PeerDelta: &control.PeerDelta{Upsert: []control.Peer{
+		{Key: kl[:], Name: "localhost", IPs: []netip.Addr{netip.MustParseAddr("100.64.0.66")}}}}})
+	if ip, err := n.resolve(ctx, "localhost.warren"); err != nil || ip.String() != "100.64.0.66" {
+		t.Fatalf("resolve(localhost.warren) = %v, %v; want the peer", ip, err)
+	}
+	for _, name := range []string{"localhost", "LOCALHOST", "localhost.", "b", "c"} {
+		if ip, err := n.resolve(ctx, name); err == nil {
+			t.Errorf("resolve(%q) = %v: a bare name resolved to a peer", name, ip)
+		}
+	}
+	for name, want := range map[string]string{"b": "100.64.0.2", "C": "100.64.0.3", "localhost": "100.64.0.66", "me": "100.64.0.1"} {
+		if ip, err := n.resolvePeer(ctx, name); err != nil || ip.String() != want {
+			t.Errorf("resolvePeer(%q) = %v, %v; want %s", name, ip, err, want)
+		}
 	}
 }
 
