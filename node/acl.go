@@ -47,8 +47,13 @@ import (
 	"github.com/warren-net/warren/peer"
 )
 
-// allows reports whether peer from may open proto/port on this node under the access rules.
+// allows reports whether peer from may open proto/port on this node under the access rules. A key
+// that is not a peer in the table (removed a moment ago, its stream already read) may open nothing,
+// rules or not, as the packet path refuses an address no peer owns.
 func (rt *routeTable) allows(from peer.Key, proto acl.Proto, port uint16) bool {
+	if !rt.peers[from] {
+		return false
+	}
 	g, restricted := rt.grants[from]
 	return !restricted || g.Allows(proto, port)
 }

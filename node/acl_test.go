@@ -64,6 +64,7 @@ func TestACLGrants(t *testing.T) {
 		{"laptop ping (rule to this node's name)", laptop, acl.ICMP, 0, true},
 		{"laptop ssh", laptop, acl.TCP, 22, false},
 		{"friend shares a network without rules", friend, acl.TCP, 80, true},
+		{"a key that is no peer (removed as its stream came in)", peer.Key{0xee}, acl.TCP, 22, false},
 	} {
 		if got := rt.allows(c.from, c.proto, c.port); got != c.want {
 			t.Errorf("%s: allows=%v, want %v", c.name, got, c.want)
