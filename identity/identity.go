@@ -241,6 +241,11 @@ func TLSConfig(k *Key, alpn string, server bool, verify func(remote ed25519.Publ
 	}
 	if server {
 		conf.ClientAuth = tls.RequireAnyClientCert
+		// No resumption: on a resumed session TLS skips VerifyPeerCertificate, so verify would not
+		// see the client again (a peer removed since would then rest on later checks alone). No
+		// client keeps a session cache anyway, and a ticket would cost every handshake a sealed copy
+		// of the client's certificate, held in QUIC's crypto stream until acknowledged.
+		conf.SessionTicketsDisabled = true
 	}
 	return conf, nil
 }

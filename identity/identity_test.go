@@ -157,3 +157,48 @@ func TestStatelessResetKey(t *testing.T) {
 		t.Error("the reset key is (part of) the identity key")
 	}
 }
+
+// TestNoResumption: a server never resumes a session, so its verify callback sees every client, even
+// one that keeps a session cache (on a resumed session TLS would skip the callback).
+func TestNoResumption(t *testing.T) {
+	server, _ := Generate()
+	client, _ := Generate()
+	verified := make(chan struct{}, 4)
+	sconf, err := TLSConfig(server, "test", true, func(ed25519.PublicKey) error { verified <- struct{}{}; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", sconf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.(*tls.Conn).Handshake()
+				c.Write([]byte("x")) // carries the session ticket, were there one
+				c.Read(make([]byte, 1))
+			}()
+		}
+	}()
+	cconf, _ := TLSConfig(client, "test", false, func(ed25519.PublicKey) error { return nil })
+	cconf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	for i := range 2 {
+		c, err := tls.Dial("tcp", ln.Addr().String(), cconf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Read(make([]byte, 1)) // the ticket, if any, arrives before this byte
+		if c.ConnectionState().DidResume {
+			t.Fatalf("handshake %d resumed a session", i+1)
+		}
+		c.Close()
+		<-verified
+	}
+}

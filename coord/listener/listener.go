@@ -71,9 +71,6 @@ func Listen(cfg Config) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	// No client resumes a session (none keeps a session cache): a ticket would only cost each login
-	// a sealed copy of the client's certificate, kept in the connection's crypto stream until acked.
-	tlsConf.SessionTicketsDisabled = true
 	resetKey := quic.StatelessResetKey(cfg.Key.StatelessResetKey(cfg.ResetLabel))
 	l := &Listener{conn: cfg.Conn}
 	l.tr = &quic.Transport{Conn: cfg.Conn, StatelessResetKey: &resetKey,
