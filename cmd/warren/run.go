@@ -14,7 +14,8 @@ func cmdRun(args []string) error {
 		"Runs COMMAND in a network namespace of its own (no root needed) whose only interfaces are lo and\n"+
 		"a TUN device that the running node bridges to the overlay: the command reaches peers by name\n"+
 		"(NAME.warren, through the node's DNS server) or address with its own TCP/IP stack, no proxy\n"+
-		"settings. Nothing outside the overlay is reachable from inside. warren exits with the command's\n"+
+		"settings. The internet is reached through the node, as through its proxy (none with the node's\n"+
+		"--overlay-only). warren exits with the command's\n"+
 		"status (128+N if signal N killed it).\n"+
 		"Needs unprivileged user namespaces and a /dev/net/tun users may open (warren says what is missing).")
 	state := stateFlag(fs)

@@ -81,12 +81,24 @@ func Parse(data []byte) ([]Setting, error) {
 				return nil, fmt.Errorf("line %d: text after the quoted value", n)
 			}
 			value, _ = strconv.Unquote(q)
-		} else if j := strings.Index(value, "#"); j >= 0 {
+		} else if j := commentStart(value); j >= 0 {
 			value = strings.TrimSpace(value[:j])
 		}
 		out = append(out, Setting{Name: name, Value: value, Line: n})
 	}
 	return out, nil
+}
+
+// commentStart is where an inline comment begins in an unquoted value, -1 if none: at a '#' that
+// starts the value or follows a space or tab. A '#' inside a word belongs to the value: `coord =
+// ADDR#SHA256:...` pins the coord's key, and cutting it there would drop the pin without a word.
+func commentStart(v string) int {
+	for j := range len(v) {
+		if v[j] == '#' && (j == 0 || v[j-1] == ' ' || v[j-1] == '\t') {
+			return j
+		}
+	}
+	return -1
 }
 
 // Load applies the configuration file at path to fs, which has parsed the command line: each

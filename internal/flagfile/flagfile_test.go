@@ -10,11 +10,13 @@ import (
 )
 
 func TestParse(t *testing.T) {
-	got, err := Parse([]byte("# node\r\ncoord = coord.example:7400\n\n  tun=true  # TUN too\nname = \" a # b \" # quoted\nempty =\n"))
+	got, err := Parse([]byte("# node\r\ncoord = coord.example:7400\n\n  tun=true  # TUN too\nname = \" a # b \" # quoted\nempty =\n" +
+		"pinned = coord.example:7400#SHA256:abc\t# a '#' inside a word is the value's\nbare = #only a comment\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Setting{{"coord", "coord.example:7400", 2}, {"tun", "true", 4}, {"name", " a # b ", 5}, {"empty", "", 6}}
+	want := []Setting{{"coord", "coord.example:7400", 2}, {"tun", "true", 4}, {"name", " a # b ", 5}, {"empty", "", 6},
+		{"pinned", "coord.example:7400#SHA256:abc", 7}, {"bare", "", 8}}
 	if len(got) != len(want) {
 		t.Fatalf("got %+v", got)
 	}
