@@ -147,11 +147,12 @@ func (n *Node) streamStack(b *tunBridge, owner uint8, p *packet.Packet) *netstac
 	if s == nil || p.Fragment {
 		return nil
 	}
-	k := packet.FlowKey{Proto: packet.ProtoTCP, Local: p.Src, Remote: p.Dst, LPort: p.SPort, RPort: p.DPort}
+	k := tcpOut(p)
 	if o, ok := b.flows.Lookup(k); ok {
 		if o != ownerStream {
 			return nil
 		}
+		b.noteTCP(k, p.TCPFlags)
 		return s
 	}
 	if p.TCPFlags&(packet.TCPSYN|packet.TCPACK|packet.TCPRST) != packet.TCPSYN || n.cfg.PacketPathTCP {

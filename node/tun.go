@@ -165,10 +165,33 @@ func (n *Node) outputTUN(b *tunBridge, owner uint8, pkt []byte) {
 			return
 		}
 	}
+	b.trackOut(&p, owner, fanOut)
+	n.output(pkt)
+}
+
+// trackOut records the flow of a packet that leaves through device owner (to fan out: a broadcast or
+// multicast), so that replies go back to it.
+func (b *tunBridge) trackOut(p *packet.Packet, owner uint8, fanOut bool) {
 	if k, ok := p.OutboundFlow(fanOut); ok {
 		b.flows.Track(k, owner)
 	}
-	n.output(pkt)
+	if p.Proto == packet.ProtoTCP && !fanOut {
+		b.noteTCP(tcpOut(p), p.TCPFlags)
+	}
+}
+
+// tcpOut is the flow of a TCP segment this host sends.
+func tcpOut(p *packet.Packet) packet.FlowKey {
+	return packet.FlowKey{Proto: packet.ProtoTCP, Local: p.Src, Remote: p.Dst, LPort: p.SPort, RPort: p.DPort}
+}
+
+// noteTCP tells the flow table about a TCP segment's SYN, FIN or RST (FlowTable.TCPSegment), so a
+// closed connection is forgotten minutes after it ends instead of hours: a busy exposed service
+// otherwise filled the table with finished connections, and a full table evicts live ones.
+func (b *tunBridge) noteTCP(k packet.FlowKey, flags uint8) {
+	if flags&(packet.TCPSYN|packet.TCPFIN|packet.TCPRST) != 0 {
+		b.flows.TCPSegment(k, flags)
+	}
 }
 
 // outputStack sends a packet of the netstack's in TUN mode, noting its flow so replies go back to it.
@@ -256,6 +279,7 @@ func (b *tunBridge) verdict(p *packet.Packet, exposed map[Port]bool, o overlay) 
 			return 0
 		}
 		if o, ok := b.flows.Lookup(p.InboundFlow()); ok {
+			b.noteTCP(p.InboundFlow(), p.TCPFlags)
 			return o
 		}
 		if p.TCPFlags&(packet.TCPSYN|packet.TCPACK|packet.TCPRST) == packet.TCPSYN && exposed[Port{"tcp", p.DPort}] {

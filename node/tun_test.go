@@ -3,6 +3,8 @@ package node
 import (
 	"net/netip"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/warren-net/warren/internal/packet"
 	"github.com/warren-net/warren/internal/packet/packettest"
@@ -36,9 +38,41 @@ func (b *tunBridge) send(n *Node, pkt []byte, owner uint8) {
 	if !ok {
 		panic("bad test packet")
 	}
-	if k, ok := p.OutboundFlow(n.overlay.fanOut(p.Dst)); ok {
-		b.flows.Track(k, owner)
-	}
+	b.trackOut(&p, owner, n.overlay.fanOut(p.Dst))
+}
+
+// TestTUNFilterForgetsClosed: a TCP connection that ended (a FIN either way, or a RST) is forgotten
+// IdleTCPClosed after its last segment, an open one is kept; synctest's clock.
+func TestTUNFilterForgetsClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n, b := testBridge()
+		seg := func(src, dst netip.Addr, sport, dport uint16, flags uint8) []byte {
+			return ipPacket(src, dst, packet.ProtoTCP, tcpSeg(sport, dport, flags, ""))
+		}
+		verdict := func(pkt []byte) uint8 {
+			p, ok := packet.Parse(pkt)
+			if !ok {
+				t.Fatal("bad test packet")
+			}
+			return b.verdict(&p, n.exposed, n.overlay)
+		}
+		// Four connections this node opened to port 80 of a peer: one it closes, one the peer
+		// closes, one reset, one left open.
+		for port := uint16(40001); port <= 40004; port++ {
+			b.send(n, seg(self4, peer4, port, 80, packet.TCPSYN), ownerTUN)
+		}
+		b.send(n, seg(self4, peer4, 40001, 80, packet.TCPFIN|packet.TCPACK), ownerTUN)
+		if v := verdict(seg(peer4, self4, 80, 40002, packet.TCPFIN|packet.TCPACK)); v != ownerTUN {
+			t.Fatalf("the peer's FIN: verdict %d", v)
+		}
+		b.send(n, seg(self4, peer4, 40003, 80, packet.TCPRST), ownerTUN)
+		time.Sleep(packet.IdleTCPClosed + time.Second)
+		for port, want := range map[uint16]uint8{40001: 0, 40002: 0, 40003: 0, 40004: ownerTUN} {
+			if v := verdict(seg(peer4, self4, 80, port, packet.TCPACK)); v != want {
+				t.Errorf("connection from port %d: verdict %d after %v, want %d", port, v, packet.IdleTCPClosed+time.Second, want)
+			}
+		}
+	})
 }
 
 func TestTUNFilter(t *testing.T) {

@@ -308,6 +308,63 @@ func TestFlowTableExpiry(t *testing.T) {
 	})
 }
 
+// TestFlowTableClosed: a TCP flow that saw a FIN or RST is forgotten IdleTCPClosed after its last
+// packet; a SYN on the same addresses and ports opens it afresh, for IdleTCP.
+func TestFlowTableClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ft := NewFlowTable(100)
+		closed := FlowKey{Proto: ProtoTCP, Local: self4, Remote: peer4, LPort: 1, RPort: 80}
+		reset := FlowKey{Proto: ProtoTCP, Local: self4, Remote: peer4, LPort: 2, RPort: 80}
+		reused := FlowKey{Proto: ProtoTCP, Local: self4, Remote: peer4, LPort: 3, RPort: 80}
+		open := FlowKey{Proto: ProtoTCP, Local: self4, Remote: peer4, LPort: 4, RPort: 80}
+		for _, k := range []FlowKey{closed, reset, reused, open} {
+			ft.Track(k, 1)
+		}
+		ft.TCPSegment(closed, TCPFIN|TCPACK)
+		ft.TCPSegment(reset, TCPRST)
+		ft.TCPSegment(reused, TCPFIN|TCPACK)
+		ft.TCPSegment(reused, TCPSYN)
+		ft.TCPSegment(FlowKey{Proto: ProtoTCP, LPort: 9}, TCPFIN) // not tracked: nothing happens
+		ft.Track(closed, 1)                                          // a later packet keeps it closed
+		time.Sleep(IdleTCPClosed + time.Second)
+		for k, want := range map[FlowKey]bool{closed: false, reset: false, reused: true, open: true} {
+			if _, ok := ft.Lookup(k); ok != want {
+				t.Errorf("flow to port %d found %v after %v, want %v", k.LPort, ok, IdleTCPClosed+time.Second, want)
+			}
+		}
+		if ft.Len() != 2 {
+			t.Errorf("%d flows, want 2", ft.Len())
+		}
+	})
+}
+
+// TestFlowTablePerRemote: one remote address that opens flow after flow replaces its own oldest
+// flows once it holds its share of the table; the flows of others stay.
+func TestFlowTablePerRemote(t *testing.T) {
+	ft := NewFlowTable(800) // a share of 100
+	for i := range 50 {
+		ft.Track(FlowKey{Proto: ProtoTCP, Local: self4, Remote: peer6, LPort: 22, RPort: uint16(1000 + i)}, 1)
+	}
+	attacker := netip.MustParseAddr("100.64.0.66")
+	for i := range 20000 {
+		k := FlowKey{Proto: ProtoTCP, Local: self4, Remote: attacker, LPort: 22, RPort: uint16(i)}
+		ft.Track(k, 1)
+		if i == 19999 {
+			if _, ok := ft.Lookup(k); !ok {
+				t.Error("the remote's newest flow is not tracked")
+			}
+		}
+	}
+	for i := range 50 {
+		if _, ok := ft.Lookup(FlowKey{Proto: ProtoTCP, Local: self4, Remote: peer6, LPort: 22, RPort: uint16(1000 + i)}); !ok {
+			t.Fatalf("flow %d of another remote was evicted", i)
+		}
+	}
+	if n := ft.Len(); n != 150 {
+		t.Errorf("%d flows, want 150: 50 and the other remote's share", n)
+	}
+}
+
 func TestParseAllocs(t *testing.T) {
 	pkt := pt.IP(peer6, self6, ProtoTCP, pt.TCP(1, 22, TCPSYN, ""))
 	if a := testing.AllocsPerRun(100, func() { Parse(pkt); Addrs(pkt) }); a != 0 {
