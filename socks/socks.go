@@ -47,7 +47,7 @@ type Config struct {
 	// (network unreachable), ErrNotAllowed → 0x02 (not allowed by ruleset), anything else (host
 	// unreachable, timeouts) → 0x04 (host unreachable).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Resolve maps a name (e.g. "b.warren" or "b") to an address. nil = only literal IPs are accepted.
+	// Resolve maps a name (e.g. "b.warren") to an address. nil = only literal IPs are accepted.
 	Resolve func(ctx context.Context, name string) (netip.Addr, error)
 	// Logger; nil = silent. One debug line per failed connection at most.
 	Logger hclog.Logger
@@ -71,6 +71,9 @@ type Config struct {
 	// MaxAssociations bounds the UDP associations open at once; past it UDP ASSOCIATE is answered
 	// with "general failure". Default 1024.
 	MaxAssociations int
+	// UDPIdle ends a UDP association that relays no datagram either way for this long, closing its
+	// control connection (so the client learns it, and its slot is free). Default 2 minutes.
+	UDPIdle time.Duration
 	// FanOut reports whether a UDP destination is a broadcast or multicast address, and Peer whether
 	// an address is a peer's. An association accepts datagrams only from the destinations its client
 	// sent to, and, once it sent to a fan-out address, from peers. nil = neither.
@@ -143,6 +146,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxAssociations == 0 {
 		cfg.MaxAssociations = defaultMaxAssociations
+	}
+	if cfg.UDPIdle == 0 {
+		cfg.UDPIdle = defaultUDPIdle
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 16384

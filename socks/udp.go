@@ -28,7 +28,7 @@ import (
 // UDP limits.
 const (
 	maxUDPDatagram   = 65535
-	udpAssocIdle     = 2 * time.Minute // an association with no datagrams either way dies
+	defaultUDPIdle   = 2 * time.Minute // an association with no datagrams either way ends (Config.UDPIdle)
 	maxNamesPerAssoc = 256             // resolved names cached per association
 	// maxDestsPerAssoc bounds the destinations an association remembers having sent to (replies
 	// are accepted only from those); past it the oldest is forgotten.
@@ -131,7 +131,8 @@ type UDPStats struct {
 }
 
 // handleAssociate serves one UDP ASSOCIATE: a relay socket on the proxy's own address, bound to the
-// client's IP, living as long as the TCP control connection and its idle timeout.
+// client's IP, living as long as the TCP control connection and its idle timeout, which closes the
+// control connection too: the slot is free, and the client learns that its relay is gone.
 func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Request) error {
 	s.requests.SOCKSUDP.Add(1)
 	client, ok := w.(net.Conn)
@@ -167,7 +168,7 @@ func (s *Server) handleAssociate(_ context.Context, w io.Writer, req *socks5.Req
 	if err := socks5.SendReply(w, statute.RepSuccess, relaySock.LocalAddr()); err != nil {
 		return err
 	}
-	a := &association{s: s, relay: relaySock, out: out, clientIP: clientIP, names: make(map[string]netip.Addr),
+	a := &association{s: s, relay: relaySock, out: out, control: client, clientIP: clientIP, names: make(map[string]netip.Addr),
 		sent: make(map[netip.AddrPort]struct{})}
 	// The client may name its source port in the request; otherwise the first datagram fixes it.
 	if req.RawDestAddr != nil && req.RawDestAddr.Port != 0 {
@@ -194,6 +195,7 @@ type association struct {
 	s        *Server
 	relay    *net.UDPConn
 	out      net.PacketConn
+	control  net.Conn // the client's TCP connection
 	clientIP netip.Addr
 	lastSeen atomic.Int64
 
@@ -288,17 +290,18 @@ func (a *association) fromClient() {
 	var armed time.Time // when the idle deadline was last moved
 	for {
 		if now := time.Now(); now.Sub(armed) >= deadlineEvery {
-			a.relay.SetReadDeadline(now.Add(udpAssocIdle))
+			a.relay.SetReadDeadline(now.Add(a.s.cfg.UDPIdle))
 			armed = now
 		}
 		n, from, err := a.relay.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, a.lastSeen.Load())) < udpAssocIdle {
+			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, a.lastSeen.Load())) < a.s.cfg.UDPIdle {
 				armed = time.Time{}
 				continue
 			}
 			a.out.Close() // idle or closed: end the association
+			a.control.Close()
 			return
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/warren-net/warren/internal/testkit"
 )
 
 // associate opens a UDP ASSOCIATE on proxy and returns the control connection and relay address.
@@ -133,6 +135,46 @@ func TestUDPAssociate(t *testing.T) {
 	}
 	if _, err := roundTrip(udpPacket(0, echoAddr, "", "late"), 500*time.Millisecond); err == nil {
 		t.Error("association outlived its control connection")
+	}
+}
+
+// TestUDPAssociateIdle: an association that relays nothing for UDPIdle ends, and closes its control
+// connection: the client learns that its relay is gone, and the slot is free.
+func TestUDPAssociateIdle(t *testing.T) {
+	echoAddr := udpEcho(t)
+	s, err := New(Config{
+		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, io.EOF },
+		ListenUDP: func() (net.PacketConn, error) {
+			return net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		},
+		UDPIdle:         300 * time.Millisecond,
+		MaxAssociations: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(ln)
+	defer s.Close()
+
+	for i := range 2 { // the second association needs the first one's slot
+		if i > 0 {
+			// The slot is released just after the control connection closes: wait for it.
+			testkit.Eventually(t, 10*time.Second, func() bool { return s.associations.Load() == 0 }, "the idle association's slot is free")
+		}
+		ctrl, relay := associate(t, ln.Addr().String())
+		client, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		client.WriteToUDPAddrPort(udpPacket(0, echoAddr, "", "hello"), relay)
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := client.Read(make([]byte, 100)); err != nil {
+			t.Fatalf("association %d: %v", i+1, err)
+		}
+		client.Close()
+		ctrl.SetReadDeadline(time.Now().Add(10 * time.Second)) // a safety net, far past UDPIdle
+		if n, err := ctrl.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("association %d idle: the control connection read %d bytes, %v; want EOF", i+1, n, err)
+		}
+		ctrl.Close()
 	}
 }
 
