@@ -325,7 +325,7 @@ func TestFlowTableClosed(t *testing.T) {
 		ft.TCPSegment(reused, TCPFIN|TCPACK)
 		ft.TCPSegment(reused, TCPSYN)
 		ft.TCPSegment(FlowKey{Proto: ProtoTCP, LPort: 9}, TCPFIN) // not tracked: nothing happens
-		ft.Track(closed, 1)                                          // a later packet keeps it closed
+		ft.Track(closed, 1)                                       // a later packet keeps it closed
 		time.Sleep(IdleTCPClosed + time.Second)
 		for k, want := range map[FlowKey]bool{closed: false, reset: false, reused: true, open: true} {
 			if _, ok := ft.Lookup(k); ok != want {
