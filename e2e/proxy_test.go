@@ -14,9 +14,9 @@ import (
 	"github.com/warren-net/warren/node"
 )
 
-// TestProxyDestinations: IPv6 overlay addresses, bare names, the HTTP proxy on the SOCKS port, and the
-// rules for destinations outside the overlay (direct by default, never the host itself unless
-// allowed, nothing with overlay-only).
+// TestProxyDestinations: IPv6 overlay addresses, NAME.warren (a bare name is a DNS name), the HTTP
+// proxy on the SOCKS port, and the rules for destinations outside the overlay (direct by default,
+// never the host itself unless allowed, nothing with overlay-only).
 func TestProxyDestinations(t *testing.T) {
 	port, _ := blobServer(t, 1024)
 	c := startCoord(t, t.TempDir())
@@ -40,12 +40,25 @@ func TestProxyDestinations(t *testing.T) {
 		t.Errorf("over IPv6: %q", body)
 	}
 
-	// The HTTP proxy answers on the same port as SOCKS, and bare peer names resolve.
+	// The HTTP proxy answers on the same port as SOCKS; peers go by NAME.warren.
 	proxyURL := &url.URL{Scheme: "http", Host: a.SOCKSAddr().String()}
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
-	body, _ = fetch(t, hc, fmt.Sprintf("http://b:%d/hello", port))
+	body, _ = fetch(t, hc, fmt.Sprintf("http://b.warren:%d/hello", port))
 	if string(body) != "hello from b\n" {
-		t.Errorf("HTTP proxy with a bare name: %q", body)
+		t.Errorf("HTTP proxy with a peer name: %q", body)
+	}
+	// A bare name is a DNS name, even a peer's (a peer named "localhost" or "db" must not stand in
+	// for the user's own): the overlay-only node, which asks no DNS, refuses it.
+	strictURL := &url.URL{Scheme: "http", Host: strict.SOCKSAddr().String()}
+	shc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(strictURL)}}
+	if resp, err := shc.Get(fmt.Sprintf("http://b:%d/hello", port)); err != nil {
+		t.Errorf("a bare name through the HTTP proxy: %v, want an error status", err)
+	} else {
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || strings.Contains(string(got), "hello from b") {
+			t.Errorf("a bare name reached the peer: %d %q", resp.StatusCode, got)
+		}
 	}
 
 	// The host's own loopback is refused unless allowed...
