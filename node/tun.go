@@ -278,8 +278,9 @@ func (b *tunBridge) verdict(p *packet.Packet, exposed map[Port]bool, o overlay) 
 		if !toSelf {
 			return 0
 		}
-		if o, ok := b.flows.Lookup(p.InboundFlow()); ok {
-			b.noteTCP(p.InboundFlow(), p.TCPFlags)
+		k := p.InboundFlow()
+		if o, ok := b.flows.Lookup(k); ok {
+			b.noteTCP(k, p.TCPFlags)
 			return o
 		}
 		if p.TCPFlags&(packet.TCPSYN|packet.TCPACK|packet.TCPRST) == packet.TCPSYN && exposed[Port{"tcp", p.DPort}] {

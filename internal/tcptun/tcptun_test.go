@@ -286,7 +286,9 @@ func TestServerIdleTimeout(t *testing.T) {
 	}
 	testkit.Eventually(t, 10*time.Second, func() bool { return s.Conns() == 2 }, "both streams are open")
 	// The busy stream sends a frame every 100 ms (a twentieth of the idle timeout) until the silent
-	// one is closed, and for one more idle timeout after that.
+	// one is closed, and for one more idle timeout after that. The sleep is the traffic's pace, not
+	// an ordering of events: the stream is real TCP and TLS, which synctest's clock cannot drive,
+	// and only a pause of 2 s between two frames would make the busy stream look idle.
 	var closedAt time.Time
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
 		if _, err := busy.WriteTo([]byte("still here"), nil); err != nil {
